@@ -1,0 +1,297 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The programs of the datapath. One object, one skeleton: every attachment
+ * runs these same loaded programs and finds its own state by cgroup id or
+ * ifindex.
+ *
+ *  cgroup attachments: sebpf_connect4/6, sebpf_sendmsg4/6 (socket calls),
+ *                      sebpf_cg_out (every egress packet, the authority),
+ *                      sebpf_cg_in (records inbound flows for replies)
+ *  interface attachments: sebpf_tc_guard (the guest's outgoing direction),
+ *                      sebpf_tc_track (the other direction: inbound flows)
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sebpf_maps.bpf.h"
+#include "sebpf_packet.bpf.h"
+#include "sebpf_policy.bpf.h"
+#include "sebpf_shared.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * The deepest attached cgroup among a cgroup and its ancestors. The cgroup
+ * itself is tried first: the common case, one lookup. Ancestors are walked
+ * from the root down, so the last hit is the deepest; its id is kept (not a
+ * value pointer) and looked up once more at the end.
+ */
+static __always_inline int sebpf_copy_attachment(__u64 id,
+						 struct sebpf_attachment *out)
+{
+	struct sebpf_attachment *att = bpf_map_lookup_elem(&sebpf_cg_attach, &id);
+
+	if (!att)
+		return 0;
+	*out = *att;
+	return 1;
+}
+
+static __always_inline int sebpf_task_attachment(struct sebpf_attachment *out)
+{
+	__u64 deepest = 0;
+
+	if (sebpf_copy_attachment(bpf_get_current_cgroup_id(), out))
+		return 1;
+	for (int level = 1; level < SEBPF_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		if (!id)
+			break;
+		if (bpf_map_lookup_elem(&sebpf_cg_attach, &id))
+			deepest = id;
+	}
+	return deepest && sebpf_copy_attachment(deepest, out);
+}
+
+/* The same for the socket that owns an skb. */
+static __always_inline int sebpf_skb_attachment(struct __sk_buff *skb,
+						struct sebpf_attachment *out)
+{
+	__u64 deepest = 0;
+
+	if (sebpf_copy_attachment(bpf_skb_cgroup_id(skb), out))
+		return 1;
+	for (int level = 1; level < SEBPF_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_skb_ancestor_cgroup_id(skb, level);
+
+		if (!id)
+			break;
+		if (bpf_map_lookup_elem(&sebpf_cg_attach, &id))
+			deepest = id;
+	}
+	return deepest && sebpf_copy_attachment(deepest, out);
+}
+
+static const struct sebpf_decide_opts sebpf_socket_call = {
+	.hook = SEBPF_HOOK_SOCKET,
+};
+
+/* --- cgroup socket calls ------------------------------------------------ */
+
+static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx,
+					    int is_sendmsg)
+{
+	struct sebpf_attachment att;
+	struct sebpf_pkt p = {};
+	struct sebpf_decide_opts o = sebpf_socket_call;
+
+	/* Only an attached cgroup runs this program; no entry means the
+	 * attachment is being torn down, or the socket is used by a task of
+	 * another cgroup. Fail closed. */
+	if (!sebpf_task_attachment(&att))
+		return 0;
+	p.family = AF_INET;
+	p.protocol = ctx->protocol;
+	p.has_l4 = 1;
+	p.dport = (__u16)ctx->user_port;
+	sebpf_set_addr4(p.daddr, ctx->user_ip4);
+	if (is_sendmsg) {
+		struct bpf_sock *sk = ctx->sk;
+
+		/* A UDP server answering with sendto() is replying. */
+		if (sk)
+			p.sport = bpf_htons((__u16)sk->src_port);
+		o.check_reply = 1;
+	}
+	return sebpf_decide(&att, &p, o);
+}
+
+static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx,
+					    int is_sendmsg)
+{
+	struct sebpf_attachment att;
+	struct sebpf_pkt p = {};
+	struct sebpf_decide_opts o = sebpf_socket_call;
+	__u32 a[4];
+
+	if (!sebpf_task_attachment(&att))
+		return 0;
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+	/* A v4-mapped destination is IPv4 on the wire: judge it by the IPv4
+	 * rules, or an AF_INET6 socket would walk around them. */
+	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff)) {
+		p.family = AF_INET;
+		sebpf_set_addr4(p.daddr, a[3]);
+	} else {
+		p.family = AF_INET6;
+		sebpf_set_addr6(p.daddr, a);
+	}
+	p.protocol = ctx->protocol;
+	p.has_l4 = 1;
+	p.dport = (__u16)ctx->user_port;
+	if (is_sendmsg) {
+		struct bpf_sock *sk = ctx->sk;
+
+		if (sk)
+			p.sport = bpf_htons((__u16)sk->src_port);
+		o.check_reply = 1;
+	}
+	return sebpf_decide(&att, &p, o);
+}
+
+SEC("cgroup/connect4")
+int sebpf_connect4(struct bpf_sock_addr *ctx)
+{
+	return sebpf_sock_addr4(ctx, 0);
+}
+
+SEC("cgroup/connect6")
+int sebpf_connect6(struct bpf_sock_addr *ctx)
+{
+	return sebpf_sock_addr6(ctx, 0);
+}
+
+SEC("cgroup/sendmsg4")
+int sebpf_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sebpf_sock_addr4(ctx, 1);
+}
+
+SEC("cgroup/sendmsg6")
+int sebpf_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sebpf_sock_addr6(ctx, 1);
+}
+
+/* --- cgroup packets ----------------------------------------------------- */
+
+/* cgroup_skb data starts at the IP header; the version nibble says which. */
+static __always_inline int sebpf_parse_cgroup_skb(struct __sk_buff *skb,
+						  struct sebpf_pkt *p)
+{
+	__u8 first;
+
+	if (bpf_skb_load_bytes(skb, 0, &first, 1) < 0)
+		return -1;
+	if ((first >> 4) == 4)
+		return sebpf_parse_ipv4(skb, 0, p);
+	if ((first >> 4) == 6)
+		return sebpf_parse_ipv6(skb, 0, p);
+	return -1;
+}
+
+static const struct sebpf_decide_opts sebpf_packet_egress = {
+	.hook = SEBPF_HOOK_PACKET,
+	.check_reply = 1,
+	.check_link = 1,
+};
+
+SEC("cgroup_skb/egress")
+int sebpf_cg_out(struct __sk_buff *skb)
+{
+	struct sebpf_attachment att;
+	struct sebpf_pkt p = {};
+
+	if (!sebpf_skb_attachment(skb, &att))
+		return 0;
+	if (sebpf_parse_cgroup_skb(skb, &p) < 0)
+		return sebpf_decide_malformed(&att, SEBPF_REASON_DENY_MALFORMED);
+	return sebpf_decide(&att, &p, sebpf_packet_egress);
+}
+
+SEC("cgroup_skb/ingress")
+int sebpf_cg_in(struct __sk_buff *skb)
+{
+	struct sebpf_attachment att;
+	struct sebpf_pkt p = {};
+
+	if (sebpf_skb_attachment(skb, &att) &&
+	    sebpf_parse_cgroup_skb(skb, &p) == 0)
+		sebpf_track_inbound(att.serial, &p);
+	return 1; /* inbound traffic is not filtered, only remembered */
+}
+
+/* --- interfaces --------------------------------------------------------- */
+
+#define SEBPF_ETH_HLEN 14
+
+/* Returns 0 and fills p for IP, 1 for ARP, -1 for anything else or a
+ * malformed header (reason in *deny). */
+static __always_inline int sebpf_parse_tc(struct __sk_buff *skb,
+					  const struct sebpf_attachment *att,
+					  struct sebpf_pkt *p,
+					  enum sebpf_reason *deny)
+{
+	__u32 off = (att->flags & SEBPF_ATT_F_L3_DEVICE) ? 0 : SEBPF_ETH_HLEN;
+	int err;
+
+	switch (skb->protocol) {
+	case bpf_htons(ETH_P_IP):
+		err = sebpf_parse_ipv4(skb, off, p);
+		break;
+	case bpf_htons(ETH_P_IPV6):
+		err = sebpf_parse_ipv6(skb, off, p);
+		break;
+	case bpf_htons(ETH_P_ARP):
+		return 1;
+	default:
+		*deny = SEBPF_REASON_DENY_NOT_IP;
+		return -1;
+	}
+	if (err < 0) {
+		*deny = SEBPF_REASON_DENY_MALFORMED;
+		return -1;
+	}
+	return 0;
+}
+
+SEC("tc")
+int sebpf_tc_guard(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct sebpf_attachment *found = bpf_map_lookup_elem(&sebpf_if_attach, &ifindex);
+	struct sebpf_attachment att;
+	enum sebpf_reason deny = SEBPF_REASON_DENY_MALFORMED;
+	struct sebpf_pkt p = {};
+	int kind;
+
+	if (!found)
+		return TC_ACT_SHOT; /* being detached: fail closed */
+	att = *found;
+	kind = sebpf_parse_tc(skb, &att, &p, &deny);
+	if (kind < 0)
+		return sebpf_decide_malformed(&att, deny) ? TC_ACT_UNSPEC
+							   : TC_ACT_SHOT;
+	if (kind == 1) {
+		/* ARP: the link cannot work without it, and it cannot leave
+		 * the link. */
+		sebpf_count(att.slot, SEBPF_HOOK_PACKET,
+			    att.mode == SEBPF_MODE_DISABLED
+				    ? SEBPF_REASON_ALLOW_MODE_DISABLED
+				    : SEBPF_REASON_ALLOW_LINK_LOCAL);
+		return TC_ACT_UNSPEC;
+	}
+	/* TC_ACT_UNSPEC, not TC_ACT_OK: let filters after ours run. */
+	return sebpf_decide(&att, &p, sebpf_packet_egress) ? TC_ACT_UNSPEC
+							   : TC_ACT_SHOT;
+}
+
+SEC("tc")
+int sebpf_tc_track(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct sebpf_attachment *found = bpf_map_lookup_elem(&sebpf_if_attach, &ifindex);
+	enum sebpf_reason ignored;
+	struct sebpf_pkt p = {};
+
+	if (found && sebpf_parse_tc(skb, found, &p, &ignored) == 0)
+		sebpf_track_inbound(found->serial, &p);
+	return TC_ACT_UNSPEC;
+}

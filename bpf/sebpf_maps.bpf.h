@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Every map of the datapath. One loaded program set serves all attachments;
+ * per-attachment state is found by cgroup id or ifindex. The max_entries
+ * below are placeholders: the loader sets real sizes from its configuration
+ * before load (bpf_map__set_max_entries).
+ */
+#ifndef SEBPF_MAPS_BPF_H
+#define SEBPF_MAPS_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sebpf_shared.h"
+
+/* Attachment config, by cgroup id. Not preallocated: an update replaces the
+ * element and frees the old one after an RCU grace period, so a program that
+ * read the old value never sees it torn or reused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct sebpf_attachment);
+} sebpf_cg_attach SEC(".maps");
+
+/* Attachment config, by ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct sebpf_attachment);
+} sebpf_if_attach SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct sebpf_host4_key);
+	__type(value, struct sebpf_rule);
+} sebpf_host4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct sebpf_host6_key);
+	__type(value, struct sebpf_rule);
+} sebpf_host6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct sebpf_prefix4_key);
+	__type(value, struct sebpf_rule);
+} sebpf_prefix4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct sebpf_prefix6_key);
+	__type(value, struct sebpf_rule);
+} sebpf_prefix6 SEC(".maps");
+
+/* Inbound flows, so that replies pass an allowlist. LRU: a flood of inbound
+ * flows evicts the oldest instead of failing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sebpf_flow_key);
+	__type(value, struct sebpf_flow_value);
+} sebpf_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct sebpf_counters);
+} sebpf_counters SEC(".maps");
+
+/*
+ * Not used by any program. Updating a map-of-maps makes the kernel wait for
+ * every running BPF program to finish (synchronize_rcu in the update
+ * syscall), which is how userspace knows no packet still uses a rule set it
+ * has just switched away from, before deleting that rule set.
+ */
+struct sebpf_barrier_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct sebpf_barrier_inner);
+} sebpf_barrier SEC(".maps");
+
+/* One entry: ABI version and sizes, checked when a process adopts pins. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sebpf_meta);
+} sebpf_meta SEC(".maps");
+
+#endif /* SEBPF_MAPS_BPF_H */

@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Packet parsing shared by the TC and cgroup_skb programs: from an skb and
+ * the offset of its IP header to the few fields a decision needs.
+ * bpf_skb_load_bytes() is used instead of direct packet access so that
+ * non-linear skbs parse the same way in both program types.
+ */
+#ifndef SEBPF_PACKET_BPF_H
+#define SEBPF_PACKET_BPF_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+#define SEBPF_ICMP_ECHO_REPLY 0
+#define SEBPF_ICMP_ECHO_REQUEST 8
+#define SEBPF_ICMPV6_ECHO_REQUEST 128
+#define SEBPF_ICMPV6_ECHO_REPLY 129
+
+#define SEBPF_TCP_FLAG_SYN 0x02
+#define SEBPF_TCP_FLAG_ACK 0x10
+
+/* IPv6 extension headers walked before giving up on finding L4. */
+#define SEBPF_MAX_IPV6_EXT_HEADERS 6
+
+/* What a decision needs to know of one packet or socket call. Addresses are
+ * 16 bytes; IPv4 ones are v4-mapped, the IPv4 value sits in the last word. */
+struct sebpf_pkt {
+	__u8 family;
+	__u8 protocol;
+	__u8 has_l4;	 /* 0 for non-first fragments and unknown L4 */
+	__u8 icmp_type;	 /* ICMP/ICMPv6 */
+	__u8 tcp_flags;	 /* TCP */
+	__u8 hop_limit;	 /* IPv4 TTL or IPv6 hop limit */
+	__u16 sport;	 /* network order; ICMP echo: the identifier */
+	__u16 dport;	 /* network order */
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+static __always_inline __u32 sebpf_addr4(const __u8 addr[16])
+{
+	return *(const __u32 *)&addr[12];
+}
+
+static __always_inline void sebpf_set_addr4(__u8 addr[16], __u32 v4)
+{
+	*(__u64 *)&addr[0] = 0;
+	*(__u32 *)&addr[8] = bpf_htonl(0x0000ffff);
+	*(__u32 *)&addr[12] = v4;
+}
+
+static __always_inline void sebpf_set_addr6(__u8 addr[16], const __u32 v6[4])
+{
+	*(__u32 *)&addr[0] = v6[0];
+	*(__u32 *)&addr[4] = v6[1];
+	*(__u32 *)&addr[8] = v6[2];
+	*(__u32 *)&addr[12] = v6[3];
+}
+
+/* Ports, ICMP type and echo id, TCP flags; from the start of the L4 header. */
+static __always_inline int sebpf_parse_l4(struct __sk_buff *skb, __u32 off,
+					  struct sebpf_pkt *pkt)
+{
+	__u8 l4[14];
+
+	switch (pkt->protocol) {
+	case IPPROTO_TCP:
+		if (bpf_skb_load_bytes(skb, off, l4, 14) < 0)
+			return -1;
+		pkt->tcp_flags = l4[13];
+		break;
+	case IPPROTO_UDP:
+		if (bpf_skb_load_bytes(skb, off, l4, 8) < 0)
+			return -1;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (bpf_skb_load_bytes(skb, off, l4, 8) < 0)
+			return -1;
+		pkt->icmp_type = l4[0];
+		/* Echo identifier, so replies can be matched to requests. */
+		pkt->sport = *(__u16 *)&l4[4];
+		pkt->dport = 0;
+		pkt->has_l4 = 1;
+		return 0;
+	default:
+		return 0;
+	}
+	pkt->sport = *(__u16 *)&l4[0];
+	pkt->dport = *(__u16 *)&l4[2];
+	pkt->has_l4 = 1;
+	return 0;
+}
+
+static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off,
+					    struct sebpf_pkt *pkt)
+{
+	struct iphdr ip;
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return -1;
+	if (ip.version != 4 || ip.ihl < 5)
+		return -1;
+	pkt->family = AF_INET;
+	pkt->protocol = ip.protocol;
+	pkt->hop_limit = ip.ttl;
+	sebpf_set_addr4(pkt->saddr, ip.saddr);
+	sebpf_set_addr4(pkt->daddr, ip.daddr);
+	/* A non-first fragment carries no L4 header: it is judged by address. */
+	if (ip.frag_off & bpf_htons(0x1fff))
+		return 0;
+	return sebpf_parse_l4(skb, off + ip.ihl * 4, pkt);
+}
+
+static __always_inline int sebpf_parse_ipv6(struct __sk_buff *skb, __u32 off,
+					    struct sebpf_pkt *pkt)
+{
+	struct ipv6hdr ip6;
+	__u8 ext[8];
+	__u8 nexthdr;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+		return -1;
+	if (ip6.version != 6)
+		return -1;
+	pkt->family = AF_INET6;
+	pkt->hop_limit = ip6.hop_limit;
+	sebpf_set_addr6(pkt->saddr, ip6.saddr.in6_u.u6_addr32);
+	sebpf_set_addr6(pkt->daddr, ip6.daddr.in6_u.u6_addr32);
+	nexthdr = ip6.nexthdr;
+	off += sizeof(ip6);
+
+	for (int i = 0; i < SEBPF_MAX_IPV6_EXT_HEADERS; i++) {
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+				return -1;
+			nexthdr = ext[0];
+			off += (ext[1] + 1) * 8;
+			break;
+		case IPPROTO_AH:
+			if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
+				return -1;
+			nexthdr = ext[0];
+			off += (ext[1] + 2) * 4;
+			break;
+		case IPPROTO_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, off, ext, 8) < 0)
+				return -1;
+			pkt->protocol = ext[0];
+			/* Fragment offset != 0: no L4 header here. */
+			if ((*(__u16 *)&ext[2]) & bpf_htons(0xfff8))
+				return 0;
+			nexthdr = ext[0];
+			off += 8;
+			break;
+		default:
+			pkt->protocol = nexthdr;
+			return sebpf_parse_l4(skb, off, pkt);
+		}
+	}
+	/* Too many extension headers: the L4 header is out of reach. */
+	pkt->protocol = nexthdr;
+	return 0;
+}
+
+#endif /* SEBPF_PACKET_BPF_H */

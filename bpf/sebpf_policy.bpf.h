@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The decision: given an attachment and a destination, allow or deny, and
+ * why. Shared by every program so that a connect() and the packets of the
+ * same flow are judged by one function.
+ */
+#ifndef SEBPF_POLICY_BPF_H
+#define SEBPF_POLICY_BPF_H
+
+#include "sebpf_maps.bpf.h"
+#include "sebpf_packet.bpf.h"
+
+/* Load-time settings (rodata), set by the loader before load. */
+const volatile __u64 sebpf_flow_idle_tcp_ns = 24ULL * 3600 * 1000000000ULL;
+const volatile __u64 sebpf_flow_idle_other_ns = 180ULL * 1000000000ULL;
+
+/* Reply flows are refreshed at most this often, to keep map writes off the
+ * per-packet path of a busy flow. */
+#define SEBPF_FLOW_REFRESH_NS 1000000000ULL
+
+/* Nesting depth searched for an attached ancestor cgroup. */
+#define SEBPF_MAX_CGROUP_DEPTH 32
+
+enum sebpf_rule_match {
+	SEBPF_MATCH_NONE = 0,
+	SEBPF_MATCH_ALLOW = 1,
+	SEBPF_MATCH_DENY = 2,
+};
+
+static __always_inline int sebpf_rule_match(const struct sebpf_rule *r,
+					    __u64 now)
+{
+	if (r->deny_until > now)
+		return SEBPF_MATCH_DENY;
+	if (r->allow_until > now)
+		return SEBPF_MATCH_ALLOW;
+	return SEBPF_MATCH_NONE; /* both sides expired or absent */
+}
+
+/*
+ * Longest prefix first; an expired entry does not match, so the lookup is
+ * repeated with the key limited to shorter prefixes (an LPM lookup never
+ * returns a prefix longer than the key's prefixlen). Every round strictly
+ * shortens the prefix, so 33 rounds (IPv4) or 129 (IPv6) are exhaustive.
+ */
+static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, __u64 now)
+{
+	struct sebpf_host4_key hkey = { .ruleset = ruleset, .addr = addr };
+	struct sebpf_prefix4_key pkey = {
+		.prefixlen = SEBPF_RULESET_BITS + 32,
+		.ruleset = ruleset,
+		.addr = addr,
+	};
+	struct sebpf_rule *r;
+	int m;
+
+	r = bpf_map_lookup_elem(&sebpf_host4, &hkey);
+	if (r) {
+		m = sebpf_rule_match(r, now);
+		if (m != SEBPF_MATCH_NONE)
+			return m;
+	}
+	for (int i = 0; i <= 32; i++) {
+		r = bpf_map_lookup_elem(&sebpf_prefix4, &pkey);
+		if (!r)
+			return SEBPF_MATCH_NONE;
+		m = sebpf_rule_match(r, now);
+		if (m != SEBPF_MATCH_NONE)
+			return m;
+		if (r->prefixlen == 0)
+			return SEBPF_MATCH_NONE;
+		pkey.prefixlen = SEBPF_RULESET_BITS + r->prefixlen - 1;
+	}
+	return SEBPF_MATCH_NONE;
+}
+
+static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16],
+					__u64 now)
+{
+	struct sebpf_host6_key hkey = { .ruleset = ruleset };
+	struct sebpf_prefix6_key pkey = {
+		.prefixlen = SEBPF_RULESET_BITS + 128,
+		.ruleset = ruleset,
+	};
+	struct sebpf_rule *r;
+	int m;
+
+	__builtin_memcpy(hkey.addr, addr, 16);
+	__builtin_memcpy(pkey.addr, addr, 16);
+	r = bpf_map_lookup_elem(&sebpf_host6, &hkey);
+	if (r) {
+		m = sebpf_rule_match(r, now);
+		if (m != SEBPF_MATCH_NONE)
+			return m;
+	}
+	for (int i = 0; i <= 128; i++) {
+		r = bpf_map_lookup_elem(&sebpf_prefix6, &pkey);
+		if (!r)
+			return SEBPF_MATCH_NONE;
+		m = sebpf_rule_match(r, now);
+		if (m != SEBPF_MATCH_NONE)
+			return m;
+		if (r->prefixlen == 0)
+			return SEBPF_MATCH_NONE;
+		pkey.prefixlen = SEBPF_RULESET_BITS + r->prefixlen - 1;
+	}
+	return SEBPF_MATCH_NONE;
+}
+
+static __always_inline int sebpf_addr6_is_zero(const __u8 a[16])
+{
+	return (*(__u64 *)&a[0] | *(__u64 *)&a[8]) == 0;
+}
+
+static __always_inline int sebpf_addr6_equal(const __u8 a[16],
+					     const __u8 b[16])
+{
+	return *(__u64 *)&a[0] == *(__u64 *)&b[0] &&
+	       *(__u64 *)&a[8] == *(__u64 *)&b[8];
+}
+
+static __always_inline int sebpf_is_loopback(const struct sebpf_pkt *p)
+{
+	if (p->family == AF_INET)
+		return (bpf_ntohl(sebpf_addr4(p->daddr)) >> 24) == 127;
+	return *(__u64 *)&p->daddr[0] == 0 &&
+	       *(__u32 *)&p->daddr[8] == 0 &&
+	       *(__u32 *)&p->daddr[12] == bpf_htonl(1);
+}
+
+static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *att,
+						 const struct sebpf_pkt *p)
+{
+	if (!att->dns_port || !p->has_l4 || p->dport != att->dns_port)
+		return 0;
+	if (p->protocol != IPPROTO_UDP && p->protocol != IPPROTO_TCP)
+		return 0;
+	if (p->family == AF_INET)
+		return att->dns_addr4 && sebpf_addr4(p->daddr) == att->dns_addr4;
+	return !sebpf_addr6_is_zero(att->dns_addr6) &&
+	       sebpf_addr6_equal(p->daddr, att->dns_addr6);
+}
+
+/*
+ * What a link needs and cannot leave the link: IPv6 neighbour and router
+ * discovery (hop limit 255, which routers never forward), MLD to link-scope
+ * multicast, DHCPv4 to the broadcast address and DHCPv6 to ff02::1:2.
+ */
+static __always_inline int sebpf_is_link_local_control(const struct sebpf_pkt *p)
+{
+	if (!p->has_l4)
+		return 0;
+	if (p->family == AF_INET6) {
+		int ll_multicast = p->daddr[0] == 0xff && p->daddr[1] == 0x02;
+
+		if (p->protocol == IPPROTO_ICMPV6) {
+			__u8 t = p->icmp_type;
+
+			if (t >= 133 && t <= 137)
+				return p->hop_limit == 255;
+			if (t == 130 || t == 131 || t == 132 || t == 143)
+				return ll_multicast;
+			return 0;
+		}
+		if (p->protocol == IPPROTO_UDP)
+			return ll_multicast && p->daddr[15] == 2 &&
+			       *(__u32 *)&p->daddr[12] == bpf_htonl(0x00010002) &&
+			       p->dport == bpf_htons(547);
+		return 0;
+	}
+	return p->protocol == IPPROTO_UDP && p->dport == bpf_htons(67) &&
+	       p->sport == bpf_htons(68) && sebpf_addr4(p->daddr) == 0xffffffff;
+}
+
+/* Key of the flow a packet belongs to, seen from the workload's side. */
+static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k,
+						    __u32 serial,
+						    const struct sebpf_pkt *p)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->serial = serial;
+	k->family = p->family;
+	k->protocol = p->protocol;
+	k->local_port = p->sport;
+	k->remote_port = p->dport;
+	__builtin_memcpy(k->remote_addr, p->daddr, 16);
+}
+
+static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k,
+						   __u32 serial,
+						   const struct sebpf_pkt *p)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->serial = serial;
+	k->family = p->family;
+	k->protocol = p->protocol;
+	k->local_port = p->dport;
+	k->remote_port = p->sport;
+	__builtin_memcpy(k->remote_addr, p->saddr, 16);
+	if (p->protocol == IPPROTO_ICMP || p->protocol == IPPROTO_ICMPV6) {
+		k->local_port = p->sport; /* echo identifier */
+		k->remote_port = 0;
+	}
+}
+
+static __always_inline __u64 sebpf_flow_idle_ns(__u8 protocol)
+{
+	return protocol == IPPROTO_TCP ? sebpf_flow_idle_tcp_ns
+				       : sebpf_flow_idle_other_ns;
+}
+
+/* An inbound packet that opens a flow: TCP SYN without ACK, any UDP
+ * datagram, an ICMP echo request. */
+static __always_inline int sebpf_opens_flow(const struct sebpf_pkt *p)
+{
+	if (!p->has_l4)
+		return 0;
+	switch (p->protocol) {
+	case IPPROTO_TCP:
+		return (p->tcp_flags & (SEBPF_TCP_FLAG_SYN | SEBPF_TCP_FLAG_ACK)) ==
+		       SEBPF_TCP_FLAG_SYN;
+	case IPPROTO_UDP:
+		return 1;
+	case IPPROTO_ICMP:
+		return p->icmp_type == SEBPF_ICMP_ECHO_REQUEST;
+	case IPPROTO_ICMPV6:
+		return p->icmp_type == SEBPF_ICMPV6_ECHO_REQUEST;
+	}
+	return 0;
+}
+
+static __always_inline void sebpf_track_inbound(__u32 serial,
+						const struct sebpf_pkt *p)
+{
+	struct sebpf_flow_key k;
+	struct sebpf_flow_value *v;
+	struct sebpf_flow_value nv;
+	__u64 now;
+
+	if (!sebpf_opens_flow(p))
+		return;
+	sebpf_flow_key_inbound(&k, serial, p);
+	now = bpf_ktime_get_boot_ns();
+	v = bpf_map_lookup_elem(&sebpf_flows, &k);
+	if (v && now - v->last_seen < SEBPF_FLOW_REFRESH_NS)
+		return;
+	nv.last_seen = now;
+	bpf_map_update_elem(&sebpf_flows, &k, &nv, BPF_ANY);
+}
+
+/* Is this outbound packet a reply on a flow the outside opened? */
+static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *p,
+					  __u64 now)
+{
+	struct sebpf_flow_key k;
+	struct sebpf_flow_value *v;
+
+	if (!p->has_l4)
+		return 0;
+	if (p->protocol == IPPROTO_ICMP && p->icmp_type != SEBPF_ICMP_ECHO_REPLY)
+		return 0;
+	if (p->protocol == IPPROTO_ICMPV6 &&
+	    p->icmp_type != SEBPF_ICMPV6_ECHO_REPLY)
+		return 0;
+	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP &&
+	    p->protocol != IPPROTO_ICMP && p->protocol != IPPROTO_ICMPV6)
+		return 0;
+	sebpf_flow_key_outbound(&k, serial, p);
+	if (p->protocol == IPPROTO_ICMP || p->protocol == IPPROTO_ICMPV6) {
+		k.local_port = p->sport;
+		k.remote_port = 0;
+	}
+	v = bpf_map_lookup_elem(&sebpf_flows, &k);
+	if (!v || now - v->last_seen >= sebpf_flow_idle_ns(p->protocol))
+		return 0;
+	if (now - v->last_seen >= SEBPF_FLOW_REFRESH_NS)
+		v->last_seen = now;
+	return 1;
+}
+
+static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,
+					enum sebpf_reason reason)
+{
+	struct sebpf_counters *c = bpf_map_lookup_elem(&sebpf_counters, &slot);
+
+	if (c && hook < SEBPF_HOOK_COUNT && reason < SEBPF_REASON_COUNT)
+		c->count[hook][reason]++;
+}
+
+/* Options of one decision. */
+struct sebpf_decide_opts {
+	__u8 hook;	     /* enum sebpf_hook_kind */
+	__u8 check_reply;    /* may this be a reply on an inbound flow? */
+	__u8 check_link;     /* packet-level link control allowances */
+};
+
+/*
+ * The verdict for one packet or socket call, counted. Order matters:
+ * disabled, then the always-allowed set, then block_all, then rules (a
+ * matching rule decides), then the mode's default, where an allowlist still
+ * lets replies on inbound flows through. Returns 1 to allow, 0 to deny.
+ */
+static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
+					const struct sebpf_pkt *p,
+					struct sebpf_decide_opts o)
+{
+	enum sebpf_reason reason;
+	__u64 now;
+	int m;
+
+	if (att->mode == SEBPF_MODE_DISABLED) {
+		reason = SEBPF_REASON_ALLOW_MODE_DISABLED;
+		goto out;
+	}
+	if ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_is_loopback(p)) {
+		reason = SEBPF_REASON_ALLOW_LOOPBACK;
+		goto out;
+	}
+	if (sebpf_is_dns_endpoint(att, p)) {
+		reason = SEBPF_REASON_ALLOW_DNS_ENDPOINT;
+		goto out;
+	}
+	if (o.check_link && sebpf_is_link_local_control(p)) {
+		reason = SEBPF_REASON_ALLOW_LINK_LOCAL;
+		goto out;
+	}
+	if (att->mode != SEBPF_MODE_ALLOWLIST && att->mode != SEBPF_MODE_DENYLIST) {
+		/* block_all, or a mode this program does not know: fail closed */
+		reason = SEBPF_REASON_DENY_BLOCK_ALL;
+		goto out;
+	}
+	now = bpf_ktime_get_boot_ns();
+	if (p->family == AF_INET)
+		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), now);
+	else
+		m = sebpf_match6(att->ruleset, p->daddr, now);
+	if (m == SEBPF_MATCH_DENY) {
+		reason = SEBPF_REASON_DENY_RULE;
+	} else if (m == SEBPF_MATCH_ALLOW) {
+		reason = SEBPF_REASON_ALLOW_RULE;
+	} else if (att->mode == SEBPF_MODE_DENYLIST) {
+		reason = SEBPF_REASON_ALLOW_DEFAULT;
+	} else if (o.check_reply && sebpf_is_reply(att->serial, p, now)) {
+		reason = SEBPF_REASON_ALLOW_REPLY;
+	} else {
+		reason = SEBPF_REASON_DENY_DEFAULT;
+	}
+out:
+	sebpf_count(att->slot, o.hook, reason);
+	return reason < SEBPF_FIRST_DENY_REASON;
+}
+
+/* Deny a packet we could not parse, unless enforcement is off. */
+static __always_inline int sebpf_decide_malformed(const struct sebpf_attachment *att,
+						  enum sebpf_reason deny_reason)
+{
+	if (att->mode == SEBPF_MODE_DISABLED) {
+		sebpf_count(att->slot, SEBPF_HOOK_PACKET,
+			    SEBPF_REASON_ALLOW_MODE_DISABLED);
+		return 1;
+	}
+	sebpf_count(att->slot, SEBPF_HOOK_PACKET, deny_reason);
+	return 0;
+}
+
+#endif /* SEBPF_POLICY_BPF_H */

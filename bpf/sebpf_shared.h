@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one definition of everything the kernel programs and the C++ library
+ * share: map keys and values, enums, counter layout. Both sides include this
+ * file; the C++ side adds static_asserts (src/datapath/shared_layout.h) so a
+ * change here that breaks the layout fails the build instead of the datapath.
+ *
+ * Conventions:
+ *  - Addresses are kept in network byte order, exactly as they sit in packets.
+ *  - IPv4 addresses that must share a key with IPv6 ones (reply flows, DNS
+ *    endpoint) are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d).
+ *  - Times are CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns()), so an
+ *    expiry written by one daemon process stays meaningful for the next.
+ */
+#ifndef SEBPF_SHARED_H
+#define SEBPF_SHARED_H
+
+#include <linux/types.h>
+
+/* Bump when any struct below or the set of maps changes: a daemon refuses to
+ * adopt pinned state written with another ABI instead of misreading it. */
+#define SEBPF_ABI_VERSION 1
+
+/* An expiry meaning "never". 0 means "no such rule". */
+#define SEBPF_EXPIRY_NEVER (~0ULL)
+
+enum sebpf_mode {
+	SEBPF_MODE_DISABLED = 0,  /* no enforcement, counters only */
+	SEBPF_MODE_ALLOWLIST = 1, /* default deny */
+	SEBPF_MODE_DENYLIST = 2,  /* default allow */
+	SEBPF_MODE_BLOCK_ALL = 3, /* deny all but the always-allowed set */
+	SEBPF_MODE_COUNT = 4,
+};
+
+/* Flags of struct sebpf_attachment. */
+enum sebpf_attachment_flags {
+	/* Interface without an Ethernet header (tun, wireguard): packets
+	 * start at the IP header. */
+	SEBPF_ATT_F_L3_DEVICE = 1 << 0,
+	/* Cgroup attachment: loopback destinations are always allowed. */
+	SEBPF_ATT_F_CGROUP = 1 << 1,
+	/* Interface: the guest's outgoing traffic is on the host side's TC
+	 * egress hook (the default is ingress). */
+	SEBPF_ATT_F_GUARD_EGRESS = 1 << 2,
+};
+
+/*
+ * Per-attachment configuration, the value of the attachment maps (keyed by
+ * cgroup id or by ifindex). Everything a packet decision needs besides the
+ * rules themselves. Replaced as a whole (hash map update), which is what
+ * makes a policy replacement atomic: mode and rule bank flip together.
+ */
+struct sebpf_attachment {
+	__u32 slot;	/* index into per-attachment arrays (counters) */
+	__u32 serial;	/* unique for the attachment's life, never reused */
+	__u32 ruleset;	/* rule set in use; unique, never reused */
+	__u8 mode;	/* enum sebpf_mode */
+	__u8 flags;	/* enum sebpf_attachment_flags */
+	__u16 dns_port; /* DNS endpoint port, network order; 0 = none */
+	__u32 dns_addr4;	/* DNS endpoint IPv4, network order; 0 = none */
+	__u8 dns_addr6[16];	/* DNS endpoint IPv6; all zero = none */
+	__u32 pad;
+};
+
+/* Exact-host rules (/32, /128): O(1) hash lookups. */
+struct sebpf_host4_key {
+	__u32 ruleset;
+	__u32 addr; /* network order */
+};
+
+struct sebpf_host6_key {
+	__u32 ruleset;
+	__u8 addr[16];
+};
+
+/* Prefix rules (shorter than a host): LPM tries. prefixlen counts the
+ * ruleset bits too, so it is 32 + the CIDR's prefix length. */
+struct sebpf_prefix4_key {
+	__u32 prefixlen;
+	__u32 ruleset; /* always matched in full: it leads the key */
+	__u32 addr;    /* network order */
+};
+
+struct sebpf_prefix6_key {
+	__u32 prefixlen;
+	__u32 ruleset;
+	__u8 addr[16];
+};
+
+#define SEBPF_RULESET_BITS 32
+
+/*
+ * A rule on one prefix. Allow and deny are kept apart so that "allow and
+ * deny on the same prefix" can be stored as written and still evaluate to
+ * deny; each side expires on its own. An entry whose both sides have expired
+ * no longer matches, and the next shorter prefix decides.
+ */
+struct sebpf_rule {
+	__u64 allow_until; /* 0 = no allow rule */
+	__u64 deny_until;  /* 0 = no deny rule */
+	__u32 prefixlen;   /* CIDR prefix length, so a trie hit knows its depth */
+	__u32 pad;
+};
+
+/*
+ * A flow that the outside opened towards the workload (an inbound TCP SYN,
+ * UDP datagram or ICMP echo request). Packets the workload sends back on it
+ * are replies, which the allowlist default does not block.
+ * Ports are network order; for ICMP, local_port is the echo identifier.
+ */
+struct sebpf_flow_key {
+	__u32 serial; /* of the attachment: a reused slot inherits nothing */
+	__u8 family; /* AF_INET or AF_INET6 */
+	__u8 protocol; /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
+	__u16 local_port;
+	__u16 remote_port;
+	__u16 pad;
+	__u8 remote_addr[16]; /* IPv4 is stored v4-mapped */
+};
+
+struct sebpf_flow_value {
+	__u64 last_seen; /* boottime ns */
+};
+
+/* Why a packet or connect was allowed or denied. */
+enum sebpf_reason {
+	SEBPF_REASON_ALLOW_MODE_DISABLED = 0,
+	SEBPF_REASON_ALLOW_RULE,	   /* an allow rule matched */
+	SEBPF_REASON_ALLOW_DEFAULT,	   /* denylist, nothing matched */
+	SEBPF_REASON_ALLOW_REPLY,	   /* reply on an inbound flow */
+	SEBPF_REASON_ALLOW_LOOPBACK,	   /* cgroup: loopback destination */
+	SEBPF_REASON_ALLOW_DNS_ENDPOINT,   /* the attachment's DNS endpoint */
+	SEBPF_REASON_ALLOW_LINK_LOCAL,	   /* ARP, ND, MLD, DHCP */
+	SEBPF_REASON_DENY_RULE,		   /* a deny rule matched */
+	SEBPF_REASON_DENY_DEFAULT,	   /* allowlist, nothing matched */
+	SEBPF_REASON_DENY_BLOCK_ALL,	   /* block_all mode */
+	SEBPF_REASON_DENY_NOT_IP,	   /* TC: neither IP nor ARP */
+	SEBPF_REASON_DENY_MALFORMED,	   /* truncated or invalid header */
+	SEBPF_REASON_COUNT,
+};
+
+#define SEBPF_FIRST_DENY_REASON SEBPF_REASON_DENY_RULE
+
+/* Where a decision was taken: a packet (TC, cgroup_skb) or a socket call
+ * (connect4/6, sendmsg4/6). */
+enum sebpf_hook_kind {
+	SEBPF_HOOK_PACKET = 0,
+	SEBPF_HOOK_SOCKET = 1,
+	SEBPF_HOOK_COUNT = 2,
+};
+
+/* Per-attachment, per-CPU counters: the value of the counters array map,
+ * indexed by slot. */
+struct sebpf_counters {
+	__u64 count[SEBPF_HOOK_COUNT][SEBPF_REASON_COUNT];
+};
+
+/* Written once into the meta map at first load; checked on adoption. */
+struct sebpf_meta {
+	__u32 abi_version;
+	__u32 max_attachments;
+	__u32 max_host_rules;
+	__u32 max_prefix_rules;
+	__u32 max_flows;
+	/* Next attachment serial / rule set id to hand out. Ids are never
+	 * reused, so rules or flows a crashed process left behind can never
+	 * be mistaken for a new attachment's. */
+	__u32 next_id;
+};
+
+#endif /* SEBPF_SHARED_H */

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The one test command: installs dependencies, builds in build/ (or
+# build-asan/ with --sanitize), runs every test with ctest. As root the
+# privileged BPF and end-to-end tests run; as anyone else they skip and say why.
+#
+#   scripts/test.sh              # all tests
+#   scripts/test.sh --sanitize   # the same under ASan + UBSan
+#   scripts/test.sh --fuzz SECS  # the libFuzzer targets, SECS seconds each
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=normal
+fuzz_seconds=0
+case "${1:-}" in
+  --sanitize) mode=sanitize ;;
+  --fuzz) mode=fuzz; fuzz_seconds="${2:-60}" ;;
+  "") ;;
+  *) echo "usage: $0 [--sanitize | --fuzz SECONDS]" >&2; exit 2 ;;
+esac
+
+scripts/install-deps.sh
+jobs=$(nproc)
+
+case "$mode" in
+  normal)
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build build -j "$jobs"
+    ctest --test-dir build --output-on-failure
+    ;;
+  sanitize)
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSEBPF_SANITIZE=ON >/dev/null
+    cmake --build build-asan -j "$jobs"
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      ctest --test-dir build-asan --output-on-failure
+    ;;
+  fuzz)
+    CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSEBPF_FUZZ=ON >/dev/null
+    cmake --build build-fuzz -j "$jobs"
+    for target in build-fuzz/tests/fuzz/*_fuzz; do
+      name=$(basename "$target" _fuzz)
+      corpus=$(mktemp -d)
+      cp -r "tests/fuzz/corpus/$name/." "$corpus/" 2>/dev/null || true
+      echo "fuzz: $name for ${fuzz_seconds}s"
+      "$target" -max_total_time="$fuzz_seconds" -print_final_stats=1 "$corpus"
+      rm -rf "$corpus"
+    done
+    ;;
+esac

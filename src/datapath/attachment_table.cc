@@ -1,0 +1,195 @@
+#include "datapath/attachment_table.h"
+
+#include <arpa/inet.h>
+#include <bpf/libbpf.h>
+
+#include <cstring>
+
+#include "datapath/bpf_map_util.h"
+
+namespace sebpf::datapath {
+namespace {
+
+std::optional<net::IpAddress> v4_or_none(uint32_t addr) {
+  if (addr == 0) return std::nullopt;
+  return net::IpAddress::v4(addr);
+}
+
+std::optional<net::IpAddress> v6_or_none(const uint8_t (&addr)[16]) {
+  std::array<uint8_t, 16> bytes{};
+  std::memcpy(bytes.data(), addr, 16);
+  if (bytes == std::array<uint8_t, 16>{}) return std::nullopt;
+  return net::IpAddress::v6(bytes);
+}
+
+}  // namespace
+
+Attachment to_attachment(const AttachmentRecord& record) {
+  const sebpf_attachment& v = record.value;
+  Attachment a;
+  a.key = record.key;
+  a.slot = v.slot;
+  a.serial = v.serial;
+  a.mode = static_cast<Mode>(v.mode);
+  a.dns.v4 = v4_or_none(v.dns_addr4);
+  a.dns.v6 = v6_or_none(v.dns_addr6);
+  a.dns.port = ntohs(v.dns_port);
+  a.direction = (v.flags & SEBPF_ATT_F_GUARD_EGRESS) ? TcDirection::kEgress : TcDirection::kIngress;
+  a.l3_device = (v.flags & SEBPF_ATT_F_L3_DEVICE) != 0;
+  return a;
+}
+
+Status encode_dns_endpoint(const DnsEndpoint& dns, sebpf_attachment& value) {
+  if (dns.v4 && dns.v4->family() != net::Family::kIPv4) {
+    return Error(Errc::kInvalidArgument, "dns endpoint v4 address " + dns.v4->to_string() +
+                                             " is not an IPv4 address");
+  }
+  if (dns.v6 && dns.v6->family() != net::Family::kIPv6) {
+    return Error(Errc::kInvalidArgument, "dns endpoint v6 address " + dns.v6->to_string() +
+                                             " is not an IPv6 address");
+  }
+  if ((dns.v4 || dns.v6) && dns.port == 0) {
+    return Error(Errc::kInvalidArgument, "dns endpoint has an address but no port");
+  }
+  if (dns.port != 0 && !dns.v4 && !dns.v6) {
+    return Error(Errc::kInvalidArgument, "dns endpoint has a port but no address");
+  }
+  value.dns_port = htons(dns.port);
+  value.dns_addr4 = dns.v4 ? dns.v4->v4_network_order() : 0;
+  std::memset(value.dns_addr6, 0, sizeof(value.dns_addr6));
+  if (dns.v6) std::memcpy(value.dns_addr6, dns.v6->bytes().data(), 16);
+  return ok_status();
+}
+
+AttachmentTable::AttachmentTable(AttachmentMapFds fds, uint32_t max_attachments)
+    : fds_(fds), slot_used_(max_attachments, false) {}
+
+int AttachmentTable::map_for(const AttachmentKey& key) const {
+  return key.kind == TargetKind::kCgroup ? fds_.cgroup : fds_.interface;
+}
+
+// The cgroup map is keyed by a u64 cgroup id, the interface map by a u32
+// ifindex: the two branches differ only in key type.
+Result<std::optional<sebpf_attachment>> AttachmentTable::read(const AttachmentKey& key) const {
+  if (key.kind == TargetKind::kCgroup) {
+    return map_lookup<uint64_t, sebpf_attachment>(fds_.cgroup, key.id);
+  }
+  return map_lookup<uint32_t, sebpf_attachment>(fds_.interface, static_cast<uint32_t>(key.id));
+}
+
+Result<sebpf_attachment> AttachmentTable::read_existing(const AttachmentKey& key) const {
+  SEBPF_ASSIGN_OR_RETURN(auto value, read(key));
+  if (!value) return Error(Errc::kNotFound, to_string(key) + " is not attached");
+  return *value;
+}
+
+namespace {
+Status update(int fd, const AttachmentKey& key, const sebpf_attachment& value, uint64_t flags) {
+  const uint32_t ifindex = static_cast<uint32_t>(key.id);
+  const void* k = key.kind == TargetKind::kCgroup ? static_cast<const void*>(&key.id)
+                                                  : static_cast<const void*>(&ifindex);
+  if (bpf_map_update_elem(fd, k, &value, flags) != 0) {
+    if (errno == EEXIST) return Error(Errc::kAlreadyExists, to_string(key) + " is attached already");
+    if (errno == ENOENT) return Error(Errc::kNotFound, to_string(key) + " is not attached");
+    return map_error(errno, "write attachment " + to_string(key),
+                     "the attachment table is full; raise max_attachments");
+  }
+  return ok_status();
+}
+}  // namespace
+
+Status AttachmentTable::create(const AttachmentKey& key, const sebpf_attachment& value) {
+  return update(map_for(key), key, value, BPF_NOEXIST);
+}
+
+Status AttachmentTable::replace(const AttachmentKey& key, const sebpf_attachment& value) {
+  return update(map_for(key), key, value, BPF_EXIST);
+}
+
+Status AttachmentTable::erase(const AttachmentKey& key) {
+  const uint32_t ifindex = static_cast<uint32_t>(key.id);
+  const void* k = key.kind == TargetKind::kCgroup ? static_cast<const void*>(&key.id)
+                                                  : static_cast<const void*>(&ifindex);
+  if (bpf_map_delete_elem(map_for(key), k) != 0 && errno != ENOENT) {
+    return Error::from_errno(errno, "delete attachment " + to_string(key));
+  }
+  return ok_status();
+}
+
+Result<std::vector<AttachmentRecord>> AttachmentTable::all() const {
+  std::vector<AttachmentRecord> records;
+  SEBPF_ASSIGN_OR_RETURN(std::vector<uint64_t> cgroups, map_keys<uint64_t>(fds_.cgroup));
+  for (uint64_t id : cgroups) {
+    SEBPF_ASSIGN_OR_RETURN(auto v, (map_lookup<uint64_t, sebpf_attachment>(fds_.cgroup, id)));
+    if (v) records.push_back({{TargetKind::kCgroup, id}, *v});
+  }
+  SEBPF_ASSIGN_OR_RETURN(std::vector<uint32_t> ifaces, map_keys<uint32_t>(fds_.interface));
+  for (uint32_t ifindex : ifaces) {
+    SEBPF_ASSIGN_OR_RETURN(auto v,
+                           (map_lookup<uint32_t, sebpf_attachment>(fds_.interface, ifindex)));
+    if (v) records.push_back({{TargetKind::kInterface, ifindex}, *v});
+  }
+  return records;
+}
+
+Status AttachmentTable::load_slots() {
+  std::fill(slot_used_.begin(), slot_used_.end(), false);
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, all());
+  for (const auto& r : records) {
+    if (r.value.slot < slot_used_.size()) slot_used_[r.value.slot] = true;
+  }
+  return ok_status();
+}
+
+Result<uint32_t> AttachmentTable::take_slot() {
+  for (uint32_t slot = 0; slot < slot_used_.size(); ++slot) {
+    if (slot_used_[slot]) continue;
+    const int ncpus = libbpf_num_possible_cpus();
+    if (ncpus <= 0) return Error::from_errno(-ncpus, "count possible CPUs");
+    std::vector<sebpf_counters> zero(static_cast<size_t>(ncpus));
+    if (bpf_map_update_elem(fds_.counters, &slot, zero.data(), BPF_ANY) != 0) {
+      return Error::from_errno(errno, "reset counters");
+    }
+    slot_used_[slot] = true;
+    return slot;
+  }
+  return Error(Errc::kResourceExhausted,
+               "all " + std::to_string(slot_used_.size()) +
+                   " attachment slots are in use; detach something or raise max_attachments");
+}
+
+void AttachmentTable::release_slot(uint32_t slot) {
+  if (slot < slot_used_.size()) slot_used_[slot] = false;
+}
+
+Result<uint32_t> AttachmentTable::next_id() {
+  const uint32_t zero = 0;
+  sebpf_meta meta{};
+  if (bpf_map_lookup_elem(fds_.meta, &zero, &meta) != 0) {
+    return Error::from_errno(errno, "read meta map");
+  }
+  if (meta.next_id == 0) meta.next_id = 1;  // 0 is never a valid id
+  const uint32_t id = meta.next_id++;
+  if (bpf_map_update_elem(fds_.meta, &zero, &meta, BPF_ANY) != 0) {
+    return Error::from_errno(errno, "write meta map");
+  }
+  return id;
+}
+
+Result<Counters> AttachmentTable::counters(uint32_t slot) const {
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) return Error::from_errno(-ncpus, "count possible CPUs");
+  std::vector<sebpf_counters> per_cpu(static_cast<size_t>(ncpus));
+  if (bpf_map_lookup_elem(fds_.counters, &slot, per_cpu.data()) != 0) {
+    return Error::from_errno(errno, "read counters");
+  }
+  Counters total;
+  for (const auto& c : per_cpu) {
+    for (int h = 0; h < SEBPF_HOOK_COUNT; ++h) {
+      for (int r = 0; r < SEBPF_REASON_COUNT; ++r) total.count[h][r] += c.count[h][r];
+    }
+  }
+  return total;
+}
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,504 @@
+#include "datapath/datapath.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <set>
+#include <system_error>
+#include <tuple>
+
+#include "datapath/attachment_table.h"
+#include "datapath/bpf_map_util.h"
+#include "datapath/cgroup_hooks.h"
+#include "datapath/features.h"
+#include "datapath/rcu_barrier.h"
+#include "datapath/rule_codec.h"
+#include "datapath/rule_store.h"
+#include "datapath/system.h"
+#include "datapath/tc_hooks.h"
+#include "sebpf_datapath.skel.h"
+
+namespace sebpf::datapath {
+namespace fs = std::filesystem;
+namespace {
+
+struct SkeletonDeleter {
+  void operator()(sebpf_datapath* skel) const { sebpf_datapath__destroy(skel); }
+};
+using Skeleton = std::unique_ptr<sebpf_datapath, SkeletonDeleter>;
+
+constexpr const char* kMetaMapName = "sebpf_meta";
+
+std::string maps_dir(const Config& c) { return c.pin_dir + "/maps"; }
+std::string links_dir(const Config& c) { return c.pin_dir.empty() ? "" : c.pin_dir + "/links"; }
+
+Status validate(const Config& c) {
+  auto positive = [](uint32_t v, const char* name) -> Status {
+    if (v == 0) return Error(Errc::kInvalidArgument, std::string(name) + " must be positive");
+    return ok_status();
+  };
+  SEBPF_RETURN_IF_ERROR(positive(c.max_attachments, "max_attachments"));
+  SEBPF_RETURN_IF_ERROR(positive(c.max_host_rules, "max_host_rules"));
+  SEBPF_RETURN_IF_ERROR(positive(c.max_prefix_rules, "max_prefix_rules"));
+  SEBPF_RETURN_IF_ERROR(positive(c.max_flows, "max_flows"));
+  if (c.flow_idle_tcp.count() <= 0 || c.flow_idle_other.count() <= 0) {
+    return Error(Errc::kInvalidArgument, "flow idle timeouts must be positive");
+  }
+  if (!c.pin_dir.empty() && c.pin_dir[0] != '/') {
+    return Error(Errc::kInvalidArgument, "pin_dir \"" + c.pin_dir + "\" must be absolute");
+  }
+  return ok_status();
+}
+
+// Reads the meta record of pinned state and refuses state this build cannot
+// read safely.
+Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
+  const uint32_t zero = 0;
+  sebpf_meta meta{};
+  if (bpf_map_lookup_elem(fd, &zero, &meta) != 0) return Error::from_errno(errno, "read " + path);
+  if (meta.abi_version != SEBPF_ABI_VERSION) {
+    return Error(Errc::kFailedPrecondition,
+                 "pinned state in " + path + " has ABI version " +
+                     std::to_string(meta.abi_version) + ", this build uses " +
+                     std::to_string(SEBPF_ABI_VERSION) +
+                     "; detach with the version that wrote it, or remove the pin directory "
+                     "(which ends enforcement)");
+  }
+  return meta;
+}
+
+}  // namespace
+
+struct Datapath::Impl {
+  Config config;
+  Skeleton skel;
+  bool adopted = false;
+  std::vector<std::string> notes;
+  std::unique_ptr<AttachmentTable> table;
+  std::unique_ptr<RuleStore> rules;
+  std::unique_ptr<CgroupHooks> cgroup_hooks;
+  std::unique_ptr<TcHooks> tc_hooks;
+  std::optional<RcuBarrier> barrier;
+
+  Status load();
+  Status reuse_pinned_maps();
+  Status pin_maps();
+  Status adopt_attachments();
+  Status remove_attachment(const AttachmentRecord& record);
+  Result<Attachment> finish_attach(const AttachmentKey& key, sebpf_attachment value,
+                                   const AttachOptions& options,
+                                   const std::function<Status()>& hook_up);
+};
+
+Datapath::Datapath(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Datapath::~Datapath() {
+  // Without pins, enforcement is ours alone and ends with us; TC filters
+  // would otherwise outlive the process.
+  if (impl_ && impl_->config.pin_dir.empty() && impl_->table) {
+    auto records = impl_->table->all();
+    if (records.ok()) {
+      for (const auto& r : *records) (void)impl_->remove_attachment(r);
+    }
+  }
+}
+
+Result<std::unique_ptr<Datapath>> Datapath::open(const Config& config) {
+  SEBPF_RETURN_IF_ERROR(validate(config));
+  SEBPF_RETURN_IF_ERROR(check_privileges());
+  SEBPF_RETURN_IF_ERROR(probe_kernel_features());
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  SEBPF_RETURN_IF_ERROR(impl->load());
+  return std::unique_ptr<Datapath>(new Datapath(std::move(impl)));
+}
+
+Status Datapath::Impl::load() {
+  skel.reset(sebpf_datapath__open());
+  if (!skel) return Error::from_errno(errno, "open BPF skeleton");
+
+  if (!config.pin_dir.empty()) {
+    SEBPF_RETURN_IF_ERROR(ensure_bpffs_dir(config.pin_dir));
+    std::error_code ec;
+    fs::create_directories(maps_dir(config), ec);
+    fs::create_directories(links_dir(config), ec);
+    if (ec) return Error::from_errno(ec.value(), "create " + config.pin_dir);
+    adopted = fs::exists(maps_dir(config) + "/" + kMetaMapName);
+  }
+  if (adopted) {
+    SEBPF_RETURN_IF_ERROR(reuse_pinned_maps());
+  } else {
+    auto* m = &skel->maps;
+    bpf_map__set_max_entries(m->sebpf_cg_attach, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_if_attach, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
+    bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
+    bpf_map__set_max_entries(m->sebpf_prefix4, config.max_prefix_rules);
+    bpf_map__set_max_entries(m->sebpf_prefix6, config.max_prefix_rules);
+    bpf_map__set_max_entries(m->sebpf_flows, config.max_flows);
+  }
+  skel->rodata->sebpf_flow_idle_tcp_ns =
+      static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_tcp).count());
+  skel->rodata->sebpf_flow_idle_other_ns =
+      static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_other).count());
+
+  if (int err = sebpf_datapath__load(skel.get()); err != 0) {
+    return Error::from_errno(err, "load BPF programs (libbpf printed the kernel's reason above)");
+  }
+
+  auto* m = &skel->maps;
+  table = std::make_unique<AttachmentTable>(
+      AttachmentMapFds{bpf_map__fd(m->sebpf_cg_attach), bpf_map__fd(m->sebpf_if_attach),
+                       bpf_map__fd(m->sebpf_counters), bpf_map__fd(m->sebpf_meta)},
+      config.max_attachments);
+  rules = std::make_unique<RuleStore>(RuleMapFds{bpf_map__fd(m->sebpf_host4),
+                                                 bpf_map__fd(m->sebpf_host6),
+                                                 bpf_map__fd(m->sebpf_prefix4),
+                                                 bpf_map__fd(m->sebpf_prefix6)});
+  SEBPF_ASSIGN_OR_RETURN(RcuBarrier b, RcuBarrier::create(bpf_map__fd(m->sebpf_barrier)));
+  barrier.emplace(std::move(b));
+  auto* p = &skel->progs;
+  cgroup_hooks = std::make_unique<CgroupHooks>(
+      std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
+                                p->sebpf_sendmsg6, p->sebpf_cg_out, p->sebpf_cg_in},
+      links_dir(config));
+  tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
+                                       bpf_program__fd(p->sebpf_tc_track), config.tc_handle,
+                                       config.tc_priority);
+
+  if (adopted) return adopt_attachments();
+
+  const uint32_t zero = 0;
+  const sebpf_meta meta{SEBPF_ABI_VERSION, config.max_attachments, config.max_host_rules,
+                        config.max_prefix_rules, config.max_flows, 1};
+  if (bpf_map_update_elem(bpf_map__fd(m->sebpf_meta), &zero, &meta, BPF_ANY) != 0) {
+    return Error::from_errno(errno, "write meta map");
+  }
+  if (!config.pin_dir.empty()) SEBPF_RETURN_IF_ERROR(pin_maps());
+  return ok_status();
+}
+
+Status Datapath::Impl::reuse_pinned_maps() {
+  // Meta first: nothing else is trusted before its ABI version is.
+  const std::string meta_path = maps_dir(config) + "/" + kMetaMapName;
+  UniqueFd meta_fd(bpf_obj_get(meta_path.c_str()));
+  if (!meta_fd) return Error::from_errno(errno, "open pinned " + meta_path);
+  SEBPF_ASSIGN_OR_RETURN(sebpf_meta meta, read_pinned_meta(meta_fd.get(), meta_path));
+  config.max_attachments = meta.max_attachments;
+  config.max_host_rules = meta.max_host_rules;
+  config.max_prefix_rules = meta.max_prefix_rules;
+  config.max_flows = meta.max_flows;
+
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel->obj) {
+    if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
+    const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
+    UniqueFd fd(bpf_obj_get(path.c_str()));
+    if (!fd) {
+      return Error(Errc::kFailedPrecondition,
+                   "pinned state in " + config.pin_dir + " is incomplete: " + path +
+                       " is missing. Remove the pin directory to start afresh (this ends "
+                       "enforcement of what is still attached)");
+    }
+    if (int err = bpf_map__reuse_fd(map, fd.get()); err != 0) {
+      return Error::from_errno(err, "reuse pinned map " + path);
+    }
+  }
+  return ok_status();
+}
+
+Status Datapath::Impl::pin_maps() {
+  // A pinned meta map marks complete pinned state, so it goes last; state
+  // without it is the leftover of an interrupted first start.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(maps_dir(config), ec)) {
+    fs::remove(entry.path(), ec);
+  }
+  bpf_map* map = nullptr;
+  bpf_map* meta = skel->maps.sebpf_meta;
+  std::vector<bpf_map*> order;
+  bpf_object__for_each_map(map, skel->obj) {
+    if (!bpf_map__is_internal(map) && map != meta) order.push_back(map);
+  }
+  order.push_back(meta);
+  for (bpf_map* m : order) {
+    const std::string path = maps_dir(config) + "/" + bpf_map__name(m);
+    if (int err = bpf_map__pin(m, path.c_str()); err != 0) {
+      for (bpf_map* done : order) {
+        if (done == m) break;
+        bpf_map__unpin(done, nullptr);
+      }
+      return Error::from_errno(err, "pin map " + path);
+    }
+  }
+  return ok_status();
+}
+
+Status Datapath::Impl::adopt_attachments() {
+  SEBPF_RETURN_IF_ERROR(table->load_slots());
+  SEBPF_ASSIGN_OR_RETURN(std::vector<uint64_t> live, cgroup_hooks->adopt(notes));
+  const std::set<uint64_t> live_cgroups(live.begin(), live.end());
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, table->all());
+  for (const AttachmentRecord& r : records) {
+    if (r.key.kind == TargetKind::kCgroup) {
+      if (live_cgroups.count(r.key.id)) continue;
+      notes.push_back(to_string(r.key) + " removed: its cgroup or links are gone");
+      SEBPF_RETURN_IF_ERROR(remove_attachment(r));
+      continue;
+    }
+    // Replacing our filters in place switches them to the new programs
+    // without a moment unfiltered.
+    const Attachment a = to_attachment(r);
+    Status s = tc_hooks->attach(static_cast<uint32_t>(r.key.id), a.direction);
+    if (!s.ok()) {
+      notes.push_back(to_string(r.key) + " removed: " + s.error().message());
+      SEBPF_RETURN_IF_ERROR(remove_attachment(r));
+    }
+  }
+  // Links whose attachment record is gone: a detach was interrupted.
+  for (uint64_t id : live) {
+    SEBPF_ASSIGN_OR_RETURN(auto v, table->read({TargetKind::kCgroup, id}));
+    if (!v) {
+      notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
+      SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
+    }
+  }
+  return ok_status();
+}
+
+// Hooks off first, then the record, then its rules: a packet never finds
+// programs attached and no policy (which would fail closed, but needlessly).
+Status Datapath::Impl::remove_attachment(const AttachmentRecord& record) {
+  const Attachment a = to_attachment(record);
+  if (record.key.kind == TargetKind::kCgroup) {
+    SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(record.key.id));
+  } else {
+    SEBPF_RETURN_IF_ERROR(tc_hooks->detach(static_cast<uint32_t>(record.key.id), a.direction));
+  }
+  SEBPF_RETURN_IF_ERROR(table->erase(record.key));
+  table->release_slot(record.value.slot);
+  return rules->erase_ruleset(record.value.ruleset);
+}
+
+// The record goes in before the hooks, so the first packet already finds
+// its policy; on failure both are undone.
+Result<Attachment> Datapath::Impl::finish_attach(const AttachmentKey& key, sebpf_attachment value,
+                                                 const AttachOptions& options,
+                                                 const std::function<Status()>& hook_up) {
+  SEBPF_ASSIGN_OR_RETURN(auto existing, table->read(key));
+  if (existing) return Error(Errc::kAlreadyExists, to_string(key) + " is attached already");
+  if (static_cast<uint8_t>(options.mode) >= SEBPF_MODE_COUNT) {
+    return Error(Errc::kInvalidArgument, "unknown mode");
+  }
+  value.mode = static_cast<uint8_t>(options.mode);
+  SEBPF_RETURN_IF_ERROR(encode_dns_endpoint(options.dns, value));
+  SEBPF_ASSIGN_OR_RETURN(value.serial, table->next_id());
+  SEBPF_ASSIGN_OR_RETURN(value.ruleset, table->next_id());
+  SEBPF_ASSIGN_OR_RETURN(value.slot, table->take_slot());
+  if (Status s = table->create(key, value); !s.ok()) {
+    table->release_slot(value.slot);
+    return s.error();
+  }
+  if (Status s = hook_up(); !s.ok()) {
+    (void)table->erase(key);
+    table->release_slot(value.slot);
+    return s.error();
+  }
+  return to_attachment({key, value});
+}
+
+const Config& Datapath::config() const { return impl_->config; }
+bool Datapath::adopted() const { return impl_->adopted; }
+const std::vector<std::string>& Datapath::adoption_notes() const { return impl_->notes; }
+
+Result<Attachment> Datapath::attach_cgroup(const std::string& path, const AttachOptions& options) {
+  SEBPF_ASSIGN_OR_RETURN(CgroupDir cgroup, open_cgroup(path));
+  const AttachmentKey key{TargetKind::kCgroup, cgroup.id};
+  sebpf_attachment value{};
+  value.flags = SEBPF_ATT_F_CGROUP;
+  auto result = impl_->finish_attach(key, value, options, [&] {
+    return impl_->cgroup_hooks->attach(cgroup.id, cgroup.fd.get());
+  });
+  if (!result.ok()) return result.error().wrap("attach cgroup " + path);
+  return result;
+}
+
+Result<Attachment> Datapath::attach_interface(const std::string& name,
+                                              const AttachOptions& options) {
+  SEBPF_ASSIGN_OR_RETURN(InterfaceInfo iface, lookup_interface(name));
+  const AttachmentKey key{TargetKind::kInterface, iface.ifindex};
+  sebpf_attachment value{};
+  if (iface.l3_device) value.flags |= SEBPF_ATT_F_L3_DEVICE;
+  if (options.direction == TcDirection::kEgress) value.flags |= SEBPF_ATT_F_GUARD_EGRESS;
+  auto result = impl_->finish_attach(key, value, options, [&] {
+    return impl_->tc_hooks->attach(iface.ifindex, options.direction);
+  });
+  if (!result.ok()) return result.error().wrap("attach interface " + name);
+  return result;
+}
+
+Status Datapath::detach(const AttachmentKey& key) {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
+  return impl_->remove_attachment({key, value});
+}
+
+Result<Attachment> Datapath::attachment(const AttachmentKey& key) const {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
+  return to_attachment({key, value});
+}
+
+Result<std::vector<Attachment>> Datapath::attachments() const {
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
+  std::vector<Attachment> out;
+  out.reserve(records.size());
+  for (const auto& r : records) out.push_back(to_attachment(r));
+  return out;
+}
+
+Status Datapath::set_mode(const AttachmentKey& key, Mode mode) {
+  if (static_cast<uint8_t>(mode) >= SEBPF_MODE_COUNT) {
+    return Error(Errc::kInvalidArgument, "unknown mode");
+  }
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
+  value.mode = static_cast<uint8_t>(mode);
+  return impl_->table->replace(key, value);
+}
+
+Status Datapath::set_dns_endpoint(const AttachmentKey& key, const DnsEndpoint& dns) {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
+  SEBPF_RETURN_IF_ERROR(encode_dns_endpoint(dns, value));
+  return impl_->table->replace(key, value);
+}
+
+Status Datapath::add_rule(const AttachmentKey& key, const Rule& rule) {
+  return add_rules(key, std::span<const Rule>(&rule, 1));
+}
+
+Status Datapath::add_rules(const AttachmentKey& key, std::span<const Rule> rules) {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  std::vector<RuleEntry> entries;
+  entries.reserve(rules.size());
+  for (const Rule& rule : rules) {
+    // Merge into what the prefix holds: the other action's side stays.
+    SEBPF_ASSIGN_OR_RETURN(auto existing, impl_->rules->read(att.ruleset, rule.prefix));
+    RuleEntry entry{rule.prefix, existing.value_or(sebpf_rule{})};
+    apply_rule(entry.value, rule);
+    entries.push_back(entry);
+  }
+  return impl_->rules->write_all(att.ruleset, entries);
+}
+
+Status Datapath::remove_rule(const AttachmentKey& key, const net::IpPrefix& prefix,
+                             std::optional<Action> action) {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  SEBPF_ASSIGN_OR_RETURN(auto existing, impl_->rules->read(att.ruleset, prefix));
+  auto missing = [&] {
+    return Error(Errc::kNotFound, "no " +
+                                      (action ? std::string(action_name(*action)) + " " : "") +
+                                      "rule for " + prefix.to_string() + " on " + to_string(key));
+  };
+  if (!existing) return missing();
+  sebpf_rule value = *existing;
+  if (!action || *action == Action::kAllow) value.allow_until = 0;
+  if (!action || *action == Action::kDeny) value.deny_until = 0;
+  if (value.allow_until == existing->allow_until && value.deny_until == existing->deny_until) {
+    return missing();
+  }
+  if (value.allow_until == 0 && value.deny_until == 0) {
+    return impl_->rules->erase(att.ruleset, prefix);
+  }
+  return impl_->rules->write(att.ruleset, {prefix, value});
+}
+
+Status Datapath::replace_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules) {
+  if (static_cast<uint8_t>(mode) >= SEBPF_MODE_COUNT) {
+    return Error(Errc::kInvalidArgument, "unknown mode");
+  }
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  // Build the new rule set beside the old one, then flip the attachment to
+  // it with one map update: packets see one rule set or the other.
+  SEBPF_ASSIGN_OR_RETURN(uint32_t fresh, impl_->table->next_id());
+  const std::vector<RuleEntry> entries = merge_rules(rules);
+  if (Status s = impl_->rules->write_all(fresh, entries); !s.ok()) {
+    (void)impl_->rules->erase_ruleset(fresh);
+    return s.error().wrap("replace policy of " + to_string(key) + " (old policy kept)");
+  }
+  const uint32_t old = att.ruleset;
+  att.ruleset = fresh;
+  att.mode = static_cast<uint8_t>(mode);
+  if (Status s = impl_->table->replace(key, att); !s.ok()) {
+    (void)impl_->rules->erase_ruleset(fresh);
+    return s.error();
+  }
+  // A packet that read the attachment just before the switch may still be
+  // looking up rules of the old set.
+  SEBPF_RETURN_IF_ERROR(impl_->barrier->wait());
+  return impl_->rules->erase_ruleset(old);
+}
+
+Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleEntry> entries, impl_->rules->read_all(att.ruleset));
+  std::vector<Rule> out;
+  for (const RuleEntry& e : entries) {
+    for (Rule& r : split_entry(e.prefix, e.value)) out.push_back(std::move(r));
+  }
+  std::sort(out.begin(), out.end(), [](const Rule& a, const Rule& b) {
+    return std::tie(a.prefix, a.action) < std::tie(b.prefix, b.action);
+  });
+  return out;
+}
+
+Result<Counters> Datapath::counters(const AttachmentKey& key) const {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  return impl_->table->counters(att.slot);
+}
+
+Result<size_t> Datapath::sweep() {
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
+  std::set<uint32_t> in_use;
+  for (const auto& r : records) in_use.insert(r.value.ruleset);
+  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleStore::Owned> all, impl_->rules->read_everything());
+  const uint64_t now = static_cast<uint64_t>(BootClock::now().time_since_epoch().count());
+  size_t removed = 0;
+  for (const auto& owned : all) {
+    const bool orphan = in_use.count(owned.ruleset) == 0;
+    const bool expired = owned.entry.value.allow_until <= now && owned.entry.value.deny_until <= now;
+    if (!orphan && !expired) continue;
+    SEBPF_RETURN_IF_ERROR(impl_->rules->erase(owned.ruleset, owned.entry.prefix));
+    ++removed;
+  }
+  return removed;
+}
+
+Status Datapath::destroy() {
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
+  for (const auto& r : records) SEBPF_RETURN_IF_ERROR(impl_->remove_attachment(r));
+  if (impl_->config.pin_dir.empty()) return ok_status();
+  std::error_code ec;
+  fs::remove_all(impl_->config.pin_dir, ec);
+  if (ec) return Error::from_errno(ec.value(), "remove " + impl_->config.pin_dir);
+  return ok_status();
+}
+
+int Datapath::program_fd(Program program) const {
+  auto* p = &impl_->skel->progs;
+  switch (program) {
+    case Program::kConnect4: return bpf_program__fd(p->sebpf_connect4);
+    case Program::kConnect6: return bpf_program__fd(p->sebpf_connect6);
+    case Program::kSendmsg4: return bpf_program__fd(p->sebpf_sendmsg4);
+    case Program::kSendmsg6: return bpf_program__fd(p->sebpf_sendmsg6);
+    case Program::kCgroupEgress: return bpf_program__fd(p->sebpf_cg_out);
+    case Program::kCgroupIngress: return bpf_program__fd(p->sebpf_cg_in);
+    case Program::kTcGuard: return bpf_program__fd(p->sebpf_tc_guard);
+    case Program::kTcTrack: break;
+  }
+  return bpf_program__fd(p->sebpf_tc_track);
+}
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,82 @@
+// The datapath library: loads the eBPF programs (or adopts the ones a
+// previous process pinned), attaches them to cgroups and interfaces, and
+// reads and writes per-attachment policy and counters.
+//
+// Not thread-safe: one owner (the daemon) serializes calls.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "datapath/types.h"
+#include "net/ip_prefix.h"
+
+namespace sebpf::datapath {
+
+class Datapath {
+ public:
+  // Checks privileges and kernel features, then loads the programs. When
+  // config.pin_dir holds pinned state from an earlier process, that state is
+  // adopted: the same maps are reused and every existing attachment is
+  // switched to the new programs atomically, so enforcement never stops.
+  static Result<std::unique_ptr<Datapath>> open(const Config& config);
+  ~Datapath();
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  // The configuration in force: map sizes come from the pinned state when
+  // it was adopted.
+  const Config& config() const;
+  bool adopted() const;
+  // What adoption found and repaired (attachments whose cgroup or interface
+  // disappeared meanwhile, half-finished attaches), one line each.
+  const std::vector<std::string>& adoption_notes() const;
+
+  Result<Attachment> attach_cgroup(const std::string& path, const AttachOptions& options);
+  Result<Attachment> attach_interface(const std::string& name, const AttachOptions& options);
+  Status detach(const AttachmentKey& key);
+  Result<Attachment> attachment(const AttachmentKey& key) const;
+  Result<std::vector<Attachment>> attachments() const;
+
+  Status set_mode(const AttachmentKey& key, Mode mode);
+  Status set_dns_endpoint(const AttachmentKey& key, const DnsEndpoint& dns);
+
+  // Adds a rule, or gives an existing one (same prefix and action) the new
+  // expiry. Rules of other actions on the same prefix stay.
+  Status add_rule(const AttachmentKey& key, const Rule& rule);
+  // The same for many rules. Not atomic as a whole; see replace_policy.
+  Status add_rules(const AttachmentKey& key, std::span<const Rule> rules);
+  // Removes the rule of one action on a prefix, or both when none is given.
+  // Errc::kNotFound when there was none.
+  Status remove_rule(const AttachmentKey& key, const net::IpPrefix& prefix,
+                     std::optional<Action> action = std::nullopt);
+  // Replaces the mode and all rules at once: each packet sees the old policy
+  // or the new one, never a mix. On error the old policy stays in force.
+  Status replace_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules);
+  // Every rule of the attachment, expired ones included until swept.
+  Result<std::vector<Rule>> rules(const AttachmentKey& key) const;
+
+  Result<Counters> counters(const AttachmentKey& key) const;
+
+  // Reclaims map entries whose rules have all expired, and entries no
+  // attachment uses any more. Expiry itself is enforced by the kernel at
+  // packet time; this only frees memory. Returns how many were removed.
+  Result<size_t> sweep();
+
+  // Detaches everything and removes the pinned state: enforcement ends.
+  Status destroy();
+
+  // For BPF_PROG_TEST_RUN in tests and benchmarks.
+  int program_fd(Program program) const;
+
+ private:
+  struct Impl;
+  explicit Datapath(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,69 @@
+#include "datapath/features.h"
+
+#include <bpf/libbpf.h>
+#include <sys/utsname.h>
+
+#include <string>
+#include <vector>
+
+namespace sebpf::datapath {
+namespace {
+
+struct ProgTypeNeed {
+  bpf_prog_type type;
+  const char* what;
+};
+struct MapTypeNeed {
+  bpf_map_type type;
+  const char* what;
+};
+struct HelperNeed {
+  bpf_prog_type prog_type;
+  bpf_func_id helper;
+  const char* what;
+};
+
+constexpr ProgTypeNeed kProgTypes[] = {
+    {BPF_PROG_TYPE_SCHED_CLS, "TC classifier programs (Linux 4.1)"},
+    {BPF_PROG_TYPE_CGROUP_SKB, "cgroup_skb programs (Linux 4.10)"},
+    {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "cgroup connect/sendmsg programs (Linux 4.18)"},
+};
+constexpr MapTypeNeed kMapTypes[] = {
+    {BPF_MAP_TYPE_HASH, "hash maps"},
+    {BPF_MAP_TYPE_LPM_TRIE, "LPM trie maps (Linux 4.11)"},
+    {BPF_MAP_TYPE_LRU_HASH, "LRU hash maps (Linux 4.10)"},
+    {BPF_MAP_TYPE_PERCPU_ARRAY, "per-CPU arrays (Linux 4.6)"},
+};
+constexpr HelperNeed kHelpers[] = {
+    {BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns (Linux 5.8)"},
+    {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_skb_ancestor_cgroup_id,
+     "bpf_skb_ancestor_cgroup_id in cgroup_skb (Linux 4.19)"},
+    {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_ancestor_cgroup_id,
+     "bpf_get_current_ancestor_cgroup_id in cgroup programs (Linux 5.7)"},
+};
+
+}  // namespace
+
+Status probe_kernel_features() {
+  std::vector<std::string> missing;
+  for (const auto& need : kProgTypes) {
+    if (libbpf_probe_bpf_prog_type(need.type, nullptr) != 1) missing.emplace_back(need.what);
+  }
+  for (const auto& need : kMapTypes) {
+    if (libbpf_probe_bpf_map_type(need.type, nullptr) != 1) missing.emplace_back(need.what);
+  }
+  for (const auto& need : kHelpers) {
+    if (libbpf_probe_bpf_helper(need.prog_type, need.helper, nullptr) != 1) {
+      missing.emplace_back(need.what);
+    }
+  }
+  if (missing.empty()) return ok_status();
+  utsname uts{};
+  uname(&uts);
+  std::string msg = std::string("kernel ") + uts.release + " lacks what the datapath needs:";
+  for (const auto& m : missing) msg += " " + m + ";";
+  msg += " Linux 5.8 or newer with BPF enabled is required";
+  return Error(Errc::kUnsupported, std::move(msg));
+}
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,47 @@
+// Reads and writes rule entries in the four rule maps, for one rule set at
+// a time. A rule set id is part of every key, so many attachments (and the
+// two sides of an atomic replacement) share the same maps.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "common/result.h"
+#include "datapath/rule_codec.h"
+
+namespace sebpf::datapath {
+
+struct RuleMapFds {
+  int host4 = -1;
+  int host6 = -1;
+  int prefix4 = -1;
+  int prefix6 = -1;
+};
+
+class RuleStore {
+ public:
+  explicit RuleStore(RuleMapFds fds) : fds_(fds) {}
+
+  Result<std::optional<sebpf_rule>> read(uint32_t ruleset, const net::IpPrefix& prefix) const;
+  Status write(uint32_t ruleset, const RuleEntry& entry);
+  // Writes many entries; hash maps take them in batches.
+  Status write_all(uint32_t ruleset, std::span<const RuleEntry> entries);
+  Status erase(uint32_t ruleset, const net::IpPrefix& prefix);
+
+  // Every entry of one rule set.
+  Result<std::vector<RuleEntry>> read_all(uint32_t ruleset) const;
+  // Every entry of every rule set, for the sweeper.
+  struct Owned {
+    uint32_t ruleset;
+    RuleEntry entry;
+  };
+  Result<std::vector<Owned>> read_everything() const;
+  Status erase_ruleset(uint32_t ruleset);
+
+ private:
+  RuleMapFds fds_;
+};
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,47 @@
+// What the datapath needs from the host, checked with a clear reason when it
+// is missing: privileges, a cgroup v2 mount, a bpffs, a cgroup or interface
+// that exists.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+
+namespace sebpf::datapath {
+
+// Root, or CAP_BPF + CAP_NET_ADMIN (CAP_SYS_ADMIN stands in for either).
+// The error names the missing capabilities.
+Status check_privileges();
+
+// The mount point of the cgroup v2 hierarchy, read from /proc/mounts (it is
+// /sys/fs/cgroup on most systems, /sys/fs/cgroup/unified on hybrid ones).
+Result<std::string> find_cgroup2_mount();
+
+// A cgroup v2 directory, opened, with its id (what bpf_get_current_cgroup_id
+// returns for tasks in it).
+struct CgroupDir {
+  UniqueFd fd;
+  uint64_t id = 0;
+};
+// Refuses paths that do not exist, are not directories on a cgroup2 fs, or
+// are the root of the hierarchy (that would filter the whole host).
+Result<CgroupDir> open_cgroup(const std::string& path);
+
+// Whether the cgroup with this id still exists (not removed). Asked by file
+// handle, so it needs no path.
+bool cgroup_exists(uint64_t cgroup_id);
+
+// Makes `dir` exist on a bpffs. When its bpffs is not mounted and `dir` lies
+// under /sys/fs/bpf, mounts one there; elsewhere says how to mount it.
+Status ensure_bpffs_dir(const std::string& dir);
+
+// A network interface by name.
+struct InterfaceInfo {
+  uint32_t ifindex = 0;
+  bool l3_device = false;  // no Ethernet header (tun, wireguard)
+};
+Result<InterfaceInfo> lookup_interface(const std::string& name);
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,63 @@
+#include "datapath/tc_hooks.h"
+
+#include <bpf/libbpf.h>
+
+#include <cerrno>
+#include <string>
+
+namespace sebpf::datapath {
+namespace {
+
+bpf_tc_attach_point guard_point(TcDirection d) {
+  return d == TcDirection::kIngress ? BPF_TC_INGRESS : BPF_TC_EGRESS;
+}
+bpf_tc_attach_point track_point(TcDirection d) {
+  return d == TcDirection::kIngress ? BPF_TC_EGRESS : BPF_TC_INGRESS;
+}
+
+int detach_one(uint32_t ifindex, bpf_tc_attach_point point, uint32_t handle, uint32_t priority) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = point);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+  const int err = bpf_tc_detach(&hook, &opts);
+  return (err == -ENOENT || err == -ENODEV || err == -EINVAL) ? 0 : err;
+}
+
+}  // namespace
+
+Status TcHooks::attach(uint32_t ifindex, TcDirection guard_direction) {
+  const std::string where = "interface " + std::to_string(ifindex);
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex),
+              .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+  int err = bpf_tc_hook_create(&hook);
+  const bool created_qdisc = err == 0;
+  if (err != 0 && err != -EEXIST) return Error::from_errno(err, "create clsact qdisc on " + where);
+
+  auto attach_one = [&](bpf_tc_attach_point point, int prog_fd) {
+    LIBBPF_OPTS(bpf_tc_hook, h, .ifindex = static_cast<int>(ifindex), .attach_point = point);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
+                .handle = handle_, .priority = priority_);
+    return bpf_tc_attach(&h, &opts);
+  };
+  err = attach_one(guard_point(guard_direction), guard_fd_);
+  if (err == 0) {
+    err = attach_one(track_point(guard_direction), track_fd_);
+    if (err != 0) detach_one(ifindex, guard_point(guard_direction), handle_, priority_);
+  }
+  if (err != 0) {
+    if (created_qdisc) bpf_tc_hook_destroy(&hook);
+    return Error::from_errno(err, "attach TC filter to " + where);
+  }
+  return ok_status();
+}
+
+Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {
+  int err = detach_one(ifindex, guard_point(guard_direction), handle_, priority_);
+  const int err2 = detach_one(ifindex, track_point(guard_direction), handle_, priority_);
+  if (err == 0) err = err2;
+  if (err != 0) {
+    return Error::from_errno(err, "detach TC filters from interface " + std::to_string(ifindex));
+  }
+  return ok_status();
+}
+
+}  // namespace sebpf::datapath

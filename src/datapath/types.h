@@ -1,0 +1,135 @@
+// The vocabulary of the datapath library: modes, rules, attachments,
+// counters and the load-time configuration.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "datapath/shared_layout.h"
+#include "net/ip_prefix.h"
+
+namespace sebpf::datapath {
+
+// CLOCK_BOOTTIME as a std::chrono clock: the kernel checks rule expiry
+// against bpf_ktime_get_boot_ns(), which counts time spent suspended too.
+struct BootClock {
+  using duration = std::chrono::nanoseconds;
+  using rep = duration::rep;
+  using period = duration::period;
+  using time_point = std::chrono::time_point<BootClock>;
+  static constexpr bool is_steady = true;
+  static time_point now() noexcept;
+};
+
+enum class Mode : uint8_t {
+  kDisabled = SEBPF_MODE_DISABLED,
+  kAllowlist = SEBPF_MODE_ALLOWLIST,
+  kDenylist = SEBPF_MODE_DENYLIST,
+  kBlockAll = SEBPF_MODE_BLOCK_ALL,
+};
+std::string_view mode_name(Mode mode);  // "disabled", "allowlist", "denylist", "block_all"
+Result<Mode> parse_mode(std::string_view text);
+
+enum class Action : uint8_t { kAllow, kDeny };
+std::string_view action_name(Action action);
+
+struct Rule {
+  net::IpPrefix prefix;
+  Action action = Action::kAllow;
+  std::optional<BootClock::time_point> expires;  // none: never
+
+  bool operator==(const Rule&) const = default;
+};
+
+enum class TargetKind : uint8_t { kCgroup, kInterface };
+
+// Identifies an attachment in the kernel: a cgroup id or an ifindex.
+struct AttachmentKey {
+  TargetKind kind = TargetKind::kCgroup;
+  uint64_t id = 0;
+
+  auto operator<=>(const AttachmentKey&) const = default;
+};
+std::string to_string(const AttachmentKey& key);  // "cgroup:1234", "ifindex:7"
+
+// Which TC hook of the host-side interface carries the guest's outgoing
+// traffic. For a tap or the host end of a veth that is ingress.
+enum class TcDirection : uint8_t { kIngress, kEgress };
+
+// The attachment's own DNS server, always reachable (UDP and TCP).
+struct DnsEndpoint {
+  std::optional<net::IpAddress> v4;
+  std::optional<net::IpAddress> v6;
+  uint16_t port = 0;  // 0: none
+
+  bool operator==(const DnsEndpoint&) const = default;
+};
+
+struct AttachOptions {
+  Mode mode = Mode::kAllowlist;  // fail closed until told otherwise
+  DnsEndpoint dns;
+  TcDirection direction = TcDirection::kIngress;  // interfaces only
+};
+
+struct Attachment {
+  AttachmentKey key;
+  uint32_t slot = 0;
+  uint32_t serial = 0;
+  Mode mode = Mode::kAllowlist;
+  DnsEndpoint dns;
+  TcDirection direction = TcDirection::kIngress;
+  bool l3_device = false;
+};
+
+using Reason = sebpf_reason;
+using HookKind = sebpf_hook_kind;
+std::string_view reason_name(Reason reason);    // "allow_rule", "deny_default", ...
+std::string_view hook_kind_name(HookKind hook);  // "packet", "socket"
+inline bool reason_is_deny(Reason reason) { return reason >= SEBPF_FIRST_DENY_REASON; }
+
+// Per-attachment counters, summed over CPUs.
+struct Counters {
+  std::array<std::array<uint64_t, SEBPF_REASON_COUNT>, SEBPF_HOOK_COUNT> count{};
+
+  uint64_t get(HookKind hook, Reason reason) const { return count[hook][reason]; }
+  uint64_t allowed(HookKind hook) const;
+  uint64_t denied(HookKind hook) const;
+};
+
+struct Config {
+  // Where maps and links are pinned on a bpffs. Empty: nothing is pinned
+  // and enforcement ends with the process (tests, benchmarks).
+  std::string pin_dir = "/sys/fs/bpf/superebpf";
+  // Map sizes, fixed at first load. A process that adopts pinned state
+  // keeps the sizes it finds (see Datapath::config()).
+  uint32_t max_attachments = 1024;
+  uint32_t max_host_rules = 131072;   // /32 and /128 rules, all attachments
+  uint32_t max_prefix_rules = 16384;  // per family, all attachments
+  uint32_t max_flows = 65536;         // inbound flows remembered for replies
+  // How long an idle inbound flow still lets replies through.
+  std::chrono::seconds flow_idle_tcp{24 * 3600};
+  std::chrono::seconds flow_idle_other{180};
+  // Priority and handle of our filters in the clsact qdisc.
+  uint32_t tc_priority = 1;
+  uint32_t tc_handle = 0x5eb;
+};
+
+// The programs, for tests and benchmarks that run them with
+// BPF_PROG_TEST_RUN.
+enum class Program : uint8_t {
+  kConnect4,
+  kConnect6,
+  kSendmsg4,
+  kSendmsg6,
+  kCgroupEgress,
+  kCgroupIngress,
+  kTcGuard,
+  kTcTrack,
+};
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,63 @@
+// IP addresses and CIDR prefixes as users write them in rules. Parsing is
+// strict: anything ambiguous is rejected with a message that says how to
+// write it, because a security product must never quietly change a rule.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace sebpf::net {
+
+enum class Family : uint8_t { kIPv4 = 4, kIPv6 = 6 };
+
+class IpAddress {
+ public:
+  // "192.0.2.1" or "2001:db8::1". Rejects whitespace, IPv4 octets with
+  // leading zeros (octal in some parsers), zone ids, brackets.
+  static Result<IpAddress> parse(std::string_view text);
+  static IpAddress v4(uint32_t network_order);
+  static IpAddress v6(const std::array<uint8_t, 16>& bytes);
+
+  Family family() const { return family_; }
+  int max_prefix_length() const { return family_ == Family::kIPv4 ? 32 : 128; }
+  // IPv4: the 4 bytes first, the rest zero.
+  const std::array<uint8_t, 16>& bytes() const { return bytes_; }
+  uint32_t v4_network_order() const;
+  bool is_v4_mapped() const;  // ::ffff:0:0/96
+  std::string to_string() const;
+
+  auto operator<=>(const IpAddress&) const = default;
+  bool operator==(const IpAddress&) const = default;
+
+ private:
+  Family family_ = Family::kIPv4;
+  std::array<uint8_t, 16> bytes_{};
+};
+
+class IpPrefix {
+ public:
+  // "192.0.2.0/24", "2001:db8::/32", or a bare address (a host prefix).
+  static Result<IpPrefix> parse(std::string_view text);
+  static Result<IpPrefix> make(const IpAddress& address, int length);
+
+  const IpAddress& address() const { return address_; }
+  int length() const { return length_; }
+  Family family() const { return address_.family(); }
+  bool is_host() const { return length_ == address_.max_prefix_length(); }
+  bool contains(const IpAddress& a) const;
+  std::string to_string() const;  // always "address/length"
+
+  auto operator<=>(const IpPrefix&) const = default;
+  bool operator==(const IpPrefix&) const = default;
+
+ private:
+  IpAddress address_;
+  int length_ = 0;
+};
+
+}  // namespace sebpf::net

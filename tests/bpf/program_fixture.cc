@@ -1,0 +1,123 @@
+#include "program_fixture.h"
+
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <net/if.h>
+#include <unistd.h>
+
+#include "support/privileges.h"
+#include "support/process.h"
+
+namespace sebpf::testing {
+
+using datapath::Action;
+using datapath::Mode;
+using datapath::Program;
+
+std::string kind_name(const ::testing::TestParamInfo<ProgramKind>& info) {
+  return info.param == ProgramKind::kTc ? "Tc" : "CgroupSkb";
+}
+
+uint32_t test_run(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex) {
+  __sk_buff ctx{};
+  ctx.ifindex = ifindex;
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet.data(),
+              .data_size_in = static_cast<__u32>(packet.size()), .ctx_in = &ctx,
+              .ctx_size_in = sizeof(ctx), .repeat = 1);
+  const int err = bpf_prog_test_run_opts(prog_fd, &opts);
+  EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN failed: " << strerror(errno);
+  return opts.retval;
+}
+
+datapath::Rule rule(const std::string& cidr, Action action,
+                    std::optional<datapath::BootClock::time_point> expires) {
+  auto prefix = net::IpPrefix::parse(cidr);
+  EXPECT_TRUE(prefix.ok()) << cidr;
+  return {*prefix, action, expires};
+}
+
+void ProgramTest::SetUp() {
+  SEBPF_REQUIRE_PRIVILEGES();
+  kind_ = GetParam();
+  datapath::Config config;
+  config.pin_dir = "";  // private: ends with the test
+  auto dp = datapath::Datapath::open(config);
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  dp_ = std::move(*dp);
+  datapath::AttachOptions options;
+  options.mode = Mode::kAllowlist;
+  const std::string tag = std::to_string(getpid() % 100000);
+  if (kind_ == ProgramKind::kTc) {
+    iface_ = "sebpft" + tag;
+    run_command({"ip", "link", "del", iface_});
+    // A veth end (the dummy driver is not in every kernel); never brought up.
+    must_run({"ip", "link", "add", iface_, "type", "veth", "peer", "name", "sebpfu" + tag});
+    ifindex_ = if_nametoindex(iface_.c_str());
+    auto att = dp_->attach_interface(iface_, options);
+    ASSERT_TRUE(att.ok()) << att.error().message();
+    key_ = att->key;
+  } else {
+    cgroup_ = std::make_unique<TestCgroup>("sebpf-bpftest-" + tag);
+    auto att = dp_->attach_cgroup(cgroup_->path(), options);
+    ASSERT_TRUE(att.ok()) << att.error().message();
+    key_ = att->key;
+    moved_ = std::make_unique<ScopedCgroupMove>(cgroup_->path());
+    ASSERT_TRUE(moved_->ok()) << "could not move the test process into " << cgroup_->path();
+  }
+}
+
+void ProgramTest::TearDown() {
+  moved_.reset();
+  dp_.reset();  // a private datapath detaches everything
+  cgroup_.reset();
+  if (!iface_.empty()) run_command({"ip", "link", "del", iface_});
+}
+
+Verdict ProgramTest::run_out(const std::vector<uint8_t>& packet) {
+  if (kind_ == ProgramKind::kTc) {
+    const uint32_t r = test_run(dp_->program_fd(Program::kTcGuard), packet, ifindex_);
+    return {r == static_cast<uint32_t>(TC_ACT_UNSPEC), r};
+  }
+  const uint32_t r = test_run(dp_->program_fd(Program::kCgroupEgress), packet);
+  return {r == 1, r};
+}
+
+void ProgramTest::in(const PacketSpec& spec) {
+  const auto packet = build_packet(spec);
+  if (kind_ == ProgramKind::kTc) {
+    EXPECT_EQ(test_run(dp_->program_fd(Program::kTcTrack), packet, ifindex_),
+              static_cast<uint32_t>(TC_ACT_UNSPEC));
+  } else {
+    EXPECT_EQ(test_run(dp_->program_fd(Program::kCgroupIngress), packet), 1U);
+  }
+}
+
+void ProgramTest::set_mode(Mode mode) {
+  auto s = dp_->set_mode(key_, mode);
+  ASSERT_TRUE(s.ok()) << s.error().message();
+}
+
+void ProgramTest::allow(const std::string& cidr,
+                        std::optional<datapath::BootClock::time_point> exp) {
+  auto s = dp_->add_rule(key_, rule(cidr, Action::kAllow, exp));
+  ASSERT_TRUE(s.ok()) << s.error().message();
+}
+
+void ProgramTest::deny(const std::string& cidr,
+                       std::optional<datapath::BootClock::time_point> exp) {
+  auto s = dp_->add_rule(key_, rule(cidr, Action::kDeny, exp));
+  ASSERT_TRUE(s.ok()) << s.error().message();
+}
+
+datapath::Counters ProgramTest::counters() {
+  auto c = dp_->counters(key_);
+  EXPECT_TRUE(c.ok()) << c.error().message();
+  return c.ok() ? *c : datapath::Counters{};
+}
+
+uint64_t ProgramTest::count(datapath::Reason reason) {
+  return counters().get(SEBPF_HOOK_PACKET, reason);
+}
+
+}  // namespace sebpf::testing

@@ -1,0 +1,65 @@
+// A fixture that runs the datapath's packet programs on crafted packets
+// with BPF_PROG_TEST_RUN, against a real attachment: a dummy interface for
+// the TC programs, a cgroup holding the test process for cgroup_skb (the
+// kernel gives the test packet a socket in the caller's cgroup).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "datapath/datapath.h"
+#include "support/cgroup.h"
+#include "support/packet_builder.h"
+
+namespace sebpf::testing {
+
+enum class ProgramKind { kTc, kCgroupSkb };
+std::string kind_name(const ::testing::TestParamInfo<ProgramKind>& info);
+
+struct Verdict {
+  bool allowed = false;
+  uint32_t retval = 0;
+};
+
+class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // The program that sees the workload's outgoing packets, and the one that
+  // sees what comes back in.
+  bool out(const PacketSpec& spec) { return run_out(build_packet(spec)).allowed; }
+  Verdict run_out(const std::vector<uint8_t>& packet);
+  void in(const PacketSpec& spec);
+
+  void set_mode(datapath::Mode mode);
+  void allow(const std::string& cidr, std::optional<datapath::BootClock::time_point> exp = {});
+  void deny(const std::string& cidr, std::optional<datapath::BootClock::time_point> exp = {});
+  datapath::Counters counters();
+  uint64_t count(datapath::Reason reason);
+
+  // The workload's own address, per family, as the programs see it.
+  const char* self4() const { return "192.0.2.2"; }
+  const char* self6() const { return "2001:db8::2"; }
+
+  ProgramKind kind_ = ProgramKind::kTc;
+  std::unique_ptr<datapath::Datapath> dp_;
+  datapath::AttachmentKey key_;
+  std::string iface_;
+  uint32_t ifindex_ = 0;
+  std::unique_ptr<TestCgroup> cgroup_;
+  std::unique_ptr<ScopedCgroupMove> moved_;
+};
+
+// Runs a program once on a packet; ifindex 0 leaves the kernel's default
+// device (loopback).
+uint32_t test_run(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex = 0);
+
+datapath::Rule rule(const std::string& cidr, datapath::Action action,
+                    std::optional<datapath::BootClock::time_point> expires = {});
+
+}  // namespace sebpf::testing

@@ -1,0 +1,331 @@
+// The decision of the packet programs, TC and cgroup_skb alike, on crafted
+// packets: every mode, longest prefix, allow+deny tie, expiry, the
+// always-allowed set, replies on inbound flows, counters by reason.
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "program_fixture.h"
+
+namespace sebpf::testing {
+namespace {
+
+using datapath::BootClock;
+using datapath::Mode;
+using std::chrono::seconds;
+
+PacketSpec tcp4(const char* dst, uint16_t dport = 443) {
+  return {.src = "192.0.2.2", .dst = dst, .l4 = L4::kTcp, .dport = dport};
+}
+PacketSpec udp4(const char* dst, uint16_t dport = 53) {
+  return {.src = "192.0.2.2", .dst = dst, .l4 = L4::kUdp, .dport = dport};
+}
+PacketSpec icmp4(const char* dst) {
+  return {.src = "192.0.2.2", .dst = dst, .l4 = L4::kIcmp, .icmp_type = 8};
+}
+PacketSpec tcp6(const char* dst, uint16_t dport = 443) {
+  return {.src = "2001:db8::2", .dst = dst, .l4 = L4::kTcp, .dport = dport};
+}
+PacketSpec udp6(const char* dst, uint16_t dport = 53) {
+  return {.src = "2001:db8::2", .dst = dst, .l4 = L4::kUdp, .dport = dport};
+}
+PacketSpec icmp6(const char* dst) {
+  return {.src = "2001:db8::2", .dst = dst, .l4 = L4::kIcmpv6, .icmp_type = 128};
+}
+
+class VerdictTest : public ProgramTest {};
+
+TEST_P(VerdictTest, DisabledAllowsEverythingAndCounts) {
+  set_mode(Mode::kDisabled);
+  deny("198.51.100.0/24");
+  EXPECT_TRUE(out(tcp4("198.51.100.1")));
+  EXPECT_TRUE(out(udp6("2001:db8:1::1")));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_MODE_DISABLED), 2U);
+}
+
+TEST_P(VerdictTest, AllowlistDeniesEverythingUnlisted) {
+  EXPECT_FALSE(out(tcp4("198.51.100.1")));
+  EXPECT_FALSE(out(udp4("198.51.100.1", 123)));
+  EXPECT_FALSE(out(icmp4("198.51.100.1")));
+  EXPECT_FALSE(out(tcp6("2001:db8:1::1")));
+  EXPECT_FALSE(out(udp6("2001:db8:1::1", 123)));
+  EXPECT_FALSE(out(icmp6("2001:db8:1::1")));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_DEFAULT), 6U);
+}
+
+TEST_P(VerdictTest, AllowlistAllowsListedHostsOnly) {
+  allow("198.51.100.10");
+  allow("2001:db8:1::10");
+  EXPECT_TRUE(out(tcp4("198.51.100.10")));
+  EXPECT_TRUE(out(udp4("198.51.100.10", 123)));
+  EXPECT_TRUE(out(icmp4("198.51.100.10")));
+  EXPECT_FALSE(out(tcp4("198.51.100.11")));
+  EXPECT_TRUE(out(tcp6("2001:db8:1::10")));
+  EXPECT_TRUE(out(icmp6("2001:db8:1::10")));
+  EXPECT_FALSE(out(tcp6("2001:db8:1::11")));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_RULE), 5U);
+  EXPECT_EQ(count(SEBPF_REASON_DENY_DEFAULT), 2U);
+}
+
+TEST_P(VerdictTest, LongestPrefixDecides) {
+  allow("203.0.113.0/24");
+  deny("203.0.113.128/25");
+  allow("203.0.113.192/26");
+  allow("203.0.113.130");
+  EXPECT_TRUE(out(tcp4("203.0.113.1")));     // /24 allow
+  EXPECT_FALSE(out(tcp4("203.0.113.129")));  // /25 deny
+  EXPECT_TRUE(out(tcp4("203.0.113.130")));   // /32 allow beats /25 deny
+  EXPECT_TRUE(out(tcp4("203.0.113.200")));   // /26 allow beats /25 deny
+  allow("2001:db8::/32");
+  deny("2001:db8:bad::/48");
+  allow("2001:db8:bad:1::/64");
+  EXPECT_TRUE(out(tcp6("2001:db8:1::1")));
+  EXPECT_FALSE(out(tcp6("2001:db8:bad::1")));
+  EXPECT_TRUE(out(tcp6("2001:db8:bad:1::1")));
+}
+
+TEST_P(VerdictTest, ZeroLengthPrefixCoversEverything) {
+  allow("0.0.0.0/0");
+  deny("198.51.100.0/24");
+  EXPECT_TRUE(out(tcp4("203.0.113.9")));
+  EXPECT_FALSE(out(tcp4("198.51.100.9")));
+  EXPECT_FALSE(out(tcp6("2001:db8:1::1")));  // ::/0 was not allowed
+  allow("::/0");
+  EXPECT_TRUE(out(tcp6("2001:db8:1::1")));
+}
+
+TEST_P(VerdictTest, AllowAndDenyOnOnePrefixMeansDeny) {
+  allow("198.51.100.0/24");
+  deny("198.51.100.0/24");
+  allow("203.0.113.5");
+  deny("203.0.113.5");
+  allow("2001:db8:1::/48");
+  deny("2001:db8:1::/48");
+  EXPECT_FALSE(out(tcp4("198.51.100.1")));
+  EXPECT_FALSE(out(tcp4("203.0.113.5")));
+  EXPECT_FALSE(out(tcp6("2001:db8:1::1")));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RULE), 3U);
+}
+
+TEST_P(VerdictTest, DenylistAllowsAllButDenied) {
+  set_mode(Mode::kDenylist);
+  deny("198.51.100.0/24");
+  deny("2001:db8:bad::1");
+  allow("198.51.100.7");
+  EXPECT_TRUE(out(tcp4("203.0.113.1")));
+  EXPECT_FALSE(out(tcp4("198.51.100.1")));
+  EXPECT_TRUE(out(tcp4("198.51.100.7")));
+  EXPECT_FALSE(out(udp6("2001:db8:bad::1")));
+  EXPECT_TRUE(out(udp6("2001:db8:bad::2")));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_DEFAULT), 2U);
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RULE), 2U);
+}
+
+TEST_P(VerdictTest, BlockAllIgnoresAllowRules) {
+  set_mode(Mode::kBlockAll);
+  allow("0.0.0.0/0");
+  allow("198.51.100.1");
+  EXPECT_FALSE(out(tcp4("198.51.100.1")));
+  EXPECT_FALSE(out(tcp4("203.0.113.1")));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_BLOCK_ALL), 2U);
+}
+
+TEST_P(VerdictTest, ExpiredRuleNoLongerMatches) {
+  const auto past = BootClock::now() - seconds(1);
+  const auto future = BootClock::now() + seconds(3600);
+  allow("198.51.100.1", past);
+  allow("198.51.100.2", future);
+  EXPECT_FALSE(out(tcp4("198.51.100.1")));
+  EXPECT_TRUE(out(tcp4("198.51.100.2")));
+  // An expired host deny falls back to the prefix below it.
+  allow("203.0.113.0/24");
+  deny("203.0.113.9", past);
+  EXPECT_TRUE(out(tcp4("203.0.113.9")));
+  // An expired prefix allow falls back to the shorter prefix under it.
+  deny("192.0.2.0/24");
+  allow("192.0.2.128/25", past);
+  allow("192.0.2.192/26", past);
+  EXPECT_FALSE(out(tcp4("192.0.2.200")));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RULE), 1U);
+  // The same in IPv6, through many nested expired prefixes.
+  allow("2001:db8::/32");
+  for (int len : {40, 48, 56, 64, 80, 96, 112}) {
+    deny("2001:db8::/" + std::to_string(len), past);
+  }
+  EXPECT_TRUE(out(tcp6("2001:db8::1")));
+}
+
+TEST_P(VerdictTest, RuleExpiresAtItsTime) {
+  allow("198.51.100.1", BootClock::now() + std::chrono::milliseconds(300));
+  EXPECT_TRUE(out(tcp4("198.51.100.1")));
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_FALSE(out(tcp4("198.51.100.1")));
+}
+
+TEST_P(VerdictTest, DeniedSideExpiresAndAllowStays) {
+  const auto past = BootClock::now() - seconds(1);
+  allow("198.51.100.0/24");
+  deny("198.51.100.0/24", past);
+  EXPECT_TRUE(out(tcp4("198.51.100.1")));
+}
+
+TEST_P(VerdictTest, DnsEndpointAlwaysReachable) {
+  datapath::DnsEndpoint dns;
+  dns.v4 = *net::IpAddress::parse("192.0.2.1");
+  dns.v6 = *net::IpAddress::parse("2001:db8::1");
+  dns.port = 5353;
+  ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  set_mode(Mode::kBlockAll);
+  EXPECT_TRUE(out(udp4("192.0.2.1", 5353)));
+  EXPECT_TRUE(out(tcp4("192.0.2.1", 5353)));
+  EXPECT_TRUE(out(udp6("2001:db8::1", 5353)));
+  EXPECT_FALSE(out(udp4("192.0.2.1", 53)));    // another port
+  EXPECT_FALSE(out(udp4("192.0.2.99", 5353)));  // another address
+  EXPECT_FALSE(out(icmp4("192.0.2.1")));        // not DNS
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_DNS_ENDPOINT), 3U);
+  // Found behind an IPv6 extension header too.
+  PacketSpec spec = udp6("2001:db8::1", 5353);
+  spec.ipv6_hop_by_hop = true;
+  EXPECT_TRUE(out(spec));
+}
+
+TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
+  set_mode(Mode::kBlockAll);
+  PacketSpec ns = {.src = "fe80::2", .dst = "ff02::1:ff00:1", .l4 = L4::kIcmpv6,
+                   .icmp_type = 135, .hop_limit = 255};
+  EXPECT_TRUE(out(ns));
+  ns.icmp_type = 133;  // router solicitation
+  ns.dst = "ff02::2";
+  EXPECT_TRUE(out(ns));
+  ns.hop_limit = 64;  // a routed "ND" packet is not ND
+  EXPECT_FALSE(out(ns));
+  PacketSpec mld = {.src = "fe80::2", .dst = "ff02::16", .l4 = L4::kIcmpv6, .icmp_type = 143,
+                    .hop_limit = 1};
+  EXPECT_TRUE(out(mld));
+  mld.dst = "2001:db8:1::1";  // MLD is link-scope only
+  EXPECT_FALSE(out(mld));
+  PacketSpec dhcp = {.src = "0.0.0.0", .dst = "255.255.255.255", .l4 = L4::kUdp, .sport = 68,
+                     .dport = 67};
+  EXPECT_TRUE(out(dhcp));
+  dhcp.dst = "198.51.100.1";  // unicast DHCP can leave the link
+  EXPECT_FALSE(out(dhcp));
+  PacketSpec dhcp6 = {.src = "fe80::2", .dst = "ff02::1:2", .l4 = L4::kUdp, .sport = 546,
+                      .dport = 547};
+  EXPECT_TRUE(out(dhcp6));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_LINK_LOCAL), 5U);
+}
+
+TEST_P(VerdictTest, RepliesOnInboundFlowsPassTheAllowlist) {
+  // Someone outside connects to the workload; its answers must get out.
+  in({.src = "203.0.113.50", .dst = self4(), .l4 = L4::kTcp, .sport = 51000, .dport = 22,
+      .tcp_flags = kTcpSyn});
+  EXPECT_TRUE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
+                   .dport = 51000, .tcp_flags = kTcpSynAck}));
+  EXPECT_TRUE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
+                   .dport = 51000, .tcp_flags = kTcpAck}));
+  // Not another port of that host, nor the same port of another host.
+  EXPECT_FALSE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
+                    .dport = 51001, .tcp_flags = kTcpAck}));
+  EXPECT_FALSE(out({.src = self4(), .dst = "203.0.113.51", .l4 = L4::kTcp, .sport = 22,
+                    .dport = 51000, .tcp_flags = kTcpAck}));
+  // UDP and ICMP echo, IPv6.
+  in({.src = "2001:db8:1::50", .dst = self6(), .l4 = L4::kUdp, .sport = 5000, .dport = 6000});
+  EXPECT_TRUE(out({.src = self6(), .dst = "2001:db8:1::50", .l4 = L4::kUdp, .sport = 6000,
+                   .dport = 5000}));
+  in({.src = "198.51.100.50", .dst = self4(), .l4 = L4::kIcmp, .icmp_type = 8, .icmp_id = 77});
+  EXPECT_TRUE(out({.src = self4(), .dst = "198.51.100.50", .l4 = L4::kIcmp, .icmp_type = 0,
+                   .icmp_id = 77}));
+  EXPECT_FALSE(out({.src = self4(), .dst = "198.51.100.50", .l4 = L4::kIcmp, .icmp_type = 8,
+                    .icmp_id = 77}));  // a request of our own is no reply
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_REPLY), 4U);
+}
+
+TEST_P(VerdictTest, OutboundSynAckDoesNotOpenAFlow) {
+  // An inbound SYN-ACK answers something the workload started: no flow.
+  in({.src = "203.0.113.50", .dst = self4(), .l4 = L4::kTcp, .sport = 443, .dport = 40000,
+      .tcp_flags = kTcpSynAck});
+  EXPECT_FALSE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 40000,
+                    .dport = 443, .tcp_flags = kTcpAck}));
+}
+
+TEST_P(VerdictTest, ExplicitDenyAndBlockAllStopReplies) {
+  in({.src = "203.0.113.50", .dst = self4(), .l4 = L4::kTcp, .sport = 51000, .dport = 22,
+      .tcp_flags = kTcpSyn});
+  const PacketSpec reply = {.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
+                            .dport = 51000, .tcp_flags = kTcpAck};
+  EXPECT_TRUE(out(reply));
+  deny("203.0.113.50");
+  EXPECT_FALSE(out(reply));
+  ASSERT_TRUE(dp_->remove_rule(key_, *net::IpPrefix::parse("203.0.113.50")).ok());
+  EXPECT_TRUE(out(reply));
+  set_mode(Mode::kBlockAll);
+  EXPECT_FALSE(out(reply));
+}
+
+TEST_P(VerdictTest, NonFirstFragmentsAreJudgedByAddress) {
+  allow("198.51.100.1");
+  PacketSpec frag = udp4("198.51.100.1");
+  frag.non_first_fragment = true;
+  EXPECT_TRUE(out(frag));
+  frag.dst = "198.51.100.2";
+  EXPECT_FALSE(out(frag));
+  PacketSpec frag6 = udp6("2001:db8:1::1");
+  frag6.non_first_fragment = true;
+  EXPECT_FALSE(out(frag6));
+}
+
+TEST_P(VerdictTest, TruncatedHeadersAreDenied) {
+  set_mode(Mode::kDenylist);
+  const auto packet = build_packet(tcp4("198.51.100.1"));
+  EXPECT_TRUE(run_out(packet).allowed);
+  EXPECT_FALSE(run_out(truncate(packet, 14 + 20 + 6)).allowed);  // TCP header cut
+  EXPECT_EQ(count(SEBPF_REASON_DENY_MALFORMED), 1U);
+}
+
+TEST_P(VerdictTest, ReplacePolicySwapsModeAndRulesTogether) {
+  allow("198.51.100.1");
+  const std::vector<datapath::Rule> rules = {rule("203.0.113.0/24", datapath::Action::kDeny)};
+  ASSERT_TRUE(dp_->replace_policy(key_, Mode::kDenylist, rules).ok());
+  EXPECT_TRUE(out(tcp4("198.51.100.1")));  // denylist default
+  EXPECT_FALSE(out(tcp4("203.0.113.1")));
+  auto listed = dp_->rules(key_);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(*listed, rules);
+}
+
+// Two policies under which 198.51.100.7 is allowed and .8 denied; any mix of
+// one's mode with the other's rules flips one of them. Packets run while
+// the policy flips back and forth must never see a mix.
+TEST_P(VerdictTest, ReplacePolicyIsAtomicForConcurrentPackets) {
+  using datapath::Action;
+  const std::vector<datapath::Rule> a = {rule("198.51.100.7", Action::kAllow)};
+  const std::vector<datapath::Rule> b = {rule("198.51.100.8", Action::kDeny)};
+  ASSERT_TRUE(dp_->replace_policy(key_, Mode::kAllowlist, a).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> mixed{0}, runs{0};
+  const auto p7 = build_packet(tcp4("198.51.100.7"));
+  const auto p8 = build_packet(tcp4("198.51.100.8"));
+  std::thread packets([&] {
+    while (!stop) {
+      if (!run_out(p7).allowed) ++mixed;
+      if (run_out(p8).allowed) ++mixed;
+      ++runs;
+    }
+  });
+  bool replaced = true;
+  for (int i = 0; i < 300 && replaced; ++i) {
+    replaced = dp_->replace_policy(key_, Mode::kDenylist, b).ok() &&
+               dp_->replace_policy(key_, Mode::kAllowlist, a).ok();
+  }
+  stop = true;
+  packets.join();
+  EXPECT_TRUE(replaced);
+  EXPECT_GT(runs.load(), 0);
+  EXPECT_EQ(mixed.load(), 0) << "packets saw one policy's mode with the other's rules";
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, VerdictTest,
+                         ::testing::Values(ProgramKind::kTc, ProgramKind::kCgroupSkb), kind_name);
+
+}  // namespace
+}  // namespace sebpf::testing

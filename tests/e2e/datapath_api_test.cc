@@ -1,0 +1,168 @@
+// The library's answers to bad input and full tables, with a real kernel:
+// each is a clear error, and a failed call changes nothing.
+#include <filesystem>
+
+#include "e2e_fixture.h"
+#include "support/process.h"
+
+namespace sebpf::testing {
+namespace {
+
+using datapath::Action;
+using datapath::AttachmentKey;
+using datapath::Mode;
+using datapath::TargetKind;
+
+class DatapathApiTest : public E2eTest {
+ protected:
+  void open_with(datapath::Config config) {
+    config.pin_dir = "";
+    auto dp = datapath::Datapath::open(config);
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+    dp_ = std::move(*dp);
+  }
+
+  // Programs the kernel has on a cgroup, as bpftool lists them.
+  std::string programs_on(const std::string& cgroup) {
+    return run_command({"bpftool", "cgroup", "show", cgroup}).output;
+  }
+};
+
+TEST_F(DatapathApiTest, AttachErrorsNameTheProblem) {
+  open_private();
+  auto missing = dp_->attach_cgroup(cgroup_->path() + "-nope", {});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), Errc::kNotFound);
+  EXPECT_NE(missing.error().message().find("does not exist"), std::string::npos);
+
+  auto not_cgroup = dp_->attach_cgroup("/tmp", {});
+  ASSERT_FALSE(not_cgroup.ok());
+  EXPECT_EQ(not_cgroup.error().code(), Errc::kInvalidArgument);
+
+  auto no_iface = dp_->attach_interface("sebpfnone0", {});
+  ASSERT_FALSE(no_iface.ok());
+  EXPECT_EQ(no_iface.error().code(), Errc::kNotFound);
+
+  datapath::AttachOptions port_only;
+  port_only.dns.port = 53;
+  auto bad_dns = dp_->attach_cgroup(cgroup_->path(), port_only);
+  ASSERT_FALSE(bad_dns.ok());
+  EXPECT_EQ(bad_dns.error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
+
+  ASSERT_TRUE(dp_->attach_cgroup(cgroup_->path(), {}).ok());
+  auto twice = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.error().code(), Errc::kAlreadyExists);
+  ASSERT_TRUE(dp_->attach_interface(topo_->host_if(), {}).ok());
+  EXPECT_EQ(dp_->attach_interface(topo_->host_if(), {}).error().code(), Errc::kAlreadyExists);
+}
+
+TEST_F(DatapathApiTest, UnknownAttachmentIsNotFoundEverywhere) {
+  open_private();
+  const AttachmentKey nobody{TargetKind::kCgroup, 12345678};
+  const auto prefix = *net::IpPrefix::parse("192.0.2.0/24");
+  EXPECT_EQ(dp_->detach(nobody).error().code(), Errc::kNotFound);
+  EXPECT_EQ(dp_->set_mode(nobody, Mode::kDenylist).error().code(), Errc::kNotFound);
+  EXPECT_EQ(dp_->add_rule(nobody, make_rule("192.0.2.0/24", Action::kAllow)).error().code(),
+            Errc::kNotFound);
+  EXPECT_EQ(dp_->remove_rule(nobody, prefix).error().code(), Errc::kNotFound);
+  EXPECT_EQ(dp_->rules(nobody).error().code(), Errc::kNotFound);
+  EXPECT_EQ(dp_->counters(nobody).error().code(), Errc::kNotFound);
+  EXPECT_EQ(dp_->replace_policy(nobody, Mode::kAllowlist, {}).error().code(), Errc::kNotFound);
+}
+
+TEST_F(DatapathApiTest, RemovingARuleThatIsNotThereIsNotFound) {
+  open_private();
+  auto att = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_TRUE(att.ok());
+  ok(dp_->add_rule(att->key, make_rule("192.0.2.0/24", Action::kAllow)));
+  const auto prefix = *net::IpPrefix::parse("192.0.2.0/24");
+  EXPECT_EQ(dp_->remove_rule(att->key, prefix, Action::kDeny).error().code(), Errc::kNotFound);
+  ok(dp_->remove_rule(att->key, prefix, Action::kAllow));
+  EXPECT_EQ(dp_->remove_rule(att->key, prefix).error().code(), Errc::kNotFound);
+  EXPECT_TRUE(dp_->rules(att->key)->empty());
+}
+
+TEST_F(DatapathApiTest, FullRuleTableIsReportedAndAFailedReplaceKeepsTheOldPolicy) {
+  datapath::Config config;
+  config.max_host_rules = 8;
+  config.max_prefix_rules = 4;
+  open_with(config);
+  auto att = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_TRUE(att.ok());
+  std::vector<datapath::Rule> few, many;
+  for (int i = 1; i <= 3; ++i) few.push_back(make_rule("192.0.2." + std::to_string(i), Action::kAllow));
+  for (int i = 1; i <= 20; ++i) many.push_back(make_rule("198.51.100." + std::to_string(i), Action::kAllow));
+  ok(dp_->replace_policy(att->key, Mode::kAllowlist, few));
+  auto full = dp_->replace_policy(att->key, Mode::kDenylist, many);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code(), Errc::kResourceExhausted);
+  EXPECT_NE(full.error().message().find("max_host_rules"), std::string::npos);
+  EXPECT_NE(full.error().message().find("old policy kept"), std::string::npos);
+  auto rules = dp_->rules(att->key);
+  ASSERT_TRUE(rules.ok());
+  EXPECT_EQ(*rules, few);
+  EXPECT_EQ(dp_->attachment(att->key)->mode, Mode::kAllowlist);
+
+  std::vector<datapath::Rule> prefixes;
+  for (int i = 0; i < 5; ++i) prefixes.push_back(make_rule("10." + std::to_string(i) + ".0.0/16", Action::kDeny));
+  auto prefix_full = dp_->add_rules(att->key, prefixes);
+  ASSERT_FALSE(prefix_full.ok());
+  EXPECT_NE(prefix_full.error().message().find("max_prefix_rules"), std::string::npos);
+}
+
+TEST_F(DatapathApiTest, AllSlotsTakenIsReportedAndLeavesNothingAttached) {
+  datapath::Config config;
+  config.max_attachments = 1;
+  open_with(config);
+  ASSERT_TRUE(dp_->attach_interface(topo_->host_if(), {}).ok());
+  auto second = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code(), Errc::kResourceExhausted);
+  EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
+  EXPECT_EQ(dp_->attachments()->size(), 1U);
+}
+
+TEST_F(DatapathApiTest, ManyRulesInABatchAndBack) {
+  open_private();
+  auto att = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_TRUE(att.ok());
+  std::vector<datapath::Rule> rules;
+  for (int i = 0; i < 5000; ++i) {
+    rules.push_back(make_rule("2001:db8::" + std::to_string(i), Action::kAllow));
+  }
+  ok(dp_->add_rules(att->key, rules));
+  auto listed = dp_->rules(att->key);
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), rules.size());
+}
+
+TEST_F(DatapathApiTest, SweepReclaimsExpiredAndOrphanedEntriesOnly) {
+  open_private();
+  auto att = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_TRUE(att.ok());
+  const auto past = datapath::BootClock::now() - std::chrono::seconds(1);
+  ok(dp_->add_rule(att->key, {*net::IpPrefix::parse("192.0.2.1"), Action::kAllow, past}));
+  ok(dp_->add_rule(att->key, {*net::IpPrefix::parse("192.0.2.0/24"), Action::kDeny, past}));
+  ok(dp_->add_rule(att->key, make_rule("192.0.2.2", Action::kAllow)));
+  auto removed = dp_->sweep();
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(*removed, 2U);
+  EXPECT_EQ(dp_->rules(att->key)->size(), 1U);
+}
+
+TEST_F(DatapathApiTest, DetachRemovesProgramsAndRules) {
+  open_private();
+  auto att = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_TRUE(att.ok());
+  EXPECT_NE(programs_on(cgroup_->path()).find("sebpf_connect4"), std::string::npos);
+  ok(dp_->add_rule(att->key, make_rule("192.0.2.2", Action::kAllow)));
+  ok(dp_->detach(att->key));
+  EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
+  EXPECT_EQ(dp_->attachment(att->key).error().code(), Errc::kNotFound);
+  EXPECT_EQ(*dp_->sweep(), 0U);  // nothing of it was left to reclaim
+}
+
+}  // namespace
+}  // namespace sebpf::testing

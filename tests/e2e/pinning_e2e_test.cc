@@ -1,0 +1,184 @@
+// Enforcement outlives the process that loaded it: SIGKILL the loader,
+// traffic is still filtered; a new process adopts the pinned state with no
+// gap, sees the same attachments and rules, and can change them.
+#include <bpf/bpf.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "e2e_fixture.h"
+
+namespace sebpf::testing {
+namespace {
+
+using datapath::Action;
+using datapath::Mode;
+using std::chrono::milliseconds;
+
+class PinningE2eTest : public E2eTest {
+ protected:
+  void SetUp() override {
+    E2eTest::SetUp();
+    if (IsSkipped()) return;
+    pin_dir_ = "/sys/fs/bpf/sebpf-e2e-" + topo_->tag();
+    std::filesystem::remove_all(pin_dir_);
+    topo_->start_peer_server();
+    topo_->start_host_server();
+  }
+  void TearDown() override {
+    // Whatever happened, leave no enforcement and no pins behind.
+    if (!pin_dir_.empty() && std::filesystem::exists(pin_dir_ + "/maps")) {
+      if (auto dp = open_pinned(); dp.ok()) (void)(*dp)->destroy();
+      std::filesystem::remove_all(pin_dir_);
+    }
+    E2eTest::TearDown();
+  }
+
+  Result<std::unique_ptr<datapath::Datapath>> open_pinned() {
+    datapath::Config config;
+    config.pin_dir = pin_dir_;
+    return datapath::Datapath::open(config);
+  }
+
+  // A loader process: attaches the cgroup and the veth, reports ready,
+  // then waits to be killed.
+  std::unique_ptr<Child> start_loader() {
+    int ready[2];
+    EXPECT_EQ(pipe(ready), 0);
+    auto loader = std::make_unique<Child>([&, ready] {
+      auto dp = open_pinned();
+      if (!dp.ok()) return 1;
+      auto cg = (*dp)->attach_cgroup(cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
+      auto tc = (*dp)->attach_interface(topo_->host_if(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
+      if (!cg.ok() || !tc.ok()) return 2;
+      if (!(*dp)->add_rule(cg->key, make_rule("192.0.2.2", Action::kAllow)).ok()) return 3;
+      if (!(*dp)->add_rule(tc->key, make_rule("192.0.2.1", Action::kAllow)).ok()) return 4;
+      const char byte = 'r';
+      if (write(ready[1], &byte, 1) != 1) return 5;
+      pause();
+      return 0;
+    });
+    char byte = 0;
+    close(ready[1]);
+    EXPECT_EQ(read(ready[0], &byte, 1), 1) << "the loader did not get ready";
+    close(ready[0]);
+    return loader;
+  }
+
+  void expect_enforced() {
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), 0);
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), EPERM);
+    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
+    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort,
+                                                      milliseconds(700)); }),
+              ETIMEDOUT);
+  }
+
+  std::string pin_dir_;
+};
+
+TEST_F(PinningE2eTest, SigkillOfTheLoaderLeavesEnforcementOnAndANewProcessAdoptsIt) {
+  auto loader = start_loader();
+  loader->kill_now();
+  expect_enforced();
+
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  EXPECT_TRUE((*dp)->adopted());
+  EXPECT_TRUE((*dp)->adoption_notes().empty());
+  auto list = (*dp)->attachments();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2U);
+  expect_enforced();
+
+  // The adopted state is ours to change.
+  for (const auto& a : *list) {
+    auto rules = (*dp)->rules(a.key);
+    ASSERT_TRUE(rules.ok());
+    ASSERT_EQ(rules->size(), 1U);
+    if (a.key.kind == datapath::TargetKind::kCgroup) {
+      EXPECT_EQ(rules->front().prefix.to_string(), "192.0.2.2/32");
+      ok((*dp)->add_rule(a.key, make_rule("192.0.2.3", Action::kAllow)));
+    }
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), 0);
+
+  // destroy() ends enforcement and removes the pins.
+  ok((*dp)->destroy());
+  EXPECT_FALSE(std::filesystem::exists(pin_dir_));
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+}
+
+TEST_F(PinningE2eTest, AdoptionLeavesNoGap) {
+  auto loader = start_loader();
+  loader->kill_now();
+  // A workload process that keeps trying a denied destination while new
+  // processes adopt the state over and over: not one attempt may succeed.
+  Child prober([&] {
+    if (!cgroup_->add_self()) return 82;
+    while (true) {
+      if (tcp_echo("192.0.2.3", kEchoPort, milliseconds(300)) != EPERM) return 1;
+    }
+  });
+  for (int i = 0; i < 10; ++i) {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+    ASSERT_TRUE((*dp)->adopted());
+  }
+  // Still running (wait gives -1 and kills it) means it never saw a gap.
+  EXPECT_EQ(prober.wait(milliseconds(0)), -1) << "a denied connect succeeded during adoption";
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok());
+  expect_enforced();
+}
+
+TEST_F(PinningE2eTest, AttachmentsWhoseTargetsVanishedAreDroppedOnAdoption) {
+  auto loader = start_loader();
+  loader->kill_now();
+  cgroup_.reset();  // the cgroup is removed while no process holds the state
+  run_command({"ip", "link", "del", topo_->host_if()});
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  EXPECT_EQ((*dp)->adoption_notes().size(), 2U);
+  auto list = (*dp)->attachments();
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+}
+
+TEST_F(PinningE2eTest, PinnedStateOfAnotherAbiIsRefused) {
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+  }
+  const std::string meta_path = pin_dir_ + "/maps/sebpf_meta";
+  const int fd = bpf_obj_get(meta_path.c_str());
+  ASSERT_GE(fd, 0);
+  const uint32_t zero = 0;
+  sebpf_meta meta{};
+  ASSERT_EQ(bpf_map_lookup_elem(fd, &zero, &meta), 0);
+  meta.abi_version = 999;
+  ASSERT_EQ(bpf_map_update_elem(fd, &zero, &meta, BPF_ANY), 0);
+  auto refused = open_pinned();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), Errc::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("ABI version 999"), std::string::npos);
+  meta.abi_version = SEBPF_ABI_VERSION;
+  ASSERT_EQ(bpf_map_update_elem(fd, &zero, &meta, BPF_ANY), 0);
+  close(fd);
+}
+
+TEST_F(PinningE2eTest, IncompletePinnedStateIsReported) {
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+  }
+  std::filesystem::remove(pin_dir_ + "/maps/sebpf_host4");
+  auto refused = open_pinned();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), Errc::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("sebpf_host4 is missing"), std::string::npos);
+  std::filesystem::remove_all(pin_dir_);
+}
+
+}  // namespace
+}  // namespace sebpf::testing

@@ -1,0 +1,96 @@
+// The TC filter on the host side of a veth, with the namespace as the guest
+// (a VM or container behind its tap/veth): its outgoing traffic is allowed
+// or dropped per mode, the link keeps working, inbound connections work.
+#include "e2e_fixture.h"
+
+namespace sebpf::testing {
+namespace {
+
+using datapath::Action;
+using datapath::Mode;
+using std::chrono::milliseconds;
+
+class TcE2eTest : public E2eTest {
+ protected:
+  void SetUp() override {
+    E2eTest::SetUp();
+    if (IsSkipped()) return;
+    topo_->start_peer_server();
+    topo_->start_host_server();
+    open_private();
+  }
+
+  datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules,
+                                 datapath::TcDirection direction = datapath::TcDirection::kIngress) {
+    auto att = dp_->attach_interface(topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction});
+    EXPECT_TRUE(att.ok()) << att.error().message();
+    if (!att.ok()) return {};
+    EXPECT_TRUE(dp_->replace_policy(att->key, mode, rules).ok());
+    return att->key;
+  }
+
+  // What the guest gets when it talks to a host-side address.
+  int guest(const std::function<int()>& fn) { return topo_->run_in_peer(fn); }
+};
+
+TEST_F(TcE2eTest, AllowlistDropsWhatIsNotListed) {
+  attach(Mode::kAllowlist, {make_rule("192.0.2.1", Action::kAllow)});
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return udp_echo("192.0.2.1", kEchoPort, false); }), 0);
+  EXPECT_EQ(guest([] { return ping("192.0.2.1"); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+  EXPECT_EQ(guest([] { return udp_echo("198.51.100.1", kEchoPort, false, milliseconds(700)); }),
+            ETIMEDOUT);
+  EXPECT_NE(guest([] { return ping("198.51.100.1"); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+}
+
+TEST_F(TcE2eTest, Ipv6WorksOnceAllowedBecauseNeighbourDiscoveryPasses) {
+  attach(Mode::kAllowlist, {make_rule("2001:db8::1", Action::kAllow)});
+  EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return udp_echo("2001:db8::1", kEchoPort, false); }), 0);
+  EXPECT_EQ(guest([] { return ping("2001:db8::1"); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+}
+
+TEST_F(TcE2eTest, DenylistAndBlockAll) {
+  const auto key = attach(Mode::kDenylist, {make_rule("198.51.100.0/24", Action::kDeny)});
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+  ok(dp_->set_mode(key, Mode::kBlockAll));
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  ok(dp_->set_mode(key, Mode::kDisabled));
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+}
+
+TEST_F(TcE2eTest, HostCanStillConnectIntoTheGuest) {
+  attach(Mode::kAllowlist, {});
+  // The guest's server answers though the guest may open nothing itself.
+  EXPECT_EQ(tcp_echo("192.0.2.2", kEchoPort), 0);
+  EXPECT_EQ(udp_echo("192.0.2.2", kEchoPort, false), 0);
+  EXPECT_EQ(ping("192.0.2.2"), 0);
+  EXPECT_EQ(tcp_echo("2001:db8::2", kEchoPort), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+}
+
+TEST_F(TcE2eTest, GuardOnTheEgressHookWhenConfigured) {
+  // Here the host namespace plays the workload: its traffic leaves through
+  // the host-side veth's egress hook.
+  attach(Mode::kAllowlist, {make_rule("192.0.2.2", Action::kAllow)},
+         datapath::TcDirection::kEgress);
+  EXPECT_EQ(tcp_echo("192.0.2.2", kEchoPort), 0);
+  EXPECT_EQ(tcp_echo("192.0.2.3", kEchoPort, milliseconds(700)), ETIMEDOUT);
+}
+
+TEST_F(TcE2eTest, DetachRestoresTraffic) {
+  const auto key = attach(Mode::kBlockAll, {});
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  ok(dp_->detach(key));
+  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
+}
+
+}  // namespace
+}  // namespace sebpf::testing

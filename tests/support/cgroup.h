@@ -1,0 +1,41 @@
+// Cgroup v2 directories for tests, found from /proc/mounts and removed on
+// destruction (their processes killed first).
+#pragma once
+
+#include <string>
+
+namespace sebpf::testing {
+
+// The cgroup v2 mount point, or empty.
+std::string cgroup2_root();
+
+class TestCgroup {
+ public:
+  explicit TestCgroup(const std::string& name);  // <cgroup2 root>/<name>
+  TestCgroup(const TestCgroup&) = delete;
+  TestCgroup& operator=(const TestCgroup&) = delete;
+  ~TestCgroup();
+
+  const std::string& path() const { return path_; }
+  // Moves the calling process into this cgroup (use in a forked child).
+  bool add_self() const;
+
+ private:
+  std::string path_;
+};
+
+// Moves the test process itself into a cgroup for a scope, and back.
+class ScopedCgroupMove {
+ public:
+  explicit ScopedCgroupMove(const std::string& cgroup_path);
+  ScopedCgroupMove(const ScopedCgroupMove&) = delete;
+  ScopedCgroupMove& operator=(const ScopedCgroupMove&) = delete;
+  ~ScopedCgroupMove();
+  bool ok() const { return ok_; }
+
+ private:
+  std::string original_;
+  bool ok_ = false;
+};
+
+}  // namespace sebpf::testing

@@ -1,0 +1,124 @@
+#include "packet_builder.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+namespace sebpf::testing {
+namespace {
+
+void put16(std::vector<uint8_t>& p, uint16_t v) {
+  p.push_back(static_cast<uint8_t>(v >> 8));
+  p.push_back(static_cast<uint8_t>(v & 0xff));
+}
+
+void put_bytes(std::vector<uint8_t>& p, const void* data, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(data);
+  p.insert(p.end(), b, b + n);
+}
+
+void ethernet(std::vector<uint8_t>& p, uint16_t ethertype) {
+  const uint8_t dst[6] = {0x02, 0, 0, 0, 0, 0x01};
+  const uint8_t src[6] = {0x02, 0, 0, 0, 0, 0x02};
+  put_bytes(p, dst, 6);
+  put_bytes(p, src, 6);
+  put16(p, ethertype);
+}
+
+std::vector<uint8_t> l4_header(const PacketSpec& s) {
+  std::vector<uint8_t> h;
+  switch (s.l4) {
+    case L4::kTcp:
+      put16(h, s.sport);
+      put16(h, s.dport);
+      h.insert(h.end(), 8, 0);  // seq, ack
+      h.push_back(0x50);        // data offset 5
+      h.push_back(s.tcp_flags);
+      put16(h, 65535);  // window
+      h.insert(h.end(), 4, 0);
+      break;
+    case L4::kUdp:
+      put16(h, s.sport);
+      put16(h, s.dport);
+      put16(h, static_cast<uint16_t>(8 + s.payload));
+      put16(h, 0);
+      break;
+    case L4::kIcmp:
+    case L4::kIcmpv6:
+      h.push_back(s.icmp_type);
+      h.push_back(0);
+      put16(h, 0);
+      put16(h, s.icmp_id);
+      put16(h, 1);
+      break;
+    case L4::kOther:
+      break;
+  }
+  h.insert(h.end(), s.payload, 0xab);
+  return h;
+}
+
+}  // namespace
+
+std::vector<uint8_t> build_packet(const PacketSpec& s) {
+  std::vector<uint8_t> p;
+  in_addr s4{}, d4{};
+  in6_addr s6{}, d6{};
+  const std::vector<uint8_t> l4 = l4_header(s);
+  if (inet_pton(AF_INET, s.src.c_str(), &s4) == 1 && inet_pton(AF_INET, s.dst.c_str(), &d4) == 1) {
+    ethernet(p, 0x0800);
+    p.push_back(0x45);
+    p.push_back(0);
+    put16(p, static_cast<uint16_t>(20 + l4.size()));
+    put16(p, 1);                                                 // id
+    put16(p, s.non_first_fragment ? static_cast<uint16_t>(185) : 0);  // offset in 8-byte units
+    p.push_back(s.hop_limit);
+    p.push_back(static_cast<uint8_t>(s.l4));
+    put16(p, 0);
+    put_bytes(p, &s4, 4);
+    put_bytes(p, &d4, 4);
+    p.insert(p.end(), l4.begin(), l4.end());
+    return p;
+  }
+  inet_pton(AF_INET6, s.src.c_str(), &s6);
+  inet_pton(AF_INET6, s.dst.c_str(), &d6);
+  std::vector<uint8_t> ext;
+  uint8_t first_next = static_cast<uint8_t>(s.l4);
+  if (s.non_first_fragment) {
+    ext.push_back(static_cast<uint8_t>(s.l4));
+    ext.push_back(0);
+    put16(ext, static_cast<uint16_t>(185 << 3));  // offset, M=0
+    ext.insert(ext.end(), 4, 0);                  // identification
+    first_next = 44;
+  }
+  if (s.ipv6_hop_by_hop) {
+    std::vector<uint8_t> hbh = {first_next, 0, 1, 4, 0, 0, 0, 0};  // PadN
+    ext.insert(ext.begin(), hbh.begin(), hbh.end());
+    first_next = 0;
+  }
+  ethernet(p, 0x86dd);
+  p.push_back(0x60);
+  p.insert(p.end(), 3, 0);
+  put16(p, static_cast<uint16_t>(ext.size() + l4.size()));
+  p.push_back(first_next);
+  p.push_back(s.hop_limit);
+  put_bytes(p, &s6, 16);
+  put_bytes(p, &d6, 16);
+  p.insert(p.end(), ext.begin(), ext.end());
+  p.insert(p.end(), l4.begin(), l4.end());
+  return p;
+}
+
+std::vector<uint8_t> build_frame(uint16_t ethertype, size_t payload) {
+  std::vector<uint8_t> p;
+  ethernet(p, ethertype);
+  p.insert(p.end(), payload, 0);
+  return p;
+}
+
+std::vector<uint8_t> truncate(std::vector<uint8_t> packet, size_t len) {
+  packet.resize(std::min(len, packet.size()));
+  return packet;
+}
+
+}  // namespace sebpf::testing

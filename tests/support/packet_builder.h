@@ -1,0 +1,42 @@
+// Crafted packets for BPF_PROG_TEST_RUN: Ethernet + IPv4/IPv6 + TCP/UDP/
+// ICMP, with the knobs the datapath cares about (flags, fragments, IPv6
+// extension headers, hop limit). Checksums are not computed: the programs
+// do not look at them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sebpf::testing {
+
+enum class L4 : uint8_t { kTcp = 6, kUdp = 17, kIcmp = 1, kIcmpv6 = 58, kOther = 253 };
+
+struct PacketSpec {
+  std::string src;  // "192.0.2.2" or "2001:db8::2"; the family follows
+  std::string dst;
+  L4 l4 = L4::kTcp;
+  uint16_t sport = 40000;
+  uint16_t dport = 443;
+  uint8_t tcp_flags = 0x02;  // SYN
+  uint8_t icmp_type = 8;     // echo request (v4); use 128 for ICMPv6
+  uint16_t icmp_id = 0x1234;
+  uint8_t hop_limit = 64;
+  bool non_first_fragment = false;
+  bool ipv6_hop_by_hop = false;  // put a hop-by-hop header before L4
+  size_t payload = 16;
+};
+
+// With an Ethernet header (TC programs, and what BPF_PROG_TEST_RUN expects
+// for cgroup_skb too: it strips the L2 header itself).
+std::vector<uint8_t> build_packet(const PacketSpec& spec);
+// An Ethernet frame of another ethertype (ARP 0x0806, or anything).
+std::vector<uint8_t> build_frame(uint16_t ethertype, size_t payload = 28);
+// The packet cut to `len` bytes: a truncated header.
+std::vector<uint8_t> truncate(std::vector<uint8_t> packet, size_t len);
+
+constexpr uint8_t kTcpSyn = 0x02;
+constexpr uint8_t kTcpAck = 0x10;
+constexpr uint8_t kTcpSynAck = 0x12;
+
+}  // namespace sebpf::testing

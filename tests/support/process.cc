@@ -1,0 +1,92 @@
+#include "process.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <thread>
+
+namespace sebpf::testing {
+
+CommandResult run_command(const std::vector<std::string>& argv) {
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(pipefd[1], STDOUT_FILENO);
+    dup2(pipefd[1], STDERR_FILENO);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(pipefd[1]);
+  CommandResult result;
+  std::array<char, 4096> buf{};
+  ssize_t n;
+  while ((n = read(pipefd[0], buf.data(), buf.size())) > 0) {
+    result.output.append(buf.data(), static_cast<size_t>(n));
+  }
+  close(pipefd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+void must_run(const std::vector<std::string>& argv) {
+  const CommandResult r = run_command(argv);
+  std::string cmd;
+  for (const auto& a : argv) cmd += a + " ";
+  ASSERT_EQ(r.exit_code, 0) << cmd << "failed: " << r.output;
+}
+
+Child::Child(const std::function<int()>& fn) {
+  fflush(nullptr);
+  pid_ = fork();
+  if (pid_ == 0) {
+    // Die with the test process, so a crashed test leaves no children.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    _exit(fn());
+  }
+}
+
+Child::~Child() {
+  if (pid_ > 0) kill_now();
+}
+
+int Child::wait(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (true) {
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (r < 0 || std::chrono::steady_clock::now() >= deadline) {
+      kill_now();
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void Child::kill_now() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+int run_in_child(const std::function<int()>& fn, std::chrono::milliseconds timeout) {
+  Child child(fn);
+  return child.wait(timeout);
+}
+
+}  // namespace sebpf::testing

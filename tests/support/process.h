@@ -1,0 +1,48 @@
+// Child processes for tests: run a command, or run a function in a forked
+// child (inside a cgroup or a network namespace) and collect its exit code.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace sebpf::testing {
+
+struct CommandResult {
+  int exit_code = -1;  // -1: did not exit normally
+  std::string output;  // stdout and stderr
+};
+
+// Runs argv[0] with PATH lookup, no shell.
+CommandResult run_command(const std::vector<std::string>& argv);
+
+// Runs a command and fails the current test when it exits non-zero.
+void must_run(const std::vector<std::string>& argv);
+
+// A forked child running `fn`; its return value is the exit code.
+// Killed (SIGKILL) and reaped on destruction if still running.
+class Child {
+ public:
+  explicit Child(const std::function<int()>& fn);
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child();
+
+  pid_t pid() const { return pid_; }
+  // The exit code, or -1 if it did not exit within `timeout` (then killed),
+  // or died of a signal.
+  int wait(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  void kill_now();  // SIGKILL and reap
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Runs fn in a child and waits for its exit code.
+int run_in_child(const std::function<int()>& fn,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace sebpf::testing

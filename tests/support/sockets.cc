@@ -1,0 +1,183 @@
+#include "sockets.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "process.h"
+
+namespace sebpf::testing {
+namespace {
+
+struct Addr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  int family = 0;
+};
+
+Addr make_addr(const std::string& text, uint16_t port) {
+  Addr a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.ss);
+  if (inet_pton(AF_INET, text.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.len = sizeof(*v4);
+    a.family = AF_INET;
+  } else if (inet_pton(AF_INET6, text.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.len = sizeof(*v6);
+    a.family = AF_INET6;
+  }
+  return a;
+}
+
+int wait_fd(int fd, short events, milliseconds timeout) {
+  pollfd p{fd, events, 0};
+  const int r = poll(&p, 1, static_cast<int>(timeout.count()));
+  if (r == 0) return ETIMEDOUT;
+  if (r < 0) return errno;
+  return 0;
+}
+
+// Non-blocking connect bounded by timeout; 0 or errno.
+int connect_with_timeout(int fd, const Addr& a, milliseconds timeout) {
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) == 0) return 0;
+  if (errno != EINPROGRESS) return errno;
+  if (int e = wait_fd(fd, POLLOUT, timeout); e != 0) return e;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  return err;
+}
+
+int send_and_expect_echo(int fd, milliseconds timeout) {
+  const char msg[] = "super-ebpf";
+  if (send(fd, msg, sizeof(msg), MSG_NOSIGNAL) < 0) return errno;
+  char buf[64];
+  if (int e = wait_fd(fd, POLLIN, timeout); e != 0) return e;
+  const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+  if (n < 0) return errno;
+  if (n == 0) return ECONNRESET;
+  return (static_cast<size_t>(n) == sizeof(msg) && std::memcmp(buf, msg, sizeof(msg)) == 0)
+             ? 0
+             : EPROTO;
+}
+
+}  // namespace
+
+int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout) {
+  TcpClient client;
+  if (int e = client.connect(addr, port, timeout); e != 0) return e;
+  return client.echo(timeout);
+}
+
+int udp_echo(const std::string& addr, uint16_t port, bool connected, milliseconds timeout) {
+  const Addr a = make_addr(addr, port);
+  if (!a.family) return EINVAL;
+  const int fd = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  int result = 0;
+  const char msg[] = "super-ebpf";
+  if (connected) {
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) {
+      result = errno;
+    } else if (send(fd, msg, sizeof(msg), 0) < 0) {
+      result = errno;
+    }
+  } else if (sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len) <
+             0) {
+    result = errno;
+  }
+  if (result == 0) {
+    char buf[64];
+    result = wait_fd(fd, POLLIN, timeout);
+    if (result == 0 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0) result = errno;
+  }
+  close(fd);
+  return result;
+}
+
+int ping(const std::string& addr, milliseconds timeout) {
+  const auto secs = std::to_string(std::max<long>(1, static_cast<long>(timeout.count() / 1000)));
+  const CommandResult r = run_command({"ping", "-n", "-c", "1", "-W", secs, addr});
+  if (r.exit_code == 0) return 0;
+  return r.output.find("Operation not permitted") != std::string::npos ? EPERM : ETIMEDOUT;
+}
+
+TcpClient::~TcpClient() {
+  if (fd_ >= 0) close(fd_);
+}
+
+int TcpClient::connect(const std::string& addr, uint16_t port, milliseconds timeout) {
+  const Addr a = make_addr(addr, port);
+  if (!a.family) return EINVAL;
+  fd_ = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return errno;
+  return connect_with_timeout(fd_, a, timeout);
+}
+
+int TcpClient::echo(milliseconds timeout) { return send_and_expect_echo(fd_, timeout); }
+
+void serve_echo(uint16_t port) {
+  sockaddr_in6 any{};
+  any.sin6_family = AF_INET6;
+  any.sin6_port = htons(port);
+  const int zero = 0, one = 1;
+  const int tcp = socket(AF_INET6, SOCK_STREAM, 0);
+  const int udp = socket(AF_INET6, SOCK_DGRAM, 0);
+  for (int fd : {tcp, udp}) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0) _exit(90);
+  }
+  if (listen(tcp, 64) != 0) _exit(91);
+  std::vector<pollfd> fds = {{tcp, POLLIN, 0}, {udp, POLLIN, 0}};
+  char buf[2048];
+  while (true) {
+    if (poll(fds.data(), fds.size(), -1) < 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (fds[i].fd == tcp) {
+        const int c = accept(tcp, nullptr, nullptr);
+        if (c >= 0) fds.push_back({c, POLLIN, 0});
+      } else if (fds[i].fd == udp) {
+        sockaddr_storage from{};
+        socklen_t len = sizeof(from);
+        const ssize_t n = recvfrom(udp, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &len);
+        if (n > 0) sendto(udp, buf, static_cast<size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), len);
+      } else {
+        const ssize_t n = recv(fds[i].fd, buf, sizeof(buf), 0);
+        if (n <= 0) {
+          close(fds[i].fd);
+          fds[i].fd = -1;
+        } else {
+          send(fds[i].fd, buf, static_cast<size_t>(n), MSG_NOSIGNAL);
+        }
+      }
+    }
+    std::erase_if(fds, [](const pollfd& p) { return p.fd < 0; });
+  }
+}
+
+bool wait_for_tcp(const std::string& addr, uint16_t port, milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    TcpClient c;
+    if (c.connect(addr, port, milliseconds(200)) == 0) return true;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace sebpf::testing

@@ -1,0 +1,44 @@
+// Real traffic for end-to-end tests. Each call answers what a user would
+// see: 0 when the exchange worked, else the errno the application got
+// (EPERM from a refused connect, ETIMEDOUT when packets were dropped).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace sebpf::testing {
+
+using std::chrono::milliseconds;
+
+// TCP connect, then one echo round trip.
+int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout = milliseconds(1500));
+// UDP datagram and its echo; `connected` uses connect()+send(), else sendto().
+int udp_echo(const std::string& addr, uint16_t port, bool connected,
+             milliseconds timeout = milliseconds(1500));
+// ICMP echo through the ping binary (a raw or ping socket, no connect hook).
+int ping(const std::string& addr, milliseconds timeout = milliseconds(1500));
+
+// A TCP connection that stays open between exchanges.
+class TcpClient {
+ public:
+  TcpClient() = default;
+  TcpClient(const TcpClient&) = delete;
+  TcpClient& operator=(const TcpClient&) = delete;
+  ~TcpClient();
+  int connect(const std::string& addr, uint16_t port, milliseconds timeout = milliseconds(1500));
+  int echo(milliseconds timeout = milliseconds(1500));  // one round trip
+
+ private:
+  int fd_ = -1;
+};
+
+// TCP and UDP echo on [::]:port (dual stack) in the calling process, until
+// killed. Meant to run in a Child, inside a test namespace.
+[[noreturn]] void serve_echo(uint16_t port);
+
+// Waits until something accepts TCP on addr:port (a server started in a
+// child), or the timeout passes.
+bool wait_for_tcp(const std::string& addr, uint16_t port, milliseconds timeout);
+
+}  // namespace sebpf::testing

@@ -1,0 +1,84 @@
+// Host checks that need no privileges: bad cgroup paths, unknown
+// interfaces, mode names. Each error must say what is wrong.
+#include "datapath/system.h"
+
+#include <gtest/gtest.h>
+
+#include "datapath/types.h"
+
+namespace sebpf::datapath {
+namespace {
+
+TEST(SystemTest, FindsTheCgroup2MountFromProcMounts) {
+  auto mount = find_cgroup2_mount();
+  if (!mount.ok()) GTEST_SKIP() << "this machine has no cgroup v2: " << mount.error().message();
+  EXPECT_EQ(mount->front(), '/');
+}
+
+TEST(SystemTest, CgroupPathErrors) {
+  auto missing = open_cgroup("/sys/fs/cgroup/unified/definitely-not-there-sebpf");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code(), Errc::kNotFound);
+  EXPECT_NE(missing.error().message().find("does not exist"), std::string::npos);
+
+  auto relative = open_cgroup("my/cgroup");
+  ASSERT_FALSE(relative.ok());
+  EXPECT_EQ(relative.error().code(), Errc::kInvalidArgument);
+
+  auto not_cgroup = open_cgroup("/tmp");
+  ASSERT_FALSE(not_cgroup.ok());
+  EXPECT_EQ(not_cgroup.error().code(), Errc::kInvalidArgument);
+  EXPECT_NE(not_cgroup.error().message().find("not a cgroup v2 directory"), std::string::npos);
+
+  auto file = open_cgroup("/etc/hostname");
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.error().code(), Errc::kInvalidArgument);
+}
+
+TEST(SystemTest, RefusesTheRootCgroup) {
+  auto mount = find_cgroup2_mount();
+  if (!mount.ok()) GTEST_SKIP() << "no cgroup v2";
+  auto root = open_cgroup(*mount);
+  ASSERT_FALSE(root.ok());
+  EXPECT_EQ(root.error().code(), Errc::kInvalidArgument);
+  EXPECT_NE(root.error().message().find("whole host"), std::string::npos);
+}
+
+TEST(SystemTest, InterfaceErrors) {
+  auto unknown = lookup_interface("sebpfnone0");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code(), Errc::kNotFound);
+  EXPECT_EQ(lookup_interface("").error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(lookup_interface("a/b").error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(lookup_interface("way-too-long-interface-name").error().code(),
+            Errc::kInvalidArgument);
+  auto lo = lookup_interface("lo");
+  ASSERT_FALSE(lo.ok());
+  EXPECT_NE(lo.error().message().find("loopback"), std::string::npos);
+}
+
+TEST(SystemTest, BpffsOutsideSysFsBpfIsExplained) {
+  auto s = ensure_bpffs_dir("/tmp/sebpf-not-bpffs");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code(), Errc::kFailedPrecondition);
+  EXPECT_NE(s.error().message().find("mount -t bpf"), std::string::npos);
+  EXPECT_EQ(ensure_bpffs_dir("relative").error().code(), Errc::kInvalidArgument);
+}
+
+TEST(TypesTest, ModeNamesRoundTripAndBadNamesAreRejected) {
+  for (Mode m : {Mode::kDisabled, Mode::kAllowlist, Mode::kDenylist, Mode::kBlockAll}) {
+    EXPECT_EQ(*parse_mode(mode_name(m)), m);
+  }
+  auto bad = parse_mode("allow-list");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("allowlist"), std::string::npos);
+}
+
+TEST(TypesTest, EveryReasonHasAName) {
+  for (int r = 0; r < SEBPF_REASON_COUNT; ++r) {
+    EXPECT_NE(reason_name(static_cast<Reason>(r)), "unknown") << r;
+  }
+}
+
+}  // namespace
+}  // namespace sebpf::datapath
