@@ -68,10 +68,10 @@ Status CgroupHooks::detach(uint64_t cgroup_id) {
   return ok_status();
 }
 
-Result<std::vector<uint64_t>> CgroupHooks::adopt(std::vector<std::string>& notes) {
-  std::vector<uint64_t> live;
+Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
+  Adopted result;
   std::error_code ec;
-  if (links_dir_.empty() || !fs::is_directory(links_dir_, ec)) return live;
+  if (links_dir_.empty() || !fs::is_directory(links_dir_, ec)) return result;
   for (const auto& entry : fs::directory_iterator(links_dir_, ec)) {
     const std::string name = entry.path().filename();
     if (name.rfind("cgroup-", 0) != 0) continue;
@@ -95,15 +95,15 @@ Result<std::vector<uint64_t>> CgroupHooks::adopt(std::vector<std::string>& notes
     if (problem.empty() && !cgroup_exists(id)) problem = "its cgroup was removed";
     if (problem.empty()) {
       links_[id] = std::move(links);
-      live.push_back(id);
+      result.live.push_back(id);
       continue;
     }
     for (auto& link : links) bpf_link__detach(link.get());
     fs::remove_all(entry.path(), ec);
-    notes.push_back("cgroup " + std::to_string(id) + " detached: " + problem);
+    result.dropped[id] = problem;
   }
   if (ec) return Error::from_errno(ec.value(), "read pinned links in " + links_dir_);
-  return live;
+  return result;
 }
 
 }  // namespace sebpf::datapath

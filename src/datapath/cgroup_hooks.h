@@ -31,9 +31,13 @@ class CgroupHooks {
   bool attached(uint64_t cgroup_id) const { return links_.count(cgroup_id) != 0; }
 
   // Takes over the pinned links of an earlier process and switches each to
-  // our programs, atomically per link. Returns the cgroup ids whose links
-  // are complete and live; the others are detached and explained in notes.
-  Result<std::vector<uint64_t>> adopt(std::vector<std::string>& notes);
+  // our programs, atomically per link. Cgroups whose links are incomplete
+  // or whose cgroup is gone are detached instead.
+  struct Adopted {
+    std::vector<uint64_t> live;
+    std::map<uint64_t, std::string> dropped;  // cgroup id -> why
+  };
+  Result<Adopted> adopt();
 
  private:
   std::string dir_for(uint64_t cgroup_id) const;

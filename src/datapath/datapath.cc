@@ -15,6 +15,7 @@
 #include "datapath/bpf_map_util.h"
 #include "datapath/cgroup_hooks.h"
 #include "datapath/features.h"
+#include "datapath/libbpf_log.h"
 #include "datapath/rcu_barrier.h"
 #include "datapath/rule_codec.h"
 #include "datapath/rule_store.h"
@@ -109,6 +110,7 @@ Datapath::~Datapath() {
 
 Result<std::unique_ptr<Datapath>> Datapath::open(const Config& config) {
   SEBPF_RETURN_IF_ERROR(validate(config));
+  install_libbpf_logger();
   SEBPF_RETURN_IF_ERROR(check_privileges());
   SEBPF_RETURN_IF_ERROR(probe_kernel_features());
   auto impl = std::make_unique<Impl>();
@@ -241,13 +243,15 @@ Status Datapath::Impl::pin_maps() {
 
 Status Datapath::Impl::adopt_attachments() {
   SEBPF_RETURN_IF_ERROR(table->load_slots());
-  SEBPF_ASSIGN_OR_RETURN(std::vector<uint64_t> live, cgroup_hooks->adopt(notes));
-  const std::set<uint64_t> live_cgroups(live.begin(), live.end());
+  SEBPF_ASSIGN_OR_RETURN(CgroupHooks::Adopted hooks, cgroup_hooks->adopt());
+  std::set<uint64_t> live_cgroups(hooks.live.begin(), hooks.live.end());
   SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, table->all());
   for (const AttachmentRecord& r : records) {
     if (r.key.kind == TargetKind::kCgroup) {
-      if (live_cgroups.count(r.key.id)) continue;
-      notes.push_back(to_string(r.key) + " removed: its cgroup or links are gone");
+      if (live_cgroups.erase(r.key.id)) continue;
+      auto why = hooks.dropped.find(r.key.id);
+      notes.push_back(to_string(r.key) + " removed: " +
+                      (why != hooks.dropped.end() ? why->second : "it has no links"));
       SEBPF_RETURN_IF_ERROR(remove_attachment(r));
       continue;
     }
@@ -260,13 +264,10 @@ Status Datapath::Impl::adopt_attachments() {
       SEBPF_RETURN_IF_ERROR(remove_attachment(r));
     }
   }
-  // Links whose attachment record is gone: a detach was interrupted.
-  for (uint64_t id : live) {
-    SEBPF_ASSIGN_OR_RETURN(auto v, table->read({TargetKind::kCgroup, id}));
-    if (!v) {
-      notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
-      SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
-    }
+  // Links left without a record: a detach was interrupted.
+  for (uint64_t id : live_cgroups) {
+    notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
+    SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
   }
   return ok_status();
 }

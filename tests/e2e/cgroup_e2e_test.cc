@@ -33,15 +33,15 @@ class CgroupE2eTest : public E2eTest {
 };
 
 TEST_F(CgroupE2eTest, AllowlistLetsOnlyListedHostsThrough) {
-  attach(Mode::kAllowlist, {make_rule("192.0.2.2", Action::kAllow),
+  attach(Mode::kAllowlist, {make_rule("198.51.100.2", Action::kAllow),
                             make_rule("2001:db8::2", Action::kAllow)});
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), 0);
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), EPERM);
-  EXPECT_EQ(in_cgroup([] { return udp_echo("192.0.2.2", kEchoPort, false); }), 0);
-  EXPECT_EQ(in_cgroup([] { return udp_echo("192.0.2.3", kEchoPort, false); }), EPERM);
-  EXPECT_EQ(in_cgroup([] { return udp_echo("192.0.2.3", kEchoPort, true); }), EPERM);
-  EXPECT_EQ(in_cgroup([] { return ping("192.0.2.2"); }), 0);
-  EXPECT_NE(in_cgroup([] { return ping("192.0.2.3"); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return udp_echo("198.51.100.2", kEchoPort, false); }), 0);
+  EXPECT_EQ(in_cgroup([] { return udp_echo("198.51.100.3", kEchoPort, false); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return udp_echo("198.51.100.3", kEchoPort, true); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return ping("198.51.100.2"); }), 0);
+  EXPECT_NE(in_cgroup([] { return ping("198.51.100.3"); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("2001:db8::2", kEchoPort); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("2001:db8::3", kEchoPort); }), EPERM);
   EXPECT_EQ(in_cgroup([] { return udp_echo("2001:db8::3", kEchoPort, false); }), EPERM);
@@ -53,56 +53,56 @@ TEST_F(CgroupE2eTest, AllowlistLetsOnlyListedHostsThrough) {
 }
 
 TEST_F(CgroupE2eTest, V4MappedAddressesAreJudgedAsIpv4) {
-  attach(Mode::kAllowlist, {make_rule("192.0.2.2", Action::kAllow)});
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("::ffff:192.0.2.2", kEchoPort); }), 0);
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("::ffff:192.0.2.3", kEchoPort); }), EPERM);
-  EXPECT_EQ(in_cgroup([] { return udp_echo("::ffff:192.0.2.3", kEchoPort, false); }), EPERM);
+  attach(Mode::kAllowlist, {make_rule("198.51.100.2", Action::kAllow)});
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("::ffff:198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("::ffff:198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return udp_echo("::ffff:198.51.100.3", kEchoPort, false); }), EPERM);
 }
 
 TEST_F(CgroupE2eTest, DenylistRefusesOnlyDeniedHosts) {
-  attach(Mode::kDenylist, {make_rule("192.0.2.3", Action::kDeny),
+  attach(Mode::kDenylist, {make_rule("198.51.100.3", Action::kDeny),
                            make_rule("2001:db8::3", Action::kDeny)});
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), 0);
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), EPERM);
-  EXPECT_EQ(in_cgroup([] { return udp_echo("198.51.100.2", kEchoPort, false); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return udp_echo("203.0.113.2", kEchoPort, false); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("2001:db8::3", kEchoPort); }), EPERM);
   EXPECT_EQ(in_cgroup([] { return ping("2001:db8::2"); }), 0);
 }
 
 TEST_F(CgroupE2eTest, BlockAllLeavesOnlyLoopback) {
   attach(Mode::kBlockAll, {make_rule("0.0.0.0/0", Action::kAllow)});
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), EPERM);
-  EXPECT_EQ(in_cgroup([] { return udp_echo("198.51.100.2", kEchoPort, false); }), EPERM);
-  EXPECT_NE(in_cgroup([] { return ping("192.0.2.2"); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return udp_echo("203.0.113.2", kEchoPort, false); }), EPERM);
+  EXPECT_NE(in_cgroup([] { return ping("198.51.100.2"); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("127.0.0.1", kEchoPort); }), 0);
 }
 
 TEST_F(CgroupE2eTest, DisabledEnforcesNothing) {
   attach(Mode::kDisabled, {make_rule("0.0.0.0/0", Action::kDeny)});
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), 0);
-  EXPECT_EQ(in_cgroup([] { return ping("192.0.2.3"); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return ping("198.51.100.3"); }), 0);
 }
 
 TEST_F(CgroupE2eTest, ProcessesInNestedCgroupsAreCovered) {
-  attach(Mode::kAllowlist, {make_rule("192.0.2.2", Action::kAllow)});
+  attach(Mode::kAllowlist, {make_rule("198.51.100.2", Action::kAllow)});
   TestCgroup nested("sebpf-e2e-" + topo_->tag() + "/inner");
   const int r = run_in_child([&] {
     if (!nested.add_self()) return 82;
-    if (tcp_echo("192.0.2.2", kEchoPort) != 0) return 1;
-    return tcp_echo("192.0.2.3", kEchoPort) == EPERM ? 0 : 2;
+    if (tcp_echo("198.51.100.2", kEchoPort) != 0) return 1;
+    return tcp_echo("198.51.100.3", kEchoPort) == EPERM ? 0 : 2;
   });
   EXPECT_EQ(r, 0);
 }
 
 TEST_F(CgroupE2eTest, LiveConnectionIsCutWhenItsDestinationBecomesDenied) {
-  const auto key = attach(Mode::kAllowlist, {make_rule("192.0.2.0/24", Action::kAllow)});
+  const auto key = attach(Mode::kAllowlist, {make_rule("198.51.100.0/24", Action::kAllow)});
   int to_parent[2], to_child[2];
   ASSERT_EQ(pipe(to_parent), 0);
   ASSERT_EQ(pipe(to_child), 0);
   Child client([&] {
     if (!cgroup_->add_self()) return 82;
     TcpClient c;
-    if (c.connect("192.0.2.2", kEchoPort) != 0 || c.echo() != 0) return 1;
+    if (c.connect("198.51.100.2", kEchoPort) != 0 || c.echo() != 0) return 1;
     char go = 'r';
     if (write(to_parent[1], &go, 1) != 1 || read(to_child[0], &go, 1) != 1) return 2;
     // The connection is established; its packets must now be dropped.
@@ -110,7 +110,7 @@ TEST_F(CgroupE2eTest, LiveConnectionIsCutWhenItsDestinationBecomesDenied) {
   });
   char ready = 0;
   ASSERT_EQ(read(to_parent[0], &ready, 1), 1);
-  ok(dp_->add_rule(key, make_rule("192.0.2.2", Action::kDeny)));
+  ok(dp_->add_rule(key, make_rule("198.51.100.2", Action::kDeny)));
   ASSERT_EQ(write(to_child[1], &ready, 1), 1);
   EXPECT_EQ(client.wait(), 0) << "the echo still came back after the deny rule";
   for (int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) close(fd);
@@ -124,18 +124,18 @@ TEST_F(CgroupE2eTest, InboundConnectionsGetTheirRepliesThroughAnAllowlist) {
     serve_echo(kEchoPort + 1);
   });
   EXPECT_EQ(topo_->run_in_peer([] {
-    return wait_for_tcp("192.0.2.1", kEchoPort + 1, std::chrono::seconds(5)) ? 0 : 1;
+    return wait_for_tcp("198.51.100.1", kEchoPort + 1, std::chrono::seconds(5)) ? 0 : 1;
   }), 0);
-  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("192.0.2.1", kEchoPort + 1); }), 0);
-  EXPECT_EQ(topo_->run_in_peer([] { return udp_echo("192.0.2.1", kEchoPort + 1, false); }), 0);
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort + 1); }), 0);
+  EXPECT_EQ(topo_->run_in_peer([] { return udp_echo("198.51.100.1", kEchoPort + 1, false); }), 0);
   // But the workload itself still cannot open anything.
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
 }
 
 TEST_F(CgroupE2eTest, CountersShowConnectsAndPacketsByReason) {
-  const auto key = attach(Mode::kAllowlist, {make_rule("192.0.2.2", Action::kAllow)});
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), 0);
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), EPERM);
+  const auto key = attach(Mode::kAllowlist, {make_rule("198.51.100.2", Action::kAllow)});
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
   auto c = dp_->counters(key);
   ASSERT_TRUE(c.ok());
   EXPECT_GE(c->get(SEBPF_HOOK_SOCKET, SEBPF_REASON_ALLOW_RULE), 1U);

@@ -61,10 +61,10 @@ TEST_F(DatapathApiTest, AttachErrorsNameTheProblem) {
 TEST_F(DatapathApiTest, UnknownAttachmentIsNotFoundEverywhere) {
   open_private();
   const AttachmentKey nobody{TargetKind::kCgroup, 12345678};
-  const auto prefix = *net::IpPrefix::parse("192.0.2.0/24");
+  const auto prefix = *net::IpPrefix::parse("198.51.100.0/24");
   EXPECT_EQ(dp_->detach(nobody).error().code(), Errc::kNotFound);
   EXPECT_EQ(dp_->set_mode(nobody, Mode::kDenylist).error().code(), Errc::kNotFound);
-  EXPECT_EQ(dp_->add_rule(nobody, make_rule("192.0.2.0/24", Action::kAllow)).error().code(),
+  EXPECT_EQ(dp_->add_rule(nobody, make_rule("198.51.100.0/24", Action::kAllow)).error().code(),
             Errc::kNotFound);
   EXPECT_EQ(dp_->remove_rule(nobody, prefix).error().code(), Errc::kNotFound);
   EXPECT_EQ(dp_->rules(nobody).error().code(), Errc::kNotFound);
@@ -76,8 +76,8 @@ TEST_F(DatapathApiTest, RemovingARuleThatIsNotThereIsNotFound) {
   open_private();
   auto att = dp_->attach_cgroup(cgroup_->path(), {});
   ASSERT_TRUE(att.ok());
-  ok(dp_->add_rule(att->key, make_rule("192.0.2.0/24", Action::kAllow)));
-  const auto prefix = *net::IpPrefix::parse("192.0.2.0/24");
+  ok(dp_->add_rule(att->key, make_rule("198.51.100.0/24", Action::kAllow)));
+  const auto prefix = *net::IpPrefix::parse("198.51.100.0/24");
   EXPECT_EQ(dp_->remove_rule(att->key, prefix, Action::kDeny).error().code(), Errc::kNotFound);
   ok(dp_->remove_rule(att->key, prefix, Action::kAllow));
   EXPECT_EQ(dp_->remove_rule(att->key, prefix).error().code(), Errc::kNotFound);
@@ -143,9 +143,9 @@ TEST_F(DatapathApiTest, SweepReclaimsExpiredAndOrphanedEntriesOnly) {
   auto att = dp_->attach_cgroup(cgroup_->path(), {});
   ASSERT_TRUE(att.ok());
   const auto past = datapath::BootClock::now() - std::chrono::seconds(1);
-  ok(dp_->add_rule(att->key, {*net::IpPrefix::parse("192.0.2.1"), Action::kAllow, past}));
-  ok(dp_->add_rule(att->key, {*net::IpPrefix::parse("192.0.2.0/24"), Action::kDeny, past}));
-  ok(dp_->add_rule(att->key, make_rule("192.0.2.2", Action::kAllow)));
+  ok(dp_->add_rule(att->key, {*net::IpPrefix::parse("198.51.100.1"), Action::kAllow, past}));
+  ok(dp_->add_rule(att->key, {*net::IpPrefix::parse("198.51.100.0/24"), Action::kDeny, past}));
+  ok(dp_->add_rule(att->key, make_rule("198.51.100.2", Action::kAllow)));
   auto removed = dp_->sweep();
   ASSERT_TRUE(removed.ok());
   EXPECT_EQ(*removed, 2U);
@@ -157,7 +157,7 @@ TEST_F(DatapathApiTest, DetachRemovesProgramsAndRules) {
   auto att = dp_->attach_cgroup(cgroup_->path(), {});
   ASSERT_TRUE(att.ok());
   EXPECT_NE(programs_on(cgroup_->path()).find("sebpf_connect4"), std::string::npos);
-  ok(dp_->add_rule(att->key, make_rule("192.0.2.2", Action::kAllow)));
+  ok(dp_->add_rule(att->key, make_rule("198.51.100.2", Action::kAllow)));
   ok(dp_->detach(att->key));
   EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
   EXPECT_EQ(dp_->attachment(att->key).error().code(), Errc::kNotFound);

@@ -51,8 +51,8 @@ class PinningE2eTest : public E2eTest {
       auto cg = (*dp)->attach_cgroup(cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
       auto tc = (*dp)->attach_interface(topo_->host_if(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
       if (!cg.ok() || !tc.ok()) return 2;
-      if (!(*dp)->add_rule(cg->key, make_rule("192.0.2.2", Action::kAllow)).ok()) return 3;
-      if (!(*dp)->add_rule(tc->key, make_rule("192.0.2.1", Action::kAllow)).ok()) return 4;
+      if (!(*dp)->add_rule(cg->key, make_rule("198.51.100.2", Action::kAllow)).ok()) return 3;
+      if (!(*dp)->add_rule(tc->key, make_rule("198.51.100.1", Action::kAllow)).ok()) return 4;
       const char byte = 'r';
       if (write(ready[1], &byte, 1) != 1) return 5;
       pause();
@@ -66,10 +66,10 @@ class PinningE2eTest : public E2eTest {
   }
 
   void expect_enforced() {
-    EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.2", kEchoPort); }), 0);
-    EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), EPERM);
-    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
-    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort,
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort,
                                                       milliseconds(700)); }),
               ETIMEDOUT);
   }
@@ -97,16 +97,16 @@ TEST_F(PinningE2eTest, SigkillOfTheLoaderLeavesEnforcementOnAndANewProcessAdopts
     ASSERT_TRUE(rules.ok());
     ASSERT_EQ(rules->size(), 1U);
     if (a.key.kind == datapath::TargetKind::kCgroup) {
-      EXPECT_EQ(rules->front().prefix.to_string(), "192.0.2.2/32");
-      ok((*dp)->add_rule(a.key, make_rule("192.0.2.3", Action::kAllow)));
+      EXPECT_EQ(rules->front().prefix.to_string(), "198.51.100.2/32");
+      ok((*dp)->add_rule(a.key, make_rule("198.51.100.3", Action::kAllow)));
     }
   }
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("192.0.2.3", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
 
   // destroy() ends enforcement and removes the pins.
   ok((*dp)->destroy());
   EXPECT_FALSE(std::filesystem::exists(pin_dir_));
-  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
 
 TEST_F(PinningE2eTest, AdoptionLeavesNoGap) {
@@ -117,7 +117,7 @@ TEST_F(PinningE2eTest, AdoptionLeavesNoGap) {
   Child prober([&] {
     if (!cgroup_->add_self()) return 82;
     while (true) {
-      if (tcp_echo("192.0.2.3", kEchoPort, milliseconds(300)) != EPERM) return 1;
+      if (tcp_echo("198.51.100.3", kEchoPort, milliseconds(300)) != EPERM) return 1;
     }
   });
   for (int i = 0; i < 10; ++i) {

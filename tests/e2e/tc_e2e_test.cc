@@ -34,15 +34,15 @@ class TcE2eTest : public E2eTest {
 };
 
 TEST_F(TcE2eTest, AllowlistDropsWhatIsNotListed) {
-  attach(Mode::kAllowlist, {make_rule("192.0.2.1", Action::kAllow)});
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
-  EXPECT_EQ(guest([] { return udp_echo("192.0.2.1", kEchoPort, false); }), 0);
-  EXPECT_EQ(guest([] { return ping("192.0.2.1"); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+  attach(Mode::kAllowlist, {make_rule("198.51.100.1", Action::kAllow)});
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return udp_echo("198.51.100.1", kEchoPort, false); }), 0);
+  EXPECT_EQ(guest([] { return ping("198.51.100.1"); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
             ETIMEDOUT);
-  EXPECT_EQ(guest([] { return udp_echo("198.51.100.1", kEchoPort, false, milliseconds(700)); }),
+  EXPECT_EQ(guest([] { return udp_echo("203.0.113.1", kEchoPort, false, milliseconds(700)); }),
             ETIMEDOUT);
-  EXPECT_NE(guest([] { return ping("198.51.100.1"); }), 0);
+  EXPECT_NE(guest([] { return ping("203.0.113.1"); }), 0);
   EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort, milliseconds(700)); }),
             ETIMEDOUT);
 }
@@ -52,44 +52,44 @@ TEST_F(TcE2eTest, Ipv6WorksOnceAllowedBecauseNeighbourDiscoveryPasses) {
   EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort); }), 0);
   EXPECT_EQ(guest([] { return udp_echo("2001:db8::1", kEchoPort, false); }), 0);
   EXPECT_EQ(guest([] { return ping("2001:db8::1"); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
 }
 
 TEST_F(TcE2eTest, DenylistAndBlockAll) {
-  const auto key = attach(Mode::kDenylist, {make_rule("198.51.100.0/24", Action::kDeny)});
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+  const auto key = attach(Mode::kDenylist, {make_rule("203.0.113.0/24", Action::kDeny)});
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
             ETIMEDOUT);
   ok(dp_->set_mode(key, Mode::kBlockAll));
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
   ok(dp_->set_mode(key, Mode::kDisabled));
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
 
 TEST_F(TcE2eTest, HostCanStillConnectIntoTheGuest) {
   attach(Mode::kAllowlist, {});
   // The guest's server answers though the guest may open nothing itself.
-  EXPECT_EQ(tcp_echo("192.0.2.2", kEchoPort), 0);
-  EXPECT_EQ(udp_echo("192.0.2.2", kEchoPort, false), 0);
-  EXPECT_EQ(ping("192.0.2.2"), 0);
+  EXPECT_EQ(tcp_echo("198.51.100.2", kEchoPort), 0);
+  EXPECT_EQ(udp_echo("198.51.100.2", kEchoPort, false), 0);
+  EXPECT_EQ(ping("198.51.100.2"), 0);
   EXPECT_EQ(tcp_echo("2001:db8::2", kEchoPort), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
 }
 
 TEST_F(TcE2eTest, GuardOnTheEgressHookWhenConfigured) {
   // Here the host namespace plays the workload: its traffic leaves through
   // the host-side veth's egress hook.
-  attach(Mode::kAllowlist, {make_rule("192.0.2.2", Action::kAllow)},
+  attach(Mode::kAllowlist, {make_rule("198.51.100.2", Action::kAllow)},
          datapath::TcDirection::kEgress);
-  EXPECT_EQ(tcp_echo("192.0.2.2", kEchoPort), 0);
-  EXPECT_EQ(tcp_echo("192.0.2.3", kEchoPort, milliseconds(700)), ETIMEDOUT);
+  EXPECT_EQ(tcp_echo("198.51.100.2", kEchoPort), 0);
+  EXPECT_EQ(tcp_echo("198.51.100.3", kEchoPort, milliseconds(700)), ETIMEDOUT);
 }
 
 TEST_F(TcE2eTest, DetachRestoresTraffic) {
   const auto key = attach(Mode::kBlockAll, {});
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
   ok(dp_->detach(key));
-  EXPECT_EQ(guest([] { return tcp_echo("192.0.2.1", kEchoPort); }), 0);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
 // The network the end-to-end tests build: a namespace of test hosts joined
-// to this one by a veth pair, on documentation addresses only.
+// to this one by a veth pair, on documentation addresses only. 192.0.2.0/24
+// is left alone: sandboxes use it for their own uplink.
 //
 //   this namespace (host)            namespace "sebpf-e2e-<tag>" (peer)
 //   veth <host_if>                   veth <peer_if>
-//     192.0.2.1/24                     192.0.2.2/24, 192.0.2.3/24
-//     198.51.100.1/24                  198.51.100.2/24
+//     198.51.100.1/24                     198.51.100.2/24, 198.51.100.3/24
+//     203.0.113.1/24                  203.0.113.2/24
 //     2001:db8::1/64                   2001:db8::2/64, 2001:db8::3/64
 //
 // Echo servers (TCP and UDP, port kEchoPort) can run on either side.
@@ -20,6 +21,11 @@ namespace sebpf::testing {
 
 constexpr uint16_t kEchoPort = 47007;
 
+// Empty if no interface of this host uses the test ranges; otherwise the
+// offending address. The tests refuse to run then: their traffic could
+// leave the machine (some sandboxes put documentation ranges on eth0).
+std::string test_ranges_in_use();
+
 class Topology {
  public:
   Topology();
@@ -30,8 +36,8 @@ class Topology {
   const std::string& peer_if() const { return veth_->peer(); }
   const std::string& tag() const { return tag_; }
 
-  // Echo servers: in the peer namespace (reached at 192.0.2.2 etc.), and
-  // in this namespace (reached from the peer at 192.0.2.1 etc.).
+  // Echo servers: in the peer namespace (reached at 198.51.100.2 etc.), and
+  // in this namespace (reached from the peer at 198.51.100.1 etc.).
   void start_peer_server();
   void start_host_server();
 
