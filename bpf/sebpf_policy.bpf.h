@@ -27,12 +27,31 @@ enum sebpf_rule_match {
 	SEBPF_MATCH_DENY = 2,
 };
 
-static __always_inline int sebpf_rule_match(const struct sebpf_rule *r,
-					    __u64 now)
+/* The boot-time clock, read at most once per decision and only when a rule
+ * with an expiry is looked at: most rules never expire, and reading the
+ * clock costs more than a hash lookup on some virtual machines. */
+struct sebpf_clock {
+	__u64 now;
+};
+
+static __always_inline __u64 sebpf_now(struct sebpf_clock *c)
 {
-	if (r->deny_until > now)
+	if (!c->now)
+		c->now = bpf_ktime_get_boot_ns();
+	return c->now;
+}
+
+static __always_inline int sebpf_side_active(__u64 until, struct sebpf_clock *c)
+{
+	return until == SEBPF_EXPIRY_NEVER || (until && until > sebpf_now(c));
+}
+
+static __always_inline int sebpf_rule_match(const struct sebpf_rule *r,
+					    struct sebpf_clock *c)
+{
+	if (sebpf_side_active(r->deny_until, c))
 		return SEBPF_MATCH_DENY;
-	if (r->allow_until > now)
+	if (sebpf_side_active(r->allow_until, c))
 		return SEBPF_MATCH_ALLOW;
 	return SEBPF_MATCH_NONE; /* both sides expired or absent */
 }
@@ -43,7 +62,8 @@ static __always_inline int sebpf_rule_match(const struct sebpf_rule *r,
  * returns a prefix longer than the key's prefixlen). Every round strictly
  * shortens the prefix, so 33 rounds (IPv4) or 129 (IPv6) are exhaustive.
  */
-static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, __u64 now)
+static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr,
+					struct sebpf_clock *now)
 {
 	struct sebpf_host4_key hkey = { .ruleset = ruleset, .addr = addr };
 	struct sebpf_prefix4_key pkey = {
@@ -75,7 +95,7 @@ static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, __u64 now)
 }
 
 static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16],
-					__u64 now)
+					struct sebpf_clock *now)
 {
 	struct sebpf_host6_key hkey = { .ruleset = ruleset };
 	struct sebpf_prefix6_key pkey = {
@@ -250,10 +270,11 @@ static __always_inline void sebpf_track_inbound(__u32 serial,
 
 /* Is this outbound packet a reply on a flow the outside opened? */
 static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *p,
-					  __u64 now)
+					  struct sebpf_clock *clock)
 {
 	struct sebpf_flow_key k;
 	struct sebpf_flow_value *v;
+	__u64 now;
 
 	if (!p->has_l4)
 		return 0;
@@ -271,7 +292,10 @@ static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *
 		k.remote_port = 0;
 	}
 	v = bpf_map_lookup_elem(&sebpf_flows, &k);
-	if (!v || now - v->last_seen >= sebpf_flow_idle_ns(p->protocol))
+	if (!v)
+		return 0;
+	now = sebpf_now(clock);
+	if (now - v->last_seen >= sebpf_flow_idle_ns(p->protocol))
 		return 0;
 	if (now - v->last_seen >= SEBPF_FLOW_REFRESH_NS)
 		v->last_seen = now;
@@ -304,8 +328,8 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 					const struct sebpf_pkt *p,
 					struct sebpf_decide_opts o)
 {
+	struct sebpf_clock clock = {};
 	enum sebpf_reason reason;
-	__u64 now;
 	int m;
 
 	if (att->mode == SEBPF_MODE_DISABLED) {
@@ -329,18 +353,17 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_DENY_BLOCK_ALL;
 		goto out;
 	}
-	now = bpf_ktime_get_boot_ns();
 	if (p->family == AF_INET)
-		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), now);
+		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock);
 	else
-		m = sebpf_match6(att->ruleset, p->daddr, now);
+		m = sebpf_match6(att->ruleset, p->daddr, &clock);
 	if (m == SEBPF_MATCH_DENY) {
 		reason = SEBPF_REASON_DENY_RULE;
 	} else if (m == SEBPF_MATCH_ALLOW) {
 		reason = SEBPF_REASON_ALLOW_RULE;
 	} else if (att->mode == SEBPF_MODE_DENYLIST) {
 		reason = SEBPF_REASON_ALLOW_DEFAULT;
-	} else if (o.check_reply && sebpf_is_reply(att->serial, p, now)) {
+	} else if (o.check_reply && sebpf_is_reply(att->serial, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
 	} else {
 		reason = SEBPF_REASON_DENY_DEFAULT;
