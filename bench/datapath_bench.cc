@@ -4,13 +4,13 @@
 // connect() pays for the hooks; and rule write rates, single and batched.
 //
 // Needs root. Prints a table; see docs/benchmarks.md for recorded results.
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -54,9 +54,10 @@ std::vector<Rule> make_rules(uint32_t hosts, uint32_t prefixes) {
     // 1k /24s from 32.0.0.0 and 1k /56s under 2001:db8:200::/40.
     rules.push_back({*net::IpPrefix::make(net::IpAddress::v4(htonl(0x20000000U + (i << 8))), 24),
                      Action::kAllow, std::nullopt});
-    std::array<uint8_t, 16> b = {0x20, 0x01, 0x0d, 0xb8, 0x02, static_cast<uint8_t>(i >> 8),
-                                 static_cast<uint8_t>(i)};
-    rules.push_back({*net::IpPrefix::make(net::IpAddress::v6(b), 56), Action::kAllow, std::nullopt});
+    std::array<uint8_t, 16> b = {
+        0x20, 0x01, 0x0d, 0xb8, 0x02, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
+    rules.push_back(
+        {*net::IpPrefix::make(net::IpAddress::v6(b), 56), Action::kAllow, std::nullopt});
   }
   return rules;
 }
@@ -152,15 +153,18 @@ int main() {
   const int cg_fd = dp->program_fd(datapath::Program::kCgroupEgress);
   const uint32_t tc_allow = static_cast<uint32_t>(TC_ACT_UNSPEC), tc_deny = TC_ACT_SHOT;
 
-  std::printf("# ns per packet, BPF_PROG_TEST_RUN x %u, allowlist mode, "
-              "+1k prefix rules per family\n", kRepeat);
+  std::printf(
+      "# ns per packet, BPF_PROG_TEST_RUN x %u, allowlist mode, "
+      "+1k prefix rules per family\n",
+      kRepeat);
   std::printf("%-10s %-6s %10s %-8s %10s\n", "program", "family", "host_rules", "verdict",
               "ns/packet");
   for (uint32_t hosts : {0U, 1000U, 10000U, 100000U}) {
     const std::vector<Rule> rules = make_rules(hosts, 1000);
     const auto start = Clock::now();
     for (const auto& key : {tc->key, cg->key}) {
-      if (auto s = dp->replace_policy(key, Mode::kAllowlist, rules); !s.ok()) return fail(s.error());
+      if (auto s = dp->replace_policy(key, Mode::kAllowlist, rules); !s.ok())
+        return fail(s.error());
     }
     const double load_s = seconds_since(start);
     // Allowed: a host rule (or, at 0 hosts, a prefix rule); denied: no match.
@@ -188,8 +192,10 @@ int main() {
     }
     if (hosts == 100000) {
       const double n = static_cast<double>(rules.size()) * 2;
-      std::printf("# replace_policy of %zu rules on 2 attachments: %.2f s, %.0f rules/s "
-                  "(batched)\n", rules.size(), load_s, n / load_s);
+      std::printf(
+          "# replace_policy of %zu rules on 2 attachments: %.2f s, %.0f rules/s "
+          "(batched)\n",
+          rules.size(), load_s, n / load_s);
     }
   }
 

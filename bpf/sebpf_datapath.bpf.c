@@ -29,8 +29,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * from the root down, so the last hit is the deepest; its id is kept (not a
  * value pointer) and looked up once more at the end.
  */
-static __always_inline int sebpf_copy_attachment(__u64 id,
-						 struct sebpf_attachment *out)
+static __always_inline int sebpf_copy_attachment(__u64 id, struct sebpf_attachment *out)
 {
 	struct sebpf_attachment *att = bpf_map_lookup_elem(&sebpf_cg_attach, &id);
 
@@ -58,8 +57,7 @@ static __always_inline int sebpf_task_attachment(struct sebpf_attachment *out)
 }
 
 /* The same for the socket that owns an skb. */
-static __always_inline int sebpf_skb_attachment(struct __sk_buff *skb,
-						struct sebpf_attachment *out)
+static __always_inline int sebpf_skb_attachment(struct __sk_buff *skb, struct sebpf_attachment *out)
 {
 	__u64 deepest = 0;
 
@@ -77,13 +75,12 @@ static __always_inline int sebpf_skb_attachment(struct __sk_buff *skb,
 }
 
 static const struct sebpf_decide_opts sebpf_socket_call = {
-	.hook = SEBPF_HOOK_SOCKET,
+    .hook = SEBPF_HOOK_SOCKET,
 };
 
 /* --- cgroup socket calls ------------------------------------------------ */
 
-static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx,
-					    int is_sendmsg)
+static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	struct sebpf_attachment att;
 	struct sebpf_pkt p = {};
@@ -110,8 +107,7 @@ static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx,
 	return sebpf_decide(&att, &p, o);
 }
 
-static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx,
-					    int is_sendmsg)
+static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	struct sebpf_attachment att;
 	struct sebpf_pkt p = {};
@@ -147,34 +143,21 @@ static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx,
 }
 
 SEC("cgroup/connect4")
-int sebpf_connect4(struct bpf_sock_addr *ctx)
-{
-	return sebpf_sock_addr4(ctx, 0);
-}
+int sebpf_connect4(struct bpf_sock_addr *ctx) { return sebpf_sock_addr4(ctx, 0); }
 
 SEC("cgroup/connect6")
-int sebpf_connect6(struct bpf_sock_addr *ctx)
-{
-	return sebpf_sock_addr6(ctx, 0);
-}
+int sebpf_connect6(struct bpf_sock_addr *ctx) { return sebpf_sock_addr6(ctx, 0); }
 
 SEC("cgroup/sendmsg4")
-int sebpf_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return sebpf_sock_addr4(ctx, 1);
-}
+int sebpf_sendmsg4(struct bpf_sock_addr *ctx) { return sebpf_sock_addr4(ctx, 1); }
 
 SEC("cgroup/sendmsg6")
-int sebpf_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	return sebpf_sock_addr6(ctx, 1);
-}
+int sebpf_sendmsg6(struct bpf_sock_addr *ctx) { return sebpf_sock_addr6(ctx, 1); }
 
 /* --- cgroup packets ----------------------------------------------------- */
 
 /* cgroup_skb data starts at the IP header; the version nibble says which. */
-static __always_inline int sebpf_parse_cgroup_skb(struct __sk_buff *skb,
-						  struct sebpf_pkt *p)
+static __always_inline int sebpf_parse_cgroup_skb(struct __sk_buff *skb, struct sebpf_pkt *p)
 {
 	__u8 first;
 
@@ -188,9 +171,9 @@ static __always_inline int sebpf_parse_cgroup_skb(struct __sk_buff *skb,
 }
 
 static const struct sebpf_decide_opts sebpf_packet_egress = {
-	.hook = SEBPF_HOOK_PACKET,
-	.check_reply = 1,
-	.check_link = 1,
+    .hook = SEBPF_HOOK_PACKET,
+    .check_reply = 1,
+    .check_link = 1,
 };
 
 SEC("cgroup_skb/egress")
@@ -212,8 +195,7 @@ int sebpf_cg_in(struct __sk_buff *skb)
 	struct sebpf_attachment att;
 	struct sebpf_pkt p = {};
 
-	if (sebpf_skb_attachment(skb, &att) &&
-	    sebpf_parse_cgroup_skb(skb, &p) == 0)
+	if (sebpf_skb_attachment(skb, &att) && sebpf_parse_cgroup_skb(skb, &p) == 0)
 		sebpf_track_inbound(att.serial, &p);
 	return 1; /* inbound traffic is not filtered, only remembered */
 }
@@ -224,10 +206,8 @@ int sebpf_cg_in(struct __sk_buff *skb)
 
 /* Returns 0 and fills p for IP, 1 for ARP, -1 for anything else or a
  * malformed header (reason in *deny). */
-static __always_inline int sebpf_parse_tc(struct __sk_buff *skb,
-					  const struct sebpf_attachment *att,
-					  struct sebpf_pkt *p,
-					  enum sebpf_reason *deny)
+static __always_inline int sebpf_parse_tc(struct __sk_buff *skb, const struct sebpf_attachment *att,
+					  struct sebpf_pkt *p, enum sebpf_reason *deny)
 {
 	__u32 off = (att->flags & SEBPF_ATT_F_L3_DEVICE) ? 0 : SEBPF_ETH_HLEN;
 	int err;
@@ -267,20 +247,17 @@ int sebpf_tc_guard(struct __sk_buff *skb)
 	att = *found;
 	kind = sebpf_parse_tc(skb, &att, &p, &deny);
 	if (kind < 0)
-		return sebpf_decide_malformed(&att, deny) ? TC_ACT_UNSPEC
-							   : TC_ACT_SHOT;
+		return sebpf_decide_malformed(&att, deny) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 	if (kind == 1) {
 		/* ARP: the link cannot work without it, and it cannot leave
 		 * the link. */
 		sebpf_count(att.slot, SEBPF_HOOK_PACKET,
-			    att.mode == SEBPF_MODE_DISABLED
-				    ? SEBPF_REASON_ALLOW_MODE_DISABLED
-				    : SEBPF_REASON_ALLOW_LINK_LOCAL);
+			    att.mode == SEBPF_MODE_DISABLED ? SEBPF_REASON_ALLOW_MODE_DISABLED
+							    : SEBPF_REASON_ALLOW_LINK_LOCAL);
 		return TC_ACT_UNSPEC;
 	}
 	/* TC_ACT_UNSPEC, not TC_ACT_OK: let filters after ours run. */
-	return sebpf_decide(&att, &p, sebpf_packet_egress) ? TC_ACT_UNSPEC
-							   : TC_ACT_SHOT;
+	return sebpf_decide(&att, &p, sebpf_packet_egress) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 SEC("tc")

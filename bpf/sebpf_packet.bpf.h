@@ -39,21 +39,18 @@
 struct sebpf_pkt {
 	__u8 family;
 	__u8 protocol;
-	__u8 has_l4;	 /* 0 for non-first fragments and unknown L4 */
-	__u8 icmp_type;	 /* ICMP/ICMPv6 */
-	__u8 tcp_flags;	 /* TCP */
-	__u8 hop_limit;	 /* IPv4 TTL or IPv6 hop limit */
-	__u16 sport;	 /* network order; ICMP echo: the identifier */
-	__u16 dport;	 /* network order */
+	__u8 has_l4;	/* 0 for non-first fragments and unknown L4 */
+	__u8 icmp_type; /* ICMP/ICMPv6 */
+	__u8 tcp_flags; /* TCP */
+	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
+	__u16 sport;	/* network order; ICMP echo: the identifier */
+	__u16 dport;	/* network order */
 	__u16 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
 
-static __always_inline __u32 sebpf_addr4(const __u8 addr[16])
-{
-	return *(const __u32 *)&addr[12];
-}
+static __always_inline __u32 sebpf_addr4(const __u8 addr[16]) { return *(const __u32 *)&addr[12]; }
 
 static __always_inline void sebpf_set_addr4(__u8 addr[16], __u32 v4)
 {
@@ -71,8 +68,7 @@ static __always_inline void sebpf_set_addr6(__u8 addr[16], const __u32 v6[4])
 }
 
 /* Ports, ICMP type and echo id, TCP flags; from the start of the L4 header. */
-static __always_inline int sebpf_parse_l4(struct __sk_buff *skb, __u32 off,
-					  struct sebpf_pkt *pkt)
+static __always_inline int sebpf_parse_l4(struct __sk_buff *skb, __u32 off, struct sebpf_pkt *pkt)
 {
 	__u8 l4[14];
 
@@ -105,8 +101,7 @@ static __always_inline int sebpf_parse_l4(struct __sk_buff *skb, __u32 off,
 	return 0;
 }
 
-static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off,
-					    struct sebpf_pkt *pkt)
+static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off, struct sebpf_pkt *pkt)
 {
 	struct iphdr ip;
 
@@ -125,8 +120,7 @@ static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off,
 	return sebpf_parse_l4(skb, off + ip.ihl * 4, pkt);
 }
 
-static __always_inline int sebpf_parse_ipv6(struct __sk_buff *skb, __u32 off,
-					    struct sebpf_pkt *pkt)
+static __always_inline int sebpf_parse_ipv6(struct __sk_buff *skb, __u32 off, struct sebpf_pkt *pkt)
 {
 	struct ipv6hdr ip6;
 	__u8 ext[8];

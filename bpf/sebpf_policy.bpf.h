@@ -46,8 +46,7 @@ static __always_inline int sebpf_side_active(__u64 until, struct sebpf_clock *c)
 	return until == SEBPF_EXPIRY_NEVER || (until && until > sebpf_now(c));
 }
 
-static __always_inline int sebpf_rule_match(const struct sebpf_rule *r,
-					    struct sebpf_clock *c)
+static __always_inline int sebpf_rule_match(const struct sebpf_rule *r, struct sebpf_clock *c)
 {
 	if (sebpf_side_active(r->deny_until, c))
 		return SEBPF_MATCH_DENY;
@@ -62,14 +61,13 @@ static __always_inline int sebpf_rule_match(const struct sebpf_rule *r,
  * returns a prefix longer than the key's prefixlen). Every round strictly
  * shortens the prefix, so 33 rounds (IPv4) or 129 (IPv6) are exhaustive.
  */
-static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr,
-					struct sebpf_clock *now)
+static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now)
 {
-	struct sebpf_host4_key hkey = { .ruleset = ruleset, .addr = addr };
+	struct sebpf_host4_key hkey = {.ruleset = ruleset, .addr = addr};
 	struct sebpf_prefix4_key pkey = {
-		.prefixlen = SEBPF_RULESET_BITS + 32,
-		.ruleset = ruleset,
-		.addr = addr,
+	    .prefixlen = SEBPF_RULESET_BITS + 32,
+	    .ruleset = ruleset,
+	    .addr = addr,
 	};
 	struct sebpf_rule *r;
 	int m;
@@ -94,13 +92,12 @@ static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr,
 	return SEBPF_MATCH_NONE;
 }
 
-static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16],
-					struct sebpf_clock *now)
+static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16], struct sebpf_clock *now)
 {
-	struct sebpf_host6_key hkey = { .ruleset = ruleset };
+	struct sebpf_host6_key hkey = {.ruleset = ruleset};
 	struct sebpf_prefix6_key pkey = {
-		.prefixlen = SEBPF_RULESET_BITS + 128,
-		.ruleset = ruleset,
+	    .prefixlen = SEBPF_RULESET_BITS + 128,
+	    .ruleset = ruleset,
 	};
 	struct sebpf_rule *r;
 	int m;
@@ -132,19 +129,16 @@ static __always_inline int sebpf_addr6_is_zero(const __u8 a[16])
 	return (*(__u64 *)&a[0] | *(__u64 *)&a[8]) == 0;
 }
 
-static __always_inline int sebpf_addr6_equal(const __u8 a[16],
-					     const __u8 b[16])
+static __always_inline int sebpf_addr6_equal(const __u8 a[16], const __u8 b[16])
 {
-	return *(__u64 *)&a[0] == *(__u64 *)&b[0] &&
-	       *(__u64 *)&a[8] == *(__u64 *)&b[8];
+	return *(__u64 *)&a[0] == *(__u64 *)&b[0] && *(__u64 *)&a[8] == *(__u64 *)&b[8];
 }
 
 static __always_inline int sebpf_is_loopback(const struct sebpf_pkt *p)
 {
 	if (p->family == AF_INET)
 		return (bpf_ntohl(sebpf_addr4(p->daddr)) >> 24) == 127;
-	return *(__u64 *)&p->daddr[0] == 0 &&
-	       *(__u32 *)&p->daddr[8] == 0 &&
+	return *(__u64 *)&p->daddr[0] == 0 && *(__u32 *)&p->daddr[8] == 0 &&
 	       *(__u32 *)&p->daddr[12] == bpf_htonl(1);
 }
 
@@ -157,8 +151,7 @@ static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *
 		return 0;
 	if (p->family == AF_INET)
 		return att->dns_addr4 && sebpf_addr4(p->daddr) == att->dns_addr4;
-	return !sebpf_addr6_is_zero(att->dns_addr6) &&
-	       sebpf_addr6_equal(p->daddr, att->dns_addr6);
+	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(p->daddr, att->dns_addr6);
 }
 
 /*
@@ -193,8 +186,7 @@ static __always_inline int sebpf_is_link_local_control(const struct sebpf_pkt *p
 }
 
 /* Key of the flow a packet belongs to, seen from the workload's side. */
-static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k,
-						    __u32 serial,
+static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k, __u32 serial,
 						    const struct sebpf_pkt *p)
 {
 	__builtin_memset(k, 0, sizeof(*k));
@@ -206,8 +198,7 @@ static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k,
 	__builtin_memcpy(k->remote_addr, p->daddr, 16);
 }
 
-static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k,
-						   __u32 serial,
+static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k, __u32 serial,
 						   const struct sebpf_pkt *p)
 {
 	__builtin_memset(k, 0, sizeof(*k));
@@ -225,8 +216,7 @@ static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k,
 
 static __always_inline __u64 sebpf_flow_idle_ns(__u8 protocol)
 {
-	return protocol == IPPROTO_TCP ? sebpf_flow_idle_tcp_ns
-				       : sebpf_flow_idle_other_ns;
+	return protocol == IPPROTO_TCP ? sebpf_flow_idle_tcp_ns : sebpf_flow_idle_other_ns;
 }
 
 /* An inbound packet that opens a flow: TCP SYN without ACK, any UDP
@@ -249,8 +239,7 @@ static __always_inline int sebpf_opens_flow(const struct sebpf_pkt *p)
 	return 0;
 }
 
-static __always_inline void sebpf_track_inbound(__u32 serial,
-						const struct sebpf_pkt *p)
+static __always_inline void sebpf_track_inbound(__u32 serial, const struct sebpf_pkt *p)
 {
 	struct sebpf_flow_key k;
 	struct sebpf_flow_value *v;
@@ -280,8 +269,7 @@ static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *
 		return 0;
 	if (p->protocol == IPPROTO_ICMP && p->icmp_type != SEBPF_ICMP_ECHO_REPLY)
 		return 0;
-	if (p->protocol == IPPROTO_ICMPV6 &&
-	    p->icmp_type != SEBPF_ICMPV6_ECHO_REPLY)
+	if (p->protocol == IPPROTO_ICMPV6 && p->icmp_type != SEBPF_ICMPV6_ECHO_REPLY)
 		return 0;
 	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP &&
 	    p->protocol != IPPROTO_ICMP && p->protocol != IPPROTO_ICMPV6)
@@ -313,9 +301,9 @@ static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,
 
 /* Options of one decision. */
 struct sebpf_decide_opts {
-	__u8 hook;	     /* enum sebpf_hook_kind */
-	__u8 check_reply;    /* may this be a reply on an inbound flow? */
-	__u8 check_link;     /* packet-level link control allowances */
+	__u8 hook;	  /* enum sebpf_hook_kind */
+	__u8 check_reply; /* may this be a reply on an inbound flow? */
+	__u8 check_link;  /* packet-level link control allowances */
 };
 
 /*
@@ -325,8 +313,7 @@ struct sebpf_decide_opts {
  * lets replies on inbound flows through. Returns 1 to allow, 0 to deny.
  */
 static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
-					const struct sebpf_pkt *p,
-					struct sebpf_decide_opts o)
+					const struct sebpf_pkt *p, struct sebpf_decide_opts o)
 {
 	struct sebpf_clock clock = {};
 	enum sebpf_reason reason;
@@ -378,8 +365,7 @@ static __always_inline int sebpf_decide_malformed(const struct sebpf_attachment 
 						  enum sebpf_reason deny_reason)
 {
 	if (att->mode == SEBPF_MODE_DISABLED) {
-		sebpf_count(att->slot, SEBPF_HOOK_PACKET,
-			    SEBPF_REASON_ALLOW_MODE_DISABLED);
+		sebpf_count(att->slot, SEBPF_HOOK_PACKET, SEBPF_REASON_ALLOW_MODE_DISABLED);
 		return 1;
 	}
 	sebpf_count(att->slot, SEBPF_HOOK_PACKET, deny_reason);

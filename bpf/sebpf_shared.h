@@ -51,14 +51,14 @@ enum sebpf_attachment_flags {
  * makes a policy replacement atomic: mode and rule bank flip together.
  */
 struct sebpf_attachment {
-	__u32 slot;	/* index into per-attachment arrays (counters) */
-	__u32 serial;	/* unique for the attachment's life, never reused */
-	__u32 ruleset;	/* rule set in use; unique, never reused */
-	__u8 mode;	/* enum sebpf_mode */
-	__u8 flags;	/* enum sebpf_attachment_flags */
-	__u16 dns_port; /* DNS endpoint port, network order; 0 = none */
-	__u32 dns_addr4;	/* DNS endpoint IPv4, network order; 0 = none */
-	__u8 dns_addr6[16];	/* DNS endpoint IPv6; all zero = none */
+	__u32 slot;	    /* index into per-attachment arrays (counters) */
+	__u32 serial;	    /* unique for the attachment's life, never reused */
+	__u32 ruleset;	    /* rule set in use; unique, never reused */
+	__u8 mode;	    /* enum sebpf_mode */
+	__u8 flags;	    /* enum sebpf_attachment_flags */
+	__u16 dns_port;	    /* DNS endpoint port, network order; 0 = none */
+	__u32 dns_addr4;    /* DNS endpoint IPv4, network order; 0 = none */
+	__u8 dns_addr6[16]; /* DNS endpoint IPv6; all zero = none */
 	__u32 pad;
 };
 
@@ -109,8 +109,8 @@ struct sebpf_rule {
  * Ports are network order; for ICMP, local_port is the echo identifier.
  */
 struct sebpf_flow_key {
-	__u32 serial; /* of the attachment: a reused slot inherits nothing */
-	__u8 family; /* AF_INET or AF_INET6 */
+	__u32 serial;  /* of the attachment: a reused slot inherits nothing */
+	__u8 family;   /* AF_INET or AF_INET6 */
 	__u8 protocol; /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
 	__u16 local_port;
 	__u16 remote_port;
@@ -125,17 +125,17 @@ struct sebpf_flow_value {
 /* Why a packet or connect was allowed or denied. */
 enum sebpf_reason {
 	SEBPF_REASON_ALLOW_MODE_DISABLED = 0,
-	SEBPF_REASON_ALLOW_RULE,	   /* an allow rule matched */
-	SEBPF_REASON_ALLOW_DEFAULT,	   /* denylist, nothing matched */
-	SEBPF_REASON_ALLOW_REPLY,	   /* reply on an inbound flow */
-	SEBPF_REASON_ALLOW_LOOPBACK,	   /* cgroup: loopback destination */
-	SEBPF_REASON_ALLOW_DNS_ENDPOINT,   /* the attachment's DNS endpoint */
-	SEBPF_REASON_ALLOW_LINK_LOCAL,	   /* ARP, ND, MLD, DHCP */
-	SEBPF_REASON_DENY_RULE,		   /* a deny rule matched */
-	SEBPF_REASON_DENY_DEFAULT,	   /* allowlist, nothing matched */
-	SEBPF_REASON_DENY_BLOCK_ALL,	   /* block_all mode */
-	SEBPF_REASON_DENY_NOT_IP,	   /* TC: neither IP nor ARP */
-	SEBPF_REASON_DENY_MALFORMED,	   /* truncated or invalid header */
+	SEBPF_REASON_ALLOW_RULE,	 /* an allow rule matched */
+	SEBPF_REASON_ALLOW_DEFAULT,	 /* denylist, nothing matched */
+	SEBPF_REASON_ALLOW_REPLY,	 /* reply on an inbound flow */
+	SEBPF_REASON_ALLOW_LOOPBACK,	 /* cgroup: loopback destination */
+	SEBPF_REASON_ALLOW_DNS_ENDPOINT, /* the attachment's DNS endpoint */
+	SEBPF_REASON_ALLOW_LINK_LOCAL,	 /* ARP, ND, MLD, DHCP */
+	SEBPF_REASON_DENY_RULE,		 /* a deny rule matched */
+	SEBPF_REASON_DENY_DEFAULT,	 /* allowlist, nothing matched */
+	SEBPF_REASON_DENY_BLOCK_ALL,	 /* block_all mode */
+	SEBPF_REASON_DENY_NOT_IP,	 /* TC: neither IP nor ARP */
+	SEBPF_REASON_DENY_MALFORMED,	 /* truncated or invalid header */
 	SEBPF_REASON_COUNT,
 };
 

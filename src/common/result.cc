@@ -4,14 +4,22 @@ namespace sebpf {
 
 std::string_view errc_name(Errc code) {
   switch (code) {
-    case Errc::kInvalidArgument: return "invalid argument";
-    case Errc::kNotFound: return "not found";
-    case Errc::kAlreadyExists: return "already exists";
-    case Errc::kPermissionDenied: return "permission denied";
-    case Errc::kUnsupported: return "unsupported";
-    case Errc::kResourceExhausted: return "resource exhausted";
-    case Errc::kFailedPrecondition: return "failed precondition";
-    case Errc::kInternal: return "internal error";
+    case Errc::kInvalidArgument:
+      return "invalid argument";
+    case Errc::kNotFound:
+      return "not found";
+    case Errc::kAlreadyExists:
+      return "already exists";
+    case Errc::kPermissionDenied:
+      return "permission denied";
+    case Errc::kUnsupported:
+      return "unsupported";
+    case Errc::kResourceExhausted:
+      return "resource exhausted";
+    case Errc::kFailedPrecondition:
+      return "failed precondition";
+    case Errc::kInternal:
+      return "internal error";
   }
   return "unknown error";
 }
@@ -21,24 +29,39 @@ Error Error::from_errno(int err, std::string_view what) {
   Errc code = Errc::kInternal;
   switch (err) {
     case EPERM:
-    case EACCES: code = Errc::kPermissionDenied; break;
+    case EACCES:
+      code = Errc::kPermissionDenied;
+      break;
     case ENOENT:
     case ENODEV:
     case ESRCH:
-    case ENXIO: code = Errc::kNotFound; break;
-    case EEXIST: code = Errc::kAlreadyExists; break;
-    case EINVAL: code = Errc::kInvalidArgument; break;
+    case ENXIO:
+      code = Errc::kNotFound;
+      break;
+    case EEXIST:
+      code = Errc::kAlreadyExists;
+      break;
+    case EINVAL:
+      code = Errc::kInvalidArgument;
+      break;
     case ENOSPC:
     case E2BIG:
     case ENOMEM:
     case EMFILE:
-    case ENFILE: code = Errc::kResourceExhausted; break;
+    case ENFILE:
+      code = Errc::kResourceExhausted;
+      break;
     case EOPNOTSUPP:
     case ENOSYS:
     case EPROTONOSUPPORT:
-    case EAFNOSUPPORT: code = Errc::kUnsupported; break;
-    case EBUSY: code = Errc::kFailedPrecondition; break;
-    default: break;
+    case EAFNOSUPPORT:
+      code = Errc::kUnsupported;
+      break;
+    case EBUSY:
+      code = Errc::kFailedPrecondition;
+      break;
+    default:
+      break;
   }
   std::string msg(what);
   msg += ": ";

@@ -47,7 +47,7 @@ class [[nodiscard]] Error {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -92,10 +92,10 @@ inline Status ok_status() { return {}; }
 #define SEBPF_CONCAT(a, b) SEBPF_CONCAT_INNER(a, b)
 
 // Returns the error of a failed Status/Result from the enclosing function.
-#define SEBPF_RETURN_IF_ERROR(expr)                              \
-  do {                                                           \
-    auto&& sebpf_status_ = (expr);                               \
-    if (!sebpf_status_.ok()) return sebpf_status_.error();       \
+#define SEBPF_RETURN_IF_ERROR(expr)                        \
+  do {                                                     \
+    auto&& sebpf_status_ = (expr);                         \
+    if (!sebpf_status_.ok()) return sebpf_status_.error(); \
   } while (0)
 
 // Declares `lhs` from a Result's value, or returns its error.

@@ -41,12 +41,12 @@ Attachment to_attachment(const AttachmentRecord& record) {
 
 Status encode_dns_endpoint(const DnsEndpoint& dns, sebpf_attachment& value) {
   if (dns.v4 && dns.v4->family() != net::Family::kIPv4) {
-    return Error(Errc::kInvalidArgument, "dns endpoint v4 address " + dns.v4->to_string() +
-                                             " is not an IPv4 address");
+    return Error(Errc::kInvalidArgument,
+                 "dns endpoint v4 address " + dns.v4->to_string() + " is not an IPv4 address");
   }
   if (dns.v6 && dns.v6->family() != net::Family::kIPv6) {
-    return Error(Errc::kInvalidArgument, "dns endpoint v6 address " + dns.v6->to_string() +
-                                             " is not an IPv6 address");
+    return Error(Errc::kInvalidArgument,
+                 "dns endpoint v6 address " + dns.v6->to_string() + " is not an IPv6 address");
   }
   if ((dns.v4 || dns.v6) && dns.port == 0) {
     return Error(Errc::kInvalidArgument, "dns endpoint has an address but no port");
@@ -89,7 +89,8 @@ Status update(int fd, const AttachmentKey& key, const sebpf_attachment& value, u
   const void* k = key.kind == TargetKind::kCgroup ? static_cast<const void*>(&key.id)
                                                   : static_cast<const void*>(&ifindex);
   if (bpf_map_update_elem(fd, k, &value, flags) != 0) {
-    if (errno == EEXIST) return Error(Errc::kAlreadyExists, to_string(key) + " is attached already");
+    if (errno == EEXIST)
+      return Error(Errc::kAlreadyExists, to_string(key) + " is attached already");
     if (errno == ENOENT) return Error(Errc::kNotFound, to_string(key) + " is not attached");
     return map_error(errno, "write attachment " + to_string(key),
                      "the attachment table is full; raise max_attachments");

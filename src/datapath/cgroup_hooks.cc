@@ -62,8 +62,9 @@ Status CgroupHooks::detach(uint64_t cgroup_id) {
   if (!links_dir_.empty()) {
     std::error_code ec;
     fs::remove_all(dir_for(cgroup_id), ec);
-    if (ec) return Error::from_errno(ec.value(), "remove pinned links of cgroup " +
-                                                     std::to_string(cgroup_id));
+    if (ec)
+      return Error::from_errno(ec.value(),
+                               "remove pinned links of cgroup " + std::to_string(cgroup_id));
   }
   return ok_status();
 }

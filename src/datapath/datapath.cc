@@ -158,10 +158,9 @@ Status Datapath::Impl::load() {
       AttachmentMapFds{bpf_map__fd(m->sebpf_cg_attach), bpf_map__fd(m->sebpf_if_attach),
                        bpf_map__fd(m->sebpf_counters), bpf_map__fd(m->sebpf_meta)},
       config.max_attachments);
-  rules = std::make_unique<RuleStore>(RuleMapFds{bpf_map__fd(m->sebpf_host4),
-                                                 bpf_map__fd(m->sebpf_host6),
-                                                 bpf_map__fd(m->sebpf_prefix4),
-                                                 bpf_map__fd(m->sebpf_prefix6)});
+  rules = std::make_unique<RuleStore>(
+      RuleMapFds{bpf_map__fd(m->sebpf_host4), bpf_map__fd(m->sebpf_host6),
+                 bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)});
   SEBPF_ASSIGN_OR_RETURN(RcuBarrier b, RcuBarrier::create(bpf_map__fd(m->sebpf_barrier)));
   barrier.emplace(std::move(b));
   auto* p = &skel->progs;
@@ -176,8 +175,8 @@ Status Datapath::Impl::load() {
   if (adopted) return adopt_attachments();
 
   const uint32_t zero = 0;
-  const sebpf_meta meta{SEBPF_ABI_VERSION, config.max_attachments, config.max_host_rules,
-                        config.max_prefix_rules, config.max_flows, 1};
+  const sebpf_meta meta{SEBPF_ABI_VERSION,       config.max_attachments, config.max_host_rules,
+                        config.max_prefix_rules, config.max_flows,       1};
   if (bpf_map_update_elem(bpf_map__fd(m->sebpf_meta), &zero, &meta, BPF_ANY) != 0) {
     return Error::from_errno(errno, "write meta map");
   }
@@ -322,9 +321,8 @@ Result<Attachment> Datapath::attach_cgroup(const std::string& path, const Attach
   const AttachmentKey key{TargetKind::kCgroup, cgroup.id};
   sebpf_attachment value{};
   value.flags = SEBPF_ATT_F_CGROUP;
-  auto result = impl_->finish_attach(key, value, options, [&] {
-    return impl_->cgroup_hooks->attach(cgroup.id, cgroup.fd.get());
-  });
+  auto result = impl_->finish_attach(
+      key, value, options, [&] { return impl_->cgroup_hooks->attach(cgroup.id, cgroup.fd.get()); });
   if (!result.ok()) return result.error().wrap("attach cgroup " + path);
   return result;
 }
@@ -399,8 +397,7 @@ Status Datapath::remove_rule(const AttachmentKey& key, const net::IpPrefix& pref
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
   SEBPF_ASSIGN_OR_RETURN(auto existing, impl_->rules->read(att.ruleset, prefix));
   auto missing = [&] {
-    return Error(Errc::kNotFound, "no " +
-                                      (action ? std::string(action_name(*action)) + " " : "") +
+    return Error(Errc::kNotFound, "no " + (action ? std::string(action_name(*action)) + " " : "") +
                                       "rule for " + prefix.to_string() + " on " + to_string(key));
   };
   if (!existing) return missing();
@@ -469,7 +466,8 @@ Result<size_t> Datapath::sweep() {
   size_t removed = 0;
   for (const auto& owned : all) {
     const bool orphan = in_use.count(owned.ruleset) == 0;
-    const bool expired = owned.entry.value.allow_until <= now && owned.entry.value.deny_until <= now;
+    const bool expired =
+        owned.entry.value.allow_until <= now && owned.entry.value.deny_until <= now;
     if (!orphan && !expired) continue;
     SEBPF_RETURN_IF_ERROR(impl_->rules->erase(owned.ruleset, owned.entry.prefix));
     ++removed;
@@ -490,14 +488,22 @@ Status Datapath::destroy() {
 int Datapath::program_fd(Program program) const {
   auto* p = &impl_->skel->progs;
   switch (program) {
-    case Program::kConnect4: return bpf_program__fd(p->sebpf_connect4);
-    case Program::kConnect6: return bpf_program__fd(p->sebpf_connect6);
-    case Program::kSendmsg4: return bpf_program__fd(p->sebpf_sendmsg4);
-    case Program::kSendmsg6: return bpf_program__fd(p->sebpf_sendmsg6);
-    case Program::kCgroupEgress: return bpf_program__fd(p->sebpf_cg_out);
-    case Program::kCgroupIngress: return bpf_program__fd(p->sebpf_cg_in);
-    case Program::kTcGuard: return bpf_program__fd(p->sebpf_tc_guard);
-    case Program::kTcTrack: break;
+    case Program::kConnect4:
+      return bpf_program__fd(p->sebpf_connect4);
+    case Program::kConnect6:
+      return bpf_program__fd(p->sebpf_connect6);
+    case Program::kSendmsg4:
+      return bpf_program__fd(p->sebpf_sendmsg4);
+    case Program::kSendmsg6:
+      return bpf_program__fd(p->sebpf_sendmsg6);
+    case Program::kCgroupEgress:
+      return bpf_program__fd(p->sebpf_cg_out);
+    case Program::kCgroupIngress:
+      return bpf_program__fd(p->sebpf_cg_in);
+    case Program::kTcGuard:
+      return bpf_program__fd(p->sebpf_tc_guard);
+    case Program::kTcTrack:
+      break;
   }
   return bpf_program__fd(p->sebpf_tc_track);
 }

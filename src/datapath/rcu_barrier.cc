@@ -6,8 +6,8 @@ namespace sebpf::datapath {
 
 Result<RcuBarrier> RcuBarrier::create(int barrier_map_fd) {
   // Matches struct sebpf_barrier_inner in bpf/sebpf_maps.bpf.h.
-  UniqueFd inner(bpf_map_create(BPF_MAP_TYPE_ARRAY, "sebpf_barrier_i", sizeof(__u32),
-                                sizeof(__u32), 1, nullptr));
+  UniqueFd inner(bpf_map_create(BPF_MAP_TYPE_ARRAY, "sebpf_barrier_i", sizeof(__u32), sizeof(__u32),
+                                1, nullptr));
   if (!inner) return Error::from_errno(errno, "create the RCU barrier's inner map");
   return RcuBarrier(barrier_map_fd, std::move(inner));
 }

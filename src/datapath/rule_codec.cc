@@ -65,7 +65,8 @@ std::vector<RuleEntry> merge_rules(std::span<const Rule> rules) {
 
 std::vector<Rule> split_entry(const net::IpPrefix& prefix, const sebpf_rule& value) {
   std::vector<Rule> rules;
-  if (value.allow_until) rules.push_back({prefix, Action::kAllow, decode_expiry(value.allow_until)});
+  if (value.allow_until)
+    rules.push_back({prefix, Action::kAllow, decode_expiry(value.allow_until)});
   if (value.deny_until) rules.push_back({prefix, Action::kDeny, decode_expiry(value.deny_until)});
   return rules;
 }
@@ -104,12 +105,12 @@ Result<net::IpPrefix> prefix_of(const sebpf_host6_key& key) {
 
 Result<net::IpPrefix> prefix_of(const sebpf_prefix4_key& key) {
   return key_prefix(net::IpAddress::v4(key.addr),
-                   static_cast<int>(key.prefixlen) - SEBPF_RULESET_BITS);
+                    static_cast<int>(key.prefixlen) - SEBPF_RULESET_BITS);
 }
 
 Result<net::IpPrefix> prefix_of(const sebpf_prefix6_key& key) {
   return key_prefix(net::IpAddress::v6(v6_bytes(key.addr)),
-                   static_cast<int>(key.prefixlen) - SEBPF_RULESET_BITS);
+                    static_cast<int>(key.prefixlen) - SEBPF_RULESET_BITS);
 }
 
 }  // namespace sebpf::datapath

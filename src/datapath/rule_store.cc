@@ -14,10 +14,14 @@ constexpr const char* kPrefixFullHint =
 template <typename F>
 auto with_key(const RuleMapFds& fds, uint32_t ruleset, const net::IpPrefix& prefix, F&& f) {
   switch (rule_map_for(prefix)) {
-    case RuleMap::kHost4: return f(fds.host4, host4_key(ruleset, prefix), kHostFullHint);
-    case RuleMap::kHost6: return f(fds.host6, host6_key(ruleset, prefix), kHostFullHint);
-    case RuleMap::kPrefix4: return f(fds.prefix4, prefix4_key(ruleset, prefix), kPrefixFullHint);
-    case RuleMap::kPrefix6: break;
+    case RuleMap::kHost4:
+      return f(fds.host4, host4_key(ruleset, prefix), kHostFullHint);
+    case RuleMap::kHost6:
+      return f(fds.host6, host6_key(ruleset, prefix), kHostFullHint);
+    case RuleMap::kPrefix4:
+      return f(fds.prefix4, prefix4_key(ruleset, prefix), kPrefixFullHint);
+    case RuleMap::kPrefix6:
+      break;
   }
   return f(fds.prefix6, prefix6_key(ruleset, prefix), kPrefixFullHint);
 }
@@ -92,8 +96,7 @@ Status RuleStore::write(uint32_t ruleset, const RuleEntry& entry) {
   return with_key(fds_, ruleset, entry.prefix,
                   [&entry](int fd, const auto& key, const char* full_hint) -> Status {
                     if (bpf_map_update_elem(fd, &key, &entry.value, BPF_ANY) != 0) {
-                      return map_error(errno, "write rule " + entry.prefix.to_string(),
-                                       full_hint);
+                      return map_error(errno, "write rule " + entry.prefix.to_string(), full_hint);
                     }
                     return ok_status();
                   });
@@ -103,9 +106,15 @@ Status RuleStore::write_all(uint32_t ruleset, std::span<const RuleEntry> entries
   std::vector<RuleEntry> host4, host6;
   for (const RuleEntry& entry : entries) {
     switch (rule_map_for(entry.prefix)) {
-      case RuleMap::kHost4: host4.push_back(entry); break;
-      case RuleMap::kHost6: host6.push_back(entry); break;
-      default: SEBPF_RETURN_IF_ERROR(write(ruleset, entry)); break;
+      case RuleMap::kHost4:
+        host4.push_back(entry);
+        break;
+      case RuleMap::kHost6:
+        host6.push_back(entry);
+        break;
+      default:
+        SEBPF_RETURN_IF_ERROR(write(ruleset, entry));
+        break;
     }
   }
   SEBPF_RETURN_IF_ERROR(write_batch(fds_.host4, ruleset, host4, &host4_key));

@@ -96,8 +96,7 @@ Result<std::string> find_cgroup2_mount() {
 
 Result<CgroupDir> open_cgroup(const std::string& path) {
   if (path.empty() || path[0] != '/') {
-    return Error(Errc::kInvalidArgument,
-                 "cgroup path \"" + path + "\" must be an absolute path");
+    return Error(Errc::kInvalidArgument, "cgroup path \"" + path + "\" must be an absolute path");
   }
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) {
@@ -129,7 +128,8 @@ Result<CgroupDir> open_cgroup(const std::string& path) {
   uint64_t id = 0;
   std::memcpy(&id, handle.get()->f_handle, sizeof(id));
   // The hierarchy's root has the lowest id of all and no parent on the fs.
-  struct stat self {}, parent {};
+  struct stat self {
+  }, parent{};
   const std::string parent_path = std::filesystem::path(path).parent_path();
   if (fstat(fd.get(), &self) == 0 && stat(parent_path.c_str(), &parent) == 0 &&
       self.st_dev != parent.st_dev) {
@@ -208,8 +208,9 @@ Result<InterfaceInfo> lookup_interface(const std::string& name) {
       return InterfaceInfo{ifindex, true};
     case ARPHRD_LOOPBACK:
       return Error(Errc::kInvalidArgument,
-                   "\"" + name + "\" is the loopback interface; attach the workload's own "
-                                 "interface or its cgroup instead");
+                   "\"" + name +
+                       "\" is the loopback interface; attach the workload's own "
+                       "interface or its cgroup instead");
     default:
       return Error(Errc::kUnsupported, "interface \"" + name + "\" has link type " +
                                            std::to_string(req.ifr_hwaddr.sa_family) +

@@ -34,8 +34,8 @@ Status TcHooks::attach(uint32_t ifindex, TcDirection guard_direction) {
 
   auto attach_one = [&](bpf_tc_attach_point point, int prog_fd) {
     LIBBPF_OPTS(bpf_tc_hook, h, .ifindex = static_cast<int>(ifindex), .attach_point = point);
-    LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
-                .handle = handle_, .priority = priority_);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = handle_,
+                .priority = priority_);
     return bpf_tc_attach(&h, &opts);
   };
   err = attach_one(guard_point(guard_direction), guard_fd_);

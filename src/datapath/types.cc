@@ -12,10 +12,14 @@ BootClock::time_point BootClock::now() noexcept {
 
 std::string_view mode_name(Mode mode) {
   switch (mode) {
-    case Mode::kDisabled: return "disabled";
-    case Mode::kAllowlist: return "allowlist";
-    case Mode::kDenylist: return "denylist";
-    case Mode::kBlockAll: return "block_all";
+    case Mode::kDisabled:
+      return "disabled";
+    case Mode::kAllowlist:
+      return "allowlist";
+    case Mode::kDenylist:
+      return "denylist";
+    case Mode::kBlockAll:
+      return "block_all";
   }
   return "unknown";
 }
@@ -29,9 +33,7 @@ Result<Mode> parse_mode(std::string_view text) {
                    "\": expected disabled, allowlist, denylist or block_all");
 }
 
-std::string_view action_name(Action action) {
-  return action == Action::kAllow ? "allow" : "deny";
-}
+std::string_view action_name(Action action) { return action == Action::kAllow ? "allow" : "deny"; }
 
 std::string to_string(const AttachmentKey& key) {
   return (key.kind == TargetKind::kCgroup ? "cgroup:" : "ifindex:") + std::to_string(key.id);
@@ -39,19 +41,32 @@ std::string to_string(const AttachmentKey& key) {
 
 std::string_view reason_name(Reason reason) {
   switch (reason) {
-    case SEBPF_REASON_ALLOW_MODE_DISABLED: return "allow_mode_disabled";
-    case SEBPF_REASON_ALLOW_RULE: return "allow_rule";
-    case SEBPF_REASON_ALLOW_DEFAULT: return "allow_default";
-    case SEBPF_REASON_ALLOW_REPLY: return "allow_reply";
-    case SEBPF_REASON_ALLOW_LOOPBACK: return "allow_loopback";
-    case SEBPF_REASON_ALLOW_DNS_ENDPOINT: return "allow_dns_endpoint";
-    case SEBPF_REASON_ALLOW_LINK_LOCAL: return "allow_link_local";
-    case SEBPF_REASON_DENY_RULE: return "deny_rule";
-    case SEBPF_REASON_DENY_DEFAULT: return "deny_default";
-    case SEBPF_REASON_DENY_BLOCK_ALL: return "deny_block_all";
-    case SEBPF_REASON_DENY_NOT_IP: return "deny_not_ip";
-    case SEBPF_REASON_DENY_MALFORMED: return "deny_malformed";
-    case SEBPF_REASON_COUNT: break;
+    case SEBPF_REASON_ALLOW_MODE_DISABLED:
+      return "allow_mode_disabled";
+    case SEBPF_REASON_ALLOW_RULE:
+      return "allow_rule";
+    case SEBPF_REASON_ALLOW_DEFAULT:
+      return "allow_default";
+    case SEBPF_REASON_ALLOW_REPLY:
+      return "allow_reply";
+    case SEBPF_REASON_ALLOW_LOOPBACK:
+      return "allow_loopback";
+    case SEBPF_REASON_ALLOW_DNS_ENDPOINT:
+      return "allow_dns_endpoint";
+    case SEBPF_REASON_ALLOW_LINK_LOCAL:
+      return "allow_link_local";
+    case SEBPF_REASON_DENY_RULE:
+      return "deny_rule";
+    case SEBPF_REASON_DENY_DEFAULT:
+      return "deny_default";
+    case SEBPF_REASON_DENY_BLOCK_ALL:
+      return "deny_block_all";
+    case SEBPF_REASON_DENY_NOT_IP:
+      return "deny_not_ip";
+    case SEBPF_REASON_DENY_MALFORMED:
+      return "deny_malformed";
+    case SEBPF_REASON_COUNT:
+      break;
   }
   return "unknown";
 }

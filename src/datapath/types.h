@@ -88,7 +88,7 @@ struct Attachment {
 
 using Reason = sebpf_reason;
 using HookKind = sebpf_hook_kind;
-std::string_view reason_name(Reason reason);    // "allow_rule", "deny_default", ...
+std::string_view reason_name(Reason reason);     // "allow_rule", "deny_default", ...
 std::string_view hook_kind_name(HookKind hook);  // "packet", "socket"
 inline bool reason_is_deny(Reason reason) { return reason >= SEBPF_FIRST_DENY_REASON; }
 

@@ -115,8 +115,8 @@ std::string IpAddress::to_string() const {
 Result<IpPrefix> IpPrefix::make(const IpAddress& address, int length) {
   const std::string shown = address.to_string() + "/" + std::to_string(length);
   if (length < 0 || length > address.max_prefix_length()) {
-    return invalid_prefix(shown, "the prefix length must be 0 to " +
-                                     std::to_string(address.max_prefix_length()));
+    return invalid_prefix(
+        shown, "the prefix length must be 0 to " + std::to_string(address.max_prefix_length()));
   }
   const IpAddress base = masked(address, length);
   if (base != address) {

@@ -179,7 +179,7 @@ TEST_P(VerdictTest, DnsEndpointAlwaysReachable) {
   EXPECT_TRUE(out(udp4("192.0.2.1", 5353)));
   EXPECT_TRUE(out(tcp4("192.0.2.1", 5353)));
   EXPECT_TRUE(out(udp6("2001:db8::1", 5353)));
-  EXPECT_FALSE(out(udp4("192.0.2.1", 53)));    // another port
+  EXPECT_FALSE(out(udp4("192.0.2.1", 53)));     // another port
   EXPECT_FALSE(out(udp4("192.0.2.99", 5353)));  // another address
   EXPECT_FALSE(out(icmp4("192.0.2.1")));        // not DNS
   EXPECT_EQ(count(SEBPF_REASON_ALLOW_DNS_ENDPOINT), 3U);
@@ -191,68 +191,110 @@ TEST_P(VerdictTest, DnsEndpointAlwaysReachable) {
 
 TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
   set_mode(Mode::kBlockAll);
-  PacketSpec ns = {.src = "fe80::2", .dst = "ff02::1:ff00:1", .l4 = L4::kIcmpv6,
-                   .icmp_type = 135, .hop_limit = 255};
+  PacketSpec ns = {.src = "fe80::2",
+                   .dst = "ff02::1:ff00:1",
+                   .l4 = L4::kIcmpv6,
+                   .icmp_type = 135,
+                   .hop_limit = 255};
   EXPECT_TRUE(out(ns));
   ns.icmp_type = 133;  // router solicitation
   ns.dst = "ff02::2";
   EXPECT_TRUE(out(ns));
   ns.hop_limit = 64;  // a routed "ND" packet is not ND
   EXPECT_FALSE(out(ns));
-  PacketSpec mld = {.src = "fe80::2", .dst = "ff02::16", .l4 = L4::kIcmpv6, .icmp_type = 143,
-                    .hop_limit = 1};
+  PacketSpec mld = {
+      .src = "fe80::2", .dst = "ff02::16", .l4 = L4::kIcmpv6, .icmp_type = 143, .hop_limit = 1};
   EXPECT_TRUE(out(mld));
   mld.dst = "2001:db8:1::1";  // MLD is link-scope only
   EXPECT_FALSE(out(mld));
-  PacketSpec dhcp = {.src = "0.0.0.0", .dst = "255.255.255.255", .l4 = L4::kUdp, .sport = 68,
-                     .dport = 67};
+  PacketSpec dhcp = {
+      .src = "0.0.0.0", .dst = "255.255.255.255", .l4 = L4::kUdp, .sport = 68, .dport = 67};
   EXPECT_TRUE(out(dhcp));
   dhcp.dst = "198.51.100.1";  // unicast DHCP can leave the link
   EXPECT_FALSE(out(dhcp));
-  PacketSpec dhcp6 = {.src = "fe80::2", .dst = "ff02::1:2", .l4 = L4::kUdp, .sport = 546,
-                      .dport = 547};
+  PacketSpec dhcp6 = {
+      .src = "fe80::2", .dst = "ff02::1:2", .l4 = L4::kUdp, .sport = 546, .dport = 547};
   EXPECT_TRUE(out(dhcp6));
   EXPECT_EQ(count(SEBPF_REASON_ALLOW_LINK_LOCAL), 5U);
 }
 
 TEST_P(VerdictTest, RepliesOnInboundFlowsPassTheAllowlist) {
   // Someone outside connects to the workload; its answers must get out.
-  in({.src = "203.0.113.50", .dst = self4(), .l4 = L4::kTcp, .sport = 51000, .dport = 22,
+  in({.src = "203.0.113.50",
+      .dst = self4(),
+      .l4 = L4::kTcp,
+      .sport = 51000,
+      .dport = 22,
       .tcp_flags = kTcpSyn});
-  EXPECT_TRUE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
-                   .dport = 51000, .tcp_flags = kTcpSynAck}));
-  EXPECT_TRUE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
-                   .dport = 51000, .tcp_flags = kTcpAck}));
+  EXPECT_TRUE(out({.src = self4(),
+                   .dst = "203.0.113.50",
+                   .l4 = L4::kTcp,
+                   .sport = 22,
+                   .dport = 51000,
+                   .tcp_flags = kTcpSynAck}));
+  EXPECT_TRUE(out({.src = self4(),
+                   .dst = "203.0.113.50",
+                   .l4 = L4::kTcp,
+                   .sport = 22,
+                   .dport = 51000,
+                   .tcp_flags = kTcpAck}));
   // Not another port of that host, nor the same port of another host.
-  EXPECT_FALSE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
-                    .dport = 51001, .tcp_flags = kTcpAck}));
-  EXPECT_FALSE(out({.src = self4(), .dst = "203.0.113.51", .l4 = L4::kTcp, .sport = 22,
-                    .dport = 51000, .tcp_flags = kTcpAck}));
+  EXPECT_FALSE(out({.src = self4(),
+                    .dst = "203.0.113.50",
+                    .l4 = L4::kTcp,
+                    .sport = 22,
+                    .dport = 51001,
+                    .tcp_flags = kTcpAck}));
+  EXPECT_FALSE(out({.src = self4(),
+                    .dst = "203.0.113.51",
+                    .l4 = L4::kTcp,
+                    .sport = 22,
+                    .dport = 51000,
+                    .tcp_flags = kTcpAck}));
   // UDP and ICMP echo, IPv6.
   in({.src = "2001:db8:1::50", .dst = self6(), .l4 = L4::kUdp, .sport = 5000, .dport = 6000});
-  EXPECT_TRUE(out({.src = self6(), .dst = "2001:db8:1::50", .l4 = L4::kUdp, .sport = 6000,
-                   .dport = 5000}));
+  EXPECT_TRUE(
+      out({.src = self6(), .dst = "2001:db8:1::50", .l4 = L4::kUdp, .sport = 6000, .dport = 5000}));
   in({.src = "198.51.100.50", .dst = self4(), .l4 = L4::kIcmp, .icmp_type = 8, .icmp_id = 77});
-  EXPECT_TRUE(out({.src = self4(), .dst = "198.51.100.50", .l4 = L4::kIcmp, .icmp_type = 0,
-                   .icmp_id = 77}));
-  EXPECT_FALSE(out({.src = self4(), .dst = "198.51.100.50", .l4 = L4::kIcmp, .icmp_type = 8,
+  EXPECT_TRUE(out(
+      {.src = self4(), .dst = "198.51.100.50", .l4 = L4::kIcmp, .icmp_type = 0, .icmp_id = 77}));
+  EXPECT_FALSE(out({.src = self4(),
+                    .dst = "198.51.100.50",
+                    .l4 = L4::kIcmp,
+                    .icmp_type = 8,
                     .icmp_id = 77}));  // a request of our own is no reply
   EXPECT_EQ(count(SEBPF_REASON_ALLOW_REPLY), 4U);
 }
 
 TEST_P(VerdictTest, OutboundSynAckDoesNotOpenAFlow) {
   // An inbound SYN-ACK answers something the workload started: no flow.
-  in({.src = "203.0.113.50", .dst = self4(), .l4 = L4::kTcp, .sport = 443, .dport = 40000,
+  in({.src = "203.0.113.50",
+      .dst = self4(),
+      .l4 = L4::kTcp,
+      .sport = 443,
+      .dport = 40000,
       .tcp_flags = kTcpSynAck});
-  EXPECT_FALSE(out({.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 40000,
-                    .dport = 443, .tcp_flags = kTcpAck}));
+  EXPECT_FALSE(out({.src = self4(),
+                    .dst = "203.0.113.50",
+                    .l4 = L4::kTcp,
+                    .sport = 40000,
+                    .dport = 443,
+                    .tcp_flags = kTcpAck}));
 }
 
 TEST_P(VerdictTest, ExplicitDenyAndBlockAllStopReplies) {
-  in({.src = "203.0.113.50", .dst = self4(), .l4 = L4::kTcp, .sport = 51000, .dport = 22,
+  in({.src = "203.0.113.50",
+      .dst = self4(),
+      .l4 = L4::kTcp,
+      .sport = 51000,
+      .dport = 22,
       .tcp_flags = kTcpSyn});
-  const PacketSpec reply = {.src = self4(), .dst = "203.0.113.50", .l4 = L4::kTcp, .sport = 22,
-                            .dport = 51000, .tcp_flags = kTcpAck};
+  const PacketSpec reply = {.src = self4(),
+                            .dst = "203.0.113.50",
+                            .l4 = L4::kTcp,
+                            .sport = 22,
+                            .dport = 51000,
+                            .tcp_flags = kTcpAck};
   EXPECT_TRUE(out(reply));
   deny("203.0.113.50");
   EXPECT_FALSE(out(reply));

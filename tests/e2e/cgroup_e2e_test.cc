@@ -33,8 +33,8 @@ class CgroupE2eTest : public E2eTest {
 };
 
 TEST_F(CgroupE2eTest, AllowlistLetsOnlyListedHostsThrough) {
-  attach(Mode::kAllowlist, {make_rule("198.51.100.2", Action::kAllow),
-                            make_rule("2001:db8::2", Action::kAllow)});
+  attach(Mode::kAllowlist,
+         {make_rule("198.51.100.2", Action::kAllow), make_rule("2001:db8::2", Action::kAllow)});
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
   EXPECT_EQ(in_cgroup([] { return udp_echo("198.51.100.2", kEchoPort, false); }), 0);
@@ -60,8 +60,8 @@ TEST_F(CgroupE2eTest, V4MappedAddressesAreJudgedAsIpv4) {
 }
 
 TEST_F(CgroupE2eTest, DenylistRefusesOnlyDeniedHosts) {
-  attach(Mode::kDenylist, {make_rule("198.51.100.3", Action::kDeny),
-                           make_rule("2001:db8::3", Action::kDeny)});
+  attach(Mode::kDenylist,
+         {make_rule("198.51.100.3", Action::kDeny), make_rule("2001:db8::3", Action::kDeny)});
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
   EXPECT_EQ(in_cgroup([] { return udp_echo("203.0.113.2", kEchoPort, false); }), 0);
@@ -125,7 +125,8 @@ TEST_F(CgroupE2eTest, InboundConnectionsGetTheirRepliesThroughAnAllowlist) {
   });
   EXPECT_EQ(topo_->run_in_peer([] {
     return wait_for_tcp("198.51.100.1", kEchoPort + 1, std::chrono::seconds(5)) ? 0 : 1;
-  }), 0);
+  }),
+            0);
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort + 1); }), 0);
   EXPECT_EQ(topo_->run_in_peer([] { return udp_echo("198.51.100.1", kEchoPort + 1, false); }), 0);
   // But the workload itself still cannot open anything.

@@ -92,8 +92,10 @@ TEST_F(DatapathApiTest, FullRuleTableIsReportedAndAFailedReplaceKeepsTheOldPolic
   auto att = dp_->attach_cgroup(cgroup_->path(), {});
   ASSERT_TRUE(att.ok());
   std::vector<datapath::Rule> few, many;
-  for (int i = 1; i <= 3; ++i) few.push_back(make_rule("192.0.2." + std::to_string(i), Action::kAllow));
-  for (int i = 1; i <= 20; ++i) many.push_back(make_rule("198.51.100." + std::to_string(i), Action::kAllow));
+  for (int i = 1; i <= 3; ++i)
+    few.push_back(make_rule("192.0.2." + std::to_string(i), Action::kAllow));
+  for (int i = 1; i <= 20; ++i)
+    many.push_back(make_rule("198.51.100." + std::to_string(i), Action::kAllow));
   ok(dp_->replace_policy(att->key, Mode::kAllowlist, few));
   auto full = dp_->replace_policy(att->key, Mode::kDenylist, many);
   ASSERT_FALSE(full.ok());
@@ -106,7 +108,8 @@ TEST_F(DatapathApiTest, FullRuleTableIsReportedAndAFailedReplaceKeepsTheOldPolic
   EXPECT_EQ(dp_->attachment(att->key)->mode, Mode::kAllowlist);
 
   std::vector<datapath::Rule> prefixes;
-  for (int i = 0; i < 5; ++i) prefixes.push_back(make_rule("10." + std::to_string(i) + ".0.0/16", Action::kDeny));
+  for (int i = 0; i < 5; ++i)
+    prefixes.push_back(make_rule("10." + std::to_string(i) + ".0.0/16", Action::kDeny));
   auto prefix_full = dp_->add_rules(att->key, prefixes);
   ASSERT_FALSE(prefix_full.ok());
   EXPECT_NE(prefix_full.error().message().find("max_prefix_rules"), std::string::npos);

@@ -27,7 +27,8 @@ class E2eTest : public ::testing::Test {
     SEBPF_REQUIRE_PRIVILEGES();
     const std::string in_use = test_ranges_in_use();
     ASSERT_TRUE(in_use.empty()) << "the test address ranges are already in use on this host, "
-                                   "so test traffic could leave it: " << in_use;
+                                   "so test traffic could leave it: "
+                                << in_use;
     topo_ = std::make_unique<Topology>();
     cgroup_ = std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag());
   }

@@ -48,8 +48,10 @@ class PinningE2eTest : public E2eTest {
     auto loader = std::make_unique<Child>([&, ready] {
       auto dp = open_pinned();
       if (!dp.ok()) return 1;
-      auto cg = (*dp)->attach_cgroup(cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
-      auto tc = (*dp)->attach_interface(topo_->host_if(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
+      auto cg = (*dp)->attach_cgroup(cgroup_->path(),
+                                     {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
+      auto tc = (*dp)->attach_interface(topo_->host_if(),
+                                        {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
       if (!cg.ok() || !tc.ok()) return 2;
       if (!(*dp)->add_rule(cg->key, make_rule("198.51.100.2", Action::kAllow)).ok()) return 3;
       if (!(*dp)->add_rule(tc->key, make_rule("198.51.100.1", Action::kAllow)).ok()) return 4;
@@ -69,9 +71,9 @@ class PinningE2eTest : public E2eTest {
     EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
     EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
     EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
-    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort,
-                                                      milliseconds(700)); }),
-              ETIMEDOUT);
+    EXPECT_EQ(
+        topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
+        ETIMEDOUT);
   }
 
   std::string pin_dir_;

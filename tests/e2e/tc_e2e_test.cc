@@ -20,9 +20,11 @@ class TcE2eTest : public E2eTest {
     open_private();
   }
 
-  datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules,
-                                 datapath::TcDirection direction = datapath::TcDirection::kIngress) {
-    auto att = dp_->attach_interface(topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction});
+  datapath::AttachmentKey attach(
+      Mode mode, const std::vector<datapath::Rule>& rules,
+      datapath::TcDirection direction = datapath::TcDirection::kIngress) {
+    auto att =
+        dp_->attach_interface(topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction});
     EXPECT_TRUE(att.ok()) << att.error().message();
     if (!att.ok()) return {};
     EXPECT_TRUE(dp_->replace_policy(att->key, mode, rules).ok());
@@ -38,13 +40,11 @@ TEST_F(TcE2eTest, AllowlistDropsWhatIsNotListed) {
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
   EXPECT_EQ(guest([] { return udp_echo("198.51.100.1", kEchoPort, false); }), 0);
   EXPECT_EQ(guest([] { return ping("198.51.100.1"); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
-            ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
   EXPECT_EQ(guest([] { return udp_echo("203.0.113.1", kEchoPort, false, milliseconds(700)); }),
             ETIMEDOUT);
   EXPECT_NE(guest([] { return ping("203.0.113.1"); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort, milliseconds(700)); }),
-            ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
 }
 
 TEST_F(TcE2eTest, Ipv6WorksOnceAllowedBecauseNeighbourDiscoveryPasses) {
@@ -52,16 +52,17 @@ TEST_F(TcE2eTest, Ipv6WorksOnceAllowedBecauseNeighbourDiscoveryPasses) {
   EXPECT_EQ(guest([] { return tcp_echo("2001:db8::1", kEchoPort); }), 0);
   EXPECT_EQ(guest([] { return udp_echo("2001:db8::1", kEchoPort, false); }), 0);
   EXPECT_EQ(guest([] { return ping("2001:db8::1"); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
 }
 
 TEST_F(TcE2eTest, DenylistAndBlockAll) {
   const auto key = attach(Mode::kDenylist, {make_rule("203.0.113.0/24", Action::kDeny)});
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
-            ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
   ok(dp_->set_mode(key, Mode::kBlockAll));
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
   ok(dp_->set_mode(key, Mode::kDisabled));
   EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
@@ -73,7 +74,8 @@ TEST_F(TcE2eTest, HostCanStillConnectIntoTheGuest) {
   EXPECT_EQ(udp_echo("198.51.100.2", kEchoPort, false), 0);
   EXPECT_EQ(ping("198.51.100.2"), 0);
   EXPECT_EQ(tcp_echo("2001:db8::2", kEchoPort), 0);
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
 }
 
 TEST_F(TcE2eTest, GuardOnTheEgressHookWhenConfigured) {
@@ -87,7 +89,8 @@ TEST_F(TcE2eTest, GuardOnTheEgressHookWhenConfigured) {
 
 TEST_F(TcE2eTest, DetachRestoresTraffic) {
   const auto key = attach(Mode::kBlockAll, {});
-  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }), ETIMEDOUT);
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
   ok(dp_->detach(key));
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
 }

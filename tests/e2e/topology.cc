@@ -27,8 +27,8 @@ Topology::Topology() : tag_(std::to_string(getpid() % 100000)) {
   for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
     add_address("", host_if(), cidr);
   }
-  for (const char* cidr :
-       {"198.51.100.2/24", "198.51.100.3/24", "203.0.113.2/24", "2001:db8::2/64", "2001:db8::3/64"}) {
+  for (const char* cidr : {"198.51.100.2/24", "198.51.100.3/24", "203.0.113.2/24", "2001:db8::2/64",
+                           "2001:db8::3/64"}) {
     add_address(ns_->name(), peer_if(), cidr);
   }
 }
@@ -45,8 +45,9 @@ void Topology::start_peer_server() {
     if (!ns_->enter()) return 80;
     serve_echo(kEchoPort);
   });
-  ASSERT_TRUE(run_in_peer([] { return wait_for_tcp("198.51.100.2", kEchoPort,
-                                                   std::chrono::seconds(5)) ? 0 : 1; }) == 0)
+  ASSERT_TRUE(run_in_peer([] {
+                return wait_for_tcp("198.51.100.2", kEchoPort, std::chrono::seconds(5)) ? 0 : 1;
+              }) == 0)
       << "echo server in the test namespace did not come up";
 }
 

@@ -70,7 +70,7 @@ std::vector<uint8_t> build_packet(const PacketSpec& s) {
     p.push_back(0x45);
     p.push_back(0);
     put16(p, static_cast<uint16_t>(20 + l4.size()));
-    put16(p, 1);                                                 // id
+    put16(p, 1);                                                      // id
     put16(p, s.non_first_fragment ? static_cast<uint16_t>(185) : 0);  // offset in 8-byte units
     p.push_back(s.hop_limit);
     p.push_back(static_cast<uint8_t>(s.l4));

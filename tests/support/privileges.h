@@ -13,8 +13,8 @@ std::string missing_privileges();
 
 }  // namespace sebpf::testing
 
-#define SEBPF_REQUIRE_PRIVILEGES()                                                  \
-  do {                                                                              \
-    const std::string sebpf_why_ = ::sebpf::testing::missing_privileges();          \
+#define SEBPF_REQUIRE_PRIVILEGES()                                                      \
+  do {                                                                                  \
+    const std::string sebpf_why_ = ::sebpf::testing::missing_privileges();              \
     if (!sebpf_why_.empty()) GTEST_SKIP() << "privileged test skipped: " << sebpf_why_; \
   } while (0)

@@ -95,8 +95,7 @@ int udp_echo(const std::string& addr, uint16_t port, bool connected, millisecond
     } else if (send(fd, msg, sizeof(msg), 0) < 0) {
       result = errno;
     }
-  } else if (sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len) <
-             0) {
+  } else if (sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len) < 0) {
     result = errno;
   }
   if (result == 0) {
@@ -154,8 +153,10 @@ void serve_echo(uint16_t port) {
       } else if (fds[i].fd == udp) {
         sockaddr_storage from{};
         socklen_t len = sizeof(from);
-        const ssize_t n = recvfrom(udp, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &len);
-        if (n > 0) sendto(udp, buf, static_cast<size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), len);
+        const ssize_t n =
+            recvfrom(udp, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &len);
+        if (n > 0)
+          sendto(udp, buf, static_cast<size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), len);
       } else {
         const ssize_t n = recv(fds[i].fd, buf, sizeof(buf), 0);
         if (n <= 0) {

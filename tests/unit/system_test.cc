@@ -50,8 +50,7 @@ TEST(SystemTest, InterfaceErrors) {
   EXPECT_EQ(unknown.error().code(), Errc::kNotFound);
   EXPECT_EQ(lookup_interface("").error().code(), Errc::kInvalidArgument);
   EXPECT_EQ(lookup_interface("a/b").error().code(), Errc::kInvalidArgument);
-  EXPECT_EQ(lookup_interface("way-too-long-interface-name").error().code(),
-            Errc::kInvalidArgument);
+  EXPECT_EQ(lookup_interface("way-too-long-interface-name").error().code(), Errc::kInvalidArgument);
   auto lo = lookup_interface("lo");
   ASSERT_FALSE(lo.ok());
   EXPECT_NE(lo.error().message().find("loopback"), std::string::npos);
