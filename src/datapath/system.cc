@@ -78,9 +78,9 @@ Status check_privileges() {
                    " (missing from this process's effective capabilities)");
 }
 
-Result<std::string> find_cgroup2_mount() {
-  std::ifstream mounts("/proc/mounts");
-  if (!mounts) return Error::from_errno(errno, "open /proc/mounts");
+Result<std::string> find_cgroup2_mount(const std::string& mounts_file) {
+  std::ifstream mounts(mounts_file);
+  if (!mounts) return Error::from_errno(errno, "open " + mounts_file);
   std::string line;
   while (std::getline(mounts, line)) {
     std::istringstream fields(line);
@@ -89,9 +89,10 @@ Result<std::string> find_cgroup2_mount() {
     if (fstype == "cgroup2") return unescape_mount_field(target);
   }
   return Error(Errc::kUnsupported,
-               "no cgroup v2 hierarchy is mounted (none in /proc/mounts); mount one with "
-               "\"mount -t cgroup2 none /sys/fs/cgroup/unified\" or boot with "
-               "systemd.unified_cgroup_hierarchy=1");
+               "no cgroup v2 hierarchy is mounted (none in " + mounts_file +
+                   "); mount one with "
+                   "\"mount -t cgroup2 none /sys/fs/cgroup/unified\" or boot with "
+                   "systemd.unified_cgroup_hierarchy=1");
 }
 
 Result<CgroupDir> open_cgroup(const std::string& path) {

@@ -17,7 +17,7 @@ Status check_privileges();
 
 // The mount point of the cgroup v2 hierarchy, read from /proc/mounts (it is
 // /sys/fs/cgroup on most systems, /sys/fs/cgroup/unified on hybrid ones).
-Result<std::string> find_cgroup2_mount();
+Result<std::string> find_cgroup2_mount(const std::string& mounts_file = "/proc/mounts");
 
 // A cgroup v2 directory, opened, with its id (what bpf_get_current_cgroup_id
 // returns for tasks in it).

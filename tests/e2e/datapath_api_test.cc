@@ -1,5 +1,9 @@
 // The library's answers to bad input and full tables, with a real kernel:
 // each is a clear error, and a failed call changes nothing.
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "e2e_fixture.h"
@@ -56,6 +60,36 @@ TEST_F(DatapathApiTest, AttachErrorsNameTheProblem) {
   EXPECT_EQ(twice.error().code(), Errc::kAlreadyExists);
   ASSERT_TRUE(dp_->attach_interface(topo_->host_if(), {}).ok());
   EXPECT_EQ(dp_->attach_interface(topo_->host_if(), {}).error().code(), Errc::kAlreadyExists);
+}
+
+// Root without CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN (a container's
+// root, say) is told which capabilities it lacks.
+TEST_F(DatapathApiTest, MissingCapabilitiesAreNamed) {
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const int rc = run_in_child([&] {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    if (syscall(SYS_capget, &header, data) != 0) return 10;
+    for (int cap : {CAP_SYS_ADMIN, CAP_NET_ADMIN, 39 /* CAP_BPF */}) {
+      data[cap / 32].effective &= ~(1U << (cap % 32));
+    }
+    if (syscall(SYS_capset, &header, data) != 0) return 11;
+    datapath::Config config;
+    config.pin_dir = "";
+    auto dp = datapath::Datapath::open(config);
+    if (dp.ok()) return 12;
+    const std::string& msg = dp.error().message();
+    if (write(out[1], msg.data(), msg.size()) < 0) return 13;
+    return dp.error().code() == Errc::kPermissionDenied ? 0 : 14;
+  });
+  close(out[1]);
+  char buf[512] = {};
+  const ssize_t n = read(out[0], buf, sizeof(buf) - 1);
+  close(out[0]);
+  EXPECT_EQ(rc, 0);
+  const std::string msg(buf, n > 0 ? static_cast<size_t>(n) : 0);
+  EXPECT_NE(msg.find("CAP_BPF and CAP_NET_ADMIN"), std::string::npos) << msg;
 }
 
 TEST_F(DatapathApiTest, UnknownAttachmentIsNotFoundEverywhere) {

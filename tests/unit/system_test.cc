@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
+
 #include "datapath/types.h"
 
 namespace sebpf::datapath {
@@ -13,6 +16,24 @@ TEST(SystemTest, FindsTheCgroup2MountFromProcMounts) {
   auto mount = find_cgroup2_mount();
   if (!mount.ok()) GTEST_SKIP() << "this machine has no cgroup v2: " << mount.error().message();
   EXPECT_EQ(mount->front(), '/');
+}
+
+TEST(SystemTest, Cgroup2MountIsReadFromTheMountTable) {
+  const std::string path = ::testing::TempDir() + "/sebpf-mounts";
+  auto write = [&](const std::string& text) { std::ofstream(path, std::ios::trunc) << text; };
+  write(
+      "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n"
+      "cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n"
+      "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n");
+  EXPECT_EQ(*find_cgroup2_mount(path), "/sys/fs/cgroup/unified");
+  write("none /mnt/with\\040space cgroup2 rw 0 0\n");
+  EXPECT_EQ(*find_cgroup2_mount(path), "/mnt/with space");
+  write("cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n");
+  auto none = find_cgroup2_mount(path);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code(), Errc::kUnsupported);
+  EXPECT_NE(none.error().message().find("mount -t cgroup2"), std::string::npos);
+  std::remove(path.c_str());
 }
 
 TEST(SystemTest, CgroupPathErrors) {
