@@ -80,10 +80,12 @@ static const struct sebpf_decide_opts sebpf_socket_call = {
 
 /* --- cgroup socket calls ------------------------------------------------ */
 
-static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_sendmsg)
+/* The decision for a connect() or sendmsg() whose destination address is
+ * already in p. */
+static __always_inline int sebpf_sock_call(struct bpf_sock_addr *ctx, struct sebpf_pkt *p,
+					   int is_sendmsg)
 {
 	struct sebpf_attachment att;
-	struct sebpf_pkt p = {};
 	struct sebpf_decide_opts o = sebpf_socket_call;
 
 	/* Only an attached cgroup runs this program; no entry means the
@@ -91,31 +93,34 @@ static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_se
 	 * another cgroup. Fail closed. */
 	if (!sebpf_task_attachment(&att))
 		return 0;
-	p.family = AF_INET;
-	p.protocol = ctx->protocol;
-	p.has_l4 = 1;
-	p.dport = (__u16)ctx->user_port;
-	sebpf_set_addr4(p.daddr, ctx->user_ip4);
+	p->protocol = ctx->protocol;
+	p->has_l4 = 1;
+	p->dport = (__u16)ctx->user_port;
 	if (is_sendmsg) {
 		struct bpf_sock *sk = ctx->sk;
 
 		/* A UDP server answering with sendto() is replying. */
 		if (sk)
-			p.sport = bpf_htons((__u16)sk->src_port);
+			p->sport = bpf_htons((__u16)sk->src_port);
 		o.check_reply = 1;
 	}
-	return sebpf_decide(&att, &p, o);
+	return sebpf_decide(&att, p, o);
+}
+
+static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_sendmsg)
+{
+	struct sebpf_pkt p = {};
+
+	p.family = AF_INET;
+	sebpf_set_addr4(p.daddr, ctx->user_ip4);
+	return sebpf_sock_call(ctx, &p, is_sendmsg);
 }
 
 static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
-	struct sebpf_attachment att;
 	struct sebpf_pkt p = {};
-	struct sebpf_decide_opts o = sebpf_socket_call;
 	__u32 a[4];
 
-	if (!sebpf_task_attachment(&att))
-		return 0;
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
@@ -129,17 +134,7 @@ static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx, int is_se
 		p.family = AF_INET6;
 		sebpf_set_addr6(p.daddr, a);
 	}
-	p.protocol = ctx->protocol;
-	p.has_l4 = 1;
-	p.dport = (__u16)ctx->user_port;
-	if (is_sendmsg) {
-		struct bpf_sock *sk = ctx->sk;
-
-		if (sk)
-			p.sport = bpf_htons((__u16)sk->src_port);
-		o.check_reply = 1;
-	}
-	return sebpf_decide(&att, &p, o);
+	return sebpf_sock_call(ctx, &p, is_sendmsg);
 }
 
 SEC("cgroup/connect4")

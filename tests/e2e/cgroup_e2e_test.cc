@@ -18,9 +18,7 @@ class CgroupE2eTest : public E2eTest {
   void SetUp() override {
     E2eTest::SetUp();
     if (IsSkipped()) return;
-    topo_->start_peer_server();
-    topo_->start_host_server();
-    open_private();
+    start_servers_and_open();
   }
 
   datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules = {}) {

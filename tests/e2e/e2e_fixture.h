@@ -38,6 +38,14 @@ class E2eTest : public ::testing::Test {
     topo_.reset();
   }
 
+  // Echo servers on both sides and a private datapath: what traffic tests
+  // start from.
+  void start_servers_and_open() {
+    topo_->start_peer_server();
+    topo_->start_host_server();
+    open_private();
+  }
+
   void open_private() {
     datapath::Config config;
     config.pin_dir = "";
