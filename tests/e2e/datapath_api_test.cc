@@ -161,6 +161,27 @@ TEST_F(DatapathApiTest, AllSlotsTakenIsReportedAndLeavesNothingAttached) {
   EXPECT_EQ(dp_->attachments()->size(), 1U);
 }
 
+// The default sizes hold 1,024 attachments; the next one is refused clearly.
+TEST_F(DatapathApiTest, DefaultSizesHold1024Attachments) {
+  open_private();
+  ASSERT_EQ(dp_->config().max_attachments, 1024U);
+  std::vector<std::unique_ptr<TestCgroup>> cgroups;
+  for (int i = 0; i < 1025; ++i) {
+    cgroups.push_back(
+        std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag() + "/c" + std::to_string(i)));
+  }
+  for (int i = 0; i < 1024; ++i) {
+    auto att = dp_->attach_cgroup(cgroups[static_cast<size_t>(i)]->path(), {});
+    ASSERT_TRUE(att.ok()) << i << ": " << att.error().message();
+  }
+  auto over = dp_->attach_cgroup(cgroups.back()->path(), {});
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code(), Errc::kResourceExhausted);
+  EXPECT_NE(over.error().message().find("max_attachments"), std::string::npos);
+  EXPECT_EQ(dp_->attachments()->size(), 1024U);
+  dp_.reset();  // detaches all 1,024 before the cgroups go
+}
+
 TEST_F(DatapathApiTest, ManyRulesInABatchAndBack) {
   open_private();
   auto att = dp_->attach_cgroup(cgroup_->path(), {});
