@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   clang llvm libclang-rt-14-dev
   libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
+  libyaml-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tests: namespaces, traffic, tools they drive
   iproute2 iputils-ping procps util-linux

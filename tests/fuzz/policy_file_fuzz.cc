@@ -1,0 +1,19 @@
+// Arbitrary bytes as a policy file: parsing never crashes or throws, and a
+// file that parses selects deterministically.
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "policy/policy_file.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  auto file = sebpf::policy::parse_policy_file(text);
+  if (!file.ok()) {
+    if (file.error().code() != sebpf::Errc::kInvalidArgument) std::abort();
+    return 0;
+  }
+  const std::map<std::string, std::string> metadata = {{"role", "agent"}};
+  if (file->select(metadata) != file->select(metadata)) std::abort();
+  return 0;
+}
