@@ -131,6 +131,11 @@ int main() {
   const std::string tag = std::to_string(getpid());
   const std::string iface = "sebpfb" + tag.substr(tag.size() > 6 ? tag.size() - 6 : 0);
   testing::run_command({"ip", "link", "add", iface, "type", "veth", "peer", "name", iface + "p"});
+  // Removed on every way out of main, errors included.
+  struct LinkGuard {
+    std::string name;
+    ~LinkGuard() { testing::run_command({"ip", "link", "del", name}); }
+  } link_guard{iface};
   const uint32_t ifindex = if_nametoindex(iface.c_str());
   testing::TestCgroup cgroup("sebpf-bench-" + tag);
 
@@ -224,6 +229,5 @@ int main() {
               connect_bare, connect_hooked, connect_hooked - connect_bare);
 
   dp.reset();
-  testing::run_command({"ip", "link", "del", iface});
   return 0;
 }
