@@ -33,6 +33,14 @@ struct {
 	__type(value, struct sebpf_attachment);
 } sebpf_if_attach SEC(".maps");
 
+/* Userspace only: the name of each attached interface (struct sebpf_ifname). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct sebpf_ifname);
+} sebpf_if_names SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 131072);

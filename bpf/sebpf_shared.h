@@ -155,6 +155,13 @@ struct sebpf_counters {
 	__u64 count[SEBPF_HOOK_COUNT][SEBPF_REASON_COUNT];
 };
 
+/* The name an interface had when it was attached, by ifindex: lets a
+ * process adopting pinned state tell its interface from a new one that was
+ * given the same ifindex meanwhile. Userspace only. */
+struct sebpf_ifname {
+	char name[16]; /* IFNAMSIZ, NUL-terminated */
+};
+
 /* Written once into the meta map at first load; checked on adoption. */
 struct sebpf_meta {
 	__u32 abi_version;

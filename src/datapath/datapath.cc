@@ -89,7 +89,9 @@ struct Datapath::Impl {
   Status reuse_pinned_maps();
   Status pin_maps();
   Status adopt_attachments();
-  Status remove_attachment(const AttachmentRecord& record);
+  // unhook=false leaves the target alone: an ifindex that now names
+  // another interface.
+  Status remove_attachment(const AttachmentRecord& record, bool unhook = true);
   Result<Attachment> finish_attach(const AttachmentKey& key, sebpf_attachment value,
                                    const AttachOptions& options,
                                    const std::function<Status()>& hook_up);
@@ -137,6 +139,7 @@ Status Datapath::Impl::load() {
     auto* m = &skel->maps;
     bpf_map__set_max_entries(m->sebpf_cg_attach, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_if_attach, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_if_names, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
@@ -170,7 +173,7 @@ Status Datapath::Impl::load() {
       links_dir(config));
   tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
                                        bpf_program__fd(p->sebpf_tc_track), config.tc_handle,
-                                       config.tc_priority);
+                                       config.tc_priority, bpf_map__fd(m->sebpf_if_names));
 
   if (adopted) return adopt_attachments();
 
@@ -255,12 +258,19 @@ Status Datapath::Impl::adopt_attachments() {
       continue;
     }
     // Replacing our filters in place switches them to the new programs
-    // without a moment unfiltered.
+    // without a moment unfiltered. An ifindex reused by a new interface
+    // while no process held the state must not inherit the old policy.
     const Attachment a = to_attachment(r);
-    Status s = tc_hooks->attach(static_cast<uint32_t>(r.key.id), a.direction);
-    if (!s.ok()) {
-      notes.push_back(to_string(r.key) + " removed: " + s.error().message());
-      SEBPF_RETURN_IF_ERROR(remove_attachment(r));
+    const uint32_t ifindex = static_cast<uint32_t>(r.key.id);
+    std::string problem = tc_hooks->check_same_interface(ifindex);
+    const bool same_interface = problem.empty();
+    if (same_interface) {
+      Status s = tc_hooks->attach(ifindex, a.direction);
+      if (!s.ok()) problem = s.error().message();
+    }
+    if (!problem.empty()) {
+      notes.push_back(to_string(r.key) + " removed: " + problem);
+      SEBPF_RETURN_IF_ERROR(remove_attachment(r, same_interface));
     }
   }
   // Links left without a record: a detach was interrupted.
@@ -273,12 +283,14 @@ Status Datapath::Impl::adopt_attachments() {
 
 // Hooks off first, then the record, then its rules: a packet never finds
 // programs attached and no policy (which would fail closed, but needlessly).
-Status Datapath::Impl::remove_attachment(const AttachmentRecord& record) {
+Status Datapath::Impl::remove_attachment(const AttachmentRecord& record, bool unhook) {
   const Attachment a = to_attachment(record);
   if (record.key.kind == TargetKind::kCgroup) {
     SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(record.key.id));
-  } else {
+  } else if (unhook) {
     SEBPF_RETURN_IF_ERROR(tc_hooks->detach(static_cast<uint32_t>(record.key.id), a.direction));
+  } else {
+    tc_hooks->forget(static_cast<uint32_t>(record.key.id));
   }
   SEBPF_RETURN_IF_ERROR(table->erase(record.key));
   table->release_slot(record.value.slot);

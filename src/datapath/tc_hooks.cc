@@ -1,9 +1,14 @@
 #include "datapath/tc_hooks.h"
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <net/if.h>
 
 #include <cerrno>
+#include <cstring>
 #include <string>
+
+#include "datapath/shared_layout.h"
 
 namespace sebpf::datapath {
 namespace {
@@ -47,7 +52,26 @@ Status TcHooks::attach(uint32_t ifindex, TcDirection guard_direction) {
     if (created_qdisc) bpf_tc_hook_destroy(&hook);
     return Error::from_errno(err, "attach TC filter to " + where);
   }
+  sebpf_ifname name{};
+  if (if_indextoname(ifindex, name.name) != nullptr &&
+      bpf_map_update_elem(names_fd_, &ifindex, &name, BPF_ANY) != 0) {
+    const int update_err = errno;
+    (void)detach(ifindex, guard_direction);
+    return Error::from_errno(update_err, "record the name of " + where);
+  }
   return ok_status();
+}
+
+std::string TcHooks::check_same_interface(uint32_t ifindex) const {
+  char now[IF_NAMESIZE] = {};
+  if (if_indextoname(ifindex, now) == nullptr) return "the interface is gone";
+  sebpf_ifname then{};
+  if (bpf_map_lookup_elem(names_fd_, &ifindex, &then) == 0 &&
+      std::strncmp(then.name, now, sizeof(then.name)) != 0) {
+    return "interface " + std::string(then.name, strnlen(then.name, sizeof(then.name))) +
+           " is gone; its ifindex now belongs to " + now;
+  }
+  return "";
 }
 
 Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {
@@ -57,7 +81,10 @@ Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {
   if (err != 0) {
     return Error::from_errno(err, "detach TC filters from interface " + std::to_string(ifindex));
   }
+  forget(ifindex);
   return ok_status();
 }
+
+void TcHooks::forget(uint32_t ifindex) { bpf_map_delete_elem(names_fd_, &ifindex); }
 
 }  // namespace sebpf::datapath

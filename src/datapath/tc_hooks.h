@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "common/result.h"
 #include "datapath/types.h"
@@ -13,19 +14,34 @@ namespace sebpf::datapath {
 
 class TcHooks {
  public:
-  TcHooks(int guard_fd, int track_fd, uint32_t handle, uint32_t priority)
-      : guard_fd_(guard_fd), track_fd_(track_fd), handle_(handle), priority_(priority) {}
+  // names_fd: the sebpf_if_names map, where the name of each attached
+  // interface is kept so that a later process can tell its interface from a
+  // new one that got the same ifindex.
+  TcHooks(int guard_fd, int track_fd, uint32_t handle, uint32_t priority, int names_fd)
+      : guard_fd_(guard_fd),
+        track_fd_(track_fd),
+        handle_(handle),
+        priority_(priority),
+        names_fd_(names_fd) {}
 
   // Both filters or neither. Replaces filters of ours already there.
   Status attach(uint32_t ifindex, TcDirection guard_direction);
   // Removes our filters; an interface or filter that is gone is fine.
   Status detach(uint32_t ifindex, TcDirection guard_direction);
+  // Drops what we know of an ifindex without touching the interface that
+  // now has it.
+  void forget(uint32_t ifindex);
+
+  // Empty when `ifindex` is still the interface that was attached; else why
+  // not (gone, or its ifindex now names another interface).
+  std::string check_same_interface(uint32_t ifindex) const;
 
  private:
   int guard_fd_;
   int track_fd_;
   uint32_t handle_;
   uint32_t priority_;
+  int names_fd_;
 };
 
 }  // namespace sebpf::datapath

@@ -2,11 +2,13 @@
 // traffic is still filtered; a new process adopts the pinned state with no
 // gap, sees the same attachments and rules, and can change them.
 #include <bpf/bpf.h>
+#include <net/if.h>
 #include <unistd.h>
 
 #include <filesystem>
 
 #include "e2e_fixture.h"
+#include "support/process.h"
 
 namespace sebpf::testing {
 namespace {
@@ -145,6 +147,30 @@ TEST_F(PinningE2eTest, AttachmentsWhoseTargetsVanishedAreDroppedOnAdoption) {
   auto list = (*dp)->attachments();
   ASSERT_TRUE(list.ok());
   EXPECT_TRUE(list->empty());
+}
+
+// An interface deleted while no process held the state, and a new one
+// given its ifindex: the new interface must not inherit the old policy.
+TEST_F(PinningE2eTest, AReusedIfindexDoesNotInheritThePolicy) {
+  auto loader = start_loader();
+  loader->kill_now();
+  const unsigned ifindex = if_nametoindex(topo_->host_if().c_str());
+  ASSERT_GT(ifindex, 0U);
+  run_command({"ip", "link", "del", topo_->host_if()});
+  const std::string other = "sebpfr" + topo_->tag();
+  must_run({"ip", "link", "add", other, "index", std::to_string(ifindex), "type", "veth", "peer",
+            "name", other + "p"});
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  bool noted = false;
+  for (const auto& note : (*dp)->adoption_notes()) {
+    noted |= note.find("its ifindex now belongs to " + other) != std::string::npos;
+  }
+  EXPECT_TRUE(noted);
+  EXPECT_EQ(run_command({"tc", "filter", "show", "dev", other, "ingress"}).output.find("sebpf"),
+            std::string::npos);
+  EXPECT_EQ((*dp)->attachments()->size(), 1U);  // the cgroup stays
+  run_command({"ip", "link", "del", other});
 }
 
 TEST_F(PinningE2eTest, PinnedStateOfAnotherAbiIsRefused) {
