@@ -42,6 +42,7 @@ void ProgramTest::SetUp() {
   kind_ = GetParam();
   datapath::Config config;
   config.pin_dir = "";  // private: ends with the test
+  configure(config);
   auto dp = datapath::Datapath::open(config);
   ASSERT_TRUE(dp.ok()) << dp.error().message();
   dp_ = std::move(*dp);

@@ -29,6 +29,8 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
  protected:
   void SetUp() override;
   void TearDown() override;
+  // Load-time settings a test wants changed before the programs load.
+  virtual void configure(datapath::Config& /*config*/) {}
 
   // The program that sees the workload's outgoing packets, and the one that
   // sees what comes back in.

@@ -366,6 +366,33 @@ TEST_P(VerdictTest, ReplacePolicyIsAtomicForConcurrentPackets) {
   EXPECT_EQ(mixed.load(), 0) << "packets saw one policy's mode with the other's rules";
 }
 
+// The idle timeouts are load-time settings: a flow unused for longer no
+// longer lets replies through, and a reply refreshes it.
+class FlowIdleTest : public ProgramTest {
+ protected:
+  void configure(datapath::Config& config) override {
+    config.flow_idle_other = std::chrono::seconds(2);
+  }
+};
+
+TEST_P(FlowIdleTest, IdleFlowsStopCountingAsReplies) {
+  const PacketSpec request = {
+      .src = "203.0.113.50", .dst = self4(), .l4 = L4::kUdp, .sport = 5000, .dport = 6000};
+  const PacketSpec reply = {
+      .src = self4(), .dst = "203.0.113.50", .l4 = L4::kUdp, .sport = 6000, .dport = 5000};
+  in(request);
+  EXPECT_TRUE(out(reply));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_TRUE(out(reply));  // refreshes the flow (older than 1 s)
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_TRUE(out(reply));  // 1.2 s since the refresh: still within 2 s
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  EXPECT_FALSE(out(reply));
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, FlowIdleTest,
+                         ::testing::Values(ProgramKind::kTc, ProgramKind::kCgroupSkb), kind_name);
+
 INSTANTIATE_TEST_SUITE_P(Programs, VerdictTest,
                          ::testing::Values(ProgramKind::kTc, ProgramKind::kCgroupSkb), kind_name);
 
