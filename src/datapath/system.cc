@@ -128,11 +128,11 @@ Result<CgroupDir> open_cgroup(const std::string& path) {
   }
   uint64_t id = 0;
   std::memcpy(&id, handle.get()->f_handle, sizeof(id));
-  // The hierarchy's root has the lowest id of all and no parent on the fs.
+  // The hierarchy's root is the directory whose ".." lies on another
+  // filesystem (asked through the fd: "/x/" or "/x/." name the same dir).
   struct stat self {
   }, parent{};
-  const std::string parent_path = std::filesystem::path(path).parent_path();
-  if (fstat(fd.get(), &self) == 0 && stat(parent_path.c_str(), &parent) == 0 &&
+  if (fstat(fd.get(), &self) == 0 && fstatat(fd.get(), "..", &parent, 0) == 0 &&
       self.st_dev != parent.st_dev) {
     return Error(Errc::kInvalidArgument,
                  "\"" + path +

@@ -63,6 +63,11 @@ TEST(SystemTest, RefusesTheRootCgroup) {
   ASSERT_FALSE(root.ok());
   EXPECT_EQ(root.error().code(), Errc::kInvalidArgument);
   EXPECT_NE(root.error().message().find("whole host"), std::string::npos);
+  for (const std::string& spelled : {*mount + "/", *mount + "/.", *mount + "//"}) {
+    auto again = open_cgroup(spelled);
+    ASSERT_FALSE(again.ok()) << spelled;
+    EXPECT_NE(again.error().message().find("whole host"), std::string::npos) << spelled;
+  }
 }
 
 TEST(SystemTest, InterfaceErrors) {
