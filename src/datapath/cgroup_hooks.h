@@ -28,7 +28,6 @@ class CgroupHooks {
   Status attach(uint64_t cgroup_id, int cgroup_fd);
   // Detaches even when the cgroup is gone already.
   Status detach(uint64_t cgroup_id);
-  bool attached(uint64_t cgroup_id) const { return links_.count(cgroup_id) != 0; }
 
   // Takes over the pinned links of an earlier process and switches each to
   // our programs, atomically per link. Cgroups whose links are incomplete

@@ -57,6 +57,7 @@ Status TcHooks::attach(uint32_t ifindex, TcDirection guard_direction) {
       bpf_map_update_elem(names_fd_, &ifindex, &name, BPF_ANY) != 0) {
     const int update_err = errno;
     (void)detach(ifindex, guard_direction);
+    if (created_qdisc) bpf_tc_hook_destroy(&hook);
     return Error::from_errno(update_err, "record the name of " + where);
   }
   return ok_status();

@@ -75,16 +75,4 @@ std::string_view hook_kind_name(HookKind hook) {
   return hook == SEBPF_HOOK_PACKET ? "packet" : "socket";
 }
 
-uint64_t Counters::allowed(HookKind hook) const {
-  uint64_t n = 0;
-  for (int r = 0; r < SEBPF_FIRST_DENY_REASON; ++r) n += count[hook][r];
-  return n;
-}
-
-uint64_t Counters::denied(HookKind hook) const {
-  uint64_t n = 0;
-  for (int r = SEBPF_FIRST_DENY_REASON; r < SEBPF_REASON_COUNT; ++r) n += count[hook][r];
-  return n;
-}
-
 }  // namespace sebpf::datapath

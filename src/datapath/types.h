@@ -90,15 +90,12 @@ using Reason = sebpf_reason;
 using HookKind = sebpf_hook_kind;
 std::string_view reason_name(Reason reason);     // "allow_rule", "deny_default", ...
 std::string_view hook_kind_name(HookKind hook);  // "packet", "socket"
-inline bool reason_is_deny(Reason reason) { return reason >= SEBPF_FIRST_DENY_REASON; }
 
 // Per-attachment counters, summed over CPUs.
 struct Counters {
   std::array<std::array<uint64_t, SEBPF_REASON_COUNT>, SEBPF_HOOK_COUNT> count{};
 
   uint64_t get(HookKind hook, Reason reason) const { return count[hook][reason]; }
-  uint64_t allowed(HookKind hook) const;
-  uint64_t denied(HookKind hook) const;
 };
 
 struct Config {
