@@ -1,59 +1,17 @@
 #include "policy/policy_file.h"
 
-#include <yaml-cpp/yaml.h>
-
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "policy/domain_name.h"
+#include "policy/strict_yaml.h"
 
 namespace sebpf::policy {
 namespace {
 
-// yaml-cpp reports with exceptions; everything below throws this, and
-// parse_policy_file turns it into an Error at the one boundary.
-struct ParseError {
-  std::string message;
-};
-
-[[noreturn]] void fail(const YAML::Node& at, const std::string& what) {
-  const YAML::Mark mark = at.Mark();
-  throw ParseError{mark.is_null() ? what : "line " + std::to_string(mark.line + 1) + ": " + what};
-}
-
-std::string scalar(const YAML::Node& node, const std::string& what) {
-  if (!node.IsScalar()) fail(node, what + " must be a string");
-  return node.Scalar();
-}
-
-// A mapping's entries, refusing keys it does not know and keys given twice
-// (yaml-cpp would keep one silently).
-std::map<std::string, YAML::Node> entries(const YAML::Node& node, const std::string& what,
-                                          const std::set<std::string>& allowed) {
-  if (!node.IsMap()) fail(node, what + " must be a mapping");
-  std::map<std::string, YAML::Node> out;
-  for (const auto& kv : node) {
-    const std::string key = scalar(kv.first, "a key of " + what);
-    if (!allowed.empty() && !allowed.count(key)) {
-      std::string known;
-      for (const auto& k : allowed) known += (known.empty() ? "" : ", ") + k;
-      fail(kv.first, "unknown key \"" + key + "\" in " + what + " (known: " + known + ")");
-    }
-    if (!out.emplace(key, kv.second).second) {
-      fail(kv.first, "key \"" + key + "\" appears twice in " + what);
-    }
-  }
-  return out;
-}
-
-std::vector<std::string> scalar_list(const YAML::Node& node, const std::string& what) {
-  if (node.IsNull()) return {};
-  if (!node.IsSequence()) fail(node, what + " must be a list");
-  std::vector<std::string> out;
-  for (const auto& item : node) out.push_back(scalar(item, "an entry of " + what));
-  return out;
-}
+using strict_yaml::entries;
+using strict_yaml::fail;
+using strict_yaml::scalar;
+using strict_yaml::scalar_list;
 
 datapath::Mode mode_of(const YAML::Node& node, const std::string& what) {
   auto mode = datapath::parse_mode(scalar(node, what));
@@ -145,7 +103,8 @@ PolicyFile parse_root(const YAML::Node& root) {
 
 }  // namespace
 
-const PolicySpec* PolicyFile::select(const std::map<std::string, std::string>& metadata) const {
+std::optional<PolicySelection> PolicyFile::select(
+    const std::map<std::string, std::string>& metadata) const {
   for (const NamedPolicy& p : policies) {
     bool all = true;
     for (const auto& [k, v] : p.match) {
@@ -155,27 +114,22 @@ const PolicySpec* PolicyFile::select(const std::map<std::string, std::string>& m
         break;
       }
     }
-    if (all) return &p.spec;
+    if (all) return PolicySelection{p.name, &p.spec};
   }
-  return fallback ? &*fallback : nullptr;
+  if (fallback) return PolicySelection{"default", &*fallback};
+  return std::nullopt;
 }
 
 Result<PolicyFile> parse_policy_file(std::string_view yaml) {
-  try {
-    return parse_root(YAML::Load(std::string(yaml)));
-  } catch (const ParseError& e) {
-    return Error(Errc::kInvalidArgument, "policy file: " + e.message);
-  } catch (const YAML::Exception& e) {
-    return Error(Errc::kInvalidArgument, "policy file: " + std::string(e.what()));
-  }
+  PolicyFile file;
+  SEBPF_RETURN_IF_ERROR(strict_yaml::parse_strict_yaml(
+      yaml, "policy file", [&](const YAML::Node& root) { file = parse_root(root); }));
+  return file;
 }
 
 Result<PolicyFile> load_policy_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Error::from_errno(errno, "open policy file " + path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto file = parse_policy_file(text.str());
+  SEBPF_ASSIGN_OR_RETURN(std::string text, strict_yaml::read_text_file(path, "policy file"));
+  auto file = parse_policy_file(text);
   if (!file.ok()) return file.error().wrap(path);
   return file;
 }

@@ -48,13 +48,18 @@ struct NamedPolicy {
   PolicySpec spec;
 };
 
+struct PolicySelection {
+  std::string name;
+  const PolicySpec* spec = nullptr;  // points into the PolicyFile
+};
+
 struct PolicyFile {
   std::vector<NamedPolicy> policies;
   std::optional<PolicySpec> fallback;  // the file's "default:"
 
   // The first policy whose selectors all equal the metadata, else the
-  // default, else none.
-  const PolicySpec* select(const std::map<std::string, std::string>& metadata) const;
+  // default (named "default"), else none.
+  std::optional<PolicySelection> select(const std::map<std::string, std::string>& metadata) const;
 };
 
 Result<PolicyFile> parse_policy_file(std::string_view yaml);

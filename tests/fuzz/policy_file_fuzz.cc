@@ -14,6 +14,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   const std::map<std::string, std::string> metadata = {{"role", "agent"}};
-  if (file->select(metadata) != file->select(metadata)) std::abort();
+  const auto first = file->select(metadata);
+  const auto second = file->select(metadata);
+  if (first.has_value() != second.has_value()) std::abort();
+  if (first && (first->spec != second->spec || first->name != second->name)) std::abort();
   return 0;
 }

@@ -61,16 +61,20 @@ default:
   dns_mode: disabled
 )");
   ASSERT_TRUE(file.ok()) << file.error().message();
-  const PolicySpec* agent = file->select({{"role", "agent"}, {"tenant", "t1"}, {"vm", "7"}});
-  ASSERT_NE(agent, nullptr);
+  const auto agent_selection = file->select({{"role", "agent"}, {"tenant", "t1"}, {"vm", "7"}});
+  ASSERT_TRUE(agent_selection.has_value());
+  EXPECT_EQ(agent_selection->name, "agents");
+  const PolicySpec* agent = agent_selection->spec;
   EXPECT_EQ(agent->mode, Mode::kAllowlist);
   EXPECT_EQ(agent->allow_cidrs.size(), 2U);
   EXPECT_EQ(agent->deny_cidrs.front().to_string(), "198.51.100.7/32");
   EXPECT_EQ(agent->deny_domains.front(), "evil.example");
-  EXPECT_EQ(file->select({{"role", "builder"}})->mode, Mode::kDenylist);
+  EXPECT_EQ(file->select({{"role", "builder"}})->spec->mode, Mode::kDenylist);
   // A partial match is no match.
-  const PolicySpec* other = file->select({{"role", "agent"}, {"tenant", "t2"}});
-  ASSERT_NE(other, nullptr);
+  const auto other_selection = file->select({{"role", "agent"}, {"tenant", "t2"}});
+  ASSERT_TRUE(other_selection.has_value());
+  EXPECT_EQ(other_selection->name, "default");
+  const PolicySpec* other = other_selection->spec;
   EXPECT_EQ(other->mode, Mode::kBlockAll);
   EXPECT_EQ(other->dns_mode, Mode::kDisabled);
 }
@@ -78,7 +82,7 @@ default:
 TEST(PolicyFileTest, NoMatchAndNoDefaultSelectsNothing) {
   auto file = parse_policy_file("version: 1\npolicies:\n  - name: a\n    match: {x: y}\n");
   ASSERT_TRUE(file.ok()) << file.error().message();
-  EXPECT_EQ(file->select({}), nullptr);
+  EXPECT_FALSE(file->select({}).has_value());
 }
 
 TEST(PolicyFileTest, MistakesAreErrorsNamingTheLine) {

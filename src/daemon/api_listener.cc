@@ -1,0 +1,222 @@
+#include "daemon/api_listener.h"
+
+#include <grp.h>
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/server_posix.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <charconv>
+#include <filesystem>
+
+namespace sebpf::daemon {
+
+namespace {
+
+struct PeerCredentials {
+  pid_t pid = 0;
+  uint32_t uid = 0;
+  std::vector<uint32_t> gids;  // primary first, then supplementary
+};
+
+Result<PeerCredentials> peer_credentials(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return Error::from_errno(errno, "SO_PEERCRED");
+  }
+  PeerCredentials peer{cred.pid, cred.uid, {cred.gid}};
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      peer.gids.insert(peer.gids.end(), groups.begin(), groups.end());
+      return peer;
+    }
+    if (errno != ERANGE) return Error::from_errno(errno, "SO_PEERGROUPS");
+    groups.resize(len / sizeof(gid_t) + 1);
+  }
+  return Error(Errc::kInternal, "SO_PEERGROUPS kept growing");
+}
+
+Result<gid_t> resolve_group(const std::string& group) {
+  if (group.empty()) return gid_t{0};
+  gid_t gid = 0;
+  const auto [end, ec] = std::from_chars(group.data(), group.data() + group.size(), gid);
+  if (ec == std::errc() && end == group.data() + group.size()) return gid;
+  std::vector<char> buf(16384);
+  struct group entry {};
+  struct group* found = nullptr;
+  const int err = getgrnam_r(group.c_str(), &entry, buf.data(), buf.size(), &found);
+  if (err != 0) return Error::from_errno(err, "look up group " + group);
+  if (found == nullptr) {
+    return Error(Errc::kNotFound, "socket.group: there is no group named \"" + group + "\"");
+  }
+  return found->gr_gid;
+}
+
+}  // namespace
+
+bool PeerPolicy::allows(uint32_t uid, const std::vector<uint32_t>& gids) const {
+  if (uid == 0) return true;
+  if (std::find(allowed_uids.begin(), allowed_uids.end(), uid) != allowed_uids.end()) return true;
+  return std::any_of(gids.begin(), gids.end(), [&](uint32_t gid) {
+    return std::find(allowed_gids.begin(), allowed_gids.end(), gid) != allowed_gids.end();
+  });
+}
+
+// Answers every call, of any method, with PERMISSION_DENIED.
+class ApiListener::Refuser final : public grpc::CallbackGenericService {
+ public:
+  explicit Refuser(Logger& log) : log_(log) {}
+
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+    log_.warning("call_refused", {{"method", ctx->method()}, {"reason", kPeerNotAllowedReason}});
+    ctx->AddTrailingMetadata("superebpf-reason", kPeerNotAllowedReason);
+    class Reactor final : public grpc::ServerGenericBidiReactor {
+     public:
+      Reactor() {
+        Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                            std::string(kPeerNotAllowedReason) +
+                                ": this user may not use superebpfd (see socket.allowed_uids "
+                                "and socket.allowed_gids in the daemon's configuration)"));
+      }
+      void OnDone() override { delete this; }
+    };
+    return new Reactor;
+  }
+
+ private:
+  Logger& log_;
+};
+
+ApiListener::ApiListener(const ListenerOptions& options, Logger& log)
+    : options_(options), log_(log) {}
+
+Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& options,
+                                                        grpc::Service* service, Logger& log) {
+  const std::string& path = options.socket_path;
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    return Error(Errc::kInvalidArgument, "socket.path: longer than " +
+                                             std::to_string(sizeof addr.sun_path - 1) + " bytes");
+  }
+  SEBPF_ASSIGN_OR_RETURN(gid_t gid, resolve_group(options.socket_group));
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  if (ec) return Error(Errc::kFailedPrecondition, "create the socket's directory: " + ec.message());
+
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Error(Errc::kFailedPrecondition,
+                   "socket.path: " + path + " exists and is not a socket; not removing it");
+    }
+    // A daemon still serving it would answer a connect: refuse to steal it.
+    UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    addr.sun_family = AF_UNIX;
+    path.copy(addr.sun_path, path.size());
+    if (connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return Error(Errc::kAlreadyExists,
+                   "socket.path: another superebpfd is serving " + path + " already");
+    }
+    unlink(path.c_str());
+  }
+
+  std::unique_ptr<ApiListener> self(new ApiListener(options, log));
+  self->listen_fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!self->listen_fd_) return Error::from_errno(errno, "create the API socket");
+  addr = {};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, path.size());
+  if (bind(self->listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error::from_errno(errno, "bind " + path);
+  }
+  // Until chmod/chown only root can connect (bind gives 0777 & ~umask, and
+  // connecting needs write permission): nobody slips in before we are done.
+  if (chown(path.c_str(), 0, gid) != 0) return Error::from_errno(errno, "chown " + path);
+  if (chmod(path.c_str(), 0660) != 0) return Error::from_errno(errno, "chmod " + path);
+  if (listen(self->listen_fd_.get(), 128) != 0) return Error::from_errno(errno, "listen " + path);
+  self->stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
+  if (!self->stop_fd_) return Error::from_errno(errno, "eventfd");
+
+  grpc::ServerBuilder trusted;
+  trusted.RegisterService(service);
+  self->trusted_server_ = trusted.BuildAndStart();
+  self->refuser_ = std::make_unique<Refuser>(log);
+  grpc::ServerBuilder refusing;
+  refusing.RegisterCallbackGenericService(self->refuser_.get());
+  self->refusing_server_ = refusing.BuildAndStart();
+  if (!self->trusted_server_ || !self->refusing_server_) {
+    return Error(Errc::kInternal, "could not start the gRPC servers");
+  }
+  self->accept_thread_ = std::thread([raw = self.get()] { raw->accept_loop(); });
+  log.info("api_listening", {{"socket", path}, {"group", std::to_string(gid)}});
+  return self;
+}
+
+void ApiListener::accept_loop() {
+  pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  while (true) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      log_.error("api_accept_failed", {{"error", std::strerror(errno)}});
+      return;
+    }
+    if (fds[1].revents != 0) return;
+    // gRPC drives the connection with its own event loop: it must not block.
+    const int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+        log_.warning("api_accept_failed", {{"error", std::strerror(errno)}});
+      }
+      continue;
+    }
+    auto peer = peer_credentials(fd);
+    if (peer.ok() && options_.peers.allows(peer->uid, peer->gids)) {
+      log_.debug("api_connection", {{"uid", std::to_string(peer->uid)},
+                                    {"pid", std::to_string(peer->pid)}});
+      grpc::AddInsecureChannelFromFd(trusted_server_.get(), fd);
+      continue;
+    }
+    if (peer.ok()) {
+      log_.warning("api_peer_refused", {{"uid", std::to_string(peer->uid)},
+                                        {"gid", std::to_string(peer->gids.front())},
+                                        {"pid", std::to_string(peer->pid)},
+                                        {"reason", kPeerNotAllowedReason}});
+    } else {
+      log_.warning("api_peer_refused",
+                   {{"error", peer.error().message()}, {"reason", kPeerNotAllowedReason}});
+    }
+    grpc::AddInsecureChannelFromFd(refusing_server_.get(), fd);
+  }
+}
+
+void ApiListener::stop() {
+  if (stopped_.exchange(true)) return;
+  if (accept_thread_.joinable()) {
+    const uint64_t one = 1;
+    if (write(stop_fd_.get(), &one, sizeof one) < 0) {
+      log_.error("api_stop_failed", {{"error", std::strerror(errno)}});
+    }
+    accept_thread_.join();
+  }
+  const bool bound = static_cast<bool>(listen_fd_);
+  listen_fd_.reset();
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  if (trusted_server_) trusted_server_->Shutdown(deadline);
+  if (refusing_server_) refusing_server_->Shutdown(deadline);
+  if (bound) unlink(options_.socket_path.c_str());
+}
+
+ApiListener::~ApiListener() { stop(); }
+
+}  // namespace sebpf::daemon

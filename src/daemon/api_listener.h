@@ -1,0 +1,71 @@
+// The API's unix socket, and who may use it. The daemon accepts each
+// connection itself, reads the peer's credentials from the kernel
+// (SO_PEERCRED, SO_PEERGROUPS), and hands the connection to one of two
+// in-process gRPC servers: the real DaemonService for trusted callers, or
+// a refuser that answers every call with PERMISSION_DENIED and the reason
+// code PEER_NOT_ALLOWED. Deciding per connection, before any call is read,
+// means no handler can run for an untrusted peer, whatever it sends.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "daemon/logger.h"
+
+namespace sebpf::daemon {
+
+inline constexpr char kPeerNotAllowedReason[] = "PEER_NOT_ALLOWED";
+
+struct PeerPolicy {
+  // Root is always trusted; others when their uid, primary gid or one of
+  // their supplementary groups is listed.
+  std::vector<uint32_t> allowed_uids;
+  std::vector<uint32_t> allowed_gids;
+
+  bool allows(uint32_t uid, const std::vector<uint32_t>& gids) const;
+};
+
+struct ListenerOptions {
+  std::string socket_path;
+  std::string socket_group;  // name or number; empty: root's group
+  PeerPolicy peers;
+};
+
+class ApiListener {
+ public:
+  // Creates the socket (mode 0660, group `socket_group`; a stale socket file
+  // from an earlier run is replaced) and starts serving `service`.
+  static Result<std::unique_ptr<ApiListener>> start(const ListenerOptions& options,
+                                                    grpc::Service* service, Logger& log);
+  ~ApiListener();
+  ApiListener(const ApiListener&) = delete;
+  ApiListener& operator=(const ApiListener&) = delete;
+
+  // Stops accepting, ends the servers (in-flight calls get a moment to
+  // finish) and removes the socket file.
+  void stop();
+
+ private:
+  class Refuser;
+  ApiListener(const ListenerOptions& options, Logger& log);
+  void accept_loop();
+
+  ListenerOptions options_;
+  Logger& log_;
+  UniqueFd listen_fd_;
+  UniqueFd stop_fd_;  // eventfd: wakes the accept loop to stop
+  std::unique_ptr<Refuser> refuser_;
+  std::unique_ptr<grpc::Server> trusted_server_;
+  std::unique_ptr<grpc::Server> refusing_server_;
+  std::thread accept_thread_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,500 @@
+#include "daemon/attachment_manager.h"
+
+#include <net/if.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "datapath/system.h"
+#include "daemon/target_resolver.h"
+#include "state/state_file.h"
+
+namespace sebpf::daemon {
+
+using datapath::Mode;
+using datapath::TargetKind;
+
+namespace {
+
+constexpr size_t kMaxNotices = 4096;
+
+// What a new attachment runs with before its policy is written: nothing
+// gets out, so the few microseconds until replace_policy swaps the real
+// policy in cannot leak (fail closed).
+constexpr Mode kAttachMode = Mode::kBlockAll;
+
+// The built-in policy when neither the request nor a policy file gives one.
+Policy builtin_default_policy() { return Policy{}; }
+
+bool target_exists(const AttachmentRecord& r) {
+  if (r.kind == TargetKind::kInterface) return if_nametoindex(r.target.c_str()) != 0;
+  struct stat st {};
+  return stat(r.target.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Whether the kernel object we attached is gone (not just renamed).
+bool kernel_target_gone(const AttachmentRecord& r) {
+  if (r.kind == TargetKind::kCgroup) return !datapath::cgroup_exists(r.key.id);
+  char name[IF_NAMESIZE];
+  return if_indextoname(static_cast<unsigned>(r.key.id), name) == nullptr;
+}
+
+}  // namespace
+
+AttachmentManager::AttachmentManager(const DaemonConfig& config, policy::PolicyFile policies,
+                                     Logger& log, std::unique_ptr<datapath::Datapath> dp)
+    : config_(config), policies_(std::move(policies)), log_(log), dp_(std::move(dp)) {}
+
+AttachmentManager::~AttachmentManager() = default;
+
+Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonConfig& config,
+                                                                   policy::PolicyFile policies,
+                                                                   Logger& log) {
+  std::error_code ec;
+  std::filesystem::create_directories(config.state_dir, ec);
+  if (ec) {
+    return Error(Errc::kFailedPrecondition,
+                 "create state directory " + config.state_dir + ": " + ec.message());
+  }
+  // Read the state before touching the kernel: a damaged file stops us
+  // while the pinned enforcement is still exactly as it was.
+  DaemonStateData state;
+  auto bytes = state::read_state_file(config.state_file());
+  if (bytes.ok()) {
+    auto decoded = decode_state(*bytes);
+    if (!decoded.ok()) return decoded.error().wrap(config.state_file());
+    state = std::move(*decoded);
+  } else if (bytes.error().code() != Errc::kNotFound) {
+    return Error(bytes.error().code(),
+                 bytes.error().message() +
+                     ". superebpfd will not guess what it held: the kernel keeps enforcing what "
+                     "it has. Restore the file, or move it aside to start afresh (every "
+                     "attachment is then detached)");
+  }
+
+  SEBPF_ASSIGN_OR_RETURN(auto dp, datapath::Datapath::open(config.datapath));
+  for (const std::string& note : dp->adoption_notes()) {
+    log.info("datapath_adoption", {{"note", note}});
+  }
+  log.info("datapath_open", {{"pin_dir", config.datapath.pin_dir},
+                             {"adopted", dp->adopted() ? "true" : "false"}});
+  std::unique_ptr<AttachmentManager> manager(
+      new AttachmentManager(config, std::move(policies), log, std::move(dp)));
+  manager->state_ = std::move(state);
+  {
+    std::lock_guard lock(manager->mu_);
+    SEBPF_RETURN_IF_ERROR(manager->reconcile());
+  }
+  return manager;
+}
+
+void AttachmentManager::set_cgroup_attached_hook(std::function<void(const std::string&)> hook) {
+  std::lock_guard lock(mu_);
+  cgroup_hook_ = std::move(hook);
+}
+
+// Brings the kernel in line with the state file: adopted attachments get
+// the stored policy (one atomic swap, so no gap), attachments whose target
+// is back (after a reboot) are attached again, the rest are dropped, and
+// kernel attachments nobody recorded are detached.
+Status AttachmentManager::reconcile() {
+  SEBPF_ASSIGN_OR_RETURN(auto kernel, dp_->attachments());
+  auto in_kernel = [&](const AttachmentRecord& r) {
+    return std::any_of(kernel.begin(), kernel.end(), [&](const datapath::Attachment& a) {
+      return a.key == r.key && a.serial == r.serial;
+    });
+  };
+  // First let go of what nobody recorded (a crash between a kernel attach
+  // and the state write), so that attaching again below cannot collide.
+  for (const datapath::Attachment& a : kernel) {
+    const bool recorded = std::any_of(
+        state_.records.begin(), state_.records.end(),
+        [&](const AttachmentRecord& r) { return a.key == r.key && a.serial == r.serial; });
+    if (recorded) continue;
+    auto status = dp_->detach(a.key);
+    log_.warning("unrecorded_attachment_detached",
+                 {{"key", datapath::to_string(a.key)},
+                  {"result", status.ok() ? "detached" : status.error().message()}});
+  }
+  std::vector<AttachmentRecord> kept;
+  for (AttachmentRecord& r : state_.records) {
+    if (in_kernel(r)) {
+      auto applied = apply_full_policy(r);
+      if (!applied.ok()) {
+        log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
+      }
+      log_.info("attachment_adopted", {{"id", r.id()}, {"target", r.target}});
+      kept.push_back(std::move(r));
+      continue;
+    }
+    if (!target_exists(r)) {
+      log_.warning("target_gone_while_down", {{"id", r.id()}, {"target", r.target}});
+      notices_.push_back({r.id(), r.target, "target removed while the daemon was not running"});
+      continue;
+    }
+    // The kernel does not hold it (after a reboot, or a crash mid-detach)
+    // but the target exists: attach again, failing closed.
+    auto again = attach_locked({r.kind, r.target, r.metadata, r.policy}, r.number, r.created,
+                               r.applied_policy, r.dns);
+    if (!again.ok()) {
+      log_.error("reattach_failed", {{"id", r.id()}, {"target", r.target},
+                                     {"error", again.error().message()}});
+      notices_.push_back({r.id(), r.target, "could not attach again: " + again.error().message()});
+      continue;
+    }
+    log_.info("attachment_restored", {{"id", r.id()}, {"target", r.target}});
+    kept.push_back(std::move(*again));
+  }
+  state_.records = std::move(kept);
+  return save_locked();
+}
+
+Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
+  std::function<void(const std::string&)> hook;
+  AttachmentRecord record;
+  {
+    std::lock_guard lock(mu_);
+    for (const AttachmentRecord& r : state_.records) {
+      if (r.kind == spec.kind && r.target == spec.target) {
+        return Error(Errc::kAlreadyExists, r.target + " is attached already as " + r.id());
+      }
+    }
+    std::string applied = "builtin-default";
+    if (spec.policy) {
+      applied = "request";
+    } else if (auto selection = policies_.select(spec.metadata)) {
+      applied = selection->name;
+    }
+    SEBPF_ASSIGN_OR_RETURN(record, attach_locked(spec, state_.next_number, WallClock::now(),
+                                                 applied, std::nullopt));
+    state_.next_number++;
+    state_.records.push_back(record);
+    if (auto saved = save_locked(); !saved.ok()) {
+      state_.records.pop_back();
+      (void)dp_->detach(record.key);
+      return saved.error().wrap("attach " + record.target + " (undone)");
+    }
+    hook = cgroup_hook_;
+  }
+  log_.info("attached", {{"id", record.id()},
+                         {"target", record.target},
+                         {"policy", record.applied_policy},
+                         {"dns_port", std::to_string(record.dns.port)}});
+  if (hook && record.kind == TargetKind::kCgroup) hook(record.target);
+  return record;
+}
+
+Result<AttachmentRecord> AttachmentManager::attach_locked(const AttachSpec& spec,
+                                                          uint64_t number,
+                                                          WallClock::time_point created,
+                                                          const std::string& applied_policy,
+                                                          std::optional<datapath::DnsEndpoint> dns) {
+  AttachmentRecord r;
+  r.number = number;
+  r.kind = spec.kind;
+  r.target = spec.target;
+  r.metadata = spec.metadata;
+  r.created = created;
+  r.applied_policy = applied_policy;
+  if (spec.policy) {
+    r.policy = *spec.policy;
+  } else if (auto selection = policies_.select(spec.metadata)) {
+    r.policy = policy_from_spec(*selection->spec);
+  } else {
+    r.policy = builtin_default_policy();
+  }
+  if (dns) {
+    r.dns = *dns;
+  } else {
+    SEBPF_ASSIGN_OR_RETURN(r.dns.port, allocate_dns_port_locked());
+    if (spec.kind == TargetKind::kCgroup) {
+      r.dns.v4 = *net::IpAddress::parse(config_.dns_cgroup_ipv4);
+      r.dns.v6 = *net::IpAddress::parse(config_.dns_cgroup_ipv6);
+    } else {
+      const datapath::DnsEndpoint own = interface_dns_addresses(spec.target);
+      r.dns.v4 = own.v4;
+      r.dns.v6 = own.v6;
+    }
+  }
+  datapath::AttachOptions options;
+  options.mode = kAttachMode;
+  // An interface with no address yet has its port reserved but nothing
+  // for the kernel to allow until it has one.
+  if (r.dns.v4 || r.dns.v6) options.dns = r.dns;
+  options.direction = r.direction;
+  auto attached = spec.kind == TargetKind::kCgroup ? dp_->attach_cgroup(spec.target, options)
+                                                   : dp_->attach_interface(spec.target, options);
+  if (!attached.ok()) return attached.error();
+  r.key = attached->key;
+  r.serial = attached->serial;
+  if (auto applied = apply_full_policy(r); !applied.ok()) {
+    (void)dp_->detach(r.key);
+    return applied.error().wrap("apply the policy of " + r.target + " (attach undone)");
+  }
+  return r;
+}
+
+Status AttachmentManager::apply_full_policy(const AttachmentRecord& record) {
+  const auto rules =
+      kernel_rules(record.policy, WallClock::now(), datapath::BootClock::now());
+  return dp_->replace_policy(record.key, record.policy.mode, rules);
+}
+
+Status AttachmentManager::detach(uint64_t number) {
+  std::lock_guard lock(mu_);
+  const auto it = std::find_if(state_.records.begin(), state_.records.end(),
+                               [&](const AttachmentRecord& r) { return r.number == number; });
+  if (it == state_.records.end()) {
+    return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  }
+  const AttachmentRecord record = *it;
+  state_.records.erase(it);
+  if (auto saved = save_locked(); !saved.ok()) {
+    state_.records.push_back(record);
+    return saved.error().wrap("detach " + record.id() + " (nothing changed)");
+  }
+  auto status = dp_->detach(record.key);
+  log_.info("detached", {{"id", record.id()},
+                         {"target", record.target},
+                         {"kernel", status.ok() ? "detached" : status.error().message()}});
+  // NotFound: the kernel had already let go (the target went away).
+  if (!status.ok() && status.error().code() != Errc::kNotFound) {
+    return status.error().wrap("detach " + record.id() +
+                               " (forgotten; the kernel detach is retried at the next start)");
+  }
+  return ok_status();
+}
+
+AttachmentRecord* AttachmentManager::find_locked(uint64_t number) {
+  for (AttachmentRecord& r : state_.records) {
+    if (r.number == number) return &r;
+  }
+  return nullptr;
+}
+
+Result<AttachmentRecord> AttachmentManager::get(uint64_t number) const {
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.number == number) return r;
+  }
+  return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+}
+
+std::vector<AttachmentRecord> AttachmentManager::list() const {
+  std::lock_guard lock(mu_);
+  return state_.records;
+}
+
+std::vector<std::string> AttachmentManager::cgroup_targets() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind == TargetKind::kCgroup) out.push_back(r.target);
+  }
+  return out;
+}
+
+Result<Policy> AttachmentManager::get_policy(uint64_t number) const {
+  SEBPF_ASSIGN_OR_RETURN(AttachmentRecord r, get(number));
+  drop_expired(r.policy, WallClock::now());
+  return r.policy;
+}
+
+Result<Policy> AttachmentManager::change_policy(uint64_t number,
+                                                const std::function<Status(Policy&)>& edit,
+                                                const KernelChange& kernel) {
+  std::lock_guard lock(mu_);
+  AttachmentRecord* record = find_locked(number);
+  if (record == nullptr) return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  Policy updated = record->policy;
+  drop_expired(updated, WallClock::now());
+  SEBPF_RETURN_IF_ERROR(edit(updated));
+  if (kernel) SEBPF_RETURN_IF_ERROR(kernel(*dp_, record->key, updated));
+  const Policy previous = record->policy;
+  record->policy = updated;
+  if (auto saved = save_locked(); !saved.ok()) {
+    record->policy = previous;
+    if (kernel) (void)apply_full_policy(*record);
+    return saved.error().wrap("policy of " + record->id() + " (change undone)");
+  }
+  return updated;
+}
+
+Result<Policy> AttachmentManager::set_mode(uint64_t number, Mode mode) {
+  return change_policy(
+      number,
+      [&](Policy& p) {
+        p.mode = mode;
+        return ok_status();
+      },
+      [&](datapath::Datapath& dp, const datapath::AttachmentKey& key, const Policy&) {
+        return dp.set_mode(key, mode);
+      });
+}
+
+Result<Policy> AttachmentManager::set_dns_mode(uint64_t number, Mode mode) {
+  return change_policy(
+      number,
+      [&](Policy& p) {
+        p.dns_mode = mode;
+        return ok_status();
+      },
+      nullptr);
+}
+
+Result<Policy> AttachmentManager::add_cidr(uint64_t number, const CidrRule& rule) {
+  return change_policy(
+      number,
+      [&](Policy& p) {
+        upsert_cidr(p, rule);
+        return ok_status();
+      },
+      [&](datapath::Datapath& dp, const datapath::AttachmentKey& key, const Policy&) {
+        Policy single;
+        single.cidrs.push_back(rule);
+        const auto rules = kernel_rules(single, WallClock::now(), datapath::BootClock::now());
+        if (rules.empty()) return ok_status();  // already expired
+        return dp.add_rule(key, rules.front());
+      });
+}
+
+Result<Policy> AttachmentManager::remove_cidr(uint64_t number, const net::IpPrefix& prefix,
+                                              std::optional<datapath::Action> action) {
+  return change_policy(
+      number, [&](Policy& p) { return daemon::remove_cidr(p, prefix, action); },
+      [&](datapath::Datapath& dp, const datapath::AttachmentKey& key, const Policy&) {
+        auto status = dp.remove_rule(key, prefix, action);
+        // The kernel may have swept an expired rule already.
+        if (!status.ok() && status.error().code() == Errc::kNotFound) return ok_status();
+        return status;
+      });
+}
+
+Result<Policy> AttachmentManager::add_domain(uint64_t number, const DomainRule& rule) {
+  return change_policy(
+      number,
+      [&](Policy& p) {
+        upsert_domain(p, rule);
+        return ok_status();
+      },
+      nullptr);
+}
+
+Result<Policy> AttachmentManager::remove_domain(uint64_t number, const std::string& name,
+                                                std::optional<datapath::Action> action) {
+  return change_policy(
+      number, [&](Policy& p) { return daemon::remove_domain(p, name, action); }, nullptr);
+}
+
+Result<Policy> AttachmentManager::replace_policy(uint64_t number, const Policy& policy) {
+  return change_policy(
+      number,
+      [&](Policy& p) {
+        p = policy;
+        return ok_status();
+      },
+      [&](datapath::Datapath& dp, const datapath::AttachmentKey& key, const Policy& updated) {
+        const auto rules = kernel_rules(updated, WallClock::now(), datapath::BootClock::now());
+        return dp.replace_policy(key, updated.mode, rules);
+      });
+}
+
+Result<uint16_t> AttachmentManager::allocate_dns_port_locked() const {
+  std::set<uint16_t> used;
+  for (const AttachmentRecord& r : state_.records) used.insert(r.dns.port);
+  for (uint32_t port = config_.dns_port_first; port <= config_.dns_port_last; ++port) {
+    if (!used.count(static_cast<uint16_t>(port))) return static_cast<uint16_t>(port);
+  }
+  return Error(Errc::kResourceExhausted,
+               "every DNS endpoint port in " + std::to_string(config_.dns_port_first) + "-" +
+                   std::to_string(config_.dns_port_last) + " is taken (dns.port_first/port_last)");
+}
+
+void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
+  const AttachmentRecord record = state_.records[index];
+  state_.records.erase(state_.records.begin() + static_cast<std::ptrdiff_t>(index));
+  auto saved = save_locked();
+  auto status = dp_->detach(record.key);
+  notices_.push_back({record.id(), record.target, reason});
+  if (notices_.size() > kMaxNotices) notices_.erase(notices_.begin());
+  log_.info("target_removed", {{"id", record.id()},
+                               {"target", record.target},
+                               {"reason", reason},
+                               {"state", saved.ok() ? "saved" : saved.error().message()},
+                               {"kernel", status.ok() ? "detached" : status.error().message()}});
+}
+
+void AttachmentManager::on_interface_removed(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < state_.records.size(); ++i) {
+    const AttachmentRecord& r = state_.records[i];
+    if (r.kind == TargetKind::kInterface && r.key.id == ifindex && kernel_target_gone(r)) {
+      drop_locked(i, "interface deleted");
+      return;
+    }
+  }
+}
+
+void AttachmentManager::on_cgroup_removed(const std::string& path) {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < state_.records.size(); ++i) {
+    const AttachmentRecord& r = state_.records[i];
+    if (r.kind == TargetKind::kCgroup && r.target == path && kernel_target_gone(r)) {
+      drop_locked(i, "cgroup removed");
+      return;
+    }
+  }
+}
+
+void AttachmentManager::check_all_targets() {
+  std::lock_guard lock(mu_);
+  for (size_t i = state_.records.size(); i-- > 0;) {
+    const AttachmentRecord& r = state_.records[i];
+    if (kernel_target_gone(r)) {
+      drop_locked(i, r.kind == TargetKind::kCgroup ? "cgroup removed" : "interface deleted");
+    }
+  }
+}
+
+std::vector<DetachNotice> AttachmentManager::detach_notices() const {
+  std::lock_guard lock(mu_);
+  return notices_;
+}
+
+void AttachmentManager::sweep() {
+  std::lock_guard lock(mu_);
+  size_t dropped = 0;
+  for (AttachmentRecord& r : state_.records) dropped += drop_expired(r.policy, WallClock::now());
+  auto reclaimed = dp_->sweep();
+  if (dropped > 0) {
+    if (auto saved = save_locked(); !saved.ok()) {
+      log_.error("state_save_failed", {{"error", saved.error().message()}});
+    }
+  }
+  log_.debug("sweep", {{"expired_rules", std::to_string(dropped)},
+                       {"reclaimed", reclaimed.ok() ? std::to_string(*reclaimed)
+                                                    : reclaimed.error().message()}});
+}
+
+Status AttachmentManager::shutdown(bool detach_all) {
+  std::lock_guard lock(mu_);
+  if (!detach_all) {
+    log_.info("stopping", {{"enforcement", "left in the kernel"},
+                           {"attachments", std::to_string(state_.records.size())}});
+    return ok_status();
+  }
+  const size_t count = state_.records.size();
+  state_.records.clear();
+  SEBPF_RETURN_IF_ERROR(save_locked());
+  SEBPF_RETURN_IF_ERROR(dp_->destroy());
+  log_.info("stopping", {{"enforcement", "removed"}, {"attachments", std::to_string(count)}});
+  return ok_status();
+}
+
+Status AttachmentManager::save_locked() {
+  return state::write_state_file(config_.state_file(), encode_state(state_));
+}
+
+}  // namespace sebpf::daemon

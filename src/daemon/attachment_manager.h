@@ -1,0 +1,119 @@
+// The daemon's core, free of gRPC: owns the datapath and the attachment
+// records, applies policies, keeps the state file in step, and reconciles
+// the two at start-up so a restart keeps ids, policies and enforcement.
+//
+// Thread-safe: every public method takes one lock (the datapath is not
+// thread-safe, and each call is short).
+//
+// Order of writes, so a crash at any point converges on restart (the state
+// file is the truth; kernel attachments it does not know are detached):
+// attach and policy changes go to the kernel first, then the state file;
+// detach goes to the state file first, then the kernel.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/attachment_record.h"
+#include "daemon/daemon_config.h"
+#include "daemon/logger.h"
+#include "datapath/datapath.h"
+#include "policy/policy_file.h"
+
+namespace sebpf::daemon {
+
+struct AttachSpec {
+  datapath::TargetKind kind = datapath::TargetKind::kCgroup;
+  std::string target;  // resolved: canonical cgroup path or interface name
+  Metadata metadata;
+  std::optional<Policy> policy;  // none: the policy file's selection
+};
+
+// Why an attachment went away without a Detach call.
+struct DetachNotice {
+  std::string id;
+  std::string target;
+  std::string reason;
+};
+
+class AttachmentManager {
+ public:
+  // Opens (or adopts) the datapath, reads the state file and reconciles.
+  // A damaged state file is an error: the daemon does not guess.
+  static Result<std::unique_ptr<AttachmentManager>> open(const DaemonConfig& config,
+                                                         policy::PolicyFile policies,
+                                                         Logger& log);
+  ~AttachmentManager();
+
+  // Called (outside the lock) with the path of every cgroup attached, at
+  // open and afterwards, so a watcher can watch it.
+  void set_cgroup_attached_hook(std::function<void(const std::string&)> hook);
+
+  Result<AttachmentRecord> attach(const AttachSpec& spec);
+  Status detach(uint64_t number);
+  Result<AttachmentRecord> get(uint64_t number) const;
+  std::vector<AttachmentRecord> list() const;
+  // Records after reconciliation, for the watcher to start from.
+  std::vector<std::string> cgroup_targets() const;
+
+  Result<Policy> get_policy(uint64_t number) const;
+  Result<Policy> set_mode(uint64_t number, datapath::Mode mode);
+  Result<Policy> set_dns_mode(uint64_t number, datapath::Mode mode);
+  Result<Policy> add_cidr(uint64_t number, const CidrRule& rule);
+  Result<Policy> remove_cidr(uint64_t number, const net::IpPrefix& prefix,
+                             std::optional<datapath::Action> action);
+  Result<Policy> add_domain(uint64_t number, const DomainRule& rule);
+  Result<Policy> remove_domain(uint64_t number, const std::string& name,
+                               std::optional<datapath::Action> action);
+  Result<Policy> replace_policy(uint64_t number, const Policy& policy);
+
+  // Target watching: detach attachments whose target is really gone.
+  void on_interface_removed(uint32_t ifindex);
+  void on_cgroup_removed(const std::string& path);
+  // Checks every target (after missed events: start-up, overflow).
+  void check_all_targets();
+  // Attachments that went away without a Detach call, oldest first (the
+  // control-plane link reports them). Kept up to a bound.
+  std::vector<DetachNotice> detach_notices() const;
+
+  // Drops expired rules from records and kernel maps.
+  void sweep();
+  // On a clean stop: detach everything, or leave enforcement in the kernel.
+  Status shutdown(bool detach_all);
+
+ private:
+  AttachmentManager(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
+                    std::unique_ptr<datapath::Datapath> dp);
+
+  using KernelChange = std::function<Status(datapath::Datapath&, const datapath::AttachmentKey&,
+                                            const Policy& updated)>;
+  Result<Policy> change_policy(uint64_t number, const std::function<Status(Policy&)>& edit,
+                               const KernelChange& kernel);
+
+  Status reconcile();
+  Result<AttachmentRecord> attach_locked(const AttachSpec& spec, uint64_t number,
+                                         WallClock::time_point created,
+                                         const std::string& applied_policy,
+                                         std::optional<datapath::DnsEndpoint> dns);
+  Status apply_full_policy(const AttachmentRecord& record);
+  Status save_locked();
+  AttachmentRecord* find_locked(uint64_t number);
+  Result<uint16_t> allocate_dns_port_locked() const;
+  void drop_locked(size_t index, const std::string& reason);
+
+  DaemonConfig config_;
+  policy::PolicyFile policies_;
+  Logger& log_;
+  mutable std::mutex mu_;
+  std::unique_ptr<datapath::Datapath> dp_;
+  DaemonStateData state_;
+  std::vector<DetachNotice> notices_;
+  std::function<void(const std::string&)> cgroup_hook_;
+};
+
+}  // namespace sebpf::daemon

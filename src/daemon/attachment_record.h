@@ -1,0 +1,46 @@
+// Everything the daemon knows about one attachment, and its encoding in
+// the state file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/api_convert.h"
+#include "daemon/policy_model.h"
+#include "datapath/types.h"
+
+namespace sebpf::daemon {
+
+struct AttachmentRecord {
+  uint64_t number = 0;  // the API id is "att-<number>"
+  datapath::TargetKind kind = datapath::TargetKind::kCgroup;
+  std::string target;  // canonical cgroup path, or interface name
+  Metadata metadata;
+  datapath::DnsEndpoint dns;
+  WallClock::time_point created{};
+  std::string applied_policy;  // the policy-file entry applied at attach
+  datapath::TcDirection direction = datapath::TcDirection::kIngress;
+  // Where the kernel holds it: cgroup id or ifindex, and the datapath's
+  // serial, which tells a reused ifindex from the interface we attached.
+  datapath::AttachmentKey key;
+  uint32_t serial = 0;
+  Policy policy;
+
+  std::string id() const { return attachment_id_to_api(number); }
+};
+
+struct DaemonStateData {
+  uint64_t next_number = 1;
+  std::vector<AttachmentRecord> records;
+};
+
+std::string encode_state(const DaemonStateData& state);
+// Errc::kFailedPrecondition when the bytes are not a state this build can
+// read; the CRC of the state file has already ruled out damage.
+Result<DaemonStateData> decode_state(std::string_view bytes);
+
+void attachment_to_api(const AttachmentRecord& record, v1::Attachment* out);
+
+}  // namespace sebpf::daemon

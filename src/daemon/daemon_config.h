@@ -1,0 +1,64 @@
+// superebpfd's configuration: a YAML file (docs/configuration.md lists
+// every key) whose values command-line flags override. Strict like the
+// policy file: an unknown key or a bad value is an error naming the line.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "datapath/types.h"
+
+namespace sebpf::daemon {
+
+enum class LogLevel : uint8_t { kDebug, kInfo, kWarning, kError };
+Result<LogLevel> parse_log_level(std::string_view text);
+std::string_view log_level_name(LogLevel level);
+
+struct DaemonConfig {
+  // The API socket: mode 0660, owned by root and `socket_group`.
+  std::string socket_path = "/run/superebpf/superebpfd.sock";
+  std::string socket_group;  // name or number; empty: root's group
+  // Callers the API trusts, by SO_PEERCRED uid or primary gid. Root is
+  // always trusted.
+  std::vector<uint32_t> allowed_uids;
+  std::vector<uint32_t> allowed_gids;
+
+  std::string state_dir = "/var/lib/superebpf";
+  // Metadata selectors -> policy for new attachments (policy/policy_file.h).
+  // Empty: every attachment starts with the built-in fail-closed policy.
+  std::string policy_file;
+  // On a clean stop, detach everything (enforcement ends). By default
+  // enforcement stays in the kernel and the next start adopts it.
+  bool detach_on_exit = false;
+  LogLevel log_level = LogLevel::kInfo;
+
+  datapath::Config datapath;
+
+  // DNS endpoints: every attachment gets its own port in this range (kept
+  // below the kernel's default ephemeral range so no outgoing connection
+  // can hold one). Cgroup attachments in the host's network namespace get
+  // these loopback addresses; interface attachments the host side's own.
+  uint16_t dns_port_first = 20000;
+  uint16_t dns_port_last = 29999;
+  std::string dns_cgroup_ipv4 = "127.0.0.1";
+  std::string dns_cgroup_ipv6 = "::1";
+
+  // How often expired rules are reclaimed (the kernel ignores them at once;
+  // this only frees memory).
+  std::chrono::seconds sweep_interval{60};
+
+  std::string state_file() const { return state_dir + "/state.pb"; }
+};
+
+// Applies the keys in `yaml` on top of `config`.
+Status parse_daemon_config(std::string_view yaml, DaemonConfig& config);
+Status load_daemon_config(const std::string& path, DaemonConfig& config);
+// Checks what depends on several keys (port range order, absolute paths).
+Status validate_daemon_config(const DaemonConfig& config);
+
+}  // namespace sebpf::daemon

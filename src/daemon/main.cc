@@ -1,0 +1,147 @@
+// superebpfd: the per-host daemon. Reads its configuration, opens (or
+// adopts) the pinned datapath, reconciles it with the state file, watches
+// targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+
+#include "daemon/api_listener.h"
+#include "daemon/attachment_manager.h"
+#include "daemon/daemon_config.h"
+#include "daemon/daemon_service.h"
+#include "daemon/logger.h"
+#include "daemon/target_watcher.h"
+#include "datapath/system.h"
+#include "policy/policy_file.h"
+
+namespace sebpf::daemon {
+namespace {
+
+struct Flags {
+  std::string config_file;
+  std::optional<std::string> socket_path, socket_group, state_dir, pin_dir, policy_file, log_level;
+  std::vector<uint32_t> allow_uids, allow_gids;
+  bool detach_on_exit = false;
+  bool check_config = false;
+};
+
+Result<DaemonConfig> build_config(const Flags& flags) {
+  DaemonConfig config;
+  if (!flags.config_file.empty()) {
+    SEBPF_RETURN_IF_ERROR(load_daemon_config(flags.config_file, config));
+  }
+  if (flags.socket_path) config.socket_path = *flags.socket_path;
+  if (flags.socket_group) config.socket_group = *flags.socket_group;
+  if (flags.state_dir) config.state_dir = *flags.state_dir;
+  if (flags.pin_dir) config.datapath.pin_dir = *flags.pin_dir;
+  if (flags.policy_file) config.policy_file = *flags.policy_file;
+  if (flags.log_level) {
+    SEBPF_ASSIGN_OR_RETURN(config.log_level, parse_log_level(*flags.log_level));
+  }
+  config.allowed_uids.insert(config.allowed_uids.end(), flags.allow_uids.begin(),
+                             flags.allow_uids.end());
+  config.allowed_gids.insert(config.allowed_gids.end(), flags.allow_gids.begin(),
+                             flags.allow_gids.end());
+  if (flags.detach_on_exit) config.detach_on_exit = true;
+  SEBPF_RETURN_IF_ERROR(validate_daemon_config(config));
+  return config;
+}
+
+Result<policy::PolicyFile> load_policies(const DaemonConfig& config) {
+  if (config.policy_file.empty()) return policy::PolicyFile{};
+  return policy::load_policy_file(config.policy_file);
+}
+
+int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) {
+  // SIGINT and SIGTERM are taken with sigtimedwait below, never by a
+  // handler: block them before any thread starts so every thread inherits
+  // the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto fail = [&](const char* event, const Error& error) {
+    log.error(event, {{"error", error.message()}});
+    return 1;
+  };
+  auto mount = datapath::find_cgroup2_mount();
+  if (!mount.ok()) return fail("cgroup2_not_found", mount.error());
+  auto manager = AttachmentManager::open(config, std::move(policies), log);
+  if (!manager.ok()) return fail("start_failed", manager.error());
+  auto watcher = TargetWatcher::start(**manager, log);
+  if (!watcher.ok()) return fail("watcher_failed", watcher.error());
+  (*manager)->set_cgroup_attached_hook(
+      [w = watcher->get()](const std::string& path) { w->watch_cgroup(path); });
+  DaemonServiceImpl service(**manager, *mount, log);
+  ListenerOptions listener_options{config.socket_path, config.socket_group,
+                                   {config.allowed_uids, config.allowed_gids}};
+  auto listener = ApiListener::start(listener_options, &service, log);
+  if (!listener.ok()) return fail("api_failed", listener.error());
+  log.info("ready", {{"attachments", std::to_string((*manager)->list().size())}});
+
+  const timespec sweep_every{static_cast<time_t>(config.sweep_interval.count()), 0};
+  while (true) {
+    const int sig = sigtimedwait(&signals, nullptr, &sweep_every);
+    if (sig == SIGINT || sig == SIGTERM) {
+      log.info("signal", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+      break;
+    }
+    (*manager)->sweep();
+  }
+  (*listener)->stop();
+  watcher->reset();
+  if (auto stopped = (*manager)->shutdown(config.detach_on_exit); !stopped.ok()) {
+    return fail("stop_failed", stopped.error());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sebpf::daemon
+
+int main(int argc, char** argv) {
+  using namespace sebpf::daemon;
+  Flags flags;
+  CLI::App app{
+      "superebpfd: per-attachment egress policy for VMs and containers, enforced with eBPF.\n"
+      "Flags override the configuration file (docs/configuration.md)."};
+  app.add_option("-c,--config", flags.config_file, "YAML configuration file")
+      ->check(CLI::ExistingFile);
+  app.add_option("--socket", flags.socket_path, "API unix socket path");
+  app.add_option("--socket-group", flags.socket_group, "group owning the API socket (mode 0660)");
+  app.add_option("--allow-uid", flags.allow_uids, "a uid allowed to call the API (repeatable)");
+  app.add_option("--allow-gid", flags.allow_gids, "a gid allowed to call the API (repeatable)");
+  app.add_option("--state-dir", flags.state_dir, "where the state file is kept");
+  app.add_option("--pin-dir", flags.pin_dir, "bpffs directory for pinned maps and links");
+  app.add_option("--policy-file", flags.policy_file,
+                 "local policy file: metadata selectors -> policy for new attachments");
+  app.add_option("--log-level", flags.log_level, "debug, info, warning or error");
+  app.add_flag("--detach-on-exit", flags.detach_on_exit,
+               "detach everything on a clean stop (default: enforcement stays)");
+  app.add_flag("--check-config", flags.check_config,
+               "check the configuration and the policy file, then exit");
+  CLI11_PARSE(app, argc, argv);
+
+  auto config = build_config(flags);
+  if (!config.ok()) {
+    std::fprintf(stderr, "superebpfd: %s\n", config.error().message().c_str());
+    return 2;
+  }
+  auto policies = load_policies(*config);
+  if (!policies.ok()) {
+    std::fprintf(stderr, "superebpfd: %s\n", policies.error().message().c_str());
+    return 2;
+  }
+  if (flags.check_config) {
+    std::printf("configuration and policy file are valid (%zu policies)\n",
+                policies->policies.size());
+    return 0;
+  }
+  Logger log(config->log_level);
+  return serve(*config, std::move(*policies), log);
+}

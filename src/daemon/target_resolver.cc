@@ -1,0 +1,102 @@
+#include "daemon/target_resolver.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+
+namespace sebpf::daemon {
+
+Result<std::string> resolve_cgroup_path(std::string_view path, const std::string& mount) {
+  if (path.empty()) return Error(Errc::kInvalidArgument, "cgroup_path: must not be empty");
+  if (path.find('\0') != std::string_view::npos) {
+    return Error(Errc::kInvalidArgument, "cgroup_path: contains a NUL byte");
+  }
+  if (path.size() >= PATH_MAX) return Error(Errc::kInvalidArgument, "cgroup_path: too long");
+  const std::string joined = path.front() == '/' ? std::string(path) : mount + "/" + std::string(path);
+  char resolved[PATH_MAX];
+  if (realpath(joined.c_str(), resolved) == nullptr) {
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) {
+      return Error(Errc::kNotFound, "cgroup_path: " + joined + " does not exist");
+    }
+    return Error::from_errno(err, "cgroup_path: resolve " + joined);
+  }
+  const std::string canonical(resolved);
+  if (canonical != mount && !canonical.starts_with(mount + "/")) {
+    return Error(Errc::kInvalidArgument, "cgroup_path: " + canonical +
+                                             " is not inside the cgroup v2 hierarchy at " + mount);
+  }
+  return canonical;
+}
+
+Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
+                                       const std::string& proc_root) {
+  if (pid <= 0) return Error(Errc::kInvalidArgument, "pid: must be positive");
+  const std::string file = proc_root + "/" + std::to_string(pid) + "/cgroup";
+  std::ifstream in(file);
+  if (!in) return Error(Errc::kNotFound, "pid: no process " + std::to_string(pid));
+  std::string line;
+  while (std::getline(in, line)) {
+    // cgroup v2's line is "0::<path>"; v1 hierarchies have other ids.
+    if (line.starts_with("0::")) {
+      const std::string relative = line.substr(3);
+      if (relative.empty() || relative.front() != '/') break;
+      if (relative.ends_with(" (deleted)")) {
+        return Error(Errc::kNotFound,
+                     "pid: process " + std::to_string(pid) + " is in a removed cgroup");
+      }
+      return relative == "/" ? mount : mount + relative;
+    }
+  }
+  return Error(Errc::kFailedPrecondition,
+               "pid: process " + std::to_string(pid) + " is in no cgroup v2 (" + file + ")");
+}
+
+Status validate_interface_name(std::string_view name) {
+  if (name.empty() || name.size() >= IFNAMSIZ) {
+    return Error(Errc::kInvalidArgument, "interface_name: must be 1-" +
+                                             std::to_string(IFNAMSIZ - 1) + " bytes long");
+  }
+  if (name == "." || name == "..") {
+    return Error(Errc::kInvalidArgument, "interface_name: \".\" and \"..\" are not names");
+  }
+  for (char c : name) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '/' || c == ':' || u <= 0x20 || u == 0x7f) {
+      return Error(Errc::kInvalidArgument,
+                   "interface_name: must not contain '/', ':', spaces or control characters");
+    }
+  }
+  return ok_status();
+}
+
+datapath::DnsEndpoint interface_dns_addresses(const std::string& name) {
+  datapath::DnsEndpoint dns;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return dns;
+  std::unique_ptr<ifaddrs, decltype(&freeifaddrs)> owner(list, freeifaddrs);
+  for (const ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || name != a->ifa_name) continue;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a->ifa_addr->sa_family == AF_INET && !dns.v4) {
+      const auto* sin = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
+      inet_ntop(AF_INET, &sin->sin_addr, text, sizeof text);
+      if (auto addr = net::IpAddress::parse(text); addr.ok()) dns.v4 = *addr;
+    } else if (a->ifa_addr->sa_family == AF_INET6 && !dns.v6) {
+      const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a->ifa_addr);
+      // A link-local address needs a scope the datapath does not carry.
+      if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr)) continue;
+      inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof text);
+      if (auto addr = net::IpAddress::parse(text); addr.ok()) dns.v6 = *addr;
+    }
+  }
+  return dns;
+}
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,33 @@
+// Turns what an Attach request names (a cgroup path, a pid, an interface
+// name) into the exact target the datapath attaches, with errors that name
+// the field and say what is wrong.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <sys/types.h>
+
+#include "common/result.h"
+#include "datapath/types.h"
+
+namespace sebpf::daemon {
+
+// An absolute path, or one relative to the cgroup v2 mount `mount`, made
+// canonical (no "..", no symlinks) and required to lie inside the mount.
+// Errc::kNotFound when it does not exist.
+Result<std::string> resolve_cgroup_path(std::string_view path, const std::string& mount);
+
+// The cgroup v2 directory the process is in, read from
+// <proc_root>/<pid>/cgroup. Errc::kNotFound when there is no such process.
+Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
+                                       const std::string& proc_root = "/proc");
+
+// 1-15 bytes, none of them '/', ':', whitespace or control characters
+// (what the kernel accepts as a name).
+Status validate_interface_name(std::string_view name);
+
+// The interface's own addresses, for a VM's DNS endpoint: its first IPv4
+// and its first global IPv6 address, when it has them.
+datapath::DnsEndpoint interface_dns_addresses(const std::string& name);
+
+}  // namespace sebpf::daemon

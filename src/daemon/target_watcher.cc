@@ -1,0 +1,139 @@
+#include "daemon/target_watcher.h"
+
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace sebpf::daemon {
+
+Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& manager,
+                                                            Logger& log) {
+  std::unique_ptr<TargetWatcher> self(new TargetWatcher(manager, log));
+  self->netlink_fd_.reset(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
+  if (!self->netlink_fd_) return Error::from_errno(errno, "open a netlink socket");
+  sockaddr_nl addr{};
+  addr.nl_family = AF_NETLINK;
+  addr.nl_groups = RTMGRP_LINK;
+  if (bind(self->netlink_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error::from_errno(errno, "subscribe to link events");
+  }
+  self->inotify_fd_.reset(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!self->inotify_fd_) return Error::from_errno(errno, "inotify_init1");
+  self->stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
+  if (!self->stop_fd_) return Error::from_errno(errno, "eventfd");
+  self->thread_ = std::thread([raw = self.get()] { raw->run(); });
+  // Subscribed first, checked second: a target that went away before we
+  // listened is found by the check, one that goes after by an event.
+  manager.check_all_targets();
+  for (const std::string& path : manager.cgroup_targets()) self->watch_cgroup(path);
+  return self;
+}
+
+TargetWatcher::~TargetWatcher() {
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    if (write(stop_fd_.get(), &one, sizeof one) < 0) {
+      log_.error("watcher_stop_failed", {{"error", std::strerror(errno)}});
+    }
+    thread_.join();
+  }
+}
+
+void TargetWatcher::watch_cgroup(const std::string& path) {
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  {
+    std::lock_guard lock(mu_);
+    const int wd = inotify_add_watch(inotify_fd_.get(), parent.c_str(),
+                                     IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR);
+    if (wd < 0) {
+      log_.warning("cgroup_watch_failed", {{"dir", parent}, {"error", std::strerror(errno)}});
+    } else {
+      watched_dirs_[wd] = parent;
+    }
+  }
+  if (!std::filesystem::exists(path)) manager_.on_cgroup_removed(path);
+}
+
+void TargetWatcher::run() {
+  pollfd fds[3] = {{netlink_fd_.get(), POLLIN, 0},
+                   {inotify_fd_.get(), POLLIN, 0},
+                   {stop_fd_.get(), POLLIN, 0}};
+  while (true) {
+    if (poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      log_.error("watcher_failed", {{"error", std::strerror(errno)}});
+      return;
+    }
+    if (fds[2].revents != 0) return;
+    if (fds[0].revents != 0) read_netlink();
+    if (fds[1].revents != 0) read_inotify();
+  }
+}
+
+void TargetWatcher::read_netlink() {
+  alignas(nlmsghdr) char buf[32768];
+  while (true) {
+    const ssize_t n = recv(netlink_fd_.get(), buf, sizeof buf, 0);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      if (errno == ENOBUFS) {
+        // The kernel dropped events: look at every target instead.
+        log_.warning("link_events_lost", {});
+        manager_.check_all_targets();
+        continue;
+      }
+      log_.error("link_events_failed", {{"error", std::strerror(errno)}});
+      return;
+    }
+    // NLMSG_NEXT and NLMSG_DATA are C casts; the same walk, spelled out.
+    size_t offset = 0;
+    while (offset + sizeof(nlmsghdr) <= static_cast<size_t>(n)) {
+      const auto* h = reinterpret_cast<const nlmsghdr*>(buf + offset);
+      if (h->nlmsg_len < sizeof(nlmsghdr) || offset + h->nlmsg_len > static_cast<size_t>(n)) break;
+      if (h->nlmsg_type == RTM_DELLINK && h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
+        const auto* info = reinterpret_cast<const ifinfomsg*>(buf + offset + NLMSG_HDRLEN);
+        manager_.on_interface_removed(static_cast<uint32_t>(info->ifi_index));
+      }
+      offset += NLMSG_ALIGN(h->nlmsg_len);
+    }
+  }
+}
+
+void TargetWatcher::read_inotify() {
+  alignas(inotify_event) char buf[16384];
+  while (true) {
+    const ssize_t n = read(inotify_fd_.get(), buf, sizeof buf);
+    if (n <= 0) return;
+    for (char* p = buf; p < buf + n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(p);
+      p += sizeof(inotify_event) + ev->len;
+      if (ev->mask & IN_Q_OVERFLOW) {
+        log_.warning("cgroup_events_lost", {});
+        manager_.check_all_targets();
+        continue;
+      }
+      std::string dir;
+      {
+        std::lock_guard lock(mu_);
+        if (ev->mask & IN_IGNORED) {
+          watched_dirs_.erase(ev->wd);
+          continue;
+        }
+        auto it = watched_dirs_.find(ev->wd);
+        if (it == watched_dirs_.end() || ev->len == 0) continue;
+        dir = it->second;
+      }
+      if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) manager_.on_cgroup_removed(dir + "/" + ev->name);
+    }
+  }
+}
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,48 @@
+// Notices, from kernel events, when an attached target goes away: netlink
+// RTM_DELLINK for interfaces, inotify IN_DELETE on a cgroup's parent
+// directory for cgroups (cgroupfs reports a removed directory to its
+// parent's watchers, not to the directory itself). One thread sleeps in
+// poll() until an event comes, so an idle host costs no CPU.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "daemon/attachment_manager.h"
+#include "daemon/logger.h"
+
+namespace sebpf::daemon {
+
+class TargetWatcher {
+ public:
+  static Result<std::unique_ptr<TargetWatcher>> start(AttachmentManager& manager, Logger& log);
+  ~TargetWatcher();
+  TargetWatcher(const TargetWatcher&) = delete;
+  TargetWatcher& operator=(const TargetWatcher&) = delete;
+
+  // Watches the cgroup's parent directory. When the cgroup is already gone
+  // by then, tells the manager at once (so no removal is missed).
+  void watch_cgroup(const std::string& path);
+
+ private:
+  TargetWatcher(AttachmentManager& manager, Logger& log) : manager_(manager), log_(log) {}
+  void run();
+  void read_netlink();
+  void read_inotify();
+
+  AttachmentManager& manager_;
+  Logger& log_;
+  UniqueFd netlink_fd_;
+  UniqueFd inotify_fd_;
+  UniqueFd stop_fd_;
+  std::mutex mu_;
+  std::map<int, std::string> watched_dirs_;  // inotify wd -> directory
+  std::thread thread_;
+};
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,406 @@
+// superebpfd end to end: attach through the API and see real traffic obey
+// the policy; targets that vanish are detached within a second; a SIGKILL
+// and restart keeps ids, policy and enforcement; a damaged state file is
+// reported; bad input is refused naming the field.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "daemon_fixture.h"
+#include "support/netns.h"
+#include "support/process.h"
+
+namespace sebpf::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::chrono::system_clock::time_point soon() {
+  return std::chrono::system_clock::now() + std::chrono::seconds(10);
+}
+
+TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
+  topo_->start_peer_server();
+  start_daemon();
+  const v1::Attachment att =
+      attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}), {{"vm", "7"}});
+  ASSERT_FALSE(att.id().empty());
+  EXPECT_EQ(att.type(), v1::TARGET_TYPE_CGROUP);
+  EXPECT_EQ(att.target(), cgroup_->path());
+  EXPECT_EQ(att.metadata().at("vm"), "7");
+  EXPECT_EQ(att.dns().ipv4(), "127.0.0.1");
+  EXPECT_NE(att.dns().port(), 0U);
+  EXPECT_EQ(att.applied_policy(), "request");
+
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::AddCidrRequest req;
+    req.set_id(att.id());
+    req.mutable_rule()->set_cidr("198.51.100.3");
+    req.mutable_rule()->set_action(v1::ACTION_ALLOW);
+    req.mutable_rule()->set_ttl_seconds(600);
+    v1::Policy policy;
+    ASSERT_TRUE(stub_->AddCidr(&ctx, req, &policy).ok());
+    ASSERT_EQ(policy.cidrs_size(), 2);
+    EXPECT_EQ(policy.cidrs(1).cidr(), "198.51.100.3/32");
+    EXPECT_TRUE(policy.cidrs(1).has_expires_at());
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
+
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::SetModeRequest req;
+    req.set_id(att.id());
+    req.set_mode(v1::MODE_BLOCK_ALL);
+    v1::Policy policy;
+    ASSERT_TRUE(stub_->SetMode(&ctx, req, &policy).ok());
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::ReplacePolicyRequest req;
+    req.set_id(att.id());
+    *req.mutable_policy() = make_policy(v1::MODE_DENYLIST, {}, {"198.51.100.2/32"});
+    auto* domain = req.mutable_policy()->add_domains();
+    domain->set_domain("Mirror.Example.ORG.");
+    domain->set_action(v1::ACTION_ALLOW);
+    v1::Policy policy;
+    ASSERT_TRUE(stub_->ReplacePolicy(&ctx, req, &policy).ok());
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
+  const v1::Policy policy = get_policy(att.id());
+  EXPECT_EQ(policy.mode(), v1::MODE_DENYLIST);
+  ASSERT_EQ(policy.domains_size(), 1);
+  EXPECT_EQ(policy.domains(0).domain(), "mirror.example.org");
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(soon());
+  v1::DetachRequest req;
+  req.set_id(att.id());
+  v1::DetachResponse resp;
+  ASSERT_TRUE(stub_->Detach(&ctx, req, &resp).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+}
+
+TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {
+  start_daemon();
+  Child sleeper([&] {
+    if (!cgroup_->add_self()) return 82;
+    pause();
+    return 0;
+  });
+  // Wait until the child has moved itself.
+  std::string path;
+  for (int i = 0; i < 200; ++i) {
+    std::ifstream in("/proc/" + std::to_string(sleeper.pid()) + "/cgroup");
+    std::getline(in, path);
+    if (path.find(cgroup_->path().substr(cgroup2_root().size())) != std::string::npos) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  v1::AttachRequest req;
+  req.set_pid(static_cast<uint32_t>(sleeper.pid()));
+  v1::Attachment att;
+  const grpc::Status status = attach(req, &att);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(att.target(), cgroup_->path());
+  EXPECT_EQ(att.applied_policy(), "builtin-default");
+  // The built-in default fails closed.
+  EXPECT_EQ(get_policy(att.id()).mode(), v1::MODE_ALLOWLIST);
+}
+
+TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
+  topo_->start_host_server();
+  start_daemon();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.1/32"});
+  v1::Attachment att;
+  const grpc::Status status = attach(req, &att);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(att.type(), v1::TARGET_TYPE_INTERFACE);
+  // A VM's DNS endpoint is on the host side of its interface.
+  EXPECT_EQ(att.dns().ipv4(), "198.51.100.1");
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+}
+
+TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
+  start_daemon();
+  TestCgroup doomed("sebpf-doomed-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(doomed.path());
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_EQ(rmdir(doomed.path().c_str()), 0);
+  const auto took = wait_detached(att.id(), std::chrono::seconds(1));
+  ASSERT_TRUE(took.has_value()) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"reason\":\"cgroup removed\""), std::string::npos);
+}
+
+TEST_F(DaemonE2eTest, DeletedInterfaceIsDetachedWithinASecond) {
+  start_daemon();
+  NetNs ns("sebpf-gone-" + topo_->tag());
+  auto veth = std::make_unique<VethPair>("sg" + topo_->tag(), "sgp" + topo_->tag(), ns);
+  v1::AttachRequest req;
+  req.set_interface_name(veth->host());
+  v1::Attachment att;
+  const grpc::Status status = attach(req, &att);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  must_run({"ip", "link", "del", veth->host()});
+  const auto took = wait_detached(att.id(), std::chrono::seconds(1));
+  ASSERT_TRUE(took.has_value()) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"reason\":\"interface deleted\""), std::string::npos);
+}
+
+// A workload keeps probing an allowed and a denied address while the
+// daemon is SIGKILLed and started again: no probe ever sees the wrong
+// answer, and the new daemon has the same ids, metadata and policy.
+TEST_F(DaemonE2eTest, SigkillAndRestartKeepIdsPolicyAndEnforcement) {
+  topo_->start_peer_server();
+  start_daemon();
+  const v1::Attachment att =
+      attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}), {{"tenant", "t1"}});
+  const v1::Policy before = get_policy(att.id());
+
+  const std::string marker = dir_ + "/probing";
+  std::ofstream(marker).put('1');
+  Child prober([&] {
+    if (!cgroup_->add_self()) return 82;
+    int rounds = 0;
+    while (std::filesystem::exists(marker) || rounds < 5) {
+      if (tcp_echo("198.51.100.2", kEchoPort) != 0) return 1;  // allowed traffic cut
+      if (tcp_echo("198.51.100.3", kEchoPort) != EPERM) return 2;  // denied traffic let out
+      ++rounds;
+    }
+    return 0;
+  });
+
+  std::this_thread::sleep_for(milliseconds(300));
+  daemon_->kill9();
+  // The gap: no daemon at all.
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  std::this_thread::sleep_for(milliseconds(300));
+  start_daemon();
+  std::this_thread::sleep_for(milliseconds(300));
+  std::filesystem::remove(marker);
+  EXPECT_EQ(prober.wait(std::chrono::seconds(20)), 0) << "1: allowed cut, 2: denied let out";
+
+  v1::ListResponse list;
+  ASSERT_TRUE(call_list(&list).ok());
+  ASSERT_EQ(list.attachments_size(), 1);
+  EXPECT_EQ(list.attachments(0).id(), att.id());
+  EXPECT_EQ(list.attachments(0).metadata().at("tenant"), "t1");
+  EXPECT_EQ(list.attachments(0).dns().port(), att.dns().port());
+  EXPECT_EQ(get_policy(att.id()).SerializeAsString(), before.SerializeAsString());
+  EXPECT_NE(daemon_->log().find("attachment_adopted"), std::string::npos);
+  // Ids keep counting from where they were.
+  TestCgroup second("sebpf-second-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(second.path());
+  v1::Attachment att2;
+  ASSERT_TRUE(attach(req, &att2).ok());
+  EXPECT_NE(att2.id(), att.id());
+}
+
+TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
+  topo_->start_peer_server();
+  start_daemon();
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+
+  start_daemon({"--detach-on-exit"});
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
+  EXPECT_FALSE(std::filesystem::exists(pin_dir_ + "/links"));
+}
+
+TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
+  topo_->start_peer_server();
+  start_daemon();
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  daemon_->kill9();
+  {
+    std::fstream f(state_file(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('\x5a');
+  }
+  DaemonProcess broken(dir_, pin_dir_);
+  EXPECT_EQ(broken.wait_exit(std::chrono::seconds(10)), 1);
+  EXPECT_NE(broken.log().find("will not guess"), std::string::npos) << broken.log();
+  // The kernel kept enforcing meanwhile.
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+}
+
+TEST_F(DaemonE2eTest, PolicyFileSelectsByMetadata) {
+  topo_->start_peer_server();
+  const std::string policy_path = dir_ + "/policy.yaml";
+  std::ofstream(policy_path) << "version: 1\n"
+                                "policies:\n"
+                                "  - name: agent\n"
+                                "    match: {role: agent}\n"
+                                "    mode: allowlist\n"
+                                "    allow_cidrs: [198.51.100.2/32]\n"
+                                "    allow_domains: [mirror.example.org]\n";
+  start_daemon({"--policy-file", policy_path});
+  v1::AttachRequest req;
+  req.set_cgroup_path(cgroup_->path());
+  (*req.mutable_metadata())["role"] = "agent";
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  EXPECT_EQ(att.applied_policy(), "agent");
+  const v1::Policy policy = get_policy(att.id());
+  ASSERT_EQ(policy.domains_size(), 1);
+  EXPECT_EQ(policy.domains(0).domain(), "mirror.example.org");
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+}
+
+TEST_F(DaemonE2eTest, BadInputIsRefusedNamingTheField) {
+  start_daemon();
+  v1::Attachment existing = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+
+  struct Case {
+    std::string what;
+    std::function<grpc::Status(grpc::ClientContext*)> call;
+    grpc::StatusCode code;
+    std::string message_prefix;
+    std::string reason;
+  };
+  auto attach_with = [&](std::function<void(v1::AttachRequest&)> fill) {
+    return [this, fill](grpc::ClientContext* ctx) {
+      v1::AttachRequest req;
+      fill(req);
+      v1::Attachment out;
+      return stub_->Attach(ctx, req, &out);
+    };
+  };
+  auto add_cidr = [&](std::string id, std::string cidr, v1::Action action, uint64_t ttl) {
+    return [this, id, cidr, action, ttl](grpc::ClientContext* ctx) {
+      v1::AddCidrRequest req;
+      req.set_id(id);
+      req.mutable_rule()->set_cidr(cidr);
+      req.mutable_rule()->set_action(action);
+      req.mutable_rule()->set_ttl_seconds(ttl);
+      v1::Policy out;
+      return stub_->AddCidr(ctx, req, &out);
+    };
+  };
+  const std::string id = existing.id();
+  using C = grpc::StatusCode;
+  const std::vector<Case> cases = {
+      {"no target", attach_with([](auto&) {}), C::INVALID_ARGUMENT, "target:", "INVALID_ARGUMENT"},
+      {"missing cgroup", attach_with([](auto& r) { r.set_cgroup_path("/no/such/cgroup"); }),
+       C::NOT_FOUND, "cgroup_path:", "NOT_FOUND"},
+      {"cgroup outside the hierarchy", attach_with([](auto& r) { r.set_cgroup_path("/tmp"); }),
+       C::INVALID_ARGUMENT, "cgroup_path:", "INVALID_ARGUMENT"},
+      {"the same cgroup again",
+       attach_with([this](auto& r) { r.set_cgroup_path(cgroup_->path()); }), C::ALREADY_EXISTS,
+       cgroup_->path() + " is attached already as " + id, "ALREADY_ATTACHED"},
+      {"bad interface name", attach_with([](auto& r) { r.set_interface_name("bad/name"); }),
+       C::INVALID_ARGUMENT, "interface_name:", "INVALID_ARGUMENT"},
+      {"unknown interface", attach_with([](auto& r) { r.set_interface_name("sebpfnope0"); }),
+       C::NOT_FOUND, "", "NOT_FOUND"},
+      {"pid 0", attach_with([](auto& r) { r.set_pid(0); }), C::INVALID_ARGUMENT, "pid:",
+       "INVALID_ARGUMENT"},
+      {"no such pid", attach_with([](auto& r) { r.set_pid(999999999); }), C::NOT_FOUND, "pid:",
+       "NOT_FOUND"},
+      {"bad metadata key", attach_with([this](auto& r) {
+         r.set_interface_name(topo_->host_if());
+         (*r.mutable_metadata())["bad key"] = "x";
+       }),
+       C::INVALID_ARGUMENT, "metadata[bad key]:", "INVALID_ARGUMENT"},
+      {"policy without mode", attach_with([this](auto& r) {
+         r.set_interface_name(topo_->host_if());
+         r.mutable_policy()->set_dns_mode(v1::MODE_ALLOWLIST);
+       }),
+       C::INVALID_ARGUMENT, "policy.mode:", "INVALID_ARGUMENT"},
+      {"bad CIDR in a policy", attach_with([this](auto& r) {
+         r.set_interface_name(topo_->host_if());
+         *r.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.0/24", "300.1.1.1/8"});
+       }),
+       C::INVALID_ARGUMENT, "policy.cidrs[1].cidr:", "INVALID_ARGUMENT"},
+      {"repeated rule", attach_with([this](auto& r) {
+         r.set_interface_name(topo_->host_if());
+         *r.mutable_policy() =
+             make_policy(v1::MODE_ALLOWLIST, {"198.51.100.0/24", "198.51.100.0/24"});
+       }),
+       C::INVALID_ARGUMENT, "policy.cidrs[1]: repeats policy.cidrs[0]", "INVALID_ARGUMENT"},
+      {"host bits set", add_cidr(id, "198.51.100.7/24", v1::ACTION_ALLOW, 0), C::INVALID_ARGUMENT,
+       "rule.cidr:", "INVALID_ARGUMENT"},
+      {"no action", add_cidr(id, "198.51.100.7", v1::ACTION_UNSPECIFIED, 0), C::INVALID_ARGUMENT,
+       "rule.action:", "INVALID_ARGUMENT"},
+      {"TTL of a century", add_cidr(id, "198.51.100.7", v1::ACTION_ALLOW, 100ull * 365 * 86400),
+       C::INVALID_ARGUMENT, "rule.ttl_seconds:", "INVALID_ARGUMENT"},
+      {"empty id", add_cidr("", "198.51.100.7", v1::ACTION_ALLOW, 0), C::INVALID_ARGUMENT, "id:",
+       "INVALID_ARGUMENT"},
+      {"malformed id", add_cidr("att-x", "198.51.100.7", v1::ACTION_ALLOW, 0),
+       C::INVALID_ARGUMENT, "id:", "INVALID_ARGUMENT"},
+      {"unknown id", add_cidr("att-999999", "198.51.100.7", v1::ACTION_ALLOW, 0), C::NOT_FOUND,
+       "no attachment att-999999", "NOT_FOUND"},
+      {"bad domain",
+       [&](grpc::ClientContext* ctx) {
+         v1::AddDomainRequest req;
+         req.set_id(id);
+         req.mutable_rule()->set_domain("bad..example");
+         req.mutable_rule()->set_action(v1::ACTION_DENY);
+         v1::Policy out;
+         return stub_->AddDomain(ctx, req, &out);
+       },
+       C::INVALID_ARGUMENT, "rule.domain:", "INVALID_ARGUMENT"},
+      {"removing a rule that is not there",
+       [&](grpc::ClientContext* ctx) {
+         v1::RemoveCidrRequest req;
+         req.set_id(id);
+         req.set_cidr("203.0.113.0/24");
+         v1::Policy out;
+         return stub_->RemoveCidr(ctx, req, &out);
+       },
+       C::NOT_FOUND, "no rule for 203.0.113.0/24", "NOT_FOUND"},
+      {"bad mode",
+       [&](grpc::ClientContext* ctx) {
+         v1::SetModeRequest req;
+         req.set_id(id);
+         req.set_mode(static_cast<v1::Mode>(42));
+         v1::Policy out;
+         return stub_->SetMode(ctx, req, &out);
+       },
+       C::INVALID_ARGUMENT, "mode:", "INVALID_ARGUMENT"},
+      {"replace without a policy",
+       [&](grpc::ClientContext* ctx) {
+         v1::ReplacePolicyRequest req;
+         req.set_id(id);
+         v1::Policy out;
+         return stub_->ReplacePolicy(ctx, req, &out);
+       },
+       C::INVALID_ARGUMENT, "policy:", "INVALID_ARGUMENT"},
+  };
+  for (const Case& c : cases) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    const grpc::Status status = c.call(&ctx);
+    EXPECT_EQ(status.error_code(), c.code) << c.what << ": " << status.error_message();
+    EXPECT_EQ(status.error_message().rfind(c.message_prefix, 0), 0U)
+        << c.what << ": " << status.error_message();
+    EXPECT_EQ(reason_of(ctx), c.reason) << c.what;
+  }
+  // None of it changed anything.
+  v1::ListResponse list;
+  ASSERT_TRUE(call_list(&list).ok());
+  EXPECT_EQ(list.attachments_size(), 1);
+  EXPECT_EQ(get_policy(id).cidrs_size(), 0);
+}
+
+}  // namespace
+}  // namespace sebpf::testing

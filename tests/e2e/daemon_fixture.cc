@@ -1,0 +1,220 @@
+#include "daemon_fixture.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "datapath/datapath.h"
+
+namespace sebpf::testing {
+
+namespace {
+
+std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
+  return std::chrono::system_clock::now() + d;
+}
+
+}  // namespace
+
+DaemonProcess::DaemonProcess(std::string dir, std::string pin_dir,
+                             std::vector<std::string> extra_args)
+    : socket_(dir + "/superebpfd.sock"), log_path_(dir + "/daemon.log") {
+  std::vector<std::string> args = {SEBPF_DAEMON_PATH,  "--socket",   socket_, "--state-dir",
+                                   dir + "/state",     "--pin-dir",  pin_dir, "--log-level",
+                                   "debug"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  pid_ = fork();
+  if (pid_ == 0) {
+    const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log >= 0) {
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0 && terminate() == -1) kill9();
+}
+
+bool DaemonProcess::wait_ready(std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return false;
+    }
+    if (std::filesystem::exists(socket_)) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(deadline_in(std::chrono::milliseconds(500)));
+      v1::ListResponse resp;
+      if (stub()->List(&ctx, v1::ListRequest(), &resp).ok()) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+int DaemonProcess::wait_exit(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return -1;
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
+}
+
+int DaemonProcess::terminate() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  return wait_exit(std::chrono::seconds(10));
+}
+
+void DaemonProcess::kill9() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string DaemonProcess::log() const {
+  std::ifstream in(log_path_);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::unique_ptr<v1::DaemonService::Stub> DaemonProcess::stub() const {
+  return v1::DaemonService::NewStub(
+      grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
+}
+
+void DaemonE2eTest::SetUp() {
+  E2eTest::SetUp();
+  if (IsSkipped() || HasFailure()) return;
+  char tmpl[] = "/tmp/sebpf-daemon-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  dir_ = tmpl;
+  // Other users must reach the socket in the peer-credential tests.
+  std::filesystem::permissions(dir_, std::filesystem::perms(0755));
+  pin_dir_ = "/sys/fs/bpf/sebpf-daemon-" + topo_->tag();
+  std::filesystem::remove_all(pin_dir_);
+}
+
+void DaemonE2eTest::TearDown() {
+  stub_.reset();
+  daemon_.reset();
+  if (!pin_dir_.empty() && std::filesystem::exists(pin_dir_)) {
+    // What a killed daemon left pinned: adopt it and remove it.
+    datapath::Config config;
+    config.pin_dir = pin_dir_;
+    if (auto dp = datapath::Datapath::open(config); dp.ok()) (void)(*dp)->destroy();
+    std::filesystem::remove_all(pin_dir_);
+  }
+  if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  E2eTest::TearDown();
+}
+
+void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args) {
+  stub_.reset();
+  daemon_ = std::make_unique<DaemonProcess>(dir_, pin_dir_, std::move(extra_args));
+  ASSERT_TRUE(daemon_->wait_ready()) << daemon_->log();
+  stub_ = daemon_->stub();
+}
+
+grpc::Status DaemonE2eTest::attach(const v1::AttachRequest& req, v1::Attachment* out) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline_in(std::chrono::seconds(10)));
+  return stub_->Attach(&ctx, req, out);
+}
+
+v1::Attachment DaemonE2eTest::attach_cgroup(const v1::Policy& policy,
+                                            const std::map<std::string, std::string>& metadata) {
+  v1::AttachRequest req;
+  req.set_cgroup_path(cgroup_->path());
+  *req.mutable_policy() = policy;
+  req.mutable_metadata()->insert(metadata.begin(), metadata.end());
+  v1::Attachment att;
+  const grpc::Status status = attach(req, &att);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return att;
+}
+
+grpc::Status DaemonE2eTest::call_list(v1::ListResponse* out) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline_in(std::chrono::seconds(5)));
+  return stub_->List(&ctx, v1::ListRequest(), out);
+}
+
+v1::Policy DaemonE2eTest::get_policy(const std::string& id) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline_in(std::chrono::seconds(5)));
+  v1::GetPolicyRequest req;
+  req.set_id(id);
+  v1::Policy policy;
+  const grpc::Status status = stub_->GetPolicy(&ctx, req, &policy);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return policy;
+}
+
+std::optional<std::chrono::milliseconds> DaemonE2eTest::wait_detached(
+    const std::string& id, std::chrono::milliseconds timeout) {
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < timeout) {
+    v1::ListResponse list;
+    if (call_list(&list).ok()) {
+      bool present = false;
+      for (const auto& a : list.attachments()) present |= a.id() == id;
+      if (!present) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - start);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return std::nullopt;
+}
+
+v1::Policy make_policy(v1::Mode mode, const std::vector<std::string>& allow,
+                       const std::vector<std::string>& deny) {
+  v1::Policy policy;
+  policy.set_mode(mode);
+  policy.set_dns_mode(v1::MODE_ALLOWLIST);
+  for (const auto& cidr : allow) {
+    auto* rule = policy.add_cidrs();
+    rule->set_cidr(cidr);
+    rule->set_action(v1::ACTION_ALLOW);
+  }
+  for (const auto& cidr : deny) {
+    auto* rule = policy.add_cidrs();
+    rule->set_cidr(cidr);
+    rule->set_action(v1::ACTION_DENY);
+  }
+  return policy;
+}
+
+std::string reason_of(const grpc::ClientContext& ctx) {
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  const auto it = trailers.find("superebpf-reason");
+  return it == trailers.end() ? "" : std::string(it->second.data(), it->second.size());
+}
+
+}  // namespace sebpf::testing

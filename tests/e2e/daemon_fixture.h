@@ -1,0 +1,80 @@
+// End-to-end tests of superebpfd: the real daemon binary as a child
+// process, on its own socket, state directory and pin directory, driven
+// through its gRPC API (and through superebpfctl), with the topology and
+// cgroup of E2eTest carrying real traffic.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "e2e_fixture.h"
+#include "superebpf/v1/daemon.grpc.pb.h"
+
+namespace sebpf::testing {
+
+namespace v1 = ::superebpf::v1;
+
+// One superebpfd process. Stopped (SIGTERM, then SIGKILL) on destruction.
+class DaemonProcess {
+ public:
+  DaemonProcess(std::string dir, std::string pin_dir, std::vector<std::string> extra_args = {});
+  ~DaemonProcess();
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // Waits until the API answers; false if the daemon exited or the timeout
+  // passed (its log says why).
+  bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // SIGTERM and wait: the exit code, or -1.
+  int terminate();
+  void kill9();
+  // The exit code once it has exited by itself, or -1 after the timeout.
+  int wait_exit(std::chrono::milliseconds timeout);
+
+  const std::string& socket() const { return socket_; }
+  std::string log() const;
+  std::unique_ptr<v1::DaemonService::Stub> stub() const;
+
+ private:
+  std::string socket_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+class DaemonE2eTest : public E2eTest {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // Starts (or restarts) the daemon with the fixture's directories.
+  void start_daemon(std::vector<std::string> extra_args = {});
+  std::string state_file() const { return dir_ + "/state/state.pb"; }
+
+  // Calls, with a deadline, returning the status.
+  grpc::Status attach(const v1::AttachRequest& req, v1::Attachment* out);
+  v1::Attachment attach_cgroup(const v1::Policy& policy,
+                               const std::map<std::string, std::string>& metadata = {});
+  grpc::Status call_list(v1::ListResponse* out);
+  v1::Policy get_policy(const std::string& id);
+
+  // Polls List until `id` is gone; how long that took, or nullopt.
+  std::optional<std::chrono::milliseconds> wait_detached(const std::string& id,
+                                                         std::chrono::milliseconds timeout);
+
+  std::string dir_;
+  std::string pin_dir_;
+  std::unique_ptr<DaemonProcess> daemon_;
+  std::unique_ptr<v1::DaemonService::Stub> stub_;
+};
+
+// A policy from mode and CIDR rules ("198.51.100.2/32").
+v1::Policy make_policy(v1::Mode mode, const std::vector<std::string>& allow,
+                       const std::vector<std::string>& deny = {});
+
+// The reason code a failed call carried in its trailing metadata.
+std::string reason_of(const grpc::ClientContext& ctx);
+
+}  // namespace sebpf::testing
