@@ -218,11 +218,9 @@ Result<uint64_t> attachment_id_from_api(std::string_view id, std::string_view fi
   if (!id.starts_with(kPrefix)) return not_an_id;
   const std::string_view digits = id.substr(kPrefix.size());
   uint64_t number = 0;
-  if (digits.empty() || digits.front() == '0' ||
-      std::from_chars(digits.data(), digits.data() + digits.size(), number).ptr !=
-          digits.data() + digits.size()) {
-    return not_an_id;
-  }
+  if (digits.empty() || digits.front() == '0') return not_an_id;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return not_an_id;
   return number;
 }
 

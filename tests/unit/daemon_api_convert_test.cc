@@ -1,0 +1,151 @@
+// The daemon's checks of API input: every bad field is refused with an
+// error naming it; good input becomes the model exactly.
+#include <gtest/gtest.h>
+
+#include "daemon/api_convert.h"
+
+namespace sebpf::daemon {
+namespace {
+
+const WallClock::time_point kNow = WallClock::time_point(std::chrono::seconds(1'800'000'000));
+
+v1::CidrRule cidr(const std::string& text, v1::Action action, uint64_t ttl = 0) {
+  v1::CidrRule rule;
+  rule.set_cidr(text);
+  rule.set_action(action);
+  rule.set_ttl_seconds(ttl);
+  return rule;
+}
+
+template <typename T>
+void expect_field_error(const Result<T>& result, const std::string& prefix) {
+  ASSERT_FALSE(result.ok()) << "expected an error starting with " << prefix;
+  EXPECT_EQ(result.error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(result.error().message().rfind(prefix, 0), 0U) << result.error().message();
+}
+
+TEST(DaemonApiConvertTest, AGoodPolicyBecomesTheModel) {
+  v1::Policy in;
+  in.set_mode(v1::MODE_ALLOWLIST);
+  in.set_dns_mode(v1::MODE_DENYLIST);
+  *in.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW, 60);
+  *in.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_DENY);  // both sides: deny wins
+  *in.add_cidrs() = cidr("2001:db8::1", v1::ACTION_ALLOW);
+  auto* domain = in.add_domains();
+  domain->set_domain("Mirror.Example.ORG.");
+  domain->set_action(v1::ACTION_ALLOW);
+
+  auto policy = policy_from_api(in, "policy", kNow);
+  ASSERT_TRUE(policy.ok()) << policy.error().message();
+  EXPECT_EQ(policy->mode, datapath::Mode::kAllowlist);
+  EXPECT_EQ(policy->dns_mode, datapath::Mode::kDenylist);
+  ASSERT_EQ(policy->cidrs.size(), 3U);
+  EXPECT_EQ(policy->cidrs[0].expires, kNow + std::chrono::seconds(60));
+  EXPECT_FALSE(policy->cidrs[1].expires.has_value());
+  EXPECT_EQ(policy->cidrs[2].prefix.to_string(), "2001:db8::1/128");
+  EXPECT_EQ(policy->domains.at(0).name, "mirror.example.org");
+
+  // And back: what GetPolicy shows.
+  v1::Policy out;
+  policy_to_api(*policy, &out);
+  EXPECT_EQ(out.cidrs(0).cidr(), "198.51.100.0/24");
+  EXPECT_EQ(out.cidrs(0).expires_at().seconds(), 1'800'000'060);
+  EXPECT_FALSE(out.cidrs(1).has_expires_at());
+  EXPECT_EQ(out.domains(0).domain(), "mirror.example.org");
+}
+
+TEST(DaemonApiConvertTest, EveryBadPolicyFieldIsNamed) {
+  v1::Policy base;
+  base.set_mode(v1::MODE_ALLOWLIST);
+  base.set_dns_mode(v1::MODE_ALLOWLIST);
+
+  v1::Policy p = base;
+  p.set_mode(v1::MODE_UNSPECIFIED);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.mode:");
+  p = base;
+  p.set_dns_mode(static_cast<v1::Mode>(99));
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.dns_mode:");
+  p = base;
+  *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW);
+  *p.add_cidrs() = cidr("198.51.100.1/24", v1::ACTION_ALLOW);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[1].cidr:");
+  p = base;
+  *p.add_cidrs() = cidr("198.51.100.0/33", v1::ACTION_ALLOW);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[0].cidr:");
+  p = base;
+  *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_UNSPECIFIED);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[0].action:");
+  p = base;
+  *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW, kMaxTtlSeconds + 1);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[0].ttl_seconds:");
+  p = base;
+  *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW);
+  p.mutable_cidrs(0)->mutable_expires_at()->set_seconds(5);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[0].expires_at:");
+  p = base;
+  *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW);
+  *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW, 5);
+  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[1]: repeats policy.cidrs[0]");
+  for (const char* bad : {"", "bad..example", "*.example.org", "a b.example"}) {
+    p = base;
+    auto* d = p.add_domains();
+    d->set_domain(bad);
+    d->set_action(v1::ACTION_DENY);
+    expect_field_error(policy_from_api(p, "policy", kNow), "policy.domains[0].domain:");
+  }
+  p = base;
+  for (int i = 0; i < 2; ++i) {
+    auto* d = p.add_domains();
+    d->set_domain(i == 0 ? "example.org" : "EXAMPLE.org.");
+    d->set_action(v1::ACTION_DENY);
+  }
+  expect_field_error(policy_from_api(p, "policy", kNow),
+                     "policy.domains[1]: repeats policy.domains[0]");
+}
+
+TEST(DaemonApiConvertTest, UnspecifiedActionMeansBothOnlyWhereSaid) {
+  auto both = action_from_api(v1::ACTION_UNSPECIFIED, "action", true);
+  ASSERT_TRUE(both.ok());
+  EXPECT_FALSE(both->has_value());
+  expect_field_error(action_from_api(v1::ACTION_UNSPECIFIED, "action", false), "action:");
+  expect_field_error(action_from_api(static_cast<v1::Action>(7), "action", true), "action:");
+}
+
+TEST(DaemonApiConvertTest, MetadataKeysAndValuesAreChecked) {
+  google::protobuf::Map<std::string, std::string> m;
+  m["vm"] = "7";
+  m["k8s.io/pod-name"] = "web-1";
+  m["note"] = "ünïcödé is fine";
+  auto ok = metadata_from_api(m, "metadata");
+  ASSERT_TRUE(ok.ok()) << ok.error().message();
+  EXPECT_EQ(ok->at("vm"), "7");
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"", "x"},
+      {"has space", "x"},
+      {std::string(64, 'k'), "x"},
+      {"ctl", std::string("a\nb")},
+      {"utf8", std::string("\xff\xfe")},
+      {"long", std::string(1025, 'v')},
+  };
+  for (const auto& [key, value] : bad) {
+    google::protobuf::Map<std::string, std::string> one;
+    one[key] = value;
+    expect_field_error(metadata_from_api(one, "metadata"), "metadata[");
+  }
+  google::protobuf::Map<std::string, std::string> many;
+  for (int i = 0; i < 65; ++i) many["k" + std::to_string(i)] = "v";
+  expect_field_error(metadata_from_api(many, "metadata"), "metadata:");
+}
+
+TEST(DaemonApiConvertTest, AttachmentIds) {
+  EXPECT_EQ(attachment_id_to_api(12), "att-12");
+  EXPECT_EQ(*attachment_id_from_api("att-12", "id"), 12U);
+  for (const char* bad : {"", "att-", "att-0", "att-012", "att-1x", "12", "att-99999999999999999999",
+                          "ATT-1", "at"}) {
+    expect_field_error(attachment_id_from_api(bad, "id"), "id:");
+  }
+}
+
+}  // namespace
+}  // namespace sebpf::daemon

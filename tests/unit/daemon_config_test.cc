@@ -1,0 +1,156 @@
+// superebpfd's configuration file and target resolution: what parses, what
+// is refused and how.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "daemon/daemon_config.h"
+#include "daemon/target_resolver.h"
+
+namespace sebpf::daemon {
+namespace {
+
+TEST(DaemonConfigTest, EveryKeyIsRead) {
+  DaemonConfig c;
+  const auto status = parse_daemon_config(R"(
+socket:
+  path: /run/sebpf-test/api.sock
+  group: "1234"
+  allowed_uids: [1000, 1001]
+  allowed_gids: [2000]
+state_dir: /var/lib/sebpf-test
+policy_file: /etc/sebpf-test/policy.yaml
+detach_on_exit: true
+log_level: debug
+sweep_interval_seconds: 30
+datapath:
+  pin_dir: /sys/fs/bpf/sebpf-test
+  max_attachments: 2048
+  max_host_rules: 200000
+  max_prefix_rules: 1000
+  max_flows: 5000
+dns:
+  port_first: 30000
+  port_last: 30999
+  cgroup_ipv4: 127.0.0.53
+  cgroup_ipv6: "::1"
+)",
+                                          c);
+  ASSERT_TRUE(status.ok()) << status.error().message();
+  EXPECT_EQ(c.socket_path, "/run/sebpf-test/api.sock");
+  EXPECT_EQ(c.socket_group, "1234");
+  EXPECT_EQ(c.allowed_uids, (std::vector<uint32_t>{1000, 1001}));
+  EXPECT_EQ(c.allowed_gids, (std::vector<uint32_t>{2000}));
+  EXPECT_EQ(c.state_file(), "/var/lib/sebpf-test/state.pb");
+  EXPECT_EQ(c.policy_file, "/etc/sebpf-test/policy.yaml");
+  EXPECT_TRUE(c.detach_on_exit);
+  EXPECT_EQ(c.log_level, LogLevel::kDebug);
+  EXPECT_EQ(c.sweep_interval, std::chrono::seconds(30));
+  EXPECT_EQ(c.datapath.pin_dir, "/sys/fs/bpf/sebpf-test");
+  EXPECT_EQ(c.datapath.max_attachments, 2048U);
+  EXPECT_EQ(c.datapath.max_host_rules, 200000U);
+  EXPECT_EQ(c.dns_port_first, 30000);
+  EXPECT_EQ(c.dns_cgroup_ipv4, "127.0.0.53");
+  EXPECT_TRUE(validate_daemon_config(c).ok());
+}
+
+TEST(DaemonConfigTest, AnEmptyFileKeepsTheDefaults) {
+  DaemonConfig c;
+  ASSERT_TRUE(parse_daemon_config("", c).ok());
+  EXPECT_EQ(c.socket_path, "/run/superebpf/superebpfd.sock");
+  EXPECT_FALSE(c.detach_on_exit);
+  EXPECT_TRUE(validate_daemon_config(c).ok());
+}
+
+TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"sockets: {}\n", "line 1: unknown key \"sockets\""},
+      {"socket:\n  path: /a\n  path: /b\n", "line 3: key \"path\" appears twice"},
+      {"detach_on_exit: yes\n", "line 1: detach_on_exit must be true or false"},
+      {"log_level: loud\n", "line 1: log_level must be debug"},
+      {"datapath:\n  max_attachments: 0\n", "line 2: datapath.max_attachments must be a whole"},
+      {"datapath:\n  max_flows: -5\n", "line 2: datapath.max_flows must be a whole"},
+      {"dns:\n  port_first: 70000\n", "line 2: dns.port_first must be a whole"},
+      {"socket:\n  allowed_uids: 5\n", "line 2: socket.allowed_uids must be a list"},
+      {"state_dir: [a]\n", "line 1: state_dir must be a string"},
+      {"socket: [\n", "config file: "},
+  };
+  for (const auto& [yaml, expected] : cases) {
+    DaemonConfig c;
+    const auto status = parse_daemon_config(yaml, c);
+    ASSERT_FALSE(status.ok()) << yaml;
+    EXPECT_NE(status.error().message().find(expected), std::string::npos)
+        << yaml << " -> " << status.error().message();
+    EXPECT_EQ(c.socket_path, DaemonConfig().socket_path) << "a failed parse changed the config";
+  }
+}
+
+TEST(DaemonConfigTest, ValidationCatchesWhatNeedsSeveralKeys) {
+  DaemonConfig c;
+  c.dns_port_first = 500;
+  c.dns_port_last = 400;
+  EXPECT_FALSE(validate_daemon_config(c).ok());
+  c = DaemonConfig();
+  c.state_dir = "relative/dir";
+  EXPECT_NE(validate_daemon_config(c).error().message().find("state_dir"), std::string::npos);
+  c = DaemonConfig();
+  c.dns_cgroup_ipv4 = "::1";
+  EXPECT_NE(validate_daemon_config(c).error().message().find("dns.cgroup_ipv4"),
+            std::string::npos);
+}
+
+class TargetResolverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sebpf-resolver-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    std::filesystem::create_directories(root_ + "/cg/a/b");
+    std::filesystem::create_directories(root_ + "/proc/42");
+    std::filesystem::create_directories(root_ + "/proc/43");
+    std::filesystem::create_directories(root_ + "/proc/44");
+    std::ofstream(root_ + "/proc/42/cgroup") << "12:cpu:/ignored\n0::/a/b\n";
+    std::ofstream(root_ + "/proc/43/cgroup") << "0::/a/gone (deleted)\n";
+    std::ofstream(root_ + "/proc/44/cgroup") << "3:memory:/only-v1\n";
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::string root_;
+};
+
+TEST_F(TargetResolverTest, CgroupPathsAreMadeCanonicalAndKeptInsideTheMount) {
+  const std::string mount = root_ + "/cg";
+  EXPECT_EQ(*resolve_cgroup_path(mount + "/a/b", mount), mount + "/a/b");
+  EXPECT_EQ(*resolve_cgroup_path("a/b/", mount), mount + "/a/b");
+  EXPECT_EQ(*resolve_cgroup_path(mount + "/a/./b/../b", mount), mount + "/a/b");
+  EXPECT_EQ(resolve_cgroup_path("a/../../..", mount).error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(resolve_cgroup_path("/tmp", mount).error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(resolve_cgroup_path("nope", mount).error().code(), Errc::kNotFound);
+  EXPECT_EQ(resolve_cgroup_path("", mount).error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(resolve_cgroup_path(std::string("a\0b", 3), mount).error().code(),
+            Errc::kInvalidArgument);
+}
+
+TEST_F(TargetResolverTest, APidsCgroupComesFromItsV2Line) {
+  const std::string mount = root_ + "/cg";
+  const std::string proc = root_ + "/proc";
+  EXPECT_EQ(*cgroup_path_of_pid(42, mount, proc), mount + "/a/b");
+  EXPECT_EQ(cgroup_path_of_pid(43, mount, proc).error().code(), Errc::kNotFound);
+  EXPECT_EQ(cgroup_path_of_pid(44, mount, proc).error().code(), Errc::kFailedPrecondition);
+  EXPECT_EQ(cgroup_path_of_pid(45, mount, proc).error().code(), Errc::kNotFound);
+  EXPECT_EQ(cgroup_path_of_pid(0, mount, proc).error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(cgroup_path_of_pid(-3, mount, proc).error().code(), Errc::kInvalidArgument);
+}
+
+TEST(InterfaceNameTest, OnlyWhatTheKernelAccepts) {
+  EXPECT_TRUE(validate_interface_name("tap-vm7").ok());
+  EXPECT_TRUE(validate_interface_name(std::string(15, 'x')).ok());
+  for (const std::string& bad : {std::string(), std::string(16, 'x'), std::string("a/b"),
+                                std::string("a b"), std::string("a:1"), std::string("."),
+                                std::string(".."), std::string("a\tb")}) {
+    EXPECT_EQ(validate_interface_name(bad).error().code(), Errc::kInvalidArgument) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace sebpf::daemon

@@ -1,0 +1,118 @@
+// The daemon's model of a policy (rule merging, expiry, the kernel's view)
+// and of its state file (what is written is read back, damage is refused).
+#include <gtest/gtest.h>
+
+#include "daemon/attachment_record.h"
+#include "daemon/policy_model.h"
+
+namespace sebpf::daemon {
+namespace {
+
+using datapath::Action;
+using std::chrono::seconds;
+
+const WallClock::time_point kNow = WallClock::time_point(seconds(1'800'000'000));
+
+net::IpPrefix prefix(const char* text) { return *net::IpPrefix::parse(text); }
+
+TEST(DaemonPolicyModelTest, UpsertRefreshesTheSameRuleAndKeepsTheOtherAction) {
+  Policy p;
+  upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kAllow, kNow + seconds(5)});
+  upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kDeny, std::nullopt});
+  upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kAllow, kNow + seconds(50)});
+  ASSERT_EQ(p.cidrs.size(), 2U);
+  EXPECT_EQ(p.cidrs[0].expires, kNow + seconds(50));
+
+  EXPECT_TRUE(remove_cidr(p, prefix("198.51.100.0/24"), Action::kDeny).ok());
+  EXPECT_EQ(p.cidrs.size(), 1U);
+  EXPECT_EQ(remove_cidr(p, prefix("198.51.100.0/24"), Action::kDeny).error().code(),
+            Errc::kNotFound);
+  EXPECT_TRUE(remove_cidr(p, prefix("198.51.100.0/24"), std::nullopt).ok());
+  EXPECT_TRUE(p.cidrs.empty());
+
+  upsert_domain(p, {"example.org", Action::kAllow});
+  upsert_domain(p, {"example.org", Action::kAllow});
+  EXPECT_EQ(p.domains.size(), 1U);
+  EXPECT_EQ(remove_domain(p, "example.org", Action::kDeny).error().code(), Errc::kNotFound);
+  EXPECT_TRUE(remove_domain(p, "example.org", std::nullopt).ok());
+}
+
+TEST(DaemonPolicyModelTest, ExpiredRulesAreDroppedAndNeverGivenToTheKernel) {
+  Policy p;
+  upsert_cidr(p, {prefix("198.51.100.1/32"), Action::kAllow, kNow - seconds(1)});
+  upsert_cidr(p, {prefix("198.51.100.2/32"), Action::kAllow, kNow + seconds(30)});
+  upsert_cidr(p, {prefix("198.51.100.3/32"), Action::kDeny, std::nullopt});
+  const auto boot_now = datapath::BootClock::time_point(seconds(1000));
+  const auto rules = kernel_rules(p, kNow, boot_now);
+  ASSERT_EQ(rules.size(), 2U);
+  // Wall-clock expiry becomes the same distance on the boot clock.
+  EXPECT_EQ(rules[0].expires, boot_now + seconds(30));
+  EXPECT_FALSE(rules[1].expires.has_value());
+  EXPECT_EQ(drop_expired(p, kNow), 1U);
+  EXPECT_EQ(p.cidrs.size(), 2U);
+}
+
+TEST(DaemonPolicyModelTest, PolicyFileEntriesBecomePolicies) {
+  policy::PolicySpec spec;
+  spec.mode = datapath::Mode::kDenylist;
+  spec.deny_cidrs = {prefix("203.0.113.0/24")};
+  spec.allow_domains = {"mirror.example.org"};
+  const Policy p = policy_from_spec(spec);
+  EXPECT_EQ(p.mode, datapath::Mode::kDenylist);
+  ASSERT_EQ(p.cidrs.size(), 1U);
+  EXPECT_EQ(p.cidrs[0].action, Action::kDeny);
+  EXPECT_EQ(p.domains.at(0).name, "mirror.example.org");
+}
+
+AttachmentRecord sample_record() {
+  AttachmentRecord r;
+  r.number = 3;
+  r.kind = datapath::TargetKind::kInterface;
+  r.target = "tap-vm7";
+  r.metadata = {{"vm", "7"}, {"tenant", "t1"}};
+  r.dns.v4 = *net::IpAddress::parse("198.51.100.1");
+  r.dns.port = 20001;
+  r.created = kNow;
+  r.applied_policy = "agent";
+  r.key = {datapath::TargetKind::kInterface, 42};
+  r.serial = 9;
+  r.policy.mode = datapath::Mode::kBlockAll;
+  upsert_cidr(r.policy, {prefix("2001:db8::/32"), Action::kAllow, kNow + seconds(90)});
+  upsert_domain(r.policy, {"example.org", Action::kDeny});
+  return r;
+}
+
+TEST(DaemonStateCodecTest, WhatIsWrittenIsReadBack) {
+  DaemonStateData state;
+  state.next_number = 4;
+  state.records.push_back(sample_record());
+  auto back = decode_state(encode_state(state));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->next_number, 4U);
+  ASSERT_EQ(back->records.size(), 1U);
+  const AttachmentRecord& r = back->records[0];
+  const AttachmentRecord expected = sample_record();
+  EXPECT_EQ(r.id(), "att-3");
+  EXPECT_EQ(r.kind, expected.kind);
+  EXPECT_EQ(r.target, expected.target);
+  EXPECT_EQ(r.metadata, expected.metadata);
+  EXPECT_EQ(r.dns, expected.dns);
+  EXPECT_EQ(r.created, expected.created);
+  EXPECT_EQ(r.applied_policy, "agent");
+  EXPECT_EQ(r.key, expected.key);
+  EXPECT_EQ(r.serial, 9U);
+  EXPECT_EQ(r.policy, expected.policy);
+}
+
+TEST(DaemonStateCodecTest, ContentThatCannotBeRightIsRefused) {
+  EXPECT_EQ(decode_state("\xff\xff\xff").error().code(), Errc::kFailedPrecondition);
+  DaemonStateData state;
+  state.next_number = 2;  // but the record is att-3
+  state.records.push_back(sample_record());
+  auto bad = decode_state(encode_state(state));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message().find("above next_id"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sebpf::daemon
