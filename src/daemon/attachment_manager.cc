@@ -20,11 +20,6 @@ namespace {
 
 constexpr size_t kMaxNotices = 4096;
 
-// What a new attachment runs with before its policy is written: nothing
-// gets out, so the few microseconds until replace_policy swaps the real
-// policy in cannot leak (fail closed).
-constexpr Mode kAttachMode = Mode::kBlockAll;
-
 // The built-in policy when neither the request nor a policy file gives one.
 Policy builtin_default_policy() { return Policy{}; }
 
@@ -154,6 +149,8 @@ Status AttachmentManager::reconcile() {
 Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
   std::function<void(const std::string&)> hook;
   AttachmentRecord record;
+  int64_t kernel_us = 0;
+  int64_t save_us = 0;
   {
     std::lock_guard lock(mu_);
     for (const AttachmentRecord& r : state_.records) {
@@ -167,11 +164,17 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
     } else if (auto selection = policies_.select(spec.metadata)) {
       applied = selection->name;
     }
+    const auto t0 = std::chrono::steady_clock::now();
     SEBPF_ASSIGN_OR_RETURN(record, attach_locked(spec, state_.next_number, WallClock::now(),
                                                  applied, std::nullopt));
+    const auto t1 = std::chrono::steady_clock::now();
     state_.next_number++;
     state_.records.push_back(record);
-    if (auto saved = save_locked(); !saved.ok()) {
+    auto saved = save_locked();
+    const auto t2 = std::chrono::steady_clock::now();
+    kernel_us = std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
+    save_us = std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count();
+    if (!saved.ok()) {
       state_.records.pop_back();
       (void)dp_->detach(record.key);
       return saved.error().wrap("attach " + record.target + " (undone)");
@@ -181,7 +184,9 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
   log_.info("attached", {{"id", record.id()},
                          {"target", record.target},
                          {"policy", record.applied_policy},
-                         {"dns_port", std::to_string(record.dns.port)}});
+                         {"dns_port", std::to_string(record.dns.port)},
+                         {"kernel_us", std::to_string(kernel_us)},
+                         {"state_us", std::to_string(save_us)}});
   if (hook && record.kind == TargetKind::kCgroup) hook(record.target);
   return record;
 }
@@ -219,7 +224,8 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(const AttachSpec& spec
     }
   }
   datapath::AttachOptions options;
-  options.mode = kAttachMode;
+  options.mode = r.policy.mode;
+  options.rules = kernel_rules(r.policy, WallClock::now(), datapath::BootClock::now());
   // An interface with no address yet has its port reserved but nothing
   // for the kernel to allow until it has one.
   if (r.dns.v4 || r.dns.v6) options.dns = r.dns;
@@ -229,10 +235,6 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(const AttachSpec& spec
   if (!attached.ok()) return attached.error();
   r.key = attached->key;
   r.serial = attached->serial;
-  if (auto applied = apply_full_policy(r); !applied.ok()) {
-    (void)dp_->detach(r.key);
-    return applied.error().wrap("apply the policy of " + r.target + " (attach undone)");
-  }
   return r;
 }
 

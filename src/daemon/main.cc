@@ -110,12 +110,16 @@ int main(int argc, char** argv) {
   CLI::App app{
       "superebpfd: per-attachment egress policy for VMs and containers, enforced with eBPF.\n"
       "Flags override the configuration file (docs/configuration.md)."};
+  // A flag given twice: the last one counts, as a later flag overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("-c,--config", flags.config_file, "YAML configuration file")
       ->check(CLI::ExistingFile);
   app.add_option("--socket", flags.socket_path, "API unix socket path");
   app.add_option("--socket-group", flags.socket_group, "group owning the API socket (mode 0660)");
-  app.add_option("--allow-uid", flags.allow_uids, "a uid allowed to call the API (repeatable)");
-  app.add_option("--allow-gid", flags.allow_gids, "a gid allowed to call the API (repeatable)");
+  app.add_option("--allow-uid", flags.allow_uids, "a uid allowed to call the API (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--allow-gid", flags.allow_gids, "a gid allowed to call the API (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--state-dir", flags.state_dir, "where the state file is kept");
   app.add_option("--pin-dir", flags.pin_dir, "bpffs directory for pinned maps and links");
   app.add_option("--policy-file", flags.policy_file,

@@ -45,21 +45,25 @@ Status CgroupHooks::attach(uint64_t cgroup_id, int cgroup_fd) {
       }
     }
   }
-  links_[cgroup_id] = std::move(links);
+  // Pinned links live on in bpffs: closing our fds (destroying the
+  // objects) keeps the daemon at a few fds however many cgroups it holds.
+  if (dir.empty()) links_[cgroup_id] = std::move(links);
   return ok_status();
 }
 
 Status CgroupHooks::detach(uint64_t cgroup_id) {
+  // BPF_LINK_DETACH ends the attachment even while other references (the
+  // pin) remain; a link whose cgroup is gone is detached already.
   auto it = links_.find(cgroup_id);
   if (it != links_.end()) {
-    for (auto& link : it->second) {
-      // BPF_LINK_DETACH ends the attachment even while other references
-      // (the pin) remain; a link whose cgroup is gone is detached already.
-      bpf_link__detach(link.get());
-    }
+    for (auto& link : it->second) bpf_link__detach(link.get());
     links_.erase(it);
   }
   if (!links_dir_.empty()) {
+    for (bpf_program* prog : programs_) {
+      LinkPtr link(bpf_link__open((dir_for(cgroup_id) + "/" + bpf_program__name(prog)).c_str()));
+      if (link) bpf_link__detach(link.get());
+    }
     std::error_code ec;
     fs::remove_all(dir_for(cgroup_id), ec);
     if (ec)
@@ -95,8 +99,7 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
     // A removed cgroup's links are detached asynchronously; do not wait.
     if (problem.empty() && !cgroup_exists(id)) problem = "its cgroup was removed";
     if (problem.empty()) {
-      links_[id] = std::move(links);
-      result.live.push_back(id);
+      result.live.push_back(id);  // the pins hold the links; our fds close
       continue;
     }
     for (auto& link : links) bpf_link__detach(link.get());

@@ -43,6 +43,7 @@ class CgroupHooks {
 
   std::vector<bpf_program*> programs_;
   std::string links_dir_;
+  // Unpinned mode only: the links exist as long as we hold them.
   std::map<uint64_t, std::vector<LinkPtr>> links_;
 };
 

@@ -311,14 +311,27 @@ Result<Attachment> Datapath::Impl::finish_attach(const AttachmentKey& key, sebpf
   SEBPF_RETURN_IF_ERROR(encode_dns_endpoint(options.dns, value));
   SEBPF_ASSIGN_OR_RETURN(value.serial, table->next_id());
   SEBPF_ASSIGN_OR_RETURN(value.ruleset, table->next_id());
-  SEBPF_ASSIGN_OR_RETURN(value.slot, table->take_slot());
+  // The initial rules go in before the attachment exists, so its first
+  // packet already sees them (and no rule set needs swapping out).
+  if (Status s = rules->write_all(value.ruleset, merge_rules(options.rules)); !s.ok()) {
+    (void)rules->erase_ruleset(value.ruleset);
+    return s.error();
+  }
+  auto slot = table->take_slot();
+  if (!slot.ok()) {
+    (void)rules->erase_ruleset(value.ruleset);
+    return slot.error();
+  }
+  value.slot = *slot;
   if (Status s = table->create(key, value); !s.ok()) {
     table->release_slot(value.slot);
+    (void)rules->erase_ruleset(value.ruleset);
     return s.error();
   }
   if (Status s = hook_up(); !s.ok()) {
     (void)table->erase(key);
     table->release_slot(value.slot);
+    (void)rules->erase_ruleset(value.ruleset);
     return s.error();
   }
   return to_attachment({key, value});

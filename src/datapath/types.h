@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 #include "datapath/shared_layout.h"
@@ -74,6 +75,8 @@ struct AttachOptions {
   Mode mode = Mode::kAllowlist;  // fail closed until told otherwise
   DnsEndpoint dns;
   TcDirection direction = TcDirection::kIngress;  // interfaces only
+  // In force from the first packet the attachment sees.
+  std::vector<Rule> rules;
 };
 
 struct Attachment {

@@ -22,7 +22,7 @@ class CgroupE2eTest : public E2eTest {
   }
 
   datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules = {}) {
-    auto att = dp_->attach_cgroup(cgroup_->path(), {.mode = mode, .dns = {}, .direction = {}});
+    auto att = dp_->attach_cgroup(cgroup_->path(), {.mode = mode, .dns = {}, .direction = {}, .rules = {}});
     EXPECT_TRUE(att.ok()) << att.error().message();
     if (!att.ok()) return {};
     EXPECT_TRUE(dp_->replace_policy(att->key, mode, rules).ok());

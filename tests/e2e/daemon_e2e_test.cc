@@ -236,7 +236,7 @@ TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
     f.seekp(20);
     f.put('\x5a');
   }
-  DaemonProcess broken(dir_, pin_dir_);
+  DaemonProcess broken(SEBPF_DAEMON_PATH, dir_, pin_dir_);
   EXPECT_EQ(broken.wait_exit(std::chrono::seconds(10)), 1);
   EXPECT_NE(broken.log().find("will not guess"), std::string::npos) << broken.log();
   // The kernel kept enforcing meanwhile.

@@ -1,13 +1,8 @@
 #include "daemon_fixture.h"
 
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "datapath/datapath.h"
@@ -21,91 +16,6 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
 }
 
 }  // namespace
-
-DaemonProcess::DaemonProcess(std::string dir, std::string pin_dir,
-                             std::vector<std::string> extra_args)
-    : socket_(dir + "/superebpfd.sock"), log_path_(dir + "/daemon.log") {
-  std::vector<std::string> args = {SEBPF_DAEMON_PATH,  "--socket",   socket_, "--state-dir",
-                                   dir + "/state",     "--pin-dir",  pin_dir, "--log-level",
-                                   "debug"};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  pid_ = fork();
-  if (pid_ == 0) {
-    const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (log >= 0) {
-      dup2(log, STDOUT_FILENO);
-      dup2(log, STDERR_FILENO);
-    }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-}
-
-DaemonProcess::~DaemonProcess() {
-  if (pid_ > 0 && terminate() == -1) kill9();
-}
-
-bool DaemonProcess::wait_ready(std::chrono::milliseconds timeout) {
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return false;
-    }
-    if (std::filesystem::exists(socket_)) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(deadline_in(std::chrono::milliseconds(500)));
-      v1::ListResponse resp;
-      if (stub()->List(&ctx, v1::ListRequest(), &resp).ok()) return true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
-int DaemonProcess::wait_exit(std::chrono::milliseconds timeout) {
-  if (pid_ <= 0) return -1;
-  const auto end = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return -1;
-}
-
-int DaemonProcess::terminate() {
-  if (pid_ <= 0) return -1;
-  kill(pid_, SIGTERM);
-  return wait_exit(std::chrono::seconds(10));
-}
-
-void DaemonProcess::kill9() {
-  if (pid_ <= 0) return;
-  kill(pid_, SIGKILL);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-}
-
-std::string DaemonProcess::log() const {
-  std::ifstream in(log_path_);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::unique_ptr<v1::DaemonService::Stub> DaemonProcess::stub() const {
-  return v1::DaemonService::NewStub(
-      grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
-}
 
 void DaemonE2eTest::SetUp() {
   E2eTest::SetUp();
@@ -135,7 +45,7 @@ void DaemonE2eTest::TearDown() {
 
 void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args) {
   stub_.reset();
-  daemon_ = std::make_unique<DaemonProcess>(dir_, pin_dir_, std::move(extra_args));
+  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_, std::move(extra_args));
   ASSERT_TRUE(daemon_->wait_ready()) << daemon_->log();
   stub_ = daemon_->stub();
 }

@@ -11,38 +11,9 @@
 #include <vector>
 
 #include "e2e_fixture.h"
-#include "superebpf/v1/daemon.grpc.pb.h"
+#include "support/daemon_process.h"
 
 namespace sebpf::testing {
-
-namespace v1 = ::superebpf::v1;
-
-// One superebpfd process. Stopped (SIGTERM, then SIGKILL) on destruction.
-class DaemonProcess {
- public:
-  DaemonProcess(std::string dir, std::string pin_dir, std::vector<std::string> extra_args = {});
-  ~DaemonProcess();
-  DaemonProcess(const DaemonProcess&) = delete;
-  DaemonProcess& operator=(const DaemonProcess&) = delete;
-
-  // Waits until the API answers; false if the daemon exited or the timeout
-  // passed (its log says why).
-  bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(15));
-  // SIGTERM and wait: the exit code, or -1.
-  int terminate();
-  void kill9();
-  // The exit code once it has exited by itself, or -1 after the timeout.
-  int wait_exit(std::chrono::milliseconds timeout);
-
-  const std::string& socket() const { return socket_; }
-  std::string log() const;
-  std::unique_ptr<v1::DaemonService::Stub> stub() const;
-
- private:
-  std::string socket_;
-  std::string log_path_;
-  pid_t pid_ = -1;
-};
 
 class DaemonE2eTest : public E2eTest {
  protected:

@@ -51,9 +51,9 @@ class PinningE2eTest : public E2eTest {
       auto dp = open_pinned();
       if (!dp.ok()) return 1;
       auto cg = (*dp)->attach_cgroup(cgroup_->path(),
-                                     {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
+                                     {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
       auto tc = (*dp)->attach_interface(topo_->host_if(),
-                                        {.mode = Mode::kAllowlist, .dns = {}, .direction = {}});
+                                        {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
       if (!cg.ok() || !tc.ok()) return 2;
       if (!(*dp)->add_rule(cg->key, make_rule("198.51.100.2", Action::kAllow)).ok()) return 3;
       if (!(*dp)->add_rule(tc->key, make_rule("198.51.100.1", Action::kAllow)).ok()) return 4;

@@ -22,7 +22,7 @@ class TcE2eTest : public E2eTest {
       Mode mode, const std::vector<datapath::Rule>& rules,
       datapath::TcDirection direction = datapath::TcDirection::kIngress) {
     auto att =
-        dp_->attach_interface(topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction});
+        dp_->attach_interface(topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction, .rules = {}});
     EXPECT_TRUE(att.ok()) << att.error().message();
     if (!att.ok()) return {};
     EXPECT_TRUE(dp_->replace_policy(att->key, mode, rules).ok());

@@ -1,0 +1,50 @@
+// A superebpfd process for tests and benchmarks: the real binary as a
+// child, with its own socket, state directory and pin directory, and a
+// gRPC stub to drive it.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "superebpf/v1/daemon.grpc.pb.h"
+
+namespace sebpf::testing {
+
+namespace v1 = ::superebpf::v1;
+
+// One superebpfd process. Stopped (SIGTERM, then SIGKILL) on destruction.
+class DaemonProcess {
+ public:
+  // `binary` is the superebpfd to run; its log goes to <dir>/daemon.log.
+  DaemonProcess(std::string binary, std::string dir, std::string pin_dir,
+                std::vector<std::string> extra_args = {});
+  ~DaemonProcess();
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // Waits until the API answers; false if the daemon exited or the timeout
+  // passed (its log says why).
+  bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // SIGTERM and wait: the exit code, or -1.
+  int terminate();
+  void kill9();
+  // The exit code once it has exited by itself, or -1 after the timeout.
+  int wait_exit(std::chrono::milliseconds timeout);
+
+  pid_t pid() const { return pid_; }
+  const std::string& socket() const { return socket_; }
+  std::string log() const;
+  std::unique_ptr<v1::DaemonService::Stub> stub() const;
+
+ private:
+  std::string socket_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace sebpf::testing
