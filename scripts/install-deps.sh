@@ -9,6 +9,8 @@ PACKAGES=(
   clang llvm libclang-rt-14-dev
   libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
   libyaml-cpp-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tests: namespaces, traffic, tools they drive
   iproute2 iputils-ping procps util-linux
