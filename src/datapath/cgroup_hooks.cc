@@ -1,5 +1,7 @@
 #include "datapath/cgroup_hooks.h"
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -61,7 +63,10 @@ Status CgroupHooks::detach(uint64_t cgroup_id) {
   }
   if (!links_dir_.empty()) {
     for (bpf_program* prog : programs_) {
-      LinkPtr link(bpf_link__open((dir_for(cgroup_id) + "/" + bpf_program__name(prog)).c_str()));
+      const std::string path = dir_for(cgroup_id) + "/" + bpf_program__name(prog);
+      std::error_code ec;
+      if (!fs::exists(path, ec)) continue;  // never pinned: a failed attach
+      LinkPtr link(bpf_link__open(path.c_str()));
       if (link) bpf_link__detach(link.get());
     }
     std::error_code ec;
@@ -90,9 +95,16 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
         problem = "link " + path + " is missing (an attach was interrupted)";
         break;
       }
-      if (bpf_link__update_program(link.get(), prog) != 0) {
-        problem = "its cgroup was removed";
-        break;
+      if (int err = bpf_link__update_program(link.get(), prog); err != 0) {
+        // ENOLINK: the link's cgroup is gone. Anything else: fail closed,
+        // leaving the link on the previous process's programs, which use
+        // the same maps and so enforce the same policy.
+        if (err == -ENOLINK) {
+          problem = "its cgroup was removed";
+          break;
+        }
+        result.notes.push_back("cgroup:" + std::to_string(id) + " link " + path +
+                               " kept on the previous program: " + std::strerror(-err));
       }
       links.push_back(std::move(link));
     }

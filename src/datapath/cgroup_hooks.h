@@ -35,6 +35,7 @@ class CgroupHooks {
   struct Adopted {
     std::vector<uint64_t> live;
     std::map<uint64_t, std::string> dropped;  // cgroup id -> why
+    std::vector<std::string> notes;           // links kept on old programs
   };
   Result<Adopted> adopt();
 

@@ -246,6 +246,7 @@ Status Datapath::Impl::pin_maps() {
 Status Datapath::Impl::adopt_attachments() {
   SEBPF_RETURN_IF_ERROR(table->load_slots());
   SEBPF_ASSIGN_OR_RETURN(CgroupHooks::Adopted hooks, cgroup_hooks->adopt());
+  notes.insert(notes.end(), hooks.notes.begin(), hooks.notes.end());
   std::set<uint64_t> live_cgroups(hooks.live.begin(), hooks.live.end());
   SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, table->all());
   for (const AttachmentRecord& r : records) {
@@ -262,15 +263,16 @@ Status Datapath::Impl::adopt_attachments() {
     // while no process held the state must not inherit the old policy.
     const Attachment a = to_attachment(r);
     const uint32_t ifindex = static_cast<uint32_t>(r.key.id);
-    std::string problem = tc_hooks->check_same_interface(ifindex);
-    const bool same_interface = problem.empty();
-    if (same_interface) {
-      Status s = tc_hooks->attach(ifindex, a.direction);
-      if (!s.ok()) problem = s.error().message();
-    }
-    if (!problem.empty()) {
+    if (std::string problem = tc_hooks->check_same_interface(ifindex); !problem.empty()) {
       notes.push_back(to_string(r.key) + " removed: " + problem);
-      SEBPF_RETURN_IF_ERROR(remove_attachment(r, same_interface));
+      // Not our interface (any more): leave whatever filters it has alone.
+      SEBPF_RETURN_IF_ERROR(remove_attachment(r, /*unhook=*/false));
+      continue;
+    }
+    // Fail closed: if the switch fails, the filter already there keeps
+    // enforcing with the previous process's programs on the same maps.
+    if (Status s = tc_hooks->attach(ifindex, a.direction); !s.ok()) {
+      notes.push_back(to_string(r.key) + " kept on the previous programs: " + s.error().message());
     }
   }
   // Links left without a record: a detach was interrupted.
