@@ -45,7 +45,10 @@ struct sebpf_pkt {
 	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
 	__u16 sport;	/* network order; ICMP echo: the identifier */
 	__u16 dport;	/* network order */
-	__u16 pad;
+	__u8 source_routed; /* LSRR/SSRR option, or an IPv6 routing header
+			     * with segments left: daddr is not where the
+			     * packet is going */
+	__u8 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
 };
@@ -101,6 +104,70 @@ static __always_inline int sebpf_parse_l4(struct __sk_buff *skb, __u32 off, stru
 	return 0;
 }
 
+#define SEBPF_IPOPT_END 0
+#define SEBPF_IPOPT_NOOP 1
+#define SEBPF_IPOPT_LSRR 131
+#define SEBPF_IPOPT_SSRR 137
+#define SEBPF_IPV4_MAX_OPTIONS 40
+
+/* 1 if the IPv4 options ask for source routing (or cannot be walked: a
+ * packet we cannot read is not one we let out), else 0. */
+struct sebpf_ipopt_walk {
+	__u8 opts[64]; /* 64, not 40: indexes are masked with 63 */
+	__u32 len;
+	__u32 i;
+	int routed;
+};
+
+/* One step of the walk over the options; 1 stops it. Run by bpf_loop, so
+ * the verifier checks it once instead of once per path through the walk
+ * (unrolled, the walk alone exceeded its budget). */
+static long sebpf_ipopt_step(__u64 index __attribute__((unused)), void *ctx)
+{
+	struct sebpf_ipopt_walk *w = ctx;
+	__u32 i = w->i;
+	__u8 type, olen;
+
+	if (i >= w->len || i >= SEBPF_IPV4_MAX_OPTIONS)
+		return 1;
+	type = w->opts[i & 63];
+	if (type == SEBPF_IPOPT_END)
+		return 1;
+	if (type == SEBPF_IPOPT_NOOP) {
+		w->i = i + 1;
+		return 0;
+	}
+	if (type == SEBPF_IPOPT_LSRR || type == SEBPF_IPOPT_SSRR) {
+		w->routed = 1;
+		return 1;
+	}
+	olen = w->opts[(i + 1) & 63];
+	if (i + 1 >= w->len || olen < 2) {
+		w->routed = 1; /* malformed: not a packet we let out */
+		return 1;
+	}
+	w->i = i + olen;
+	return 0;
+}
+
+/* 1 if the IPv4 options ask for source routing (or cannot be walked: a
+ * packet we cannot read is not one we let out), else 0. */
+static __always_inline int sebpf_ipv4_source_routed(struct __sk_buff *skb, __u32 off, __u32 ihl)
+{
+	struct sebpf_ipopt_walk w = {};
+
+	w.len = (ihl - 5) * 4;
+	if (w.len == 0)
+		return 0;
+	if (w.len > SEBPF_IPV4_MAX_OPTIONS)
+		return 1;
+	if (bpf_skb_load_bytes(skb, off + sizeof(struct iphdr), w.opts, w.len) < 0)
+		return 1;
+	/* Each option is at least one byte: 40 steps walk them all. */
+	bpf_loop(SEBPF_IPV4_MAX_OPTIONS, sebpf_ipopt_step, &w, 0);
+	return w.routed;
+}
+
 static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off, struct sebpf_pkt *pkt)
 {
 	struct iphdr ip;
@@ -114,6 +181,7 @@ static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off, st
 	pkt->hop_limit = ip.ttl;
 	sebpf_set_addr4(pkt->saddr, ip.saddr);
 	sebpf_set_addr4(pkt->daddr, ip.daddr);
+	pkt->source_routed = sebpf_ipv4_source_routed(skb, off, ip.ihl);
 	/* A non-first fragment carries no L4 header: it is judged by address. */
 	if (ip.frag_off & bpf_htons(0x1fff))
 		return 0;
@@ -139,8 +207,16 @@ static __always_inline int sebpf_parse_ipv6(struct __sk_buff *skb, __u32 off, st
 
 	for (int i = 0; i < SEBPF_MAX_IPV6_EXT_HEADERS; i++) {
 		switch (nexthdr) {
-		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
+			/* next header, length, type, segments left */
+			if (bpf_skb_load_bytes(skb, off, ext, 4) < 0)
+				return -1;
+			if (ext[3] != 0)
+				pkt->source_routed = 1;
+			nexthdr = ext[0];
+			off += (ext[1] + 1) * 8;
+			break;
+		case IPPROTO_HOPOPTS:
 		case IPPROTO_DSTOPTS:
 			if (bpf_skb_load_bytes(skb, off, ext, 2) < 0)
 				return -1;

@@ -323,6 +323,12 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_ALLOW_MODE_DISABLED;
 		goto out;
 	}
+	/* Its destination address is only the first hop: no rule, and no
+	 * allowance, can be judged on it. Workloads have no use for it. */
+	if (p->source_routed) {
+		reason = SEBPF_REASON_DENY_MALFORMED;
+		goto out;
+	}
 	if ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_is_loopback(p)) {
 		reason = SEBPF_REASON_ALLOW_LOOPBACK;
 		goto out;

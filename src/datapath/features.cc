@@ -36,6 +36,8 @@ constexpr MapTypeNeed kMapTypes[] = {
 };
 constexpr HelperNeed kHelpers[] = {
     {BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns (Linux 5.8)"},
+    {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_loop, "bpf_loop (Linux 5.17)"},
+    {BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_loop, "bpf_loop (Linux 5.17)"},
     {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_skb_ancestor_cgroup_id,
      "bpf_skb_ancestor_cgroup_id in cgroup_skb (Linux 4.19)"},
     {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_ancestor_cgroup_id,

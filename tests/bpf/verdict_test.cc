@@ -324,6 +324,36 @@ TEST_P(VerdictTest, TruncatedHeadersAreDenied) {
   EXPECT_EQ(count(SEBPF_REASON_DENY_MALFORMED), 1U);
 }
 
+// A source route makes the destination address only the first hop: in
+// any enforcing mode the packet is dropped, whatever the rules say of it.
+TEST_P(VerdictTest, SourceRoutedPacketsAreDenied) {
+  allow("198.51.100.1");
+  allow("2001:db8:1::1");
+  PacketSpec v4 = tcp4("198.51.100.1");
+  v4.ipv4_options = {1, 148, 4, 0, 0};  // NOOP, router alert (harmless)
+  EXPECT_TRUE(out(v4));
+  for (uint8_t type : {uint8_t{131}, uint8_t{137}}) {  // LSRR, SSRR
+    v4.ipv4_options = {1, type, 7, 4, 203, 0, 113, 9};
+    EXPECT_FALSE(out(v4)) << int(type);
+  }
+  v4.ipv4_options = {1, 68, 1};  // an option whose length is too short
+  EXPECT_FALSE(out(v4));
+  v4.ipv4_options = {0, 131, 7, 4, 203, 0, 113, 9};  // after END: not an option
+  EXPECT_TRUE(out(v4));
+
+  PacketSpec v6 = tcp6("2001:db8:1::1");
+  v6.ipv6_routing_segments_left = 0;  // a spent route is harmless
+  EXPECT_TRUE(out(v6));
+  v6.ipv6_routing_segments_left = 1;
+  EXPECT_FALSE(out(v6));
+  set_mode(Mode::kDenylist);
+  EXPECT_FALSE(out(v6));
+  v4.ipv4_options = {131, 7, 4, 203, 0, 113, 9};
+  EXPECT_FALSE(out(v4));
+  set_mode(Mode::kDisabled);
+  EXPECT_TRUE(out(v4));
+}
+
 TEST_P(VerdictTest, ReplacePolicySwapsModeAndRulesTogether) {
   allow("198.51.100.1");
   const std::vector<datapath::Rule> rules = {rule("203.0.113.0/24", datapath::Action::kDeny)};

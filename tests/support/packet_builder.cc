@@ -66,10 +66,12 @@ std::vector<uint8_t> build_packet(const PacketSpec& s) {
   in6_addr s6{}, d6{};
   const std::vector<uint8_t> l4 = l4_header(s);
   if (inet_pton(AF_INET, s.src.c_str(), &s4) == 1 && inet_pton(AF_INET, s.dst.c_str(), &d4) == 1) {
+    std::vector<uint8_t> options = s.ipv4_options;
+    options.resize((options.size() + 3) / 4 * 4, 0);  // END-padded
     ethernet(p, 0x0800);
-    p.push_back(0x45);
+    p.push_back(static_cast<uint8_t>(0x40 | (5 + options.size() / 4)));
     p.push_back(0);
-    put16(p, static_cast<uint16_t>(20 + l4.size()));
+    put16(p, static_cast<uint16_t>(20 + options.size() + l4.size()));
     put16(p, 1);                                                      // id
     put16(p, s.non_first_fragment ? static_cast<uint16_t>(185) : 0);  // offset in 8-byte units
     p.push_back(s.hop_limit);
@@ -77,6 +79,7 @@ std::vector<uint8_t> build_packet(const PacketSpec& s) {
     put16(p, 0);
     put_bytes(p, &s4, 4);
     put_bytes(p, &d4, 4);
+    p.insert(p.end(), options.begin(), options.end());
     p.insert(p.end(), l4.begin(), l4.end());
     return p;
   }
@@ -90,6 +93,14 @@ std::vector<uint8_t> build_packet(const PacketSpec& s) {
     put16(ext, static_cast<uint16_t>(185 << 3));  // offset, M=0
     ext.insert(ext.end(), 4, 0);                  // identification
     first_next = 44;
+  }
+  if (s.ipv6_routing_segments_left) {
+    // Segment routing header: next, length (in 8 bytes, excluding the
+    // first 8), type 4, segments left, last entry, flags, tag; one segment.
+    std::vector<uint8_t> rh = {first_next, 2, 4, *s.ipv6_routing_segments_left, 0, 0, 0, 0};
+    rh.insert(rh.end(), 16, 0x20);
+    ext.insert(ext.begin(), rh.begin(), rh.end());
+    first_next = 43;
   }
   if (s.ipv6_hop_by_hop) {
     std::vector<uint8_t> hbh = {first_next, 0, 1, 4, 0, 0, 0, 0};  // PadN

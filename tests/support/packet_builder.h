@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,10 @@ struct PacketSpec {
   uint8_t hop_limit = 64;
   bool non_first_fragment = false;
   bool ipv6_hop_by_hop = false;  // put a hop-by-hop header before L4
+  // IPv4 options (padded to a multiple of 4 with END); e.g. {131, 7, 4, a, b, c, d} is LSRR.
+  std::vector<uint8_t> ipv4_options = {};
+  // An IPv6 routing header (type 4, one segment) with this many segments left.
+  std::optional<uint8_t> ipv6_routing_segments_left = std::nullopt;
   size_t payload = 16;
 };
 
