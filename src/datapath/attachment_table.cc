@@ -170,6 +170,14 @@ Result<uint32_t> AttachmentTable::next_id() {
     return Error::from_errno(errno, "read meta map");
   }
   if (meta.next_id == 0) meta.next_id = 1;  // 0 is never a valid id
+  // Wrapping would hand out ids still in use (rule sets, serials that flows
+  // and the daemon's records refer to): refuse instead. Four billion
+  // attaches and policy replacements on one pinned state is far beyond use.
+  if (meta.next_id == UINT32_MAX) {
+    return Error(Errc::kResourceExhausted,
+                 "the datapath has used up its 32-bit ids; detach everything (destroy) to start "
+                 "afresh");
+  }
   const uint32_t id = meta.next_id++;
   if (bpf_map_update_elem(fds_.meta, &zero, &meta, BPF_ANY) != 0) {
     return Error::from_errno(errno, "write meta map");

@@ -460,10 +460,14 @@ Status Datapath::replace_policy(const AttachmentKey& key, Mode mode, std::span<c
     (void)impl_->rules->erase_ruleset(fresh);
     return s.error();
   }
-  // A packet that read the attachment just before the switch may still be
-  // looking up rules of the old set.
-  SEBPF_RETURN_IF_ERROR(impl_->barrier->wait());
-  return impl_->rules->erase_ruleset(old);
+  // The new policy is in force from here on: nothing below may report
+  // otherwise. A packet that read the attachment just before the switch
+  // may still be looking up rules of the old set, so the old set goes only
+  // after a grace period; if waiting for one fails, sweep() reclaims it
+  // later (by then no packet can still be reading it).
+  if (!impl_->barrier->wait().ok()) return ok_status();
+  (void)impl_->rules->erase_ruleset(old);
+  return ok_status();
 }
 
 Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {

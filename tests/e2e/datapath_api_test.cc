@@ -1,11 +1,13 @@
 // The library's answers to bad input and full tables, with a real kernel:
 // each is a clear error, and a failed call changes nothing.
+#include <bpf/bpf.h>
 #include <linux/capability.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
 
+#include "common/unique_fd.h"
 #include "e2e_fixture.h"
 #include "support/process.h"
 
@@ -159,6 +161,35 @@ TEST_F(DatapathApiTest, AllSlotsTakenIsReportedAndLeavesNothingAttached) {
   EXPECT_EQ(second.error().code(), Errc::kResourceExhausted);
   EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
   EXPECT_EQ(dp_->attachments()->size(), 1U);
+}
+
+// Ids are never reused: when the 32-bit id space is used up, attaching is
+// refused rather than handing out an id that rules or flows still carry.
+TEST_F(DatapathApiTest, ExhaustedIdsAreRefusedNotWrapped) {
+  const std::string pin_dir = "/sys/fs/bpf/sebpf-ids-" + topo_->tag();
+  struct RemovePins {
+    std::string dir;
+    ~RemovePins() { std::filesystem::remove_all(dir); }
+  } remove_pins{pin_dir};
+  datapath::Config config;
+  config.pin_dir = pin_dir;
+  auto dp = datapath::Datapath::open(config);
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  {
+    UniqueFd meta(bpf_obj_get((pin_dir + "/maps/sebpf_meta").c_str()));
+    ASSERT_TRUE(meta.valid());
+    const uint32_t zero = 0;
+    sebpf_meta value{};
+    ASSERT_EQ(bpf_map_lookup_elem(meta.get(), &zero, &value), 0);
+    value.next_id = UINT32_MAX - 1;  // one id left; attaching needs two
+    ASSERT_EQ(bpf_map_update_elem(meta.get(), &zero, &value, BPF_ANY), 0);
+  }
+  auto att = (*dp)->attach_cgroup(cgroup_->path(), {});
+  ASSERT_FALSE(att.ok());
+  EXPECT_EQ(att.error().code(), Errc::kResourceExhausted);
+  EXPECT_NE(att.error().message().find("32-bit ids"), std::string::npos);
+  EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
+  EXPECT_TRUE((*dp)->destroy().ok());
 }
 
 // The default sizes hold 1,024 attachments; the next one is refused clearly.
