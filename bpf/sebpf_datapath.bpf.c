@@ -199,6 +199,31 @@ int sebpf_cg_in(struct __sk_buff *skb)
 
 #define SEBPF_ETH_HLEN 14
 
+/* The largest frame an ARP request or reply needs: the 28-byte message in
+ * a minimum-size Ethernet frame (60 bytes), with room for a VLAN tag. */
+#define SEBPF_ARP_MAX_FRAME 64
+
+/* ARP as the link needs it: Ethernet/IPv4 request or reply, and nothing
+ * more in the frame. ARP is always allowed, so anything else in it (a
+ * bigger frame, another protocol) would be a way to send data out. */
+static __always_inline int sebpf_is_plain_arp(struct __sk_buff *skb, __u32 off)
+{
+	struct {
+		__be16 htype;
+		__be16 ptype;
+		__u8 hlen;
+		__u8 plen;
+		__be16 oper;
+	} arp;
+
+	if (skb->len > SEBPF_ARP_MAX_FRAME)
+		return 0;
+	if (bpf_skb_load_bytes(skb, off, &arp, sizeof(arp)) < 0)
+		return 0;
+	return arp.htype == bpf_htons(1) && arp.ptype == bpf_htons(ETH_P_IP) && arp.hlen == 6 &&
+	       arp.plen == 4 && (arp.oper == bpf_htons(1) || arp.oper == bpf_htons(2));
+}
+
 /* Returns 0 and fills p for IP, 1 for ARP, -1 for anything else or a
  * malformed header (reason in *deny). */
 static __always_inline int sebpf_parse_tc(struct __sk_buff *skb, const struct sebpf_attachment *att,
@@ -215,6 +240,10 @@ static __always_inline int sebpf_parse_tc(struct __sk_buff *skb, const struct se
 		err = sebpf_parse_ipv6(skb, off, p);
 		break;
 	case bpf_htons(ETH_P_ARP):
+		if (!sebpf_is_plain_arp(skb, off)) {
+			*deny = SEBPF_REASON_DENY_MALFORMED;
+			return -1;
+		}
 		return 1;
 	default:
 		*deny = SEBPF_REASON_DENY_NOT_IP;

@@ -154,35 +154,12 @@ static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *
 	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(p->daddr, att->dns_addr6);
 }
 
-/*
- * What a link needs and cannot leave the link: IPv6 neighbour and router
- * discovery (hop limit 255, which routers never forward), MLD to link-scope
- * multicast, DHCPv4 to the broadcast address and DHCPv6 to ff02::1:2.
- */
-static __always_inline int sebpf_is_link_local_control(const struct sebpf_pkt *p)
+/* Neighbour or router discovery with hop limit 255: it was not routed, so
+ * its source is on the link. */
+static __always_inline int sebpf_is_nd_from_link(const struct sebpf_pkt *p)
 {
-	if (!p->has_l4)
-		return 0;
-	if (p->family == AF_INET6) {
-		int ll_multicast = p->daddr[0] == 0xff && p->daddr[1] == 0x02;
-
-		if (p->protocol == IPPROTO_ICMPV6) {
-			__u8 t = p->icmp_type;
-
-			if (t >= 133 && t <= 137)
-				return p->hop_limit == 255;
-			if (t == 130 || t == 131 || t == 132 || t == 143)
-				return ll_multicast;
-			return 0;
-		}
-		if (p->protocol == IPPROTO_UDP)
-			return ll_multicast && p->daddr[15] == 2 &&
-			       *(__u32 *)&p->daddr[12] == bpf_htonl(0x00010002) &&
-			       p->dport == bpf_htons(547);
-		return 0;
-	}
-	return p->protocol == IPPROTO_UDP && p->dport == bpf_htons(67) &&
-	       p->sport == bpf_htons(68) && sebpf_addr4(p->daddr) == 0xffffffff;
+	return p->protocol == IPPROTO_ICMPV6 && p->icmp_type >= 133 && p->icmp_type <= 137 &&
+	       p->hop_limit == 255;
 }
 
 /* Key of the flow a packet belongs to, seen from the workload's side. */
@@ -212,6 +189,10 @@ static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k, __u
 		k->local_port = p->sport; /* echo identifier */
 		k->remote_port = 0;
 	}
+	if (sebpf_is_nd_from_link(p)) {
+		k->local_port = 0;
+		k->remote_port = SEBPF_FLOW_NEIGHBOUR;
+	}
 }
 
 static __always_inline __u64 sebpf_flow_idle_ns(__u8 protocol)
@@ -220,7 +201,8 @@ static __always_inline __u64 sebpf_flow_idle_ns(__u8 protocol)
 }
 
 /* An inbound packet that opens a flow: TCP SYN without ACK, any UDP
- * datagram, an ICMP echo request. */
+ * datagram, an ICMP echo request, or ND from a neighbour on the link (so the
+ * workload may answer it, at its own address). */
 static __always_inline int sebpf_opens_flow(const struct sebpf_pkt *p)
 {
 	if (!p->has_l4)
@@ -234,7 +216,7 @@ static __always_inline int sebpf_opens_flow(const struct sebpf_pkt *p)
 	case IPPROTO_ICMP:
 		return p->icmp_type == SEBPF_ICMP_ECHO_REQUEST;
 	case IPPROTO_ICMPV6:
-		return p->icmp_type == SEBPF_ICMPV6_ECHO_REQUEST;
+		return p->icmp_type == SEBPF_ICMPV6_ECHO_REQUEST || sebpf_is_nd_from_link(p);
 	}
 	return 0;
 }
@@ -290,6 +272,70 @@ static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *
 	return 1;
 }
 
+/* Has this on-link neighbour sent the workload ND lately (so the workload
+ * may answer it, or check it is still there, at its unicast address)? */
+static __always_inline int sebpf_is_known_neighbour(__u32 serial, const struct sebpf_pkt *p,
+						    struct sebpf_clock *clock)
+{
+	struct sebpf_flow_key k;
+	struct sebpf_flow_value *v;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.serial = serial;
+	k.family = AF_INET6;
+	k.protocol = IPPROTO_ICMPV6;
+	k.remote_port = SEBPF_FLOW_NEIGHBOUR;
+	__builtin_memcpy(k.remote_addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&sebpf_flows, &k);
+	return v && sebpf_now(clock) - v->last_seen < sebpf_flow_idle_other_ns;
+}
+
+/*
+ * What a link needs and cannot leave the link: IPv6 neighbour and router
+ * discovery (hop limit 255) to link-local or link-scope multicast
+ * destinations or to the host side's own address (the DNS endpoint's),
+ * or to a neighbour that sent the workload ND itself with hop limit 255
+ * (so it is on the link: the host answering for its global address), MLD
+ * to link-scope multicast, DHCPv4 to the broadcast address and DHCPv6 to
+ * ff02::1:2. ND to any other unicast address is not exempt: a packet with
+ * hop limit 255 is still routed, and its payload would reach whoever owns
+ * the address. It is judged by the rules like any packet.
+ */
+static __always_inline int sebpf_is_link_local_control(const struct sebpf_attachment *att,
+							const struct sebpf_pkt *p,
+							struct sebpf_clock *clock)
+{
+	if (!p->has_l4)
+		return 0;
+	if (p->family == AF_INET6) {
+		int ll_multicast = p->daddr[0] == 0xff && p->daddr[1] == 0x02;
+		int ll_unicast = p->daddr[0] == 0xfe && (p->daddr[1] & 0xc0) == 0x80;
+
+		if (p->protocol == IPPROTO_ICMPV6) {
+			__u8 t = p->icmp_type;
+
+			if (t >= 133 && t <= 137)
+				return p->hop_limit == 255 &&
+				       (ll_multicast || ll_unicast ||
+					(!sebpf_addr6_is_zero(att->dns_addr6) &&
+					 sebpf_addr6_equal(p->daddr, att->dns_addr6)) ||
+					sebpf_is_known_neighbour(att->serial, p, clock));
+			if (t == 130 || t == 131 || t == 132 || t == 143)
+				return ll_multicast;
+			return 0;
+		}
+		/* ff02::1:2, All_DHCP_Relay_Agents_and_Servers */
+		if (p->protocol == IPPROTO_UDP)
+			return *(__u32 *)&p->daddr[0] == bpf_htonl(0xff020000) &&
+			       *(__u32 *)&p->daddr[4] == 0 && *(__u32 *)&p->daddr[8] == 0 &&
+			       *(__u32 *)&p->daddr[12] == bpf_htonl(0x00010002) &&
+			       p->dport == bpf_htons(547);
+		return 0;
+	}
+	return p->protocol == IPPROTO_UDP && p->dport == bpf_htons(67) &&
+	       p->sport == bpf_htons(68) && sebpf_addr4(p->daddr) == 0xffffffff;
+}
+
 static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,
 					enum sebpf_reason reason)
 {
@@ -337,7 +383,7 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_ALLOW_DNS_ENDPOINT;
 		goto out;
 	}
-	if (o.check_link && sebpf_is_link_local_control(p)) {
+	if (o.check_link && sebpf_is_link_local_control(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_LINK_LOCAL;
 		goto out;
 	}

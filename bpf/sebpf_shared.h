@@ -118,6 +118,10 @@ struct sebpf_flow_key {
 	__u8 remote_addr[16]; /* IPv4 is stored v4-mapped */
 };
 
+/* remote_port of the entry that remembers an on-link neighbour (ICMPv6
+ * ND received with hop limit 255); its local_port is 0. */
+#define SEBPF_FLOW_NEIGHBOUR 0xffff
+
 struct sebpf_flow_value {
 	__u64 last_seen; /* boottime ns */
 };

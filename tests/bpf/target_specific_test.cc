@@ -14,8 +14,24 @@ class TcOnlyTest : public ProgramTest {};
 
 TEST_P(TcOnlyTest, ArpAlwaysPasses) {
   set_mode(Mode::kBlockAll);
-  EXPECT_TRUE(run_out(build_frame(0x0806)).allowed);
-  EXPECT_EQ(count(SEBPF_REASON_ALLOW_LINK_LOCAL), 1U);
+  EXPECT_TRUE(run_out(build_arp(1)).allowed);
+  EXPECT_TRUE(run_out(build_arp(2, 42)).allowed);  // unpadded, as a tap sends it
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_LINK_LOCAL), 2U);
+}
+
+// ARP is always allowed, so it must be only ARP: not a way to carry data.
+TEST_P(TcOnlyTest, ArpThatIsNotPlainArpIsDenied) {
+  set_mode(Mode::kAllowlist);
+  EXPECT_FALSE(run_out(build_frame(0x0806, 28)).allowed);  // all zero: no valid header
+  EXPECT_FALSE(run_out(build_arp(1, 200)).allowed);        // a payload riding along
+  EXPECT_FALSE(run_out(build_arp(3)).allowed);             // RARP request
+  auto other_protocol = build_arp(1);
+  other_protocol[16] = 0x86;  // ptype IPv6
+  other_protocol[17] = 0xdd;
+  EXPECT_FALSE(run_out(other_protocol).allowed);
+  EXPECT_EQ(count(SEBPF_REASON_DENY_MALFORMED), 4U);
+  set_mode(Mode::kDisabled);
+  EXPECT_TRUE(run_out(build_arp(1, 200)).allowed);
 }
 
 TEST_P(TcOnlyTest, NonIpFramesAreDeniedWhileEnforcing) {

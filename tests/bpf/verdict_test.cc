@@ -215,7 +215,66 @@ TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
   PacketSpec dhcp6 = {
       .src = "fe80::2", .dst = "ff02::1:2", .l4 = L4::kUdp, .sport = 546, .dport = 547};
   EXPECT_TRUE(out(dhcp6));
+  dhcp6.dst = "ff02:1::1:2";  // not the DHCPv6 servers' group
+  EXPECT_FALSE(out(dhcp6));
   EXPECT_EQ(count(SEBPF_REASON_ALLOW_LINK_LOCAL), 5U);
+}
+
+// ND with hop limit 255 to a routable address would still be routed, its
+// payload reaching whoever owns the address: only link-local, link-scope
+// multicast and the host side's own address are exempt; other neighbours
+// are judged by the rules.
+TEST_P(VerdictTest, NeighbourDiscoveryToRoutableAddressesIsJudgedByTheRules) {
+  set_mode(Mode::kAllowlist);
+  PacketSpec na = {.src = "2001:db8::2",
+                   .dst = "2001:db8:1::99",
+                   .l4 = L4::kIcmpv6,
+                   .icmp_type = 136,
+                   .hop_limit = 255};
+  EXPECT_FALSE(out(na));
+  na.dst = "fe80::1";
+  EXPECT_TRUE(out(na));
+  na.dst = "2001:db8:1::99";
+  allow("2001:db8:1::99");  // a neighbour it may talk to, it may resolve
+  EXPECT_TRUE(out(na));
+  na.dst = "2001:db8:1::98";
+  datapath::DnsEndpoint dns;
+  dns.v6 = *net::IpAddress::parse("2001:db8:1::98");
+  dns.port = 53;
+  ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  EXPECT_TRUE(out(na));  // the host side's own address
+  set_mode(Mode::kBlockAll);
+  EXPECT_TRUE(out(na));
+  na.dst = "2001:db8:1::99";
+  EXPECT_FALSE(out(na));
+}
+
+// A neighbour that solicits the workload with hop limit 255 is on the link
+// (routers never forward that): the workload may answer it, and check on
+// it later, at its global address, in any mode. A routed "solicitation"
+// (hop limit below 255) proves nothing.
+TEST_P(VerdictTest, NeighboursThatSolicitTheWorkloadMayBeAnswered) {
+  set_mode(Mode::kBlockAll);
+  PacketSpec ns = {.src = "2001:db8:1::7",
+                   .dst = "ff02::1:ff00:2",
+                   .l4 = L4::kIcmpv6,
+                   .icmp_type = 135,
+                   .hop_limit = 254};
+  in(ns);
+  PacketSpec na = {.src = "2001:db8:1::2",
+                   .dst = "2001:db8:1::7",
+                   .l4 = L4::kIcmpv6,
+                   .icmp_type = 136,
+                   .hop_limit = 255};
+  EXPECT_FALSE(out(na));
+  ns.hop_limit = 255;
+  in(ns);
+  EXPECT_TRUE(out(na));
+  na.icmp_type = 135;  // a later unicast probe of the neighbour
+  EXPECT_TRUE(out(na));
+  na.icmp_type = 128;  // but nothing else: an echo request is not ND
+  na.hop_limit = 64;
+  EXPECT_FALSE(out(na));
 }
 
 TEST_P(VerdictTest, RepliesOnInboundFlowsPassTheAllowlist) {

@@ -127,6 +127,22 @@ std::vector<uint8_t> build_frame(uint16_t ethertype, size_t payload) {
   return p;
 }
 
+std::vector<uint8_t> build_arp(uint16_t op, size_t frame_size) {
+  std::vector<uint8_t> p;
+  ethernet(p, 0x0806);
+  put16(p, 1);       // Ethernet
+  put16(p, 0x0800);  // IPv4
+  p.push_back(6);
+  p.push_back(4);
+  put16(p, op);
+  const uint8_t sender[10] = {0x02, 0, 0, 0, 0, 0x02, 198, 51, 100, 2};
+  const uint8_t target[10] = {0, 0, 0, 0, 0, 0, 198, 51, 100, 1};
+  put_bytes(p, sender, sizeof sender);
+  put_bytes(p, target, sizeof target);
+  if (p.size() < frame_size) p.resize(frame_size, 0);
+  return p;
+}
+
 std::vector<uint8_t> truncate(std::vector<uint8_t> packet, size_t len) {
   packet.resize(std::min(len, packet.size()));
   return packet;

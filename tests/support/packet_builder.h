@@ -37,6 +37,9 @@ struct PacketSpec {
 std::vector<uint8_t> build_packet(const PacketSpec& spec);
 // An Ethernet frame of another ethertype (ARP 0x0806, or anything).
 std::vector<uint8_t> build_frame(uint16_t ethertype, size_t payload = 28);
+// An Ethernet/IPv4 ARP request (op 1) or reply (op 2), padded to
+// `frame_size` bytes (60: the minimum Ethernet frame).
+std::vector<uint8_t> build_arp(uint16_t op, size_t frame_size = 60);
 // The packet cut to `len` bytes: a truncated header.
 std::vector<uint8_t> truncate(std::vector<uint8_t> packet, size_t len);
 
