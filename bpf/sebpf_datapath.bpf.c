@@ -96,6 +96,8 @@ static __always_inline int sebpf_sock_call(struct bpf_sock_addr *ctx, struct seb
 	p->protocol = ctx->protocol;
 	p->has_l4 = 1;
 	p->dport = (__u16)ctx->user_port;
+	if (sebpf_netns_cookies)
+		p->netns = bpf_get_netns_cookie(ctx);
 	if (is_sendmsg) {
 		struct bpf_sock *sk = ctx->sk;
 
@@ -181,6 +183,8 @@ int sebpf_cg_out(struct __sk_buff *skb)
 		return 0;
 	if (sebpf_parse_cgroup_skb(skb, &p) < 0)
 		return sebpf_decide_malformed(&att, SEBPF_REASON_DENY_MALFORMED);
+	if (sebpf_netns_cookies)
+		p.netns = bpf_get_netns_cookie(skb);
 	return sebpf_decide(&att, &p, sebpf_packet_egress);
 }
 
@@ -190,8 +194,11 @@ int sebpf_cg_in(struct __sk_buff *skb)
 	struct sebpf_attachment att;
 	struct sebpf_pkt p = {};
 
-	if (sebpf_skb_attachment(skb, &att) && sebpf_parse_cgroup_skb(skb, &p) == 0)
+	if (sebpf_skb_attachment(skb, &att) && sebpf_parse_cgroup_skb(skb, &p) == 0) {
+		if (sebpf_netns_cookies)
+			p.netns = bpf_get_netns_cookie(skb);
 		sebpf_track_inbound(att.serial, &p);
+	}
 	return 1; /* inbound traffic is not filtered, only remembered */
 }
 

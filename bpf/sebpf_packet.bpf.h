@@ -51,6 +51,7 @@ struct sebpf_pkt {
 	__u8 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
+	__u64 netns; /* cookie of its network namespace; 0 on interfaces */
 };
 
 static __always_inline __u32 sebpf_addr4(const __u8 addr[16]) { return *(const __u32 *)&addr[12]; }

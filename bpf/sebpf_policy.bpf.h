@@ -13,6 +13,10 @@
 /* Load-time settings (rodata), set by the loader before load. */
 const volatile __u64 sebpf_flow_idle_tcp_ns = 24ULL * 3600 * 1000000000ULL;
 const volatile __u64 sebpf_flow_idle_other_ns = 180ULL * 1000000000ULL;
+/* Set by the loader when cgroup_skb programs may call bpf_get_netns_cookie
+ * (newer kernels; probed at load); otherwise flows of cgroup attachments carry no
+ * namespace (see struct sebpf_flow_key). */
+const volatile __u8 sebpf_netns_cookies = 0;
 
 /* Reply flows are refreshed at most this often, to keep map writes off the
  * per-packet path of a busy flow. */
@@ -167,6 +171,7 @@ static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k, __
 						    const struct sebpf_pkt *p)
 {
 	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = p->netns;
 	k->serial = serial;
 	k->family = p->family;
 	k->protocol = p->protocol;
@@ -179,6 +184,7 @@ static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k, __u
 						   const struct sebpf_pkt *p)
 {
 	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = p->netns;
 	k->serial = serial;
 	k->family = p->family;
 	k->protocol = p->protocol;
@@ -281,6 +287,7 @@ static __always_inline int sebpf_is_known_neighbour(__u32 serial, const struct s
 	struct sebpf_flow_value *v;
 
 	__builtin_memset(&k, 0, sizeof(k));
+	k.netns = p->netns;
 	k.serial = serial;
 	k.family = AF_INET6;
 	k.protocol = IPPROTO_ICMPV6;

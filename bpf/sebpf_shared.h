@@ -19,7 +19,7 @@
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
  * adopt pinned state written with another ABI instead of misreading it. */
-#define SEBPF_ABI_VERSION 1
+#define SEBPF_ABI_VERSION 2
 
 /* An expiry meaning "never". 0 means "no such rule". */
 #define SEBPF_EXPIRY_NEVER (~0ULL)
@@ -109,6 +109,12 @@ struct sebpf_rule {
  * Ports are network order; for ICMP, local_port is the echo identifier.
  */
 struct sebpf_flow_key {
+	/* Cgroup attachments: the network namespace the packet was in
+	 * (bpf_get_netns_cookie), so a flow planted in a namespace the
+	 * workload made itself (where it may forge any packet) opens nothing
+	 * in the namespace that reaches the world. 0 for interfaces, and
+	 * where the kernel lacks the helper in cgroup_skb. */
+	__u64 netns;
 	__u32 serial;  /* of the attachment: a reused slot inherits nothing */
 	__u8 family;   /* AF_INET or AF_INET6 */
 	__u8 protocol; /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
@@ -116,6 +122,7 @@ struct sebpf_flow_key {
 	__u16 remote_port;
 	__u16 pad;
 	__u8 remote_addr[16]; /* IPv4 is stored v4-mapped */
+	__u32 pad2;
 };
 
 /* remote_port of the entry that remembers an on-link neighbour (ICMPv6

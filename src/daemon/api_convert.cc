@@ -169,8 +169,8 @@ void policy_to_api(const Policy& policy, v1::Policy* out) {
     rule->set_cidr(r.prefix.to_string());
     rule->set_action(action_to_api(r.action));
     if (r.expires) {
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-          r.expires->time_since_epoch());
+      const auto ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(r.expires->time_since_epoch());
       *rule->mutable_expires_at() = TimeUtil::NanosecondsToTimestamp(ns.count());
     }
   }

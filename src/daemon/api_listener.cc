@@ -12,8 +12,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 
 namespace sebpf::daemon {
@@ -106,8 +106,8 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   const std::string& path = options.socket_path;
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) {
-    return Error(Errc::kInvalidArgument, "socket.path: longer than " +
-                                             std::to_string(sizeof addr.sun_path - 1) + " bytes");
+    return Error(Errc::kInvalidArgument,
+                 "socket.path: longer than " + std::to_string(sizeof addr.sun_path - 1) + " bytes");
   }
   SEBPF_ASSIGN_OR_RETURN(gid_t gid, resolve_group(options.socket_group));
   std::error_code ec;
@@ -182,8 +182,8 @@ void ApiListener::accept_loop() {
     }
     auto peer = peer_credentials(fd);
     if (peer.ok() && options_.peers.allows(peer->uid, peer->gids)) {
-      log_.debug("api_connection", {{"uid", std::to_string(peer->uid)},
-                                    {"pid", std::to_string(peer->pid)}});
+      log_.debug("api_connection",
+                 {{"uid", std::to_string(peer->uid)}, {"pid", std::to_string(peer->pid)}});
       grpc::AddInsecureChannelFromFd(trusted_server_.get(), fd);
       continue;
     }

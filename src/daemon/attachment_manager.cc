@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <set>
 
-#include "datapath/system.h"
 #include "daemon/target_resolver.h"
+#include "datapath/system.h"
 #include "state/state_file.h"
 
 namespace sebpf::daemon {
@@ -73,8 +73,15 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   for (const std::string& note : dp->adoption_notes()) {
     log.info("datapath_adoption", {{"note", note}});
   }
-  log.info("datapath_open", {{"pin_dir", config.datapath.pin_dir},
-                             {"adopted", dp->adopted() ? "true" : "false"}});
+  log.info("datapath_open",
+           {{"pin_dir", config.datapath.pin_dir}, {"adopted", dp->adopted() ? "true" : "false"}});
+  if (!dp->netns_isolated_flows()) {
+    log.warning("kernel_lacks_netns_cookie",
+                {{"impact",
+                  "reply flows of cgroup attachments are not kept per network namespace: a "
+                  "workload able to forge packets in a namespace of its own (unprivileged user "
+                  "namespaces) can open replies to any address; a newer kernel closes this"}});
+  }
   std::unique_ptr<AttachmentManager> manager(
       new AttachmentManager(config, std::move(policies), log, std::move(dp)));
   manager->state_ = std::move(state);
@@ -134,8 +141,8 @@ Status AttachmentManager::reconcile() {
     auto again = attach_locked({r.kind, r.target, r.metadata, r.policy}, r.number, r.created,
                                r.applied_policy, r.dns);
     if (!again.ok()) {
-      log_.error("reattach_failed", {{"id", r.id()}, {"target", r.target},
-                                     {"error", again.error().message()}});
+      log_.error("reattach_failed",
+                 {{"id", r.id()}, {"target", r.target}, {"error", again.error().message()}});
       notices_.push_back({r.id(), r.target, "could not attach again: " + again.error().message()});
       continue;
     }
@@ -165,8 +172,8 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
       applied = selection->name;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    SEBPF_ASSIGN_OR_RETURN(record, attach_locked(spec, state_.next_number, WallClock::now(),
-                                                 applied, std::nullopt));
+    SEBPF_ASSIGN_OR_RETURN(
+        record, attach_locked(spec, state_.next_number, WallClock::now(), applied, std::nullopt));
     const auto t1 = std::chrono::steady_clock::now();
     state_.next_number++;
     state_.records.push_back(record);
@@ -191,11 +198,9 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
   return record;
 }
 
-Result<AttachmentRecord> AttachmentManager::attach_locked(const AttachSpec& spec,
-                                                          uint64_t number,
-                                                          WallClock::time_point created,
-                                                          const std::string& applied_policy,
-                                                          std::optional<datapath::DnsEndpoint> dns) {
+Result<AttachmentRecord> AttachmentManager::attach_locked(
+    const AttachSpec& spec, uint64_t number, WallClock::time_point created,
+    const std::string& applied_policy, std::optional<datapath::DnsEndpoint> dns) {
   AttachmentRecord r;
   r.number = number;
   r.kind = spec.kind;
@@ -239,8 +244,7 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(const AttachSpec& spec
 }
 
 Status AttachmentManager::apply_full_policy(const AttachmentRecord& record) {
-  const auto rules =
-      kernel_rules(record.policy, WallClock::now(), datapath::BootClock::now());
+  const auto rules = kernel_rules(record.policy, WallClock::now(), datapath::BootClock::now());
   return dp_->replace_policy(record.key, record.policy.mode, rules);
 }
 
@@ -309,7 +313,8 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
                                                 const KernelChange& kernel) {
   std::lock_guard lock(mu_);
   AttachmentRecord* record = find_locked(number);
-  if (record == nullptr) return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  if (record == nullptr)
+    return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
   Policy updated = record->policy;
   drop_expired(updated, WallClock::now());
   SEBPF_RETURN_IF_ERROR(edit(updated));

@@ -46,8 +46,7 @@ class AttachmentManager {
   // Opens (or adopts) the datapath, reads the state file and reconciles.
   // A damaged state file is an error: the daemon does not guess.
   static Result<std::unique_ptr<AttachmentManager>> open(const DaemonConfig& config,
-                                                         policy::PolicyFile policies,
-                                                         Logger& log);
+                                                         policy::PolicyFile policies, Logger& log);
   ~AttachmentManager();
 
   // Called (outside the lock) with the path of every cgroup attached, at

@@ -106,7 +106,8 @@ grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::Attac
     }
     SEBPF_ASSIGN_OR_RETURN(spec.metadata, metadata_from_api(req->metadata(), "metadata"));
     if (req->has_policy()) {
-      SEBPF_ASSIGN_OR_RETURN(spec.policy, policy_from_api(req->policy(), "policy", WallClock::now()));
+      SEBPF_ASSIGN_OR_RETURN(spec.policy,
+                             policy_from_api(req->policy(), "policy", WallClock::now()));
     }
     SEBPF_ASSIGN_OR_RETURN(AttachmentRecord record, manager_.attach(spec));
     attachment_to_api(record, resp);
@@ -149,8 +150,8 @@ grpc::Status DaemonServiceImpl::SetMode(grpc::ServerContext* ctx, const v1::SetM
   });
 }
 
-grpc::Status DaemonServiceImpl::SetDnsMode(grpc::ServerContext* ctx,
-                                           const v1::SetModeRequest* req, v1::Policy* resp) {
+grpc::Status DaemonServiceImpl::SetDnsMode(grpc::ServerContext* ctx, const v1::SetModeRequest* req,
+                                           v1::Policy* resp) {
   return run(ctx, log_, "SetDnsMode", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     SEBPF_ASSIGN_OR_RETURN(datapath::Mode mode, mode_from_api(req->mode(), "mode"));
@@ -162,7 +163,8 @@ grpc::Status DaemonServiceImpl::AddCidr(grpc::ServerContext* ctx, const v1::AddC
                                         v1::Policy* resp) {
   return run(ctx, log_, "AddCidr", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
-    SEBPF_ASSIGN_OR_RETURN(CidrRule rule, cidr_rule_from_api(req->rule(), "rule", WallClock::now()));
+    SEBPF_ASSIGN_OR_RETURN(CidrRule rule,
+                           cidr_rule_from_api(req->rule(), "rule", WallClock::now()));
     return policy_out(manager_.add_cidr(id, rule), resp);
   });
 }
@@ -177,8 +179,8 @@ grpc::Status DaemonServiceImpl::RemoveCidr(grpc::ServerContext* ctx,
   });
 }
 
-grpc::Status DaemonServiceImpl::AddDomain(grpc::ServerContext* ctx,
-                                          const v1::AddDomainRequest* req, v1::Policy* resp) {
+grpc::Status DaemonServiceImpl::AddDomain(grpc::ServerContext* ctx, const v1::AddDomainRequest* req,
+                                          v1::Policy* resp) {
   return run(ctx, log_, "AddDomain", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     SEBPF_ASSIGN_OR_RETURN(DomainRule rule, domain_rule_from_api(req->rule(), "rule"));
@@ -187,8 +189,7 @@ grpc::Status DaemonServiceImpl::AddDomain(grpc::ServerContext* ctx,
 }
 
 grpc::Status DaemonServiceImpl::RemoveDomain(grpc::ServerContext* ctx,
-                                             const v1::RemoveDomainRequest* req,
-                                             v1::Policy* resp) {
+                                             const v1::RemoveDomainRequest* req, v1::Policy* resp) {
   return run(ctx, log_, "RemoveDomain", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     SEBPF_ASSIGN_OR_RETURN(std::string name, domain_from_api(req->domain(), "domain"));
@@ -203,13 +204,14 @@ grpc::Status DaemonServiceImpl::ReplacePolicy(grpc::ServerContext* ctx,
   return run(ctx, log_, "ReplacePolicy", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     if (!req->has_policy()) return Error(Errc::kInvalidArgument, "policy: is required");
-    SEBPF_ASSIGN_OR_RETURN(Policy policy, policy_from_api(req->policy(), "policy", WallClock::now()));
+    SEBPF_ASSIGN_OR_RETURN(Policy policy,
+                           policy_from_api(req->policy(), "policy", WallClock::now()));
     return policy_out(manager_.replace_policy(id, policy), resp);
   });
 }
 
-grpc::Status DaemonServiceImpl::GetPolicy(grpc::ServerContext* ctx,
-                                          const v1::GetPolicyRequest* req, v1::Policy* resp) {
+grpc::Status DaemonServiceImpl::GetPolicy(grpc::ServerContext* ctx, const v1::GetPolicyRequest* req,
+                                          v1::Policy* resp) {
   return run(ctx, log_, "GetPolicy", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     return policy_out(manager_.get_policy(id), resp);

@@ -1,9 +1,8 @@
 #include "daemon/logger.h"
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 namespace sebpf::daemon {
 

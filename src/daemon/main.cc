@@ -2,7 +2,6 @@
 // adopts) the pinned datapath, reconciles it with the state file, watches
 // targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
 #include <CLI/CLI.hpp>
-
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -78,8 +77,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   (*manager)->set_cgroup_attached_hook(
       [w = watcher->get()](const std::string& path) { w->watch_cgroup(path); });
   DaemonServiceImpl service(**manager, *mount, log);
-  ListenerOptions listener_options{config.socket_path, config.socket_group,
-                                   {config.allowed_uids, config.allowed_gids}};
+  ListenerOptions listener_options{
+      config.socket_path, config.socket_group, {config.allowed_uids, config.allowed_gids}};
   auto listener = ApiListener::start(listener_options, &service, log);
   if (!listener.ok()) return fail("api_failed", listener.error());
   log.info("ready", {{"attachments", std::to_string((*manager)->list().size())}});

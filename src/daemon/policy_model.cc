@@ -10,7 +10,8 @@ Policy policy_from_spec(const policy::PolicySpec& spec) {
   Policy p;
   p.mode = spec.mode;
   p.dns_mode = spec.dns_mode;
-  for (const auto& prefix : spec.allow_cidrs) upsert_cidr(p, {prefix, Action::kAllow, std::nullopt});
+  for (const auto& prefix : spec.allow_cidrs)
+    upsert_cidr(p, {prefix, Action::kAllow, std::nullopt});
   for (const auto& prefix : spec.deny_cidrs) upsert_cidr(p, {prefix, Action::kDeny, std::nullopt});
   for (const auto& name : spec.allow_domains) upsert_domain(p, {name, Action::kAllow});
   for (const auto& name : spec.deny_domains) upsert_domain(p, {name, Action::kDeny});

@@ -20,7 +20,8 @@ Result<std::string> resolve_cgroup_path(std::string_view path, const std::string
     return Error(Errc::kInvalidArgument, "cgroup_path: contains a NUL byte");
   }
   if (path.size() >= PATH_MAX) return Error(Errc::kInvalidArgument, "cgroup_path: too long");
-  const std::string joined = path.front() == '/' ? std::string(path) : mount + "/" + std::string(path);
+  const std::string joined =
+      path.front() == '/' ? std::string(path) : mount + "/" + std::string(path);
   char resolved[PATH_MAX];
   if (realpath(joined.c_str(), resolved) == nullptr) {
     const int err = errno;
@@ -62,8 +63,8 @@ Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
 
 Status validate_interface_name(std::string_view name) {
   if (name.empty() || name.size() >= IFNAMSIZ) {
-    return Error(Errc::kInvalidArgument, "interface_name: must be 1-" +
-                                             std::to_string(IFNAMSIZ - 1) + " bytes long");
+    return Error(Errc::kInvalidArgument,
+                 "interface_name: must be 1-" + std::to_string(IFNAMSIZ - 1) + " bytes long");
   }
   if (name == "." || name == "..") {
     return Error(Errc::kInvalidArgument, "interface_name: \".\" and \"..\" are not names");

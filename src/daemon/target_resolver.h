@@ -3,9 +3,10 @@
 // the field and say what is wrong.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <string_view>
-#include <sys/types.h>
 
 #include "common/result.h"
 #include "datapath/types.h"

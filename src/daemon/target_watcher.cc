@@ -17,7 +17,8 @@ namespace sebpf::daemon {
 Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& manager,
                                                             Logger& log) {
   std::unique_ptr<TargetWatcher> self(new TargetWatcher(manager, log));
-  self->netlink_fd_.reset(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
+  self->netlink_fd_.reset(
+      socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
   if (!self->netlink_fd_) return Error::from_errno(errno, "open a netlink socket");
   sockaddr_nl addr{};
   addr.nl_family = AF_NETLINK;
@@ -63,9 +64,8 @@ void TargetWatcher::watch_cgroup(const std::string& path) {
 }
 
 void TargetWatcher::run() {
-  pollfd fds[3] = {{netlink_fd_.get(), POLLIN, 0},
-                   {inotify_fd_.get(), POLLIN, 0},
-                   {stop_fd_.get(), POLLIN, 0}};
+  pollfd fds[3] = {
+      {netlink_fd_.get(), POLLIN, 0}, {inotify_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   while (true) {
     if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;

@@ -78,6 +78,7 @@ struct Datapath::Impl {
   Config config;
   Skeleton skel;
   bool adopted = false;
+  bool netns_isolated_flows = false;
   std::vector<std::string> notes;
   std::unique_ptr<AttachmentTable> table;
   std::unique_ptr<RuleStore> rules;
@@ -151,6 +152,8 @@ Status Datapath::Impl::load() {
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_tcp).count());
   skel->rodata->sebpf_flow_idle_other_ns =
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_other).count());
+  netns_isolated_flows = cgroup_skb_has_netns_cookie();
+  skel->rodata->sebpf_netns_cookies = netns_isolated_flows ? 1 : 0;
 
   if (int err = sebpf_datapath__load(skel.get()); err != 0) {
     return Error::from_errno(err, "load BPF programs (libbpf printed the kernel's reason above)");
@@ -341,6 +344,7 @@ Result<Attachment> Datapath::Impl::finish_attach(const AttachmentKey& key, sebpf
 
 const Config& Datapath::config() const { return impl_->config; }
 bool Datapath::adopted() const { return impl_->adopted; }
+bool Datapath::netns_isolated_flows() const { return impl_->netns_isolated_flows; }
 const std::vector<std::string>& Datapath::adoption_notes() const { return impl_->notes; }
 
 Result<Attachment> Datapath::attach_cgroup(const std::string& path, const AttachOptions& options) {

@@ -32,6 +32,11 @@ class Datapath {
   // it was adopted.
   const Config& config() const;
   bool adopted() const;
+  // Whether reply flows of cgroup attachments are kept per network
+  // namespace (needs bpf_get_netns_cookie in cgroup_skb). Without it, a
+  // workload that can forge packets in a namespace of its own can open
+  // replies to any address.
+  bool netns_isolated_flows() const;
   // What adoption found and repaired (attachments whose cgroup or interface
   // disappeared meanwhile, half-finished attaches), one line each.
   const std::vector<std::string>& adoption_notes() const;

@@ -68,4 +68,8 @@ Status probe_kernel_features() {
   return Error(Errc::kUnsupported, std::move(msg));
 }
 
+bool cgroup_skb_has_netns_cookie() {
+  return libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_get_netns_cookie, nullptr) == 1;
+}
+
 }  // namespace sebpf::datapath

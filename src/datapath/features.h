@@ -10,4 +10,10 @@ namespace sebpf::datapath {
 // version that brings it.
 Status probe_kernel_features();
 
+// Whether cgroup_skb programs may call bpf_get_netns_cookie, which keeps
+// reply flows of one network namespace from opening anything in another.
+// Optional: without it the datapath works, with that weakness (the daemon
+// warns).
+bool cgroup_skb_has_netns_cookie();
+
 }  // namespace sebpf::datapath

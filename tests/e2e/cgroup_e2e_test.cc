@@ -1,8 +1,17 @@
 // A real cgroup holding real processes whose test hosts live in a network
 // namespace: TCP, UDP, ICMP and IPv6 allowed or refused per mode, as the
 // application sees it (EPERM at connect/sendto time, or nothing arriving).
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <thread>
 
 #include "e2e_fixture.h"
@@ -13,16 +22,65 @@ namespace {
 using datapath::Action;
 using datapath::Mode;
 
+// In a new network namespace: forges a UDP datagram from 198.51.100.2:kEchoPort
+// to 127.0.0.1:kEchoPort+2 with a raw socket and checks that a socket of
+// that port received it (so the datapath saw it arrive). 0 on success.
+int plant_udp_flow_in_new_netns() {
+  constexpr uint16_t kLocalPort = kEchoPort + 2;
+  if (unshare(CLONE_NEWNET) != 0) return 91;
+  const int ctl = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (ctl < 0 || ioctl(ctl, SIOCGIFFLAGS, &ifr) != 0) return 92;
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+  if (ioctl(ctl, SIOCSIFFLAGS, &ifr) != 0) return 93;
+  close(ctl);
+
+  const int rx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_port = htons(kLocalPort);
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (rx < 0 || bind(rx, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) return 94;
+
+  struct {
+    iphdr ip;
+    udphdr udp;
+    char payload[8];
+  } __attribute__((packed)) pkt{};
+  pkt.ip.version = 4;
+  pkt.ip.ihl = 5;
+  pkt.ip.ttl = 64;
+  pkt.ip.protocol = IPPROTO_UDP;
+  pkt.ip.tot_len = htons(sizeof(pkt));
+  inet_pton(AF_INET, "198.51.100.2", &pkt.ip.saddr);
+  pkt.ip.daddr = htonl(INADDR_LOOPBACK);
+  pkt.udp.source = htons(kEchoPort);
+  pkt.udp.dest = htons(kLocalPort);
+  pkt.udp.len = htons(sizeof(pkt.udp) + sizeof(pkt.payload));
+  std::memcpy(pkt.payload, "planted", 8);  // UDP checksum 0: none, allowed on IPv4
+  const int raw = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (raw < 0 || sendto(raw, &pkt, sizeof(pkt), 0, reinterpret_cast<sockaddr*>(&local),
+                        sizeof(local)) != static_cast<ssize_t>(sizeof(pkt))) {
+    return 95;
+  }
+  timeval tv{.tv_sec = 2, .tv_usec = 0};
+  setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[16];
+  return recv(rx, buf, sizeof(buf), 0) == 8 ? 0 : 96;
+}
+
 class CgroupE2eTest : public E2eTest {
  protected:
   void SetUp() override {
     E2eTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     start_servers_and_open();
   }
 
   datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules = {}) {
-    auto att = dp_->attach_cgroup(cgroup_->path(), {.mode = mode, .dns = {}, .direction = {}, .rules = {}});
+    auto att = dp_->attach_cgroup(cgroup_->path(),
+                                  {.mode = mode, .dns = {}, .direction = {}, .rules = {}});
     EXPECT_TRUE(att.ok()) << att.error().message();
     if (!att.ok()) return {};
     EXPECT_TRUE(dp_->replace_policy(att->key, mode, rules).ok());
@@ -129,6 +187,43 @@ TEST_F(CgroupE2eTest, InboundConnectionsGetTheirRepliesThroughAnAllowlist) {
   EXPECT_EQ(topo_->run_in_peer([] { return udp_echo("198.51.100.1", kEchoPort + 1, false); }), 0);
   // But the workload itself still cannot open anything.
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+}
+
+// A workload that makes a network namespace of its own may forge any packet
+// there (it is root in it). A datagram it forges "from" a test host to a
+// socket of its own must not open replies to that host from the namespace
+// that reaches the world: flows are kept per network namespace.
+TEST_F(CgroupE2eTest, FlowsPlantedInAnotherNetworkNamespaceOpenNothing) {
+  if (!dp_->netns_isolated_flows()) {
+    GTEST_SKIP() << "this kernel lacks bpf_get_netns_cookie in cgroup_skb programs, so reply "
+                    "flows are not kept per namespace (documented in docs/architecture.md)";
+  }
+  attach(Mode::kAllowlist);
+  constexpr uint16_t kLocalPort = kEchoPort + 2;
+  EXPECT_EQ(in_cgroup([] {
+              // The socket that will try to "reply", in this namespace.
+              const int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+              sockaddr_in local{};
+              local.sin_family = AF_INET;
+              local.sin_port = htons(kLocalPort);
+              if (s < 0 || bind(s, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+                return 90;
+              }
+              const int planted = run_in_child([] { return plant_udp_flow_in_new_netns(); });
+              if (planted != 0) return planted;
+              sockaddr_in peer{};
+              peer.sin_family = AF_INET;
+              peer.sin_port = htons(kEchoPort);
+              inet_pton(AF_INET, "198.51.100.2", &peer.sin_addr);
+              const char msg[] = "exfiltrate";
+              const ssize_t n =
+                  sendto(s, msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&peer), sizeof(peer));
+              const int result = n < 0 ? errno : 0;
+              close(s);
+              return result;
+            }),
+            EPERM)
+      << "a flow planted in another namespace let the workload send to a host it may not reach";
 }
 
 TEST_F(CgroupE2eTest, CountersShowConnectsAndPacketsByReason) {

@@ -131,8 +131,9 @@ TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
   // A VM's DNS endpoint is on the host side of its interface.
   EXPECT_EQ(att.dns().ipv4(), "198.51.100.1");
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
-  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
-            ETIMEDOUT);
+  EXPECT_EQ(
+      topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
+      ETIMEDOUT);
 }
 
 TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
@@ -179,7 +180,7 @@ TEST_F(DaemonE2eTest, SigkillAndRestartKeepIdsPolicyAndEnforcement) {
     if (!cgroup_->add_self()) return 82;
     int rounds = 0;
     while (std::filesystem::exists(marker) || rounds < 5) {
-      if (tcp_echo("198.51.100.2", kEchoPort) != 0) return 1;  // allowed traffic cut
+      if (tcp_echo("198.51.100.2", kEchoPort) != 0) return 1;      // allowed traffic cut
       if (tcp_echo("198.51.100.3", kEchoPort) != EPERM) return 2;  // denied traffic let out
       ++rounds;
     }
@@ -312,10 +313,10 @@ TEST_F(DaemonE2eTest, BadInputIsRefusedNamingTheField) {
        C::INVALID_ARGUMENT, "interface_name:", "INVALID_ARGUMENT"},
       {"unknown interface", attach_with([](auto& r) { r.set_interface_name("sebpfnope0"); }),
        C::NOT_FOUND, "", "NOT_FOUND"},
-      {"pid 0", attach_with([](auto& r) { r.set_pid(0); }), C::INVALID_ARGUMENT, "pid:",
-       "INVALID_ARGUMENT"},
-      {"no such pid", attach_with([](auto& r) { r.set_pid(999999999); }), C::NOT_FOUND, "pid:",
-       "NOT_FOUND"},
+      {"pid 0", attach_with([](auto& r) { r.set_pid(0); }), C::INVALID_ARGUMENT,
+       "pid:", "INVALID_ARGUMENT"},
+      {"no such pid", attach_with([](auto& r) { r.set_pid(999999999); }), C::NOT_FOUND,
+       "pid:", "NOT_FOUND"},
       {"bad metadata key", attach_with([this](auto& r) {
          r.set_interface_name(topo_->host_if());
          (*r.mutable_metadata())["bad key"] = "x";
@@ -343,10 +344,10 @@ TEST_F(DaemonE2eTest, BadInputIsRefusedNamingTheField) {
        "rule.action:", "INVALID_ARGUMENT"},
       {"TTL of a century", add_cidr(id, "198.51.100.7", v1::ACTION_ALLOW, 100ull * 365 * 86400),
        C::INVALID_ARGUMENT, "rule.ttl_seconds:", "INVALID_ARGUMENT"},
-      {"empty id", add_cidr("", "198.51.100.7", v1::ACTION_ALLOW, 0), C::INVALID_ARGUMENT, "id:",
-       "INVALID_ARGUMENT"},
-      {"malformed id", add_cidr("att-x", "198.51.100.7", v1::ACTION_ALLOW, 0),
-       C::INVALID_ARGUMENT, "id:", "INVALID_ARGUMENT"},
+      {"empty id", add_cidr("", "198.51.100.7", v1::ACTION_ALLOW, 0), C::INVALID_ARGUMENT,
+       "id:", "INVALID_ARGUMENT"},
+      {"malformed id", add_cidr("att-x", "198.51.100.7", v1::ACTION_ALLOW, 0), C::INVALID_ARGUMENT,
+       "id:", "INVALID_ARGUMENT"},
       {"unknown id", add_cidr("att-999999", "198.51.100.7", v1::ACTION_ALLOW, 0), C::NOT_FOUND,
        "no attachment att-999999", "NOT_FOUND"},
       {"bad domain",

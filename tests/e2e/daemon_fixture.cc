@@ -45,7 +45,8 @@ void DaemonE2eTest::TearDown() {
 
 void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args) {
   stub_.reset();
-  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_, std::move(extra_args));
+  daemon_ =
+      std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_, std::move(extra_args));
   ASSERT_TRUE(daemon_->wait_ready()) << daemon_->log();
   stub_ = daemon_->stub();
 }

@@ -12,7 +12,7 @@ class DptoolTest : public E2eTest {
  protected:
   void SetUp() override {
     E2eTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     pin_dir_ = "/sys/fs/bpf/sebpf-dptool-" + topo_->tag();
     std::filesystem::remove_all(pin_dir_);
   }

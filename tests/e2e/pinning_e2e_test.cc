@@ -21,7 +21,7 @@ class PinningE2eTest : public E2eTest {
  protected:
   void SetUp() override {
     E2eTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     pin_dir_ = "/sys/fs/bpf/sebpf-e2e-" + topo_->tag();
     std::filesystem::remove_all(pin_dir_);
     topo_->start_peer_server();
@@ -50,10 +50,10 @@ class PinningE2eTest : public E2eTest {
     auto loader = std::make_unique<Child>([&, ready] {
       auto dp = open_pinned();
       if (!dp.ok()) return 1;
-      auto cg = (*dp)->attach_cgroup(cgroup_->path(),
-                                     {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
-      auto tc = (*dp)->attach_interface(topo_->host_if(),
-                                        {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+      auto cg = (*dp)->attach_cgroup(
+          cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+      auto tc = (*dp)->attach_interface(
+          topo_->host_if(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
       if (!cg.ok() || !tc.ok()) return 2;
       if (!(*dp)->add_rule(cg->key, make_rule("198.51.100.2", Action::kAllow)).ok()) return 3;
       if (!(*dp)->add_rule(tc->key, make_rule("198.51.100.1", Action::kAllow)).ok()) return 4;

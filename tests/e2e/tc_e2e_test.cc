@@ -14,15 +14,15 @@ class TcE2eTest : public E2eTest {
  protected:
   void SetUp() override {
     E2eTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     start_servers_and_open();
   }
 
   datapath::AttachmentKey attach(
       Mode mode, const std::vector<datapath::Rule>& rules,
       datapath::TcDirection direction = datapath::TcDirection::kIngress) {
-    auto att =
-        dp_->attach_interface(topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction, .rules = {}});
+    auto att = dp_->attach_interface(
+        topo_->host_if(), {.mode = mode, .dns = {}, .direction = direction, .rules = {}});
     EXPECT_TRUE(att.ok()) << att.error().message();
     if (!att.ok()) return {};
     EXPECT_TRUE(dp_->replace_policy(att->key, mode, rules).ok());

@@ -23,9 +23,9 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
 DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pin_dir,
                              std::vector<std::string> extra_args)
     : socket_(dir + "/superebpfd.sock"), log_path_(dir + "/daemon.log") {
-  std::vector<std::string> args = {std::move(binary), "--socket",  socket_, "--state-dir",
-                                   dir + "/state",    "--pin-dir", pin_dir, "--log-level",
-                                   "debug"};
+  std::vector<std::string> args = {std::move(binary), "--socket",     socket_,
+                                   "--state-dir",     dir + "/state", "--pin-dir",
+                                   pin_dir,           "--log-level",  "debug"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = fork();
   if (pid_ == 0) {

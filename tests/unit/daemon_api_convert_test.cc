@@ -85,7 +85,8 @@ TEST(DaemonApiConvertTest, EveryBadPolicyFieldIsNamed) {
   p = base;
   *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW);
   *p.add_cidrs() = cidr("198.51.100.0/24", v1::ACTION_ALLOW, 5);
-  expect_field_error(policy_from_api(p, "policy", kNow), "policy.cidrs[1]: repeats policy.cidrs[0]");
+  expect_field_error(policy_from_api(p, "policy", kNow),
+                     "policy.cidrs[1]: repeats policy.cidrs[0]");
   for (const char* bad : {"", "bad..example", "*.example.org", "a b.example"}) {
     p = base;
     auto* d = p.add_domains();
@@ -141,8 +142,8 @@ TEST(DaemonApiConvertTest, MetadataKeysAndValuesAreChecked) {
 TEST(DaemonApiConvertTest, AttachmentIds) {
   EXPECT_EQ(attachment_id_to_api(12), "att-12");
   EXPECT_EQ(*attachment_id_from_api("att-12", "id"), 12U);
-  for (const char* bad : {"", "att-", "att-0", "att-012", "att-1x", "12", "att-99999999999999999999",
-                          "ATT-1", "at"}) {
+  for (const char* bad : {"", "att-", "att-0", "att-012", "att-1x", "12",
+                          "att-99999999999999999999", "ATT-1", "at"}) {
     expect_field_error(attachment_id_from_api(bad, "id"), "id:");
   }
 }

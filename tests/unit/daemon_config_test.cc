@@ -1,11 +1,12 @@
 // superebpfd's configuration file and target resolution: what parses, what
 // is refused and how.
+#include "daemon/daemon_config.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "daemon/daemon_config.h"
 #include "daemon/target_resolver.h"
 
 namespace sebpf::daemon {
@@ -96,8 +97,7 @@ TEST(DaemonConfigTest, ValidationCatchesWhatNeedsSeveralKeys) {
   EXPECT_NE(validate_daemon_config(c).error().message().find("state_dir"), std::string::npos);
   c = DaemonConfig();
   c.dns_cgroup_ipv4 = "::1";
-  EXPECT_NE(validate_daemon_config(c).error().message().find("dns.cgroup_ipv4"),
-            std::string::npos);
+  EXPECT_NE(validate_daemon_config(c).error().message().find("dns.cgroup_ipv4"), std::string::npos);
 }
 
 class TargetResolverTest : public ::testing::Test {
@@ -145,9 +145,9 @@ TEST_F(TargetResolverTest, APidsCgroupComesFromItsV2Line) {
 TEST(InterfaceNameTest, OnlyWhatTheKernelAccepts) {
   EXPECT_TRUE(validate_interface_name("tap-vm7").ok());
   EXPECT_TRUE(validate_interface_name(std::string(15, 'x')).ok());
-  for (const std::string& bad : {std::string(), std::string(16, 'x'), std::string("a/b"),
-                                std::string("a b"), std::string("a:1"), std::string("."),
-                                std::string(".."), std::string("a\tb")}) {
+  for (const std::string& bad :
+       {std::string(), std::string(16, 'x'), std::string("a/b"), std::string("a b"),
+        std::string("a:1"), std::string("."), std::string(".."), std::string("a\tb")}) {
     EXPECT_EQ(validate_interface_name(bad).error().code(), Errc::kInvalidArgument) << bad;
   }
 }
