@@ -18,6 +18,8 @@ std::string_view errc_name(Errc code) {
       return "resource exhausted";
     case Errc::kFailedPrecondition:
       return "failed precondition";
+    case Errc::kUnavailable:
+      return "unavailable";
     case Errc::kInternal:
       return "internal error";
   }

@@ -21,6 +21,7 @@ enum class Errc {
   kUnsupported,         // the kernel or system lacks a needed feature
   kResourceExhausted,   // a map or table is full
   kFailedPrecondition,  // the system is not in a state that allows this
+  kUnavailable,         // a service we need does not answer (the daemon, an upstream)
   kInternal,            // a bug or an unexpected kernel answer
 };
 

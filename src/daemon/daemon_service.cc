@@ -23,6 +23,8 @@ grpc::StatusCode grpc_code(Errc code) {
       return grpc::StatusCode::RESOURCE_EXHAUSTED;
     case Errc::kFailedPrecondition:
       return grpc::StatusCode::FAILED_PRECONDITION;
+    case Errc::kUnavailable:
+      return grpc::StatusCode::UNAVAILABLE;
     case Errc::kInternal:
       return grpc::StatusCode::INTERNAL;
   }
@@ -46,6 +48,8 @@ std::string_view reason_code(Errc code) {
       return "RESOURCE_EXHAUSTED";
     case Errc::kFailedPrecondition:
       return "FAILED_PRECONDITION";
+    case Errc::kUnavailable:
+      return "UNAVAILABLE";
     case Errc::kInternal:
       return "INTERNAL";
   }

@@ -1,0 +1,147 @@
+#include "ctl/daemon_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+
+namespace sebpf::ctl {
+namespace {
+
+// Long enough for an attach that waits for the kernel, short enough that a
+// wedged daemon does not hang a script.
+constexpr std::chrono::seconds kCallDeadline{30};
+
+Errc errc_from_grpc(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return Errc::kInvalidArgument;
+    case grpc::StatusCode::NOT_FOUND:
+      return Errc::kNotFound;
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return Errc::kAlreadyExists;
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return Errc::kPermissionDenied;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return Errc::kUnsupported;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return Errc::kResourceExhausted;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::ABORTED:
+      return Errc::kFailedPrecondition;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return Errc::kUnavailable;
+    default:
+      return Errc::kInternal;
+  }
+}
+
+}  // namespace
+
+Error error_from_status(const grpc::Status& status, const std::string& reason,
+                        const std::string& socket_path) {
+  const Errc code = errc_from_grpc(status.error_code());
+  if (code == Errc::kUnavailable) {
+    return Error(code, "no superebpfd answers on " + socket_path + " (" + status.error_message() +
+                           "); is it running? --socket or SUPEREBPF_SOCKET picks another socket");
+  }
+  std::string message = status.error_message();
+  if (!reason.empty()) message += " [" + reason + "]";
+  if (reason == "PEER_NOT_ALLOWED") {
+    message += "; the daemon's socket.allowed_uids / socket.allowed_gids decide who may call";
+  }
+  return Error(code, std::move(message));
+}
+
+DaemonClient::DaemonClient(std::string socket_path)
+    : socket_path_(std::move(socket_path)),
+      stub_(v1::DaemonService::NewStub(
+          grpc::CreateChannel("unix:" + socket_path_, grpc::InsecureChannelCredentials()))) {}
+
+template <typename Req, typename Resp, typename Method>
+Result<Resp> DaemonClient::call(const char* name, Method method, const Req& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+  Resp resp;
+  const grpc::Status status = ((*stub_).*method)(&ctx, req, &resp);
+  if (status.ok()) return resp;
+  std::string reason;
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  if (auto it = trailers.find("superebpf-reason"); it != trailers.end()) {
+    reason.assign(it->second.data(), it->second.size());
+  }
+  return error_from_status(status, reason, socket_path_).wrap(name);
+}
+
+Result<v1::Attachment> DaemonClient::attach(const v1::AttachRequest& req) {
+  return call<v1::AttachRequest, v1::Attachment>("attach", &v1::DaemonService::Stub::Attach, req);
+}
+
+Status DaemonClient::detach(const std::string& id) {
+  v1::DetachRequest req;
+  req.set_id(id);
+  auto r =
+      call<v1::DetachRequest, v1::DetachResponse>("detach", &v1::DaemonService::Stub::Detach, req);
+  if (!r.ok()) return r.error();
+  return ok_status();
+}
+
+Result<v1::Attachment> DaemonClient::get(const std::string& id) {
+  v1::GetRequest req;
+  req.set_id(id);
+  return call<v1::GetRequest, v1::Attachment>("get", &v1::DaemonService::Stub::Get, req);
+}
+
+Result<v1::ListResponse> DaemonClient::list() {
+  return call<v1::ListRequest, v1::ListResponse>("list", &v1::DaemonService::Stub::List,
+                                                 v1::ListRequest());
+}
+
+Result<v1::Policy> DaemonClient::set_mode(const std::string& id, v1::Mode mode) {
+  v1::SetModeRequest req;
+  req.set_id(id);
+  req.set_mode(mode);
+  return call<v1::SetModeRequest, v1::Policy>("mode", &v1::DaemonService::Stub::SetMode, req);
+}
+
+Result<v1::Policy> DaemonClient::set_dns_mode(const std::string& id, v1::Mode mode) {
+  v1::SetModeRequest req;
+  req.set_id(id);
+  req.set_mode(mode);
+  return call<v1::SetModeRequest, v1::Policy>("dns-mode", &v1::DaemonService::Stub::SetDnsMode,
+                                              req);
+}
+
+Result<v1::Policy> DaemonClient::add_cidr(const v1::AddCidrRequest& req) {
+  return call<v1::AddCidrRequest, v1::Policy>("add cidr", &v1::DaemonService::Stub::AddCidr, req);
+}
+
+Result<v1::Policy> DaemonClient::remove_cidr(const v1::RemoveCidrRequest& req) {
+  return call<v1::RemoveCidrRequest, v1::Policy>("remove-cidr",
+                                                 &v1::DaemonService::Stub::RemoveCidr, req);
+}
+
+Result<v1::Policy> DaemonClient::add_domain(const v1::AddDomainRequest& req) {
+  return call<v1::AddDomainRequest, v1::Policy>("add domain", &v1::DaemonService::Stub::AddDomain,
+                                                req);
+}
+
+Result<v1::Policy> DaemonClient::remove_domain(const v1::RemoveDomainRequest& req) {
+  return call<v1::RemoveDomainRequest, v1::Policy>("remove-domain",
+                                                   &v1::DaemonService::Stub::RemoveDomain, req);
+}
+
+Result<v1::Policy> DaemonClient::replace_policy(const v1::ReplacePolicyRequest& req) {
+  return call<v1::ReplacePolicyRequest, v1::Policy>("replace-policy",
+                                                    &v1::DaemonService::Stub::ReplacePolicy, req);
+}
+
+Result<v1::Policy> DaemonClient::get_policy(const std::string& id) {
+  v1::GetPolicyRequest req;
+  req.set_id(id);
+  return call<v1::GetPolicyRequest, v1::Policy>("policy", &v1::DaemonService::Stub::GetPolicy, req);
+}
+
+}  // namespace sebpf::ctl
