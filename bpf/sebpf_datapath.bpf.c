@@ -151,6 +151,49 @@ int sebpf_sendmsg4(struct bpf_sock_addr *ctx) { return sebpf_sock_addr4(ctx, 1);
 SEC("cgroup/sendmsg6")
 int sebpf_sendmsg6(struct bpf_sock_addr *ctx) { return sebpf_sock_addr6(ctx, 1); }
 
+/* --- cgroup socket options ---------------------------------------------- */
+
+/* Options that let a socket send with a source address that is not its
+ * host's (IP_TRANSPARENT) or write its own IP header (IP_HDRINCL): with
+ * either, a workload forges packets that open reply flows for it. Refused
+ * while enforcing (and when no attachment is found: fail closed). Values
+ * from linux/in.h and linux/in6.h; SOL_IP and SOL_IPV6 are the IP levels. */
+#define SEBPF_SOL_IP 0
+#define SEBPF_SOL_IPV6 41
+#define SEBPF_IP_HDRINCL 3
+#define SEBPF_IP_TRANSPARENT 19
+#define SEBPF_IPV6_HDRINCL 36
+#define SEBPF_IPV6_TRANSPARENT 75
+
+static __always_inline int sebpf_is_forging_option(int level, int optname)
+{
+	if (level == SEBPF_SOL_IP)
+		return optname == SEBPF_IP_HDRINCL || optname == SEBPF_IP_TRANSPARENT;
+	if (level == SEBPF_SOL_IPV6)
+		return optname == SEBPF_IPV6_HDRINCL || optname == SEBPF_IPV6_TRANSPARENT;
+	return 0;
+}
+
+SEC("cgroup/setsockopt")
+int sebpf_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct sebpf_attachment att;
+
+	if (sebpf_is_forging_option(ctx->level, ctx->optname)) {
+		if (!sebpf_task_attachment(&att))
+			return 0;
+		if (att.mode != SEBPF_MODE_DISABLED) {
+			sebpf_count(att.slot, SEBPF_HOOK_SOCKET, SEBPF_REASON_DENY_FORGED);
+			return 0;
+		}
+	}
+	/* Not ours to look at: an optval longer than a page must be handed to
+	 * the kernel untouched (optlen 0), or the caller gets EFAULT. */
+	if (ctx->optlen > 4096)
+		ctx->optlen = 0;
+	return 1;
+}
+
 /* --- cgroup packets ----------------------------------------------------- */
 
 /* cgroup_skb data starts at the IP header; the version nibble says which. */
@@ -173,6 +216,21 @@ static const struct sebpf_decide_opts sebpf_packet_egress = {
     .check_link = 1,
 };
 
+/* A raw socket of protocol IPPROTO_RAW writes the whole IP header itself,
+ * source address included. Sent to loopback, such a packet "arrives from"
+ * any host the workload names and opens a reply flow to it; no workload
+ * needs one. (IP_HDRINCL on other raw sockets is refused by
+ * sebpf_setsockopt.) */
+static __always_inline int sebpf_from_header_writing_socket(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	return sk && sk->type == 3 /* SOCK_RAW */ && sk->protocol == IPPROTO_RAW;
+}
+
 SEC("cgroup_skb/egress")
 int sebpf_cg_out(struct __sk_buff *skb)
 {
@@ -181,6 +239,8 @@ int sebpf_cg_out(struct __sk_buff *skb)
 
 	if (!sebpf_skb_attachment(skb, &att))
 		return 0;
+	if (sebpf_from_header_writing_socket(skb))
+		return sebpf_decide_malformed(&att, SEBPF_REASON_DENY_FORGED);
 	if (sebpf_parse_cgroup_skb(skb, &p) < 0)
 		return sebpf_decide_malformed(&att, SEBPF_REASON_DENY_MALFORMED);
 	if (sebpf_netns_cookies)

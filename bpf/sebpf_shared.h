@@ -19,7 +19,7 @@
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
  * adopt pinned state written with another ABI instead of misreading it. */
-#define SEBPF_ABI_VERSION 2
+#define SEBPF_ABI_VERSION 3
 
 /* An expiry meaning "never". 0 means "no such rule". */
 #define SEBPF_EXPIRY_NEVER (~0ULL)
@@ -147,6 +147,8 @@ enum sebpf_reason {
 	SEBPF_REASON_DENY_BLOCK_ALL,	 /* block_all mode */
 	SEBPF_REASON_DENY_NOT_IP,	 /* TC: neither IP nor ARP */
 	SEBPF_REASON_DENY_MALFORMED,	 /* truncated or invalid header */
+	SEBPF_REASON_DENY_FORGED,	 /* cgroup: a socket that writes its own IP
+					  * header or sends from foreign addresses */
 	SEBPF_REASON_COUNT,
 };
 

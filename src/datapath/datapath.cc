@@ -172,7 +172,8 @@ Status Datapath::Impl::load() {
   auto* p = &skel->progs;
   cgroup_hooks = std::make_unique<CgroupHooks>(
       std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
-                                p->sebpf_sendmsg6, p->sebpf_cg_out, p->sebpf_cg_in},
+                                p->sebpf_sendmsg6, p->sebpf_cg_out, p->sebpf_cg_in,
+                                p->sebpf_setsockopt},
       links_dir(config));
   tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
                                        bpf_program__fd(p->sebpf_tc_track), config.tc_handle,

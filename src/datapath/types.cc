@@ -65,6 +65,8 @@ std::string_view reason_name(Reason reason) {
       return "deny_not_ip";
     case SEBPF_REASON_DENY_MALFORMED:
       return "deny_malformed";
+    case SEBPF_REASON_DENY_FORGED:
+      return "deny_forged";
     case SEBPF_REASON_COUNT:
       break;
   }

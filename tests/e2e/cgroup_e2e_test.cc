@@ -2,6 +2,8 @@
 // namespace: TCP, UDP, ICMP and IPv6 allowed or refused per mode, as the
 // application sees it (EPERM at connect/sendto time, or nothing arriving).
 #include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/ip.h>
 #include <netinet/udp.h>
@@ -13,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "e2e_fixture.h"
 
@@ -22,9 +25,24 @@ namespace {
 using datapath::Action;
 using datapath::Mode;
 
+bool write_file(const char* path, const char* text) {
+  FILE* f = fopen(path, "we");
+  if (f == nullptr) return false;
+  const bool ok = fputs(text, f) >= 0;
+  return fclose(f) == 0 && ok;
+}
+
+uint16_t ip_checksum(const void* header, size_t len) {
+  uint32_t sum = 0;
+  const auto* bytes = static_cast<const uint8_t*>(header);
+  for (size_t i = 0; i + 1 < len; i += 2) sum += uint32_t(bytes[i] << 8 | bytes[i + 1]);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return htons(static_cast<uint16_t>(~sum));
+}
+
 // In a new network namespace: forges a UDP datagram from 198.51.100.2:kEchoPort
-// to 127.0.0.1:kEchoPort+2 with a raw socket and checks that a socket of
-// that port received it (so the datapath saw it arrive). 0 on success.
+// to 127.0.0.1:kEchoPort+2 and checks that a socket of that port received
+// it (so the datapath saw it arrive). 0 on success.
 int plant_udp_flow_in_new_netns() {
   constexpr uint16_t kLocalPort = kEchoPort + 2;
   if (unshare(CLONE_NEWNET) != 0) return 91;
@@ -59,9 +77,20 @@ int plant_udp_flow_in_new_netns() {
   pkt.udp.dest = htons(kLocalPort);
   pkt.udp.len = htons(sizeof(pkt.udp) + sizeof(pkt.payload));
   std::memcpy(pkt.payload, "planted", 8);  // UDP checksum 0: none, allowed on IPv4
-  const int raw = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-  if (raw < 0 || sendto(raw, &pkt, sizeof(pkt), 0, reinterpret_cast<sockaddr*>(&local),
-                        sizeof(local)) != static_cast<ssize_t>(sizeof(pkt))) {
+  // IP sockets cannot forge while the cgroup is enforcing, but a packet
+  // socket can (it bypasses cgroup egress): hand the datagram to lo as if
+  // it had arrived there. 127.0.0.1 arriving on a device is "martian"
+  // unless route_localnet is on; this namespace is the test's own.
+  if (!write_file("/proc/sys/net/ipv4/conf/lo/route_localnet", "1")) return 97;
+  pkt.ip.check = ip_checksum(&pkt.ip, sizeof(pkt.ip));
+  const int packet = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_IP));
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_protocol = htons(ETH_P_IP);
+  to.sll_ifindex = static_cast<int>(if_nametoindex("lo"));
+  to.sll_halen = ETH_ALEN;
+  if (packet < 0 || sendto(packet, &pkt, sizeof(pkt), 0, reinterpret_cast<sockaddr*>(&to),
+                           sizeof(to)) != static_cast<ssize_t>(sizeof(pkt))) {
     return 95;
   }
   timeval tv{.tv_sec = 2, .tv_usec = 0};
@@ -70,12 +99,90 @@ int plant_udp_flow_in_new_netns() {
   return recv(rx, buf, sizeof(buf), 0) == 8 ? 0 : 96;
 }
 
+// The errno of setsockopt(level, name, 1) on a new socket of the given kind,
+// or 0 when it was accepted.
+int set_option_on_new_socket(int family, int type, int protocol, int level, int name) {
+  const int fd = socket(family, type | SOCK_CLOEXEC, protocol);
+  if (fd < 0) return 1000 + errno;
+  const int one = 1;
+  const int result = setsockopt(fd, level, name, &one, sizeof(one)) == 0 ? 0 : errno;
+  close(fd);
+  return result;
+}
+
+// The errno of sending a forged IPv4/UDP datagram through an IPPROTO_RAW
+// socket to 127.0.0.1, or 0 when it was sent.
+int send_through_header_writing_socket() {
+  struct {
+    iphdr ip;
+    udphdr udp;
+  } __attribute__((packed)) pkt{};
+  pkt.ip.version = 4;
+  pkt.ip.ihl = 5;
+  pkt.ip.ttl = 64;
+  pkt.ip.protocol = IPPROTO_UDP;
+  pkt.ip.tot_len = htons(sizeof(pkt));
+  inet_pton(AF_INET, "198.51.100.2", &pkt.ip.saddr);
+  pkt.ip.daddr = htonl(INADDR_LOOPBACK);
+  pkt.udp.source = htons(kEchoPort);
+  pkt.udp.dest = htons(kEchoPort + 3);
+  pkt.udp.len = htons(sizeof(pkt.udp));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const int raw = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+  if (raw < 0) return 1000 + errno;
+  const ssize_t n = sendto(raw, &pkt, sizeof(pkt), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  const int result = n < 0 ? errno : 0;
+  close(raw);
+  return result;
+}
+
+// What a workload trying to forge packets gets, as one code per attempt.
+struct ForgeryOutcome {
+  int header_writing_send, hdrincl4, transparent4, hdrincl6, transparent6, big_optval;
+};
+
+ForgeryOutcome try_forgery() {
+  ForgeryOutcome o{};
+  o.header_writing_send = send_through_header_writing_socket();
+  o.hdrincl4 = set_option_on_new_socket(AF_INET, SOCK_RAW, IPPROTO_UDP, SOL_IP, IP_HDRINCL);
+  o.transparent4 = set_option_on_new_socket(AF_INET, SOCK_DGRAM, 0, SOL_IP, IP_TRANSPARENT);
+  o.hdrincl6 = set_option_on_new_socket(AF_INET6, SOCK_RAW, IPPROTO_UDP, SOL_IPV6, IPV6_HDRINCL);
+  o.transparent6 = set_option_on_new_socket(AF_INET6, SOCK_DGRAM, 0, SOL_IPV6, IPV6_TRANSPARENT);
+  // An option the datapath does not judge, with an optval over a page.
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  std::vector<char> big(8192, 0);
+  big[0] = 1;
+  o.big_optval =
+      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, big.data(), socklen_t(big.size())) == 0 ? 0 : errno;
+  close(fd);
+  return o;
+}
+
+// Runs try_forgery in the workload cgroup; the outcome comes back by pipe.
+
 class CgroupE2eTest : public E2eTest {
  protected:
   void SetUp() override {
     E2eTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     start_servers_and_open();
+  }
+
+  ForgeryOutcome forgery_in_cgroup() {
+    int fds[2];
+    EXPECT_EQ(pipe(fds), 0);
+    const int rc = in_cgroup([&] {
+      const ForgeryOutcome o = try_forgery();
+      return write(fds[1], &o, sizeof(o)) == sizeof(o) ? 0 : 1;
+    });
+    ForgeryOutcome o{};
+    EXPECT_EQ(rc, 0);
+    EXPECT_EQ(read(fds[0], &o, sizeof(o)), static_cast<ssize_t>(sizeof(o)));
+    close(fds[0]);
+    close(fds[1]);
+    return o;
   }
 
   datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules = {}) {
@@ -224,6 +331,32 @@ TEST_F(CgroupE2eTest, FlowsPlantedInAnotherNetworkNamespaceOpenNothing) {
             }),
             EPERM)
       << "a flow planted in another namespace let the workload send to a host it may not reach";
+}
+
+// Raw sockets that write their own IP header, and transparent sockets, let
+// a workload send "from" any address (to loopback: a packet that opens a
+// reply flow). While enforcing they are refused; disabled, nothing is.
+TEST_F(CgroupE2eTest, SocketsThatForgeSourceAddressesAreRefusedWhileEnforcing) {
+  const auto key = attach(Mode::kAllowlist);
+  ForgeryOutcome o = forgery_in_cgroup();
+  EXPECT_EQ(o.header_writing_send, EPERM);
+  EXPECT_EQ(o.hdrincl4, EPERM);
+  EXPECT_EQ(o.transparent4, EPERM);
+  EXPECT_EQ(o.hdrincl6, EPERM);
+  EXPECT_EQ(o.transparent6, EPERM);
+  EXPECT_EQ(o.big_optval, 0) << "an option over a page that the datapath does not judge";
+  auto c = dp_->counters(key);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->get(SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_FORGED), 1U);
+  EXPECT_EQ(c->get(SEBPF_HOOK_SOCKET, SEBPF_REASON_DENY_FORGED), 4U);
+
+  ok(dp_->set_mode(key, Mode::kDisabled));
+  o = forgery_in_cgroup();
+  EXPECT_EQ(o.header_writing_send, 0);
+  EXPECT_EQ(o.hdrincl4, 0);
+  EXPECT_EQ(o.transparent4, 0);
+  EXPECT_EQ(o.hdrincl6, 0);
+  EXPECT_EQ(o.transparent6, 0);
 }
 
 TEST_F(CgroupE2eTest, CountersShowConnectsAndPacketsByReason) {
