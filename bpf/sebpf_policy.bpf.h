@@ -96,6 +96,27 @@ static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_
 	return SEBPF_MATCH_NONE;
 }
 
+/* The NAT64 well-known prefix 64:ff9b::/96 (RFC 6052): a translator on the
+ * path delivers such a packet to the IPv4 host in its last 32 bits, so a
+ * deny rule for that host must hold there too. */
+static __always_inline int sebpf_is_nat64(const __u8 a[16])
+{
+	return a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b && a[4] == 0 &&
+	       a[5] == 0 && a[6] == 0 && a[7] == 0 && a[8] == 0 && a[9] == 0 && a[10] == 0 &&
+	       a[11] == 0;
+}
+
+/* Two families' verdicts on one destination: a deny in either wins, then
+ * an allow in either. */
+static __always_inline int sebpf_match_both(int a, int b)
+{
+	if (a == SEBPF_MATCH_DENY || b == SEBPF_MATCH_DENY)
+		return SEBPF_MATCH_DENY;
+	if (a == SEBPF_MATCH_ALLOW || b == SEBPF_MATCH_ALLOW)
+		return SEBPF_MATCH_ALLOW;
+	return SEBPF_MATCH_NONE;
+}
+
 static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16], struct sebpf_clock *now)
 {
 	struct sebpf_host6_key hkey = {.ruleset = ruleset};
@@ -399,10 +420,13 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_DENY_BLOCK_ALL;
 		goto out;
 	}
-	if (p->family == AF_INET)
+	if (p->family == AF_INET) {
 		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock);
-	else
+	} else {
 		m = sebpf_match6(att->ruleset, p->daddr, &clock);
+		if (sebpf_is_nat64(p->daddr))
+			m = sebpf_match_both(m, sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock));
+	}
 	if (m == SEBPF_MATCH_DENY) {
 		reason = SEBPF_REASON_DENY_RULE;
 	} else if (m == SEBPF_MATCH_ALLOW) {

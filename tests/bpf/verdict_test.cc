@@ -121,6 +121,25 @@ TEST_P(VerdictTest, DenylistAllowsAllButDenied) {
   EXPECT_EQ(count(SEBPF_REASON_DENY_RULE), 2U);
 }
 
+// 64:ff9b::c633:6407 is 198.51.100.7 through a NAT64 translator: the IPv4
+// rules hold for it too, a deny in either family winning.
+TEST_P(VerdictTest, Nat64DestinationsAreJudgedByTheirIpv4RulesToo) {
+  set_mode(Mode::kDenylist);
+  deny("198.51.100.0/24");
+  EXPECT_FALSE(out(tcp6("64:ff9b::c633:6407")));
+  EXPECT_TRUE(out(tcp6("64:ff9b::cb00:7107")));  // 203.0.113.7
+  EXPECT_TRUE(out(tcp6("64:ff9b:1::c633:6407"))) << "outside the well-known /96";
+
+  set_mode(Mode::kAllowlist);
+  allow("203.0.113.7");
+  EXPECT_TRUE(out(tcp6("64:ff9b::cb00:7107")));
+  EXPECT_FALSE(out(tcp6("64:ff9b::cb00:7108")));
+  deny("64:ff9b::cb00:7107");
+  EXPECT_FALSE(out(tcp6("64:ff9b::cb00:7107"))) << "the IPv6 deny wins over the IPv4 allow";
+  allow("64:ff9b::c633:6407");
+  EXPECT_FALSE(out(tcp6("64:ff9b::c633:6407"))) << "the IPv4 deny wins over the IPv6 allow";
+}
+
 TEST_P(VerdictTest, BlockAllIgnoresAllowRules) {
   set_mode(Mode::kBlockAll);
   allow("0.0.0.0/0");
