@@ -80,6 +80,15 @@ struct {
 	__type(value, struct sebpf_flow_value);
 } sebpf_flows SEC(".maps");
 
+/* Later fragments of replies; sized from max_flows at load. Entries live
+ * as long as the kernel keeps fragments for reassembly (30 s). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct sebpf_frag_key);
+	__type(value, struct sebpf_flow_value);
+} sebpf_reply_frags SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1024);

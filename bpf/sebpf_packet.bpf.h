@@ -37,6 +37,12 @@
 /* What a decision needs to know of one packet or socket call. Addresses are
  * 16 bytes; IPv4 ones are v4-mapped, the IPv4 value sits in the last word. */
 struct sebpf_pkt {
+	/* First, so they are 8-byte aligned: they are compared 8 bytes at a
+	 * time, and the struct is passed by pointer (its layout is real). */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u64 netns;	/* cookie of its network namespace; 0 on interfaces */
+	__u32 frag_id; /* IPv4 identification or IPv6 fragment id, host order */
 	__u8 family;
 	__u8 protocol;
 	__u8 has_l4;	/* 0 for non-first fragments and unknown L4 */
@@ -48,10 +54,14 @@ struct sebpf_pkt {
 	__u8 source_routed; /* LSRR/SSRR option, or an IPv6 routing header
 			     * with segments left: daddr is not where the
 			     * packet is going */
-	__u8 pad;
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u64 netns; /* cookie of its network namespace; 0 on interfaces */
+	__u8 fragment;	    /* SEBPF_FRAG_* */
+};
+
+/* Where a packet stands among the fragments of its datagram. */
+enum sebpf_fragment {
+	SEBPF_FRAG_NONE = 0,  /* not fragmented */
+	SEBPF_FRAG_FIRST = 1, /* offset 0, more to come: carries the L4 header */
+	SEBPF_FRAG_LATER = 2, /* offset > 0: no L4 header */
 };
 
 static __always_inline __u32 sebpf_addr4(const __u8 addr[16]) { return *(const __u32 *)&addr[12]; }
@@ -183,9 +193,15 @@ static __always_inline int sebpf_parse_ipv4(struct __sk_buff *skb, __u32 off, st
 	sebpf_set_addr4(pkt->saddr, ip.saddr);
 	sebpf_set_addr4(pkt->daddr, ip.daddr);
 	pkt->source_routed = sebpf_ipv4_source_routed(skb, off, ip.ihl);
-	/* A non-first fragment carries no L4 header: it is judged by address. */
-	if (ip.frag_off & bpf_htons(0x1fff))
+	pkt->frag_id = bpf_ntohs(ip.id);
+	/* A non-first fragment carries no L4 header: it is judged by address,
+	 * or as part of a reply whose first fragment was one. */
+	if (ip.frag_off & bpf_htons(0x1fff)) {
+		pkt->fragment = SEBPF_FRAG_LATER;
 		return 0;
+	}
+	if (ip.frag_off & bpf_htons(0x2000))
+		pkt->fragment = SEBPF_FRAG_FIRST;
 	return sebpf_parse_l4(skb, off + ip.ihl * 4, pkt);
 }
 
@@ -234,9 +250,14 @@ static __always_inline int sebpf_parse_ipv6(struct __sk_buff *skb, __u32 off, st
 			if (bpf_skb_load_bytes(skb, off, ext, 8) < 0)
 				return -1;
 			pkt->protocol = ext[0];
+			pkt->frag_id = bpf_ntohl(*(__u32 *)&ext[4]);
 			/* Fragment offset != 0: no L4 header here. */
-			if ((*(__u16 *)&ext[2]) & bpf_htons(0xfff8))
+			if ((*(__u16 *)&ext[2]) & bpf_htons(0xfff8)) {
+				pkt->fragment = SEBPF_FRAG_LATER;
 				return 0;
+			}
+			if (ext[3] & 1)
+				pkt->fragment = SEBPF_FRAG_FIRST;
 			nexthdr = ext[0];
 			off += 8;
 			break;

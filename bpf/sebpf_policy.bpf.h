@@ -65,7 +65,18 @@ static __always_inline int sebpf_rule_match(const struct sebpf_rule *r, struct s
  * returns a prefix longer than the key's prefixlen). Every round strictly
  * shortens the prefix, so 33 rounds (IPv4) or 129 (IPv6) are exhaustive.
  */
-static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now)
+/* An IPv6 address as a type, so a global function can take a pointer to it. */
+struct sebpf_addr6 {
+	__u8 b[16];
+};
+
+/*
+ * The rule walks are global functions: the verifier checks each once, on
+ * its own, instead of at every call site on every path of every program
+ * (inlined, they exhausted its budget). Their pointer arguments may be
+ * NULL as far as the verifier knows, hence the checks.
+ */
+__noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now)
 {
 	struct sebpf_host4_key hkey = {.ruleset = ruleset, .addr = addr};
 	struct sebpf_prefix4_key pkey = {
@@ -75,6 +86,9 @@ static __always_inline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_
 	};
 	struct sebpf_rule *r;
 	int m;
+
+	if (!now)
+		return SEBPF_MATCH_NONE;
 
 	r = bpf_map_lookup_elem(&sebpf_host4, &hkey);
 	if (r) {
@@ -117,7 +131,7 @@ static __always_inline int sebpf_match_both(int a, int b)
 	return SEBPF_MATCH_NONE;
 }
 
-static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16], struct sebpf_clock *now)
+__noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struct sebpf_clock *now)
 {
 	struct sebpf_host6_key hkey = {.ruleset = ruleset};
 	struct sebpf_prefix6_key pkey = {
@@ -127,8 +141,11 @@ static __always_inline int sebpf_match6(__u32 ruleset, const __u8 addr[16], stru
 	struct sebpf_rule *r;
 	int m;
 
-	__builtin_memcpy(hkey.addr, addr, 16);
-	__builtin_memcpy(pkey.addr, addr, 16);
+	if (!addr || !now)
+		return SEBPF_MATCH_NONE;
+
+	__builtin_memcpy(hkey.addr, addr->b, 16);
+	__builtin_memcpy(pkey.addr, addr->b, 16);
 	r = bpf_map_lookup_elem(&sebpf_host6, &hkey);
 	if (r) {
 		m = sebpf_rule_match(r, now);
@@ -373,6 +390,44 @@ static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,
 		c->count[hook][reason]++;
 }
 
+/* How long the later fragments of a reply may follow its first: the
+ * kernel's default reassembly timeout (net.ipv4.ipfrag_time). */
+#define SEBPF_FRAG_TIMEOUT_NS (30ULL * 1000000000ULL)
+
+static __always_inline void sebpf_frag_key(struct sebpf_frag_key *k, __u32 serial,
+					   const struct sebpf_pkt *p)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->netns = p->netns;
+	k->serial = serial;
+	k->id = p->frag_id;
+	k->family = p->family;
+	k->protocol = p->protocol;
+	__builtin_memcpy(k->saddr, p->saddr, 16);
+	__builtin_memcpy(k->daddr, p->daddr, 16);
+}
+
+static __always_inline void sebpf_remember_reply_fragments(__u32 serial, const struct sebpf_pkt *p,
+							   struct sebpf_clock *clock)
+{
+	struct sebpf_frag_key k;
+	struct sebpf_flow_value v = {.last_seen = sebpf_now(clock)};
+
+	sebpf_frag_key(&k, serial, p);
+	bpf_map_update_elem(&sebpf_reply_frags, &k, &v, BPF_ANY);
+}
+
+static __always_inline int sebpf_is_reply_fragment(__u32 serial, const struct sebpf_pkt *p,
+						   struct sebpf_clock *clock)
+{
+	struct sebpf_frag_key k;
+	struct sebpf_flow_value *v;
+
+	sebpf_frag_key(&k, serial, p);
+	v = bpf_map_lookup_elem(&sebpf_reply_frags, &k);
+	return v && sebpf_now(clock) - v->last_seen < SEBPF_FRAG_TIMEOUT_NS;
+}
+
 /* Options of one decision. */
 struct sebpf_decide_opts {
 	__u8 hook;	  /* enum sebpf_hook_kind */
@@ -423,7 +478,7 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	if (p->family == AF_INET) {
 		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock);
 	} else {
-		m = sebpf_match6(att->ruleset, p->daddr, &clock);
+		m = sebpf_match6(att->ruleset, (const struct sebpf_addr6 *)p->daddr, &clock);
 		if (sebpf_is_nat64(p->daddr))
 			m = sebpf_match_both(m, sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock));
 	}
@@ -434,6 +489,11 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	} else if (att->mode == SEBPF_MODE_DENYLIST) {
 		reason = SEBPF_REASON_ALLOW_DEFAULT;
 	} else if (o.check_reply && sebpf_is_reply(att->serial, p, &clock)) {
+		reason = SEBPF_REASON_ALLOW_REPLY;
+		if (p->fragment == SEBPF_FRAG_FIRST)
+			sebpf_remember_reply_fragments(att->serial, p, &clock);
+	} else if (o.check_reply && p->fragment == SEBPF_FRAG_LATER &&
+		   sebpf_is_reply_fragment(att->serial, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
 	} else {
 		reason = SEBPF_REASON_DENY_DEFAULT;

@@ -19,7 +19,7 @@
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
  * adopt pinned state written with another ABI instead of misreading it. */
-#define SEBPF_ABI_VERSION 3
+#define SEBPF_ABI_VERSION 4
 
 /* An expiry meaning "never". 0 means "no such rule". */
 #define SEBPF_EXPIRY_NEVER (~0ULL)
@@ -122,6 +122,24 @@ struct sebpf_flow_key {
 	__u16 remote_port;
 	__u16 pad;
 	__u8 remote_addr[16]; /* IPv4 is stored v4-mapped */
+	__u32 pad2;
+};
+
+/*
+ * The later fragments of a reply (map sebpf_reply_frags): a first fragment
+ * let out as a reply on an inbound flow (it carries the ports) lets the
+ * fragments of the same datagram follow, which carry no ports. Addresses
+ * as in the packet; kernel-only, userspace only sizes and pins it.
+ */
+struct sebpf_frag_key {
+	__u64 netns;
+	__u32 serial;
+	__u32 id; /* IPv4 identification or IPv6 fragment id */
+	__u8 family;
+	__u8 protocol;
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
 	__u32 pad2;
 };
 

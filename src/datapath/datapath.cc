@@ -147,6 +147,8 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_prefix4, config.max_prefix_rules);
     bpf_map__set_max_entries(m->sebpf_prefix6, config.max_prefix_rules);
     bpf_map__set_max_entries(m->sebpf_flows, config.max_flows);
+    // Fragmented replies are rare and short-lived: an eighth of the flows.
+    bpf_map__set_max_entries(m->sebpf_reply_frags, std::max(config.max_flows / 8, 1024U));
   }
   skel->rodata->sebpf_flow_idle_tcp_ns =
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_tcp).count());

@@ -394,6 +394,37 @@ TEST_P(VerdictTest, NonFirstFragmentsAreJudgedByAddress) {
   EXPECT_FALSE(out(frag6));
 }
 
+// A large UDP reply leaves in fragments; only the first carries ports. The
+// later ones of that datagram follow it, and nothing else gets out that way.
+TEST_P(VerdictTest, LaterFragmentsOfAReplyFollowItsFirst) {
+  for (const bool v6 : {false, true}) {
+    const std::string peer = v6 ? "2001:db8:5::50" : "203.0.113.50";
+    const std::string self = v6 ? self6() : self4();
+    in({.src = peer, .dst = self, .l4 = L4::kUdp, .sport = 53000, .dport = 53});
+    PacketSpec first = {.src = self,
+                        .dst = peer,
+                        .l4 = L4::kUdp,
+                        .sport = 53,
+                        .dport = 53000,
+                        .more_fragments = true,
+                        .fragment_id = 0x10007};
+    PacketSpec later = first;
+    later.non_first_fragment = true;
+    later.more_fragments = false;
+    PacketSpec other_datagram = later;
+    other_datagram.fragment_id = 0x10008;
+    PacketSpec other_host = later;
+    other_host.dst = v6 ? "2001:db8:5::51" : "203.0.113.51";
+
+    EXPECT_FALSE(out(later)) << "a later fragment before any first: judged by address";
+    EXPECT_TRUE(out(first)) << (v6 ? "v6" : "v4");
+    EXPECT_TRUE(out(later)) << (v6 ? "v6" : "v4");
+    EXPECT_TRUE(out(later)) << "every later fragment of it";
+    EXPECT_FALSE(out(other_datagram));
+    EXPECT_FALSE(out(other_host));
+  }
+}
+
 TEST_P(VerdictTest, TruncatedHeadersAreDenied) {
   set_mode(Mode::kDenylist);
   const auto packet = build_packet(tcp4("198.51.100.1"));

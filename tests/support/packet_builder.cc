@@ -72,8 +72,10 @@ std::vector<uint8_t> build_packet(const PacketSpec& s) {
     p.push_back(static_cast<uint8_t>(0x40 | (5 + options.size() / 4)));
     p.push_back(0);
     put16(p, static_cast<uint16_t>(20 + options.size() + l4.size()));
-    put16(p, 1);                                                      // id
-    put16(p, s.non_first_fragment ? static_cast<uint16_t>(185) : 0);  // offset in 8-byte units
+    put16(p, static_cast<uint16_t>(s.fragment_id));
+    // Offset in 8-byte units, and the more-fragments flag.
+    put16(p, static_cast<uint16_t>((s.non_first_fragment ? 185 : 0) |
+                                   (s.more_fragments ? 0x2000 : 0)));
     p.push_back(s.hop_limit);
     p.push_back(static_cast<uint8_t>(s.l4));
     put16(p, 0);
@@ -87,11 +89,14 @@ std::vector<uint8_t> build_packet(const PacketSpec& s) {
   inet_pton(AF_INET6, s.dst.c_str(), &d6);
   std::vector<uint8_t> ext;
   uint8_t first_next = static_cast<uint8_t>(s.l4);
-  if (s.non_first_fragment) {
+  if (s.non_first_fragment || s.more_fragments) {
     ext.push_back(static_cast<uint8_t>(s.l4));
     ext.push_back(0);
-    put16(ext, static_cast<uint16_t>(185 << 3));  // offset, M=0
-    ext.insert(ext.end(), 4, 0);                  // identification
+    // Offset (in 8-byte units, shifted by 3) and the M flag.
+    put16(ext, static_cast<uint16_t>((s.non_first_fragment ? 185 << 3 : 0) |
+                                     (s.more_fragments ? 1 : 0)));
+    put16(ext, static_cast<uint16_t>(s.fragment_id >> 16));
+    put16(ext, static_cast<uint16_t>(s.fragment_id));
     first_next = 44;
   }
   if (s.ipv6_routing_segments_left) {

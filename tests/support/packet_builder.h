@@ -24,6 +24,8 @@ struct PacketSpec {
   uint16_t icmp_id = 0x1234;
   uint8_t hop_limit = 64;
   bool non_first_fragment = false;
+  bool more_fragments = false;   // MF (IPv4) / M (IPv6): with !non_first_fragment, a first fragment
+  uint32_t fragment_id = 1;      // IPv4 uses the low 16 bits
   bool ipv6_hop_by_hop = false;  // put a hop-by-hop header before L4
   // IPv4 options (padded to a multiple of 4 with END); e.g. {131, 7, 4, a, b, c, d} is LSRR.
   std::vector<uint8_t> ipv4_options = {};
