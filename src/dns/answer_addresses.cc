@@ -1,0 +1,35 @@
+#include "dns/answer_addresses.h"
+
+#include <algorithm>
+
+namespace sebpf::dns {
+
+Result<AnswerAddresses> addresses_for(const Message& response, std::string_view qname) {
+  AnswerAddresses out;
+  out.chain.emplace_back(qname);
+  for (;;) {
+    const std::string& current = out.chain.back();
+    const auto cname =
+        std::find_if(response.answers.begin(), response.answers.end(), [&](const Record& r) {
+          return r.type == type::kCname && r.klass == kClassIn && r.name == current;
+        });
+    if (cname == response.answers.end()) break;
+    if (std::find(out.chain.begin(), out.chain.end(), cname->target) != out.chain.end()) {
+      return Error(Errc::kInvalidArgument, "CNAME loop at " + cname->target);
+    }
+    if (out.chain.size() > kMaxCnameChain) {
+      return Error(Errc::kInvalidArgument, "CNAME chain longer than " +
+                                               std::to_string(kMaxCnameChain) + " from " +
+                                               std::string(qname));
+    }
+    out.chain.push_back(cname->target);
+  }
+  for (const Record& r : response.answers) {
+    if (!r.address) continue;
+    if (std::find(out.chain.begin(), out.chain.end(), r.name) == out.chain.end()) continue;
+    out.addresses.push_back({*r.address, r.ttl});
+  }
+  return out;
+}
+
+}  // namespace sebpf::dns

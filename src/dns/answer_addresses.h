@@ -1,0 +1,34 @@
+// What an answer teaches: the CNAME chain from the name asked for, and the
+// A/AAAA addresses of the names on that chain, with their TTLs. Records of
+// any other owner are ignored, so an upstream (or a forged answer) cannot
+// make an attachment learn an address for a name it did not ask for.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dns/message.h"
+
+namespace sebpf::dns {
+
+struct LearnedAddress {
+  net::IpAddress address;
+  uint32_t ttl = 0;  // seconds, as the answer gave it
+};
+
+struct AnswerAddresses {
+  // The name asked for, then each CNAME target in order. The proxy checks
+  // every one against the domain rules.
+  std::vector<std::string> chain;
+  std::vector<LearnedAddress> addresses;
+};
+
+// Longest chain followed; longer (or looping) chains are errors.
+inline constexpr size_t kMaxCnameChain = 16;
+
+// `qname` in the parser's form (lowercase, no trailing dot).
+Result<AnswerAddresses> addresses_for(const Message& response, std::string_view qname);
+
+}  // namespace sebpf::dns
