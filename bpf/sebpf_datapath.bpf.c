@@ -23,22 +23,40 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* The record a ref points at, if it is still `owner`'s (see struct
+ * sebpf_att_ref): 1 and a copy in out, else 0. */
+static __always_inline int sebpf_read_record(const struct sebpf_att_ref *ref, __u64 owner,
+					     __u8 cgroup, struct sebpf_attachment *out)
+{
+	__u32 index = ref->index;
+	struct sebpf_attachment *rec = bpf_map_lookup_elem(&sebpf_att_records, &index);
+
+	if (!rec)
+		return 0;
+	*out = *rec;
+	return out->owner == owner && !!(out->flags & SEBPF_ATT_F_CGROUP) == cgroup;
+}
+
+static __always_inline int sebpf_copy_attachment(__u64 id, struct sebpf_attachment *out)
+{
+	struct sebpf_att_ref *ref = bpf_map_lookup_elem(&sebpf_cg_attach, &id);
+
+	return ref && sebpf_read_record(ref, id, 1, out);
+}
+
+static __always_inline int sebpf_interface_attachment(__u32 ifindex, struct sebpf_attachment *out)
+{
+	struct sebpf_att_ref *ref = bpf_map_lookup_elem(&sebpf_if_attach, &ifindex);
+
+	return ref && sebpf_read_record(ref, ifindex, 0, out);
+}
+
 /*
  * The deepest attached cgroup among a cgroup and its ancestors. The cgroup
  * itself is tried first: the common case, one lookup. Ancestors are walked
  * from the root down, so the last hit is the deepest; its id is kept (not a
  * value pointer) and looked up once more at the end.
  */
-static __always_inline int sebpf_copy_attachment(__u64 id, struct sebpf_attachment *out)
-{
-	struct sebpf_attachment *att = bpf_map_lookup_elem(&sebpf_cg_attach, &id);
-
-	if (!att)
-		return 0;
-	*out = *att;
-	return 1;
-}
-
 static __always_inline int sebpf_task_attachment(struct sebpf_attachment *out)
 {
 	__u64 deepest = 0;
@@ -326,16 +344,13 @@ static __always_inline int sebpf_parse_tc(struct __sk_buff *skb, const struct se
 SEC("tc")
 int sebpf_tc_guard(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
-	struct sebpf_attachment *found = bpf_map_lookup_elem(&sebpf_if_attach, &ifindex);
 	struct sebpf_attachment att;
 	enum sebpf_reason deny = SEBPF_REASON_DENY_MALFORMED;
 	struct sebpf_pkt p = {};
 	int kind;
 
-	if (!found)
+	if (!sebpf_interface_attachment(skb->ifindex, &att))
 		return TC_ACT_SHOT; /* being detached: fail closed */
-	att = *found;
 	kind = sebpf_parse_tc(skb, &att, &p, &deny);
 	if (kind < 0)
 		return sebpf_decide_malformed(&att, deny) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
@@ -354,12 +369,12 @@ int sebpf_tc_guard(struct __sk_buff *skb)
 SEC("tc")
 int sebpf_tc_track(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
-	struct sebpf_attachment *found = bpf_map_lookup_elem(&sebpf_if_attach, &ifindex);
+	struct sebpf_attachment att;
 	enum sebpf_reason ignored;
 	struct sebpf_pkt p = {};
 
-	if (found && sebpf_parse_tc(skb, found, &p, &ignored) == 0)
-		sebpf_track_inbound(found->serial, &p);
+	if (sebpf_interface_attachment(skb->ifindex, &att) &&
+	    sebpf_parse_tc(skb, &att, &p, &ignored) == 0)
+		sebpf_track_inbound(att.serial, &p);
 	return TC_ACT_UNSPEC;
 }

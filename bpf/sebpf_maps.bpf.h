@@ -13,25 +13,31 @@
 
 #include "sebpf_shared.h"
 
-/* Attachment config, by cgroup id. Not preallocated: an update replaces the
- * element and frees the old one after an RCU grace period, so a program that
- * read the old value never sees it torn or reused. */
+/* Where each attachment's current record is (struct sebpf_att_ref), by
+ * cgroup id and by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1024);
 	__type(key, __u64);
-	__type(value, struct sebpf_attachment);
+	__type(value, struct sebpf_att_ref);
 } sebpf_cg_attach SEC(".maps");
 
-/* Attachment config, by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1024);
 	__type(key, __u32);
-	__type(value, struct sebpf_attachment);
+	__type(value, struct sebpf_att_ref);
 } sebpf_if_attach SEC(".maps");
+
+/* Attachment records, two per slot (see struct sebpf_att_ref). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2048);
+	__type(key, __u32);
+	__type(value, struct sebpf_attachment);
+} sebpf_att_records SEC(".maps");
 
 /* Userspace only: the name of each attached interface (struct sebpf_ifname). */
 struct {

@@ -19,7 +19,7 @@
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
  * adopt pinned state written with another ABI instead of misreading it. */
-#define SEBPF_ABI_VERSION 4
+#define SEBPF_ABI_VERSION 5
 
 /* An expiry meaning "never". 0 means "no such rule". */
 #define SEBPF_EXPIRY_NEVER (~0ULL)
@@ -59,6 +59,26 @@ struct sebpf_attachment {
 	__u16 dns_port;	    /* DNS endpoint port, network order; 0 = none */
 	__u32 dns_addr4;    /* DNS endpoint IPv4, network order; 0 = none */
 	__u8 dns_addr6[16]; /* DNS endpoint IPv6; all zero = none */
+	__u32 pad;
+	__u64 owner; /* the cgroup id or ifindex this record belongs to */
+};
+
+/*
+ * Value of sebpf_cg_attach and sebpf_if_attach: which of the attachment's
+ * two records in sebpf_att_records is current (index 2 * slot + half).
+ *
+ * Why two: the kernel may reuse a freed hash element for another key at
+ * once (its BPF allocator is type-safe, not RCU-deferred), so a program
+ * copying a record out of a hash while userspace replaces it could read a
+ * mix of two records. Records therefore live in an array and are never
+ * written while a program may read them: userspace writes the half not in
+ * use, points the ref at it (one aligned 32-bit store), and writes that
+ * other half again only after an RCU grace period. A ref read from a
+ * reused element names another attachment's record; the owner field
+ * exposes it, and the program treats the attachment as absent.
+ */
+struct sebpf_att_ref {
+	__u32 index;
 	__u32 pad;
 };
 

@@ -61,8 +61,12 @@ Status encode_dns_endpoint(const DnsEndpoint& dns, sebpf_attachment& value) {
   return ok_status();
 }
 
-AttachmentTable::AttachmentTable(AttachmentMapFds fds, uint32_t max_attachments)
-    : fds_(fds), slot_used_(max_attachments, false) {}
+AttachmentTable::AttachmentTable(AttachmentMapFds fds, uint32_t max_attachments,
+                                 const RcuBarrier& barrier)
+    : fds_(fds),
+      barrier_(barrier),
+      slot_used_(max_attachments, false),
+      stale_readers_(max_attachments, true) {}
 
 int AttachmentTable::map_for(const AttachmentKey& key) const {
   return key.kind == TargetKind::kCgroup ? fds_.cgroup : fds_.interface;
@@ -70,11 +74,23 @@ int AttachmentTable::map_for(const AttachmentKey& key) const {
 
 // The cgroup map is keyed by a u64 cgroup id, the interface map by a u32
 // ifindex: the two branches differ only in key type.
-Result<std::optional<sebpf_attachment>> AttachmentTable::read(const AttachmentKey& key) const {
+Result<std::optional<sebpf_att_ref>> AttachmentTable::read_ref(const AttachmentKey& key) const {
   if (key.kind == TargetKind::kCgroup) {
-    return map_lookup<uint64_t, sebpf_attachment>(fds_.cgroup, key.id);
+    return map_lookup<uint64_t, sebpf_att_ref>(fds_.cgroup, key.id);
   }
-  return map_lookup<uint32_t, sebpf_attachment>(fds_.interface, static_cast<uint32_t>(key.id));
+  return map_lookup<uint32_t, sebpf_att_ref>(fds_.interface, static_cast<uint32_t>(key.id));
+}
+
+Result<std::optional<sebpf_attachment>> AttachmentTable::read(const AttachmentKey& key) const {
+  SEBPF_ASSIGN_OR_RETURN(auto ref, read_ref(key));
+  if (!ref) return std::optional<sebpf_attachment>();
+  SEBPF_ASSIGN_OR_RETURN(auto record,
+                         (map_lookup<uint32_t, sebpf_attachment>(fds_.records, ref->index)));
+  if (!record || record->owner != key.id) {
+    return Error(Errc::kInternal, to_string(key) + " points at record " +
+                                      std::to_string(ref->index) + ", which is not its own");
+  }
+  return record;
 }
 
 Result<sebpf_attachment> AttachmentTable::read_existing(const AttachmentKey& key) const {
@@ -83,12 +99,11 @@ Result<sebpf_attachment> AttachmentTable::read_existing(const AttachmentKey& key
   return *value;
 }
 
-namespace {
-Status update(int fd, const AttachmentKey& key, const sebpf_attachment& value, uint64_t flags) {
+Status AttachmentTable::write_ref(const AttachmentKey& key, sebpf_att_ref ref, uint64_t flags) {
   const uint32_t ifindex = static_cast<uint32_t>(key.id);
   const void* k = key.kind == TargetKind::kCgroup ? static_cast<const void*>(&key.id)
                                                   : static_cast<const void*>(&ifindex);
-  if (bpf_map_update_elem(fd, k, &value, flags) != 0) {
+  if (bpf_map_update_elem(map_for(key), k, &ref, flags) != 0) {
     if (errno == EEXIST)
       return Error(Errc::kAlreadyExists, to_string(key) + " is attached already");
     if (errno == ENOENT) return Error(Errc::kNotFound, to_string(key) + " is not attached");
@@ -97,23 +112,58 @@ Status update(int fd, const AttachmentKey& key, const sebpf_attachment& value, u
   }
   return ok_status();
 }
-}  // namespace
 
-Status AttachmentTable::create(const AttachmentKey& key, const sebpf_attachment& value) {
-  return update(map_for(key), key, value, BPF_NOEXIST);
+Status AttachmentTable::write_record(uint32_t index, const sebpf_attachment& value) {
+  if (bpf_map_update_elem(fds_.records, &index, &value, BPF_ANY) != 0) {
+    return Error::from_errno(errno, "write attachment record " + std::to_string(index));
+  }
+  return ok_status();
 }
 
-Status AttachmentTable::replace(const AttachmentKey& key, const sebpf_attachment& value) {
-  return update(map_for(key), key, value, BPF_EXIST);
+Status AttachmentTable::quiesce(uint32_t slot) {
+  if (slot >= stale_readers_.size()) {
+    return Error(Errc::kInternal, "attachment slot " + std::to_string(slot) + " out of range");
+  }
+  if (!stale_readers_[slot]) return ok_status();
+  SEBPF_RETURN_IF_ERROR(barrier_.wait());
+  std::fill(stale_readers_.begin(), stale_readers_.end(), false);
+  return ok_status();
+}
+
+Status AttachmentTable::create(const AttachmentKey& key, sebpf_attachment value) {
+  SEBPF_RETURN_IF_ERROR(quiesce(value.slot));
+  value.owner = key.id;
+  const uint32_t index = value.slot * 2;
+  SEBPF_RETURN_IF_ERROR(write_record(index, value));
+  return write_ref(key, {.index = index, .pad = 0}, BPF_NOEXIST);
+}
+
+Status AttachmentTable::replace(const AttachmentKey& key, sebpf_attachment value) {
+  SEBPF_ASSIGN_OR_RETURN(auto ref, read_ref(key));
+  if (!ref) return Error(Errc::kNotFound, to_string(key) + " is not attached");
+  if (ref->index / 2 != value.slot) {
+    return Error(Errc::kInternal, to_string(key) + " is in slot " + std::to_string(ref->index / 2) +
+                                      ", not " + std::to_string(value.slot));
+  }
+  SEBPF_RETURN_IF_ERROR(quiesce(value.slot));
+  value.owner = key.id;
+  const uint32_t other = ref->index ^ 1;
+  SEBPF_RETURN_IF_ERROR(write_record(other, value));
+  SEBPF_RETURN_IF_ERROR(write_ref(key, {.index = other, .pad = 0}, BPF_EXIST));
+  stale_readers_[value.slot] = true;
+  return ok_status();
 }
 
 Status AttachmentTable::erase(const AttachmentKey& key) {
+  SEBPF_ASSIGN_OR_RETURN(auto ref, read_ref(key));
+  if (!ref) return ok_status();
   const uint32_t ifindex = static_cast<uint32_t>(key.id);
   const void* k = key.kind == TargetKind::kCgroup ? static_cast<const void*>(&key.id)
                                                   : static_cast<const void*>(&ifindex);
   if (bpf_map_delete_elem(map_for(key), k) != 0 && errno != ENOENT) {
     return Error::from_errno(errno, "delete attachment " + to_string(key));
   }
+  if (ref->index / 2 < stale_readers_.size()) stale_readers_[ref->index / 2] = true;
   return ok_status();
 }
 
@@ -121,20 +171,23 @@ Result<std::vector<AttachmentRecord>> AttachmentTable::all() const {
   std::vector<AttachmentRecord> records;
   SEBPF_ASSIGN_OR_RETURN(std::vector<uint64_t> cgroups, map_keys<uint64_t>(fds_.cgroup));
   for (uint64_t id : cgroups) {
-    SEBPF_ASSIGN_OR_RETURN(auto v, (map_lookup<uint64_t, sebpf_attachment>(fds_.cgroup, id)));
-    if (v) records.push_back({{TargetKind::kCgroup, id}, *v});
+    const AttachmentKey key{TargetKind::kCgroup, id};
+    SEBPF_ASSIGN_OR_RETURN(auto v, read(key));
+    if (v) records.push_back({key, *v});
   }
   SEBPF_ASSIGN_OR_RETURN(std::vector<uint32_t> ifaces, map_keys<uint32_t>(fds_.interface));
   for (uint32_t ifindex : ifaces) {
-    SEBPF_ASSIGN_OR_RETURN(auto v,
-                           (map_lookup<uint32_t, sebpf_attachment>(fds_.interface, ifindex)));
-    if (v) records.push_back({{TargetKind::kInterface, ifindex}, *v});
+    const AttachmentKey key{TargetKind::kInterface, ifindex};
+    SEBPF_ASSIGN_OR_RETURN(auto v, read(key));
+    if (v) records.push_back({key, *v});
   }
   return records;
 }
 
 Status AttachmentTable::load_slots() {
   std::fill(slot_used_.begin(), slot_used_.end(), false);
+  // The process before us may have replaced or erased records moments ago.
+  std::fill(stale_readers_.begin(), stale_readers_.end(), true);
   SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, all());
   for (const auto& r : records) {
     if (r.value.slot < slot_used_.size()) slot_used_[r.value.slot] = true;

@@ -7,13 +7,15 @@
 #include <vector>
 
 #include "common/result.h"
+#include "datapath/rcu_barrier.h"
 #include "datapath/types.h"
 
 namespace sebpf::datapath {
 
 struct AttachmentMapFds {
-  int cgroup = -1;
-  int interface = -1;
+  int cgroup = -1;     // cgroup id -> sebpf_att_ref
+  int interface = -1;  // ifindex -> sebpf_att_ref
+  int records = -1;    // sebpf_att_records: two sebpf_attachment per slot
   int counters = -1;
   int meta = -1;
 };
@@ -30,16 +32,20 @@ Status encode_dns_endpoint(const DnsEndpoint& dns, sebpf_attachment& value);
 
 class AttachmentTable {
  public:
-  AttachmentTable(AttachmentMapFds fds, uint32_t max_attachments);
+  // `barrier` must outlive the table.
+  AttachmentTable(AttachmentMapFds fds, uint32_t max_attachments, const RcuBarrier& barrier);
 
   // Rebuilds which slots are in use from the maps (after adoption).
   Status load_slots();
 
   Result<std::optional<sebpf_attachment>> read(const AttachmentKey& key) const;
   Result<sebpf_attachment> read_existing(const AttachmentKey& key) const;  // kNotFound if absent
-  // Creates (fails with kAlreadyExists if present) or replaces the record.
-  Status create(const AttachmentKey& key, const sebpf_attachment& value);
-  Status replace(const AttachmentKey& key, const sebpf_attachment& value);
+  // Creates (fails with kAlreadyExists if present) or replaces the record;
+  // value.slot is the attachment's slot, value.owner is set here. Programs
+  // see the old record or the new one, never a mix (see sebpf_att_ref);
+  // a replace may wait for an RCU grace period first.
+  Status create(const AttachmentKey& key, sebpf_attachment value);
+  Status replace(const AttachmentKey& key, sebpf_attachment value);
   Status erase(const AttachmentKey& key);
   Result<std::vector<AttachmentRecord>> all() const;
 
@@ -55,9 +61,20 @@ class AttachmentTable {
 
  private:
   int map_for(const AttachmentKey& key) const;
+  Result<std::optional<sebpf_att_ref>> read_ref(const AttachmentKey& key) const;
+  Status write_ref(const AttachmentKey& key, sebpf_att_ref ref, uint64_t flags);
+  Status write_record(uint32_t index, const sebpf_attachment& value);
+  // Waits until no program can still read a record of `slot` other than
+  // its current one, if one might.
+  Status quiesce(uint32_t slot);
 
   AttachmentMapFds fds_;
+  const RcuBarrier& barrier_;
   std::vector<bool> slot_used_;
+  // Per slot: a program may still be reading a record of it that is not
+  // the current one (after a replace or an erase). Cleared by a grace
+  // period, for all slots at once.
+  std::vector<bool> stale_readers_;
 };
 
 }  // namespace sebpf::datapath

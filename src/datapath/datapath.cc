@@ -140,6 +140,7 @@ Status Datapath::Impl::load() {
     auto* m = &skel->maps;
     bpf_map__set_max_entries(m->sebpf_cg_attach, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_if_attach, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_att_records, 2 * config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_if_names, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
@@ -162,15 +163,16 @@ Status Datapath::Impl::load() {
   }
 
   auto* m = &skel->maps;
+  SEBPF_ASSIGN_OR_RETURN(RcuBarrier b, RcuBarrier::create(bpf_map__fd(m->sebpf_barrier)));
+  barrier.emplace(std::move(b));
   table = std::make_unique<AttachmentTable>(
       AttachmentMapFds{bpf_map__fd(m->sebpf_cg_attach), bpf_map__fd(m->sebpf_if_attach),
-                       bpf_map__fd(m->sebpf_counters), bpf_map__fd(m->sebpf_meta)},
-      config.max_attachments);
+                       bpf_map__fd(m->sebpf_att_records), bpf_map__fd(m->sebpf_counters),
+                       bpf_map__fd(m->sebpf_meta)},
+      config.max_attachments, *barrier);
   rules = std::make_unique<RuleStore>(
       RuleMapFds{bpf_map__fd(m->sebpf_host4), bpf_map__fd(m->sebpf_host6),
                  bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)});
-  SEBPF_ASSIGN_OR_RETURN(RcuBarrier b, RcuBarrier::create(bpf_map__fd(m->sebpf_barrier)));
-  barrier.emplace(std::move(b));
   auto* p = &skel->progs;
   cgroup_hooks = std::make_unique<CgroupHooks>(
       std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,

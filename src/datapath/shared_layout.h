@@ -7,7 +7,9 @@
 
 #include "sebpf_shared.h"
 
-static_assert(sizeof(sebpf_attachment) == 40);
+static_assert(sizeof(sebpf_attachment) == 48);
+static_assert(offsetof(sebpf_attachment, owner) == 40);
+static_assert(sizeof(sebpf_att_ref) == 8);
 static_assert(offsetof(sebpf_attachment, ruleset) == 8);
 static_assert(offsetof(sebpf_attachment, mode) == 12);
 static_assert(offsetof(sebpf_attachment, dns_port) == 14);
