@@ -350,6 +350,12 @@ static __always_inline int sebpf_is_link_local_control(const struct sebpf_attach
 							const struct sebpf_pkt *p,
 							struct sebpf_clock *clock)
 {
+	/* DHCP is for VMs: a container's DHCP client (if any) sends through a
+	 * packet socket, which cgroup programs never see, so for a cgroup the
+	 * allowance would only be a broadcast channel onto the host's link. ND
+	 * stays: a namespace's own ND socket may belong to the cgroup. */
+	int cgroup = att->flags & SEBPF_ATT_F_CGROUP;
+
 	if (!p->has_l4)
 		return 0;
 	if (p->family == AF_INET6) {
@@ -370,14 +376,14 @@ static __always_inline int sebpf_is_link_local_control(const struct sebpf_attach
 			return 0;
 		}
 		/* ff02::1:2, All_DHCP_Relay_Agents_and_Servers */
-		if (p->protocol == IPPROTO_UDP)
+		if (p->protocol == IPPROTO_UDP && !cgroup)
 			return *(__u32 *)&p->daddr[0] == bpf_htonl(0xff020000) &&
 			       *(__u32 *)&p->daddr[4] == 0 && *(__u32 *)&p->daddr[8] == 0 &&
 			       *(__u32 *)&p->daddr[12] == bpf_htonl(0x00010002) &&
 			       p->dport == bpf_htons(547);
 		return 0;
 	}
-	return p->protocol == IPPROTO_UDP && p->dport == bpf_htons(67) &&
+	return !cgroup && p->protocol == IPPROTO_UDP && p->dport == bpf_htons(67) &&
 	       p->sport == bpf_htons(68) && sebpf_addr4(p->daddr) == 0xffffffff;
 }
 
