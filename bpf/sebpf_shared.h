@@ -119,8 +119,15 @@ struct sebpf_rule {
 	__u64 allow_until; /* 0 = no allow rule */
 	__u64 deny_until;  /* 0 = no deny rule */
 	__u32 prefixlen;   /* CIDR prefix length, so a trie hit knows its depth */
-	__u32 pad;
+	__u32 flags;       /* SEBPF_RULE_*; the programs do not read them yet */
 };
+
+/*
+ * The allow side was learned from a DNS answer, not written by a user: the
+ * daemon recovers its learned addresses from the maps after a restart, and
+ * never lets one stand where an explicit deny would decide.
+ */
+#define SEBPF_RULE_ALLOW_LEARNED 0x1u
 
 /*
  * A flow that the outside opened towards the workload (an inbound TCP SYN,

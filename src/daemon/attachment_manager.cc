@@ -123,6 +123,16 @@ Status AttachmentManager::reconcile() {
   std::vector<AttachmentRecord> kept;
   for (AttachmentRecord& r : state_.records) {
     if (in_kernel(r)) {
+      // Learned addresses live only in the kernel maps: read them back so
+      // the policy applied below keeps them.
+      if (auto rules = dp_->rules(r.key); rules.ok()) {
+        const auto boot_now = datapath::BootClock::now();
+        for (const datapath::Rule& rule : *rules) {
+          if (rule.learned && rule.expires && *rule.expires > boot_now) {
+            learned_[r.number][rule.prefix.address()] = *rule.expires;
+          }
+        }
+      }
       auto applied = apply_full_policy(r);
       if (!applied.ok()) {
         log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
@@ -240,11 +250,123 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   if (!attached.ok()) return attached.error();
   r.key = attached->key;
   r.serial = attached->serial;
+  if (auto opened = open_dns_endpoint_locked(r); !opened.ok()) {
+    (void)dp_->detach(r.key);
+    return opened.error().wrap("attach " + r.target + " (undone)");
+  }
   return r;
 }
 
+Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& record) {
+  if (dns_proxy_ == nullptr) return ok_status();
+  dns::EndpointSpec spec;
+  spec.attachment = record.number;
+  if (record.dns.v4) spec.addresses.emplace_back(*record.dns.v4, record.dns.port);
+  if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
+  if (spec.addresses.empty()) {
+    log_.warning("dns_endpoint_without_address",
+                 {{"id", record.id()},
+                  {"target", record.target},
+                  {"impact", "the interface has no address to serve DNS on"}});
+    return ok_status();
+  }
+  return dns_proxy_->open_endpoint(spec);
+}
+
+void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
+  std::lock_guard lock(mu_);
+  dns_proxy_ = proxy;
+  for (const AttachmentRecord& r : state_.records) {
+    if (auto opened = open_dns_endpoint_locked(r); !opened.ok()) {
+      log_.error("dns_endpoint_failed", {{"id", r.id()}, {"error", opened.error().message()}});
+    }
+  }
+}
+
+void AttachmentManager::forget_locked(uint64_t number) {
+  if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
+  learned_.erase(number);
+  name_policies_.erase(number);
+}
+
+std::shared_ptr<const dns::NamePolicy> AttachmentManager::name_policy(uint64_t number) const {
+  std::lock_guard lock(mu_);
+  if (auto cached = name_policies_.find(number); cached != name_policies_.end()) {
+    return cached->second;
+  }
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.number != number) continue;
+    auto built = std::make_shared<dns::NamePolicy>();
+    built->mode = r.policy.dns_mode;
+    // Names in a stored policy were normalized when they were added.
+    for (const DomainRule& d : r.policy.domains) (void)built->rules.add(d.name, d.action);
+    name_policies_[number] = built;
+    return built;
+  }
+  return nullptr;
+}
+
+Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAddress> addresses) {
+  std::lock_guard lock(mu_);
+  const AttachmentRecord* record = find_locked(number);
+  if (record == nullptr) {
+    return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  }
+  const auto wall_now = WallClock::now();
+  const auto boot_now = datapath::BootClock::now();
+  LearnedHosts& hosts = learned_[number];
+  std::vector<datapath::Rule> rules;
+  for (const dns::LearnedAddress& a : addresses) {
+    if (!learnable(record->policy, a.address, wall_now)) continue;
+    const auto deadline = boot_now + std::chrono::seconds(a.ttl);
+    // Already held for (nearly) as long: no kernel write needed.
+    if (auto it = hosts.find(a.address);
+        it != hosts.end() && it->second >= deadline - std::chrono::seconds(1)) {
+      continue;
+    }
+    auto host = net::IpPrefix::make(a.address, a.address.max_prefix_length());
+    rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
+  }
+  if (rules.empty()) return ok_status();
+  SEBPF_RETURN_IF_ERROR(dp_->add_rules(record->key, rules));
+  for (const datapath::Rule& rule : rules) {
+    auto& held = hosts[rule.prefix.address()];
+    held = std::max(held, *rule.expires);
+  }
+  return ok_status();
+}
+
+LearnedHosts AttachmentManager::learned_hosts(uint64_t number) const {
+  std::lock_guard lock(mu_);
+  auto it = learned_.find(number);
+  return it == learned_.end() ? LearnedHosts{} : it->second;
+}
+
+void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
+  auto it = learned_.find(record.number);
+  if (it == learned_.end()) return;
+  const auto dropped =
+      prune_learned(it->second, record.policy, WallClock::now(), datapath::BootClock::now());
+  for (const net::IpAddress& address : dropped) {
+    const auto host = *net::IpPrefix::make(address, address.max_prefix_length());
+    // A rule the user wrote for exactly this host replaced the learned one.
+    const bool explicit_rule = std::any_of(record.policy.cidrs.begin(), record.policy.cidrs.end(),
+                                           [&](const CidrRule& c) { return c.prefix == host; });
+    if (explicit_rule) continue;
+    auto removed = dp_->remove_rule(record.key, host, datapath::Action::kAllow);
+    if (!removed.ok() && removed.error().code() != Errc::kNotFound) {
+      log_.error("learned_rule_not_removed", {{"id", record.id()},
+                                              {"address", address.to_string()},
+                                              {"error", removed.error().message()}});
+    }
+  }
+}
+
 Status AttachmentManager::apply_full_policy(const AttachmentRecord& record) {
-  const auto rules = kernel_rules(record.policy, WallClock::now(), datapath::BootClock::now());
+  const auto learned = learned_.find(record.number);
+  const auto rules =
+      kernel_rules(record.policy, learned == learned_.end() ? LearnedHosts{} : learned->second,
+                   WallClock::now(), datapath::BootClock::now());
   return dp_->replace_policy(record.key, record.policy.mode, rules);
 }
 
@@ -262,6 +384,7 @@ Status AttachmentManager::detach(uint64_t number) {
     return saved.error().wrap("detach " + record.id() + " (nothing changed)");
   }
   auto status = dp_->detach(record.key);
+  forget_locked(record.number);
   log_.info("detached", {{"id", record.id()},
                          {"target", record.target},
                          {"kernel", status.ok() ? "detached" : status.error().message()}});
@@ -326,6 +449,8 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
     if (kernel) (void)apply_full_policy(*record);
     return saved.error().wrap("policy of " + record->id() + " (change undone)");
   }
+  name_policies_.erase(number);
+  prune_learned_locked(*record);
   return updated;
 }
 
@@ -403,16 +528,24 @@ Result<Policy> AttachmentManager::replace_policy(uint64_t number, const Policy& 
         return ok_status();
       },
       [&](datapath::Datapath& dp, const datapath::AttachmentKey& key, const Policy& updated) {
-        const auto rules = kernel_rules(updated, WallClock::now(), datapath::BootClock::now());
+        const auto learned = learned_.find(number);
+        const auto rules =
+            kernel_rules(updated, learned == learned_.end() ? LearnedHosts{} : learned->second,
+                         WallClock::now(), datapath::BootClock::now());
         return dp.replace_policy(key, updated.mode, rules);
       });
 }
 
-Result<uint16_t> AttachmentManager::allocate_dns_port_locked() const {
+Result<uint16_t> AttachmentManager::allocate_dns_port_locked() {
   std::set<uint16_t> used;
   for (const AttachmentRecord& r : state_.records) used.insert(r.dns.port);
-  for (uint32_t port = config_.dns_port_first; port <= config_.dns_port_last; ++port) {
-    if (!used.count(static_cast<uint16_t>(port))) return static_cast<uint16_t>(port);
+  const uint32_t first = config_.dns_port_first;
+  const uint32_t range = config_.dns_port_last - first + 1;
+  for (uint32_t i = 0; i < range; ++i) {
+    const uint32_t port = first + (next_dns_port_ + i) % range;
+    if (used.count(static_cast<uint16_t>(port))) continue;
+    next_dns_port_ = port - first + 1;
+    return static_cast<uint16_t>(port);
   }
   return Error(Errc::kResourceExhausted,
                "every DNS endpoint port in " + std::to_string(config_.dns_port_first) + "-" +
@@ -424,6 +557,7 @@ void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
   state_.records.erase(state_.records.begin() + static_cast<std::ptrdiff_t>(index));
   auto saved = save_locked();
   auto status = dp_->detach(record.key);
+  forget_locked(record.number);
   notices_.push_back({record.id(), record.target, reason});
   if (notices_.size() > kMaxNotices) notices_.erase(notices_.begin());
   log_.info("target_removed", {{"id", record.id()},
@@ -473,7 +607,12 @@ std::vector<DetachNotice> AttachmentManager::detach_notices() const {
 void AttachmentManager::sweep() {
   std::lock_guard lock(mu_);
   size_t dropped = 0;
-  for (AttachmentRecord& r : state_.records) dropped += drop_expired(r.policy, WallClock::now());
+  for (AttachmentRecord& r : state_.records) {
+    dropped += drop_expired(r.policy, WallClock::now());
+    if (auto it = learned_.find(r.number); it != learned_.end()) {
+      prune_learned(it->second, r.policy, WallClock::now(), datapath::BootClock::now());
+    }
+  }
   auto reclaimed = dp_->sweep();
   if (dropped > 0) {
     if (auto saved = save_locked(); !saved.ok()) {

@@ -12,9 +12,11 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,7 @@
 #include "daemon/daemon_config.h"
 #include "daemon/logger.h"
 #include "datapath/datapath.h"
+#include "dns/proxy.h"
 #include "policy/policy_file.h"
 
 namespace sebpf::daemon {
@@ -52,6 +55,21 @@ class AttachmentManager {
   // Called (outside the lock) with the path of every cgroup attached, at
   // open and afterwards, so a watcher can watch it.
   void set_cgroup_attached_hook(std::function<void(const std::string&)> hook);
+
+  // The DNS endpoints: from now on every attachment's endpoint is opened
+  // with it (and closed with it), and the endpoints of the attachments
+  // already held are opened now. Null: no endpoints (tests of the manager
+  // alone). The proxy must outlive the manager's use of it.
+  void set_dns_proxy(dns::DnsProxy* proxy);
+
+  // For the DNS proxy: the attachment's DNS mode and domain rules (null
+  // when it is gone), and learning addresses from an answer. learn()
+  // returns once the kernel holds them; addresses an explicit deny rule
+  // decides (or that an explicit rule names exactly) are skipped.
+  std::shared_ptr<const dns::NamePolicy> name_policy(uint64_t number) const;
+  Status learn(uint64_t number, std::span<const dns::LearnedAddress> addresses);
+  // The addresses an attachment has learned and their boot-clock expiries.
+  LearnedHosts learned_hosts(uint64_t number) const;
 
   Result<AttachmentRecord> attach(const AttachSpec& spec);
   Status detach(uint64_t number);
@@ -102,8 +120,15 @@ class AttachmentManager {
   Status apply_full_policy(const AttachmentRecord& record);
   Status save_locked();
   AttachmentRecord* find_locked(uint64_t number);
-  Result<uint16_t> allocate_dns_port_locked() const;
+  Result<uint16_t> allocate_dns_port_locked();
   void drop_locked(size_t index, const std::string& reason);
+  Status open_dns_endpoint_locked(const AttachmentRecord& record);
+  // Forgets what belongs to an attachment that is gone: endpoint, learned
+  // hosts, cached name policy.
+  void forget_locked(uint64_t number);
+  // Drops learned hosts that the policy no longer lets stand (or that
+  // expired) and removes their kernel rules.
+  void prune_learned_locked(const AttachmentRecord& record);
 
   DaemonConfig config_;
   policy::PolicyFile policies_;
@@ -113,6 +138,12 @@ class AttachmentManager {
   DaemonStateData state_;
   std::vector<DetachNotice> notices_;
   std::function<void(const std::string&)> cgroup_hook_;
+  dns::DnsProxy* dns_proxy_ = nullptr;
+  std::map<uint64_t, LearnedHosts> learned_;
+  mutable std::map<uint64_t, std::shared_ptr<const dns::NamePolicy>> name_policies_;
+  // Ports are handed out round-robin, so a port just given up is not
+  // handed out again while its sockets may still be closing.
+  uint32_t next_dns_port_ = 0;
 };
 
 }  // namespace sebpf::daemon

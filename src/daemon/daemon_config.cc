@@ -68,10 +68,41 @@ void read_datapath(const YAML::Node& node, datapath::Config& c) {
   }
 }
 
+std::vector<net::SocketAddress> upstreams_of(const YAML::Node& node, const std::string& what) {
+  std::vector<net::SocketAddress> out;
+  for (const std::string& text : scalar_list(node, what)) {
+    auto address = net::SocketAddress::parse(text, 53);
+    if (!address.ok()) fail(node, "an entry of " + what + ": " + address.error().message());
+    out.push_back(*address);
+  }
+  return out;
+}
+
+uint16_t rcode_of(const YAML::Node& node, const std::string& what) {
+  const std::string text = scalar(node, what);
+  if (text == "nxdomain") return 3;
+  if (text == "refused") return 5;
+  fail(node, what + " must be nxdomain or refused, not \"" + text + "\"");
+}
+
 void read_dns(const YAML::Node& node, DaemonConfig& c) {
   for (const auto& [key, value] :
-       entries(node, "dns", {"port_first", "port_last", "cgroup_ipv4", "cgroup_ipv6"})) {
+       entries(node, "dns",
+               {"port_first", "port_last", "cgroup_ipv4", "cgroup_ipv6", "upstreams", "resolv_conf",
+                "upstream_timeout_ms", "min_ttl_seconds", "max_ttl_seconds", "refuse_with",
+                "max_inflight", "max_qps", "max_tcp_clients"})) {
     const std::string what = "dns." + key;
+    if (key == "upstreams") c.dns_upstreams = upstreams_of(value, what);
+    if (key == "resolv_conf") c.dns_resolv_conf = scalar(value, what);
+    if (key == "upstream_timeout_ms") {
+      c.dns_upstream_timeout = std::chrono::milliseconds(number_of(value, what, 10, 60000));
+    }
+    if (key == "min_ttl_seconds") c.dns_min_ttl = number_of(value, what, 0, 604800);
+    if (key == "max_ttl_seconds") c.dns_max_ttl = number_of(value, what, 1, 604800);
+    if (key == "refuse_with") c.dns_refusal_rcode = rcode_of(value, what);
+    if (key == "max_inflight") c.dns_max_inflight = number_of(value, what, 1, 1u << 20);
+    if (key == "max_qps") c.dns_max_qps = number_of(value, what, 0, 1u << 24);
+    if (key == "max_tcp_clients") c.dns_max_tcp_clients = number_of(value, what, 1, 65536);
     if (key == "port_first") c.dns_port_first = number_of(value, what, 1, 65535);
     if (key == "port_last") c.dns_port_last = number_of(value, what, 1, 65535);
     if (key == "cgroup_ipv4") c.dns_cgroup_ipv4 = scalar(value, what);
@@ -159,6 +190,13 @@ Status validate_daemon_config(const DaemonConfig& c) {
                                              ") is above dns.port_last (" +
                                              std::to_string(c.dns_port_last) + ")");
   }
+  if (c.dns_min_ttl > c.dns_max_ttl) {
+    return Error(Errc::kInvalidArgument, "dns.min_ttl_seconds (" + std::to_string(c.dns_min_ttl) +
+                                             ") is above dns.max_ttl_seconds (" +
+                                             std::to_string(c.dns_max_ttl) + ")");
+  }
+  if (c.dns_upstreams.empty())
+    SEBPF_RETURN_IF_ERROR(absolute(c.dns_resolv_conf, "dns.resolv_conf"));
   auto v4 = net::IpAddress::parse(c.dns_cgroup_ipv4);
   if (!v4.ok() || v4->family() != net::Family::kIPv4) {
     return Error(Errc::kInvalidArgument,

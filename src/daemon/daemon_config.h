@@ -12,6 +12,7 @@
 
 #include "common/result.h"
 #include "datapath/types.h"
+#include "net/socket_address.h"
 
 namespace sebpf::daemon {
 
@@ -47,6 +48,22 @@ struct DaemonConfig {
   uint16_t dns_port_last = 29999;
   std::string dns_cgroup_ipv4 = "127.0.0.1";
   std::string dns_cgroup_ipv6 = "::1";
+  // Where allowed queries go, in order (failover). Empty: the nameserver
+  // lines of dns_resolv_conf, read at start.
+  std::vector<net::SocketAddress> dns_upstreams;
+  std::string dns_resolv_conf = "/etc/resolv.conf";
+  std::chrono::milliseconds dns_upstream_timeout{1500};
+  // Learned addresses are allowed for the answer's TTL clamped to these;
+  // answers reach clients with TTLs lowered to the maximum.
+  uint32_t dns_min_ttl = 30;
+  uint32_t dns_max_ttl = 3600;
+  // The answer to a refused query: NXDOMAIN (3) or REFUSED (5).
+  uint16_t dns_refusal_rcode = 3;
+  // Per endpoint: queries waiting for an upstream, queries per second (0:
+  // no limit), concurrent TCP clients.
+  uint32_t dns_max_inflight = 512;
+  uint32_t dns_max_qps = 5000;
+  uint32_t dns_max_tcp_clients = 64;
 
   // How often expired rules are reclaimed (the kernel ignores them at once;
   // this only frees memory).

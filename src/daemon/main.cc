@@ -10,6 +10,7 @@
 #include "daemon/attachment_manager.h"
 #include "daemon/daemon_config.h"
 #include "daemon/daemon_service.h"
+#include "daemon/dns_backend.h"
 #include "daemon/logger.h"
 #include "daemon/target_watcher.h"
 #include "datapath/system.h"
@@ -22,6 +23,7 @@ struct Flags {
   std::string config_file;
   std::optional<std::string> socket_path, socket_group, state_dir, pin_dir, policy_file, log_level;
   std::vector<uint32_t> allow_uids, allow_gids;
+  std::vector<std::string> dns_upstreams;
   bool detach_on_exit = false;
   bool check_config = false;
 };
@@ -44,6 +46,13 @@ Result<DaemonConfig> build_config(const Flags& flags) {
   config.allowed_gids.insert(config.allowed_gids.end(), flags.allow_gids.begin(),
                              flags.allow_gids.end());
   if (flags.detach_on_exit) config.detach_on_exit = true;
+  if (!flags.dns_upstreams.empty()) {
+    config.dns_upstreams.clear();
+    for (const std::string& text : flags.dns_upstreams) {
+      SEBPF_ASSIGN_OR_RETURN(auto upstream, net::SocketAddress::parse(text, 53));
+      config.dns_upstreams.push_back(upstream);
+    }
+  }
   SEBPF_RETURN_IF_ERROR(validate_daemon_config(config));
   return config;
 }
@@ -72,6 +81,16 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   if (!mount.ok()) return fail("cgroup2_not_found", mount.error());
   auto manager = AttachmentManager::open(config, std::move(policies), log);
   if (!manager.ok()) return fail("start_failed", manager.error());
+  auto dns_config = proxy_config(config);
+  if (!dns_config.ok()) return fail("dns_config_failed", dns_config.error());
+  DnsBackend dns_backend(**manager, log);
+  auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend);
+  if (!dns_proxy.ok()) return fail("dns_failed", dns_proxy.error());
+  (*manager)->set_dns_proxy(dns_proxy->get());
+  std::string upstreams;
+  for (const auto& u : dns_config->upstreams)
+    upstreams += (upstreams.empty() ? "" : ",") + u.to_string();
+  log.info("dns_ready", {{"upstreams", upstreams}});
   auto watcher = TargetWatcher::start(**manager, log);
   if (!watcher.ok()) return fail("watcher_failed", watcher.error());
   (*manager)->set_cgroup_attached_hook(
@@ -94,6 +113,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   }
   (*listener)->stop();
   watcher->reset();
+  (*manager)->set_dns_proxy(nullptr);
+  dns_proxy->reset();
   if (auto stopped = (*manager)->shutdown(config.detach_on_exit); !stopped.ok()) {
     return fail("stop_failed", stopped.error());
   }
@@ -124,6 +145,10 @@ int main(int argc, char** argv) {
   app.add_option("--policy-file", flags.policy_file,
                  "local policy file: metadata selectors -> policy for new attachments");
   app.add_option("--log-level", flags.log_level, "debug, info, warning or error");
+  app.add_option("--dns-upstream", flags.dns_upstreams,
+                 "a resolver for allowed queries, ADDR or ADDR:PORT ([ADDR]:PORT for IPv6); "
+                 "repeatable, asked in order; replaces dns.upstreams")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_flag("--detach-on-exit", flags.detach_on_exit,
                "detach everything on a clean stop (default: enforcement stays)");
   app.add_flag("--check-config", flags.check_config,

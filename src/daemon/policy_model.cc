@@ -77,4 +77,46 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
   return rules;
 }
 
+bool learnable(const Policy& policy, const net::IpAddress& address, WallClock::time_point now) {
+  int longest = -1;
+  bool longest_denies = false;
+  for (const CidrRule& r : policy.cidrs) {
+    if (r.expires && *r.expires <= now) continue;
+    if (r.prefix.family() != address.family() || !r.prefix.contains(address)) continue;
+    if (r.prefix.length() > longest) {
+      longest = r.prefix.length();
+      longest_denies = false;
+    }
+    if (r.prefix.length() == longest && r.action == datapath::Action::kDeny) longest_denies = true;
+  }
+  return !longest_denies && longest < address.max_prefix_length();
+}
+
+std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHosts& learned,
+                                         WallClock::time_point wall_now,
+                                         datapath::BootClock::time_point boot_now) {
+  std::vector<datapath::Rule> rules = kernel_rules(policy, wall_now, boot_now);
+  for (const auto& [address, deadline] : learned) {
+    if (deadline <= boot_now || !learnable(policy, address, wall_now)) continue;
+    auto host = net::IpPrefix::make(address, address.max_prefix_length());
+    rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
+  }
+  return rules;
+}
+
+std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Policy& policy,
+                                          WallClock::time_point wall_now,
+                                          datapath::BootClock::time_point boot_now) {
+  std::vector<net::IpAddress> dropped;
+  for (auto it = learned.begin(); it != learned.end();) {
+    if (it->second <= boot_now || !learnable(policy, it->first, wall_now)) {
+      dropped.push_back(it->first);
+      it = learned.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return dropped;
+}
+
 }  // namespace sebpf::daemon

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,5 +64,30 @@ size_t drop_expired(Policy& policy, WallClock::time_point now);
 // clock the kernel checks. Rules that have expired are left out.
 std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_point wall_now,
                                          datapath::BootClock::time_point boot_now);
+
+// Addresses the DNS proxy learned for one attachment, each with the boot
+// clock deadline the kernel enforces. Not in the state file: the kernel
+// maps hold them (flagged as learned) and a restarted daemon reads them
+// back; after a reboot workloads simply resolve again.
+using LearnedHosts = std::map<net::IpAddress, datapath::BootClock::time_point>;
+
+// Whether a learned allow for `address` may be written: the longest
+// unexpired explicit rule covering it must neither be a rule for exactly
+// that host (the user's rule decides) nor have a deny side. A learned /32
+// is longer than any deny prefix, so writing it under one would override
+// the user's deny.
+bool learnable(const Policy& policy, const net::IpAddress& address, WallClock::time_point now);
+
+// kernel_rules(policy) plus the learned hosts that are still learnable and
+// unexpired: the complete rule set of an attachment.
+std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHosts& learned,
+                                         WallClock::time_point wall_now,
+                                         datapath::BootClock::time_point boot_now);
+
+// Drops learned hosts that expired or that `policy` no longer lets stand;
+// returns the ones dropped (their kernel rules must go too).
+std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Policy& policy,
+                                          WallClock::time_point wall_now,
+                                          datapath::BootClock::time_point boot_now);
 
 }  // namespace sebpf::daemon

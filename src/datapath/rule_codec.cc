@@ -45,7 +45,13 @@ std::optional<BootClock::time_point> decode_expiry(uint64_t until) {
 
 void apply_rule(sebpf_rule& value, const Rule& rule) {
   const uint64_t until = encode_expiry(rule.expires);
-  (rule.action == Action::kAllow ? value.allow_until : value.deny_until) = until;
+  if (rule.action == Action::kAllow) {
+    value.allow_until = until;
+    value.flags = rule.learned ? value.flags | SEBPF_RULE_ALLOW_LEARNED
+                               : value.flags & ~SEBPF_RULE_ALLOW_LEARNED;
+  } else {
+    value.deny_until = until;
+  }
   value.prefixlen = static_cast<uint32_t>(rule.prefix.length());
 }
 
@@ -53,8 +59,15 @@ std::vector<RuleEntry> merge_rules(std::span<const Rule> rules) {
   std::map<net::IpPrefix, sebpf_rule> merged;
   for (const Rule& rule : rules) {
     sebpf_rule& value = merged[rule.prefix];
-    auto& side = rule.action == Action::kAllow ? value.allow_until : value.deny_until;
-    side = std::max<__u64>(side, encode_expiry(rule.expires));
+    const uint64_t until = encode_expiry(rule.expires);
+    if (rule.action == Action::kDeny) {
+      value.deny_until = std::max<__u64>(value.deny_until, until);
+    } else if (until > value.allow_until) {
+      // The longer-lived allow stays, and says where it came from.
+      value.allow_until = until;
+      value.flags = rule.learned ? value.flags | SEBPF_RULE_ALLOW_LEARNED
+                                 : value.flags & ~SEBPF_RULE_ALLOW_LEARNED;
+    }
     value.prefixlen = static_cast<uint32_t>(rule.prefix.length());
   }
   std::vector<RuleEntry> entries;
@@ -65,8 +78,10 @@ std::vector<RuleEntry> merge_rules(std::span<const Rule> rules) {
 
 std::vector<Rule> split_entry(const net::IpPrefix& prefix, const sebpf_rule& value) {
   std::vector<Rule> rules;
-  if (value.allow_until)
-    rules.push_back({prefix, Action::kAllow, decode_expiry(value.allow_until)});
+  if (value.allow_until) {
+    rules.push_back({prefix, Action::kAllow, decode_expiry(value.allow_until),
+                     (value.flags & SEBPF_RULE_ALLOW_LEARNED) != 0});
+  }
   if (value.deny_until) rules.push_back({prefix, Action::kDeny, decode_expiry(value.deny_until)});
   return rules;
 }

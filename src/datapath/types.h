@@ -43,6 +43,9 @@ struct Rule {
   net::IpPrefix prefix;
   Action action = Action::kAllow;
   std::optional<BootClock::time_point> expires;  // none: never
+  // An allow the DNS proxy learned from an answer (always a host, always
+  // expiring); the daemon keeps learned and explicit rules apart.
+  bool learned = false;
 
   bool operator==(const Rule&) const = default;
 };

@@ -162,6 +162,7 @@ Result<std::optional<Record>> read_record(Reader& r, bool additional, std::optio
   SEBPF_ASSIGN_OR_RETURN(rec.name, r.name());
   SEBPF_ASSIGN_OR_RETURN(rec.type, r.u16("record"));
   SEBPF_ASSIGN_OR_RETURN(rec.klass, r.u16("record"));
+  rec.ttl_offset = r.offset();
   SEBPF_ASSIGN_OR_RETURN(rec.ttl, r.u32("record"));
   SEBPF_ASSIGN_OR_RETURN(uint16_t rdlength, r.u16("record"));
   const size_t rdata = r.offset();

@@ -68,6 +68,7 @@ struct Record {
   uint16_t type = 0;
   uint16_t klass = 0;
   uint32_t ttl = 0;
+  size_t ttl_offset = 0;                  // where the TTL is in the wire form
   std::optional<net::IpAddress> address;  // A and AAAA
   std::string target;                     // CNAME
 };

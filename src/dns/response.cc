@@ -48,9 +48,21 @@ std::vector<uint8_t> make_error_response(const Query& query, std::span<const uin
   return bare_response(wire, query.question_end, 1, false, rcode, query.edns.has_value());
 }
 
-std::vector<uint8_t> make_formerr(std::span<const uint8_t> wire) {
+std::vector<uint8_t> make_header_response(std::span<const uint8_t> wire, uint16_t rcode) {
   if (wire.size() < kHeaderSize) return {};
-  return bare_response(wire, kHeaderSize, 0, false, rcode::kFormErr, false);
+  return bare_response(wire, kHeaderSize, 0, false, rcode, false);
+}
+
+void cap_ttls(std::span<uint8_t> wire, const Message& message, uint32_t max_ttl) {
+  for (const auto* section : {&message.answers, &message.authority, &message.additional}) {
+    for (const Record& rec : *section) {
+      if (rec.ttl <= max_ttl || rec.ttl_offset + 4 > wire.size()) continue;
+      wire[rec.ttl_offset] = static_cast<uint8_t>(max_ttl >> 24);
+      wire[rec.ttl_offset + 1] = static_cast<uint8_t>(max_ttl >> 16);
+      wire[rec.ttl_offset + 2] = static_cast<uint8_t>(max_ttl >> 8);
+      wire[rec.ttl_offset + 3] = static_cast<uint8_t>(max_ttl);
+    }
+  }
 }
 
 Result<std::vector<uint8_t>> fit_for_udp(std::span<const uint8_t> response, size_t max_size) {

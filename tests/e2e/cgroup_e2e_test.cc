@@ -25,6 +25,30 @@ namespace {
 using datapath::Action;
 using datapath::Mode;
 
+// An IPv4/UDP datagram "from" the test host 198.51.100.2:kEchoPort to
+// 127.0.0.1:dport: what a workload forges to plant a reply flow.
+struct ForgedDatagram {
+  iphdr ip;
+  udphdr udp;
+  char payload[8];
+} __attribute__((packed));
+
+ForgedDatagram forged_datagram(uint16_t dport) {
+  ForgedDatagram pkt{};
+  pkt.ip.version = 4;
+  pkt.ip.ihl = 5;
+  pkt.ip.ttl = 64;
+  pkt.ip.protocol = IPPROTO_UDP;
+  pkt.ip.tot_len = htons(sizeof(pkt));
+  inet_pton(AF_INET, "198.51.100.2", &pkt.ip.saddr);
+  pkt.ip.daddr = htonl(INADDR_LOOPBACK);
+  pkt.udp.source = htons(kEchoPort);
+  pkt.udp.dest = htons(dport);
+  pkt.udp.len = htons(sizeof(pkt.udp) + sizeof(pkt.payload));
+  std::memcpy(pkt.payload, "planted", 8);  // UDP checksum 0: none, allowed on IPv4
+  return pkt;
+}
+
 bool write_file(const char* path, const char* text) {
   FILE* f = fopen(path, "we");
   if (f == nullptr) return false;
@@ -61,22 +85,7 @@ int plant_udp_flow_in_new_netns() {
   local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (rx < 0 || bind(rx, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) return 94;
 
-  struct {
-    iphdr ip;
-    udphdr udp;
-    char payload[8];
-  } __attribute__((packed)) pkt{};
-  pkt.ip.version = 4;
-  pkt.ip.ihl = 5;
-  pkt.ip.ttl = 64;
-  pkt.ip.protocol = IPPROTO_UDP;
-  pkt.ip.tot_len = htons(sizeof(pkt));
-  inet_pton(AF_INET, "198.51.100.2", &pkt.ip.saddr);
-  pkt.ip.daddr = htonl(INADDR_LOOPBACK);
-  pkt.udp.source = htons(kEchoPort);
-  pkt.udp.dest = htons(kLocalPort);
-  pkt.udp.len = htons(sizeof(pkt.udp) + sizeof(pkt.payload));
-  std::memcpy(pkt.payload, "planted", 8);  // UDP checksum 0: none, allowed on IPv4
+  ForgedDatagram pkt = forged_datagram(kLocalPort);
   // IP sockets cannot forge while the cgroup is enforcing, but a packet
   // socket can (it bypasses cgroup egress): hand the datagram to lo as if
   // it had arrived there. 127.0.0.1 arriving on a device is "martian"
@@ -113,20 +122,7 @@ int set_option_on_new_socket(int family, int type, int protocol, int level, int 
 // The errno of sending a forged IPv4/UDP datagram through an IPPROTO_RAW
 // socket to 127.0.0.1, or 0 when it was sent.
 int send_through_header_writing_socket() {
-  struct {
-    iphdr ip;
-    udphdr udp;
-  } __attribute__((packed)) pkt{};
-  pkt.ip.version = 4;
-  pkt.ip.ihl = 5;
-  pkt.ip.ttl = 64;
-  pkt.ip.protocol = IPPROTO_UDP;
-  pkt.ip.tot_len = htons(sizeof(pkt));
-  inet_pton(AF_INET, "198.51.100.2", &pkt.ip.saddr);
-  pkt.ip.daddr = htonl(INADDR_LOOPBACK);
-  pkt.udp.source = htons(kEchoPort);
-  pkt.udp.dest = htons(kEchoPort + 3);
-  pkt.udp.len = htons(sizeof(pkt.udp));
+  const ForgedDatagram pkt = forged_datagram(kEchoPort + 3);
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -64,7 +64,7 @@ void fuzz_query(std::span<const uint8_t> wire) {
   auto q = parse_query(wire);
   if (!q.ok()) {
     check_error(q.error());
-    const auto formerr = make_formerr(wire);
+    const auto formerr = make_header_response(wire, rcode::kFormErr);
     if (!formerr.empty()) check(parse_message(formerr).ok());
     return;
   }

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -26,6 +27,11 @@ DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pi
   std::vector<std::string> args = {std::move(binary), "--socket",     socket_,
                                    "--state-dir",     dir + "/state", "--pin-dir",
                                    pin_dir,           "--log-level",  "debug"};
+  // Never the host's resolver (it is not a test address): a discard port
+  // on loopback, unless the test starts an upstream of its own.
+  if (std::find(extra_args.begin(), extra_args.end(), "--dns-upstream") == extra_args.end()) {
+    args.insert(args.end(), {"--dns-upstream", "127.0.0.1:9"});
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   pid_ = fork();
   if (pid_ == 0) {

@@ -36,6 +36,15 @@ dns:
   port_last: 30999
   cgroup_ipv4: 127.0.0.53
   cgroup_ipv6: "::1"
+  upstreams: [192.0.2.53, "[2001:db8::53]:5353"]
+  resolv_conf: /etc/sebpf-test/resolv.conf
+  upstream_timeout_ms: 700
+  min_ttl_seconds: 5
+  max_ttl_seconds: 600
+  refuse_with: refused
+  max_inflight: 100
+  max_qps: 0
+  max_tcp_clients: 8
 )",
                                           c);
   ASSERT_TRUE(status.ok()) << status.error().message();
@@ -53,6 +62,17 @@ dns:
   EXPECT_EQ(c.datapath.max_host_rules, 200000U);
   EXPECT_EQ(c.dns_port_first, 30000);
   EXPECT_EQ(c.dns_cgroup_ipv4, "127.0.0.53");
+  ASSERT_EQ(c.dns_upstreams.size(), 2U);
+  EXPECT_EQ(c.dns_upstreams[0].to_string(), "192.0.2.53:53");
+  EXPECT_EQ(c.dns_upstreams[1].to_string(), "[2001:db8::53]:5353");
+  EXPECT_EQ(c.dns_resolv_conf, "/etc/sebpf-test/resolv.conf");
+  EXPECT_EQ(c.dns_upstream_timeout, std::chrono::milliseconds(700));
+  EXPECT_EQ(c.dns_min_ttl, 5U);
+  EXPECT_EQ(c.dns_max_ttl, 600U);
+  EXPECT_EQ(c.dns_refusal_rcode, 5);
+  EXPECT_EQ(c.dns_max_inflight, 100U);
+  EXPECT_EQ(c.dns_max_qps, 0U);
+  EXPECT_EQ(c.dns_max_tcp_clients, 8U);
   EXPECT_TRUE(validate_daemon_config(c).ok());
 }
 
@@ -76,6 +96,10 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"socket:\n  allowed_uids: 5\n", "line 2: socket.allowed_uids must be a list"},
       {"state_dir: [a]\n", "line 1: state_dir must be a string"},
       {"socket: [\n", "config file: "},
+      {"dns:\n  upstreams: [dns.example]\n", "line 2: an entry of dns.upstreams: \"dns.example\""},
+      {"dns:\n  upstreams: [\"192.0.2.53:0\"]\n", "port must be a number from 1 to 65535"},
+      {"dns:\n  refuse_with: drop\n", "line 2: dns.refuse_with must be nxdomain or refused"},
+      {"dns:\n  upstream_timeout_ms: 1\n", "line 2: dns.upstream_timeout_ms must be a whole"},
   };
   for (const auto& [yaml, expected] : cases) {
     DaemonConfig c;
@@ -98,6 +122,11 @@ TEST(DaemonConfigTest, ValidationCatchesWhatNeedsSeveralKeys) {
   c = DaemonConfig();
   c.dns_cgroup_ipv4 = "::1";
   EXPECT_NE(validate_daemon_config(c).error().message().find("dns.cgroup_ipv4"), std::string::npos);
+  c = DaemonConfig();
+  c.dns_min_ttl = 100;
+  c.dns_max_ttl = 10;
+  EXPECT_NE(validate_daemon_config(c).error().message().find("dns.min_ttl_seconds"),
+            std::string::npos);
 }
 
 class TargetResolverTest : public ::testing::Test {

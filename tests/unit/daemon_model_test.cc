@@ -114,5 +114,44 @@ TEST(DaemonStateCodecTest, ContentThatCannotBeRightIsRefused) {
   EXPECT_NE(bad.error().message().find("above next_id"), std::string::npos);
 }
 
+net::IpAddress address(const char* text) { return *net::IpAddress::parse(text); }
+
+TEST(DaemonLearnedHostsTest, AnExplicitDenyOrHostRuleIsNeverOverriddenByALearnedAddress) {
+  Policy p;
+  upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kDeny, std::nullopt});
+  upsert_cidr(p, {prefix("198.51.100.128/25"), Action::kAllow, std::nullopt});
+  upsert_cidr(p, {prefix("198.51.100.200/32"), Action::kAllow, std::nullopt});
+  upsert_cidr(p, {prefix("203.0.113.0/24"), Action::kDeny, kNow - seconds(1)});  // expired
+  EXPECT_FALSE(learnable(p, address("198.51.100.7"), kNow)) << "under the deny /24";
+  EXPECT_TRUE(learnable(p, address("198.51.100.130"), kNow)) << "a longer allow decides there";
+  EXPECT_FALSE(learnable(p, address("198.51.100.200"), kNow)) << "the user's own host rule";
+  EXPECT_TRUE(learnable(p, address("203.0.113.5"), kNow)) << "an expired deny is no rule";
+  EXPECT_TRUE(learnable(p, address("2001:db8::5"), kNow)) << "another family";
+
+  upsert_cidr(p, {prefix("198.51.100.128/25"), Action::kDeny, std::nullopt});
+  EXPECT_FALSE(learnable(p, address("198.51.100.130"), kNow)) << "allow and deny: deny";
+}
+
+TEST(DaemonLearnedHostsTest, KernelRulesCarryAdmissibleLearnedHostsAndPruningDropsTheRest) {
+  const auto boot = datapath::BootClock::time_point(seconds(1000));
+  Policy p;
+  upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kDeny, std::nullopt});
+  LearnedHosts learned = {{address("198.51.100.9"), boot + seconds(60)},
+                          {address("203.0.113.9"), boot + seconds(60)},
+                          {address("203.0.113.10"), boot - seconds(1)},
+                          {address("2001:db8::9"), boot + seconds(30)}};
+  const auto rules = kernel_rules(p, learned, kNow, boot);
+  std::vector<std::string> learned_rules;
+  for (const auto& r : rules) {
+    if (r.learned) learned_rules.push_back(r.prefix.to_string());
+  }
+  EXPECT_EQ(learned_rules, (std::vector<std::string>{"203.0.113.9/32", "2001:db8::9/128"}));
+  EXPECT_EQ(rules.size(), 3U) << "the deny, and two learned hosts";
+
+  const auto dropped = prune_learned(learned, p, kNow, boot);
+  EXPECT_EQ(dropped.size(), 2U) << "the denied one and the expired one";
+  EXPECT_EQ(learned.size(), 2U);
+}
+
 }  // namespace
 }  // namespace sebpf::daemon

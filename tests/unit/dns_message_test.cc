@@ -337,12 +337,13 @@ TEST(DnsResponseTest, ErrorResponsesEchoTheQuestionAndEdns) {
   ASSERT_TRUE(m->edns.has_value());
   EXPECT_EQ(m->edns->udp_size, kOurUdpSize);
 
-  const Bytes formerr = make_formerr(Wire().header(kQueryFlags, 3, 0).u8(7).b);
+  const Bytes formerr =
+      make_header_response(Wire().header(kQueryFlags, 3, 0).u8(7).b, rcode::kFormErr);
   m = parse_message(formerr);
   ASSERT_TRUE(m.ok()) << m.error().message();
   EXPECT_EQ(m->header.rcode, rcode::kFormErr);
   EXPECT_EQ(m->header.id, 0x1234);
-  EXPECT_TRUE(make_formerr(Bytes{1, 2, 3}).empty());
+  EXPECT_TRUE(make_header_response(Bytes{1, 2, 3}, rcode::kFormErr).empty());
 }
 
 TEST(DnsResponseTest, AnswersTooBigForUdpAreCutToTheQuestionWithTc) {
@@ -358,6 +359,27 @@ TEST(DnsResponseTest, AnswersTooBigForUdpAreCutToTheQuestionWithTc) {
   EXPECT_EQ(m->questions.size(), 1U);
   EXPECT_TRUE(m->answers.empty());
   EXPECT_LT(cut->size(), wire.size());
+}
+
+TEST(DnsResponseTest, TtlsAreCappedSoNoClientCachesLongerThanTheFilterAllows) {
+  Bytes wire = cname_answer();
+  auto m = parse_message(wire);
+  ASSERT_TRUE(m.ok());
+  cap_ttls(wire, *m, 40);
+  auto capped = parse_message(wire);
+  ASSERT_TRUE(capped.ok()) << capped.error().message();
+  std::vector<uint32_t> ttls;
+  for (const Record& r : capped->answers) ttls.push_back(r.ttl);
+  EXPECT_EQ(ttls, (std::vector<uint32_t>{40, 40, 30, 40, 40}));
+
+  Bytes with_opt =
+      Wire().header(kResponseFlags, 1, 0, 0, 1).question("a.example").opt(1232, 0x8000).b;
+  m = parse_message(with_opt);
+  ASSERT_TRUE(m.ok());
+  cap_ttls(with_opt, *m, 0);
+  m = parse_message(with_opt);
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(m->edns->dnssec_ok) << "the OPT record's flags are not a TTL";
 }
 
 }  // namespace

@@ -118,5 +118,28 @@ TEST(RuleCodecTest, ApplyRuleSetsOneSideAndRefreshesIt) {
   EXPECT_EQ(v.allow_until, 3'000'000'000ULL);  // the newest expiry is the one in force
 }
 
+TEST(RuleCodecTest, LearnedFlagFollowsTheAllowSideThatStays) {
+  const BootClock::time_point soon(seconds(10));
+  const std::vector<Rule> explicit_wins = {
+      {P("192.0.2.1"), Action::kAllow, soon, /*learned=*/true},
+      {P("192.0.2.1"), Action::kAllow, std::nullopt},
+  };
+  auto entries = merge_rules(explicit_wins);
+  ASSERT_EQ(entries.size(), 1U);
+  EXPECT_EQ(entries[0].value.flags & SEBPF_RULE_ALLOW_LEARNED, 0U);
+  EXPECT_EQ(split_entry(entries[0].prefix, entries[0].value)[0].learned, false);
+
+  const std::vector<Rule> learned_only = {{P("2001:db8::1"), Action::kAllow, soon, true}};
+  entries = merge_rules(learned_only);
+  ASSERT_EQ(entries.size(), 1U);
+  EXPECT_EQ(split_entry(entries[0].prefix, entries[0].value), learned_only);
+
+  sebpf_rule v{};
+  apply_rule(v, learned_only[0]);
+  EXPECT_NE(v.flags & SEBPF_RULE_ALLOW_LEARNED, 0U);
+  apply_rule(v, {P("2001:db8::1"), Action::kAllow, std::nullopt});  // a user's rule replaces it
+  EXPECT_EQ(v.flags & SEBPF_RULE_ALLOW_LEARNED, 0U);
+}
+
 }  // namespace
 }  // namespace sebpf::datapath

@@ -1,0 +1,27 @@
+#include "daemon/dns_backend.h"
+
+#include "dns/resolv_conf.h"
+
+namespace sebpf::daemon {
+
+Result<dns::ProxyConfig> proxy_config(const DaemonConfig& config) {
+  dns::ProxyConfig out;
+  out.upstreams = config.dns_upstreams;
+  if (out.upstreams.empty()) {
+    auto from_file = dns::read_resolv_conf(config.dns_resolv_conf);
+    if (!from_file.ok()) {
+      return from_file.error().wrap("DNS upstreams (set dns.upstreams, or fix dns.resolv_conf)");
+    }
+    out.upstreams = std::move(*from_file);
+  }
+  out.upstream_timeout = config.dns_upstream_timeout;
+  out.min_ttl = config.dns_min_ttl;
+  out.max_ttl = config.dns_max_ttl;
+  out.refusal_rcode = config.dns_refusal_rcode;
+  out.max_inflight = config.dns_max_inflight;
+  out.max_qps = config.dns_max_qps;
+  out.max_tcp_clients = config.dns_max_tcp_clients;
+  return out;
+}
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,34 @@
+// The DNS proxy's view of the daemon: domain rules and learning go to the
+// attachment manager, reports to the log.
+#pragma once
+
+#include "daemon/attachment_manager.h"
+#include "daemon/logger.h"
+#include "dns/proxy.h"
+
+namespace sebpf::daemon {
+
+class DnsBackend final : public dns::ProxyBackend {
+ public:
+  DnsBackend(AttachmentManager& manager, Logger& log) : manager_(manager), log_(log) {}
+
+  std::shared_ptr<const dns::NamePolicy> name_policy(uint64_t attachment) override {
+    return manager_.name_policy(attachment);
+  }
+  Status learn(uint64_t attachment, std::span<const dns::LearnedAddress> addresses) override {
+    return manager_.learn(attachment, addresses);
+  }
+  void report(std::string_view event, std::string_view detail) override {
+    log_.warning(event, {{"detail", std::string(detail)}});
+  }
+
+ private:
+  AttachmentManager& manager_;
+  Logger& log_;
+};
+
+// The proxy's settings from the daemon's configuration; the upstreams come
+// from resolv.conf when the configuration names none.
+Result<dns::ProxyConfig> proxy_config(const DaemonConfig& config);
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,769 @@
+#include "dns/proxy.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/unique_fd.h"
+#include "dns/response.h"
+
+namespace sebpf::dns {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxMessage = 65535;
+// Queries one TCP client may have waiting at once (pipelining).
+constexpr uint32_t kMaxTcpClientInflight = 32;
+// Datagrams read per readiness event, so one busy endpoint cannot starve
+// the others.
+constexpr int kReadBurst = 64;
+
+Error errno_error(const std::string& what) {
+  return Error(Errc::kInternal, what + ": " + std::strerror(errno));
+}
+
+void put_id(std::span<uint8_t> wire, uint16_t id) {
+  wire[0] = static_cast<uint8_t>(id >> 8);
+  wire[1] = static_cast<uint8_t>(id);
+}
+
+// One endpoint socket bound to `address`. IPV6_V6ONLY so that "::" never
+// also takes IPv4; SO_REUSEADDR so a restarted daemon can bind its TCP
+// port while old connections linger in TIME_WAIT.
+Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type) {
+  UniqueFd fd(::socket(address.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return errno_error("socket");
+  const int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (address.family() == AF_INET6) {
+    setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  }
+  sockaddr_storage ss;
+  const socklen_t len = address.to_sockaddr(ss);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return Error(errno == EADDRINUSE ? Errc::kAlreadyExists : Errc::kFailedPrecondition,
+                 "bind DNS endpoint " + address.to_string() +
+                     (type == SOCK_STREAM ? "/tcp" : "/udp") + ": " + std::strerror(errno));
+  }
+  if (type == SOCK_STREAM && ::listen(fd.get(), 128) != 0) return errno_error("listen");
+  return fd;
+}
+
+}  // namespace
+
+class DnsProxy::Loop {
+ public:
+  Loop(const ProxyConfig& config, ProxyBackend& backend) : config_(config), backend_(backend) {}
+
+  Status init() {
+    epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_) return errno_error("epoll_create1");
+    wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!wake_) return errno_error("eventfd");
+    SEBPF_RETURN_IF_ERROR(watch(wake_.get(), EPOLLIN, {Kind::kWake, 0}));
+    thread_ = std::thread([this] { run(); });
+    return ok_status();
+  }
+
+  ~Loop() {
+    if (!thread_.joinable()) return;
+    post([this] { stopping_ = true; });
+    thread_.join();
+  }
+
+  // Runs `task` on the loop's thread, later. Never waits: a caller may hold
+  // a lock the loop's thread needs (the backend's), so waiting could
+  // deadlock.
+  void post(std::function<void()> task) {
+    {
+      std::lock_guard lock(tasks_mu_);
+      tasks_.push_back(std::move(task));
+    }
+    const uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+  }
+
+  Status open_endpoint(const EndpointSpec& spec) {
+    auto endpoint = std::make_unique<Endpoint>();
+    endpoint->attachment = spec.attachment;
+    endpoint->tokens = config_.max_qps;
+    endpoint->refilled = Clock::now();
+    for (const net::SocketAddress& address : spec.addresses) {
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, bind_socket(address, SOCK_DGRAM));
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM));
+      endpoint->udp.push_back(std::move(udp));
+      endpoint->tcp.push_back(std::move(tcp));
+    }
+    post([this, endpoint = std::shared_ptr<Endpoint>(std::move(endpoint))]() mutable {
+      const uint64_t attachment = endpoint->attachment;
+      if (endpoints_.count(attachment)) {
+        backend_.report("dns_endpoint_duplicate", "attachment " + std::to_string(attachment));
+        return;
+      }
+      for (const auto* fds : {&endpoint->udp, &endpoint->tcp}) {
+        const Kind kind = fds == &endpoint->udp ? Kind::kEndpointUdp : Kind::kEndpointTcp;
+        for (const UniqueFd& fd : *fds) {
+          if (auto s = watch(fd.get(), EPOLLIN, {kind, attachment}); !s.ok()) {
+            backend_.report("dns_endpoint_failed", s.error().message());
+          }
+        }
+      }
+      endpoints_[attachment] = std::move(endpoint);
+    });
+    return ok_status();
+  }
+
+  void close_endpoint(uint64_t attachment) {
+    post([this, attachment] {
+      auto it = endpoints_.find(attachment);
+      if (it == endpoints_.end()) return;
+      for (const auto* fds : {&it->second->udp, &it->second->tcp}) {
+        for (const UniqueFd& fd : *fds) unwatch(fd.get());
+      }
+      endpoints_.erase(it);
+      for (auto c = clients_.begin(); c != clients_.end();) {
+        if (c->second.attachment == attachment) {
+          unwatch(c->second.fd.get());
+          c = clients_.erase(c);
+        } else {
+          ++c;
+        }
+      }
+      for (auto p = pending_.begin(); p != pending_.end();) {
+        if (p->second.attachment == attachment) {
+          if (p->second.upstream_fd) unwatch(p->second.upstream_fd.get());
+          p = pending_.erase(p);
+        } else {
+          ++p;
+        }
+      }
+    });
+  }
+
+  ProxyStats stats() const {
+    std::lock_guard lock(stats_mu_);
+    return stats_;
+  }
+
+ private:
+  enum class Kind : uint8_t { kWake, kEndpointUdp, kEndpointTcp, kTcpClient, kUpstream };
+  struct Ref {
+    Kind kind;
+    uint64_t id;  // attachment, client or pending query
+  };
+
+  struct Endpoint {
+    uint64_t attachment = 0;
+    std::vector<UniqueFd> udp, tcp;
+    uint32_t inflight = 0;
+    uint32_t tcp_clients = 0;
+    double tokens = 0;
+    Clock::time_point refilled;
+  };
+
+  struct TcpClient {
+    UniqueFd fd;
+    uint64_t attachment = 0;
+    std::vector<uint8_t> in, out;
+    uint32_t inflight = 0;
+    Clock::time_point idle_deadline;
+  };
+
+  // Where an answer goes back to.
+  struct ClientRef {
+    bool tcp = false;
+    int udp_fd = -1;  // the endpoint socket the query came in on
+    net::SocketAddress peer;
+    uint64_t tcp_client = 0;
+  };
+
+  struct Pending {
+    uint64_t attachment = 0;
+    ClientRef client;
+    std::vector<uint8_t> client_wire;  // as received: echoed in our own errors
+    Query query;
+    std::vector<uint8_t> wire;  // as sent upstream: a fresh id
+    uint16_t upstream_id = 0;
+    size_t upstream = 0;
+    size_t attempts_left = 0;
+    bool upstream_tcp = false;
+    bool tcp_connected = false;
+    UniqueFd upstream_fd;
+    std::vector<uint8_t> tcp_out, tcp_in;
+    Clock::time_point deadline;
+  };
+
+  Status watch(int fd, uint32_t events, Ref ref) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return errno_error("epoll_ctl add");
+    refs_[fd] = ref;
+    return ok_status();
+  }
+
+  void rewatch(int fd, uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
+  }
+
+  void unwatch(int fd) {
+    epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    refs_.erase(fd);
+  }
+
+  template <typename F>
+  void count(F&& f) {
+    std::lock_guard lock(stats_mu_);
+    f(stats_);
+  }
+
+  void run() {
+    std::vector<epoll_event> events(256);
+    while (!stopping_) {
+      const int timeout = next_timeout_ms();
+      const int n =
+          epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[static_cast<size_t>(i)].data.fd;
+        const auto ref = refs_.find(fd);
+        if (ref == refs_.end()) continue;  // closed by an earlier event of this batch
+        dispatch(fd, ref->second, events[static_cast<size_t>(i)].events);
+      }
+      fire_timers();
+    }
+  }
+
+  void dispatch(int fd, Ref ref, uint32_t events) {
+    switch (ref.kind) {
+      case Kind::kWake:
+        run_tasks();
+        break;
+      case Kind::kEndpointUdp:
+        read_udp_queries(fd, ref.id);
+        break;
+      case Kind::kEndpointTcp:
+        accept_clients(fd, ref.id);
+        break;
+      case Kind::kTcpClient:
+        client_ready(ref.id, events);
+        break;
+      case Kind::kUpstream:
+        upstream_ready(ref.id, events);
+        break;
+    }
+  }
+
+  void run_tasks() {
+    uint64_t value;
+    (void)!::read(wake_.get(), &value, sizeof value);
+    std::deque<std::function<void()>> tasks;
+    {
+      std::lock_guard lock(tasks_mu_);
+      tasks.swap(tasks_);
+    }
+    for (auto& task : tasks) task();
+  }
+
+  // ---- timers: (deadline, kind, id); stale entries are skipped ----
+
+  void add_timer(Clock::time_point when, Kind kind, uint64_t id) {
+    timers_.emplace(when, Ref{kind, id});
+  }
+
+  int next_timeout_ms() const {
+    if (timers_.empty()) return -1;
+    const auto wait = timers_.begin()->first - Clock::now();
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+    return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
+  }
+
+  void fire_timers() {
+    const auto now = Clock::now();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      const Ref ref = timers_.begin()->second;
+      timers_.erase(timers_.begin());
+      if (ref.kind == Kind::kUpstream) {
+        auto p = pending_.find(ref.id);
+        if (p != pending_.end() && p->second.deadline <= now) {
+          backend_.report("dns_upstream_timeout",
+                          config_.upstreams[p->second.upstream].to_string());
+          next_upstream(ref.id);
+        }
+      } else if (ref.kind == Kind::kTcpClient) {
+        auto c = clients_.find(ref.id);
+        if (c == clients_.end() || c->second.idle_deadline > now) continue;
+        if (c->second.inflight > 0) {
+          c->second.idle_deadline = now + config_.tcp_idle_timeout;
+          add_timer(c->second.idle_deadline, Kind::kTcpClient, ref.id);
+        } else {
+          close_client(ref.id);
+        }
+      }
+    }
+  }
+
+  // ---- clients ----
+
+  bool take_token(Endpoint& ep) {
+    if (config_.max_qps == 0) return true;
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - ep.refilled).count();
+    ep.refilled = now;
+    ep.tokens = std::min<double>(config_.max_qps, ep.tokens + elapsed * config_.max_qps);
+    if (ep.tokens < 1) return false;
+    ep.tokens -= 1;
+    return true;
+  }
+
+  void read_udp_queries(int fd, uint64_t attachment) {
+    uint8_t buf[kMaxMessage];
+    for (int i = 0; i < kReadBurst; ++i) {
+      sockaddr_storage from{};
+      socklen_t from_len = sizeof from;
+      const ssize_t n =
+          ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &from_len);
+      if (n < 0) return;  // EAGAIN, or an error the next read reports again
+      auto peer = net::SocketAddress::from_sockaddr(from, from_len);
+      if (!peer.ok()) continue;
+      ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
+      handle_query(attachment, std::span<const uint8_t>(buf, static_cast<size_t>(n)), client);
+      if (!endpoints_.count(attachment)) return;
+    }
+  }
+
+  void accept_clients(int listen_fd, uint64_t attachment) {
+    auto ep = endpoints_.find(attachment);
+    if (ep == endpoints_.end()) return;
+    while (true) {
+      UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd) return;
+      if (ep->second->tcp_clients >= config_.max_tcp_clients) {
+        count([](ProxyStats& s) { s.rate_limited++; });
+        continue;  // closed at once
+      }
+      const uint64_t id = next_id_++;
+      const int raw = fd.get();
+      TcpClient client;
+      client.fd = std::move(fd);
+      client.attachment = attachment;
+      client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
+      if (!watch(raw, EPOLLIN, {Kind::kTcpClient, id}).ok()) continue;
+      add_timer(client.idle_deadline, Kind::kTcpClient, id);
+      clients_.emplace(id, std::move(client));
+      ep->second->tcp_clients++;
+    }
+  }
+
+  void close_client(uint64_t id) {
+    auto c = clients_.find(id);
+    if (c == clients_.end()) return;
+    unwatch(c->second.fd.get());
+    if (auto ep = endpoints_.find(c->second.attachment); ep != endpoints_.end()) {
+      ep->second->tcp_clients--;
+    }
+    clients_.erase(c);
+  }
+
+  void client_ready(uint64_t id, uint32_t events) {
+    auto c = clients_.find(id);
+    if (c == clients_.end()) return;
+    if (events & EPOLLOUT) {
+      flush_client(id);
+      c = clients_.find(id);
+      if (c == clients_.end()) return;
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    uint8_t buf[16384];
+    const ssize_t n = ::read(c->second.fd.get(), buf, sizeof buf);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      close_client(id);
+      return;
+    }
+    if (n < 0) return;
+    TcpClient& client = c->second;
+    client.in.insert(client.in.end(), buf, buf + n);
+    client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
+    add_timer(client.idle_deadline, Kind::kTcpClient, id);
+    // Length-prefixed messages (RFC 1035 4.2.2), possibly several.
+    size_t used = 0;
+    while (client.in.size() - used >= 2) {
+      const size_t length = static_cast<size_t>(client.in[used] << 8 | client.in[used + 1]);
+      if (client.in.size() - used - 2 < length) break;
+      if (length == 0 || client.inflight >= kMaxTcpClientInflight) {
+        count([](ProxyStats& s) { s.malformed++; });
+        close_client(id);
+        return;
+      }
+      std::vector<uint8_t> message(client.in.begin() + static_cast<long>(used + 2),
+                                   client.in.begin() + static_cast<long>(used + 2 + length));
+      used += 2 + length;
+      const uint64_t attachment = client.attachment;
+      handle_query(attachment, message,
+                   ClientRef{.tcp = true, .udp_fd = -1, .peer = {}, .tcp_client = id});
+      c = clients_.find(id);
+      if (c == clients_.end()) return;
+    }
+    c->second.in.erase(c->second.in.begin(), c->second.in.begin() + static_cast<long>(used));
+  }
+
+  void flush_client(uint64_t id) {
+    auto c = clients_.find(id);
+    if (c == clients_.end()) return;
+    TcpClient& client = c->second;
+    while (!client.out.empty()) {
+      const ssize_t n = ::send(client.fd.get(), client.out.data(), client.out.size(),
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno == EAGAIN) break;
+      if (n <= 0) {
+        close_client(id);
+        return;
+      }
+      client.out.erase(client.out.begin(), client.out.begin() + n);
+    }
+    rewatch(client.fd.get(), client.out.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
+  }
+
+  void reply(const ClientRef& client, const Query* query, std::span<const uint8_t> response) {
+    if (response.empty()) return;
+    if (!client.tcp) {
+      std::vector<uint8_t> fitted(response.begin(), response.end());
+      if (query != nullptr) {
+        auto cut = fit_for_udp(response, client_udp_size(*query));
+        if (!cut.ok()) return;
+        fitted = std::move(*cut);
+      }
+      sockaddr_storage ss;
+      const socklen_t len = client.peer.to_sockaddr(ss);
+      ::sendto(client.udp_fd, fitted.data(), fitted.size(), MSG_DONTWAIT,
+               reinterpret_cast<sockaddr*>(&ss), len);
+      return;
+    }
+    auto c = clients_.find(client.tcp_client);
+    if (c == clients_.end()) return;  // the client went away meanwhile
+    auto& out = c->second.out;
+    out.push_back(static_cast<uint8_t>(response.size() >> 8));
+    out.push_back(static_cast<uint8_t>(response.size()));
+    out.insert(out.end(), response.begin(), response.end());
+    flush_client(client.tcp_client);
+  }
+
+  void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client) {
+    count([](ProxyStats& s) { s.queries++; });
+    auto ep = endpoints_.find(attachment);
+    if (ep == endpoints_.end()) return;
+    if (!take_token(*ep->second)) {
+      count([](ProxyStats& s) { s.rate_limited++; });
+      return;  // dropped: answering a flood would amplify it
+    }
+    auto query = parse_query(wire);
+    if (!query.ok()) {
+      count([](ProxyStats& s) { s.malformed++; });
+      const uint16_t code =
+          query.error().code() == Errc::kUnsupported ? rcode::kNotImp : rcode::kFormErr;
+      // Never answer something that is itself a response: two endpoints
+      // (or a spoofed source) could otherwise bounce messages forever.
+      if (wire.size() >= kHeaderSize && (wire[2] & 0x80) == 0) {
+        reply(client, nullptr, make_header_response(wire, code));
+      }
+      return;
+    }
+    const auto policy = backend_.name_policy(attachment);
+    if (!policy) return;  // being detached
+    const QueryVerdict verdict = judge_query(*policy, query->question.name);
+    if (verdict == QueryVerdict::kRefuse) {
+      count([](ProxyStats& s) { s.refused++; });
+      reply(client, &*query, make_error_response(*query, wire, config_.refusal_rcode));
+      return;
+    }
+    if (config_.upstreams.empty()) {
+      count([](ProxyStats& s) { s.servfail++; });
+      reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
+      return;
+    }
+    Endpoint& endpoint = *ep->second;
+    if (endpoint.inflight >= config_.max_inflight) {
+      count([](ProxyStats& s) { s.rate_limited++; });
+      if (client.tcp) reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
+      return;
+    }
+    if (client.tcp) {
+      auto c = clients_.find(client.tcp_client);
+      if (c == clients_.end()) return;
+      c->second.inflight++;
+    }
+    endpoint.inflight++;
+    const uint64_t id = next_id_++;
+    Pending& p = pending_[id];
+    p.attachment = attachment;
+    p.client = client;
+    p.client_wire.assign(wire.begin(), wire.end());
+    p.query = std::move(*query);
+    p.wire = p.client_wire;
+    p.upstream = 0;
+    p.attempts_left = std::max<size_t>(2, config_.upstreams.size());
+    // A client over TCP wants what does not fit in UDP: ask over TCP.
+    p.upstream_tcp = client.tcp;
+    count([](ProxyStats& s) { s.forwarded++; });
+    send_upstream(id);
+  }
+
+  // ---- upstreams ----
+
+  // Query ids from the kernel's CSPRNG, fetched in batches.
+  uint16_t random_id() {
+    if (random_used_ == random_ids_.size()) {
+      // 256 bytes: getrandom never returns fewer for requests this small.
+      auto* bytes = reinterpret_cast<uint8_t*>(random_ids_.data());
+      for (size_t got = 0; got < sizeof random_ids_;) {
+        const ssize_t n = getrandom(bytes + got, sizeof random_ids_ - got, 0);
+        if (n > 0) got += static_cast<size_t>(n);
+      }
+      random_used_ = 0;
+    }
+    return random_ids_[random_used_++];
+  }
+
+  void send_upstream(uint64_t id) {
+    Pending& p = pending_.at(id);
+    const net::SocketAddress& upstream = config_.upstreams[p.upstream];
+    p.upstream_id = random_id();
+    put_id(p.wire, p.upstream_id);
+    // A fresh socket per attempt: the kernel picks a random source port,
+    // so an off-path attacker must guess port and id to forge an answer.
+    const int type = p.upstream_tcp ? SOCK_STREAM : SOCK_DGRAM;
+    UniqueFd fd(::socket(upstream.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_storage ss;
+    const socklen_t len = upstream.to_sockaddr(ss);
+    bool ok = fd.valid();
+    if (ok) {
+      const int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
+      ok = rc == 0 || (p.upstream_tcp && errno == EINPROGRESS);
+    }
+    if (ok && !p.upstream_tcp) ok = ::send(fd.get(), p.wire.data(), p.wire.size(), 0) >= 0;
+    if (ok && p.upstream_tcp) {
+      p.tcp_connected = false;
+      p.tcp_in.clear();
+      p.tcp_out = {static_cast<uint8_t>(p.wire.size() >> 8), static_cast<uint8_t>(p.wire.size())};
+      p.tcp_out.insert(p.tcp_out.end(), p.wire.begin(), p.wire.end());
+    }
+    if (ok) ok = watch(fd.get(), p.upstream_tcp ? EPOLLOUT : EPOLLIN, {Kind::kUpstream, id}).ok();
+    if (!ok) {
+      backend_.report("dns_upstream_unreachable",
+                      upstream.to_string() + ": " + std::strerror(errno));
+      next_upstream(id);
+      return;
+    }
+    p.upstream_fd = std::move(fd);
+    p.deadline = Clock::now() + config_.upstream_timeout;
+    add_timer(p.deadline, Kind::kUpstream, id);
+  }
+
+  void next_upstream(uint64_t id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    Pending& p = it->second;
+    if (p.upstream_fd) {
+      unwatch(p.upstream_fd.get());
+      p.upstream_fd.reset();
+    }
+    if (--p.attempts_left == 0) {
+      count([](ProxyStats& s) { s.servfail++; });
+      const Pending done = finish(id);
+      reply(done.client, &done.query,
+            make_error_response(done.query, done.client_wire, rcode::kServFail));
+      return;
+    }
+    p.upstream = (p.upstream + 1) % config_.upstreams.size();
+    send_upstream(id);
+  }
+
+  // Takes the query out of the books (in-flight counts included).
+  Pending finish(uint64_t id) {
+    auto it = pending_.find(id);
+    Pending p = std::move(it->second);
+    pending_.erase(it);
+    if (p.upstream_fd) unwatch(p.upstream_fd.get());
+    if (auto ep = endpoints_.find(p.attachment); ep != endpoints_.end()) ep->second->inflight--;
+    if (p.client.tcp) {
+      if (auto c = clients_.find(p.client.tcp_client); c != clients_.end()) c->second.inflight--;
+    }
+    return p;
+  }
+
+  void upstream_ready(uint64_t id, uint32_t events) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    Pending& p = it->second;
+    const int fd = p.upstream_fd.get();
+    if (!p.upstream_tcp) {
+      uint8_t buf[kMaxMessage];
+      while (true) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n < 0) {
+          if (errno != EAGAIN) next_upstream(id);  // e.g. ICMP port unreachable
+          return;
+        }
+        std::vector<uint8_t> answer(buf, buf + n);
+        if (try_answer(id, answer)) return;
+      }
+    }
+    if (!p.tcp_connected) {
+      int error = 0;
+      socklen_t len = sizeof error;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len);
+      if (error != 0 || (events & (EPOLLERR | EPOLLHUP))) {
+        next_upstream(id);
+        return;
+      }
+      p.tcp_connected = true;
+    }
+    if (!p.tcp_out.empty()) {
+      const ssize_t n = ::send(fd, p.tcp_out.data(), p.tcp_out.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno == EAGAIN) return;
+      if (n <= 0) {
+        next_upstream(id);
+        return;
+      }
+      p.tcp_out.erase(p.tcp_out.begin(), p.tcp_out.begin() + n);
+      if (p.tcp_out.empty()) rewatch(fd, EPOLLIN);
+      return;
+    }
+    uint8_t buf[16384];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      next_upstream(id);
+      return;
+    }
+    p.tcp_in.insert(p.tcp_in.end(), buf, buf + n);
+    if (p.tcp_in.size() < 2) return;
+    const size_t length = static_cast<size_t>(p.tcp_in[0] << 8 | p.tcp_in[1]);
+    if (p.tcp_in.size() < 2 + length) return;
+    std::vector<uint8_t> answer(p.tcp_in.begin() + 2,
+                                p.tcp_in.begin() + 2 + static_cast<long>(length));
+    if (!try_answer(id, answer)) next_upstream(id);  // a TCP stream carries one answer
+  }
+
+  // An answer for query `id`? Returns false (and leaves the query waiting)
+  // for anything that is not: wrong id, wrong question, not a response, or
+  // unparseable. Off-path forgeries must match both to be considered.
+  bool try_answer(uint64_t id, std::vector<uint8_t>& answer) {
+    Pending& p = pending_.at(id);
+    auto message = parse_message(answer);
+    if (!message.ok() || !message->header.qr || message->header.id != p.upstream_id ||
+        message->questions.size() != 1 || message->questions[0].name != p.query.question.name ||
+        message->questions[0].type != p.query.question.type ||
+        message->questions[0].klass != p.query.question.klass) {
+      return false;
+    }
+    Pending done = finish(id);
+    release(done, *message, answer);
+    return true;
+  }
+
+  // The answer goes to the client only after its addresses are in the
+  // kernel. The policy is read again: it may have changed in flight.
+  void release(const Pending& p, const Message& message, std::vector<uint8_t>& answer) {
+    const auto refuse = [&](uint16_t code) {
+      reply(p.client, &p.query, make_error_response(p.query, p.client_wire, code));
+    };
+    const auto policy = backend_.name_policy(p.attachment);
+    if (!policy) return;
+    const QueryVerdict verdict = judge_query(*policy, p.query.question.name);
+    if (verdict == QueryVerdict::kRefuse) {
+      count([](ProxyStats& s) { s.refused++; });
+      refuse(config_.refusal_rcode);
+      return;
+    }
+    if (verdict == QueryVerdict::kResolve) {
+      auto learned = addresses_for(message, p.query.question.name);
+      if (!learned.ok()) {
+        backend_.report("dns_answer_unusable", learned.error().message());
+        count([](ProxyStats& s) { s.servfail++; });
+        refuse(rcode::kServFail);
+        return;
+      }
+      for (size_t i = 1; i < learned->chain.size(); ++i) {
+        if (chain_name_denied(*policy, learned->chain[i])) {
+          count([](ProxyStats& s) { s.refused++; });
+          refuse(config_.refusal_rcode);
+          return;
+        }
+      }
+      for (LearnedAddress& a : learned->addresses) {
+        a.ttl = std::clamp(a.ttl, config_.min_ttl, config_.max_ttl);
+      }
+      if (!learned->addresses.empty()) {
+        if (auto s = backend_.learn(p.attachment, learned->addresses); !s.ok()) {
+          backend_.report("dns_learn_failed", s.error().message());
+          count([](ProxyStats& st) { st.servfail++; });
+          refuse(rcode::kServFail);
+          return;
+        }
+        count([&](ProxyStats& s) { s.learned += learned->addresses.size(); });
+      }
+    }
+    cap_ttls(answer, message, config_.max_ttl);
+    put_id(answer, p.query.header.id);
+    count([](ProxyStats& s) { s.answered++; });
+    reply(p.client, &p.query, answer);
+  }
+
+  ProxyConfig config_;
+  ProxyBackend& backend_;
+  std::array<uint16_t, 128> random_ids_{};
+  size_t random_used_ = random_ids_.size();
+  UniqueFd epoll_, wake_;
+  std::thread thread_;
+  bool stopping_ = false;  // only touched on the loop's thread
+
+  std::mutex tasks_mu_;
+  std::deque<std::function<void()>> tasks_;
+
+  mutable std::mutex stats_mu_;
+  ProxyStats stats_;
+
+  // Loop-thread state.
+  std::unordered_map<int, Ref> refs_;
+  std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> endpoints_;
+  std::unordered_map<uint64_t, TcpClient> clients_;
+  std::unordered_map<uint64_t, Pending> pending_;
+  std::multimap<Clock::time_point, Ref> timers_;
+  uint64_t next_id_ = 1;
+};
+
+DnsProxy::DnsProxy(std::unique_ptr<Loop> loop) : loop_(std::move(loop)) {}
+DnsProxy::~DnsProxy() = default;
+
+Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
+                                                  ProxyBackend& backend) {
+  if (config.min_ttl > config.max_ttl) {
+    return Error(Errc::kInvalidArgument, "DNS min_ttl is above max_ttl");
+  }
+  auto loop = std::make_unique<Loop>(config, backend);
+  SEBPF_RETURN_IF_ERROR(loop->init());
+  return std::unique_ptr<DnsProxy>(new DnsProxy(std::move(loop)));
+}
+
+Status DnsProxy::open_endpoint(const EndpointSpec& spec) { return loop_->open_endpoint(spec); }
+void DnsProxy::close_endpoint(uint64_t attachment) { loop_->close_endpoint(attachment); }
+ProxyStats DnsProxy::stats() const { return loop_->stats(); }
+
+}  // namespace sebpf::dns

@@ -1,0 +1,101 @@
+// The per-attachment DNS endpoints: one UDP and one TCP socket per address
+// of each attachment's endpoint, all served by one event-loop thread.
+//
+// A query is judged by the attachment's DNS mode and domain rules before
+// anything leaves the host (a query can carry data out). An allowed one is
+// forwarded to the upstream resolvers (failover in order; none answering is
+// SERVFAIL). Every A/AAAA address on the answer's CNAME chain goes into the
+// attachment's allow rules (ProxyBackend::learn) and only once the kernel
+// holds them is the answer released; if they cannot be written the client
+// gets SERVFAIL, never the answer. There is no timeout after which an
+// answer is released anyway.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "dns/answer_addresses.h"
+#include "dns/message.h"
+#include "dns/name_policy.h"
+#include "net/socket_address.h"
+
+namespace sebpf::dns {
+
+struct ProxyConfig {
+  std::vector<net::SocketAddress> upstreams;  // asked in order
+  std::chrono::milliseconds upstream_timeout{1500};
+  // Learned addresses live at least min_ttl and at most max_ttl seconds;
+  // answers' TTLs are lowered to max_ttl so clients re-ask in time.
+  uint32_t min_ttl = 30;
+  uint32_t max_ttl = 3600;
+  uint16_t refusal_rcode = rcode::kNxDomain;  // or kRefused
+  // Per endpoint: queries waiting for an upstream, queries per second
+  // (token bucket, one second of burst; 0 = unlimited), TCP clients.
+  uint32_t max_inflight = 512;
+  uint32_t max_qps = 5000;
+  uint32_t max_tcp_clients = 64;
+  std::chrono::seconds tcp_idle_timeout{10};
+};
+
+// What the proxy asks of the daemon. Called on the proxy's thread.
+class ProxyBackend {
+ public:
+  virtual ~ProxyBackend() = default;
+  // The attachment's DNS mode and domain rules; null when it is gone.
+  virtual std::shared_ptr<const NamePolicy> name_policy(uint64_t attachment) = 0;
+  // Puts the addresses (TTLs already clamped) into the attachment's allow
+  // rules; returns once the kernel holds them.
+  virtual Status learn(uint64_t attachment, std::span<const LearnedAddress> addresses) = 0;
+  // Something worth a log line (an upstream failing, a write refused).
+  virtual void report(std::string_view event, std::string_view detail) = 0;
+};
+
+struct EndpointSpec {
+  uint64_t attachment = 0;
+  std::vector<net::SocketAddress> addresses;  // each gets a UDP and a TCP socket
+};
+
+// Counters since start, for tests, benchmarks and logs.
+struct ProxyStats {
+  uint64_t queries = 0;       // every message received from clients
+  uint64_t refused = 0;       // by the domain rules (never forwarded)
+  uint64_t forwarded = 0;     // sent upstream (first attempt)
+  uint64_t answered = 0;      // upstream answers released to clients
+  uint64_t servfail = 0;      // upstreams failed, or learning failed
+  uint64_t malformed = 0;     // FORMERR/NOTIMP or dropped
+  uint64_t rate_limited = 0;  // dropped by the qps or in-flight limits
+  uint64_t learned = 0;       // addresses passed to learn()
+};
+
+class DnsProxy {
+ public:
+  static Result<std::unique_ptr<DnsProxy>> start(const ProxyConfig& config, ProxyBackend& backend);
+  ~DnsProxy();  // stops the thread, closes every socket
+  DnsProxy(const DnsProxy&) = delete;
+  DnsProxy& operator=(const DnsProxy&) = delete;
+
+  // Binds the endpoint's sockets now (errors such as a port in use come
+  // back here); the loop serves them from its next turn. One endpoint per
+  // attachment. Neither call waits for the loop's thread, so callers may
+  // hold locks the backend takes.
+  Status open_endpoint(const EndpointSpec& spec);
+  // Stops serving and closes the sockets on the loop's next turn; queries
+  // in flight are dropped.
+  void close_endpoint(uint64_t attachment);
+
+  ProxyStats stats() const;
+
+  class Loop;
+
+ private:
+  explicit DnsProxy(std::unique_ptr<Loop> loop);
+  std::unique_ptr<Loop> loop_;
+};
+
+}  // namespace sebpf::dns

@@ -1,0 +1,346 @@
+// The per-attachment DNS endpoint end to end: the real daemon, a real
+// authoritative upstream (knotd) on a test zone, and a workload in a
+// cgroup that resolves names through its endpoint and then connects to
+// the addresses it was given, over the test topology.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "daemon_fixture.h"
+#include "support/dns_client.h"
+#include "support/knot_server.h"
+
+namespace sebpf::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr uint16_t kTypeA = 1;
+constexpr uint16_t kTypeAaaa = 28;
+constexpr uint16_t kTypeTxt = 16;
+
+// Exit codes of the workload children: a DNS rcode, or no answer at all;
+// below 200 the errno of the connection attempt (0: it worked).
+constexpr int kRcodeBase = 200;
+constexpr int kNoAnswer = 199;
+
+const char* kExampleZone = R"($TTL 300
+@ SOA ns hostmaster 1 3600 600 86400 60
+@ NS ns
+ns A 127.0.0.1
+allowed A 198.51.100.2
+allowed AAAA 2001:db8::2
+allowed TXT "hello"
+denied.allowed A 198.51.100.3
+other A 198.51.100.3
+www.allowed CNAME web.allowed
+web.allowed CNAME edge.cdn
+edge.cdn A 203.0.113.2
+sneaky.allowed CNAME x.blocked
+x.blocked A 198.51.100.3
+short 1 A 203.0.113.2
+)";
+
+v1::Policy dns_policy(const std::vector<std::string>& allow_domains,
+                      const std::vector<std::string>& deny_domains = {},
+                      const std::vector<std::string>& deny_cidrs = {}) {
+  v1::Policy p = make_policy(v1::MODE_ALLOWLIST, {}, deny_cidrs);
+  p.set_dns_mode(v1::MODE_ALLOWLIST);
+  for (const auto& d : allow_domains) {
+    auto* r = p.add_domains();
+    r->set_domain(d);
+    r->set_action(v1::ACTION_ALLOW);
+  }
+  for (const auto& d : deny_domains) {
+    auto* r = p.add_domains();
+    r->set_domain(d);
+    r->set_action(v1::ACTION_DENY);
+  }
+  return p;
+}
+
+net::SocketAddress endpoint_of(const v1::Attachment& att) {
+  return {*net::IpAddress::parse(att.dns().ipv4()), static_cast<uint16_t>(att.dns().port())};
+}
+
+// In the workload: ask `name` through the endpoint, then connect (TCP
+// echo) to the first address of the answer.
+int resolve_and_connect(const net::SocketAddress& endpoint, const std::string& name, uint16_t type,
+                        bool tcp = false) {
+  auto answer = dns_query(endpoint, make_query(name, type), tcp);
+  if (!answer.ok()) {
+    std::fprintf(stderr, "query %s: %s\n", name.c_str(), answer.error().message().c_str());
+    return kNoAnswer;
+  }
+  if (answer->message.header.rcode != dns::rcode::kNoError) {
+    return kRcodeBase + answer->message.header.rcode;
+  }
+  const auto addresses = answer_addresses(answer->message);
+  if (addresses.empty()) return kNoAnswer;
+  return tcp_echo(addresses.back(), kEchoPort);
+}
+
+class DnsE2eTest : public DaemonE2eTest {
+ protected:
+  void SetUp() override {
+    DaemonE2eTest::SetUp();
+    if (IsSkipped() || HasFailure()) return;
+    topo_->start_peer_server();
+    const auto port = static_cast<uint16_t>(30000 + getpid() % 10000);
+    knot_ = std::make_unique<KnotServer>(
+        dir_ + "/knot", port, std::map<std::string, std::string>{{"example.", kExampleZone}});
+    if (HasFailure()) return;
+  }
+  void TearDown() override {
+    knot_.reset();
+    DaemonE2eTest::TearDown();
+  }
+
+  // The daemon, forwarding to knotd (and to `before` first, if given).
+  void start_with_upstream(const std::string& config_yaml = "", const std::string& before = "") {
+    std::vector<std::string> args;
+    if (!before.empty()) args.insert(args.end(), {"--dns-upstream", before});
+    args.insert(args.end(), {"--dns-upstream", knot_->address().to_string()});
+    if (!config_yaml.empty()) {
+      const std::string path = dir_ + "/superebpfd.yaml";
+      std::ofstream(path) << config_yaml;
+      args.insert(args.end(), {"--config", path});
+    }
+    start_daemon(args);
+  }
+
+  std::unique_ptr<KnotServer> knot_;
+};
+
+TEST_F(DnsE2eTest, AllowedNameResolvesAndConnectsDeniedNamesNeverReachTheUpstream) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}, {"denied.allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  EXPECT_EQ(att.dns().ipv4(), "127.0.0.1");
+
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "nothing is reachable before the name is resolved";
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeAaaa); }),
+            0)
+      << "the AAAA answer's address is learned too";
+  EXPECT_EQ(in_cgroup([&] {
+              auto txt = dns_query(endpoint, make_query("allowed.example", kTypeTxt));
+              return txt.ok() ? static_cast<int>(txt->message.answers.size()) : kNoAnswer;
+            }),
+            1)
+      << "other record types of an allowed name are forwarded";
+
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint, "denied.allowed.example", kTypeA); }),
+      kRcodeBase + dns::rcode::kNxDomain)
+      << "the more specific deny wins";
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
+            kRcodeBase + dns::rcode::kNxDomain)
+      << "a name no rule allows is refused in allowlist mode";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+
+  const std::string log = knot_->stop_and_read_query_log();
+  EXPECT_TRUE(KnotServer::log_has_query(log, "allowed.example")) << "the log is read correctly";
+  EXPECT_FALSE(KnotServer::log_has_query(log, "denied.allowed.example"))
+      << "a refused query must never leave the host: it can carry data";
+  EXPECT_FALSE(KnotServer::log_has_query(log, "other.example"));
+}
+
+TEST_F(DnsE2eTest, DnsOverTcpResolvesAndLearns) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  EXPECT_EQ(in_cgroup([&] {
+              return resolve_and_connect(endpoint, "allowed.example", kTypeA, /*tcp=*/true);
+            }),
+            0);
+  EXPECT_EQ(in_cgroup([&] {
+              return resolve_and_connect(endpoint, "other.example", kTypeA, /*tcp=*/true);
+            }),
+            kRcodeBase + dns::rcode::kNxDomain);
+}
+
+TEST_F(DnsE2eTest, CnameChainsAreFollowedAndADeniedTargetIsRefused) {
+  start_with_upstream();
+  const auto endpoint =
+      endpoint_of(attach_cgroup(dns_policy({"allowed.example"}, {"blocked.example"})));
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "www.allowed.example", kTypeA); }),
+            0)
+      << "the address at the end of the chain (in a zone no rule names) is learned";
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint, "sneaky.allowed.example", kTypeA); }),
+      kRcodeBase + dns::rcode::kNxDomain)
+      << "an allowed name pointing into a denied domain is refused";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+}
+
+TEST_F(DnsE2eTest, LearnedAddressesBelongToTheAttachmentThatAsked) {
+  start_with_upstream();
+  const auto first = attach_cgroup(dns_policy({"allowed.example"}));
+  TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(other_cgroup.path());
+  *req.mutable_policy() = dns_policy({"example"}, {"allowed.example"});
+  v1::Attachment second;
+  ASSERT_TRUE(attach(req, &second).ok());
+  ASSERT_NE(first.dns().port(), second.dns().port());
+
+  const auto in_other = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return other_cgroup.add_self() ? fn() : 82; });
+  };
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint_of(first), "allowed.example", kTypeA); }),
+      0);
+  EXPECT_EQ(
+      in_other([&] { return resolve_and_connect(endpoint_of(second), "allowed.example", kTypeA); }),
+      kRcodeBase + dns::rcode::kNxDomain);
+  EXPECT_EQ(in_other([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "the first attachment's learned address opens nothing for the second";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+}
+
+TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}, {}, {"198.51.100.0/24"}));
+  const auto endpoint = endpoint_of(att);
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }),
+            EPERM)
+      << "the name resolves, but the deny CIDR still decides";
+
+  // A deny added after an address was learned removes the learned allow.
+  v1::ReplacePolicyRequest replace;
+  replace.set_id(att.id());
+  *replace.mutable_policy() = dns_policy({"allowed.example"});
+  {
+    grpc::ClientContext ctx;
+    v1::Policy out;
+    ASSERT_TRUE(stub_->ReplacePolicy(&ctx, replace, &out).ok());
+  }
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+  {
+    // A replaced policy keeps what was learned.
+    grpc::ClientContext ctx;
+    v1::Policy out;
+    ASSERT_TRUE(stub_->ReplacePolicy(&ctx, replace, &out).ok());
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  v1::AddCidrRequest deny;
+  deny.set_id(att.id());
+  deny.mutable_rule()->set_cidr("198.51.100.0/28");
+  deny.mutable_rule()->set_action(v1::ACTION_DENY);
+  {
+    grpc::ClientContext ctx;
+    v1::Policy out;
+    ASSERT_TRUE(stub_->AddCidr(&ctx, deny, &out).ok());
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+}
+
+TEST_F(DnsE2eTest, ALearnedAddressExpiresWithItsTtl) {
+  start_with_upstream("dns:\n  min_ttl_seconds: 1\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"short.example"})));
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "short.example", kTypeA); }), 0);
+  std::this_thread::sleep_for(milliseconds(2200));
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("203.0.113.2", kEchoPort); }), EPERM)
+      << "a 1 s TTL keeps the address for 1 s";
+}
+
+TEST_F(DnsE2eTest, AFailedUpstreamIsSkippedAndNoUpstreamAtAllIsServfail) {
+  // Port 9 on loopback: nothing listens, the kernel answers port unreachable.
+  start_with_upstream("", "127.0.0.1:9");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+  knot_->stop_and_read_query_log();
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeAaaa); }),
+            kRcodeBase + dns::rcode::kServFail);
+}
+
+TEST_F(DnsE2eTest, MalformedQueriesGetFormerrAndResponsesAreNotAnswered) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  auto garbage = make_query("allowed.example", kTypeA);
+  garbage[5] = 3;  // three questions announced, one present
+  auto formerr = dns_query(endpoint, garbage);
+  ASSERT_TRUE(formerr.ok()) << formerr.error().message();
+  EXPECT_EQ(formerr->message.header.rcode, dns::rcode::kFormErr);
+  auto response = make_query("allowed.example", kTypeA);
+  response[2] |= 0x80;  // QR: a response, which must not be answered
+  EXPECT_FALSE(dns_query(endpoint, response, false, milliseconds(300)).ok());
+}
+
+// The race the design exists for: a client that connects the instant it
+// has the answer is never refused, because the answer is released only
+// after the kernel holds the address. Every name has an address of its
+// own (2001:db8:1::/112), so every answer needs a fresh learn. A UDP
+// connect() runs the connect6 hook without sending anything.
+TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
+  constexpr int kRounds = 10000;
+  // One zone of its own, for the race names.
+  std::string zone =
+      "$TTL 300\n@ SOA ns.example. hostmaster.example. 1 3600 600 86400 60\n"
+      "@ NS ns.example.\n";
+  char line[96];
+  for (int i = 0; i < kRounds; ++i) {
+    std::snprintf(line, sizeof line, "r%d AAAA 2001:db8:1::%x\n", i, i + 1);
+    zone += line;
+  }
+  knot_.reset();
+  knot_ = std::make_unique<KnotServer>(dir_ + "/knot-race",
+                                       static_cast<uint16_t>(30000 + getpid() % 10000),
+                                       std::map<std::string, std::string>{{"race.example.", zone}});
+  ASSERT_FALSE(HasFailure());
+  start_with_upstream("dns:\n  max_qps: 0\n");  // as fast as it goes
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"race.example"})));
+  // Routed into the test namespace, so connect() has a route.
+  must_run({"ip", "-6", "route", "add", "2001:db8:1::/112", "dev", topo_->host_if()});
+
+  const int result = run_in_child(
+      [&] {
+        if (!cgroup_->add_self()) return 82;
+        for (int i = 0; i < kRounds; ++i) {
+          const std::string name = "r" + std::to_string(i) + ".race.example";
+          auto answer = dns_query(endpoint, make_query(name, kTypeAaaa));
+          if (!answer.ok() || answer_addresses(answer->message).size() != 1) {
+            std::fprintf(stderr, "round %d: no usable answer\n", i);
+            return kNoAnswer;
+          }
+          sockaddr_in6 to{};
+          to.sin6_family = AF_INET6;
+          to.sin6_port = htons(kEchoPort);
+          inet_pton(AF_INET6, answer_addresses(answer->message)[0].c_str(), &to.sin6_addr);
+          const int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+          const int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
+          const int err = rc == 0 ? 0 : errno;
+          close(fd);
+          if (err != 0) {
+            std::fprintf(stderr, "round %d: connect to %s: %s\n", i,
+                         answer_addresses(answer->message)[0].c_str(), std::strerror(err));
+            return err;
+          }
+        }
+        return 0;
+      },
+      std::chrono::seconds(120));
+  EXPECT_EQ(result, 0);
+  // And a name not resolved is refused, so the test can see a refusal.
+  EXPECT_EQ(in_cgroup([] {
+              sockaddr_in6 to{};
+              to.sin6_family = AF_INET6;
+              to.sin6_port = htons(kEchoPort);
+              inet_pton(AF_INET6, "2001:db8:1::ffff", &to.sin6_addr);
+              const int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+              const int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
+              return rc == 0 ? 0 : errno;
+            }),
+            EPERM);
+}
+
+}  // namespace
+}  // namespace sebpf::testing

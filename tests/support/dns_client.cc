@@ -1,0 +1,109 @@
+#include "support/dns_client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/unique_fd.h"
+
+namespace sebpf::testing {
+
+std::vector<uint8_t> make_query(const std::string& name, uint16_t type, uint16_t id,
+                                uint16_t udp_size) {
+  std::vector<uint8_t> q = {static_cast<uint8_t>(id >> 8),
+                            static_cast<uint8_t>(id),
+                            0x01,
+                            0x00,
+                            0,
+                            1,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            static_cast<uint8_t>(udp_size ? 1 : 0)};
+  size_t start = 0;
+  while (start < name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string::npos) dot = name.size();
+    q.push_back(static_cast<uint8_t>(dot - start));
+    q.insert(q.end(), name.begin() + static_cast<long>(start),
+             name.begin() + static_cast<long>(dot));
+    start = dot + 1;
+  }
+  q.insert(q.end(), {0, static_cast<uint8_t>(type >> 8), static_cast<uint8_t>(type), 0, 1});
+  if (udp_size) {
+    q.insert(q.end(), {0, 0, 41, static_cast<uint8_t>(udp_size >> 8),
+                       static_cast<uint8_t>(udp_size), 0, 0, 0, 0, 0, 0});
+  }
+  return q;
+}
+
+namespace {
+
+// Waits for `fd` to be readable; false on timeout.
+bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  if (left.count() <= 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(left.count())) == 1;
+}
+
+Error sys_error(const std::string& what) {
+  return Error(Errc::kInternal, what + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::vector<uint8_t>& query,
+                            bool tcp, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  UniqueFd fd(::socket(server.family(), (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0));
+  if (!fd) return sys_error("socket");
+  sockaddr_storage ss;
+  const socklen_t len = server.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  std::vector<uint8_t> out;
+  if (tcp) out = {static_cast<uint8_t>(query.size() >> 8), static_cast<uint8_t>(query.size())};
+  out.insert(out.end(), query.begin(), query.end());
+  if (::send(fd.get(), out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) {
+    return sys_error("send");
+  }
+  std::vector<uint8_t> in;
+  while (true) {
+    if (!wait_readable(fd.get(), deadline)) {
+      return Error(Errc::kUnavailable, "no answer from " + server.to_string());
+    }
+    uint8_t buf[65536];
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n < 0) return sys_error("recv");
+    if (n == 0) return Error(Errc::kUnavailable, server.to_string() + " closed the connection");
+    in.insert(in.end(), buf, buf + n);
+    if (!tcp) break;
+    if (in.size() >= 2 && in.size() >= 2u + (in[0] << 8 | in[1])) {
+      in = std::vector<uint8_t>(in.begin() + 2, in.begin() + 2 + (in[0] << 8 | in[1]));
+      break;
+    }
+  }
+  SEBPF_ASSIGN_OR_RETURN(dns::Message message, dns::parse_message(in));
+  return DnsAnswer{std::move(in), std::move(message)};
+}
+
+Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::string& name,
+                            uint16_t type, bool tcp) {
+  return dns_query(server, make_query(name, type), tcp);
+}
+
+std::vector<std::string> answer_addresses(const dns::Message& message) {
+  std::vector<std::string> out;
+  for (const dns::Record& r : message.answers) {
+    if (r.address) out.push_back(r.address->to_string());
+  }
+  return out;
+}
+
+}  // namespace sebpf::testing
