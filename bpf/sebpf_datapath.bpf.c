@@ -100,17 +100,12 @@ static const struct sebpf_decide_opts sebpf_socket_call = {
 
 /* The decision for a connect() or sendmsg() whose destination address is
  * already in p. */
-static __always_inline int sebpf_sock_call(struct bpf_sock_addr *ctx, struct sebpf_pkt *p,
+static __always_inline int sebpf_sock_call(struct bpf_sock_addr *ctx,
+					   const struct sebpf_attachment *att, struct sebpf_pkt *p,
 					   int is_sendmsg)
 {
-	struct sebpf_attachment att;
 	struct sebpf_decide_opts o = sebpf_socket_call;
 
-	/* Only an attached cgroup runs this program; no entry means the
-	 * attachment is being torn down, or the socket is used by a task of
-	 * another cgroup. Fail closed. */
-	if (!sebpf_task_attachment(&att))
-		return 0;
 	p->protocol = ctx->protocol;
 	p->has_l4 = 1;
 	p->dport = (__u16)ctx->user_port;
@@ -124,37 +119,169 @@ static __always_inline int sebpf_sock_call(struct bpf_sock_addr *ctx, struct seb
 			p->sport = bpf_htons((__u16)sk->src_port);
 		o.check_reply = 1;
 	}
-	return sebpf_decide(&att, p, o);
+	return sebpf_decide(att, p, o);
+}
+
+/*
+ * Transparent DNS: while enforcing, a connect() or sendmsg() of a UDP or
+ * TCP socket to port 53 of any address goes to the attachment's endpoint
+ * instead, whatever resolver the application (or its resolv.conf) names,
+ * so the domain rules apply without any configuration in the workload.
+ * The original destination is kept with the socket for recvmsg and
+ * getpeername. `to` is the endpoint address in the socket call's form,
+ * or NULL when the endpoint has none of that family (then the query is
+ * judged like any packet, and refused as deny_resolver).
+ * Returns 1 when steered, 0 when not DNS, -1 to refuse (no storage).
+ */
+static __always_inline int sebpf_steer_dns(struct bpf_sock_addr *ctx,
+					   const struct sebpf_attachment *att, const __u32 to[4],
+					   int v6)
+{
+	struct sebpf_dns_steer *s;
+
+	if (att->mode == SEBPF_MODE_DISABLED || !att->dns_port || !to ||
+	    ctx->user_port != bpf_htons(SEBPF_DNS_PORT) ||
+	    (ctx->protocol != IPPROTO_UDP && ctx->protocol != IPPROTO_TCP))
+		return 0;
+	s = bpf_sk_storage_get(&sebpf_dns_steer, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!s)
+		return -1;
+	if (v6) {
+		s->orig_addr[0] = ctx->user_ip6[0];
+		s->orig_addr[1] = ctx->user_ip6[1];
+		s->orig_addr[2] = ctx->user_ip6[2];
+		s->orig_addr[3] = ctx->user_ip6[3];
+		ctx->user_ip6[0] = to[0];
+		ctx->user_ip6[1] = to[1];
+		ctx->user_ip6[2] = to[2];
+		ctx->user_ip6[3] = to[3];
+	} else {
+		s->orig_addr[0] = ctx->user_ip4;
+		ctx->user_ip4 = to[0];
+	}
+	s->to_addr[0] = to[0];
+	s->to_addr[1] = to[1];
+	s->to_addr[2] = to[2];
+	s->to_addr[3] = to[3];
+	s->orig_port = (__u16)ctx->user_port;
+	s->to_port = att->dns_port;
+	ctx->user_port = att->dns_port;
+	sebpf_count(att->slot, SEBPF_HOOK_SOCKET, SEBPF_REASON_ALLOW_DNS_STEERED);
+	return 1;
 }
 
 static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	struct sebpf_pkt p = {};
+	struct sebpf_attachment att;
+	__u32 to[4] = {};
+	int steered;
 
+	/* Only an attached cgroup runs this program; no entry means the
+	 * attachment is being torn down, or the socket is used by a task of
+	 * another cgroup. Fail closed. */
+	if (!sebpf_task_attachment(&att))
+		return 0;
+	to[0] = att.dns_addr4;
+	steered = sebpf_steer_dns(ctx, &att, att.dns_addr4 ? to : 0, 0);
+	if (steered)
+		return steered > 0;
 	p.family = AF_INET;
 	sebpf_set_addr4(p.daddr, ctx->user_ip4);
-	return sebpf_sock_call(ctx, &p, is_sendmsg);
+	return sebpf_sock_call(ctx, &att, &p, is_sendmsg);
 }
 
 static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	struct sebpf_pkt p = {};
-	__u32 a[4];
+	struct sebpf_attachment att;
+	__u32 a[4], to[4] = {};
+	int mapped, steered;
 
+	if (!sebpf_task_attachment(&att)) /* fail closed, as above */
+		return 0;
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];
 	a[3] = ctx->user_ip6[3];
 	/* A v4-mapped destination is IPv4 on the wire: judge it by the IPv4
 	 * rules, or an AF_INET6 socket would walk around them. */
-	if (a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff)) {
+	mapped = a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+	if (mapped) {
+		to[2] = bpf_htonl(0x0000ffff);
+		to[3] = att.dns_addr4;
+		steered = sebpf_steer_dns(ctx, &att, att.dns_addr4 ? to : 0, 1);
+	} else {
+		__builtin_memcpy(to, att.dns_addr6, 16);
+		steered =
+		    sebpf_steer_dns(ctx, &att, sebpf_addr6_is_zero(att.dns_addr6) ? 0 : to, 1);
+	}
+	if (steered)
+		return steered > 0;
+	if (mapped) {
 		p.family = AF_INET;
 		sebpf_set_addr4(p.daddr, a[3]);
 	} else {
 		p.family = AF_INET6;
 		sebpf_set_addr6(p.daddr, a);
 	}
-	return sebpf_sock_call(ctx, &p, is_sendmsg);
+	return sebpf_sock_call(ctx, &att, &p, is_sendmsg);
+}
+
+/* Answers from the endpoint to a steered socket appear to come from the
+ * resolver the application asked. recvmsg and getpeername programs must
+ * return 1. */
+static __always_inline void sebpf_unsteer(struct bpf_sock_addr *ctx, int v6)
+{
+	struct sebpf_dns_steer *s;
+
+	if (!ctx->sk)
+		return;
+	s = bpf_sk_storage_get(&sebpf_dns_steer, ctx->sk, 0, 0);
+	if (!s || !s->orig_port || ctx->user_port != s->to_port)
+		return;
+	if (v6) {
+		if (ctx->user_ip6[0] != s->to_addr[0] || ctx->user_ip6[1] != s->to_addr[1] ||
+		    ctx->user_ip6[2] != s->to_addr[2] || ctx->user_ip6[3] != s->to_addr[3])
+			return;
+		ctx->user_ip6[0] = s->orig_addr[0];
+		ctx->user_ip6[1] = s->orig_addr[1];
+		ctx->user_ip6[2] = s->orig_addr[2];
+		ctx->user_ip6[3] = s->orig_addr[3];
+	} else {
+		if (ctx->user_ip4 != s->to_addr[0])
+			return;
+		ctx->user_ip4 = s->orig_addr[0];
+	}
+	ctx->user_port = s->orig_port;
+}
+
+SEC("cgroup/recvmsg4")
+int sebpf_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	sebpf_unsteer(ctx, 0);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int sebpf_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	sebpf_unsteer(ctx, 1);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int sebpf_getpeername4(struct bpf_sock_addr *ctx)
+{
+	sebpf_unsteer(ctx, 0);
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int sebpf_getpeername6(struct bpf_sock_addr *ctx)
+{
+	sebpf_unsteer(ctx, 1);
+	return 1;
 }
 
 SEC("cgroup/connect4")

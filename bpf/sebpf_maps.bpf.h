@@ -130,4 +130,26 @@ struct {
 	__type(value, struct sebpf_meta);
 } sebpf_meta SEC(".maps");
 
+/*
+ * Per socket: where a DNS query steered to the endpoint was really going
+ * (`orig`) and where it was sent instead (`to`), so that answers appear to
+ * come from the resolver the application asked (recvmsg, getpeername).
+ * Addresses as the socket calls see them: IPv4 in word 0, or IPv6 (also
+ * v4-mapped) in all four. Socket-local storage: freed with the socket.
+ */
+struct sebpf_dns_steer {
+	__u32 orig_addr[4];
+	__u32 to_addr[4];
+	__u16 orig_port; /* network order; 0 = never steered */
+	__u16 to_port;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sebpf_dns_steer);
+} sebpf_dns_steer SEC(".maps");
+
 #endif /* SEBPF_MAPS_BPF_H */

@@ -17,6 +17,9 @@ const volatile __u64 sebpf_flow_idle_other_ns = 180ULL * 1000000000ULL;
  * (newer kernels; probed at load); otherwise flows of cgroup attachments carry no
  * namespace (see struct sebpf_flow_key). */
 const volatile __u8 sebpf_netns_cookies = 0;
+/* The port range of the daemon's DNS endpoints (host order; 0, 0: none). */
+const volatile __u16 sebpf_dns_port_first = 0;
+const volatile __u16 sebpf_dns_port_last = 0;
 
 /* Reply flows are refreshed at most this often, to keep map writes off the
  * per-packet path of a busy flow. */
@@ -29,7 +32,10 @@ enum sebpf_rule_match {
 	SEBPF_MATCH_NONE = 0,
 	SEBPF_MATCH_ALLOW = 1,
 	SEBPF_MATCH_DENY = 2,
+	SEBPF_MATCH_ALLOW_LEARNED = 3, /* an allow learned from DNS */
 };
+
+#define SEBPF_DNS_PORT 53
 
 /* The boot-time clock, read at most once per decision and only when a rule
  * with an expiry is looked at: most rules never expire, and reading the
@@ -55,7 +61,8 @@ static __always_inline int sebpf_rule_match(const struct sebpf_rule *r, struct s
 	if (sebpf_side_active(r->deny_until, c))
 		return SEBPF_MATCH_DENY;
 	if (sebpf_side_active(r->allow_until, c))
-		return SEBPF_MATCH_ALLOW;
+		return (r->flags & SEBPF_RULE_ALLOW_LEARNED) ? SEBPF_MATCH_ALLOW_LEARNED
+							     : SEBPF_MATCH_ALLOW;
 	return SEBPF_MATCH_NONE; /* both sides expired or absent */
 }
 
@@ -74,9 +81,12 @@ struct sebpf_addr6 {
  * The rule walks are global functions: the verifier checks each once, on
  * its own, instead of at every call site on every path of every program
  * (inlined, they exhausted its budget). Their pointer arguments may be
- * NULL as far as the verifier knows, hence the checks.
+ * NULL as far as the verifier knows, hence the checks. With skip_learned,
+ * an allow learned from DNS is passed over as if absent (learned rules are
+ * only ever hosts, so only the hash lookup can find one): the user's own
+ * rules decide.
  */
-__noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now)
+__noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now, int skip_learned)
 {
 	struct sebpf_host4_key hkey = {.ruleset = ruleset, .addr = addr};
 	struct sebpf_prefix4_key pkey = {
@@ -93,7 +103,7 @@ __noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now)
 	r = bpf_map_lookup_elem(&sebpf_host4, &hkey);
 	if (r) {
 		m = sebpf_rule_match(r, now);
-		if (m != SEBPF_MATCH_NONE)
+		if (m != SEBPF_MATCH_NONE && !(skip_learned && m == SEBPF_MATCH_ALLOW_LEARNED))
 			return m;
 	}
 	for (int i = 0; i <= 32; i++) {
@@ -121,17 +131,20 @@ static __always_inline int sebpf_is_nat64(const __u8 a[16])
 }
 
 /* Two families' verdicts on one destination: a deny in either wins, then
- * an allow in either. */
+ * an explicit allow in either, then a learned one. */
 static __always_inline int sebpf_match_both(int a, int b)
 {
 	if (a == SEBPF_MATCH_DENY || b == SEBPF_MATCH_DENY)
 		return SEBPF_MATCH_DENY;
 	if (a == SEBPF_MATCH_ALLOW || b == SEBPF_MATCH_ALLOW)
 		return SEBPF_MATCH_ALLOW;
+	if (a == SEBPF_MATCH_ALLOW_LEARNED || b == SEBPF_MATCH_ALLOW_LEARNED)
+		return SEBPF_MATCH_ALLOW_LEARNED;
 	return SEBPF_MATCH_NONE;
 }
 
-__noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struct sebpf_clock *now)
+__noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struct sebpf_clock *now,
+			    int skip_learned)
 {
 	struct sebpf_host6_key hkey = {.ruleset = ruleset};
 	struct sebpf_prefix6_key pkey = {
@@ -149,7 +162,7 @@ __noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struc
 	r = bpf_map_lookup_elem(&sebpf_host6, &hkey);
 	if (r) {
 		m = sebpf_rule_match(r, now);
-		if (m != SEBPF_MATCH_NONE)
+		if (m != SEBPF_MATCH_NONE && !(skip_learned && m == SEBPF_MATCH_ALLOW_LEARNED))
 			return m;
 	}
 	for (int i = 0; i <= 128; i++) {
@@ -198,6 +211,25 @@ static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *
 
 /* Neighbour or router discovery with hop limit 255: it was not routed, so
  * its source is on the link. */
+/* Another attachment's DNS endpoint on loopback: using it would put this
+ * workload under that attachment's domain rules. */
+static __always_inline int sebpf_is_other_dns_endpoint(const struct sebpf_attachment *att,
+						       const struct sebpf_pkt *p)
+{
+	__u16 port = bpf_ntohs(p->dport);
+
+	return p->has_l4 && (p->protocol == IPPROTO_UDP || p->protocol == IPPROTO_TCP) &&
+	       sebpf_dns_port_first && port >= sebpf_dns_port_first &&
+	       port <= sebpf_dns_port_last && p->dport != att->dns_port;
+}
+
+/* A packet or socket call towards a DNS server's port (UDP or TCP). */
+static __always_inline int sebpf_is_dns_query(const struct sebpf_pkt *p)
+{
+	return p->has_l4 && (p->protocol == IPPROTO_UDP || p->protocol == IPPROTO_TCP) &&
+	       p->dport == bpf_htons(SEBPF_DNS_PORT);
+}
+
 static __always_inline int sebpf_is_nd_from_link(const struct sebpf_pkt *p)
 {
 	return p->protocol == IPPROTO_ICMPV6 && p->icmp_type >= 133 && p->icmp_type <= 137 &&
@@ -347,8 +379,8 @@ static __always_inline int sebpf_is_known_neighbour(__u32 serial, const struct s
  * the address. It is judged by the rules like any packet.
  */
 static __always_inline int sebpf_is_link_local_control(const struct sebpf_attachment *att,
-							const struct sebpf_pkt *p,
-							struct sebpf_clock *clock)
+						       const struct sebpf_pkt *p,
+						       struct sebpf_clock *clock)
 {
 	/* DHCP is for VMs: a container's DHCP client (if any) sends through a
 	 * packet socket, which cgroup programs never see, so for a cgroup the
@@ -452,7 +484,7 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 {
 	struct sebpf_clock clock = {};
 	enum sebpf_reason reason;
-	int m;
+	int dns, m;
 
 	if (att->mode == SEBPF_MODE_DISABLED) {
 		reason = SEBPF_REASON_ALLOW_MODE_DISABLED;
@@ -465,7 +497,8 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		goto out;
 	}
 	if ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_is_loopback(p)) {
-		reason = SEBPF_REASON_ALLOW_LOOPBACK;
+		reason = sebpf_is_other_dns_endpoint(att, p) ? SEBPF_REASON_DENY_RESOLVER
+							     : SEBPF_REASON_ALLOW_LOOPBACK;
 		goto out;
 	}
 	if (sebpf_is_dns_endpoint(att, p)) {
@@ -481,16 +514,23 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_DENY_BLOCK_ALL;
 		goto out;
 	}
+	/* Name resolution goes through the endpoint, where the domain rules
+	 * apply: another resolver only by an explicit allow, never by an
+	 * address learned from DNS. */
+	dns = sebpf_is_dns_query(p);
 	if (p->family == AF_INET) {
-		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock);
+		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock, dns);
 	} else {
-		m = sebpf_match6(att->ruleset, (const struct sebpf_addr6 *)p->daddr, &clock);
+		m = sebpf_match6(att->ruleset, (const struct sebpf_addr6 *)p->daddr, &clock, dns);
 		if (sebpf_is_nat64(p->daddr))
-			m = sebpf_match_both(m, sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock));
+			m = sebpf_match_both(
+			    m, sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock, dns));
 	}
 	if (m == SEBPF_MATCH_DENY) {
 		reason = SEBPF_REASON_DENY_RULE;
-	} else if (m == SEBPF_MATCH_ALLOW) {
+	} else if (dns && m != SEBPF_MATCH_ALLOW) {
+		reason = SEBPF_REASON_DENY_RESOLVER;
+	} else if (m == SEBPF_MATCH_ALLOW || m == SEBPF_MATCH_ALLOW_LEARNED) {
 		reason = SEBPF_REASON_ALLOW_RULE;
 	} else if (att->mode == SEBPF_MODE_DENYLIST) {
 		reason = SEBPF_REASON_ALLOW_DEFAULT;

@@ -19,7 +19,7 @@
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
  * adopt pinned state written with another ABI instead of misreading it. */
-#define SEBPF_ABI_VERSION 5
+#define SEBPF_ABI_VERSION 6
 
 /* An expiry meaning "never". 0 means "no such rule". */
 #define SEBPF_EXPIRY_NEVER (~0ULL)
@@ -119,13 +119,15 @@ struct sebpf_rule {
 	__u64 allow_until; /* 0 = no allow rule */
 	__u64 deny_until;  /* 0 = no deny rule */
 	__u32 prefixlen;   /* CIDR prefix length, so a trie hit knows its depth */
-	__u32 flags;       /* SEBPF_RULE_*; the programs do not read them yet */
+	__u32 flags;       /* SEBPF_RULE_* */
 };
 
 /*
  * The allow side was learned from a DNS answer, not written by a user: the
  * daemon recovers its learned addresses from the maps after a restart, and
- * never lets one stand where an explicit deny would decide.
+ * never lets one stand where an explicit deny would decide. A learned allow
+ * does not open port 53: a workload that resolved a resolver's name must
+ * still not query it directly.
  */
 #define SEBPF_RULE_ALLOW_LEARNED 0x1u
 
@@ -187,6 +189,8 @@ enum sebpf_reason {
 	SEBPF_REASON_ALLOW_LOOPBACK,	 /* cgroup: loopback destination */
 	SEBPF_REASON_ALLOW_DNS_ENDPOINT, /* the attachment's DNS endpoint */
 	SEBPF_REASON_ALLOW_LINK_LOCAL,	 /* ARP, ND, MLD, DHCP */
+	SEBPF_REASON_ALLOW_DNS_STEERED,	 /* cgroup: DNS to any resolver, sent to the
+					  * attachment's endpoint instead */
 	SEBPF_REASON_DENY_RULE,		 /* a deny rule matched */
 	SEBPF_REASON_DENY_DEFAULT,	 /* allowlist, nothing matched */
 	SEBPF_REASON_DENY_BLOCK_ALL,	 /* block_all mode */
@@ -194,6 +198,8 @@ enum sebpf_reason {
 	SEBPF_REASON_DENY_MALFORMED,	 /* truncated or invalid header */
 	SEBPF_REASON_DENY_FORGED,	 /* cgroup: a socket that writes its own IP
 					  * header or sends from foreign addresses */
+	SEBPF_REASON_DENY_RESOLVER,	 /* DNS (port 53) to a resolver other than the
+					  * attachment's endpoint, not explicitly allowed */
 	SEBPF_REASON_COUNT,
 };
 

@@ -69,7 +69,10 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
                      "attachment is then detached)");
   }
 
-  SEBPF_ASSIGN_OR_RETURN(auto dp, datapath::Datapath::open(config.datapath));
+  datapath::Config dp_config = config.datapath;
+  dp_config.dns_port_first = config.dns_port_first;
+  dp_config.dns_port_last = config.dns_port_last;
+  SEBPF_ASSIGN_OR_RETURN(auto dp, datapath::Datapath::open(dp_config));
   for (const std::string& note : dp->adoption_notes()) {
     log.info("datapath_adoption", {{"note", note}});
   }
@@ -263,6 +266,8 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   spec.attachment = record.number;
   if (record.dns.v4) spec.addresses.emplace_back(*record.dns.v4, record.dns.port);
   if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
+  // A VM's endpoint takes only what arrives through its own interface.
+  if (record.kind == TargetKind::kInterface) spec.device = record.target;
   if (spec.addresses.empty()) {
     log_.warning("dns_endpoint_without_address",
                  {{"id", record.id()},

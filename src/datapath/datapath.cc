@@ -157,6 +157,8 @@ Status Datapath::Impl::load() {
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_other).count());
   netns_isolated_flows = cgroup_skb_has_netns_cookie();
   skel->rodata->sebpf_netns_cookies = netns_isolated_flows ? 1 : 0;
+  skel->rodata->sebpf_dns_port_first = config.dns_port_first;
+  skel->rodata->sebpf_dns_port_last = config.dns_port_last;
 
   if (int err = sebpf_datapath__load(skel.get()); err != 0) {
     return Error::from_errno(err, "load BPF programs (libbpf printed the kernel's reason above)");
@@ -175,9 +177,10 @@ Status Datapath::Impl::load() {
                  bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)});
   auto* p = &skel->progs;
   cgroup_hooks = std::make_unique<CgroupHooks>(
-      std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
-                                p->sebpf_sendmsg6, p->sebpf_cg_out, p->sebpf_cg_in,
-                                p->sebpf_setsockopt},
+      std::vector<bpf_program*>{p->sebpf_connect4,     p->sebpf_connect6,     p->sebpf_sendmsg4,
+                                p->sebpf_sendmsg6,     p->sebpf_recvmsg4,     p->sebpf_recvmsg6,
+                                p->sebpf_getpeername4, p->sebpf_getpeername6, p->sebpf_cg_out,
+                                p->sebpf_cg_in,        p->sebpf_setsockopt},
       links_dir(config));
   tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
                                        bpf_program__fd(p->sebpf_tc_track), config.tc_handle,

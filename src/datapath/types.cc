@@ -55,6 +55,8 @@ std::string_view reason_name(Reason reason) {
       return "allow_dns_endpoint";
     case SEBPF_REASON_ALLOW_LINK_LOCAL:
       return "allow_link_local";
+    case SEBPF_REASON_ALLOW_DNS_STEERED:
+      return "allow_dns_steered";
     case SEBPF_REASON_DENY_RULE:
       return "deny_rule";
     case SEBPF_REASON_DENY_DEFAULT:
@@ -67,6 +69,8 @@ std::string_view reason_name(Reason reason) {
       return "deny_malformed";
     case SEBPF_REASON_DENY_FORGED:
       return "deny_forged";
+    case SEBPF_REASON_DENY_RESOLVER:
+      return "deny_resolver";
     case SEBPF_REASON_COUNT:
       break;
   }

@@ -120,6 +120,11 @@ struct Config {
   // Priority and handle of our filters in the clsact qdisc.
   uint32_t tc_priority = 1;
   uint32_t tc_handle = 0x5eb;
+  // The ports of every attachment's DNS endpoint (0, 0: none). A cgroup
+  // workload reaches loopback freely, so it could otherwise use another
+  // attachment's endpoint, and with it that attachment's domain rules.
+  uint16_t dns_port_first = 0;
+  uint16_t dns_port_last = 0;
 };
 
 // The programs, for tests and benchmarks that run them with

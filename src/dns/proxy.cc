@@ -41,12 +41,17 @@ void put_id(std::span<uint8_t> wire, uint16_t id) {
   wire[1] = static_cast<uint8_t>(id);
 }
 
-// One endpoint socket bound to `address`. IPV6_V6ONLY so that "::" never
+// One endpoint socket bound to `address` (and `device`). IPV6_V6ONLY so that "::" never
 // also takes IPv4; SO_REUSEADDR so a restarted daemon can bind its TCP
 // port while old connections linger in TIME_WAIT.
-Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type) {
+Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
+                             const std::string& device) {
   UniqueFd fd(::socket(address.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return errno_error("socket");
+  if (!device.empty() && setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE, device.c_str(),
+                                    static_cast<socklen_t>(device.size())) != 0) {
+    return errno_error("bind DNS endpoint to " + device);
+  }
   const int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (address.family() == AF_INET6) {
@@ -103,8 +108,8 @@ class DnsProxy::Loop {
     endpoint->tokens = config_.max_qps;
     endpoint->refilled = Clock::now();
     for (const net::SocketAddress& address : spec.addresses) {
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, bind_socket(address, SOCK_DGRAM));
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM));
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, bind_socket(address, SOCK_DGRAM, spec.device));
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
       endpoint->udp.push_back(std::move(udp));
       endpoint->tcp.push_back(std::move(tcp));
     }

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -59,6 +60,9 @@ class ProxyBackend {
 struct EndpointSpec {
   uint64_t attachment = 0;
   std::vector<net::SocketAddress> addresses;  // each gets a UDP and a TCP socket
+  // When set, the sockets take only what arrives through this interface
+  // (SO_BINDTODEVICE): another VM routed to this address is not served.
+  std::string device;
 };
 
 // Counters since start, for tests, benchmarks and logs.

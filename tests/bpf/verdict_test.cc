@@ -17,7 +17,7 @@ using std::chrono::seconds;
 PacketSpec tcp4(const char* dst, uint16_t dport = 443) {
   return {.src = "192.0.2.2", .dst = dst, .l4 = L4::kTcp, .dport = dport};
 }
-PacketSpec udp4(const char* dst, uint16_t dport = 53) {
+PacketSpec udp4(const char* dst, uint16_t dport = 5000) {
   return {.src = "192.0.2.2", .dst = dst, .l4 = L4::kUdp, .dport = dport};
 }
 PacketSpec icmp4(const char* dst) {
@@ -26,7 +26,7 @@ PacketSpec icmp4(const char* dst) {
 PacketSpec tcp6(const char* dst, uint16_t dport = 443) {
   return {.src = "2001:db8::2", .dst = dst, .l4 = L4::kTcp, .dport = dport};
 }
-PacketSpec udp6(const char* dst, uint16_t dport = 53) {
+PacketSpec udp6(const char* dst, uint16_t dport = 5000) {
   return {.src = "2001:db8::2", .dst = dst, .l4 = L4::kUdp, .dport = dport};
 }
 PacketSpec icmp6(const char* dst) {
@@ -206,6 +206,36 @@ TEST_P(VerdictTest, DnsEndpointAlwaysReachable) {
   PacketSpec spec = udp6("2001:db8::1", 5353);
   spec.ipv6_hop_by_hop = true;
   EXPECT_TRUE(out(spec));
+}
+
+// Names are resolved through the endpoint, where the domain rules apply: DNS
+// (UDP or TCP port 53) to any other resolver needs an explicit allow, in
+// every mode. An address learned from DNS is not one: a workload that
+// resolved a resolver's name still may not query it directly.
+TEST_P(VerdictTest, OtherResolversNeedAnExplicitAllow) {
+  set_mode(Mode::kDenylist);
+  EXPECT_FALSE(out(udp4("203.0.113.53", 53)));
+  EXPECT_FALSE(out(tcp6("2001:db8:5::53", 53)));
+  EXPECT_TRUE(out(udp4("203.0.113.53", 5000))) << "other ports: the denylist default";
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RESOLVER), 2U);
+  allow("203.0.113.53");
+  EXPECT_TRUE(out(udp4("203.0.113.53", 53)));
+  EXPECT_TRUE(out(tcp4("203.0.113.53", 53)));
+
+  set_mode(Mode::kAllowlist);
+  const datapath::Rule learned = {*net::IpPrefix::parse("198.51.100.53"), datapath::Action::kAllow,
+                                  datapath::BootClock::now() + seconds(60), /*learned=*/true};
+  ASSERT_TRUE(dp_->add_rule(key_, learned).ok());
+  EXPECT_TRUE(out(tcp4("198.51.100.53", 443))) << "a learned address is reachable";
+  EXPECT_FALSE(out(udp4("198.51.100.53", 53))) << "but not as a resolver";
+  allow("198.51.100.0/24");
+  EXPECT_TRUE(out(udp4("198.51.100.53", 53))) << "the user's rules decide, not the learned one";
+  deny("198.51.100.0/25");
+  EXPECT_FALSE(out(udp4("198.51.100.53", 53)));
+  EXPECT_TRUE(out(tcp4("198.51.100.53", 443))) << "other ports: the learned /32 is longest";
+  EXPECT_TRUE(out(udp4("203.0.113.53", 53)));
+  PacketSpec nat64 = udp6("64:ff9b::cb00:7135", 53);  // 203.0.113.53 through NAT64
+  EXPECT_TRUE(out(nat64)) << "an explicit allow of the IPv4 host counts";
 }
 
 TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
@@ -530,6 +560,33 @@ TEST_P(FlowIdleTest, IdleFlowsStopCountingAsReplies) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2200));
   EXPECT_FALSE(out(reply));
 }
+
+class DnsPortRangeTest : public ProgramTest {
+ protected:
+  void configure(datapath::Config& config) override {
+    config.dns_port_first = 20000;
+    config.dns_port_last = 20999;
+  }
+};
+
+// Loopback is open to cgroups, but another attachment's DNS endpoint there
+// is not: it would put the workload under that attachment's domain rules.
+TEST_P(DnsPortRangeTest, ACgroupCannotUseAnotherAttachmentsEndpointOnLoopback) {
+  datapath::DnsEndpoint dns;
+  dns.v4 = *net::IpAddress::parse("127.0.0.1");
+  dns.port = 20007;
+  ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  set_mode(Mode::kDenylist);
+  const bool cgroup = GetParam() == ProgramKind::kCgroupSkb;
+  EXPECT_TRUE(out(udp4("127.0.0.1", 20007))) << "its own";
+  EXPECT_TRUE(out(tcp4("127.0.0.1", 21000))) << "outside the range";
+  EXPECT_EQ(out(udp4("127.0.0.1", 20008)), !cgroup) << "another attachment's";
+  EXPECT_EQ(out(tcp6("::1", 20999)), !cgroup);
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RESOLVER), cgroup ? 2U : 0U);
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, DnsPortRangeTest,
+                         ::testing::Values(ProgramKind::kTc, ProgramKind::kCgroupSkb), kind_name);
 
 INSTANTIATE_TEST_SUITE_P(Programs, FlowIdleTest,
                          ::testing::Values(ProgramKind::kTc, ProgramKind::kCgroupSkb), kind_name);

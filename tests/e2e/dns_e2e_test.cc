@@ -4,6 +4,7 @@
 // the addresses it was given, over the test topology.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -204,6 +205,12 @@ TEST_F(DnsE2eTest, LearnedAddressesBelongToTheAttachmentThatAsked) {
   EXPECT_EQ(in_other([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
       << "the first attachment's learned address opens nothing for the second";
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_other([&] {
+              auto r = dns_query(endpoint_of(first), make_query("allowed.example", kTypeA));
+              return r.ok() ? 0 : 1;
+            }),
+            1)
+      << "nor may it use the first's endpoint (and with it the first's domain rules)";
 }
 
 TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
@@ -243,6 +250,29 @@ TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
 }
 
+// Learned addresses live in the kernel maps: a killed daemon leaves them
+// enforcing, and the next one reads them back, so re-applying the policy
+// (as a restart does) keeps them.
+TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
+      0);
+  daemon_->kill9();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "enforcement, learned addresses included, outlives the daemon";
+  start_with_upstream();
+  v1::ReplacePolicyRequest replace;
+  replace.set_id(att.id());
+  *replace.mutable_policy() = dns_policy({"allowed.example"});
+  grpc::ClientContext ctx;
+  v1::Policy out;
+  ASSERT_TRUE(stub_->ReplacePolicy(&ctx, replace, &out).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+}
+
 TEST_F(DnsE2eTest, ALearnedAddressExpiresWithItsTtl) {
   start_with_upstream("dns:\n  min_ttl_seconds: 1\n");
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"short.example"})));
@@ -273,6 +303,135 @@ TEST_F(DnsE2eTest, MalformedQueriesGetFormerrAndResponsesAreNotAnswered) {
   auto response = make_query("allowed.example", kTypeA);
   response[2] |= 0x80;  // QR: a response, which must not be answered
   EXPECT_FALSE(dns_query(endpoint, response, false, milliseconds(300)).ok());
+}
+
+// Transparent DNS: the workload asks an ordinary resolver (dig, with the
+// address of a host that runs no DNS server at all), the socket hooks send
+// the query to the attachment's endpoint, and the answer appears to come
+// from the resolver that was asked.
+TEST_F(DnsE2eTest, DnsToAnyResolverFromACgroupIsAnsweredByItsEndpoint) {
+  start_with_upstream();
+  attach_cgroup(dns_policy({"allowed.example"}));
+  const auto dig = [&](const std::string& server, const std::string& name,
+                       const std::string& extra) {
+    return in_cgroup([&] {
+      const auto r = run_command({"dig", "+tries=1", "+time=2", extra, "@" + server, name, "A"});
+      std::fprintf(stderr, "%s\n", r.output.c_str());
+      const bool answered = r.output.find("status: NOERROR") != std::string::npos &&
+                            r.output.find("198.51.100.2") != std::string::npos;
+      const bool from_server =
+          r.output.find("SERVER: " + server + "#53(" + server + ")") != std::string::npos;
+      const bool refused = r.output.find("status: NXDOMAIN") != std::string::npos;
+      return answered && from_server ? 0 : refused && from_server ? 1 : 2;
+    });
+  };
+  EXPECT_EQ(dig("203.0.113.2", "allowed.example", "+notcp"), 0) << "UDP, steered";
+  EXPECT_EQ(dig("203.0.113.2", "allowed.example", "+tcp"), 0) << "TCP, steered";
+  EXPECT_EQ(dig("2001:db8::3", "allowed.example", "+notcp"), 0) << "IPv6, steered";
+  EXPECT_EQ(dig("127.0.0.53", "allowed.example", "+notcp"), 0) << "a host-local resolver too";
+  EXPECT_EQ(dig("203.0.113.2", "other.example", "+notcp"), 1) << "and the domain rules apply";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "the steered answer was learned";
+  const std::string log = knot_->stop_and_read_query_log();
+  EXPECT_FALSE(KnotServer::log_has_query(log, "other.example"));
+}
+
+// An unconnected UDP socket sees the answer's source as the resolver it
+// sent to (recvfrom), and a TCP socket's peer is that resolver
+// (getpeername), although both talked to the endpoint.
+TEST_F(DnsE2eTest, SteeredSocketsSeeTheResolverTheyAsked) {
+  start_with_upstream();
+  attach_cgroup(dns_policy({"allowed.example"}));
+  EXPECT_EQ(
+      in_cgroup([] {
+        const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(53);
+        inet_pton(AF_INET, "198.51.100.3", &to.sin_addr);
+        const auto q = make_query("allowed.example", kTypeA);
+        if (sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
+          return 10;
+        timeval tv{2, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        uint8_t buf[512];
+        sockaddr_in from{};
+        socklen_t len = sizeof from;
+        if (recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len) < 0)
+          return 11;
+        return from.sin_addr.s_addr == to.sin_addr.s_addr && from.sin_port == htons(53) ? 0 : 12;
+      }),
+      0);
+  EXPECT_EQ(in_cgroup([] {
+              const int fd = socket(AF_INET6, SOCK_STREAM, 0);
+              sockaddr_in6 to{};
+              to.sin6_family = AF_INET6;
+              to.sin6_port = htons(53);
+              inet_pton(AF_INET6, "2001:db8::3", &to.sin6_addr);
+              if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) return 20;
+              sockaddr_in6 peer{};
+              socklen_t len = sizeof peer;
+              if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return 21;
+              return memcmp(&peer.sin6_addr, &to.sin6_addr, 16) == 0 && peer.sin6_port == htons(53)
+                         ? 0
+                         : 22;
+            }),
+            0);
+}
+
+// A VM (interface attachment) cannot ask another resolver: DNS has to go
+// through its endpoint (on the host side's address) unless a rule
+// explicitly allows that resolver.
+TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
+  start_with_upstream();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = make_policy(v1::MODE_DENYLIST, {});
+  req.mutable_policy()->set_dns_mode(v1::MODE_DENYLIST);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_EQ(att.dns().ipv4(), "198.51.100.1") << "the host side's address";
+
+  // Stands in for a resolver elsewhere: a UDP socket on port 53 of the
+  // host side's other address.
+  const int resolver = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(53);
+  inet_pton(AF_INET, "203.0.113.1", &at.sin_addr);
+  ASSERT_EQ(bind(resolver, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  const auto guest_asks_resolver = [&] {
+    EXPECT_EQ(topo_->run_in_peer([] {
+      const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(53);
+      inet_pton(AF_INET, "203.0.113.1", &to.sin_addr);
+      const auto q = make_query("allowed.example", kTypeA);
+      return sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0;
+    }),
+              0);
+    pollfd p{resolver, POLLIN, 0};
+    const bool arrived = poll(&p, 1, 500) == 1;
+    uint8_t drain[512];
+    if (arrived) (void)!recv(resolver, drain, sizeof drain, 0);
+    return arrived;
+  };
+  EXPECT_FALSE(guest_asks_resolver()) << "denylist or not, DNS elsewhere is dropped";
+  EXPECT_EQ(topo_->run_in_peer(
+                [&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
+            0)
+      << "the endpoint answers the guest (198.51.100.2 is the guest's own address)";
+
+  v1::AddCidrRequest allow;
+  allow.set_id(att.id());
+  allow.mutable_rule()->set_cidr("203.0.113.1/32");
+  allow.mutable_rule()->set_action(v1::ACTION_ALLOW);
+  grpc::ClientContext ctx;
+  v1::Policy out;
+  ASSERT_TRUE(stub_->AddCidr(&ctx, allow, &out).ok());
+  EXPECT_TRUE(guest_asks_resolver()) << "an explicit allow opens that resolver";
+  close(resolver);
 }
 
 // The race the design exists for: a client that connects the instant it

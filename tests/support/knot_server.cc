@@ -33,6 +33,10 @@ KnotServer::KnotServer(const std::string& dir, uint16_t port,
        << "  listen: 127.0.0.1@" << port << "\n"
        << "  rundir: " << dir_ << "\n"
        << "log:\n  - target: " << dir_ << "/knotd.log\n    any: info\n"
+       // Its databases (zone timers, journal) here too: by default they
+       // are shared under /var/lib/knot, where a killed server's stale
+       // reader slots would pile up across runs.
+       << "database:\n  storage: " << dir_ << "/db\n"
        << "mod-dnstap:\n  - id: queries\n    sink: " << dir_ << "/queries.tap\n"
        << "    log-queries: on\n    log-responses: off\n"
        << "template:\n  - id: default\n    storage: " << dir_ << "\n"
@@ -67,7 +71,10 @@ KnotServer::KnotServer(const std::string& dir, uint16_t port,
 }
 
 KnotServer::~KnotServer() {
-  if (child_) child_->kill_now();
+  if (child_) {
+    run_command({"knotc", "-s", control_socket_, "stop"});
+    if (child_->wait(std::chrono::seconds(5)) != 0) child_->kill_now();
+  }
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
 }

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# DNS endpoint benchmark: dnsperf against, in one run on this machine,
+#   upstream   knotd, authoritative for the bench zone (the baseline)
+#   superebpf  an attachment's DNS endpoint forwarding to knotd; every answer
+#              learned into the kernel's allow rules before it is released
+#   dnsmasq    forwarding to knotd, cache off
+#   dnsdist    forwarding to knotd, no packet cache
+# Each target answers the same N names (each with an address of its own, so
+# every answer through superebpf needs a fresh map write), once through the
+# list ("first pass", map writes included), then the same names again
+# ("again": superebpf's addresses are already held, no write).
+# Prints qps and latency percentiles per target. Everything listens on
+# 127.0.0.1 only. Needs root (the daemon) and the Debian packages
+# knot, dnsperf, dnsmasq-base, dnsdist.
+#
+#   sudo bench/dns_bench.sh [build-dir] [names]
+set -euo pipefail
+
+build=${1:-build}
+names=${2:-100000}
+daemon="$build/src/daemon/superebpfd"
+ctl="$build/src/ctl/superebpfctl"
+for tool in knotd knotc dnsperf dnsmasq dnsdist "$daemon" "$ctl"; do
+  command -v "$tool" >/dev/null || { echo "dns_bench: missing $tool" >&2; exit 2; }
+done
+[ "$(id -u)" -eq 0 ] || { echo "dns_bench: run as root" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/sebpf-dns-bench-XXXXXX)
+cgroot=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+cgroup="$cgroot/sebpf-dns-bench-$$"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rmdir "$cgroup" 2>/dev/null || true
+  rm -rf "/sys/fs/bpf/sebpf-dns-bench-$$" "$work"
+}
+trap cleanup EXIT
+
+p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303
+
+# The zone: r<i>.bench.example AAAA 2001:db8:2::<i>.
+{
+  echo '$ORIGIN bench.example.'
+  echo '$TTL 300'
+  echo '@ SOA ns hostmaster 1 3600 600 86400 60'
+  echo '@ NS ns'
+  echo 'ns A 127.0.0.1'
+  for ((i = 0; i < names; i++)); do printf 'r%d AAAA 2001:db8:2::%x\n' "$i" "$i"; done
+} > "$work/bench.zone"
+for ((i = 0; i < names; i++)); do echo "r$i.bench.example AAAA"; done > "$work/queries.txt"
+
+cat > "$work/knot.conf" <<EOF
+server:
+  listen: 127.0.0.1@$p_knot
+  rundir: $work
+  user: root:root
+log:
+  - target: $work/knot.log
+    any: warning
+template:
+  - id: default
+    storage: $work
+zone:
+  - domain: bench.example.
+    file: bench.zone
+EOF
+knotd -c "$work/knot.conf" -s "$work/knot.sock" & pids+=($!)
+
+dnsmasq --no-daemon --no-resolv --no-hosts --cache-size=0 --server="127.0.0.1#$p_knot" \
+  --listen-address=127.0.0.1 --bind-interfaces --port=$p_dnsmasq --user=root \
+  --dns-forward-max=1000 2>"$work/dnsmasq.log" & pids+=($!)
+
+cat > "$work/dnsdist.conf" <<EOF
+setLocal("127.0.0.1:$p_dnsdist")
+newServer({address="127.0.0.1:$p_knot", checkType="none"})
+setSecurityPollSuffix("")
+EOF
+dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 & pids+=($!)
+
+cat > "$work/superebpfd.yaml" <<EOF
+datapath:
+  max_host_rules: $((names * 2 + 1024))
+dns:
+  max_qps: 0
+  max_inflight: 100000
+EOF
+"$daemon" --config "$work/superebpfd.yaml" --socket "$work/api.sock" --state-dir "$work/state" \
+  --pin-dir "/sys/fs/bpf/sebpf-dns-bench-$$" --dns-upstream "127.0.0.1:$p_knot" \
+  --detach-on-exit --log-level warning 2>"$work/daemon.log" & pids+=($!)
+
+for _ in $(seq 200); do
+  [ -S "$work/api.sock" ] && [ -n "$(dig +short +tries=1 +time=1 @127.0.0.1 -p $p_knot \
+    r0.bench.example AAAA)" ] && break
+  sleep 0.1
+done
+mkdir "$cgroup"
+port=$("$ctl" --socket "$work/api.sock" -o json attach --cgroup "$cgroup" --mode allowlist \
+  --dns-mode allowlist --allow-domain bench.example |
+  sed -n 's/.*"port": *\([0-9]*\).*/\1/p' | head -1)
+[ -n "$port" ] || { echo "dns_bench: attach failed" >&2; cat "$work/daemon.log" >&2; exit 1; }
+
+# dnsperf -v prints "> RCODE name type latency" per query.
+run() {
+  local label=$1 target_port=$2
+  local out="$work/$label.out"
+  dnsperf -s 127.0.0.1 -p "$target_port" -d "$work/queries.txt" -n 1 -v >"$out" 2>&1
+  local qps lost
+  qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$out")
+  lost=$(sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p' "$out")
+  grep '^> ' "$out" | awk '{print $NF * 1000000}' | sort -n | awk -v label="$label" \
+    -v qps="$qps" -v lost="$lost" '
+      { v[NR] = $1 }
+      END {
+        printf "%-22s %9.0f qps  p50 %6.0f us  p90 %6.0f us  p99 %6.0f us  lost %s\n",
+          label, qps, v[int(NR * 0.50) + 1], v[int(NR * 0.90) + 1], v[int(NR * 0.99) + 1], lost
+      }'
+}
+
+echo "dnsperf, $names names (AAAA, one address each), one pass each, 127.0.0.1, $(nproc) CPUs"
+run "upstream (knotd)" $p_knot
+run "superebpf first pass" "$port"
+run "superebpf again" "$port"
+run "dnsmasq (no cache)" $p_dnsmasq
+run "dnsdist (no cache)" $p_dnsdist
+learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$/maps/sebpf_host6" |
+  python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
+echo "kernel host6 rules after the runs: $learned"
