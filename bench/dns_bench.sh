@@ -14,6 +14,10 @@
 # knot, dnsperf, dnsmasq-base, dnsdist.
 #
 #   sudo bench/dns_bench.sh [build-dir] [names]
+#
+# Two parts: latency with one query outstanding (what one client waits), and
+# throughput with dnsperf's default 100 outstanding (where queues dominate
+# latency).
 set -euo pipefail
 
 build=${1:-build}
@@ -38,6 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303
+lat_names=5000
 
 # The zone: r<i>.bench.example AAAA 2001:db8:2::<i>.
 {
@@ -46,9 +51,11 @@ p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303
   echo '@ SOA ns hostmaster 1 3600 600 86400 60'
   echo '@ NS ns'
   echo 'ns A 127.0.0.1'
-  for ((i = 0; i < names; i++)); do printf 'r%d AAAA 2001:db8:2::%x\n' "$i" "$i"; done
+  for ((i = 0; i < names + lat_names; i++)); do printf 'r%d AAAA 2001:db8:2::%x\n' "$i" "$i"; done
 } > "$work/bench.zone"
 for ((i = 0; i < names; i++)); do echo "r$i.bench.example AAAA"; done > "$work/queries.txt"
+for ((i = names; i < names + lat_names; i++)); do echo "r$i.bench.example AAAA"; done \
+  > "$work/latency.txt"
 
 cat > "$work/knot.conf" <<EOF
 server:
@@ -58,6 +65,8 @@ server:
 log:
   - target: $work/knot.log
     any: warning
+database:
+  storage: $work/db
 template:
   - id: default
     storage: $work
@@ -80,7 +89,7 @@ dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.lo
 
 cat > "$work/superebpfd.yaml" <<EOF
 datapath:
-  max_host_rules: $((names * 2 + 1024))
+  max_host_rules: $((names + lat_names + 1024))
 dns:
   max_qps: 0
   max_inflight: 100000
@@ -102,12 +111,19 @@ port=$("$ctl" --socket "$work/api.sock" -o json attach --cgroup "$cgroup" --mode
 
 # dnsperf -v prints "> RCODE name type latency" per query.
 run() {
-  local label=$1 target_port=$2
-  local out="$work/$label.out"
-  dnsperf -s 127.0.0.1 -p "$target_port" -d "$work/queries.txt" -n 1 -v >"$out" 2>&1
-  local qps lost
+  local label=$1 target_port=$2 file=${3:-queries.txt}
+  shift 3 || true
+  local out="$work/$label.out" expected
+  expected=$(wc -l <"$work/$file")
+  dnsperf -s 127.0.0.1 -p "$target_port" -d "$work/$file" -n 1 -v "$@" >"$out" 2>&1
+  local qps lost codes
   qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$out")
   lost=$(sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p' "$out")
+  codes=$(sed -n 's/.*Response codes: *//p' "$out")
+  case "$codes" in
+    "NOERROR $expected (100.00%)") ;;
+    *) echo "dns_bench: $label answered $codes" >&2; exit 1 ;;
+  esac
   grep '^> ' "$out" | awk '{print $NF * 1000000}' | sort -n | awk -v label="$label" \
     -v qps="$qps" -v lost="$lost" '
       { v[NR] = $1 }
@@ -117,12 +133,17 @@ run() {
       }'
 }
 
-echo "dnsperf, $names names (AAAA, one address each), one pass each, 127.0.0.1, $(nproc) CPUs"
-run "upstream (knotd)" $p_knot
-run "superebpf first pass" "$port"
-run "superebpf again" "$port"
-run "dnsmasq (no cache)" $p_dnsmasq
-run "dnsdist (no cache)" $p_dnsdist
+echo "Latency: one query at a time (dnsperf -c 1 -q 1), $lat_names names, fresh map writes"
+run "upstream (knotd)" $p_knot latency.txt -c 1 -q 1
+run "superebpf" "$port" latency.txt -c 1 -q 1
+run "dnsmasq (no cache)" $p_dnsmasq latency.txt -c 1 -q 1
+run "dnsdist (no cache)" $p_dnsdist latency.txt -c 1 -q 1
+echo "Throughput: dnsperf defaults (100 queries outstanding), $names names, one pass each"
+run "upstream (knotd)" $p_knot queries.txt
+run "superebpf first pass" "$port" queries.txt
+run "superebpf again" "$port" queries.txt
+run "dnsmasq (no cache)" $p_dnsmasq queries.txt
+run "dnsdist (no cache)" $p_dnsdist queries.txt
 learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$/maps/sebpf_host6" |
   python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
 echo "kernel host6 rules after the runs: $learned"

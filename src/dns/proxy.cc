@@ -31,6 +31,13 @@ constexpr uint32_t kMaxTcpClientInflight = 32;
 // Datagrams read per readiness event, so one busy endpoint cannot starve
 // the others.
 constexpr int kReadBurst = 64;
+// UDP to upstreams goes over a few connected sockets per upstream, each
+// carrying at most kQueriesPerSocket queries before a fresh one (a fresh
+// random source port) takes its place: a socket per query cost five system
+// calls per query; a socket for ever would let an off-path forger learn
+// the port to aim at. An answer must match socket, id and question.
+constexpr size_t kSocketsPerUpstream = 4;
+constexpr uint32_t kQueriesPerSocket = 256;
 
 Error errno_error(const std::string& what) {
   return Error(Errc::kInternal, what + ": " + std::strerror(errno));
@@ -150,7 +157,7 @@ class DnsProxy::Loop {
       }
       for (auto p = pending_.begin(); p != pending_.end();) {
         if (p->second.attachment == attachment) {
-          if (p->second.upstream_fd) unwatch(p->second.upstream_fd.get());
+          leave_upstream(p->second);
           p = pending_.erase(p);
         } else {
           ++p;
@@ -165,7 +172,14 @@ class DnsProxy::Loop {
   }
 
  private:
-  enum class Kind : uint8_t { kWake, kEndpointUdp, kEndpointTcp, kTcpClient, kUpstream };
+  enum class Kind : uint8_t {
+    kWake,
+    kEndpointUdp,
+    kEndpointTcp,
+    kTcpClient,
+    kUpstream,     // a query's own TCP connection (id: the query)
+    kUpstreamUdp,  // a shared UDP socket (id: the socket's serial)
+  };
   struct Ref {
     Kind kind;
     uint64_t id;  // attachment, client or pending query
@@ -207,10 +221,21 @@ class DnsProxy::Loop {
     size_t attempts_left = 0;
     bool upstream_tcp = false;
     bool tcp_connected = false;
-    UniqueFd upstream_fd;
+    UniqueFd upstream_fd;     // TCP
+    uint64_t udp_socket = 0;  // UDP: serial of the shared socket; 0 = none
     std::vector<uint8_t> tcp_out, tcp_in;
     Clock::time_point deadline;
   };
+
+  struct UpstreamSocket {
+    UniqueFd fd;
+    size_t upstream = 0;
+    uint32_t uses = 0;
+    uint32_t waiting = 0;  // queries whose answer may still come on it
+    bool retired = false;  // replaced; closed once nothing waits on it
+  };
+
+  static uint64_t wait_key(uint64_t socket, uint16_t id) { return socket << 16 | id; }
 
   Status watch(int fd, uint32_t events, Ref ref) {
     epoll_event ev{};
@@ -271,6 +296,9 @@ class DnsProxy::Loop {
         break;
       case Kind::kUpstream:
         upstream_ready(ref.id, events);
+        break;
+      case Kind::kUpstreamUdp:
+        upstream_udp_ready(ref.id);
         break;
     }
   }
@@ -545,37 +573,102 @@ class DnsProxy::Loop {
     return random_ids_[random_used_++];
   }
 
+  // A shared UDP socket to upstream `u`, round-robin; 0 when none could be
+  // made.
+  uint64_t udp_socket_for(size_t u) {
+    if (active_sockets_.size() < config_.upstreams.size()) {
+      active_sockets_.resize(config_.upstreams.size());
+      next_slot_.resize(config_.upstreams.size());
+    }
+    auto& active = active_sockets_[u];
+    active.resize(kSocketsPerUpstream);
+    const size_t slot = next_slot_[u]++ % kSocketsPerUpstream;
+    if (active[slot] != 0) {
+      UpstreamSocket& old = upstream_sockets_.at(active[slot]);
+      if (old.uses < kQueriesPerSocket) return active[slot];
+      old.retired = true;
+      close_if_idle(active[slot]);
+      active[slot] = 0;
+    }
+    const net::SocketAddress& upstream = config_.upstreams[u];
+    UniqueFd fd(::socket(upstream.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_storage ss;
+    const socklen_t len = upstream.to_sockaddr(ss);
+    if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return 0;
+    const uint64_t serial = next_id_++;
+    if (!watch(fd.get(), EPOLLIN, {Kind::kUpstreamUdp, serial}).ok()) return 0;
+    upstream_sockets_[serial] = UpstreamSocket{std::move(fd), u, 0, 0, false};
+    active[slot] = serial;
+    return serial;
+  }
+
+  void close_if_idle(uint64_t serial) {
+    auto it = upstream_sockets_.find(serial);
+    if (it == upstream_sockets_.end() || !it->second.retired || it->second.waiting > 0) return;
+    unwatch(it->second.fd.get());
+    upstream_sockets_.erase(it);
+  }
+
+  // The query stops waiting on its upstream socket or connection.
+  void leave_upstream(Pending& p) {
+    if (p.upstream_fd) {
+      unwatch(p.upstream_fd.get());
+      p.upstream_fd.reset();
+    }
+    if (p.udp_socket != 0) {
+      waiting_.erase(wait_key(p.udp_socket, p.upstream_id));
+      if (auto it = upstream_sockets_.find(p.udp_socket); it != upstream_sockets_.end()) {
+        it->second.waiting--;
+        close_if_idle(p.udp_socket);
+      }
+      p.udp_socket = 0;
+    }
+  }
+
   void send_upstream(uint64_t id) {
     Pending& p = pending_.at(id);
     const net::SocketAddress& upstream = config_.upstreams[p.upstream];
-    p.upstream_id = random_id();
-    put_id(p.wire, p.upstream_id);
-    // A fresh socket per attempt: the kernel picks a random source port,
-    // so an off-path attacker must guess port and id to forge an answer.
-    const int type = p.upstream_tcp ? SOCK_STREAM : SOCK_DGRAM;
-    UniqueFd fd(::socket(upstream.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    sockaddr_storage ss;
-    const socklen_t len = upstream.to_sockaddr(ss);
-    bool ok = fd.valid();
-    if (ok) {
-      const int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len);
-      ok = rc == 0 || (p.upstream_tcp && errno == EINPROGRESS);
-    }
-    if (ok && !p.upstream_tcp) ok = ::send(fd.get(), p.wire.data(), p.wire.size(), 0) >= 0;
-    if (ok && p.upstream_tcp) {
+    bool ok = true;
+    if (!p.upstream_tcp) {
+      const uint64_t sock = udp_socket_for(p.upstream);
+      ok = sock != 0;
+      if (ok) {
+        do {
+          p.upstream_id = random_id();
+        } while (waiting_.count(wait_key(sock, p.upstream_id)));
+        put_id(p.wire, p.upstream_id);
+        UpstreamSocket& s = upstream_sockets_.at(sock);
+        ok = ::send(s.fd.get(), p.wire.data(), p.wire.size(), 0) >= 0;
+        s.uses++;
+        if (ok) {
+          s.waiting++;
+          p.udp_socket = sock;
+          waiting_[wait_key(sock, p.upstream_id)] = id;
+        }
+      }
+    } else {
+      p.upstream_id = random_id();
+      put_id(p.wire, p.upstream_id);
+      // A connection per query: its fresh source port and the id must
+      // both be guessed to forge an answer.
+      UniqueFd fd(::socket(upstream.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      sockaddr_storage ss;
+      const socklen_t len = upstream.to_sockaddr(ss);
+      ok = fd.valid() && (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0 ||
+                          errno == EINPROGRESS);
       p.tcp_connected = false;
       p.tcp_in.clear();
       p.tcp_out = {static_cast<uint8_t>(p.wire.size() >> 8), static_cast<uint8_t>(p.wire.size())};
       p.tcp_out.insert(p.tcp_out.end(), p.wire.begin(), p.wire.end());
+      if (ok) ok = watch(fd.get(), EPOLLOUT, {Kind::kUpstream, id}).ok();
+      if (ok) p.upstream_fd = std::move(fd);
     }
-    if (ok) ok = watch(fd.get(), p.upstream_tcp ? EPOLLOUT : EPOLLIN, {Kind::kUpstream, id}).ok();
     if (!ok) {
       backend_.report("dns_upstream_unreachable",
                       upstream.to_string() + ": " + std::strerror(errno));
       next_upstream(id);
       return;
     }
-    p.upstream_fd = std::move(fd);
     p.deadline = Clock::now() + config_.upstream_timeout;
     add_timer(p.deadline, Kind::kUpstream, id);
   }
@@ -584,10 +677,7 @@ class DnsProxy::Loop {
     auto it = pending_.find(id);
     if (it == pending_.end()) return;
     Pending& p = it->second;
-    if (p.upstream_fd) {
-      unwatch(p.upstream_fd.get());
-      p.upstream_fd.reset();
-    }
+    leave_upstream(p);
     if (--p.attempts_left == 0) {
       count([](ProxyStats& s) { s.servfail++; });
       const Pending done = finish(id);
@@ -602,9 +692,9 @@ class DnsProxy::Loop {
   // Takes the query out of the books (in-flight counts included).
   Pending finish(uint64_t id) {
     auto it = pending_.find(id);
+    leave_upstream(it->second);
     Pending p = std::move(it->second);
     pending_.erase(it);
-    if (p.upstream_fd) unwatch(p.upstream_fd.get());
     if (auto ep = endpoints_.find(p.attachment); ep != endpoints_.end()) ep->second->inflight--;
     if (p.client.tcp) {
       if (auto c = clients_.find(p.client.tcp_client); c != clients_.end()) c->second.inflight--;
@@ -617,18 +707,6 @@ class DnsProxy::Loop {
     if (it == pending_.end()) return;
     Pending& p = it->second;
     const int fd = p.upstream_fd.get();
-    if (!p.upstream_tcp) {
-      uint8_t buf[kMaxMessage];
-      while (true) {
-        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-        if (n < 0) {
-          if (errno != EAGAIN) next_upstream(id);  // e.g. ICMP port unreachable
-          return;
-        }
-        std::vector<uint8_t> answer(buf, buf + n);
-        if (try_answer(id, answer)) return;
-      }
-    }
     if (!p.tcp_connected) {
       int error = 0;
       socklen_t len = sizeof error;
@@ -664,6 +742,35 @@ class DnsProxy::Loop {
     std::vector<uint8_t> answer(p.tcp_in.begin() + 2,
                                 p.tcp_in.begin() + 2 + static_cast<long>(length));
     if (!try_answer(id, answer)) next_upstream(id);  // a TCP stream carries one answer
+  }
+
+  void upstream_udp_ready(uint64_t serial) {
+    uint8_t buf[kMaxMessage];
+    for (int i = 0; i < kReadBurst; ++i) {
+      auto sock = upstream_sockets_.find(serial);
+      if (sock == upstream_sockets_.end()) return;
+      const ssize_t n = ::recv(sock->second.fd.get(), buf, sizeof buf, 0);
+      if (n < 0 && errno == EAGAIN) return;
+      if (n < 0) {
+        // An ICMP error (port unreachable): that upstream is not there.
+        // Every query waiting on this socket went to it; try the next.
+        backend_.report(
+            "dns_upstream_unreachable",
+            config_.upstreams[sock->second.upstream].to_string() + ": " + std::strerror(errno));
+        std::vector<uint64_t> failed;
+        for (const auto& [key, pending] : waiting_) {
+          if (key >> 16 == serial) failed.push_back(pending);
+        }
+        for (uint64_t pending : failed) next_upstream(pending);
+        continue;
+      }
+      if (n < static_cast<ssize_t>(kHeaderSize)) continue;
+      const auto waiter =
+          waiting_.find(wait_key(serial, static_cast<uint16_t>(buf[0] << 8 | buf[1])));
+      if (waiter == waiting_.end()) continue;  // late, or not ours
+      std::vector<uint8_t> answer(buf, buf + n);
+      try_answer(waiter->second, answer);
+    }
   }
 
   // An answer for query `id`? Returns false (and leaves the query waiting)
@@ -751,6 +858,10 @@ class DnsProxy::Loop {
   std::unordered_map<uint64_t, TcpClient> clients_;
   std::unordered_map<uint64_t, Pending> pending_;
   std::multimap<Clock::time_point, Ref> timers_;
+  std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
+  std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
+  std::vector<size_t> next_slot_;
+  std::unordered_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
   uint64_t next_id_ = 1;
 };
 
