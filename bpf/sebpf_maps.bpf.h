@@ -86,6 +86,17 @@ struct {
 	__type(value, struct sebpf_flow_value);
 } sebpf_flows SEC(".maps");
 
+/* TCP connections a workload opened to an address learned from DNS, by
+ * their SYN: they outlive the address's TTL (an idle connection to a CDN is
+ * not cut when the record expires) until FIN, RST, or a day idle. Same key
+ * as sebpf_flows, from the workload's side; sized from max_flows at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sebpf_flow_key);
+	__type(value, struct sebpf_flow_value);
+} sebpf_learned_conns SEC(".maps");
+
 /* Later fragments of replies; sized from max_flows at load. Entries live
  * as long as the kernel keeps fragments for reassembly (30 s). */
 struct {

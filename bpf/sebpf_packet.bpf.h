@@ -28,7 +28,9 @@
 #define SEBPF_ICMPV6_ECHO_REQUEST 128
 #define SEBPF_ICMPV6_ECHO_REPLY 129
 
+#define SEBPF_TCP_FLAG_FIN 0x01
 #define SEBPF_TCP_FLAG_SYN 0x02
+#define SEBPF_TCP_FLAG_RST 0x04
 #define SEBPF_TCP_FLAG_ACK 0x10
 
 /* IPv6 extension headers walked before giving up on finding L4. */

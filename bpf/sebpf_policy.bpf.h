@@ -315,6 +315,56 @@ static __always_inline void sebpf_track_inbound(__u32 serial, const struct sebpf
 	bpf_map_update_elem(&sebpf_flows, &k, &nv, BPF_ANY);
 }
 
+/* A connection closing: what is left of it may pass for this long. */
+#define SEBPF_CONN_CLOSING_NS (30ULL * 1000000000ULL)
+
+/* The workload opens a TCP connection (SYN) to an address a learned rule
+ * allows: remember it, so it outlives the address's TTL. */
+static __always_inline void sebpf_remember_learned_conn(__u32 serial, const struct sebpf_pkt *p,
+							struct sebpf_clock *clock)
+{
+	struct sebpf_flow_key k;
+	struct sebpf_flow_value v;
+
+	if (!p->has_l4 || p->protocol != IPPROTO_TCP ||
+	    (p->tcp_flags & (SEBPF_TCP_FLAG_SYN | SEBPF_TCP_FLAG_ACK)) != SEBPF_TCP_FLAG_SYN)
+		return;
+	sebpf_flow_key_outbound(&k, serial, p);
+	v.last_seen = sebpf_now(clock);
+	bpf_map_update_elem(&sebpf_learned_conns, &k, &v, BPF_ANY);
+}
+
+/* Is this outbound packet part of such a connection, whose address's
+ * learned rule has expired since? A FIN leaves it 30 s to finish closing,
+ * an RST ends it at once; a day without packets ends it too. */
+static __always_inline int sebpf_is_kept_conn(__u32 serial, const struct sebpf_pkt *p,
+					      struct sebpf_clock *clock)
+{
+	struct sebpf_flow_key k;
+	struct sebpf_flow_value *v;
+	__u64 now;
+
+	if (!p->has_l4 || p->protocol != IPPROTO_TCP)
+		return 0;
+	sebpf_flow_key_outbound(&k, serial, p);
+	v = bpf_map_lookup_elem(&sebpf_learned_conns, &k);
+	if (!v)
+		return 0;
+	now = sebpf_now(clock);
+	if (now - v->last_seen >= sebpf_flow_idle_tcp_ns)
+		return 0;
+	if (p->tcp_flags & SEBPF_TCP_FLAG_RST) {
+		bpf_map_delete_elem(&sebpf_learned_conns, &k);
+	} else if (p->tcp_flags & SEBPF_TCP_FLAG_FIN) {
+		if (sebpf_flow_idle_tcp_ns > SEBPF_CONN_CLOSING_NS)
+			v->last_seen = now - sebpf_flow_idle_tcp_ns + SEBPF_CONN_CLOSING_NS;
+	} else if (now - v->last_seen >= SEBPF_FLOW_REFRESH_NS &&
+		   now - v->last_seen < sebpf_flow_idle_tcp_ns - SEBPF_CONN_CLOSING_NS) {
+		v->last_seen = now; /* not once closing: a FIN's 30 s are final */
+	}
+	return 1;
+}
+
 /* Is this outbound packet a reply on a flow the outside opened? */
 static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *p,
 					  struct sebpf_clock *clock)
@@ -532,6 +582,8 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_DENY_RESOLVER;
 	} else if (m == SEBPF_MATCH_ALLOW || m == SEBPF_MATCH_ALLOW_LEARNED) {
 		reason = SEBPF_REASON_ALLOW_RULE;
+		if (m == SEBPF_MATCH_ALLOW_LEARNED && o.hook == SEBPF_HOOK_PACKET)
+			sebpf_remember_learned_conn(att->serial, p, &clock);
 	} else if (att->mode == SEBPF_MODE_DENYLIST) {
 		reason = SEBPF_REASON_ALLOW_DEFAULT;
 	} else if (o.check_reply && sebpf_is_reply(att->serial, p, &clock)) {
@@ -541,6 +593,8 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	} else if (o.check_reply && p->fragment == SEBPF_FRAG_LATER &&
 		   sebpf_is_reply_fragment(att->serial, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
+	} else if (o.hook == SEBPF_HOOK_PACKET && sebpf_is_kept_conn(att->serial, p, &clock)) {
+		reason = SEBPF_REASON_ALLOW_KEPT_CONNECTION;
 	} else {
 		reason = SEBPF_REASON_DENY_DEFAULT;
 	}

@@ -150,6 +150,7 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_flows, config.max_flows);
     // Fragmented replies are rare and short-lived: an eighth of the flows.
     bpf_map__set_max_entries(m->sebpf_reply_frags, std::max(config.max_flows / 8, 1024U));
+    bpf_map__set_max_entries(m->sebpf_learned_conns, config.max_flows);
   }
   skel->rodata->sebpf_flow_idle_tcp_ns =
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_tcp).count());

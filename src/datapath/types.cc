@@ -57,6 +57,8 @@ std::string_view reason_name(Reason reason) {
       return "allow_link_local";
     case SEBPF_REASON_ALLOW_DNS_STEERED:
       return "allow_dns_steered";
+    case SEBPF_REASON_ALLOW_KEPT_CONNECTION:
+      return "allow_kept_connection";
     case SEBPF_REASON_DENY_RULE:
       return "deny_rule";
     case SEBPF_REASON_DENY_DEFAULT:

@@ -238,6 +238,43 @@ TEST_P(VerdictTest, OtherResolversNeedAnExplicitAllow) {
   EXPECT_TRUE(out(nat64)) << "an explicit allow of the IPv4 host counts";
 }
 
+// A TCP connection the workload opened to an address learned from DNS
+// outlives the address's TTL (an idle connection to a CDN is not cut), and
+// only that connection: a new one is refused, and an RST ends it.
+TEST_P(VerdictTest, AConnectionOpenedUnderALearnedAllowOutlivesItsTtl) {
+  set_mode(Mode::kAllowlist);
+  const datapath::Rule learned = {*net::IpPrefix::parse("198.51.100.80"), datapath::Action::kAllow,
+                                  datapath::BootClock::now() + std::chrono::milliseconds(600),
+                                  /*learned=*/true};
+  ASSERT_TRUE(dp_->add_rule(key_, learned).ok());
+  PacketSpec syn = tcp4("198.51.100.80");
+  PacketSpec other_syn = syn;
+  other_syn.sport = 40001;
+  EXPECT_TRUE(out(syn));
+  EXPECT_TRUE(out(other_syn));
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  PacketSpec data = syn;
+  data.tcp_flags = 0x18;  // PSH ACK
+  EXPECT_TRUE(out(data)) << "the open connection goes on";
+  PacketSpec fresh = syn;
+  fresh.sport = 40002;
+  EXPECT_FALSE(out(fresh)) << "a new connection after the TTL is refused";
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_KEPT_CONNECTION), 1U);
+  PacketSpec rst = syn;
+  rst.tcp_flags = 0x04;
+  EXPECT_TRUE(out(rst));
+  EXPECT_FALSE(out(data)) << "an RST ends it";
+  PacketSpec fin = other_syn;
+  fin.tcp_flags = 0x11;  // FIN ACK: what is left of the close may pass
+  EXPECT_TRUE(out(fin));
+  other_syn.tcp_flags = 0x10;
+  EXPECT_TRUE(out(other_syn));
+
+  // An explicit deny still cuts such a connection.
+  deny("198.51.100.80");
+  EXPECT_FALSE(out(other_syn));
+}
+
 TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
   set_mode(Mode::kBlockAll);
   PacketSpec ns = {.src = "fe80::2",
