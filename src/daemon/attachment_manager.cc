@@ -268,6 +268,14 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
   // A VM's endpoint takes only what arrives through its own interface.
   if (record.kind == TargetKind::kInterface) spec.device = record.target;
+  // A container in a network namespace of its own has its DNS steered to
+  // its own loopback: the endpoint's sockets are made there.
+  UniqueFd netns;
+  if (record.kind == TargetKind::kCgroup) netns = foreign_netns_of_cgroup(record.target);
+  spec.netns_fd = netns.get();
+  if (netns) {
+    log_.info("dns_endpoint_in_workload_netns", {{"id", record.id()}, {"target", record.target}});
+  }
   if (spec.addresses.empty()) {
     log_.warning("dns_endpoint_without_address",
                  {{"id", record.id()},

@@ -1,14 +1,18 @@
 #include "daemon/target_resolver.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "common/unique_fd.h"
 
@@ -110,6 +114,42 @@ datapath::DnsEndpoint interface_dns_addresses(const std::string& name) {
     }
   }
   return dns;
+}
+
+namespace {
+
+// A pid from the cgroup or, when it has none, from its descendants.
+std::optional<pid_t> some_pid_in(const std::string& cgroup_path, int depth) {
+  std::ifstream procs(cgroup_path + "/cgroup.procs");
+  long pid = 0;
+  if (procs >> pid && pid > 0) return static_cast<pid_t>(pid);
+  if (depth == 0) return std::nullopt;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(cgroup_path, ec)) {
+    if (!entry.is_directory(ec)) continue;
+    if (auto found = some_pid_in(entry.path().string(), depth - 1)) return found;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+UniqueFd foreign_netns_of_cgroup(const std::string& cgroup_path, const std::string& proc_root) {
+  struct stat ours {};
+  if (stat((proc_root + "/self/ns/net").c_str(), &ours) != 0) return UniqueFd();
+  // A process may exit between reading its pid and opening its namespace:
+  // look again a few times.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const auto pid = some_pid_in(cgroup_path, 4);
+    if (!pid) return UniqueFd();
+    UniqueFd fd(
+        open((proc_root + "/" + std::to_string(*pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat theirs {};
+    if (!fd || fstat(fd.get(), &theirs) != 0) continue;
+    if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) return UniqueFd();
+    return fd;
+  }
+  return UniqueFd();
 }
 
 }  // namespace sebpf::daemon

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "datapath/types.h"
 
 namespace sebpf::daemon {
@@ -22,6 +23,13 @@ Result<std::string> resolve_cgroup_path(std::string_view path, const std::string
 // <proc_root>/<pid>/cgroup. Errc::kNotFound when there is no such process.
 Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
                                        const std::string& proc_root = "/proc");
+
+// The network namespace the cgroup's processes are in, when it is not the
+// daemon's own: an open fd of it (for the DNS endpoint's sockets), or an
+// invalid fd when the processes share the daemon's namespace or the cgroup
+// (and its descendants, 4 levels deep) has none yet.
+UniqueFd foreign_netns_of_cgroup(const std::string& cgroup_path,
+                                 const std::string& proc_root = "/proc");
 
 // 1-15 bytes, none of them '/', ':', whitespace or control characters
 // (what the kernel accepts as a name).

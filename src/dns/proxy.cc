@@ -1,6 +1,7 @@
 #include "dns/proxy.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
@@ -114,11 +115,29 @@ class DnsProxy::Loop {
     endpoint->attachment = spec.attachment;
     endpoint->tokens = config_.max_qps;
     endpoint->refilled = Clock::now();
-    for (const net::SocketAddress& address : spec.addresses) {
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, bind_socket(address, SOCK_DGRAM, spec.device));
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
-      endpoint->udp.push_back(std::move(udp));
-      endpoint->tcp.push_back(std::move(tcp));
+    const auto bind_all = [&]() -> Status {
+      for (const net::SocketAddress& address : spec.addresses) {
+        SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, bind_socket(address, SOCK_DGRAM, spec.device));
+        SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
+        endpoint->udp.push_back(std::move(udp));
+        endpoint->tcp.push_back(std::move(tcp));
+      }
+      return ok_status();
+    };
+    if (spec.netns_fd < 0) {
+      SEBPF_RETURN_IF_ERROR(bind_all());
+    } else {
+      // A socket belongs to the namespace it was made in; setns() changes
+      // only the calling thread's, so a short-lived thread makes them.
+      Status made = ok_status();
+      std::thread([&] {
+        if (setns(spec.netns_fd, CLONE_NEWNET) != 0) {
+          made = errno_error("enter the workload's network namespace");
+          return;
+        }
+        made = bind_all();
+      }).join();
+      SEBPF_RETURN_IF_ERROR(made);
     }
     post([this, endpoint = std::shared_ptr<Endpoint>(std::move(endpoint))]() mutable {
       const uint64_t attachment = endpoint->attachment;

@@ -63,6 +63,10 @@ struct EndpointSpec {
   // When set, the sockets take only what arrives through this interface
   // (SO_BINDTODEVICE): another VM routed to this address is not served.
   std::string device;
+  // When set, the network namespace (an open /proc/<pid>/ns/net) the
+  // sockets are made in: a container's own, whose loopback is where its
+  // DNS is steered. Only read during open_endpoint.
+  int netns_fd = -1;
 };
 
 // Counters since start, for tests, benchmarks and logs.

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -352,6 +353,56 @@ TEST_F(DnsE2eTest, DnsToAnyResolverFromACgroupIsAnsweredByItsEndpoint) {
       << "the steered answer was learned";
   const std::string log = knot_->stop_and_read_query_log();
   EXPECT_FALSE(KnotServer::log_has_query(log, "other.example"));
+}
+
+// A container in a network namespace of its own has its DNS steered to its
+// own loopback, where the daemon made the endpoint's sockets.
+TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
+  start_with_upstream();
+  int ready[2], go[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(go), 0);
+  Child workload([&] {
+    char c = 0;
+    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) return 82;
+    auto answer = dns_query(*net::SocketAddress::parse("203.0.113.2:53", 53),
+                            make_query("allowed.example", kTypeA));
+    if (!answer.ok()) {
+      std::fprintf(stderr, "query: %s\n", answer.error().message().c_str());
+      return 83;
+    }
+    if (answer_addresses(answer->message) != std::vector<std::string>{"198.51.100.2"}) return 84;
+    // No route leaves this namespace: a destination the hooks allow fails
+    // with ENETUNREACH, one they refuse with EPERM.
+    const auto udp_connect = [](const char* addr) {
+      const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(kEchoPort);
+      inet_pton(AF_INET, addr, &to.sin_addr);
+      const int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
+      const int err = rc == 0 ? 0 : errno;
+      close(fd);
+      return err;
+    };
+    if (udp_connect("198.51.100.2") != ENETUNREACH) return 85;
+    if (udp_connect("198.51.100.3") != EPERM) return 86;
+    return 0;
+  });
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  v1::AttachRequest req;
+  req.set_pid(workload.pid());
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  const grpc::Status attached = attach(req, &att);
+  ASSERT_TRUE(attached.ok()) << attached.error_message();
+  ASSERT_EQ(write(go[1], &c, 1), 1);
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
+  EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
 }
 
 // An unconnected UDP socket sees the answer's source as the resolver it
