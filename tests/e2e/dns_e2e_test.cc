@@ -48,6 +48,48 @@ edge.cdn A 203.0.113.2
 sneaky.allowed CNAME x.blocked
 x.blocked A 198.51.100.3
 short 1 A 203.0.113.2
+)"
+                           // 40 addresses: more than a client without EDNS may take over UDP.
+                           R"(big A 198.51.100.10
+big A 198.51.100.11
+big A 198.51.100.12
+big A 198.51.100.13
+big A 198.51.100.14
+big A 198.51.100.15
+big A 198.51.100.16
+big A 198.51.100.17
+big A 198.51.100.18
+big A 198.51.100.19
+big A 198.51.100.20
+big A 198.51.100.21
+big A 198.51.100.22
+big A 198.51.100.23
+big A 198.51.100.24
+big A 198.51.100.25
+big A 198.51.100.26
+big A 198.51.100.27
+big A 198.51.100.28
+big A 198.51.100.29
+big A 198.51.100.30
+big A 198.51.100.31
+big A 198.51.100.32
+big A 198.51.100.33
+big A 198.51.100.34
+big A 198.51.100.35
+big A 198.51.100.36
+big A 198.51.100.37
+big A 198.51.100.38
+big A 198.51.100.39
+big A 198.51.100.40
+big A 198.51.100.41
+big A 198.51.100.42
+big A 198.51.100.43
+big A 198.51.100.44
+big A 198.51.100.45
+big A 198.51.100.46
+big A 198.51.100.47
+big A 198.51.100.48
+big A 198.51.100.49
 )";
 
 v1::Policy dns_policy(const std::vector<std::string>& allow_domains,
@@ -501,6 +543,47 @@ TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
   ASSERT_TRUE(stub_->AddCidr(&ctx, allow, &out).ok());
   EXPECT_TRUE(guest_asks_resolver()) << "an explicit allow opens that resolver";
   close(resolver);
+}
+
+// UDP answers fit what the client said it can take: 512 bytes without
+// EDNS (TC set, so it asks again over TCP, which gets everything), more
+// with an EDNS size.
+TEST_F(DnsE2eTest, UdpAnswersFitTheClientsSizeAndTcpCarriesTheRest) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"big.example"})));
+  auto classic = dns_query(endpoint, make_query("big.example", kTypeA, 0x77, /*udp_size=*/0));
+  ASSERT_TRUE(classic.ok()) << classic.error().message();
+  EXPECT_TRUE(classic->message.header.tc);
+  EXPECT_LE(classic->wire.size(), 512U);
+  auto edns = dns_query(endpoint, make_query("big.example", kTypeA, 0x78, 1232));
+  ASSERT_TRUE(edns.ok()) << edns.error().message();
+  EXPECT_FALSE(edns->message.header.tc);
+  EXPECT_EQ(answer_addresses(edns->message).size(), 40U);
+  auto tcp = dns_query(endpoint, make_query("big.example", kTypeA, 0x79, 0), /*tcp=*/true);
+  ASSERT_TRUE(tcp.ok()) << tcp.error().message();
+  EXPECT_EQ(answer_addresses(tcp->message).size(), 40U);
+}
+
+// Per-endpoint query rate limit: a flood is dropped, not answered (an
+// answer would amplify it) and not forwarded.
+TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {
+  start_with_upstream("dns:\n  max_qps: 20\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage ss;
+  const socklen_t len = endpoint.to_sockaddr(ss);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&ss), len), 0);
+  for (int i = 0; i < 200; ++i) {
+    const auto q = make_query("allowed.example", kTypeA, static_cast<uint16_t>(i));
+    ASSERT_EQ(send(fd, q.data(), q.size(), 0), static_cast<ssize_t>(q.size()));
+  }
+  int answers = 0;
+  uint8_t buf[1500];
+  pollfd p{fd, POLLIN, 0};
+  while (poll(&p, 1, 500) == 1 && recv(fd, buf, sizeof buf, 0) > 0) answers++;
+  close(fd);
+  EXPECT_GE(answers, 15) << "a second's worth passes";
+  EXPECT_LE(answers, 30) << "the rest is dropped";
 }
 
 // The race the design exists for: a client that connects the instant it
