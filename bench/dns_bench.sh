@@ -40,9 +40,10 @@ cleanup() {
   rm -rf "/sys/fs/bpf/sebpf-dns-bench-$$" "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # through the EXIT trap: nothing is left running
 
 p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303
-lat_names=5000
+lat_names=1000
 
 # The zone: r<i>.bench.example AAAA 2001:db8:2::<i>.
 {
@@ -98,11 +99,21 @@ EOF
   --pin-dir "/sys/fs/bpf/sebpf-dns-bench-$$" --dns-upstream "127.0.0.1:$p_knot" \
   --detach-on-exit --log-level warning 2>"$work/daemon.log" & pids+=($!)
 
-for _ in $(seq 200); do
-  [ -S "$work/api.sock" ] && [ -n "$(dig +short +tries=1 +time=1 @127.0.0.1 -p $p_knot \
-    r0.bench.example AAAA)" ] && break
+# knotd takes a while to load a big zone; the daemon to start.
+ready=
+for _ in $(seq 1200); do
+  if [ -S "$work/api.sock" ] && [ -n "$(dig +short +tries=1 +time=1 @127.0.0.1 -p $p_knot \
+    "r$((names + lat_names - 1)).bench.example" AAAA)" ]; then
+    ready=1
+    break
+  fi
   sleep 0.1
 done
+[ -n "$ready" ] || {
+  echo "dns_bench: knotd or superebpfd did not come up" >&2
+  cat "$work/daemon.log" "$work/knot.log" >&2
+  exit 1
+}
 mkdir "$cgroup"
 port=$("$ctl" --socket "$work/api.sock" -o json attach --cgroup "$cgroup" --mode allowlist \
   --dns-mode allowlist --allow-domain bench.example |

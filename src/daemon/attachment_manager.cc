@@ -241,6 +241,18 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
       r.dns.v6 = own.v6;
     }
   }
+  // The endpoint first: a port some other program holds is skipped for the
+  // next one, before the kernel is told which port to let through.
+  for (int attempt = 1;; ++attempt) {
+    auto opened = open_dns_endpoint_locked(r);
+    if (opened.ok()) break;
+    if (dns || opened.error().code() != Errc::kAlreadyExists || attempt == 16) {
+      return opened.error().wrap("DNS endpoint of " + r.target);
+    }
+    log_.warning("dns_port_in_use",
+                 {{"port", std::to_string(r.dns.port)}, {"detail", opened.error().message()}});
+    SEBPF_ASSIGN_OR_RETURN(r.dns.port, allocate_dns_port_locked());
+  }
   datapath::AttachOptions options;
   options.mode = r.policy.mode;
   options.rules = kernel_rules(r.policy, WallClock::now(), datapath::BootClock::now());
@@ -250,13 +262,12 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   options.direction = r.direction;
   auto attached = spec.kind == TargetKind::kCgroup ? dp_->attach_cgroup(spec.target, options)
                                                    : dp_->attach_interface(spec.target, options);
-  if (!attached.ok()) return attached.error();
+  if (!attached.ok()) {
+    if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(r.number);
+    return attached.error();
+  }
   r.key = attached->key;
   r.serial = attached->serial;
-  if (auto opened = open_dns_endpoint_locked(r); !opened.ok()) {
-    (void)dp_->detach(r.key);
-    return opened.error().wrap("attach " + r.target + " (undone)");
-  }
   return r;
 }
 

@@ -586,6 +586,25 @@ TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {
   EXPECT_LE(answers, 30) << "the rest is dropped";
 }
 
+// A port of the endpoint range that another program holds is skipped: the
+// attachment gets the next one, and its endpoint works.
+TEST_F(DnsE2eTest, AnEndpointPortHeldByAnotherProgramIsSkipped) {
+  const int squatter = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(20000);  // the first port of the default range
+  inet_pton(AF_INET, "127.0.0.1", &at.sin_addr);
+  ASSERT_EQ(bind(squatter, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  ASSERT_EQ(listen(squatter, 1), 0);
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  close(squatter);
+  EXPECT_NE(att.dns().port(), 20000U);
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
+      0);
+}
+
 // The race the design exists for: a client that connects the instant it
 // has the answer is never refused, because the answer is released only
 // after the kernel holds the address. Every name has an address of its
