@@ -239,6 +239,11 @@ struct sebpf_meta {
 	 * reused, so rules or flows a crashed process left behind can never
 	 * be mistaken for a new attachment's. */
 	__u32 next_id;
+	/* The network namespace (inode of its nsfs file) of the process that
+	 * created the state: interface attachments are identified by ifindex,
+	 * which means something only in that namespace, so only a process in
+	 * it may adopt the state. Userspace only. */
+	__u64 netns_ino;
 };
 
 #endif /* SEBPF_SHARED_H */

@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,8 +56,14 @@ Status validate(const Config& c) {
   return ok_status();
 }
 
+// The inode of this process's network namespace (0 if unknown).
+uint64_t own_netns_ino() {
+  struct stat st {};
+  return stat("/proc/self/ns/net", &st) == 0 ? st.st_ino : 0;
+}
+
 // Reads the meta record of pinned state and refuses state this build cannot
-// read safely.
+// read safely, or that another network namespace made.
 Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
   const uint32_t zero = 0;
   sebpf_meta meta{};
@@ -68,6 +75,14 @@ Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
                      std::to_string(SEBPF_ABI_VERSION) +
                      "; detach with the version that wrote it, or remove the pin directory "
                      "(which ends enforcement)");
+  }
+  if (meta.netns_ino != own_netns_ino()) {
+    return Error(Errc::kFailedPrecondition,
+                 "pinned state in " + path + " was made in network namespace " +
+                     std::to_string(meta.netns_ino) + " and this process is in " +
+                     std::to_string(own_netns_ino()) +
+                     ": its interface attachments are named by ifindex, which means something "
+                     "only there. Adopt it from that namespace (or use another pin directory)");
   }
   return meta;
 }
@@ -178,10 +193,10 @@ Status Datapath::Impl::load() {
                  bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)});
   auto* p = &skel->progs;
   cgroup_hooks = std::make_unique<CgroupHooks>(
-      std::vector<bpf_program*>{p->sebpf_connect4,     p->sebpf_connect6,     p->sebpf_sendmsg4,
-                                p->sebpf_sendmsg6,     p->sebpf_recvmsg4,     p->sebpf_recvmsg6,
+      std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
+                                p->sebpf_sendmsg6, p->sebpf_recvmsg4, p->sebpf_recvmsg6,
                                 p->sebpf_getpeername4, p->sebpf_getpeername6, p->sebpf_cg_out,
-                                p->sebpf_cg_in,        p->sebpf_setsockopt},
+                                p->sebpf_cg_in, p->sebpf_setsockopt},
       links_dir(config));
   tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
                                        bpf_program__fd(p->sebpf_tc_track), config.tc_handle,
@@ -190,8 +205,13 @@ Status Datapath::Impl::load() {
   if (adopted) return adopt_attachments();
 
   const uint32_t zero = 0;
-  const sebpf_meta meta{SEBPF_ABI_VERSION,       config.max_attachments, config.max_host_rules,
-                        config.max_prefix_rules, config.max_flows,       1};
+  const sebpf_meta meta{SEBPF_ABI_VERSION,
+                        config.max_attachments,
+                        config.max_host_rules,
+                        config.max_prefix_rules,
+                        config.max_flows,
+                        1,
+                        own_netns_ino()};
   if (bpf_map_update_elem(bpf_map__fd(m->sebpf_meta), &zero, &meta, BPF_ANY) != 0) {
     return Error::from_errno(errno, "write meta map");
   }

@@ -27,5 +27,5 @@ static_assert(sizeof(sebpf_flow_value) == 8);
 static_assert(sizeof(sebpf_frag_key) == 56);
 static_assert(sizeof(sebpf_counters) == 8 * SEBPF_HOOK_COUNT * SEBPF_REASON_COUNT);
 static_assert(sizeof(sebpf_counters) % 8 == 0, "per-CPU values are 8-byte rounded");
-static_assert(sizeof(sebpf_meta) == 24);
+static_assert(sizeof(sebpf_meta) == 32);
 static_assert(sizeof(sebpf_ifname) == 16);

@@ -137,7 +137,7 @@ class DnsE2eTest : public DaemonE2eTest {
     DaemonE2eTest::SetUp();
     if (IsSkipped() || HasFailure()) return;
     topo_->start_peer_server();
-    const auto port = static_cast<uint16_t>(30000 + getpid() % 10000);
+    const auto port = KnotServer::free_port();
     knot_ = std::make_unique<KnotServer>(
         dir_ + "/knot", port, std::map<std::string, std::string>{{"example.", kExampleZone}});
     if (HasFailure()) return;
@@ -622,8 +622,7 @@ TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
     zone += line;
   }
   knot_.reset();
-  knot_ = std::make_unique<KnotServer>(dir_ + "/knot-race",
-                                       static_cast<uint16_t>(30000 + getpid() % 10000),
+  knot_ = std::make_unique<KnotServer>(dir_ + "/knot-race", KnotServer::free_port(),
                                        std::map<std::string, std::string>{{"race.example.", zone}});
   ASSERT_FALSE(HasFailure());
   start_with_upstream("dns:\n  max_qps: 0\n");  // as fast as it goes

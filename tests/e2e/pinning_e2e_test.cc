@@ -3,6 +3,7 @@
 // gap, sees the same attachments and rules, and can change them.
 #include <bpf/bpf.h>
 #include <net/if.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -193,6 +194,26 @@ TEST_F(PinningE2eTest, PinnedStateOfAnotherAbiIsRefused) {
   meta.abi_version = SEBPF_ABI_VERSION;
   ASSERT_EQ(bpf_map_update_elem(fd, &zero, &meta, BPF_ANY), 0);
   close(fd);
+}
+
+// Interface attachments are named by ifindex, which means something only
+// in the network namespace that made them: a process elsewhere (the same
+// bpffs is visible from any network namespace) must not adopt the state.
+TEST_F(PinningE2eTest, PinnedStateIsAdoptedOnlyFromItsNetworkNamespace) {
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+  }
+  const int elsewhere = run_in_child([&] {
+    if (unshare(CLONE_NEWNET) != 0) return 90;
+    auto refused = open_pinned();
+    if (refused.ok()) return 91;
+    if (refused.error().code() != Errc::kFailedPrecondition) return 92;
+    return refused.error().message().find("network namespace") != std::string::npos ? 0 : 93;
+  });
+  EXPECT_EQ(elsewhere, 0);
+  auto here = open_pinned();
+  EXPECT_TRUE(here.ok()) << "its own namespace still adopts it";
 }
 
 TEST_F(PinningE2eTest, IncompletePinnedStateIsReported) {

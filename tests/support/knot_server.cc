@@ -1,6 +1,8 @@
 #include "support/knot_server.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -19,20 +21,41 @@ void write_file(const std::string& path, const std::string& text) {
   out << text;
 }
 
+bool can_bind(int type, uint16_t port) {
+  const int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(port);
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0;
+  close(fd);
+  return ok;
+}
+
 }  // namespace
+
+uint16_t KnotServer::free_port() {
+  for (int i = 0; i < 10000; ++i) {
+    const auto port = static_cast<uint16_t>(10000 + (getpid() + i) % 10000);
+    if (can_bind(SOCK_STREAM, port) && can_bind(SOCK_DGRAM, port)) return port;
+  }
+  ADD_FAILURE() << "no free port for knotd in 10000-19999";
+  return 0;
+}
 
 KnotServer::KnotServer(const std::string& dir, uint16_t port,
                        const std::map<std::string, std::string>& zones)
     : dir_(dir),
       control_socket_(dir + "/knot.sock"),
       address_(*net::IpAddress::parse("127.0.0.1"), port) {
-  std::filesystem::create_directories(dir_);
+  std::filesystem::create_directories(dir_ + "/db");
   std::ostringstream conf;
   conf << "server:\n"
        << "  user: root:root\n"
        << "  listen: 127.0.0.1@" << port << "\n"
        << "  rundir: " << dir_ << "\n"
-       << "log:\n  - target: " << dir_ << "/knotd.log\n    any: info\n"
+       << "log:\n  - target: " << dir_
+       << "/knotd.log\n    any: info\n"
        // Its databases (zone timers, journal) here too: by default they
        // are shared under /var/lib/knot, where a killed server's stale
        // reader slots would pile up across runs.

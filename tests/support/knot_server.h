@@ -26,6 +26,11 @@ class KnotServer {
   KnotServer& operator=(const KnotServer&) = delete;
 
   net::SocketAddress address() const { return address_; }
+
+  // A port on 127.0.0.1 free for both UDP and TCP now, below the kernel's
+  // ephemeral range (so no outgoing connection can hold it meanwhile) and
+  // below the DNS endpoints' default range.
+  static uint16_t free_port();
   bool running() const { return child_ != nullptr; }
 
   // Stops the server (knotd writes its query log out at stop) and returns
