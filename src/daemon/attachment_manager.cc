@@ -349,6 +349,7 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
       continue;
     }
     auto host = net::IpPrefix::make(a.address, a.address.max_prefix_length());
+    if (!host.ok()) continue;  // not a rule the filter could use
     rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
   }
   if (rules.empty()) return ok_status();
@@ -372,7 +373,9 @@ void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
   const auto dropped =
       prune_learned(it->second, record.policy, WallClock::now(), datapath::BootClock::now());
   for (const net::IpAddress& address : dropped) {
-    const auto host = *net::IpPrefix::make(address, address.max_prefix_length());
+    const auto made = net::IpPrefix::make(address, address.max_prefix_length());
+    if (!made.ok()) continue;
+    const net::IpPrefix& host = *made;
     // A rule the user wrote for exactly this host replaced the learned one.
     const bool explicit_rule = std::any_of(record.policy.cidrs.begin(), record.policy.cidrs.end(),
                                            [&](const CidrRule& c) { return c.prefix == host; });

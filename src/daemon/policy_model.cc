@@ -99,6 +99,7 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHost
   for (const auto& [address, deadline] : learned) {
     if (deadline <= boot_now || !learnable(policy, address, wall_now)) continue;
     auto host = net::IpPrefix::make(address, address.max_prefix_length());
+    if (!host.ok()) continue;
     rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
   }
   return rules;

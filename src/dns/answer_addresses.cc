@@ -1,6 +1,7 @@
 #include "dns/answer_addresses.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace sebpf::dns {
 
@@ -27,7 +28,16 @@ Result<AnswerAddresses> addresses_for(const Message& response, std::string_view 
   for (const Record& r : response.answers) {
     if (!r.address) continue;
     if (std::find(out.chain.begin(), out.chain.end(), r.name) == out.chain.end()) continue;
-    out.addresses.push_back({*r.address, r.ttl});
+    net::IpAddress address = *r.address;
+    // An AAAA record holding ::ffff:a.b.c.d: a connection to it leaves as
+    // IPv4 and the filter judges it by the IPv4 rules, so that is the
+    // address to learn.
+    if (address.is_v4_mapped()) {
+      uint32_t v4 = 0;
+      std::memcpy(&v4, address.bytes().data() + 12, 4);
+      address = net::IpAddress::v4(v4);
+    }
+    out.addresses.push_back({address, r.ttl});
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // What an answer teaches: the CNAME chain from the name asked for, and the
-// A/AAAA addresses of the names on that chain, with their TTLs. Records of
+// A/AAAA addresses of the names on that chain, with their TTLs (an AAAA
+// holding an IPv4-mapped address teaches the IPv4 address it maps). Records of
 // any other owner are ignored, so an upstream (or a forged answer) cannot
 // make an attachment learn an address for a name it did not ask for.
 #pragma once

@@ -68,9 +68,11 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
   sockaddr_storage ss;
   const socklen_t len = address.to_sockaddr(ss);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    return Error(errno == EADDRINUSE ? Errc::kAlreadyExists : Errc::kFailedPrecondition,
-                 "bind DNS endpoint " + address.to_string() +
-                     (type == SOCK_STREAM ? "/tcp" : "/udp") + ": " + std::strerror(errno));
+    const Errc code = errno == EADDRINUSE      ? Errc::kAlreadyExists
+                      : errno == EADDRNOTAVAIL ? Errc::kNotFound
+                                               : Errc::kFailedPrecondition;
+    return Error(code, "bind DNS endpoint " + address.to_string() +
+                           (type == SOCK_STREAM ? "/tcp" : "/udp") + ": " + std::strerror(errno));
   }
   if (type == SOCK_STREAM && ::listen(fd.get(), 128) != 0) return errno_error("listen");
   return fd;
@@ -115,12 +117,24 @@ class DnsProxy::Loop {
     endpoint->attachment = spec.attachment;
     endpoint->tokens = config_.max_qps;
     endpoint->refilled = Clock::now();
+    // An address the namespace does not have (::1 where IPv6 is turned
+    // off, as container runtimes often do) is skipped; none at all is an
+    // error.
+    std::vector<std::string> skipped;
     const auto bind_all = [&]() -> Status {
       for (const net::SocketAddress& address : spec.addresses) {
-        SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, bind_socket(address, SOCK_DGRAM, spec.device));
+        auto udp = bind_socket(address, SOCK_DGRAM, spec.device);
+        if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
+          skipped.push_back(udp.error().message());
+          continue;
+        }
+        if (!udp.ok()) return udp.error();
         SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
-        endpoint->udp.push_back(std::move(udp));
+        endpoint->udp.push_back(std::move(*udp));
         endpoint->tcp.push_back(std::move(tcp));
+      }
+      if (endpoint->udp.empty() && !skipped.empty()) {
+        return Error(Errc::kFailedPrecondition, skipped.front());
       }
       return ok_status();
     };
@@ -139,6 +153,7 @@ class DnsProxy::Loop {
       }).join();
       SEBPF_RETURN_IF_ERROR(made);
     }
+    for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
     post([this, endpoint = std::shared_ptr<Endpoint>(std::move(endpoint))]() mutable {
       const uint64_t attachment = endpoint->attachment;
       if (endpoints_.count(attachment)) {

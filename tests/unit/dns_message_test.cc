@@ -100,6 +100,22 @@ TEST(DnsMessageTest, AnAnswerWithACnameChainIsReadAndOnlyTheChainTeaches) {
   EXPECT_TRUE(other->addresses.empty()) << "a name not asked for teaches nothing";
 }
 
+// The filter judges ::ffff:a.b.c.d by the IPv4 rules, so that is what such
+// an AAAA record teaches (and a hostile answer full of them cannot make the
+// learning path build an IPv6 rule the filter refuses).
+TEST(DnsMessageTest, AnIpv4MappedAaaaTeachesTheIpv4Address) {
+  Wire w;
+  w.header(kResponseFlags, 1, 1);
+  w.question("m.example", type::kAaaa);
+  w.pointer(12).rr(type::kAaaa, 60, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 9});
+  auto m = parse_message(w.b);
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  auto learned = addresses_for(*m, "m.example");
+  ASSERT_TRUE(learned.ok());
+  ASSERT_EQ(learned->addresses.size(), 1U);
+  EXPECT_EQ(learned->addresses[0].address.to_string(), "198.51.100.9");
+}
+
 TEST(DnsMessageTest, CnameLoopsAndOverlongChainsAreErrors) {
   Wire loop;
   loop.header(kResponseFlags, 1, 2).question("a.example");
