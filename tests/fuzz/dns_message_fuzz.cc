@@ -1,7 +1,7 @@
 // Arbitrary bytes as a DNS message, from a client or an upstream: parsing
 // never crashes or reads out of bounds; what parses yields printable names;
-// the responses built from it parse back; errors are printable and blame
-// the input.
+// the responses built from it parse back; every address it teaches is a
+// valid host rule; errors are printable and blame the input.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -47,6 +47,11 @@ void fuzz_message(std::span<const uint8_t> wire) {
     auto learned = addresses_for(*m, m->questions[0].name);
     if (learned.ok()) {
       check(learned->chain.size() <= kMaxCnameChain + 1);
+      // Every address an answer teaches becomes a host rule: it must be
+      // one the filter accepts (an IPv4-mapped AAAA once was not).
+      for (const LearnedAddress& a : learned->addresses) {
+        check(sebpf::net::IpPrefix::make(a.address, a.address.max_prefix_length()).ok());
+      }
     } else {
       check_error(learned.error());
     }
