@@ -160,6 +160,25 @@ class DnsE2eTest : public DaemonE2eTest {
     start_daemon(args);
   }
 
+  grpc::Status replace_policy(const std::string& id, const v1::Policy& policy) {
+    v1::ReplacePolicyRequest req;
+    req.set_id(id);
+    *req.mutable_policy() = policy;
+    grpc::ClientContext ctx;
+    v1::Policy out;
+    return stub_->ReplacePolicy(&ctx, req, &out);
+  }
+
+  grpc::Status add_cidr(const std::string& id, const std::string& cidr, v1::Action action) {
+    v1::AddCidrRequest req;
+    req.set_id(id);
+    req.mutable_rule()->set_cidr(cidr);
+    req.mutable_rule()->set_action(action);
+    grpc::ClientContext ctx;
+    v1::Policy out;
+    return stub_->AddCidr(&ctx, req, &out);
+  }
+
   std::unique_ptr<KnotServer> knot_;
 };
 
@@ -265,31 +284,12 @@ TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
       << "the name resolves, but the deny CIDR still decides";
 
   // A deny added after an address was learned removes the learned allow.
-  v1::ReplacePolicyRequest replace;
-  replace.set_id(att.id());
-  *replace.mutable_policy() = dns_policy({"allowed.example"});
-  {
-    grpc::ClientContext ctx;
-    v1::Policy out;
-    ASSERT_TRUE(stub_->ReplacePolicy(&ctx, replace, &out).ok());
-  }
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
-  {
-    // A replaced policy keeps what was learned.
-    grpc::ClientContext ctx;
-    v1::Policy out;
-    ASSERT_TRUE(stub_->ReplacePolicy(&ctx, replace, &out).ok());
-  }
+  // A replaced policy keeps what was learned.
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
-  v1::AddCidrRequest deny;
-  deny.set_id(att.id());
-  deny.mutable_rule()->set_cidr("198.51.100.0/28");
-  deny.mutable_rule()->set_action(v1::ACTION_DENY);
-  {
-    grpc::ClientContext ctx;
-    v1::Policy out;
-    ASSERT_TRUE(stub_->AddCidr(&ctx, deny, &out).ok());
-  }
+  ASSERT_TRUE(add_cidr(att.id(), "198.51.100.0/28", v1::ACTION_DENY).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
 }
 
@@ -306,12 +306,7 @@ TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
       << "enforcement, learned addresses included, outlives the daemon";
   start_with_upstream();
-  v1::ReplacePolicyRequest replace;
-  replace.set_id(att.id());
-  *replace.mutable_policy() = dns_policy({"allowed.example"});
-  grpc::ClientContext ctx;
-  v1::Policy out;
-  ASSERT_TRUE(stub_->ReplacePolicy(&ctx, replace, &out).ok());
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
 }
@@ -540,13 +535,7 @@ TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
             0)
       << "the endpoint answers the guest (198.51.100.2 is the guest's own address)";
 
-  v1::AddCidrRequest allow;
-  allow.set_id(att.id());
-  allow.mutable_rule()->set_cidr("203.0.113.1/32");
-  allow.mutable_rule()->set_action(v1::ACTION_ALLOW);
-  grpc::ClientContext ctx;
-  v1::Policy out;
-  ASSERT_TRUE(stub_->AddCidr(&ctx, allow, &out).ok());
+  ASSERT_TRUE(add_cidr(att.id(), "203.0.113.1/32", v1::ACTION_ALLOW).ok());
   EXPECT_TRUE(guest_asks_resolver()) << "an explicit allow opens that resolver";
   close(resolver);
 }

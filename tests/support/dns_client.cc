@@ -11,6 +11,21 @@
 
 namespace sebpf::testing {
 
+std::vector<uint8_t> wire_name(std::string_view dotted) {
+  std::vector<uint8_t> out;
+  size_t start = 0;
+  while (start < dotted.size()) {
+    size_t dot = dotted.find('.', start);
+    if (dot == std::string_view::npos) dot = dotted.size();
+    out.push_back(static_cast<uint8_t>(dot - start));
+    out.insert(out.end(), dotted.begin() + static_cast<long>(start),
+               dotted.begin() + static_cast<long>(dot));
+    start = dot + 1;
+  }
+  out.push_back(0);
+  return out;
+}
+
 std::vector<uint8_t> make_query(const std::string& name, uint16_t type, uint16_t id,
                                 uint16_t udp_size) {
   std::vector<uint8_t> q = {static_cast<uint8_t>(id >> 8),
@@ -25,16 +40,9 @@ std::vector<uint8_t> make_query(const std::string& name, uint16_t type, uint16_t
                             0,
                             0,
                             static_cast<uint8_t>(udp_size ? 1 : 0)};
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string::npos) dot = name.size();
-    q.push_back(static_cast<uint8_t>(dot - start));
-    q.insert(q.end(), name.begin() + static_cast<long>(start),
-             name.begin() + static_cast<long>(dot));
-    start = dot + 1;
-  }
-  q.insert(q.end(), {0, static_cast<uint8_t>(type >> 8), static_cast<uint8_t>(type), 0, 1});
+  const std::vector<uint8_t> labels = wire_name(name);
+  q.insert(q.end(), labels.begin(), labels.end());
+  q.insert(q.end(), {static_cast<uint8_t>(type >> 8), static_cast<uint8_t>(type), 0, 1});
   if (udp_size) {
     q.insert(q.end(), {0, 0, 41, static_cast<uint8_t>(udp_size >> 8),
                        static_cast<uint8_t>(udp_size), 0, 0, 0, 0, 0, 0});

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -12,6 +13,9 @@
 #include "net/socket_address.h"
 
 namespace sebpf::testing {
+
+// "a.example" as DNS labels on the wire, ending with the root label.
+std::vector<uint8_t> wire_name(std::string_view dotted);
 
 // The wire form of a standard query with RD set and an EDNS OPT record
 // advertising `udp_size` (none when 0).

@@ -115,17 +115,8 @@ std::string KnotServer::stop_and_read_query_log() {
 }
 
 bool KnotServer::log_has_query(const std::string& log, std::string_view name) {
-  std::string wire;
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string_view::npos) dot = name.size();
-    wire += static_cast<char>(dot - start);
-    wire += name.substr(start, dot - start);
-    start = dot + 1;
-  }
-  wire += '\0';
-  return log.find(wire) != std::string::npos;
+  const std::vector<uint8_t> wire = wire_name(name);
+  return log.find(std::string(wire.begin(), wire.end())) != std::string::npos;
 }
 
 }  // namespace sebpf::testing
