@@ -19,7 +19,10 @@
 
 namespace sebpf::testing {
 
-constexpr uint16_t kEchoPort = 47007;
+// Below the kernel's ephemeral range (32768-60999), so no outgoing
+// connection's local port can hold it when a server starts; below the
+// range the DNS tests' upstream picks from (10000-19999) too.
+constexpr uint16_t kEchoPort = 9707;
 
 // Empty if no interface of this host uses the test ranges; otherwise the
 // offending address. The tests refuse to run then: their traffic could
