@@ -131,6 +131,19 @@ int resolve_and_connect(const net::SocketAddress& endpoint, const std::string& n
   return tcp_echo(addresses.back(), kEchoPort);
 }
 
+// connect() of a fresh UDP socket: 0 or the errno. Nothing is sent, but the
+// connect hooks run (EPERM when they refuse), then the route lookup.
+int udp_connect(const std::string& address, uint16_t port) {
+  const net::SocketAddress to(*net::IpAddress::parse(address), port);
+  sockaddr_storage ss;
+  const socklen_t len = to.to_sockaddr(ss);
+  const int fd = socket(to.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int rc = connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  const int err = rc == 0 ? 0 : errno;
+  close(fd);
+  return err;
+}
+
 class DnsE2eTest : public DaemonE2eTest {
  protected:
   void SetUp() override {
@@ -419,19 +432,8 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
     if (answer_addresses(answer->message) != std::vector<std::string>{"198.51.100.2"}) return 84;
     // No route leaves this namespace: a destination the hooks allow fails
     // with ENETUNREACH, one they refuse with EPERM.
-    const auto udp_connect = [](const char* addr) {
-      const int fd = socket(AF_INET, SOCK_DGRAM, 0);
-      sockaddr_in to{};
-      to.sin_family = AF_INET;
-      to.sin_port = htons(kEchoPort);
-      inet_pton(AF_INET, addr, &to.sin_addr);
-      const int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
-      const int err = rc == 0 ? 0 : errno;
-      close(fd);
-      return err;
-    };
-    if (udp_connect("198.51.100.2") != ENETUNREACH) return 85;
-    if (udp_connect("198.51.100.3") != EPERM) return 86;
+    if (udp_connect("198.51.100.2", kEchoPort) != ENETUNREACH) return 85;
+    if (udp_connect("198.51.100.3", kEchoPort) != EPERM) return 86;
     return 0;
   });
   char c = 0;
@@ -635,14 +637,7 @@ TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
             std::fprintf(stderr, "round %d: no usable answer\n", i);
             return kNoAnswer;
           }
-          sockaddr_in6 to{};
-          to.sin6_family = AF_INET6;
-          to.sin6_port = htons(kEchoPort);
-          inet_pton(AF_INET6, answer_addresses(answer->message)[0].c_str(), &to.sin6_addr);
-          const int fd = socket(AF_INET6, SOCK_DGRAM, 0);
-          const int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
-          const int err = rc == 0 ? 0 : errno;
-          close(fd);
+          const int err = udp_connect(answer_addresses(answer->message)[0], kEchoPort);
           if (err != 0) {
             std::fprintf(stderr, "round %d: connect to %s: %s\n", i,
                          answer_addresses(answer->message)[0].c_str(), std::strerror(err));
@@ -654,16 +649,7 @@ TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
       std::chrono::seconds(120));
   EXPECT_EQ(result, 0);
   // And a name not resolved is refused, so the test can see a refusal.
-  EXPECT_EQ(in_cgroup([] {
-              sockaddr_in6 to{};
-              to.sin6_family = AF_INET6;
-              to.sin6_port = htons(kEchoPort);
-              inet_pton(AF_INET6, "2001:db8:1::ffff", &to.sin6_addr);
-              const int fd = socket(AF_INET6, SOCK_DGRAM, 0);
-              const int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
-              return rc == 0 ? 0 : errno;
-            }),
-            EPERM);
+  EXPECT_EQ(in_cgroup([] { return udp_connect("2001:db8:1::ffff", kEchoPort); }), EPERM);
 }
 
 }  // namespace
