@@ -3,6 +3,28 @@
 #include "policy/domain_name.h"
 
 namespace sebpf::policy {
+namespace {
+
+char fold(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+}  // namespace
+
+size_t DomainRules::FoldedHash::operator()(std::string_view name) const noexcept {
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a
+  for (const char c : name) {
+    h ^= static_cast<uint8_t>(fold(c));
+    h *= 1099511628211ULL;
+  }
+  return static_cast<size_t>(h);
+}
+
+bool DomainRules::FoldedEqual::operator()(std::string_view a, std::string_view b) const noexcept {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (fold(a[i]) != fold(b[i])) return false;
+  }
+  return true;
+}
 
 Status DomainRules::add(std::string_view name, datapath::Action action) {
   SEBPF_ASSIGN_OR_RETURN(std::string canonical, normalize_domain(name));
@@ -28,13 +50,13 @@ Status DomainRules::remove(std::string_view name, datapath::Action action) {
 }
 
 std::optional<datapath::Action> DomainRules::match(std::string_view qname) const {
-  auto canonical = normalize_domain(qname);
-  if (!canonical.ok()) return std::nullopt;
+  std::string_view name = qname;
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+  if (name.empty()) return std::nullopt;  // the root: no rule names it
   // From the full name up to its last label: the first rule found has the
   // most labels.
-  std::string_view name = *canonical;
   while (true) {
-    auto it = rules_.find(std::string(name));
+    auto it = rules_.find(name);
     if (it != rules_.end()) {
       return it->second.deny ? datapath::Action::kDeny : datapath::Action::kAllow;
     }

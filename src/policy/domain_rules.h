@@ -21,8 +21,12 @@ class DomainRules {
   Status remove(std::string_view name, datapath::Action action);
 
   // The action of the most specific rule covering `qname` (itself or a
-  // parent), or none when no rule covers it. `qname` is a query name as it
-  // arrives: any case, trailing dot or not.
+  // parent), or none when no rule covers it. `qname` is a query name in
+  // presentation form as the DNS parser writes it (a dot inside a label
+  // escaped as \046): any case, trailing dot or not. It is not validated:
+  // a name with labels no rule could hold (escaped bytes, '*', over 253
+  // characters) is still a subdomain of its parents, and their rules decide.
+  // Allocates nothing: it runs for every query.
   std::optional<datapath::Action> match(std::string_view qname) const;
 
   size_t size() const { return rules_.size(); }
@@ -32,7 +36,17 @@ class DomainRules {
     bool allow = false;
     bool deny = false;
   };
-  std::unordered_map<std::string, Sides> rules_;
+  // ASCII case-insensitive, and looked up by string_view (no copy of the
+  // name per lookup). Stored names are already lowercase.
+  struct FoldedHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view name) const noexcept;
+  };
+  struct FoldedEqual {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const noexcept;
+  };
+  std::unordered_map<std::string, Sides, FoldedHash, FoldedEqual> rules_;
 };
 
 }  // namespace sebpf::policy

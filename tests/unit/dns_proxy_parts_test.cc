@@ -3,6 +3,9 @@
 // upstreams.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "dns/name_policy.h"
 #include "dns/resolv_conf.h"
 #include "net/socket_address.h"
@@ -40,6 +43,28 @@ TEST(NamePolicyTest, EachModeJudgesQueries) {
   NamePolicy unknown = policy(Mode::kAllowlist);
   unknown.mode = static_cast<Mode>(77);
   EXPECT_EQ(judge_query(unknown, "example.org"), QueryVerdict::kRefuse) << "fail closed";
+}
+
+// A query name is a sequence of labels, whatever bytes they hold: one with
+// labels a rule could never hold (escaped bytes, '*', an address-like label,
+// more than 253 characters of presentation form) is still a subdomain of its
+// parents. A denied parent must refuse it, or a deny rule could be walked
+// around with a strange label.
+TEST(NamePolicyTest, OddLabelsDoNotEscapeTheirParentsRules) {
+  const std::string long_label_run = std::string(63, 'a') + "." + std::string(63, 'b') + "." +
+                                     std::string(63, 'c') + "." + std::string(40, 'd');
+  const NamePolicy deny = policy(Mode::kDenylist);
+  for (const std::string& name : std::vector<std::string>{
+           "a\\000b.tracker.example", "*.tracker.example", "in valid.tracker.example",
+           "1.2.3.4.tracker.example", "-x-.tracker.example", "x\\046y.tracker.example",
+           "A\\200.TRACKER.Example.", long_label_run + ".tracker.example"}) {
+    EXPECT_EQ(judge_query(deny, name), QueryVerdict::kRefuse) << name;
+    EXPECT_TRUE(chain_name_denied(deny, name)) << name;
+  }
+  const NamePolicy allow = policy(Mode::kAllowlist);
+  EXPECT_EQ(judge_query(allow, "_srv\\000.www.example.org"), QueryVerdict::kResolve);
+  EXPECT_EQ(judge_query(allow, "x.ads.example.org\\046evil.net"), QueryVerdict::kRefuse)
+      << "an escaped dot is part of a label, not a label boundary";
 }
 
 TEST(NamePolicyTest, ChainTargetsAreRefusedOnlyByAnExplicitDeny) {
