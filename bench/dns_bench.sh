@@ -77,10 +77,12 @@ zone:
     file: bench.zone
 EOF
 knotd -c "$work/knot.conf" -s "$work/knot.sock" & pids+=($!)
+pid_knot=$!
 
 dnsmasq --no-daemon --no-resolv --no-hosts --cache-size=0 --server="127.0.0.1#$p_knot" \
   --listen-address=127.0.0.1 --bind-interfaces --port=$p_dnsmasq --user=root \
   --dns-forward-max=1000 2>"$work/dnsmasq.log" & pids+=($!)
+pid_dnsmasq=$!
 
 cat > "$work/dnsdist.conf" <<EOF
 setLocal("127.0.0.1:$p_dnsdist")
@@ -88,6 +90,7 @@ newServer({address="127.0.0.1:$p_knot", checkType="none"})
 setSecurityPollSuffix("")
 EOF
 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 & pids+=($!)
+pid_dnsdist=$!
 
 cat > "$work/superebpfd.yaml" <<EOF
 datapath:
@@ -99,6 +102,7 @@ EOF
 "$daemon" --config "$work/superebpfd.yaml" --socket "$work/api.sock" --state-dir "$work/state" \
   --pin-dir "/sys/fs/bpf/sebpf-dns-bench-$$" --dns-upstream "127.0.0.1:$p_knot" \
   --detach-on-exit --log-level warning 2>"$work/daemon.log" & pids+=($!)
+pid_daemon=$!
 
 # knotd takes a while to load a big zone; the daemon to start.
 ready=
@@ -122,12 +126,17 @@ port=$("$ctl" --socket "$work/api.sock" -o json attach --cgroup "$cgroup" --mode
 [ -n "$port" ] || { echo "dns_bench: attach failed" >&2; cat "$work/daemon.log" >&2; exit 1; }
 
 # dnsperf -v prints "> RCODE name type latency" per query.
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 run() {
-  local label=$1 target_port=$2 file=${3:-queries.txt}
-  shift 3 || true
-  local out="$work/$label.out" expected
+  local label=$1 target_port=$2 file=$3 pid=$4
+  shift 4
+  local out="$work/$label.out" expected before
   expected=$(wc -l <"$work/$file")
+  before=$(cpu_ticks "$pid")
   dnsperf -s 127.0.0.1 -p "$target_port" -d "$work/$file" -n 1 -v "$@" >"$out" 2>&1
+  local cpu_us=$(( ($(cpu_ticks "$pid") - before) * 1000000 / $(getconf CLK_TCK) ))
   local qps lost codes
   qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$out")
   lost=$(sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p' "$out")
@@ -137,25 +146,26 @@ run() {
     *) echo "dns_bench: $label answered $codes" >&2; exit 1 ;;
   esac
   grep '^> ' "$out" | awk '{print $NF * 1000000}' | sort -n | awk -v label="$label" \
-    -v qps="$qps" -v lost="$lost" '
+    -v qps="$qps" -v lost="$lost" -v cpu="$cpu_us" -v n="$expected" '
       { v[NR] = $1 }
       END {
-        printf "%-22s %9.0f qps  p50 %6.0f us  p90 %6.0f us  p99 %6.0f us  lost %s\n",
-          label, qps, v[int(NR * 0.50) + 1], v[int(NR * 0.90) + 1], v[int(NR * 0.99) + 1], lost
+        printf "%-22s %9.0f qps  p50 %6.0f us  p90 %6.0f us  p99 %6.0f us  lost %s  cpu %5.1f us/query\n",
+          label, qps, v[int(NR * 0.50) + 1], v[int(NR * 0.90) + 1], v[int(NR * 0.99) + 1], lost,
+          cpu / n
       }'
 }
 
 echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $lat_names names, fresh map writes"
-run "upstream (knotd)" $p_knot latency.txt -Q 1000
-run "superebpf" "$port" latency.txt -Q 1000
-run "dnsmasq (no cache)" $p_dnsmasq latency.txt -Q 1000
-run "dnsdist (no cache)" $p_dnsdist latency.txt -Q 1000
+run "upstream (knotd)" $p_knot latency.txt "$pid_knot" -Q 1000
+run "superebpf" "$port" latency.txt "$pid_daemon" -Q 1000
+run "dnsmasq (no cache)" $p_dnsmasq latency.txt "$pid_dnsmasq" -Q 1000
+run "dnsdist (no cache)" $p_dnsdist latency.txt "$pid_dnsdist" -Q 1000
 echo "Throughput: dnsperf defaults (100 queries outstanding), $names names, one pass each"
-run "upstream (knotd)" $p_knot queries.txt
-run "superebpf first pass" "$port" queries.txt
-run "superebpf again" "$port" queries.txt
-run "dnsmasq (no cache)" $p_dnsmasq queries.txt
-run "dnsdist (no cache)" $p_dnsdist queries.txt
+run "upstream (knotd)" $p_knot queries.txt "$pid_knot"
+run "superebpf first pass" "$port" queries.txt "$pid_daemon"
+run "superebpf again" "$port" queries.txt "$pid_daemon"
+run "dnsmasq (no cache)" $p_dnsmasq queries.txt "$pid_dnsmasq"
+run "dnsdist (no cache)" $p_dnsdist queries.txt "$pid_dnsdist"
 learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$/maps/sebpf_host6" |
   python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
 echo "kernel host6 rules after the runs: $learned"
