@@ -10,11 +10,12 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <deque>
 #include <functional>
-#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -29,8 +30,11 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kMaxMessage = 65535;
 // Queries one TCP client may have waiting at once (pipelining).
 constexpr uint32_t kMaxTcpClientInflight = 32;
-// Datagrams read per readiness event, so one busy endpoint cannot starve
-// the others.
+// Datagrams move in batches: one recvmmsg/sendmmsg system call for up to
+// kBatch of them (a system call per datagram was most of the endpoint's
+// cost). At most kReadBurst are read per readiness event, so one busy
+// socket cannot starve the others.
+constexpr unsigned kBatch = 32;
 constexpr int kReadBurst = 64;
 // UDP to upstreams goes over a few connected sockets per upstream, each
 // carrying at most kQueriesPerSocket queries before a fresh one (a fresh
@@ -77,6 +81,45 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
   if (type == SOCK_STREAM && ::listen(fd.get(), 128) != 0) return errno_error("listen");
   return fd;
 }
+
+// Buffers for reading up to kBatch datagrams with one recvmmsg. The
+// messages are valid until the next receive().
+class RecvBatch {
+ public:
+  // Not zeroed: only the bytes datagrams fill are ever touched.
+  RecvBatch() : buffers_(std::make_unique_for_overwrite<uint8_t[]>(kBatch * kMaxMessage)) {}
+
+  // Datagrams read (0 when none is waiting), or -1 with errno set.
+  int receive(int fd) {
+    for (unsigned i = 0; i < kBatch; ++i) {
+      iov_[i] = {&buffers_[i * kMaxMessage], kMaxMessage};
+      msgs_[i] = {};
+      msgs_[i].msg_hdr.msg_iov = &iov_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+      msgs_[i].msg_hdr.msg_name = &peers_[i];
+      msgs_[i].msg_hdr.msg_namelen = sizeof peers_[i];
+    }
+    const int n = ::recvmmsg(fd, msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return n;
+  }
+  std::span<uint8_t> message(int i) {
+    const auto k = static_cast<size_t>(i);
+    return {&buffers_[k * kMaxMessage], msgs_[k].msg_len};
+  }
+  // Cut short by the buffer (MSG_TRUNC): not the whole datagram.
+  bool truncated(int i) const {
+    return msgs_[static_cast<size_t>(i)].msg_hdr.msg_flags & MSG_TRUNC;
+  }
+  const sockaddr_storage& peer(int i) const { return peers_[static_cast<size_t>(i)]; }
+  socklen_t peer_length(int i) const { return msgs_[static_cast<size_t>(i)].msg_hdr.msg_namelen; }
+
+ private:
+  std::unique_ptr<uint8_t[]> buffers_;
+  std::array<mmsghdr, kBatch> msgs_{};
+  std::array<iovec, kBatch> iov_{};
+  std::array<sockaddr_storage, kBatch> peers_{};
+};
 
 }  // namespace
 
@@ -202,7 +245,7 @@ class DnsProxy::Loop {
 
   ProxyStats stats() const {
     std::lock_guard lock(stats_mu_);
-    return stats_;
+    return published_stats_;
   }
 
  private:
@@ -294,7 +337,6 @@ class DnsProxy::Loop {
 
   template <typename F>
   void count(F&& f) {
-    std::lock_guard lock(stats_mu_);
     f(stats_);
   }
 
@@ -311,6 +353,7 @@ class DnsProxy::Loop {
         dispatch(fd, ref->second, events[static_cast<size_t>(i)].events);
       }
       fire_timers();
+      flush_datagrams();
     }
   }
 
@@ -348,40 +391,45 @@ class DnsProxy::Loop {
     for (auto& task : tasks) task();
   }
 
-  // ---- timers: (deadline, kind, id); stale entries are skipped ----
+  // ---- timers ----
+  // Every upstream wait, and every TCP client's idle time, has the same
+  // length, so deadlines are added in the order they fall due: a queue per
+  // kind, no sorting. An entry whose query or client has since moved on
+  // (answered, re-armed) is skipped when it comes up.
 
-  void add_timer(Clock::time_point when, Kind kind, uint64_t id) {
-    timers_.emplace(when, Ref{kind, id});
-  }
+  using Deadlines = std::deque<std::pair<Clock::time_point, uint64_t>>;
 
   int next_timeout_ms() const {
-    if (timers_.empty()) return -1;
-    const auto wait = timers_.begin()->first - Clock::now();
-    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+    std::optional<Clock::time_point> first;
+    for (const Deadlines* q : {&upstream_deadlines_, &client_deadlines_}) {
+      if (!q->empty() && (!first || q->front().first < *first)) first = q->front().first;
+    }
+    if (!first) return -1;
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*first - Clock::now()).count();
     return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
   }
 
   void fire_timers() {
     const auto now = Clock::now();
-    while (!timers_.empty() && timers_.begin()->first <= now) {
-      const Ref ref = timers_.begin()->second;
-      timers_.erase(timers_.begin());
-      if (ref.kind == Kind::kUpstream) {
-        auto p = pending_.find(ref.id);
-        if (p != pending_.end() && p->second.deadline <= now) {
-          backend_.report("dns_upstream_timeout",
-                          config_.upstreams[p->second.upstream].to_string());
-          next_upstream(ref.id);
-        }
-      } else if (ref.kind == Kind::kTcpClient) {
-        auto c = clients_.find(ref.id);
-        if (c == clients_.end() || c->second.idle_deadline > now) continue;
-        if (c->second.inflight > 0) {
-          c->second.idle_deadline = now + config_.tcp_idle_timeout;
-          add_timer(c->second.idle_deadline, Kind::kTcpClient, ref.id);
-        } else {
-          close_client(ref.id);
-        }
+    while (!upstream_deadlines_.empty() && upstream_deadlines_.front().first <= now) {
+      const uint64_t id = upstream_deadlines_.front().second;
+      upstream_deadlines_.pop_front();
+      auto p = pending_.find(id);
+      if (p != pending_.end() && p->second.deadline <= now) {
+        backend_.report("dns_upstream_timeout", config_.upstreams[p->second.upstream].to_string());
+        next_upstream(id);
+      }
+    }
+    while (!client_deadlines_.empty() && client_deadlines_.front().first <= now) {
+      const uint64_t id = client_deadlines_.front().second;
+      client_deadlines_.pop_front();
+      auto c = clients_.find(id);
+      if (c == clients_.end() || c->second.idle_deadline > now) continue;
+      if (c->second.inflight > 0) {
+        c->second.idle_deadline = now + config_.tcp_idle_timeout;
+        client_deadlines_.emplace_back(c->second.idle_deadline, id);
+      } else {
+        close_client(id);
       }
     }
   }
@@ -400,18 +448,23 @@ class DnsProxy::Loop {
   }
 
   void read_udp_queries(int fd, uint64_t attachment) {
-    uint8_t buf[kMaxMessage];
-    for (int i = 0; i < kReadBurst; ++i) {
-      sockaddr_storage from{};
-      socklen_t from_len = sizeof from;
-      const ssize_t n =
-          ::recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &from_len);
-      if (n < 0) return;  // EAGAIN, or an error the next read reports again
-      auto peer = net::SocketAddress::from_sockaddr(from, from_len);
-      if (!peer.ok()) continue;
-      ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
-      handle_query(attachment, std::span<const uint8_t>(buf, static_cast<size_t>(n)), client);
-      if (!endpoints_.count(attachment)) return;
+    for (int read = 0; read < kReadBurst;) {
+      const int n = recv_batch_.receive(fd);
+      if (n <= 0) return;  // none waiting, or an error the next read reports again
+      for (int i = 0; i < n; ++i) {
+        auto peer =
+            net::SocketAddress::from_sockaddr(recv_batch_.peer(i), recv_batch_.peer_length(i));
+        if (!peer.ok()) continue;
+        if (recv_batch_.truncated(i)) {  // over 64 KiB: no DNS message
+          count([](ProxyStats& s) { s.queries++, s.malformed++; });
+          continue;
+        }
+        ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
+        handle_query(attachment, recv_batch_.message(i), client);
+        if (!endpoints_.count(attachment)) return;
+      }
+      if (static_cast<unsigned>(n) < kBatch) return;
+      read += n;
     }
   }
 
@@ -432,7 +485,7 @@ class DnsProxy::Loop {
       client.attachment = attachment;
       client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
       if (!watch(raw, EPOLLIN, {Kind::kTcpClient, id}).ok()) continue;
-      add_timer(client.idle_deadline, Kind::kTcpClient, id);
+      client_deadlines_.emplace_back(client.idle_deadline, id);
       clients_.emplace(id, std::move(client));
       ep->second->tcp_clients++;
     }
@@ -467,7 +520,7 @@ class DnsProxy::Loop {
     TcpClient& client = c->second;
     client.in.insert(client.in.end(), buf, buf + n);
     client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
-    add_timer(client.idle_deadline, Kind::kTcpClient, id);
+    client_deadlines_.emplace_back(client.idle_deadline, id);
     // Length-prefixed messages (RFC 1035 4.2.2), possibly several.
     size_t used = 0;
     while (client.in.size() - used >= 2) {
@@ -507,19 +560,18 @@ class DnsProxy::Loop {
     rewatch(client.fd.get(), client.out.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
   }
 
-  void reply(const ClientRef& client, const Query* query, std::span<const uint8_t> response) {
+  void reply(const ClientRef& client, const Query* query, std::vector<uint8_t> response) {
     if (response.empty()) return;
     if (!client.tcp) {
-      std::vector<uint8_t> fitted(response.begin(), response.end());
-      if (query != nullptr) {
+      if (query != nullptr && response.size() > client_udp_size(*query)) {
         auto cut = fit_for_udp(response, client_udp_size(*query));
         if (!cut.ok()) return;
-        fitted = std::move(*cut);
+        response = std::move(*cut);
       }
-      sockaddr_storage ss;
-      const socklen_t len = client.peer.to_sockaddr(ss);
-      ::sendto(client.udp_fd, fitted.data(), fitted.size(), MSG_DONTWAIT,
-               reinterpret_cast<sockaddr*>(&ss), len);
+      Datagram& d = outbox_.emplace_back();
+      d.fd = client.udp_fd;
+      d.to_length = client.peer.to_sockaddr(d.to);
+      d.bytes = std::move(response);
       return;
     }
     auto c = clients_.find(client.tcp_client);
@@ -589,6 +641,84 @@ class DnsProxy::Loop {
     p.upstream_tcp = client.tcp;
     count([](ProxyStats& s) { s.forwarded++; });
     send_upstream(id);
+  }
+
+  // ---- datagrams out: queued during a loop turn, sent at its end ----
+
+  // A reply to a client (bytes, to), or a query to an upstream over a
+  // connected socket (the pending query's wire; looked up when sent, as
+  // the query may have been dropped meanwhile).
+  struct Datagram {
+    int fd = -1;
+    sockaddr_storage to{};
+    socklen_t to_length = 0;
+    std::vector<uint8_t> bytes;
+    uint64_t query = 0;
+  };
+
+  // One sendmmsg per socket. A query whose send fails goes to its next
+  // upstream (which queues it again); a reply that cannot be sent is lost,
+  // as a datagram may be.
+  void flush_datagrams() {
+    do {
+      {
+        // Before the datagrams go: whoever reads an answer sees it counted.
+        std::lock_guard lock(stats_mu_);
+        published_stats_ = stats_;
+      }
+      std::vector<Datagram> batch;
+      batch.swap(outbox_);
+      std::stable_sort(batch.begin(), batch.end(),
+                       [](const Datagram& a, const Datagram& b) { return a.fd < b.fd; });
+      std::vector<uint64_t> failed;
+      for (size_t first = 0; first < batch.size();) {
+        size_t end = first;
+        std::vector<mmsghdr> msgs;
+        std::vector<iovec> iov;
+        std::vector<size_t> index;
+        for (; end < batch.size() && batch[end].fd == batch[first].fd; ++end) {
+          Datagram& d = batch[end];
+          std::span<uint8_t> bytes = d.bytes;
+          if (d.query != 0) {
+            auto p = pending_.find(d.query);
+            if (p == pending_.end()) continue;
+            bytes = p->second.wire;
+          }
+          iov.push_back({bytes.data(), bytes.size()});
+          mmsghdr m{};
+          if (d.to_length != 0) {
+            m.msg_hdr.msg_name = &d.to;
+            m.msg_hdr.msg_namelen = d.to_length;
+          }
+          msgs.push_back(m);
+          index.push_back(end);
+        }
+        for (size_t i = 0; i < msgs.size(); ++i) {
+          msgs[i].msg_hdr.msg_iov = &iov[i];
+          msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        for (size_t sent = 0; sent < msgs.size();) {
+          const int n =
+              ::sendmmsg(batch[first].fd, &msgs[sent],
+                         static_cast<unsigned>(std::min<size_t>(msgs.size() - sent, UINT_MAX)),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+          if (n > 0) {
+            sent += static_cast<size_t>(n);
+            continue;
+          }
+          const Datagram& d = batch[index[sent]];
+          if (d.query != 0) {
+            backend_.report("dns_upstream_unreachable",
+                            config_.upstreams[pending_.at(d.query).upstream].to_string() + ": " +
+                                std::strerror(errno));
+            failed.push_back(d.query);
+          }
+          ++sent;
+        }
+        first = end;
+      }
+      for (uint64_t id : failed) next_upstream(id);
+    } while (!outbox_.empty());
   }
 
   // ---- upstreams ----
@@ -672,13 +802,13 @@ class DnsProxy::Loop {
         } while (waiting_.count(wait_key(sock, p.upstream_id)));
         put_id(p.wire, p.upstream_id);
         UpstreamSocket& s = upstream_sockets_.at(sock);
-        ok = ::send(s.fd.get(), p.wire.data(), p.wire.size(), 0) >= 0;
         s.uses++;
-        if (ok) {
-          s.waiting++;
-          p.udp_socket = sock;
-          waiting_[wait_key(sock, p.upstream_id)] = id;
-        }
+        s.waiting++;
+        p.udp_socket = sock;
+        waiting_[wait_key(sock, p.upstream_id)] = id;
+        Datagram& d = outbox_.emplace_back();
+        d.fd = s.fd.get();
+        d.query = id;
       }
     } else {
       p.upstream_id = random_id();
@@ -704,7 +834,7 @@ class DnsProxy::Loop {
       return;
     }
     p.deadline = Clock::now() + config_.upstream_timeout;
-    add_timer(p.deadline, Kind::kUpstream, id);
+    upstream_deadlines_.emplace_back(p.deadline, id);
   }
 
   void next_upstream(uint64_t id) {
@@ -779,12 +909,11 @@ class DnsProxy::Loop {
   }
 
   void upstream_udp_ready(uint64_t serial) {
-    uint8_t buf[kMaxMessage];
-    for (int i = 0; i < kReadBurst; ++i) {
+    for (int read = 0; read < kReadBurst;) {
       auto sock = upstream_sockets_.find(serial);
       if (sock == upstream_sockets_.end()) return;
-      const ssize_t n = ::recv(sock->second.fd.get(), buf, sizeof buf, 0);
-      if (n < 0 && errno == EAGAIN) return;
+      const int n = recv_batch_.receive(sock->second.fd.get());
+      if (n == 0) return;
       if (n < 0) {
         // An ICMP error (port unreachable): that upstream is not there.
         // Every query waiting on this socket went to it; try the next.
@@ -796,21 +925,26 @@ class DnsProxy::Loop {
           if (key >> 16 == serial) failed.push_back(pending);
         }
         for (uint64_t pending : failed) next_upstream(pending);
+        ++read;
         continue;
       }
-      if (n < static_cast<ssize_t>(kHeaderSize)) continue;
-      const auto waiter =
-          waiting_.find(wait_key(serial, static_cast<uint16_t>(buf[0] << 8 | buf[1])));
-      if (waiter == waiting_.end()) continue;  // late, or not ours
-      std::vector<uint8_t> answer(buf, buf + n);
-      try_answer(waiter->second, answer);
+      for (int i = 0; i < n; ++i) {
+        const std::span<uint8_t> answer = recv_batch_.message(i);
+        if (answer.size() < kHeaderSize || recv_batch_.truncated(i)) continue;
+        const auto waiter =
+            waiting_.find(wait_key(serial, static_cast<uint16_t>(answer[0] << 8 | answer[1])));
+        if (waiter == waiting_.end()) continue;  // late, or not ours
+        try_answer(waiter->second, answer);
+      }
+      if (static_cast<unsigned>(n) < kBatch) return;
+      read += n;
     }
   }
 
   // An answer for query `id`? Returns false (and leaves the query waiting)
   // for anything that is not: wrong id, wrong question, not a response, or
   // unparseable. Off-path forgeries must match both to be considered.
-  bool try_answer(uint64_t id, std::vector<uint8_t>& answer) {
+  bool try_answer(uint64_t id, std::span<uint8_t> answer) {
     Pending& p = pending_.at(id);
     auto message = parse_message(answer);
     if (!message.ok() || !message->header.qr || message->header.id != p.upstream_id ||
@@ -826,7 +960,7 @@ class DnsProxy::Loop {
 
   // The answer goes to the client only after its addresses are in the
   // kernel. The policy is read again: it may have changed in flight.
-  void release(const Pending& p, const Message& message, std::vector<uint8_t>& answer) {
+  void release(const Pending& p, const Message& message, std::span<uint8_t> answer) {
     const auto refuse = [&](uint16_t code) {
       reply(p.client, &p.query, make_error_response(p.query, p.client_wire, code));
     };
@@ -869,7 +1003,7 @@ class DnsProxy::Loop {
     cap_ttls(answer, message, config_.max_ttl);
     put_id(answer, p.query.header.id);
     count([](ProxyStats& s) { s.answered++; });
-    reply(p.client, &p.query, answer);
+    reply(p.client, &p.query, std::vector<uint8_t>(answer.begin(), answer.end()));
   }
 
   ProxyConfig config_;
@@ -883,19 +1017,22 @@ class DnsProxy::Loop {
   std::mutex tasks_mu_;
   std::deque<std::function<void()>> tasks_;
 
+  ProxyStats stats_;  // loop thread only
   mutable std::mutex stats_mu_;
-  ProxyStats stats_;
+  ProxyStats published_stats_;  // a copy per loop turn, for stats()
 
   // Loop-thread state.
   std::unordered_map<int, Ref> refs_;
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> endpoints_;
   std::unordered_map<uint64_t, TcpClient> clients_;
   std::unordered_map<uint64_t, Pending> pending_;
-  std::multimap<Clock::time_point, Ref> timers_;
+  Deadlines upstream_deadlines_, client_deadlines_;
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
   std::vector<size_t> next_slot_;
   std::unordered_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
+  RecvBatch recv_batch_;
+  std::vector<Datagram> outbox_;
   uint64_t next_id_ = 1;
 };
 

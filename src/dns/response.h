@@ -25,15 +25,15 @@ std::vector<uint8_t> make_error_response(const Query& query, std::span<const uin
 // when even the header is incomplete.
 std::vector<uint8_t> make_header_response(std::span<const uint8_t> wire, uint16_t rcode);
 
-// `response` if it fits in `max_size` bytes; otherwise its header and
-// question with TC set and no records but an OPT (if `response` had one),
-// which tells the client to ask again over TCP (RFC 1035 4.2.1, 6891 7).
 // Lowers every record TTL in `wire` (the wire form `message` was parsed
 // from) to at most `max_ttl`, so no client caches an address longer than
 // the filter will allow it. The OPT record, whose TTL field holds flags, is
 // not touched.
 void cap_ttls(std::span<uint8_t> wire, const Message& message, uint32_t max_ttl);
 
+// `response` if it fits in `max_size` bytes; otherwise its header and
+// question with TC set and no records but an OPT (if `response` had one),
+// which tells the client to ask again over TCP (RFC 1035 4.2.1, 6891 7).
 Result<std::vector<uint8_t>> fit_for_udp(std::span<const uint8_t> response, size_t max_size);
 
 }  // namespace sebpf::dns
