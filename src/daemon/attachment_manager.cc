@@ -353,6 +353,16 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
     rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
   }
   if (rules.empty()) return ok_status();
+  // One rule per host, the longest-lived: answers may name a host twice,
+  // and of two writes to one key the last would stand.
+  std::sort(rules.begin(), rules.end(), [](const datapath::Rule& a, const datapath::Rule& b) {
+    return a.prefix != b.prefix ? a.prefix < b.prefix : a.expires > b.expires;
+  });
+  rules.erase(std::unique(rules.begin(), rules.end(),
+                          [](const datapath::Rule& a, const datapath::Rule& b) {
+                            return a.prefix == b.prefix;
+                          }),
+              rules.end());
   SEBPF_RETURN_IF_ERROR(dp_->add_rules(record->key, rules));
   for (const datapath::Rule& rule : rules) {
     auto& held = hosts[rule.prefix.address()];

@@ -443,9 +443,15 @@ Status Datapath::add_rules(const AttachmentKey& key, std::span<const Rule> rules
   std::vector<RuleEntry> entries;
   entries.reserve(rules.size());
   for (const Rule& rule : rules) {
-    // Merge into what the prefix holds: the other action's side stays.
-    SEBPF_ASSIGN_OR_RETURN(auto existing, impl_->rules->read(att.ruleset, rule.prefix));
-    RuleEntry entry{rule.prefix, existing.value_or(sebpf_rule{})};
+    RuleEntry entry{rule.prefix, sebpf_rule{}};
+    // Merge into what the prefix holds: the other action's side stays. A
+    // learned rule is only ever written where no rule of the user's is (see
+    // Rule::learned), so it replaces at most an earlier learned one: no
+    // read, which would be a system call per address the DNS proxy learns.
+    if (!rule.learned) {
+      SEBPF_ASSIGN_OR_RETURN(auto existing, impl_->rules->read(att.ruleset, rule.prefix));
+      entry.value = existing.value_or(sebpf_rule{});
+    }
     apply_rule(entry.value, rule);
     entries.push_back(entry);
   }

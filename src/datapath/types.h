@@ -44,7 +44,9 @@ struct Rule {
   Action action = Action::kAllow;
   std::optional<BootClock::time_point> expires;  // none: never
   // An allow the DNS proxy learned from an answer (always a host, always
-  // expiring); the daemon keeps learned and explicit rules apart.
+  // expiring); the daemon keeps learned and explicit rules apart, and
+  // writes a learned rule only for a host that holds no rule of the user's
+  // (either action): Datapath::add_rules overwrites its entry whole.
   bool learned = false;
 
   bool operator==(const Rule&) const = default;

@@ -223,6 +223,9 @@ class DnsProxy::Loop {
       for (const auto* fds : {&it->second->udp, &it->second->tcp}) {
         for (const UniqueFd& fd : *fds) unwatch(fd.get());
       }
+      // Closed at the end of this turn: replies queued for its clients
+      // meanwhile must not go out through a reused descriptor number.
+      closing_.push_back(std::move(it->second));
       endpoints_.erase(it);
       for (auto c = clients_.begin(); c != clients_.end();) {
         if (c->second.attachment == attachment) {
@@ -353,7 +356,9 @@ class DnsProxy::Loop {
         dispatch(fd, ref->second, events[static_cast<size_t>(i)].events);
       }
       fire_timers();
+      learn_and_release();
       flush_datagrams();
+      closing_.clear();
     }
   }
 
@@ -953,14 +958,14 @@ class DnsProxy::Loop {
         message->questions[0].klass != p.query.question.klass) {
       return false;
     }
-    Pending done = finish(id);
-    release(done, *message, answer);
+    release(finish(id), *message, answer);
     return true;
   }
 
   // The answer goes to the client only after its addresses are in the
-  // kernel. The policy is read again: it may have changed in flight.
-  void release(const Pending& p, const Message& message, std::span<uint8_t> answer) {
+  // kernel (learn_and_release). The policy is read again: it may have
+  // changed in flight.
+  void release(Pending p, const Message& message, std::span<uint8_t> answer) {
     const auto refuse = [&](uint16_t code) {
       reply(p.client, &p.query, make_error_response(p.query, p.client_wire, code));
     };
@@ -991,19 +996,51 @@ class DnsProxy::Loop {
         a.ttl = std::clamp(a.ttl, config_.min_ttl, config_.max_ttl);
       }
       if (!learned->addresses.empty()) {
-        if (auto s = backend_.learn(p.attachment, learned->addresses); !s.ok()) {
-          backend_.report("dns_learn_failed", s.error().message());
-          count([](ProxyStats& st) { st.servfail++; });
-          refuse(rcode::kServFail);
-          return;
-        }
-        count([&](ProxyStats& s) { s.learned += learned->addresses.size(); });
+        cap_ttls(answer, message, config_.max_ttl);
+        put_id(answer, p.query.header.id);
+        learning_.push_back({std::move(p), std::vector<uint8_t>(answer.begin(), answer.end()),
+                             std::move(learned->addresses)});
+        return;
       }
     }
     cap_ttls(answer, message, config_.max_ttl);
     put_id(answer, p.query.header.id);
     count([](ProxyStats& s) { s.answered++; });
     reply(p.client, &p.query, std::vector<uint8_t>(answer.begin(), answer.end()));
+  }
+
+  // Writes what this turn's answers taught, one learn() per attachment
+  // (a few system calls for the lot instead of a few per answer), then
+  // queues the answers; if the write failed, SERVFAIL instead.
+  void learn_and_release() {
+    std::vector<Learning> batch;
+    batch.swap(learning_);
+    std::stable_sort(batch.begin(), batch.end(), [](const Learning& a, const Learning& b) {
+      return a.query.attachment < b.query.attachment;
+    });
+    std::vector<LearnedAddress> addresses;
+    for (size_t first = 0; first < batch.size();) {
+      const uint64_t attachment = batch[first].query.attachment;
+      size_t end = first;
+      addresses.clear();
+      for (; end < batch.size() && batch[end].query.attachment == attachment; ++end) {
+        addresses.insert(addresses.end(), batch[end].addresses.begin(), batch[end].addresses.end());
+      }
+      const Status learned = backend_.learn(attachment, addresses);
+      if (!learned.ok()) backend_.report("dns_learn_failed", learned.error().message());
+      for (size_t i = first; i < end; ++i) {
+        Learning& l = batch[i];
+        if (learned.ok()) {
+          count([&](ProxyStats& s) { s.answered++, s.learned += l.addresses.size(); });
+          reply(l.query.client, &l.query.query, std::move(l.answer));
+        } else {
+          count([](ProxyStats& s) { s.servfail++; });
+          reply(l.query.client, &l.query.query,
+                make_error_response(l.query.query, l.query.client_wire, rcode::kServFail));
+        }
+      }
+      first = end;
+    }
   }
 
   ProxyConfig config_;
@@ -1032,7 +1069,16 @@ class DnsProxy::Loop {
   std::vector<size_t> next_slot_;
   std::unordered_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
   RecvBatch recv_batch_;
+  // Answers waiting for this turn's learn(), replies and queries for its
+  // sendmmsg, endpoints whose sockets close when the turn is over.
+  struct Learning {
+    Pending query;
+    std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
+    std::vector<LearnedAddress> addresses;
+  };
+  std::vector<Learning> learning_;
   std::vector<Datagram> outbox_;
+  std::vector<std::shared_ptr<Endpoint>> closing_;
   uint64_t next_id_ = 1;
 };
 

@@ -168,17 +168,22 @@ std::string IpAddress::to_string() const {
   return buf;
 }
 
-Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::string_view shown) {
+Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::string_view text) {
+  // Errors show the input as given, or (from make, whose callers mostly
+  // pass valid prefixes) as address/length, built only when needed.
+  const auto shown = [&] {
+    return text.empty() ? address.to_string() + "/" + std::to_string(length) : std::string(text);
+  };
   const int max = address.max_prefix_length();
   if (length < 0 || length > max) {
-    return invalid(shown, "CIDR prefix",
+    return invalid(shown(), "CIDR prefix",
                    "the prefix length must be 0 to " + std::to_string(max) +
                        (max == 32 ? " for IPv4" : " for IPv6"));
   }
   const IpAddress base = masked(address, length);
   if (base != address) {
     // Guessing which rule was meant is not our call: name the fix instead.
-    return invalid(shown, "CIDR prefix",
+    return invalid(shown(), "CIDR prefix",
                    "host bits are set after the first " + std::to_string(length) +
                        " bits; did you mean \"" + base.to_string() + "/" + std::to_string(length) +
                        "\"?");
@@ -187,7 +192,7 @@ Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::st
   if (length >= 96 && address.is_v4_mapped()) {
     uint32_t v4 = 0;
     std::memcpy(&v4, address.bytes().data() + 12, 4);
-    return invalid(shown, "CIDR prefix",
+    return invalid(shown(), "CIDR prefix",
                    "the kernel sees IPv4-mapped addresses (::ffff:0:0/96) as IPv4, so this rule "
                    "would never match; use " +
                        IpAddress::v4(v4).to_string() + "/" + std::to_string(length - 96));
@@ -199,7 +204,7 @@ Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::st
 }
 
 Result<IpPrefix> IpPrefix::make(const IpAddress& address, int length) {
-  return checked(address, length, address.to_string() + "/" + std::to_string(length));
+  return checked(address, length, {});
 }
 
 Result<IpPrefix> IpPrefix::parse(std::string_view text) {

@@ -62,8 +62,9 @@ class IpPrefix {
   bool operator==(const IpPrefix&) const = default;
 
  private:
-  // The checks behind parse() and make(); errors quote `shown`.
-  static Result<IpPrefix> checked(const IpAddress& address, int length, std::string_view shown);
+  // The checks behind parse() and make(); errors quote `text`, the input as
+  // written (empty: address/length).
+  static Result<IpPrefix> checked(const IpAddress& address, int length, std::string_view text);
 
   IpAddress address_;
   int length_ = 0;
