@@ -64,6 +64,8 @@ struct DaemonConfig {
   uint32_t dns_max_inflight = 512;
   uint32_t dns_max_qps = 5000;
   uint32_t dns_max_tcp_clients = 64;
+  // Threads serving the DNS endpoints; 0: one per CPU, at most 4.
+  uint32_t dns_threads = 0;
 
   // How often expired rules are reclaimed (the kernel ignores them at once;
   // this only frees memory).

@@ -1,5 +1,8 @@
 #include "daemon/dns_backend.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "dns/resolv_conf.h"
 
 namespace sebpf::daemon {
@@ -21,6 +24,8 @@ Result<dns::ProxyConfig> proxy_config(const DaemonConfig& config) {
   out.max_inflight = config.dns_max_inflight;
   out.max_qps = config.dns_max_qps;
   out.max_tcp_clients = config.dns_max_tcp_clients;
+  out.threads = config.dns_threads != 0 ? config.dns_threads
+                                        : std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
   return out;
 }
 

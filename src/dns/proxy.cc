@@ -121,8 +121,67 @@ class RecvBatch {
   std::array<sockaddr_storage, kBatch> peers_{};
 };
 
+// One attachment's endpoint: its sockets, served by every loop, and the
+// limits the loops share.
+struct Endpoint {
+  uint64_t attachment = 0;
+  std::vector<UniqueFd> udp, tcp;
+  std::atomic<uint32_t> inflight{0};
+  std::atomic<uint32_t> tcp_clients{0};
+  std::mutex bucket_mu;  // the qps token bucket
+  double tokens = 0;
+  Clock::time_point refilled;
+};
+
+// Binds the endpoint's sockets (in the workload's network namespace when
+// spec.netns_fd is set). An address the namespace does not have (::1 where
+// IPv6 is turned off, as container runtimes often do) is skipped and named
+// in `skipped`; none at all is an error.
+Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec,
+                                                std::vector<std::string>& skipped) {
+  auto endpoint = std::make_shared<Endpoint>();
+  endpoint->attachment = spec.attachment;
+  const auto bind_all = [&]() -> Status {
+    for (const net::SocketAddress& address : spec.addresses) {
+      auto udp = bind_socket(address, SOCK_DGRAM, spec.device);
+      if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
+        skipped.push_back(udp.error().message());
+        continue;
+      }
+      if (!udp.ok()) return udp.error();
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
+      endpoint->udp.push_back(std::move(*udp));
+      endpoint->tcp.push_back(std::move(tcp));
+    }
+    if (endpoint->udp.empty() && !skipped.empty()) {
+      return Error(Errc::kFailedPrecondition, skipped.front());
+    }
+    return ok_status();
+  };
+  if (spec.netns_fd < 0) {
+    SEBPF_RETURN_IF_ERROR(bind_all());
+  } else {
+    // A socket belongs to the namespace it was made in; setns() changes
+    // only the calling thread's, so a short-lived thread makes them.
+    Status made = ok_status();
+    std::thread([&] {
+      if (setns(spec.netns_fd, CLONE_NEWNET) != 0) {
+        made = errno_error("enter the workload's network namespace");
+        return;
+      }
+      made = bind_all();
+    }).join();
+    SEBPF_RETURN_IF_ERROR(made);
+  }
+  return endpoint;
+}
+
 }  // namespace
 
+// One event loop on a thread of its own. Every loop watches every
+// endpoint's sockets (EPOLLEXCLUSIVE: a datagram or connection wakes one
+// loop, an idle one if there is), and owns what it took in: the queries it
+// read, its upstream sockets, the TCP clients it accepted.
 class DnsProxy::Loop {
  public:
   Loop(const ProxyConfig& config, ProxyBackend& backend) : config_(config), backend_(backend) {}
@@ -155,65 +214,20 @@ class DnsProxy::Loop {
     (void)!::write(wake_.get(), &one, sizeof one);
   }
 
-  Status open_endpoint(const EndpointSpec& spec) {
-    auto endpoint = std::make_unique<Endpoint>();
-    endpoint->attachment = spec.attachment;
-    endpoint->tokens = config_.max_qps;
-    endpoint->refilled = Clock::now();
-    // An address the namespace does not have (::1 where IPv6 is turned
-    // off, as container runtimes often do) is skipped; none at all is an
-    // error.
-    std::vector<std::string> skipped;
-    const auto bind_all = [&]() -> Status {
-      for (const net::SocketAddress& address : spec.addresses) {
-        auto udp = bind_socket(address, SOCK_DGRAM, spec.device);
-        if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
-          skipped.push_back(udp.error().message());
-          continue;
-        }
-        if (!udp.ok()) return udp.error();
-        SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
-        endpoint->udp.push_back(std::move(*udp));
-        endpoint->tcp.push_back(std::move(tcp));
-      }
-      if (endpoint->udp.empty() && !skipped.empty()) {
-        return Error(Errc::kFailedPrecondition, skipped.front());
-      }
-      return ok_status();
-    };
-    if (spec.netns_fd < 0) {
-      SEBPF_RETURN_IF_ERROR(bind_all());
-    } else {
-      // A socket belongs to the namespace it was made in; setns() changes
-      // only the calling thread's, so a short-lived thread makes them.
-      Status made = ok_status();
-      std::thread([&] {
-        if (setns(spec.netns_fd, CLONE_NEWNET) != 0) {
-          made = errno_error("enter the workload's network namespace");
-          return;
-        }
-        made = bind_all();
-      }).join();
-      SEBPF_RETURN_IF_ERROR(made);
-    }
-    for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
-    post([this, endpoint = std::shared_ptr<Endpoint>(std::move(endpoint))]() mutable {
+  // Serves the endpoint from the loop's next turn.
+  void open_endpoint(std::shared_ptr<Endpoint> endpoint) {
+    post([this, endpoint = std::move(endpoint)]() mutable {
       const uint64_t attachment = endpoint->attachment;
-      if (endpoints_.count(attachment)) {
-        backend_.report("dns_endpoint_duplicate", "attachment " + std::to_string(attachment));
-        return;
-      }
       for (const auto* fds : {&endpoint->udp, &endpoint->tcp}) {
         const Kind kind = fds == &endpoint->udp ? Kind::kEndpointUdp : Kind::kEndpointTcp;
         for (const UniqueFd& fd : *fds) {
-          if (auto s = watch(fd.get(), EPOLLIN, {kind, attachment}); !s.ok()) {
+          if (auto s = watch(fd.get(), EPOLLIN | EPOLLEXCLUSIVE, {kind, attachment}); !s.ok()) {
             backend_.report("dns_endpoint_failed", s.error().message());
           }
         }
       }
       endpoints_[attachment] = std::move(endpoint);
     });
-    return ok_status();
   }
 
   void close_endpoint(uint64_t attachment) {
@@ -223,8 +237,9 @@ class DnsProxy::Loop {
       for (const auto* fds : {&it->second->udp, &it->second->tcp}) {
         for (const UniqueFd& fd : *fds) unwatch(fd.get());
       }
-      // Closed at the end of this turn: replies queued for its clients
-      // meanwhile must not go out through a reused descriptor number.
+      // Let go of at the end of this turn (the sockets close when every
+      // loop has): replies queued for its clients meanwhile must not go
+      // out through a reused descriptor number.
       closing_.push_back(std::move(it->second));
       endpoints_.erase(it);
       for (auto c = clients_.begin(); c != clients_.end();) {
@@ -263,15 +278,6 @@ class DnsProxy::Loop {
   struct Ref {
     Kind kind;
     uint64_t id;  // attachment, client or pending query
-  };
-
-  struct Endpoint {
-    uint64_t attachment = 0;
-    std::vector<UniqueFd> udp, tcp;
-    uint32_t inflight = 0;
-    uint32_t tcp_clients = 0;
-    double tokens = 0;
-    Clock::time_point refilled;
   };
 
   struct TcpClient {
@@ -443,6 +449,7 @@ class DnsProxy::Loop {
 
   bool take_token(Endpoint& ep) {
     if (config_.max_qps == 0) return true;
+    std::lock_guard lock(ep.bucket_mu);
     const auto now = Clock::now();
     const double elapsed = std::chrono::duration<double>(now - ep.refilled).count();
     ep.refilled = now;
@@ -479,7 +486,9 @@ class DnsProxy::Loop {
     while (true) {
       UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
       if (!fd) return;
-      if (ep->second->tcp_clients >= config_.max_tcp_clients) {
+      // Counted first, then checked: the loops share the count.
+      if (ep->second->tcp_clients.fetch_add(1) >= config_.max_tcp_clients) {
+        ep->second->tcp_clients--;
         count([](ProxyStats& s) { s.rate_limited++; });
         continue;  // closed at once
       }
@@ -489,10 +498,12 @@ class DnsProxy::Loop {
       client.fd = std::move(fd);
       client.attachment = attachment;
       client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
-      if (!watch(raw, EPOLLIN, {Kind::kTcpClient, id}).ok()) continue;
+      if (!watch(raw, EPOLLIN, {Kind::kTcpClient, id}).ok()) {
+        ep->second->tcp_clients--;
+        continue;
+      }
       client_deadlines_.emplace_back(client.idle_deadline, id);
       clients_.emplace(id, std::move(client));
-      ep->second->tcp_clients++;
     }
   }
 
@@ -622,17 +633,16 @@ class DnsProxy::Loop {
       return;
     }
     Endpoint& endpoint = *ep->second;
-    if (endpoint.inflight >= config_.max_inflight) {
+    auto tcp_client = clients_.find(client.tcp_client);
+    if (client.tcp && tcp_client == clients_.end()) return;
+    // Counted first, then checked: the loops share the count.
+    if (endpoint.inflight.fetch_add(1) >= config_.max_inflight) {
+      endpoint.inflight--;
       count([](ProxyStats& s) { s.rate_limited++; });
       if (client.tcp) reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
-    if (client.tcp) {
-      auto c = clients_.find(client.tcp_client);
-      if (c == clients_.end()) return;
-      c->second.inflight++;
-    }
-    endpoint.inflight++;
+    if (client.tcp) tcp_client->second.inflight++;
     const uint64_t id = next_id_++;
     Pending& p = pending_[id];
     p.attachment = attachment;
@@ -1082,7 +1092,25 @@ class DnsProxy::Loop {
   uint64_t next_id_ = 1;
 };
 
-DnsProxy::DnsProxy(std::unique_ptr<Loop> loop) : loop_(std::move(loop)) {}
+namespace {
+
+ProxyStats& operator+=(ProxyStats& sum, const ProxyStats& s) {
+  sum.queries += s.queries;
+  sum.refused += s.refused;
+  sum.forwarded += s.forwarded;
+  sum.answered += s.answered;
+  sum.servfail += s.servfail;
+  sum.malformed += s.malformed;
+  sum.rate_limited += s.rate_limited;
+  sum.learned += s.learned;
+  return sum;
+}
+
+}  // namespace
+
+DnsProxy::DnsProxy(const ProxyConfig& config, ProxyBackend& backend)
+    : config_(config), backend_(backend) {}
+
 DnsProxy::~DnsProxy() = default;
 
 Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
@@ -1090,13 +1118,41 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
   if (config.min_ttl > config.max_ttl) {
     return Error(Errc::kInvalidArgument, "DNS min_ttl is above max_ttl");
   }
-  auto loop = std::make_unique<Loop>(config, backend);
-  SEBPF_RETURN_IF_ERROR(loop->init());
-  return std::unique_ptr<DnsProxy>(new DnsProxy(std::move(loop)));
+  if (config.threads == 0) return Error(Errc::kInvalidArgument, "DNS threads must be at least 1");
+  std::unique_ptr<DnsProxy> proxy(new DnsProxy(config, backend));
+  for (unsigned i = 0; i < config.threads; ++i) {
+    auto loop = std::make_unique<Loop>(config, backend);
+    SEBPF_RETURN_IF_ERROR(loop->init());
+    proxy->loops_.push_back(std::move(loop));
+  }
+  return proxy;
 }
 
-Status DnsProxy::open_endpoint(const EndpointSpec& spec) { return loop_->open_endpoint(spec); }
-void DnsProxy::close_endpoint(uint64_t attachment) { loop_->close_endpoint(attachment); }
-ProxyStats DnsProxy::stats() const { return loop_->stats(); }
+Status DnsProxy::open_endpoint(const EndpointSpec& spec) {
+  std::vector<std::string> skipped;
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, skipped));
+  for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
+  endpoint->tokens = config_.max_qps;
+  endpoint->refilled = Clock::now();
+  std::lock_guard lock(mu_);
+  if (!open_.insert(spec.attachment).second) {
+    return Error(Errc::kAlreadyExists,
+                 "attachment " + std::to_string(spec.attachment) + " has a DNS endpoint already");
+  }
+  for (auto& loop : loops_) loop->open_endpoint(endpoint);
+  return ok_status();
+}
+
+void DnsProxy::close_endpoint(uint64_t attachment) {
+  std::lock_guard lock(mu_);
+  if (open_.erase(attachment) == 0) return;
+  for (auto& loop : loops_) loop->close_endpoint(attachment);
+}
+
+ProxyStats DnsProxy::stats() const {
+  ProxyStats sum;
+  for (const auto& loop : loops_) sum += loop->stats();
+  return sum;
+}
 
 }  // namespace sebpf::dns

@@ -1,5 +1,7 @@
 // The per-attachment DNS endpoints: one UDP and one TCP socket per address
-// of each attachment's endpoint, all served by one event-loop thread.
+// of each attachment's endpoint, all served by a few event-loop threads
+// (ProxyConfig::threads), each of which takes whatever arrives while it is
+// idle.
 //
 // A query is judged by the attachment's DNS mode and domain rules before
 // anything leaves the host (a query can carry data out). An allowed one is
@@ -15,9 +17,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "common/result.h"
@@ -42,9 +46,12 @@ struct ProxyConfig {
   uint32_t max_qps = 5000;
   uint32_t max_tcp_clients = 64;
   std::chrono::seconds tcp_idle_timeout{10};
+  // Event-loop threads serving every endpoint; at least 1.
+  unsigned threads = 1;
 };
 
-// What the proxy asks of the daemon. Called on the proxy's thread.
+// What the proxy asks of the daemon. Called on the proxy's threads, so
+// concurrently when it has more than one.
 class ProxyBackend {
  public:
   virtual ~ProxyBackend() = default;
@@ -89,9 +96,9 @@ class DnsProxy {
   DnsProxy& operator=(const DnsProxy&) = delete;
 
   // Binds the endpoint's sockets now (errors such as a port in use come
-  // back here); the loop serves them from its next turn. One endpoint per
-  // attachment. Neither call waits for the loop's thread, so callers may
-  // hold locks the backend takes.
+  // back here); the loops serve them from their next turn. One endpoint per
+  // attachment (a second is Errc::kAlreadyExists). Neither call waits for
+  // the loops' threads, so callers may hold locks the backend takes.
   Status open_endpoint(const EndpointSpec& spec);
   // Stops serving and closes the sockets on the loop's next turn; queries
   // in flight are dropped.
@@ -102,8 +109,13 @@ class DnsProxy {
   class Loop;
 
  private:
-  explicit DnsProxy(std::unique_ptr<Loop> loop);
-  std::unique_ptr<Loop> loop_;
+  DnsProxy(const ProxyConfig& config, ProxyBackend& backend);
+
+  const ProxyConfig config_;
+  ProxyBackend& backend_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::mutex mu_;                      // open_, and the order of posts to the loops
+  std::unordered_set<uint64_t> open_;  // attachments with an endpoint
 };
 
 }  // namespace sebpf::dns

@@ -45,6 +45,7 @@ dns:
   max_inflight: 100
   max_qps: 0
   max_tcp_clients: 8
+  threads: 3
 )",
                                           c);
   ASSERT_TRUE(status.ok()) << status.error().message();
@@ -73,6 +74,7 @@ dns:
   EXPECT_EQ(c.dns_max_inflight, 100U);
   EXPECT_EQ(c.dns_max_qps, 0U);
   EXPECT_EQ(c.dns_max_tcp_clients, 8U);
+  EXPECT_EQ(c.dns_threads, 3U);
   EXPECT_TRUE(validate_daemon_config(c).ok());
 }
 
