@@ -5,9 +5,9 @@
 #pragma once
 
 #include <chrono>
-#include <map>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
@@ -68,8 +68,10 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
 // Addresses the DNS proxy learned for one attachment, each with the boot
 // clock deadline the kernel enforces. Not in the state file: the kernel
 // maps hold them (flagged as learned) and a restarted daemon reads them
-// back; after a reboot workloads simply resolve again.
-using LearnedHosts = std::map<net::IpAddress, datapath::BootClock::time_point>;
+// back; after a reboot workloads simply resolve again. Hashed: every
+// answer the DNS proxy releases looks its addresses up here.
+using LearnedHosts =
+    std::unordered_map<net::IpAddress, datapath::BootClock::time_point, net::IpAddressHash>;
 
 // Whether a learned allow for `address` may be written: the longest
 // unexpired explicit rule covering it must neither be a rule for exactly

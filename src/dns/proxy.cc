@@ -299,7 +299,6 @@ class DnsProxy::Loop {
   struct Pending {
     uint64_t attachment = 0;
     ClientRef client;
-    std::vector<uint8_t> client_wire;  // as received: echoed in our own errors
     Query query;
     std::vector<uint8_t> wire;  // as sent upstream: a fresh id
     uint16_t upstream_id = 0;
@@ -647,9 +646,8 @@ class DnsProxy::Loop {
     Pending& p = pending_[id];
     p.attachment = attachment;
     p.client = client;
-    p.client_wire.assign(wire.begin(), wire.end());
     p.query = std::move(*query);
-    p.wire = p.client_wire;
+    p.wire.assign(wire.begin(), wire.end());
     p.upstream = 0;
     p.attempts_left = std::max<size_t>(2, config_.upstreams.size());
     // A client over TCP wants what does not fit in UDP: ask over TCP.
@@ -681,16 +679,19 @@ class DnsProxy::Loop {
         std::lock_guard lock(stats_mu_);
         published_stats_ = stats_;
       }
-      std::vector<Datagram> batch;
-      batch.swap(outbox_);
+      std::vector<Datagram>& batch = outbox_turn_;
+      batch.swap(outbox_);  // keeps both vectors' capacity from turn to turn
       std::stable_sort(batch.begin(), batch.end(),
                        [](const Datagram& a, const Datagram& b) { return a.fd < b.fd; });
       std::vector<uint64_t> failed;
+      std::vector<mmsghdr>& msgs = send_msgs_;
+      std::vector<iovec>& iov = send_iov_;
+      std::vector<size_t>& index = send_index_;
       for (size_t first = 0; first < batch.size();) {
         size_t end = first;
-        std::vector<mmsghdr> msgs;
-        std::vector<iovec> iov;
-        std::vector<size_t> index;
+        msgs.clear();
+        iov.clear();
+        index.clear();
         for (; end < batch.size() && batch[end].fd == batch[first].fd; ++end) {
           Datagram& d = batch[end];
           std::span<uint8_t> bytes = d.bytes;
@@ -732,6 +733,7 @@ class DnsProxy::Loop {
         }
         first = end;
       }
+      batch.clear();
       for (uint64_t id : failed) next_upstream(id);
     } while (!outbox_.empty());
   }
@@ -860,12 +862,19 @@ class DnsProxy::Loop {
     if (--p.attempts_left == 0) {
       count([](ProxyStats& s) { s.servfail++; });
       const Pending done = finish(id);
-      reply(done.client, &done.query,
-            make_error_response(done.query, done.client_wire, rcode::kServFail));
+      reply(done.client, &done.query, error_response(done, rcode::kServFail));
       return;
     }
     p.upstream = (p.upstream + 1) % config_.upstreams.size();
     send_upstream(id);
+  }
+
+  // Our own answer to a forwarded query: its header and question as the
+  // client sent them (the wire we keep carries the upstream's id).
+  static std::vector<uint8_t> error_response(const Pending& p, uint16_t code) {
+    std::vector<uint8_t> out = make_error_response(p.query, p.wire, code);
+    put_id(out, p.query.header.id);
+    return out;
   }
 
   // Takes the query out of the books (in-flight counts included).
@@ -976,9 +985,7 @@ class DnsProxy::Loop {
   // kernel (learn_and_release). The policy is read again: it may have
   // changed in flight.
   void release(Pending p, const Message& message, std::span<uint8_t> answer) {
-    const auto refuse = [&](uint16_t code) {
-      reply(p.client, &p.query, make_error_response(p.query, p.client_wire, code));
-    };
+    const auto refuse = [&](uint16_t code) { reply(p.client, &p.query, error_response(p, code)); };
     const auto policy = backend_.name_policy(p.attachment);
     if (!policy) return;
     const QueryVerdict verdict = judge_query(*policy, p.query.question.name);
@@ -1023,8 +1030,8 @@ class DnsProxy::Loop {
   // (a few system calls for the lot instead of a few per answer), then
   // queues the answers; if the write failed, SERVFAIL instead.
   void learn_and_release() {
-    std::vector<Learning> batch;
-    batch.swap(learning_);
+    std::vector<Learning>& batch = learning_turn_;
+    batch.swap(learning_);  // keeps both vectors' capacity from turn to turn
     std::stable_sort(batch.begin(), batch.end(), [](const Learning& a, const Learning& b) {
       return a.query.attachment < b.query.attachment;
     });
@@ -1045,12 +1052,12 @@ class DnsProxy::Loop {
           reply(l.query.client, &l.query.query, std::move(l.answer));
         } else {
           count([](ProxyStats& s) { s.servfail++; });
-          reply(l.query.client, &l.query.query,
-                make_error_response(l.query.query, l.query.client_wire, rcode::kServFail));
+          reply(l.query.client, &l.query.query, error_response(l.query, rcode::kServFail));
         }
       }
       first = end;
     }
+    batch.clear();
   }
 
   ProxyConfig config_;
@@ -1086,8 +1093,11 @@ class DnsProxy::Loop {
     std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
     std::vector<LearnedAddress> addresses;
   };
-  std::vector<Learning> learning_;
-  std::vector<Datagram> outbox_;
+  std::vector<Learning> learning_, learning_turn_;
+  std::vector<Datagram> outbox_, outbox_turn_;
+  std::vector<mmsghdr> send_msgs_;  // flush_datagrams' scratch space
+  std::vector<iovec> send_iov_;
+  std::vector<size_t> send_index_;
   std::vector<std::shared_ptr<Endpoint>> closing_;
   uint64_t next_id_ = 1;
 };

@@ -203,6 +203,13 @@ Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::st
   return p;
 }
 
+size_t IpAddressHash::operator()(const IpAddress& address) const noexcept {
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a over family and bytes
+  h = (h ^ static_cast<uint8_t>(address.family())) * 1099511628211ULL;
+  for (const uint8_t b : address.bytes()) h = (h ^ b) * 1099511628211ULL;
+  return static_cast<size_t>(h);
+}
+
 Result<IpPrefix> IpPrefix::make(const IpAddress& address, int length) {
   return checked(address, length, {});
 }

@@ -41,6 +41,11 @@ class IpAddress {
   std::array<uint8_t, 16> bytes_{};
 };
 
+// For unordered containers of addresses.
+struct IpAddressHash {
+  size_t operator()(const IpAddress& address) const noexcept;
+};
+
 class IpPrefix {
  public:
   // "192.0.2.0/24", "2001:db8::/32", or a bare address (a host prefix).
