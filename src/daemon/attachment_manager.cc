@@ -310,20 +310,25 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
 void AttachmentManager::forget_locked(uint64_t number) {
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
+  std::lock_guard cache_lock(name_policies_mu_);
   name_policies_.erase(number);
 }
 
 std::shared_ptr<const dns::NamePolicy> AttachmentManager::name_policy(uint64_t number) const {
-  std::lock_guard lock(mu_);
-  if (auto cached = name_policies_.find(number); cached != name_policies_.end()) {
-    return cached->second;
+  {
+    std::lock_guard cache_lock(name_policies_mu_);
+    if (auto cached = name_policies_.find(number); cached != name_policies_.end()) {
+      return cached->second;
+    }
   }
+  std::lock_guard lock(mu_);
   for (const AttachmentRecord& r : state_.records) {
     if (r.number != number) continue;
     auto built = std::make_shared<dns::NamePolicy>();
     built->mode = r.policy.dns_mode;
     // Names in a stored policy were normalized when they were added.
     for (const DomainRule& d : r.policy.domains) (void)built->rules.add(d.name, d.action);
+    std::lock_guard cache_lock(name_policies_mu_);
     name_policies_[number] = built;
     return built;
   }
@@ -486,7 +491,10 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
     if (kernel) (void)apply_full_policy(*record);
     return saved.error().wrap("policy of " + record->id() + " (change undone)");
   }
-  name_policies_.erase(number);
+  {
+    std::lock_guard cache_lock(name_policies_mu_);
+    name_policies_.erase(number);
+  }
   prune_learned_locked(*record);
   return updated;
 }

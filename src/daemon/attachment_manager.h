@@ -140,6 +140,11 @@ class AttachmentManager {
   std::function<void(const std::string&)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
+  // The DNS proxy's view of each policy, built on first use. A lock of its
+  // own: the proxy reads it for every query and should not wait on mu_,
+  // which learn() and policy changes hold across kernel writes. Changed
+  // only with mu_ held too (lock order: mu_, then name_policies_mu_).
+  mutable std::mutex name_policies_mu_;
   mutable std::map<uint64_t, std::shared_ptr<const dns::NamePolicy>> name_policies_;
   // Ports are handed out round-robin, so a port just given up is not
   // handed out again while its sockets may still be closing.

@@ -23,11 +23,20 @@ Error malformed(const std::string& what, size_t offset) {
 // pass for two labels.
 void append_label(std::string& out, const uint8_t* label, size_t len) {
   if (!out.empty()) out += '.';
+  const auto plain = [](uint8_t c) { return c > 0x20 && c < 0x7f && c != '.' && c != '\\'; };
+  if (std::all_of(label, label + len, plain)) {  // the usual case: one append
+    const size_t at = out.size();
+    out.append(reinterpret_cast<const char*>(label), len);
+    for (size_t i = at; i < out.size(); ++i) {
+      if (out[i] >= 'A' && out[i] <= 'Z') out[i] = static_cast<char>(out[i] - 'A' + 'a');
+    }
+    return;
+  }
   for (size_t i = 0; i < len; ++i) {
     const uint8_t c = label[i];
     if (c >= 'A' && c <= 'Z') {
       out += static_cast<char>(c - 'A' + 'a');
-    } else if (c > 0x20 && c < 0x7f && c != '.' && c != '\\') {
+    } else if (plain(c)) {
       out += static_cast<char>(c);
     } else {
       char esc[5];

@@ -681,19 +681,24 @@ class DnsProxy::Loop {
       }
       std::vector<Datagram>& batch = outbox_turn_;
       batch.swap(outbox_);  // keeps both vectors' capacity from turn to turn
-      std::stable_sort(batch.begin(), batch.end(),
-                       [](const Datagram& a, const Datagram& b) { return a.fd < b.fd; });
+      // A turn writes to a few sockets (the endpoints' and the upstream
+      // sockets): gather each one's datagrams, in order, without moving them.
+      std::vector<int>& fds = send_fds_;
+      fds.clear();
+      for (const Datagram& d : batch) {
+        if (std::find(fds.begin(), fds.end(), d.fd) == fds.end()) fds.push_back(d.fd);
+      }
       std::vector<uint64_t> failed;
-      std::vector<mmsghdr>& msgs = send_msgs_;
-      std::vector<iovec>& iov = send_iov_;
-      std::vector<size_t>& index = send_index_;
-      for (size_t first = 0; first < batch.size();) {
-        size_t end = first;
+      for (const int fd : fds) {
+        std::vector<mmsghdr>& msgs = send_msgs_;
+        std::vector<iovec>& iov = send_iov_;
+        std::vector<size_t>& index = send_index_;
         msgs.clear();
         iov.clear();
         index.clear();
-        for (; end < batch.size() && batch[end].fd == batch[first].fd; ++end) {
-          Datagram& d = batch[end];
+        for (size_t i = 0; i < batch.size(); ++i) {
+          Datagram& d = batch[i];
+          if (d.fd != fd) continue;
           std::span<uint8_t> bytes = d.bytes;
           if (d.query != 0) {
             auto p = pending_.find(d.query);
@@ -707,7 +712,7 @@ class DnsProxy::Loop {
             m.msg_hdr.msg_namelen = d.to_length;
           }
           msgs.push_back(m);
-          index.push_back(end);
+          index.push_back(i);
         }
         for (size_t i = 0; i < msgs.size(); ++i) {
           msgs[i].msg_hdr.msg_iov = &iov[i];
@@ -715,7 +720,7 @@ class DnsProxy::Loop {
         }
         for (size_t sent = 0; sent < msgs.size();) {
           const int n =
-              ::sendmmsg(batch[first].fd, &msgs[sent],
+              ::sendmmsg(fd, &msgs[sent],
                          static_cast<unsigned>(std::min<size_t>(msgs.size() - sent, UINT_MAX)),
                          MSG_DONTWAIT | MSG_NOSIGNAL);
           if (n > 0) {
@@ -731,7 +736,6 @@ class DnsProxy::Loop {
           }
           ++sent;
         }
-        first = end;
       }
       batch.clear();
       for (uint64_t id : failed) next_upstream(id);
@@ -1032,9 +1036,13 @@ class DnsProxy::Loop {
   void learn_and_release() {
     std::vector<Learning>& batch = learning_turn_;
     batch.swap(learning_);  // keeps both vectors' capacity from turn to turn
-    std::stable_sort(batch.begin(), batch.end(), [](const Learning& a, const Learning& b) {
+    const auto by_attachment = [](const Learning& a, const Learning& b) {
       return a.query.attachment < b.query.attachment;
-    });
+    };
+    // Usually all of one attachment: then there is nothing to move.
+    if (!std::is_sorted(batch.begin(), batch.end(), by_attachment)) {
+      std::stable_sort(batch.begin(), batch.end(), by_attachment);
+    }
     std::vector<LearnedAddress> addresses;
     for (size_t first = 0; first < batch.size();) {
       const uint64_t attachment = batch[first].query.attachment;
@@ -1095,7 +1103,8 @@ class DnsProxy::Loop {
   };
   std::vector<Learning> learning_, learning_turn_;
   std::vector<Datagram> outbox_, outbox_turn_;
-  std::vector<mmsghdr> send_msgs_;  // flush_datagrams' scratch space
+  std::vector<int> send_fds_;  // flush_datagrams' scratch space
+  std::vector<mmsghdr> send_msgs_;
   std::vector<iovec> send_iov_;
   std::vector<size_t> send_index_;
   std::vector<std::shared_ptr<Endpoint>> closing_;

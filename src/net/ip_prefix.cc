@@ -204,10 +204,17 @@ Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::st
 }
 
 size_t IpAddressHash::operator()(const IpAddress& address) const noexcept {
-  uint64_t h = 14695981039346656037ULL;  // FNV-1a over family and bytes
-  h = (h ^ static_cast<uint8_t>(address.family())) * 1099511628211ULL;
-  for (const uint8_t b : address.bytes()) h = (h ^ b) * 1099511628211ULL;
-  return static_cast<size_t>(h);
+  uint64_t words[2];
+  std::memcpy(words, address.bytes().data(), sizeof words);
+  // Two multiply-xorshift rounds (the splitmix64 finalizer): every input bit
+  // reaches every output bit, at a few cycles per word.
+  const auto mix = [](uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+  };
+  return static_cast<size_t>(
+      mix(words[0] ^ mix(words[1] ^ static_cast<uint64_t>(address.family()))));
 }
 
 Result<IpPrefix> IpPrefix::make(const IpAddress& address, int length) {
