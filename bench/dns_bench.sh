@@ -125,11 +125,14 @@ port=$("$ctl" --socket "$work/api.sock" -o json attach --cgroup "$cgroup" --mode
   sed -n 's/.*"port": *\([0-9]*\).*/\1/p' | head -1)
 [ -n "$port" ] || { echo "dns_bench: attach failed" >&2; cat "$work/daemon.log" >&2; exit 1; }
 
-# dnsperf -v prints "> RCODE name type latency" per query.
 # CPU time (user + system, all threads) a process has used, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-run() {
+# One dnsperf run against a target: prints "qps p50 p90 p99 lost cpu", the
+# latencies in us and cpu the target's CPU time per query in us. Every
+# query must be answered NOERROR. (dnsperf -v prints "> RCODE name type
+# latency" per query.)
+measure() {
   local label=$1 target_port=$2 file=$3 pid=$4
   shift 4
   local out="$work/$label.out" expected before
@@ -145,21 +148,60 @@ run() {
     "NOERROR $expected (100.00%)") ;;
     *) echo "dns_bench: $label answered $codes" >&2; exit 1 ;;
   esac
-  grep '^> ' "$out" | awk '{print $NF * 1000000}' | sort -n | awk -v label="$label" \
+  grep '^> ' "$out" | awk '{print $NF * 1000000}' | sort -n | awk \
     -v qps="$qps" -v lost="$lost" -v cpu="$cpu_us" -v n="$expected" '
       { v[NR] = $1 }
       END {
-        printf "%-22s %9.0f qps  p50 %6.0f us  p90 %6.0f us  p99 %6.0f us  lost %s  cpu %5.1f us/query\n",
-          label, qps, v[int(NR * 0.50) + 1], v[int(NR * 0.90) + 1], v[int(NR * 0.99) + 1], lost,
-          cpu / n
+        printf "%.0f %.0f %.0f %.0f %s %.1f\n", qps, v[int(NR * 0.50) + 1], v[int(NR * 0.90) + 1],
+          v[int(NR * 0.99) + 1], lost, cpu / n
       }'
 }
 
-echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $lat_names names, fresh map writes"
-run "upstream (knotd)" $p_knot latency.txt "$pid_knot" -Q 1000
-run "superebpf" "$port" latency.txt "$pid_daemon" -Q 1000
-run "dnsmasq (no cache)" $p_dnsmasq latency.txt "$pid_dnsmasq" -Q 1000
-run "dnsdist (no cache)" $p_dnsdist latency.txt "$pid_dnsdist" -Q 1000
+run() {
+  local label=$1
+  measure "$@" | awk -v label="$label" '{
+    printf "%-22s %9.0f qps  p50 %6.0f us  p90 %6.0f us  p99 %6.0f us  lost %s  cpu %5.1f us/query\n",
+      label, $1, $2, $3, $4, $5, $6 }'
+}
+
+# Latency: this VM's timing drifts within seconds, so the targets take
+# turns, a slice of fresh names each per round, and the medians over the
+# rounds are printed; "added" is a target's p50 minus knotd's in the same
+# round.
+rounds=5
+split -n "l/$rounds" -d -a 1 "$work/latency.txt" "$work/latency."
+echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $rounds rounds of" \
+  "$((lat_names / rounds)) fresh names, targets taking turns; medians over the rounds"
+for ((r = 0; r < rounds; r++)); do
+  measure "upstream (knotd)" $p_knot "latency.$r" "$pid_knot" -Q 1000 | sed "s/^/knotd $r /"
+  measure "superebpf" "$port" "latency.$r" "$pid_daemon" -Q 1000 | sed "s/^/superebpf $r /"
+  measure "dnsmasq" $p_dnsmasq "latency.$r" "$pid_dnsmasq" -Q 1000 | sed "s/^/dnsmasq $r /"
+  measure "dnsdist" $p_dnsdist "latency.$r" "$pid_dnsdist" -Q 1000 | sed "s/^/dnsdist $r /"
+done >"$work/latency.rounds"
+awk '
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j] + 0 < a[j - 1] + 0; j--) {
+      t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+    }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  { target[NR] = $1; round[NR] = $2; p50[NR] = $4; line[NR] = $0
+    if ($1 == "knotd") base[$2] = $4 }
+  END {
+    for (i = 1; i <= NR; i++) {
+      t = target[i]; split(line[i], f, " ")
+      if (!(t in seen)) { seen[t] = 1; order[++k] = t }
+      P50[t] = P50[t] " " f[4]; P90[t] = P90[t] " " f[5]; P99[t] = P99[t] " " f[6]
+      CPU[t] = CPU[t] " " f[8]; ADDED[t] = ADDED[t] " " (f[4] - base[round[i]])
+    }
+    for (j = 1; j <= k; j++) {
+      t = order[j]
+      printf "%-10s p50 %5.0f us  added %5.0f us  p90 %5.0f us  p99 %5.0f us  cpu %5.1f us/query\n",
+        t, median(P50[t]), median(ADDED[t]), median(P90[t]), median(P99[t]), median(CPU[t])
+    }
+  }' "$work/latency.rounds"
+
 echo "Throughput: dnsperf defaults (100 queries outstanding), $names names, one pass each"
 run "upstream (knotd)" $p_knot queries.txt "$pid_knot"
 run "superebpf first pass" "$port" queries.txt "$pid_daemon"

@@ -82,6 +82,9 @@ Result<std::optional<sebpf_att_ref>> AttachmentTable::read_ref(const AttachmentK
 }
 
 Result<std::optional<sebpf_attachment>> AttachmentTable::read(const AttachmentKey& key) const {
+  if (auto cached = read_cache_.find(key); cached != read_cache_.end()) {
+    return std::optional<sebpf_attachment>(cached->second);
+  }
   SEBPF_ASSIGN_OR_RETURN(auto ref, read_ref(key));
   if (!ref) return std::optional<sebpf_attachment>();
   SEBPF_ASSIGN_OR_RETURN(auto record,
@@ -90,6 +93,7 @@ Result<std::optional<sebpf_attachment>> AttachmentTable::read(const AttachmentKe
     return Error(Errc::kInternal, to_string(key) + " points at record " +
                                       std::to_string(ref->index) + ", which is not its own");
   }
+  read_cache_[key] = *record;
   return record;
 }
 
@@ -131,6 +135,7 @@ Status AttachmentTable::quiesce(uint32_t slot) {
 }
 
 Status AttachmentTable::create(const AttachmentKey& key, sebpf_attachment value) {
+  read_cache_.erase(key);
   SEBPF_RETURN_IF_ERROR(quiesce(value.slot));
   value.owner = key.id;
   const uint32_t index = value.slot * 2;
@@ -139,6 +144,7 @@ Status AttachmentTable::create(const AttachmentKey& key, sebpf_attachment value)
 }
 
 Status AttachmentTable::replace(const AttachmentKey& key, sebpf_attachment value) {
+  read_cache_.erase(key);
   SEBPF_ASSIGN_OR_RETURN(auto ref, read_ref(key));
   if (!ref) return Error(Errc::kNotFound, to_string(key) + " is not attached");
   if (ref->index / 2 != value.slot) {
@@ -155,6 +161,7 @@ Status AttachmentTable::replace(const AttachmentKey& key, sebpf_attachment value
 }
 
 Status AttachmentTable::erase(const AttachmentKey& key) {
+  read_cache_.erase(key);
   SEBPF_ASSIGN_OR_RETURN(auto ref, read_ref(key));
   if (!ref) return ok_status();
   const uint32_t ifindex = static_cast<uint32_t>(key.id);
@@ -185,6 +192,7 @@ Result<std::vector<AttachmentRecord>> AttachmentTable::all() const {
 }
 
 Status AttachmentTable::load_slots() {
+  read_cache_.clear();
   std::fill(slot_used_.begin(), slot_used_.end(), false);
   // The process before us may have replaced or erased records moments ago.
   std::fill(stale_readers_.begin(), stale_readers_.end(), true);

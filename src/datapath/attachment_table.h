@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <vector>
 
@@ -70,6 +71,11 @@ class AttachmentTable {
 
   AttachmentMapFds fds_;
   const RcuBarrier& barrier_;
+  // Records read, by key: this table is their only writer (adoption
+  // reloads), so they change only through create/replace/erase, which drop
+  // the key. Saves two map lookups per read; the DNS proxy's learning reads
+  // a record for every batch of answers.
+  mutable std::map<AttachmentKey, sebpf_attachment> read_cache_;
   std::vector<bool> slot_used_;
   // Per slot: a program may still be reading a record of it that is not
   // the current one (after a replace or an erase). Cleared by a grace
