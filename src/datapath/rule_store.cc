@@ -67,9 +67,12 @@ Status write_batch(int fd, uint32_t ruleset, std::span<const RuleEntry> entries,
     }
     __u32 count = static_cast<__u32>(n);
     LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
-    if (bpf_map_update_batch(fd, keys.data(), values.data(), &count, &opts) != 0) {
-      return map_error(errno, "write rules", kHostFullHint);
-    }
+    // One rule (a DNS answer's address, usually) is cheaper as a plain
+    // update: the batch call allocates and copies buffers in the kernel.
+    const int written = n == 1
+                            ? bpf_map_update_elem(fd, keys.data(), values.data(), BPF_ANY)
+                            : bpf_map_update_batch(fd, keys.data(), values.data(), &count, &opts);
+    if (written != 0) return map_error(errno, "write rules", kHostFullHint);
   }
   return ok_status();
 }
