@@ -361,6 +361,19 @@ TEST_F(DnsE2eTest, AFailedUpstreamIsSkippedAndNoUpstreamAtAllIsServfail) {
             kRcodeBase + dns::rcode::kServFail);
 }
 
+TEST_F(DnsE2eTest, AnAnswerWhoseAddressCannotBeWrittenIsServfailAndNeverReleased) {
+  // Room for one host rule per family: the first answer's address fills it.
+  start_with_upstream("datapath:\n  max_host_rules: 1\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
+            kRcodeBase + dns::rcode::kServFail)
+      << "the kernel could not hold the address, so the answer must not reach the client";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0)
+      << "addresses already held still resolve";
+}
+
 TEST_F(DnsE2eTest, MalformedQueriesGetFormerrAndResponsesAreNotAnswered) {
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
