@@ -5,13 +5,12 @@
 #              learned into the kernel's allow rules before it is released
 #   dnsmasq    forwarding to knotd, cache off
 #   dnsdist    forwarding to knotd, no packet cache
-# Each target answers the same N names (each with an address of its own, so
-# every answer through superebpf needs a fresh map write), once through the
-# list ("first pass", map writes included), then the same names again
-# ("again": superebpf's addresses are already held, no write).
-# Prints qps and latency percentiles per target. Everything listens on
-# 127.0.0.1 only. Needs root (the daemon) and the Debian packages
-# knot, dnsperf, dnsmasq-base, dnsdist.
+# Each target answers the same names (each with an address of its own, so
+# every answer through superebpf needs a fresh map write); "superebpf-again"
+# repeats names superebpf has just resolved (addresses already held, no
+# write). Prints qps, latency percentiles and CPU time per query for each
+# target. Everything listens on 127.0.0.1 only. Needs root (the daemon) and
+# the Debian packages knot, dnsperf, dnsmasq-base, dnsdist.
 #
 #   sudo bench/dns_bench.sh [build-dir] [names]
 #
@@ -157,57 +156,62 @@ measure() {
       }'
 }
 
-run() {
-  local label=$1
-  measure "$@" | awk -v label="$label" '{
-    printf "%-22s %9.0f qps  p50 %6.0f us  p90 %6.0f us  p99 %6.0f us  lost %s  cpu %5.1f us/query\n",
-      label, $1, $2, $3, $4, $5, $6 }'
+# This VM's timing drifts within seconds, so each part runs in rounds: the
+# targets take turns, each on the same slice of fresh names, and the
+# medians over the rounds are printed. "added" is a target's p50 minus
+# knotd's, "of dnsdist" its qps over dnsdist's, both within a round.
+# Input lines: target round qps p50 p90 p99 lost cpu.
+summarize() {
+  awk '
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j] + 0 < a[j - 1] + 0; j--) {
+        t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
+      }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { line[NR] = $0
+      if ($1 == "knotd") p50_knot[$2] = $4
+      if ($1 == "dnsdist") qps_dnsdist[$2] = $3 }
+    END {
+      for (i = 1; i <= NR; i++) {
+        split(line[i], f, " "); t = f[1]; r = f[2]
+        if (!(t in seen)) { seen[t] = 1; order[++k] = t }
+        QPS[t] = QPS[t] " " f[3]; RATIO[t] = RATIO[t] " " 100 * f[3] / qps_dnsdist[r]
+        P50[t] = P50[t] " " f[4]; ADDED[t] = ADDED[t] " " (f[4] - p50_knot[r])
+        P90[t] = P90[t] " " f[5]; P99[t] = P99[t] " " f[6]; CPU[t] = CPU[t] " " f[8]
+      }
+      for (j = 1; j <= k; j++) {
+        t = order[j]
+        printf "%-16s %7.0f qps (%3.0f%% of dnsdist)  p50 %5.0f us (added %4.0f)  p90 %5.0f us  p99 %5.0f us  cpu %5.1f us/query\n",
+          t, median(QPS[t]), median(RATIO[t]), median(P50[t]), median(ADDED[t]), median(P90[t]),
+          median(P99[t]), median(CPU[t])
+      }
+    }'
 }
 
-# Latency: this VM's timing drifts within seconds, so the targets take
-# turns, a slice of fresh names each per round, and the medians over the
-# rounds are printed; "added" is a target's p50 minus knotd's in the same
-# round.
 rounds=5
 split -n "l/$rounds" -d -a 1 "$work/latency.txt" "$work/latency."
 echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $rounds rounds of" \
-  "$((lat_names / rounds)) fresh names, targets taking turns; medians over the rounds"
+  "$((lat_names / rounds)) fresh names"
 for ((r = 0; r < rounds; r++)); do
-  measure "upstream (knotd)" $p_knot "latency.$r" "$pid_knot" -Q 1000 | sed "s/^/knotd $r /"
-  measure "superebpf" "$port" "latency.$r" "$pid_daemon" -Q 1000 | sed "s/^/superebpf $r /"
-  measure "dnsmasq" $p_dnsmasq "latency.$r" "$pid_dnsmasq" -Q 1000 | sed "s/^/dnsmasq $r /"
-  measure "dnsdist" $p_dnsdist "latency.$r" "$pid_dnsdist" -Q 1000 | sed "s/^/dnsdist $r /"
-done >"$work/latency.rounds"
-awk '
-  function median(list,   a, n, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j] + 0 < a[j - 1] + 0; j--) {
-      t = a[j]; a[j] = a[j - 1]; a[j - 1] = t
-    }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  { target[NR] = $1; round[NR] = $2; p50[NR] = $4; line[NR] = $0
-    if ($1 == "knotd") base[$2] = $4 }
-  END {
-    for (i = 1; i <= NR; i++) {
-      t = target[i]; split(line[i], f, " ")
-      if (!(t in seen)) { seen[t] = 1; order[++k] = t }
-      P50[t] = P50[t] " " f[4]; P90[t] = P90[t] " " f[5]; P99[t] = P99[t] " " f[6]
-      CPU[t] = CPU[t] " " f[8]; ADDED[t] = ADDED[t] " " (f[4] - base[round[i]])
-    }
-    for (j = 1; j <= k; j++) {
-      t = order[j]
-      printf "%-10s p50 %5.0f us  added %5.0f us  p90 %5.0f us  p99 %5.0f us  cpu %5.1f us/query\n",
-        t, median(P50[t]), median(ADDED[t]), median(P90[t]), median(P99[t]), median(CPU[t])
-    }
-  }' "$work/latency.rounds"
+  measure knotd $p_knot "latency.$r" "$pid_knot" -Q 1000 | sed "s/^/knotd $r /"
+  measure superebpf "$port" "latency.$r" "$pid_daemon" -Q 1000 | sed "s/^/superebpf $r /"
+  measure dnsmasq $p_dnsmasq "latency.$r" "$pid_dnsmasq" -Q 1000 | sed "s/^/dnsmasq $r /"
+  measure dnsdist $p_dnsdist "latency.$r" "$pid_dnsdist" -Q 1000 | sed "s/^/dnsdist $r /"
+done | summarize
 
-echo "Throughput: dnsperf defaults (100 queries outstanding), $names names, one pass each"
-run "upstream (knotd)" $p_knot queries.txt "$pid_knot"
-run "superebpf first pass" "$port" queries.txt "$pid_daemon"
-run "superebpf again" "$port" queries.txt "$pid_daemon"
-run "dnsmasq (no cache)" $p_dnsmasq queries.txt "$pid_dnsmasq"
-run "dnsdist (no cache)" $p_dnsdist queries.txt "$pid_dnsdist"
+rounds=3
+split -n "l/$rounds" -d -a 1 "$work/queries.txt" "$work/queries."
+echo "Throughput: dnsperf defaults (100 queries outstanding), $rounds rounds of" \
+  "$((names / rounds)) fresh names; superebpf-again repeats them (no map writes)"
+for ((r = 0; r < rounds; r++)); do
+  measure knotd $p_knot "queries.$r" "$pid_knot" | sed "s/^/knotd $r /"
+  measure superebpf "$port" "queries.$r" "$pid_daemon" | sed "s/^/superebpf $r /"
+  measure superebpf-again "$port" "queries.$r" "$pid_daemon" | sed "s/^/superebpf-again $r /"
+  measure dnsmasq $p_dnsmasq "queries.$r" "$pid_dnsmasq" | sed "s/^/dnsmasq $r /"
+  measure dnsdist $p_dnsdist "queries.$r" "$pid_dnsdist" | sed "s/^/dnsdist $r /"
+done | summarize
 learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$/maps/sebpf_host6" |
   python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
 echo "kernel host6 rules after the runs: $learned"
