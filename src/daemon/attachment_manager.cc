@@ -310,8 +310,17 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
 void AttachmentManager::forget_locked(uint64_t number) {
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
+  policy_changed_locked(number);
+}
+
+void AttachmentManager::policy_changed_locked(uint64_t number) {
+  learnable_indexes_.erase(number);
   std::lock_guard cache_lock(name_policies_mu_);
   name_policies_.erase(number);
+}
+
+const LearnableIndex& AttachmentManager::learnable_index_locked(const AttachmentRecord& record) {
+  return learnable_indexes_.try_emplace(record.number, record.policy).first->second;
 }
 
 std::shared_ptr<const dns::NamePolicy> AttachmentManager::name_policy(uint64_t number) const {
@@ -344,9 +353,10 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   const auto wall_now = WallClock::now();
   const auto boot_now = datapath::BootClock::now();
   LearnedHosts& hosts = learned_[number];
+  const LearnableIndex& index = learnable_index_locked(*record);
   std::vector<datapath::Rule> rules;
   for (const dns::LearnedAddress& a : addresses) {
-    if (!learnable(record->policy, a.address, wall_now)) continue;
+    if (!index.learnable(a.address, wall_now)) continue;
     const auto deadline = boot_now + std::chrono::seconds(a.ttl);
     // Already held for (nearly) as long: no kernel write needed.
     if (auto it = hosts.find(a.address);
@@ -491,10 +501,7 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
     if (kernel) (void)apply_full_policy(*record);
     return saved.error().wrap("policy of " + record->id() + " (change undone)");
   }
-  {
-    std::lock_guard cache_lock(name_policies_mu_);
-    name_policies_.erase(number);
-  }
+  policy_changed_locked(number);
   prune_learned_locked(*record);
   return updated;
 }
@@ -653,7 +660,10 @@ void AttachmentManager::sweep() {
   std::lock_guard lock(mu_);
   size_t dropped = 0;
   for (AttachmentRecord& r : state_.records) {
-    dropped += drop_expired(r.policy, WallClock::now());
+    if (const size_t expired = drop_expired(r.policy, WallClock::now()); expired > 0) {
+      dropped += expired;
+      policy_changed_locked(r.number);
+    }
     if (auto it = learned_.find(r.number); it != learned_.end()) {
       prune_learned(it->second, r.policy, WallClock::now(), datapath::BootClock::now());
     }

@@ -124,8 +124,12 @@ class AttachmentManager {
   void drop_locked(size_t index, const std::string& reason);
   Status open_dns_endpoint_locked(const AttachmentRecord& record);
   // Forgets what belongs to an attachment that is gone: endpoint, learned
-  // hosts, cached name policy.
+  // hosts, views of its policy.
   void forget_locked(uint64_t number);
+  // Drops the views built from an attachment's policy (name policy,
+  // learnable index); they are rebuilt on next use.
+  void policy_changed_locked(uint64_t number);
+  const LearnableIndex& learnable_index_locked(const AttachmentRecord& record);
   // Drops learned hosts that the policy no longer lets stand (or that
   // expired) and removes their kernel rules.
   void prune_learned_locked(const AttachmentRecord& record);
@@ -140,6 +144,7 @@ class AttachmentManager {
   std::function<void(const std::string&)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
+  std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,
   // which learn() and policy changes hold across kernel writes. Changed

@@ -77,27 +77,47 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
   return rules;
 }
 
-bool learnable(const Policy& policy, const net::IpAddress& address, WallClock::time_point now) {
-  int longest = -1;
-  bool longest_denies = false;
+LearnableIndex::LearnableIndex(const Policy& policy) {
   for (const CidrRule& r : policy.cidrs) {
-    if (r.expires && *r.expires <= now) continue;
-    if (r.prefix.family() != address.family() || !r.prefix.contains(address)) continue;
-    if (r.prefix.length() > longest) {
-      longest = r.prefix.length();
-      longest_denies = false;
+    auto& lengths = r.prefix.family() == net::Family::kIPv4 ? v4_ : v6_;
+    auto of_length = std::find_if(lengths.begin(), lengths.end(),
+                                  [&](const OfLength& l) { return l.length == r.prefix.length(); });
+    if (of_length == lengths.end()) {
+      of_length = lengths.insert(lengths.end(), OfLength{r.prefix.length(), {}});
     }
-    if (r.prefix.length() == longest && r.action == datapath::Action::kDeny) longest_denies = true;
+    Sides& sides = of_length->prefixes[r.prefix.address()];
+    auto& side = r.action == datapath::Action::kDeny ? sides.deny : sides.allow;
+    // Of two rules for one side, the longer-lived counts.
+    if (!side || !r.expires || (side->has_value() && **side < *r.expires)) side = r.expires;
   }
-  return !longest_denies && longest < address.max_prefix_length();
+  for (auto* lengths : {&v4_, &v6_}) {
+    std::sort(lengths->begin(), lengths->end(),
+              [](const OfLength& a, const OfLength& b) { return a.length > b.length; });
+  }
+}
+
+bool LearnableIndex::learnable(const net::IpAddress& address, WallClock::time_point now) const {
+  const auto live = [now](const std::optional<std::optional<WallClock::time_point>>& side) {
+    return side.has_value() && (!side->has_value() || **side > now);
+  };
+  for (const OfLength& l : address.family() == net::Family::kIPv4 ? v4_ : v6_) {
+    auto it = l.prefixes.find(address.masked(l.length));
+    if (it == l.prefixes.end()) continue;
+    const bool allows = live(it->second.allow);
+    const bool denies = live(it->second.deny);
+    if (!allows && !denies) continue;  // expired: no rule
+    return !denies && l.length < address.max_prefix_length();
+  }
+  return true;
 }
 
 std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHosts& learned,
                                          WallClock::time_point wall_now,
                                          datapath::BootClock::time_point boot_now) {
   std::vector<datapath::Rule> rules = kernel_rules(policy, wall_now, boot_now);
+  const LearnableIndex index(policy);
   for (const auto& [address, deadline] : learned) {
-    if (deadline <= boot_now || !learnable(policy, address, wall_now)) continue;
+    if (deadline <= boot_now || !index.learnable(address, wall_now)) continue;
     auto host = net::IpPrefix::make(address, address.max_prefix_length());
     if (!host.ok()) continue;
     rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
@@ -109,8 +129,9 @@ std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Policy& p
                                           WallClock::time_point wall_now,
                                           datapath::BootClock::time_point boot_now) {
   std::vector<net::IpAddress> dropped;
+  const LearnableIndex index(policy);
   for (auto it = learned.begin(); it != learned.end();) {
-    if (it->second <= boot_now || !learnable(policy, it->first, wall_now)) {
+    if (it->second <= boot_now || !index.learnable(it->first, wall_now)) {
       dropped.push_back(it->first);
       it = learned.erase(it);
     } else {

@@ -73,12 +73,31 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
 using LearnedHosts =
     std::unordered_map<net::IpAddress, datapath::BootClock::time_point, net::IpAddressHash>;
 
-// Whether a learned allow for `address` may be written: the longest
+// Whether a learned allow for an address may be written: the longest
 // unexpired explicit rule covering it must neither be a rule for exactly
 // that host (the user's rule decides) nor have a deny side. A learned /32
 // is longer than any deny prefix, so writing it under one would override
 // the user's deny.
-bool learnable(const Policy& policy, const net::IpAddress& address, WallClock::time_point now);
+//
+// Built once per policy: its CIDR rules by prefix length, so an address
+// costs a hash lookup per length the policy uses rather than a scan of
+// every rule (a policy may hold thousands, and the DNS proxy asks for every
+// address it learns).
+class LearnableIndex {
+ public:
+  explicit LearnableIndex(const Policy& policy);
+  bool learnable(const net::IpAddress& address, WallClock::time_point now) const;
+
+ private:
+  struct Sides {
+    std::optional<std::optional<WallClock::time_point>> allow, deny;  // rule present: its expiry
+  };
+  struct OfLength {
+    int length = 0;
+    std::unordered_map<net::IpAddress, Sides, net::IpAddressHash> prefixes;
+  };
+  std::vector<OfLength> v4_, v6_;  // longest first
+};
 
 // kernel_rules(policy) plus the learned hosts that are still learnable and
 // unexpired: the complete rule set of an attachment.

@@ -52,19 +52,6 @@ bool is_decimal(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// `a` with all bits after the first `length` cleared.
-IpAddress masked(const IpAddress& a, int length) {
-  std::array<uint8_t, 16> b = a.bytes();
-  for (size_t i = 0; i < b.size(); ++i) {
-    const int keep = std::clamp(length - static_cast<int>(i) * 8, 0, 8);
-    b[i] &= static_cast<uint8_t>(0xff00 >> keep);  // the top `keep` bits
-  }
-  if (a.family() == Family::kIPv6) return IpAddress::v6(b);
-  uint32_t v4 = 0;
-  std::memcpy(&v4, b.data(), 4);
-  return IpAddress::v4(v4);
-}
-
 // "010" is octal to inet_aton and some libcs' inet_pton, decimal to others:
 // refuse it rather than guess which the user meant.
 bool has_leading_zero_octet(std::string_view dotted) {
@@ -180,7 +167,7 @@ Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::st
                    "the prefix length must be 0 to " + std::to_string(max) +
                        (max == 32 ? " for IPv4" : " for IPv6"));
   }
-  const IpAddress base = masked(address, length);
+  const IpAddress base = address.masked(length);
   if (base != address) {
     // Guessing which rule was meant is not our call: name the fix instead.
     return invalid(shown(), "CIDR prefix",
@@ -201,6 +188,17 @@ Result<IpPrefix> IpPrefix::checked(const IpAddress& address, int length, std::st
   p.address_ = address;
   p.length_ = length;
   return p;
+}
+
+IpAddress IpAddress::masked(int length) const {
+  std::array<uint8_t, 16> b = bytes_;
+  for (size_t i = 0; i < b.size(); ++i) {
+    const int keep = std::clamp(length - static_cast<int>(i) * 8, 0, 8);
+    b[i] &= static_cast<uint8_t>(0xff00 >> keep);  // the top `keep` bits
+  }
+  IpAddress out = *this;
+  out.bytes_ = b;
+  return out;
 }
 
 size_t IpAddressHash::operator()(const IpAddress& address) const noexcept {
@@ -258,7 +256,7 @@ Result<IpPrefix> IpPrefix::parse(std::string_view text) {
 }
 
 bool IpPrefix::contains(const IpAddress& a) const {
-  return a.family() == family() && masked(a, length_) == address_;
+  return a.family() == family() && a.masked(length_) == address_;
 }
 
 std::string IpPrefix::to_string() const {

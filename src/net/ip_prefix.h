@@ -28,9 +28,10 @@ class IpAddress {
   int max_prefix_length() const { return family_ == Family::kIPv4 ? 32 : 128; }
   // IPv4: the 4 bytes first, the rest zero; IPv6: all 16.
   const std::array<uint8_t, 16>& bytes() const { return bytes_; }
-  uint32_t v4_network_order() const;  // only meaningful for IPv4
-  bool is_v4_mapped() const;          // IPv6 in ::ffff:0:0/96
-  std::string to_string() const;      // inet_ntop's canonical form (RFC 5952)
+  uint32_t v4_network_order() const;   // only meaningful for IPv4
+  bool is_v4_mapped() const;           // IPv6 in ::ffff:0:0/96
+  IpAddress masked(int length) const;  // all bits after the first `length` cleared
+  std::string to_string() const;       // inet_ntop's canonical form (RFC 5952)
 
   // Family first (IPv4 sorts before IPv6), then the bytes.
   auto operator<=>(const IpAddress&) const = default;

@@ -123,15 +123,23 @@ TEST(DaemonLearnedHostsTest, AnExplicitDenyOrHostRuleIsNeverOverriddenByALearned
   upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kDeny, std::nullopt});
   upsert_cidr(p, {prefix("198.51.100.128/25"), Action::kAllow, std::nullopt});
   upsert_cidr(p, {prefix("198.51.100.200/32"), Action::kAllow, std::nullopt});
-  upsert_cidr(p, {prefix("203.0.113.0/24"), Action::kDeny, kNow - seconds(1)});  // expired
-  EXPECT_FALSE(learnable(p, address("198.51.100.7"), kNow)) << "under the deny /24";
-  EXPECT_TRUE(learnable(p, address("198.51.100.130"), kNow)) << "a longer allow decides there";
-  EXPECT_FALSE(learnable(p, address("198.51.100.200"), kNow)) << "the user's own host rule";
-  EXPECT_TRUE(learnable(p, address("203.0.113.5"), kNow)) << "an expired deny is no rule";
-  EXPECT_TRUE(learnable(p, address("2001:db8::5"), kNow)) << "another family";
+  upsert_cidr(p, {prefix("198.51.100.64/26"), Action::kAllow, kNow - seconds(1)});  // expired
+  upsert_cidr(p, {prefix("203.0.113.0/24"), Action::kDeny, kNow - seconds(1)});     // expired
+  upsert_cidr(p, {prefix("2001:db8:1::/48"), Action::kDeny, kNow + seconds(60)});
+  const LearnableIndex index(p);
+  EXPECT_FALSE(index.learnable(address("198.51.100.7"), kNow)) << "under the deny /24";
+  EXPECT_TRUE(index.learnable(address("198.51.100.130"), kNow)) << "a longer allow decides there";
+  EXPECT_FALSE(index.learnable(address("198.51.100.200"), kNow)) << "the user's own host rule";
+  EXPECT_FALSE(index.learnable(address("198.51.100.70"), kNow))
+      << "an expired longer allow is no rule: the deny /24 decides";
+  EXPECT_TRUE(index.learnable(address("203.0.113.5"), kNow)) << "an expired deny is no rule";
+  EXPECT_TRUE(index.learnable(address("2001:db8::5"), kNow)) << "another family";
+  EXPECT_FALSE(index.learnable(address("2001:db8:1::5"), kNow)) << "an IPv6 deny, until it expires";
+  EXPECT_TRUE(index.learnable(address("2001:db8:1::5"), kNow + seconds(61)));
 
   upsert_cidr(p, {prefix("198.51.100.128/25"), Action::kDeny, std::nullopt});
-  EXPECT_FALSE(learnable(p, address("198.51.100.130"), kNow)) << "allow and deny: deny";
+  EXPECT_FALSE(LearnableIndex(p).learnable(address("198.51.100.130"), kNow))
+      << "allow and deny: deny";
 }
 
 TEST(DaemonLearnedHostsTest, KernelRulesCarryAdmissibleLearnedHostsAndPruningDropsTheRest) {
