@@ -102,6 +102,7 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  upstreams: [\"192.0.2.53:0\"]\n", "port must be a number from 1 to 65535"},
       {"dns:\n  refuse_with: drop\n", "line 2: dns.refuse_with must be nxdomain or refused"},
       {"dns:\n  upstream_timeout_ms: 1\n", "line 2: dns.upstream_timeout_ms must be a whole"},
+      {"dns:\n  threads: 65\n", "line 2: dns.threads must be a whole"},
   };
   for (const auto& [yaml, expected] : cases) {
     DaemonConfig c;
