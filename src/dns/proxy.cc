@@ -343,11 +343,6 @@ class DnsProxy::Loop {
     refs_.erase(fd);
   }
 
-  template <typename F>
-  void count(F&& f) {
-    f(stats_);
-  }
-
   void run() {
     std::vector<epoll_event> events(256);
     while (!stopping_) {
@@ -467,7 +462,7 @@ class DnsProxy::Loop {
             net::SocketAddress::from_sockaddr(recv_batch_.peer(i), recv_batch_.peer_length(i));
         if (!peer.ok()) continue;
         if (recv_batch_.truncated(i)) {  // over 64 KiB: no DNS message
-          count([](ProxyStats& s) { s.queries++, s.malformed++; });
+          stats_.queries++, stats_.malformed++;
           continue;
         }
         ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
@@ -488,7 +483,7 @@ class DnsProxy::Loop {
       // Counted first, then checked: the loops share the count.
       if (ep->second->tcp_clients.fetch_add(1) >= config_.max_tcp_clients) {
         ep->second->tcp_clients--;
-        count([](ProxyStats& s) { s.rate_limited++; });
+        stats_.rate_limited++;
         continue;  // closed at once
       }
       const uint64_t id = next_id_++;
@@ -542,7 +537,7 @@ class DnsProxy::Loop {
       const size_t length = static_cast<size_t>(client.in[used] << 8 | client.in[used + 1]);
       if (client.in.size() - used - 2 < length) break;
       if (length == 0 || client.inflight >= kMaxTcpClientInflight) {
-        count([](ProxyStats& s) { s.malformed++; });
+        stats_.malformed++;
         close_client(id);
         return;
       }
@@ -599,16 +594,16 @@ class DnsProxy::Loop {
   }
 
   void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client) {
-    count([](ProxyStats& s) { s.queries++; });
+    stats_.queries++;
     auto ep = endpoints_.find(attachment);
     if (ep == endpoints_.end()) return;
     if (!take_token(*ep->second)) {
-      count([](ProxyStats& s) { s.rate_limited++; });
+      stats_.rate_limited++;
       return;  // dropped: answering a flood would amplify it
     }
     auto query = parse_query(wire);
     if (!query.ok()) {
-      count([](ProxyStats& s) { s.malformed++; });
+      stats_.malformed++;
       const uint16_t code =
           query.error().code() == Errc::kUnsupported ? rcode::kNotImp : rcode::kFormErr;
       // Never answer something that is itself a response: two endpoints
@@ -622,12 +617,12 @@ class DnsProxy::Loop {
     if (!policy) return;  // being detached
     const QueryVerdict verdict = judge_query(*policy, query->question.name);
     if (verdict == QueryVerdict::kRefuse) {
-      count([](ProxyStats& s) { s.refused++; });
+      stats_.refused++;
       reply(client, &*query, make_error_response(*query, wire, config_.refusal_rcode));
       return;
     }
     if (config_.upstreams.empty()) {
-      count([](ProxyStats& s) { s.servfail++; });
+      stats_.servfail++;
       reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
@@ -637,7 +632,7 @@ class DnsProxy::Loop {
     // Counted first, then checked: the loops share the count.
     if (endpoint.inflight.fetch_add(1) >= config_.max_inflight) {
       endpoint.inflight--;
-      count([](ProxyStats& s) { s.rate_limited++; });
+      stats_.rate_limited++;
       if (client.tcp) reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
@@ -652,7 +647,7 @@ class DnsProxy::Loop {
     p.attempts_left = std::max<size_t>(2, config_.upstreams.size());
     // A client over TCP wants what does not fit in UDP: ask over TCP.
     p.upstream_tcp = client.tcp;
-    count([](ProxyStats& s) { s.forwarded++; });
+    stats_.forwarded++;
     send_upstream(id);
   }
 
@@ -864,7 +859,7 @@ class DnsProxy::Loop {
     Pending& p = it->second;
     leave_upstream(p);
     if (--p.attempts_left == 0) {
-      count([](ProxyStats& s) { s.servfail++; });
+      stats_.servfail++;
       const Pending done = finish(id);
       reply(done.client, &done.query, error_response(done, rcode::kServFail));
       return;
@@ -994,7 +989,7 @@ class DnsProxy::Loop {
     if (!policy) return;
     const QueryVerdict verdict = judge_query(*policy, p.query.question.name);
     if (verdict == QueryVerdict::kRefuse) {
-      count([](ProxyStats& s) { s.refused++; });
+      stats_.refused++;
       refuse(config_.refusal_rcode);
       return;
     }
@@ -1002,13 +997,13 @@ class DnsProxy::Loop {
       auto learned = addresses_for(message, p.query.question.name);
       if (!learned.ok()) {
         backend_.report("dns_answer_unusable", learned.error().message());
-        count([](ProxyStats& s) { s.servfail++; });
+        stats_.servfail++;
         refuse(rcode::kServFail);
         return;
       }
       for (size_t i = 1; i < learned->chain.size(); ++i) {
         if (chain_name_denied(*policy, learned->chain[i])) {
-          count([](ProxyStats& s) { s.refused++; });
+          stats_.refused++;
           refuse(config_.refusal_rcode);
           return;
         }
@@ -1026,7 +1021,7 @@ class DnsProxy::Loop {
     }
     cap_ttls(answer, message, config_.max_ttl);
     put_id(answer, p.query.header.id);
-    count([](ProxyStats& s) { s.answered++; });
+    stats_.answered++;
     reply(p.client, &p.query, std::vector<uint8_t>(answer.begin(), answer.end()));
   }
 
@@ -1056,10 +1051,10 @@ class DnsProxy::Loop {
       for (size_t i = first; i < end; ++i) {
         Learning& l = batch[i];
         if (learned.ok()) {
-          count([&](ProxyStats& s) { s.answered++, s.learned += l.addresses.size(); });
+          stats_.answered++, stats_.learned += l.addresses.size();
           reply(l.query.client, &l.query.query, std::move(l.answer));
         } else {
-          count([](ProxyStats& s) { s.servfail++; });
+          stats_.servfail++;
           reply(l.query.client, &l.query.query, error_response(l.query, rcode::kServFail));
         }
       }
