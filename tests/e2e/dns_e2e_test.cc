@@ -14,6 +14,7 @@
 #include <cstring>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "daemon_fixture.h"
 #include "support/dns_client.h"
@@ -619,7 +620,9 @@ TEST_F(DnsE2eTest, AnEndpointPortHeldByAnotherProgramIsSkipped) {
 // has the answer is never refused, because the answer is released only
 // after the kernel holds the address. Every name has an address of its
 // own (2001:db8:1::/112), so every answer needs a fresh learn. A UDP
-// connect() runs the connect6 hook without sending anything.
+// connect() runs the connect6 hook without sending anything. Four clients
+// ask at once, so the endpoint's loops (two) see several answers per turn,
+// learned together before any is released.
 TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
   constexpr int kRounds = 10000;
   // One zone of its own, for the race names.
@@ -635,27 +638,40 @@ TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
   knot_ = std::make_unique<KnotServer>(dir_ + "/knot-race", KnotServer::free_port(),
                                        std::map<std::string, std::string>{{"race.example.", zone}});
   ASSERT_FALSE(HasFailure());
-  start_with_upstream("dns:\n  max_qps: 0\n");  // as fast as it goes
+  start_with_upstream("dns:\n  max_qps: 0\n  threads: 2\n");  // as fast as it goes
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"race.example"})));
   // Routed into the test namespace, so connect() has a route.
   must_run({"ip", "-6", "route", "add", "2001:db8:1::/112", "dev", topo_->host_if()});
 
+  constexpr int kClients = 4;
   const int result = run_in_child(
       [&] {
         if (!cgroup_->add_self()) return 82;
-        for (int i = 0; i < kRounds; ++i) {
-          const std::string name = "r" + std::to_string(i) + ".race.example";
-          auto answer = dns_query(endpoint, make_query(name, kTypeAaaa));
-          if (!answer.ok() || answer_addresses(answer->message).size() != 1) {
-            std::fprintf(stderr, "round %d: no usable answer\n", i);
-            return kNoAnswer;
-          }
-          const int err = udp_connect(answer_addresses(answer->message)[0], kEchoPort);
-          if (err != 0) {
-            std::fprintf(stderr, "round %d: connect to %s: %s\n", i,
-                         answer_addresses(answer->message)[0].c_str(), std::strerror(err));
-            return err;
-          }
+        std::vector<int> results(kClients, 0);
+        std::vector<std::thread> clients;
+        for (int c = 0; c < kClients; ++c) {
+          clients.emplace_back([&, c] {
+            for (int i = c; i < kRounds; i += kClients) {
+              const std::string name = "r" + std::to_string(i) + ".race.example";
+              auto answer = dns_query(endpoint, make_query(name, kTypeAaaa));
+              if (!answer.ok() || answer_addresses(answer->message).size() != 1) {
+                std::fprintf(stderr, "round %d: no usable answer\n", i);
+                results[c] = kNoAnswer;
+                return;
+              }
+              const int err = udp_connect(answer_addresses(answer->message)[0], kEchoPort);
+              if (err != 0) {
+                std::fprintf(stderr, "round %d: connect to %s: %s\n", i,
+                             answer_addresses(answer->message)[0].c_str(), std::strerror(err));
+                results[c] = err;
+                return;
+              }
+            }
+          });
+        }
+        for (std::thread& t : clients) t.join();
+        for (const int r : results) {
+          if (r != 0) return r;
         }
         return 0;
       },
