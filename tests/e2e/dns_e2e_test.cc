@@ -338,14 +338,24 @@ TEST_F(DnsE2eTest, ALearnedAddressExpiresWithItsTtlExceptForConnectionsStillOpen
       return 100;
     TcpClient kept;
     if (kept.connect("203.0.113.2", kEchoPort) != 0 || kept.echo() != 0) return 101;
+    UdpClient kept_udp;  // a QUIC connection is one UDP flow like this
+    if (kept_udp.connect("203.0.113.2", kEchoPort) != 0 || kept_udp.echo() != 0) return 104;
     std::this_thread::sleep_for(milliseconds(2200));
     if (const int fresh = tcp_echo("203.0.113.2", kEchoPort); fresh != EPERM) {
       std::fprintf(stderr, "a new connection after the TTL: %d\n", fresh);
       return 102;
     }
+    if (const int fresh = udp_echo("203.0.113.2", kEchoPort, /*connected=*/true); fresh != EPERM) {
+      std::fprintf(stderr, "a new UDP flow after the TTL: %d\n", fresh);
+      return 105;
+    }
     if (const int again = kept.echo(); again != 0) {
       std::fprintf(stderr, "the open connection after the TTL: %d\n", again);
       return 103;
+    }
+    if (const int again = kept_udp.echo(); again != 0) {
+      std::fprintf(stderr, "the UDP flow after the TTL: %d\n", again);
+      return 106;
     }
     return 0;
   });

@@ -74,6 +74,16 @@ int send_and_expect_echo(int fd, milliseconds timeout) {
              : EPROTO;
 }
 
+constexpr char kUdpMessage[] = "super-ebpf";
+
+// Waits for the echo of a datagram sent on `fd`.
+int receive_udp_echo(int fd, milliseconds timeout) {
+  char buf[64];
+  const int result = wait_fd(fd, POLLIN, timeout);
+  if (result == 0 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0) return errno;
+  return result;
+}
+
 }  // namespace
 
 int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout) {
@@ -83,26 +93,21 @@ int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout) {
 }
 
 int udp_echo(const std::string& addr, uint16_t port, bool connected, milliseconds timeout) {
+  if (connected) {
+    UdpClient client;
+    const int result = client.connect(addr, port);
+    return result != 0 ? result : client.echo(timeout);
+  }
   const Addr a = make_addr(addr, port);
   if (!a.family) return EINVAL;
   const int fd = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno;
   int result = 0;
-  const char msg[] = "super-ebpf";
-  if (connected) {
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) {
-      result = errno;
-    } else if (send(fd, msg, sizeof(msg), 0) < 0) {
-      result = errno;
-    }
-  } else if (sendto(fd, msg, sizeof(msg), 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len) < 0) {
+  if (sendto(fd, kUdpMessage, sizeof(kUdpMessage), 0, reinterpret_cast<const sockaddr*>(&a.ss),
+             a.len) < 0) {
     result = errno;
   }
-  if (result == 0) {
-    char buf[64];
-    result = wait_fd(fd, POLLIN, timeout);
-    if (result == 0 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0) result = errno;
-  }
+  if (result == 0) result = receive_udp_echo(fd, timeout);
   close(fd);
   return result;
 }
@@ -127,6 +132,23 @@ int TcpClient::connect(const std::string& addr, uint16_t port, milliseconds time
 }
 
 int TcpClient::echo(milliseconds timeout) { return send_and_expect_echo(fd_, timeout); }
+
+UdpClient::~UdpClient() {
+  if (fd_ >= 0) close(fd_);
+}
+
+int UdpClient::connect(const std::string& addr, uint16_t port) {
+  const Addr a = make_addr(addr, port);
+  if (!a.family) return EINVAL;
+  fd_ = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return errno;
+  return ::connect(fd_, reinterpret_cast<const sockaddr*>(&a.ss), a.len) == 0 ? 0 : errno;
+}
+
+int UdpClient::echo(milliseconds timeout) {
+  if (send(fd_, kUdpMessage, sizeof(kUdpMessage), 0) < 0) return errno;
+  return receive_udp_echo(fd_, timeout);
+}
 
 void serve_echo(uint16_t port) {
   sockaddr_in6 any{};

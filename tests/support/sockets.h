@@ -33,6 +33,21 @@ class TcpClient {
   int fd_ = -1;
 };
 
+// A connected UDP socket that stays open between exchanges: one flow, as a
+// QUIC connection is.
+class UdpClient {
+ public:
+  UdpClient() = default;
+  UdpClient(const UdpClient&) = delete;
+  UdpClient& operator=(const UdpClient&) = delete;
+  ~UdpClient();
+  int connect(const std::string& addr, uint16_t port);
+  int echo(milliseconds timeout = milliseconds(1500));  // a datagram and its echo
+
+ private:
+  int fd_ = -1;
+};
+
 // TCP and UDP echo on [::]:port (dual stack) in the calling process, until
 // killed. Meant to run in a Child, inside a test namespace.
 [[noreturn]] void serve_echo(uint16_t port);
