@@ -90,7 +90,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   std::string upstreams;
   for (const auto& u : dns_config->upstreams)
     upstreams += (upstreams.empty() ? "" : ",") + u.to_string();
-  log.info("dns_ready", {{"upstreams", upstreams}});
+  log.info("dns_ready",
+           {{"upstreams", upstreams}, {"threads", std::to_string(dns_config->threads)}});
   auto watcher = TargetWatcher::start(**manager, log);
   if (!watcher.ok()) return fail("watcher_failed", watcher.error());
   (*manager)->set_cgroup_attached_hook(
