@@ -119,35 +119,29 @@ int ping(const std::string& addr, milliseconds timeout) {
   return r.output.find("Operation not permitted") != std::string::npos ? EPERM : ETIMEDOUT;
 }
 
-TcpClient::~TcpClient() {
-  if (fd_ >= 0) close(fd_);
-}
-
 int TcpClient::connect(const std::string& addr, uint16_t port, milliseconds timeout) {
   const Addr a = make_addr(addr, port);
   if (!a.family) return EINVAL;
-  fd_ = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) return errno;
-  return connect_with_timeout(fd_, a, timeout);
+  const int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  fd_.reset(fd);
+  return connect_with_timeout(fd_.get(), a, timeout);
 }
 
-int TcpClient::echo(milliseconds timeout) { return send_and_expect_echo(fd_, timeout); }
-
-UdpClient::~UdpClient() {
-  if (fd_ >= 0) close(fd_);
-}
+int TcpClient::echo(milliseconds timeout) { return send_and_expect_echo(fd_.get(), timeout); }
 
 int UdpClient::connect(const std::string& addr, uint16_t port) {
   const Addr a = make_addr(addr, port);
   if (!a.family) return EINVAL;
-  fd_ = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) return errno;
-  return ::connect(fd_, reinterpret_cast<const sockaddr*>(&a.ss), a.len) == 0 ? 0 : errno;
+  const int fd = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  fd_.reset(fd);
+  return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&a.ss), a.len) == 0 ? 0 : errno;
 }
 
 int UdpClient::echo(milliseconds timeout) {
-  if (send(fd_, kUdpMessage, sizeof(kUdpMessage), 0) < 0) return errno;
-  return receive_udp_echo(fd_, timeout);
+  if (send(fd_.get(), kUdpMessage, sizeof(kUdpMessage), 0) < 0) return errno;
+  return receive_udp_echo(fd_.get(), timeout);
 }
 
 void serve_echo(uint16_t port) {

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/unique_fd.h"
+
 namespace sebpf::testing {
 
 using std::chrono::milliseconds;
@@ -22,30 +24,22 @@ int ping(const std::string& addr, milliseconds timeout = milliseconds(1500));
 // A TCP connection that stays open between exchanges.
 class TcpClient {
  public:
-  TcpClient() = default;
-  TcpClient(const TcpClient&) = delete;
-  TcpClient& operator=(const TcpClient&) = delete;
-  ~TcpClient();
   int connect(const std::string& addr, uint16_t port, milliseconds timeout = milliseconds(1500));
   int echo(milliseconds timeout = milliseconds(1500));  // one round trip
 
  private:
-  int fd_ = -1;
+  UniqueFd fd_;
 };
 
 // A connected UDP socket that stays open between exchanges: one flow, as a
 // QUIC connection is.
 class UdpClient {
  public:
-  UdpClient() = default;
-  UdpClient(const UdpClient&) = delete;
-  UdpClient& operator=(const UdpClient&) = delete;
-  ~UdpClient();
   int connect(const std::string& addr, uint16_t port);
   int echo(milliseconds timeout = milliseconds(1500));  // a datagram and its echo
 
  private:
-  int fd_ = -1;
+  UniqueFd fd_;
 };
 
 // TCP and UDP echo on [::]:port (dual stack) in the calling process, until
