@@ -677,64 +677,68 @@ class DnsProxy::Loop {
       std::vector<Datagram>& batch = outbox_turn_;
       batch.swap(outbox_);  // keeps both vectors' capacity from turn to turn
       // A turn writes to a few sockets (the endpoints' and the upstream
-      // sockets): gather each one's datagrams, in order, without moving them.
+      // sockets): each one's datagrams go together, in order.
       std::vector<int>& fds = send_fds_;
       fds.clear();
       for (const Datagram& d : batch) {
         if (std::find(fds.begin(), fds.end(), d.fd) == fds.end()) fds.push_back(d.fd);
       }
       std::vector<uint64_t> failed;
-      for (const int fd : fds) {
-        std::vector<mmsghdr>& msgs = send_msgs_;
-        std::vector<iovec>& iov = send_iov_;
-        std::vector<size_t>& index = send_index_;
-        msgs.clear();
-        iov.clear();
-        index.clear();
-        for (size_t i = 0; i < batch.size(); ++i) {
-          Datagram& d = batch[i];
-          if (d.fd != fd) continue;
-          std::span<uint8_t> bytes = d.bytes;
-          if (d.query != 0) {
-            auto p = pending_.find(d.query);
-            if (p == pending_.end()) continue;
-            bytes = p->second.wire;
-          }
-          iov.push_back({bytes.data(), bytes.size()});
-          mmsghdr m{};
-          if (d.to_length != 0) {
-            m.msg_hdr.msg_name = &d.to;
-            m.msg_hdr.msg_namelen = d.to_length;
-          }
-          msgs.push_back(m);
-          index.push_back(i);
-        }
-        for (size_t i = 0; i < msgs.size(); ++i) {
-          msgs[i].msg_hdr.msg_iov = &iov[i];
-          msgs[i].msg_hdr.msg_iovlen = 1;
-        }
-        for (size_t sent = 0; sent < msgs.size();) {
-          const int n =
-              ::sendmmsg(fd, &msgs[sent],
-                         static_cast<unsigned>(std::min<size_t>(msgs.size() - sent, UINT_MAX)),
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
-          if (n > 0) {
-            sent += static_cast<size_t>(n);
-            continue;
-          }
-          const Datagram& d = batch[index[sent]];
-          if (d.query != 0) {
-            backend_.report("dns_upstream_unreachable",
-                            config_.upstreams[pending_.at(d.query).upstream].to_string() + ": " +
-                                std::strerror(errno));
-            failed.push_back(d.query);
-          }
-          ++sent;
-        }
-      }
+      for (const int fd : fds) send_datagrams(fd, batch, failed);
       batch.clear();
       for (uint64_t id : failed) next_upstream(id);
     } while (!outbox_.empty());
+  }
+
+  // Sends the datagrams of `batch` that go out through `fd`, without moving
+  // them; the queries among them that could not be sent are added to
+  // `failed`.
+  void send_datagrams(int fd, std::vector<Datagram>& batch, std::vector<uint64_t>& failed) {
+    std::vector<mmsghdr>& msgs = send_msgs_;
+    std::vector<iovec>& iov = send_iov_;
+    std::vector<size_t>& index = send_index_;  // msgs[k] sends batch[index[k]]
+    msgs.clear();
+    iov.clear();
+    index.clear();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Datagram& d = batch[i];
+      if (d.fd != fd) continue;
+      std::span<uint8_t> bytes = d.bytes;
+      if (d.query != 0) {
+        auto p = pending_.find(d.query);
+        if (p == pending_.end()) continue;
+        bytes = p->second.wire;
+      }
+      iov.push_back({bytes.data(), bytes.size()});
+      mmsghdr m{};
+      if (d.to_length != 0) {
+        m.msg_hdr.msg_name = &d.to;
+        m.msg_hdr.msg_namelen = d.to_length;
+      }
+      msgs.push_back(m);
+      index.push_back(i);
+    }
+    for (size_t k = 0; k < msgs.size(); ++k) {
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    for (size_t sent = 0; sent < msgs.size();) {
+      const int n = ::sendmmsg(
+          fd, &msgs[sent], static_cast<unsigned>(std::min<size_t>(msgs.size() - sent, UINT_MAX)),
+          MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+        continue;
+      }
+      const Datagram& d = batch[index[sent]];
+      if (d.query != 0) {
+        backend_.report("dns_upstream_unreachable",
+                        config_.upstreams[pending_.at(d.query).upstream].to_string() + ": " +
+                            std::strerror(errno));
+        failed.push_back(d.query);
+      }
+      ++sent;  // that one is lost (or retried upstream); the rest still go
+    }
   }
 
   // ---- upstreams ----
