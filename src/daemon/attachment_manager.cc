@@ -395,16 +395,19 @@ LearnedHosts AttachmentManager::learned_hosts(uint64_t number) const {
 void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
   auto it = learned_.find(record.number);
   if (it == learned_.end()) return;
-  const auto dropped =
-      prune_learned(it->second, record.policy, WallClock::now(), datapath::BootClock::now());
+  const auto dropped = prune_learned(it->second, learnable_index_locked(record), WallClock::now(),
+                                     datapath::BootClock::now());
+  if (dropped.empty()) return;
+  // A rule the user wrote for exactly a host replaced the learned one there.
+  std::set<net::IpPrefix> user_hosts;
+  for (const CidrRule& c : record.policy.cidrs) {
+    if (c.prefix.is_host()) user_hosts.insert(c.prefix);
+  }
   for (const net::IpAddress& address : dropped) {
     const auto made = net::IpPrefix::make(address, address.max_prefix_length());
     if (!made.ok()) continue;
     const net::IpPrefix& host = *made;
-    // A rule the user wrote for exactly this host replaced the learned one.
-    const bool explicit_rule = std::any_of(record.policy.cidrs.begin(), record.policy.cidrs.end(),
-                                           [&](const CidrRule& c) { return c.prefix == host; });
-    if (explicit_rule) continue;
+    if (user_hosts.count(host)) continue;
     auto removed = dp_->remove_rule(record.key, host, datapath::Action::kAllow);
     if (!removed.ok() && removed.error().code() != Errc::kNotFound) {
       log_.error("learned_rule_not_removed", {{"id", record.id()},
@@ -665,7 +668,8 @@ void AttachmentManager::sweep() {
       policy_changed_locked(r.number);
     }
     if (auto it = learned_.find(r.number); it != learned_.end()) {
-      prune_learned(it->second, r.policy, WallClock::now(), datapath::BootClock::now());
+      prune_learned(it->second, learnable_index_locked(r), WallClock::now(),
+                    datapath::BootClock::now());
     }
   }
   auto reclaimed = dp_->sweep();

@@ -125,11 +125,10 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHost
   return rules;
 }
 
-std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Policy& policy,
+std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const LearnableIndex& index,
                                           WallClock::time_point wall_now,
                                           datapath::BootClock::time_point boot_now) {
   std::vector<net::IpAddress> dropped;
-  const LearnableIndex index(policy);
   for (auto it = learned.begin(); it != learned.end();) {
     if (it->second <= boot_now || !index.learnable(it->first, wall_now)) {
       dropped.push_back(it->first);

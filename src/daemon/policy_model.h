@@ -105,9 +105,9 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHost
                                          WallClock::time_point wall_now,
                                          datapath::BootClock::time_point boot_now);
 
-// Drops learned hosts that expired or that `policy` no longer lets stand;
-// returns the ones dropped (their kernel rules must go too).
-std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Policy& policy,
+// Drops learned hosts that expired or that the policy (its index) no longer
+// lets stand; returns the ones dropped (their kernel rules must go too).
+std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const LearnableIndex& index,
                                           WallClock::time_point wall_now,
                                           datapath::BootClock::time_point boot_now);
 

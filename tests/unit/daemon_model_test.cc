@@ -159,7 +159,7 @@ TEST(DaemonLearnedHostsTest, KernelRulesCarryAdmissibleLearnedHostsAndPruningDro
   EXPECT_EQ(learned_rules, (std::vector<std::string>{"2001:db8::9/128", "203.0.113.9/32"}));
   EXPECT_EQ(rules.size(), 3U) << "the deny, and two learned hosts";
 
-  const auto dropped = prune_learned(learned, p, kNow, boot);
+  const auto dropped = prune_learned(learned, LearnableIndex(p), kNow, boot);
   EXPECT_EQ(dropped.size(), 2U) << "the denied one and the expired one";
   EXPECT_EQ(learned.size(), 2U);
 }
