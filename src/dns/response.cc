@@ -68,8 +68,16 @@ void cap_ttls(std::span<uint8_t> wire, const Message& message, uint32_t max_ttl)
 Result<std::vector<uint8_t>> fit_for_udp(std::span<const uint8_t> response, size_t max_size) {
   if (response.size() <= max_size) return std::vector<uint8_t>(response.begin(), response.end());
   SEBPF_ASSIGN_OR_RETURN(Message m, parse_message(response));
-  return bare_response(response, m.question_end, m.header.qdcount, true,
-                       static_cast<uint16_t>(m.header.rcode & 0xf), m.edns.has_value());
+  const auto rcode = static_cast<uint16_t>(m.header.rcode & 0xf);
+  std::vector<uint8_t> cut =
+      bare_response(response, m.question_end, m.header.qdcount, true, rcode, m.edns.has_value());
+  // A question may be a compression pointer to bytes that, read as labels,
+  // run past the question section (only a hostile upstream writes that):
+  // cut off from them it does not parse, so it is left out.
+  if (!parse_message(cut).ok()) {
+    cut = bare_response(response, kHeaderSize, 0, true, rcode, m.edns.has_value());
+  }
+  return cut;
 }
 
 }  // namespace sebpf::dns

@@ -377,6 +377,32 @@ TEST(DnsResponseTest, AnswersTooBigForUdpAreCutToTheQuestionWithTc) {
   EXPECT_LT(cut->size(), wire.size());
 }
 
+// A hostile upstream can write a question whose name is a compression
+// pointer to bytes that, read as labels, run on past the question section.
+// Cut there, the question no longer stands alone; the client gets the
+// header with TC and no question rather than a message it cannot parse.
+// (Found by the fuzzer.)
+TEST(DnsResponseTest, AQuestionThatNeedsBytesPastItIsLeftOutOfTheCut) {
+  Bytes wire = {0x12, 0x34, 0x81, 0x80, 0, 2, 0, 1, 0, 0, 0, 0};  // 2 questions, 1 answer
+  wire.insert(wire.end(), {3, 'a', 'b', 'c', 0, 0, 1, 0, 1});     // 12: "abc" A IN
+  // 21: a pointer to 18, where "01 00 01 c0 12 ..." reads as the labels
+  // \000, \192 and an 18-byte one that ends inside the answer's address.
+  wire.insert(wire.end(), {0xc0, 18, 0, 1, 0, 1});
+  ASSERT_EQ(wire.size(), 27U);  // the question section ends here
+  wire.insert(wire.end(), {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 0, 1});  // an A
+  const auto whole = parse_message(wire);
+  ASSERT_TRUE(whole.ok()) << whole.error().message();
+  ASSERT_EQ(whole->questions.size(), 2U);
+  auto cut = fit_for_udp(wire, wire.size() - 1);
+  ASSERT_TRUE(cut.ok());
+  auto m = parse_message(*cut);
+  ASSERT_TRUE(m.ok()) << m.error().message();
+  EXPECT_TRUE(m->header.tc);
+  EXPECT_EQ(m->header.id, 0x1234);
+  EXPECT_TRUE(m->questions.empty());
+  EXPECT_TRUE(m->answers.empty());
+}
+
 TEST(DnsResponseTest, TtlsAreCappedSoNoClientCachesLongerThanTheFilterAllows) {
   Bytes wire = cname_answer();
   auto m = parse_message(wire);
