@@ -10,7 +10,7 @@ PACKAGES=(
   libbpf-dev bpftool linux-libc-dev libelf-dev zlib1g-dev
   libyaml-cpp-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev libabsl-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tests: namespaces, traffic, tools they drive
   iproute2 iputils-ping procps util-linux

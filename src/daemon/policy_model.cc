@@ -129,14 +129,11 @@ std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Learnable
                                           WallClock::time_point wall_now,
                                           datapath::BootClock::time_point boot_now) {
   std::vector<net::IpAddress> dropped;
-  for (auto it = learned.begin(); it != learned.end();) {
-    if (it->second <= boot_now || !index.learnable(it->first, wall_now)) {
-      dropped.push_back(it->first);
-      it = learned.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  absl::erase_if(learned, [&](const auto& host) {
+    const bool drop = host.second <= boot_now || !index.learnable(host.first, wall_now);
+    if (drop) dropped.push_back(host.first);
+    return drop;
+  });
   return dropped;
 }
 

@@ -7,9 +7,9 @@
 #include <chrono>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "common/result.h"
 #include "datapath/types.h"
 #include "net/ip_prefix.h"
@@ -68,10 +68,12 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
 // Addresses the DNS proxy learned for one attachment, each with the boot
 // clock deadline the kernel enforces. Not in the state file: the kernel
 // maps hold them (flagged as learned) and a restarted daemon reads them
-// back; after a reboot workloads simply resolve again. Hashed: every
-// answer the DNS proxy releases looks its addresses up here.
+// back; after a reboot workloads simply resolve again. Every answer the
+// DNS proxy releases looks its addresses up here, in a table of up to
+// max_host_rules entries: open addressing keeps an entry in the slot the
+// hash names (one cache miss), where a node-based map chases two or more.
 using LearnedHosts =
-    std::unordered_map<net::IpAddress, datapath::BootClock::time_point, net::IpAddressHash>;
+    absl::flat_hash_map<net::IpAddress, datapath::BootClock::time_point, net::IpAddressHash>;
 
 // Whether a learned allow for an address may be written: the longest
 // unexpired explicit rule covering it must neither be a rule for exactly
@@ -94,7 +96,7 @@ class LearnableIndex {
   };
   struct OfLength {
     int length = 0;
-    std::unordered_map<net::IpAddress, Sides, net::IpAddressHash> prefixes;
+    absl::flat_hash_map<net::IpAddress, Sides, net::IpAddressHash> prefixes;
   };
   std::vector<OfLength> v4_, v6_;  // longest first
 };
