@@ -9,7 +9,7 @@ Result<AnswerAddresses> addresses_for(const Message& response, std::string_view 
   AnswerAddresses out;
   out.chain.emplace_back(qname);
   for (;;) {
-    const std::string& current = out.chain.back();
+    const std::string_view current = out.chain.back();
     const auto cname =
         std::find_if(response.answers.begin(), response.answers.end(), [&](const Record& r) {
           return r.type == type::kCname && r.klass == kClassIn && r.name == current;

@@ -6,9 +6,7 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <string_view>
-#include <vector>
 
 #include "dns/message.h"
 
@@ -19,17 +17,24 @@ struct LearnedAddress {
   uint32_t ttl = 0;  // seconds, as the answer gave it
 };
 
+// Inline room for what a typical answer teaches: the proxy finds this for
+// every answer it releases, and heap allocations were a good share of the
+// cost per query.
+using LearnedAddresses = absl::InlinedVector<LearnedAddress, 4>;
+
 struct AnswerAddresses {
   // The name asked for, then each CNAME target in order. The proxy checks
-  // every one against the domain rules.
-  std::vector<std::string> chain;
-  std::vector<LearnedAddress> addresses;
+  // every one against the domain rules. Views of `qname` and of the
+  // message's names: valid while both are.
+  absl::InlinedVector<std::string_view, 4> chain;
+  LearnedAddresses addresses;
 };
 
 // Longest chain followed; longer (or looping) chains are errors.
 inline constexpr size_t kMaxCnameChain = 16;
 
-// `qname` in the parser's form (lowercase, no trailing dot).
+// `qname` in the parser's form (lowercase, no trailing dot). The result
+// refers to both `response` and `qname`.
 Result<AnswerAddresses> addresses_for(const Message& response, std::string_view qname);
 
 }  // namespace sebpf::dns

@@ -210,7 +210,7 @@ Result<std::optional<Record>> read_record(Reader& r, bool additional, std::optio
   return std::optional<Record>(std::move(rec));
 }
 
-Status read_records(Reader& r, uint16_t count, bool additional, std::vector<Record>& out,
+Status read_records(Reader& r, uint16_t count, bool additional, Records& out,
                     std::optional<Edns>& edns, uint16_t& rcode) {
   for (uint16_t i = 0; i < count; ++i) {
     SEBPF_ASSIGN_OR_RETURN(auto rec, read_record(r, additional, edns, rcode));
@@ -257,7 +257,7 @@ Result<Query> parse_query(std::span<const uint8_t> wire) {
   if (q.header.arcount > 1) return malformed("more than one additional record in a query", 10);
   SEBPF_ASSIGN_OR_RETURN(q.question, read_question(r));
   q.question_end = r.offset();
-  std::vector<Record> others;
+  Records others;
   uint16_t rcode = q.header.rcode;
   SEBPF_RETURN_IF_ERROR(read_records(r, q.header.arcount, true, others, q.edns, rcode));
   if (!others.empty()) return malformed("an additional record other than OPT in a query", 10);

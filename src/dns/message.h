@@ -13,8 +13,8 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "common/result.h"
 #include "net/ip_prefix.h"
 
@@ -73,10 +73,14 @@ struct Record {
   std::string target;                     // CNAME
 };
 
+// Room for the records of a typical answer without a heap allocation: the
+// proxy parses every answer it forwards.
+using Records = absl::InlinedVector<Record, 4>;
+
 struct Message {
   Header header;
-  std::vector<Question> questions;
-  std::vector<Record> answers, authority, additional;  // OPT is not among them
+  absl::InlinedVector<Question, 1> questions;
+  Records answers, authority, additional;  // OPT is not among them
   std::optional<Edns> edns;
   size_t question_end = kHeaderSize;  // offset just past the question section
 };

@@ -19,6 +19,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "absl/container/flat_hash_map.h"
 #include "common/unique_fd.h"
 #include "dns/response.h"
 
@@ -1042,7 +1043,7 @@ class DnsProxy::Loop {
     if (!std::is_sorted(batch.begin(), batch.end(), by_attachment)) {
       std::stable_sort(batch.begin(), batch.end(), by_attachment);
     }
-    std::vector<LearnedAddress> addresses;
+    std::vector<LearnedAddress>& addresses = learn_scratch_;
     for (size_t first = 0; first < batch.size();) {
       const uint64_t attachment = batch[first].query.attachment;
       size_t end = first;
@@ -1091,16 +1092,17 @@ class DnsProxy::Loop {
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
   std::vector<size_t> next_slot_;
-  std::unordered_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
+  absl::flat_hash_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
   RecvBatch recv_batch_;
   // Answers waiting for this turn's learn(), replies and queries for its
   // sendmmsg, endpoints whose sockets close when the turn is over.
   struct Learning {
     Pending query;
     std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
-    std::vector<LearnedAddress> addresses;
+    LearnedAddresses addresses;
   };
   std::vector<Learning> learning_, learning_turn_;
+  std::vector<LearnedAddress> learn_scratch_;  // one attachment's addresses of a turn
   std::vector<Datagram> outbox_, outbox_turn_;
   std::vector<int> send_fds_;  // flush_datagrams' scratch space
   std::vector<mmsghdr> send_msgs_;
