@@ -315,8 +315,13 @@ void AttachmentManager::forget_locked(uint64_t number) {
 
 void AttachmentManager::policy_changed_locked(uint64_t number) {
   learnable_indexes_.erase(number);
-  std::lock_guard cache_lock(name_policies_mu_);
-  name_policies_.erase(number);
+  {
+    std::lock_guard cache_lock(name_policies_mu_);
+    name_policies_.erase(number);
+  }
+  // After the erase: a loop that sees the new generation can only fetch
+  // the new policy.
+  name_policy_generation_.fetch_add(1, std::memory_order_release);
 }
 
 const LearnableIndex& AttachmentManager::learnable_index_locked(const AttachmentRecord& record) {

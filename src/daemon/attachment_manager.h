@@ -11,6 +11,7 @@
 // detach goes to the state file first, then the kernel.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -67,6 +68,10 @@ class AttachmentManager {
   // returns once the kernel holds them; addresses an explicit deny rule
   // decides (or that an explicit rule names exactly) are skipped.
   std::shared_ptr<const dns::NamePolicy> name_policy(uint64_t number) const;
+  // Moves on after every change of any name policy (see ProxyBackend).
+  uint64_t name_policy_generation() const {
+    return name_policy_generation_.load(std::memory_order_acquire);
+  }
   Status learn(uint64_t number, std::span<const dns::LearnedAddress> addresses);
   // The addresses an attachment has learned and their boot-clock expiries.
   LearnedHosts learned_hosts(uint64_t number) const;
@@ -151,6 +156,7 @@ class AttachmentManager {
   // only with mu_ held too (lock order: mu_, then name_policies_mu_).
   mutable std::mutex name_policies_mu_;
   mutable std::map<uint64_t, std::shared_ptr<const dns::NamePolicy>> name_policies_;
+  std::atomic<uint64_t> name_policy_generation_{0};
   // Ports are handed out round-robin, so a port just given up is not
   // handed out again while its sockets may still be closing.
   uint32_t next_dns_port_ = 0;

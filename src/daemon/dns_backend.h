@@ -15,6 +15,7 @@ class DnsBackend final : public dns::ProxyBackend {
   std::shared_ptr<const dns::NamePolicy> name_policy(uint64_t attachment) override {
     return manager_.name_policy(attachment);
   }
+  uint64_t policy_generation() const override { return manager_.name_policy_generation(); }
   Status learn(uint64_t attachment, std::span<const dns::LearnedAddress> addresses) override {
     return manager_.learn(attachment, addresses);
   }

@@ -301,7 +301,9 @@ class DnsProxy::Loop {
     uint64_t attachment = 0;
     ClientRef client;
     Query query;
-    std::vector<uint8_t> wire;  // as sent upstream: a fresh id
+    QueryVerdict verdict = QueryVerdict::kRefuse;  // as judged when the query came
+    uint64_t policy_generation = 0;                // of the policy that judged it
+    std::vector<uint8_t> wire;                     // as sent upstream: a fresh id
     uint16_t upstream_id = 0;
     size_t upstream = 0;
     size_t attempts_left = 0;
@@ -614,8 +616,8 @@ class DnsProxy::Loop {
       }
       return;
     }
-    const auto policy = backend_.name_policy(attachment);
-    if (!policy) return;  // being detached
+    const NamePolicy* policy = name_policy(attachment);
+    if (policy == nullptr) return;  // being detached
     const QueryVerdict verdict = judge_query(*policy, query->question.name);
     if (verdict == QueryVerdict::kRefuse) {
       stats_.refused++;
@@ -643,6 +645,8 @@ class DnsProxy::Loop {
     p.attachment = attachment;
     p.client = client;
     p.query = std::move(*query);
+    p.verdict = verdict;
+    p.policy_generation = policies_generation_;
     p.wire.assign(wire.begin(), wire.end());
     p.upstream = 0;
     p.attempts_left = std::max<size_t>(2, config_.upstreams.size());
@@ -743,6 +747,21 @@ class DnsProxy::Loop {
   }
 
   // ---- upstreams ----
+
+  // The attachment's name policy (null once it is gone), from this loop's
+  // copy while the backend's generation stays put. Valid until the next
+  // call.
+  const NamePolicy* name_policy(uint64_t attachment) {
+    const uint64_t generation = backend_.policy_generation();
+    if (generation != policies_generation_) {
+      policies_.clear();
+      policies_generation_ = generation;
+    }
+    if (auto it = policies_.find(attachment); it != policies_.end()) return it->second.get();
+    auto fetched = backend_.name_policy(attachment);
+    if (!fetched) return nullptr;
+    return policies_.emplace(attachment, std::move(fetched)).first->second.get();
+  }
 
   // Query ids from the kernel's CSPRNG, fetched in batches.
   uint16_t random_id() {
@@ -986,13 +1005,15 @@ class DnsProxy::Loop {
   }
 
   // The answer goes to the client only after its addresses are in the
-  // kernel (learn_and_release). The policy is read again: it may have
+  // kernel (learn_and_release). The query is judged again if any policy
   // changed in flight.
   void release(Pending p, const Message& message, std::span<uint8_t> answer) {
     const auto refuse = [&](uint16_t code) { reply(p.client, &p.query, error_response(p, code)); };
-    const auto policy = backend_.name_policy(p.attachment);
-    if (!policy) return;
-    const QueryVerdict verdict = judge_query(*policy, p.query.question.name);
+    const NamePolicy* policy = name_policy(p.attachment);
+    if (policy == nullptr) return;
+    const QueryVerdict verdict = policies_generation_ == p.policy_generation
+                                     ? p.verdict
+                                     : judge_query(*policy, p.query.question.name);
     if (verdict == QueryVerdict::kRefuse) {
       stats_.refused++;
       refuse(config_.refusal_rcode);
@@ -1093,6 +1114,8 @@ class DnsProxy::Loop {
   std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
   std::vector<size_t> next_slot_;
   absl::flat_hash_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
+  absl::flat_hash_map<uint64_t, std::shared_ptr<const NamePolicy>> policies_;  // see name_policy()
+  uint64_t policies_generation_ = 0;
   RecvBatch recv_batch_;
   // Answers waiting for this turn's learn(), replies and queries for its
   // sendmmsg, endpoints whose sockets close when the turn is over.

@@ -55,8 +55,14 @@ struct ProxyConfig {
 class ProxyBackend {
  public:
   virtual ~ProxyBackend() = default;
-  // The attachment's DNS mode and domain rules; null when it is gone.
+  // The attachment's DNS mode and domain rules; null when it is gone. A
+  // policy never changes: a changed one is a new object.
   virtual std::shared_ptr<const NamePolicy> name_policy(uint64_t attachment) = 0;
+  // Moves on (after the change is visible to name_policy) whenever any
+  // attachment's policy changes or goes away. The loops keep the policies
+  // they fetched for as long as it stays put: no lock and no shared
+  // reference count per query.
+  virtual uint64_t policy_generation() const = 0;
   // Puts the addresses (TTLs already clamped) into the attachment's allow
   // rules; returns once the kernel holds them.
   virtual Status learn(uint64_t attachment, std::span<const LearnedAddress> addresses) = 0;

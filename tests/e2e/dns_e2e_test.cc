@@ -244,6 +244,34 @@ TEST_F(DnsE2eTest, DnsOverTcpResolvesAndLearns) {
             kRcodeBase + dns::rcode::kNxDomain);
 }
 
+// The endpoint's loops keep the domain rules they fetched; a change through
+// the API must still decide the very next query, on every loop (each
+// query comes from a fresh socket, so either loop may take it).
+TEST_F(DnsE2eTest, DomainRulesChangedThroughTheApiDecideTheNextQuery) {
+  start_with_upstream("dns:\n  threads: 2\n");
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  const auto ask = [&](const std::string& name) {
+    return in_cgroup([&] { return resolve_and_connect(endpoint, name, kTypeA); });
+  };
+  constexpr int kTries = 6;
+  for (int i = 0; i < kTries; ++i) {
+    ASSERT_EQ(ask("allowed.example"), 0);
+    ASSERT_EQ(ask("other.example"), kRcodeBase + dns::rcode::kNxDomain);
+  }
+
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example", "other.example"})).ok());
+  for (int i = 0; i < kTries; ++i) {
+    EXPECT_EQ(ask("other.example"), 0) << "an allow added is used at once (try " << i << ")";
+  }
+
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"other.example"}, {"allowed.example"})).ok());
+  for (int i = 0; i < kTries; ++i) {
+    EXPECT_EQ(ask("allowed.example"), kRcodeBase + dns::rcode::kNxDomain)
+        << "a deny added is used at once (try " << i << ")";
+  }
+}
+
 TEST_F(DnsE2eTest, CnameChainsAreFollowedAndADeniedTargetIsRefused) {
   start_with_upstream();
   const auto endpoint =
