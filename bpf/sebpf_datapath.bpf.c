@@ -16,6 +16,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "sebpf_dhcp.bpf.h"
 #include "sebpf_maps.bpf.h"
 #include "sebpf_packet.bpf.h"
 #include "sebpf_policy.bpf.h"
@@ -489,6 +490,9 @@ int sebpf_tc_guard(struct __sk_buff *skb)
 							    : SEBPF_REASON_ALLOW_LINK_LOCAL);
 		return TC_ACT_UNSPEC;
 	}
+	/* The DHCP allowance needs the frame's source MAC: Ethernet only. */
+	if (!(att.flags & SEBPF_ATT_F_L3_DEVICE))
+		p.dhcp_request = sebpf_is_dhcp_request(skb, &p);
 	/* TC_ACT_UNSPEC, not TC_ACT_OK: let filters after ours run. */
 	return sebpf_decide(&att, &p, sebpf_packet_egress) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }

@@ -43,20 +43,22 @@ struct sebpf_pkt {
 	 * time, and the struct is passed by pointer (its layout is real). */
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u64 netns;	/* cookie of its network namespace; 0 on interfaces */
+	__u64 netns;   /* cookie of its network namespace; 0 on interfaces */
 	__u32 frag_id; /* IPv4 identification or IPv6 fragment id, host order */
 	__u8 family;
 	__u8 protocol;
-	__u8 has_l4;	/* 0 for non-first fragments and unknown L4 */
-	__u8 icmp_type; /* ICMP/ICMPv6 */
-	__u8 tcp_flags; /* TCP */
-	__u8 hop_limit; /* IPv4 TTL or IPv6 hop limit */
-	__u16 sport;	/* network order; ICMP echo: the identifier */
-	__u16 dport;	/* network order */
+	__u8 has_l4;	    /* 0 for non-first fragments and unknown L4 */
+	__u8 icmp_type;	    /* ICMP/ICMPv6 */
+	__u8 tcp_flags;	    /* TCP */
+	__u8 hop_limit;	    /* IPv4 TTL or IPv6 hop limit */
+	__u16 sport;	    /* network order; ICMP echo: the identifier */
+	__u16 dport;	    /* network order */
 	__u8 source_routed; /* LSRR/SSRR option, or an IPv6 routing header
 			     * with segments left: daddr is not where the
 			     * packet is going */
 	__u8 fragment;	    /* SEBPF_FRAG_* */
+	__u8 dhcp_request;  /* a VM's DHCP client request (sebpf_dhcp.bpf.h) */
+	__u16 l4_off;	    /* where the L4 header starts in the skb */
 };
 
 /* Where a packet stands among the fragments of its datagram. */
@@ -88,6 +90,7 @@ static __always_inline int sebpf_parse_l4(struct __sk_buff *skb, __u32 off, stru
 {
 	__u8 l4[14];
 
+	pkt->l4_off = off;
 	switch (pkt->protocol) {
 	case IPPROTO_TCP:
 		if (bpf_skb_load_bytes(skb, off, l4, 14) < 0)

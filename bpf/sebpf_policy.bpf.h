@@ -423,8 +423,9 @@ static __always_inline int sebpf_is_known_neighbour(__u32 serial, const struct s
  * destinations or to the host side's own address (the DNS endpoint's),
  * or to a neighbour that sent the workload ND itself with hop limit 255
  * (so it is on the link: the host answering for its global address), MLD
- * to link-scope multicast, DHCPv4 to the broadcast address and DHCPv6 to
- * ff02::1:2. ND to any other unicast address is not exempt: a packet with
+ * to link-scope multicast, and a VM's DHCP client requests (DHCPv4 to the
+ * broadcast address, DHCPv6 to ff02::1:2, their payloads checked by
+ * sebpf_dhcp.bpf.h). ND to any other unicast address is not exempt: a packet with
  * hop limit 255 is still routed, and its payload would reach whoever owns
  * the address. It is judged by the rules like any packet.
  */
@@ -457,16 +458,8 @@ static __always_inline int sebpf_is_link_local_control(const struct sebpf_attach
 				return ll_multicast;
 			return 0;
 		}
-		/* ff02::1:2, All_DHCP_Relay_Agents_and_Servers */
-		if (p->protocol == IPPROTO_UDP && !cgroup)
-			return *(__u32 *)&p->daddr[0] == bpf_htonl(0xff020000) &&
-			       *(__u32 *)&p->daddr[4] == 0 && *(__u32 *)&p->daddr[8] == 0 &&
-			       *(__u32 *)&p->daddr[12] == bpf_htonl(0x00010002) &&
-			       p->dport == bpf_htons(547);
-		return 0;
 	}
-	return !cgroup && p->protocol == IPPROTO_UDP && p->dport == bpf_htons(67) &&
-	       p->sport == bpf_htons(68) && sebpf_addr4(p->daddr) == 0xffffffff;
+	return !cgroup && p->dhcp_request;
 }
 
 static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,

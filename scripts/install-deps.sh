@@ -14,6 +14,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tests: namespaces, traffic, tools they drive
   iproute2 iputils-ping procps util-linux
+  # a VM's DHCP through the TC guard: a real client and server
+  udhcpc dnsmasq-base
   # DNS tests: a real authoritative upstream with a query log, and dig
   knot knot-module-dnstap bind9-dnsutils
 )

@@ -34,6 +34,81 @@ TEST_P(TcOnlyTest, ArpThatIsNotPlainArpIsDenied) {
   EXPECT_TRUE(run_out(build_arp(1, 200)).allowed);
 }
 
+// DHCP requests pass whatever the rules say, so only a client's request
+// may: not any datagram between the DHCP ports, not one that claims
+// another machine's hardware address (a DHCP server's pool is exhausted
+// that way), not one with room for other data.
+TEST_P(TcOnlyTest, OnlyWellFormedDhcpClientRequestsPass) {
+  set_mode(Mode::kBlockAll);
+  const auto dhcp4 = [&](std::vector<uint8_t> payload, bool fragment = false) {
+    return out({.src = "0.0.0.0",
+                .dst = "255.255.255.255",
+                .l4 = L4::kUdp,
+                .sport = 68,
+                .dport = 67,
+                .more_fragments = fragment,
+                .payload_bytes = std::move(payload)});
+  };
+  const auto edit = [](std::vector<uint8_t> m, size_t at, uint8_t value) {
+    m.at(at) = value;
+    return m;
+  };
+  for (uint8_t type : {1, 3, 4, 7, 8}) EXPECT_TRUE(dhcp4(dhcp4_message(type))) << int{type};
+  auto minimal = dhcp4_message(1);
+  minimal.resize(249);  // END is at 248: no padding at all
+  EXPECT_TRUE(dhcp4(minimal)) << "padding is optional";
+
+  EXPECT_FALSE(dhcp4(dhcp4_message(2))) << "OFFER: a server's message";
+  EXPECT_FALSE(dhcp4(dhcp4_message(5))) << "ACK";
+  EXPECT_FALSE(dhcp4(std::vector<uint8_t>(300, 0xab))) << "any bytes between the DHCP ports";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 0, 2))) << "BOOTREPLY";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 1, 6))) << "not Ethernet";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 3, 1))) << "relayed";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 11, 1))) << "flags other than broadcast";
+  EXPECT_TRUE(dhcp4(edit(dhcp4_message(1), 10, 0x80))) << "the broadcast flag";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 16, 10))) << "yiaddr";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 24, 10))) << "giaddr";
+  const uint8_t other_mac[6] = {0x02, 0, 0, 0, 0, 0x99};
+  EXPECT_FALSE(dhcp4(dhcp4_message(1, other_mac))) << "chaddr not the frame's source MAC";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 40, 1))) << "chaddr padding";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 44, 'x'))) << "data in sname";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 235, 'x'))) << "data in file";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 239, 0))) << "no magic cookie";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 248, 0))) << "no END";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 299, 1))) << "data after END";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 244, 200))) << "an option longer than the message";
+  EXPECT_FALSE(dhcp4(edit(dhcp4_message(1), 241, 2))) << "a two-byte message type";
+  auto no_type = dhcp4_message(1);
+  no_type[240] = 12;  // host name instead of the message type
+  EXPECT_FALSE(dhcp4(no_type)) << "no message type";
+  auto big = dhcp4_message(1);
+  big.resize(549, 0);
+  EXPECT_FALSE(dhcp4(big)) << "more than a 576-byte datagram";
+  EXPECT_FALSE(dhcp4(dhcp4_message(1), /*fragment=*/true)) << "a fragment";
+
+  const auto dhcp6 = [&](std::vector<uint8_t> payload, uint16_t sport = 546) {
+    return out({.src = "fe80::2",
+                .dst = "ff02::1:2",
+                .l4 = L4::kUdp,
+                .sport = sport,
+                .dport = 547,
+                .payload_bytes = std::move(payload)});
+  };
+  for (uint8_t type : {1, 3, 4, 5, 6, 8, 9, 11})
+    EXPECT_TRUE(dhcp6(dhcp6_message(type))) << int{type};
+  EXPECT_FALSE(dhcp6(dhcp6_message(2))) << "ADVERTISE: a server's message";
+  EXPECT_FALSE(dhcp6(dhcp6_message(12))) << "RELAY-FORW";
+  EXPECT_FALSE(dhcp6(dhcp6_message(1), 40000)) << "not from the client port";
+  EXPECT_FALSE(dhcp6(edit(dhcp6_message(1), 7, 11))) << "an option longer than the message";
+  auto trailing = dhcp6_message(1);
+  trailing.push_back(0);
+  EXPECT_FALSE(dhcp6(trailing)) << "bytes that are not an option";
+  auto padded = dhcp6_message(1);
+  padded.insert(padded.end(), {0, 99, 2, 0x20});  // 544 bytes of option 99
+  padded.resize(padded.size() + 544, 'x');
+  EXPECT_FALSE(dhcp6(padded)) << "more than 548 bytes";
+}
+
 TEST_P(TcOnlyTest, NonIpFramesAreDeniedWhileEnforcing) {
   const auto lldp = build_frame(0x88cc);
   const auto vlan_in_vlan = build_frame(0x8100);

@@ -295,13 +295,21 @@ TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
   EXPECT_FALSE(out(mld));
   // DHCP only for VMs: from a cgroup it would only be a broadcast channel.
   const bool vm = GetParam() == ProgramKind::kTc;
-  PacketSpec dhcp = {
-      .src = "0.0.0.0", .dst = "255.255.255.255", .l4 = L4::kUdp, .sport = 68, .dport = 67};
+  PacketSpec dhcp = {.src = "0.0.0.0",
+                     .dst = "255.255.255.255",
+                     .l4 = L4::kUdp,
+                     .sport = 68,
+                     .dport = 67,
+                     .payload_bytes = dhcp4_message(1)};
   EXPECT_EQ(out(dhcp), vm);
   dhcp.dst = "198.51.100.1";  // unicast DHCP can leave the link
   EXPECT_FALSE(out(dhcp));
-  PacketSpec dhcp6 = {
-      .src = "fe80::2", .dst = "ff02::1:2", .l4 = L4::kUdp, .sport = 546, .dport = 547};
+  PacketSpec dhcp6 = {.src = "fe80::2",
+                      .dst = "ff02::1:2",
+                      .l4 = L4::kUdp,
+                      .sport = 546,
+                      .dport = 547,
+                      .payload_bytes = dhcp6_message(1)};
   EXPECT_EQ(out(dhcp6), vm);
   dhcp6.dst = "ff02:1::1:2";  // not the DHCPv6 servers' group
   EXPECT_FALSE(out(dhcp6));

@@ -65,6 +65,32 @@ TEST_F(TcE2eTest, DenylistAndBlockAll) {
   EXPECT_EQ(guest([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
 
+// A real DHCP exchange through the guard in block_all mode: the guest's
+// client (BusyBox udhcpc) gets a lease from a server on the host side
+// (dnsmasq), so a real client's DISCOVER and REQUEST pass the payload
+// check that keeps other data out of the DHCP allowance.
+TEST_F(TcE2eTest, AGuestsDhcpClientGetsALeaseWhateverTheMode) {
+  attach(Mode::kBlockAll, {});
+  const std::string interface = "--interface=" + topo_->host_if();
+  Child server([&] {
+    execlp("dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+           interface.c_str(), "--bind-interfaces", "--leasefile-ro", "--pid-file=", "--user=root",
+           "--dhcp-range=198.51.100.100,198.51.100.150,255.255.255.0,2m",
+           static_cast<char*>(nullptr));
+    return 127;
+  });
+  const std::string peer_if = topo_->peer_if();
+  // -n: fail rather than go to the background without a lease; the
+  // script does nothing, so the guest's addresses stay as they are.
+  EXPECT_EQ(topo_->run_in_peer([&] {
+    execlp("udhcpc", "udhcpc", "-f", "-q", "-n", "-t", "4", "-T", "1", "-i", peer_if.c_str(), "-s",
+           "/bin/true", static_cast<char*>(nullptr));
+    return 127;
+  }),
+            0)
+      << "no lease: the guard dropped the client's DHCP messages";
+}
+
 TEST_F(TcE2eTest, HostCanStillConnectIntoTheGuest) {
   attach(Mode::kAllowlist, {});
   // The guest's server answers though the guest may open nothing itself.

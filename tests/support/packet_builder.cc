@@ -19,13 +19,13 @@ void put_bytes(std::vector<uint8_t>& p, const void* data, size_t n) {
 
 void ethernet(std::vector<uint8_t>& p, uint16_t ethertype) {
   const uint8_t dst[6] = {0x02, 0, 0, 0, 0, 0x01};
-  const uint8_t src[6] = {0x02, 0, 0, 0, 0, 0x02};
   put_bytes(p, dst, 6);
-  put_bytes(p, src, 6);
+  put_bytes(p, kSourceMac, 6);
   put16(p, ethertype);
 }
 
 std::vector<uint8_t> l4_header(const PacketSpec& s) {
+  const size_t payload = s.payload_bytes ? s.payload_bytes->size() : s.payload;
   std::vector<uint8_t> h;
   switch (s.l4) {
     case L4::kTcp:
@@ -40,7 +40,7 @@ std::vector<uint8_t> l4_header(const PacketSpec& s) {
     case L4::kUdp:
       put16(h, s.sport);
       put16(h, s.dport);
-      put16(h, static_cast<uint16_t>(8 + s.payload));
+      put16(h, static_cast<uint16_t>(8 + payload));
       put16(h, 0);
       break;
     case L4::kIcmp:
@@ -54,11 +54,36 @@ std::vector<uint8_t> l4_header(const PacketSpec& s) {
     case L4::kOther:
       break;
   }
-  h.insert(h.end(), s.payload, 0xab);
+  if (s.payload_bytes) {
+    h.insert(h.end(), s.payload_bytes->begin(), s.payload_bytes->end());
+  } else {
+    h.insert(h.end(), s.payload, 0xab);
+  }
   return h;
 }
 
 }  // namespace
+
+std::vector<uint8_t> dhcp4_message(uint8_t type, const uint8_t (&mac)[6]) {
+  std::vector<uint8_t> m = {1, 1, 6, 0};  // BOOTREQUEST, Ethernet, 6-byte MAC, no hops
+  put_bytes(m, "\x12\x34\x56\x78", 4);    // xid
+  m.insert(m.end(), 4, 0);                // secs, flags
+  m.insert(m.end(), 16, 0);               // ciaddr, yiaddr, siaddr, giaddr
+  put_bytes(m, mac, 6);
+  m.insert(m.end(), 10 + 64 + 128, 0);  // chaddr padding, sname, file
+  const uint8_t cookie_and_options[] = {99, 130, 83, 99, 53, 1, type, 55, 3, 1, 3, 6, 255};
+  put_bytes(m, cookie_and_options, sizeof cookie_and_options);
+  m.resize(300, 0);
+  return m;
+}
+
+std::vector<uint8_t> dhcp6_message(uint8_t type) {
+  std::vector<uint8_t> m = {type, 0xab, 0xcd, 0xef};
+  const uint8_t options[] = {0, 1, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 2,  // client id (DUID-LL)
+                             0, 8, 0, 2,  0, 0};                         // elapsed time
+  put_bytes(m, options, sizeof options);
+  return m;
+}
 
 std::vector<uint8_t> build_packet(const PacketSpec& s) {
   std::vector<uint8_t> p;

@@ -32,7 +32,21 @@ struct PacketSpec {
   // An IPv6 routing header (type 4, one segment) with this many segments left.
   std::optional<uint8_t> ipv6_routing_segments_left = std::nullopt;
   size_t payload = 16;
+  // When set, the L4 payload instead of `payload` filler bytes.
+  std::optional<std::vector<uint8_t>> payload_bytes = std::nullopt;
 };
+
+// The source MAC of every frame build_packet() makes.
+constexpr uint8_t kSourceMac[6] = {0x02, 0, 0, 0, 0, 0x02};
+
+// A DHCPv4 client message as a VM's client sends it: BOOTREQUEST from
+// `mac`, the magic cookie, a message-type option (53) of `type`, a
+// parameter request list, END, then zero padding to 300 bytes (BOOTP's
+// minimum).
+std::vector<uint8_t> dhcp4_message(uint8_t type, const uint8_t (&mac)[6] = kSourceMac);
+// A DHCPv6 client message: `type`, a transaction id, a client id and an
+// elapsed-time option.
+std::vector<uint8_t> dhcp6_message(uint8_t type);
 
 // With an Ethernet header (TC programs, and what BPF_PROG_TEST_RUN expects
 // for cgroup_skb too: it strips the L2 header itself).
