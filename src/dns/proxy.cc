@@ -596,6 +596,21 @@ class DnsProxy::Loop {
     flush_client(client.tcp_client);
   }
 
+  // The attachment's name policy (null once it is gone), from this loop's
+  // copy while the backend's generation stays put. Valid until the next
+  // call.
+  const NamePolicy* name_policy(uint64_t attachment) {
+    const uint64_t generation = backend_.policy_generation();
+    if (generation != policies_generation_) {
+      policies_.clear();
+      policies_generation_ = generation;
+    }
+    if (auto it = policies_.find(attachment); it != policies_.end()) return it->second.get();
+    auto fetched = backend_.name_policy(attachment);
+    if (!fetched) return nullptr;
+    return policies_.emplace(attachment, std::move(fetched)).first->second.get();
+  }
+
   void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client) {
     stats_.queries++;
     auto ep = endpoints_.find(attachment);
@@ -747,21 +762,6 @@ class DnsProxy::Loop {
   }
 
   // ---- upstreams ----
-
-  // The attachment's name policy (null once it is gone), from this loop's
-  // copy while the backend's generation stays put. Valid until the next
-  // call.
-  const NamePolicy* name_policy(uint64_t attachment) {
-    const uint64_t generation = backend_.policy_generation();
-    if (generation != policies_generation_) {
-      policies_.clear();
-      policies_generation_ = generation;
-    }
-    if (auto it = policies_.find(attachment); it != policies_.end()) return it->second.get();
-    auto fetched = backend_.name_policy(attachment);
-    if (!fetched) return nullptr;
-    return policies_.emplace(attachment, std::move(fetched)).first->second.get();
-  }
 
   // Query ids from the kernel's CSPRNG, fetched in batches.
   uint16_t random_id() {
