@@ -87,13 +87,16 @@ std::string attachments_table(const v1::ListResponse& list) {
 }
 
 std::string attachment_text(const v1::Attachment& a) {
-  return format_table({{"id:", a.id()},
-                       {"type:", type_name(a.type())},
-                       {"target:", a.target()},
-                       {"dns:", dns_text(a.dns())},
-                       {"policy:", a.applied_policy().empty() ? "-" : a.applied_policy()},
-                       {"created:", time_text(a.created_at())},
-                       {"metadata:", metadata_text(a)}});
+  std::vector<std::vector<std::string>> rows = {
+      {"id:", a.id()},
+      {"type:", type_name(a.type())},
+      {"target:", a.target()},
+      {"dns:", dns_text(a.dns())},
+      {"policy:", a.applied_policy().empty() ? "-" : a.applied_policy()},
+      {"created:", time_text(a.created_at())},
+      {"metadata:", metadata_text(a)}};
+  for (const std::string& w : a.warnings()) rows.push_back({"warning:", w});
+  return format_table(rows);
 }
 
 std::string policy_text(const v1::Policy& p) {

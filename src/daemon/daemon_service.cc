@@ -1,6 +1,7 @@
 #include "daemon/daemon_service.h"
 
 #include "daemon/api_convert.h"
+#include "daemon/bypass_check.h"
 #include "daemon/target_resolver.h"
 
 namespace sebpf::daemon {
@@ -73,6 +74,14 @@ Status policy_out(Result<Policy> policy, v1::Policy* resp) {
   return ok_status();
 }
 
+// The record as the API shows it, with what the target lets bypass the
+// attachment right now.
+void attachment_out(const AttachmentRecord& record, v1::Attachment* out) {
+  attachment_to_api(record, out);
+  if (record.kind != datapath::TargetKind::kCgroup) return;
+  for (std::string& w : cgroup_bypass_warnings(record.target)) out->add_warnings(std::move(w));
+}
+
 }  // namespace
 
 grpc::Status to_grpc_status(grpc::ServerContext* ctx, const Error& error) {
@@ -114,7 +123,10 @@ grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::Attac
                              policy_from_api(req->policy(), "policy", WallClock::now()));
     }
     SEBPF_ASSIGN_OR_RETURN(AttachmentRecord record, manager_.attach(spec));
-    attachment_to_api(record, resp);
+    attachment_out(record, resp);
+    for (const std::string& w : resp->warnings()) {
+      log_.warning("attachment_bypassable", {{"id", record.id()}, {"detail", w}});
+    }
     return ok_status();
   });
 }
@@ -132,7 +144,7 @@ grpc::Status DaemonServiceImpl::Get(grpc::ServerContext* ctx, const v1::GetReque
   return run(ctx, log_, "Get", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     SEBPF_ASSIGN_OR_RETURN(AttachmentRecord record, manager_.get(id));
-    attachment_to_api(record, resp);
+    attachment_out(record, resp);
     return ok_status();
   });
 }
@@ -140,7 +152,7 @@ grpc::Status DaemonServiceImpl::Get(grpc::ServerContext* ctx, const v1::GetReque
 grpc::Status DaemonServiceImpl::List(grpc::ServerContext* ctx, const v1::ListRequest*,
                                      v1::ListResponse* resp) {
   return run(ctx, log_, "List", [&]() -> Status {
-    for (const AttachmentRecord& r : manager_.list()) attachment_to_api(r, resp->add_attachments());
+    for (const AttachmentRecord& r : manager_.list()) attachment_out(r, resp->add_attachments());
     return ok_status();
   });
 }

@@ -2,7 +2,10 @@
 // the policy; targets that vanish are detached within a second; a SIGKILL
 // and restart keeps ids, policy and enforcement; a damaged state file is
 // reported; bad input is refused naming the field.
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -90,6 +93,50 @@ TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
   v1::DetachResponse resp;
   ASSERT_TRUE(stub_->Detach(&ctx, req, &resp).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+}
+
+// A process of the workload that stays until the test ends, with or
+// without CAP_NET_RAW in its bounding set; returns once it is in place.
+std::unique_ptr<Child> workload_process(TestCgroup& cgroup, bool may_use_raw) {
+  int ready[2];
+  if (pipe(ready) != 0) return nullptr;
+  auto child = std::make_unique<Child>([&] {
+    close(ready[0]);
+    if (!cgroup.add_self()) return 82;
+    if (!may_use_raw && prctl(PR_CAPBSET_DROP, CAP_NET_RAW, 0, 0, 0) != 0) return 83;
+    if (write(ready[1], "x", 1) != 1) return 84;
+    pause();
+    return 0;
+  });
+  close(ready[1]);
+  char byte;
+  const bool ok = read(ready[0], &byte, 1) == 1;
+  close(ready[0]);
+  return ok ? std::move(child) : nullptr;
+}
+
+// Packet sockets (CAP_NET_RAW) send frames no cgroup program sees: the
+// Attachment must say so rather than look like full enforcement.
+TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayOpenPacketSockets) {
+  start_daemon();
+  const auto confined = workload_process(*cgroup_, /*may_use_raw=*/false);
+  ASSERT_NE(confined, nullptr);
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  EXPECT_EQ(att.warnings_size(), 0) << "no process here may open a packet socket";
+
+  const auto raw = workload_process(*cgroup_, /*may_use_raw=*/true);
+  ASSERT_NE(raw, nullptr);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(soon());
+  v1::GetRequest req;
+  req.set_id(att.id());
+  v1::Attachment now;
+  ASSERT_TRUE(stub_->Get(&ctx, req, &now).ok());
+  ASSERT_EQ(now.warnings_size(), 1);
+  // "process <pid>", singular: the confined one is not named.
+  EXPECT_NE(now.warnings(0).find("process " + std::to_string(raw->pid()) + " may open packet"),
+            std::string::npos)
+      << now.warnings(0);
 }
 
 TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {

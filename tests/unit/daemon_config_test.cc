@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "daemon/bypass_check.h"
 #include "daemon/target_resolver.h"
 
 namespace sebpf::daemon {
@@ -172,6 +173,30 @@ TEST_F(TargetResolverTest, APidsCgroupComesFromItsV2Line) {
   EXPECT_EQ(cgroup_path_of_pid(45, mount, proc).error().code(), Errc::kNotFound);
   EXPECT_EQ(cgroup_path_of_pid(0, mount, proc).error().code(), Errc::kInvalidArgument);
   EXPECT_EQ(cgroup_path_of_pid(-3, mount, proc).error().code(), Errc::kInvalidArgument);
+}
+
+// CAP_NET_RAW is bit 13 of the bounding set: 0x2000.
+TEST_F(TargetResolverTest, ProcessesThatMayOpenPacketSocketsAreNamedOnesThatMayNotAreNot) {
+  const std::string cgroup = root_ + "/cg/a";
+  const std::string proc = root_ + "/proc";
+  const auto status = [&](const std::string& pid, const std::string& bounding) {
+    std::filesystem::create_directories(proc + "/" + pid);
+    std::ofstream(proc + "/" + pid + "/status")
+        << "Name:\tworkload\nCapEff:\t0000000000000000\nCapBnd:\t" << bounding << "\n";
+  };
+  status("100", "000001ffffffdfff");  // everything but CAP_NET_RAW
+  status("101", "00000000a80425fb");  // Docker's default set: CAP_NET_RAW included
+  status("102", "000001ffffffffff");  // root
+  std::ofstream(cgroup + "/cgroup.procs") << "100\n";
+  EXPECT_TRUE(cgroup_bypass_warnings(cgroup, proc).empty());
+
+  std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n";  // 999: gone
+  const auto warnings = cgroup_bypass_warnings(cgroup, proc);
+  ASSERT_EQ(warnings.size(), 1U);
+  EXPECT_NE(warnings[0].find("processes 101, 102 may open packet sockets"), std::string::npos)
+      << warnings[0] << " (processes of descendant cgroups count)";
+  EXPECT_EQ(warnings[0].find("100"), std::string::npos);
+  EXPECT_NE(warnings[0].find("--cap-drop NET_RAW"), std::string::npos) << "says what to do";
 }
 
 TEST(InterfaceNameTest, OnlyWhatTheKernelAccepts) {
