@@ -77,11 +77,13 @@ std::string format_table(const std::vector<std::vector<std::string>>& rows) {
 
 std::string attachments_table(const v1::ListResponse& list) {
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "TYPE", "TARGET", "DNS", "POLICY", "CREATED", "METADATA"}};
+      {"ID", "TYPE", "TARGET", "DNS", "POLICY", "CREATED", "WARNINGS", "METADATA"}};
   for (const v1::Attachment& a : list.attachments()) {
-    rows.push_back({a.id(), type_name(a.type()), a.target(), dns_text(a.dns()),
-                    a.applied_policy().empty() ? "-" : a.applied_policy(),
-                    time_text(a.created_at()), metadata_text(a)});
+    // Only how many: `get` prints them.
+    rows.push_back(
+        {a.id(), type_name(a.type()), a.target(), dns_text(a.dns()),
+         a.applied_policy().empty() ? "-" : a.applied_policy(), time_text(a.created_at()),
+         a.warnings().empty() ? "-" : std::to_string(a.warnings_size()), metadata_text(a)});
   }
   return format_table(rows);
 }

@@ -100,9 +100,15 @@ TEST(CtlOutputTest, PolicyAndAttachmentsReadForPeople) {
   a->mutable_dns()->set_port(20003);
   (*a->mutable_metadata())["vm"] = "3";
   (*a->mutable_metadata())["tenant"] = "t";
+  a->add_warnings("process 7 may open packet sockets");
   const std::string table = attachments_table(list);
   EXPECT_NE(table.find("198.51.100.1,[2001:db8::1]:20003"), std::string::npos) << table;
-  EXPECT_NE(table.find("tenant=t,vm=3"), std::string::npos) << table;
+  EXPECT_NE(table.find("WARNINGS"), std::string::npos) << table;
+  EXPECT_NE(table.find("1         tenant=t,vm=3"), std::string::npos) << "the count of warnings\n"
+                                                                      << table;
+  EXPECT_NE(attachment_text(*a).find("warning:   process 7 may open packet sockets"),
+            std::string::npos)
+      << attachment_text(*a);
   EXPECT_NE(to_json(list).find("\"target\": \"vm3tap\""), std::string::npos);
 }
 
