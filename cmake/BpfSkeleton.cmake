@@ -1,10 +1,12 @@
 # Turns a BPF C program into a bpftool skeleton header, so the object is
 # embedded in the binaries (nothing is loaded from a path at run time).
 #
-#   sebpf_add_bpf_skeleton(<target> SOURCE <file.bpf.c> DEPENDS <headers...>)
+#   sebpf_add_bpf_skeleton(<target> SOURCE <file.bpf.c>)
 #
 # creates an INTERFACE library <target> whose include directory holds
 # <name>.skel.h, where <name> is the source's basename without .bpf.c.
+# clang writes the headers the program includes to a depfile, so editing
+# any of them rebuilds it (a list kept by hand missed a new header once).
 
 find_program(SEBPF_CLANG NAMES clang clang-14 REQUIRED)
 find_program(SEBPF_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
@@ -14,7 +16,7 @@ execute_process(COMMAND ${CMAKE_C_COMPILER} -print-multiarch
                 OUTPUT_VARIABLE SEBPF_MULTIARCH OUTPUT_STRIP_TRAILING_WHITESPACE)
 
 function(sebpf_add_bpf_skeleton target)
-  cmake_parse_arguments(ARG "" "SOURCE" "DEPENDS" ${ARGN})
+  cmake_parse_arguments(ARG "" "SOURCE" "" ${ARGN})
   get_filename_component(src ${ARG_SOURCE} ABSOLUTE)
   get_filename_component(name ${src} NAME)
   string(REPLACE ".bpf.c" "" name ${name})
@@ -28,8 +30,9 @@ function(sebpf_add_bpf_skeleton target)
     COMMAND ${SEBPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_x86
             -Wall -Wextra -Werror
             -I/usr/include/${SEBPF_MULTIARCH} -I${CMAKE_CURRENT_SOURCE_DIR}
-            -c ${src} -o ${obj}
-    DEPENDS ${src} ${ARG_DEPENDS}
+            -MD -MF ${obj}.d -c ${src} -o ${obj}
+    DEPENDS ${src}
+    DEPFILE ${obj}.d
     COMMENT "BPF ${name}.bpf.c"
     VERBATIM)
   add_custom_command(
