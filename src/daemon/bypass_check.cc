@@ -5,28 +5,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <optional>
+
+#include "datapath/system.h"
 
 namespace sebpf::daemon {
 namespace {
 
 // Processes named in a warning; the rest are counted.
 constexpr size_t kPidsNamed = 5;
-
-// The bounding set ("CapBnd:", hex) of a process, if it can be read.
-std::optional<uint64_t> bounding_set(const std::string& proc_root, const std::string& pid) {
-  std::ifstream status(proc_root + "/" + pid + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (!line.starts_with("CapBnd:")) continue;
-    try {
-      return std::stoull(line.substr(7), nullptr, 16);
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
-}
 
 void pids_in(const std::filesystem::path& dir, std::vector<std::string>& out) {
   std::ifstream procs(dir / "cgroup.procs");
@@ -48,8 +34,8 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
   }
   std::vector<std::string> raw;
   for (const std::string& pid : pids) {
-    const auto caps = bounding_set(proc_root, pid);
-    if (caps && (*caps >> CAP_NET_RAW & 1)) raw.push_back(pid);
+    const auto caps = datapath::capability_set(proc_root + "/" + pid + "/status", "CapBnd");
+    if (caps.ok() && (*caps >> CAP_NET_RAW & 1)) raw.push_back(pid);
   }
   if (raw.empty()) return {};
   std::string named;

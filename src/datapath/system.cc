@@ -41,15 +41,6 @@ std::string unescape_mount_field(const std::string& in) {
   return out;
 }
 
-Result<uint64_t> effective_capabilities() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("CapEff:", 0) == 0) return std::stoull(line.substr(7), nullptr, 16);
-  }
-  return Error(Errc::kInternal, "cannot read CapEff from /proc/self/status");
-}
-
 // A file handle with room for the 8-byte kernfs id that names a cgroup.
 struct CgroupHandle {
   alignas(file_handle) unsigned char storage[sizeof(file_handle) + sizeof(uint64_t)] = {};
@@ -65,7 +56,7 @@ bool is_on_fs(const std::string& path, int64_t magic) {
 }  // namespace
 
 Status check_privileges() {
-  SEBPF_ASSIGN_OR_RETURN(uint64_t caps, effective_capabilities());
+  SEBPF_ASSIGN_OR_RETURN(uint64_t caps, capability_set("/proc/self/status", "CapEff"));
   auto has = [caps](int cap) { return (caps >> cap) & 1U; };
   std::vector<std::string> missing;
   if (!has(kCapBpf) && !has(kCapSysAdmin)) missing.emplace_back("CAP_BPF");
@@ -76,6 +67,21 @@ Status check_privileges() {
   return Error(Errc::kPermissionDenied,
                "loading and attaching BPF programs needs root or " + names +
                    " (missing from this process's effective capabilities)");
+}
+
+Result<uint64_t> capability_set(const std::string& status_file, std::string_view field) {
+  const std::string prefix = std::string(field) + ":";
+  std::ifstream status(status_file);
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!line.starts_with(prefix)) continue;
+    try {
+      return std::stoull(line.substr(prefix.size()), nullptr, 16);
+    } catch (const std::exception&) {
+      break;
+    }
+  }
+  return Error(Errc::kInternal, "cannot read " + prefix + " from " + status_file);
 }
 
 Result<std::string> find_cgroup2_mount(const std::string& mounts_file) {

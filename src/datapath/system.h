@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -14,6 +15,10 @@ namespace sebpf::datapath {
 // Root, or CAP_BPF + CAP_NET_ADMIN (CAP_SYS_ADMIN stands in for either).
 // The error names the missing capabilities.
 Status check_privileges();
+
+// A capability set of a process, one bit per capability: `field` ("CapEff",
+// "CapBnd", ...) of its status file (/proc/<pid>/status).
+Result<uint64_t> capability_set(const std::string& status_file, std::string_view field);
 
 // The mount point of the cgroup v2 hierarchy, read from /proc/mounts (it is
 // /sys/fs/cgroup on most systems, /sys/fs/cgroup/unified on hybrid ones).
