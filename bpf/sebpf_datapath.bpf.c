@@ -403,7 +403,7 @@ int sebpf_cg_in(struct __sk_buff *skb)
 	if (sebpf_skb_attachment(skb, &att) && sebpf_parse_cgroup_skb(skb, &p) == 0) {
 		if (sebpf_netns_cookies)
 			p.netns = bpf_get_netns_cookie(skb);
-		sebpf_track_inbound(att.serial, &p);
+		sebpf_track_inbound(&att, &p);
 	}
 	return 1; /* inbound traffic is not filtered, only remembered */
 }
@@ -506,6 +506,6 @@ int sebpf_tc_track(struct __sk_buff *skb)
 
 	if (sebpf_interface_attachment(skb->ifindex, &att) &&
 	    sebpf_parse_tc(skb, &att, &p, &ignored) == 0)
-		sebpf_track_inbound(att.serial, &p);
+		sebpf_track_inbound(&att, &p);
 	return TC_ACT_UNSPEC;
 }

@@ -77,34 +77,38 @@ struct {
 	__type(value, struct sebpf_rule);
 } sebpf_prefix6 SEC(".maps");
 
-/* Inbound flows, so that replies pass an allowlist. LRU: a flood of inbound
- * flows evicts the oldest instead of failing. */
-struct {
+/*
+ * Connection tracking, in tables of each attachment's own: an array of maps
+ * holding SEBPF_TRACK_TABLES tables per slot (index slot *
+ * SEBPF_TRACK_TABLES + enum sebpf_track_table), which the loader makes
+ * when an attachment first takes the slot. Each table is an LRU, so a
+ * workload that opens (or receives, or forges in a namespace of its own)
+ * more flows than its table holds evicts only its own oldest ones, never
+ * another attachment's.
+ *
+ * One array for all three kinds of table, so that installing a slot's
+ * tables is one batch update: each update of an array of maps waits for an
+ * RCU grace period (milliseconds). Hence one key type for all.
+ *
+ * The template's max_entries does not matter (the kernel checks an inner
+ * hash map's type, key, value and flags, not its size); the loader sizes
+ * each table from max_flows_per_attachment. Sizes, not types: clang leaves
+ * a type reached only through an inner map's template as a forward
+ * declaration, whose size libbpf cannot tell.
+ */
+struct sebpf_conntrack_table {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sebpf_flow_key);
-	__type(value, struct sebpf_flow_value);
-} sebpf_flows SEC(".maps");
+	__uint(max_entries, 64);
+	__uint(key_size, sizeof(union sebpf_track_key));
+	__uint(value_size, sizeof(struct sebpf_flow_value));
+};
 
-/* TCP connections a workload opened to an address learned from DNS, by
- * their SYN: they outlive the address's TTL (an idle connection to a CDN is
- * not cut when the record expires) until FIN, RST, or a day idle. Same key
- * as sebpf_flows, from the workload's side; sized from max_flows at load. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sebpf_flow_key);
-	__type(value, struct sebpf_flow_value);
-} sebpf_learned_conns SEC(".maps");
-
-/* Later fragments of replies; sized from max_flows at load. Entries live
- * as long as the kernel keeps fragments for reassembly (30 s). */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct sebpf_frag_key);
-	__type(value, struct sebpf_flow_value);
-} sebpf_reply_frags SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1024 * SEBPF_TRACK_TABLES);
+	__type(key, __u32);
+	__array(values, struct sebpf_conntrack_table);
+} sebpf_conntrack SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -236,11 +236,24 @@ static __always_inline int sebpf_is_nd_from_link(const struct sebpf_pkt *p)
 	       p->hop_limit == 255;
 }
 
+/* One of the attachment's own connection-tracking tables, or NULL if it
+ * has none (which the loader never lets happen to an attachment in use):
+ * then no flow is recorded and none found, which fails closed. */
+static __always_inline void *sebpf_table_of(const struct sebpf_attachment *att,
+					    enum sebpf_track_table table)
+{
+	__u32 index = att->slot * SEBPF_TRACK_TABLES + table;
+
+	return bpf_map_lookup_elem(&sebpf_conntrack, &index);
+}
+
 /* Key of the flow a packet belongs to, seen from the workload's side. */
-static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k, __u32 serial,
+static __always_inline void sebpf_flow_key_outbound(union sebpf_track_key *u, __u32 serial,
 						    const struct sebpf_pkt *p)
 {
-	__builtin_memset(k, 0, sizeof(*k));
+	struct sebpf_flow_key *k = &u->flow;
+
+	__builtin_memset(u, 0, sizeof(*u));
 	k->netns = p->netns;
 	k->serial = serial;
 	k->family = p->family;
@@ -250,10 +263,12 @@ static __always_inline void sebpf_flow_key_outbound(struct sebpf_flow_key *k, __
 	__builtin_memcpy(k->remote_addr, p->daddr, 16);
 }
 
-static __always_inline void sebpf_flow_key_inbound(struct sebpf_flow_key *k, __u32 serial,
+static __always_inline void sebpf_flow_key_inbound(union sebpf_track_key *u, __u32 serial,
 						   const struct sebpf_pkt *p)
 {
-	__builtin_memset(k, 0, sizeof(*k));
+	struct sebpf_flow_key *k = &u->flow;
+
+	__builtin_memset(u, 0, sizeof(*u));
 	k->netns = p->netns;
 	k->serial = serial;
 	k->family = p->family;
@@ -297,22 +312,27 @@ static __always_inline int sebpf_opens_flow(const struct sebpf_pkt *p)
 	return 0;
 }
 
-static __always_inline void sebpf_track_inbound(__u32 serial, const struct sebpf_pkt *p)
+static __always_inline void sebpf_track_inbound(const struct sebpf_attachment *att,
+						const struct sebpf_pkt *p)
 {
-	struct sebpf_flow_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value *v;
 	struct sebpf_flow_value nv;
+	void *flows;
 	__u64 now;
 
 	if (!sebpf_opens_flow(p))
 		return;
-	sebpf_flow_key_inbound(&k, serial, p);
+	flows = sebpf_table_of(att, SEBPF_TRACK_FLOWS);
+	if (!flows)
+		return;
+	sebpf_flow_key_inbound(&k, att->serial, p);
 	now = bpf_ktime_get_boot_ns();
-	v = bpf_map_lookup_elem(&sebpf_flows, &k);
+	v = bpf_map_lookup_elem(flows, &k);
 	if (v && now - v->last_seen < SEBPF_FLOW_REFRESH_NS)
 		return;
 	nv.last_seen = now;
-	bpf_map_update_elem(&sebpf_flows, &k, &nv, BPF_ANY);
+	bpf_map_update_elem(flows, &k, &nv, BPF_ANY);
 }
 
 /* A connection closing: what is left of it may pass for this long. */
@@ -320,41 +340,50 @@ static __always_inline void sebpf_track_inbound(__u32 serial, const struct sebpf
 
 /* The workload opens a TCP connection (SYN) to an address a learned rule
  * allows: remember it, so it outlives the address's TTL. */
-static __always_inline void sebpf_remember_learned_conn(__u32 serial, const struct sebpf_pkt *p,
+static __always_inline void sebpf_remember_learned_conn(const struct sebpf_attachment *att,
+							const struct sebpf_pkt *p,
 							struct sebpf_clock *clock)
 {
-	struct sebpf_flow_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value v;
+	void *conns;
 
 	if (!p->has_l4 || p->protocol != IPPROTO_TCP ||
 	    (p->tcp_flags & (SEBPF_TCP_FLAG_SYN | SEBPF_TCP_FLAG_ACK)) != SEBPF_TCP_FLAG_SYN)
 		return;
-	sebpf_flow_key_outbound(&k, serial, p);
+	conns = sebpf_table_of(att, SEBPF_TRACK_LEARNED_CONNS);
+	if (!conns)
+		return;
+	sebpf_flow_key_outbound(&k, att->serial, p);
 	v.last_seen = sebpf_now(clock);
-	bpf_map_update_elem(&sebpf_learned_conns, &k, &v, BPF_ANY);
+	bpf_map_update_elem(conns, &k, &v, BPF_ANY);
 }
 
 /* Is this outbound packet part of such a connection, whose address's
  * learned rule has expired since? A FIN leaves it 30 s to finish closing,
  * an RST ends it at once; a day without packets ends it too. */
-static __always_inline int sebpf_is_kept_conn(__u32 serial, const struct sebpf_pkt *p,
-					      struct sebpf_clock *clock)
+static __always_inline int sebpf_is_kept_conn(const struct sebpf_attachment *att,
+					      const struct sebpf_pkt *p, struct sebpf_clock *clock)
 {
-	struct sebpf_flow_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value *v;
+	void *conns;
 	__u64 now;
 
 	if (!p->has_l4 || p->protocol != IPPROTO_TCP)
 		return 0;
-	sebpf_flow_key_outbound(&k, serial, p);
-	v = bpf_map_lookup_elem(&sebpf_learned_conns, &k);
+	conns = sebpf_table_of(att, SEBPF_TRACK_LEARNED_CONNS);
+	if (!conns)
+		return 0;
+	sebpf_flow_key_outbound(&k, att->serial, p);
+	v = bpf_map_lookup_elem(conns, &k);
 	if (!v)
 		return 0;
 	now = sebpf_now(clock);
 	if (now - v->last_seen >= sebpf_flow_idle_tcp_ns)
 		return 0;
 	if (p->tcp_flags & SEBPF_TCP_FLAG_RST) {
-		bpf_map_delete_elem(&sebpf_learned_conns, &k);
+		bpf_map_delete_elem(conns, &k);
 	} else if (p->tcp_flags & SEBPF_TCP_FLAG_FIN) {
 		if (sebpf_flow_idle_tcp_ns > SEBPF_CONN_CLOSING_NS)
 			v->last_seen = now - sebpf_flow_idle_tcp_ns + SEBPF_CONN_CLOSING_NS;
@@ -366,11 +395,12 @@ static __always_inline int sebpf_is_kept_conn(__u32 serial, const struct sebpf_p
 }
 
 /* Is this outbound packet a reply on a flow the outside opened? */
-static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *p,
-					  struct sebpf_clock *clock)
+static __always_inline int sebpf_is_reply(const struct sebpf_attachment *att,
+					  const struct sebpf_pkt *p, struct sebpf_clock *clock)
 {
-	struct sebpf_flow_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value *v;
+	void *flows;
 	__u64 now;
 
 	if (!p->has_l4)
@@ -382,12 +412,15 @@ static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *
 	if (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP &&
 	    p->protocol != IPPROTO_ICMP && p->protocol != IPPROTO_ICMPV6)
 		return 0;
-	sebpf_flow_key_outbound(&k, serial, p);
+	flows = sebpf_table_of(att, SEBPF_TRACK_FLOWS);
+	if (!flows)
+		return 0;
+	sebpf_flow_key_outbound(&k, att->serial, p);
 	if (p->protocol == IPPROTO_ICMP || p->protocol == IPPROTO_ICMPV6) {
-		k.local_port = p->sport;
-		k.remote_port = 0;
+		k.flow.local_port = p->sport;
+		k.flow.remote_port = 0;
 	}
-	v = bpf_map_lookup_elem(&sebpf_flows, &k);
+	v = bpf_map_lookup_elem(flows, &k);
 	if (!v)
 		return 0;
 	now = sebpf_now(clock);
@@ -400,20 +433,25 @@ static __always_inline int sebpf_is_reply(__u32 serial, const struct sebpf_pkt *
 
 /* Has this on-link neighbour sent the workload ND lately (so the workload
  * may answer it, or check it is still there, at its unicast address)? */
-static __always_inline int sebpf_is_known_neighbour(__u32 serial, const struct sebpf_pkt *p,
+static __always_inline int sebpf_is_known_neighbour(const struct sebpf_attachment *att,
+						    const struct sebpf_pkt *p,
 						    struct sebpf_clock *clock)
 {
-	struct sebpf_flow_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value *v;
+	void *flows;
 
+	flows = sebpf_table_of(att, SEBPF_TRACK_FLOWS);
+	if (!flows)
+		return 0;
 	__builtin_memset(&k, 0, sizeof(k));
-	k.netns = p->netns;
-	k.serial = serial;
-	k.family = AF_INET6;
-	k.protocol = IPPROTO_ICMPV6;
-	k.remote_port = SEBPF_FLOW_NEIGHBOUR;
-	__builtin_memcpy(k.remote_addr, p->daddr, 16);
-	v = bpf_map_lookup_elem(&sebpf_flows, &k);
+	k.flow.netns = p->netns;
+	k.flow.serial = att->serial;
+	k.flow.family = AF_INET6;
+	k.flow.protocol = IPPROTO_ICMPV6;
+	k.flow.remote_port = SEBPF_FLOW_NEIGHBOUR;
+	__builtin_memcpy(k.flow.remote_addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(flows, &k);
 	return v && sebpf_now(clock) - v->last_seen < sebpf_flow_idle_other_ns;
 }
 
@@ -453,7 +491,7 @@ static __always_inline int sebpf_is_link_local_control(const struct sebpf_attach
 				       (ll_multicast || ll_unicast ||
 					(!sebpf_addr6_is_zero(att->dns_addr6) &&
 					 sebpf_addr6_equal(p->daddr, att->dns_addr6)) ||
-					sebpf_is_known_neighbour(att->serial, p, clock));
+					sebpf_is_known_neighbour(att, p, clock));
 			if (t == 130 || t == 131 || t == 132 || t == 143)
 				return ll_multicast;
 			return 0;
@@ -475,10 +513,12 @@ static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,
  * kernel's default reassembly timeout (net.ipv4.ipfrag_time). */
 #define SEBPF_FRAG_TIMEOUT_NS (30ULL * 1000000000ULL)
 
-static __always_inline void sebpf_frag_key(struct sebpf_frag_key *k, __u32 serial,
+static __always_inline void sebpf_frag_key(union sebpf_track_key *u, __u32 serial,
 					   const struct sebpf_pkt *p)
 {
-	__builtin_memset(k, 0, sizeof(*k));
+	struct sebpf_frag_key *k = &u->frag;
+
+	__builtin_memset(u, 0, sizeof(*u));
 	k->netns = p->netns;
 	k->serial = serial;
 	k->id = p->frag_id;
@@ -488,24 +528,34 @@ static __always_inline void sebpf_frag_key(struct sebpf_frag_key *k, __u32 seria
 	__builtin_memcpy(k->daddr, p->daddr, 16);
 }
 
-static __always_inline void sebpf_remember_reply_fragments(__u32 serial, const struct sebpf_pkt *p,
+static __always_inline void sebpf_remember_reply_fragments(const struct sebpf_attachment *att,
+							   const struct sebpf_pkt *p,
 							   struct sebpf_clock *clock)
 {
-	struct sebpf_frag_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value v = {.last_seen = sebpf_now(clock)};
+	void *frags;
 
-	sebpf_frag_key(&k, serial, p);
-	bpf_map_update_elem(&sebpf_reply_frags, &k, &v, BPF_ANY);
+	frags = sebpf_table_of(att, SEBPF_TRACK_REPLY_FRAGS);
+	if (!frags)
+		return;
+	sebpf_frag_key(&k, att->serial, p);
+	bpf_map_update_elem(frags, &k, &v, BPF_ANY);
 }
 
-static __always_inline int sebpf_is_reply_fragment(__u32 serial, const struct sebpf_pkt *p,
+static __always_inline int sebpf_is_reply_fragment(const struct sebpf_attachment *att,
+						   const struct sebpf_pkt *p,
 						   struct sebpf_clock *clock)
 {
-	struct sebpf_frag_key k;
+	union sebpf_track_key k;
 	struct sebpf_flow_value *v;
+	void *frags;
 
-	sebpf_frag_key(&k, serial, p);
-	v = bpf_map_lookup_elem(&sebpf_reply_frags, &k);
+	frags = sebpf_table_of(att, SEBPF_TRACK_REPLY_FRAGS);
+	if (!frags)
+		return 0;
+	sebpf_frag_key(&k, att->serial, p);
+	v = bpf_map_lookup_elem(frags, &k);
 	return v && sebpf_now(clock) - v->last_seen < SEBPF_FRAG_TIMEOUT_NS;
 }
 
@@ -576,17 +626,17 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	} else if (m == SEBPF_MATCH_ALLOW || m == SEBPF_MATCH_ALLOW_LEARNED) {
 		reason = SEBPF_REASON_ALLOW_RULE;
 		if (m == SEBPF_MATCH_ALLOW_LEARNED && o.hook == SEBPF_HOOK_PACKET)
-			sebpf_remember_learned_conn(att->serial, p, &clock);
+			sebpf_remember_learned_conn(att, p, &clock);
 	} else if (att->mode == SEBPF_MODE_DENYLIST) {
 		reason = SEBPF_REASON_ALLOW_DEFAULT;
-	} else if (o.check_reply && sebpf_is_reply(att->serial, p, &clock)) {
+	} else if (o.check_reply && sebpf_is_reply(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
 		if (p->fragment == SEBPF_FRAG_FIRST)
-			sebpf_remember_reply_fragments(att->serial, p, &clock);
+			sebpf_remember_reply_fragments(att, p, &clock);
 	} else if (o.check_reply && p->fragment == SEBPF_FRAG_LATER &&
-		   sebpf_is_reply_fragment(att->serial, p, &clock)) {
+		   sebpf_is_reply_fragment(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
-	} else if (o.hook == SEBPF_HOOK_PACKET && sebpf_is_kept_conn(att->serial, p, &clock)) {
+	} else if (o.hook == SEBPF_HOOK_PACKET && sebpf_is_kept_conn(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_KEPT_CONNECTION;
 	} else {
 		reason = SEBPF_REASON_DENY_DEFAULT;

@@ -19,7 +19,7 @@
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
  * adopt pinned state written with another ABI instead of misreading it. */
-#define SEBPF_ABI_VERSION 6
+#define SEBPF_ABI_VERSION 7
 
 /* An expiry meaning "never". 0 means "no such rule". */
 #define SEBPF_EXPIRY_NEVER (~0ULL)
@@ -119,7 +119,7 @@ struct sebpf_rule {
 	__u64 allow_until; /* 0 = no allow rule */
 	__u64 deny_until;  /* 0 = no deny rule */
 	__u32 prefixlen;   /* CIDR prefix length, so a trie hit knows its depth */
-	__u32 flags;       /* SEBPF_RULE_* */
+	__u32 flags;	   /* SEBPF_RULE_* */
 };
 
 /*
@@ -144,7 +144,9 @@ struct sebpf_flow_key {
 	 * in the namespace that reaches the world. 0 for interfaces, and
 	 * where the kernel lacks the helper in cgroup_skb. */
 	__u64 netns;
-	__u32 serial;  /* of the attachment: a reused slot inherits nothing */
+	__u32 serial;  /* of the attachment: a slot gets new tables when reused,
+			* and should old ones survive a failed drop, the next
+			* attachment there still inherits nothing */
 	__u8 family;   /* AF_INET or AF_INET6 */
 	__u8 protocol; /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
 	__u16 local_port;
@@ -155,10 +157,10 @@ struct sebpf_flow_key {
 };
 
 /*
- * The later fragments of a reply (map sebpf_reply_frags): a first fragment
- * let out as a reply on an inbound flow (it carries the ports) lets the
- * fragments of the same datagram follow, which carry no ports. Addresses
- * as in the packet; kernel-only, userspace only sizes and pins it.
+ * The later fragments of a reply (SEBPF_TRACK_REPLY_FRAGS): a first
+ * fragment let out as a reply on an inbound flow (it carries the ports)
+ * lets the fragments of the same datagram follow, which carry no ports.
+ * Addresses as in the packet.
  */
 struct sebpf_frag_key {
 	__u64 netns;
@@ -172,6 +174,31 @@ struct sebpf_frag_key {
 	__u32 pad2;
 };
 
+/* Every connection-tracking table has this key: one size for all, so that
+ * one array of maps holds them all (sebpf_maps.bpf.h). Unused bytes are 0. */
+union sebpf_track_key {
+	struct sebpf_flow_key flow;
+	struct sebpf_frag_key frag;
+};
+
+/* An attachment's connection-tracking tables, in the order they sit in
+ * sebpf_conntrack. Kernel-only contents: userspace makes, empties and
+ * drops the tables, and never reads them. */
+enum sebpf_track_table {
+	/* Inbound flows (struct sebpf_flow_key), so that replies pass an
+	 * allowlist. */
+	SEBPF_TRACK_FLOWS = 0,
+	/* TCP connections a workload opened to an address learned from DNS,
+	 * by their SYN (struct sebpf_flow_key, from the workload's side):
+	 * they outlive the address's TTL (an idle connection to a CDN is not
+	 * cut when the record expires) until FIN, RST, or a day idle. */
+	SEBPF_TRACK_LEARNED_CONNS,
+	/* Later fragments of replies (struct sebpf_frag_key), for as long as
+	 * the kernel keeps fragments for reassembly (30 s). */
+	SEBPF_TRACK_REPLY_FRAGS,
+	SEBPF_TRACK_TABLES,
+};
+
 /* remote_port of the entry that remembers an on-link neighbour (ICMPv6
  * ND received with hop limit 255); its local_port is 0. */
 #define SEBPF_FLOW_NEIGHBOUR 0xffff
@@ -183,25 +210,25 @@ struct sebpf_flow_value {
 /* Why a packet or connect was allowed or denied. */
 enum sebpf_reason {
 	SEBPF_REASON_ALLOW_MODE_DISABLED = 0,
-	SEBPF_REASON_ALLOW_RULE,	 /* an allow rule matched */
-	SEBPF_REASON_ALLOW_DEFAULT,	 /* denylist, nothing matched */
-	SEBPF_REASON_ALLOW_REPLY,	 /* reply on an inbound flow */
-	SEBPF_REASON_ALLOW_LOOPBACK,	 /* cgroup: loopback destination */
-	SEBPF_REASON_ALLOW_DNS_ENDPOINT, /* the attachment's DNS endpoint */
-	SEBPF_REASON_ALLOW_LINK_LOCAL,	 /* ARP, ND, MLD, DHCP */
-	SEBPF_REASON_ALLOW_DNS_STEERED,	 /* cgroup: DNS to any resolver, sent to the
-					  * attachment's endpoint instead */
+	SEBPF_REASON_ALLOW_RULE,	    /* an allow rule matched */
+	SEBPF_REASON_ALLOW_DEFAULT,	    /* denylist, nothing matched */
+	SEBPF_REASON_ALLOW_REPLY,	    /* reply on an inbound flow */
+	SEBPF_REASON_ALLOW_LOOPBACK,	    /* cgroup: loopback destination */
+	SEBPF_REASON_ALLOW_DNS_ENDPOINT,    /* the attachment's DNS endpoint */
+	SEBPF_REASON_ALLOW_LINK_LOCAL,	    /* ARP, ND, MLD, DHCP */
+	SEBPF_REASON_ALLOW_DNS_STEERED,	    /* cgroup: DNS to any resolver, sent to the
+					     * attachment's endpoint instead */
 	SEBPF_REASON_ALLOW_KEPT_CONNECTION, /* a TCP connection opened under a
 					     * learned allow, after its TTL */
-	SEBPF_REASON_DENY_RULE,		 /* a deny rule matched */
-	SEBPF_REASON_DENY_DEFAULT,	 /* allowlist, nothing matched */
-	SEBPF_REASON_DENY_BLOCK_ALL,	 /* block_all mode */
-	SEBPF_REASON_DENY_NOT_IP,	 /* TC: neither IP nor ARP */
-	SEBPF_REASON_DENY_MALFORMED,	 /* truncated or invalid header */
-	SEBPF_REASON_DENY_FORGED,	 /* cgroup: a socket that writes its own IP
-					  * header or sends from foreign addresses */
-	SEBPF_REASON_DENY_RESOLVER,	 /* DNS (port 53) to a resolver other than the
-					  * attachment's endpoint, not explicitly allowed */
+	SEBPF_REASON_DENY_RULE,		    /* a deny rule matched */
+	SEBPF_REASON_DENY_DEFAULT,	    /* allowlist, nothing matched */
+	SEBPF_REASON_DENY_BLOCK_ALL,	    /* block_all mode */
+	SEBPF_REASON_DENY_NOT_IP,	    /* TC: neither IP nor ARP */
+	SEBPF_REASON_DENY_MALFORMED,	    /* truncated or invalid header */
+	SEBPF_REASON_DENY_FORGED,	    /* cgroup: a socket that writes its own IP
+					     * header or sends from foreign addresses */
+	SEBPF_REASON_DENY_RESOLVER,	    /* DNS (port 53) to a resolver other than the
+					     * attachment's endpoint, not explicitly allowed */
 	SEBPF_REASON_COUNT,
 };
 
@@ -234,7 +261,7 @@ struct sebpf_meta {
 	__u32 max_attachments;
 	__u32 max_host_rules;
 	__u32 max_prefix_rules;
-	__u32 max_flows;
+	__u32 max_flows_per_attachment;
 	/* Next attachment serial / rule set id to hand out. Ids are never
 	 * reused, so rules or flows a crashed process left behind can never
 	 * be mistaken for a new attachment's. */

@@ -56,15 +56,21 @@ void read_socket(const YAML::Node& node, DaemonConfig& c) {
 
 void read_datapath(const YAML::Node& node, datapath::Config& c) {
   constexpr uint64_t kMax = 1u << 24;
-  for (const auto& [key, value] :
-       entries(node, "datapath",
-               {"pin_dir", "max_attachments", "max_host_rules", "max_prefix_rules", "max_flows"})) {
+  // Each table is allocated whole when its attachment attaches (~112 bytes
+  // an entry, two tables): a million flows is already 224 MiB each.
+  constexpr uint64_t kMaxFlowsPerAttachment = 1u << 20;
+  for (const auto& [key, value] : entries(node, "datapath",
+                                          {"pin_dir", "max_attachments", "max_host_rules",
+                                           "max_prefix_rules", "max_flows_per_attachment"})) {
     const std::string what = "datapath." + key;
     if (key == "pin_dir") c.pin_dir = scalar(value, what);
     if (key == "max_attachments") c.max_attachments = number_of(value, what, 1, 65536);
     if (key == "max_host_rules") c.max_host_rules = number_of(value, what, 1, kMax);
     if (key == "max_prefix_rules") c.max_prefix_rules = number_of(value, what, 1, kMax);
-    if (key == "max_flows") c.max_flows = number_of(value, what, 1, kMax);
+    if (key == "max_flows_per_attachment") {
+      c.max_flows_per_attachment =
+          number_of(value, what, datapath::kMinFlowsPerAttachment, kMaxFlowsPerAttachment);
+    }
   }
 }
 

@@ -53,6 +53,7 @@ class AttachmentTable {
   // A free slot, taken; its counters are zeroed.
   Result<uint32_t> take_slot();
   void release_slot(uint32_t slot);
+  const std::vector<bool>& slots_in_use() const { return slot_used_; }
 
   // A fresh id for an attachment serial or a rule set, never handed out
   // before (kept in the pinned meta map, so it survives restarts).

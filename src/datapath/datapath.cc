@@ -16,6 +16,7 @@
 #include "datapath/bpf_map_util.h"
 #include "datapath/cgroup_hooks.h"
 #include "datapath/features.h"
+#include "datapath/flow_tables.h"
 #include "datapath/libbpf_log.h"
 #include "datapath/rcu_barrier.h"
 #include "datapath/rule_codec.h"
@@ -46,7 +47,10 @@ Status validate(const Config& c) {
   SEBPF_RETURN_IF_ERROR(positive(c.max_attachments, "max_attachments"));
   SEBPF_RETURN_IF_ERROR(positive(c.max_host_rules, "max_host_rules"));
   SEBPF_RETURN_IF_ERROR(positive(c.max_prefix_rules, "max_prefix_rules"));
-  SEBPF_RETURN_IF_ERROR(positive(c.max_flows, "max_flows"));
+  if (c.max_flows_per_attachment < kMinFlowsPerAttachment) {
+    return Error(Errc::kInvalidArgument, "max_flows_per_attachment must be at least " +
+                                             std::to_string(kMinFlowsPerAttachment));
+  }
   if (c.flow_idle_tcp.count() <= 0 || c.flow_idle_other.count() <= 0) {
     return Error(Errc::kInvalidArgument, "flow idle timeouts must be positive");
   }
@@ -97,6 +101,7 @@ struct Datapath::Impl {
   std::vector<std::string> notes;
   std::unique_ptr<AttachmentTable> table;
   std::unique_ptr<RuleStore> rules;
+  std::unique_ptr<FlowTables> flow_tables;
   std::unique_ptr<CgroupHooks> cgroup_hooks;
   std::unique_ptr<TcHooks> tc_hooks;
   std::optional<RcuBarrier> barrier;
@@ -108,6 +113,8 @@ struct Datapath::Impl {
   // unhook=false leaves the target alone: an ifindex that now names
   // another interface.
   Status remove_attachment(const AttachmentRecord& record, bool unhook = true);
+  // A slot with its counters zeroed and empty connection-tracking tables.
+  Result<uint32_t> take_slot();
   Result<Attachment> finish_attach(const AttachmentKey& key, sebpf_attachment value,
                                    const AttachOptions& options,
                                    const std::function<Status()>& hook_up);
@@ -162,10 +169,7 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_prefix4, config.max_prefix_rules);
     bpf_map__set_max_entries(m->sebpf_prefix6, config.max_prefix_rules);
-    bpf_map__set_max_entries(m->sebpf_flows, config.max_flows);
-    // Fragmented replies are rare and short-lived: an eighth of the flows.
-    bpf_map__set_max_entries(m->sebpf_reply_frags, std::max(config.max_flows / 8, 1024U));
-    bpf_map__set_max_entries(m->sebpf_learned_conns, config.max_flows);
+    bpf_map__set_max_entries(m->sebpf_conntrack, config.max_attachments * SEBPF_TRACK_TABLES);
   }
   skel->rodata->sebpf_flow_idle_tcp_ns =
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_tcp).count());
@@ -191,6 +195,8 @@ Status Datapath::Impl::load() {
   rules = std::make_unique<RuleStore>(
       RuleMapFds{bpf_map__fd(m->sebpf_host4), bpf_map__fd(m->sebpf_host6),
                  bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)});
+  flow_tables = std::make_unique<FlowTables>(
+      bpf_map__fd(m->sebpf_conntrack), config.max_attachments, config.max_flows_per_attachment);
   auto* p = &skel->progs;
   cgroup_hooks = std::make_unique<CgroupHooks>(
       std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
@@ -205,13 +211,10 @@ Status Datapath::Impl::load() {
   if (adopted) return adopt_attachments();
 
   const uint32_t zero = 0;
-  const sebpf_meta meta{SEBPF_ABI_VERSION,
-                        config.max_attachments,
-                        config.max_host_rules,
-                        config.max_prefix_rules,
-                        config.max_flows,
-                        1,
-                        own_netns_ino()};
+  const sebpf_meta meta{
+      SEBPF_ABI_VERSION,       config.max_attachments,          config.max_host_rules,
+      config.max_prefix_rules, config.max_flows_per_attachment, 1,
+      own_netns_ino()};
   if (bpf_map_update_elem(bpf_map__fd(m->sebpf_meta), &zero, &meta, BPF_ANY) != 0) {
     return Error::from_errno(errno, "write meta map");
   }
@@ -228,7 +231,7 @@ Status Datapath::Impl::reuse_pinned_maps() {
   config.max_attachments = meta.max_attachments;
   config.max_host_rules = meta.max_host_rules;
   config.max_prefix_rules = meta.max_prefix_rules;
-  config.max_flows = meta.max_flows;
+  config.max_flows_per_attachment = meta.max_flows_per_attachment;
 
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, skel->obj) {
@@ -277,6 +280,7 @@ Status Datapath::Impl::pin_maps() {
 
 Status Datapath::Impl::adopt_attachments() {
   SEBPF_RETURN_IF_ERROR(table->load_slots());
+  flow_tables->adopt();
   SEBPF_ASSIGN_OR_RETURN(CgroupHooks::Adopted hooks, cgroup_hooks->adopt());
   notes.insert(notes.end(), hooks.notes.begin(), hooks.notes.end());
   std::set<uint64_t> live_cgroups(hooks.live.begin(), hooks.live.end());
@@ -331,6 +335,15 @@ Status Datapath::Impl::remove_attachment(const AttachmentRecord& record, bool un
   return rules->erase_ruleset(record.value.ruleset);
 }
 
+Result<uint32_t> Datapath::Impl::take_slot() {
+  SEBPF_ASSIGN_OR_RETURN(uint32_t slot, table->take_slot());
+  if (Status s = flow_tables->prepare(slot); !s.ok()) {
+    table->release_slot(slot);
+    return s.error();
+  }
+  return slot;
+}
+
 // The record goes in before the hooks, so the first packet already finds
 // its policy; on failure both are undone.
 Result<Attachment> Datapath::Impl::finish_attach(const AttachmentKey& key, sebpf_attachment value,
@@ -351,7 +364,7 @@ Result<Attachment> Datapath::Impl::finish_attach(const AttachmentKey& key, sebpf
     (void)rules->erase_ruleset(value.ruleset);
     return s.error();
   }
-  auto slot = table->take_slot();
+  auto slot = take_slot();
   if (!slot.ok()) {
     (void)rules->erase_ruleset(value.ruleset);
     return slot.error();
@@ -542,7 +555,16 @@ Result<size_t> Datapath::sweep() {
     SEBPF_RETURN_IF_ERROR(impl_->rules->erase(owned.ruleset, owned.entry.prefix));
     ++removed;
   }
-  return removed;
+  // The next attaches take the lowest free slots: those keep their tables
+  // and attach without waiting for a grace period. One slot a sweep: its
+  // tables take three grace periods (~25 ms) to drop, and the caller
+  // (the daemon) holds its lock meanwhile.
+  constexpr uint32_t kSpareTableSlots = 8;
+  constexpr uint32_t kSlotsTrimmedPerSweep = 1;
+  SEBPF_ASSIGN_OR_RETURN(size_t dropped,
+                         impl_->flow_tables->trim(impl_->table->slots_in_use(), kSpareTableSlots,
+                                                  kSlotsTrimmedPerSweep));
+  return removed + dropped * SEBPF_TRACK_TABLES;
 }
 
 Status Datapath::destroy() {

@@ -67,9 +67,11 @@ class Datapath {
 
   Result<Counters> counters(const AttachmentKey& key) const;
 
-  // Reclaims map entries whose rules have all expired, and entries no
-  // attachment uses any more. Expiry itself is enforced by the kernel at
-  // packet time; this only frees memory. Returns how many were removed.
+  // Reclaims map entries whose rules have all expired, entries no
+  // attachment uses any more, and the connection-tracking tables of free
+  // slots but a few spares. Expiry itself is enforced by the kernel at
+  // packet time; this only frees memory. Returns how many map entries
+  // were removed.
   Result<size_t> sweep();
 
   // Detaches everything and removes the pinned state: enforcement ends.

@@ -106,6 +106,9 @@ struct Counters {
   uint64_t get(HookKind hook, Reason reason) const { return count[hook][reason]; }
 };
 
+// Below this, a table would hardly hold one host's flows.
+inline constexpr uint32_t kMinFlowsPerAttachment = 64;
+
 struct Config {
   // Where maps and links are pinned on a bpffs. Empty: nothing is pinned
   // and enforcement ends with the process (tests, benchmarks).
@@ -115,7 +118,11 @@ struct Config {
   uint32_t max_attachments = 1024;
   uint32_t max_host_rules = 131072;   // /32 and /128 rules, all attachments
   uint32_t max_prefix_rules = 16384;  // per family, all attachments
-  uint32_t max_flows = 65536;         // inbound flows remembered for replies
+  // Each attachment's connection tracking: the inbound flows whose replies
+  // pass, and the TCP connections opened under a learned rule, each in a
+  // table of its own (an LRU: past this many, its oldest go), made when it
+  // attaches. Fragments of replies get an eighth.
+  uint32_t max_flows_per_attachment = 4096;
   // How long an idle inbound flow still lets replies through.
   std::chrono::seconds flow_idle_tcp{24 * 3600};
   std::chrono::seconds flow_idle_other{180};

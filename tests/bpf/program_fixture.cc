@@ -37,6 +37,17 @@ datapath::Rule rule(const std::string& cidr, Action action,
   return {*prefix, action, expires};
 }
 
+namespace {
+
+// A veth end (the dummy driver is not in every kernel), never brought up.
+uint32_t make_interface(const std::string& name, const std::string& peer) {
+  run_command({"ip", "link", "del", name});
+  must_run({"ip", "link", "add", name, "type", "veth", "peer", "name", peer});
+  return if_nametoindex(name.c_str());
+}
+
+}  // namespace
+
 void ProgramTest::SetUp() {
   SEBPF_REQUIRE_PRIVILEGES();
   kind_ = GetParam();
@@ -51,10 +62,7 @@ void ProgramTest::SetUp() {
   const std::string tag = std::to_string(getpid() % 100000);
   if (kind_ == ProgramKind::kTc) {
     iface_ = "sebpft" + tag;
-    run_command({"ip", "link", "del", iface_});
-    // A veth end (the dummy driver is not in every kernel); never brought up.
-    must_run({"ip", "link", "add", iface_, "type", "veth", "peer", "name", "sebpfu" + tag});
-    ifindex_ = if_nametoindex(iface_.c_str());
+    ifindex_ = make_interface(iface_, "sebpfu" + tag);
     auto att = dp_->attach_interface(iface_, options);
     ASSERT_TRUE(att.ok()) << att.error().message();
     key_ = att->key;
@@ -72,7 +80,52 @@ void ProgramTest::TearDown() {
   moved_.reset();
   dp_.reset();  // a private datapath detaches everything
   cgroup_.reset();
+  neighbour_cgroup_.reset();
   if (!iface_.empty()) run_command({"ip", "link", "del", iface_});
+  if (!neighbour_iface_.empty()) run_command({"ip", "link", "del", neighbour_iface_});
+}
+
+void ProgramTest::reattach() {
+  ASSERT_TRUE(dp_->detach(key_).ok());
+  datapath::AttachOptions options;
+  options.mode = Mode::kAllowlist;
+  auto att = kind_ == ProgramKind::kTc ? dp_->attach_interface(iface_, options)
+                                       : dp_->attach_cgroup(cgroup_->path(), options);
+  ASSERT_TRUE(att.ok()) << att.error().message();
+  key_ = att->key;
+}
+
+void ProgramTest::attach_neighbour() {
+  datapath::AttachOptions options;
+  options.mode = Mode::kAllowlist;
+  const std::string tag = std::to_string(getpid() % 100000);
+  auto att = [&] {
+    if (kind_ == ProgramKind::kTc) {
+      neighbour_iface_ = "sebpfn" + tag;
+      neighbour_ifindex_ = make_interface(neighbour_iface_, "sebpfm" + tag);
+      return dp_->attach_interface(neighbour_iface_, options);
+    }
+    neighbour_cgroup_ = std::make_unique<TestCgroup>("sebpf-bpftest-neighbour-" + tag);
+    return dp_->attach_cgroup(neighbour_cgroup_->path(), options);
+  }();
+  ASSERT_TRUE(att.ok()) << att.error().message();
+}
+
+void ProgramTest::in_neighbour(const std::vector<PacketSpec>& specs) {
+  if (kind_ == ProgramKind::kTc) {
+    for (const PacketSpec& spec : specs) {
+      EXPECT_EQ(
+          test_run(dp_->program_fd(Program::kTcTrack), build_packet(spec), neighbour_ifindex_),
+          static_cast<uint32_t>(TC_ACT_UNSPEC));
+    }
+    return;
+  }
+  // The kernel gives the test packet a socket in the caller's cgroup.
+  ScopedCgroupMove into(neighbour_cgroup_->path());
+  ASSERT_TRUE(into.ok()) << "could not move the test process into " << neighbour_cgroup_->path();
+  for (const PacketSpec& spec : specs) {
+    EXPECT_EQ(test_run(dp_->program_fd(Program::kCgroupIngress), build_packet(spec)), 1U);
+  }
 }
 
 Verdict ProgramTest::run_out(const std::vector<uint8_t>& packet) {

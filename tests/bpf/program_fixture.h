@@ -38,6 +38,16 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
   Verdict run_out(const std::vector<uint8_t>& packet);
   void in(const PacketSpec& spec);
 
+  // Detaches the target and attaches it again: a new attachment, in the
+  // slot the old one left.
+  void reattach();
+
+  // A second attachment of the same kind on the same datapath (another veth
+  // end, another cgroup), for tests of what one attachment can do to
+  // another; and its inbound traffic.
+  void attach_neighbour();
+  void in_neighbour(const std::vector<PacketSpec>& specs);
+
   void set_mode(datapath::Mode mode);
   void allow(const std::string& cidr, std::optional<datapath::BootClock::time_point> exp = {});
   void deny(const std::string& cidr, std::optional<datapath::BootClock::time_point> exp = {});
@@ -55,6 +65,9 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
   uint32_t ifindex_ = 0;
   std::unique_ptr<TestCgroup> cgroup_;
   std::unique_ptr<ScopedCgroupMove> moved_;
+  std::string neighbour_iface_;
+  uint32_t neighbour_ifindex_ = 0;
+  std::unique_ptr<TestCgroup> neighbour_cgroup_;
 };
 
 // Runs a program once on a packet; ifindex 0 leaves the kernel's default

@@ -163,6 +163,21 @@ TEST_F(DatapathApiTest, AllSlotsTakenIsReportedAndLeavesNothingAttached) {
   EXPECT_EQ(dp_->attachments()->size(), 1U);
 }
 
+// Each attachment's connection-tracking tables are made when it attaches:
+// if the kernel cannot make them, the attach fails whole.
+TEST_F(DatapathApiTest, TablesTooLargeToMakeFailTheAttachAndLeaveNothing) {
+  datapath::Config config;
+  config.max_flows_per_attachment = 1U << 31;
+  open_with(config);
+  auto att = dp_->attach_cgroup(cgroup_->path(), {});
+  ASSERT_FALSE(att.ok());
+  EXPECT_EQ(att.error().code(), Errc::kResourceExhausted);
+  EXPECT_NE(att.error().message().find("lower max_flows_per_attachment"), std::string::npos)
+      << att.error().message();
+  EXPECT_EQ(programs_on(cgroup_->path()).find("sebpf"), std::string::npos);
+  EXPECT_TRUE(dp_->attachments()->empty());
+}
+
 // Ids are never reused: when the 32-bit id space is used up, attaching is
 // refused rather than handing out an id that rules or flows still carry.
 TEST_F(DatapathApiTest, ExhaustedIdsAreRefusedNotWrapped) {
@@ -239,6 +254,35 @@ TEST_F(DatapathApiTest, SweepReclaimsExpiredAndOrphanedEntriesOnly) {
   ASSERT_TRUE(removed.ok());
   EXPECT_EQ(*removed, 2U);
   EXPECT_EQ(dp_->rules(att->key)->size(), 1U);
+}
+
+// Connection-tracking tables stay with a slot its attachment left, for the
+// next attach there; sweeps drop them, a slot a sweep, but for eight spare
+// slots.
+TEST_F(DatapathApiTest, SweepDropsTheTablesOfFreeSlotsButAFewSpares) {
+  open_private();
+  std::vector<std::unique_ptr<TestCgroup>> cgroups;
+  std::vector<AttachmentKey> keys;
+  for (int i = 0; i < 12; ++i) {
+    cgroups.push_back(
+        std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag() + "/t" + std::to_string(i)));
+    auto att = dp_->attach_cgroup(cgroups.back()->path(), {});
+    ASSERT_TRUE(att.ok()) << att.error().message();
+    keys.push_back(att->key);
+  }
+  auto swept = [&] {
+    auto removed = dp_->sweep();
+    EXPECT_TRUE(removed.ok()) << removed.error().message();
+    return removed.ok() ? *removed : size_t{0};
+  };
+  EXPECT_EQ(swept(), 0U) << "tables of attachments in use were dropped";
+  for (const AttachmentKey& key : keys) ok(dp_->detach(key));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(swept(), 1U * SEBPF_TRACK_TABLES) << "sweep " << i;
+  EXPECT_EQ(swept(), 0U);
+  for (size_t i = 0; i < cgroups.size(); ++i) {
+    EXPECT_TRUE(dp_->attach_cgroup(cgroups[i]->path(), {}).ok()) << i;
+  }
+  dp_.reset();  // detaches all before the cgroups go
 }
 
 TEST_F(DatapathApiTest, DetachRemovesProgramsAndRules) {

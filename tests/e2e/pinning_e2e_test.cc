@@ -84,8 +84,15 @@ class PinningE2eTest : public E2eTest {
 
 TEST_F(PinningE2eTest, SigkillOfTheLoaderLeavesEnforcementOnAndANewProcessAdoptsIt) {
   auto loader = start_loader();
+  // A connection from this side into the guest, at an address the guest's
+  // rules do not allow: its answers pass only as replies on the inbound
+  // flow, which must outlive the loader and be adopted with the rest.
+  TcpClient inbound;
+  ASSERT_EQ(inbound.connect("203.0.113.2", kEchoPort), 0);
+  ASSERT_EQ(inbound.echo(), 0);
   loader->kill_now();
   expect_enforced();
+  EXPECT_EQ(inbound.echo(), 0) << "the guest's replies stopped with the loader";
 
   auto dp = open_pinned();
   ASSERT_TRUE(dp.ok()) << dp.error().message();
@@ -95,6 +102,7 @@ TEST_F(PinningE2eTest, SigkillOfTheLoaderLeavesEnforcementOnAndANewProcessAdopts
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->size(), 2U);
   expect_enforced();
+  EXPECT_EQ(inbound.echo(), 0) << "adoption lost the inbound flow";
 
   // The adopted state is ours to change.
   for (const auto& a : *list) {

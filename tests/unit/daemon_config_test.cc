@@ -31,7 +31,7 @@ datapath:
   max_attachments: 2048
   max_host_rules: 200000
   max_prefix_rules: 1000
-  max_flows: 5000
+  max_flows_per_attachment: 5000
 dns:
   port_first: 30000
   port_last: 30999
@@ -62,6 +62,7 @@ dns:
   EXPECT_EQ(c.datapath.pin_dir, "/sys/fs/bpf/sebpf-test");
   EXPECT_EQ(c.datapath.max_attachments, 2048U);
   EXPECT_EQ(c.datapath.max_host_rules, 200000U);
+  EXPECT_EQ(c.datapath.max_flows_per_attachment, 5000U);
   EXPECT_EQ(c.dns_port_first, 30000);
   EXPECT_EQ(c.dns_cgroup_ipv4, "127.0.0.53");
   ASSERT_EQ(c.dns_upstreams.size(), 2U);
@@ -94,7 +95,11 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"detach_on_exit: yes\n", "line 1: detach_on_exit must be true or false"},
       {"log_level: loud\n", "line 1: log_level must be debug"},
       {"datapath:\n  max_attachments: 0\n", "line 2: datapath.max_attachments must be a whole"},
-      {"datapath:\n  max_flows: -5\n", "line 2: datapath.max_flows must be a whole"},
+      {"datapath:\n  max_flows_per_attachment: -5\n",
+       "line 2: datapath.max_flows_per_attachment must be a whole"},
+      {"datapath:\n  max_flows_per_attachment: 10\n",
+       "line 2: datapath.max_flows_per_attachment must be a whole number from 64"},
+      {"datapath:\n  max_flows: 5000\n", "line 2: unknown key \"max_flows\" in datapath"},
       {"dns:\n  port_first: 70000\n", "line 2: dns.port_first must be a whole"},
       {"socket:\n  allowed_uids: 5\n", "line 2: socket.allowed_uids must be a list"},
       {"state_dir: [a]\n", "line 1: state_dir must be a string"},

@@ -1,0 +1,144 @@
+#include "datapath/flow_tables.h"
+
+#include <bpf/bpf.h>
+
+#include <algorithm>
+#include <array>
+#include <string>
+
+#include "common/unique_fd.h"
+#include "datapath/bpf_map_util.h"
+#include "datapath/shared_layout.h"
+
+namespace sebpf::datapath {
+namespace {
+
+uint32_t table_index(uint32_t slot, sebpf_track_table table) {
+  return slot * SEBPF_TRACK_TABLES + table;
+}
+
+// Matches struct sebpf_conntrack_table in bpf/sebpf_maps.bpf.h: the kernel
+// refuses an inner map whose type, key, value or flags differ from the
+// template's.
+Result<UniqueFd> create_table(const char* name, uint32_t entries) {
+  UniqueFd fd(bpf_map_create(BPF_MAP_TYPE_LRU_HASH, name, sizeof(sebpf_track_key),
+                             sizeof(sebpf_flow_value), entries, nullptr));
+  if (!fd) {
+    return map_error(errno,
+                     std::string("create connection-tracking table ") + name + " of " +
+                         std::to_string(entries) + " entries",
+                     "the kernel has no memory for it; lower max_flows_per_attachment");
+  }
+  return fd;
+}
+
+}  // namespace
+
+FlowTables::FlowTables(int outer_fd, uint32_t max_attachments, uint32_t flows_per_attachment)
+    : outer_fd_(outer_fd),
+      flows_(flows_per_attachment),
+      frags_(std::max(flows_per_attachment / 8, 64U)),
+      has_tables_(max_attachments, false) {}
+
+void FlowTables::adopt() {
+  for (uint32_t slot = 0; slot < has_tables_.size(); ++slot) {
+    // All three go in together; a slot that lost some to an interrupted
+    // trim counts as having none, and prepare() replaces them all.
+    bool all = true;
+    for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
+      uint32_t inner_id = 0;
+      const uint32_t index = table_index(slot, static_cast<sebpf_track_table>(t));
+      all = all && bpf_map_lookup_elem(outer_fd_, &index, &inner_id) == 0;
+    }
+    has_tables_[slot] = all;
+  }
+}
+
+Status FlowTables::prepare(uint32_t slot) {
+  if (slot >= has_tables_.size()) {
+    return Error(Errc::kInternal, "slot " + std::to_string(slot) + " out of range");
+  }
+  return has_tables_[slot] ? empty(slot) : install(slot);
+}
+
+Status FlowTables::install(uint32_t slot) {
+  // All three made first, then put in with one batch update: one grace
+  // period, and a failure leaves the slot without tables, as it was.
+  SEBPF_ASSIGN_OR_RETURN(UniqueFd flows, create_table("sebpf_flows", flows_));
+  SEBPF_ASSIGN_OR_RETURN(UniqueFd conns, create_table("sebpf_conns", flows_));
+  SEBPF_ASSIGN_OR_RETURN(UniqueFd frags, create_table("sebpf_frags", frags_));
+  static_assert(SEBPF_TRACK_TABLES == 3);
+  std::array<uint32_t, SEBPF_TRACK_TABLES> keys{};
+  std::array<int, SEBPF_TRACK_TABLES> values{};
+  keys[SEBPF_TRACK_FLOWS] = table_index(slot, SEBPF_TRACK_FLOWS);
+  keys[SEBPF_TRACK_LEARNED_CONNS] = table_index(slot, SEBPF_TRACK_LEARNED_CONNS);
+  keys[SEBPF_TRACK_REPLY_FRAGS] = table_index(slot, SEBPF_TRACK_REPLY_FRAGS);
+  values[SEBPF_TRACK_FLOWS] = flows.get();
+  values[SEBPF_TRACK_LEARNED_CONNS] = conns.get();
+  values[SEBPF_TRACK_REPLY_FRAGS] = frags.get();
+  uint32_t count = SEBPF_TRACK_TABLES;
+  if (bpf_map_update_batch(outer_fd_, keys.data(), values.data(), &count, nullptr) != 0) {
+    return Error::from_errno(
+        errno, "install the connection-tracking tables of slot " + std::to_string(slot));
+  }
+  has_tables_[slot] = true;
+  return ok_status();
+}
+
+// Entries of the slot's last attachment could never match the next one
+// (keys carry the attachment serial), but they would take its room.
+Status FlowTables::empty(uint32_t slot) const {
+  constexpr uint32_t kBatch = 1024;
+  std::vector<sebpf_track_key> keys(kBatch);
+  std::vector<sebpf_flow_value> values(kBatch);
+  for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
+    const uint32_t index = table_index(slot, static_cast<sebpf_track_table>(t));
+    uint32_t inner_id = 0;
+    if (bpf_map_lookup_elem(outer_fd_, &index, &inner_id) != 0) {
+      return Error::from_errno(errno,
+                               "find a connection-tracking table of slot " + std::to_string(slot));
+    }
+    UniqueFd inner(bpf_map_get_fd_by_id(inner_id));
+    if (!inner) return Error::from_errno(errno, "open a connection-tracking table");
+    uint32_t batch_token = 0;
+    bool first = true;
+    while (true) {
+      uint32_t count = kBatch;
+      const int err =
+          bpf_map_lookup_and_delete_batch(inner.get(), first ? nullptr : &batch_token, &batch_token,
+                                          keys.data(), values.data(), &count, nullptr);
+      first = false;
+      if (err != 0 && errno == ENOENT) break;  // the last batch (count may be > 0)
+      if (err != 0) return Error::from_errno(errno, "empty a connection-tracking table");
+    }
+  }
+  return ok_status();
+}
+
+Result<size_t> FlowTables::trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most) {
+  std::vector<uint32_t> free_with_tables;
+  for (uint32_t slot = 0; slot < has_tables_.size(); ++slot) {
+    const bool used = slot < slot_used.size() && slot_used[slot];
+    if (!used && has_tables_[slot]) free_with_tables.push_back(slot);
+  }
+  size_t dropped = 0;
+  // The highest first: attaches take the lowest free slot.
+  while (free_with_tables.size() > spare && dropped < most) {
+    const uint32_t slot = free_with_tables.back();
+    free_with_tables.pop_back();
+    // An array of maps has no batch delete: each table waits for its own
+    // grace period.
+    for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
+      const uint32_t index = table_index(slot, static_cast<sebpf_track_table>(t));
+      if (bpf_map_delete_elem(outer_fd_, &index) != 0 && errno != ENOENT) {
+        return Error::from_errno(
+            errno, "drop the connection-tracking tables of slot " + std::to_string(slot));
+      }
+    }
+    has_tables_[slot] = false;
+    ++dropped;
+  }
+  return dropped;
+}
+
+}  // namespace sebpf::datapath

@@ -1,0 +1,51 @@
+// Each attachment's own connection-tracking tables (inbound flows, learned
+// connections, reply fragments): inner maps of sebpf_conntrack at the
+// attachment's slot. Own tables mean a workload that opens, receives or
+// forges more flows than its share can only evict its own.
+//
+// Every update of an array of maps waits for an RCU grace period (~8 ms
+// here), so tables stay with their slot when an attachment leaves it and
+// are emptied for the next one, which then attaches without that wait;
+// sweeps drop the tables of free slots beyond a few spares, a slot at a
+// time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/result.h"
+
+namespace sebpf::datapath {
+
+class FlowTables {
+ public:
+  // outer_fd: sebpf_conntrack. flows_per_attachment sizes each
+  // attachment's flow and learned-connection tables; its fragment table
+  // gets an eighth (at least 64).
+  FlowTables(int outer_fd, uint32_t max_attachments, uint32_t flows_per_attachment);
+
+  // After adoption: learns which slots have tables, from the pinned map. A
+  // slot in use always has them (they go in before its record).
+  void adopt();
+  // Gives `slot` empty tables: the ones it kept, emptied, or new ones.
+  // Called before the slot's attachment record exists, so its first
+  // packet already finds them.
+  Status prepare(uint32_t slot);
+  // Drops the tables of at most `most` free slots, keeping those of the
+  // lowest `spare` (the slots attaches take next); the kernel frees them
+  // once no program uses them. Each slot costs three grace periods, so a
+  // caller holding a lock keeps `most` small. Returns how many slots lost
+  // their tables.
+  Result<size_t> trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most);
+
+ private:
+  Status install(uint32_t slot);
+  Status empty(uint32_t slot) const;
+
+  int outer_fd_;
+  uint32_t flows_;
+  uint32_t frags_;
+  std::vector<bool> has_tables_;  // by slot
+};
+
+}  // namespace sebpf::datapath
