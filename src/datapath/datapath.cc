@@ -337,7 +337,7 @@ Status Datapath::Impl::remove_attachment(const AttachmentRecord& record, bool un
 
 Result<uint32_t> Datapath::Impl::take_slot() {
   SEBPF_ASSIGN_OR_RETURN(uint32_t slot, table->take_slot());
-  if (Status s = flow_tables->prepare(slot); !s.ok()) {
+  if (Status s = flow_tables->prepare(slot, table->slots_in_use()); !s.ok()) {
     table->release_slot(slot);
     return s.error();
   }
@@ -559,11 +559,10 @@ Result<size_t> Datapath::sweep() {
   // and attach without waiting for a grace period. One slot a sweep: its
   // tables take three grace periods (~25 ms) to drop, and the caller
   // (the daemon) holds its lock meanwhile.
-  constexpr uint32_t kSpareTableSlots = 8;
   constexpr uint32_t kSlotsTrimmedPerSweep = 1;
   SEBPF_ASSIGN_OR_RETURN(size_t dropped,
-                         impl_->flow_tables->trim(impl_->table->slots_in_use(), kSpareTableSlots,
-                                                  kSlotsTrimmedPerSweep));
+                         impl_->flow_tables->trim(impl_->table->slots_in_use(),
+                                                  FlowTables::kTablesAhead, kSlotsTrimmedPerSweep));
   return removed + dropped * SEBPF_TRACK_TABLES;
 }
 

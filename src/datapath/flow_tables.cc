@@ -13,6 +13,10 @@
 namespace sebpf::datapath {
 namespace {
 
+// By enum sebpf_track_table; names as bpftool shows them.
+constexpr const char* kTableNames[SEBPF_TRACK_TABLES] = {"sebpf_flows", "sebpf_conns",
+                                                         "sebpf_frags"};
+
 uint32_t table_index(uint32_t slot, sebpf_track_table table) {
   return slot * SEBPF_TRACK_TABLES + table;
 }
@@ -54,34 +58,44 @@ void FlowTables::adopt() {
   }
 }
 
-Status FlowTables::prepare(uint32_t slot) {
+Status FlowTables::prepare(uint32_t slot, const std::vector<bool>& slot_used) {
   if (slot >= has_tables_.size()) {
     return Error(Errc::kInternal, "slot " + std::to_string(slot) + " out of range");
   }
-  return has_tables_[slot] ? empty(slot) : install(slot);
+  if (has_tables_[slot]) return empty(slot);
+  // Tables for the free slots the next attaches will take go in with this
+  // slot's, in the same batch: one grace period for the lot.
+  std::vector<uint32_t> slots{slot};
+  for (uint32_t next = slot + 1; next < has_tables_.size() && slots.size() < kTablesAhead; ++next) {
+    const bool used = next < slot_used.size() && slot_used[next];
+    if (!used && !has_tables_[next]) slots.push_back(next);
+  }
+  return install(slots);
 }
 
-Status FlowTables::install(uint32_t slot) {
-  // All three made first, then put in with one batch update: one grace
-  // period, and a failure leaves the slot without tables, as it was.
-  SEBPF_ASSIGN_OR_RETURN(UniqueFd flows, create_table("sebpf_flows", flows_));
-  SEBPF_ASSIGN_OR_RETURN(UniqueFd conns, create_table("sebpf_conns", flows_));
-  SEBPF_ASSIGN_OR_RETURN(UniqueFd frags, create_table("sebpf_frags", frags_));
-  static_assert(SEBPF_TRACK_TABLES == 3);
-  std::array<uint32_t, SEBPF_TRACK_TABLES> keys{};
-  std::array<int, SEBPF_TRACK_TABLES> values{};
-  keys[SEBPF_TRACK_FLOWS] = table_index(slot, SEBPF_TRACK_FLOWS);
-  keys[SEBPF_TRACK_LEARNED_CONNS] = table_index(slot, SEBPF_TRACK_LEARNED_CONNS);
-  keys[SEBPF_TRACK_REPLY_FRAGS] = table_index(slot, SEBPF_TRACK_REPLY_FRAGS);
-  values[SEBPF_TRACK_FLOWS] = flows.get();
-  values[SEBPF_TRACK_LEARNED_CONNS] = conns.get();
-  values[SEBPF_TRACK_REPLY_FRAGS] = frags.get();
-  uint32_t count = SEBPF_TRACK_TABLES;
+Status FlowTables::install(const std::vector<uint32_t>& slots) {
+  // All made first, then put in with one batch update: a failure leaves
+  // every slot as it was.
+  std::vector<UniqueFd> tables;
+  std::vector<uint32_t> keys;
+  std::vector<int> values;
+  for (uint32_t slot : slots) {
+    for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
+      const auto table = static_cast<sebpf_track_table>(t);
+      SEBPF_ASSIGN_OR_RETURN(
+          UniqueFd fd,
+          create_table(kTableNames[t], table == SEBPF_TRACK_REPLY_FRAGS ? frags_ : flows_));
+      keys.push_back(table_index(slot, table));
+      values.push_back(fd.get());
+      tables.push_back(std::move(fd));
+    }
+  }
+  uint32_t count = static_cast<uint32_t>(keys.size());
   if (bpf_map_update_batch(outer_fd_, keys.data(), values.data(), &count, nullptr) != 0) {
     return Error::from_errno(
-        errno, "install the connection-tracking tables of slot " + std::to_string(slot));
+        errno, "install the connection-tracking tables of slot " + std::to_string(slots.front()));
   }
-  has_tables_[slot] = true;
+  for (uint32_t slot : slots) has_tables_[slot] = true;
   return ok_status();
 }
 

@@ -6,8 +6,8 @@
 // Every update of an array of maps waits for an RCU grace period (~8 ms
 // here), so tables stay with their slot when an attachment leaves it and
 // are emptied for the next one, which then attaches without that wait;
-// sweeps drop the tables of free slots beyond a few spares, a slot at a
-// time.
+// new tables go in for several slots at once; sweeps drop the tables of
+// free slots beyond a few spares, a slot at a time.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,11 @@ namespace sebpf::datapath {
 
 class FlowTables {
  public:
+  // Slots whose tables one grace period installs, and free slots whose
+  // tables sweeps keep: an attach waits for at most one grace period in
+  // this many, however many attach at once.
+  static constexpr uint32_t kTablesAhead = 16;
+
   // outer_fd: sebpf_conntrack. flows_per_attachment sizes each
   // attachment's flow and learned-connection tables; its fragment table
   // gets an eighth (at least 64).
@@ -27,10 +32,11 @@ class FlowTables {
   // After adoption: learns which slots have tables, from the pinned map. A
   // slot in use always has them (they go in before its record).
   void adopt();
-  // Gives `slot` empty tables: the ones it kept, emptied, or new ones.
-  // Called before the slot's attachment record exists, so its first
-  // packet already finds them.
-  Status prepare(uint32_t slot);
+  // Gives `slot` (taken, in slot_used) empty tables: the ones it kept,
+  // emptied, or new ones, made together with those of the next free slots
+  // (kTablesAhead in all). Called before the slot's attachment record
+  // exists, so its first packet already finds them.
+  Status prepare(uint32_t slot, const std::vector<bool>& slot_used);
   // Drops the tables of at most `most` free slots, keeping those of the
   // lowest `spare` (the slots attaches take next); the kernel frees them
   // once no program uses them. Each slot costs three grace periods, so a
@@ -39,7 +45,7 @@ class FlowTables {
   Result<size_t> trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most);
 
  private:
-  Status install(uint32_t slot);
+  Status install(const std::vector<uint32_t>& slots);
   Status empty(uint32_t slot) const;
 
   int outer_fd_;

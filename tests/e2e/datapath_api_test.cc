@@ -257,13 +257,13 @@ TEST_F(DatapathApiTest, SweepReclaimsExpiredAndOrphanedEntriesOnly) {
 }
 
 // Connection-tracking tables stay with a slot its attachment left, for the
-// next attach there; sweeps drop them, a slot a sweep, but for eight spare
-// slots.
+// next attach there; new ones go in 16 slots at a time. Sweeps drop those
+// of free slots, a slot a sweep, but for 16 spare slots.
 TEST_F(DatapathApiTest, SweepDropsTheTablesOfFreeSlotsButAFewSpares) {
   open_private();
   std::vector<std::unique_ptr<TestCgroup>> cgroups;
   std::vector<AttachmentKey> keys;
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < 20; ++i) {  // slots 0-19; tables in slots 0-31
     cgroups.push_back(
         std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag() + "/t" + std::to_string(i)));
     auto att = dp_->attach_cgroup(cgroups.back()->path(), {});
@@ -275,9 +275,9 @@ TEST_F(DatapathApiTest, SweepDropsTheTablesOfFreeSlotsButAFewSpares) {
     EXPECT_TRUE(removed.ok()) << removed.error().message();
     return removed.ok() ? *removed : size_t{0};
   };
-  EXPECT_EQ(swept(), 0U) << "tables of attachments in use were dropped";
+  EXPECT_EQ(swept(), 0U) << "12 spares, or tables of attachments in use, were dropped";
   for (const AttachmentKey& key : keys) ok(dp_->detach(key));
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(swept(), 1U * SEBPF_TRACK_TABLES) << "sweep " << i;
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(swept(), 1U * SEBPF_TRACK_TABLES) << "sweep " << i;
   EXPECT_EQ(swept(), 0U);
   for (size_t i = 0; i < cgroups.size(); ++i) {
     EXPECT_TRUE(dp_->attach_cgroup(cgroups[i]->path(), {}).ok()) << i;
