@@ -320,10 +320,17 @@ static __always_inline int sebpf_is_forging_option(int level, int optname)
 	return 0;
 }
 
+static __always_inline int sebpf_is_hdrincl(int level, int optname)
+{
+	return (level == SEBPF_SOL_IP && optname == SEBPF_IP_HDRINCL) ||
+	       (level == SEBPF_SOL_IPV6 && optname == SEBPF_IPV6_HDRINCL);
+}
+
 SEC("cgroup/setsockopt")
 int sebpf_setsockopt(struct bpf_sockopt *ctx)
 {
 	struct sebpf_attachment att;
+	__u32 *raw;
 
 	if (sebpf_is_forging_option(ctx->level, ctx->optname)) {
 		if (!sebpf_task_attachment(&att))
@@ -332,11 +339,34 @@ int sebpf_setsockopt(struct bpf_sockopt *ctx)
 			sebpf_count(att.slot, SEBPF_HOOK_SOCKET, SEBPF_REASON_DENY_FORGED);
 			return 0;
 		}
+		/* Allowed while disabled; remembered, so that its packets are
+		 * refused once the attachment enforces. */
+		if (sebpf_is_hdrincl(ctx->level, ctx->optname) && ctx->sk) {
+			raw = bpf_sk_storage_get(&sebpf_raw_socks, ctx->sk, 0,
+						 BPF_SK_STORAGE_GET_F_CREATE);
+			if (raw)
+				*raw |= SEBPF_RAW_WRITES_HEADERS;
+		}
 	}
 	/* Not ours to look at: an optval longer than a page must be handed to
 	 * the kernel untouched (optlen 0), or the caller gets EFAULT. */
 	if (ctx->optlen > 4096)
 		ctx->optlen = 0;
+	return 1;
+}
+
+/* Every raw socket an attached cgroup makes is known from its birth: its
+ * IP_HDRINCL, if any, went through sebpf_setsockopt. */
+SEC("cgroup/sock_create")
+int sebpf_sock_create(struct bpf_sock *sk)
+{
+	__u32 *raw;
+
+	if (sk->type != 3 /* SOCK_RAW */)
+		return 1;
+	raw = bpf_sk_storage_get(&sebpf_raw_socks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (raw)
+		*raw |= SEBPF_RAW_SEEN;
 	return 1;
 }
 
@@ -362,19 +392,27 @@ static const struct sebpf_decide_opts sebpf_packet_egress = {
     .check_link = 1,
 };
 
-/* A raw socket of protocol IPPROTO_RAW writes the whole IP header itself,
- * source address included. Sent to loopback, such a packet "arrives from"
- * any host the workload names and opens a reply flow to it; no workload
- * needs one. (IP_HDRINCL on other raw sockets is refused by
- * sebpf_setsockopt.) */
+/* A raw socket that writes the whole IP header itself, source address
+ * included. Sent to loopback, such a packet "arrives from" any host the
+ * workload names and opens a reply flow to it; no workload needs one. That
+ * is a socket of protocol IPPROTO_RAW, one that set IP_HDRINCL while the
+ * attachment was disabled (sebpf_setsockopt refuses it otherwise), or one
+ * made before the cgroup was attached, which may have set it unseen: fail
+ * closed, such a socket must be opened again. */
 static __always_inline int sebpf_from_header_writing_socket(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk = skb->sk;
+	__u32 *raw;
 
 	if (!sk)
 		return 0;
 	sk = bpf_sk_fullsock(sk);
-	return sk && sk->type == 3 /* SOCK_RAW */ && sk->protocol == IPPROTO_RAW;
+	if (!sk || sk->type != 3 /* SOCK_RAW */)
+		return 0;
+	if (sk->protocol == IPPROTO_RAW)
+		return 1;
+	raw = bpf_sk_storage_get(&sebpf_raw_socks, sk, 0, 0);
+	return !raw || !(*raw & SEBPF_RAW_SEEN) || (*raw & SEBPF_RAW_WRITES_HEADERS);
 }
 
 SEC("cgroup_skb/egress")

@@ -167,4 +167,17 @@ struct {
 	__type(value, struct sebpf_dns_steer);
 } sebpf_dns_steer SEC(".maps");
 
+/*
+ * Per raw socket of an attached cgroup, made when the socket is
+ * (sebpf_sock_create): enum sebpf_raw_sock flags. A raw socket without an
+ * entry predates the attachment, so it may have set IP_HDRINCL before
+ * sebpf_setsockopt could refuse it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} sebpf_raw_socks SEC(".maps");
+
 #endif /* SEBPF_MAPS_BPF_H */

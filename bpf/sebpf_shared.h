@@ -199,6 +199,12 @@ enum sebpf_track_table {
 	SEBPF_TRACK_TABLES,
 };
 
+/* What the datapath knows of a raw socket (map sebpf_raw_socks). */
+enum sebpf_raw_sock {
+	SEBPF_RAW_SEEN = 1,	      /* made while its cgroup was attached */
+	SEBPF_RAW_WRITES_HEADERS = 2, /* set IP(V6)_HDRINCL while `disabled` */
+};
+
 /* remote_port of the entry that remembers an on-link neighbour (ICMPv6
  * ND received with hop limit 255); its local_port is 0. */
 #define SEBPF_FLOW_NEIGHBOUR 0xffff

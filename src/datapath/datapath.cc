@@ -202,7 +202,7 @@ Status Datapath::Impl::load() {
       std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
                                 p->sebpf_sendmsg6, p->sebpf_recvmsg4, p->sebpf_recvmsg6,
                                 p->sebpf_getpeername4, p->sebpf_getpeername6, p->sebpf_cg_out,
-                                p->sebpf_cg_in, p->sebpf_setsockopt},
+                                p->sebpf_cg_in, p->sebpf_setsockopt, p->sebpf_sock_create},
       links_dir(config));
   tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
                                        bpf_program__fd(p->sebpf_tc_track), config.tc_handle,

@@ -27,6 +27,8 @@ constexpr ProgTypeNeed kProgTypes[] = {
     {BPF_PROG_TYPE_SCHED_CLS, "TC classifier programs (Linux 4.1)"},
     {BPF_PROG_TYPE_CGROUP_SKB, "cgroup_skb programs (Linux 4.10)"},
     {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, "cgroup connect/sendmsg programs (Linux 4.18)"},
+    {BPF_PROG_TYPE_CGROUP_SOCK, "cgroup sock_create programs (Linux 4.10)"},
+    {BPF_PROG_TYPE_CGROUP_SOCKOPT, "cgroup setsockopt programs (Linux 5.3)"},
 };
 constexpr MapTypeNeed kMapTypes[] = {
     {BPF_MAP_TYPE_HASH, "hash maps"},
@@ -34,6 +36,7 @@ constexpr MapTypeNeed kMapTypes[] = {
     {BPF_MAP_TYPE_LRU_HASH, "LRU hash maps (Linux 4.10)"},
     {BPF_MAP_TYPE_PERCPU_ARRAY, "per-CPU arrays (Linux 4.6)"},
     {BPF_MAP_TYPE_SK_STORAGE, "socket-local storage (Linux 5.2)"},
+    {BPF_MAP_TYPE_ARRAY_OF_MAPS, "arrays of maps (Linux 4.12)"},
 };
 constexpr HelperNeed kHelpers[] = {
     {BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns (Linux 5.8)"},
@@ -45,6 +48,10 @@ constexpr HelperNeed kHelpers[] = {
      "bpf_get_current_ancestor_cgroup_id in cgroup programs (Linux 5.7)"},
     {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_storage_get,
      "bpf_sk_storage_get in socket hooks, for transparent DNS (Linux 5.10)"},
+    {BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_sk_storage_get,
+     "bpf_sk_storage_get in sock_create, to know raw sockets from birth (Linux 5.11)"},
+    {BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_sk_storage_get,
+     "bpf_sk_storage_get in cgroup_skb (Linux 5.2)"},
 };
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "e2e_fixture.h"
 
 namespace sebpf::testing {
@@ -353,6 +354,122 @@ TEST_F(CgroupE2eTest, SocketsThatForgeSourceAddressesAreRefusedWhileEnforcing) {
   EXPECT_EQ(o.transparent4, 0);
   EXPECT_EQ(o.hdrincl6, 0);
   EXPECT_EQ(o.transparent6, 0);
+}
+
+// A workload process that keeps raw sockets across the test's steps: each
+// command byte the test writes is answered with an int (0 or an errno).
+class RawSocketWorkload {
+ public:
+  enum Command : char {
+    kOpenWithHdrincl = 'h',  // a raw UDP socket with IP_HDRINCL: the errno
+    kSendForged = 's',       // the forged datagram through it: the errno
+    kSendIcmp = 'i',         // a new raw ICMP socket, an echo to loopback
+  };
+
+  explicit RawSocketWorkload(const TestCgroup& cgroup) {
+    EXPECT_EQ(pipe(commands_), 0);
+    EXPECT_EQ(pipe(answers_), 0);
+    child_ = std::make_unique<Child>([&] {
+      close(commands_[1]);  // so that the test closing its end ends the loop
+      close(answers_[0]);
+      if (!cgroup.add_self()) return 82;
+      int raw = -1;
+      char command = 0;
+      while (read(commands_[0], &command, 1) == 1) {
+        int answer = 0;
+        if (command == kOpenWithHdrincl) {
+          raw = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_UDP);
+          const int one = 1;
+          answer =
+              raw < 0 || setsockopt(raw, SOL_IP, IP_HDRINCL, &one, sizeof(one)) != 0 ? errno : 0;
+        } else if (command == kSendForged) {
+          answer = send_to_loopback(raw, forged_datagram(kEchoPort + 4));
+        } else if (command == kSendIcmp) {
+          const int icmp = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+          const uint8_t echo[8] = {8, 0, 0xf7, 0xff, 0, 0, 0, 0};  // checksummed
+          answer = icmp < 0 ? errno : send_to_loopback(icmp, echo);
+          close(icmp);
+        }
+        if (write(answers_[1], &answer, sizeof(answer)) != sizeof(answer)) return 83;
+      }
+      return 0;
+    });
+  }
+  ~RawSocketWorkload() {
+    close(commands_[1]);
+    child_->wait();
+    close(commands_[0]);
+    close(answers_[0]);
+    close(answers_[1]);
+  }
+
+  int run(Command command) {
+    const char c = command;
+    EXPECT_EQ(write(commands_[1], &c, 1), 1);
+    int answer = -1;
+    EXPECT_EQ(read(answers_[0], &answer, sizeof(answer)), static_cast<ssize_t>(sizeof(answer)));
+    return answer;
+  }
+
+ private:
+  template <typename Packet>
+  static int send_to_loopback(int fd, const Packet& packet) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return sendto(fd, &packet, sizeof(packet), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) < 0
+               ? errno
+               : 0;
+  }
+
+  int commands_[2] = {-1, -1};
+  int answers_[2] = {-1, -1};
+  std::unique_ptr<Child> child_;
+};
+
+// Whether a datagram reached 127.0.0.1:port within a short wait.
+bool received(int fd) {
+  char buf[16];
+  timeval tv{.tv_sec = 0, .tv_usec = 300000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return recv(fd, buf, sizeof(buf), 0) > 0;
+}
+
+// IP_HDRINCL is refused while enforcing, but a raw socket made before the
+// cgroup was attached may have set it where no hook could see, and one
+// that set it while the attachment was disabled was let. Once the
+// attachment enforces, their packets are dropped; a raw socket made under
+// the attachment that never asked for it keeps working.
+TEST_F(CgroupE2eTest, RawSocketsThatMayWriteTheirOwnHeadersAreStoppedOnceEnforcing) {
+  UniqueFd rx(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_port = htons(kEchoPort + 4);
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)), 0);
+
+  {
+    RawSocketWorkload before(*cgroup_);
+    ASSERT_EQ(before.run(RawSocketWorkload::kOpenWithHdrincl), 0);
+    ASSERT_EQ(before.run(RawSocketWorkload::kSendForged), 0);
+    ASSERT_TRUE(received(rx.get())) << "the forged datagram does not arrive even unattached";
+    const auto key = attach(Mode::kAllowlist);
+    EXPECT_EQ(before.run(RawSocketWorkload::kSendForged), EPERM);
+    EXPECT_FALSE(received(rx.get())) << "a header-writing socket older than the attach forged";
+    EXPECT_EQ(before.run(RawSocketWorkload::kSendIcmp), 0) << "a raw socket made since";
+
+    ok(dp_->set_mode(key, Mode::kDisabled));
+    RawSocketWorkload disabled(*cgroup_);
+    ASSERT_EQ(disabled.run(RawSocketWorkload::kOpenWithHdrincl), 0);
+    ASSERT_EQ(disabled.run(RawSocketWorkload::kSendForged), 0);
+    ASSERT_TRUE(received(rx.get()));
+    ok(dp_->set_mode(key, Mode::kAllowlist));
+    EXPECT_EQ(disabled.run(RawSocketWorkload::kSendForged), EPERM);
+    EXPECT_FALSE(received(rx.get())) << "IP_HDRINCL set while disabled kept forging";
+    auto c = dp_->counters(key);
+    ASSERT_TRUE(c.ok());
+    EXPECT_EQ(c->get(SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_FORGED), 2U);
+  }
 }
 
 TEST_F(CgroupE2eTest, CountersShowConnectsAndPacketsByReason) {
