@@ -3,7 +3,6 @@
 #include <bpf/bpf.h>
 
 #include <algorithm>
-#include <array>
 #include <string>
 
 #include "common/unique_fd.h"
@@ -74,8 +73,9 @@ Status FlowTables::prepare(uint32_t slot, const std::vector<bool>& slot_used) {
 }
 
 Status FlowTables::install(const std::vector<uint32_t>& slots) {
-  // All made first, then put in with one batch update: a failure leaves
-  // every slot as it was.
+  // All made first, then put in with one batch update. On failure no slot
+  // counts as having tables, and whatever did go in is replaced by the
+  // next install there.
   std::vector<UniqueFd> tables;
   std::vector<uint32_t> keys;
   std::vector<int> values;
