@@ -58,8 +58,6 @@ class FlowTableTest : public ProgramTest {
             .dport = inbound.sport};
   }
 
-  cpu_set_t all_cpus_{};
-
   // Someone connects to the workload's port 22 from remote_port.
   PacketSpec ssh_syn(uint16_t remote_port) const {
     return {.src = "203.0.113.50",
@@ -77,6 +75,8 @@ class FlowTableTest : public ProgramTest {
             .dport = remote_port,
             .tcp_flags = kTcpSynAck};
   }
+
+  cpu_set_t all_cpus_{};
 };
 
 TEST_P(FlowTableTest, AFloodOfFlowsEvictsOnlyTheFloodingAttachmentsOwn) {

@@ -46,6 +46,13 @@ uint32_t make_interface(const std::string& name, const std::string& peer) {
   return if_nametoindex(name.c_str());
 }
 
+// Every attachment of these tests starts as an allowlist without rules.
+datapath::AttachOptions allowlist() {
+  datapath::AttachOptions options;
+  options.mode = Mode::kAllowlist;
+  return options;
+}
+
 }  // namespace
 
 void ProgramTest::SetUp() {
@@ -57,8 +64,7 @@ void ProgramTest::SetUp() {
   auto dp = datapath::Datapath::open(config);
   ASSERT_TRUE(dp.ok()) << dp.error().message();
   dp_ = std::move(*dp);
-  datapath::AttachOptions options;
-  options.mode = Mode::kAllowlist;
+  const datapath::AttachOptions options = allowlist();
   const std::string tag = std::to_string(getpid() % 100000);
   if (kind_ == ProgramKind::kTc) {
     iface_ = "sebpft" + tag;
@@ -87,8 +93,7 @@ void ProgramTest::TearDown() {
 
 void ProgramTest::reattach() {
   ASSERT_TRUE(dp_->detach(key_).ok());
-  datapath::AttachOptions options;
-  options.mode = Mode::kAllowlist;
+  const datapath::AttachOptions options = allowlist();
   auto att = kind_ == ProgramKind::kTc ? dp_->attach_interface(iface_, options)
                                        : dp_->attach_cgroup(cgroup_->path(), options);
   ASSERT_TRUE(att.ok()) << att.error().message();
@@ -96,8 +101,7 @@ void ProgramTest::reattach() {
 }
 
 void ProgramTest::attach_neighbour() {
-  datapath::AttachOptions options;
-  options.mode = Mode::kAllowlist;
+  const datapath::AttachOptions options = allowlist();
   const std::string tag = std::to_string(getpid() % 100000);
   auto att = [&] {
     if (kind_ == ProgramKind::kTc) {
