@@ -13,6 +13,76 @@
 namespace sebpf::daemon {
 namespace {
 
+// Every setting as text, to compare whole configurations.
+std::vector<std::string> settings(const DaemonConfig& c) {
+  auto ids = [](const std::vector<uint32_t>& v) {
+    std::string out;
+    for (uint32_t id : v) out += std::to_string(id) + ",";
+    return out;
+  };
+  std::string upstreams;
+  for (const auto& u : c.dns_upstreams) upstreams += u.to_string() + ",";
+  const datapath::Config& d = c.datapath;
+  return {"socket.path=" + c.socket_path,
+          "socket.group=" + c.socket_group,
+          "socket.allowed_uids=" + ids(c.allowed_uids),
+          "socket.allowed_gids=" + ids(c.allowed_gids),
+          "state_dir=" + c.state_dir,
+          "policy_file=" + c.policy_file,
+          "detach_on_exit=" + std::to_string(c.detach_on_exit),
+          "log_level=" + std::string(log_level_name(c.log_level)),
+          "sweep_interval=" + std::to_string(c.sweep_interval.count()),
+          "datapath.pin_dir=" + d.pin_dir,
+          "datapath.max_attachments=" + std::to_string(d.max_attachments),
+          "datapath.max_host_rules=" + std::to_string(d.max_host_rules),
+          "datapath.max_prefix_rules=" + std::to_string(d.max_prefix_rules),
+          "datapath.max_flows_per_attachment=" + std::to_string(d.max_flows_per_attachment),
+          "dns.port_first=" + std::to_string(c.dns_port_first),
+          "dns.port_last=" + std::to_string(c.dns_port_last),
+          "dns.cgroup_ipv4=" + c.dns_cgroup_ipv4,
+          "dns.cgroup_ipv6=" + c.dns_cgroup_ipv6,
+          "dns.upstreams=" + upstreams,
+          "dns.resolv_conf=" + c.dns_resolv_conf,
+          "dns.upstream_timeout=" + std::to_string(c.dns_upstream_timeout.count()),
+          "dns.min_ttl=" + std::to_string(c.dns_min_ttl),
+          "dns.max_ttl=" + std::to_string(c.dns_max_ttl),
+          "dns.refusal_rcode=" + std::to_string(c.dns_refusal_rcode),
+          "dns.max_inflight=" + std::to_string(c.dns_max_inflight),
+          "dns.max_qps=" + std::to_string(c.dns_max_qps),
+          "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
+          "dns.threads=" + std::to_string(c.dns_threads)};
+}
+
+// dist/superebpfd.yaml says it shows every key with its default: loaded
+// over a configuration where every setting differs, it must give the
+// defaults back (a renamed or forgotten key fails here, not on a host).
+TEST(DaemonConfigTest, TheShippedConfigurationHasEveryKeyAtItsDefault) {
+  DaemonConfig changed;
+  ASSERT_TRUE(parse_daemon_config(R"(
+socket: {path: /x/api.sock, group: "7", allowed_uids: [1], allowed_gids: [2]}
+state_dir: /x/state
+policy_file: /x/policy.yaml
+detach_on_exit: true
+log_level: debug
+sweep_interval_seconds: 5
+datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_prefix_rules: 8,
+           max_flows_per_attachment: 64}
+dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
+      upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
+      min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
+      max_qps: 1, max_tcp_clients: 1, threads: 1}
+)",
+                                  changed)
+                  .ok());
+  const auto defaults = settings(DaemonConfig{});
+  const auto before = settings(changed);
+  for (size_t i = 0; i < defaults.size(); ++i) ASSERT_NE(before[i], defaults[i]);
+
+  const Status loaded = load_daemon_config(SEBPF_SOURCE_DIR "/dist/superebpfd.yaml", changed);
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message();
+  EXPECT_EQ(settings(changed), defaults);
+}
+
 TEST(DaemonConfigTest, EveryKeyIsRead) {
   DaemonConfig c;
   const auto status = parse_daemon_config(R"(
