@@ -1,9 +1,16 @@
-// What a cgroup attachment cannot see: packet sockets (AF_PACKET) send
-// frames that no cgroup BPF program is shown, so a process that may open
-// one (CAP_NET_RAW in its bounding set: Docker grants it by default) can
-// send past the attachment. The kernel offers no cgroup hook on packet
-// socket creation (only the BPF LSM, which not every kernel allows), so
-// the daemon says so in the Attachment instead of staying silent.
+// What a cgroup attachment cannot see, said in the Attachment instead of
+// staying silent. Cgroup programs judge the packets a socket sends; two
+// capabilities let a process get packets out some other way:
+// - CAP_NET_RAW: packet sockets (AF_PACKET) send frames no cgroup program
+//   is shown. Docker grants it by default. The kernel offers no cgroup hook
+//   on packet socket creation (only the BPF LSM, which not every kernel
+//   allows).
+// - CAP_NET_ADMIN: the process may reconfigure the network namespace its
+//   traffic leaves from, e.g. send to an allowed address through a veth
+//   pair of its own, rewrite the destination (NAT) and forward the packet
+//   out: forwarded packets belong to no socket, so no cgroup program runs.
+//   Only a program outside the namespace (an interface attachment on the
+//   host side) is out of its reach.
 #pragma once
 
 #include <string>
@@ -12,9 +19,10 @@
 namespace sebpf::daemon {
 
 // Warnings for the cgroup directory `cgroup_dir` (absolute) and its
-// descendants, from the processes in them now: empty when none may open
-// a packet socket. Processes that exit meanwhile, or whose status cannot
-// be read, are skipped.
+// descendants, from the processes in them now: one per capability above
+// that some process holds in its bounding set, naming them; empty when none
+// does. Processes that exit meanwhile, or whose status cannot be read, are
+// skipped.
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
                                                 const std::string& proc_root = "/proc");
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "daemon_fixture.h"
 #include "support/netns.h"
@@ -97,13 +98,17 @@ TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
 
 // A process of the workload that stays until the test ends, with or
 // without CAP_NET_RAW in its bounding set; returns once it is in place.
-std::unique_ptr<Child> workload_process(TestCgroup& cgroup, bool may_use_raw) {
+// A process in `cgroup` that has dropped `dropped` (capabilities) from its
+// bounding set, waiting to be killed.
+std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dropped) {
   int ready[2];
   if (pipe(ready) != 0) return nullptr;
   auto child = std::make_unique<Child>([&] {
     close(ready[0]);
     if (!cgroup.add_self()) return 82;
-    if (!may_use_raw && prctl(PR_CAPBSET_DROP, CAP_NET_RAW, 0, 0, 0) != 0) return 83;
+    for (const int cap : dropped) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 83;
+    }
     if (write(ready[1], "x", 1) != 1) return 84;
     pause();
     return 0;
@@ -115,28 +120,37 @@ std::unique_ptr<Child> workload_process(TestCgroup& cgroup, bool may_use_raw) {
   return ok ? std::move(child) : nullptr;
 }
 
-// Packet sockets (CAP_NET_RAW) send frames no cgroup program sees: the
-// Attachment must say so rather than look like full enforcement.
-TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayOpenPacketSockets) {
+// Packet sockets (CAP_NET_RAW) send frames no cgroup program sees, and a
+// process that may reconfigure its network namespace (CAP_NET_ADMIN) can
+// forward packets out past them: the Attachment must say so rather than
+// look like full enforcement, naming the processes.
+TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayGetPacketsPastIt) {
   start_daemon();
-  const auto confined = workload_process(*cgroup_, /*may_use_raw=*/false);
+  const auto confined = workload_process(*cgroup_, {CAP_NET_RAW, CAP_NET_ADMIN});
   ASSERT_NE(confined, nullptr);
   const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
-  EXPECT_EQ(att.warnings_size(), 0) << "no process here may open a packet socket";
+  EXPECT_EQ(att.warnings_size(), 0) << "no process here may get packets past the programs";
 
-  const auto raw = workload_process(*cgroup_, /*may_use_raw=*/true);
+  const auto raw = workload_process(*cgroup_, {CAP_NET_ADMIN});
+  const auto admin = workload_process(*cgroup_, {CAP_NET_RAW});
   ASSERT_NE(raw, nullptr);
+  ASSERT_NE(admin, nullptr);
   grpc::ClientContext ctx;
   ctx.set_deadline(soon());
   v1::GetRequest req;
   req.set_id(att.id());
   v1::Attachment now;
   ASSERT_TRUE(stub_->Get(&ctx, req, &now).ok());
-  ASSERT_EQ(now.warnings_size(), 1);
-  // "process <pid>", singular: the confined one is not named.
+  ASSERT_EQ(now.warnings_size(), 2);
+  // "process <pid>", singular: each names only its own; the confined one
+  // is in neither.
   EXPECT_NE(now.warnings(0).find("process " + std::to_string(raw->pid()) + " may open packet"),
             std::string::npos)
       << now.warnings(0);
+  EXPECT_NE(now.warnings(1).find("process " + std::to_string(admin->pid()) +
+                                 " may reconfigure their network namespace"),
+            std::string::npos)
+      << now.warnings(1);
 }
 
 TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {

@@ -250,8 +250,9 @@ TEST_F(TargetResolverTest, APidsCgroupComesFromItsV2Line) {
   EXPECT_EQ(cgroup_path_of_pid(-3, mount, proc).error().code(), Errc::kInvalidArgument);
 }
 
-// CAP_NET_RAW is bit 13 of the bounding set: 0x2000.
-TEST_F(TargetResolverTest, ProcessesThatMayOpenPacketSocketsAreNamedOnesThatMayNotAreNot) {
+// CAP_NET_RAW is bit 13 of the bounding set (0x2000), CAP_NET_ADMIN bit 12
+// (0x1000).
+TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNamedOthersAreNot) {
   const std::string cgroup = root_ + "/cg/a";
   const std::string proc = root_ + "/proc";
   const auto status = [&](const std::string& pid, const std::string& bounding) {
@@ -259,19 +260,24 @@ TEST_F(TargetResolverTest, ProcessesThatMayOpenPacketSocketsAreNamedOnesThatMayN
     std::ofstream(proc + "/" + pid + "/status")
         << "Name:\tworkload\nCapEff:\t0000000000000000\nCapBnd:\t" << bounding << "\n";
   };
-  status("100", "000001ffffffdfff");  // everything but CAP_NET_RAW
-  status("101", "00000000a80425fb");  // Docker's default set: CAP_NET_RAW included
+  status("100", "000001ffffffcfff");  // everything but CAP_NET_RAW and CAP_NET_ADMIN
+  status("101", "00000000a80425fb");  // Docker's default set: CAP_NET_RAW, not CAP_NET_ADMIN
   status("102", "000001ffffffffff");  // root
+  status("103", "000001ffffffdfff");  // everything but CAP_NET_RAW
   std::ofstream(cgroup + "/cgroup.procs") << "100\n";
   EXPECT_TRUE(cgroup_bypass_warnings(cgroup, proc).empty());
 
-  std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n";  // 999: gone
+  std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n103\n";  // 999: gone
   const auto warnings = cgroup_bypass_warnings(cgroup, proc);
-  ASSERT_EQ(warnings.size(), 1U);
+  ASSERT_EQ(warnings.size(), 2U);
   EXPECT_NE(warnings[0].find("processes 101, 102 may open packet sockets"), std::string::npos)
       << warnings[0] << " (processes of descendant cgroups count)";
-  EXPECT_EQ(warnings[0].find("100"), std::string::npos);
   EXPECT_NE(warnings[0].find("--cap-drop NET_RAW"), std::string::npos) << "says what to do";
+  EXPECT_NE(warnings[1].find("processes 102, 103 may reconfigure their network namespace"),
+            std::string::npos)
+      << warnings[1];
+  EXPECT_NE(warnings[1].find("--cap-drop NET_ADMIN"), std::string::npos) << "says what to do";
+  for (const std::string& w : warnings) EXPECT_EQ(w.find("100"), std::string::npos) << w;
 }
 
 TEST(InterfaceNameTest, OnlyWhatTheKernelAccepts) {
