@@ -16,6 +16,8 @@ PACKAGES=(
   iproute2 iputils-ping procps util-linux
   # a VM's DHCP through the TC guard: a real client and server
   udhcpc dnsmasq-base
+  # a container rerouting past its cgroup programs (NAT in its namespace)
+  nftables
   # DNS tests: a real authoritative upstream with a query log, and dig
   knot knot-module-dnstap bind9-dnsutils
 )

@@ -1,6 +1,13 @@
 // The TC filter on the host side of a veth, with the namespace as the guest
 // (a VM or container behind its tap/veth): its outgoing traffic is allowed
 // or dropped per mode, the link keeps working, inbound connections work.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdlib>
+
 #include "e2e_fixture.h"
 
 namespace sebpf::testing {
@@ -117,6 +124,85 @@ TEST_F(TcE2eTest, DetachRestoresTraffic) {
             ETIMEDOUT);
   ok(dp_->detach(key));
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+}
+
+// One datagram to addr:port from a fresh socket: 0, or the errno sendto()
+// got (EPERM when a cgroup program refused it).
+int send_datagram(const char* addr, uint16_t port) {
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  inet_pton(AF_INET, addr, &to.sin_addr);
+  return sendto(fd.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) < 0 ? errno : 0;
+}
+
+// In the guest's namespace, what a workload holding CAP_NET_ADMIN there can
+// do: route an allowed address (198.51.100.1) into a veth pair of its own,
+// rewrite the destination to 203.0.113.1 where the pair's far end receives
+// it, and forward it out of the namespace. "notrack" on output: the packet
+// must meet the DNAT as a new flow when it comes back in.
+int reroute_allowed_to_denied() {
+  return std::system(R"sh(set -e
+    ip link add sebpf-va type veth peer name sebpf-vb
+    ip link set sebpf-va up; ip link set sebpf-vb up
+    sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+      net.ipv4.conf.sebpf-va.rp_filter=0 net.ipv4.conf.sebpf-va.accept_local=1
+    ip route add 198.51.100.1/32 dev sebpf-vb src 198.51.100.2
+    mac=$(ip -o link show sebpf-va | sed -n 's|.*link/ether \([0-9a-f:]*\).*|\1|p')
+    ip neigh add 198.51.100.1 lladdr "$mac" dev sebpf-vb
+    nft -f - <<EOF
+table ip sebpf-test {
+  chain out { type filter hook output priority raw; notrack; }
+  chain pre { type nat hook prerouting priority dstnat; iif "sebpf-va" ip daddr 198.51.100.1 dnat to 203.0.113.1; }
+}
+EOF
+  )sh");
+}
+
+bool received(int fd) {
+  char buf[16];
+  timeval tv{.tv_sec = 0, .tv_usec = 500000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return recv(fd, buf, sizeof(buf), 0) > 0;
+}
+
+// A container that may reconfigure its own network namespace
+// (CAP_NET_ADMIN) gets a packet for a denied host past its cgroup's
+// programs: it sends to an allowed address, and rewrites and forwards the
+// packet inside its namespace, where it belongs to no socket and no cgroup
+// program runs. The remedy the daemon's warning names, the guard on the
+// host side of the container's interface, sees the packet as it leaves.
+TEST_F(TcE2eTest, ForwardingPastTheCgroupProgramsIsStoppedByTheInterfaceGuard) {
+  constexpr uint16_t kPort = kEchoPort + 5;
+  UniqueFd rx(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in denied{};
+  denied.sin_family = AF_INET;
+  denied.sin_port = htons(kPort);
+  inet_pton(AF_INET, "203.0.113.1", &denied.sin_addr);
+  ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&denied), sizeof(denied)), 0);
+
+  auto cgroup = dp_->attach_cgroup(
+      cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+  ASSERT_TRUE(cgroup.ok()) << cgroup.error().message();
+  const std::vector<datapath::Rule> allow_one = {make_rule("198.51.100.1", Action::kAllow)};
+  ok(dp_->replace_policy(cgroup->key, Mode::kAllowlist, allow_one));
+  const auto container = [&](const std::function<int()>& fn) {
+    return guest([&] { return cgroup_->add_self() ? fn() : 82; });
+  };
+  ASSERT_EQ(container([] { return send_datagram("203.0.113.1", kPort); }), EPERM);
+  ASSERT_EQ(container(reroute_allowed_to_denied), 0) << "could not set up the namespace";
+  ASSERT_EQ(container([] { return send_datagram("198.51.100.1", kPort); }), 0);
+  ASSERT_TRUE(received(rx.get()))
+      << "the rerouted datagram did not arrive even without the interface guard, so this test "
+         "shows nothing";
+
+  const auto key = attach(Mode::kAllowlist, allow_one);
+  ASSERT_EQ(container([] { return send_datagram("198.51.100.1", kPort); }), 0);
+  EXPECT_FALSE(received(rx.get())) << "the interface guard let the rerouted datagram out";
+  auto c = dp_->counters(key);
+  ASSERT_TRUE(c.ok());
+  EXPECT_GE(c->get(SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_DEFAULT), 1U);
 }
 
 }  // namespace
