@@ -12,7 +12,12 @@
 # target. Everything listens on 127.0.0.1 only. Needs root (the daemon) and
 # the Debian packages knot, dnsperf, dnsmasq-base, dnsdist.
 #
-#   sudo bench/dns_bench.sh [build-dir] [names]
+#   sudo bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
+#
+# With a third argument, that superebpfd binary (an older build, say) runs
+# beside the build's as target "baseline", with a daemon and attachment of
+# its own, taking turns in the same rounds: on this VM, whose speed drifts
+# within seconds, a change shows only against its baseline in one run.
 #
 # Two parts: latency at a steady, light 1,000 queries/s (what a client
 # waits; at one query at a time the CPUs sleep between queries and wake-up
@@ -22,22 +27,22 @@ set -euo pipefail
 
 build=${1:-build}
 names=${2:-100000}
+baseline=${3:-}
 daemon="$build/src/daemon/superebpfd"
 ctl="$build/src/ctl/superebpfctl"
-for tool in knotd knotc dnsperf dnsmasq dnsdist "$daemon" "$ctl"; do
+for tool in knotd knotc dnsperf dnsmasq dnsdist "$daemon" "$ctl" ${baseline:+"$baseline"}; do
   command -v "$tool" >/dev/null || { echo "dns_bench: missing $tool" >&2; exit 2; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "dns_bench: run as root" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/sebpf-dns-bench-XXXXXX)
 cgroot=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
-cgroup="$cgroot/sebpf-dns-bench-$$"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rmdir "$cgroup" 2>/dev/null || true
-  rm -rf "/sys/fs/bpf/sebpf-dns-bench-$$" "$work"
+  rmdir "$cgroot/sebpf-dns-bench-$$"-* 2>/dev/null || true
+  rm -rf "/sys/fs/bpf/sebpf-dns-bench-$$"-* "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM  # through the EXIT trap: nothing is left running
@@ -91,22 +96,39 @@ EOF
 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 & pids+=($!)
 pid_dnsdist=$!
 
-cat > "$work/superebpfd.yaml" <<EOF
+# A daemon (label, binary, first DNS endpoint port) with its state in
+# $work/<label>.*; sets pid_<label>.
+start_daemon() {
+  cat > "$work/$1.yaml" <<EOF
 datapath:
   max_host_rules: $((names + lat_names + 1024))
 dns:
   max_qps: 0
   max_inflight: 100000
+  port_first: $3
+  port_last: $(($3 + 99))
 EOF
-"$daemon" --config "$work/superebpfd.yaml" --socket "$work/api.sock" --state-dir "$work/state" \
-  --pin-dir "/sys/fs/bpf/sebpf-dns-bench-$$" --dns-upstream "127.0.0.1:$p_knot" \
-  --detach-on-exit --log-level warning 2>"$work/daemon.log" & pids+=($!)
-pid_daemon=$!
+  "$2" --config "$work/$1.yaml" --socket "$work/$1.sock" --state-dir "$work/$1.state" \
+    --pin-dir "/sys/fs/bpf/sebpf-dns-bench-$$-$1" --dns-upstream "127.0.0.1:$p_knot" \
+    --detach-on-exit --log-level warning 2>"$work/$1.log" &
+  pids+=($!)
+  eval "pid_$1=$!"
+}
+# A cgroup attachment allowing bench.example; prints its endpoint's port.
+attach() {
+  mkdir "$cgroot/sebpf-dns-bench-$$-$1"
+  "$ctl" --socket "$work/$1.sock" -o json attach --cgroup "$cgroot/sebpf-dns-bench-$$-$1" \
+    --mode allowlist --dns-mode allowlist --allow-domain bench.example |
+    sed -n 's/.*"port": *\([0-9]*\).*/\1/p' | head -1
+}
+start_daemon daemon "$daemon" 35400
+[ -z "$baseline" ] || start_daemon baseline "$baseline" 35500
 
 # knotd takes a while to load a big zone; the daemon to start.
 ready=
 for _ in $(seq 1200); do
-  if [ -S "$work/api.sock" ] && [ -n "$(dig +short +tries=1 +time=1 @127.0.0.1 -p $p_knot \
+  if [ -S "$work/daemon.sock" ] && { [ -z "$baseline" ] || [ -S "$work/baseline.sock" ]; } &&
+    [ -n "$(dig +short +tries=1 +time=1 @127.0.0.1 -p $p_knot \
     "r$((names + lat_names - 1)).bench.example" AAAA)" ]; then
     ready=1
     break
@@ -115,14 +137,15 @@ for _ in $(seq 1200); do
 done
 [ -n "$ready" ] || {
   echo "dns_bench: knotd or superebpfd did not come up" >&2
-  cat "$work/daemon.log" "$work/knot.log" >&2
+  cat "$work"/*.log >&2
   exit 1
 }
-mkdir "$cgroup"
-port=$("$ctl" --socket "$work/api.sock" -o json attach --cgroup "$cgroup" --mode allowlist \
-  --dns-mode allowlist --allow-domain bench.example |
-  sed -n 's/.*"port": *\([0-9]*\).*/\1/p' | head -1)
+port=$(attach daemon)
 [ -n "$port" ] || { echo "dns_bench: attach failed" >&2; cat "$work/daemon.log" >&2; exit 1; }
+if [ -n "$baseline" ]; then
+  port_baseline=$(attach baseline)
+  [ -n "$port_baseline" ] || { echo "dns_bench: baseline attach failed" >&2; exit 1; }
+fi
 
 # CPU time (user + system, all threads) a process has used, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -197,6 +220,8 @@ echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $rounds rounds of" \
 for ((r = 0; r < rounds; r++)); do
   measure knotd $p_knot "latency.$r" "$pid_knot" -Q 1000 | sed "s/^/knotd $r /"
   measure superebpf "$port" "latency.$r" "$pid_daemon" -Q 1000 | sed "s/^/superebpf $r /"
+  [ -z "$baseline" ] ||
+    measure baseline "$port_baseline" "latency.$r" "$pid_baseline" -Q 1000 | sed "s/^/baseline $r /"
   measure dnsmasq $p_dnsmasq "latency.$r" "$pid_dnsmasq" -Q 1000 | sed "s/^/dnsmasq $r /"
   measure dnsdist $p_dnsdist "latency.$r" "$pid_dnsdist" -Q 1000 | sed "s/^/dnsdist $r /"
 done | summarize
@@ -209,9 +234,11 @@ for ((r = 0; r < rounds; r++)); do
   measure knotd $p_knot "queries.$r" "$pid_knot" | sed "s/^/knotd $r /"
   measure superebpf "$port" "queries.$r" "$pid_daemon" | sed "s/^/superebpf $r /"
   measure superebpf-again "$port" "queries.$r" "$pid_daemon" | sed "s/^/superebpf-again $r /"
+  [ -z "$baseline" ] ||
+    measure baseline "$port_baseline" "queries.$r" "$pid_baseline" | sed "s/^/baseline $r /"
   measure dnsmasq $p_dnsmasq "queries.$r" "$pid_dnsmasq" | sed "s/^/dnsmasq $r /"
   measure dnsdist $p_dnsdist "queries.$r" "$pid_dnsdist" | sed "s/^/dnsdist $r /"
 done | summarize
-learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$/maps/sebpf_host6" |
+learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$-daemon/maps/sebpf_host6" |
   python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
 echo "kernel host6 rules after the runs: $learned"
