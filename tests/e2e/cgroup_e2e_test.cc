@@ -428,25 +428,15 @@ class RawSocketWorkload {
 };
 
 // Whether a datagram reached 127.0.0.1:port within a short wait.
-bool received(int fd) {
-  char buf[16];
-  timeval tv{.tv_sec = 0, .tv_usec = 300000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return recv(fd, buf, sizeof(buf), 0) > 0;
-}
-
 // IP_HDRINCL is refused while enforcing, but a raw socket made before the
 // cgroup was attached may have set it where no hook could see, and one
 // that set it while the attachment was disabled was let. Once the
 // attachment enforces, their packets are dropped; a raw socket made under
 // the attachment that never asked for it keeps working.
 TEST_F(CgroupE2eTest, RawSocketsThatMayWriteTheirOwnHeadersAreStoppedOnceEnforcing) {
-  UniqueFd rx(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  local.sin_port = htons(kEchoPort + 4);
-  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&local), sizeof(local)), 0);
+  const UniqueFd rx = udp_listener("127.0.0.1", kEchoPort + 4);
+  ASSERT_TRUE(rx.valid());
+  const auto received = [](int fd) { return datagram_arrives(fd, milliseconds(300)); };
 
   {
     RawSocketWorkload before(*cgroup_);

@@ -1,10 +1,6 @@
 // The TC filter on the host side of a veth, with the namespace as the guest
 // (a VM or container behind its tap/veth): its outgoing traffic is allowed
 // or dropped per mode, the link keeps working, inbound connections work.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <cerrno>
 #include <cstdlib>
 
@@ -126,17 +122,6 @@ TEST_F(TcE2eTest, DetachRestoresTraffic) {
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
 }
 
-// One datagram to addr:port from a fresh socket: 0, or the errno sendto()
-// got (EPERM when a cgroup program refused it).
-int send_datagram(const char* addr, uint16_t port) {
-  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  inet_pton(AF_INET, addr, &to.sin_addr);
-  return sendto(fd.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)) < 0 ? errno : 0;
-}
-
 // In the guest's namespace, what a workload holding CAP_NET_ADMIN there can
 // do: route an allowed address (198.51.100.1) into a veth pair of its own,
 // rewrite the destination to 203.0.113.1 where the pair's far end receives
@@ -160,13 +145,6 @@ EOF
   )sh");
 }
 
-bool received(int fd) {
-  char buf[16];
-  timeval tv{.tv_sec = 0, .tv_usec = 500000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  return recv(fd, buf, sizeof(buf), 0) > 0;
-}
-
 // A container that may reconfigure its own network namespace
 // (CAP_NET_ADMIN) gets a packet for a denied host past its cgroup's
 // programs: it sends to an allowed address, and rewrites and forwards the
@@ -175,12 +153,9 @@ bool received(int fd) {
 // host side of the container's interface, sees the packet as it leaves.
 TEST_F(TcE2eTest, ForwardingPastTheCgroupProgramsIsStoppedByTheInterfaceGuard) {
   constexpr uint16_t kPort = kEchoPort + 5;
-  UniqueFd rx(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_in denied{};
-  denied.sin_family = AF_INET;
-  denied.sin_port = htons(kPort);
-  inet_pton(AF_INET, "203.0.113.1", &denied.sin_addr);
-  ASSERT_EQ(bind(rx.get(), reinterpret_cast<sockaddr*>(&denied), sizeof(denied)), 0);
+  const UniqueFd rx = udp_listener("203.0.113.1", kPort);
+  ASSERT_TRUE(rx.valid());
+  const auto received = [](int fd) { return datagram_arrives(fd, milliseconds(500)); };
 
   auto cgroup = dp_->attach_cgroup(
       cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});

@@ -187,6 +187,26 @@ void serve_echo(uint16_t port) {
   }
 }
 
+UniqueFd udp_listener(const std::string& addr, uint16_t port) {
+  const Addr a = make_addr(addr, port);
+  UniqueFd fd(socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (fd && bind(fd.get(), reinterpret_cast<const sockaddr*>(&a.ss), a.len) != 0) fd.reset();
+  return fd;
+}
+
+bool datagram_arrives(int fd, milliseconds timeout) {
+  char buf[16];
+  return wait_fd(fd, POLLIN, timeout) == 0 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0;
+}
+
+int send_datagram(const std::string& addr, uint16_t port) {
+  const Addr a = make_addr(addr, port);
+  UniqueFd fd(socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno;
+  return sendto(fd.get(), "x", 1, 0, reinterpret_cast<const sockaddr*>(&a.ss), a.len) < 0 ? errno
+                                                                                          : 0;
+}
+
 bool wait_for_tcp(const std::string& addr, uint16_t port, milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {

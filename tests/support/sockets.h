@@ -46,6 +46,15 @@ class UdpClient {
 // killed. Meant to run in a Child, inside a test namespace.
 [[noreturn]] void serve_echo(uint16_t port);
 
+// A UDP socket bound to addr:port, to see whether a datagram a test sends
+// (or forges) arrives; invalid if the bind failed.
+UniqueFd udp_listener(const std::string& addr, uint16_t port);
+// Whether a datagram arrives on fd within `timeout` (it is read and dropped).
+bool datagram_arrives(int fd, milliseconds timeout);
+// One datagram to addr:port from a fresh socket: 0, or the errno sendto()
+// got (EPERM when a cgroup program refused it).
+int send_datagram(const std::string& addr, uint16_t port);
+
 // Waits until something accepts TCP on addr:port (a server started in a
 // child), or the timeout passes.
 bool wait_for_tcp(const std::string& addr, uint16_t port, milliseconds timeout);
