@@ -7,8 +7,13 @@
  *  cgroup attachments: sebpf_connect4/6, sebpf_sendmsg4/6 (socket calls),
  *                      sebpf_cg_out (every egress packet, the authority),
  *                      sebpf_cg_in (records inbound flows for replies)
+ *                      sebpf_setsockopt, sebpf_sock_create (socket options
+ *                      and raw sockets that could forge)
  *  interface attachments: sebpf_tc_guard (the guest's outgoing direction),
  *                      sebpf_tc_track (the other direction: inbound flows)
+ *  the egress of every interface in a cgroup workload's network namespace:
+ *                      sebpf_tc_packet_sockets (frames of packet sockets,
+ *                      which no cgroup program is shown)
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -320,6 +325,22 @@ static __always_inline int sebpf_is_forging_option(int level, int optname)
 	return 0;
 }
 
+/* Options that send frames past the interface's TC egress hook, where
+ * sebpf_tc_packet_sockets judges packet sockets: PACKET_QDISC_BYPASS
+ * (linux/if_packet.h) and every option of AF_XDP sockets, whose rings
+ * cannot be used without one (XDP_UMEM_REG). Refused in every mode, even
+ * disabled: a socket set up then would escape once the attachment
+ * enforces. No workload needs them. */
+#define SEBPF_SOL_PACKET 263
+#define SEBPF_SOL_XDP 283
+#define SEBPF_PACKET_QDISC_BYPASS 20
+
+static __always_inline int sebpf_is_tc_bypass_option(int level, int optname)
+{
+	return (level == SEBPF_SOL_PACKET && optname == SEBPF_PACKET_QDISC_BYPASS) ||
+	       level == SEBPF_SOL_XDP;
+}
+
 static __always_inline int sebpf_is_hdrincl(int level, int optname)
 {
 	return (level == SEBPF_SOL_IP && optname == SEBPF_IP_HDRINCL) ||
@@ -332,6 +353,11 @@ int sebpf_setsockopt(struct bpf_sockopt *ctx)
 	struct sebpf_attachment att;
 	__u32 *raw;
 
+	if (sebpf_is_tc_bypass_option(ctx->level, ctx->optname)) {
+		if (sebpf_task_attachment(&att))
+			sebpf_count(att.slot, SEBPF_HOOK_SOCKET, SEBPF_REASON_DENY_FORGED);
+		return 0;
+	}
 	if (sebpf_is_forging_option(ctx->level, ctx->optname)) {
 		if (!sebpf_task_attachment(&att))
 			return 0;
@@ -546,4 +572,34 @@ int sebpf_tc_track(struct __sk_buff *skb)
 	    sebpf_parse_tc(skb, &att, &p, &ignored) == 0)
 		sebpf_track_inbound(&att, &p);
 	return TC_ACT_UNSPEC;
+}
+
+/* --- packet sockets ----------------------------------------------------- */
+
+#define SEBPF_AF_PACKET 17
+
+/*
+ * A packet socket (AF_PACKET, CAP_NET_RAW) hands the device a frame it
+ * wrote whole, headers and source addresses included; no cgroup program
+ * is shown it. This filter, on the egress of every interface in the
+ * namespace a cgroup workload sends from, finds the socket's cgroup: a
+ * frame from an attachment that enforces is dropped whatever it holds,
+ * for the reason raw sockets that write their own IP header are (a forged
+ * source opens reply flows). Frames of other sockets, and of packet
+ * sockets outside any attachment, go on untouched.
+ */
+SEC("tc")
+int sebpf_tc_packet_sockets(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct sebpf_attachment att;
+
+	if (!sk || sk->family != SEBPF_AF_PACKET || !sebpf_skb_attachment(skb, &att))
+		return TC_ACT_UNSPEC;
+	if (att.mode == SEBPF_MODE_DISABLED) {
+		sebpf_count(att.slot, SEBPF_HOOK_PACKET, SEBPF_REASON_ALLOW_MODE_DISABLED);
+		return TC_ACT_UNSPEC;
+	}
+	sebpf_count(att.slot, SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_FORGED);
+	return TC_ACT_SHOT;
 }

@@ -232,7 +232,8 @@ enum sebpf_reason {
 	SEBPF_REASON_DENY_NOT_IP,	    /* TC: neither IP nor ARP */
 	SEBPF_REASON_DENY_MALFORMED,	    /* truncated or invalid header */
 	SEBPF_REASON_DENY_FORGED,	    /* cgroup: a socket that writes its own IP
-					     * header or sends from foreign addresses */
+					     * header or sends from foreign addresses,
+					     * or a packet socket's frame */
 	SEBPF_REASON_DENY_RESOLVER,	    /* DNS (port 53) to a resolver other than the
 					     * attachment's endpoint, not explicitly allowed */
 	SEBPF_REASON_COUNT,

@@ -18,6 +18,7 @@
 #include "datapath/features.h"
 #include "datapath/flow_tables.h"
 #include "datapath/libbpf_log.h"
+#include "datapath/packet_socket_guard.h"
 #include "datapath/rcu_barrier.h"
 #include "datapath/rule_codec.h"
 #include "datapath/rule_store.h"
@@ -104,6 +105,8 @@ struct Datapath::Impl {
   std::unique_ptr<FlowTables> flow_tables;
   std::unique_ptr<CgroupHooks> cgroup_hooks;
   std::unique_ptr<TcHooks> tc_hooks;
+  std::unique_ptr<PacketSocketGuard> packet_socket_guard;
+  bool guarded_own_netns = false;
   std::optional<RcuBarrier> barrier;
 
   Status load();
@@ -130,6 +133,7 @@ Datapath::~Datapath() {
     if (records.ok()) {
       for (const auto& r : *records) (void)impl_->remove_attachment(r);
     }
+    if (impl_->guarded_own_netns) impl_->packet_socket_guard->unguard_own_namespace();
   }
 }
 
@@ -207,6 +211,8 @@ Status Datapath::Impl::load() {
   tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
                                        bpf_program__fd(p->sebpf_tc_track), config.tc_handle,
                                        config.tc_priority, bpf_map__fd(m->sebpf_if_names));
+  packet_socket_guard = std::make_unique<PacketSocketGuard>(
+      bpf_program__fd(p->sebpf_tc_packet_sockets), config.tc_handle + 1, config.tc_priority);
 
   if (adopted) return adopt_attachments();
 
@@ -566,9 +572,17 @@ Result<size_t> Datapath::sweep() {
   return removed + dropped * SEBPF_TRACK_TABLES;
 }
 
+Status Datapath::guard_packet_sockets(int netns_fd) {
+  SEBPF_RETURN_IF_ERROR(impl_->packet_socket_guard->guard(netns_fd));
+  if (netns_fd < 0) impl_->guarded_own_netns = true;
+  return ok_status();
+}
+
 Status Datapath::destroy() {
   SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
   for (const auto& r : records) SEBPF_RETURN_IF_ERROR(impl_->remove_attachment(r));
+  impl_->packet_socket_guard->unguard_own_namespace();
+  impl_->guarded_own_netns = false;
   if (impl_->config.pin_dir.empty()) return ok_status();
   std::error_code ec;
   fs::remove_all(impl_->config.pin_dir, ec);
@@ -594,9 +608,11 @@ int Datapath::program_fd(Program program) const {
     case Program::kTcGuard:
       return bpf_program__fd(p->sebpf_tc_guard);
     case Program::kTcTrack:
+      return bpf_program__fd(p->sebpf_tc_track);
+    case Program::kTcPacketSockets:
       break;
   }
-  return bpf_program__fd(p->sebpf_tc_track);
+  return bpf_program__fd(p->sebpf_tc_packet_sockets);
 }
 
 }  // namespace sebpf::datapath

@@ -44,6 +44,18 @@ class Datapath {
   Result<Attachment> attach_cgroup(const std::string& path, const AttachOptions& options);
   Result<Attachment> attach_interface(const std::string& name, const AttachOptions& options);
   Status detach(const AttachmentKey& key);
+  // Cgroup programs are never shown the frames of packet sockets
+  // (AF_PACKET: CAP_NET_RAW), so a cgroup attachment alone does not hold a
+  // workload that may open one. This puts a filter on the egress of every
+  // interface of the network namespace `netns_fd` (an open
+  // /proc/<pid>/ns/net; -1: ours) that drops such frames when they come
+  // from an attached cgroup that enforces (their headers are the
+  // workload's own, so they are refused whatever they hold). Guard the
+  // namespace a cgroup workload sends from, after attaching it; again
+  // when interfaces are added there. Filters of ours already there are
+  // replaced. destroy() (and, without pins, the destructor) removes them
+  // from our namespace; a workload's namespace takes them with it.
+  Status guard_packet_sockets(int netns_fd);
   Result<Attachment> attachment(const AttachmentKey& key) const;
   Result<std::vector<Attachment>> attachments() const;
 

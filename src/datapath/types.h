@@ -126,7 +126,8 @@ struct Config {
   // How long an idle inbound flow still lets replies through.
   std::chrono::seconds flow_idle_tcp{24 * 3600};
   std::chrono::seconds flow_idle_other{180};
-  // Priority and handle of our filters in the clsact qdisc.
+  // Priority and handle of our filters in the clsact qdisc; the packet
+  // socket filter (see Datapath::guard_packet_sockets) uses tc_handle + 1.
   uint32_t tc_priority = 1;
   uint32_t tc_handle = 0x5eb;
   // The ports of every attachment's DNS endpoint (0, 0: none). A cgroup
@@ -147,6 +148,7 @@ enum class Program : uint8_t {
   kCgroupIngress,
   kTcGuard,
   kTcTrack,
+  kTcPacketSockets,
 };
 
 }  // namespace sebpf::datapath

@@ -1,0 +1,36 @@
+// The filter that stops packet sockets (bpf: sebpf_tc_packet_sockets) on
+// the egress of every interface of a network namespace a cgroup workload
+// sends from. Cgroup programs are never shown a packet socket's frames; a
+// TC filter on the device is, and finds the sending socket's cgroup. The
+// filter is the same for every attachment (it looks the cgroup up), so a
+// namespace is guarded once, however many attachments send from it.
+// Filters stay in the kernel after we exit, as the interface guard's do.
+#pragma once
+
+#include <cstdint>
+
+#include "common/result.h"
+
+namespace sebpf::datapath {
+
+class PacketSocketGuard {
+ public:
+  PacketSocketGuard(int prog_fd, uint32_t handle, uint32_t priority)
+      : prog_fd_(prog_fd), handle_(handle), priority_(priority) {}
+
+  // Puts the filter on every interface (loopback included: a frame sent
+  // there arrives as if from anyone) of the namespace `netns_fd` (an open
+  // /proc/<pid>/ns/net), or of ours when it is -1, replacing ours already
+  // there. An interface that disappears meanwhile is skipped; any other
+  // failure is an error naming the interface.
+  Status guard(int netns_fd) const;
+  // Removes it from every interface of our namespace.
+  void unguard_own_namespace() const;
+
+ private:
+  int prog_fd_;
+  uint32_t handle_;
+  uint32_t priority_;
+};
+
+}  // namespace sebpf::datapath

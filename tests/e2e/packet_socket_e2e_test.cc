@@ -1,0 +1,193 @@
+// Frames a workload writes whole through a packet socket (AF_PACKET, what
+// CAP_NET_RAW allows) meet no cgroup program. The datapath's packet socket
+// filter, on the egress of the interfaces of the namespace the workload
+// sends from, drops them while its attachment enforces. Here the workload
+// sends from the test namespace, out of its veth towards this one.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <linux/if_xdp.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/unique_fd.h"
+#include "e2e_fixture.h"
+
+namespace sebpf::testing {
+namespace {
+
+using datapath::Action;
+using datapath::Mode;
+
+constexpr uint16_t kLocalExperimental = 0x88b5;  // an EtherType no stack answers
+constexpr char kMarker[] = "sebpf-frame";
+
+struct Frame {
+  ether_header eth;
+  char payload[sizeof(kMarker)];
+} __attribute__((packed));
+
+// A packet socket that sees the kLocalExperimental frames arriving on
+// `ifname` (of the calling thread's namespace); invalid on failure.
+UniqueFd frame_listener(const std::string& ifname) {
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kLocalExperimental)));
+  sockaddr_ll at{};
+  at.sll_family = AF_PACKET;
+  at.sll_protocol = htons(kLocalExperimental);
+  at.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (!fd || at.sll_ifindex == 0 ||
+      bind(fd.get(), reinterpret_cast<sockaddr*>(&at), sizeof(at)) != 0) {
+    return UniqueFd();
+  }
+  return fd;
+}
+
+bool frame_arrives(int fd, milliseconds timeout) {
+  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+  while (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+    Frame f{};
+    if (recv(fd, &f, sizeof(f), 0) == static_cast<ssize_t>(sizeof(f)) &&
+        std::memcmp(f.payload, kMarker, sizeof(kMarker)) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// A broadcast frame out of `ifname` through a new packet socket: 0, or the
+// errno of socket() or sendto().
+int send_frame(const std::string& ifname) {
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  if (!fd) return errno;
+  Frame f{};
+  std::memset(f.eth.ether_dhost, 0xff, ETH_ALEN);
+  f.eth.ether_shost[0] = 0x02;  // locally administered
+  f.eth.ether_type = htons(kLocalExperimental);
+  std::memcpy(f.payload, kMarker, sizeof(kMarker));
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  to.sll_halen = ETH_ALEN;
+  std::memset(to.sll_addr, 0xff, ETH_ALEN);
+  const ssize_t n =
+      sendto(fd.get(), &f, sizeof(f), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  return n == static_cast<ssize_t>(sizeof(f)) ? 0 : errno;
+}
+
+// The errno of setsockopt on a new socket, 0 when it was accepted: the
+// options that would send frames past the egress filter.
+int set_qdisc_bypass() {
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  const int one = 1;
+  if (!fd) return 1000 + errno;
+  return setsockopt(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one)) == 0 ? 0 : errno;
+}
+
+int register_xdp_umem() {
+  UniqueFd fd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0));
+  if (!fd) return 1000 + errno;
+  constexpr size_t kSize = 2 * 4096;
+  void* area = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (area == MAP_FAILED) return 2000 + errno;
+  xdp_umem_reg reg{};
+  reg.addr = reinterpret_cast<uintptr_t>(area);
+  reg.len = kSize;
+  reg.chunk_size = 4096;
+  const int result =
+      setsockopt(fd.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof(reg)) == 0 ? 0 : errno;
+  munmap(area, kSize);
+  return result;
+}
+
+class PacketSocketE2eTest : public E2eTest {
+ protected:
+  void SetUp() override {
+    E2eTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    open_private();
+  }
+
+  datapath::AttachmentKey attach(Mode mode, const std::vector<datapath::Rule>& rules = {}) {
+    auto att = dp_->attach_cgroup(cgroup_->path(),
+                                  {.mode = mode, .dns = {}, .direction = {}, .rules = rules});
+    EXPECT_TRUE(att.ok()) << att.error().message();
+    return att.ok() ? att->key : datapath::AttachmentKey{};
+  }
+
+  void guard_test_namespace() {
+    UniqueFd ns(open(("/run/netns/" + topo_->ns().name()).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(ns);
+    ok(dp_->guard_packet_sockets(ns.get()));
+  }
+
+  // Runs fn in the test namespace, in the workload cgroup or not.
+  int in_test_namespace(bool in_workload, const std::function<int()>& fn) {
+    const auto enter_and_run = [&] { return topo_->ns().enter() ? fn() : 81; };
+    return in_workload ? in_cgroup(enter_and_run) : run_in_child(enter_and_run);
+  }
+
+  // Whether a frame a process sends from the test namespace through a
+  // packet socket arrives on this side of the veth.
+  bool frame_gets_out(bool in_workload) {
+    UniqueFd rx = frame_listener(topo_->host_if());
+    EXPECT_TRUE(rx);
+    const std::string out = topo_->peer_if();
+    const int sent = in_test_namespace(in_workload, [&] { return send_frame(out); });
+    // A dropped frame fails sendto() with ENOBUFS (the qdisc's verdict).
+    EXPECT_TRUE(sent == 0 || sent == ENOBUFS) << std::strerror(sent);
+    return rx && frame_arrives(rx.get(), milliseconds(1000));
+  }
+};
+
+TEST_F(PacketSocketE2eTest, FramesFromPacketSocketsOfAnEnforcingWorkloadAreDropped) {
+  const auto key = attach(Mode::kAllowlist);
+  ASSERT_TRUE(frame_gets_out(true))
+      << "without the filter a packet socket's frame should pass (else this test shows nothing)";
+
+  guard_test_namespace();
+  EXPECT_FALSE(frame_gets_out(true)) << "a frame of the enforcing workload got out";
+  auto c = dp_->counters(key);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->get(SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_FORGED), 1U);
+  EXPECT_TRUE(frame_gets_out(false)) << "a process outside any attachment was stopped";
+
+  ok(dp_->set_mode(key, Mode::kDisabled));
+  EXPECT_TRUE(frame_gets_out(true)) << "a disabled attachment must not enforce";
+  ok(dp_->set_mode(key, Mode::kDenylist));
+  EXPECT_FALSE(frame_gets_out(true)) << "a denylist enforces too: the frame's headers are forged";
+}
+
+TEST_F(PacketSocketE2eTest, OrdinarySocketsThroughAGuardedInterfaceAreJudgedByThePolicyAlone) {
+  topo_->start_host_server();
+  attach(Mode::kAllowlist, {make_rule("198.51.100.1", Action::kAllow)});
+  guard_test_namespace();
+  EXPECT_EQ(in_test_namespace(true, [] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(in_test_namespace(true, [] { return udp_echo("198.51.100.1", kEchoPort, false); }), 0);
+  EXPECT_EQ(in_test_namespace(true, [] { return tcp_echo("203.0.113.1", kEchoPort); }), EPERM);
+}
+
+// PACKET_QDISC_BYPASS sends a packet socket's frames straight to the
+// driver, and AF_XDP sockets (set up through SOL_XDP options) do the same:
+// neither passes the egress filter, so both are refused, even while the
+// attachment is disabled (a socket set up then would escape once it
+// enforces).
+TEST_F(PacketSocketE2eTest, OptionsThatSendPastTheFilterAreRefusedInEveryMode) {
+  const auto key = attach(Mode::kAllowlist);
+  for (Mode mode : {Mode::kAllowlist, Mode::kDisabled}) {
+    ok(dp_->set_mode(key, mode));
+    EXPECT_EQ(in_cgroup(set_qdisc_bypass), EPERM);
+    EXPECT_EQ(in_cgroup(register_xdp_umem), EPERM);
+  }
+  EXPECT_EQ(run_in_child(set_qdisc_bypass), 0) << "outside any attachment the option works";
+  EXPECT_NE(run_in_child(register_xdp_umem), EPERM);
+}
+
+}  // namespace
+}  // namespace sebpf::testing
