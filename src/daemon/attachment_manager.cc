@@ -140,6 +140,15 @@ Status AttachmentManager::reconcile() {
       if (!applied.ok()) {
         log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
       }
+      // The filters are in the kernel still, running the previous
+      // process's program: replace them (and cover interfaces added
+      // meanwhile).
+      if (r.kind == TargetKind::kCgroup) {
+        if (auto guarded = guard_packet_sockets_locked(r); !guarded.ok()) {
+          log_.error("packet_socket_guard_failed",
+                     {{"id", r.id()}, {"error", guarded.error().message()}});
+        }
+      }
       log_.info("attachment_adopted", {{"id", r.id()}, {"target", r.target}});
       kept.push_back(std::move(r));
       continue;
@@ -268,6 +277,14 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   }
   r.key = attached->key;
   r.serial = attached->serial;
+  if (r.kind == TargetKind::kCgroup) {
+    // Fail closed: a workload whose packet sockets nothing sees is not held.
+    if (auto guarded = guard_packet_sockets_locked(r); !guarded.ok()) {
+      (void)dp_->detach(r.key);
+      if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(r.number);
+      return guarded.error();
+    }
+  }
   return r;
 }
 
@@ -295,6 +312,29 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
     return ok_status();
   }
   return dns_proxy_->open_endpoint(spec);
+}
+
+Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record) {
+  UniqueFd netns = foreign_netns_of_cgroup(record.target);
+  struct stat st {};
+  if (netns ? fstat(netns.get(), &st) != 0 : stat("/proc/self/ns/net", &st) != 0) {
+    return Error::from_errno(errno, "identify the network namespace of " + record.target);
+  }
+  if (auto guarded = dp_->guard_packet_sockets(netns ? netns.get() : -1); !guarded.ok()) {
+    return guarded.error().wrap("guard the packet sockets of " + record.target);
+  }
+  if (!netns) own_netns_guarded_ = true;
+  record.guarded_netns = st.st_ino;
+  return ok_status();
+}
+
+void AttachmentManager::on_interface_added(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  if (!own_netns_guarded_) return;
+  if (auto guarded = dp_->guard_packet_sockets_on(ifindex); !guarded.ok()) {
+    log_.error("packet_socket_guard_failed",
+               {{"ifindex", std::to_string(ifindex)}, {"error", guarded.error().message()}});
+  }
 }
 
 void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {

@@ -96,6 +96,9 @@ class AttachmentManager {
 
   // Target watching: detach attachments whose target is really gone.
   void on_interface_removed(uint32_t ifindex);
+  // A new interface in our namespace: it gets the packet socket filter
+  // when a cgroup workload sends from this namespace.
+  void on_interface_added(uint32_t ifindex);
   void on_cgroup_removed(const std::string& path);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
@@ -128,6 +131,10 @@ class AttachmentManager {
   Result<uint16_t> allocate_dns_port_locked();
   void drop_locked(size_t index, const std::string& reason);
   Status open_dns_endpoint_locked(const AttachmentRecord& record);
+  // Puts the packet socket filter on the interfaces of the namespace the
+  // cgroup's workload sends from (its processes', or ours when it has none
+  // elsewhere) and records which one in record.guarded_netns.
+  Status guard_packet_sockets_locked(AttachmentRecord& record);
   // Forgets what belongs to an attachment that is gone: endpoint, learned
   // hosts, views of its policy.
   void forget_locked(uint64_t number);
@@ -149,6 +156,9 @@ class AttachmentManager {
   std::function<void(const std::string&)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
+  // Whether some workload sent from our namespace: new interfaces here
+  // are guarded too.
+  bool own_netns_guarded_ = false;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,

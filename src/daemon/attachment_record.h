@@ -27,6 +27,10 @@ struct AttachmentRecord {
   datapath::AttachmentKey key;
   uint32_t serial = 0;
   Policy policy;
+  // Cgroups: the network namespace (its nsfs inode) whose interfaces carry
+  // the packet socket filter for this workload; 0 until guarded. Not
+  // stored: guarded again at every start.
+  uint64_t guarded_netns = 0;
 
   std::string id() const { return attachment_id_to_api(number); }
 };

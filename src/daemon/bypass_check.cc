@@ -1,6 +1,7 @@
 #include "daemon/bypass_check.h"
 
 #include <linux/capability.h>
+#include <sys/stat.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -17,17 +18,18 @@ constexpr size_t kPidsNamed = 5;
 
 struct Bypass {
   int capability;
-  const char* what;  // what a process holding it may do
+  bool held_by_packet_filter;  // no bypass inside the guarded namespace
+  const char* what;            // what a process holding it may do
   const char* remedy;
 };
 
 constexpr Bypass kBypasses[] = {
-    {CAP_NET_RAW,
-     "may open packet sockets (CAP_NET_RAW in the bounding set), whose frames no cgroup program "
-     "sees",
-     "Drop the capability (e.g. --cap-drop NET_RAW) or also attach the host side of the "
-     "container's interface"},
-    {CAP_NET_ADMIN,
+    {CAP_NET_RAW, true,
+     "may open packet sockets (CAP_NET_RAW in the bounding set) in a network namespace whose "
+     "interfaces the packet socket filter is not on (it was set up after the attach)",
+     "Detach and attach again once the workload's network is set up, or drop the capability "
+     "(e.g. --cap-drop NET_RAW)"},
+    {CAP_NET_ADMIN, false,
      "may reconfigure their network namespace (CAP_NET_ADMIN in the bounding set): forwarding, NAT "
      "or a bridge of their own sends packets out in a form no cgroup program judged",
      "Drop the capability (e.g. --cap-drop NET_ADMIN) or attach the host side of the container's "
@@ -53,6 +55,7 @@ std::string warning(const Bypass& bypass, const std::vector<std::string>& pids) 
 }  // namespace
 
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
+                                                uint64_t guarded_netns,
                                                 const std::string& proc_root) {
   namespace fs = std::filesystem;
   std::vector<std::string> pids;
@@ -66,7 +69,12 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
   for (const std::string& pid : pids) {
     const auto caps = datapath::capability_set(proc_root + "/" + pid + "/status", "CapBnd");
     if (!caps.ok()) continue;
+    struct stat netns {};
+    const bool in_guarded_netns = guarded_netns != 0 &&
+                                  stat((proc_root + "/" + pid + "/ns/net").c_str(), &netns) == 0 &&
+                                  netns.st_ino == guarded_netns;
     for (size_t i = 0; i < std::size(kBypasses); ++i) {
+      if (kBypasses[i].held_by_packet_filter && in_guarded_netns) continue;
       if (*caps >> kBypasses[i].capability & 1) holders[i].push_back(pid);
     }
   }

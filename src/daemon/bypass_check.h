@@ -2,9 +2,11 @@
 // staying silent. Cgroup programs judge the packets a socket sends; two
 // capabilities let a process get packets out some other way:
 // - CAP_NET_RAW: packet sockets (AF_PACKET) send frames no cgroup program
-//   is shown. Docker grants it by default. The kernel offers no cgroup hook
-//   on packet socket creation (only the BPF LSM, which not every kernel
-//   allows).
+//   is shown. Docker grants it by default. The packet socket filter on the
+//   interfaces of the workload's network namespace stops them, but only in
+//   the namespace guarded at attach time: a process of the cgroup in
+//   another one (a container whose network was set up after the attach)
+//   is not held.
 // - CAP_NET_ADMIN: the process may reconfigure the network namespace its
 //   traffic leaves from, e.g. send to an allowed address through a veth
 //   pair of its own, rewrite the destination (NAT) and forward the packet
@@ -13,6 +15,7 @@
 //   host side) is out of its reach.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,10 +23,12 @@ namespace sebpf::daemon {
 
 // Warnings for the cgroup directory `cgroup_dir` (absolute) and its
 // descendants, from the processes in them now: one per capability above
-// that some process holds in its bounding set, naming them; empty when none
-// does. Processes that exit meanwhile, or whose status cannot be read, are
-// skipped.
+// that some process holds in its bounding set (for CAP_NET_RAW: and is in
+// a network namespace other than `guarded_netns`, an nsfs inode), naming
+// them; empty when none does. Processes that exit meanwhile, or whose
+// status cannot be read, are skipped.
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
+                                                uint64_t guarded_netns,
                                                 const std::string& proc_root = "/proc");
 
 }  // namespace sebpf::daemon

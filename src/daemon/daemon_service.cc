@@ -79,7 +79,8 @@ Status policy_out(Result<Policy> policy, v1::Policy* resp) {
 void attachment_out(const AttachmentRecord& record, v1::Attachment* out) {
   attachment_to_api(record, out);
   if (record.kind != datapath::TargetKind::kCgroup) return;
-  for (std::string& w : cgroup_bypass_warnings(record.target)) out->add_warnings(std::move(w));
+  for (std::string& w : cgroup_bypass_warnings(record.target, record.guarded_netns))
+    out->add_warnings(std::move(w));
 }
 
 }  // namespace

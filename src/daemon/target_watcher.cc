@@ -98,9 +98,17 @@ void TargetWatcher::read_netlink() {
     while (offset + sizeof(nlmsghdr) <= static_cast<size_t>(n)) {
       const auto* h = reinterpret_cast<const nlmsghdr*>(buf + offset);
       if (h->nlmsg_len < sizeof(nlmsghdr) || offset + h->nlmsg_len > static_cast<size_t>(n)) break;
-      if (h->nlmsg_type == RTM_DELLINK && h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
+      const bool link_event = h->nlmsg_type == RTM_DELLINK || h->nlmsg_type == RTM_NEWLINK;
+      if (link_event && h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
         const auto* info = reinterpret_cast<const ifinfomsg*>(buf + offset + NLMSG_HDRLEN);
-        manager_.on_interface_removed(static_cast<uint32_t>(info->ifi_index));
+        const auto ifindex = static_cast<uint32_t>(info->ifi_index);
+        if (h->nlmsg_type == RTM_DELLINK) {
+          manager_.on_interface_removed(ifindex);
+        } else {
+          // Also sent when a link changes (up, down, renamed); guarding
+          // again replaces our filter in place, which costs little.
+          manager_.on_interface_added(ifindex);
+        }
       }
       offset += NLMSG_ALIGN(h->nlmsg_len);
     }

@@ -1,8 +1,10 @@
 // Notices, from kernel events, when an attached target goes away: netlink
 // RTM_DELLINK for interfaces, inotify IN_DELETE on a cgroup's parent
 // directory for cgroups (cgroupfs reports a removed directory to its
-// parent's watchers, not to the directory itself). One thread sleeps in
-// poll() until an event comes, so an idle host costs no CPU.
+// parent's watchers, not to the directory itself). Also passes on
+// RTM_NEWLINK, so that new interfaces get the packet socket filter. One
+// thread sleeps in poll() until an event comes, so an idle host costs no
+// CPU.
 #pragma once
 
 #include <atomic>

@@ -578,6 +578,10 @@ Status Datapath::guard_packet_sockets(int netns_fd) {
   return ok_status();
 }
 
+Status Datapath::guard_packet_sockets_on(uint32_t ifindex) {
+  return impl_->packet_socket_guard->guard_interface(ifindex);
+}
+
 Status Datapath::destroy() {
   SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
   for (const auto& r : records) SEBPF_RETURN_IF_ERROR(impl_->remove_attachment(r));

@@ -56,6 +56,8 @@ class Datapath {
   // replaced. destroy() (and, without pins, the destructor) removes them
   // from our namespace; a workload's namespace takes them with it.
   Status guard_packet_sockets(int netns_fd);
+  // The same for one (new) interface of our namespace.
+  Status guard_packet_sockets_on(uint32_t ifindex);
   Result<Attachment> attachment(const AttachmentKey& key) const;
   Result<std::vector<Attachment>> attachments() const;
 

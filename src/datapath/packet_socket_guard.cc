@@ -1,14 +1,20 @@
 #include "datapath/packet_socket_guard.h"
 
 #include <bpf/libbpf.h>
+#include <linux/netlink.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sched.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "common/unique_fd.h"
 
 namespace sebpf::datapath {
 namespace {
@@ -32,21 +38,67 @@ Result<std::vector<Interface>> interfaces() {
 
 bool interface_gone(int err) { return err == -ENODEV || err == -ENOENT || err == -ENXIO; }
 
+// Whether one hook of the interface's clsact qdisc holds no filter (of
+// anyone's): a netlink dump of its filters comes back empty. False when
+// that cannot be told.
+bool no_filters_on(uint32_t ifindex, uint32_t parent) {
+  UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!nl) return false;
+  struct {
+    nlmsghdr header;
+    tcmsg tc;
+  } request{};
+  request.header.nlmsg_len = sizeof(request);
+  request.header.nlmsg_type = RTM_GETTFILTER;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.tc.tcm_family = AF_UNSPEC;
+  request.tc.tcm_ifindex = static_cast<int>(ifindex);
+  request.tc.tcm_parent = parent;
+  if (send(nl.get(), &request, sizeof(request), 0) != static_cast<ssize_t>(sizeof(request))) {
+    return false;
+  }
+  alignas(nlmsghdr) char buf[16384];
+  while (true) {
+    const ssize_t n = recv(nl.get(), buf, sizeof(buf), 0);
+    if (n <= 0) return false;
+    // NLMSG_NEXT is a C cast; the same walk, spelled out.
+    size_t offset = 0;
+    while (offset + sizeof(nlmsghdr) <= static_cast<size_t>(n)) {
+      const auto* h = reinterpret_cast<const nlmsghdr*>(buf + offset);
+      if (h->nlmsg_type == NLMSG_DONE) return true;
+      if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == RTM_NEWTFILTER) return false;
+      if (h->nlmsg_len < sizeof(nlmsghdr)) return false;
+      offset += NLMSG_ALIGN(h->nlmsg_len);
+    }
+  }
+}
+
 }  // namespace
+
+int PacketSocketGuard::attach(uint32_t ifindex) const {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex),
+              .attach_point = BPF_TC_EGRESS);
+  int err = bpf_tc_hook_create(&hook);
+  if (err != 0 && err != -EEXIST) return err;
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd_, .flags = BPF_TC_F_REPLACE, .handle = handle_,
+              .priority = priority_);
+  return bpf_tc_attach(&hook, &opts);
+}
+
+Status PacketSocketGuard::guard_interface(uint32_t ifindex) const {
+  const int err = attach(ifindex);
+  if (err != 0 && !interface_gone(err)) {
+    return Error::from_errno(
+        err, "guard interface " + std::to_string(ifindex) + " against packet sockets");
+  }
+  return ok_status();
+}
 
 Status PacketSocketGuard::guard(int netns_fd) const {
   const auto guard_all = [this]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     for (const Interface& i : all) {
-      LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i.ifindex),
-                  .attach_point = BPF_TC_EGRESS);
-      int err = bpf_tc_hook_create(&hook);
-      if (err == -EEXIST) err = 0;
-      if (err == 0) {
-        LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd_, .flags = BPF_TC_F_REPLACE,
-                    .handle = handle_, .priority = priority_);
-        err = bpf_tc_attach(&hook, &opts);
-      }
+      const int err = attach(i.ifindex);
       if (err != 0 && !interface_gone(err)) {
         return Error::from_errno(err, "guard interface " + i.name + " against packet sockets");
       }
@@ -75,7 +127,14 @@ void PacketSocketGuard::unguard_own_namespace() const {
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i.ifindex),
                 .attach_point = BPF_TC_EGRESS);
     LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-    (void)bpf_tc_detach(&hook, &opts);
+    if (bpf_tc_detach(&hook, &opts) != 0) continue;  // not ours
+    // The host's own interfaces get the qdisc only for this filter: leave
+    // none behind once nobody's filter is in it.
+    if (no_filters_on(i.ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS)) &&
+        no_filters_on(i.ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS))) {
+      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      (void)bpf_tc_hook_destroy(&hook);
+    }
   }
 }
 

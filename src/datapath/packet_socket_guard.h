@@ -24,10 +24,15 @@ class PacketSocketGuard {
   // there. An interface that disappears meanwhile is skipped; any other
   // failure is an error naming the interface.
   Status guard(int netns_fd) const;
+  // The same for one interface of our namespace (a new one).
+  Status guard_interface(uint32_t ifindex) const;
   // Removes it from every interface of our namespace.
   void unguard_own_namespace() const;
 
  private:
+  // 0, or the negative errno of the clsact qdisc or filter.
+  int attach(uint32_t ifindex) const;
+
   int prog_fd_;
   uint32_t handle_;
   uint32_t priority_;

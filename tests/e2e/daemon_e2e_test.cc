@@ -96,16 +96,17 @@ TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
 }
 
-// A process of the workload that stays until the test ends, with or
-// without CAP_NET_RAW in its bounding set; returns once it is in place.
-// A process in `cgroup` that has dropped `dropped` (capabilities) from its
-// bounding set, waiting to be killed.
-std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dropped) {
+// A process of the workload in `cgroup` (and in `netns`, if given) that
+// has dropped `dropped` (capabilities) from its bounding set and stays
+// until killed; returns once it is in place.
+std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dropped,
+                                        const NetNs* netns = nullptr) {
   int ready[2];
   if (pipe(ready) != 0) return nullptr;
   auto child = std::make_unique<Child>([&] {
     close(ready[0]);
     if (!cgroup.add_self()) return 82;
+    if (netns != nullptr && !netns->enter()) return 85;
     for (const int cap : dropped) {
       if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 83;
     }
@@ -120,10 +121,11 @@ std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dro
   return ok ? std::move(child) : nullptr;
 }
 
-// Packet sockets (CAP_NET_RAW) send frames no cgroup program sees, and a
-// process that may reconfigure its network namespace (CAP_NET_ADMIN) can
-// forward packets out past them: the Attachment must say so rather than
-// look like full enforcement, naming the processes.
+// A process that may reconfigure its network namespace (CAP_NET_ADMIN) can
+// forward packets out past the cgroup programs, and packet sockets
+// (CAP_NET_RAW) in a namespace the daemon did not guard at attach time
+// send frames nothing sees: the Attachment must say so rather than look
+// like full enforcement, naming the processes.
 TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayGetPacketsPastIt) {
   start_daemon();
   const auto confined = workload_process(*cgroup_, {CAP_NET_RAW, CAP_NET_ADMIN});
@@ -131,8 +133,11 @@ TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayGetPacketsPastIt) {
   const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
   EXPECT_EQ(att.warnings_size(), 0) << "no process here may get packets past the programs";
 
-  const auto raw = workload_process(*cgroup_, {CAP_NET_ADMIN});
+  // Packet sockets where the workload was at attach time are held.
+  const auto raw_guarded = workload_process(*cgroup_, {CAP_NET_ADMIN});
+  const auto raw = workload_process(*cgroup_, {CAP_NET_ADMIN}, &topo_->ns());
   const auto admin = workload_process(*cgroup_, {CAP_NET_RAW});
+  ASSERT_NE(raw_guarded, nullptr);
   ASSERT_NE(raw, nullptr);
   ASSERT_NE(admin, nullptr);
   grpc::ClientContext ctx;
@@ -151,6 +156,27 @@ TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayGetPacketsPastIt) {
                                  " may reconfigure their network namespace"),
             std::string::npos)
       << now.warnings(1);
+}
+
+// The daemon puts the packet socket filter in the network namespace the
+// workload sends from (here a namespace of its own, as a container's):
+// the frame a packet socket writes whole does not leave it.
+TEST_F(DaemonE2eTest, APacketSocketsFramesDoNotLeaveTheWorkloadsNamespace) {
+  start_daemon();
+  const auto resident = workload_process(*cgroup_, {CAP_NET_ADMIN}, &topo_->ns());
+  ASSERT_NE(resident, nullptr);
+  const auto frame_gets_out = [&] {
+    UniqueFd rx = frame_listener(topo_->host_if());
+    EXPECT_TRUE(rx);
+    const std::string out = topo_->peer_if();
+    in_cgroup([&] { return topo_->ns().enter() ? send_frame(out) : 81; });
+    return rx && frame_arrives(rx.get(), milliseconds(1000));
+  };
+  ASSERT_TRUE(frame_gets_out()) << "unattached, the frame must pass (else this shows nothing)";
+
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.1/32"}));
+  EXPECT_EQ(att.warnings_size(), 0) << "the resident process's packet sockets are held";
+  EXPECT_FALSE(frame_gets_out()) << "a frame of the attached workload left its namespace";
 }
 
 TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {

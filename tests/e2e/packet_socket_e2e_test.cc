@@ -3,19 +3,14 @@
 // filter, on the egress of the interfaces of the namespace the workload
 // sends from, drops them while its attachment enforces. Here the workload
 // sends from the test namespace, out of its veth towards this one.
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_packet.h>
 #include <linux/if_xdp.h>
-#include <net/ethernet.h>
-#include <net/if.h>
-#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 
 #include "common/unique_fd.h"
 #include "e2e_fixture.h"
@@ -25,61 +20,6 @@ namespace {
 
 using datapath::Action;
 using datapath::Mode;
-
-constexpr uint16_t kLocalExperimental = 0x88b5;  // an EtherType no stack answers
-constexpr char kMarker[] = "sebpf-frame";
-
-struct Frame {
-  ether_header eth;
-  char payload[sizeof(kMarker)];
-} __attribute__((packed));
-
-// A packet socket that sees the kLocalExperimental frames arriving on
-// `ifname` (of the calling thread's namespace); invalid on failure.
-UniqueFd frame_listener(const std::string& ifname) {
-  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kLocalExperimental)));
-  sockaddr_ll at{};
-  at.sll_family = AF_PACKET;
-  at.sll_protocol = htons(kLocalExperimental);
-  at.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
-  if (!fd || at.sll_ifindex == 0 ||
-      bind(fd.get(), reinterpret_cast<sockaddr*>(&at), sizeof(at)) != 0) {
-    return UniqueFd();
-  }
-  return fd;
-}
-
-bool frame_arrives(int fd, milliseconds timeout) {
-  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
-  while (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
-    Frame f{};
-    if (recv(fd, &f, sizeof(f), 0) == static_cast<ssize_t>(sizeof(f)) &&
-        std::memcmp(f.payload, kMarker, sizeof(kMarker)) == 0) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// A broadcast frame out of `ifname` through a new packet socket: 0, or the
-// errno of socket() or sendto().
-int send_frame(const std::string& ifname) {
-  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
-  if (!fd) return errno;
-  Frame f{};
-  std::memset(f.eth.ether_dhost, 0xff, ETH_ALEN);
-  f.eth.ether_shost[0] = 0x02;  // locally administered
-  f.eth.ether_type = htons(kLocalExperimental);
-  std::memcpy(f.payload, kMarker, sizeof(kMarker));
-  sockaddr_ll to{};
-  to.sll_family = AF_PACKET;
-  to.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
-  to.sll_halen = ETH_ALEN;
-  std::memset(to.sll_addr, 0xff, ETH_ALEN);
-  const ssize_t n =
-      sendto(fd.get(), &f, sizeof(f), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
-  return n == static_cast<ssize_t>(sizeof(f)) ? 0 : errno;
-}
 
 // The errno of setsockopt on a new socket, 0 when it was accepted: the
 // options that would send frames past the egress filter.
@@ -141,7 +81,7 @@ class PacketSocketE2eTest : public E2eTest {
     const std::string out = topo_->peer_if();
     const int sent = in_test_namespace(in_workload, [&] { return send_frame(out); });
     // A dropped frame fails sendto() with ENOBUFS (the qdisc's verdict).
-    EXPECT_TRUE(sent == 0 || sent == ENOBUFS) << std::strerror(sent);
+    EXPECT_TRUE(sent == 0 || sent == ENOBUFS) << sent;
     return rx && frame_arrives(rx.get(), milliseconds(1000));
   }
 };

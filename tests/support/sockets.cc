@@ -2,6 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -83,6 +86,14 @@ int receive_udp_echo(int fd, milliseconds timeout) {
   if (result == 0 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) < 0) return errno;
   return result;
 }
+
+constexpr uint16_t kLocalExperimental = 0x88b5;  // IEEE 802 local experimental EtherType
+constexpr char kFrameMarker[] = "sebpf-frame";
+
+struct Frame {
+  ether_header eth;
+  char payload[sizeof(kFrameMarker)];
+} __attribute__((packed));
 
 }  // namespace
 
@@ -213,6 +224,49 @@ bool wait_for_tcp(const std::string& addr, uint16_t port, milliseconds timeout) 
     TcpClient c;
     if (c.connect(addr, port, milliseconds(200)) == 0) return true;
     std::this_thread::sleep_for(milliseconds(20));
+  }
+  return false;
+}
+
+int send_frame(const std::string& ifname) {
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  if (!fd) return errno;
+  Frame f{};
+  std::memset(f.eth.ether_dhost, 0xff, ETH_ALEN);
+  f.eth.ether_shost[0] = 0x02;  // locally administered
+  f.eth.ether_type = htons(kLocalExperimental);
+  std::memcpy(f.payload, kFrameMarker, sizeof(kFrameMarker));
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  to.sll_halen = ETH_ALEN;
+  std::memset(to.sll_addr, 0xff, ETH_ALEN);
+  const ssize_t n =
+      sendto(fd.get(), &f, sizeof(f), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+  return n == static_cast<ssize_t>(sizeof(f)) ? 0 : errno;
+}
+
+UniqueFd frame_listener(const std::string& ifname) {
+  UniqueFd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(kLocalExperimental)));
+  sockaddr_ll at{};
+  at.sll_family = AF_PACKET;
+  at.sll_protocol = htons(kLocalExperimental);
+  at.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (!fd || at.sll_ifindex == 0 ||
+      bind(fd.get(), reinterpret_cast<sockaddr*>(&at), sizeof(at)) != 0) {
+    return UniqueFd();
+  }
+  return fd;
+}
+
+bool frame_arrives(int fd, milliseconds timeout) {
+  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+  while (poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+    Frame f{};
+    if (recv(fd, &f, sizeof(f), 0) == static_cast<ssize_t>(sizeof(f)) &&
+        std::memcmp(f.payload, kFrameMarker, sizeof(kFrameMarker)) == 0) {
+      return true;
+    }
   }
   return false;
 }

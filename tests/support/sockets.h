@@ -55,6 +55,17 @@ bool datagram_arrives(int fd, milliseconds timeout);
 // got (EPERM when a cgroup program refused it).
 int send_datagram(const std::string& addr, uint16_t port);
 
+// Link-layer frames, as a packet socket (AF_PACKET) sends them: a
+// broadcast frame of an EtherType no stack answers, out of `ifname` (of the
+// calling thread's namespace) through a new packet socket: 0, or the errno
+// of socket() or sendto().
+int send_frame(const std::string& ifname);
+// A packet socket that sees such frames arriving on `ifname`; invalid on
+// failure.
+UniqueFd frame_listener(const std::string& ifname);
+// Whether such a frame arrives on fd within `timeout`.
+bool frame_arrives(int fd, milliseconds timeout);
+
 // Waits until something accepts TCP on addr:port (a server started in a
 // child), or the timeout passes.
 bool wait_for_tcp(const std::string& addr, uint16_t port, milliseconds timeout);

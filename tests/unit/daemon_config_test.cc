@@ -3,6 +3,7 @@
 #include "daemon/daemon_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -265,10 +266,10 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
   status("102", "000001ffffffffff");  // root
   status("103", "000001ffffffdfff");  // everything but CAP_NET_RAW
   std::ofstream(cgroup + "/cgroup.procs") << "100\n";
-  EXPECT_TRUE(cgroup_bypass_warnings(cgroup, proc).empty());
+  EXPECT_TRUE(cgroup_bypass_warnings(cgroup, 0, proc).empty());
 
   std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n103\n";  // 999: gone
-  const auto warnings = cgroup_bypass_warnings(cgroup, proc);
+  const auto warnings = cgroup_bypass_warnings(cgroup, 0, proc);
   ASSERT_EQ(warnings.size(), 2U);
   EXPECT_NE(warnings[0].find("processes 101, 102 may open packet sockets"), std::string::npos)
       << warnings[0] << " (processes of descendant cgroups count)";
@@ -278,6 +279,26 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
       << warnings[1];
   EXPECT_NE(warnings[1].find("--cap-drop NET_ADMIN"), std::string::npos) << "says what to do";
   for (const std::string& w : warnings) EXPECT_EQ(w.find("100"), std::string::npos) << w;
+}
+
+// The packet socket filter holds CAP_NET_RAW inside the namespace it was
+// put in at attach time; a process elsewhere is still named.
+TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace) {
+  const std::string cgroup = root_ + "/cg/a";
+  const std::string proc = root_ + "/proc";
+  for (const std::string pid : {"101", "102"}) {
+    std::filesystem::create_directories(proc + "/" + pid + "/ns");
+    std::ofstream(proc + "/" + pid + "/status") << "CapBnd:\t00000000a80425fb\n";  // Docker's
+    std::ofstream(proc + "/" + pid + "/ns/net") << pid;  // a namespace each
+  }
+  std::ofstream(cgroup + "/cgroup.procs") << "101\n102\n";
+  struct stat guarded {};
+  ASSERT_EQ(stat((proc + "/101/ns/net").c_str(), &guarded), 0);
+
+  const auto warnings = cgroup_bypass_warnings(cgroup, guarded.st_ino, proc);
+  ASSERT_EQ(warnings.size(), 1U);
+  EXPECT_EQ(warnings[0].find("process 102 may open packet sockets"), 0U) << warnings[0];
+  EXPECT_NE(warnings[0].find("attach again"), std::string::npos) << "says what to do";
 }
 
 TEST(InterfaceNameTest, OnlyWhatTheKernelAccepts) {
