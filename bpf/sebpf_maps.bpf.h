@@ -117,6 +117,19 @@ struct {
 	__type(value, struct sebpf_counters);
 } sebpf_counters SEC(".maps");
 
+/* Each attachment's DHCP budget (sebpf_take_dhcp_budget), by slot * 2 +
+ * (0 IPv4, 1 IPv6): the budget's "theoretical arrival time" (GCRA,
+ * boottime ns). Zeroed with the slot's counters when an attachment takes
+ * it (a time long past: the whole burst). Not in the flow tables: a flood
+ * of flows must not be able to evict, hence renew, it. Sized 2 *
+ * max_attachments at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2048);
+	__type(key, __u32);
+	__type(value, __u64);
+} sebpf_dhcp_budget SEC(".maps");
+
 /*
  * Not used by any program. Updating a map-of-maps makes the kernel wait for
  * every running BPF program to finish (synchronize_rcu in the update

@@ -20,6 +20,9 @@ const volatile __u8 sebpf_netns_cookies = 0;
 /* The port range of the daemon's DNS endpoints (host order; 0, 0: none). */
 const volatile __u16 sebpf_dns_port_first = 0;
 const volatile __u16 sebpf_dns_port_last = 0;
+/* A VM's DHCP requests per family: this many at once, then one per interval. */
+const volatile __u64 sebpf_dhcp_burst = 6;
+const volatile __u64 sebpf_dhcp_interval_ns = 20ULL * 1000000000ULL;
 
 /* Reply flows are refreshed at most this often, to keep map writes off the
  * per-packet path of a busy flow. */
@@ -456,6 +459,31 @@ static __always_inline int sebpf_is_known_neighbour(const struct sebpf_attachmen
 }
 
 /*
+ * DHCP requests pass whatever the rules say, and their options (a host
+ * name, a client id) carry a client's bytes onto the link: so only a few
+ * may pass. A budget per attachment and family, GCRA in one u64:
+ * sebpf_dhcp_burst requests at once, then one per sebpf_dhcp_interval_ns,
+ * more than any DHCP client needs. Racing CPUs may let one extra through.
+ */
+static __always_inline int sebpf_take_dhcp_budget(const struct sebpf_attachment *att,
+						  const struct sebpf_pkt *p,
+						  struct sebpf_clock *clock)
+{
+	__u32 index = att->slot * 2 + (p->family == AF_INET6);
+	__u64 *tat = bpf_map_lookup_elem(&sebpf_dhcp_budget, &index);
+	__u64 now, next;
+
+	if (!tat)
+		return 0;
+	now = sebpf_now(clock);
+	next = *tat > now ? *tat : now;
+	if (next - now > (sebpf_dhcp_burst - 1) * sebpf_dhcp_interval_ns)
+		return 0;
+	*tat = next + sebpf_dhcp_interval_ns;
+	return 1;
+}
+
+/*
  * What a link needs and cannot leave the link: IPv6 neighbour and router
  * discovery (hop limit 255) to link-local or link-scope multicast
  * destinations or to the host side's own address (the DNS endpoint's),
@@ -463,9 +491,9 @@ static __always_inline int sebpf_is_known_neighbour(const struct sebpf_attachmen
  * (so it is on the link: the host answering for its global address), MLD
  * to link-scope multicast, and a VM's DHCP client requests (DHCPv4 to the
  * broadcast address, DHCPv6 to ff02::1:2, their payloads checked by
- * sebpf_dhcp.bpf.h). ND to any other unicast address is not exempt: a packet with
- * hop limit 255 is still routed, and its payload would reach whoever owns
- * the address. It is judged by the rules like any packet.
+ * sebpf_dhcp.bpf.h, within the attachment's DHCP budget). ND to any other unicast address is not
+ * exempt: a packet with hop limit 255 is still routed, and its payload would reach whoever owns the
+ * address. It is judged by the rules like any packet.
  */
 static __always_inline int sebpf_is_link_local_control(const struct sebpf_attachment *att,
 						       const struct sebpf_pkt *p,
@@ -497,7 +525,7 @@ static __always_inline int sebpf_is_link_local_control(const struct sebpf_attach
 			return 0;
 		}
 	}
-	return !cgroup && p->dhcp_request;
+	return !cgroup && p->dhcp_request && sebpf_take_dhcp_budget(att, p, clock);
 }
 
 static __always_inline void sebpf_count(__u32 slot, enum sebpf_hook_kind hook,

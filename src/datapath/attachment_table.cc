@@ -212,6 +212,12 @@ Result<uint32_t> AttachmentTable::take_slot() {
     if (bpf_map_update_elem(fds_.counters, &slot, zero.data(), BPF_ANY) != 0) {
       return Error::from_errno(errno, "reset counters");
     }
+    for (uint32_t index : {2 * slot, 2 * slot + 1}) {
+      const uint64_t long_past = 0;
+      if (bpf_map_update_elem(fds_.dhcp_budget, &index, &long_past, BPF_ANY) != 0) {
+        return Error::from_errno(errno, "reset the DHCP budget");
+      }
+    }
     slot_used_[slot] = true;
     return slot;
   }

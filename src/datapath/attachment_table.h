@@ -18,6 +18,7 @@ struct AttachmentMapFds {
   int interface = -1;  // ifindex -> sebpf_att_ref
   int records = -1;    // sebpf_att_records: two sebpf_attachment per slot
   int counters = -1;
+  int dhcp_budget = -1;
   int meta = -1;
 };
 
@@ -50,7 +51,7 @@ class AttachmentTable {
   Status erase(const AttachmentKey& key);
   Result<std::vector<AttachmentRecord>> all() const;
 
-  // A free slot, taken; its counters are zeroed.
+  // A free slot, taken; its counters and DHCP budget are reset.
   Result<uint32_t> take_slot();
   void release_slot(uint32_t slot);
   const std::vector<bool>& slots_in_use() const { return slot_used_; }

@@ -55,6 +55,10 @@ Status validate(const Config& c) {
   if (c.flow_idle_tcp.count() <= 0 || c.flow_idle_other.count() <= 0) {
     return Error(Errc::kInvalidArgument, "flow idle timeouts must be positive");
   }
+  if (c.dhcp_request_burst == 0 || c.dhcp_request_interval.count() <= 0) {
+    return Error(Errc::kInvalidArgument,
+                 "dhcp_request_burst and dhcp_request_interval must be positive");
+  }
   if (!c.pin_dir.empty() && c.pin_dir[0] != '/') {
     return Error(Errc::kInvalidArgument, "pin_dir \"" + c.pin_dir + "\" must be absolute");
   }
@@ -169,6 +173,7 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_att_records, 2 * config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_if_names, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_dhcp_budget, 2 * config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_prefix4, config.max_prefix_rules);
@@ -181,6 +186,9 @@ Status Datapath::Impl::load() {
       static_cast<uint64_t>(std::chrono::nanoseconds(config.flow_idle_other).count());
   netns_isolated_flows = cgroup_skb_has_netns_cookie();
   skel->rodata->sebpf_netns_cookies = netns_isolated_flows ? 1 : 0;
+  skel->rodata->sebpf_dhcp_burst = config.dhcp_request_burst;
+  skel->rodata->sebpf_dhcp_interval_ns =
+      static_cast<uint64_t>(std::chrono::nanoseconds(config.dhcp_request_interval).count());
   skel->rodata->sebpf_dns_port_first = config.dns_port_first;
   skel->rodata->sebpf_dns_port_last = config.dns_port_last;
 
@@ -194,7 +202,7 @@ Status Datapath::Impl::load() {
   table = std::make_unique<AttachmentTable>(
       AttachmentMapFds{bpf_map__fd(m->sebpf_cg_attach), bpf_map__fd(m->sebpf_if_attach),
                        bpf_map__fd(m->sebpf_att_records), bpf_map__fd(m->sebpf_counters),
-                       bpf_map__fd(m->sebpf_meta)},
+                       bpf_map__fd(m->sebpf_dhcp_budget), bpf_map__fd(m->sebpf_meta)},
       config.max_attachments, *barrier);
   rules = std::make_unique<RuleStore>(
       RuleMapFds{bpf_map__fd(m->sebpf_host4), bpf_map__fd(m->sebpf_host6),
@@ -244,6 +252,15 @@ Status Datapath::Impl::reuse_pinned_maps() {
     if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
     const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
     UniqueFd fd(bpf_obj_get(path.c_str()));
+    if (!fd && errno == ENOENT && map == skel->maps.sebpf_dhcp_budget) {
+      // State pinned before this map existed: it starts zeroed (every
+      // attachment's whole burst), and libbpf pins it when it is made.
+      bpf_map__set_max_entries(map, 2 * config.max_attachments);
+      if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
+        return Error::from_errno(err, "pin new map " + path);
+      }
+      continue;
+    }
     if (!fd) {
       return Error(Errc::kFailedPrecondition,
                    "pinned state in " + config.pin_dir + " is incomplete: " + path +

@@ -126,6 +126,11 @@ struct Config {
   // How long an idle inbound flow still lets replies through.
   std::chrono::seconds flow_idle_tcp{24 * 3600};
   std::chrono::seconds flow_idle_other{180};
+  // A VM's DHCP requests (always allowed, and their options carry bytes
+  // onto the link) per interface attachment and family: this many at
+  // once, then one per interval.
+  uint32_t dhcp_request_burst = 6;
+  std::chrono::milliseconds dhcp_request_interval{20000};
   // Priority and handle of our filters in the clsact qdisc; the packet
   // socket filter (see Datapath::guard_packet_sockets) uses tc_handle + 1.
   uint32_t tc_priority = 1;

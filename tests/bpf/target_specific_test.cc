@@ -2,6 +2,9 @@
 // frames exist only on links; loopback is always allowed only for cgroups.
 #include <linux/pkt_cls.h>
 
+#include <chrono>
+#include <thread>
+
 #include "program_fixture.h"
 #include "support/process.h"
 
@@ -10,7 +13,12 @@ namespace {
 
 using datapath::Mode;
 
-class TcOnlyTest : public ProgramTest {};
+class TcOnlyTest : public ProgramTest {
+ protected:
+  // The DHCP checks below send more requests than a budget holds
+  // (DhcpBudgetTest is about the budget).
+  void configure(datapath::Config& config) override { config.dhcp_request_burst = 1000; }
+};
 
 TEST_P(TcOnlyTest, ArpAlwaysPasses) {
   set_mode(Mode::kBlockAll);
@@ -135,6 +143,73 @@ TEST_P(TcOnlyTest, InterfaceWithoutAttachmentFailsClosed) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Programs, TcOnlyTest, ::testing::Values(ProgramKind::kTc), kind_name);
+
+PacketSpec dhcp_discover() {
+  return {.src = "0.0.0.0",
+          .dst = "255.255.255.255",
+          .l4 = L4::kUdp,
+          .sport = 68,
+          .dport = 67,
+          .payload_bytes = dhcp4_message(1)};
+}
+
+PacketSpec dhcp6_solicit() {
+  return {.src = "fe80::2",
+          .dst = "ff02::1:2",
+          .l4 = L4::kUdp,
+          .sport = 546,
+          .dport = 547,
+          .payload_bytes = dhcp6_message(1)};
+}
+
+// DHCP requests pass whatever the rules say, and their options carry a
+// client's bytes onto the link: an attachment may send only a burst of
+// them, then one per interval (here an hour: nothing refills meanwhile).
+class DhcpBudgetTest : public ProgramTest {
+ protected:
+  void configure(datapath::Config& config) override {
+    config.dhcp_request_burst = 3;
+    config.dhcp_request_interval = std::chrono::hours(1);
+  }
+};
+
+TEST_P(DhcpBudgetTest, OnlyABurstOfRequestsPassesPerFamily) {
+  set_mode(Mode::kBlockAll);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(out(dhcp_discover())) << "request " << i;
+  EXPECT_FALSE(out(dhcp_discover())) << "the budget is spent";
+  EXPECT_EQ(count(SEBPF_REASON_DENY_BLOCK_ALL), 1U);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(out(dhcp6_solicit())) << "DHCPv6 has its own budget";
+  EXPECT_FALSE(out(dhcp6_solicit()));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_LINK_LOCAL), 6U);
+
+  // Past the budget a request is judged by the rules like any packet.
+  set_mode(Mode::kAllowlist);
+  allow("255.255.255.255/32");
+  EXPECT_TRUE(out(dhcp_discover()));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_RULE), 1U);
+
+  reattach();
+  set_mode(Mode::kBlockAll);
+  EXPECT_TRUE(out(dhcp_discover())) << "a new attachment starts with the whole burst";
+}
+
+class DhcpRefillTest : public ProgramTest {
+ protected:
+  void configure(datapath::Config& config) override {
+    config.dhcp_request_burst = 1;
+    config.dhcp_request_interval = std::chrono::milliseconds(1);
+  }
+};
+
+TEST_P(DhcpRefillTest, TheBudgetRefillsAtItsInterval) {
+  set_mode(Mode::kBlockAll);
+  EXPECT_TRUE(out(dhcp_discover()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(out(dhcp_discover())) << "an interval later the next one passes";
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, DhcpBudgetTest, ::testing::Values(ProgramKind::kTc), kind_name);
+INSTANTIATE_TEST_SUITE_P(Programs, DhcpRefillTest, ::testing::Values(ProgramKind::kTc), kind_name);
 
 class CgroupOnlyTest : public ProgramTest {};
 

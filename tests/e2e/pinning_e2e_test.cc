@@ -237,5 +237,29 @@ TEST_F(PinningE2eTest, IncompletePinnedStateIsReported) {
   std::filesystem::remove_all(pin_dir_);
 }
 
+// State pinned by a build older than the DHCP budget map is adopted, not
+// refused: enforcement goes on, and the new map is made and pinned.
+TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+    ASSERT_TRUE(
+        (*dp)
+            ->attach_cgroup(cgroup_->path(),
+                            {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}})
+            .ok());
+  }
+  const std::string budget = pin_dir_ + "/maps/sebpf_dhcp_budget";
+  ASSERT_TRUE(std::filesystem::remove(budget));
+  auto adopted = open_pinned();
+  ASSERT_TRUE(adopted.ok()) << adopted.error().message();
+  EXPECT_TRUE(std::filesystem::exists(budget));
+  auto all = (*adopted)->attachments();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "enforcement went on";
+}
+
 }  // namespace
 }  // namespace sebpf::testing
