@@ -320,8 +320,13 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record) 
   if (netns ? fstat(netns.get(), &st) != 0 : stat("/proc/self/ns/net", &st) != 0) {
     return Error::from_errno(errno, "identify the network namespace of " + record.target);
   }
-  if (auto guarded = dp_->guard_packet_sockets(netns ? netns.get() : -1); !guarded.ok()) {
-    return guarded.error().wrap("guard the packet sockets of " + record.target);
+  // Our namespace is guarded once (it may hold thousands of interfaces);
+  // interfaces added later get the filter from RTM_NEWLINK. A workload's
+  // own namespace holds a few, and is guarded at each attach.
+  if (netns || !own_netns_guarded_) {
+    if (auto guarded = dp_->guard_packet_sockets(netns ? netns.get() : -1); !guarded.ok()) {
+      return guarded.error().wrap("guard the packet sockets of " + record.target);
+    }
   }
   if (!netns) own_netns_guarded_ = true;
   record.guarded_netns = st.st_ino;
