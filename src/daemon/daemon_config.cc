@@ -59,9 +59,10 @@ void read_datapath(const YAML::Node& node, datapath::Config& c) {
   // Each table is allocated whole when its attachment attaches (~112 bytes
   // an entry, two tables): a million flows is already 224 MiB each.
   constexpr uint64_t kMaxFlowsPerAttachment = 1u << 20;
-  for (const auto& [key, value] : entries(node, "datapath",
-                                          {"pin_dir", "max_attachments", "max_host_rules",
-                                           "max_prefix_rules", "max_flows_per_attachment"})) {
+  for (const auto& [key, value] : entries(
+           node, "datapath",
+           {"pin_dir", "max_attachments", "max_host_rules", "max_prefix_rules",
+            "max_flows_per_attachment", "dhcp_request_burst", "dhcp_request_interval_seconds"})) {
     const std::string what = "datapath." + key;
     if (key == "pin_dir") c.pin_dir = scalar(value, what);
     if (key == "max_attachments") c.max_attachments = number_of(value, what, 1, 65536);
@@ -70,6 +71,10 @@ void read_datapath(const YAML::Node& node, datapath::Config& c) {
     if (key == "max_flows_per_attachment") {
       c.max_flows_per_attachment =
           number_of(value, what, datapath::kMinFlowsPerAttachment, kMaxFlowsPerAttachment);
+    }
+    if (key == "dhcp_request_burst") c.dhcp_request_burst = number_of(value, what, 1, 1000);
+    if (key == "dhcp_request_interval_seconds") {
+      c.dhcp_request_interval = std::chrono::seconds(number_of(value, what, 1, 3600));
     }
   }
 }

@@ -38,6 +38,8 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "datapath.max_host_rules=" + std::to_string(d.max_host_rules),
           "datapath.max_prefix_rules=" + std::to_string(d.max_prefix_rules),
           "datapath.max_flows_per_attachment=" + std::to_string(d.max_flows_per_attachment),
+          "datapath.dhcp_request_burst=" + std::to_string(d.dhcp_request_burst),
+          "datapath.dhcp_request_interval=" + std::to_string(d.dhcp_request_interval.count()),
           "dns.port_first=" + std::to_string(c.dns_port_first),
           "dns.port_last=" + std::to_string(c.dns_port_last),
           "dns.cgroup_ipv4=" + c.dns_cgroup_ipv4,
@@ -67,7 +69,8 @@ detach_on_exit: true
 log_level: debug
 sweep_interval_seconds: 5
 datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_prefix_rules: 8,
-           max_flows_per_attachment: 64}
+           max_flows_per_attachment: 64, dhcp_request_burst: 1,
+           dhcp_request_interval_seconds: 1}
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
@@ -103,6 +106,8 @@ datapath:
   max_host_rules: 200000
   max_prefix_rules: 1000
   max_flows_per_attachment: 5000
+  dhcp_request_burst: 2
+  dhcp_request_interval_seconds: 60
 dns:
   port_first: 30000
   port_last: 30999
@@ -134,6 +139,8 @@ dns:
   EXPECT_EQ(c.datapath.max_attachments, 2048U);
   EXPECT_EQ(c.datapath.max_host_rules, 200000U);
   EXPECT_EQ(c.datapath.max_flows_per_attachment, 5000U);
+  EXPECT_EQ(c.datapath.dhcp_request_burst, 2U);
+  EXPECT_EQ(c.datapath.dhcp_request_interval, std::chrono::seconds(60));
   EXPECT_EQ(c.dns_port_first, 30000);
   EXPECT_EQ(c.dns_cgroup_ipv4, "127.0.0.53");
   ASSERT_EQ(c.dns_upstreams.size(), 2U);
@@ -171,6 +178,10 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"datapath:\n  max_flows_per_attachment: 10\n",
        "line 2: datapath.max_flows_per_attachment must be a whole number from 64"},
       {"datapath:\n  max_flows: 5000\n", "line 2: unknown key \"max_flows\" in datapath"},
+      {"datapath:\n  dhcp_request_burst: 0\n",
+       "line 2: datapath.dhcp_request_burst must be a whole"},
+      {"datapath:\n  dhcp_request_interval_seconds: 7200\n",
+       "line 2: datapath.dhcp_request_interval_seconds must be a whole"},
       {"dns:\n  port_first: 70000\n", "line 2: dns.port_first must be a whole"},
       {"socket:\n  allowed_uids: 5\n", "line 2: socket.allowed_uids must be a list"},
       {"state_dir: [a]\n", "line 1: state_dir must be a string"},
