@@ -144,7 +144,7 @@ Status AttachmentManager::reconcile() {
       // process's program: replace them (and cover interfaces added
       // meanwhile).
       if (r.kind == TargetKind::kCgroup) {
-        if (auto guarded = guard_packet_sockets_locked(r); !guarded.ok()) {
+        if (auto guarded = guard_packet_sockets_locked(r, workload_netns(r).get()); !guarded.ok()) {
           log_.error("packet_socket_guard_failed",
                      {{"id", r.id()}, {"error", guarded.error().message()}});
         }
@@ -250,10 +250,11 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
       r.dns.v6 = own.v6;
     }
   }
+  const UniqueFd netns = workload_netns(r);
   // The endpoint first: a port some other program holds is skipped for the
   // next one, before the kernel is told which port to let through.
   for (int attempt = 1;; ++attempt) {
-    auto opened = open_dns_endpoint_locked(r);
+    auto opened = open_dns_endpoint_locked(r, netns.get());
     if (opened.ok()) break;
     if (dns || opened.error().code() != Errc::kAlreadyExists || attempt == 16) {
       return opened.error().wrap("DNS endpoint of " + r.target);
@@ -279,7 +280,7 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   r.serial = attached->serial;
   if (r.kind == TargetKind::kCgroup) {
     // Fail closed: a workload whose packet sockets nothing sees is not held.
-    if (auto guarded = guard_packet_sockets_locked(r); !guarded.ok()) {
+    if (auto guarded = guard_packet_sockets_locked(r, netns.get()); !guarded.ok()) {
       (void)dp_->detach(r.key);
       if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(r.number);
       return guarded.error();
@@ -288,7 +289,11 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   return r;
 }
 
-Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& record) {
+UniqueFd AttachmentManager::workload_netns(const AttachmentRecord& record) {
+  return record.kind == TargetKind::kCgroup ? foreign_netns_of_cgroup(record.target) : UniqueFd();
+}
+
+Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd) {
   if (dns_proxy_ == nullptr) return ok_status();
   dns::EndpointSpec spec;
   spec.attachment = record.number;
@@ -298,10 +303,8 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   if (record.kind == TargetKind::kInterface) spec.device = record.target;
   // A container in a network namespace of its own has its DNS steered to
   // its own loopback: the endpoint's sockets are made there.
-  UniqueFd netns;
-  if (record.kind == TargetKind::kCgroup) netns = foreign_netns_of_cgroup(record.target);
-  spec.netns_fd = netns.get();
-  if (netns) {
+  spec.netns_fd = netns_fd;
+  if (netns_fd >= 0) {
     log_.info("dns_endpoint_in_workload_netns", {{"id", record.id()}, {"target", record.target}});
   }
   if (spec.addresses.empty()) {
@@ -314,21 +317,21 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   return dns_proxy_->open_endpoint(spec);
 }
 
-Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record) {
-  UniqueFd netns = foreign_netns_of_cgroup(record.target);
+Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd) {
+  const bool ours = netns_fd < 0;
   struct stat st {};
-  if (netns ? fstat(netns.get(), &st) != 0 : stat("/proc/self/ns/net", &st) != 0) {
+  if (ours ? stat("/proc/self/ns/net", &st) != 0 : fstat(netns_fd, &st) != 0) {
     return Error::from_errno(errno, "identify the network namespace of " + record.target);
   }
   // Our namespace is guarded once (it may hold thousands of interfaces);
   // interfaces added later get the filter from RTM_NEWLINK. A workload's
   // own namespace holds a few, and is guarded at each attach.
-  if (netns || !own_netns_guarded_) {
-    if (auto guarded = dp_->guard_packet_sockets(netns ? netns.get() : -1); !guarded.ok()) {
+  if (!ours || !own_netns_guarded_) {
+    if (auto guarded = dp_->guard_packet_sockets(netns_fd); !guarded.ok()) {
       return guarded.error().wrap("guard the packet sockets of " + record.target);
     }
   }
-  if (!netns) own_netns_guarded_ = true;
+  if (ours) own_netns_guarded_ = true;
   record.guarded_netns = st.st_ino;
   return ok_status();
 }
@@ -346,7 +349,7 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
   std::lock_guard lock(mu_);
   dns_proxy_ = proxy;
   for (const AttachmentRecord& r : state_.records) {
-    if (auto opened = open_dns_endpoint_locked(r); !opened.ok()) {
+    if (auto opened = open_dns_endpoint_locked(r, workload_netns(r).get()); !opened.ok()) {
       log_.error("dns_endpoint_failed", {{"id", r.id()}, {"error", opened.error().message()}});
     }
   }

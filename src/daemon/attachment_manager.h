@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "daemon/attachment_record.h"
 #include "daemon/daemon_config.h"
 #include "daemon/logger.h"
@@ -130,11 +131,16 @@ class AttachmentManager {
   AttachmentRecord* find_locked(uint64_t number);
   Result<uint16_t> allocate_dns_port_locked();
   void drop_locked(size_t index, const std::string& reason);
-  Status open_dns_endpoint_locked(const AttachmentRecord& record);
-  // Puts the packet socket filter on the interfaces of the namespace the
-  // cgroup's workload sends from (its processes', or ours when it has none
-  // elsewhere) and records which one in record.guarded_netns.
-  Status guard_packet_sockets_locked(AttachmentRecord& record);
+  // The network namespace a cgroup's workload sends from when it is not
+  // ours (an open /proc/<pid>/ns/net of one of its processes); invalid for
+  // ours, and for interfaces.
+  static UniqueFd workload_netns(const AttachmentRecord& record);
+  // The endpoint's sockets are made in `netns_fd` (-1: ours).
+  Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd);
+  // Puts the packet socket filter on the interfaces of the cgroup
+  // workload's namespace `netns_fd` (-1: ours) and records which one in
+  // record.guarded_netns.
+  Status guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd);
   // Forgets what belongs to an attachment that is gone: endpoint, learned
   // hosts, views of its policy.
   void forget_locked(uint64_t number);
