@@ -326,19 +326,18 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, 
   // Our namespace is guarded once (it may hold thousands of interfaces);
   // interfaces added later get the filter from RTM_NEWLINK. A workload's
   // own namespace holds a few, and is guarded at each attach.
-  if (!ours || !own_netns_guarded_) {
+  if (!ours || !dp_->guards_own_namespace()) {
     if (auto guarded = dp_->guard_packet_sockets(netns_fd); !guarded.ok()) {
       return guarded.error().wrap("guard the packet sockets of " + record.target);
     }
   }
-  if (ours) own_netns_guarded_ = true;
   record.guarded_netns = st.st_ino;
   return ok_status();
 }
 
 void AttachmentManager::on_interface_added(uint32_t ifindex) {
   std::lock_guard lock(mu_);
-  if (!own_netns_guarded_) return;
+  if (!dp_->guards_own_namespace()) return;
   if (auto guarded = dp_->guard_packet_sockets_on(ifindex); !guarded.ok()) {
     log_.error("packet_socket_guard_failed",
                {{"ifindex", std::to_string(ifindex)}, {"error", guarded.error().message()}});

@@ -162,9 +162,6 @@ class AttachmentManager {
   std::function<void(const std::string&)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
-  // Whether our namespace's interfaces have the filter (some workload
-  // sends from it): done once; new interfaces get it as they come.
-  bool own_netns_guarded_ = false;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,

@@ -595,6 +595,8 @@ Status Datapath::guard_packet_sockets(int netns_fd) {
   return ok_status();
 }
 
+bool Datapath::guards_own_namespace() const { return impl_->guarded_own_netns; }
+
 Status Datapath::guard_packet_sockets_on(uint32_t ifindex) {
   return impl_->packet_socket_guard->guard_interface(ifindex);
 }

@@ -58,6 +58,9 @@ class Datapath {
   Status guard_packet_sockets(int netns_fd);
   // The same for one (new) interface of our namespace.
   Status guard_packet_sockets_on(uint32_t ifindex);
+  // Whether guard_packet_sockets(-1) has been done (and not undone by
+  // destroy()): our interfaces carry the filter, new ones should too.
+  bool guards_own_namespace() const;
   Result<Attachment> attachment(const AttachmentKey& key) const;
   Result<std::vector<Attachment>> attachments() const;
 
