@@ -12,6 +12,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/netlink_messages.h"
+
 namespace sebpf::daemon {
 
 Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& manager,
@@ -93,14 +95,11 @@ void TargetWatcher::read_netlink() {
       log_.error("link_events_failed", {{"error", std::strerror(errno)}});
       return;
     }
-    // NLMSG_NEXT and NLMSG_DATA are C casts; the same walk, spelled out.
     size_t offset = 0;
-    while (offset + sizeof(nlmsghdr) <= static_cast<size_t>(n)) {
-      const auto* h = reinterpret_cast<const nlmsghdr*>(buf + offset);
-      if (h->nlmsg_len < sizeof(nlmsghdr) || offset + h->nlmsg_len > static_cast<size_t>(n)) break;
+    while (const nlmsghdr* h = next_netlink_message({buf, static_cast<size_t>(n)}, offset)) {
       const bool link_event = h->nlmsg_type == RTM_DELLINK || h->nlmsg_type == RTM_NEWLINK;
-      if (link_event && h->nlmsg_len >= NLMSG_LENGTH(sizeof(ifinfomsg))) {
-        const auto* info = reinterpret_cast<const ifinfomsg*>(buf + offset + NLMSG_HDRLEN);
+      const auto* info = link_event ? netlink_payload<ifinfomsg>(*h) : nullptr;
+      if (info != nullptr) {
         const auto ifindex = static_cast<uint32_t>(info->ifi_index);
         if (h->nlmsg_type == RTM_DELLINK) {
           manager_.on_interface_removed(ifindex);
@@ -110,7 +109,6 @@ void TargetWatcher::read_netlink() {
           manager_.on_interface_added(ifindex);
         }
       }
-      offset += NLMSG_ALIGN(h->nlmsg_len);
     }
   }
 }

@@ -10,10 +10,12 @@
 
 #include <cerrno>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/netlink_messages.h"
 #include "common/unique_fd.h"
 
 namespace sebpf::datapath {
@@ -61,15 +63,13 @@ bool no_filters_on(uint32_t ifindex, uint32_t parent) {
   while (true) {
     const ssize_t n = recv(nl.get(), buf, sizeof(buf), 0);
     if (n <= 0) return false;
-    // NLMSG_NEXT is a C cast; the same walk, spelled out.
+    const std::span<const char> datagram(buf, static_cast<size_t>(n));
     size_t offset = 0;
-    while (offset + sizeof(nlmsghdr) <= static_cast<size_t>(n)) {
-      const auto* h = reinterpret_cast<const nlmsghdr*>(buf + offset);
+    while (const nlmsghdr* h = next_netlink_message(datagram, offset)) {
       if (h->nlmsg_type == NLMSG_DONE) return true;
       if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == RTM_NEWTFILTER) return false;
-      if (h->nlmsg_len < sizeof(nlmsghdr)) return false;
-      offset += NLMSG_ALIGN(h->nlmsg_len);
     }
+    if (offset < datagram.size()) return false;  // a malformed message: keep the qdisc
   }
 }
 
