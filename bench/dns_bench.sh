@@ -179,9 +179,33 @@ measure() {
       }'
 }
 
+# dnsperf against one target by name: port and process.
+measure_target() {
+  local target=$1 file=$2
+  shift 2
+  case "$target" in
+    knotd) measure knotd $p_knot "$file" "$pid_knot" "$@" ;;
+    superebpf | superebpf-again) measure "$target" "$port" "$file" "$pid_daemon" "$@" ;;
+    baseline) measure baseline "$port_baseline" "$file" "$pid_baseline" "$@" ;;
+    dnsmasq) measure dnsmasq $p_dnsmasq "$file" "$pid_dnsmasq" "$@" ;;
+    dnsdist) measure dnsdist $p_dnsdist "$file" "$pid_dnsdist" "$@" ;;
+  esac
+}
+
+# The targets in round r's order: the list rotated by r, so that no target
+# always runs first, or always right after the same neighbour (whose load,
+# on shared CPUs and caches, may linger).
+in_turn() {
+  local r=$1
+  shift
+  local list=("$@") n=$#
+  for ((i = 0; i < n; i++)); do echo "${list[(i + r) % n]}"; done
+}
+
 # This VM's timing drifts within seconds, so each part runs in rounds: the
-# targets take turns, each on the same slice of fresh names, and the
-# medians over the rounds are printed. "added" is a target's p50 minus
+# targets take turns, each on the same slice of fresh names, in an order
+# that rotates from round to round, and the medians over the rounds are
+# printed. "added" is a target's p50 minus
 # knotd's, "of dnsdist" its qps over dnsdist's, both within a round.
 # Input lines: target round qps p50 p90 p99 lost cpu.
 summarize() {
@@ -218,12 +242,9 @@ split -n "l/$rounds" -d -a 1 "$work/latency.txt" "$work/latency."
 echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $rounds rounds of" \
   "$((lat_names / rounds)) fresh names"
 for ((r = 0; r < rounds; r++)); do
-  measure knotd $p_knot "latency.$r" "$pid_knot" -Q 1000 | sed "s/^/knotd $r /"
-  measure superebpf "$port" "latency.$r" "$pid_daemon" -Q 1000 | sed "s/^/superebpf $r /"
-  [ -z "$baseline" ] ||
-    measure baseline "$port_baseline" "latency.$r" "$pid_baseline" -Q 1000 | sed "s/^/baseline $r /"
-  measure dnsmasq $p_dnsmasq "latency.$r" "$pid_dnsmasq" -Q 1000 | sed "s/^/dnsmasq $r /"
-  measure dnsdist $p_dnsdist "latency.$r" "$pid_dnsdist" -Q 1000 | sed "s/^/dnsdist $r /"
+  for target in $(in_turn "$r" knotd superebpf ${baseline:+baseline} dnsmasq dnsdist); do
+    measure_target "$target" "latency.$r" -Q 1000 | sed "s/^/$target $r /"
+  done
 done | summarize
 
 rounds=3
@@ -231,13 +252,13 @@ split -n "l/$rounds" -d -a 1 "$work/queries.txt" "$work/queries."
 echo "Throughput: dnsperf defaults (100 queries outstanding), $rounds rounds of" \
   "$((names / rounds)) fresh names; superebpf-again repeats them (no map writes)"
 for ((r = 0; r < rounds; r++)); do
-  measure knotd $p_knot "queries.$r" "$pid_knot" | sed "s/^/knotd $r /"
-  measure superebpf "$port" "queries.$r" "$pid_daemon" | sed "s/^/superebpf $r /"
-  measure superebpf-again "$port" "queries.$r" "$pid_daemon" | sed "s/^/superebpf-again $r /"
-  [ -z "$baseline" ] ||
-    measure baseline "$port_baseline" "queries.$r" "$pid_baseline" | sed "s/^/baseline $r /"
-  measure dnsmasq $p_dnsmasq "queries.$r" "$pid_dnsmasq" | sed "s/^/dnsmasq $r /"
-  measure dnsdist $p_dnsdist "queries.$r" "$pid_dnsdist" | sed "s/^/dnsdist $r /"
+  # superebpf-again must follow superebpf (it repeats the names superebpf
+  # has just resolved): the two take their turn together.
+  for target in $(in_turn "$r" knotd superebpf+again ${baseline:+baseline} dnsmasq dnsdist); do
+    for t in ${target/+again/ superebpf-again}; do
+      measure_target "$t" "queries.$r" | sed "s/^/$t $r /"
+    done
+  done
 done | summarize
 learned=$(bpftool -j map dump pinned "/sys/fs/bpf/sebpf-dns-bench-$$-daemon/maps/sebpf_host6" |
   python3 -c 'import json, sys; print(len(json.load(sys.stdin)))')
