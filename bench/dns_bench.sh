@@ -247,7 +247,7 @@ for ((r = 0; r < rounds; r++)); do
   done
 done | summarize
 
-rounds=3
+rounds=5  # one per target, so that each comes first once (with a baseline)
 split -n "l/$rounds" -d -a 1 "$work/queries.txt" "$work/queries."
 echo "Throughput: dnsperf defaults (100 queries outstanding), $rounds rounds of" \
   "$((names / rounds)) fresh names; superebpf-again repeats them (no map writes)"

@@ -375,9 +375,14 @@ TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
   attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
   daemon_->kill9();
   {
+    // Flip a byte of the header's checksum. (Writing a fixed value changed
+    // nothing whenever the checksum already held it: one run in 256.)
     std::fstream f(state_file(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(20);
+    const int byte = f.get();
+    ASSERT_NE(byte, std::char_traits<char>::eof());
     f.seekp(20);
-    f.put('\x5a');
+    f.put(static_cast<char>(byte ^ 0xff));
   }
   DaemonProcess broken(SEBPF_DAEMON_PATH, dir_, pin_dir_);
   EXPECT_EQ(broken.wait_exit(std::chrono::seconds(10)), 1);
