@@ -262,6 +262,49 @@ struct sebpf_ifname {
 	char name[16]; /* IFNAMSIZ, NUL-terminated */
 };
 
+/*
+ * Learned hosts in a table the daemon writes through mmap, without a
+ * system call, and the programs search (see src/datapath/learned_table.h).
+ * A (rule set, address) sits in one of two buckets, both named by
+ * sebpf_learned_hash; a reader takes a slot only if it saw the same even
+ * seq before and after reading it.
+ */
+#define SEBPF_LEARNED_WAYS 8
+
+struct sebpf_learned_slot {
+	__u32 seq;     /* odd while the daemon rewrites the slot */
+	__u32 ruleset; /* 0: empty (rule set ids start at 1) */
+	__u32 family;  /* AF_INET or AF_INET6 */
+	__u32 reserved;
+	__u64 until; /* boot-time ns; the allow holds while now < until */
+	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+};
+
+struct sebpf_learned_bucket {
+	struct sebpf_learned_slot slot[SEBPF_LEARNED_WAYS];
+};
+
+/* The splitmix64 finalizer: every input bit reaches every output bit. */
+static inline __u64 sebpf_mix64(__u64 x)
+{
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+/* Both sides must pick the same buckets: the low half of the hash names
+ * the first, the high half the second (modulo the bucket count). */
+static inline __u64 sebpf_learned_hash(__u32 ruleset, __u32 family, const __u8 addr[16])
+{
+	__u64 lo, hi, h = ruleset; /* no casts: C++ includes this too */
+
+	__builtin_memcpy(&lo, addr, 8);
+	__builtin_memcpy(&hi, addr + 8, 8);
+	h = sebpf_mix64(h << 32 | family);
+	h = sebpf_mix64(h ^ lo);
+	return sebpf_mix64(h ^ hi);
+}
+
 /* Written once into the meta map at first load; checked on adoption. */
 struct sebpf_meta {
 	__u32 abi_version;
