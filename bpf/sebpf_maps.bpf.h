@@ -61,6 +61,17 @@ struct {
 	__type(value, struct sebpf_rule);
 } sebpf_host6 SEC(".maps");
 
+/* Learned hosts, written by the daemon through mmap (see sebpf_learned_slot
+ * and src/datapath/learned_table.h); a bucket per element. Sized at load
+ * for twice max_host_rules hosts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sebpf_learned_bucket);
+} sebpf_learned SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

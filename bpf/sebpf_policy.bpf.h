@@ -23,6 +23,9 @@ const volatile __u16 sebpf_dns_port_last = 0;
 /* A VM's DHCP requests per family: this many at once, then one per interval. */
 const volatile __u64 sebpf_dhcp_burst = 6;
 const volatile __u64 sebpf_dhcp_interval_ns = 20ULL * 1000000000ULL;
+/* Buckets of sebpf_learned (a power of two); 0: learned hosts are in the
+ * host maps only (the daemon's table needs x86-64's memory order). */
+const volatile __u32 sebpf_learned_buckets = 0;
 
 /* Reply flows are refreshed at most this often, to keep map writes off the
  * per-packet path of a busy flow. */
@@ -81,6 +84,54 @@ struct sebpf_addr6 {
 };
 
 /*
+ * A learned host in the daemon's table (see sebpf_learned_slot): its two
+ * buckets, every slot. A slot counts only if its seq was the same even
+ * number before and after its fields were read: the daemon rewrites a slot
+ * between an odd and the next even seq. x86-64 neither reorders loads nor
+ * stores, so the compiler's barriers are the only ones needed.
+ */
+static __always_inline int sebpf_learned_holds(__u32 ruleset, __u32 family, const __u8 *addr,
+					       struct sebpf_clock *now)
+{
+	__u64 word[2]; /* aligned: the stack admits no misaligned 8-byte read */
+	__u64 hash;
+	__u32 index[2];
+
+	if (!sebpf_learned_buckets)
+		return 0;
+	__builtin_memcpy(word, addr, 16);
+	hash = sebpf_learned_hash(ruleset, family, (const __u8 *)word);
+	index[0] = hash & (sebpf_learned_buckets - 1);
+	index[1] = (hash >> 32) & (sebpf_learned_buckets - 1);
+	for (int b = 0; b < 2; b++) {
+		struct sebpf_learned_bucket *bucket =
+		    bpf_map_lookup_elem(&sebpf_learned, &index[b]);
+
+		if (!bucket)
+			continue;
+		for (int i = 0; i < SEBPF_LEARNED_WAYS; i++) {
+			struct sebpf_learned_slot *slot = &bucket->slot[i];
+			__u32 seq = *(volatile __u32 *)&slot->seq;
+			__u64 until;
+
+			if (seq & 1)
+				continue;
+			asm volatile("" ::: "memory");
+			if (slot->ruleset != ruleset || slot->family != family ||
+			    *(__u64 *)&slot->addr[0] != word[0] ||
+			    *(__u64 *)&slot->addr[8] != word[1])
+				continue;
+			until = slot->until;
+			asm volatile("" ::: "memory");
+			if (*(volatile __u32 *)&slot->seq != seq)
+				continue;
+			return until > sebpf_now(now);
+		}
+	}
+	return 0;
+}
+
+/*
  * The rule walks are global functions: the verifier checks each once, on
  * its own, instead of at every call site on every path of every program
  * (inlined, they exhausted its budget). Their pointer arguments may be
@@ -108,6 +159,13 @@ __noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now, 
 		m = sebpf_rule_match(r, now);
 		if (m != SEBPF_MATCH_NONE && !(skip_learned && m == SEBPF_MATCH_ALLOW_LEARNED))
 			return m;
+	}
+	if (!skip_learned) {
+		struct sebpf_addr6 a = {};
+
+		__builtin_memcpy(a.b, &addr, 4);
+		if (sebpf_learned_holds(ruleset, AF_INET, a.b, now))
+			return SEBPF_MATCH_ALLOW_LEARNED;
 	}
 	for (int i = 0; i <= 32; i++) {
 		r = bpf_map_lookup_elem(&sebpf_prefix4, &pkey);
@@ -168,6 +226,8 @@ __noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struc
 		if (m != SEBPF_MATCH_NONE && !(skip_learned && m == SEBPF_MATCH_ALLOW_LEARNED))
 			return m;
 	}
+	if (!skip_learned && sebpf_learned_holds(ruleset, AF_INET6, hkey.addr, now))
+		return SEBPF_MATCH_ALLOW_LEARNED;
 	for (int i = 0; i <= 128; i++) {
 		r = bpf_map_lookup_elem(&sebpf_prefix6, &pkey);
 		if (!r)

@@ -276,7 +276,7 @@ struct sebpf_learned_slot {
 	__u32 ruleset; /* 0: empty (rule set ids start at 1) */
 	__u32 family;  /* AF_INET or AF_INET6 */
 	__u32 reserved;
-	__u64 until; /* boot-time ns; the allow holds while now < until */
+	__u64 until;   /* boot-time ns; the allow holds while now < until */
 	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
 };
 

@@ -2,10 +2,12 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -96,6 +98,45 @@ Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
   return meta;
 }
 
+// The learned-host table needs x86-64's memory order (see learned_table.h);
+// elsewhere learned hosts stay in the host maps.
+#if defined(__x86_64__)
+constexpr bool kLearnedTableSupported = true;
+#else
+constexpr bool kLearnedTableSupported = false;
+#endif
+
+// Buckets for twice max_host_rules hosts, a power of two (1, unused,
+// without the table: an array map cannot be empty).
+uint32_t learned_buckets(const Config& config) {
+  if (!kLearnedTableSupported) return 1;
+  const uint64_t slots = 2ULL * config.max_host_rules;
+  return static_cast<uint32_t>(
+      std::bit_ceil(std::max<uint64_t>(1, (slots + SEBPF_LEARNED_WAYS - 1) / SEBPF_LEARNED_WAYS)));
+}
+
+// The learned-host map, mapped into this process for as long as it lives.
+class MappedBuckets {
+ public:
+  MappedBuckets() = default;
+  MappedBuckets(const MappedBuckets&) = delete;
+  MappedBuckets& operator=(const MappedBuckets&) = delete;
+  ~MappedBuckets() {
+    if (!buckets_.empty()) munmap(buckets_.data(), buckets_.size_bytes());
+  }
+  Status map(int fd, uint32_t count) {
+    void* at = mmap(nullptr, count * sizeof(sebpf_learned_bucket), PROT_READ | PROT_WRITE,
+                    MAP_SHARED, fd, 0);
+    if (at == MAP_FAILED) return Error::from_errno(errno, "mmap the learned-host table");
+    buckets_ = {static_cast<sebpf_learned_bucket*>(at), count};
+    return ok_status();
+  }
+  std::span<sebpf_learned_bucket> buckets() const { return buckets_; }
+
+ private:
+  std::span<sebpf_learned_bucket> buckets_;
+};
+
 }  // namespace
 
 struct Datapath::Impl {
@@ -105,6 +146,8 @@ struct Datapath::Impl {
   bool netns_isolated_flows = false;
   std::vector<std::string> notes;
   std::unique_ptr<AttachmentTable> table;
+  MappedBuckets learned_memory;
+  std::unique_ptr<LearnedTable> learned;  // null: learned hosts in the host maps
   std::unique_ptr<RuleStore> rules;
   std::unique_ptr<FlowTables> flow_tables;
   std::unique_ptr<CgroupHooks> cgroup_hooks;
@@ -176,6 +219,7 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_dhcp_budget, 2 * config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
+    bpf_map__set_max_entries(m->sebpf_learned, learned_buckets(config));
     bpf_map__set_max_entries(m->sebpf_prefix4, config.max_prefix_rules);
     bpf_map__set_max_entries(m->sebpf_prefix6, config.max_prefix_rules);
     bpf_map__set_max_entries(m->sebpf_conntrack, config.max_attachments * SEBPF_TRACK_TABLES);
@@ -191,6 +235,9 @@ Status Datapath::Impl::load() {
       static_cast<uint64_t>(std::chrono::nanoseconds(config.dhcp_request_interval).count());
   skel->rodata->sebpf_dns_port_first = config.dns_port_first;
   skel->rodata->sebpf_dns_port_last = config.dns_port_last;
+  // As big as the map is: pinned state keeps the size it was made with.
+  const uint32_t buckets = bpf_map__max_entries(skel->maps.sebpf_learned);
+  skel->rodata->sebpf_learned_buckets = kLearnedTableSupported ? buckets : 0;
 
   if (int err = sebpf_datapath__load(skel.get()); err != 0) {
     return Error::from_errno(err, "load BPF programs (libbpf printed the kernel's reason above)");
@@ -204,9 +251,14 @@ Status Datapath::Impl::load() {
                        bpf_map__fd(m->sebpf_att_records), bpf_map__fd(m->sebpf_counters),
                        bpf_map__fd(m->sebpf_dhcp_budget), bpf_map__fd(m->sebpf_meta)},
       config.max_attachments, *barrier);
+  if (kLearnedTableSupported) {
+    SEBPF_RETURN_IF_ERROR(learned_memory.map(bpf_map__fd(m->sebpf_learned), buckets));
+    learned = std::make_unique<LearnedTable>(learned_memory.buckets(), config.max_host_rules);
+  }
   rules = std::make_unique<RuleStore>(
       RuleMapFds{bpf_map__fd(m->sebpf_host4), bpf_map__fd(m->sebpf_host6),
-                 bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)});
+                 bpf_map__fd(m->sebpf_prefix4), bpf_map__fd(m->sebpf_prefix6)},
+      learned.get());
   flow_tables = std::make_unique<FlowTables>(
       bpf_map__fd(m->sebpf_conntrack), config.max_attachments, config.max_flows_per_attachment);
   auto* p = &skel->progs;
@@ -252,10 +304,13 @@ Status Datapath::Impl::reuse_pinned_maps() {
     if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
     const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
     UniqueFd fd(bpf_obj_get(path.c_str()));
-    if (!fd && errno == ENOENT && map == skel->maps.sebpf_dhcp_budget) {
+    const bool newer_map = map == skel->maps.sebpf_dhcp_budget || map == skel->maps.sebpf_learned;
+    if (!fd && errno == ENOENT && newer_map) {
       // State pinned before this map existed: it starts zeroed (every
-      // attachment's whole burst), and libbpf pins it when it is made.
-      bpf_map__set_max_entries(map, 2 * config.max_attachments);
+      // attachment's whole DHCP burst; no learned host in the table), and
+      // libbpf pins it when it is made.
+      bpf_map__set_max_entries(map, map == skel->maps.sebpf_learned ? learned_buckets(config)
+                                                                    : 2 * config.max_attachments);
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return Error::from_errno(err, "pin new map " + path);
       }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <bit>
 #include <cstring>
+#include <string>
 
 namespace sebpf::datapath {
 namespace {
@@ -25,8 +26,14 @@ size_t empty_slots(const sebpf_learned_bucket& bucket) {
 
 // A count that is not a power of two is cut down to one, so that masking a
 // hash can never name a bucket past the end.
-LearnedTable::LearnedTable(std::span<sebpf_learned_bucket> buckets)
-    : buckets_(buckets.first(std::bit_floor(buckets.size()))) {}
+LearnedTable::LearnedTable(std::span<sebpf_learned_bucket> buckets, uint32_t max_hosts)
+    : buckets_(buckets.first(std::bit_floor(buckets.size()))), max_hosts_(max_hosts) {
+  for (const sebpf_learned_bucket& bucket : buckets_) {
+    for (const sebpf_learned_slot& slot : bucket.slot) {
+      if (slot.ruleset != 0) ++count_of(slot.family);
+    }
+  }
+}
 
 LearnedTable::Key LearnedTable::key_of(uint32_t ruleset, const net::IpAddress& address) {
   Key key{ruleset,
@@ -63,6 +70,7 @@ void LearnedTable::clear(sebpf_learned_slot& slot) {
   std::atomic_thread_fence(std::memory_order_release);
   std::atomic_ref<uint32_t>(slot.ruleset).store(0, std::memory_order_relaxed);
   seq.store(start + 2, std::memory_order_release);
+  --count_of(slot.family);
 }
 
 Status LearnedTable::put(uint32_t ruleset, const net::IpAddress& address, uint64_t until) {
@@ -71,8 +79,14 @@ Status LearnedTable::put(uint32_t ruleset, const net::IpAddress& address, uint64
     std::atomic_ref<__u64>(held->until).store(until, std::memory_order_release);
     return ok_status();
   }
-  if (buckets_.empty())
-    return Error(Errc::kResourceExhausted, "the learned-host table has no room");
+  const auto full = [&](const std::string& why) {
+    return Error(Errc::kResourceExhausted, "no room for learned host " + address.to_string() +
+                                               ": " + why + "; raise max_host_rules");
+  };
+  if (count_of(key.family) >= max_hosts_) {
+    return full("the host rule table is full (it is shared by all attachments)");
+  }
+  if (buckets_.empty()) return full("the learned-host table has no buckets");
   const auto [first, second] = buckets_of(key);
   sebpf_learned_bucket* bucket = empty_slots(*second) > empty_slots(*first) ? second : first;
   for (sebpf_learned_slot& slot : bucket->slot) {
@@ -86,11 +100,10 @@ Status LearnedTable::put(uint32_t ruleset, const net::IpAddress& address, uint64
     std::atomic_ref<__u64>(slot.until).store(until, std::memory_order_relaxed);
     std::atomic_ref<uint32_t>(slot.ruleset).store(ruleset, std::memory_order_relaxed);
     seq.store(start + 2, std::memory_order_release);
+    ++count_of(key.family);
     return ok_status();
   }
-  return Error(Errc::kResourceExhausted,
-               "the learned-host table has no room for " + address.to_string() +
-                   " (both of its buckets are full); raise max_host_rules");
+  return full("both of its buckets in the learned-host table are full");
 }
 
 std::optional<uint64_t> LearnedTable::get(uint32_t ruleset, const net::IpAddress& address) const {

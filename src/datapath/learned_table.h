@@ -6,8 +6,9 @@
 //
 // Each (rule set, address) may sit in either of two buckets of
 // SEBPF_LEARNED_WAYS slots, both named by sebpf_learned_hash, and goes to
-// the emptier one. Sized for twice the hosts it must hold, a full pair is
-// next to impossible; put() reports it as the table being full.
+// the emptier one. It holds at most max_hosts per family, as the host maps
+// do, and is sized for twice that: a full pair of buckets is then next to
+// impossible. Either way put() reports the table as full.
 //
 // One writer (the caller serialises), readers in the kernel at any time.
 // A slot's seq is odd while the slot is rewritten; a reader takes a slot
@@ -16,6 +17,8 @@
 // x86-64 keeps stores in order and loads in order, so the programs need
 // no barrier but the compiler's: the datapath uses the table only there.
 #pragma once
+
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <optional>
@@ -31,8 +34,9 @@ namespace sebpf::datapath {
 class LearnedTable {
  public:
   // Over `buckets` (a power of two of them): the map's mmap, or plain
-  // memory in tests. Zeroed memory is an empty table.
-  explicit LearnedTable(std::span<sebpf_learned_bucket> buckets);
+  // memory in tests. Zeroed memory is an empty table; one that holds hosts
+  // already (pinned state) is counted.
+  LearnedTable(std::span<sebpf_learned_bucket> buckets, uint32_t max_hosts);
 
   // Holds `address` for `ruleset` until `until` (boot-time ns), a refresh
   // if it is held already. kResourceExhausted when both buckets are full.
@@ -62,9 +66,12 @@ class LearnedTable {
   // The key's two buckets (the same one twice when the hash says so).
   std::pair<sebpf_learned_bucket*, sebpf_learned_bucket*> buckets_of(const Key& key) const;
   sebpf_learned_slot* find(const Key& key) const;
-  static void clear(sebpf_learned_slot& slot);
+  void clear(sebpf_learned_slot& slot);
+  uint32_t& count_of(uint32_t family) { return family == AF_INET ? count4_ : count6_; }
 
   std::span<sebpf_learned_bucket> buckets_;
+  uint32_t max_hosts_;
+  uint32_t count4_ = 0, count6_ = 0;  // hosts held per family
 };
 
 }  // namespace sebpf::datapath

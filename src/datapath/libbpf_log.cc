@@ -4,20 +4,28 @@
 
 #include <cstdarg>
 #include <cstdio>
-#include <cstring>
 #include <mutex>
+#include <string>
 
 namespace sebpf::datapath {
 namespace {
 
 int print(libbpf_print_level level, const char* format, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
-  char line[1024];
-  const int n = vsnprintf(line, sizeof(line), format, args);
+  // Whole, however long: a rejected program's verifier log comes as one
+  // message, with the kernel's reason at its end.
+  va_list measure;
+  va_copy(measure, args);
+  const int n = vsnprintf(nullptr, 0, format, measure);
+  va_end(measure);
+  if (n < 0) return n;
+  std::string line(static_cast<size_t>(n) + 1, '\0');
+  vsnprintf(line.data(), line.size(), format, args);
+  line.resize(static_cast<size_t>(n));
   // We create the clsact qdisc unconditionally and accept "already there";
   // the kernel's note about it is not a problem worth a line.
-  if (std::strstr(line, "Exclusivity flag on") != nullptr) return n;
-  return std::fputs(line, stderr) < 0 ? -1 : n;
+  if (line.find("Exclusivity flag on") != std::string::npos) return n;
+  return std::fputs(line.c_str(), stderr) < 0 ? -1 : n;
 }
 
 }  // namespace

@@ -26,6 +26,15 @@ auto with_key(const RuleMapFds& fds, uint32_t ruleset, const net::IpPrefix& pref
   return f(fds.prefix6, prefix6_key(ruleset, prefix), kPrefixFullHint);
 }
 
+// A learned-host table entry as the host maps would hold it.
+RuleEntry entry_of(const LearnedTable::Entry& e) {
+  sebpf_rule value{};
+  value.allow_until = e.until;
+  value.flags = SEBPF_RULE_ALLOW_LEARNED;
+  value.prefixlen = static_cast<uint32_t>(e.address.max_prefix_length());
+  return {*net::IpPrefix::make(e.address, e.address.max_prefix_length()), value};
+}
+
 template <typename K>
 Status collect(int fd, std::vector<RuleStore::Owned>& out) {
   SEBPF_ASSIGN_OR_RETURN(std::vector<K> keys, map_keys<K>(fd));
@@ -79,6 +88,11 @@ Status write_batch(int fd, uint32_t ruleset, std::span<const RuleEntry> entries,
 
 }  // namespace
 
+bool RuleStore::goes_to_table(const RuleEntry& entry) const {
+  return learned_ != nullptr && (entry.value.flags & SEBPF_RULE_ALLOW_LEARNED) != 0 &&
+         entry.value.deny_until == 0 && entry.prefix.is_host();
+}
+
 Result<std::optional<sebpf_rule>> RuleStore::read(uint32_t ruleset,
                                                   const net::IpPrefix& prefix) const {
   SEBPF_ASSIGN_OR_RETURN(
@@ -92,22 +106,41 @@ Result<std::optional<sebpf_rule>> RuleStore::read(uint32_t ruleset,
   if (value && value->prefixlen != static_cast<uint32_t>(prefix.length())) {
     return std::optional<sebpf_rule>();
   }
+  if (!value && learned_ != nullptr && prefix.is_host()) {
+    if (auto until = learned_->get(ruleset, prefix.address())) {
+      return std::optional<sebpf_rule>(entry_of({ruleset, prefix.address(), *until}).value);
+    }
+  }
   return value;
 }
 
 Status RuleStore::write(uint32_t ruleset, const RuleEntry& entry) {
-  return with_key(fds_, ruleset, entry.prefix,
-                  [&entry](int fd, const auto& key, const char* full_hint) -> Status {
-                    if (bpf_map_update_elem(fd, &key, &entry.value, BPF_ANY) != 0) {
-                      return map_error(errno, "write rule " + entry.prefix.to_string(), full_hint);
-                    }
-                    return ok_status();
-                  });
+  if (goes_to_table(entry)) {
+    return learned_->put(ruleset, entry.prefix.address(), entry.value.allow_until);
+  }
+  SEBPF_RETURN_IF_ERROR(
+      with_key(fds_, ruleset, entry.prefix,
+               [&entry](int fd, const auto& key, const char* full_hint) -> Status {
+                 if (bpf_map_update_elem(fd, &key, &entry.value, BPF_ANY) != 0) {
+                   return map_error(errno, "write rule " + entry.prefix.to_string(), full_hint);
+                 }
+                 return ok_status();
+               }));
+  // A rule of the user's on a learned host replaces the learned allow.
+  if (learned_ != nullptr && entry.prefix.is_host()) {
+    learned_->erase(ruleset, entry.prefix.address());
+  }
+  return ok_status();
 }
 
 Status RuleStore::write_all(uint32_t ruleset, std::span<const RuleEntry> entries) {
   std::vector<RuleEntry> host4, host6;
   for (const RuleEntry& entry : entries) {
+    if (goes_to_table(entry)) {
+      SEBPF_RETURN_IF_ERROR(
+          learned_->put(ruleset, entry.prefix.address(), entry.value.allow_until));
+      continue;
+    }
     switch (rule_map_for(entry.prefix)) {
       case RuleMap::kHost4:
         host4.push_back(entry);
@@ -121,10 +154,17 @@ Status RuleStore::write_all(uint32_t ruleset, std::span<const RuleEntry> entries
     }
   }
   SEBPF_RETURN_IF_ERROR(write_batch(fds_.host4, ruleset, host4, &host4_key));
-  return write_batch(fds_.host6, ruleset, host6, &host6_key);
+  SEBPF_RETURN_IF_ERROR(write_batch(fds_.host6, ruleset, host6, &host6_key));
+  if (learned_ != nullptr) {
+    for (const auto* hosts : {&host4, &host6}) {
+      for (const RuleEntry& entry : *hosts) learned_->erase(ruleset, entry.prefix.address());
+    }
+  }
+  return ok_status();
 }
 
 Status RuleStore::erase(uint32_t ruleset, const net::IpPrefix& prefix) {
+  if (learned_ != nullptr && prefix.is_host()) learned_->erase(ruleset, prefix.address());
   return with_key(fds_, ruleset, prefix, [&prefix](int fd, const auto& key, const char*) -> Status {
     if (bpf_map_delete_elem(fd, &key) != 0 && errno != ENOENT) {
       return Error::from_errno(errno, "delete rule " + prefix.to_string());
@@ -139,6 +179,10 @@ Result<std::vector<RuleStore::Owned>> RuleStore::read_everything() const {
   SEBPF_RETURN_IF_ERROR(collect<sebpf_host6_key>(fds_.host6, all));
   SEBPF_RETURN_IF_ERROR(collect<sebpf_prefix4_key>(fds_.prefix4, all));
   SEBPF_RETURN_IF_ERROR(collect<sebpf_prefix6_key>(fds_.prefix6, all));
+  if (learned_ != nullptr) {
+    for (const LearnedTable::Entry& e : learned_->entries())
+      all.push_back({e.ruleset, entry_of(e)});
+  }
   return all;
 }
 
@@ -152,6 +196,7 @@ Result<std::vector<RuleEntry>> RuleStore::read_all(uint32_t ruleset) const {
 }
 
 Status RuleStore::erase_ruleset(uint32_t ruleset) {
+  if (learned_ != nullptr) learned_->erase_ruleset(ruleset);
   SEBPF_RETURN_IF_ERROR(erase_matching<sebpf_host4_key>(fds_.host4, ruleset));
   SEBPF_RETURN_IF_ERROR(erase_matching<sebpf_host6_key>(fds_.host6, ruleset));
   SEBPF_RETURN_IF_ERROR(erase_matching<sebpf_prefix4_key>(fds_.prefix4, ruleset));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "datapath/learned_table.h"
 #include "datapath/rule_codec.h"
 
 namespace sebpf::datapath {
@@ -20,9 +21,14 @@ struct RuleMapFds {
   int prefix6 = -1;
 };
 
+// With a learned-host table, the hosts the DNS proxy learned (an allow,
+// learned, and nothing else on the host) go there instead of the host
+// maps; reads, erases and walks cover both. Host-map entries of that kind
+// left by a version without the table still count until they expire.
 class RuleStore {
  public:
-  explicit RuleStore(RuleMapFds fds) : fds_(fds) {}
+  explicit RuleStore(RuleMapFds fds, LearnedTable* learned = nullptr)
+      : fds_(fds), learned_(learned) {}
 
   Result<std::optional<sebpf_rule>> read(uint32_t ruleset, const net::IpPrefix& prefix) const;
   Status write(uint32_t ruleset, const RuleEntry& entry);
@@ -41,7 +47,11 @@ class RuleStore {
   Status erase_ruleset(uint32_t ruleset);
 
  private:
+  // Whether `entry` belongs in the learned-host table.
+  bool goes_to_table(const RuleEntry& entry) const;
+
   RuleMapFds fds_;
+  LearnedTable* learned_;
 };
 
 }  // namespace sebpf::datapath

@@ -20,7 +20,7 @@ net::IpAddress nth(uint32_t n) {
 
 class LearnedTableTest : public ::testing::Test {
  protected:
-  explicit LearnedTableTest(size_t buckets = 64) : memory_(buckets), table_(memory_) {}
+  explicit LearnedTableTest(size_t buckets = 64) : memory_(buckets), table_(memory_, 1000000) {}
   std::vector<sebpf_learned_bucket> memory_;
   LearnedTable table_;
 };
@@ -90,12 +90,32 @@ TEST_F(LearnedTableTest, EveryRewriteOfASlotMovesItsSequenceByTwo) {
 // its slots), no put finds both its buckets full.
 TEST(LearnedTableLoadTest, HalfFullNoPutFails) {
   std::vector<sebpf_learned_bucket> memory(4096);
-  LearnedTable table(memory);
+  LearnedTable table(memory, 1000000);
   const uint32_t hosts = 4096 * SEBPF_LEARNED_WAYS / 2;
   for (uint32_t n = 0; n < hosts; ++n) {
     ASSERT_TRUE(table.put(1 + n % 3, nth(n), 1).ok()) << "host " << n;
   }
   EXPECT_EQ(table.entries().size(), hosts);
+}
+
+// As the host maps: at most max_hosts per family, counted again over a
+// table that already holds hosts (pinned state).
+TEST(LearnedTableLimitTest, AtMostMaxHostsPerFamilyCountedAfterARestartToo) {
+  std::vector<sebpf_learned_bucket> memory(64);
+  {
+    LearnedTable table(memory, 2);
+    ASSERT_TRUE(table.put(1, ip("192.0.2.1"), 1).ok());
+    ASSERT_TRUE(table.put(2, ip("192.0.2.2"), 1).ok());
+    const Status full = table.put(1, ip("192.0.2.3"), 1);
+    EXPECT_EQ(full.error().code(), Errc::kResourceExhausted);
+    EXPECT_NE(full.error().message().find("raise max_host_rules"), std::string::npos);
+    EXPECT_TRUE(table.put(1, ip("192.0.2.1"), 5).ok()) << "a refresh takes no room";
+    EXPECT_TRUE(table.put(1, ip("2001:db8::1"), 1).ok()) << "IPv6 has room of its own";
+  }
+  LearnedTable again(memory, 2);
+  EXPECT_FALSE(again.put(1, ip("192.0.2.3"), 1).ok()) << "the hosts already there count";
+  ASSERT_TRUE(again.erase(2, ip("192.0.2.2")));
+  EXPECT_TRUE(again.put(1, ip("192.0.2.3"), 1).ok()) << "an erased host frees its room";
 }
 
 class SmallLearnedTableTest : public LearnedTableTest {
@@ -119,13 +139,13 @@ TEST_F(SmallLearnedTableTest, AFullTableRefusesWithAClearErrorAndKeepsWhatItHold
 
 TEST(LearnedTableSizeTest, ABucketCountThatIsNotAPowerOfTwoIsCutToOne) {
   std::vector<sebpf_learned_bucket> memory(3);
-  LearnedTable table(memory);
+  LearnedTable table(memory, 1000000);
   uint32_t n = 0;
   while (table.put(1, nth(n), 1).ok()) ++n;
   EXPECT_EQ(n, 2U * SEBPF_LEARNED_WAYS) << "two buckets used, the third never named";
   for (const auto& slot : memory[2].slot) EXPECT_EQ(slot.ruleset, 0U);
 
-  LearnedTable none({});
+  LearnedTable none({}, 1000000);
   EXPECT_EQ(none.put(1, nth(0), 1).error().code(), Errc::kResourceExhausted);
   EXPECT_FALSE(none.get(1, nth(0)));
 }
