@@ -6,8 +6,12 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <optional>
 
+#include "common/unique_fd.h"
+#include "datapath/shared_layout.h"
 #include "e2e_fixture.h"
 #include "support/process.h"
 
@@ -259,6 +263,62 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
   EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
       << "enforcement went on";
+}
+
+// State pinned by a version without the learned-host table holds its
+// learned hosts in the host maps. Adopted, the table is made, and those
+// hosts still count until they are removed.
+TEST_F(PinningE2eTest, StatePinnedBeforeTheLearnedHostTableExistedKeepsItsLearnedHosts) {
+  const std::string table_path = pin_dir_ + "/maps/sebpf_learned";
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+    auto att = (*dp)->attach_cgroup(
+        cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+    ASSERT_TRUE(att.ok()) << att.error().message();
+    const datapath::Rule learned = {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
+                                    datapath::BootClock::now() + std::chrono::hours(1),
+                                    /*learned=*/true};
+    ASSERT_TRUE((*dp)->add_rule(att->key, learned).ok());
+    // Move the learned host where the old version kept it.
+    UniqueFd table(bpf_obj_get(table_path.c_str()));
+    UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
+    ASSERT_TRUE(table && host4);
+    bpf_map_info info{};
+    uint32_t info_size = sizeof info;
+    ASSERT_EQ(bpf_obj_get_info_by_fd(table.get(), &info, &info_size), 0);
+    std::optional<sebpf_learned_slot> moved;
+    for (uint32_t i = 0; i < info.max_entries && !moved; ++i) {
+      sebpf_learned_bucket bucket{};
+      ASSERT_EQ(bpf_map_lookup_elem(table.get(), &i, &bucket), 0);
+      for (const sebpf_learned_slot& slot : bucket.slot) {
+        if (slot.ruleset != 0) moved = slot;
+      }
+    }
+    ASSERT_TRUE(moved) << "the learned host went to the table";
+    sebpf_host4_key key{};
+    key.ruleset = moved->ruleset;
+    std::memcpy(&key.addr, moved->addr, sizeof key.addr);
+    const sebpf_rule value{moved->until, 0, 32, SEBPF_RULE_ALLOW_LEARNED};
+    ASSERT_EQ(bpf_map_update_elem(host4.get(), &key, &value, BPF_NOEXIST), 0);
+  }
+  ASSERT_TRUE(std::filesystem::remove(table_path));
+  auto adopted = open_pinned();
+  ASSERT_TRUE(adopted.ok()) << adopted.error().message();
+  EXPECT_TRUE(std::filesystem::exists(table_path));
+  auto all = (*adopted)->attachments();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1U);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "the learned host in the host map still counts";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  auto rules = (*adopted)->rules((*all)[0].key);
+  ASSERT_TRUE(rules.ok());
+  ASSERT_EQ(rules->size(), 1U);
+  EXPECT_TRUE((*rules)[0].learned);
+  ASSERT_TRUE((*adopted)->remove_rule((*all)[0].key, (*rules)[0].prefix, Action::kAllow).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "and goes when it is removed";
 }
 
 }  // namespace
