@@ -630,7 +630,7 @@ Result<size_t> Datapath::sweep() {
     const bool expired =
         owned.entry.value.allow_until <= now && owned.entry.value.deny_until <= now;
     if (!orphan && !expired) continue;
-    SEBPF_RETURN_IF_ERROR(impl_->rules->erase(owned.ruleset, owned.entry.prefix));
+    SEBPF_RETURN_IF_ERROR(impl_->rules->erase_owned(owned));
     ++removed;
   }
   // The next attaches take the lowest free slots: those keep their tables

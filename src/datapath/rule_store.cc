@@ -165,6 +165,18 @@ Status RuleStore::write_all(uint32_t ruleset, std::span<const RuleEntry> entries
 
 Status RuleStore::erase(uint32_t ruleset, const net::IpPrefix& prefix) {
   if (learned_ != nullptr && prefix.is_host()) learned_->erase(ruleset, prefix.address());
+  return erase_from_maps(ruleset, prefix);
+}
+
+Status RuleStore::erase_owned(const Owned& owned) {
+  if (owned.in_learned_table) {
+    learned_->erase(owned.ruleset, owned.entry.prefix.address());
+    return ok_status();
+  }
+  return erase_from_maps(owned.ruleset, owned.entry.prefix);
+}
+
+Status RuleStore::erase_from_maps(uint32_t ruleset, const net::IpPrefix& prefix) {
   return with_key(fds_, ruleset, prefix, [&prefix](int fd, const auto& key, const char*) -> Status {
     if (bpf_map_delete_elem(fd, &key) != 0 && errno != ENOENT) {
       return Error::from_errno(errno, "delete rule " + prefix.to_string());
@@ -181,7 +193,7 @@ Result<std::vector<RuleStore::Owned>> RuleStore::read_everything() const {
   SEBPF_RETURN_IF_ERROR(collect<sebpf_prefix6_key>(fds_.prefix6, all));
   if (learned_ != nullptr) {
     for (const LearnedTable::Entry& e : learned_->entries())
-      all.push_back({e.ruleset, entry_of(e)});
+      all.push_back({e.ruleset, entry_of(e), /*in_learned_table=*/true});
   }
   return all;
 }

@@ -42,13 +42,20 @@ class RuleStore {
   struct Owned {
     uint32_t ruleset;
     RuleEntry entry;
+    bool in_learned_table = false;  // else in a rule map
   };
   Result<std::vector<Owned>> read_everything() const;
+  // Erases that entry where it is, and only there: a host learned before
+  // the table existed may sit in a host map, expired, while the same host
+  // learned again lives on in the table.
+  Status erase_owned(const Owned& owned);
   Status erase_ruleset(uint32_t ruleset);
 
  private:
   // Whether `entry` belongs in the learned-host table.
   bool goes_to_table(const RuleEntry& entry) const;
+  // The entry for exactly `prefix` in the rule maps, not the table.
+  Status erase_from_maps(uint32_t ruleset, const net::IpPrefix& prefix);
 
   RuleMapFds fds_;
   LearnedTable* learned_;

@@ -1,6 +1,7 @@
 // Enforcement outlives the process that loaded it: SIGKILL the loader,
 // traffic is still filtered; a new process adopts the pinned state with no
 // gap, sees the same attachments and rules, and can change them.
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <net/if.h>
 #include <sched.h>
@@ -39,6 +40,22 @@ class PinningE2eTest : public E2eTest {
       std::filesystem::remove_all(pin_dir_);
     }
     E2eTest::TearDown();
+  }
+
+  // The first host the pinned learned-host table holds.
+  std::optional<sebpf_learned_slot> first_learned_slot() {
+    UniqueFd table(bpf_obj_get((pin_dir_ + "/maps/sebpf_learned").c_str()));
+    bpf_map_info info{};
+    uint32_t info_size = sizeof info;
+    if (!table || bpf_obj_get_info_by_fd(table.get(), &info, &info_size) != 0) return {};
+    for (uint32_t i = 0; i < info.max_entries; ++i) {
+      sebpf_learned_bucket bucket{};
+      if (bpf_map_lookup_elem(table.get(), &i, &bucket) != 0) return {};
+      for (const sebpf_learned_slot& slot : bucket.slot) {
+        if (slot.ruleset != 0) return slot;
+      }
+    }
+    return {};
   }
 
   Result<std::unique_ptr<datapath::Datapath>> open_pinned() {
@@ -281,20 +298,9 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheLearnedHostTableExistedKeepsItsLearne
                                     /*learned=*/true};
     ASSERT_TRUE((*dp)->add_rule(att->key, learned).ok());
     // Move the learned host where the old version kept it.
-    UniqueFd table(bpf_obj_get(table_path.c_str()));
     UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
-    ASSERT_TRUE(table && host4);
-    bpf_map_info info{};
-    uint32_t info_size = sizeof info;
-    ASSERT_EQ(bpf_obj_get_info_by_fd(table.get(), &info, &info_size), 0);
-    std::optional<sebpf_learned_slot> moved;
-    for (uint32_t i = 0; i < info.max_entries && !moved; ++i) {
-      sebpf_learned_bucket bucket{};
-      ASSERT_EQ(bpf_map_lookup_elem(table.get(), &i, &bucket), 0);
-      for (const sebpf_learned_slot& slot : bucket.slot) {
-        if (slot.ruleset != 0) moved = slot;
-      }
-    }
+    ASSERT_TRUE(host4);
+    const std::optional<sebpf_learned_slot> moved = first_learned_slot();
     ASSERT_TRUE(moved) << "the learned host went to the table";
     sebpf_host4_key key{};
     key.ruleset = moved->ruleset;
@@ -319,6 +325,47 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheLearnedHostTableExistedKeepsItsLearne
   ASSERT_TRUE((*adopted)->remove_rule((*all)[0].key, (*rules)[0].prefix, Action::kAllow).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
       << "and goes when it is removed";
+}
+
+// A host learned before the table existed and learned again since is in
+// both places: the old entry in the host map expires first. The sweep
+// takes that one and leaves the live one in the table.
+TEST_F(PinningE2eTest, SweepingAnExpiredHostMapCopyKeepsTheHostLearnedAgainInTheTable) {
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  auto att = (*dp)->attach_cgroup(
+      cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+  ASSERT_TRUE(att.ok()) << att.error().message();
+  const auto now = datapath::BootClock::now();
+  ASSERT_TRUE((*dp)
+                  ->add_rule(att->key, {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
+                                        now + std::chrono::hours(1), /*learned=*/true})
+                  .ok());
+  auto rules = (*dp)->rules(att->key);
+  ASSERT_TRUE(rules.ok() && rules->size() == 1U);
+  // The old version's entry for the same host, expired a second ago.
+  const std::optional<sebpf_learned_slot> learned = first_learned_slot();
+  ASSERT_TRUE(learned) << "the learned host went to the table";
+  UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
+  ASSERT_TRUE(host4);
+  sebpf_host4_key key{};
+  key.ruleset = learned->ruleset;
+  ASSERT_EQ(inet_pton(AF_INET, "198.51.100.2", &key.addr), 1);
+  const auto expired =
+      static_cast<uint64_t>((now - std::chrono::seconds(1)).time_since_epoch().count());
+  const sebpf_rule old_value{expired, 0, 32, SEBPF_RULE_ALLOW_LEARNED};
+  ASSERT_EQ(bpf_map_update_elem(host4.get(), &key, &old_value, BPF_NOEXIST), 0);
+
+  auto swept = (*dp)->sweep();
+  ASSERT_TRUE(swept.ok()) << swept.error().message();
+  EXPECT_EQ(*swept, 1U);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "the host learned again was swept with the expired copy";
+  rules = (*dp)->rules(att->key);
+  ASSERT_TRUE(rules.ok());
+  ASSERT_EQ(rules->size(), 1U);
+  EXPECT_TRUE((*rules)[0].learned);
+  EXPECT_GT(*(*rules)[0].expires, now);
 }
 
 }  // namespace
