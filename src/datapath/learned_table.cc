@@ -106,6 +106,18 @@ Status LearnedTable::put(uint32_t ruleset, const net::IpAddress& address, uint64
   return full("both of its buckets in the learned-host table are full");
 }
 
+void LearnedTable::prefetch(uint32_t ruleset, const net::IpAddress& address) const {
+  if (buckets_.empty()) return;
+  constexpr size_t kCacheLine = 64;
+  const auto [first, second] = buckets_of(key_of(ruleset, address));
+  for (const sebpf_learned_bucket* bucket : {first, second}) {
+    const auto* bytes = reinterpret_cast<const char*>(bucket);
+    for (size_t at = 0; at < sizeof *bucket; at += kCacheLine) {
+      __builtin_prefetch(bytes + at, /*rw=*/1);
+    }
+  }
+}
+
 std::optional<uint64_t> LearnedTable::get(uint32_t ruleset, const net::IpAddress& address) const {
   const sebpf_learned_slot* slot = find(key_of(ruleset, address));
   if (slot == nullptr) return std::nullopt;

@@ -41,6 +41,11 @@ class LearnedTable {
   // Holds `address` for `ruleset` until `until` (boot-time ns), a refresh
   // if it is held already. kResourceExhausted when both buckets are full.
   Status put(uint32_t ruleset, const net::IpAddress& address, uint64_t until);
+  // Starts loading the key's two buckets into the cache. A caller with a
+  // batch of hosts asks for all of them before putting any, so that the
+  // cache misses (two buckets of five lines each, anywhere in megabytes)
+  // overlap instead of following one another (bench/learned_table_bench).
+  void prefetch(uint32_t ruleset, const net::IpAddress& address) const;
   // Its `until`, if held.
   std::optional<uint64_t> get(uint32_t ruleset, const net::IpAddress& address) const;
   // Whether it was held.

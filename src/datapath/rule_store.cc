@@ -134,6 +134,9 @@ Status RuleStore::write(uint32_t ruleset, const RuleEntry& entry) {
 }
 
 Status RuleStore::write_all(uint32_t ruleset, std::span<const RuleEntry> entries) {
+  for (const RuleEntry& entry : entries) {
+    if (goes_to_table(entry)) learned_->prefetch(ruleset, entry.prefix.address());
+  }
   std::vector<RuleEntry> host4, host6;
   for (const RuleEntry& entry : entries) {
     if (goes_to_table(entry)) {
