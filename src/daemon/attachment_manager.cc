@@ -434,7 +434,22 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
                             return a.prefix == b.prefix;
                           }),
               rules.end());
-  SEBPF_RETURN_IF_ERROR(dp_->add_rules(record->key, rules));
+  if (Status written = dp_->add_rules(record->key, rules); !written.ok()) {
+    // The write may have stopped part-way (a full table): take back the
+    // new hosts it wrote. The answer is refused, and the kernel must hold
+    // no more than `hosts` says, which is what policy changes prune by
+    // (a learned host left out of it would outlive a deny added over it).
+    for (const datapath::Rule& rule : rules) {
+      if (hosts.contains(rule.prefix.address())) continue;
+      auto removed = dp_->remove_rule(record->key, rule.prefix, datapath::Action::kAllow);
+      if (!removed.ok() && removed.error().code() != Errc::kNotFound) {
+        log_.error("learned_rule_not_removed", {{"id", record->id()},
+                                                {"address", rule.prefix.to_string()},
+                                                {"error", removed.error().message()}});
+      }
+    }
+    return written;
+  }
   for (const datapath::Rule& rule : rules) {
     auto& held = hosts[rule.prefix.address()];
     held = std::max(held, *rule.expires);

@@ -413,6 +413,22 @@ TEST_F(DnsE2eTest, AnAnswerWhoseAddressCannotBeWrittenIsServfailAndNeverReleased
       << "addresses already held still resolve";
 }
 
+// An answer of 40 addresses where 8 fit: the write stops part-way, and
+// what it wrote is taken back (else those hosts would be allowed with no
+// answer given, and a deny added over them later would not remove them).
+TEST_F(DnsE2eTest, AnAnswerOnlyPartlyWrittenLeavesNothingAllowed) {
+  start_with_upstream("datapath:\n  max_host_rules: 8\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "big.example", kTypeA); }),
+            kRcodeBase + dns::rcode::kServFail);
+  for (const char* address : {"198.51.100.10", "198.51.100.17", "198.51.100.49"}) {
+    EXPECT_EQ(in_cgroup([&] { return tcp_echo(address, kEchoPort, milliseconds(300)); }), EPERM)
+        << address << " is allowed though its answer was refused";
+  }
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0)
+      << "the table has room again for an answer that fits";
+}
+
 TEST_F(DnsE2eTest, MalformedQueriesGetFormerrAndResponsesAreNotAnswered) {
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
