@@ -12,7 +12,7 @@
 # target. Everything listens on 127.0.0.1 only. Needs root (the daemon) and
 # the Debian packages knot, dnsperf, dnsmasq-base, dnsdist.
 #
-#   sudo bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
+#   sudo [ROUNDS=n] bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
 #
 # With a third argument, that superebpfd binary (an older build, say) runs
 # beside the build's as target "baseline", with a daemon and attachment of
@@ -217,6 +217,12 @@ summarize() {
       }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
+    function spread(list,   a, n, i, lo, hi) {
+      n = split(list, a, " ")
+      lo = hi = a[1] + 0
+      for (i = 2; i <= n; i++) { if (a[i] + 0 < lo) lo = a[i] + 0; if (a[i] + 0 > hi) hi = a[i] + 0 }
+      return sprintf("%.0f-%.0f", lo, hi)
+    }
     { line[NR] = $0
       if ($1 == "knotd") p50_knot[$2] = $4
       if ($1 == "dnsdist") qps_dnsdist[$2] = $3 }
@@ -230,25 +236,29 @@ summarize() {
       }
       for (j = 1; j <= k; j++) {
         t = order[j]
-        printf "%-16s %7.0f qps (%3.0f%% of dnsdist)  p50 %5.0f us (added %4.0f)  p90 %5.0f us  p99 %5.0f us  cpu %5.1f us/query\n",
-          t, median(QPS[t]), median(RATIO[t]), median(P50[t]), median(ADDED[t]), median(P90[t]),
-          median(P99[t]), median(CPU[t])
+        printf "%-16s %7.0f qps (%3.0f%% of dnsdist, %7s by round)  p50 %5.0f us (added %4.0f)  p90 %5.0f us  p99 %5.0f us  cpu %5.1f us/query\n",
+          t, median(QPS[t]), median(RATIO[t]), spread(RATIO[t]), median(P50[t]), median(ADDED[t]),
+          median(P90[t]), median(P99[t]), median(CPU[t])
       }
     }'
 }
 
 rounds=5
-split -n "l/$rounds" -d -a 1 "$work/latency.txt" "$work/latency."
+split -n "l/$rounds" -d -a 2 "$work/latency.txt" "$work/latency."
 echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $rounds rounds of" \
   "$((lat_names / rounds)) fresh names"
 for ((r = 0; r < rounds; r++)); do
   for target in $(in_turn "$r" knotd superebpf ${baseline:+baseline} dnsmasq dnsdist); do
-    measure_target "$target" "latency.$r" -Q 1000 | sed "s/^/$target $r /"
+    measure_target "$target" "latency.$(printf %02d "$r")" -Q 1000 | sed "s/^/$target $r /"
   done
 done | summarize
 
-rounds=5  # one per target, so that each comes first once (with a baseline)
-split -n "l/$rounds" -d -a 1 "$work/queries.txt" "$work/queries."
+# Five: one per target, so that each comes first once (with a baseline).
+# More (ROUNDS=15, say, a multiple of five) narrow the medians: in A/A runs
+# (the build against itself) five rounds still differ by up to 7 %.
+rounds=${ROUNDS:-5}
+[[ "$rounds" =~ ^[1-9][0-9]?$ ]] || { echo "dns_bench: ROUNDS must be 1-99" >&2; exit 2; }
+split -n "l/$rounds" -d -a 2 "$work/queries.txt" "$work/queries."
 echo "Throughput: dnsperf defaults (100 queries outstanding), $rounds rounds of" \
   "$((names / rounds)) fresh names; superebpf-again repeats them (no map writes)"
 for ((r = 0; r < rounds; r++)); do
@@ -256,7 +266,7 @@ for ((r = 0; r < rounds; r++)); do
   # has just resolved): the two take their turn together.
   for target in $(in_turn "$r" knotd superebpf+again ${baseline:+baseline} dnsmasq dnsdist); do
     for t in ${target/+again/ superebpf-again}; do
-      measure_target "$t" "queries.$r" | sed "s/^/$t $r /"
+      measure_target "$t" "queries.$(printf %02d "$r")" | sed "s/^/$t $r /"
     done
   done
 done | summarize
