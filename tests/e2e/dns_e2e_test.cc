@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 #include <vector>
@@ -398,6 +399,43 @@ TEST_F(DnsE2eTest, AFailedUpstreamIsSkippedAndNoUpstreamAtAllIsServfail) {
   knot_->stop_and_read_query_log();
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeAaaa); }),
             kRcodeBase + dns::rcode::kServFail);
+}
+
+// Times the daemon's DNS loop threads (named "sebpf-dns") have gone to
+// sleep and been woken since they started.
+uint64_t dns_loop_wakeups(pid_t daemon) {
+  uint64_t sum = 0;
+  const std::string tasks = "/proc/" + std::to_string(daemon) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::string comm;
+    std::getline(std::ifstream(task.path() / "comm"), comm);
+    if (comm != "sebpf-dns") continue;
+    std::ifstream status(task.path() / "status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
+        sum += std::stoull(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return sum;
+}
+
+// A daemon runs on every host; while its workloads are quiet it should
+// cost nothing. A query answered long before its upstream deadline must
+// not wake the endpoint's loops when that deadline comes.
+TEST_F(DnsE2eTest, AnsweredQueriesDoNotWakeTheEndpointAtTheirDeadlines) {
+  start_with_upstream("dns:\n  upstream_timeout_ms: 200\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  for (int i = 0; i < 20; ++i) {
+    auto answer = dns_query(endpoint, make_query("allowed.example", kTypeA));
+    ASSERT_TRUE(answer.ok()) << answer.error().message();
+    std::this_thread::sleep_for(milliseconds(5));  // deadlines a few ms apart
+  }
+  const uint64_t before = dns_loop_wakeups(daemon_->pid());
+  ASSERT_GT(before, 0u) << "the loop threads are found by name";
+  std::this_thread::sleep_for(milliseconds(600));  // past every query's deadline
+  EXPECT_LE(dns_loop_wakeups(daemon_->pid()) - before, 2u)
+      << "20 answered queries' deadlines woke the loops";
 }
 
 TEST_F(DnsE2eTest, AnAnswerWhoseAddressCannotBeWrittenIsServfailAndNeverReleased) {
