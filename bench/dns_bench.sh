@@ -5,6 +5,8 @@
 #              learned into the kernel's allow rules before it is released
 #   dnsmasq    forwarding to knotd, cache off
 #   dnsdist    forwarding to knotd, no packet cache
+#   relay      bench/udp_relay.cc forwarding to knotd: no DNS work at all,
+#              the floor (kernel work per datagram) under any forwarder
 # Each target answers the same names (each with an address of its own, so
 # every answer through superebpf needs a fresh map write); "superebpf-again"
 # repeats names superebpf has just resolved (addresses already held, no
@@ -30,7 +32,8 @@ names=${2:-100000}
 baseline=${3:-}
 daemon="$build/src/daemon/superebpfd"
 ctl="$build/src/ctl/superebpfctl"
-for tool in knotd knotc dnsperf dnsmasq dnsdist "$daemon" "$ctl" ${baseline:+"$baseline"}; do
+relay="$build/bench/sebpf_udp_relay"
+for tool in knotd knotc dnsperf dnsmasq dnsdist "$daemon" "$ctl" "$relay" ${baseline:+"$baseline"}; do
   command -v "$tool" >/dev/null || { echo "dns_bench: missing $tool" >&2; exit 2; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "dns_bench: run as root" >&2; exit 2; }
@@ -47,7 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM  # through the EXIT trap: nothing is left running
 
-p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303
+p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303 p_relay=35304
 lat_names=5000
 
 # The zone: r<i>.bench.example AAAA 2001:db8:2::<i>, an address each.
@@ -95,6 +98,9 @@ setSecurityPollSuffix("")
 EOF
 dnsdist --supervised --disable-syslog -C "$work/dnsdist.conf" >"$work/dnsdist.log" 2>&1 & pids+=($!)
 pid_dnsdist=$!
+
+"$relay" $p_relay 127.0.0.1 $p_knot 2 2>"$work/relay.log" & pids+=($!)
+pid_relay=$!
 
 # A daemon (label, binary, first DNS endpoint port) with its state in
 # $work/<label>.*; sets pid_<label>.
@@ -189,6 +195,7 @@ measure_target() {
     baseline) measure baseline "$port_baseline" "$file" "$pid_baseline" "$@" ;;
     dnsmasq) measure dnsmasq $p_dnsmasq "$file" "$pid_dnsmasq" "$@" ;;
     dnsdist) measure dnsdist $p_dnsdist "$file" "$pid_dnsdist" "$@" ;;
+    relay) measure relay $p_relay "$file" "$pid_relay" "$@" ;;
   esac
 }
 
@@ -248,14 +255,15 @@ split -n "l/$rounds" -d -a 2 "$work/latency.txt" "$work/latency."
 echo "Latency: a steady 1,000 queries/s (dnsperf -Q 1000), $rounds rounds of" \
   "$((lat_names / rounds)) fresh names"
 for ((r = 0; r < rounds; r++)); do
-  for target in $(in_turn "$r" knotd superebpf ${baseline:+baseline} dnsmasq dnsdist); do
+  for target in $(in_turn "$r" knotd superebpf ${baseline:+baseline} dnsmasq dnsdist relay); do
     measure_target "$target" "latency.$(printf %02d "$r")" -Q 1000 | sed "s/^/$target $r /"
   done
 done | summarize
 
-# Five: one per target, so that each comes first once (with a baseline).
-# More (ROUNDS=15, say, a multiple of five) narrow the medians: in A/A runs
-# (the build against itself) five rounds still differ by up to 7 %.
+# Five: one per target, so that each comes first once (without a
+# baseline; with one, six targets take turns). More (ROUNDS=15, say)
+# narrow the medians: in A/A runs (the build against itself) five rounds
+# still differ by up to 7 %.
 rounds=${ROUNDS:-5}
 [[ "$rounds" =~ ^[1-9][0-9]?$ ]] || { echo "dns_bench: ROUNDS must be 1-99" >&2; exit 2; }
 split -n "l/$rounds" -d -a 2 "$work/queries.txt" "$work/queries."
@@ -264,7 +272,7 @@ echo "Throughput: dnsperf defaults (100 queries outstanding), $rounds rounds of"
 for ((r = 0; r < rounds; r++)); do
   # superebpf-again must follow superebpf (it repeats the names superebpf
   # has just resolved): the two take their turn together.
-  for target in $(in_turn "$r" knotd superebpf+again ${baseline:+baseline} dnsmasq dnsdist); do
+  for target in $(in_turn "$r" knotd superebpf+again ${baseline:+baseline} dnsmasq dnsdist relay); do
     for t in ${target/+again/ superebpf-again}; do
       measure_target "$t" "queries.$(printf %02d "$r")" | sed "s/^/$t $r /"
     done
