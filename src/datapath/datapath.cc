@@ -610,7 +610,25 @@ Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {
   std::sort(out.begin(), out.end(), [](const Rule& a, const Rule& b) {
     return std::tie(a.prefix, a.action) < std::tie(b.prefix, b.action);
   });
-  return out;
+  // A host learned before the learned-host table existed and learned again
+  // since is in both places until the old copy expires; the filter allows
+  // it until the later of the two, and so must this list say (the daemon
+  // rebuilds what it has learned from it after a restart).
+  const auto later = [](const std::optional<BootClock::time_point>& a,
+                        const std::optional<BootClock::time_point>& b) {
+    return !a || !b ? std::optional<BootClock::time_point>() : std::max(a, b);
+  };
+  std::vector<Rule> merged;
+  merged.reserve(out.size());
+  for (Rule& r : out) {
+    if (!merged.empty() && merged.back().prefix == r.prefix && merged.back().action == r.action) {
+      merged.back().expires = later(merged.back().expires, r.expires);
+      merged.back().learned = merged.back().learned && r.learned;
+      continue;
+    }
+    merged.push_back(std::move(r));
+  }
+  return merged;
 }
 
 Result<Counters> Datapath::counters(const AttachmentKey& key) const {

@@ -79,7 +79,8 @@ class Datapath {
   // Replaces the mode and all rules at once: each packet sees the old policy
   // or the new one, never a mix. On error the old policy stays in force.
   Status replace_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules);
-  // Every rule of the attachment, expired ones included until swept.
+  // Every rule of the attachment, expired ones included until swept: one
+  // per prefix and action, as the filter applies them.
   Result<std::vector<Rule>> rules(const AttachmentKey& key) const;
 
   Result<Counters> counters(const AttachmentKey& key) const;

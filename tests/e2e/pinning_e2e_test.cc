@@ -368,5 +368,40 @@ TEST_F(PinningE2eTest, SweepingAnExpiredHostMapCopyKeepsTheHostLearnedAgainInThe
   EXPECT_GT(*(*rules)[0].expires, now);
 }
 
+// The same host in both places, both copies live: the list shows it once,
+// until the later expiry (what the filter applies). A restarted daemon
+// rebuilds its learned hosts from this list; with the shorter expiry it
+// would write the host back cut short.
+TEST_F(PinningE2eTest, AHostInBothTheHostMapAndTheTableIsListedOnceWithItsLaterExpiry) {
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  auto att = (*dp)->attach_cgroup(
+      cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+  ASSERT_TRUE(att.ok()) << att.error().message();
+  const auto now = datapath::BootClock::now();
+  ASSERT_TRUE((*dp)
+                  ->add_rule(att->key, {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
+                                        now + std::chrono::hours(1), /*learned=*/true})
+                  .ok());
+  const std::optional<sebpf_learned_slot> learned = first_learned_slot();
+  ASSERT_TRUE(learned) << "the learned host went to the table";
+  UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
+  ASSERT_TRUE(host4);
+  sebpf_host4_key key{};
+  key.ruleset = learned->ruleset;
+  ASSERT_EQ(inet_pton(AF_INET, "198.51.100.2", &key.addr), 1);
+  // The old version's copy, learned earlier: ten minutes left.
+  const auto sooner =
+      static_cast<uint64_t>((now + std::chrono::minutes(10)).time_since_epoch().count());
+  const sebpf_rule old_value{sooner, 0, 32, SEBPF_RULE_ALLOW_LEARNED};
+  ASSERT_EQ(bpf_map_update_elem(host4.get(), &key, &old_value, BPF_NOEXIST), 0);
+
+  auto rules = (*dp)->rules(att->key);
+  ASSERT_TRUE(rules.ok()) << rules.error().message();
+  ASSERT_EQ(rules->size(), 1U);
+  EXPECT_TRUE((*rules)[0].learned);
+  EXPECT_GT(*(*rules)[0].expires, now + std::chrono::minutes(50));
+}
+
 }  // namespace
 }  // namespace sebpf::testing
