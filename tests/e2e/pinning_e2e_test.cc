@@ -1,7 +1,6 @@
 // Enforcement outlives the process that loaded it: SIGKILL the loader,
 // traffic is still filtered; a new process adopts the pinned state with no
 // gap, sees the same attachments and rules, and can change them.
-#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <net/if.h>
 #include <sched.h>
@@ -56,6 +55,37 @@ class PinningE2eTest : public E2eTest {
       }
     }
     return {};
+  }
+
+  // Attaches the test cgroup (allowlist) and learns 198.51.100.2 for an
+  // hour: into the learned-host table.
+  Result<datapath::Attachment> attach_with_learned_host(datapath::Datapath& dp) {
+    SEBPF_ASSIGN_OR_RETURN(
+        auto att,
+        dp.attach_cgroup(cgroup_->path(),
+                         {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}}));
+    SEBPF_RETURN_IF_ERROR(dp.add_rule(
+        att.key, {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
+                  datapath::BootClock::now() + std::chrono::hours(1), /*learned=*/true}));
+    return att;
+  }
+
+  // Writes the table's first learned host into sebpf_host4, as a version
+  // without the table kept it, allowed until `until` (or as long as in the
+  // table). False if that failed.
+  bool put_host_map_copy(std::optional<uint64_t> until = {}) {
+    const std::optional<sebpf_learned_slot> learned = first_learned_slot();
+    UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
+    if (!learned || !host4) return false;
+    sebpf_host4_key key{};
+    key.ruleset = learned->ruleset;
+    std::memcpy(&key.addr, learned->addr, sizeof key.addr);
+    const sebpf_rule value{until.value_or(learned->until), 0, 32, SEBPF_RULE_ALLOW_LEARNED};
+    return bpf_map_update_elem(host4.get(), &key, &value, BPF_NOEXIST) == 0;
+  }
+
+  static uint64_t boot_ns(datapath::BootClock::time_point t) {
+    return static_cast<uint64_t>(t.time_since_epoch().count());
   }
 
   Result<std::unique_ptr<datapath::Datapath>> open_pinned() {
@@ -290,23 +320,10 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheLearnedHostTableExistedKeepsItsLearne
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
-    auto att = (*dp)->attach_cgroup(
-        cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+    auto att = attach_with_learned_host(**dp);
     ASSERT_TRUE(att.ok()) << att.error().message();
-    const datapath::Rule learned = {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
-                                    datapath::BootClock::now() + std::chrono::hours(1),
-                                    /*learned=*/true};
-    ASSERT_TRUE((*dp)->add_rule(att->key, learned).ok());
     // Move the learned host where the old version kept it.
-    UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
-    ASSERT_TRUE(host4);
-    const std::optional<sebpf_learned_slot> moved = first_learned_slot();
-    ASSERT_TRUE(moved) << "the learned host went to the table";
-    sebpf_host4_key key{};
-    key.ruleset = moved->ruleset;
-    std::memcpy(&key.addr, moved->addr, sizeof key.addr);
-    const sebpf_rule value{moved->until, 0, 32, SEBPF_RULE_ALLOW_LEARNED};
-    ASSERT_EQ(bpf_map_update_elem(host4.get(), &key, &value, BPF_NOEXIST), 0);
+    ASSERT_TRUE(put_host_map_copy());
   }
   ASSERT_TRUE(std::filesystem::remove(table_path));
   auto adopted = open_pinned();
@@ -333,28 +350,13 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheLearnedHostTableExistedKeepsItsLearne
 TEST_F(PinningE2eTest, SweepingAnExpiredHostMapCopyKeepsTheHostLearnedAgainInTheTable) {
   auto dp = open_pinned();
   ASSERT_TRUE(dp.ok()) << dp.error().message();
-  auto att = (*dp)->attach_cgroup(
-      cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
-  ASSERT_TRUE(att.ok()) << att.error().message();
   const auto now = datapath::BootClock::now();
-  ASSERT_TRUE((*dp)
-                  ->add_rule(att->key, {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
-                                        now + std::chrono::hours(1), /*learned=*/true})
-                  .ok());
+  auto att = attach_with_learned_host(**dp);
+  ASSERT_TRUE(att.ok()) << att.error().message();
   auto rules = (*dp)->rules(att->key);
   ASSERT_TRUE(rules.ok() && rules->size() == 1U);
   // The old version's entry for the same host, expired a second ago.
-  const std::optional<sebpf_learned_slot> learned = first_learned_slot();
-  ASSERT_TRUE(learned) << "the learned host went to the table";
-  UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
-  ASSERT_TRUE(host4);
-  sebpf_host4_key key{};
-  key.ruleset = learned->ruleset;
-  ASSERT_EQ(inet_pton(AF_INET, "198.51.100.2", &key.addr), 1);
-  const auto expired =
-      static_cast<uint64_t>((now - std::chrono::seconds(1)).time_since_epoch().count());
-  const sebpf_rule old_value{expired, 0, 32, SEBPF_RULE_ALLOW_LEARNED};
-  ASSERT_EQ(bpf_map_update_elem(host4.get(), &key, &old_value, BPF_NOEXIST), 0);
+  ASSERT_TRUE(put_host_map_copy(boot_ns(now - std::chrono::seconds(1))));
 
   auto swept = (*dp)->sweep();
   ASSERT_TRUE(swept.ok()) << swept.error().message();
@@ -375,26 +377,11 @@ TEST_F(PinningE2eTest, SweepingAnExpiredHostMapCopyKeepsTheHostLearnedAgainInThe
 TEST_F(PinningE2eTest, AHostInBothTheHostMapAndTheTableIsListedOnceWithItsLaterExpiry) {
   auto dp = open_pinned();
   ASSERT_TRUE(dp.ok()) << dp.error().message();
-  auto att = (*dp)->attach_cgroup(
-      cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
-  ASSERT_TRUE(att.ok()) << att.error().message();
   const auto now = datapath::BootClock::now();
-  ASSERT_TRUE((*dp)
-                  ->add_rule(att->key, {*net::IpPrefix::parse("198.51.100.2"), Action::kAllow,
-                                        now + std::chrono::hours(1), /*learned=*/true})
-                  .ok());
-  const std::optional<sebpf_learned_slot> learned = first_learned_slot();
-  ASSERT_TRUE(learned) << "the learned host went to the table";
-  UniqueFd host4(bpf_obj_get((pin_dir_ + "/maps/sebpf_host4").c_str()));
-  ASSERT_TRUE(host4);
-  sebpf_host4_key key{};
-  key.ruleset = learned->ruleset;
-  ASSERT_EQ(inet_pton(AF_INET, "198.51.100.2", &key.addr), 1);
+  auto att = attach_with_learned_host(**dp);
+  ASSERT_TRUE(att.ok()) << att.error().message();
   // The old version's copy, learned earlier: ten minutes left.
-  const auto sooner =
-      static_cast<uint64_t>((now + std::chrono::minutes(10)).time_since_epoch().count());
-  const sebpf_rule old_value{sooner, 0, 32, SEBPF_RULE_ALLOW_LEARNED};
-  ASSERT_EQ(bpf_map_update_elem(host4.get(), &key, &old_value, BPF_NOEXIST), 0);
+  ASSERT_TRUE(put_host_map_copy(boot_ns(now + std::chrono::minutes(10))));
 
   auto rules = (*dp)->rules(att->key);
   ASSERT_TRUE(rules.ok()) << rules.error().message();
