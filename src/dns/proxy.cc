@@ -416,7 +416,7 @@ class DnsProxy::Loop {
   // (answered, re-armed) is stale: dropped before the loop sleeps, so that
   // it does not wake the loop for nothing. Most queries are answered long
   // before their deadline; waking for each one's stale entry cost a wake-up
-  // per query at light load, and latency with it.
+  // per query at light load.
 
   using Deadlines = std::deque<std::pair<Clock::time_point, uint64_t>>;
 
