@@ -19,6 +19,9 @@ using datapath::TargetKind;
 namespace {
 
 constexpr size_t kMaxNotices = 4096;
+// How much longer than an answer's TTL a learned host is written to be held
+// (see learn()).
+constexpr std::chrono::seconds kLearnedHostSlack{1};
 
 // The built-in policy when neither the request nor a policy file gives one.
 Policy builtin_default_policy() { return Policy{}; }
@@ -413,15 +416,16 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   std::vector<datapath::Rule> rules;
   for (const dns::LearnedAddress& a : addresses) {
     if (!index.learnable(a.address, wall_now)) continue;
+    // The client may use the answer for its whole TTL, so the host must be
+    // held at least that long. Already held so: no kernel write. Otherwise
+    // it is written to be held a second longer, so that a name asked all
+    // the time costs a write a second, not one per answer.
     const auto deadline = boot_now + std::chrono::seconds(a.ttl);
-    // Already held for (nearly) as long: no kernel write needed.
-    if (auto it = hosts.find(a.address);
-        it != hosts.end() && it->second >= deadline - std::chrono::seconds(1)) {
-      continue;
-    }
+    if (auto it = hosts.find(a.address); it != hosts.end() && it->second >= deadline) continue;
     auto host = net::IpPrefix::make(a.address, a.address.max_prefix_length());
     if (!host.ok()) continue;  // not a rule the filter could use
-    rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
+    rules.push_back({*host, datapath::Action::kAllow, deadline + kLearnedHostSlack,
+                     /*learned=*/true});
   }
   if (rules.empty()) return ok_status();
   // One rule per host, the longest-lived: answers may name a host twice,

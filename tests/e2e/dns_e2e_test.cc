@@ -391,6 +391,38 @@ TEST_F(DnsE2eTest, ALearnedAddressExpiresWithItsTtlExceptForConnectionsStillOpen
   EXPECT_EQ(result, 0);
 }
 
+// A client may use an answer for its whole TTL: asked again half a second
+// after the first answer, the address must stay allowed for the second
+// answer's TTL, not only the first's. It stays at most a second longer.
+TEST_F(DnsE2eTest, AnAddressStaysAllowedForTheWholeTtlOfTheLastAnswerThatNamedIt) {
+  start_with_upstream("dns:\n  min_ttl_seconds: 1\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"short.example"})));
+  const int result = in_cgroup([&] {
+    const auto ask = [&] {
+      auto answer = dns_query(endpoint, make_query("short.example", kTypeA));
+      return answer.ok() && answer->message.answers.size() == 1 &&
+             answer->message.answers[0].ttl == 1 &&
+             answer_addresses(answer->message) == std::vector<std::string>{"203.0.113.2"};
+    };
+    if (!ask()) return 100;
+    std::this_thread::sleep_for(milliseconds(500));
+    if (!ask()) return 101;
+    const auto told = std::chrono::steady_clock::now();
+    std::this_thread::sleep_until(told + milliseconds(800));
+    if (const int late = tcp_echo("203.0.113.2", kEchoPort); late != 0) {
+      std::fprintf(stderr, "within the second answer's TTL: %d\n", late);
+      return 102;
+    }
+    std::this_thread::sleep_until(told + milliseconds(2300));
+    if (const int expired = tcp_echo("203.0.113.2", kEchoPort); expired != EPERM) {
+      std::fprintf(stderr, "two seconds after the second answer's TTL ran out: %d\n", expired);
+      return 103;
+    }
+    return 0;
+  });
+  EXPECT_EQ(result, 0);
+}
+
 TEST_F(DnsE2eTest, AFailedUpstreamIsSkippedAndNoUpstreamAtAllIsServfail) {
   // Port 9 on loopback: nothing listens, the kernel answers port unreachable.
   start_with_upstream("", "127.0.0.1:9");
