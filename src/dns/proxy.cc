@@ -30,8 +30,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxMessage = 65535;
-// Queries one TCP client may have waiting at once (pipelining).
+// A TCP client may pipeline queries (RFC 7766). It is read from while it
+// has fewer than kMaxTcpClientInflight queries waiting for their answers
+// and fewer than kMaxTcpClientOutput bytes of answers it has not read yet;
+// beyond that its further queries wait in its own socket, so a client that
+// never reads cannot make the endpoint hold its answers without bound.
 constexpr uint32_t kMaxTcpClientInflight = 32;
+constexpr size_t kMaxTcpClientOutput = 64 * 1024;
 // Datagrams move in batches: one recvmmsg/sendmmsg system call for up to
 // kBatch of them (a system call per datagram was most of the endpoint's
 // cost). At most kReadBurst are read per readiness event, so one busy
@@ -295,7 +300,9 @@ class DnsProxy::Loop {
     UniqueFd fd;
     uint64_t attachment = 0;
     std::vector<uint8_t> in, out;
-    uint32_t inflight = 0;
+    uint32_t inflight = 0;   // forwarded queries whose answer is not in `out` yet
+    bool sent_all = false;   // the client shut its sending side: closed once answered
+    bool held_back = false;  // not read from: too much in flight or unread (serve_client)
     Clock::time_point idle_deadline;
   };
 
@@ -369,8 +376,14 @@ class DnsProxy::Loop {
         dispatch(fd, ref->second, events[static_cast<size_t>(i)].events);
       }
       fire_timers();
-      learn_and_release();
-      flush_datagrams();
+      // Answers and writes make room for held-back TCP clients, whose
+      // queries then go out in this turn's datagrams, whose failures may
+      // answer more.
+      do {
+        learn_and_release();
+        resume_clients();
+        flush_datagrams();
+      } while (!resume_.empty());
       closing_.clear();
     }
   }
@@ -540,62 +553,113 @@ class DnsProxy::Loop {
   }
 
   void client_ready(uint64_t id, uint32_t events) {
-    auto c = clients_.find(id);
-    if (c == clients_.end()) return;
-    if (events & EPOLLOUT) {
-      flush_client(id);
-      c = clients_.find(id);
-      if (c == clients_.end()) return;
-    }
-    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
-    uint8_t buf[16384];
-    const ssize_t n = ::read(c->second.fd.get(), buf, sizeof buf);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+    if (events & (EPOLLERR | EPOLLHUP)) {  // reset: no answer can reach it any more
       close_client(id);
       return;
     }
-    if (n < 0) return;
-    TcpClient& client = c->second;
-    client.in.insert(client.in.end(), buf, buf + n);
-    client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
-    client_deadlines_.emplace_back(client.idle_deadline, id);
-    // Length-prefixed messages (RFC 1035 4.2.2), possibly several.
+    if (events & EPOLLOUT) {
+      flush_client(id);
+      if (!clients_.count(id)) return;
+    }
+    if (!(events & EPOLLIN)) return;
+    TcpClient& client = clients_.at(id);
+    if (client.held_back || client.sent_all) return;  // an event from before the rewatch
+    uint8_t buf[16384];
+    const ssize_t n = ::read(client.fd.get(), buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n < 0) {
+      close_client(id);
+      return;
+    }
+    if (n == 0) {
+      client.sent_all = true;
+    } else {
+      client.in.insert(client.in.end(), buf, buf + n);
+      client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
+      client_deadlines_.emplace_back(client.idle_deadline, id);
+    }
+    serve_client(id);
+  }
+
+  static bool has_room(const TcpClient& client) {
+    return client.inflight < kMaxTcpClientInflight && client.out.size() < kMaxTcpClientOutput;
+  }
+
+  // Handles the client's complete queries (length-prefixed, RFC 1035 4.2.2)
+  // while it has room, then watches it for what it can do next: more
+  // queries when it has room, writing while answers wait. Called again
+  // (resume_clients) when an answer or a write makes room.
+  void serve_client(uint64_t id) {
+    auto c = clients_.find(id);
+    if (c == clients_.end()) return;
     size_t used = 0;
-    while (client.in.size() - used >= 2) {
-      const size_t length = static_cast<size_t>(client.in[used] << 8 | client.in[used + 1]);
-      if (client.in.size() - used - 2 < length) break;
-      if (length == 0 || client.inflight >= kMaxTcpClientInflight) {
+    while (has_room(c->second) && c->second.in.size() - used >= 2) {
+      std::vector<uint8_t>& in = c->second.in;
+      const size_t length = static_cast<size_t>(in[used] << 8 | in[used + 1]);
+      if (in.size() - used - 2 < length) break;
+      if (length == 0) {
         stats_.malformed++;
         close_client(id);
         return;
       }
-      std::vector<uint8_t> message(client.in.begin() + static_cast<long>(used + 2),
-                                   client.in.begin() + static_cast<long>(used + 2 + length));
+      const std::vector<uint8_t> message(in.begin() + static_cast<long>(used + 2),
+                                         in.begin() + static_cast<long>(used + 2 + length));
       used += 2 + length;
-      const uint64_t attachment = client.attachment;
-      handle_query(attachment, message,
+      handle_query(c->second.attachment, message,
                    ClientRef{.tcp = true, .udp_fd = -1, .peer = {}, .tcp_client = id});
       c = clients_.find(id);
       if (c == clients_.end()) return;
     }
-    c->second.in.erase(c->second.in.begin(), c->second.in.begin() + static_cast<long>(used));
+    TcpClient& client = c->second;
+    client.in.erase(client.in.begin(), client.in.begin() + static_cast<long>(used));
+    client.held_back = !has_room(client);
+    if (client.sent_all && client.inflight == 0 && client.out.empty()) {
+      close_client(id);  // all answered; an incomplete last query never will be
+      return;
+    }
+    watch_client(client);
+  }
+
+  void watch_client(const TcpClient& client) {
+    rewatch(client.fd.get(), (client.held_back || client.sent_all ? 0u : uint32_t{EPOLLIN}) |
+                                 (client.out.empty() ? 0u : uint32_t{EPOLLOUT}));
+  }
+
+  // The client has more room, or one answer fewer to wait for: if it was
+  // held back or has sent all it will, serve it again at the end of the
+  // turn (not now: this may run inside its own serve_client).
+  void client_progressed(TcpClient& client, uint64_t id) {
+    if (client.held_back || client.sent_all) resume_.push_back(id);
+  }
+
+  void resume_clients() {
+    std::vector<uint64_t> ids;
+    ids.swap(resume_);
+    for (const uint64_t id : ids) serve_client(id);
   }
 
   void flush_client(uint64_t id) {
     auto c = clients_.find(id);
     if (c == clients_.end()) return;
     TcpClient& client = c->second;
-    while (!client.out.empty()) {
-      const ssize_t n = ::send(client.fd.get(), client.out.data(), client.out.size(),
-                               MSG_NOSIGNAL | MSG_DONTWAIT);
+    size_t written = 0;
+    while (written < client.out.size()) {
+      const ssize_t n = ::send(client.fd.get(), client.out.data() + written,
+                               client.out.size() - written, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && errno == EAGAIN) break;
       if (n <= 0) {
         close_client(id);
         return;
       }
-      client.out.erase(client.out.begin(), client.out.begin() + n);
+      written += static_cast<size_t>(n);
     }
-    rewatch(client.fd.get(), client.out.empty() ? EPOLLIN : EPOLLIN | EPOLLOUT);
+    if (written > 0) {
+      client.out.erase(client.out.begin(), client.out.begin() + static_cast<long>(written));
+      client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
+      client_deadlines_.emplace_back(client.idle_deadline, id);
+      client_progressed(client, id);
+    }
+    watch_client(client);
   }
 
   void reply(const ClientRef& client, const Query* query, std::vector<uint8_t> response) {
@@ -910,7 +974,7 @@ class DnsProxy::Loop {
     if (--p.attempts_left == 0) {
       stats_.servfail++;
       const Pending done = finish(id);
-      reply(done.client, &done.query, error_response(done, rcode::kServFail));
+      reply_to(done, error_response(done, rcode::kServFail));
       return;
     }
     p.upstream = (p.upstream + 1) % config_.upstreams.size();
@@ -925,17 +989,30 @@ class DnsProxy::Loop {
     return out;
   }
 
-  // Takes the query out of the books (in-flight counts included).
+  // Takes the query out of the books and the endpoint's in-flight count;
+  // its reply goes out through reply_to.
   Pending finish(uint64_t id) {
     auto it = pending_.find(id);
     leave_upstream(it->second);
     Pending p = std::move(it->second);
     pending_.erase(it);
     if (auto ep = endpoints_.find(p.attachment); ep != endpoints_.end()) ep->second->inflight--;
-    if (p.client.tcp) {
-      if (auto c = clients_.find(p.client.tcp_client); c != clients_.end()) c->second.inflight--;
-    }
     return p;
+  }
+
+  // The reply to a finished query (none when `response` is empty). A TCP
+  // client's count of queries waiting drops only here, with the answer in
+  // its output: one that has sent all it will is closed when that count
+  // and its output are both empty, and an answer still being learned must
+  // not be cut off.
+  void reply_to(const Pending& p, std::vector<uint8_t> response) {
+    if (p.client.tcp) {
+      if (auto c = clients_.find(p.client.tcp_client); c != clients_.end()) {
+        c->second.inflight--;
+        client_progressed(c->second, p.client.tcp_client);
+      }
+    }
+    reply(p.client, &p.query, std::move(response));
   }
 
   void upstream_ready(uint64_t id, uint32_t events) {
@@ -1033,9 +1110,12 @@ class DnsProxy::Loop {
   // kernel (learn_and_release). The query is judged again if any policy
   // changed in flight.
   void release(Pending p, const Message& message, std::span<uint8_t> answer) {
-    const auto refuse = [&](uint16_t code) { reply(p.client, &p.query, error_response(p, code)); };
+    const auto refuse = [&](uint16_t code) { reply_to(p, error_response(p, code)); };
     const NamePolicy* policy = name_policy(p.attachment);
-    if (policy == nullptr) return;
+    if (policy == nullptr) {  // being detached
+      reply_to(p, {});
+      return;
+    }
     const QueryVerdict verdict = policies_generation_ == p.policy_generation
                                      ? p.verdict
                                      : judge_query(*policy, p.query.question.name);
@@ -1073,7 +1153,7 @@ class DnsProxy::Loop {
     cap_ttls(answer, message, config_.max_ttl);
     put_id(answer, p.query.header.id);
     stats_.answered++;
-    reply(p.client, &p.query, std::vector<uint8_t>(answer.begin(), answer.end()));
+    reply_to(p, std::vector<uint8_t>(answer.begin(), answer.end()));
   }
 
   // Writes what this turn's answers taught, one learn() per attachment
@@ -1103,10 +1183,10 @@ class DnsProxy::Loop {
         Learning& l = batch[i];
         if (learned.ok()) {
           stats_.answered++, stats_.learned += l.addresses.size();
-          reply(l.query.client, &l.query.query, std::move(l.answer));
+          reply_to(l.query, std::move(l.answer));
         } else {
           stats_.servfail++;
-          reply(l.query.client, &l.query.query, error_response(l.query, rcode::kServFail));
+          reply_to(l.query, error_response(l.query, rcode::kServFail));
         }
       }
       first = end;
@@ -1157,6 +1237,7 @@ class DnsProxy::Loop {
   std::vector<iovec> send_iov_;
   std::vector<size_t> send_index_;
   std::vector<std::shared_ptr<Endpoint>> closing_;
+  std::vector<uint64_t> resume_;  // TCP clients to serve again at the end of the turn
   uint64_t next_id_ = 1;
 };
 

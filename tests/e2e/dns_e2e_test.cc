@@ -699,6 +699,76 @@ TEST_F(DnsE2eTest, UdpAnswersFitTheClientsSizeAndTcpCarriesTheRest) {
   EXPECT_EQ(answer_addresses(tcp->message).size(), 40U);
 }
 
+// The resident memory of process `pid`, in KiB.
+int64_t resident_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  }
+  return -1;
+}
+
+// DNS over TCP may be pipelined (RFC 7766). A client that sends thousands
+// of queries without reading an answer is read from only as fast as it
+// reads: its queries back up in its own socket, not in the daemon's
+// memory. Once it reads, every query has its answer.
+TEST_F(DnsE2eTest, APipeliningTcpClientGetsEveryAnswerButCannotMakeTheDaemonHoardThem) {
+  start_with_upstream("dns:\n  max_qps: 0\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"big.example"})));
+  auto stream = DnsTcpStream::connect(endpoint, /*send_buffer=*/16384);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  const int64_t before = resident_kib(daemon_->pid());
+  // An answer (40 addresses) is 20 times the size of its query: 50,000
+  // answers held for a client that does not read them would be 35 MB.
+  constexpr int kMostQueries = 50000;
+  int sent = 0;
+  while (sent < kMostQueries) {
+    const Status s = stream->send(make_query("big.example", kTypeA, static_cast<uint16_t>(sent)));
+    ASSERT_TRUE(s.ok()) << "query " << sent << ": " << s.error().message();
+    ++sent;
+    if (stream->unsent() > 0 && !stream->wait_writable(milliseconds(1000))) break;
+  }
+  const int64_t grown = resident_kib(daemon_->pid()) - before;
+  EXPECT_LT(sent, kMostQueries) << "the endpoint read on while nobody read its answers";
+  EXPECT_LT(grown, 8 * 1024) << "KiB the daemon grew by for " << sent << " unread answers";
+
+  int answered = 0, full = 0;
+  while (answered < sent) {
+    auto got = stream->pump(milliseconds(3000));
+    ASSERT_TRUE(got.ok()) << "after " << answered << " answers: " << got.error().message();
+    if (got->empty()) break;
+    for (const dns::Message& m : *got) full += answer_addresses(m).size() == 40;
+    answered += static_cast<int>(got->size());
+  }
+  EXPECT_EQ(answered, sent);
+  EXPECT_EQ(full, sent);
+}
+
+// A client may send its queries and then shut its sending side (a
+// half-close) before it reads: it still gets every answer, and then the
+// endpoint closes the connection.
+TEST_F(DnsE2eTest, ATcpClientThatHalfClosesStillGetsItsAnswers) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  auto stream = DnsTcpStream::connect(endpoint);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  for (uint16_t id = 0; id < 4; ++id) {
+    ASSERT_TRUE(stream->send(make_query("allowed.example", id % 2 ? kTypeAaaa : kTypeA, id)).ok());
+  }
+  ASSERT_TRUE(stream->finish_sending().ok());
+  size_t answered = 0;
+  while (answered < 4) {
+    auto got = stream->pump(milliseconds(3000));
+    ASSERT_TRUE(got.ok()) << "after " << answered << " answers: " << got.error().message();
+    if (got->empty()) break;
+    answered += got->size();
+  }
+  EXPECT_EQ(answered, 4U);
+  auto after = stream->pump(milliseconds(3000));
+  ASSERT_FALSE(after.ok()) << "the connection is still open";
+  EXPECT_EQ(after.error().code(), Errc::kUnavailable) << after.error().message();
+}
+
 // Per-endpoint query rate limit: a flood is dropped, not answered (an
 // answer would amplify it) and not forwarded.
 TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {

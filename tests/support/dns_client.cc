@@ -7,8 +7,6 @@
 #include <cerrno>
 #include <cstring>
 
-#include "common/unique_fd.h"
-
 namespace sebpf::testing {
 
 std::vector<uint8_t> wire_name(std::string_view dotted) {
@@ -104,6 +102,78 @@ Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::vector<
 Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::string& name,
                             uint16_t type, bool tcp) {
   return dns_query(server, make_query(name, type), tcp);
+}
+
+Result<DnsTcpStream> DnsTcpStream::connect(const net::SocketAddress& server, int send_buffer) {
+  UniqueFd fd(::socket(server.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return sys_error("socket");
+  if (send_buffer > 0 &&
+      setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer) != 0) {
+    return sys_error("SO_SNDBUF");
+  }
+  sockaddr_storage ss;
+  const socklen_t len = server.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  return DnsTcpStream(std::move(fd));
+}
+
+Status DnsTcpStream::send(const std::vector<uint8_t>& query) {
+  out_.push_back(static_cast<uint8_t>(query.size() >> 8));
+  out_.push_back(static_cast<uint8_t>(query.size()));
+  out_.insert(out_.end(), query.begin(), query.end());
+  return flush();
+}
+
+Status DnsTcpStream::flush() {
+  while (!out_.empty()) {
+    const ssize_t n = ::send(fd_.get(), out_.data(), out_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ok_status();
+    if (n <= 0) return sys_error("send");
+    out_.erase(out_.begin(), out_.begin() + n);
+  }
+  if (finishing_ && ::shutdown(fd_.get(), SHUT_WR) != 0) return sys_error("shutdown");
+  finishing_ = false;
+  return ok_status();
+}
+
+bool DnsTcpStream::wait_writable(std::chrono::milliseconds timeout) {
+  pollfd p{fd_.get(), POLLOUT, 0};
+  return ::poll(&p, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+Status DnsTcpStream::finish_sending() {
+  finishing_ = true;
+  return flush();
+}
+
+Result<std::vector<dns::Message>> DnsTcpStream::pump(std::chrono::milliseconds timeout) {
+  std::vector<dns::Message> answers;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (answers.empty()) {
+    SEBPF_RETURN_IF_ERROR(flush());
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{fd_.get(), static_cast<short>(POLLIN | (out_.empty() ? 0 : POLLOUT)), 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) != 1 || !(p.revents & POLLIN)) continue;
+    uint8_t buf[65536];
+    const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EAGAIN) continue;
+    if (n < 0) return sys_error("recv");
+    if (n == 0) return Error(Errc::kUnavailable, "the server closed the connection");
+    in_.insert(in_.end(), buf, buf + n);
+    size_t used = 0;
+    while (in_.size() - used >= 2) {
+      const size_t length = static_cast<size_t>(in_[used] << 8 | in_[used + 1]);
+      if (in_.size() - used - 2 < length) break;
+      SEBPF_ASSIGN_OR_RETURN(dns::Message message,
+                             dns::parse_message(std::span<const uint8_t>(&in_[used + 2], length)));
+      answers.push_back(std::move(message));
+      used += 2 + length;
+    }
+    in_.erase(in_.begin(), in_.begin() + static_cast<long>(used));
+  }
+  return answers;
 }
 
 std::vector<std::string> answer_addresses(const dns::Message& message) {

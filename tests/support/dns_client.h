@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "dns/message.h"
 #include "net/socket_address.h"
 
@@ -33,6 +34,35 @@ Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::vector<
                             std::chrono::milliseconds timeout = std::chrono::milliseconds(3000));
 Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::string& name,
                             uint16_t type, bool tcp = false);
+
+// DNS over one TCP connection, pipelined: queries go out back to back
+// without blocking (what the socket does not take yet waits here), answers
+// are read in whatever order they come.
+class DnsTcpStream {
+ public:
+  // `send_buffer`: SO_SNDBUF in bytes (0: the kernel's, which grows).
+  static Result<DnsTcpStream> connect(const net::SocketAddress& server, int send_buffer = 0);
+
+  // Queues the query and sends what the socket takes now.
+  Status send(const std::vector<uint8_t>& query);
+  // Bytes queued that the socket has not taken yet.
+  size_t unsent() const { return out_.size(); }
+  // Waits up to `timeout` for the socket to take more; false if it did not.
+  bool wait_writable(std::chrono::milliseconds timeout);
+  // No more queries: the send side is shut (after what is queued is sent).
+  Status finish_sending();
+  // Sends what is queued and reads what has come, for up to `timeout`;
+  // returns the answers read (empty when none came in time).
+  Result<std::vector<dns::Message>> pump(std::chrono::milliseconds timeout);
+
+ private:
+  explicit DnsTcpStream(UniqueFd fd) : fd_(std::move(fd)) {}
+  Status flush();
+
+  UniqueFd fd_;
+  std::vector<uint8_t> out_, in_;
+  bool finishing_ = false;
+};
 
 // The addresses of the answer's A/AAAA records, as text.
 std::vector<std::string> answer_addresses(const dns::Message& message);
