@@ -360,6 +360,7 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
 void AttachmentManager::forget_locked(uint64_t number) {
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
+  learned_full_pruned_.erase(number);
   policy_changed_locked(number);
 }
 
@@ -438,6 +439,7 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
                             return a.prefix == b.prefix;
                           }),
               rules.end());
+  SEBPF_RETURN_IF_ERROR(make_room_locked(*record, rules));
   if (Status written = dp_->add_rules(record->key, rules); !written.ok()) {
     // The write may have stopped part-way (a full table): take back the
     // new hosts it wrote. The answer is refused, and the kernel must hold
@@ -459,6 +461,32 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
     held = std::max(held, *rule.expires);
   }
   return ok_status();
+}
+
+Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
+                                           std::span<const datapath::Rule> rules) {
+  const auto fresh = [&] {
+    const LearnedHosts& hosts = learned_[record.number];
+    return hosts.size() + static_cast<size_t>(std::count_if(
+                              rules.begin(), rules.end(), [&](const datapath::Rule& r) {
+                                return !hosts.contains(r.prefix.address());
+                              }));
+  };
+  if (fresh() <= config_.dns_max_learned_hosts) return ok_status();
+  // Expired hosts still count until a sweep drops them: drop them now, but
+  // at most once a second, as that walks all of the attachment's hosts.
+  const auto now = datapath::BootClock::now();
+  auto& pruned = learned_full_pruned_[record.number];
+  if (now - pruned >= std::chrono::seconds(1)) {
+    pruned = now;
+    prune_learned_locked(record);
+    if (fresh() <= config_.dns_max_learned_hosts) return ok_status();
+  }
+  return Error(Errc::kResourceExhausted,
+               record.id() + " holds " + std::to_string(learned_[record.number].size()) +
+                   " hosts learned from DNS, its most (dns.max_learned_hosts: " +
+                   std::to_string(config_.dns_max_learned_hosts) +
+                   "): answers naming new ones are refused until some expire");
 }
 
 LearnedHosts AttachmentManager::learned_hosts(uint64_t number) const {

@@ -151,6 +151,10 @@ class AttachmentManager {
   // Drops learned hosts that the policy no longer lets stand (or that
   // expired) and removes their kernel rules.
   void prune_learned_locked(const AttachmentRecord& record);
+  // Whether learning `rules` keeps the attachment within
+  // dns.max_learned_hosts (after dropping its expired hosts, if need be);
+  // kResourceExhausted if not.
+  Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
 
   DaemonConfig config_;
   policy::PolicyFile policies_;
@@ -162,6 +166,9 @@ class AttachmentManager {
   std::function<void(const std::string&)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
+  // When each attachment's learned hosts were last pruned because it was
+  // at its dns.max_learned_hosts (see learn()).
+  std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,

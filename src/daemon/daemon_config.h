@@ -64,6 +64,10 @@ struct DaemonConfig {
   uint32_t dns_max_inflight = 512;
   uint32_t dns_max_qps = 5000;
   uint32_t dns_max_tcp_clients = 64;
+  // Per attachment: hosts learned from answers and not expired. The
+  // learned-host table is shared (datapath.max_host_rules per family), so
+  // one workload resolving without end must not take it from the rest.
+  uint32_t dns_max_learned_hosts = 16384;
   // Threads serving the DNS endpoints; 0: one per CPU, at most 4.
   uint32_t dns_threads = 0;
 

@@ -318,6 +318,41 @@ TEST_F(DnsE2eTest, LearnedAddressesBelongToTheAttachmentThatAsked) {
       << "nor may it use the first's endpoint (and with it the first's domain rules)";
 }
 
+// The learned-host table is shared: one attachment resolving name after
+// name must not take it from the rest. Past dns.max_learned_hosts, an
+// answer naming a new host is SERVFAIL and allows nothing; a host already
+// held is still refreshed; another attachment learns as before; and room
+// comes back as hosts expire.
+TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsShare) {
+  start_with_upstream("dns:\n  min_ttl_seconds: 1\n  max_learned_hosts: 1\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  const auto ask = [&](const std::string& name) {
+    return in_cgroup([&] { return resolve_and_connect(endpoint, name, kTypeA); });
+  };
+  ASSERT_EQ(ask("short.example"), 0);
+  EXPECT_EQ(ask("short.example"), 0) << "a host held is refreshed";
+  EXPECT_EQ(ask("allowed.example"), kRcodeBase + dns::rcode::kServFail);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+
+  TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(other_cgroup.path());
+  *req.mutable_policy() = dns_policy({"example"});
+  v1::Attachment other;
+  ASSERT_TRUE(attach(req, &other).ok());
+  EXPECT_EQ(run_in_child([&] {
+              return other_cgroup.add_self()
+                         ? resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA)
+                         : 82;
+            }),
+            0)
+      << "the other attachment has a share of its own";
+
+  // short.example's one-second TTL (held a second longer) runs out.
+  std::this_thread::sleep_for(milliseconds(2200));
+  EXPECT_EQ(ask("allowed.example"), 0);
+}
+
 TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
   start_with_upstream();
   const auto att = attach_cgroup(dns_policy({"allowed.example"}, {}, {"198.51.100.0/24"}));

@@ -53,6 +53,7 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "dns.max_inflight=" + std::to_string(c.dns_max_inflight),
           "dns.max_qps=" + std::to_string(c.dns_max_qps),
           "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
+          "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
           "dns.threads=" + std::to_string(c.dns_threads)};
 }
 
@@ -74,7 +75,7 @@ datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_pr
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
-      max_qps: 1, max_tcp_clients: 1, threads: 1}
+      max_qps: 1, max_tcp_clients: 1, max_learned_hosts: 1, threads: 1}
 )",
                                   changed)
                   .ok());
@@ -122,6 +123,7 @@ dns:
   max_inflight: 100
   max_qps: 0
   max_tcp_clients: 8
+  max_learned_hosts: 1000
   threads: 3
 )",
                                           c);
@@ -154,6 +156,7 @@ dns:
   EXPECT_EQ(c.dns_max_inflight, 100U);
   EXPECT_EQ(c.dns_max_qps, 0U);
   EXPECT_EQ(c.dns_max_tcp_clients, 8U);
+  EXPECT_EQ(c.dns_max_learned_hosts, 1000U);
   EXPECT_EQ(c.dns_threads, 3U);
   EXPECT_TRUE(validate_daemon_config(c).ok());
 }
@@ -191,6 +194,7 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  refuse_with: drop\n", "line 2: dns.refuse_with must be nxdomain or refused"},
       {"dns:\n  upstream_timeout_ms: 1\n", "line 2: dns.upstream_timeout_ms must be a whole"},
       {"dns:\n  threads: 65\n", "line 2: dns.threads must be a whole"},
+      {"dns:\n  max_learned_hosts: 0\n", "line 2: dns.max_learned_hosts must be a whole"},
   };
   for (const auto& [yaml, expected] : cases) {
     DaemonConfig c;
