@@ -114,6 +114,11 @@ dns:
   port_first: $3
   port_last: $(($3 + 99))
 EOF
+  # Every name is a new host: the attachment's share must hold them all
+  # (a baseline built before the setting existed goes without).
+  printf '  max_learned_hosts: %d\n' $((names + lat_names + 1024)) >> "$work/$1.yaml"
+  "$2" --config "$work/$1.yaml" --check-config >/dev/null 2>&1 ||
+    sed -i '/max_learned_hosts/d' "$work/$1.yaml"
   "$2" --config "$work/$1.yaml" --socket "$work/$1.sock" --state-dir "$work/$1.state" \
     --pin-dir "/sys/fs/bpf/sebpf-dns-bench-$$-$1" --dns-upstream "127.0.0.1:$p_knot" \
     --detach-on-exit --log-level warning 2>"$work/$1.log" &
