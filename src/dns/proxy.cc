@@ -17,6 +17,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <queue>
 #include <thread>
 #include <unordered_map>
 
@@ -423,15 +424,20 @@ class DnsProxy::Loop {
   }
 
   // ---- timers ----
-  // Every upstream wait, and every TCP client's idle time, has the same
-  // length, so deadlines are added in the order they fall due: a queue per
-  // kind, no sorting. An entry whose query or client has since moved on
-  // (answered, re-armed) is stale: dropped before the loop sleeps, so that
-  // it does not wake the loop for nothing. Most queries are answered long
-  // before their deadline; waking for each one's stale entry cost a wake-up
-  // per query at light load.
+  // Every upstream wait has the same length, so deadlines are added in the
+  // order they fall due: a queue, no sorting. An entry whose query has
+  // since moved on (answered, re-sent) is stale: dropped before the loop
+  // sleeps, so that it does not wake the loop for nothing. Most queries are
+  // answered long before their deadline; waking for each one's stale entry
+  // cost a wake-up per query at light load.
+  //
+  // A TCP client's idle deadline moves with every read and write: it has
+  // one entry in a heap, moved on to its current deadline when it comes up
+  // (an entry per move would pile up behind one idle client's).
 
-  using Deadlines = std::deque<std::pair<Clock::time_point, uint64_t>>;
+  using Deadline = std::pair<Clock::time_point, uint64_t>;
+  using ClientDeadlines =
+      std::priority_queue<Deadline, std::vector<Deadline>, std::greater<Deadline>>;
 
   int next_timeout_ms() {
     while (!upstream_deadlines_.empty()) {
@@ -441,14 +447,16 @@ class DnsProxy::Loop {
       upstream_deadlines_.pop_front();
     }
     while (!client_deadlines_.empty()) {
-      const auto& [when, id] = client_deadlines_.front();
+      const auto [when, id] = client_deadlines_.top();
       const auto c = clients_.find(id);
       if (c != clients_.end() && c->second.idle_deadline == when) break;
-      client_deadlines_.pop_front();
+      client_deadlines_.pop();
+      if (c != clients_.end()) client_deadlines_.emplace(c->second.idle_deadline, id);
     }
     std::optional<Clock::time_point> first;
-    for (const Deadlines* q : {&upstream_deadlines_, &client_deadlines_}) {
-      if (!q->empty() && (!first || q->front().first < *first)) first = q->front().first;
+    if (!upstream_deadlines_.empty()) first = upstream_deadlines_.front().first;
+    if (!client_deadlines_.empty() && (!first || client_deadlines_.top().first < *first)) {
+      first = client_deadlines_.top().first;
     }
     if (!first) return -1;
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*first - Clock::now()).count();
@@ -466,17 +474,18 @@ class DnsProxy::Loop {
         next_upstream(id);
       }
     }
-    while (!client_deadlines_.empty() && client_deadlines_.front().first <= now) {
-      const uint64_t id = client_deadlines_.front().second;
-      client_deadlines_.pop_front();
+    while (!client_deadlines_.empty() && client_deadlines_.top().first <= now) {
+      const uint64_t id = client_deadlines_.top().second;
+      client_deadlines_.pop();
       auto c = clients_.find(id);
-      if (c == clients_.end() || c->second.idle_deadline > now) continue;
-      if (c->second.inflight > 0) {
-        c->second.idle_deadline = now + config_.tcp_idle_timeout;
-        client_deadlines_.emplace_back(c->second.idle_deadline, id);
-      } else {
+      if (c == clients_.end()) continue;
+      if (c->second.idle_deadline <= now && c->second.inflight == 0) {
         close_client(id);
+        continue;
       }
+      // Still busy, or waiting for answers: not idle.
+      if (c->second.idle_deadline <= now) c->second.idle_deadline = now + config_.tcp_idle_timeout;
+      client_deadlines_.emplace(c->second.idle_deadline, id);
     }
   }
 
@@ -537,7 +546,7 @@ class DnsProxy::Loop {
         ep->second->tcp_clients--;
         continue;
       }
-      client_deadlines_.emplace_back(client.idle_deadline, id);
+      client_deadlines_.emplace(client.idle_deadline, id);
       clients_.emplace(id, std::move(client));
     }
   }
@@ -576,7 +585,6 @@ class DnsProxy::Loop {
     } else {
       client.in.insert(client.in.end(), buf, buf + n);
       client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
-      client_deadlines_.emplace_back(client.idle_deadline, id);
     }
     serve_client(id);
   }
@@ -656,7 +664,6 @@ class DnsProxy::Loop {
     if (written > 0) {
       client.out.erase(client.out.begin(), client.out.begin() + static_cast<long>(written));
       client.idle_deadline = Clock::now() + config_.tcp_idle_timeout;
-      client_deadlines_.emplace_back(client.idle_deadline, id);
       client_progressed(client, id);
     }
     watch_client(client);
@@ -1214,7 +1221,8 @@ class DnsProxy::Loop {
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> endpoints_;
   std::unordered_map<uint64_t, TcpClient> clients_;
   std::unordered_map<uint64_t, Pending> pending_;
-  Deadlines upstream_deadlines_, client_deadlines_;
+  std::deque<Deadline> upstream_deadlines_;
+  ClientDeadlines client_deadlines_;
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
   std::vector<size_t> next_slot_;

@@ -804,6 +804,43 @@ TEST_F(DnsE2eTest, ATcpClientThatHalfClosesStillGetsItsAnswers) {
   EXPECT_EQ(after.error().code(), Errc::kUnavailable) << after.error().message();
 }
 
+// A TCP client is closed after 10 s in which nothing moved: one that sends
+// nothing, and one that stopped reading its answers. One that keeps asking
+// stays.
+TEST_F(DnsE2eTest, IdleTcpClientsAreClosedAndBusyOnesStay) {
+  start_with_upstream("dns:\n  max_qps: 0\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"big.example"})));
+  auto silent = DnsTcpStream::connect(endpoint);
+  auto deaf = DnsTcpStream::connect(endpoint, /*send_buffer=*/16384);
+  auto busy = DnsTcpStream::connect(endpoint);
+  ASSERT_TRUE(silent.ok() && deaf.ok() && busy.ok());
+  // Enough that the endpoint stops reading it (see the pipelining test).
+  for (uint16_t id = 0; id < 1000; ++id) {
+    ASSERT_TRUE(deaf->send(make_query("big.example", kTypeA, id)).ok());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (uint16_t id = 0; std::chrono::steady_clock::now() - start < milliseconds(12500); ++id) {
+    ASSERT_TRUE(busy->send(make_query("big.example", kTypeA, id)).ok());
+    auto answers = busy->pump(milliseconds(3000));
+    ASSERT_TRUE(answers.ok()) << "the busy client, after "
+                              << std::chrono::duration_cast<milliseconds>(
+                                     std::chrono::steady_clock::now() - start)
+                                     .count()
+                              << " ms: " << answers.error().message();
+    ASSERT_EQ(answers->size(), 1U);
+    std::this_thread::sleep_for(milliseconds(2500));
+  }
+  const auto closed = [](DnsTcpStream& stream) {
+    for (;;) {  // what was sent before the close, then the close
+      auto answers = stream.pump(milliseconds(100));
+      if (!answers.ok()) return true;
+      if (answers->empty()) return false;
+    }
+  };
+  EXPECT_TRUE(closed(*silent)) << "a client that sent nothing for 12 s";
+  EXPECT_TRUE(closed(*deaf)) << "a client that read nothing for 12 s";
+}
+
 // Per-endpoint query rate limit: a flood is dropped, not answered (an
 // answer would amplify it) and not forwarded.
 TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {
