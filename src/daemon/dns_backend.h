@@ -3,6 +3,7 @@
 #pragma once
 
 #include "daemon/attachment_manager.h"
+#include "daemon/log_rate_limit.h"
 #include "daemon/logger.h"
 #include "dns/proxy.h"
 
@@ -19,13 +20,15 @@ class DnsBackend final : public dns::ProxyBackend {
   Status learn(uint64_t attachment, std::span<const dns::LearnedAddress> addresses) override {
     return manager_.learn(attachment, addresses);
   }
-  void report(std::string_view event, std::string_view detail) override {
-    log_.warning(event, {{"detail", std::string(detail)}});
-  }
+  // Reports follow what workloads send (a timeout per query to a silent
+  // upstream, say): at most a burst of 20 lines per event, then one a
+  // second, each with how many were left out before it.
+  void report(std::string_view event, std::string_view detail) override;
 
  private:
   AttachmentManager& manager_;
   Logger& log_;
+  LogRateLimit report_limit_{20, 1.0};
 };
 
 // The proxy's settings from the daemon's configuration; the upstreams come

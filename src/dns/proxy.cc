@@ -1165,7 +1165,8 @@ class DnsProxy::Loop {
 
   // Writes what this turn's answers taught, one learn() per attachment
   // (a few system calls for the lot instead of a few per answer), then
-  // queues the answers; if the write failed, SERVFAIL instead.
+  // queues the answers; an answer whose hosts could not be written gets
+  // SERVFAIL instead.
   void learn_and_release() {
     std::vector<Learning>& batch = learning_turn_;
     batch.swap(learning_);  // keeps both vectors' capacity from turn to turn
@@ -1188,7 +1189,12 @@ class DnsProxy::Loop {
       if (!learned.ok()) backend_.report("dns_learn_failed", learned.error().message());
       for (size_t i = first; i < end; ++i) {
         Learning& l = batch[i];
-        if (learned.ok()) {
+        // The write failed (a full table, the attachment's share used up):
+        // perhaps because of another answer's hosts. Each answer is then
+        // learned alone, so that only those that do not fit are refused.
+        const bool ok =
+            learned.ok() || (end - first > 1 && backend_.learn(attachment, l.addresses).ok());
+        if (ok) {
           stats_.answered++, stats_.learned += l.addresses.size();
           reply_to(l.query, std::move(l.answer));
         } else {

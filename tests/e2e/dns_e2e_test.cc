@@ -14,9 +14,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "daemon_fixture.h"
 #include "support/dns_client.h"
 #include "support/knot_server.h"
@@ -318,6 +320,28 @@ TEST_F(DnsE2eTest, LearnedAddressesBelongToTheAttachmentThatAsked) {
       << "nor may it use the first's endpoint (and with it the first's domain rules)";
 }
 
+// Sends the queries back to back from one UDP socket (so that the
+// endpoint reads them, and their answers, together); the rcode of each
+// answer by id.
+std::map<uint16_t, uint16_t> ask_together(const net::SocketAddress& endpoint,
+                                          const std::vector<std::vector<uint8_t>>& queries) {
+  std::map<uint16_t, uint16_t> rcodes;
+  UniqueFd fd(socket(endpoint.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  const socklen_t len = endpoint.to_sockaddr(ss);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return rcodes;
+  for (const auto& q : queries) (void)!send(fd.get(), q.data(), q.size(), 0);
+  uint8_t buf[1500];
+  pollfd p{fd.get(), POLLIN, 0};
+  while (rcodes.size() < queries.size() && poll(&p, 1, 3000) == 1) {
+    const ssize_t n = recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    auto answer = dns::parse_message(std::span<const uint8_t>(buf, static_cast<size_t>(n)));
+    if (answer.ok()) rcodes[answer->header.id] = answer->header.rcode;
+  }
+  return rcodes;
+}
+
 // The learned-host table is shared: one attachment resolving name after
 // name must not take it from the rest. Past dns.max_learned_hosts, an
 // answer naming a new host is SERVFAIL and allows nothing; a host already
@@ -333,6 +357,15 @@ TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsShare) {
   EXPECT_EQ(ask("short.example"), 0) << "a host held is refreshed";
   EXPECT_EQ(ask("allowed.example"), kRcodeBase + dns::rcode::kServFail);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+  // Answers that arrive together are learned together; the one that does
+  // not fit must not take the others down with it.
+  for (int round = 0; round < 20; ++round) {
+    const auto rcodes = ask_together(endpoint, {make_query("short.example", kTypeA, 1),
+                                                make_query("allowed.example", kTypeA, 2)});
+    ASSERT_EQ(rcodes.size(), 2U) << "round " << round;
+    EXPECT_EQ(rcodes.at(1), dns::rcode::kNoError) << "round " << round;
+    EXPECT_EQ(rcodes.at(2), dns::rcode::kServFail) << "round " << round;
+  }
 
   TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
   v1::AttachRequest req;
