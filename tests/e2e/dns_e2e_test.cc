@@ -767,6 +767,18 @@ TEST_F(DnsE2eTest, UdpAnswersFitTheClientsSizeAndTcpCarriesTheRest) {
   EXPECT_EQ(answer_addresses(tcp->message).size(), 40U);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 // The resident memory of process `pid`, in KiB.
 int64_t resident_kib(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
@@ -798,7 +810,9 @@ TEST_F(DnsE2eTest, APipeliningTcpClientGetsEveryAnswerButCannotMakeTheDaemonHoar
   }
   const int64_t grown = resident_kib(daemon_->pid()) - before;
   EXPECT_LT(sent, kMostQueries) << "the endpoint read on while nobody read its answers";
-  EXPECT_LT(grown, 8 * 1024) << "KiB the daemon grew by for " << sent << " unread answers";
+  if (!kSanitized) {  // ASan holds freed memory back: its RSS grows with any work
+    EXPECT_LT(grown, 8 * 1024) << "KiB the daemon grew by for " << sent << " unread answers";
+  }
 
   int answered = 0, full = 0;
   while (answered < sent) {
@@ -904,6 +918,10 @@ TEST_F(DnsE2eTest, AnEndpointPortHeldByAnotherProgramIsSkipped) {
   at.sin_family = AF_INET;
   at.sin_port = htons(20000);  // the first port of the default range
   inet_pton(AF_INET, "127.0.0.1", &at.sin_addr);
+  // Connections an earlier test's endpoint closed may linger on the port in
+  // TIME_WAIT; a listener holds it all the same.
+  const int one = 1;
+  setsockopt(squatter, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   ASSERT_EQ(bind(squatter, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
   ASSERT_EQ(listen(squatter, 1), 0);
   start_with_upstream();
