@@ -50,7 +50,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM  # through the EXIT trap: nothing is left running
 
-p_knot=35301 p_dnsmasq=35302 p_dnsdist=35303 p_relay=35304
+# Below the kernel's ephemeral ports (net.ipv4.ip_local_port_range, from
+# 32768): there a connection of anything else (a test run's, in TIME_WAIT)
+# may hold a port, and dnsmasq cannot bind it.
+p_knot=31301 p_dnsmasq=31302 p_dnsdist=31303 p_relay=31304
 lat_names=5000
 
 # The zone: r<i>.bench.example AAAA 2001:db8:2::<i>, an address each.
@@ -132,8 +135,8 @@ attach() {
     --mode allowlist --dns-mode allowlist --allow-domain bench.example |
     sed -n 's/.*"port": *\([0-9]*\).*/\1/p' | head -1
 }
-start_daemon daemon "$daemon" 35400
-[ -z "$baseline" ] || start_daemon baseline "$baseline" 35500
+start_daemon daemon "$daemon" 31400
+[ -z "$baseline" ] || start_daemon baseline "$baseline" 31500
 
 # knotd takes a while to load a big zone; the daemon to start.
 ready=
