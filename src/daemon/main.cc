@@ -1,6 +1,8 @@
 // superebpfd: the per-host daemon. Reads its configuration, opens (or
 // adopts) the pinned datapath, reconciles it with the state file, watches
 // targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
+#include <sys/resource.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -62,6 +64,22 @@ Result<policy::PolicyFile> load_policies(const DaemonConfig& config) {
   return policy::load_policy_file(config.policy_file);
 }
 
+// Every attachment holds descriptors (its DNS endpoint's sockets, its TCP
+// clients, their queries' upstream connections), and the soft limit
+// services start with (1024 under systemd) runs out at a few hundred
+// attachments. Nothing here uses select(), so the hard limit is safe to
+// take. Returns the limit in force.
+rlim_t raise_open_files_limit() {
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) != 0) return 0;
+  if (files.rlim_cur < files.rlim_max) {
+    const rlim_t before = files.rlim_cur;
+    files.rlim_cur = files.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &files) != 0) return before;
+  }
+  return files.rlim_cur;
+}
+
 int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) {
   // SIGINT and SIGTERM are taken with sigtimedwait below, never by a
   // handler: block them before any thread starts so every thread inherits
@@ -72,6 +90,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+  const rlim_t open_files = raise_open_files_limit();
 
   auto fail = [&](const char* event, const Error& error) {
     log.error(event, {{"error", error.message()}});
@@ -101,7 +120,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
       config.socket_path, config.socket_group, {config.allowed_uids, config.allowed_gids}};
   auto listener = ApiListener::start(listener_options, &service, log);
   if (!listener.ok()) return fail("api_failed", listener.error());
-  log.info("ready", {{"attachments", std::to_string((*manager)->list().size())}});
+  log.info("ready", {{"attachments", std::to_string((*manager)->list().size())},
+                     {"open_files_limit", std::to_string(open_files)}});
 
   const timespec sweep_every{static_cast<time_t>(config.sweep_interval.count()), 0};
   while (true) {

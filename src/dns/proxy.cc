@@ -206,6 +206,8 @@ class DnsProxy::Loop {
     if (!epoll_) return errno_error("epoll_create1");
     wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake_) return errno_error("eventfd");
+    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!spare_) return errno_error("open /dev/null");
     SEBPF_RETURN_IF_ERROR(watch(wake_.get(), EPOLLIN, {Kind::kWake, 0}));
     thread_ = std::thread([this] { run(); });
     // Named, so that top -H, perf and the tests can tell the loops apart.
@@ -529,6 +531,7 @@ class DnsProxy::Loop {
     if (ep == endpoints_.end()) return;
     while (true) {
       UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd && (errno == EMFILE || errno == ENFILE) && shed_connection(listen_fd)) continue;
       if (!fd) return;
       // Counted first, then checked: the loops share the count.
       if (ep->second->tcp_clients.fetch_add(1) >= config_.max_tcp_clients) {
@@ -549,6 +552,22 @@ class DnsProxy::Loop {
       client_deadlines_.emplace(client.idle_deadline, id);
       clients_.emplace(id, std::move(client));
     }
+  }
+
+  // Out of descriptors, accept fails and leaves the connection queued: the
+  // listener stays ready and the loop would spin on it. The spare
+  // descriptor makes room to take the connection and close it at once (the
+  // client sees it reset). False if even that failed.
+  bool shed_connection(int listen_fd) {
+    if (!spare_) return false;
+    spare_.reset();
+    const bool shed = UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)).valid();
+    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (shed) {
+      stats_.rate_limited++;
+      backend_.report("dns_tcp_client_refused", "out of file descriptors (RLIMIT_NOFILE)");
+    }
+    return shed;
   }
 
   void close_client(uint64_t id) {
@@ -1212,6 +1231,7 @@ class DnsProxy::Loop {
   std::array<uint16_t, 128> random_ids_{};
   size_t random_used_ = random_ids_.size();
   UniqueFd epoll_, wake_;
+  UniqueFd spare_;  // held for shed_connection
   std::thread thread_;
   bool stopping_ = false;  // only touched on the loop's thread
 

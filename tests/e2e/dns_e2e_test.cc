@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -503,18 +505,41 @@ TEST_F(DnsE2eTest, AFailedUpstreamIsSkippedAndNoUpstreamAtAllIsServfail) {
 
 // Times the daemon's DNS loop threads (named "sebpf-dns") have gone to
 // sleep and been woken since they started.
-uint64_t dns_loop_wakeups(pid_t daemon) {
-  uint64_t sum = 0;
+std::vector<std::filesystem::path> dns_loop_tasks(pid_t daemon) {
+  std::vector<std::filesystem::path> loops;
   const std::string tasks = "/proc/" + std::to_string(daemon) + "/task";
   for (const auto& task : std::filesystem::directory_iterator(tasks)) {
     std::string comm;
     std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm != "sebpf-dns") continue;
-    std::ifstream status(task.path() / "status");
+    if (comm == "sebpf-dns") loops.push_back(task.path());
+  }
+  return loops;
+}
+
+uint64_t dns_loop_wakeups(pid_t daemon) {
+  uint64_t sum = 0;
+  for (const auto& task : dns_loop_tasks(daemon)) {
+    std::ifstream status(task / "status");
     for (std::string line; std::getline(status, line);) {
       if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
         sum += std::stoull(line.substr(line.find(':') + 1));
       }
+    }
+  }
+  return sum;
+}
+
+// CPU time the DNS loop threads have used, in clock ticks (1/100 s).
+uint64_t dns_loop_cpu_ticks(pid_t daemon) {
+  uint64_t sum = 0;
+  for (const auto& task : dns_loop_tasks(daemon)) {
+    std::string stat;
+    std::getline(std::ifstream(task / "stat"), stat);
+    // After "(comm)": state is field 3; utime and stime are fields 14 and 15.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+      if (i >= 14) sum += std::stoull(field);
     }
   }
   return sum;
@@ -886,6 +911,45 @@ TEST_F(DnsE2eTest, IdleTcpClientsAreClosedAndBusyOnesStay) {
   };
   EXPECT_TRUE(closed(*silent)) << "a client that sent nothing for 12 s";
   EXPECT_TRUE(closed(*deaf)) << "a client that read nothing for 12 s";
+}
+
+// Out of file descriptors, a TCP connection cannot be accepted and stays
+// queued: it is taken and closed at once, not left to keep the listener
+// ready and the endpoint's loops spinning. With descriptors back, TCP works.
+TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  const pid_t pid = daemon_->pid();
+  rlimit original{};
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, nullptr, &original), 0);
+  const auto open_now = static_cast<rlim_t>(std::distance(
+      std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"), {}));
+  const rlimit tight{open_now + 4, original.rlim_max};  // the soft limit is what counts
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &tight, nullptr), 0);
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 20; ++i) {
+    UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_storage ss;
+    const socklen_t len = endpoint.to_sockaddr(ss);
+    ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);  // the backlog takes it
+    clients.push_back(std::move(fd));
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  const uint64_t before = dns_loop_cpu_ticks(pid);
+  std::this_thread::sleep_for(milliseconds(1000));
+  const uint64_t used = dns_loop_cpu_ticks(pid) - before;
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &original, nullptr), 0);
+  EXPECT_LT(used, 20U) << "clock ticks the DNS loops used in a second with connections waiting";
+  int shed = 0;
+  for (const UniqueFd& fd : clients) {
+    char byte;
+    pollfd p{fd.get(), POLLIN, 0};
+    if (poll(&p, 1, 0) == 1 && recv(fd.get(), &byte, 1, MSG_DONTWAIT) <= 0) shed++;
+  }
+  EXPECT_GE(shed, 10) << "of 20 connections, with room for 4";
+  clients.clear();
+  auto answer = dns_query(endpoint, make_query("allowed.example", kTypeA), /*tcp=*/true);
+  EXPECT_TRUE(answer.ok()) << answer.error().message();
 }
 
 // Per-endpoint query rate limit: a flood is dropped, not answered (an
