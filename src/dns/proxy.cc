@@ -730,11 +730,20 @@ class DnsProxy::Loop {
     stats_.queries++;
     auto ep = endpoints_.find(attachment);
     if (ep == endpoints_.end()) return;
-    if (!take_token(*ep->second)) {
+    // Over the rate, a datagram is dropped: answering a flood would amplify
+    // it, and its source may be forged. A TCP client is who it says it is
+    // and waits for each of its answers: it gets SERVFAIL (below).
+    const bool over_rate = !take_token(*ep->second);
+    if (over_rate && !client.tcp) {
       stats_.rate_limited++;
-      return;  // dropped: answering a flood would amplify it
+      return;
     }
     auto query = parse_query(wire);
+    if (query.ok() && over_rate) {
+      stats_.rate_limited++;
+      reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
+      return;
+    }
     if (!query.ok()) {
       stats_.malformed++;
       const uint16_t code =

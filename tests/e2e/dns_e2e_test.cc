@@ -952,8 +952,8 @@ TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
   EXPECT_TRUE(answer.ok()) << answer.error().message();
 }
 
-// Per-endpoint query rate limit: a flood is dropped, not answered (an
-// answer would amplify it) and not forwarded.
+// Per-endpoint query rate limit: a flood over UDP is dropped, not answered
+// (an answer would amplify it) and not forwarded.
 TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {
   start_with_upstream("dns:\n  max_qps: 20\n");
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
@@ -972,6 +972,28 @@ TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {
   close(fd);
   EXPECT_GE(answers, 15) << "a second's worth passes";
   EXPECT_LE(answers, 30) << "the rest is dropped";
+
+  // Over TCP nobody can be a forged source, and a pipelining client waits
+  // for every answer: the queries over the rate get SERVFAIL.
+  std::this_thread::sleep_for(milliseconds(1000));  // the bucket fills again
+  auto stream = DnsTcpStream::connect(endpoint);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  for (uint16_t id = 0; id < 200; ++id) {
+    ASSERT_TRUE(stream->send(make_query("allowed.example", kTypeA, id)).ok());
+  }
+  int resolved = 0, servfail = 0;
+  while (resolved + servfail < 200) {
+    auto got = stream->pump(milliseconds(3000));
+    ASSERT_TRUE(got.ok()) << got.error().message();
+    if (got->empty()) break;
+    for (const dns::Message& m : *got) {
+      resolved += m.header.rcode == dns::rcode::kNoError && !m.answers.empty();
+      servfail += m.header.rcode == dns::rcode::kServFail && m.questions.size() == 1;
+    }
+  }
+  EXPECT_GE(resolved, 15) << "a second's worth passes";
+  EXPECT_LE(resolved, 30);
+  EXPECT_EQ(resolved + servfail, 200) << "every query has its answer";
 }
 
 // A port of the endpoint range that another program holds is skipped: the
