@@ -465,14 +465,18 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
 
 Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                                            std::span<const datapath::Rule> rules) {
-  const auto fresh = [&] {
+  // Only new hosts count against the share: one that is held already is
+  // refreshed even when the attachment holds more than its share (the share
+  // was lowered across a restart, say).
+  const auto fits = [&] {
     const LearnedHosts& hosts = learned_[record.number];
-    return hosts.size() + static_cast<size_t>(std::count_if(
-                              rules.begin(), rules.end(), [&](const datapath::Rule& r) {
-                                return !hosts.contains(r.prefix.address());
-                              }));
+    const auto new_hosts =
+        static_cast<size_t>(std::count_if(rules.begin(), rules.end(), [&](const datapath::Rule& r) {
+          return !hosts.contains(r.prefix.address());
+        }));
+    return new_hosts == 0 || hosts.size() + new_hosts <= config_.dns_max_learned_hosts;
   };
-  if (fresh() <= config_.dns_max_learned_hosts) return ok_status();
+  if (fits()) return ok_status();
   // Expired hosts still count until a sweep drops them: drop them now, but
   // at most once a second, as that walks all of the attachment's hosts.
   const auto now = datapath::BootClock::now();
@@ -480,7 +484,7 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
   if (now - pruned >= std::chrono::seconds(1)) {
     pruned = now;
     prune_learned_locked(record);
-    if (fresh() <= config_.dns_max_learned_hosts) return ok_status();
+    if (fits()) return ok_status();
   }
   return Error(Errc::kResourceExhausted,
                record.id() + " holds " + std::to_string(learned_[record.number].size()) +

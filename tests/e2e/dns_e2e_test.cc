@@ -388,6 +388,28 @@ TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsShare) {
   EXPECT_EQ(ask("allowed.example"), 0);
 }
 
+// A share lowered (across a restart) below what an attachment holds stops
+// new hosts, not the refresh of those it holds.
+TEST_F(DnsE2eTest, AShareLoweredBelowWhatIsHeldStillRefreshesTheHostsHeld) {
+  start_with_upstream("dns:\n  max_learned_hosts: 3\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  const auto rcode_of = [&](const std::string& name) {
+    return in_cgroup([&] {
+      auto answer = dns_query(endpoint, make_query(name, kTypeA));
+      return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+    });
+  };
+  ASSERT_EQ(rcode_of("allowed.example"), dns::rcode::kNoError);
+  ASSERT_EQ(rcode_of("other.example"), dns::rcode::kNoError);
+  ASSERT_EQ(rcode_of("www.allowed.example"), dns::rcode::kNoError);
+  daemon_->kill9();
+  start_with_upstream("dns:\n  max_learned_hosts: 1\n");
+  // Past the second a host is held beyond its TTL: the answer needs a write.
+  std::this_thread::sleep_for(milliseconds(1200));
+  EXPECT_EQ(rcode_of("allowed.example"), dns::rcode::kNoError) << "held: refreshed";
+  EXPECT_EQ(rcode_of("big.example"), dns::rcode::kServFail) << "new: over the share";
+}
+
 TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
   start_with_upstream();
   const auto att = attach_cgroup(dns_policy({"allowed.example"}, {}, {"198.51.100.0/24"}));
