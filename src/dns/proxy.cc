@@ -556,8 +556,8 @@ class DnsProxy::Loop {
 
   // Out of descriptors, accept fails and leaves the connection queued: the
   // listener stays ready and the loop would spin on it. The spare
-  // descriptor makes room to take the connection and close it at once (the
-  // client sees it reset). False if even that failed.
+  // descriptor makes room to take the connection and close it at once.
+  // False if even that failed.
   bool shed_connection(int listen_fd) {
     if (!spare_) return false;
     spare_.reset();
