@@ -43,7 +43,11 @@ bool kernel_target_gone(const AttachmentRecord& r) {
 
 AttachmentManager::AttachmentManager(const DaemonConfig& config, policy::PolicyFile policies,
                                      Logger& log, std::unique_ptr<datapath::Datapath> dp)
-    : config_(config), policies_(std::move(policies)), log_(log), dp_(std::move(dp)) {}
+    : config_(config),
+      never_learn_(config_.dns_never_learn),
+      policies_(std::move(policies)),
+      log_(log),
+      dp_(std::move(dp)) {}
 
 AttachmentManager::~AttachmentManager() = default;
 
@@ -376,7 +380,7 @@ void AttachmentManager::policy_changed_locked(uint64_t number) {
 }
 
 const LearnableIndex& AttachmentManager::learnable_index_locked(const AttachmentRecord& record) {
-  return learnable_indexes_.try_emplace(record.number, record.policy).first->second;
+  return learnable_indexes_.try_emplace(record.number, record.policy, never_learn_).first->second;
 }
 
 std::shared_ptr<const dns::NamePolicy> AttachmentManager::name_policy(uint64_t number) const {
@@ -416,7 +420,15 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   for (const dns::LearnedAddress& a : addresses) hosts.prefetch(a.address);
   std::vector<datapath::Rule> rules;
   for (const dns::LearnedAddress& a : addresses) {
-    if (!index.learnable(a.address, wall_now)) continue;
+    switch (index.judge(a.address, wall_now)) {
+      case LearnableIndex::Verdict::kLearnable:
+        break;
+      case LearnableIndex::Verdict::kUserRuleDecides:
+        continue;
+      case LearnableIndex::Verdict::kNeverLearned:
+        report_never_learned(*record, a.address);
+        continue;
+    }
     // The client may use the answer for its whole TTL, so the host must be
     // held at least that long. Already held so: no kernel write. Otherwise
     // it is written to be held a second longer, so that a name asked all
@@ -463,6 +475,25 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   return ok_status();
 }
 
+void AttachmentManager::report_never_learned(const AttachmentRecord& record,
+                                             const net::IpAddress& address) {
+  // As many as workloads ask for: rate-limited like the DNS warnings.
+  const auto admitted =
+      never_learned_log_.admit("dns_address_not_learned", LogRateLimit::Clock::now());
+  if (!admitted) return;
+  constexpr const char* kReason =
+      "in dns.never_learn: an answer does not open it, an explicit allow rule does";
+  if (*admitted == 0) {
+    log_.warning("dns_address_not_learned",
+                 {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});
+  } else {
+    log_.warning("dns_address_not_learned", {{"id", record.id()},
+                                             {"address", address.to_string()},
+                                             {"reason", kReason},
+                                             {"left_out", std::to_string(*admitted)}});
+  }
+}
+
 Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                                            std::span<const datapath::Rule> rules) {
   // Only new hosts count against the share: one that is held already is
@@ -491,12 +522,6 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                    " hosts learned from DNS, its most (dns.max_learned_hosts: " +
                    std::to_string(config_.dns_max_learned_hosts) +
                    "): answers naming new ones are refused until some expire");
-}
-
-LearnedHosts AttachmentManager::learned_hosts(uint64_t number) const {
-  std::lock_guard lock(mu_);
-  auto it = learned_.find(number);
-  return it == learned_.end() ? LearnedHosts{} : it->second;
 }
 
 void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
@@ -528,7 +553,7 @@ Status AttachmentManager::apply_full_policy(const AttachmentRecord& record) {
   const auto learned = learned_.find(record.number);
   const auto rules =
       kernel_rules(record.policy, learned == learned_.end() ? LearnedHosts{} : learned->second,
-                   WallClock::now(), datapath::BootClock::now());
+                   never_learn_, WallClock::now(), datapath::BootClock::now());
   return dp_->replace_policy(record.key, record.policy.mode, rules);
 }
 
@@ -693,7 +718,7 @@ Result<Policy> AttachmentManager::replace_policy(uint64_t number, const Policy& 
         const auto learned = learned_.find(number);
         const auto rules =
             kernel_rules(updated, learned == learned_.end() ? LearnedHosts{} : learned->second,
-                         WallClock::now(), datapath::BootClock::now());
+                         never_learn_, WallClock::now(), datapath::BootClock::now());
         return dp.replace_policy(key, updated.mode, rules);
       });
 }

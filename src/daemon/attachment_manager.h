@@ -25,6 +25,7 @@
 #include "common/unique_fd.h"
 #include "daemon/attachment_record.h"
 #include "daemon/daemon_config.h"
+#include "daemon/log_rate_limit.h"
 #include "daemon/logger.h"
 #include "datapath/datapath.h"
 #include "dns/proxy.h"
@@ -74,8 +75,6 @@ class AttachmentManager {
     return name_policy_generation_.load(std::memory_order_acquire);
   }
   Status learn(uint64_t number, std::span<const dns::LearnedAddress> addresses);
-  // The addresses an attachment has learned and their boot-clock expiries.
-  LearnedHosts learned_hosts(uint64_t number) const;
 
   Result<AttachmentRecord> attach(const AttachSpec& spec);
   Status detach(uint64_t number);
@@ -155,8 +154,12 @@ class AttachmentManager {
   // dns.max_learned_hosts (after dropping its expired hosts, if need be);
   // kResourceExhausted if not.
   Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
+  // Logs (rate-limited) an answer's address that dns.never_learn kept out.
+  void report_never_learned(const AttachmentRecord& record, const net::IpAddress& address);
 
   DaemonConfig config_;
+  NeverLearnRanges never_learn_;  // from config_.dns_never_learn
+  LogRateLimit never_learned_log_{20, 1.0};
   policy::PolicyFile policies_;
   Logger& log_;
   mutable std::mutex mu_;

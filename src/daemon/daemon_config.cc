@@ -89,6 +89,16 @@ std::vector<net::SocketAddress> upstreams_of(const YAML::Node& node, const std::
   return out;
 }
 
+std::vector<net::IpPrefix> prefixes_of(const YAML::Node& node, const std::string& what) {
+  std::vector<net::IpPrefix> out;
+  for (const std::string& text : scalar_list(node, what)) {
+    auto prefix = net::IpPrefix::parse(text);
+    if (!prefix.ok()) fail(node, "an entry of " + what + ": " + prefix.error().message());
+    out.push_back(*prefix);
+  }
+  return out;
+}
+
 uint16_t rcode_of(const YAML::Node& node, const std::string& what) {
   const std::string text = scalar(node, what);
   if (text == "nxdomain") return 3;
@@ -101,7 +111,8 @@ void read_dns(const YAML::Node& node, DaemonConfig& c) {
        entries(node, "dns",
                {"port_first", "port_last", "cgroup_ipv4", "cgroup_ipv6", "upstreams", "resolv_conf",
                 "upstream_timeout_ms", "min_ttl_seconds", "max_ttl_seconds", "refuse_with",
-                "max_inflight", "max_qps", "max_tcp_clients", "max_learned_hosts", "threads"})) {
+                "max_inflight", "max_qps", "max_tcp_clients", "max_learned_hosts", "never_learn",
+                "threads"})) {
     const std::string what = "dns." + key;
     if (key == "upstreams") c.dns_upstreams = upstreams_of(value, what);
     if (key == "resolv_conf") c.dns_resolv_conf = scalar(value, what);
@@ -115,6 +126,7 @@ void read_dns(const YAML::Node& node, DaemonConfig& c) {
     if (key == "max_qps") c.dns_max_qps = number_of(value, what, 0, 1u << 24);
     if (key == "max_tcp_clients") c.dns_max_tcp_clients = number_of(value, what, 1, 65536);
     if (key == "max_learned_hosts") c.dns_max_learned_hosts = number_of(value, what, 1, 1u << 24);
+    if (key == "never_learn") c.dns_never_learn = prefixes_of(value, what);
     if (key == "threads") c.dns_threads = number_of(value, what, 0, 64);
     if (key == "port_first") c.dns_port_first = number_of(value, what, 1, 65535);
     if (key == "port_last") c.dns_port_last = number_of(value, what, 1, 65535);

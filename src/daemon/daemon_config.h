@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "daemon/never_learn.h"
 #include "datapath/types.h"
 #include "net/socket_address.h"
 
@@ -68,6 +69,9 @@ struct DaemonConfig {
   // learned-host table is shared (datapath.max_host_rules per family), so
   // one workload resolving without end must not take it from the rest.
   uint32_t dns_max_learned_hosts = 16384;
+  // Answers naming addresses in these ranges are released, but the
+  // addresses are not learned: only an explicit CIDR rule opens them.
+  std::vector<net::IpPrefix> dns_never_learn = default_never_learn();
   // Threads serving the DNS endpoints; 0: one per CPU, at most 4.
   uint32_t dns_threads = 0;
 

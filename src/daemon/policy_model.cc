@@ -77,7 +77,8 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
   return rules;
 }
 
-LearnableIndex::LearnableIndex(const Policy& policy) {
+LearnableIndex::LearnableIndex(const Policy& policy, const NeverLearnRanges& never_learn)
+    : never_learn_(&never_learn) {
   for (const CidrRule& r : policy.cidrs) {
     auto& lengths = r.prefix.family() == net::Family::kIPv4 ? v4_ : v6_;
     auto of_length = std::find_if(lengths.begin(), lengths.end(),
@@ -96,7 +97,9 @@ LearnableIndex::LearnableIndex(const Policy& policy) {
   }
 }
 
-bool LearnableIndex::learnable(const net::IpAddress& address, WallClock::time_point now) const {
+LearnableIndex::Verdict LearnableIndex::judge(const net::IpAddress& address,
+                                              WallClock::time_point now) const {
+  if (never_learn_->covers(address)) return Verdict::kNeverLearned;
   const auto live = [now](const std::optional<std::optional<WallClock::time_point>>& side) {
     return side.has_value() && (!side->has_value() || **side > now);
   };
@@ -106,16 +109,18 @@ bool LearnableIndex::learnable(const net::IpAddress& address, WallClock::time_po
     const bool allows = live(it->second.allow);
     const bool denies = live(it->second.deny);
     if (!allows && !denies) continue;  // expired: no rule
-    return !denies && l.length < address.max_prefix_length();
+    return !denies && l.length < address.max_prefix_length() ? Verdict::kLearnable
+                                                             : Verdict::kUserRuleDecides;
   }
-  return true;
+  return Verdict::kLearnable;
 }
 
 std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHosts& learned,
+                                         const NeverLearnRanges& never_learn,
                                          WallClock::time_point wall_now,
                                          datapath::BootClock::time_point boot_now) {
   std::vector<datapath::Rule> rules = kernel_rules(policy, wall_now, boot_now);
-  const LearnableIndex index(policy);
+  const LearnableIndex index(policy, never_learn);
   for (const auto& [address, deadline] : learned) {
     if (deadline <= boot_now || !index.learnable(address, wall_now)) continue;
     auto host = net::IpPrefix::make(address, address.max_prefix_length());

@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "common/result.h"
+#include "daemon/never_learn.h"
 #include "datapath/types.h"
 #include "net/ip_prefix.h"
 #include "policy/policy_file.h"
@@ -75,11 +76,11 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
 using LearnedHosts =
     absl::flat_hash_map<net::IpAddress, datapath::BootClock::time_point, net::IpAddressHash>;
 
-// Whether a learned allow for an address may be written: the longest
-// unexpired explicit rule covering it must neither be a rule for exactly
-// that host (the user's rule decides) nor have a deny side. A learned /32
-// is longer than any deny prefix, so writing it under one would override
-// the user's deny.
+// Whether a learned allow for an address may be written: it must not be in
+// dns.never_learn, and the longest unexpired explicit rule covering it must
+// neither be a rule for exactly that host (the user's rule decides) nor
+// have a deny side. A learned /32 is longer than any deny prefix, so
+// writing it under one would override the user's deny.
 //
 // Built once per policy: its CIDR rules by prefix length, so an address
 // costs a hash lookup per length the policy uses rather than a scan of
@@ -87,8 +88,14 @@ using LearnedHosts =
 // address it learns).
 class LearnableIndex {
  public:
-  explicit LearnableIndex(const Policy& policy);
-  bool learnable(const net::IpAddress& address, WallClock::time_point now) const;
+  enum class Verdict { kLearnable, kUserRuleDecides, kNeverLearned };
+
+  // `never_learn` must outlive the index.
+  LearnableIndex(const Policy& policy, const NeverLearnRanges& never_learn);
+  Verdict judge(const net::IpAddress& address, WallClock::time_point now) const;
+  bool learnable(const net::IpAddress& address, WallClock::time_point now) const {
+    return judge(address, now) == Verdict::kLearnable;
+  }
 
  private:
   struct Sides {
@@ -98,12 +105,14 @@ class LearnableIndex {
     int length = 0;
     absl::flat_hash_map<net::IpAddress, Sides, net::IpAddressHash> prefixes;
   };
+  const NeverLearnRanges* never_learn_;
   std::vector<OfLength> v4_, v6_;  // longest first
 };
 
 // kernel_rules(policy) plus the learned hosts that are still learnable and
 // unexpired: the complete rule set of an attachment.
 std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHosts& learned,
+                                         const NeverLearnRanges& never_learn,
                                          WallClock::time_point wall_now,
                                          datapath::BootClock::time_point boot_now);
 

@@ -54,6 +54,11 @@ edge.cdn A 203.0.113.2
 sneaky.allowed CNAME x.blocked
 x.blocked A 198.51.100.3
 short 1 A 203.0.113.2
+metadata.allowed A 169.254.169.254
+metadata.allowed AAAA fd00:ec2::254
+mapped.allowed AAAA ::ffff:169.254.169.254
+nat64.allowed AAAA 64:ff9b::a9fe:a9fe
+internal.allowed A 10.1.2.3
 )"
                            // 40 addresses: more than a client without EDNS may take over UDP.
                            R"(big A 198.51.100.10
@@ -426,6 +431,86 @@ TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
   ASSERT_TRUE(add_cidr(att.id(), "198.51.100.0/28", v1::ACTION_DENY).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+}
+
+// In the workload: ask for `name` and, if the answer names `address` (and
+// nothing else), connect() a UDP socket to it (nothing is sent): 0 or the
+// errno; EPERM when the hooks refuse it.
+int resolve_and_udp_connect(const net::SocketAddress& endpoint, const std::string& name,
+                            uint16_t type, const std::string& address) {
+  auto answer = dns_query(endpoint, make_query(name, type));
+  if (!answer.ok()) return kNoAnswer;
+  if (answer->message.header.rcode != dns::rcode::kNoError) {
+    return kRcodeBase + answer->message.header.rcode;
+  }
+  if (answer_addresses(answer->message) != std::vector<std::string>{address}) return kNoAnswer;
+  return udp_connect(address, 80);
+}
+
+// An allowed name is only as trustworthy as its zone: one pointed at the
+// cloud's metadata service or the internal network must not open it
+// (dns.never_learn, by default the special and private ranges). Only
+// connect() calls, which send nothing: these addresses are not the test's.
+TEST_F(DnsE2eTest, AnAnswerNamingTheMetadataServiceOrTheInternalNetworkDoesNotOpenIt) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  const struct {
+    const char* name;
+    uint16_t type;
+    const char* address;
+  } cases[] = {
+      {"metadata.allowed.example", kTypeA, "169.254.169.254"},
+      {"metadata.allowed.example", kTypeAaaa, "fd00:ec2::254"},
+      {"mapped.allowed.example", kTypeAaaa, "::ffff:169.254.169.254"},
+      {"nat64.allowed.example", kTypeAaaa, "64:ff9b::a9fe:a9fe"},  // through NAT64
+      {"internal.allowed.example", kTypeA, "10.1.2.3"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(
+        in_cgroup([&] { return resolve_and_udp_connect(endpoint, c.name, c.type, c.address); }),
+        EPERM)
+        << c.name << " " << c.address << ": the answer is released, the address stays closed";
+  }
+  EXPECT_EQ(in_cgroup([&] {
+              return resolve_and_udp_connect(endpoint, "allowed.example", kTypeA, "198.51.100.2");
+            }),
+            0)
+      << "an ordinary address is learned";
+  EXPECT_NE(daemon_->log().find(R"("event":"dns_address_not_learned")"), std::string::npos)
+      << "the operator can see why";
+
+  ASSERT_TRUE(add_cidr(att.id(), "169.254.169.254/32", v1::ACTION_ALLOW).ok());
+  EXPECT_NE(in_cgroup([] { return udp_connect("169.254.169.254", 80); }), EPERM)
+      << "an explicit allow rule still opens it";
+}
+
+// dns.never_learn replaces the default list; a daemon restarted with a
+// range added closes the hosts it had learned there.
+TEST_F(DnsE2eTest, NeverLearnIsConfiguredAndAppliesToHostsLearnedBeforeARestart) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+
+  daemon_->kill9();
+  start_with_upstream("dns:\n  never_learn: [198.51.100.0/28]\n");
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "learned before the range was listed: closed by the restart";
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }),
+            EPERM)
+      << "and not learned again";
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "www.allowed.example", kTypeA); }),
+            0)
+      << "an address outside the list is learned";
+  EXPECT_NE(in_cgroup([&] {
+              return resolve_and_udp_connect(endpoint, "internal.allowed.example", kTypeA,
+                                             "10.1.2.3");
+            }),
+            EPERM)
+      << "the configured list replaces the default one";
+  ASSERT_TRUE(add_cidr(att.id(), "198.51.100.2/32", v1::ACTION_ALLOW).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
 }
 
 // Learned addresses live in the kernel maps: a killed daemon leaves them

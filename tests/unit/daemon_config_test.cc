@@ -21,6 +21,11 @@ std::vector<std::string> settings(const DaemonConfig& c) {
     for (uint32_t id : v) out += std::to_string(id) + ",";
     return out;
   };
+  auto prefixes = [](const std::vector<net::IpPrefix>& v) {
+    std::string out;
+    for (const auto& p : v) out += p.to_string() + ",";
+    return out;
+  };
   std::string upstreams;
   for (const auto& u : c.dns_upstreams) upstreams += u.to_string() + ",";
   const datapath::Config& d = c.datapath;
@@ -54,6 +59,7 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "dns.max_qps=" + std::to_string(c.dns_max_qps),
           "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
           "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
+          "dns.never_learn=" + prefixes(c.dns_never_learn),
           "dns.threads=" + std::to_string(c.dns_threads)};
 }
 
@@ -75,7 +81,7 @@ datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_pr
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
-      max_qps: 1, max_tcp_clients: 1, max_learned_hosts: 1, threads: 1}
+      max_qps: 1, max_tcp_clients: 1, max_learned_hosts: 1, never_learn: [], threads: 1}
 )",
                                   changed)
                   .ok());
@@ -124,6 +130,7 @@ dns:
   max_qps: 0
   max_tcp_clients: 8
   max_learned_hosts: 1000
+  never_learn: [169.254.169.254/32, "fd00::/8"]
   threads: 3
 )",
                                           c);
@@ -157,6 +164,9 @@ dns:
   EXPECT_EQ(c.dns_max_qps, 0U);
   EXPECT_EQ(c.dns_max_tcp_clients, 8U);
   EXPECT_EQ(c.dns_max_learned_hosts, 1000U);
+  EXPECT_EQ(c.dns_never_learn,
+            (std::vector<net::IpPrefix>{*net::IpPrefix::parse("169.254.169.254/32"),
+                                        *net::IpPrefix::parse("fd00::/8")}));
   EXPECT_EQ(c.dns_threads, 3U);
   EXPECT_TRUE(validate_daemon_config(c).ok());
 }
@@ -195,6 +205,10 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  upstream_timeout_ms: 1\n", "line 2: dns.upstream_timeout_ms must be a whole"},
       {"dns:\n  threads: 65\n", "line 2: dns.threads must be a whole"},
       {"dns:\n  max_learned_hosts: 0\n", "line 2: dns.max_learned_hosts must be a whole"},
+      {"dns:\n  never_learn: [10.0.0.1/8]\n",
+       "line 2: an entry of dns.never_learn: \"10.0.0.1/8\""},
+      {"dns:\n  never_learn: [metadata.example]\n", "line 2: an entry of dns.never_learn"},
+      {"dns:\n  never_learn: 10.0.0.0/8\n", "line 2: dns.never_learn must be a list"},
   };
   for (const auto& [yaml, expected] : cases) {
     DaemonConfig c;

@@ -126,7 +126,8 @@ TEST(DaemonLearnedHostsTest, AnExplicitDenyOrHostRuleIsNeverOverriddenByALearned
   upsert_cidr(p, {prefix("198.51.100.64/26"), Action::kAllow, kNow - seconds(1)});  // expired
   upsert_cidr(p, {prefix("203.0.113.0/24"), Action::kDeny, kNow - seconds(1)});     // expired
   upsert_cidr(p, {prefix("2001:db8:1::/48"), Action::kDeny, kNow + seconds(60)});
-  const LearnableIndex index(p);
+  const NeverLearnRanges none;
+  const LearnableIndex index(p, none);
   EXPECT_FALSE(index.learnable(address("198.51.100.7"), kNow)) << "under the deny /24";
   EXPECT_TRUE(index.learnable(address("198.51.100.130"), kNow)) << "a longer allow decides there";
   EXPECT_FALSE(index.learnable(address("198.51.100.200"), kNow)) << "the user's own host rule";
@@ -138,7 +139,7 @@ TEST(DaemonLearnedHostsTest, AnExplicitDenyOrHostRuleIsNeverOverriddenByALearned
   EXPECT_TRUE(index.learnable(address("2001:db8:1::5"), kNow + seconds(61)));
 
   upsert_cidr(p, {prefix("198.51.100.128/25"), Action::kDeny, std::nullopt});
-  EXPECT_FALSE(LearnableIndex(p).learnable(address("198.51.100.130"), kNow))
+  EXPECT_FALSE(LearnableIndex(p, none).learnable(address("198.51.100.130"), kNow))
       << "allow and deny: deny";
 }
 
@@ -150,7 +151,8 @@ TEST(DaemonLearnedHostsTest, KernelRulesCarryAdmissibleLearnedHostsAndPruningDro
                           {address("203.0.113.9"), boot + seconds(60)},
                           {address("203.0.113.10"), boot - seconds(1)},
                           {address("2001:db8::9"), boot + seconds(30)}};
-  const auto rules = kernel_rules(p, learned, kNow, boot);
+  const NeverLearnRanges none;
+  const auto rules = kernel_rules(p, learned, none, kNow, boot);
   std::vector<std::string> learned_rules;
   for (const auto& r : rules) {
     if (r.learned) learned_rules.push_back(r.prefix.to_string());
@@ -159,9 +161,57 @@ TEST(DaemonLearnedHostsTest, KernelRulesCarryAdmissibleLearnedHostsAndPruningDro
   EXPECT_EQ(learned_rules, (std::vector<std::string>{"2001:db8::9/128", "203.0.113.9/32"}));
   EXPECT_EQ(rules.size(), 3U) << "the deny, and two learned hosts";
 
-  const auto dropped = prune_learned(learned, LearnableIndex(p), kNow, boot);
+  const auto dropped = prune_learned(learned, LearnableIndex(p, none), kNow, boot);
   EXPECT_EQ(dropped.size(), 2U) << "the denied one and the expired one";
   EXPECT_EQ(learned.size(), 2U);
+}
+
+// What an answer may name but never opens: the cloud's metadata service,
+// the host, the internal network.
+TEST(DaemonLearnedHostsTest, TheDefaultNeverLearnRangesHoldWhatDnsMustNotOpen) {
+  const NeverLearnRanges never(default_never_learn());
+  for (const char* text :
+       {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "10.1.2.3", "172.31.255.255",
+        "192.168.0.1", "127.0.0.1", "0.0.0.0", "0.1.2.3", "224.0.0.251", "255.255.255.255",
+        "::", "::1", "fe80::1", "ff02::1",
+        // The filter lets a NAT64 destination through as the IPv4 host it embeds.
+        "64:ff9b::a9fe:a9fe", "64:ff9b::a01:203"}) {
+    EXPECT_TRUE(never.covers(address(text))) << text;
+  }
+  for (const char* text : {"198.51.100.2", "203.0.113.9", "192.0.2.1", "172.32.0.1", "100.128.0.1",
+                           "2001:db8::1", "64:ff9b::c633:6402", "64:ff9b:1::a9fe:a9fe"}) {
+    EXPECT_FALSE(never.covers(address(text))) << text;
+  }
+  EXPECT_FALSE(NeverLearnRanges().covers(address("169.254.169.254"))) << "an empty list";
+}
+
+TEST(DaemonLearnedHostsTest, NeverLearnedAddressesAreNotLearnableWhateverTheRules) {
+  Policy p;
+  upsert_cidr(p, {prefix("10.0.0.0/8"), Action::kAllow, std::nullopt});
+  upsert_cidr(p, {prefix("192.168.0.0/16"), Action::kDeny, std::nullopt});
+  const std::vector<net::IpPrefix> ranges = {prefix("10.1.0.0/16"), prefix("192.168.1.0/24"),
+                                             prefix("2001:db8:bad::/48")};
+  const NeverLearnRanges never(ranges);
+  const LearnableIndex index(p, never);
+  using Verdict = LearnableIndex::Verdict;
+  EXPECT_EQ(index.judge(address("10.1.2.3"), kNow), Verdict::kNeverLearned)
+      << "an explicit allow around it does not make it learnable (it allows it itself)";
+  EXPECT_EQ(index.judge(address("10.2.0.1"), kNow), Verdict::kLearnable);
+  EXPECT_EQ(index.judge(address("192.168.1.1"), kNow), Verdict::kNeverLearned);
+  EXPECT_EQ(index.judge(address("192.168.2.1"), kNow), Verdict::kUserRuleDecides);
+  EXPECT_EQ(index.judge(address("2001:db8:bad::1"), kNow), Verdict::kNeverLearned);
+  EXPECT_EQ(index.judge(address("2001:db8:bad:1::1"), kNow), Verdict::kNeverLearned);
+  EXPECT_EQ(index.judge(address("2001:db8::1"), kNow), Verdict::kLearnable);
+
+  // Held from before the range was listed (a restart with a new
+  // configuration): not carried into the kernel, and pruned.
+  const auto boot = datapath::BootClock::time_point(seconds(1000));
+  LearnedHosts learned = {{address("10.1.2.3"), boot + seconds(60)},
+                          {address("10.2.0.1"), boot + seconds(60)}};
+  const auto rules = kernel_rules(p, learned, never, kNow, boot);
+  EXPECT_EQ(std::count_if(rules.begin(), rules.end(), [](const auto& r) { return r.learned; }), 1);
+  EXPECT_EQ(prune_learned(learned, index, kNow, boot),
+            (std::vector<net::IpAddress>{address("10.1.2.3")}));
 }
 
 }  // namespace
