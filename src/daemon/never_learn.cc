@@ -2,44 +2,74 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 
 namespace sebpf::daemon {
 namespace {
 
+using Number = NeverLearnRanges::Number;
+
 // RFC 6052's well-known prefix, the one the filter translates.
 constexpr std::array<uint8_t, 12> kNat64Prefix = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+
+Number number_of(const uint8_t* bytes, size_t size) {
+  Number n;
+  for (size_t i = 0; i < size; ++i) {
+    n.high = n.high << 8 | n.low >> 56;
+    n.low = n.low << 8 | bytes[i];
+  }
+  return n;
+}
+
+// The number with the low `bits` bits set.
+Number low_bits(int bits) {
+  const auto ones = [](int n) { return n <= 0 ? 0 : ~uint64_t{0} >> (64 - n); };
+  return {bits > 64 ? ones(bits - 64) : 0, bits >= 64 ? ~uint64_t{0} : ones(bits)};
+}
+
+Number number_of(const net::IpAddress& address) {
+  return number_of(address.bytes().data(), address.family() == net::Family::kIPv4 ? 4 : 16);
+}
 
 }  // namespace
 
 NeverLearnRanges::NeverLearnRanges(std::span<const net::IpPrefix> prefixes) {
   for (const net::IpPrefix& p : prefixes) {
-    auto& lengths = p.family() == net::Family::kIPv4 ? v4_ : v6_;
-    auto of_length = std::find_if(lengths.begin(), lengths.end(),
-                                  [&](const OfLength& l) { return l.length == p.length(); });
-    if (of_length == lengths.end()) {
-      of_length = lengths.insert(lengths.end(), OfLength{p.length(), {}});
+    const int host_bits = p.address().max_prefix_length() - p.length();
+    // A prefix's address has its host bits cleared (IpPrefix checks).
+    const Number first = number_of(p.address());
+    const Number span = low_bits(host_bits);
+    (p.family() == net::Family::kIPv4 ? v4_ : v6_)
+        .push_back({first, {first.high | span.high, first.low | span.low}});
+  }
+  for (auto* intervals : {&v4_, &v6_}) {
+    std::sort(intervals->begin(), intervals->end(),
+              [](const Interval& a, const Interval& b) { return a.first < b.first; });
+    // Prefixes either nest or are apart: merging keeps the outer ones.
+    std::vector<Interval> merged;
+    for (const Interval& i : *intervals) {
+      if (!merged.empty() && i.first <= merged.back().last) {
+        merged.back().last = std::max(merged.back().last, i.last);
+      } else {
+        merged.push_back(i);
+      }
     }
-    of_length->prefixes.insert(p.address());
+    *intervals = std::move(merged);
   }
 }
 
-bool NeverLearnRanges::covers_in_family(const net::IpAddress& address) const {
-  const auto& lengths = address.family() == net::Family::kIPv4 ? v4_ : v6_;
-  return std::any_of(lengths.begin(), lengths.end(), [&](const OfLength& l) {
-    return l.prefixes.contains(address.masked(l.length));
-  });
+bool NeverLearnRanges::in(const std::vector<Interval>& intervals, Number n) {
+  // The last interval starting at or before n is the only one that can hold it.
+  auto after = std::upper_bound(intervals.begin(), intervals.end(), n,
+                                [](Number value, const Interval& i) { return value < i.first; });
+  return after != intervals.begin() && n <= std::prev(after)->last;
 }
 
 bool NeverLearnRanges::covers(const net::IpAddress& address) const {
-  if (covers_in_family(address)) return true;
-  if (address.family() != net::Family::kIPv6 ||
-      !std::equal(kNat64Prefix.begin(), kNat64Prefix.end(), address.bytes().begin())) {
-    return false;
-  }
-  uint32_t embedded = 0;
-  std::memcpy(&embedded, address.bytes().data() + kNat64Prefix.size(), sizeof embedded);
-  return covers_in_family(net::IpAddress::v4(embedded));
+  if (address.family() == net::Family::kIPv4) return in(v4_, number_of(address));
+  if (in(v6_, number_of(address))) return true;
+  const auto& bytes = address.bytes();
+  if (!std::equal(kNat64Prefix.begin(), kNat64Prefix.end(), bytes.begin())) return false;
+  return in(v4_, number_of(bytes.data() + kNat64Prefix.size(), 4));
 }
 
 std::vector<net::IpPrefix> default_never_learn() {

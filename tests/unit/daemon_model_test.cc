@@ -185,6 +185,32 @@ TEST(DaemonLearnedHostsTest, TheDefaultNeverLearnRangesHoldWhatDnsMustNotOpen) {
   EXPECT_FALSE(NeverLearnRanges().covers(address("169.254.169.254"))) << "an empty list";
 }
 
+TEST(DaemonLearnedHostsTest, NeverLearnRangesHoldTheirEdgesAndNothingPast) {
+  const std::vector<net::IpPrefix> ranges = {
+      prefix("198.51.100.0/25"),   prefix("198.51.100.16/28"),  // nested
+      prefix("198.51.100.128/32"), prefix("203.0.113.0/24"),    // adjacent, then apart
+      prefix("2001:db8::/127"),    prefix("2001:db8:ffff::/48")};
+  const NeverLearnRanges never(ranges);
+  for (const char* text : {"198.51.100.0", "198.51.100.40", "198.51.100.127", "198.51.100.128",
+                           "203.0.113.0", "203.0.113.255", "2001:db8::", "2001:db8::1",
+                           "2001:db8:ffff::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"}) {
+    EXPECT_TRUE(never.covers(address(text))) << text;
+  }
+  for (const char* text :
+       {"198.51.99.255", "198.51.100.129", "203.0.112.255", "203.0.114.0", "0.0.0.0",
+        "255.255.255.255", "2001:db8::2", "2001:db9::", "::", "64:ff9b::c633:6481"}) {
+    EXPECT_FALSE(never.covers(address(text))) << text;
+  }
+  EXPECT_TRUE(never.covers(address("64:ff9b::c633:6480"))) << "NAT64 for 198.51.100.128";
+
+  const std::vector<net::IpPrefix> everything = {prefix("0.0.0.0/0"), prefix("::/0")};
+  const NeverLearnRanges all(everything);
+  for (const char* text :
+       {"0.0.0.0", "255.255.255.255", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}) {
+    EXPECT_TRUE(all.covers(address(text))) << text;
+  }
+}
+
 TEST(DaemonLearnedHostsTest, NeverLearnedAddressesAreNotLearnableWhateverTheRules) {
   Policy p;
   upsert_cidr(p, {prefix("10.0.0.0/8"), Action::kAllow, std::nullopt});
