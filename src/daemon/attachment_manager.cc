@@ -44,6 +44,7 @@ bool kernel_target_gone(const AttachmentRecord& r) {
 AttachmentManager::AttachmentManager(const DaemonConfig& config, policy::PolicyFile policies,
                                      Logger& log, std::unique_ptr<datapath::Datapath> dp)
     : config_(config),
+      configured_never_learn_(config_.dns_never_learn),
       never_learn_(config_.dns_never_learn),
       policies_(std::move(policies)),
       log_(log),
@@ -95,8 +96,12 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   std::unique_ptr<AttachmentManager> manager(
       new AttachmentManager(config, std::move(policies), log, std::move(dp)));
   manager->state_ = std::move(state);
+  // Before reconciling, which re-applies learned hosts: none may be one of
+  // ours (the watcher keeps the list current from here on).
+  SEBPF_ASSIGN_OR_RETURN(auto host_addresses, read_host_addresses());
   {
     std::lock_guard lock(manager->mu_);
+    manager->set_host_addresses_locked(host_addresses);
     SEBPF_RETURN_IF_ERROR(manager->reconcile());
   }
   return manager;
@@ -475,14 +480,52 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   return ok_status();
 }
 
+void AttachmentManager::on_host_addresses_changed() {
+  // Read outside the lock: a dump of every address, while DNS answers wait
+  // on mu_ to be learned.
+  auto addresses = read_host_addresses();
+  if (!addresses.ok()) {
+    log_.error("host_addresses_unread", {{"error", addresses.error().message()}});
+    return;
+  }
+  std::lock_guard lock(mu_);
+  if (set_host_addresses_locked(*addresses)) {
+    log_.info("host_addresses_changed", {{"addresses", std::to_string(host_addresses_.size())}});
+  }
+}
+
+bool AttachmentManager::set_host_addresses_locked(
+    const std::vector<net::IpAddress>& host_addresses) {
+  // A container's veth coming or going adds or drops a link-local address:
+  // a change that needs no work.
+  std::vector<net::IpAddress> outside;
+  for (const net::IpAddress& a : host_addresses) {
+    if (!configured_never_learn_.covers(a)) outside.push_back(a);
+  }
+  if (outside == host_addresses_) return false;
+  host_addresses_ = std::move(outside);
+  std::vector<net::IpPrefix> ranges = config_.dns_never_learn;
+  for (const net::IpAddress& a : host_addresses_) {
+    if (auto host = net::IpPrefix::make(a, a.max_prefix_length()); host.ok()) {
+      ranges.push_back(*host);
+    }
+  }
+  // The cached indexes refer to never_learn_, which stays where it is.
+  never_learn_ = NeverLearnRanges(ranges);
+  for (const AttachmentRecord& r : state_.records) prune_learned_locked(r);
+  return true;
+}
+
 void AttachmentManager::report_never_learned(const AttachmentRecord& record,
                                              const net::IpAddress& address) {
   // As many as workloads ask for: rate-limited like the DNS warnings.
   const auto admitted =
       never_learned_log_.admit("dns_address_not_learned", LogRateLimit::Clock::now());
   if (!admitted) return;
-  constexpr const char* kReason =
-      "in dns.never_learn: an answer does not open it, an explicit allow rule does";
+  const char* const kReason =
+      std::binary_search(host_addresses_.begin(), host_addresses_.end(), address)
+          ? "an address of this host: an answer does not open it, an explicit allow rule does"
+          : "in dns.never_learn: an answer does not open it, an explicit allow rule does";
   if (*admitted == 0) {
     log_.warning("dns_address_not_learned",
                  {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});

@@ -102,6 +102,10 @@ class AttachmentManager {
   void on_cgroup_removed(const std::string& path);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
+  // This host's addresses may have changed (or events were lost): reads
+  // them again. DNS never opens one, and learned hosts that became one are
+  // dropped.
+  void on_host_addresses_changed();
   // Attachments that went away without a Detach call, oldest first (the
   // control-plane link reports them). Kept up to a bound.
   std::vector<DetachNotice> detach_notices() const;
@@ -154,11 +158,21 @@ class AttachmentManager {
   // dns.max_learned_hosts (after dropping its expired hosts, if need be);
   // kResourceExhausted if not.
   Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
-  // Logs (rate-limited) an answer's address that dns.never_learn kept out.
+  // Logs (rate-limited) an answer's address that dns.never_learn or the
+  // host's addresses kept out.
   void report_never_learned(const AttachmentRecord& record, const net::IpAddress& address);
+  // never_learn_ from the configured ranges and the host's addresses
+  // (sorted); drops learned hosts it now covers. False (and nothing done)
+  // if no address outside the configured ranges came or went.
+  bool set_host_addresses_locked(const std::vector<net::IpAddress>& host_addresses);
 
   DaemonConfig config_;
-  NeverLearnRanges never_learn_;  // from config_.dns_never_learn
+  const NeverLearnRanges configured_never_learn_;  // config_.dns_never_learn
+  // The host's addresses outside configured_never_learn_ (most are inside:
+  // link-local, loopback, private), sorted.
+  std::vector<net::IpAddress> host_addresses_;
+  // Both together: what learn() checks.
+  NeverLearnRanges never_learn_;
   LogRateLimit never_learned_log_{20, 1.0};
   policy::PolicyFile policies_;
   Logger& log_;

@@ -1,7 +1,12 @@
 #include "daemon/never_learn.h"
 
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 
 namespace sebpf::daemon {
 namespace {
@@ -70,6 +75,28 @@ bool NeverLearnRanges::covers(const net::IpAddress& address) const {
   const auto& bytes = address.bytes();
   if (!std::equal(kNat64Prefix.begin(), kNat64Prefix.end(), bytes.begin())) return false;
   return in(v4_, number_of(bytes.data() + kNat64Prefix.size(), 4));
+}
+
+Result<std::vector<net::IpAddress>> read_host_addresses() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return Error::from_errno(errno, "list this host's addresses");
+  std::vector<net::IpAddress> out;
+  for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (i->ifa_addr->sa_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      out.push_back(net::IpAddress::v4(in->sin_addr.s_addr));
+    } else if (i->ifa_addr->sa_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+      std::array<uint8_t, 16> bytes;
+      std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
+      out.push_back(net::IpAddress::v6(bytes));
+    }
+  }
+  freeifaddrs(list);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 std::vector<net::IpPrefix> default_never_learn() {

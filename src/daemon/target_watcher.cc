@@ -24,9 +24,9 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   if (!self->netlink_fd_) return Error::from_errno(errno, "open a netlink socket");
   sockaddr_nl addr{};
   addr.nl_family = AF_NETLINK;
-  addr.nl_groups = RTMGRP_LINK;
+  addr.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
   if (bind(self->netlink_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error::from_errno(errno, "subscribe to link events");
+    return Error::from_errno(errno, "subscribe to link and address events");
   }
   self->inotify_fd_.reset(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!self->inotify_fd_) return Error::from_errno(errno, "inotify_init1");
@@ -36,6 +36,7 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   // Subscribed first, checked second: a target that went away before we
   // listened is found by the check, one that goes after by an event.
   manager.check_all_targets();
+  manager.on_host_addresses_changed();
   for (const std::string& path : manager.cgroup_targets()) self->watch_cgroup(path);
   return self;
 }
@@ -90,13 +91,16 @@ void TargetWatcher::read_netlink() {
         // The kernel dropped events: look at every target instead.
         log_.warning("link_events_lost", {});
         manager_.check_all_targets();
+        manager_.on_host_addresses_changed();
         continue;
       }
       log_.error("link_events_failed", {{"error", std::strerror(errno)}});
       return;
     }
     size_t offset = 0;
+    bool addresses_changed = false;
     while (const nlmsghdr* h = next_netlink_message({buf, static_cast<size_t>(n)}, offset)) {
+      if (h->nlmsg_type == RTM_NEWADDR || h->nlmsg_type == RTM_DELADDR) addresses_changed = true;
       const bool link_event = h->nlmsg_type == RTM_DELLINK || h->nlmsg_type == RTM_NEWLINK;
       const auto* info = link_event ? netlink_payload<ifinfomsg>(*h) : nullptr;
       if (info != nullptr) {
@@ -110,6 +114,8 @@ void TargetWatcher::read_netlink() {
         }
       }
     }
+    // Once per datagram: reading them all again is what a change costs.
+    if (addresses_changed) manager_.on_host_addresses_changed();
   }
 }
 

@@ -59,6 +59,9 @@ metadata.allowed AAAA fd00:ec2::254
 mapped.allowed AAAA ::ffff:169.254.169.254
 nat64.allowed AAAA 64:ff9b::a9fe:a9fe
 internal.allowed A 10.1.2.3
+host.allowed A 198.51.100.1
+host.allowed AAAA 2001:db8::1
+later.allowed A 203.0.113.77
 )"
                            // 40 addresses: more than a client without EDNS may take over UDP.
                            R"(big A 198.51.100.10
@@ -511,6 +514,62 @@ TEST_F(DnsE2eTest, NeverLearnIsConfiguredAndAppliesToHostsLearnedBeforeARestart)
       << "the configured list replaces the default one";
   ASSERT_TRUE(add_cidr(att.id(), "198.51.100.2/32", v1::ACTION_ALLOW).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+}
+
+// An answer naming an address of this host must not open the host: a VM
+// reaches every service on it through its interface, a container through
+// its veth. The test veth's host side (198.51.100.1, 2001:db8::1) stands
+// for the host's public addresses, which no configured range covers.
+TEST_F(DnsE2eTest, AnAnswerNamingAnAddressOfThisHostDoesNotOpenIt) {
+  start_with_upstream("dns:\n  never_learn: []\n");
+  topo_->start_host_server();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint, "host.allowed.example", kTypeA); }),
+      EPERM);
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint, "host.allowed.example", kTypeAaaa); }),
+      EPERM);
+  EXPECT_NE(daemon_->log().find("an address of this host"), std::string::npos);
+
+  // An address the host gains later: the learned host is closed, and new
+  // answers do not open it. (connect() of a UDP socket sends nothing.)
+  const auto later = [&] {
+    return in_cgroup([&] {
+      return resolve_and_udp_connect(endpoint, "later.allowed.example", kTypeA, "203.0.113.77");
+    });
+  };
+  ASSERT_EQ(later(), 0) << "not an address of this host yet";
+  must_run({"ip", "addr", "add", "203.0.113.77/32", "dev", topo_->host_if()});
+  int closed = -1;
+  for (int i = 0; i < 100 && closed != EPERM; ++i) {
+    std::this_thread::sleep_for(milliseconds(20));
+    closed = in_cgroup([] { return udp_connect("203.0.113.77", 80); });
+  }
+  EXPECT_EQ(closed, EPERM) << "the host gained it: the learned host is dropped";
+  EXPECT_EQ(later(), EPERM) << "and not learned again";
+}
+
+// The same for a VM: an answer naming the host side of its interface (or
+// any address of the host) does not let the guest reach the host's
+// services.
+TEST_F(DnsE2eTest, AGuestIsNotLetOntoTheHostByAnAnswerNamingIt) {
+  start_with_upstream();
+  topo_->start_host_server();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  const auto endpoint = endpoint_of(att);
+  EXPECT_NE(topo_->run_in_peer(
+                [&] { return resolve_and_connect(endpoint, "host.allowed.example", kTypeA); }),
+            0)
+      << "198.51.100.1 is the host: its echo service stays out of reach";
+  ASSERT_TRUE(add_cidr(att.id(), "198.51.100.1/32", v1::ACTION_ALLOW).ok());
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0)
+      << "the host's service itself works: an explicit allow reaches it";
 }
 
 // Learned addresses live in the kernel maps: a killed daemon leaves them
