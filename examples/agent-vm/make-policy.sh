@@ -3,7 +3,10 @@
 # reach exactly the package registries this host's own package tools are
 # configured to use (apt's sources, pip's index, npm's registry), and
 # nothing else. Reading them from the host, instead of shipping a fixed
-# list, keeps a site that uses its own mirrors right without editing.
+# list, keeps a site that uses its own mirrors right without editing, with
+# one exception: DNS answers never open private addresses (superebpfd's
+# dns.never_learn), so mirrors on a private network also need their
+# addresses under allow_cidrs in the written policy.
 #
 #   examples/agent-vm/make-policy.sh > /etc/superebpf/policy.yaml
 #
