@@ -173,6 +173,13 @@ int cmd_policy(Context& ctx, const std::string& id) {
   return print_policy(ctx, ctx.client.get_policy(id));
 }
 
+int cmd_counters(Context& ctx, const std::string& id) {
+  auto counters = ctx.client.get_counters(id);
+  if (!counters.ok()) return call_error(counters.error());
+  std::cout << (ctx.format == OutputFormat::kJson ? to_json(*counters) : counters_text(*counters));
+  return kExitOk;
+}
+
 int cmd_mode(Context& ctx, const std::string& id, const std::string& mode, bool dns) {
   auto m = parse_mode(mode);
   if (!m.ok()) return usage_error("MODE", m.error());

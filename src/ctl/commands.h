@@ -31,6 +31,7 @@ int cmd_detach(Context& ctx, const std::string& id);
 int cmd_list(Context& ctx);
 int cmd_get(Context& ctx, const std::string& id);
 int cmd_policy(Context& ctx, const std::string& id);
+int cmd_counters(Context& ctx, const std::string& id);
 int cmd_mode(Context& ctx, const std::string& id, const std::string& mode, bool dns);
 int cmd_add_cidr(Context& ctx, const std::string& id, const std::string& cidr,
                  const std::string& action, const std::string& ttl);

@@ -144,4 +144,11 @@ Result<v1::Policy> DaemonClient::get_policy(const std::string& id) {
   return call<v1::GetPolicyRequest, v1::Policy>("policy", &v1::DaemonService::Stub::GetPolicy, req);
 }
 
+Result<v1::Counters> DaemonClient::get_counters(const std::string& id) {
+  v1::GetCountersRequest req;
+  req.set_id(id);
+  return call<v1::GetCountersRequest, v1::Counters>("counters",
+                                                    &v1::DaemonService::Stub::GetCounters, req);
+}
+
 }  // namespace sebpf::ctl

@@ -30,6 +30,7 @@ class DaemonClient {
   Result<v1::Policy> remove_domain(const v1::RemoveDomainRequest& req);
   Result<v1::Policy> replace_policy(const v1::ReplacePolicyRequest& req);
   Result<v1::Policy> get_policy(const std::string& id);
+  Result<v1::Counters> get_counters(const std::string& id);
 
  private:
   template <typename Req, typename Resp, typename Method>

@@ -75,6 +75,9 @@ int main(int argc, char** argv) {
   with_id(app, "policy", "the policy in force", o)->callback([&] {
     run = [&](Context& c) { return cmd_policy(c, o.id); };
   });
+  with_id(app, "counters", "what the filter allowed and denied, by reason", o)->callback([&] {
+    run = [&](Context& c) { return cmd_counters(c, o.id); };
+  });
 
   for (const bool dns : {false, true}) {
     CLI::App* sub = with_id(app, dns ? "dns-mode" : "mode",

@@ -118,6 +118,17 @@ std::string policy_text(const v1::Policy& p) {
   return out;
 }
 
+std::string counters_text(const v1::Counters& c) {
+  std::string out = format_table(
+      {{"allowed:", std::to_string(c.allowed())}, {"denied:", std::to_string(c.denied())}});
+  std::vector<std::vector<std::string>> rows = {{"HOOK", "REASON", "COUNT"}};
+  for (const v1::Counter& counter : c.counters()) {
+    rows.push_back({counter.hook(), counter.reason(), std::to_string(counter.count())});
+  }
+  out += "\n" + (c.counters().empty() ? std::string("nothing judged yet\n") : format_table(rows));
+  return out;
+}
+
 std::string to_json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = true;

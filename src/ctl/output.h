@@ -16,6 +16,7 @@ namespace v1 = ::superebpf::v1;
 std::string attachments_table(const v1::ListResponse& list);
 std::string attachment_text(const v1::Attachment& attachment);
 std::string policy_text(const v1::Policy& policy);
+std::string counters_text(const v1::Counters& counters);
 std::string to_json(const google::protobuf::Message& message);
 
 // Columns padded to their widest cell, two spaces apart; the last column

@@ -226,4 +226,25 @@ Result<uint64_t> attachment_id_from_api(std::string_view id, std::string_view fi
 
 std::string attachment_id_to_api(uint64_t number) { return "att-" + std::to_string(number); }
 
+void counters_to_api(const datapath::Counters& counters, v1::Counters* out) {
+  for (int h = 0; h < SEBPF_HOOK_COUNT; ++h) {
+    for (int r = 0; r < SEBPF_REASON_COUNT; ++r) {
+      const auto hook = static_cast<datapath::HookKind>(h);
+      const auto reason = static_cast<datapath::Reason>(r);
+      const uint64_t count = counters.get(hook, reason);
+      if (count == 0) continue;
+      v1::Counter* c = out->add_counters();
+      c->set_hook(std::string(datapath::hook_kind_name(hook)));
+      c->set_reason(std::string(datapath::reason_name(reason)));
+      c->set_allowed(reason < SEBPF_FIRST_DENY_REASON);
+      c->set_count(count);
+      if (c->allowed()) {
+        out->set_allowed(out->allowed() + count);
+      } else {
+        out->set_denied(out->denied() + count);
+      }
+    }
+  }
+}
+
 }  // namespace sebpf::daemon

@@ -55,4 +55,8 @@ Result<Metadata> metadata_from_api(const google::protobuf::Map<std::string, std:
 Result<uint64_t> attachment_id_from_api(std::string_view id, std::string_view field);
 std::string attachment_id_to_api(uint64_t number);
 
+// The kernel's counters as the API gives them: non-zero ones only, with
+// their sums.
+void counters_to_api(const datapath::Counters& counters, v1::Counters* out);
+
 }  // namespace sebpf::daemon

@@ -661,6 +661,14 @@ Result<Policy> AttachmentManager::get_policy(uint64_t number) const {
   return r.policy;
 }
 
+Result<datapath::Counters> AttachmentManager::counters(uint64_t number) const {
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.number == number) return dp_->counters(r.key);
+  }
+  return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+}
+
 Result<Policy> AttachmentManager::change_policy(uint64_t number,
                                                 const std::function<Status(Policy&)>& edit,
                                                 const KernelChange& kernel) {

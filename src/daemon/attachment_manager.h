@@ -84,6 +84,7 @@ class AttachmentManager {
   std::vector<std::string> cgroup_targets() const;
 
   Result<Policy> get_policy(uint64_t number) const;
+  Result<datapath::Counters> counters(uint64_t number) const;
   Result<Policy> set_mode(uint64_t number, datapath::Mode mode);
   Result<Policy> set_dns_mode(uint64_t number, datapath::Mode mode);
   Result<Policy> add_cidr(uint64_t number, const CidrRule& rule);

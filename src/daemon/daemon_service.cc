@@ -235,4 +235,14 @@ grpc::Status DaemonServiceImpl::GetPolicy(grpc::ServerContext* ctx, const v1::Ge
   });
 }
 
+grpc::Status DaemonServiceImpl::GetCounters(grpc::ServerContext* ctx,
+                                            const v1::GetCountersRequest* req, v1::Counters* resp) {
+  return run(ctx, log_, "GetCounters", [&]() -> Status {
+    SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
+    SEBPF_ASSIGN_OR_RETURN(datapath::Counters counters, manager_.counters(id));
+    counters_to_api(counters, resp);
+    return ok_status();
+  });
+}
+
 }  // namespace sebpf::daemon

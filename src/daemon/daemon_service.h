@@ -40,6 +40,8 @@ class DaemonServiceImpl final : public v1::DaemonService::Service {
                             v1::Policy* resp) override;
   grpc::Status ReplacePolicy(grpc::ServerContext* ctx, const v1::ReplacePolicyRequest* req,
                              v1::Policy* resp) override;
+  grpc::Status GetCounters(grpc::ServerContext* ctx, const v1::GetCountersRequest* req,
+                           v1::Counters* resp) override;
   grpc::Status GetPolicy(grpc::ServerContext* ctx, const v1::GetPolicyRequest* req,
                          v1::Policy* resp) override;
 

@@ -118,6 +118,48 @@ TEST_F(CtlE2eTest, AttachedInterfaceFiltersTheGuest) {
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
 
+// The count of one hook and reason in `counters -o json` output (0 if
+// absent; uint64 values are JSON strings).
+uint64_t counter_of(const nlohmann::json& counters, const std::string& hook,
+                    const std::string& reason) {
+  for (const auto& c : counters.value("counters", nlohmann::json::array())) {
+    if (c.value("hook", "") == hook && c.value("reason", "") == reason) {
+      return std::stoull(c.value("count", "0"));
+    }
+  }
+  return 0;
+}
+
+TEST_F(CtlE2eTest, CountersSayWhatWasRefusedAndWhy) {
+  topo_->start_peer_server();
+  start_daemon();
+  const nlohmann::json att = ctl_json({"attach", "--cgroup", cgroup_->path(), "--mode", "allowlist",
+                                       "--allow-cidr", "198.51.100.2"});
+  const std::string id = att.value("id", "");
+  ASSERT_FALSE(id.empty());
+  EXPECT_FALSE(ctl_json({"counters", id}).contains("denied")) << "nothing denied yet";
+
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  }
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  const nlohmann::json c = ctl_json({"counters", id});
+  EXPECT_EQ(counter_of(c, "socket", "deny_default"), 3U) << c.dump();
+  EXPECT_EQ(c.value("denied", ""), "3") << c.dump();
+  EXPECT_GE(counter_of(c, "socket", "allow_rule"), 1U) << "the allowed connect()";
+  EXPECT_GE(counter_of(c, "packet", "allow_rule"), 1U) << "and its packets";
+
+  const CommandResult table = ctl({"counters", id});
+  EXPECT_EQ(table.exit_code, 0);
+  EXPECT_NE(table.output.find("denied:   3"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("socket  deny_default"), std::string::npos) << table.output;
+
+  daemon_->kill9();
+  start_daemon();
+  EXPECT_EQ(counter_of(ctl_json({"counters", id}), "socket", "deny_default"), 3U)
+      << "the counts live in the kernel: a restart keeps them";
+}
+
 TEST_F(CtlE2eTest, ExitStatusesTellFailuresApart) {
   start_daemon();
   const nlohmann::json att = ctl_json({"attach", "--cgroup", cgroup_->path()});
@@ -132,6 +174,8 @@ TEST_F(CtlE2eTest, ExitStatusesTellFailuresApart) {
   };
   const std::vector<Case> cases = {
       {{"get", "att-999"}, 5, "NOT_FOUND"},
+      {{"counters", "att-999"}, 5, "NOT_FOUND"},
+      {{"counters", "nine"}, 6, "id"},
       {{"remove-cidr", id, "203.0.113.9"}, 5, "NOT_FOUND"},
       {{"attach", "--cgroup", cgroup_->path()}, 7, id},
       {{"allow-cidr", id, "198.51.100.1/24"}, 6, "did you mean \"198.51.100.0/24\""},

@@ -76,6 +76,20 @@ TEST(CtlOutputTest, TablesAlignColumns) {
             "att-2   /bb\n");
 }
 
+TEST(CtlOutputTest, CountersReadForPeople) {
+  v1::Counters c;
+  EXPECT_NE(counters_text(c).find("nothing judged yet"), std::string::npos) << counters_text(c);
+  v1::Counter* denied = c.add_counters();
+  denied->set_hook("socket");
+  denied->set_reason("deny_default");
+  denied->set_count(3);
+  c.set_denied(3);
+  const std::string text = counters_text(c);
+  EXPECT_NE(text.find("allowed:  0\ndenied:   3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("HOOK    REASON        COUNT\nsocket  deny_default  3\n"), std::string::npos)
+      << text;
+}
+
 TEST(CtlOutputTest, PolicyAndAttachmentsReadForPeople) {
   v1::Policy p;
   p.set_mode(v1::MODE_ALLOWLIST);

@@ -148,5 +148,26 @@ TEST(DaemonApiConvertTest, AttachmentIds) {
   }
 }
 
+TEST(DaemonApiConvertTest, CountersAreTheNonZeroOnesWithTheirSums) {
+  datapath::Counters kernel;
+  kernel.count[SEBPF_HOOK_SOCKET][SEBPF_REASON_DENY_DEFAULT] = 3;
+  kernel.count[SEBPF_HOOK_PACKET][SEBPF_REASON_ALLOW_RULE] = 40;
+  kernel.count[SEBPF_HOOK_PACKET][SEBPF_REASON_ALLOW_KEPT_CONNECTION] = 2;  // the last allow
+  kernel.count[SEBPF_HOOK_PACKET][SEBPF_REASON_DENY_RULE] = 5;              // the first deny
+  v1::Counters api;
+  counters_to_api(kernel, &api);
+  ASSERT_EQ(api.counters_size(), 4);
+  std::vector<std::string> seen;
+  for (const v1::Counter& c : api.counters()) {
+    seen.push_back(c.hook() + " " + c.reason() + " " + (c.allowed() ? "allowed " : "denied ") +
+                   std::to_string(c.count()));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{
+                      "packet allow_rule allowed 40", "packet allow_kept_connection allowed 2",
+                      "packet deny_rule denied 5", "socket deny_default denied 3"}));
+  EXPECT_EQ(api.allowed(), 42U);
+  EXPECT_EQ(api.denied(), 8U);
+}
+
 }  // namespace
 }  // namespace sebpf::daemon
