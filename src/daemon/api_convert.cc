@@ -226,6 +226,17 @@ Result<uint64_t> attachment_id_from_api(std::string_view id, std::string_view fi
 
 std::string attachment_id_to_api(uint64_t number) { return "att-" + std::to_string(number); }
 
+void dns_counters_to_api(const dns::EndpointCounters& c, v1::DnsCounters* out) {
+  out->set_queries(c.queries);
+  out->set_refused(c.refused);
+  out->set_forwarded(c.forwarded);
+  out->set_answered(c.answered);
+  out->set_servfail(c.servfail);
+  out->set_malformed(c.malformed);
+  out->set_rate_limited(c.rate_limited);
+  out->set_answer_addresses(c.answer_addresses);
+}
+
 void counters_to_api(const datapath::Counters& counters, v1::Counters* out) {
   for (int h = 0; h < SEBPF_HOOK_COUNT; ++h) {
     for (int r = 0; r < SEBPF_REASON_COUNT; ++r) {

@@ -11,6 +11,8 @@
 
 #include "common/result.h"
 #include "daemon/policy_model.h"
+#include "datapath/types.h"
+#include "dns/endpoint_counters.h"
 #include "superebpf/v1/daemon.pb.h"
 
 namespace sebpf::daemon {
@@ -58,5 +60,6 @@ std::string attachment_id_to_api(uint64_t number);
 // The kernel's counters as the API gives them: non-zero ones only, with
 // their sums.
 void counters_to_api(const datapath::Counters& counters, v1::Counters* out);
+void dns_counters_to_api(const dns::EndpointCounters& counters, v1::DnsCounters* out);
 
 }  // namespace sebpf::daemon

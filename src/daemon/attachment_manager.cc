@@ -661,10 +661,12 @@ Result<Policy> AttachmentManager::get_policy(uint64_t number) const {
   return r.policy;
 }
 
-Result<datapath::Counters> AttachmentManager::counters(uint64_t number) const {
+Result<AttachmentManager::Counters> AttachmentManager::counters(uint64_t number) const {
   std::lock_guard lock(mu_);
   for (const AttachmentRecord& r : state_.records) {
-    if (r.number == number) return dp_->counters(r.key);
+    if (r.number != number) continue;
+    SEBPF_ASSIGN_OR_RETURN(datapath::Counters filter, dp_->counters(r.key));
+    return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt};
   }
   return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
 }

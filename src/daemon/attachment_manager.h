@@ -84,7 +84,11 @@ class AttachmentManager {
   std::vector<std::string> cgroup_targets() const;
 
   Result<Policy> get_policy(uint64_t number) const;
-  Result<datapath::Counters> counters(uint64_t number) const;
+  struct Counters {
+    datapath::Counters filter;
+    std::optional<dns::EndpointCounters> dns;  // none: no DNS endpoint
+  };
+  Result<Counters> counters(uint64_t number) const;
   Result<Policy> set_mode(uint64_t number, datapath::Mode mode);
   Result<Policy> set_dns_mode(uint64_t number, datapath::Mode mode);
   Result<Policy> add_cidr(uint64_t number, const CidrRule& rule);

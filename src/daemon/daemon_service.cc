@@ -239,8 +239,9 @@ grpc::Status DaemonServiceImpl::GetCounters(grpc::ServerContext* ctx,
                                             const v1::GetCountersRequest* req, v1::Counters* resp) {
   return run(ctx, log_, "GetCounters", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
-    SEBPF_ASSIGN_OR_RETURN(datapath::Counters counters, manager_.counters(id));
-    counters_to_api(counters, resp);
+    SEBPF_ASSIGN_OR_RETURN(AttachmentManager::Counters counters, manager_.counters(id));
+    counters_to_api(counters.filter, resp);
+    if (counters.dns) dns_counters_to_api(*counters.dns, resp->mutable_dns());
     return ok_status();
   });
 }

@@ -26,6 +26,35 @@
 #include "dns/response.h"
 
 namespace sebpf::dns {
+
+// What EndpointCounters counts, as indexes into a loop's slot.
+enum class Count : uint8_t {
+  kQueries,
+  kRefused,
+  kForwarded,
+  kAnswered,
+  kServfail,
+  kMalformed,
+  kRateLimited,
+  kAnswerAddresses,
+  kCount,
+};
+
+// One loop's counts for one endpoint. Each loop writes only its own slot,
+// a cache line from the others', so counting costs a plain add (no locked
+// instruction, no line moving between CPUs); counters() sums the slots.
+struct alignas(64) CountSlot {
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(Count::kCount)> values{};
+
+  void add(Count c, uint64_t n) {
+    std::atomic<uint64_t>& v = values[static_cast<size_t>(c)];
+    v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  uint64_t get(Count c) const {
+    return values[static_cast<size_t>(c)].load(std::memory_order_relaxed);
+  }
+};
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -136,8 +165,10 @@ class RecvBatch {
   std::array<sockaddr_storage, kBatch> peers_{};
 };
 
-// One attachment's endpoint: its sockets, served by every loop, and the
-// limits the loops share.
+}  // namespace
+
+// One attachment's endpoint: its sockets, served by every loop, the limits
+// the loops share, and their counts.
 struct Endpoint {
   uint64_t attachment = 0;
   std::vector<UniqueFd> udp, tcp;
@@ -146,7 +177,10 @@ struct Endpoint {
   std::mutex bucket_mu;  // the qps token bucket
   double tokens = 0;
   Clock::time_point refilled;
+  std::unique_ptr<CountSlot[]> counts;  // one per loop
 };
+
+namespace {
 
 // Binds the endpoint's sockets (in the workload's network namespace when
 // spec.netns_fd is set). An address the namespace does not have (::1 where
@@ -199,7 +233,8 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec,
 // read, its upstream sockets, the TCP clients it accepted.
 class DnsProxy::Loop {
  public:
-  Loop(const ProxyConfig& config, ProxyBackend& backend) : config_(config), backend_(backend) {}
+  Loop(const ProxyConfig& config, ProxyBackend& backend, size_t index)
+      : config_(config), backend_(backend), index_(index) {}
 
   Status init() {
     epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
@@ -278,11 +313,6 @@ class DnsProxy::Loop {
         }
       }
     });
-  }
-
-  ProxyStats stats() const {
-    std::lock_guard lock(stats_mu_);
-    return published_stats_;
   }
 
  private:
@@ -505,6 +535,14 @@ class DnsProxy::Loop {
     return true;
   }
 
+  // This loop's counts of an endpoint.
+  CountSlot& slot(Endpoint& endpoint) { return endpoint.counts[index_]; }
+  void count(Endpoint& endpoint, Count c) { slot(endpoint).add(c, 1); }
+  // By attachment: nothing is counted once its endpoint is closed.
+  void count(uint64_t attachment, Count c) {
+    if (auto ep = endpoints_.find(attachment); ep != endpoints_.end()) count(*ep->second, c);
+  }
+
   void read_udp_queries(int fd, uint64_t attachment) {
     for (int read = 0; read < kReadBurst;) {
       const int n = recv_batch_.receive(fd);
@@ -514,7 +552,8 @@ class DnsProxy::Loop {
             net::SocketAddress::from_sockaddr(recv_batch_.peer(i), recv_batch_.peer_length(i));
         if (!peer.ok()) continue;
         if (recv_batch_.truncated(i)) {  // over 64 KiB: no DNS message
-          stats_.queries++, stats_.malformed++;
+          count(attachment, Count::kQueries);
+          count(attachment, Count::kMalformed);
           continue;
         }
         ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
@@ -531,12 +570,14 @@ class DnsProxy::Loop {
     if (ep == endpoints_.end()) return;
     while (true) {
       UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!fd && (errno == EMFILE || errno == ENFILE) && shed_connection(listen_fd)) continue;
+      if (!fd && (errno == EMFILE || errno == ENFILE) && shed_connection(listen_fd, *ep->second)) {
+        continue;
+      }
       if (!fd) return;
       // Counted first, then checked: the loops share the count.
       if (ep->second->tcp_clients.fetch_add(1) >= config_.max_tcp_clients) {
         ep->second->tcp_clients--;
-        stats_.rate_limited++;
+        count(*ep->second, Count::kRateLimited);
         continue;  // closed at once
       }
       const uint64_t id = next_id_++;
@@ -558,13 +599,13 @@ class DnsProxy::Loop {
   // listener stays ready and the loop would spin on it. The spare
   // descriptor makes room to take the connection and close it at once.
   // False if even that failed.
-  bool shed_connection(int listen_fd) {
+  bool shed_connection(int listen_fd, Endpoint& endpoint) {
     if (!spare_) return false;
     spare_.reset();
     const bool shed = UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)).valid();
     spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (shed) {
-      stats_.rate_limited++;
+      count(endpoint, Count::kRateLimited);
       backend_.report("dns_tcp_client_refused", "out of file descriptors (RLIMIT_NOFILE)");
     }
     return shed;
@@ -625,7 +666,7 @@ class DnsProxy::Loop {
       const size_t length = static_cast<size_t>(in[used] << 8 | in[used + 1]);
       if (in.size() - used - 2 < length) break;
       if (length == 0) {
-        stats_.malformed++;
+        count(c->second.attachment, Count::kMalformed);
         close_client(id);
         return;
       }
@@ -727,25 +768,26 @@ class DnsProxy::Loop {
   }
 
   void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client) {
-    stats_.queries++;
     auto ep = endpoints_.find(attachment);
     if (ep == endpoints_.end()) return;
+    Endpoint& endpoint = *ep->second;
+    count(endpoint, Count::kQueries);
     // Over the rate, a datagram is dropped: answering a flood would amplify
     // it, and its source may be forged. A TCP client is who it says it is
     // and waits for each of its answers: it gets SERVFAIL (below).
-    const bool over_rate = !take_token(*ep->second);
+    const bool over_rate = !take_token(endpoint);
     if (over_rate && !client.tcp) {
-      stats_.rate_limited++;
+      count(endpoint, Count::kRateLimited);
       return;
     }
     auto query = parse_query(wire);
     if (query.ok() && over_rate) {
-      stats_.rate_limited++;
+      count(endpoint, Count::kRateLimited);
       reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
     if (!query.ok()) {
-      stats_.malformed++;
+      count(endpoint, Count::kMalformed);
       const uint16_t code =
           query.error().code() == Errc::kUnsupported ? rcode::kNotImp : rcode::kFormErr;
       // Never answer something that is itself a response: two endpoints
@@ -759,22 +801,21 @@ class DnsProxy::Loop {
     if (policy == nullptr) return;  // being detached
     const QueryVerdict verdict = judge_query(*policy, query->question.name);
     if (verdict == QueryVerdict::kRefuse) {
-      stats_.refused++;
+      count(endpoint, Count::kRefused);
       reply(client, &*query, make_error_response(*query, wire, config_.refusal_rcode));
       return;
     }
     if (config_.upstreams.empty()) {
-      stats_.servfail++;
+      count(endpoint, Count::kServfail);
       reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
-    Endpoint& endpoint = *ep->second;
     auto tcp_client = clients_.find(client.tcp_client);
     if (client.tcp && tcp_client == clients_.end()) return;
     // Counted first, then checked: the loops share the count.
     if (endpoint.inflight.fetch_add(1) >= config_.max_inflight) {
       endpoint.inflight--;
-      stats_.rate_limited++;
+      count(endpoint, Count::kRateLimited);
       if (client.tcp) reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
@@ -791,7 +832,7 @@ class DnsProxy::Loop {
     p.attempts_left = std::max<size_t>(2, config_.upstreams.size());
     // A client over TCP wants what does not fit in UDP: ask over TCP.
     p.upstream_tcp = client.tcp;
-    stats_.forwarded++;
+    count(endpoint, Count::kForwarded);
     send_upstream(id);
   }
 
@@ -813,11 +854,6 @@ class DnsProxy::Loop {
   // as a datagram may be.
   void flush_datagrams() {
     do {
-      {
-        // Before the datagrams go: whoever reads an answer sees it counted.
-        std::lock_guard lock(stats_mu_);
-        published_stats_ = stats_;
-      }
       std::vector<Datagram>& batch = outbox_turn_;
       batch.swap(outbox_);  // keeps both vectors' capacity from turn to turn
       // A turn writes to a few sockets (the endpoints' and the upstream
@@ -1007,7 +1043,7 @@ class DnsProxy::Loop {
     Pending& p = it->second;
     leave_upstream(p);
     if (--p.attempts_left == 0) {
-      stats_.servfail++;
+      count(p.attachment, Count::kServfail);
       const Pending done = finish(id);
       reply_to(done, error_response(done, rcode::kServFail));
       return;
@@ -1155,7 +1191,7 @@ class DnsProxy::Loop {
                                      ? p.verdict
                                      : judge_query(*policy, p.query.question.name);
     if (verdict == QueryVerdict::kRefuse) {
-      stats_.refused++;
+      count(p.attachment, Count::kRefused);
       refuse(config_.refusal_rcode);
       return;
     }
@@ -1163,13 +1199,13 @@ class DnsProxy::Loop {
       auto learned = addresses_for(message, p.query.question.name);
       if (!learned.ok()) {
         backend_.report("dns_answer_unusable", learned.error().message());
-        stats_.servfail++;
+        count(p.attachment, Count::kServfail);
         refuse(rcode::kServFail);
         return;
       }
       for (size_t i = 1; i < learned->chain.size(); ++i) {
         if (chain_name_denied(*policy, learned->chain[i])) {
-          stats_.refused++;
+          count(p.attachment, Count::kRefused);
           refuse(config_.refusal_rcode);
           return;
         }
@@ -1187,7 +1223,7 @@ class DnsProxy::Loop {
     }
     cap_ttls(answer, message, config_.max_ttl);
     put_id(answer, p.query.header.id);
-    stats_.answered++;
+    count(p.attachment, Count::kAnswered);
     reply_to(p, std::vector<uint8_t>(answer.begin(), answer.end()));
   }
 
@@ -1214,6 +1250,8 @@ class DnsProxy::Loop {
         addresses.insert(addresses.end(), batch[end].addresses.begin(), batch[end].addresses.end());
       }
       const Status learned = backend_.learn(attachment, addresses);
+      const auto ep = endpoints_.find(attachment);
+      CountSlot* counts = ep == endpoints_.end() ? nullptr : &slot(*ep->second);
       if (!learned.ok()) backend_.report("dns_learn_failed", learned.error().message());
       for (size_t i = first; i < end; ++i) {
         Learning& l = batch[i];
@@ -1223,10 +1261,13 @@ class DnsProxy::Loop {
         const bool ok =
             learned.ok() || (end - first > 1 && backend_.learn(attachment, l.addresses).ok());
         if (ok) {
-          stats_.answered++, stats_.learned += l.addresses.size();
+          if (counts) {
+            counts->add(Count::kAnswered, 1);
+            counts->add(Count::kAnswerAddresses, l.addresses.size());
+          }
           reply_to(l.query, std::move(l.answer));
         } else {
-          stats_.servfail++;
+          if (counts) counts->add(Count::kServfail, 1);
           reply_to(l.query, error_response(l.query, rcode::kServFail));
         }
       }
@@ -1237,6 +1278,7 @@ class DnsProxy::Loop {
 
   ProxyConfig config_;
   ProxyBackend& backend_;
+  const size_t index_;  // of this loop's slot in every endpoint's counts
   std::array<uint16_t, 128> random_ids_{};
   size_t random_used_ = random_ids_.size();
   UniqueFd epoll_, wake_;
@@ -1246,10 +1288,6 @@ class DnsProxy::Loop {
 
   std::mutex tasks_mu_;
   std::deque<std::function<void()>> tasks_;
-
-  ProxyStats stats_;  // loop thread only
-  mutable std::mutex stats_mu_;
-  ProxyStats published_stats_;  // a copy per loop turn, for stats()
 
   // Loop-thread state.
   std::unordered_map<int, Ref> refs_;
@@ -1284,22 +1322,6 @@ class DnsProxy::Loop {
   uint64_t next_id_ = 1;
 };
 
-namespace {
-
-ProxyStats& operator+=(ProxyStats& sum, const ProxyStats& s) {
-  sum.queries += s.queries;
-  sum.refused += s.refused;
-  sum.forwarded += s.forwarded;
-  sum.answered += s.answered;
-  sum.servfail += s.servfail;
-  sum.malformed += s.malformed;
-  sum.rate_limited += s.rate_limited;
-  sum.learned += s.learned;
-  return sum;
-}
-
-}  // namespace
-
 DnsProxy::DnsProxy(const ProxyConfig& config, ProxyBackend& backend)
     : config_(config), backend_(backend) {}
 
@@ -1313,7 +1335,7 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
   if (config.threads == 0) return Error(Errc::kInvalidArgument, "DNS threads must be at least 1");
   std::unique_ptr<DnsProxy> proxy(new DnsProxy(config, backend));
   for (unsigned i = 0; i < config.threads; ++i) {
-    auto loop = std::make_unique<Loop>(config, backend);
+    auto loop = std::make_unique<Loop>(config, backend, i);
     SEBPF_RETURN_IF_ERROR(loop->init());
     proxy->loops_.push_back(std::move(loop));
   }
@@ -1326,8 +1348,9 @@ Status DnsProxy::open_endpoint(const EndpointSpec& spec) {
   for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
   endpoint->tokens = config_.max_qps;
   endpoint->refilled = Clock::now();
+  endpoint->counts = std::make_unique<CountSlot[]>(loops_.size());
   std::lock_guard lock(mu_);
-  if (!open_.insert(spec.attachment).second) {
+  if (!open_.emplace(spec.attachment, endpoint).second) {
     return Error(Errc::kAlreadyExists,
                  "attachment " + std::to_string(spec.attachment) + " has a DNS endpoint already");
   }
@@ -1341,10 +1364,27 @@ void DnsProxy::close_endpoint(uint64_t attachment) {
   for (auto& loop : loops_) loop->close_endpoint(attachment);
 }
 
-ProxyStats DnsProxy::stats() const {
-  ProxyStats sum;
-  for (const auto& loop : loops_) sum += loop->stats();
-  return sum;
+std::optional<EndpointCounters> DnsProxy::counters(uint64_t attachment) const {
+  std::shared_ptr<Endpoint> endpoint;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(attachment);
+    if (it == open_.end()) return std::nullopt;
+    endpoint = it->second;
+  }
+  const auto sum = [&](Count c) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < loops_.size(); ++i) total += endpoint->counts[i].get(c);
+    return total;
+  };
+  return EndpointCounters{.queries = sum(Count::kQueries),
+                          .refused = sum(Count::kRefused),
+                          .forwarded = sum(Count::kForwarded),
+                          .answered = sum(Count::kAnswered),
+                          .servfail = sum(Count::kServfail),
+                          .malformed = sum(Count::kMalformed),
+                          .rate_limited = sum(Count::kRateLimited),
+                          .answer_addresses = sum(Count::kAnswerAddresses)};
 }
 
 }  // namespace sebpf::dns

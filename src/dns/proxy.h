@@ -18,14 +18,16 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
 #include "dns/answer_addresses.h"
+#include "dns/endpoint_counters.h"
 #include "dns/message.h"
 #include "dns/name_policy.h"
 #include "net/socket_address.h"
@@ -82,17 +84,7 @@ struct EndpointSpec {
   int netns_fd = -1;
 };
 
-// Counters since start, for tests, benchmarks and logs.
-struct ProxyStats {
-  uint64_t queries = 0;       // every message received from clients
-  uint64_t refused = 0;       // by the domain rules (never forwarded)
-  uint64_t forwarded = 0;     // sent upstream (first attempt)
-  uint64_t answered = 0;      // upstream answers released to clients
-  uint64_t servfail = 0;      // upstreams failed, or learning failed
-  uint64_t malformed = 0;     // FORMERR/NOTIMP or dropped
-  uint64_t rate_limited = 0;  // dropped by the qps or in-flight limits
-  uint64_t learned = 0;       // addresses passed to learn()
-};
+struct Endpoint;  // an attachment's sockets, limits and counters (proxy.cc)
 
 class DnsProxy {
  public:
@@ -110,7 +102,9 @@ class DnsProxy {
   // in flight are dropped.
   void close_endpoint(uint64_t attachment);
 
-  ProxyStats stats() const;
+  // The endpoint's counters, summed over the loops; nullopt when the
+  // attachment has no endpoint. An answer is counted before it is sent.
+  std::optional<EndpointCounters> counters(uint64_t attachment) const;
 
   class Loop;
 
@@ -120,8 +114,8 @@ class DnsProxy {
   const ProxyConfig config_;
   ProxyBackend& backend_;
   std::vector<std::unique_ptr<Loop>> loops_;
-  std::mutex mu_;                      // open_, and the order of posts to the loops
-  std::unordered_set<uint64_t> open_;  // attachments with an endpoint
+  mutable std::mutex mu_;  // open_, and the order of posts to the loops
+  std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> open_;  // by attachment
 };
 
 }  // namespace sebpf::dns

@@ -206,6 +206,15 @@ class DnsE2eTest : public DaemonE2eTest {
     return stub_->AddCidr(&ctx, req, &out);
   }
 
+  v1::Counters get_counters(const std::string& id) {
+    v1::GetCountersRequest req;
+    req.set_id(id);
+    grpc::ClientContext ctx;
+    v1::Counters out;
+    EXPECT_TRUE(stub_->GetCounters(&ctx, req, &out).ok());
+    return out;
+  }
+
   std::unique_ptr<KnotServer> knot_;
 };
 
@@ -242,6 +251,48 @@ TEST_F(DnsE2eTest, AllowedNameResolvesAndConnectsDeniedNamesNeverReachTheUpstrea
   EXPECT_FALSE(KnotServer::log_has_query(log, "denied.allowed.example"))
       << "a refused query must never leave the host: it can carry data";
   EXPECT_FALSE(KnotServer::log_has_query(log, "other.example"));
+}
+
+// Each endpoint counts what it did, for its attachment alone: an operator
+// can see that names were refused, or that upstreams failed.
+TEST_F(DnsE2eTest, EachEndpointCountsWhatItDidForItsAttachment) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  TestCgroup other_cgroup("sebpf-e2e-dnsc-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(other_cgroup.path());
+  *req.mutable_policy() = dns_policy({"example"});
+  v1::Attachment other;
+  ASSERT_TRUE(attach(req, &other).ok());
+
+  ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+  ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
+            kRcodeBase + dns::rcode::kNxDomain);
+  ASSERT_EQ(in_cgroup([&] {
+              // A header and no question.
+              const std::vector<uint8_t> empty = {0x12, 0x34, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+              auto answer = dns_query(endpoint, empty);
+              return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+            }),
+            dns::rcode::kFormErr);
+
+  const v1::Counters counters = get_counters(att.id());
+  ASSERT_TRUE(counters.has_dns());
+  const v1::DnsCounters& dns = counters.dns();
+  EXPECT_EQ(dns.queries(), 3U);
+  EXPECT_EQ(dns.forwarded(), 1U);
+  EXPECT_EQ(dns.answered(), 1U);
+  EXPECT_EQ(dns.answer_addresses(), 1U);
+  EXPECT_EQ(dns.refused(), 1U);
+  EXPECT_EQ(dns.malformed(), 1U);
+  EXPECT_EQ(dns.servfail(), 0U);
+  EXPECT_EQ(dns.rate_limited(), 0U);
+  EXPECT_GE(counters.allowed(), 1U) << "the connection to the learned address";
+
+  const v1::Counters others = get_counters(other.id());
+  ASSERT_TRUE(others.has_dns());
+  EXPECT_EQ(others.dns().queries(), 0U) << "another attachment's endpoint counted nothing";
 }
 
 TEST_F(DnsE2eTest, DnsOverTcpResolvesAndLearns) {

@@ -88,6 +88,9 @@ TEST(CtlOutputTest, CountersReadForPeople) {
   EXPECT_NE(text.find("allowed:  0\ndenied:   3\n"), std::string::npos) << text;
   EXPECT_NE(text.find("HOOK    REASON        COUNT\nsocket  deny_default  3\n"), std::string::npos)
       << text;
+  EXPECT_EQ(text.find("DNS"), std::string::npos) << "no endpoint, no DNS table\n" << text;
+  c.mutable_dns()->set_refused(2);
+  EXPECT_NE(counters_text(c).find("refused           2\n"), std::string::npos) << counters_text(c);
 }
 
 TEST(CtlOutputTest, PolicyAndAttachmentsReadForPeople) {

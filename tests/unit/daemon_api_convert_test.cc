@@ -167,6 +167,21 @@ TEST(DaemonApiConvertTest, CountersAreTheNonZeroOnesWithTheirSums) {
                       "packet deny_rule denied 5", "socket deny_default denied 3"}));
   EXPECT_EQ(api.allowed(), 42U);
   EXPECT_EQ(api.denied(), 8U);
+
+  v1::DnsCounters dns;
+  dns_counters_to_api({.queries = 1,
+                       .refused = 2,
+                       .forwarded = 3,
+                       .answered = 4,
+                       .servfail = 5,
+                       .malformed = 6,
+                       .rate_limited = 7,
+                       .answer_addresses = 8},
+                      &dns);
+  EXPECT_EQ(std::vector<uint64_t>({dns.queries(), dns.refused(), dns.forwarded(), dns.answered(),
+                                   dns.servfail(), dns.malformed(), dns.rate_limited(),
+                                   dns.answer_addresses()}),
+            (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
 }
 
 }  // namespace
