@@ -204,6 +204,17 @@ int main() {
     }
   }
 
+  // Loopback is open to cgroups unless a deny rule within it says otherwise,
+  // so every loopback packet of a cgroup workload pays for that lookup.
+  {
+    testing::PacketSpec spec;
+    spec.src = "127.0.0.1";
+    spec.dst = "127.0.0.1";
+    std::printf(
+        "# cgroup_skb, a loopback packet (looks for a deny rule within loopback): %.1f ns\n",
+        ns_per_packet(cg_fd, testing::build_packet(spec), 0, 1));
+  }
+
   // The packet socket filter is on every interface of a cgroup workload's
   // namespace, so every frame sent there pays its way out: a test packet's
   // socket has no family, the early exit every frame but a packet

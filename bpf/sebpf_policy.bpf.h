@@ -138,9 +138,11 @@ static __always_inline int sebpf_learned_holds(__u32 ruleset, __u32 family, cons
  * NULL as far as the verifier knows, hence the checks. With skip_learned,
  * an allow learned from DNS is passed over as if absent (learned rules are
  * only ever hosts, so only the hash lookup can find one): the user's own
- * rules decide.
+ * rules decide. Prefix rules shorter than min_prefixlen are passed over too
+ * (the loopback check: see sebpf_loopback_denied).
  */
-__noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now, int skip_learned)
+__noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now, int skip_learned,
+			    __u32 min_prefixlen)
 {
 	struct sebpf_host4_key hkey = {.ruleset = ruleset, .addr = addr};
 	struct sebpf_prefix4_key pkey = {
@@ -169,7 +171,7 @@ __noinline int sebpf_match4(__u32 ruleset, __u32 addr, struct sebpf_clock *now, 
 	}
 	for (int i = 0; i <= 32; i++) {
 		r = bpf_map_lookup_elem(&sebpf_prefix4, &pkey);
-		if (!r)
+		if (!r || r->prefixlen < min_prefixlen)
 			return SEBPF_MATCH_NONE;
 		m = sebpf_rule_match(r, now);
 		if (m != SEBPF_MATCH_NONE)
@@ -205,7 +207,7 @@ static __always_inline int sebpf_match_both(int a, int b)
 }
 
 __noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struct sebpf_clock *now,
-			    int skip_learned)
+			    int skip_learned, __u32 min_prefixlen)
 {
 	struct sebpf_host6_key hkey = {.ruleset = ruleset};
 	struct sebpf_prefix6_key pkey = {
@@ -230,7 +232,7 @@ __noinline int sebpf_match6(__u32 ruleset, const struct sebpf_addr6 *addr, struc
 		return SEBPF_MATCH_ALLOW_LEARNED;
 	for (int i = 0; i <= 128; i++) {
 		r = bpf_map_lookup_elem(&sebpf_prefix6, &pkey);
-		if (!r)
+		if (!r || r->prefixlen < min_prefixlen)
 			return SEBPF_MATCH_NONE;
 		m = sebpf_rule_match(r, now);
 		if (m != SEBPF_MATCH_NONE)
@@ -655,6 +657,25 @@ struct sebpf_decide_opts {
 };
 
 /*
+ * Loopback is always allowed to cgroups, except where a deny rule within
+ * loopback (127.0.0.0/8 or longer, ::1/128) says otherwise: a workload in
+ * the host's network namespace reaches every service on the host's
+ * loopback, a local forward proxy included, and such a rule is how to close
+ * it. Broader rules do not reach loopback, so that a catch-all deny
+ * (0.0.0.0/0) does not cut a workload's own local connections.
+ */
+static __always_inline int sebpf_loopback_denied(const struct sebpf_attachment *att,
+						 const struct sebpf_pkt *p,
+						 struct sebpf_clock *clock)
+{
+	if (p->family == AF_INET)
+		return sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), clock, 1, 8) ==
+		       SEBPF_MATCH_DENY;
+	return sebpf_match6(att->ruleset, (const struct sebpf_addr6 *)p->daddr, clock, 1, 128) ==
+	       SEBPF_MATCH_DENY;
+}
+
+/*
  * The verdict for one packet or socket call, counted. Order matters:
  * disabled, then the always-allowed set, then block_all, then rules (a
  * matching rule decides), then the mode's default, where an allowlist still
@@ -678,8 +699,12 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		goto out;
 	}
 	if ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_is_loopback(p)) {
-		reason = sebpf_is_other_dns_endpoint(att, p) ? SEBPF_REASON_DENY_RESOLVER
-							     : SEBPF_REASON_ALLOW_LOOPBACK;
+		if (sebpf_is_other_dns_endpoint(att, p))
+			reason = SEBPF_REASON_DENY_RESOLVER;
+		else if (!sebpf_is_dns_endpoint(att, p) && sebpf_loopback_denied(att, p, &clock))
+			reason = SEBPF_REASON_DENY_RULE;
+		else
+			reason = SEBPF_REASON_ALLOW_LOOPBACK;
 		goto out;
 	}
 	if (sebpf_is_dns_endpoint(att, p)) {
@@ -700,12 +725,12 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	 * address learned from DNS. */
 	dns = sebpf_is_dns_query(p);
 	if (p->family == AF_INET) {
-		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock, dns);
+		m = sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock, dns, 0);
 	} else {
-		m = sebpf_match6(att->ruleset, (const struct sebpf_addr6 *)p->daddr, &clock, dns);
+		m = sebpf_match6(att->ruleset, (const struct sebpf_addr6 *)p->daddr, &clock, dns, 0);
 		if (sebpf_is_nat64(p->daddr))
 			m = sebpf_match_both(
-			    m, sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock, dns));
+			    m, sebpf_match4(att->ruleset, sebpf_addr4(p->daddr), &clock, dns, 0));
 	}
 	if (m == SEBPF_MATCH_DENY) {
 		reason = SEBPF_REASON_DENY_RULE;

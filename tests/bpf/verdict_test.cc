@@ -612,15 +612,20 @@ class DnsPortRangeTest : public ProgramTest {
     config.dns_port_first = 20000;
     config.dns_port_last = 20999;
   }
+  // The attachment's own endpoint: 127.0.0.1, port 20007.
+  void set_loopback_endpoint() {
+    datapath::DnsEndpoint dns;
+    dns.v4 = *net::IpAddress::parse("127.0.0.1");
+    dns.port = 20007;
+    ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  }
 };
 
 // Loopback is open to cgroups, but another attachment's DNS endpoint there
 // is not: it would put the workload under that attachment's domain rules.
 TEST_P(DnsPortRangeTest, ACgroupCannotUseAnotherAttachmentsEndpointOnLoopback) {
-  datapath::DnsEndpoint dns;
-  dns.v4 = *net::IpAddress::parse("127.0.0.1");
-  dns.port = 20007;
-  ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  set_loopback_endpoint();
+  if (HasFatalFailure()) return;
   set_mode(Mode::kDenylist);
   const bool cgroup = GetParam() == ProgramKind::kCgroupSkb;
   EXPECT_TRUE(out(udp4("127.0.0.1", 20007))) << "its own";
@@ -629,6 +634,39 @@ TEST_P(DnsPortRangeTest, ACgroupCannotUseAnotherAttachmentsEndpointOnLoopback) {
   EXPECT_EQ(out(tcp6("::1", 20999)), !cgroup);
   EXPECT_EQ(count(SEBPF_REASON_DENY_RESOLVER), cgroup ? 2U : 0U);
 }
+
+// Loopback is open to cgroups, except where a deny rule within loopback
+// closes it: a workload in the host's network namespace would otherwise
+// reach every service on the host's loopback. Broader rules do not reach
+// it, and the attachment's own DNS endpoint there stays open.
+class CgroupLoopbackTest : public DnsPortRangeTest {};
+
+TEST_P(CgroupLoopbackTest, ADenyRuleWithinLoopbackClosesItAndNothingBroaderDoes) {
+  set_loopback_endpoint();
+  if (HasFatalFailure()) return;
+  set_mode(Mode::kAllowlist);
+  deny("0.0.0.0/0");
+  deny("::/0");
+  deny("126.0.0.0/7");  // holds loopback, but is broader than it
+  EXPECT_TRUE(out(tcp4("127.0.0.1", 8080))) << "a catch-all deny leaves loopback open";
+  EXPECT_TRUE(out(tcp6("::1", 8080)));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RULE), 0U);
+
+  deny("127.0.0.0/8");
+  deny("::1/128");
+  allow("127.0.0.53");
+  EXPECT_FALSE(out(tcp4("127.0.0.1", 8080)));
+  EXPECT_FALSE(out(udp4("127.200.0.1", 8080)));
+  EXPECT_FALSE(out(tcp6("::1", 8080)));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RULE), 3U);
+  EXPECT_TRUE(out(udp4("127.0.0.53", 8080))) << "a longer allow decides";
+  EXPECT_TRUE(out(udp4("127.0.0.1", 20007))) << "the DNS endpoint stays open";
+  EXPECT_TRUE(out(tcp4("127.0.0.1", 20007)));
+  EXPECT_FALSE(out(udp4("127.0.0.1", 20008))) << "another endpoint stays closed";
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, CgroupLoopbackTest, ::testing::Values(ProgramKind::kCgroupSkb),
+                         kind_name);
 
 INSTANTIATE_TEST_SUITE_P(Programs, DnsPortRangeTest,
                          ::testing::Values(ProgramKind::kTc, ProgramKind::kCgroupSkb), kind_name);

@@ -602,6 +602,35 @@ TEST_F(DnsE2eTest, AnAnswerNamingAnAddressOfThisHostDoesNotOpenIt) {
   EXPECT_EQ(later(), EPERM) << "and not learned again";
 }
 
+// A cgroup in the host's network namespace reaches every service on the
+// host's loopback. A deny rule within loopback closes it (a catch-all deny
+// does not), and the attachment's DNS endpoint there keeps answering.
+TEST_F(DnsE2eTest, ADenyRuleWithinLoopbackClosesTheHostsLoopbackButNotTheEndpoint) {
+  start_with_upstream();
+  topo_->start_host_server();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}, {}, {"0.0.0.0/0", "::/0"}));
+  const auto endpoint = endpoint_of(att);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("127.0.0.1", kEchoPort); }), 0)
+      << "a catch-all deny leaves loopback open";
+  ASSERT_TRUE(add_cidr(att.id(), "127.0.0.0/8", v1::ACTION_DENY).ok());
+  ASSERT_TRUE(add_cidr(att.id(), "::1/128", v1::ACTION_DENY).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("127.0.0.1", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("::1", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([&] {
+              auto answer = dns_query(endpoint, make_query("allowed.example", kTypeA));
+              return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+            }),
+            dns::rcode::kNoError)
+      << "the endpoint on loopback still answers";
+  EXPECT_EQ(in_cgroup([&] {
+              // Steered there from an ordinary resolver address, too.
+              const net::SocketAddress resolver(*net::IpAddress::parse("203.0.113.53"), 53);
+              auto answer = dns_query(resolver, make_query("allowed.example", kTypeA));
+              return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+            }),
+            dns::rcode::kNoError);
+}
+
 // The same for a VM: an answer naming the host side of its interface (or
 // any address of the host) does not let the guest reach the host's
 // services.
