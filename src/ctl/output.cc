@@ -128,15 +128,17 @@ std::string counters_text(const v1::Counters& c) {
   out += "\n" + (c.counters().empty() ? std::string("nothing judged yet\n") : format_table(rows));
   if (c.has_dns()) {
     const v1::DnsCounters& d = c.dns();
-    out += "\n" + format_table({{"DNS", "COUNT"},
-                                {"queries", std::to_string(d.queries())},
-                                {"refused", std::to_string(d.refused())},
-                                {"forwarded", std::to_string(d.forwarded())},
-                                {"answered", std::to_string(d.answered())},
-                                {"servfail", std::to_string(d.servfail())},
-                                {"malformed", std::to_string(d.malformed())},
-                                {"rate_limited", std::to_string(d.rate_limited())},
-                                {"answer_addresses", std::to_string(d.answer_addresses())}});
+    out +=
+        "\n" + format_table({{"DNS", "COUNT"},
+                             {"queries", std::to_string(d.queries())},
+                             {"refused", std::to_string(d.refused())},
+                             {"forwarded", std::to_string(d.forwarded())},
+                             {"answered", std::to_string(d.answered())},
+                             {"servfail", std::to_string(d.servfail())},
+                             {"malformed", std::to_string(d.malformed())},
+                             {"rate_limited", std::to_string(d.rate_limited())},
+                             {"answer_addresses", std::to_string(d.answer_addresses())},
+                             {"addresses_not_learned", std::to_string(d.addresses_not_learned())}});
   }
   return out;
 }

@@ -60,6 +60,7 @@ std::string attachment_id_to_api(uint64_t number);
 // The kernel's counters as the API gives them: non-zero ones only, with
 // their sums.
 void counters_to_api(const datapath::Counters& counters, v1::Counters* out);
-void dns_counters_to_api(const dns::EndpointCounters& counters, v1::DnsCounters* out);
+void dns_counters_to_api(const dns::EndpointCounters& counters, uint64_t addresses_not_learned,
+                         v1::DnsCounters* out);
 
 }  // namespace sebpf::daemon

@@ -370,6 +370,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
   learned_full_pruned_.erase(number);
+  not_learned_.erase(number);
   policy_changed_locked(number);
 }
 
@@ -431,6 +432,7 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
       case LearnableIndex::Verdict::kUserRuleDecides:
         continue;
       case LearnableIndex::Verdict::kNeverLearned:
+        not_learned_[number]++;
         report_never_learned(*record, a.address);
         continue;
     }
@@ -666,7 +668,9 @@ Result<AttachmentManager::Counters> AttachmentManager::counters(uint64_t number)
   for (const AttachmentRecord& r : state_.records) {
     if (r.number != number) continue;
     SEBPF_ASSIGN_OR_RETURN(datapath::Counters filter, dp_->counters(r.key));
-    return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt};
+    const auto not_learned = not_learned_.find(number);
+    return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt,
+                    not_learned == not_learned_.end() ? 0 : not_learned->second};
   }
   return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
 }

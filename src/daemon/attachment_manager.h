@@ -87,6 +87,7 @@ class AttachmentManager {
   struct Counters {
     datapath::Counters filter;
     std::optional<dns::EndpointCounters> dns;  // none: no DNS endpoint
+    uint64_t addresses_not_learned = 0;        // in dns.never_learn, or the host's
   };
   Result<Counters> counters(uint64_t number) const;
   Result<Policy> set_mode(uint64_t number, datapath::Mode mode);
@@ -191,6 +192,8 @@ class AttachmentManager {
   // When each attachment's learned hosts were last pruned because it was
   // at its dns.max_learned_hosts (see learn()).
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
+  // Answer addresses learn() kept out by never_learn_, per attachment.
+  std::map<uint64_t, uint64_t> not_learned_;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,

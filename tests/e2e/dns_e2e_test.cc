@@ -288,6 +288,7 @@ TEST_F(DnsE2eTest, EachEndpointCountsWhatItDidForItsAttachment) {
   EXPECT_EQ(dns.malformed(), 1U);
   EXPECT_EQ(dns.servfail(), 0U);
   EXPECT_EQ(dns.rate_limited(), 0U);
+  EXPECT_EQ(dns.addresses_not_learned(), 0U);
   EXPECT_GE(counters.allowed(), 1U) << "the connection to the learned address";
 
   const v1::Counters others = get_counters(other.id());
@@ -533,6 +534,8 @@ TEST_F(DnsE2eTest, AnAnswerNamingTheMetadataServiceOrTheInternalNetworkDoesNotOp
       << "an ordinary address is learned";
   EXPECT_NE(daemon_->log().find(R"("event":"dns_address_not_learned")"), std::string::npos)
       << "the operator can see why";
+  EXPECT_EQ(get_counters(att.id()).dns().addresses_not_learned(), std::size(cases))
+      << "and how many";
 
   ASSERT_TRUE(add_cidr(att.id(), "169.254.169.254/32", v1::ACTION_ALLOW).ok());
   EXPECT_NE(in_cgroup([] { return udp_connect("169.254.169.254", 80); }), EPERM)

@@ -90,7 +90,8 @@ TEST(CtlOutputTest, CountersReadForPeople) {
       << text;
   EXPECT_EQ(text.find("DNS"), std::string::npos) << "no endpoint, no DNS table\n" << text;
   c.mutable_dns()->set_refused(2);
-  EXPECT_NE(counters_text(c).find("refused           2\n"), std::string::npos) << counters_text(c);
+  EXPECT_NE(counters_text(c).find("refused                2\n"), std::string::npos)
+      << counters_text(c);
 }
 
 TEST(CtlOutputTest, PolicyAndAttachmentsReadForPeople) {

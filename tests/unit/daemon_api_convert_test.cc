@@ -177,11 +177,11 @@ TEST(DaemonApiConvertTest, CountersAreTheNonZeroOnesWithTheirSums) {
                        .malformed = 6,
                        .rate_limited = 7,
                        .answer_addresses = 8},
-                      &dns);
+                      9, &dns);
   EXPECT_EQ(std::vector<uint64_t>({dns.queries(), dns.refused(), dns.forwarded(), dns.answered(),
                                    dns.servfail(), dns.malformed(), dns.rate_limited(),
-                                   dns.answer_addresses()}),
-            (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+                                   dns.answer_addresses(), dns.addresses_not_learned()}),
+            (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}));
 }
 
 }  // namespace
