@@ -1,12 +1,13 @@
 #include "daemon/never_learn.h"
 
 #include <ifaddrs.h>
-#include <netinet/in.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
+
+#include "net/socket_address.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -83,14 +84,14 @@ Result<std::vector<net::IpAddress>> read_host_addresses() {
   std::vector<net::IpAddress> out;
   for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
     if (i->ifa_addr == nullptr) continue;
-    if (i->ifa_addr->sa_family == AF_INET) {
-      const auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
-      out.push_back(net::IpAddress::v4(in->sin_addr.s_addr));
-    } else if (i->ifa_addr->sa_family == AF_INET6) {
-      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
-      std::array<uint8_t, 16> bytes;
-      std::memcpy(bytes.data(), in6->sin6_addr.s6_addr, bytes.size());
-      out.push_back(net::IpAddress::v6(bytes));
+    // getifaddrs also lists links (AF_PACKET): only IP addresses are kept.
+    const sa_family_t family = i->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    sockaddr_storage storage{};
+    const socklen_t length = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    std::memcpy(&storage, i->ifa_addr, length);
+    if (auto address = net::SocketAddress::from_sockaddr(storage, length); address.ok()) {
+      out.push_back(address->address());
     }
   }
   freeifaddrs(list);
