@@ -73,6 +73,9 @@ constexpr size_t kMaxTcpClientOutput = 64 * 1024;
 // socket cannot starve the others.
 constexpr unsigned kBatch = 32;
 constexpr int kReadBurst = 64;
+// How long a loop leaves a listener alone when it can neither take a
+// connection nor shed one (out of descriptors, the spare lost).
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 // UDP to upstreams goes over a few connected sockets per upstream, each
 // carrying at most kQueriesPerSocket queries before a fresh one (a fresh
 // random source port) takes its place: a socket per query cost five system
@@ -167,6 +170,16 @@ class RecvBatch {
 
 }  // namespace
 
+// Out of descriptors, accept fails and leaves the connection queued: the
+// listener stays ready and a loop would spin on it. The spare descriptor
+// makes room to take the connection and close it at once. Every accept of
+// every loop goes through the mutex: another loop's accept could take the
+// slot the spare frees, and the spare would be lost.
+struct AcceptGate {
+  std::mutex mu;
+  UniqueFd spare;
+};
+
 // One attachment's endpoint: its sockets, served by every loop, the limits
 // the loops share, and their counts.
 struct Endpoint {
@@ -233,16 +246,14 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec,
 // read, its upstream sockets, the TCP clients it accepted.
 class DnsProxy::Loop {
  public:
-  Loop(const ProxyConfig& config, ProxyBackend& backend, size_t index)
-      : config_(config), backend_(backend), index_(index) {}
+  Loop(const ProxyConfig& config, ProxyBackend& backend, AcceptGate& gate, size_t index)
+      : config_(config), backend_(backend), gate_(gate), index_(index) {}
 
   Status init() {
     epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) return errno_error("epoll_create1");
     wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake_) return errno_error("eventfd");
-    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!spare_) return errno_error("open /dev/null");
     SEBPF_RETURN_IF_ERROR(watch(wake_.get(), EPOLLIN, {Kind::kWake, 0}));
     thread_ = std::thread([this] { run(); });
     // Named, so that top -H, perf and the tests can tell the loops apart.
@@ -490,6 +501,9 @@ class DnsProxy::Loop {
     if (!client_deadlines_.empty() && (!first || client_deadlines_.top().first < *first)) {
       first = client_deadlines_.top().first;
     }
+    if (!paused_.empty() && (!first || paused_.front().until < *first)) {
+      first = paused_.front().until;
+    }
     if (!first) return -1;
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*first - Clock::now()).count();
     return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
@@ -497,6 +511,7 @@ class DnsProxy::Loop {
 
   void fire_timers() {
     const auto now = Clock::now();
+    resume_listeners(now);
     while (!upstream_deadlines_.empty() && upstream_deadlines_.front().first <= now) {
       const uint64_t id = upstream_deadlines_.front().second;
       upstream_deadlines_.pop_front();
@@ -569,11 +584,20 @@ class DnsProxy::Loop {
     auto ep = endpoints_.find(attachment);
     if (ep == endpoints_.end()) return;
     while (true) {
-      UniqueFd fd(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!fd && (errno == EMFILE || errno == ENFILE) && shed_connection(listen_fd, *ep->second)) {
-        continue;
+      UniqueFd fd;
+      switch (accept_one(listen_fd, fd)) {
+        case Accepted::kClient:
+          break;
+        case Accepted::kShed:
+          count(*ep->second, Count::kRateLimited);
+          backend_.report("dns_tcp_client_refused", "out of file descriptors (RLIMIT_NOFILE)");
+          continue;
+        case Accepted::kOutOfDescriptors:
+          pause_listener(listen_fd, attachment);
+          return;
+        case Accepted::kNone:
+          return;
       }
-      if (!fd) return;
       // Counted first, then checked: the loops share the count.
       if (ep->second->tcp_clients.fetch_add(1) >= config_.max_tcp_clients) {
         ep->second->tcp_clients--;
@@ -595,20 +619,53 @@ class DnsProxy::Loop {
     }
   }
 
-  // Out of descriptors, accept fails and leaves the connection queued: the
-  // listener stays ready and the loop would spin on it. The spare
-  // descriptor makes room to take the connection and close it at once.
-  // False if even that failed.
-  bool shed_connection(int listen_fd, Endpoint& endpoint) {
-    if (!spare_) return false;
-    spare_.reset();
+  enum class Accepted {
+    kClient,            // in `fd`
+    kShed,              // out of descriptors: taken with the spare's and closed
+    kOutOfDescriptors,  // and no spare to shed with
+    kNone,              // none waiting (or an error the next accept reports again)
+  };
+
+  Accepted accept_one(int listen_fd, UniqueFd& fd) {
+    std::lock_guard lock(gate_.mu);
+    fd.reset(::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    const int error = errno;
+    // Taken again as soon as a descriptor is free: another thread of the
+    // daemon may have taken the slot it left.
+    if (!gate_.spare) gate_.spare.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (fd) return Accepted::kClient;
+    if (error != EMFILE && error != ENFILE) return Accepted::kNone;
+    if (!gate_.spare) return Accepted::kOutOfDescriptors;
+    gate_.spare.reset();
     const bool shed = UniqueFd(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC)).valid();
-    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (shed) {
-      count(endpoint, Count::kRateLimited);
-      backend_.report("dns_tcp_client_refused", "out of file descriptors (RLIMIT_NOFILE)");
+    gate_.spare.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    return shed ? Accepted::kShed : Accepted::kOutOfDescriptors;
+  }
+
+  // Neither taken nor shed, the connection stays queued and the listener
+  // ready: this loop stops watching it for a while rather than spin.
+  void pause_listener(int listen_fd, uint64_t attachment) {
+    unwatch(listen_fd);
+    paused_.push_back({Clock::now() + kAcceptPause, attachment, listen_fd});
+    backend_.report("dns_tcp_accept_paused",
+                    "out of file descriptors (RLIMIT_NOFILE), with none spare to refuse a client");
+  }
+
+  // A paused listener is watched again if its endpoint is still open (the
+  // descriptor, held by the endpoint, is then still its listener).
+  void resume_listeners(Clock::time_point now) {
+    while (!paused_.empty() && paused_.front().until <= now) {
+      const PausedListener p = paused_.front();
+      paused_.pop_front();
+      const auto ep = endpoints_.find(p.attachment);
+      if (ep == endpoints_.end()) continue;
+      const auto& listeners = ep->second->tcp;
+      if (std::none_of(listeners.begin(), listeners.end(),
+                       [&](const UniqueFd& l) { return l.get() == p.fd; })) {
+        continue;
+      }
+      (void)watch(p.fd, EPOLLIN | EPOLLEXCLUSIVE, {Kind::kEndpointTcp, p.attachment});
     }
-    return shed;
   }
 
   void close_client(uint64_t id) {
@@ -1278,11 +1335,11 @@ class DnsProxy::Loop {
 
   ProxyConfig config_;
   ProxyBackend& backend_;
+  AcceptGate& gate_;    // shared by the loops
   const size_t index_;  // of this loop's slot in every endpoint's counts
   std::array<uint16_t, 128> random_ids_{};
   size_t random_used_ = random_ids_.size();
   UniqueFd epoll_, wake_;
-  UniqueFd spare_;  // held for shed_connection
   std::thread thread_;
   bool stopping_ = false;  // only touched on the loop's thread
 
@@ -1295,6 +1352,12 @@ class DnsProxy::Loop {
   std::unordered_map<uint64_t, TcpClient> clients_;
   std::unordered_map<uint64_t, Pending> pending_;
   std::deque<Deadline> upstream_deadlines_;
+  struct PausedListener {
+    Clock::time_point until;
+    uint64_t attachment;
+    int fd;
+  };
+  std::deque<PausedListener> paused_;  // in the order they come due (all pauses are as long)
   ClientDeadlines client_deadlines_;
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
@@ -1323,7 +1386,7 @@ class DnsProxy::Loop {
 };
 
 DnsProxy::DnsProxy(const ProxyConfig& config, ProxyBackend& backend)
-    : config_(config), backend_(backend) {}
+    : config_(config), backend_(backend), accept_gate_(std::make_unique<AcceptGate>()) {}
 
 DnsProxy::~DnsProxy() = default;
 
@@ -1334,8 +1397,10 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
   }
   if (config.threads == 0) return Error(Errc::kInvalidArgument, "DNS threads must be at least 1");
   std::unique_ptr<DnsProxy> proxy(new DnsProxy(config, backend));
+  proxy->accept_gate_->spare.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!proxy->accept_gate_->spare) return errno_error("open /dev/null");
   for (unsigned i = 0; i < config.threads; ++i) {
-    auto loop = std::make_unique<Loop>(config, backend, i);
+    auto loop = std::make_unique<Loop>(config, backend, *proxy->accept_gate_, i);
     SEBPF_RETURN_IF_ERROR(loop->init());
     proxy->loops_.push_back(std::move(loop));
   }

@@ -84,7 +84,8 @@ struct EndpointSpec {
   int netns_fd = -1;
 };
 
-struct Endpoint;  // an attachment's sockets, limits and counters (proxy.cc)
+struct Endpoint;    // an attachment's sockets, limits and counters (proxy.cc)
+struct AcceptGate;  // the loops' spare descriptor (proxy.cc)
 
 class DnsProxy {
  public:
@@ -113,6 +114,7 @@ class DnsProxy {
 
   const ProxyConfig config_;
   ProxyBackend& backend_;
+  std::unique_ptr<AcceptGate> accept_gate_;  // outlives the loops, which use it
   std::vector<std::unique_ptr<Loop>> loops_;
   mutable std::mutex mu_;  // open_, and the order of posts to the loops
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> open_;  // by attachment

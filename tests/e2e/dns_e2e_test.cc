@@ -1205,6 +1205,51 @@ TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
   EXPECT_TRUE(answer.ok()) << answer.error().message();
 }
 
+// Out of descriptors with none spare (another thread of the daemon took the
+// slot the spare left), a client can be neither taken nor shed. The loops
+// must still not spin on the ready listener, and the clients, left waiting,
+// are served once descriptors are to be had again.
+TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
+  if (kSanitized) {
+    GTEST_SKIP() << "the sanitizers' runtime needs descriptors of its own: out of them, UBSan's "
+                    "vptr check cannot read the process's memory map and aborts the daemon";
+  }
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  const pid_t pid = daemon_->pid();
+  rlimit original{};
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, nullptr, &original), 0);
+  // A descriptor is had below the limit. With the standard three open, a
+  // limit of 3 is below every descriptor the daemon opened, the spare's
+  // included: closing the spare makes no room.
+  for (int fd = 0; fd < 3; ++fd) {
+    ASSERT_TRUE(
+        std::filesystem::exists("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd)));
+  }
+  const rlimit none_spare{3, original.rlim_max};
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &none_spare, nullptr), 0);
+  std::vector<DnsTcpStream> clients;
+  for (uint16_t id = 0; id < 5; ++id) {
+    auto stream = DnsTcpStream::connect(endpoint);  // the backlog takes it
+    ASSERT_TRUE(stream.ok()) << stream.error().message();
+    ASSERT_TRUE(stream->send(make_query("allowed.example", kTypeA, id)).ok());
+    clients.push_back(std::move(*stream));
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  const uint64_t before = dns_loop_cpu_ticks(pid);
+  std::this_thread::sleep_for(milliseconds(1000));
+  const uint64_t used = dns_loop_cpu_ticks(pid) - before;
+  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &original, nullptr), 0);
+  EXPECT_LT(used, 20U) << "clock ticks the DNS loops used in a second with connections waiting";
+  for (DnsTcpStream& client : clients) {
+    auto got = client.pump(milliseconds(3000));
+    ASSERT_TRUE(got.ok()) << got.error().message();
+    ASSERT_EQ(got->size(), 1U) << "a waiting client is answered";
+    EXPECT_EQ(got->front().header.rcode, dns::rcode::kNoError);
+    EXPECT_FALSE(got->front().answers.empty());
+  }
+}
+
 // Per-endpoint query rate limit: a flood over UDP is dropped, not answered
 // (an answer would amplify it) and not forwarded.
 TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {
