@@ -521,22 +521,13 @@ bool AttachmentManager::set_host_addresses_locked(
 void AttachmentManager::report_never_learned(const AttachmentRecord& record,
                                              const net::IpAddress& address) {
   // As many as workloads ask for: rate-limited like the DNS warnings.
-  const auto admitted =
-      never_learned_log_.admit("dns_address_not_learned", LogRateLimit::Clock::now());
-  if (!admitted) return;
   const char* const kReason =
       std::binary_search(host_addresses_.begin(), host_addresses_.end(), address)
           ? "an address of this host: an answer does not open it, an explicit allow rule does"
           : "in dns.never_learn: an answer does not open it, an explicit allow rule does";
-  if (*admitted == 0) {
-    log_.warning("dns_address_not_learned",
-                 {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});
-  } else {
-    log_.warning("dns_address_not_learned", {{"id", record.id()},
-                                             {"address", address.to_string()},
-                                             {"reason", kReason},
-                                             {"left_out", std::to_string(*admitted)}});
-  }
+  never_learned_log_.warning(
+      log_, "dns_address_not_learned",
+      {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});
 }
 
 Status AttachmentManager::make_room_locked(const AttachmentRecord& record,

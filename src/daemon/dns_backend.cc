@@ -8,13 +8,7 @@
 namespace sebpf::daemon {
 
 void DnsBackend::report(std::string_view event, std::string_view detail) {
-  const auto admitted = report_limit_.admit(event, LogRateLimit::Clock::now());
-  if (!admitted) return;
-  if (*admitted == 0) {
-    log_.warning(event, {{"detail", std::string(detail)}});
-  } else {
-    log_.warning(event, {{"detail", std::string(detail)}, {"left_out", std::to_string(*admitted)}});
-  }
+  report_limit_.warning(log_, event, {{"detail", std::string(detail)}});
 }
 
 Result<dns::ProxyConfig> proxy_config(const DaemonConfig& config) {

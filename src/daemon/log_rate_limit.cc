@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace sebpf::daemon {
 
@@ -21,6 +22,14 @@ std::optional<uint64_t> LogRateLimit::admit(std::string_view event, Clock::time_
   }
   b.tokens -= 1;
   return std::exchange(b.left_out, 0);
+}
+
+void LogRateLimit::warning(Logger& log, std::string_view event, Logger::Fields fields) {
+  const auto admitted = admit(event, Clock::now());
+  if (!admitted) return;
+  std::vector<Logger::Field> line(fields);
+  if (*admitted > 0) line.emplace_back("left_out", std::to_string(*admitted));
+  log.write(LogLevel::kWarning, event, line);
 }
 
 }  // namespace sebpf::daemon

@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "daemon/logger.h"
+
 namespace sebpf::daemon {
 
 class LogRateLimit {
@@ -23,6 +25,9 @@ class LogRateLimit {
   // lines of that event were left out since the last one written.
   // Thread-safe.
   std::optional<uint64_t> admit(std::string_view event, Clock::time_point now);
+  // Writes `event` to `log` as a warning if admitted now, with `left_out`
+  // when lines were left out before it.
+  void warning(Logger& log, std::string_view event, Logger::Fields fields);
 
  private:
   struct Budget {

@@ -24,7 +24,7 @@ std::string now_rfc3339() {
 
 }  // namespace
 
-void Logger::log(LogLevel level, std::string_view event, Fields fields) {
+void Logger::write(LogLevel level, std::string_view event, std::span<const Field> fields) {
   if (level < min_) return;
   nlohmann::ordered_json line;
   line["time"] = now_rfc3339();

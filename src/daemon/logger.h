@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <initializer_list>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,11 +17,16 @@ namespace sebpf::daemon {
 
 class Logger {
  public:
-  using Fields = std::initializer_list<std::pair<std::string_view, std::string>>;
+  using Field = std::pair<std::string_view, std::string>;
+  using Fields = std::initializer_list<Field>;
 
   explicit Logger(LogLevel min_level, std::FILE* out = stderr) : min_(min_level), out_(out) {}
 
-  void log(LogLevel level, std::string_view event, Fields fields = {});
+  void log(LogLevel level, std::string_view event, Fields fields = {}) {
+    write(level, event, std::span<const Field>(fields.begin(), fields.size()));
+  }
+  // For fields gathered at run time.
+  void write(LogLevel level, std::string_view event, std::span<const Field> fields);
   void debug(std::string_view event, Fields fields = {}) { log(LogLevel::kDebug, event, fields); }
   void info(std::string_view event, Fields fields = {}) { log(LogLevel::kInfo, event, fields); }
   void warning(std::string_view event, Fields fields = {}) {

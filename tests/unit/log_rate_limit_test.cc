@@ -4,6 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
 namespace sebpf::daemon {
 namespace {
 
@@ -29,6 +36,31 @@ TEST(LogRateLimitTest, EachEventHasABudgetOfItsOwn) {
   EXPECT_EQ(limit.admit("dns_upstream_timeout", t0), 0U);
   EXPECT_EQ(limit.admit("dns_upstream_timeout", t0), std::nullopt);
   EXPECT_EQ(limit.admit("dns_learn_failed", t0), 0U) << "another event is not held back";
+}
+
+TEST(LogRateLimitTest, AWarningLineSaysHowManyWereLeftOutBeforeIt) {
+  char* text = nullptr;
+  size_t size = 0;
+  std::FILE* out = open_memstream(&text, &size);
+  ASSERT_NE(out, nullptr);
+  Logger log(LogLevel::kInfo, out);
+  LogRateLimit limit(1, 10.0);
+  limit.warning(log, "dns_learn_failed", {{"detail", "first"}});
+  limit.warning(log, "dns_learn_failed", {{"detail", "left out"}});
+  limit.warning(log, "dns_learn_failed", {{"detail", "left out"}});
+  std::this_thread::sleep_for(milliseconds(150));  // a line's worth at 10 a second
+  limit.warning(log, "dns_learn_failed", {{"detail", "after"}});
+  std::fclose(out);
+  std::vector<nlohmann::json> lines;
+  std::istringstream in{std::string(text, size)};
+  std::free(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 2U);
+  EXPECT_EQ(lines[0]["level"], "warning");
+  EXPECT_EQ(lines[0]["detail"], "first");
+  EXPECT_FALSE(lines[0].contains("left_out"));
+  EXPECT_EQ(lines[1]["detail"], "after");
+  EXPECT_EQ(lines[1]["left_out"], "2");
 }
 
 }  // namespace
