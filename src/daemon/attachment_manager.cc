@@ -9,9 +9,22 @@
 
 #include "daemon/target_resolver.h"
 #include "datapath/system.h"
+#include "dns/name_policy.h"
 #include "state/state_file.h"
 
 namespace sebpf::daemon {
+
+namespace {
+
+dns::NamePolicy name_policy_of(const Policy& policy) {
+  dns::NamePolicy names;
+  names.mode = policy.dns_mode;
+  // Names in a stored policy were normalized when they were added.
+  for (const DomainRule& d : policy.domains) (void)names.rules.add(d.name, d.action);
+  return names;
+}
+
+}  // namespace
 
 using datapath::Mode;
 using datapath::TargetKind;
@@ -369,6 +382,7 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
 void AttachmentManager::forget_locked(uint64_t number) {
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
+  teachers_.erase(number);
   learned_full_pruned_.erase(number);
   not_learned_.erase(number);
   policy_changed_locked(number);
@@ -399,10 +413,7 @@ std::shared_ptr<const dns::NamePolicy> AttachmentManager::name_policy(uint64_t n
   std::lock_guard lock(mu_);
   for (const AttachmentRecord& r : state_.records) {
     if (r.number != number) continue;
-    auto built = std::make_shared<dns::NamePolicy>();
-    built->mode = r.policy.dns_mode;
-    // Names in a stored policy were normalized when they were added.
-    for (const DomainRule& d : r.policy.domains) (void)built->rules.add(d.name, d.action);
+    auto built = std::make_shared<dns::NamePolicy>(name_policy_of(r.policy));
     std::lock_guard cache_lock(name_policies_mu_);
     name_policies_[number] = built;
     return built;
@@ -420,6 +431,8 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   const auto boot_now = datapath::BootClock::now();
   LearnedHosts& hosts = learned_[number];
   const LearnableIndex& index = learnable_index_locked(*record);
+  absl::InlinedVector<const dns::LearnedAddress*, 16>
+      taught;  // remembered once the kernel holds them
   // A turn's answers name up to a few hundred new addresses, each a cache
   // miss in a table of 100k hosts: ask for all of them first, so that the
   // misses overlap instead of following one another.
@@ -428,6 +441,7 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   for (const dns::LearnedAddress& a : addresses) {
     switch (index.judge(a.address, wall_now)) {
       case LearnableIndex::Verdict::kLearnable:
+        if (!a.chain.empty()) taught.push_back(&a);
         break;
       case LearnableIndex::Verdict::kUserRuleDecides:
         continue;
@@ -447,7 +461,14 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
     rules.push_back({*host, datapath::Action::kAllow, deadline + kLearnedHostSlack,
                      /*learned=*/true});
   }
-  if (rules.empty()) return ok_status();
+  const auto remember = [&] {
+    TeachingChains& chains = teachers_[number];
+    for (const dns::LearnedAddress* a : taught) chains.record(a->address, a->chain);
+  };
+  if (rules.empty()) {
+    remember();
+    return ok_status();
+  }
   // One rule per host, the longest-lived: answers may name a host twice,
   // and of two writes to one key the last would stand.
   std::sort(rules.begin(), rules.end(), [](const datapath::Rule& a, const datapath::Rule& b) {
@@ -479,6 +500,7 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
     auto& held = hosts[rule.prefix.address()];
     held = std::max(held, *rule.expires);
   }
+  remember();
   return ok_status();
 }
 
@@ -565,7 +587,43 @@ void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
   if (it == learned_.end()) return;
   const auto dropped = prune_learned(it->second, learnable_index_locked(record), WallClock::now(),
                                      datapath::BootClock::now());
+  remove_learned_rules_locked(record, dropped);
+}
+
+void AttachmentManager::revoke_refused_locked(const AttachmentRecord& record) {
+  const auto chains = teachers_.find(record.number);
+  const auto learned = learned_.find(record.number);
+  if (chains == teachers_.end() || learned == learned_.end()) return;
+  const dns::NamePolicy names = name_policy_of(record.policy);
+  // Refused as the endpoint would refuse the answer now: its query, or a
+  // name its CNAME chain passes through.
+  const auto refused = chains->second.refused([&](std::span<const std::string_view> chain) {
+    return !chain.empty() &&
+           (dns::judge_query(names, chain[0]) == dns::QueryVerdict::kRefuse ||
+            std::any_of(chain.begin() + 1, chain.end(), [&](std::string_view name) {
+              return dns::chain_name_denied(names, name);
+            }));
+  });
+  std::vector<net::IpAddress> dropped;
+  for (const net::IpAddress& host : refused) {
+    if (learned->second.erase(host) > 0) {
+      dropped.push_back(host);  // forgotten below
+    } else {
+      chains->second.forget(host);  // expired meanwhile
+    }
+  }
   if (dropped.empty()) return;
+  log_.info("learned_hosts_revoked",
+            {{"id", record.id()}, {"hosts", std::to_string(dropped.size())}});
+  remove_learned_rules_locked(record, dropped);
+}
+
+void AttachmentManager::remove_learned_rules_locked(const AttachmentRecord& record,
+                                                    std::span<const net::IpAddress> dropped) {
+  if (dropped.empty()) return;
+  if (auto chains = teachers_.find(record.number); chains != teachers_.end()) {
+    for (const net::IpAddress& address : dropped) chains->second.forget(address);
+  }
   // A rule the user wrote for exactly a host replaced the learned one there.
   std::set<net::IpPrefix> user_hosts;
   for (const CidrRule& c : record.policy.cidrs) {
@@ -686,6 +744,7 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
   }
   policy_changed_locked(number);
   prune_learned_locked(*record);
+  revoke_refused_locked(*record);
   return updated;
 }
 
@@ -848,8 +907,13 @@ void AttachmentManager::sweep() {
       policy_changed_locked(r.number);
     }
     if (auto it = learned_.find(r.number); it != learned_.end()) {
-      prune_learned(it->second, learnable_index_locked(r), WallClock::now(),
-                    datapath::BootClock::now());
+      // What the table let go of, its teachers let go of too.
+      const auto expired = prune_learned(it->second, learnable_index_locked(r), WallClock::now(),
+                                         datapath::BootClock::now());
+      if (auto chains = teachers_.find(r.number); chains != teachers_.end()) {
+        for (const net::IpAddress& address : expired) chains->second.forget(address);
+        chains->second.compact_if_sparse();
+      }
     }
   }
   auto reclaimed = dp_->sweep();

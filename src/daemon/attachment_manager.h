@@ -27,6 +27,7 @@
 #include "daemon/daemon_config.h"
 #include "daemon/log_rate_limit.h"
 #include "daemon/logger.h"
+#include "daemon/teaching_chains.h"
 #include "datapath/datapath.h"
 #include "dns/proxy.h"
 #include "policy/policy_file.h"
@@ -171,6 +172,13 @@ class AttachmentManager {
   // (sorted); drops learned hosts it now covers. False (and nothing done)
   // if no address outside the configured ranges came or went.
   bool set_host_addresses_locked(const std::vector<net::IpAddress>& host_addresses);
+  // Drops the learned hosts that only answers the policy now refuses
+  // taught (a domain deny added, an allow removed, DNS mode block_all).
+  void revoke_refused_locked(const AttachmentRecord& record);
+  // Takes dropped learned hosts out of the kernel (but not the user's own
+  // rule for such a host) and forgets what taught them.
+  void remove_learned_rules_locked(const AttachmentRecord& record,
+                                   std::span<const net::IpAddress> dropped);
 
   DaemonConfig config_;
   const NeverLearnRanges configured_never_learn_;  // config_.dns_never_learn
@@ -194,6 +202,9 @@ class AttachmentManager {
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
   // Answer addresses learn() kept out by never_learn_, per attachment.
   std::map<uint64_t, uint64_t> not_learned_;
+  // What taught each attachment's learned hosts (since this process
+  // started: hosts read back from the kernel at start have no record).
+  std::map<uint64_t, TeachingChains> teachers_;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,

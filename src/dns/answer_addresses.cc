@@ -37,9 +37,29 @@ Result<AnswerAddresses> addresses_for(const Message& response, std::string_view 
       std::memcpy(&v4, address.bytes().data() + 12, 4);
       address = net::IpAddress::v4(v4);
     }
-    out.addresses.push_back({address, r.ttl});
+    out.addresses.push_back({address, r.ttl, {}});
   }
   return out;
+}
+
+std::string encode_chain(std::span<const std::string_view> names) {
+  std::string chain;
+  for (std::string_view name : names) {
+    name = name.substr(0, 255);  // a DNS name is at most 253 bytes as text
+    chain.push_back(static_cast<char>(name.size()));
+    chain.append(name);
+  }
+  return chain;
+}
+
+std::vector<std::string_view> decode_chain(std::string_view chain) {
+  std::vector<std::string_view> names;
+  while (!chain.empty()) {
+    const size_t length = std::min<size_t>(static_cast<uint8_t>(chain[0]), chain.size() - 1);
+    names.push_back(chain.substr(1, length));
+    chain.remove_prefix(1 + length);
+  }
+  return names;
 }
 
 }  // namespace sebpf::dns

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "dns/message.h"
 
@@ -15,6 +18,9 @@ namespace sebpf::dns {
 struct LearnedAddress {
   net::IpAddress address;
   uint32_t ttl = 0;  // seconds, as the answer gave it
+  // The answer's chain (encode_chain), so that a domain rule added later
+  // can take the address back. A view: valid during the learn() call.
+  std::string_view chain;
 };
 
 // Inline room for what a typical answer teaches: the proxy finds this for
@@ -29,6 +35,11 @@ struct AnswerAddresses {
   absl::InlinedVector<std::string_view, 4> chain;
   LearnedAddresses addresses;
 };
+
+// A chain of names as one string: each name (at most 255 bytes) after a
+// byte giving its length.
+std::string encode_chain(std::span<const std::string_view> names);
+std::vector<std::string_view> decode_chain(std::string_view chain);
 
 // Longest chain followed; longer (or looping) chains are errors.
 inline constexpr size_t kMaxCnameChain = 16;

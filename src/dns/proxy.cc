@@ -1273,8 +1273,10 @@ class DnsProxy::Loop {
       if (!learned->addresses.empty()) {
         cap_ttls(answer, message, config_.max_ttl);
         put_id(answer, p.query.header.id);
+        // Before p moves: the chain's first name is a view of its query's.
+        std::string chain = encode_chain(learned->chain);
         learning_.push_back({std::move(p), std::vector<uint8_t>(answer.begin(), answer.end()),
-                             std::move(learned->addresses)});
+                             std::move(learned->addresses), std::move(chain)});
         return;
       }
     }
@@ -1304,6 +1306,7 @@ class DnsProxy::Loop {
       size_t end = first;
       addresses.clear();
       for (; end < batch.size() && batch[end].query.attachment == attachment; ++end) {
+        for (LearnedAddress& a : batch[end].addresses) a.chain = batch[end].chain;
         addresses.insert(addresses.end(), batch[end].addresses.begin(), batch[end].addresses.end());
       }
       const Status learned = backend_.learn(attachment, addresses);
@@ -1372,6 +1375,7 @@ class DnsProxy::Loop {
     Pending query;
     std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
     LearnedAddresses addresses;
+    std::string chain;  // encode_chain: what the addresses' `chain` views
   };
   std::vector<Learning> learning_, learning_turn_;
   std::vector<LearnedAddress> learn_scratch_;  // one attachment's addresses of a turn

@@ -658,6 +658,41 @@ TEST_F(DnsE2eTest, AGuestIsNotLetOntoTheHostByAnAnswerNamingIt) {
 // Learned addresses live in the kernel maps: a killed daemon leaves them
 // enforcing, and the next one reads them back, so re-applying the policy
 // (as a restart does) keeps them.
+// A domain rule added later takes back what the names it now refuses
+// taught, at once rather than at their TTL: an agent that was allowed a
+// name must not keep its addresses for minutes after the operator denied
+// it. An address another allowed name also taught stays.
+TEST_F(DnsE2eTest, ADomainDenyAddedLaterClosesTheAddressesOnlyThoseNamesTaught) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
+  const auto endpoint = endpoint_of(att);
+  for (const char* name :
+       {"allowed.example", "www.allowed.example", "denied.allowed.example", "other.example"}) {
+    ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, name, kTypeA); }), 0) << name;
+  }
+  // www.allowed.example -> web.allowed.example -> edge.cdn.example: 203.0.113.2.
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example", "other.example"},
+                                                  {"web.allowed.example"}))
+                  .ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("203.0.113.2", kEchoPort); }), EPERM)
+      << "a deny of a name on the chain closes the address at its end";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "what the allowed parent taught stays";
+
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"other.example"})).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "an allow removed closes what only its names taught";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0)
+      << "denied.allowed.example and other.example share this address: other.example still "
+         "allows it";
+
+  v1::Policy block_all = dns_policy({"other.example"});
+  block_all.set_dns_mode(v1::MODE_BLOCK_ALL);
+  ASSERT_TRUE(replace_policy(att.id(), block_all).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
+      << "DNS mode block_all closes every address DNS taught";
+}
+
 TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {
   start_with_upstream();
   const auto att = attach_cgroup(dns_policy({"allowed.example"}));
