@@ -1197,14 +1197,24 @@ TEST_F(DnsE2eTest, IdleTcpClientsAreClosedAndBusyOnesStay) {
   EXPECT_TRUE(closed(*deaf)) << "a client that read nothing for 12 s";
 }
 
+constexpr const char* kSanitizersNeedDescriptors =
+    "the sanitizers' runtime needs descriptors of its own: out of them, UBSan's vptr check "
+    "cannot read the process's memory map and aborts the daemon";
+
+// The CPU the DNS loops use in a second, once what is waiting has had
+// 300 ms to settle: a loop spinning on a ready socket uses all of it.
+uint64_t dns_loop_cpu_ticks_in_a_second(pid_t daemon) {
+  std::this_thread::sleep_for(milliseconds(300));
+  const uint64_t before = dns_loop_cpu_ticks(daemon);
+  std::this_thread::sleep_for(milliseconds(1000));
+  return dns_loop_cpu_ticks(daemon) - before;
+}
+
 // Out of file descriptors, a TCP connection cannot be accepted and stays
 // queued: it is taken and closed at once, not left to keep the listener
 // ready and the endpoint's loops spinning. With descriptors back, TCP works.
 TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
-  if (kSanitized) {
-    GTEST_SKIP() << "the sanitizers' runtime needs descriptors of its own: out of them, UBSan's "
-                    "vptr check cannot read the process's memory map and aborts the daemon";
-  }
+  if (kSanitized) GTEST_SKIP() << kSanitizersNeedDescriptors;
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
   const pid_t pid = daemon_->pid();
@@ -1222,10 +1232,7 @@ TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
     ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);  // the backlog takes it
     clients.push_back(std::move(fd));
   }
-  std::this_thread::sleep_for(milliseconds(300));
-  const uint64_t before = dns_loop_cpu_ticks(pid);
-  std::this_thread::sleep_for(milliseconds(1000));
-  const uint64_t used = dns_loop_cpu_ticks(pid) - before;
+  const uint64_t used = dns_loop_cpu_ticks_in_a_second(pid);
   ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &original, nullptr), 0);
   EXPECT_LT(used, 20U) << "clock ticks the DNS loops used in a second with connections waiting";
   int shed = 0;
@@ -1245,10 +1252,7 @@ TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
 // must still not spin on the ready listener, and the clients, left waiting,
 // are served once descriptors are to be had again.
 TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
-  if (kSanitized) {
-    GTEST_SKIP() << "the sanitizers' runtime needs descriptors of its own: out of them, UBSan's "
-                    "vptr check cannot read the process's memory map and aborts the daemon";
-  }
+  if (kSanitized) GTEST_SKIP() << kSanitizersNeedDescriptors;
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
   const pid_t pid = daemon_->pid();
@@ -1270,10 +1274,7 @@ TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
     ASSERT_TRUE(stream->send(make_query("allowed.example", kTypeA, id)).ok());
     clients.push_back(std::move(*stream));
   }
-  std::this_thread::sleep_for(milliseconds(300));
-  const uint64_t before = dns_loop_cpu_ticks(pid);
-  std::this_thread::sleep_for(milliseconds(1000));
-  const uint64_t used = dns_loop_cpu_ticks(pid) - before;
+  const uint64_t used = dns_loop_cpu_ticks_in_a_second(pid);
   ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &original, nullptr), 0);
   EXPECT_LT(used, 20U) << "clock ticks the DNS loops used in a second with connections waiting";
   for (DnsTcpStream& client : clients) {
