@@ -744,7 +744,11 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
   }
   policy_changed_locked(number);
   prune_learned_locked(*record);
-  revoke_refused_locked(*record);
+  // Only the domain rules and the DNS mode judge names: a CIDR or mode
+  // change need not judge every chain again.
+  if (updated.domains != previous.domains || updated.dns_mode != previous.dns_mode) {
+    revoke_refused_locked(*record);
+  }
   return updated;
 }
 
