@@ -421,11 +421,19 @@ std::shared_ptr<const dns::NamePolicy> AttachmentManager::name_policy(uint64_t n
   return nullptr;
 }
 
-Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAddress> addresses) {
+Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
+                                                   std::span<const dns::LearnedAddress> addresses,
+                                                   uint64_t judged_at) {
   std::lock_guard lock(mu_);
   const AttachmentRecord* record = find_locked(number);
   if (record == nullptr) {
     return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  }
+  // Policies change with mu_ held. So if the generation has not moved, no
+  // change came between judging these answers and now, and the revocation
+  // pass of any later change will see what this records.
+  if (name_policy_generation_.load(std::memory_order_relaxed) != judged_at) {
+    return dns::LearnOutcome::kPolicyChanged;
   }
   const auto wall_now = WallClock::now();
   const auto boot_now = datapath::BootClock::now();
@@ -467,7 +475,7 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
   };
   if (rules.empty()) {
     remember();
-    return ok_status();
+    return dns::LearnOutcome::kHeld;
   }
   // One rule per host, the longest-lived: answers may name a host twice,
   // and of two writes to one key the last would stand.
@@ -494,14 +502,14 @@ Status AttachmentManager::learn(uint64_t number, std::span<const dns::LearnedAdd
                                                 {"error", removed.error().message()}});
       }
     }
-    return written;
+    return written.error();
   }
   for (const datapath::Rule& rule : rules) {
     auto& held = hosts[rule.prefix.address()];
     held = std::max(held, *rule.expires);
   }
   remember();
-  return ok_status();
+  return dns::LearnOutcome::kHeld;
 }
 
 void AttachmentManager::on_host_addresses_changed() {
@@ -597,13 +605,8 @@ void AttachmentManager::revoke_refused_locked(const AttachmentRecord& record) {
   const dns::NamePolicy names = name_policy_of(record.policy);
   // Refused as the endpoint would refuse the answer now: its query, or a
   // name its CNAME chain passes through.
-  const auto refused = chains->second.refused([&](std::span<const std::string_view> chain) {
-    return !chain.empty() &&
-           (dns::judge_query(names, chain[0]) == dns::QueryVerdict::kRefuse ||
-            std::any_of(chain.begin() + 1, chain.end(), [&](std::string_view name) {
-              return dns::chain_name_denied(names, name);
-            }));
-  });
+  const auto refused = chains->second.refused(
+      [&](std::span<const std::string_view> chain) { return dns::answer_refused(names, chain); });
   std::vector<net::IpAddress> dropped;
   for (const net::IpAddress& host : refused) {
     if (learned->second.erase(host) > 0) {

@@ -69,13 +69,16 @@ class AttachmentManager {
   // For the DNS proxy: the attachment's DNS mode and domain rules (null
   // when it is gone), and learning addresses from an answer. learn()
   // returns once the kernel holds them; addresses an explicit deny rule
-  // decides (or that an explicit rule names exactly) are skipped.
+  // decides (or that an explicit rule names exactly) are skipped. It
+  // writes nothing if any name policy changed since `judged_at` (see
+  // dns::ProxyBackend::learn).
   std::shared_ptr<const dns::NamePolicy> name_policy(uint64_t number) const;
   // Moves on after every change of any name policy (see ProxyBackend).
   uint64_t name_policy_generation() const {
     return name_policy_generation_.load(std::memory_order_acquire);
   }
-  Status learn(uint64_t number, std::span<const dns::LearnedAddress> addresses);
+  Result<dns::LearnOutcome> learn(uint64_t number, std::span<const dns::LearnedAddress> addresses,
+                                  uint64_t judged_at);
 
   Result<AttachmentRecord> attach(const AttachSpec& spec);
   Status detach(uint64_t number);

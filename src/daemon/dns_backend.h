@@ -17,8 +17,10 @@ class DnsBackend final : public dns::ProxyBackend {
     return manager_.name_policy(attachment);
   }
   uint64_t policy_generation() const override { return manager_.name_policy_generation(); }
-  Status learn(uint64_t attachment, std::span<const dns::LearnedAddress> addresses) override {
-    return manager_.learn(attachment, addresses);
+  Result<dns::LearnOutcome> learn(uint64_t attachment,
+                                  std::span<const dns::LearnedAddress> addresses,
+                                  uint64_t judged_at) override {
+    return manager_.learn(attachment, addresses, judged_at);
   }
   // Reports follow what workloads send (a timeout per query to a silent
   // upstream, say): at most a burst of 20 lines per event, then one a

@@ -1,5 +1,7 @@
 #include "dns/name_policy.h"
 
+#include <algorithm>
+
 namespace sebpf::dns {
 
 using datapath::Action;
@@ -24,6 +26,12 @@ QueryVerdict judge_query(const NamePolicy& policy, std::string_view qname) {
 bool chain_name_denied(const NamePolicy& policy, std::string_view name) {
   if (policy.mode == Mode::kDisabled) return false;
   return policy.rules.match(name) == Action::kDeny;
+}
+
+bool answer_refused(const NamePolicy& policy, std::span<const std::string_view> chain) {
+  if (chain.empty() || judge_query(policy, chain[0]) == QueryVerdict::kRefuse) return true;
+  return std::any_of(chain.begin() + 1, chain.end(),
+                     [&](std::string_view name) { return chain_name_denied(policy, name); });
 }
 
 }  // namespace sebpf::dns

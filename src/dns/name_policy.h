@@ -4,6 +4,7 @@
 // answer's CNAME chain passes through are checked against explicit denies.
 #pragma once
 
+#include <span>
 #include <string_view>
 
 #include "datapath/types.h"
@@ -29,5 +30,11 @@ QueryVerdict judge_query(const NamePolicy& policy, std::string_view qname);
 // counts: an allowed name commonly points into a CDN's domain that no rule
 // names, and the user allowed the name that was asked for.
 bool chain_name_denied(const NamePolicy& policy, std::string_view name);
+
+// Whether the policy refuses an answer whose chain is `chain`: the name
+// asked for, then each CNAME target. What judges an answer again when the
+// policy changed after it was first judged (and what a later domain rule
+// takes back). An empty chain is refused.
+bool answer_refused(const NamePolicy& policy, std::span<const std::string_view> chain);
 
 }  // namespace sebpf::dns

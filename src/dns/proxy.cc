@@ -1275,6 +1275,7 @@ class DnsProxy::Loop {
         put_id(answer, p.query.header.id);
         // Before p moves: the chain's first name is a view of its query's.
         std::string chain = encode_chain(learned->chain);
+        p.policy_generation = policies_generation_;  // what judged it just now
         learning_.push_back({std::move(p), std::vector<uint8_t>(answer.begin(), answer.end()),
                              std::move(learned->addresses), std::move(chain)});
         return;
@@ -1288,8 +1289,7 @@ class DnsProxy::Loop {
 
   // Writes what this turn's answers taught, one learn() per attachment
   // (a few system calls for the lot instead of a few per answer), then
-  // queues the answers; an answer whose hosts could not be written gets
-  // SERVFAIL instead.
+  // queues the answers.
   void learn_and_release() {
     std::vector<Learning>& batch = learning_turn_;
     batch.swap(learning_);  // keeps both vectors' capacity from turn to turn
@@ -1300,40 +1300,105 @@ class DnsProxy::Loop {
     if (!std::is_sorted(batch.begin(), batch.end(), by_attachment)) {
       std::stable_sort(batch.begin(), batch.end(), by_attachment);
     }
-    std::vector<LearnedAddress>& addresses = learn_scratch_;
     for (size_t first = 0; first < batch.size();) {
-      const uint64_t attachment = batch[first].query.attachment;
-      size_t end = first;
-      addresses.clear();
-      for (; end < batch.size() && batch[end].query.attachment == attachment; ++end) {
-        for (LearnedAddress& a : batch[end].addresses) a.chain = batch[end].chain;
-        addresses.insert(addresses.end(), batch[end].addresses.begin(), batch[end].addresses.end());
+      size_t end = first + 1;
+      while (end < batch.size() && batch[end].query.attachment == batch[first].query.attachment) {
+        ++end;
       }
-      const Status learned = backend_.learn(attachment, addresses);
-      const auto ep = endpoints_.find(attachment);
-      CountSlot* counts = ep == endpoints_.end() ? nullptr : &slot(*ep->second);
-      if (!learned.ok()) backend_.report("dns_learn_failed", learned.error().message());
-      for (size_t i = first; i < end; ++i) {
-        Learning& l = batch[i];
-        // The write failed (a full table, the attachment's share used up):
-        // perhaps because of another answer's hosts. Each answer is then
-        // learned alone, so that only those that do not fit are refused.
-        const bool ok =
-            learned.ok() || (end - first > 1 && backend_.learn(attachment, l.addresses).ok());
-        if (ok) {
-          if (counts) {
-            counts->add(Count::kAnswered, 1);
-            counts->add(Count::kAnswerAddresses, l.addresses.size());
-          }
-          reply_to(l.query, std::move(l.answer));
-        } else {
-          if (counts) counts->add(Count::kServfail, 1);
-          reply_to(l.query, error_response(l.query, rcode::kServFail));
-        }
-      }
+      learn_and_release(std::span(batch).subspan(first, end - first));
       first = end;
     }
     batch.clear();
+  }
+
+  // An answer waiting for this turn's learn().
+  struct Learning {
+    Pending query;
+    std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
+    LearnedAddresses addresses;
+    std::string chain;  // encode_chain: what the addresses' `chain` views
+  };
+
+  // How often one turn's answers are judged again because policies keep
+  // changing under them before they get SERVFAIL.
+  static constexpr int kMaxJudgements = 4;
+
+  // One attachment's answers: learned, then released. An answer whose
+  // hosts could not be written gets SERVFAIL instead.
+  void learn_and_release(std::span<Learning> answers) {
+    const uint64_t attachment = answers.front().query.attachment;
+    Result<LearnOutcome> learned = learn_all(answers);
+    for (int judged = 1; learned.ok() && *learned == LearnOutcome::kPolicyChanged; ++judged) {
+      if (judged == kMaxJudgements) {
+        learned = Error(Errc::kUnavailable, "the policy changed under every attempt to learn");
+        break;
+      }
+      answers = answers.first(judge_again(answers));
+      if (answers.empty()) return;
+      learned = learn_all(answers);
+    }
+    const auto ep = endpoints_.find(attachment);
+    CountSlot* counts = ep == endpoints_.end() ? nullptr : &slot(*ep->second);
+    if (!learned.ok()) backend_.report("dns_learn_failed", learned.error().message());
+    for (Learning& l : answers) {
+      // The write failed (a full table, the attachment's share used up):
+      // perhaps because of another answer's hosts. Each answer is then
+      // learned alone, so that only those that do not fit are refused.
+      const auto held = [](const Result<LearnOutcome>& r) {
+        return r.ok() && *r == LearnOutcome::kHeld;
+      };
+      const bool ok = held(learned) ||
+                      (answers.size() > 1 &&
+                       held(backend_.learn(attachment, l.addresses, l.query.policy_generation)));
+      if (ok) {
+        if (counts) {
+          counts->add(Count::kAnswered, 1);
+          counts->add(Count::kAnswerAddresses, l.addresses.size());
+        }
+        reply_to(l.query, std::move(l.answer));
+      } else {
+        if (counts) counts->add(Count::kServfail, 1);
+        reply_to(l.query, error_response(l.query, rcode::kServFail));
+      }
+    }
+  }
+
+  // One learn() for all the answers' addresses, judged at the oldest
+  // generation among them.
+  Result<LearnOutcome> learn_all(std::span<Learning> answers) {
+    std::vector<LearnedAddress>& addresses = learn_scratch_;
+    addresses.clear();
+    uint64_t judged_at = answers.front().query.policy_generation;
+    for (Learning& l : answers) {
+      for (LearnedAddress& a : l.addresses) a.chain = l.chain;
+      addresses.insert(addresses.end(), l.addresses.begin(), l.addresses.end());
+      judged_at = std::min(judged_at, l.query.policy_generation);
+    }
+    return backend_.learn(answers.front().query.attachment, addresses, judged_at);
+  }
+
+  // A policy changed between judging these answers and learning them:
+  // each is judged again by the policy now. A refused one is answered so
+  // and teaches nothing; the others move to the front, their count
+  // returned.
+  size_t judge_again(std::span<Learning> answers) {
+    size_t kept = 0;
+    for (Learning& l : answers) {
+      const NamePolicy* policy = name_policy(l.query.attachment);
+      if (policy == nullptr) {  // being detached
+        reply_to(l.query, {});
+        continue;
+      }
+      if (answer_refused(*policy, decode_chain(l.chain))) {
+        count(l.query.attachment, Count::kRefused);
+        reply_to(l.query, error_response(l.query, config_.refusal_rcode));
+        continue;
+      }
+      l.query.policy_generation = policies_generation_;
+      if (&answers[kept] != &l) answers[kept] = std::move(l);
+      ++kept;
+    }
+    return kept;
   }
 
   ProxyConfig config_;
@@ -1371,12 +1436,6 @@ class DnsProxy::Loop {
   RecvBatch recv_batch_;
   // Answers waiting for this turn's learn(), replies and queries for its
   // sendmmsg, endpoints whose sockets close when the turn is over.
-  struct Learning {
-    Pending query;
-    std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
-    LearnedAddresses addresses;
-    std::string chain;  // encode_chain: what the addresses' `chain` views
-  };
   std::vector<Learning> learning_, learning_turn_;
   std::vector<LearnedAddress> learn_scratch_;  // one attachment's addresses of a turn
   std::vector<Datagram> outbox_, outbox_turn_;

@@ -52,6 +52,11 @@ struct ProxyConfig {
   unsigned threads = 1;
 };
 
+enum class LearnOutcome : uint8_t {
+  kHeld,           // the kernel holds every address
+  kPolicyChanged,  // nothing written: a policy changed after the answers were judged
+};
+
 // What the proxy asks of the daemon. Called on the proxy's threads, so
 // concurrently when it has more than one.
 class ProxyBackend {
@@ -66,8 +71,14 @@ class ProxyBackend {
   // reference count per query.
   virtual uint64_t policy_generation() const = 0;
   // Puts the addresses (TTLs already clamped) into the attachment's allow
-  // rules; returns once the kernel holds them.
-  virtual Status learn(uint64_t attachment, std::span<const LearnedAddress> addresses) = 0;
+  // rules; returns once the kernel holds them. `judged_at` is the
+  // policy_generation() whose policies judged the answers: if a policy
+  // changed since, nothing is written (kPolicyChanged) and the caller must
+  // judge the answers again. Otherwise a change made after the revocation
+  // pass of a new domain rule had run could not take back what this
+  // writes.
+  virtual Result<LearnOutcome> learn(uint64_t attachment, std::span<const LearnedAddress> addresses,
+                                     uint64_t judged_at) = 0;
   // Something worth a log line (an upstream failing, a write refused).
   virtual void report(std::string_view event, std::string_view detail) = 0;
 };

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -691,6 +692,36 @@ TEST_F(DnsE2eTest, ADomainDenyAddedLaterClosesTheAddressesOnlyThoseNamesTaught) 
   ASSERT_TRUE(replace_policy(att.id(), block_all).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
       << "DNS mode block_all closes every address DNS taught";
+}
+
+// Answers judged while a deny is being applied, and learned after its
+// revocation pass, must not open the address again: the daemon judges such
+// answers again. Without that, answers in flight during the change (it
+// holds the manager's lock for milliseconds) reopen the address for its
+// TTL.
+TEST_F(DnsE2eTest, AnswersInFlightWhileADenyIsAppliedDoNotReopenTheAddress) {
+  start_with_upstream();
+  const auto allowing = dns_policy({"allowed.example", "other.example"});
+  const auto denying = dns_policy({"other.example"}, {"allowed.example"});
+  const auto att = attach_cgroup(allowing);
+  const auto endpoint = endpoint_of(att);
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_TRUE(replace_policy(att.id(), allowing).ok());
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> askers;
+    for (int i = 0; i < 2; ++i) {
+      askers.emplace_back([&] {
+        while (!stop) (void)dns_query(endpoint, make_query("allowed.example", kTypeA));
+      });
+    }
+    std::this_thread::sleep_for(milliseconds(30));
+    const auto denied = replace_policy(att.id(), denying);
+    stop = true;
+    for (std::thread& t : askers) t.join();  // every answer they got was learned first
+    ASSERT_TRUE(denied.ok());
+    ASSERT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+        << "round " << round << ": an answer judged before the deny reopened its address";
+  }
 }
 
 TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {

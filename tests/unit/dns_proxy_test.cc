@@ -1,0 +1,207 @@
+// The DNS proxy on loopback with a backend of the test's own: what happens
+// when a policy changes between judging an answer and learning it. The
+// daemon cannot be made to hit that window on purpose; this backend
+// changes the policy at exactly that moment.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "dns/proxy.h"
+#include "support/dns_client.h"
+
+namespace sebpf::dns {
+namespace {
+
+using datapath::Action;
+using datapath::Mode;
+using std::chrono::milliseconds;
+
+constexpr char kLoopback[] = "127.0.0.1";
+constexpr char kAnswerAddress[] = "203.0.113.7";
+
+// Answers every A query with kAnswerAddress, until destroyed.
+class FakeUpstream {
+ public:
+  FakeUpstream() {
+    fd_ = UniqueFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd_.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
+    socklen_t length = sizeof(sin);
+    EXPECT_EQ(getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&sin), &length), 0);
+    port_ = ntohs(sin.sin_port);
+    timeval timeout{0, 100'000};
+    setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeUpstream() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      uint8_t buf[512];
+      sockaddr_storage peer{};
+      socklen_t peer_length = sizeof(peer);
+      const ssize_t n = recvfrom(fd_.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&peer),
+                                 &peer_length);
+      if (n < 12) continue;
+      // The query (one question, nothing else) turned into a response with
+      // one A record whose name points at the question's.
+      std::vector<uint8_t> answer(buf, buf + n);
+      answer[2] |= 0x80;  // QR
+      answer[3] = 0x80;   // RA, NOERROR
+      answer[7] = 1;      // ANCOUNT
+      const uint8_t record[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7};
+      answer.insert(answer.end(), std::begin(record), std::end(record));
+      sendto(fd_.get(), answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&peer),
+             peer_length);
+    }
+  }
+
+  UniqueFd fd_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::shared_ptr<const NamePolicy> allowlist(std::vector<std::pair<const char*, Action>> rules) {
+  auto policy = std::make_shared<NamePolicy>();
+  policy->mode = Mode::kAllowlist;
+  for (const auto& [name, action] : rules) EXPECT_TRUE(policy->rules.add(name, action).ok());
+  return policy;
+}
+
+// Holds one attachment's policy and what it learned. The policies in
+// `changes` take effect one by one, each just before a learn() call is
+// answered, as if a user's change landed between the proxy judging the
+// answer and the daemon writing its addresses.
+class RacingBackend : public ProxyBackend {
+ public:
+  explicit RacingBackend(std::shared_ptr<const NamePolicy> policy) : policy_(std::move(policy)) {}
+
+  void change_before_each_learn(std::vector<std::shared_ptr<const NamePolicy>> changes) {
+    std::lock_guard lock(mu_);
+    changes_ = std::move(changes);
+  }
+  std::vector<std::string> learned() const {
+    std::lock_guard lock(mu_);
+    return learned_;
+  }
+  int learn_calls() const {
+    std::lock_guard lock(mu_);
+    return learn_calls_;
+  }
+
+  std::shared_ptr<const NamePolicy> name_policy(uint64_t) override {
+    std::lock_guard lock(mu_);
+    return policy_;
+  }
+  uint64_t policy_generation() const override { return generation_.load(); }
+  Result<LearnOutcome> learn(uint64_t, std::span<const LearnedAddress> addresses,
+                             uint64_t judged_at) override {
+    std::lock_guard lock(mu_);
+    ++learn_calls_;
+    if (!changes_.empty()) {
+      policy_ = changes_.front();
+      changes_.erase(changes_.begin());
+      generation_++;
+    }
+    if (judged_at != generation_.load()) return LearnOutcome::kPolicyChanged;
+    for (const LearnedAddress& a : addresses) learned_.push_back(a.address.to_string());
+    return LearnOutcome::kHeld;
+  }
+  void report(std::string_view, std::string_view) override {}
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const NamePolicy> policy_;
+  std::vector<std::shared_ptr<const NamePolicy>> changes_;
+  std::atomic<uint64_t> generation_{1};
+  std::vector<std::string> learned_;
+  int learn_calls_ = 0;
+};
+
+class DnsProxyRaceTest : public ::testing::Test {
+ protected:
+  // Starts the proxy with `backend` and opens attachment 1's endpoint on a
+  // free loopback port.
+  void start(RacingBackend& backend) {
+    ProxyConfig config;
+    config.upstreams = {*net::SocketAddress::parse(kLoopback, upstream_.port())};
+    auto proxy = DnsProxy::start(config, backend);
+    ASSERT_TRUE(proxy.ok()) << proxy.error().message();
+    proxy_ = std::move(*proxy);
+    for (uint16_t port = 20053; port < 20153; ++port) {
+      endpoint_ = *net::SocketAddress::parse(kLoopback, port);
+      EndpointSpec spec;
+      spec.attachment = 1;
+      spec.addresses = {endpoint_};
+      if (proxy_->open_endpoint(spec).ok()) return;
+    }
+    FAIL() << "no free loopback port for the endpoint";
+  }
+  Result<testing::DnsAnswer> ask(const std::string& name) {
+    return testing::dns_query(endpoint_, testing::make_query(name, 1, 0x5eb, 0), false,
+                              milliseconds(3000));
+  }
+
+  FakeUpstream upstream_;
+  std::unique_ptr<DnsProxy> proxy_;
+  net::SocketAddress endpoint_;
+};
+
+TEST_F(DnsProxyRaceTest, ADenyLandingBeforeTheAnswerIsLearnedRefusesIt) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);
+  backend.change_before_each_learn(
+      {allowlist({{"example.test", Action::kAllow}, {"www.example.test", Action::kDeny}})});
+
+  auto answer = ask("www.example.test");
+  ASSERT_TRUE(answer.ok()) << answer.error().message();
+  EXPECT_EQ(answer->message.header.rcode, rcode::kNxDomain);
+  EXPECT_TRUE(testing::answer_addresses(answer->message).empty());
+  EXPECT_TRUE(backend.learned().empty()) << "an address of a name denied first";
+  EXPECT_EQ(proxy_->counters(1)->refused, 1u);
+}
+
+TEST_F(DnsProxyRaceTest, AChangeThatStillAllowsTheNameLearnsItOnTheSecondTry) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);
+  backend.change_before_each_learn(
+      {allowlist({{"example.test", Action::kAllow}, {"other.test", Action::kDeny}})});
+
+  auto answer = ask("www.example.test");
+  ASSERT_TRUE(answer.ok()) << answer.error().message();
+  EXPECT_EQ(answer->message.header.rcode, rcode::kNoError);
+  EXPECT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
+  EXPECT_EQ(backend.learned(), std::vector<std::string>{kAnswerAddress});
+  EXPECT_EQ(backend.learn_calls(), 2);
+}
+
+TEST_F(DnsProxyRaceTest, APolicyThatKeepsChangingGetsServfailNotAnUnjudgedAnswer) {
+  const auto allowed = allowlist({{"example.test", Action::kAllow}});
+  RacingBackend backend(allowed);
+  start(backend);
+  backend.change_before_each_learn(std::vector(10, allowed));
+
+  auto answer = ask("www.example.test");
+  ASSERT_TRUE(answer.ok()) << answer.error().message();
+  EXPECT_EQ(answer->message.header.rcode, rcode::kServFail);
+  EXPECT_TRUE(backend.learned().empty());
+}
+
+}  // namespace
+}  // namespace sebpf::dns
