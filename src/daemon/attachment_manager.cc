@@ -116,6 +116,7 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
     std::lock_guard lock(manager->mu_);
     manager->set_host_addresses_locked(host_addresses);
     SEBPF_RETURN_IF_ERROR(manager->reconcile());
+    manager->restore_teachers_locked();
   }
   return manager;
 }
@@ -599,25 +600,37 @@ void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
 }
 
 void AttachmentManager::revoke_refused_locked(const AttachmentRecord& record) {
-  const auto chains = teachers_.find(record.number);
   const auto learned = learned_.find(record.number);
-  if (chains == teachers_.end() || learned == learned_.end()) return;
+  if (learned == learned_.end()) return;
+  TeachingChains& chains = teachers_[record.number];
   const dns::NamePolicy names = name_policy_of(record.policy);
   // Refused as the endpoint would refuse the answer now: its query, or a
   // name its CNAME chain passes through.
-  const auto refused = chains->second.refused(
+  const auto refused = chains.refused(
       [&](std::span<const std::string_view> chain) { return dns::answer_refused(names, chain); });
   std::vector<net::IpAddress> dropped;
   for (const net::IpAddress& host : refused) {
     if (learned->second.erase(host) > 0) {
       dropped.push_back(host);  // forgotten below
     } else {
-      chains->second.forget(host);  // expired meanwhile
+      chains.forget(host);  // expired meanwhile
     }
   }
+  const size_t refused_hosts = dropped.size();
+  // Hosts learned before the daemon last started, whose chains were not
+  // read back (it did not stop cleanly): nothing says whether a name still
+  // allowed taught them, so they go too (fail closed; clients resolve the
+  // names again).
+  absl::erase_if(learned->second, [&](const auto& host) {
+    if (chains.taught(host.first)) return false;
+    dropped.push_back(host.first);
+    return true;
+  });
   if (dropped.empty()) return;
   log_.info("learned_hosts_revoked",
-            {{"id", record.id()}, {"hosts", std::to_string(dropped.size())}});
+            {{"id", record.id()},
+             {"hosts", std::to_string(dropped.size())},
+             {"untaught", std::to_string(dropped.size() - refused_hosts)}});
   remove_learned_rules_locked(record, dropped);
 }
 
@@ -747,11 +760,9 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
   }
   policy_changed_locked(number);
   prune_learned_locked(*record);
-  // Only the domain rules and the DNS mode judge names: a CIDR or mode
-  // change need not judge every chain again.
-  if (updated.domains != previous.domains || updated.dns_mode != previous.dns_mode) {
-    revoke_refused_locked(*record);
-  }
+  // Only a change that may refuse a name can take back what names taught:
+  // a CIDR change, or a new allow, need not judge every chain again.
+  if (may_refuse_more_names(previous, updated)) revoke_refused_locked(*record);
   return updated;
 }
 
@@ -937,6 +948,15 @@ void AttachmentManager::sweep() {
 Status AttachmentManager::shutdown(bool detach_all) {
   std::lock_guard lock(mu_);
   if (!detach_all) {
+    // The learned hosts stay in the kernel: so that the next daemon can
+    // still take back what a domain rule it is given refuses, it needs to
+    // know what taught them. Not fatal: without it, that daemon drops the
+    // hosts it knows nothing of at such a change.
+    if (auto saved = state::write_state_file(config_.learned_chains_file(),
+                                             encode_learned_chains(teachers_));
+        !saved.ok()) {
+      log_.error("learned_chains_not_saved", {{"error", saved.error().message()}});
+    }
     log_.info("stopping", {{"enforcement", "left in the kernel"},
                            {"attachments", std::to_string(state_.records.size())}});
     return ok_status();
@@ -947,6 +967,43 @@ Status AttachmentManager::shutdown(bool detach_all) {
   SEBPF_RETURN_IF_ERROR(dp_->destroy());
   log_.info("stopping", {{"enforcement", "removed"}, {"attachments", std::to_string(count)}});
   return ok_status();
+}
+
+void AttachmentManager::restore_teachers_locked() {
+  const std::string path = config_.learned_chains_file();
+  auto bytes = state::read_state_file(path);
+  if (!bytes.ok()) {
+    if (bytes.error().code() != Errc::kNotFound) {
+      log_.warning("learned_chains_unreadable", {{"error", bytes.error().message()}});
+    }
+    return;
+  }
+  auto read = decode_learned_chains(*bytes);
+  if (!read.ok()) {
+    log_.warning("learned_chains_unreadable", {{"error", read.error().wrap(path).message()}});
+  } else {
+    size_t restored = 0;
+    for (auto& [number, chains] : *read) {
+      const auto learned = learned_.find(number);
+      if (learned == learned_.end()) continue;  // detached, or its hosts expired
+      // Nothing is learned before the DNS endpoints open, after this.
+      TeachingChains& kept = teachers_[number] = std::move(chains);
+      std::vector<net::IpAddress> gone;  // expired while no daemon ran
+      kept.for_each_host([&](const net::IpAddress& host, std::span<const uint64_t>) {
+        if (learned->second.contains(host)) {
+          ++restored;
+        } else {
+          gone.push_back(host);
+        }
+      });
+      for (const net::IpAddress& host : gone) kept.forget(host);
+      kept.compact_if_sparse();
+    }
+    log_.info("learned_chains_restored", {{"hosts", std::to_string(restored)}});
+  }
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  if (ec) log_.error("learned_chains_not_removed", {{"path", path}, {"error", ec.message()}});
 }
 
 Status AttachmentManager::save_locked() {

@@ -27,7 +27,7 @@
 #include "daemon/daemon_config.h"
 #include "daemon/log_rate_limit.h"
 #include "daemon/logger.h"
-#include "daemon/teaching_chains.h"
+#include "daemon/teaching_chains_file.h"
 #include "datapath/datapath.h"
 #include "dns/proxy.h"
 #include "policy/policy_file.h"
@@ -178,6 +178,10 @@ class AttachmentManager {
   // Drops the learned hosts that only answers the policy now refuses
   // taught (a domain deny added, an allow removed, DNS mode block_all).
   void revoke_refused_locked(const AttachmentRecord& record);
+  // Reads what the last daemon wrote of what taught the learned hosts (at
+  // start, once learned_ holds what the kernel kept), then deletes the
+  // file: after a crash, an older one would say too little.
+  void restore_teachers_locked();
   // Takes dropped learned hosts out of the kernel (but not the user's own
   // rule for such a host) and forgets what taught them.
   void remove_learned_rules_locked(const AttachmentRecord& record,
@@ -205,9 +209,11 @@ class AttachmentManager {
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
   // Answer addresses learn() kept out by never_learn_, per attachment.
   std::map<uint64_t, uint64_t> not_learned_;
-  // What taught each attachment's learned hosts (since this process
-  // started: hosts read back from the kernel at start have no record).
-  std::map<uint64_t, TeachingChains> teachers_;
+  // What taught each attachment's learned hosts: since this process
+  // started, and what the last daemon left if it stopped cleanly
+  // (restore_teachers_locked). Other hosts read back from the kernel at
+  // start have no record.
+  TeachersByAttachment teachers_;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,

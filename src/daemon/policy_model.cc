@@ -1,6 +1,8 @@
 #include "daemon/policy_model.h"
 
 #include <algorithm>
+#include <set>
+#include <utility>
 
 namespace sebpf::daemon {
 
@@ -26,6 +28,23 @@ void upsert_cidr(Policy& policy, const CidrRule& rule) {
     }
   }
   policy.cidrs.push_back(rule);
+}
+
+bool may_refuse_more_names(const Policy& before, const Policy& after) {
+  if (after.dns_mode == datapath::Mode::kDisabled) return false;
+  if (after.dns_mode != before.dns_mode) return true;
+  using Rule = std::pair<std::string_view, Action>;
+  const auto rules_of = [](const Policy& p) {
+    std::set<Rule> rules;
+    for (const DomainRule& d : p.domains) rules.emplace(d.name, d.action);
+    return rules;
+  };
+  const std::set<Rule> had = rules_of(before), has = rules_of(after);
+  const auto gone = [](const std::set<Rule>& from, const std::set<Rule>& in, Action action) {
+    return std::any_of(from.begin(), from.end(),
+                       [&](const Rule& r) { return r.second == action && !in.contains(r); });
+  };
+  return gone(had, has, Action::kAllow) || gone(has, had, Action::kDeny);
 }
 
 Status remove_cidr(Policy& policy, const net::IpPrefix& prefix, std::optional<Action> action) {

@@ -58,6 +58,12 @@ void upsert_domain(Policy& policy, const DomainRule& rule);
 Status remove_domain(Policy& policy, const std::string& name,
                      std::optional<datapath::Action> action);
 
+// Whether `after` may refuse a DNS query or answer that `before` let
+// through: the DNS mode changed (to anything but disabled), an allow rule
+// is gone, or a deny rule is new. Adding an allow or removing a deny never
+// refuses more (the most specific rule wins, and deny wins a tie).
+bool may_refuse_more_names(const Policy& before, const Policy& after);
+
 // Drops CIDR rules that expired at or before `now`. Returns how many.
 size_t drop_expired(Policy& policy, WallClock::time_point now);
 

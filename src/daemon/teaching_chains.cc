@@ -37,6 +37,17 @@ std::vector<net::IpAddress> TeachingChains::refused(
   return hosts;
 }
 
+void TeachingChains::for_each_chain(
+    const std::function<void(uint64_t id, std::string_view chain)>& visit) const {
+  for (const auto& [hash, chain] : chains_) visit(hash, chain);
+}
+
+void TeachingChains::for_each_host(
+    const std::function<void(const net::IpAddress& host, std::span<const uint64_t> chain_ids)>&
+        visit) const {
+  for (const auto& [host, hashes] : by_host_) visit(host, hashes);
+}
+
 void TeachingChains::compact_if_sparse() {
   if (chains_.size() <= 2 * by_host_.size() + 64) return;
   absl::flat_hash_set<uint64_t> used;

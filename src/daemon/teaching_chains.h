@@ -29,16 +29,25 @@ class TeachingChains {
   // `chain` as dns::encode_chain gives it.
   void record(const net::IpAddress& host, std::string_view chain);
   void forget(const net::IpAddress& host);
+  // Whether a chain is remembered for the host.
+  bool taught(const net::IpAddress& host) const { return by_host_.contains(host); }
 
   // The hosts every remembered chain of which `refused` says is refused
   // now. A host with none remembered (learned before a restart) is not
-  // among them.
+  // among them (see taught()).
   std::vector<net::IpAddress> refused(
       const std::function<bool(std::span<const std::string_view> names)>& refused) const;
 
   // Lets go of chains no host remembers any more, when they are most of
   // what is kept (hosts expire; their chains stay until then).
   void compact_if_sparse();
+
+  // What a stopping daemon writes down (teaching_chains_file.h): each
+  // chain with an id, and each host with its chains' ids, oldest first.
+  // record() in that order puts them back.
+  void for_each_chain(const std::function<void(uint64_t id, std::string_view chain)>& visit) const;
+  void for_each_host(const std::function<void(const net::IpAddress& host,
+                                              std::span<const uint64_t> chain_ids)>& visit) const;
 
   size_t hosts() const { return by_host_.size(); }
   size_t chains() const { return chains_.size(); }

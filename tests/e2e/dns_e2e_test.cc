@@ -739,6 +739,50 @@ TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
 }
 
+// A daemon that stops cleanly writes down what taught its learned hosts,
+// so that the next one can still take back exactly what a new rule
+// refuses.
+TEST_F(DnsE2eTest, AfterACleanRestartARuleStillTakesBackOnlyWhatItsNamesTaught) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
+  for (const char* name : {"allowed.example", "other.example"}) {
+    ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint_of(att), name, kTypeA); }), 0)
+        << name;
+  }
+  ASSERT_EQ(daemon_->terminate(), 0);
+  start_with_upstream();
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
+      << "other.example's address, its allow removed";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "allowed.example's address stays";
+}
+
+// After a crash nothing says which names taught the hosts read back from
+// the kernel: a change that may refuse a name drops them all (fail
+// closed), and the workload resolves again.
+TEST_F(DnsE2eTest, AfterACrashARuleThatMayRefuseANameDropsTheHostsNothingSaysTaught) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
+  ASSERT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
+      0);
+  daemon_->kill9();
+  start_with_upstream();
+  ASSERT_TRUE(
+      replace_policy(att.id(), dns_policy({"allowed.example", "other.example", "new.example"}))
+          .ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "adding an allow refuses nothing: nothing is dropped";
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "a host learned before the crash, once an allow is removed";
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
+      0)
+      << "resolved again";
+}
+
 // A 1 s TTL: after it, a new connection to the address is refused, while
 // a connection opened before goes on (idle connections to long-lived CDN
 // addresses must not be cut at TTL expiry).

@@ -84,6 +84,33 @@ AttachmentRecord sample_record() {
   return r;
 }
 
+// What decides whether learned hosts are judged again after a change.
+TEST(DaemonPolicyModelTest, OnlyAChangeThatCanRefuseANameMayRefuseMore) {
+  using datapath::Mode;
+  Policy before;
+  before.domains = {{"example.org", Action::kAllow}, {"ads.example.org", Action::kDeny}};
+  const auto changed = [&](auto edit) {
+    Policy after = before;
+    edit(after);
+    return may_refuse_more_names(before, after);
+  };
+  EXPECT_FALSE(changed([](Policy&) {}));
+  EXPECT_FALSE(changed([](Policy& p) { p.domains.push_back({"example.net", Action::kAllow}); }));
+  EXPECT_FALSE(changed([](Policy& p) { p.domains.pop_back(); })) << "a deny removed";
+  EXPECT_FALSE(changed([](Policy& p) { p.cidrs.push_back({}); })) << "not a name rule";
+  EXPECT_FALSE(changed([](Policy& p) { p.mode = Mode::kBlockAll; })) << "the filter mode";
+  EXPECT_FALSE(changed([](Policy& p) { p.dns_mode = Mode::kDisabled; }));
+  EXPECT_FALSE(changed([](Policy& p) { std::swap(p.domains[0], p.domains[1]); })) << "order";
+  EXPECT_TRUE(changed([](Policy& p) { p.domains.erase(p.domains.begin()); })) << "an allow gone";
+  EXPECT_TRUE(changed([](Policy& p) { p.domains.push_back({"cdn.example", Action::kDeny}); }));
+  EXPECT_TRUE(changed([](Policy& p) { p.domains[0].action = Action::kDeny; }));
+  EXPECT_TRUE(changed([](Policy& p) { p.dns_mode = Mode::kDenylist; }));
+  EXPECT_TRUE(changed([](Policy& p) { p.dns_mode = Mode::kBlockAll; }));
+  Policy disabled = before;
+  disabled.dns_mode = Mode::kDisabled;
+  EXPECT_TRUE(may_refuse_more_names(disabled, before)) << "DNS filtering turned on";
+}
+
 TEST(DaemonStateCodecTest, WhatIsWrittenIsReadBack) {
   DaemonStateData state;
   state.next_number = 4;

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "daemon/teaching_chains_file.h"
+#include "superebpf/state/v1/state.pb.h"
+
 namespace sebpf::daemon {
 namespace {
 
@@ -80,6 +83,59 @@ TEST(TeachingChainsTest, ChainsNoHostRemembersAreLetGo) {
   EXPECT_EQ(chains.refused(naming("kept.example")), std::vector<net::IpAddress>{ip("192.0.2.2")});
   chains.record(ip("192.0.2.3"), chain({"kept.example"}));
   EXPECT_EQ(chains.chains(), 1U) << "a chain recorded again after compaction is found";
+}
+
+// What a stopping daemon writes is what the next one reads: the same hosts
+// judged refused by the same names.
+TEST(TeachingChainsFileTest, WhatIsWrittenIsReadBack) {
+  TeachersByAttachment teachers;
+  teachers[3].record(ip("192.0.2.1"), chain({"a.example"}));
+  teachers[3].record(ip("192.0.2.1"), chain({"b.example", "cdn.example"}));
+  teachers[3].record(ip("2001:db8::1"), chain({"b.example", "cdn.example"}));
+  teachers[7].record(ip("198.51.100.9"), chain({"c.example"}));
+  auto read = decode_learned_chains(encode_learned_chains(teachers));
+  ASSERT_TRUE(read.ok()) << read.error().message();
+  ASSERT_EQ(read->size(), 2u);
+  EXPECT_EQ((*read)[3].hosts(), 2u);
+  EXPECT_EQ((*read)[3].chains(), 2u);
+  EXPECT_EQ((*read)[3].refused(naming("cdn.example")), std::vector{ip("2001:db8::1")});
+  auto both = (*read)[3].refused([](std::span<const std::string_view>) { return true; });
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(both, (std::vector{ip("192.0.2.1"), ip("2001:db8::1")}));
+  EXPECT_EQ((*read)[7].refused(naming("c.example")), std::vector{ip("198.51.100.9")});
+  EXPECT_TRUE(decode_learned_chains(encode_learned_chains({})).value().empty());
+}
+
+TEST(TeachingChainsFileTest, ContentThatCannotBeRightIsRefused) {
+  namespace state_v1 = ::superebpf::state::v1;
+  const auto refused = [](const state_v1::LearnedChains& file) {
+    auto read = decode_learned_chains(file.SerializeAsString());
+    return read.ok() ? std::string("read")
+                     : (read.error().code() == Errc::kFailedPrecondition ? read.error().message()
+                                                                         : "wrong code");
+  };
+  EXPECT_NE(decode_learned_chains("\xff\xff garbage").error().message().find("not a LearnedChains"),
+            std::string::npos);
+  state_v1::LearnedChains file;
+  file.set_format(2);
+  EXPECT_NE(refused(file).find("format 2"), std::string::npos);
+  file.set_format(1);
+  auto* attachment = file.add_attachments();
+  auto* chain = attachment->add_chains();
+  chain->set_id(5);
+  chain->set_names(dns::encode_chain(std::vector<std::string_view>{"a.example"}));
+  auto* host = attachment->add_hosts();
+  host->set_address(std::string("\xc0\x00\x02\x01", 4));
+  host->add_chains(5);
+  EXPECT_EQ(refused(file), "read");
+  host->add_chains(6);
+  EXPECT_NE(refused(file).find("chain 6"), std::string::npos);
+  host->clear_chains();
+  host->set_address("abc");
+  EXPECT_NE(refused(file).find("3 bytes"), std::string::npos);
+  host->set_address(std::string(16, '\0'));
+  chain->set_names("");
+  EXPECT_NE(refused(file).find("empty chain"), std::string::npos);
 }
 
 }  // namespace

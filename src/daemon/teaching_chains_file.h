@@ -1,0 +1,26 @@
+// The file a daemon that stops with enforcement left in the kernel writes
+// of what taught its learned hosts (state.proto LearnedChains), and
+// reading it back at the next start. Without it, a domain rule added after
+// a restart could not tell which learned hosts the names it refuses taught
+// (AttachmentManager then drops every host it knows nothing of).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "daemon/teaching_chains.h"
+
+namespace sebpf::daemon {
+
+// By attachment number.
+using TeachersByAttachment = std::map<uint64_t, TeachingChains>;
+
+std::string encode_learned_chains(const TeachersByAttachment& teachers);
+// Errc::kFailedPrecondition, saying what is wrong, when the bytes are not
+// such a file this build can read.
+Result<TeachersByAttachment> decode_learned_chains(std::string_view bytes);
+
+}  // namespace sebpf::daemon
