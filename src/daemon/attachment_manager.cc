@@ -627,11 +627,24 @@ void AttachmentManager::revoke_refused_locked(const AttachmentRecord& record) {
     return true;
   });
   if (dropped.empty()) return;
-  log_.info("learned_hosts_revoked",
-            {{"id", record.id()},
-             {"hosts", std::to_string(dropped.size())},
-             {"untaught", std::to_string(dropped.size() - refused_hosts)}});
   remove_learned_rules_locked(record, dropped);
+  // Connections to a refused name's hosts end too: a workload denied a
+  // name must not keep talking to it over a connection opened before.
+  // Not those to untaught hosts: nothing says a name now refused taught
+  // them.
+  size_t ended = 0;
+  if (auto forgotten =
+          dp_->forget_learned_connections(record.key, std::span(dropped).first(refused_hosts));
+      forgotten.ok()) {
+    ended = *forgotten;
+  } else {
+    log_.error("learned_connections_not_ended",
+               {{"id", record.id()}, {"error", forgotten.error().message()}});
+  }
+  log_.info("learned_hosts_revoked", {{"id", record.id()},
+                                      {"hosts", std::to_string(dropped.size())},
+                                      {"untaught", std::to_string(dropped.size() - refused_hosts)},
+                                      {"connections_ended", std::to_string(ended)}});
 }
 
 void AttachmentManager::remove_learned_rules_locked(const AttachmentRecord& record,

@@ -570,6 +570,28 @@ Status Datapath::remove_rule(const AttachmentKey& key, const net::IpPrefix& pref
   return impl_->rules->write(att.ruleset, {prefix, value});
 }
 
+Result<size_t> Datapath::forget_learned_connections(const AttachmentKey& key,
+                                                    std::span<const net::IpAddress> hosts) {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  // As the programs key destinations: IPv4 v4-mapped, and an IPv4 host
+  // also as reached through NAT64 (64:ff9b::/96), which its rule allows.
+  std::vector<std::array<uint8_t, 16>> remote;
+  for (const net::IpAddress& host : hosts) {
+    if (host.family() == net::Family::kIPv6) {
+      remote.push_back(host.bytes());
+      continue;
+    }
+    std::array<uint8_t, 16> mapped{};
+    mapped[10] = mapped[11] = 0xff;
+    std::copy_n(host.bytes().begin(), 4, mapped.begin() + 12);
+    std::array<uint8_t, 16> nat64{0x00, 0x64, 0xff, 0x9b};
+    std::copy_n(host.bytes().begin(), 4, nat64.begin() + 12);
+    remote.push_back(mapped);
+    remote.push_back(nat64);
+  }
+  return impl_->flow_tables->forget_learned_connections(att.slot, remote);
+}
+
 Status Datapath::replace_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules) {
   if (static_cast<uint8_t>(mode) >= SEBPF_MODE_COUNT) {
     return Error(Errc::kInvalidArgument, "unknown mode");

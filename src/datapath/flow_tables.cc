@@ -99,6 +99,18 @@ Status FlowTables::install(const std::vector<uint32_t>& slots) {
   return ok_status();
 }
 
+Result<UniqueFd> FlowTables::open_table(uint32_t slot, sebpf_track_table table) const {
+  const uint32_t index = table_index(slot, table);
+  uint32_t inner_id = 0;
+  if (bpf_map_lookup_elem(outer_fd_, &index, &inner_id) != 0) {
+    return Error::from_errno(errno,
+                             "find a connection-tracking table of slot " + std::to_string(slot));
+  }
+  UniqueFd inner(bpf_map_get_fd_by_id(inner_id));
+  if (!inner) return Error::from_errno(errno, "open a connection-tracking table");
+  return inner;
+}
+
 // Entries of the slot's last attachment could never match the next one
 // (keys carry the attachment serial), but they would take its room.
 Status FlowTables::empty(uint32_t slot) const {
@@ -106,14 +118,7 @@ Status FlowTables::empty(uint32_t slot) const {
   std::vector<sebpf_track_key> keys(kBatch);
   std::vector<sebpf_flow_value> values(kBatch);
   for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
-    const uint32_t index = table_index(slot, static_cast<sebpf_track_table>(t));
-    uint32_t inner_id = 0;
-    if (bpf_map_lookup_elem(outer_fd_, &index, &inner_id) != 0) {
-      return Error::from_errno(errno,
-                               "find a connection-tracking table of slot " + std::to_string(slot));
-    }
-    UniqueFd inner(bpf_map_get_fd_by_id(inner_id));
-    if (!inner) return Error::from_errno(errno, "open a connection-tracking table");
+    SEBPF_ASSIGN_OR_RETURN(UniqueFd inner, open_table(slot, static_cast<sebpf_track_table>(t)));
     uint32_t batch_token = 0;
     bool first = true;
     while (true) {
@@ -127,6 +132,45 @@ Status FlowTables::empty(uint32_t slot) const {
     }
   }
   return ok_status();
+}
+
+Result<size_t> FlowTables::forget_learned_connections(
+    uint32_t slot, std::span<const std::array<uint8_t, 16>> remote_addrs) const {
+  if (remote_addrs.empty() || slot >= has_tables_.size() || !has_tables_[slot]) return 0;
+  SEBPF_ASSIGN_OR_RETURN(UniqueFd conns, open_table(slot, SEBPF_TRACK_LEARNED_CONNS));
+  std::vector<std::array<uint8_t, 16>> wanted(remote_addrs.begin(), remote_addrs.end());
+  std::sort(wanted.begin(), wanted.end());
+  // Read in batches, then delete: deleting while walking a hash table
+  // would restart the walk.
+  constexpr uint32_t kBatch = 1024;
+  std::vector<sebpf_track_key> keys(kBatch), doomed;
+  std::vector<sebpf_flow_value> values(kBatch);
+  uint32_t batch_token = 0;
+  for (bool first = true;; first = false) {
+    uint32_t count = kBatch;
+    const int err = bpf_map_lookup_batch(conns.get(), first ? nullptr : &batch_token, &batch_token,
+                                         keys.data(), values.data(), &count, nullptr);
+    if (err != 0 && errno != ENOENT) {
+      return Error::from_errno(errno,
+                               "read the learned connections of slot " + std::to_string(slot));
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+      std::array<uint8_t, 16> remote;
+      std::copy(std::begin(keys[i].flow.remote_addr), std::end(keys[i].flow.remote_addr),
+                remote.begin());
+      if (std::binary_search(wanted.begin(), wanted.end(), remote)) doomed.push_back(keys[i]);
+    }
+    if (err != 0) break;  // ENOENT: that was the last batch
+  }
+  size_t forgotten = 0;
+  for (const sebpf_track_key& key : doomed) {
+    if (bpf_map_delete_elem(conns.get(), &key) == 0) {
+      ++forgotten;
+    } else if (errno != ENOENT) {  // ended by itself meanwhile
+      return Error::from_errno(errno, "forget a learned connection");
+    }
+  }
+  return forgotten;
 }
 
 Result<size_t> FlowTables::trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most) {

@@ -10,10 +10,14 @@
 // free slots beyond a few spares, a slot at a time.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
+#include "datapath/shared_layout.h"
 
 namespace sebpf::datapath {
 
@@ -44,7 +48,15 @@ class FlowTables {
   // their tables.
   Result<size_t> trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most);
 
+  // Forgets the TCP connections the slot's workload opened under a learned
+  // allow to any of `remote_addrs` (as the keys hold them: IPv4
+  // v4-mapped), so that, the allow gone, their next packet is judged like
+  // any other instead of kept. Returns how many were forgotten.
+  Result<size_t> forget_learned_connections(
+      uint32_t slot, std::span<const std::array<uint8_t, 16>> remote_addrs) const;
+
  private:
+  Result<UniqueFd> open_table(uint32_t slot, sebpf_track_table table) const;
   Status install(const std::vector<uint32_t>& slots);
   Status empty(uint32_t slot) const;
 

@@ -694,6 +694,48 @@ TEST_F(DnsE2eTest, ADomainDenyAddedLaterClosesTheAddressesOnlyThoseNamesTaught) 
       << "DNS mode block_all closes every address DNS taught";
 }
 
+// A workload denied a name must not keep talking to it over a connection
+// it opened before: taking back a host ends the TCP connections opened
+// under its learned allow, which otherwise outlive it (as after a TTL).
+TEST_F(DnsE2eTest, ADenyEndsTheConnectionsOpenToTheAddressesItTakesBack) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
+  const auto endpoint = endpoint_of(att);
+  int ready[2], go[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(go), 0);
+  Child workload([&] {
+    char c = 0;
+    if (!cgroup_->add_self()) return 80;
+    // allowed.example is 198.51.100.2 and 2001:db8::2, other.example
+    // 198.51.100.3.
+    if (resolve_and_connect(endpoint, "allowed.example", kTypeA) != 0 ||
+        resolve_and_connect(endpoint, "allowed.example", kTypeAaaa) != 0 ||
+        resolve_and_connect(endpoint, "other.example", kTypeA) != 0) {
+      return 81;
+    }
+    TcpClient to_denied, to_denied6, to_allowed;
+    if (to_denied.connect("198.51.100.2", kEchoPort) != 0 || to_denied.echo() != 0) return 82;
+    if (to_denied6.connect("2001:db8::2", kEchoPort) != 0 || to_denied6.echo() != 0) return 82;
+    if (to_allowed.connect("198.51.100.3", kEchoPort) != 0 || to_allowed.echo() != 0) return 83;
+    if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) return 84;
+    if (to_allowed.echo() != 0) return 85;
+    if (to_denied.echo() == 0) return 86;
+    if (to_denied6.echo() == 0) return 87;
+    return 0;
+  });
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"other.example"}, {"allowed.example"})).ok());
+  ASSERT_EQ(write(go[1], &c, 1), 1);
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0)
+      << "85: the connection to a name still allowed broke; 86, 87: one to the denied name's "
+         "addresses went on";
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
+  EXPECT_NE(daemon_->log().find("\"connections_ended\":\"4\""), std::string::npos)
+      << "resolve_and_connect's and the test's, to each address: " << daemon_->log();
+}
+
 // Answers judged while a deny is being applied, and learned after its
 // revocation pass, must not open the address again: the daemon judges such
 // answers again. Without that, answers in flight during the change (it
