@@ -100,11 +100,20 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   if (!mount.ok()) return fail("cgroup2_not_found", mount.error());
   auto manager = AttachmentManager::open(config, std::move(policies), log);
   if (!manager.ok()) return fail("start_failed", manager.error());
+  // From here a failure stops the manager as a signal would (enforcement
+  // stays; what it read at start is written back for the next daemon).
+  auto fail_started = [&](const char* event, const Error& error) {
+    const int code = fail(event, error);
+    if (auto stopped = (*manager)->shutdown(/*detach_all=*/false); !stopped.ok()) {
+      fail("stop_failed", stopped.error());
+    }
+    return code;
+  };
   auto dns_config = proxy_config(config);
-  if (!dns_config.ok()) return fail("dns_config_failed", dns_config.error());
+  if (!dns_config.ok()) return fail_started("dns_config_failed", dns_config.error());
   DnsBackend dns_backend(**manager, log);
   auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend);
-  if (!dns_proxy.ok()) return fail("dns_failed", dns_proxy.error());
+  if (!dns_proxy.ok()) return fail_started("dns_failed", dns_proxy.error());
   (*manager)->set_dns_proxy(dns_proxy->get());
   std::string upstreams;
   for (const auto& u : dns_config->upstreams)
@@ -112,14 +121,21 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   log.info("dns_ready",
            {{"upstreams", upstreams}, {"threads", std::to_string(dns_config->threads)}});
   auto watcher = TargetWatcher::start(**manager, log);
-  if (!watcher.ok()) return fail("watcher_failed", watcher.error());
+  if (!watcher.ok()) {
+    (*manager)->set_dns_proxy(nullptr);
+    return fail_started("watcher_failed", watcher.error());
+  }
   (*manager)->set_cgroup_attached_hook(
       [w = watcher->get()](const std::string& path) { w->watch_cgroup(path); });
   DaemonServiceImpl service(**manager, *mount, log);
   ListenerOptions listener_options{
       config.socket_path, config.socket_group, {config.allowed_uids, config.allowed_gids}};
   auto listener = ApiListener::start(listener_options, &service, log);
-  if (!listener.ok()) return fail("api_failed", listener.error());
+  if (!listener.ok()) {
+    watcher->reset();
+    (*manager)->set_dns_proxy(nullptr);
+    return fail_started("api_failed", listener.error());
+  }
   log.info("ready", {{"attachments", std::to_string((*manager)->list().size())},
                      {"open_files_limit", std::to_string(open_files)}});
 

@@ -783,7 +783,7 @@ TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {
 
 // A daemon that stops cleanly writes down what taught its learned hosts,
 // so that the next one can still take back exactly what a new rule
-// refuses.
+// refuses; one that fails to start passes it on.
 TEST_F(DnsE2eTest, AfterACleanRestartARuleStillTakesBackOnlyWhatItsNamesTaught) {
   start_with_upstream();
   const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
@@ -792,6 +792,17 @@ TEST_F(DnsE2eTest, AfterACleanRestartARuleStillTakesBackOnlyWhatItsNamesTaught) 
         << name;
   }
   ASSERT_EQ(daemon_->terminate(), 0);
+  {
+    // A daemon that fails to start after reading what taught the hosts
+    // (its API socket's path is a directory with something in it) writes
+    // it back for the next one.
+    const std::string busy = dir_ + "/busy.sock";
+    std::filesystem::create_directories(busy + "/in-the-way");
+    DaemonProcess failing(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+                          {"--dns-upstream", knot_->address().to_string(), "--socket", busy});
+    EXPECT_EQ(failing.wait_exit(std::chrono::seconds(10)), 1);
+    EXPECT_NE(failing.log().find("api_failed"), std::string::npos) << failing.log();
+  }
   start_with_upstream();
   ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
