@@ -158,7 +158,7 @@ Status AttachmentManager::reconcile() {
         const auto boot_now = datapath::BootClock::now();
         for (const datapath::Rule& rule : *rules) {
           if (rule.learned && rule.expires && *rule.expires > boot_now) {
-            learned_[r.number][rule.prefix.address()] = *rule.expires;
+            learned_[r.number][rule.prefix.address()].until = *rule.expires;
           }
         }
       }
@@ -464,15 +464,30 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
     // it is written to be held a second longer, so that a name asked all
     // the time costs a write a second, not one per answer.
     const auto deadline = boot_now + std::chrono::seconds(a.ttl);
-    if (auto it = hosts.find(a.address); it != hosts.end() && it->second >= deadline) continue;
+    if (auto it = hosts.find(a.address); it != hosts.end() && it->second.until >= deadline) {
+      continue;
+    }
     auto host = net::IpPrefix::make(a.address, a.address.max_prefix_length());
     if (!host.ok()) continue;  // not a rule the filter could use
     rules.push_back({*host, datapath::Action::kAllow, deadline + kLearnedHostSlack,
                      /*learned=*/true});
   }
+  // Every taught host is in `hosts` by now (held already, or just
+  // written): a lookup in cache. An answer's addresses share one chain,
+  // added once.
   const auto remember = [&] {
     TeachingChains& chains = teachers_[number];
-    for (const dns::LearnedAddress* a : taught) chains.record(a->address, a->chain);
+    std::string_view last_chain;
+    uint64_t last_id = 0;
+    for (const dns::LearnedAddress* a : taught) {
+      const auto host = hosts.find(a->address);
+      if (host == hosts.end()) continue;  // not a rule the filter could use
+      if (a->chain.data() != last_chain.data() || a->chain.size() != last_chain.size()) {
+        last_chain = a->chain;
+        last_id = chains.add(a->chain);
+      }
+      host->second.taught(last_id);
+    }
   };
   if (rules.empty()) {
     remember();
@@ -506,7 +521,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
     return written.error();
   }
   for (const datapath::Rule& rule : rules) {
-    auto& held = hosts[rule.prefix.address()];
+    auto& held = hosts[rule.prefix.address()].until;
     held = std::max(held, *rule.expires);
   }
   remember();
@@ -602,27 +617,20 @@ void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {
 void AttachmentManager::revoke_refused_locked(const AttachmentRecord& record) {
   const auto learned = learned_.find(record.number);
   if (learned == learned_.end()) return;
-  TeachingChains& chains = teachers_[record.number];
   const dns::NamePolicy names = name_policy_of(record.policy);
   // Refused as the endpoint would refuse the answer now: its query, or a
   // name its CNAME chain passes through.
-  const auto refused = chains.refused(
+  std::vector<net::IpAddress> dropped = teachers_[record.number].refused(
+      learned->second,
       [&](std::span<const std::string_view> chain) { return dns::answer_refused(names, chain); });
-  std::vector<net::IpAddress> dropped;
-  for (const net::IpAddress& host : refused) {
-    if (learned->second.erase(host) > 0) {
-      dropped.push_back(host);  // forgotten below
-    } else {
-      chains.forget(host);  // expired meanwhile
-    }
-  }
+  for (const net::IpAddress& host : dropped) learned->second.erase(host);
   const size_t refused_hosts = dropped.size();
-  // Hosts learned before the daemon last started, whose chains were not
-  // read back (it did not stop cleanly): nothing says whether a name still
+  // Hosts read back from the kernel that no saved record covers (the last
+  // daemon did not stop cleanly): nothing says whether a name still
   // allowed taught them, so they go too (fail closed; clients resolve the
   // names again).
   absl::erase_if(learned->second, [&](const auto& host) {
-    if (chains.taught(host.first)) return false;
+    if (!host.second.taught_by.empty()) return false;
     dropped.push_back(host.first);
     return true;
   });
@@ -650,9 +658,6 @@ void AttachmentManager::revoke_refused_locked(const AttachmentRecord& record) {
 void AttachmentManager::remove_learned_rules_locked(const AttachmentRecord& record,
                                                     std::span<const net::IpAddress> dropped) {
   if (dropped.empty()) return;
-  if (auto chains = teachers_.find(record.number); chains != teachers_.end()) {
-    for (const net::IpAddress& address : dropped) chains->second.forget(address);
-  }
   // A rule the user wrote for exactly a host replaced the learned one there.
   std::set<net::IpPrefix> user_hosts;
   for (const CidrRule& c : record.policy.cidrs) {
@@ -938,12 +943,11 @@ void AttachmentManager::sweep() {
       policy_changed_locked(r.number);
     }
     if (auto it = learned_.find(r.number); it != learned_.end()) {
-      // What the table let go of, its teachers let go of too.
-      const auto expired = prune_learned(it->second, learnable_index_locked(r), WallClock::now(),
-                                         datapath::BootClock::now());
+      prune_learned(it->second, learnable_index_locked(r), WallClock::now(),
+                    datapath::BootClock::now());
+      // Chains only expired hosts named are let go of too.
       if (auto chains = teachers_.find(r.number); chains != teachers_.end()) {
-        for (const net::IpAddress& address : expired) chains->second.forget(address);
-        chains->second.compact_if_sparse();
+        chains->second.compact_if_sparse(it->second);
       }
     }
   }
@@ -966,7 +970,7 @@ Status AttachmentManager::shutdown(bool detach_all) {
     // know what taught them. Not fatal: without it, that daemon drops the
     // hosts it knows nothing of at such a change.
     if (auto saved = state::write_state_file(config_.learned_chains_file(),
-                                             encode_learned_chains(teachers_));
+                                             encode_learned_chains(teachers_, learned_));
         !saved.ok()) {
       log_.error("learned_chains_not_saved", {{"error", saved.error().message()}});
     }
@@ -996,21 +1000,19 @@ void AttachmentManager::restore_teachers_locked() {
     log_.warning("learned_chains_unreadable", {{"error", read.error().wrap(path).message()}});
   } else {
     size_t restored = 0;
-    for (auto& [number, chains] : *read) {
+    for (auto& [number, saved] : *read) {
       const auto learned = learned_.find(number);
       if (learned == learned_.end()) continue;  // detached, or its hosts expired
-      // Nothing is learned before the DNS endpoints open, after this.
-      TeachingChains& kept = teachers_[number] = std::move(chains);
-      std::vector<net::IpAddress> gone;  // expired while no daemon ran
-      kept.for_each_host([&](const net::IpAddress& host, std::span<const uint64_t>) {
-        if (learned->second.contains(host)) {
-          ++restored;
-        } else {
-          gone.push_back(host);
-        }
-      });
-      for (const net::IpAddress& host : gone) kept.forget(host);
-      kept.compact_if_sparse();
+      // Only for hosts the kernel still holds; nothing is learned before
+      // the DNS endpoints open, after this.
+      for (auto& [address, host] : saved.hosts) {
+        const auto held = learned->second.find(address);
+        if (held == learned->second.end()) continue;  // expired while no daemon ran
+        held->second.taught_by = std::move(host.taught_by);
+        ++restored;
+      }
+      TeachingChains& kept = teachers_[number] = std::move(saved.chains);
+      kept.compact_if_sparse(learned->second);
     }
     log_.info("learned_chains_restored", {{"hosts", std::to_string(restored)}});
   }

@@ -134,17 +134,23 @@ LearnableIndex::Verdict LearnableIndex::judge(const net::IpAddress& address,
   return Verdict::kLearnable;
 }
 
+void LearnedHost::taught(uint64_t chain_id) {
+  if (std::find(taught_by.begin(), taught_by.end(), chain_id) != taught_by.end()) return;
+  if (taught_by.size() == kMaxTeachers) taught_by.erase(taught_by.begin());
+  taught_by.push_back(chain_id);
+}
+
 std::vector<datapath::Rule> kernel_rules(const Policy& policy, const LearnedHosts& learned,
                                          const NeverLearnRanges& never_learn,
                                          WallClock::time_point wall_now,
                                          datapath::BootClock::time_point boot_now) {
   std::vector<datapath::Rule> rules = kernel_rules(policy, wall_now, boot_now);
   const LearnableIndex index(policy, never_learn);
-  for (const auto& [address, deadline] : learned) {
-    if (deadline <= boot_now || !index.learnable(address, wall_now)) continue;
+  for (const auto& [address, held] : learned) {
+    if (held.until <= boot_now || !index.learnable(address, wall_now)) continue;
     auto host = net::IpPrefix::make(address, address.max_prefix_length());
     if (!host.ok()) continue;
-    rules.push_back({*host, datapath::Action::kAllow, deadline, /*learned=*/true});
+    rules.push_back({*host, datapath::Action::kAllow, held.until, /*learned=*/true});
   }
   return rules;
 }
@@ -154,7 +160,7 @@ std::vector<net::IpAddress> prune_learned(LearnedHosts& learned, const Learnable
                                           datapath::BootClock::time_point boot_now) {
   std::vector<net::IpAddress> dropped;
   absl::erase_if(learned, [&](const auto& host) {
-    const bool drop = host.second <= boot_now || !index.learnable(host.first, wall_now);
+    const bool drop = host.second.until <= boot_now || !index.learnable(host.first, wall_now);
     if (drop) dropped.push_back(host.first);
     return drop;
   });

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "common/result.h"
 #include "daemon/never_learn.h"
 #include "datapath/types.h"
@@ -79,8 +80,20 @@ std::vector<datapath::Rule> kernel_rules(const Policy& policy, WallClock::time_p
 // DNS proxy releases looks its addresses up here, in a table of up to
 // max_host_rules entries: open addressing keeps an entry in the slot the
 // hash names (one cache miss), where a node-based map chases two or more.
-using LearnedHosts =
-    absl::flat_hash_map<net::IpAddress, datapath::BootClock::time_point, net::IpAddressHash>;
+struct LearnedHost {
+  // A host remembers this many chains, the latest (more would let one
+  // address shared by many names cost without bound).
+  static constexpr size_t kMaxTeachers = 8;
+
+  datapath::BootClock::time_point until{};
+  // The chains (TeachingChains ids) of the last answers that taught it,
+  // oldest first, so that a domain rule added later can take it back. None
+  // for a host read back from the kernel that no saved record covers.
+  absl::InlinedVector<uint64_t, 1> taught_by;
+
+  void taught(uint64_t chain_id);
+};
+using LearnedHosts = absl::flat_hash_map<net::IpAddress, LearnedHost, net::IpAddressHash>;
 
 // Whether a learned allow for an address may be written: it must not be in
 // dns.never_learn, and the longest unexpired explicit rule covering it must

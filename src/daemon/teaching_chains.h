@@ -3,7 +3,8 @@
 // stays while any name that taught it is still allowed: two names often
 // share a CDN address). An answer is remembered by its chain: the name
 // asked for, then each CNAME target, since the query and the chain are
-// what the DNS endpoint judged.
+// what the DNS endpoint judged. Each host keeps its chains' ids
+// (LearnedHost::taught_by); this keeps each chain once, per attachment.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/inlined_vector.h"
+#include "daemon/policy_model.h"
 #include "dns/answer_addresses.h"
 #include "net/ip_prefix.h"
 
@@ -22,45 +23,34 @@ namespace sebpf::daemon {
 
 class TeachingChains {
  public:
-  // A host remembers this many chains, the latest (more would let one
-  // address shared by many names cost without bound).
-  static constexpr size_t kMaxChainsPerHost = 8;
-
-  // `chain` as dns::encode_chain gives it.
-  void record(const net::IpAddress& host, std::string_view chain);
-  void forget(const net::IpAddress& host);
-  // Whether a chain is remembered for the host.
-  bool taught(const net::IpAddress& host) const { return by_host_.contains(host); }
+  // Keeps `chain` (as dns::encode_chain gives it) if it is new; returns
+  // its id.
+  uint64_t add(std::string_view chain);
+  // Remembers that the answer whose chain is `chain` taught `host`.
+  void record(LearnedHost& host, std::string_view chain) { host.taught(add(chain)); }
 
   // The hosts every remembered chain of which `refused` says is refused
-  // now. A host with none remembered (learned before a restart) is not
-  // among them (see taught()).
+  // now. A host with none remembered is not among them.
   std::vector<net::IpAddress> refused(
+      const LearnedHosts& hosts,
       const std::function<bool(std::span<const std::string_view> names)>& refused) const;
 
-  // Lets go of chains no host remembers any more, when they are most of
-  // what is kept (hosts expire; their chains stay until then).
-  void compact_if_sparse();
+  // Lets go of chains none of `hosts` names any more, when they are most
+  // of what is kept (hosts expire; their chains stay until then).
+  void compact_if_sparse(const LearnedHosts& hosts);
 
-  // What a stopping daemon writes down (teaching_chains_file.h): each
-  // chain with an id, and each host with its chains' ids, oldest first.
-  // record() in that order puts them back.
+  // What a stopping daemon writes down (teaching_chains_file.h).
   void for_each_chain(const std::function<void(uint64_t id, std::string_view chain)>& visit) const;
-  void for_each_host(const std::function<void(const net::IpAddress& host,
-                                              std::span<const uint64_t> chain_ids)>& visit) const;
 
-  size_t hosts() const { return by_host_.size(); }
   size_t chains() const { return chains_.size(); }
 
  private:
   // Chains by their hash, which is all a host keeps of them. Recording is
-  // on the path of every answer, so it is one small lookup here and one
-  // per host, with no copy of a chain already known. Abseil seeds its hash
-  // per process, so a workload cannot make two chains collide on purpose;
-  // by chance, two of a million collide with odds of about 1 in 10^7.
+  // on the path of every answer, so it is one small lookup here, with no
+  // copy of a chain already known. Abseil seeds its hash per process, so a
+  // workload cannot make two chains collide on purpose; by chance, two of
+  // a million collide with odds of about 1 in 10^7.
   absl::flat_hash_map<uint64_t, std::string> chains_;
-  absl::flat_hash_map<net::IpAddress, absl::InlinedVector<uint64_t, 1>, net::IpAddressHash>
-      by_host_;
 };
 
 }  // namespace sebpf::daemon

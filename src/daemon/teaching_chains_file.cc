@@ -33,10 +33,13 @@ Result<net::IpAddress> address_from_bytes(const std::string& bytes) {
 
 }  // namespace
 
-std::string encode_learned_chains(const TeachersByAttachment& teachers) {
+std::string encode_learned_chains(const TeachersByAttachment& teachers,
+                                  const std::map<uint64_t, LearnedHosts>& learned) {
   state_v1::LearnedChains out;
   out.set_format(kLearnedChainsFormat);
   for (const auto& [number, chains] : teachers) {
+    const auto hosts = learned.find(number);
+    if (hosts == learned.end()) continue;
     state_v1::AttachmentTeachers* attachment = out.add_attachments();
     attachment->set_attachment(number);
     chains.for_each_chain([&](uint64_t id, std::string_view names) {
@@ -44,17 +47,18 @@ std::string encode_learned_chains(const TeachersByAttachment& teachers) {
       chain->set_id(id);
       chain->set_names(std::string(names));
     });
-    chains.for_each_host([&](const net::IpAddress& address, std::span<const uint64_t> ids) {
+    for (const auto& [address, held] : hosts->second) {
+      if (held.taught_by.empty()) continue;
       state_v1::TaughtHost* host = attachment->add_hosts();
       const size_t size = address.family() == net::Family::kIPv4 ? 4 : 16;
       host->set_address(reinterpret_cast<const char*>(address.bytes().data()), size);
-      for (uint64_t id : ids) host->add_chains(id);
-    });
+      for (uint64_t id : held.taught_by) host->add_chains(id);
+    }
   }
   return out.SerializeAsString();
 }
 
-Result<TeachersByAttachment> decode_learned_chains(std::string_view bytes) {
+Result<std::map<uint64_t, SavedTeachers>> decode_learned_chains(std::string_view bytes) {
   state_v1::LearnedChains in;
   if (!in.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return invalid("not a LearnedChains message");
@@ -63,27 +67,29 @@ Result<TeachersByAttachment> decode_learned_chains(std::string_view bytes) {
     return invalid("format " + std::to_string(in.format()) + " (this build reads " +
                    std::to_string(kLearnedChainsFormat) + ")");
   }
-  TeachersByAttachment teachers;
+  std::map<uint64_t, SavedTeachers> saved;
   for (const state_v1::AttachmentTeachers& attachment : in.attachments()) {
-    absl::flat_hash_map<uint64_t, std::string_view> names_by_id;
+    SavedTeachers& teachers = saved[attachment.attachment()];
+    // Ids are the writer's hashes; this process hashes with its own seed.
+    absl::flat_hash_map<uint64_t, uint64_t> id_now;
     for (const state_v1::TaughtChain& chain : attachment.chains()) {
       if (chain.names().empty()) return invalid("an empty chain");
-      names_by_id[chain.id()] = chain.names();
+      id_now[chain.id()] = teachers.chains.add(chain.names());
     }
-    TeachingChains& chains = teachers[attachment.attachment()];
     for (const state_v1::TaughtHost& host : attachment.hosts()) {
       SEBPF_ASSIGN_OR_RETURN(const net::IpAddress address, address_from_bytes(host.address()));
+      LearnedHost& taught = teachers.hosts[address];
       for (uint64_t id : host.chains()) {
-        const auto names = names_by_id.find(id);
-        if (names == names_by_id.end()) {
+        const auto now = id_now.find(id);
+        if (now == id_now.end()) {
           return invalid(address.to_string() + " names chain " + std::to_string(id) +
                          ", which is not in the file");
         }
-        chains.record(address, names->second);
+        taught.taught(now->second);
       }
     }
   }
-  return teachers;
+  return saved;
 }
 
 }  // namespace sebpf::daemon

@@ -18,9 +18,18 @@ namespace sebpf::daemon {
 // By attachment number.
 using TeachersByAttachment = std::map<uint64_t, TeachingChains>;
 
-std::string encode_learned_chains(const TeachersByAttachment& teachers);
+// What one attachment's record says, read back: the chains, and the hosts
+// with what taught them (`taught_by` only; ids of `chains`).
+struct SavedTeachers {
+  TeachingChains chains;
+  LearnedHosts hosts;
+};
+
+// The hosts of `learned` that remember what taught them, with those chains.
+std::string encode_learned_chains(const TeachersByAttachment& teachers,
+                                  const std::map<uint64_t, LearnedHosts>& learned);
 // Errc::kFailedPrecondition, saying what is wrong, when the bytes are not
 // such a file this build can read.
-Result<TeachersByAttachment> decode_learned_chains(std::string_view bytes);
+Result<std::map<uint64_t, SavedTeachers>> decode_learned_chains(std::string_view bytes);
 
 }  // namespace sebpf::daemon

@@ -174,10 +174,10 @@ TEST(DaemonLearnedHostsTest, KernelRulesCarryAdmissibleLearnedHostsAndPruningDro
   const auto boot = datapath::BootClock::time_point(seconds(1000));
   Policy p;
   upsert_cidr(p, {prefix("198.51.100.0/24"), Action::kDeny, std::nullopt});
-  LearnedHosts learned = {{address("198.51.100.9"), boot + seconds(60)},
-                          {address("203.0.113.9"), boot + seconds(60)},
-                          {address("203.0.113.10"), boot - seconds(1)},
-                          {address("2001:db8::9"), boot + seconds(30)}};
+  LearnedHosts learned = {{address("198.51.100.9"), {boot + seconds(60), {}}},
+                          {address("203.0.113.9"), {boot + seconds(60), {}}},
+                          {address("203.0.113.10"), {boot - seconds(1), {}}},
+                          {address("2001:db8::9"), {boot + seconds(30), {}}}};
   const NeverLearnRanges none;
   const auto rules = kernel_rules(p, learned, none, kNow, boot);
   std::vector<std::string> learned_rules;
@@ -259,8 +259,8 @@ TEST(DaemonLearnedHostsTest, NeverLearnedAddressesAreNotLearnableWhateverTheRule
   // Held from before the range was listed (a restart with a new
   // configuration): not carried into the kernel, and pruned.
   const auto boot = datapath::BootClock::time_point(seconds(1000));
-  LearnedHosts learned = {{address("10.1.2.3"), boot + seconds(60)},
-                          {address("10.2.0.1"), boot + seconds(60)}};
+  LearnedHosts learned = {{address("10.1.2.3"), {boot + seconds(60), {}}},
+                          {address("10.2.0.1"), {boot + seconds(60), {}}}};
   const auto rules = kernel_rules(p, learned, never, kNow, boot);
   EXPECT_EQ(std::count_if(rules.begin(), rules.end(), [](const auto& r) { return r.learned; }), 1);
   EXPECT_EQ(prune_learned(learned, index, kNow, boot),

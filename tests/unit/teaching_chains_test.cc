@@ -39,71 +39,85 @@ TEST(TeachingChainsTest, AChainSurvivesEncodingWhateverItsNamesHold) {
 
 TEST(TeachingChainsTest, AHostIsRefusedOnlyWhenEveryChainThatTaughtItIs) {
   TeachingChains chains;
-  chains.record(ip("192.0.2.1"), chain({"a.example"}));
-  chains.record(ip("192.0.2.2"), chain({"b.example"}));
-  chains.record(ip("192.0.2.2"), chain({"a.example"}));  // shared, like a CDN address
-  chains.record(ip("192.0.2.3"), chain({"www.c.example", "a.example"}));
-  chains.record(ip("192.0.2.1"), chain({"a.example"}));  // again: nothing new
-  auto refused = chains.refused(naming("a.example"));
+  LearnedHosts hosts;
+  chains.record(hosts[ip("192.0.2.1")], chain({"a.example"}));
+  chains.record(hosts[ip("192.0.2.2")], chain({"b.example"}));
+  chains.record(hosts[ip("192.0.2.2")], chain({"a.example"}));  // shared, like a CDN address
+  chains.record(hosts[ip("192.0.2.3")], chain({"www.c.example", "a.example"}));
+  chains.record(hosts[ip("192.0.2.1")], chain({"a.example"}));  // again: nothing new
+  auto refused = chains.refused(hosts, naming("a.example"));
   std::sort(refused.begin(), refused.end());
   EXPECT_EQ(refused, (std::vector<net::IpAddress>{ip("192.0.2.1"), ip("192.0.2.3")}));
-  EXPECT_TRUE(chains.refused(naming("nothing.example")).empty());
+  EXPECT_TRUE(chains.refused(hosts, naming("nothing.example")).empty());
   EXPECT_EQ(chains.chains(), 3U);
+  EXPECT_EQ(hosts[ip("192.0.2.1")].taught_by.size(), 1U);
 }
 
-TEST(TeachingChainsTest, AForgottenHostIsNeverRefused) {
+TEST(TeachingChainsTest, AHostNothingTaughtIsNeverRefused) {
   TeachingChains chains;
-  chains.record(ip("2001:db8::1"), chain({"a.example"}));
-  chains.forget(ip("2001:db8::1"));
-  EXPECT_TRUE(chains.refused(naming("a.example")).empty());
-  EXPECT_EQ(chains.hosts(), 0U);
+  LearnedHosts hosts;
+  chains.record(hosts[ip("2001:db8::1")], chain({"a.example"}));
+  hosts[ip("2001:db8::2")];  // read back from the kernel with no record
+  EXPECT_EQ(chains.refused(hosts, naming("a.example")), std::vector{ip("2001:db8::1")});
 }
 
 TEST(TeachingChainsTest, AHostRemembersItsLatestChainsOnly) {
   TeachingChains chains;
-  chains.record(ip("192.0.2.9"), chain({"first.example"}));
-  for (size_t i = 0; i < TeachingChains::kMaxChainsPerHost; ++i) {
-    chains.record(ip("192.0.2.9"), chain({"n" + std::to_string(i) + ".example"}));
+  LearnedHosts hosts;
+  chains.record(hosts[ip("192.0.2.9")], chain({"first.example"}));
+  for (size_t i = 0; i < LearnedHost::kMaxTeachers; ++i) {
+    chains.record(hosts[ip("192.0.2.9")], chain({"n" + std::to_string(i) + ".example"}));
   }
+  EXPECT_EQ(hosts[ip("192.0.2.9")].taught_by.size(), LearnedHost::kMaxTeachers);
   // first.example fell out: refusing every other name refuses the host.
-  const auto refused = chains.refused(
-      [](std::span<const std::string_view> names) { return names.front() != "first.example"; });
+  const auto refused = chains.refused(hosts, [](std::span<const std::string_view> names) {
+    return names.front() != "first.example";
+  });
   EXPECT_EQ(refused, std::vector<net::IpAddress>{ip("192.0.2.9")});
 }
 
 TEST(TeachingChainsTest, ChainsNoHostRemembersAreLetGo) {
   TeachingChains chains;
+  LearnedHosts hosts;
   for (int i = 0; i < 200; ++i) {
-    chains.record(ip("192.0.2.1"), chain({"n" + std::to_string(i) + ".example"}));
+    chains.record(hosts[ip("192.0.2.1")], chain({"n" + std::to_string(i) + ".example"}));
   }
-  chains.record(ip("192.0.2.2"), chain({"kept.example"}));
-  chains.forget(ip("192.0.2.1"));
-  chains.compact_if_sparse();
+  chains.record(hosts[ip("192.0.2.2")], chain({"kept.example"}));
+  hosts.erase(ip("192.0.2.1"));  // expired
+  chains.compact_if_sparse(hosts);
   EXPECT_EQ(chains.chains(), 1U);
-  EXPECT_EQ(chains.refused(naming("kept.example")), std::vector<net::IpAddress>{ip("192.0.2.2")});
-  chains.record(ip("192.0.2.3"), chain({"kept.example"}));
+  EXPECT_EQ(chains.refused(hosts, naming("kept.example")),
+            std::vector<net::IpAddress>{ip("192.0.2.2")});
+  chains.record(hosts[ip("192.0.2.3")], chain({"kept.example"}));
   EXPECT_EQ(chains.chains(), 1U) << "a chain recorded again after compaction is found";
 }
 
 // What a stopping daemon writes is what the next one reads: the same hosts
-// judged refused by the same names.
+// judged refused by the same names. Hosts nothing taught are left out.
 TEST(TeachingChainsFileTest, WhatIsWrittenIsReadBack) {
   TeachersByAttachment teachers;
-  teachers[3].record(ip("192.0.2.1"), chain({"a.example"}));
-  teachers[3].record(ip("192.0.2.1"), chain({"b.example", "cdn.example"}));
-  teachers[3].record(ip("2001:db8::1"), chain({"b.example", "cdn.example"}));
-  teachers[7].record(ip("198.51.100.9"), chain({"c.example"}));
-  auto read = decode_learned_chains(encode_learned_chains(teachers));
+  std::map<uint64_t, LearnedHosts> learned;
+  teachers[3].record(learned[3][ip("192.0.2.1")], chain({"a.example"}));
+  teachers[3].record(learned[3][ip("192.0.2.1")], chain({"b.example", "cdn.example"}));
+  teachers[3].record(learned[3][ip("2001:db8::1")], chain({"b.example", "cdn.example"}));
+  learned[3][ip("192.0.2.7")];  // untaught
+  teachers[7].record(learned[7][ip("198.51.100.9")], chain({"c.example"}));
+  auto read = decode_learned_chains(encode_learned_chains(teachers, learned));
   ASSERT_TRUE(read.ok()) << read.error().message();
   ASSERT_EQ(read->size(), 2u);
-  EXPECT_EQ((*read)[3].hosts(), 2u);
-  EXPECT_EQ((*read)[3].chains(), 2u);
-  EXPECT_EQ((*read)[3].refused(naming("cdn.example")), std::vector{ip("2001:db8::1")});
-  auto both = (*read)[3].refused([](std::span<const std::string_view>) { return true; });
+  const SavedTeachers& third = (*read)[3];
+  EXPECT_EQ(third.hosts.size(), 2u);
+  EXPECT_EQ(third.chains.chains(), 2u);
+  EXPECT_EQ(third.hosts.at(ip("192.0.2.1")).taught_by.size(), 2u);
+  EXPECT_EQ(third.chains.refused(third.hosts, naming("cdn.example")),
+            std::vector{ip("2001:db8::1")});
+  auto both =
+      third.chains.refused(third.hosts, [](std::span<const std::string_view>) { return true; });
   std::sort(both.begin(), both.end());
   EXPECT_EQ(both, (std::vector{ip("192.0.2.1"), ip("2001:db8::1")}));
-  EXPECT_EQ((*read)[7].refused(naming("c.example")), std::vector{ip("198.51.100.9")});
-  EXPECT_TRUE(decode_learned_chains(encode_learned_chains({})).value().empty());
+  EXPECT_EQ((*read)[7].chains.refused((*read)[7].hosts, naming("c.example")),
+            std::vector{ip("198.51.100.9")});
+  EXPECT_TRUE(decode_learned_chains(encode_learned_chains({}, {})).value().empty());
 }
 
 TEST(TeachingChainsFileTest, ContentThatCannotBeRightIsRefused) {
