@@ -275,6 +275,36 @@ TEST_P(VerdictTest, AConnectionOpenedUnderALearnedAllowOutlivesItsTtl) {
   EXPECT_FALSE(out(other_syn));
 }
 
+// A learned host taken back because a name that taught it is now refused:
+// the daemon forgets the connections opened under it, in every form the
+// programs key them (IPv4, IPv4 through NAT64, IPv6), and only those.
+TEST_P(VerdictTest, ForgottenLearnedConnectionsEndAtTheirNextPacket) {
+  set_mode(Mode::kAllowlist);
+  const auto later = datapath::BootClock::now() + std::chrono::seconds(60);
+  for (const char* host : {"198.51.100.81", "2001:db8::81", "198.51.100.82"}) {
+    ASSERT_TRUE(dp_->add_rule(key_, {*net::IpPrefix::parse(host), datapath::Action::kAllow, later,
+                                     /*learned=*/true})
+                    .ok());
+  }
+  const PacketSpec v4 = tcp4("198.51.100.81");
+  const PacketSpec nat64 = tcp6("64:ff9b::c633:6451");  // 198.51.100.81
+  const PacketSpec v6 = tcp6("2001:db8::81");
+  const PacketSpec other = tcp4("198.51.100.82");
+  for (const PacketSpec& syn : {v4, nat64, v6, other}) EXPECT_TRUE(out(syn)) << syn.dst;
+  for (const char* host : {"198.51.100.81", "2001:db8::81", "198.51.100.82"}) {
+    ASSERT_TRUE(dp_->remove_rule(key_, *net::IpPrefix::parse(host), datapath::Action::kAllow).ok());
+  }
+  const std::vector<net::IpAddress> taken_back = {*net::IpAddress::parse("198.51.100.81"),
+                                                  *net::IpAddress::parse("2001:db8::81")};
+  auto forgotten = dp_->forget_learned_connections(key_, taken_back);
+  ASSERT_TRUE(forgotten.ok()) << forgotten.error().message();
+  EXPECT_EQ(*forgotten, 3U);
+  for (PacketSpec data : {v4, nat64, v6, other}) {
+    data.tcp_flags = 0x18;  // PSH ACK
+    EXPECT_EQ(out(data), data.dst == other.dst) << data.dst;
+  }
+}
+
 TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
   set_mode(Mode::kBlockAll);
   PacketSpec ns = {.src = "fe80::2",
