@@ -183,7 +183,7 @@ class AttachmentManager {
   // file: after a crash, an older one would say too little.
   void restore_teachers_locked();
   // Takes dropped learned hosts out of the kernel (but not the user's own
-  // rule for such a host) and forgets what taught them.
+  // rule for such a host).
   void remove_learned_rules_locked(const AttachmentRecord& record,
                                    std::span<const net::IpAddress> dropped);
 

@@ -24,10 +24,8 @@ namespace sebpf::daemon {
 class TeachingChains {
  public:
   // Keeps `chain` (as dns::encode_chain gives it) if it is new; returns
-  // its id.
+  // its id, for LearnedHost::taught.
   uint64_t add(std::string_view chain);
-  // Remembers that the answer whose chain is `chain` taught `host`.
-  void record(LearnedHost& host, std::string_view chain) { host.taught(add(chain)); }
 
   // The hosts every remembered chain of which `refused` says is refused
   // now. A host with none remembered is not among them.

@@ -164,9 +164,10 @@ Result<size_t> FlowTables::forget_learned_connections(
   }
   size_t forgotten = 0;
   for (const sebpf_track_key& key : doomed) {
+    // ENOENT: it ended by itself (RST, or evicted) since it was read.
     if (bpf_map_delete_elem(conns.get(), &key) == 0) {
       ++forgotten;
-    } else if (errno != ENOENT) {  // ended by itself meanwhile
+    } else if (errno != ENOENT) {
       return Error::from_errno(errno, "forget a learned connection");
     }
   }

@@ -18,6 +18,11 @@ net::IpAddress ip(const char* text) { return *net::IpAddress::parse(text); }
 
 std::string chain(std::vector<std::string_view> names) { return dns::encode_chain(names); }
 
+// What learn() does for each host an answer taught.
+void teach(TeachingChains& chains, LearnedHost& host, std::string_view chain) {
+  host.taught(chains.add(chain));
+}
+
 // Refused: any chain with `name` in it.
 auto naming(std::string_view name) {
   return [name](std::span<const std::string_view> names) {
@@ -40,11 +45,11 @@ TEST(TeachingChainsTest, AChainSurvivesEncodingWhateverItsNamesHold) {
 TEST(TeachingChainsTest, AHostIsRefusedOnlyWhenEveryChainThatTaughtItIs) {
   TeachingChains chains;
   LearnedHosts hosts;
-  chains.record(hosts[ip("192.0.2.1")], chain({"a.example"}));
-  chains.record(hosts[ip("192.0.2.2")], chain({"b.example"}));
-  chains.record(hosts[ip("192.0.2.2")], chain({"a.example"}));  // shared, like a CDN address
-  chains.record(hosts[ip("192.0.2.3")], chain({"www.c.example", "a.example"}));
-  chains.record(hosts[ip("192.0.2.1")], chain({"a.example"}));  // again: nothing new
+  teach(chains, hosts[ip("192.0.2.1")], chain({"a.example"}));
+  teach(chains, hosts[ip("192.0.2.2")], chain({"b.example"}));
+  teach(chains, hosts[ip("192.0.2.2")], chain({"a.example"}));  // shared, like a CDN address
+  teach(chains, hosts[ip("192.0.2.3")], chain({"www.c.example", "a.example"}));
+  teach(chains, hosts[ip("192.0.2.1")], chain({"a.example"}));  // again: nothing new
   auto refused = chains.refused(hosts, naming("a.example"));
   std::sort(refused.begin(), refused.end());
   EXPECT_EQ(refused, (std::vector<net::IpAddress>{ip("192.0.2.1"), ip("192.0.2.3")}));
@@ -56,7 +61,7 @@ TEST(TeachingChainsTest, AHostIsRefusedOnlyWhenEveryChainThatTaughtItIs) {
 TEST(TeachingChainsTest, AHostNothingTaughtIsNeverRefused) {
   TeachingChains chains;
   LearnedHosts hosts;
-  chains.record(hosts[ip("2001:db8::1")], chain({"a.example"}));
+  teach(chains, hosts[ip("2001:db8::1")], chain({"a.example"}));
   hosts[ip("2001:db8::2")];  // read back from the kernel with no record
   EXPECT_EQ(chains.refused(hosts, naming("a.example")), std::vector{ip("2001:db8::1")});
 }
@@ -64,9 +69,9 @@ TEST(TeachingChainsTest, AHostNothingTaughtIsNeverRefused) {
 TEST(TeachingChainsTest, AHostRemembersItsLatestChainsOnly) {
   TeachingChains chains;
   LearnedHosts hosts;
-  chains.record(hosts[ip("192.0.2.9")], chain({"first.example"}));
+  teach(chains, hosts[ip("192.0.2.9")], chain({"first.example"}));
   for (size_t i = 0; i < LearnedHost::kMaxTeachers; ++i) {
-    chains.record(hosts[ip("192.0.2.9")], chain({"n" + std::to_string(i) + ".example"}));
+    teach(chains, hosts[ip("192.0.2.9")], chain({"n" + std::to_string(i) + ".example"}));
   }
   EXPECT_EQ(hosts[ip("192.0.2.9")].taught_by.size(), LearnedHost::kMaxTeachers);
   // first.example fell out: refusing every other name refuses the host.
@@ -80,15 +85,15 @@ TEST(TeachingChainsTest, ChainsNoHostRemembersAreLetGo) {
   TeachingChains chains;
   LearnedHosts hosts;
   for (int i = 0; i < 200; ++i) {
-    chains.record(hosts[ip("192.0.2.1")], chain({"n" + std::to_string(i) + ".example"}));
+    teach(chains, hosts[ip("192.0.2.1")], chain({"n" + std::to_string(i) + ".example"}));
   }
-  chains.record(hosts[ip("192.0.2.2")], chain({"kept.example"}));
+  teach(chains, hosts[ip("192.0.2.2")], chain({"kept.example"}));
   hosts.erase(ip("192.0.2.1"));  // expired
   chains.compact_if_sparse(hosts);
   EXPECT_EQ(chains.chains(), 1U);
   EXPECT_EQ(chains.refused(hosts, naming("kept.example")),
             std::vector<net::IpAddress>{ip("192.0.2.2")});
-  chains.record(hosts[ip("192.0.2.3")], chain({"kept.example"}));
+  teach(chains, hosts[ip("192.0.2.3")], chain({"kept.example"}));
   EXPECT_EQ(chains.chains(), 1U) << "a chain recorded again after compaction is found";
 }
 
@@ -97,11 +102,11 @@ TEST(TeachingChainsTest, ChainsNoHostRemembersAreLetGo) {
 TEST(TeachingChainsFileTest, WhatIsWrittenIsReadBack) {
   TeachersByAttachment teachers;
   std::map<uint64_t, LearnedHosts> learned;
-  teachers[3].record(learned[3][ip("192.0.2.1")], chain({"a.example"}));
-  teachers[3].record(learned[3][ip("192.0.2.1")], chain({"b.example", "cdn.example"}));
-  teachers[3].record(learned[3][ip("2001:db8::1")], chain({"b.example", "cdn.example"}));
+  teach(teachers[3], learned[3][ip("192.0.2.1")], chain({"a.example"}));
+  teach(teachers[3], learned[3][ip("192.0.2.1")], chain({"b.example", "cdn.example"}));
+  teach(teachers[3], learned[3][ip("2001:db8::1")], chain({"b.example", "cdn.example"}));
   learned[3][ip("192.0.2.7")];  // untaught
-  teachers[7].record(learned[7][ip("198.51.100.9")], chain({"c.example"}));
+  teach(teachers[7], learned[7][ip("198.51.100.9")], chain({"c.example"}));
   auto read = decode_learned_chains(encode_learned_chains(teachers, learned));
   ASSERT_TRUE(read.ok()) << read.error().message();
   ASSERT_EQ(read->size(), 2u);
