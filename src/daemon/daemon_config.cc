@@ -112,7 +112,7 @@ void read_dns(const YAML::Node& node, DaemonConfig& c) {
                {"port_first", "port_last", "cgroup_ipv4", "cgroup_ipv6", "upstreams", "resolv_conf",
                 "upstream_timeout_ms", "min_ttl_seconds", "max_ttl_seconds", "refuse_with",
                 "max_inflight", "max_qps", "max_tcp_clients", "max_learned_hosts", "never_learn",
-                "threads"})) {
+                "threads", "answer_spin_us"})) {
     const std::string what = "dns." + key;
     if (key == "upstreams") c.dns_upstreams = upstreams_of(value, what);
     if (key == "resolv_conf") c.dns_resolv_conf = scalar(value, what);
@@ -128,6 +128,9 @@ void read_dns(const YAML::Node& node, DaemonConfig& c) {
     if (key == "max_learned_hosts") c.dns_max_learned_hosts = number_of(value, what, 1, 1u << 24);
     if (key == "never_learn") c.dns_never_learn = prefixes_of(value, what);
     if (key == "threads") c.dns_threads = number_of(value, what, 0, 64);
+    if (key == "answer_spin_us") {
+      c.dns_answer_spin = std::chrono::microseconds(number_of(value, what, 0, 1000));
+    }
     if (key == "port_first") c.dns_port_first = number_of(value, what, 1, 65535);
     if (key == "port_last") c.dns_port_last = number_of(value, what, 1, 65535);
     if (key == "cgroup_ipv4") c.dns_cgroup_ipv4 = scalar(value, what);

@@ -411,8 +411,10 @@ class DnsProxy::Loop {
     std::vector<epoll_event> events(256);
     while (!stopping_) {
       const int timeout = next_timeout_ms();
-      const int n =
-          epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+      int n = timeout == 0 ? 0 : spin_for_answers(events);
+      if (n == 0) {
+        n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+      }
       for (int i = 0; i < n; ++i) {
         const int fd = events[static_cast<size_t>(i)].data.fd;
         const auto ref = refs_.find(fd);
@@ -464,6 +466,39 @@ class DnsProxy::Loop {
       tasks.swap(tasks_);
     }
     for (auto& task : tasks) task();
+  }
+
+  // ---- waiting for answers ----
+  // A thread woken from sleep starts late: on a virtual machine whose idle
+  // vCPUs halt, each wake-up is a round trip through the hypervisor, and
+  // with an upstream on the same host (a local caching resolver) that was
+  // most of what the endpoint added to an answer's latency. So a loop with
+  // UDP queries in flight polls for their answers until config_.answer_spin
+  // after its last send, and only then sleeps. Polls that see nothing
+  // (upstreams slower than that: any resolver across a network) soon stop:
+  // after kSpinMisses of them in a row only one sleep in kSpinProbe polls
+  // first, to notice when answers come quickly again.
+  static constexpr uint32_t kSpinMisses = 4;
+  static constexpr uint32_t kSpinProbe = 16;
+  static constexpr size_t kSpinMaxWaiting = 4;
+
+  // Events that came while polling (their count), or 0: sleep.
+  int spin_for_answers(std::span<epoll_event> events) {
+    if (waiting_.empty() || waiting_.size() > kSpinMaxWaiting || config_.answer_spin.count() == 0) {
+      return 0;
+    }
+    const Clock::time_point until = queries_sent_at_ + config_.answer_spin;
+    if (Clock::now() >= until) return 0;
+    if (spins_missed_ >= kSpinMisses && ++spins_skipped_ % kSpinProbe != 0) return 0;
+    do {
+      const int n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), 0);
+      if (n > 0) {
+        spins_missed_ = 0;
+        return n;
+      }
+    } while (Clock::now() < until);
+    spins_missed_ = std::min(spins_missed_ + 1, kSpinMisses);
+    return 0;
   }
 
   // ---- timers ----
@@ -922,6 +957,9 @@ class DnsProxy::Loop {
       }
       std::vector<uint64_t> failed;
       for (const int fd : fds) send_datagrams(fd, batch, failed);
+      if (std::any_of(batch.begin(), batch.end(), [](const Datagram& d) { return d.query != 0; })) {
+        queries_sent_at_ = Clock::now();
+      }
       batch.clear();
       for (uint64_t id : failed) next_upstream(id);
     } while (!outbox_.empty());
@@ -1407,6 +1445,9 @@ class DnsProxy::Loop {
   const size_t index_;  // of this loop's slot in every endpoint's counts
   std::array<uint16_t, 128> random_ids_{};
   size_t random_used_ = random_ids_.size();
+  Clock::time_point queries_sent_at_;  // the last turn that sent any upstream
+  uint32_t spins_missed_ = 0;          // polls in a row that saw nothing
+  uint32_t spins_skipped_ = 0;
   UniqueFd epoll_, wake_;
   std::thread thread_;
   bool stopping_ = false;  // only touched on the loop's thread

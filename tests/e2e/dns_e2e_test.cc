@@ -24,6 +24,7 @@
 #include "common/unique_fd.h"
 #include "daemon_fixture.h"
 #include "support/dns_client.h"
+#include "support/dns_loop_stats.h"
 #include "support/knot_server.h"
 
 namespace sebpf::testing {
@@ -913,48 +914,6 @@ TEST_F(DnsE2eTest, AFailedUpstreamIsSkippedAndNoUpstreamAtAllIsServfail) {
   knot_->stop_and_read_query_log();
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeAaaa); }),
             kRcodeBase + dns::rcode::kServFail);
-}
-
-// Times the daemon's DNS loop threads (named "sebpf-dns") have gone to
-// sleep and been woken since they started.
-std::vector<std::filesystem::path> dns_loop_tasks(pid_t daemon) {
-  std::vector<std::filesystem::path> loops;
-  const std::string tasks = "/proc/" + std::to_string(daemon) + "/task";
-  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
-    std::string comm;
-    std::getline(std::ifstream(task.path() / "comm"), comm);
-    if (comm == "sebpf-dns") loops.push_back(task.path());
-  }
-  return loops;
-}
-
-uint64_t dns_loop_wakeups(pid_t daemon) {
-  uint64_t sum = 0;
-  for (const auto& task : dns_loop_tasks(daemon)) {
-    std::ifstream status(task / "status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
-        sum += std::stoull(line.substr(line.find(':') + 1));
-      }
-    }
-  }
-  return sum;
-}
-
-// CPU time the DNS loop threads have used, in clock ticks (1/100 s).
-uint64_t dns_loop_cpu_ticks(pid_t daemon) {
-  uint64_t sum = 0;
-  for (const auto& task : dns_loop_tasks(daemon)) {
-    std::string stat;
-    std::getline(std::ifstream(task / "stat"), stat);
-    // After "(comm)": state is field 3; utime and stime are fields 14 and 15.
-    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 15 && fields >> field; ++i) {
-      if (i >= 14) sum += std::stoull(field);
-    }
-  }
-  return sum;
 }
 
 // A daemon runs on every host; while its workloads are quiet it should

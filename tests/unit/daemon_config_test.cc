@@ -60,7 +60,8 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
           "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
           "dns.never_learn=" + prefixes(c.dns_never_learn),
-          "dns.threads=" + std::to_string(c.dns_threads)};
+          "dns.threads=" + std::to_string(c.dns_threads),
+          "dns.answer_spin=" + std::to_string(c.dns_answer_spin.count())};
 }
 
 // dist/superebpfd.yaml says it shows every key with its default: loaded
@@ -81,7 +82,8 @@ datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_pr
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
-      max_qps: 1, max_tcp_clients: 1, max_learned_hosts: 1, never_learn: [], threads: 1}
+      max_qps: 1, max_tcp_clients: 1, max_learned_hosts: 1, never_learn: [], threads: 1,
+      answer_spin_us: 0}
 )",
                                   changed)
                   .ok());
@@ -132,6 +134,7 @@ dns:
   max_learned_hosts: 1000
   never_learn: [169.254.169.254/32, "fd00::/8"]
   threads: 3
+  answer_spin_us: 200
 )",
                                           c);
   ASSERT_TRUE(status.ok()) << status.error().message();
@@ -168,6 +171,7 @@ dns:
             (std::vector<net::IpPrefix>{*net::IpPrefix::parse("169.254.169.254/32"),
                                         *net::IpPrefix::parse("fd00::/8")}));
   EXPECT_EQ(c.dns_threads, 3U);
+  EXPECT_EQ(c.dns_answer_spin, std::chrono::microseconds(200));
   EXPECT_TRUE(validate_daemon_config(c).ok());
 }
 
@@ -204,6 +208,7 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  refuse_with: drop\n", "line 2: dns.refuse_with must be nxdomain or refused"},
       {"dns:\n  upstream_timeout_ms: 1\n", "line 2: dns.upstream_timeout_ms must be a whole"},
       {"dns:\n  threads: 65\n", "line 2: dns.threads must be a whole"},
+      {"dns:\n  answer_spin_us: 1001\n", "line 2: dns.answer_spin_us must be a whole"},
       {"dns:\n  max_learned_hosts: 0\n", "line 2: dns.max_learned_hosts must be a whole"},
       {"dns:\n  never_learn: [10.0.0.1/8]\n",
        "line 2: an entry of dns.never_learn: \"10.0.0.1/8\""},

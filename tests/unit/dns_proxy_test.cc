@@ -1,10 +1,12 @@
-// The DNS proxy on loopback with a backend of the test's own: what happens
-// when a policy changes between judging an answer and learning it. The
-// daemon cannot be made to hit that window on purpose; this backend
-// changes the policy at exactly that moment.
+// The DNS proxy on loopback with a backend and an upstream of the test's
+// own: what happens when a policy changes between judging an answer and
+// learning it (the daemon cannot be made to hit that window on purpose;
+// this backend changes the policy at exactly that moment), and how the
+// loop waits for answers from quick and slow upstreams.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "common/unique_fd.h"
 #include "dns/proxy.h"
 #include "support/dns_client.h"
+#include "support/dns_loop_stats.h"
 
 namespace sebpf::dns {
 namespace {
@@ -27,10 +30,11 @@ using std::chrono::milliseconds;
 constexpr char kLoopback[] = "127.0.0.1";
 constexpr char kAnswerAddress[] = "203.0.113.7";
 
-// Answers every A query with kAnswerAddress, until destroyed.
+// Answers every A query with kAnswerAddress, `delay` after it came, until
+// destroyed.
 class FakeUpstream {
  public:
-  FakeUpstream() {
+  explicit FakeUpstream(milliseconds delay) : delay_(delay) {
     fd_ = UniqueFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     sockaddr_in sin{};
     sin.sin_family = AF_INET;
@@ -58,6 +62,7 @@ class FakeUpstream {
       const ssize_t n = recvfrom(fd_.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&peer),
                                  &peer_length);
       if (n < 12) continue;
+      std::this_thread::sleep_for(delay_);
       // The query (one question, nothing else) turned into a response with
       // one A record whose name points at the question's.
       std::vector<uint8_t> answer(buf, buf + n);
@@ -71,6 +76,7 @@ class FakeUpstream {
     }
   }
 
+  const milliseconds delay_;
   UniqueFd fd_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -134,13 +140,15 @@ class RacingBackend : public ProxyBackend {
   int learn_calls_ = 0;
 };
 
-class DnsProxyRaceTest : public ::testing::Test {
+class DnsProxyTest : public ::testing::Test {
  protected:
-  // Starts the proxy with `backend` and opens attachment 1's endpoint on a
-  // free loopback port.
-  void start(RacingBackend& backend) {
-    ProxyConfig config;
-    config.upstreams = {*net::SocketAddress::parse(kLoopback, upstream_.port())};
+  // Starts an upstream answering after `upstream_delay` and the proxy
+  // forwarding to it with `backend`, and opens attachment 1's endpoint on
+  // a free loopback port.
+  void start(RacingBackend& backend, ProxyConfig config = {},
+             milliseconds upstream_delay = milliseconds(0)) {
+    upstream_ = std::make_unique<FakeUpstream>(upstream_delay);
+    config.upstreams = {*net::SocketAddress::parse(kLoopback, upstream_->port())};
     auto proxy = DnsProxy::start(config, backend);
     ASSERT_TRUE(proxy.ok()) << proxy.error().message();
     proxy_ = std::move(*proxy);
@@ -158,10 +166,13 @@ class DnsProxyRaceTest : public ::testing::Test {
                               milliseconds(3000));
   }
 
-  FakeUpstream upstream_;
+  std::unique_ptr<FakeUpstream> upstream_;
   std::unique_ptr<DnsProxy> proxy_;
   net::SocketAddress endpoint_;
 };
+
+class DnsProxyRaceTest : public DnsProxyTest {};
+class DnsProxySpinTest : public DnsProxyTest {};
 
 TEST_F(DnsProxyRaceTest, ADenyLandingBeforeTheAnswerIsLearnedRefusesIt) {
   RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
@@ -201,6 +212,52 @@ TEST_F(DnsProxyRaceTest, APolicyThatKeepsChangingGetsServfailNotAnUnjudgedAnswer
   ASSERT_TRUE(answer.ok()) << answer.error().message();
   EXPECT_EQ(answer->message.header.rcode, rcode::kServFail);
   EXPECT_TRUE(backend.learned().empty());
+}
+
+// An upstream on the same host answers within microseconds; a loop that
+// slept meanwhile would pay a wake-up per answer (tens of microseconds on
+// a VM). Waiting for its answers, the loop polls instead: it sleeps once
+// per query (waiting for the next), not twice.
+TEST_F(DnsProxySpinTest, AQuickUpstreamsAnswersAreTakenWithoutSleeping) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.answer_spin = std::chrono::milliseconds(200);  // time for a slow CI machine
+  start(backend, config);
+  ASSERT_TRUE(ask("warm.example.test").ok());
+  std::this_thread::sleep_for(milliseconds(20));  // the loop is asleep: it has slept once
+
+  const uint64_t before = testing::dns_loop_wakeups(getpid());
+  ASSERT_GT(before, 0u) << "the loop thread is found by name";
+  constexpr uint64_t kQueries = 20;
+  for (uint64_t i = 0; i < kQueries; ++i) {
+    auto answer = ask("q" + std::to_string(i) + ".example.test");
+    ASSERT_TRUE(answer.ok()) << answer.error().message();
+    ASSERT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
+  }
+  EXPECT_LE(testing::dns_loop_wakeups(getpid()) - before, kQueries * 3 / 2)
+      << "the loop slept while answers were on their way";
+}
+
+// An upstream across a network answers in milliseconds: polling for it
+// would burn a CPU for nothing. After a few polls that see no answer the
+// loop sleeps at once (but for a rare probe).
+TEST_F(DnsProxySpinTest, ASlowUpstreamIsNotPolledFor) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.answer_spin = std::chrono::milliseconds(10);
+  start(backend, config, milliseconds(20));
+
+  const uint64_t before = testing::dns_loop_cpu_ticks(getpid());
+  constexpr uint64_t kQueries = 30;
+  for (uint64_t i = 0; i < kQueries; ++i) {
+    auto answer = ask("q" + std::to_string(i) + ".example.test");
+    ASSERT_TRUE(answer.ok()) << answer.error().message();
+    ASSERT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
+  }
+  // Polling for every answer: 30 x 10 ms = 30 ticks. Four misses and a
+  // probe or two: about 6.
+  EXPECT_LE(testing::dns_loop_cpu_ticks(getpid()) - before, 15u)
+      << "the loop polled for answers that never come that quickly";
 }
 
 }  // namespace
