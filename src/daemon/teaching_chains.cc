@@ -10,7 +10,10 @@ namespace sebpf::daemon {
 uint64_t TeachingChains::add(std::string_view chain) {
   const uint64_t hash =
       absl::Hash<absl::string_view>{}(absl::string_view(chain.data(), chain.size()));
-  chains_.try_emplace(hash, chain);
+  if (const auto [it, added] = chains_.try_emplace(hash, Span{text_.size(), 0}); added) {
+    text_.append(chain);
+    it->second.size = static_cast<uint32_t>(chain.size());
+  }
   return hash;
 }
 
@@ -19,8 +22,8 @@ std::vector<net::IpAddress> TeachingChains::refused(
     const std::function<bool(std::span<const std::string_view> names)>& refused) const {
   // Each chain judged once, however many hosts it taught.
   absl::flat_hash_set<uint64_t> chain_refused;
-  for (const auto& [hash, chain] : chains_) {
-    if (refused(dns::decode_chain(chain))) chain_refused.insert(hash);
+  for (const auto& [hash, span] : chains_) {
+    if (refused(dns::decode_chain(text_of(span)))) chain_refused.insert(hash);
   }
   std::vector<net::IpAddress> refused_hosts;
   if (chain_refused.empty()) return refused_hosts;
@@ -40,11 +43,18 @@ void TeachingChains::compact_if_sparse(const LearnedHosts& hosts) {
   for (const auto& [address, host] : hosts)
     used.insert(host.taught_by.begin(), host.taught_by.end());
   absl::erase_if(chains_, [&](const auto& chain) { return !used.contains(chain.first); });
+  std::string kept;
+  for (auto& [hash, span] : chains_) {
+    const std::string_view text = text_of(span);
+    span.offset = kept.size();
+    kept.append(text);
+  }
+  text_ = std::move(kept);
 }
 
 void TeachingChains::for_each_chain(
     const std::function<void(uint64_t id, std::string_view chain)>& visit) const {
-  for (const auto& [hash, chain] : chains_) visit(hash, chain);
+  for (const auto& [hash, span] : chains_) visit(hash, text_of(span));
 }
 
 }  // namespace sebpf::daemon

@@ -43,12 +43,21 @@ class TeachingChains {
   size_t chains() const { return chains_.size(); }
 
  private:
+  // Where a chain's text sits in text_.
+  struct Span {
+    size_t offset;
+    uint32_t size;
+  };
+  std::string_view text_of(Span span) const { return {text_.data() + span.offset, span.size}; }
+
   // Chains by their hash, which is all a host keeps of them. Recording is
-  // on the path of every answer, so it is one small lookup here, with no
-  // copy of a chain already known. Abseil seeds its hash per process, so a
-  // workload cannot make two chains collide on purpose; by chance, two of
-  // a million collide with odds of about 1 in 10^7.
-  absl::flat_hash_map<uint64_t, std::string> chains_;
+  // on the path of every answer, so it is one small lookup here, and a
+  // new chain is appended to one buffer (an allocation of its own was 3 %
+  // of the DNS threads' time with every name new). Abseil seeds its hash
+  // per process, so a workload cannot make two chains collide on purpose;
+  // by chance, two of a million collide with odds of about 1 in 10^7.
+  absl::flat_hash_map<uint64_t, Span> chains_;
+  std::string text_;  // the chains' texts, one after another
 };
 
 }  // namespace sebpf::daemon
