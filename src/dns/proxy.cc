@@ -473,11 +473,16 @@ class DnsProxy::Loop {
   // vCPUs halt, each wake-up is a round trip through the hypervisor, and
   // with an upstream on the same host (a local caching resolver) that was
   // most of what the endpoint added to an answer's latency. So a loop with
-  // UDP queries in flight polls for their answers until config_.answer_spin
-  // after its last send, and only then sleeps. Polls that see nothing
-  // (upstreams slower than that: any resolver across a network) soon stop:
-  // after kSpinMisses of them in a row only one sleep in kSpinProbe polls
-  // first, to notice when answers come quickly again.
+  // a few UDP queries in flight polls for their answers until
+  // config_.answer_spin after its last send, and only then sleeps.
+  // - Polls that see nothing (upstreams slower than that: any resolver
+  //   across a network) soon stop: after kSpinMisses of them in a row, a
+  //   loop polls before one sleep in kSpinProbe, to notice when answers
+  //   come quickly again.
+  // - With more than kSpinMaxWaiting queries in flight the loop is busy
+  //   and wakes for its next datagram soon anyway; polling then took CPU
+  //   from the upstream and the clients, whose work the answers wait for
+  //   (throughput fell, docs/benchmarks.md).
   static constexpr uint32_t kSpinMisses = 4;
   static constexpr uint32_t kSpinProbe = 16;
   static constexpr size_t kSpinMaxWaiting = 4;
