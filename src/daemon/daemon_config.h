@@ -74,7 +74,8 @@ struct DaemonConfig {
   std::vector<net::IpPrefix> dns_never_learn = default_never_learn();
   // Threads serving the DNS endpoints; 0: one per CPU, at most 4.
   uint32_t dns_threads = 0;
-  // How long a DNS thread polls for answers before it sleeps (ProxyConfig).
+  // How long a DNS thread polls for answers before it sleeps
+  // (ProxyConfig::answer_spin).
   std::chrono::microseconds dns_answer_spin{50};
 
   // How often expired rules are reclaimed (the kernel ignores them at once;

@@ -48,9 +48,10 @@ struct ProxyConfig {
   uint32_t max_qps = 5000;
   uint32_t max_tcp_clients = 64;
   std::chrono::seconds tcp_idle_timeout{10};
-  // How long a loop polls for upstream answers before it sleeps, when its
-  // upstreams usually answer within that (a resolver on this host); 0
-  // never polls. Trades CPU time for the wake-up an answer would cost.
+  // How long after its last send a loop with a few UDP queries in flight
+  // polls for their answers before it sleeps; polls that keep seeing
+  // nothing (a slow upstream) soon stop. 0 never polls. Trades CPU time
+  // for the wake-up an answer would cost.
   std::chrono::microseconds answer_spin{50};
   // Event-loop threads serving every endpoint; at least 1.
   unsigned threads = 1;
