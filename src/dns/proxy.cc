@@ -413,7 +413,9 @@ class DnsProxy::Loop {
       const int timeout = next_timeout_ms();
       int n = timeout == 0 ? 0 : spin_for_answers(events);
       if (n == 0) {
+        const Clock::time_point asleep = Clock::now();
         n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+        earn_spin(Clock::now() - asleep);
       }
       for (int i = 0; i < n; ++i) {
         const int fd = events[static_cast<size_t>(i)].data.fd;
@@ -475,35 +477,54 @@ class DnsProxy::Loop {
   // most of what the endpoint added to an answer's latency. So a loop with
   // a few UDP queries in flight polls for their answers until
   // config_.answer_spin after its last send, and only then sleeps.
+  // - Polling is paid for with sleep: a loop polls for at most a
+  //   kSpinShare-th of the time it has slept (banked up to kSpinBank
+  //   polls' worth). A quiet loop, which sleeps most of the time, polls in
+  //   full; a busy one hardly polls, as its CPU time is then wanted by the
+  //   upstream and the clients whose work the answers wait for: polling
+  //   whenever few queries were in flight cost a busy endpoint several
+  //   percent of its throughput (docs/benchmarks.md, session 18).
   // - Polls that see nothing (upstreams slower than that: any resolver
   //   across a network) soon stop: after kSpinMisses of them in a row, a
   //   loop polls before one sleep in kSpinProbe, to notice when answers
   //   come quickly again.
   // - With more than kSpinMaxWaiting queries in flight the loop is busy
-  //   and wakes for its next datagram soon anyway; polling then took CPU
-  //   from the upstream and the clients, whose work the answers wait for
-  //   (throughput fell, docs/benchmarks.md).
+  //   and wakes for its next datagram soon anyway.
   static constexpr uint32_t kSpinMisses = 4;
   static constexpr uint32_t kSpinProbe = 16;
   static constexpr size_t kSpinMaxWaiting = 4;
+  static constexpr int kSpinShare = 16;
+  static constexpr int kSpinBank = 4;
+
+  void earn_spin(Clock::duration slept) {
+    spin_budget_ = std::min(spin_budget_ + slept / kSpinShare,
+                            Clock::duration(config_.answer_spin * kSpinBank));
+  }
 
   // Events that came while polling (their count), or 0: sleep.
   int spin_for_answers(std::span<epoll_event> events) {
-    if (waiting_.empty() || waiting_.size() > kSpinMaxWaiting || config_.answer_spin.count() == 0) {
+    if (waiting_.empty() || waiting_.size() > kSpinMaxWaiting || config_.answer_spin.count() == 0 ||
+        spin_budget_ <= Clock::duration::zero()) {
       return 0;
     }
-    const Clock::time_point until = queries_sent_at_ + config_.answer_spin;
-    if (Clock::now() >= until) return 0;
+    const Clock::time_point start = Clock::now();
+    const Clock::time_point answers_due = queries_sent_at_ + config_.answer_spin;
+    const Clock::time_point until = std::min(answers_due, start + spin_budget_);
+    if (start >= until) return 0;
     if (spins_missed_ >= kSpinMisses && ++spins_skipped_ % kSpinProbe != 0) return 0;
+    int n = 0;
+    Clock::time_point now;
     do {
-      const int n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), 0);
-      if (n > 0) {
-        spins_missed_ = 0;
-        return n;
-      }
-    } while (Clock::now() < until);
-    spins_missed_ = std::min(spins_missed_ + 1, kSpinMisses);
-    return 0;
+      n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), 0);
+      now = Clock::now();
+    } while (n == 0 && now < until);
+    spin_budget_ -= now - start;
+    if (n > 0) {
+      spins_missed_ = 0;
+    } else if (until == answers_due) {  // not cut short by the budget: a slow upstream
+      spins_missed_ = std::min(spins_missed_ + 1, kSpinMisses);
+    }
+    return std::max(n, 0);
   }
 
   // ---- timers ----
@@ -1453,6 +1474,7 @@ class DnsProxy::Loop {
   Clock::time_point queries_sent_at_;  // the last turn that sent any upstream
   uint32_t spins_missed_ = 0;          // polls in a row that saw nothing
   uint32_t spins_skipped_ = 0;
+  Clock::duration spin_budget_{};  // polling time earned by sleeping
   UniqueFd epoll_, wake_;
   std::thread thread_;
   bool stopping_ = false;  // only touched on the loop's thread

@@ -50,8 +50,9 @@ struct ProxyConfig {
   std::chrono::seconds tcp_idle_timeout{10};
   // How long after its last send a loop with a few UDP queries in flight
   // polls for their answers before it sleeps; polls that keep seeing
-  // nothing (a slow upstream) soon stop. 0 never polls. Trades CPU time
-  // for the wake-up an answer would cost.
+  // nothing (a slow upstream) soon stop, and a loop polls for at most a
+  // sixteenth of the time it has slept (a busy one hardly at all). 0 never
+  // polls. Trades CPU time for the wake-up an answer would cost.
   std::chrono::microseconds answer_spin{50};
   // Event-loop threads serving every endpoint; at least 1.
   unsigned threads = 1;

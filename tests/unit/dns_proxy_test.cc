@@ -224,7 +224,9 @@ TEST_F(DnsProxySpinTest, AQuickUpstreamsAnswersAreTakenWithoutSleeping) {
   config.answer_spin = std::chrono::milliseconds(200);  // time for a slow CI machine
   start(backend, config);
   ASSERT_TRUE(ask("warm.example.test").ok());
-  std::this_thread::sleep_for(milliseconds(20));  // the loop is asleep: it has slept once
+  // The loop sleeps: it has slept once, and banks the polling time that
+  // the queries below use (a sixteenth of 200 ms).
+  std::this_thread::sleep_for(milliseconds(200));
 
   const uint64_t before = testing::dns_loop_wakeups(getpid());
   ASSERT_GT(before, 0u) << "the loop thread is found by name";
@@ -258,6 +260,29 @@ TEST_F(DnsProxySpinTest, ASlowUpstreamIsNotPolledFor) {
   // probe or two: about 6.
   EXPECT_LE(testing::dns_loop_cpu_ticks(getpid()) - before, 15u)
       << "the loop polled for answers that never come that quickly";
+}
+
+// A loop pays for polling with sleep: a busy one, whose CPU time the
+// upstream and the clients want, hardly polls. Here each answer takes 2 ms
+// (well within answer_spin, so every poll would see it): a loop polling
+// for all of them would spend the whole time on it.
+TEST_F(DnsProxySpinTest, ALoopPollsForASixteenthOfTheTimeItSleeps) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.answer_spin = std::chrono::milliseconds(10);
+  start(backend, config, milliseconds(2));
+
+  const uint64_t before = testing::dns_loop_cpu_ticks(getpid());
+  constexpr uint64_t kQueries = 150;
+  for (uint64_t i = 0; i < kQueries; ++i) {
+    auto answer = ask("q" + std::to_string(i) + ".example.test");
+    ASSERT_TRUE(answer.ok()) << answer.error().message();
+    ASSERT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
+  }
+  // Polling through every answer: 150 x 2 ms = 30 ticks. A sixteenth of
+  // that: about 2.
+  EXPECT_LE(testing::dns_loop_cpu_ticks(getpid()) - before, 10u)
+      << "the loop polled for longer than its sleep paid for";
 }
 
 }  // namespace
