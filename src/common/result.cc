@@ -1,5 +1,7 @@
 #include "common/result.h"
 
+#include <cstring>
+
 namespace sebpf {
 
 std::string_view errc_name(Errc code) {
@@ -24,6 +26,13 @@ std::string_view errc_name(Errc code) {
       return "internal error";
   }
   return "unknown error";
+}
+
+std::string errno_text(int err) {
+  // strerrordesc_np (glibc 2.32): a constant string per value, no locale
+  // and no shared buffer, which strerror fills for unknown values.
+  if (const char* text = strerrordesc_np(err); text != nullptr) return text;
+  return "error " + std::to_string(err);
 }
 
 Error Error::from_errno(int err, std::string_view what) {
@@ -67,7 +76,7 @@ Error Error::from_errno(int err, std::string_view what) {
   }
   std::string msg(what);
   msg += ": ";
-  msg += std::strerror(err);
+  msg += errno_text(err);
   return Error(code, std::move(msg));
 }
 

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cerrno>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,11 +26,17 @@ enum class Errc {
 
 std::string_view errc_name(Errc code);
 
+// The description of an errno value ("Connection refused"), or "error <n>"
+// for a value the C library does not know. Unlike std::strerror, safe to
+// call from several threads at once (the daemon's DNS loops, its API and
+// watcher threads all report system errors).
+std::string errno_text(int err);
+
 class [[nodiscard]] Error {
  public:
   Error(Errc code, std::string message) : code_(code), message_(std::move(message)) {}
 
-  // "<what>: <strerror(err)>", with a code derived from the errno value.
+  // "<what>: <errno_text(err)>", with a code derived from the errno value.
   static Error from_errno(int err, std::string_view what);
 
   Errc code() const { return code_; }

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <cstring>
 #include <filesystem>
 
 namespace sebpf::daemon {
@@ -168,7 +167,7 @@ void ApiListener::accept_loop() {
   while (true) {
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
-      log_.error("api_accept_failed", {{"error", std::strerror(errno)}});
+      log_.error("api_accept_failed", {{"error", errno_text(errno)}});
       return;
     }
     if (fds[1].revents != 0) return;
@@ -176,7 +175,7 @@ void ApiListener::accept_loop() {
     const int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
-        log_.warning("api_accept_failed", {{"error", std::strerror(errno)}});
+        log_.warning("api_accept_failed", {{"error", errno_text(errno)}});
       }
       continue;
     }
@@ -205,7 +204,7 @@ void ApiListener::stop() {
   if (accept_thread_.joinable()) {
     const uint64_t one = 1;
     if (write(stop_fd_.get(), &one, sizeof one) < 0) {
-      log_.error("api_stop_failed", {{"error", std::strerror(errno)}});
+      log_.error("api_stop_failed", {{"error", errno_text(errno)}});
     }
     accept_thread_.join();
   }

@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <filesystem>
 
 #include "common/netlink_messages.h"
@@ -45,7 +44,7 @@ TargetWatcher::~TargetWatcher() {
   if (thread_.joinable()) {
     const uint64_t one = 1;
     if (write(stop_fd_.get(), &one, sizeof one) < 0) {
-      log_.error("watcher_stop_failed", {{"error", std::strerror(errno)}});
+      log_.error("watcher_stop_failed", {{"error", errno_text(errno)}});
     }
     thread_.join();
   }
@@ -58,7 +57,7 @@ void TargetWatcher::watch_cgroup(const std::string& path) {
     const int wd = inotify_add_watch(inotify_fd_.get(), parent.c_str(),
                                      IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR);
     if (wd < 0) {
-      log_.warning("cgroup_watch_failed", {{"dir", parent}, {"error", std::strerror(errno)}});
+      log_.warning("cgroup_watch_failed", {{"dir", parent}, {"error", errno_text(errno)}});
     } else {
       watched_dirs_[wd] = parent;
     }
@@ -72,7 +71,7 @@ void TargetWatcher::run() {
   while (true) {
     if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
-      log_.error("watcher_failed", {{"error", std::strerror(errno)}});
+      log_.error("watcher_failed", {{"error", errno_text(errno)}});
       return;
     }
     if (fds[2].revents != 0) return;
@@ -94,7 +93,7 @@ void TargetWatcher::read_netlink() {
         manager_.on_host_addresses_changed();
         continue;
       }
-      log_.error("link_events_failed", {{"error", std::strerror(errno)}});
+      log_.error("link_events_failed", {{"error", errno_text(errno)}});
       return;
     }
     size_t offset = 0;

@@ -1,7 +1,6 @@
 #include "datapath/cgroup_hooks.h"
 
 #include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -104,7 +103,7 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
           break;
         }
         result.notes.push_back("cgroup:" + std::to_string(id) + " link " + path +
-                               " kept on the previous program: " + std::strerror(-err));
+                               " kept on the previous program: " + errno_text(-err));
       }
       links.push_back(std::move(link));
     }

@@ -12,7 +12,6 @@
 #include <array>
 #include <cerrno>
 #include <climits>
-#include <cstring>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -85,7 +84,7 @@ constexpr size_t kSocketsPerUpstream = 4;
 constexpr uint32_t kQueriesPerSocket = 256;
 
 Error errno_error(const std::string& what) {
-  return Error(Errc::kInternal, what + ": " + std::strerror(errno));
+  return Error(Errc::kInternal, what + ": " + errno_text(errno));
 }
 
 void put_id(std::span<uint8_t> wire, uint16_t id) {
@@ -116,7 +115,7 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
                       : errno == EADDRNOTAVAIL ? Errc::kNotFound
                                                : Errc::kFailedPrecondition;
     return Error(code, "bind DNS endpoint " + address.to_string() +
-                           (type == SOCK_STREAM ? "/tcp" : "/udp") + ": " + std::strerror(errno));
+                           (type == SOCK_STREAM ? "/tcp" : "/udp") + ": " + errno_text(errno));
   }
   if (type == SOCK_STREAM && ::listen(fd.get(), 128) != 0) return errno_error("listen");
   return fd;
@@ -1035,7 +1034,7 @@ class DnsProxy::Loop {
       if (d.query != 0) {
         backend_.report("dns_upstream_unreachable",
                         config_.upstreams[pending_.at(d.query).upstream].to_string() + ": " +
-                            std::strerror(errno));
+                            errno_text(errno));
         failed.push_back(d.query);
       }
       ++sent;  // that one is lost (or retried upstream); the rest still go
@@ -1149,8 +1148,7 @@ class DnsProxy::Loop {
       if (ok) p.upstream_fd = std::move(fd);
     }
     if (!ok) {
-      backend_.report("dns_upstream_unreachable",
-                      upstream.to_string() + ": " + std::strerror(errno));
+      backend_.report("dns_upstream_unreachable", upstream.to_string() + ": " + errno_text(errno));
       next_upstream(id);
       return;
     }
@@ -1260,7 +1258,7 @@ class DnsProxy::Loop {
         // Every query waiting on this socket went to it; try the next.
         backend_.report(
             "dns_upstream_unreachable",
-            config_.upstreams[sock->second.upstream].to_string() + ": " + std::strerror(errno));
+            config_.upstreams[sock->second.upstream].to_string() + ": " + errno_text(errno));
         std::vector<uint64_t> failed;
         for (const auto& [key, pending] : waiting_) {
           if (key >> 16 == serial) failed.push_back(pending);

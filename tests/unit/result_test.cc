@@ -39,6 +39,13 @@ TEST(ResultTest, ErrnoMapsToCodes) {
   EXPECT_EQ(Error::from_errno(ENOENT, "open foo").message(), "open foo: No such file or directory");
 }
 
+TEST(ResultTest, ErrnoTextNamesKnownValuesAndNumbersUnknownOnes) {
+  EXPECT_EQ(errno_text(ECONNREFUSED), "Connection refused");
+  EXPECT_EQ(errno_text(0), "Success");
+  EXPECT_EQ(errno_text(100000), "error 100000");
+  EXPECT_EQ(errno_text(-1), "error -1");
+}
+
 TEST(ResultTest, WrapKeepsCodeAndAddsContext) {
   const Error e = Error(Errc::kNotFound, "gone").wrap("attach cgroup /x");
   EXPECT_EQ(e.code(), Errc::kNotFound);
