@@ -489,6 +489,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
       host->second.taught(last_id);
     }
   };
+  if (!taught.empty() || !rules.empty()) teachers_changed_ = true;
   if (rules.empty()) {
     remember();
     return dns::LearnOutcome::kHeld;
@@ -935,7 +936,7 @@ std::vector<DetachNotice> AttachmentManager::detach_notices() const {
 }
 
 void AttachmentManager::sweep() {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   size_t dropped = 0;
   for (AttachmentRecord& r : state_.records) {
     if (const size_t expired = drop_expired(r.policy, WallClock::now()); expired > 0) {
@@ -960,20 +961,39 @@ void AttachmentManager::sweep() {
   log_.debug("sweep", {{"expired_rules", std::to_string(dropped)},
                        {"reclaimed", reclaimed.ok() ? std::to_string(*reclaimed)
                                                     : reclaimed.error().message()}});
+  // So that after a crash the next daemon still knows what taught the
+  // hosts learned until the last sweep (those learned since, it does not:
+  // it drops them at the first change that may refuse a name).
+  if (teachers_changed_) save_teachers(lock);
+}
+
+void AttachmentManager::save_teachers(std::unique_lock<std::mutex>& lock) {
+  TeachersByAttachment teachers = teachers_;
+  std::map<uint64_t, LearnedHosts> learned;
+  for (const auto& [number, chains] : teachers_) {
+    if (auto hosts = learned_.find(number); hosts != learned_.end()) learned.emplace(*hosts);
+  }
+  teachers_changed_ = false;
+  lock.unlock();
+  if (auto saved = state::write_state_file(config_.learned_chains_file(),
+                                           encode_learned_chains(teachers, learned));
+      !saved.ok()) {
+    log_.error("learned_chains_not_saved", {{"error", saved.error().message()}});
+    lock.lock();
+    teachers_changed_ = true;  // tried again at the next sweep
+    return;
+  }
+  lock.lock();
 }
 
 Status AttachmentManager::shutdown(bool detach_all) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (!detach_all) {
     // The learned hosts stay in the kernel: so that the next daemon can
     // still take back what a domain rule it is given refuses, it needs to
     // know what taught them. Not fatal: without it, that daemon drops the
     // hosts it knows nothing of at such a change.
-    if (auto saved = state::write_state_file(config_.learned_chains_file(),
-                                             encode_learned_chains(teachers_, learned_));
-        !saved.ok()) {
-      log_.error("learned_chains_not_saved", {{"error", saved.error().message()}});
-    }
+    save_teachers(lock);
     log_.info("stopping", {{"enforcement", "left in the kernel"},
                            {"attachments", std::to_string(state_.records.size())}});
     return ok_status();
@@ -982,6 +1002,8 @@ Status AttachmentManager::shutdown(bool detach_all) {
   state_.records.clear();
   SEBPF_RETURN_IF_ERROR(save_locked());
   SEBPF_RETURN_IF_ERROR(dp_->destroy());
+  std::error_code ec;  // nothing learned is left for it to describe
+  std::filesystem::remove(config_.learned_chains_file(), ec);
   log_.info("stopping", {{"enforcement", "removed"}, {"attachments", std::to_string(count)}});
   return ok_status();
 }
@@ -1000,25 +1022,35 @@ void AttachmentManager::restore_teachers_locked() {
     log_.warning("learned_chains_unreadable", {{"error", read.error().wrap(path).message()}});
   } else {
     size_t restored = 0;
+    size_t learned_since = 0;
     for (auto& [number, saved] : *read) {
       const auto learned = learned_.find(number);
       if (learned == learned_.end()) continue;  // detached, or its hosts expired
-      // Only for hosts the kernel still holds; nothing is learned before
-      // the DNS endpoints open, after this.
+      // Only for hosts the kernel still holds until the instant the file
+      // recorded; nothing is learned before the DNS endpoints open, after
+      // this. A host written again after the file was (a sweep's copy,
+      // then a crash) may have been taught by names it does not know: it
+      // stays without teachers, dropped at the first change that may
+      // refuse a name. (Answers that taught a host without writing it, as
+      // it was held long enough already, are missing too: the file then
+      // says what the daemon knew when it wrote it, whose answers had
+      // promised the host until that instant.)
       for (auto& [address, host] : saved.hosts) {
         const auto held = learned->second.find(address);
         if (held == learned->second.end()) continue;  // expired while no daemon ran
+        if (held->second.until != host.until) {
+          ++learned_since;
+          continue;
+        }
         held->second.taught_by = std::move(host.taught_by);
         ++restored;
       }
       TeachingChains& kept = teachers_[number] = std::move(saved.chains);
       kept.compact_if_sparse(learned->second);
     }
-    log_.info("learned_chains_restored", {{"hosts", std::to_string(restored)}});
+    log_.info("learned_chains_restored", {{"hosts", std::to_string(restored)},
+                                          {"learned_again_since", std::to_string(learned_since)}});
   }
-  std::error_code ec;
-  std::filesystem::remove(path, ec);
-  if (ec) log_.error("learned_chains_not_removed", {{"path", path}, {"error", ec.message()}});
 }
 
 Status AttachmentManager::save_locked() {

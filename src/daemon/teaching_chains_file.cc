@@ -11,7 +11,7 @@ namespace {
 
 namespace state_v1 = ::superebpf::state::v1;
 
-constexpr uint32_t kLearnedChainsFormat = 1;
+constexpr uint32_t kLearnedChainsFormat = 2;
 
 Error invalid(const std::string& what) {
   return Error(Errc::kFailedPrecondition, "learned-chains file content is invalid: " + what);
@@ -48,11 +48,13 @@ std::string encode_learned_chains(const TeachersByAttachment& teachers,
       chain->set_names(std::string(names));
     });
     for (const auto& [address, held] : hosts->second) {
-      if (held.taught_by.empty()) continue;
+      // A host not yet written has no expiry to check it by when read back.
+      if (held.taught_by.empty() || held.until == datapath::BootClock::time_point{}) continue;
       state_v1::TaughtHost* host = attachment->add_hosts();
       const size_t size = address.family() == net::Family::kIPv4 ? 4 : 16;
       host->set_address(reinterpret_cast<const char*>(address.bytes().data()), size);
       for (uint64_t id : held.taught_by) host->add_chains(id);
+      host->set_until_boot_ns(static_cast<uint64_t>(held.until.time_since_epoch().count()));
     }
   }
   return out.SerializeAsString();
@@ -79,6 +81,9 @@ Result<std::map<uint64_t, SavedTeachers>> decode_learned_chains(std::string_view
     for (const state_v1::TaughtHost& host : attachment.hosts()) {
       SEBPF_ASSIGN_OR_RETURN(const net::IpAddress address, address_from_bytes(host.address()));
       LearnedHost& taught = teachers.hosts[address];
+      if (host.until_boot_ns() == 0) return invalid(address.to_string() + " has no expiry");
+      taught.until = datapath::BootClock::time_point(
+          datapath::BootClock::duration(static_cast<int64_t>(host.until_boot_ns())));
       for (uint64_t id : host.chains()) {
         const auto now = id_now.find(id);
         if (now == id_now.end()) {

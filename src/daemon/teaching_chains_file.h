@@ -1,8 +1,9 @@
-// The file a daemon that stops with enforcement left in the kernel writes
-// of what taught its learned hosts (state.proto LearnedChains), and
-// reading it back at the next start. Without it, a domain rule added after
-// a restart could not tell which learned hosts the names it refuses taught
-// (AttachmentManager then drops every host it knows nothing of).
+// The file a daemon writes of what taught its learned hosts (state.proto
+// LearnedChains): at each sweep after new learning, and when it stops with
+// enforcement left in the kernel; and reading it back at the next start.
+// Without it, a domain rule added after a restart or a crash could not
+// tell which learned hosts the names it refuses taught (AttachmentManager
+// then drops every host it knows nothing of).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +20,8 @@ namespace sebpf::daemon {
 using TeachersByAttachment = std::map<uint64_t, TeachingChains>;
 
 // What one attachment's record says, read back: the chains, and the hosts
-// with what taught them (`taught_by` only; ids of `chains`).
+// with what taught them (`taught_by`, ids of `chains`) and until when the
+// kernel held them as the file was written (`until`).
 struct SavedTeachers {
   TeachingChains chains;
   LearnedHosts hosts;

@@ -97,16 +97,24 @@ TEST(TeachingChainsTest, ChainsNoHostRemembersAreLetGo) {
   EXPECT_EQ(chains.chains(), 1U) << "a chain recorded again after compaction is found";
 }
 
-// What a stopping daemon writes is what the next one reads: the same hosts
-// judged refused by the same names. Hosts nothing taught are left out.
+// What a daemon writes is what the next one reads: the same hosts, held
+// until the same instant, judged refused by the same names. Hosts nothing
+// taught, or not yet written to the kernel, are left out.
 TEST(TeachingChainsFileTest, WhatIsWrittenIsReadBack) {
   TeachersByAttachment teachers;
   std::map<uint64_t, LearnedHosts> learned;
+  const auto at = [](int64_t ns) {
+    return datapath::BootClock::time_point(datapath::BootClock::duration(ns));
+  };
   teach(teachers[3], learned[3][ip("192.0.2.1")], chain({"a.example"}));
   teach(teachers[3], learned[3][ip("192.0.2.1")], chain({"b.example", "cdn.example"}));
   teach(teachers[3], learned[3][ip("2001:db8::1")], chain({"b.example", "cdn.example"}));
-  learned[3][ip("192.0.2.7")];  // untaught
+  learned[3][ip("192.0.2.1")].until = at(86'400'000'000'001);
+  learned[3][ip("2001:db8::1")].until = at(2);
+  learned[3][ip("192.0.2.7")].until = at(3);                              // untaught
+  teach(teachers[3], learned[3][ip("192.0.2.8")], chain({"a.example"}));  // not written
   teach(teachers[7], learned[7][ip("198.51.100.9")], chain({"c.example"}));
+  learned[7][ip("198.51.100.9")].until = at(4);
   auto read = decode_learned_chains(encode_learned_chains(teachers, learned));
   ASSERT_TRUE(read.ok()) << read.error().message();
   ASSERT_EQ(read->size(), 2u);
@@ -114,6 +122,8 @@ TEST(TeachingChainsFileTest, WhatIsWrittenIsReadBack) {
   EXPECT_EQ(third.hosts.size(), 2u);
   EXPECT_EQ(third.chains.chains(), 2u);
   EXPECT_EQ(third.hosts.at(ip("192.0.2.1")).taught_by.size(), 2u);
+  EXPECT_EQ(third.hosts.at(ip("192.0.2.1")).until, at(86'400'000'000'001)) << "to the nanosecond";
+  EXPECT_EQ(third.hosts.at(ip("2001:db8::1")).until, at(2));
   EXPECT_EQ(third.chains.refused(third.hosts, naming("cdn.example")),
             std::vector{ip("2001:db8::1")});
   auto both =
@@ -136,9 +146,11 @@ TEST(TeachingChainsFileTest, ContentThatCannotBeRightIsRefused) {
   EXPECT_NE(decode_learned_chains("\xff\xff garbage").error().message().find("not a LearnedChains"),
             std::string::npos);
   state_v1::LearnedChains file;
+  file.set_format(1);  // an older build's, whose hosts have no expiry to check
+  EXPECT_NE(refused(file).find("format 1 (this build reads 2)"), std::string::npos);
+  file.set_format(3);
+  EXPECT_NE(refused(file).find("format 3"), std::string::npos);
   file.set_format(2);
-  EXPECT_NE(refused(file).find("format 2"), std::string::npos);
-  file.set_format(1);
   auto* attachment = file.add_attachments();
   auto* chain = attachment->add_chains();
   chain->set_id(5);
@@ -146,6 +158,8 @@ TEST(TeachingChainsFileTest, ContentThatCannotBeRightIsRefused) {
   auto* host = attachment->add_hosts();
   host->set_address(std::string("\xc0\x00\x02\x01", 4));
   host->add_chains(5);
+  EXPECT_NE(refused(file).find("192.0.2.1 has no expiry"), std::string::npos);
+  host->set_until_boot_ns(1);
   EXPECT_EQ(refused(file), "read");
   host->add_chains(6);
   EXPECT_NE(refused(file).find("chain 6"), std::string::npos);
