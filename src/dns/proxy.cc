@@ -480,9 +480,9 @@ class DnsProxy::Loop {
   //   kSpinShare-th of the time it has slept (banked up to kSpinBank
   //   polls' worth). A quiet loop, which sleeps most of the time, polls in
   //   full; a busy one hardly polls, as its CPU time is then wanted by the
-  //   upstream and the clients whose work the answers wait for: polling
-  //   whenever few queries were in flight cost a busy endpoint several
-  //   percent of its throughput (docs/benchmarks.md, session 18).
+  //   upstream and the clients whose work the answers wait for (polling
+  //   whenever few queries were in flight read 3-11 points of dnsdist's
+  //   throughput below no polling at all: docs/benchmarks.md, session 18).
   // - Polls that see nothing (upstreams slower than that: any resolver
   //   across a network) soon stop: after kSpinMisses of them in a row, a
   //   loop polls before one sleep in kSpinProbe, to notice when answers
