@@ -207,6 +207,26 @@ class DnsE2eTest : public DaemonE2eTest {
     return stub_->AddCidr(&ctx, req, &out);
   }
 
+  // Resolves each name through the attachment's endpoint and connects to
+  // its address, as a workload in the cgroup would.
+  void resolve_and_connect_each(const v1::Attachment& att, std::vector<std::string> names) {
+    for (const std::string& name : names) {
+      ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint_of(att), name, kTypeA); }), 0)
+          << name;
+    }
+  }
+
+  // After resolve_and_connect_each(att, {"allowed.example",
+  // "other.example"}): removing other.example's allow takes back its
+  // address only.
+  void expect_other_examples_address_alone_taken_back(const v1::Attachment& att) {
+    ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
+        << "other.example's address, its allow removed";
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+        << "allowed.example's address stays";
+  }
+
   v1::Counters get_counters(const std::string& id) {
     v1::GetCountersRequest req;
     req.set_id(id);
@@ -787,10 +807,8 @@ TEST_F(DnsE2eTest, LearnedAddressesSurviveADaemonRestart) {
 TEST_F(DnsE2eTest, AfterACleanRestartARuleStillTakesBackOnlyWhatItsNamesTaught) {
   start_with_upstream();
   const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
-  for (const char* name : {"allowed.example", "other.example"}) {
-    ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint_of(att), name, kTypeA); }), 0)
-        << name;
-  }
+  resolve_and_connect_each(att, {"allowed.example", "other.example"});
+  if (HasFatalFailure()) return;
   ASSERT_EQ(daemon_->terminate(), 0);
   {
     // A daemon that fails to start after reading what taught the hosts
@@ -804,11 +822,7 @@ TEST_F(DnsE2eTest, AfterACleanRestartARuleStillTakesBackOnlyWhatItsNamesTaught) 
     EXPECT_NE(failing.log().find("api_failed"), std::string::npos) << failing.log();
   }
   start_with_upstream();
-  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
-      << "other.example's address, its allow removed";
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
-      << "allowed.example's address stays";
+  expect_other_examples_address_alone_taken_back(att);
 }
 
 // After a crash nothing says which names taught the hosts read back from
@@ -843,10 +857,8 @@ TEST_F(DnsE2eTest, AfterACrashARuleTakesBackOnlyWhatItsNamesTaughtBeforeTheLastS
   const std::string config = "sweep_interval_seconds: 1\n";
   start_with_upstream(config);
   const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
-  for (const char* name : {"allowed.example", "other.example"}) {
-    ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint_of(att), name, kTypeA); }), 0)
-        << name;
-  }
+  resolve_and_connect_each(att, {"allowed.example", "other.example"});
+  if (HasFatalFailure()) return;
   const std::string chains_file = dir_ + "/state/learned-chains.pb";
   for (int i = 0; i < 50 && !std::filesystem::exists(chains_file); ++i) {
     std::this_thread::sleep_for(milliseconds(100));
@@ -854,11 +866,7 @@ TEST_F(DnsE2eTest, AfterACrashARuleTakesBackOnlyWhatItsNamesTaughtBeforeTheLastS
   ASSERT_TRUE(std::filesystem::exists(chains_file)) << "no sweep wrote what taught the hosts";
   daemon_->kill9();
   start_with_upstream(config);
-  ASSERT_TRUE(replace_policy(att.id(), dns_policy({"allowed.example"})).ok());
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
-      << "other.example's address, its allow removed";
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
-      << "allowed.example's address stays";
+  expect_other_examples_address_alone_taken_back(att);
 }
 
 // The file may be older than the kernel's hosts (a crash after new
@@ -870,10 +878,8 @@ TEST_F(DnsE2eTest, AHostLearnedAgainSinceTheChainsFileWasWrittenCountsAsUntaught
   start_with_upstream();
   const auto three = dns_policy({"allowed.example", "other.example", "third.example"});
   const auto att = attach_cgroup(three);
-  for (const char* name : {"allowed.example", "other.example"}) {
-    ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint_of(att), name, kTypeA); }), 0)
-        << name;
-  }
+  resolve_and_connect_each(att, {"allowed.example", "other.example"});
+  if (HasFatalFailure()) return;
   ASSERT_EQ(daemon_->terminate(), 0);
   const std::string chains_file = dir_ + "/state/learned-chains.pb";
   const std::string older = dir_ + "/learned-chains.older";

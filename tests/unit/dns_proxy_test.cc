@@ -172,7 +172,25 @@ class DnsProxyTest : public ::testing::Test {
 };
 
 class DnsProxyRaceTest : public DnsProxyTest {};
-class DnsProxySpinTest : public DnsProxyTest {};
+class DnsProxySpinTest : public DnsProxyTest {
+ protected:
+  // Asks `count` names one after another; each must be answered.
+  void ask_each(uint64_t count) {
+    for (uint64_t i = 0; i < count; ++i) {
+      auto answer = ask("q" + std::to_string(i) + ".example.test");
+      ASSERT_TRUE(answer.ok()) << answer.error().message();
+      ASSERT_EQ(testing::answer_addresses(answer->message),
+                std::vector<std::string>{kAnswerAddress});
+    }
+  }
+
+  // The loops' CPU time, in clock ticks, over ask_each(count).
+  uint64_t loop_ticks_asking(uint64_t count) {
+    const uint64_t before = testing::dns_loop_cpu_ticks(getpid());
+    ask_each(count);
+    return testing::dns_loop_cpu_ticks(getpid()) - before;
+  }
+};
 
 TEST_F(DnsProxyRaceTest, ADenyLandingBeforeTheAnswerIsLearnedRefusesIt) {
   RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
@@ -231,11 +249,8 @@ TEST_F(DnsProxySpinTest, AQuickUpstreamsAnswersAreTakenWithoutSleeping) {
   const uint64_t before = testing::dns_loop_wakeups(getpid());
   ASSERT_GT(before, 0u) << "the loop thread is found by name";
   constexpr uint64_t kQueries = 20;
-  for (uint64_t i = 0; i < kQueries; ++i) {
-    auto answer = ask("q" + std::to_string(i) + ".example.test");
-    ASSERT_TRUE(answer.ok()) << answer.error().message();
-    ASSERT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
-  }
+  ask_each(kQueries);
+  if (HasFatalFailure()) return;
   EXPECT_LE(testing::dns_loop_wakeups(getpid()) - before, kQueries * 3 / 2)
       << "the loop slept while answers were on their way";
 }
@@ -248,17 +263,9 @@ TEST_F(DnsProxySpinTest, ASlowUpstreamIsNotPolledFor) {
   ProxyConfig config;
   config.answer_spin = std::chrono::milliseconds(10);
   start(backend, config, milliseconds(20));
-
-  const uint64_t before = testing::dns_loop_cpu_ticks(getpid());
-  constexpr uint64_t kQueries = 30;
-  for (uint64_t i = 0; i < kQueries; ++i) {
-    auto answer = ask("q" + std::to_string(i) + ".example.test");
-    ASSERT_TRUE(answer.ok()) << answer.error().message();
-    ASSERT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
-  }
   // Polling for every answer: 30 x 10 ms = 30 ticks. Four misses and a
   // probe or two: about 6.
-  EXPECT_LE(testing::dns_loop_cpu_ticks(getpid()) - before, 15u)
+  EXPECT_LE(loop_ticks_asking(30), 15u)
       << "the loop polled for answers that never come that quickly";
 }
 
@@ -271,18 +278,9 @@ TEST_F(DnsProxySpinTest, ALoopPollsForASixteenthOfTheTimeItSleeps) {
   ProxyConfig config;
   config.answer_spin = std::chrono::milliseconds(10);
   start(backend, config, milliseconds(2));
-
-  const uint64_t before = testing::dns_loop_cpu_ticks(getpid());
-  constexpr uint64_t kQueries = 150;
-  for (uint64_t i = 0; i < kQueries; ++i) {
-    auto answer = ask("q" + std::to_string(i) + ".example.test");
-    ASSERT_TRUE(answer.ok()) << answer.error().message();
-    ASSERT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
-  }
   // Polling through every answer: 150 x 2 ms = 30 ticks. A sixteenth of
   // that: about 2.
-  EXPECT_LE(testing::dns_loop_cpu_ticks(getpid()) - before, 10u)
-      << "the loop polled for longer than its sleep paid for";
+  EXPECT_LE(loop_ticks_asking(150), 10u) << "the loop polled for longer than its sleep paid for";
 }
 
 }  // namespace
