@@ -975,15 +975,13 @@ void AttachmentManager::save_teachers(std::unique_lock<std::mutex>& lock) {
   }
   teachers_changed_ = false;
   lock.unlock();
-  if (auto saved = state::write_state_file(config_.learned_chains_file(),
-                                           encode_learned_chains(teachers, learned));
-      !saved.ok()) {
-    log_.error("learned_chains_not_saved", {{"error", saved.error().message()}});
-    lock.lock();
-    teachers_changed_ = true;  // tried again at the next sweep
-    return;
-  }
+  const Status saved = state::write_state_file(config_.learned_chains_file(),
+                                               encode_learned_chains(teachers, learned));
   lock.lock();
+  if (!saved.ok()) {
+    log_.error("learned_chains_not_saved", {{"error", saved.error().message()}});
+    teachers_changed_ = true;  // tried again at the next sweep
+  }
 }
 
 Status AttachmentManager::shutdown(bool detach_all) {
