@@ -83,8 +83,8 @@ struct DaemonConfig {
   std::chrono::seconds sweep_interval{60};
 
   std::string state_file() const { return state_dir + "/state.pb"; }
-  // What taught the learned hosts, left by a daemon that stopped cleanly
-  // (daemon/teaching_chains_file.h).
+  // What taught the learned hosts, as of the last sweep after learning or
+  // the last clean stop (daemon/teaching_chains_file.h).
   std::string learned_chains_file() const { return state_dir + "/learned-chains.pb"; }
 };
 
