@@ -3,6 +3,7 @@
 #include <grp.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/server_posix.h>
+#include <grpcpp/support/server_interceptor.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -100,6 +101,37 @@ class ApiListener::Refuser final : public grpc::CallbackGenericService {
 ApiListener::ApiListener(const ListenerOptions& options, Logger& log)
     : options_(options), log_(log) {}
 
+// Counts the calls a server is running, from when a call arrives until it
+// is done, so that stop() can tell them from connections a client merely
+// keeps open. gRPC's own shutdown cannot: it waits for either until its
+// deadline, so one idle channel held every stop for the whole of it.
+class ApiListener::CallCounter final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit CallCounter(std::atomic<int>& running) : running_(running) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* /*info*/) override {
+    return new Counted(running_);  // gRPC owns it, and deletes it when the call is done
+  }
+
+ private:
+  class Counted final : public grpc::experimental::Interceptor {
+   public:
+    explicit Counted(std::atomic<int>& running) : running_(running) { running_.fetch_add(1); }
+    ~Counted() override { running_.fetch_sub(1); }
+    Counted(const Counted&) = delete;
+    Counted& operator=(const Counted&) = delete;
+    void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+      methods->Proceed();
+    }
+
+   private:
+    std::atomic<int>& running_;
+  };
+
+  std::atomic<int>& running_;
+};
+
 Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& options,
                                                         grpc::Service* service, Logger& log) {
   const std::string& path = options.socket_path;
@@ -147,12 +179,19 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   self->stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
   if (!self->stop_fd_) return Error::from_errno(errno, "eventfd");
 
+  const auto counted = [&](grpc::ServerBuilder& builder) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
+    counters.push_back(std::make_unique<CallCounter>(self->calls_running_));
+    builder.experimental().SetInterceptorCreators(std::move(counters));
+  };
   grpc::ServerBuilder trusted;
   trusted.RegisterService(service);
+  counted(trusted);
   self->trusted_server_ = trusted.BuildAndStart();
   self->refuser_ = std::make_unique<Refuser>(log);
   grpc::ServerBuilder refusing;
   refusing.RegisterCallbackGenericService(self->refuser_.get());
+  counted(refusing);
   self->refusing_server_ = refusing.BuildAndStart();
   if (!self->trusted_server_ || !self->refusing_server_) {
     return Error(Errc::kInternal, "could not start the gRPC servers");
@@ -210,7 +249,16 @@ void ApiListener::stop() {
   }
   const bool bound = static_cast<bool>(listen_fd_);
   listen_fd_.reset();
-  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(2);
+  // Calls running get up to 2 s to finish. Then the servers end with a
+  // short deadline, which cuts the connections clients keep open (a
+  // control plane's channel, say): ended with the long one, any such
+  // connection held the stop for all of it. A call that comes in between
+  // gets that short deadline to finish, or is cancelled.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (calls_running_.load() > 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(100);
   if (trusted_server_) trusted_server_->Shutdown(deadline);
   if (refusing_server_) refusing_server_->Shutdown(deadline);
   if (bound) unlink(options_.socket_path.c_str());

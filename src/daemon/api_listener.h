@@ -48,12 +48,13 @@ class ApiListener {
   ApiListener(const ApiListener&) = delete;
   ApiListener& operator=(const ApiListener&) = delete;
 
-  // Stops accepting, ends the servers (in-flight calls get a moment to
-  // finish) and removes the socket file.
+  // Stops accepting, ends the servers (calls running get up to 2 s to
+  // finish; idle connections are cut at once) and removes the socket file.
   void stop();
 
  private:
   class Refuser;
+  class CallCounter;
   ApiListener(const ListenerOptions& options, Logger& log);
   void accept_loop();
 
@@ -61,6 +62,9 @@ class ApiListener {
   Logger& log_;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;  // eventfd: wakes the accept loop to stop
+  // Calls the servers are running (CallCounter): what stop() waits for.
+  // Declared before the servers, which count into it until they go.
+  std::atomic<int> calls_running_{0};
   std::unique_ptr<Refuser> refuser_;
   std::unique_ptr<grpc::Server> trusted_server_;
   std::unique_ptr<grpc::Server> refusing_server_;

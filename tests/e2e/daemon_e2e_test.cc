@@ -369,6 +369,24 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
   EXPECT_FALSE(std::filesystem::exists(pin_dir_ + "/links"));
 }
 
+// A control plane keeps its channel to the daemon open. gRPC's shutdown
+// waits for such a connection as for a running call, until its deadline
+// (2 s): every restart took that long while a client was connected. The
+// daemon waits for running calls only.
+TEST_F(DaemonE2eTest, AClientKeepingItsConnectionOpenDoesNotHoldUpAStop) {
+  start_daemon();
+  {
+    grpc::ClientContext ctx;
+    v1::ListRequest req;
+    v1::ListResponse resp;
+    ASSERT_TRUE(stub_->List(&ctx, req, &resp).ok());  // the channel is connected, and idle
+  }
+  const auto asked = std::chrono::steady_clock::now();
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::seconds(1))
+      << "the stop waited for the idle connection";
+}
+
 TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
   topo_->start_peer_server();
   start_daemon();
