@@ -49,7 +49,8 @@ class ApiListener {
   ApiListener& operator=(const ApiListener&) = delete;
 
   // Stops accepting, ends the servers (calls running get up to 2 s to
-  // finish; idle connections are cut at once) and removes the socket file.
+  // finish; then idle connections are cut within 100 ms) and removes the
+  // socket file.
   void stop();
 
  private:
