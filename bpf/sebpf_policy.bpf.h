@@ -48,6 +48,7 @@ enum sebpf_rule_match {
  * clock costs more than a hash lookup on some virtual machines. */
 struct sebpf_clock {
 	__u64 now;
+	__u64 flow_now;
 };
 
 static __always_inline __u64 sebpf_now(struct sebpf_clock *c)
@@ -55,6 +56,23 @@ static __always_inline __u64 sebpf_now(struct sebpf_clock *c)
 	if (!c->now)
 		c->now = bpf_ktime_get_boot_ns();
 	return c->now;
+}
+
+/* The connection-tracking tables' clock: the coarse monotonic one, a tick
+ * apart at worst, which their timeouts (a second and up) never notice. It
+ * costs a few ns where the boot-time clock costs ~20, and every allowed
+ * UDP datagram reads it. Their contents are the kernel's alone (userspace
+ * only copies an entry whole), so nothing else need agree with it. */
+static __always_inline __u64 sebpf_flow_clock(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
+static __always_inline __u64 sebpf_flow_now(struct sebpf_clock *c)
+{
+	if (!c->flow_now)
+		c->flow_now = sebpf_flow_clock();
+	return c->flow_now;
 }
 
 static __always_inline int sebpf_side_active(__u64 until, struct sebpf_clock *c)
@@ -274,8 +292,6 @@ static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *
 	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(p->daddr, att->dns_addr6);
 }
 
-/* Neighbour or router discovery with hop limit 255: it was not routed, so
- * its source is on the link. */
 /* Another attachment's DNS endpoint on loopback: using it would put this
  * workload under that attachment's domain rules. */
 static __always_inline int sebpf_is_other_dns_endpoint(const struct sebpf_attachment *att,
@@ -288,6 +304,15 @@ static __always_inline int sebpf_is_other_dns_endpoint(const struct sebpf_attach
 	       port <= sebpf_dns_port_last && p->dport != att->dns_port;
 }
 
+/* A cgroup's packet to loopback, or any packet to the attachment's own DNS
+ * endpoint: it never leaves the host. */
+static __always_inline int sebpf_stays_on_host(const struct sebpf_attachment *att,
+					       const struct sebpf_pkt *p)
+{
+	return ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_is_loopback(p)) ||
+	       sebpf_is_dns_endpoint(att, p);
+}
+
 /* A packet or socket call towards a DNS server's port (UDP or TCP). */
 static __always_inline int sebpf_is_dns_query(const struct sebpf_pkt *p)
 {
@@ -295,6 +320,8 @@ static __always_inline int sebpf_is_dns_query(const struct sebpf_pkt *p)
 	       p->dport == bpf_htons(SEBPF_DNS_PORT);
 }
 
+/* Neighbour or router discovery with hop limit 255: it was not routed, so
+ * its source is on the link. */
 static __always_inline int sebpf_is_nd_from_link(const struct sebpf_pkt *p)
 {
 	return p->protocol == IPPROTO_ICMPV6 && p->icmp_type >= 133 && p->icmp_type <= 137 &&
@@ -377,6 +404,45 @@ static __always_inline int sebpf_opens_flow(const struct sebpf_pkt *p)
 	return 0;
 }
 
+/* A flow-table entry still in use at `now`, its age refreshed at most
+ * once a second. */
+static __always_inline int sebpf_flow_fresh(struct sebpf_flow_value *v, __u64 now, __u64 idle_ns)
+{
+	if (!v || now - v->last_seen >= idle_ns)
+		return 0;
+	if (now - v->last_seen >= SEBPF_FLOW_REFRESH_NS)
+		v->last_seen = now;
+	return 1;
+}
+
+/* Is this UDP datagram from the outside an answer on a flow the workload
+ * opened (either kind)? Then it opens nothing: were it to open an inbound
+ * flow, the workload's datagrams on it would be replies, which pass
+ * whatever the rules say after the allow that opened the flow has gone.
+ * The answer keeps the entry in use, so a peer that goes on sending while
+ * the workload is refused never comes to count as having opened the flow. */
+static __always_inline int sebpf_answers_opened_udp(const struct sebpf_attachment *att,
+						    const struct sebpf_pkt *p, __u64 now)
+{
+	union sebpf_track_key k;
+	struct sebpf_flow_value *v;
+	void *opened;
+
+	opened = sebpf_table_of(att, SEBPF_TRACK_OPENED);
+	if (!opened)
+		return 0;
+	sebpf_flow_key_inbound(&k, att->serial, p);
+	k.flow.kind = SEBPF_OPENED_LEARNED;
+	v = bpf_map_lookup_elem(opened, &k);
+	if (!v) {
+		k.flow.kind = SEBPF_OPENED_UDP_OTHER;
+		v = bpf_map_lookup_elem(opened, &k);
+	}
+	return sebpf_flow_fresh(v, now, sebpf_flow_idle_other_ns);
+}
+
+/* A flow the outside opened stays the outside's: an inbound flow already
+ * there is refreshed before anything else is asked. */
 static __always_inline void sebpf_track_inbound(const struct sebpf_attachment *att,
 						const struct sebpf_pkt *p)
 {
@@ -392,9 +458,14 @@ static __always_inline void sebpf_track_inbound(const struct sebpf_attachment *a
 	if (!flows)
 		return;
 	sebpf_flow_key_inbound(&k, att->serial, p);
-	now = bpf_ktime_get_boot_ns();
+	now = sebpf_flow_clock();
 	v = bpf_map_lookup_elem(flows, &k);
-	if (v && now - v->last_seen < SEBPF_FLOW_REFRESH_NS)
+	if (v && now - v->last_seen < sebpf_flow_idle_ns(p->protocol)) {
+		if (now - v->last_seen >= SEBPF_FLOW_REFRESH_NS)
+			v->last_seen = now;
+		return;
+	}
+	if (p->protocol == IPPROTO_UDP && sebpf_answers_opened_udp(att, p, now))
 		return;
 	nv.last_seen = now;
 	bpf_map_update_elem(flows, &k, &nv, BPF_ANY);
@@ -403,30 +474,51 @@ static __always_inline void sebpf_track_inbound(const struct sebpf_attachment *a
 /* A connection closing: what is left of it may pass for this long. */
 #define SEBPF_CONN_CLOSING_NS (30ULL * 1000000000ULL)
 
-/* The workload opens a TCP connection (SYN) to an address a learned rule
- * allows: remember it, so it outlives the address's TTL. */
-static __always_inline void sebpf_remember_learned_conn(const struct sebpf_attachment *att,
-							const struct sebpf_pkt *p,
-							struct sebpf_clock *clock)
+/*
+ * The workload sends a packet that opens, or goes on with, a flow of its
+ * own, allowed under `learned` or not: remember the flow (see enum
+ * sebpf_opened_kind). A TCP connection only by its SYN, and only under a
+ * learned allow (a SYN-ACK opens no inbound flow, so nothing else needs
+ * remembering); a UDP flow by any datagram. A busy UDP flow costs one
+ * lookup a datagram and a write a second. A flow the outside opened may be
+ * remembered too, and stays the outside's: sebpf_track_inbound asks for
+ * the inbound flow first, and a reply is a reply whatever else is known.
+ */
+static __always_inline void sebpf_remember_opened(const struct sebpf_attachment *att,
+						  const struct sebpf_pkt *p, struct sebpf_clock *clock,
+						  int learned)
 {
 	union sebpf_track_key k;
-	struct sebpf_flow_value v;
-	void *conns;
+	struct sebpf_flow_value nv;
+	void *opened;
 
-	if (!p->has_l4 || p->protocol != IPPROTO_TCP ||
-	    (p->tcp_flags & (SEBPF_TCP_FLAG_SYN | SEBPF_TCP_FLAG_ACK)) != SEBPF_TCP_FLAG_SYN)
+	if (!p->has_l4)
 		return;
-	conns = sebpf_table_of(att, SEBPF_TRACK_LEARNED_CONNS);
-	if (!conns)
+	if (p->protocol == IPPROTO_TCP) {
+		if (!learned ||
+		    (p->tcp_flags & (SEBPF_TCP_FLAG_SYN | SEBPF_TCP_FLAG_ACK)) != SEBPF_TCP_FLAG_SYN)
+			return;
+	} else if (p->protocol != IPPROTO_UDP) {
+		return;
+	}
+	opened = sebpf_table_of(att, SEBPF_TRACK_OPENED);
+	if (!opened)
 		return;
 	sebpf_flow_key_outbound(&k, att->serial, p);
-	v.last_seen = sebpf_now(clock);
-	bpf_map_update_elem(conns, &k, &v, BPF_ANY);
+	nv.last_seen = sebpf_flow_now(clock);
+	if (p->protocol == IPPROTO_UDP) {
+		k.flow.kind = learned ? SEBPF_OPENED_LEARNED : SEBPF_OPENED_UDP_OTHER;
+		if (sebpf_flow_fresh(bpf_map_lookup_elem(opened, &k), nv.last_seen,
+				     sebpf_flow_idle_other_ns))
+			return;
+	}
+	bpf_map_update_elem(opened, &k, &nv, BPF_ANY);
 }
 
-/* Is this outbound packet part of such a connection, whose address's
- * learned rule has expired since? A FIN leaves it 30 s to finish closing,
- * an RST ends it at once; a day without packets ends it too. */
+/* Is this outbound packet part of a flow the workload opened under a
+ * learned allow, whose address's learned rule has expired since? TCP: a
+ * FIN leaves it 30 s to finish closing, an RST ends it at once; a day
+ * without packets ends it too. UDP: 180 s without a datagram either way. */
 static __always_inline int sebpf_is_kept_conn(const struct sebpf_attachment *att,
 					      const struct sebpf_pkt *p, struct sebpf_clock *clock)
 {
@@ -435,16 +527,18 @@ static __always_inline int sebpf_is_kept_conn(const struct sebpf_attachment *att
 	void *conns;
 	__u64 now;
 
-	if (!p->has_l4 || p->protocol != IPPROTO_TCP)
+	if (!p->has_l4 || (p->protocol != IPPROTO_TCP && p->protocol != IPPROTO_UDP))
 		return 0;
-	conns = sebpf_table_of(att, SEBPF_TRACK_LEARNED_CONNS);
+	conns = sebpf_table_of(att, SEBPF_TRACK_OPENED);
 	if (!conns)
 		return 0;
-	sebpf_flow_key_outbound(&k, att->serial, p);
+	sebpf_flow_key_outbound(&k, att->serial, p); /* kind SEBPF_OPENED_LEARNED */
 	v = bpf_map_lookup_elem(conns, &k);
 	if (!v)
 		return 0;
-	now = sebpf_now(clock);
+	now = sebpf_flow_now(clock);
+	if (p->protocol == IPPROTO_UDP)
+		return sebpf_flow_fresh(v, now, sebpf_flow_idle_other_ns);
 	if (now - v->last_seen >= sebpf_flow_idle_tcp_ns)
 		return 0;
 	if (p->tcp_flags & SEBPF_TCP_FLAG_RST) {
@@ -488,7 +582,7 @@ static __always_inline int sebpf_is_reply(const struct sebpf_attachment *att,
 	v = bpf_map_lookup_elem(flows, &k);
 	if (!v)
 		return 0;
-	now = sebpf_now(clock);
+	now = sebpf_flow_now(clock);
 	if (now - v->last_seen >= sebpf_flow_idle_ns(p->protocol))
 		return 0;
 	if (now - v->last_seen >= SEBPF_FLOW_REFRESH_NS)
@@ -517,7 +611,7 @@ static __always_inline int sebpf_is_known_neighbour(const struct sebpf_attachmen
 	k.flow.remote_port = SEBPF_FLOW_NEIGHBOUR;
 	__builtin_memcpy(k.flow.remote_addr, p->daddr, 16);
 	v = bpf_map_lookup_elem(flows, &k);
-	return v && sebpf_now(clock) - v->last_seen < sebpf_flow_idle_other_ns;
+	return v && sebpf_flow_now(clock) - v->last_seen < sebpf_flow_idle_other_ns;
 }
 
 /*
@@ -623,7 +717,7 @@ static __always_inline void sebpf_remember_reply_fragments(const struct sebpf_at
 							   struct sebpf_clock *clock)
 {
 	union sebpf_track_key k;
-	struct sebpf_flow_value v = {.last_seen = sebpf_now(clock)};
+	struct sebpf_flow_value v = {.last_seen = sebpf_flow_now(clock)};
 	void *frags;
 
 	frags = sebpf_table_of(att, SEBPF_TRACK_REPLY_FRAGS);
@@ -646,13 +740,14 @@ static __always_inline int sebpf_is_reply_fragment(const struct sebpf_attachment
 		return 0;
 	sebpf_frag_key(&k, att->serial, p);
 	v = bpf_map_lookup_elem(frags, &k);
-	return v && sebpf_now(clock) - v->last_seen < SEBPF_FRAG_TIMEOUT_NS;
+	return v && sebpf_flow_now(clock) - v->last_seen < SEBPF_FRAG_TIMEOUT_NS;
 }
 
 /* Options of one decision. */
 struct sebpf_decide_opts {
 	__u8 hook;	  /* enum sebpf_hook_kind */
-	__u8 check_reply; /* may this be a reply on an inbound flow? */
+	__u8 check_reply; /* may this be a reply on an inbound flow, or go on
+			   * with a flow kept past its learned rule's TTL? */
 	__u8 check_link;  /* packet-level link control allowances */
 };
 
@@ -690,6 +785,9 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 
 	if (att->mode == SEBPF_MODE_DISABLED) {
 		reason = SEBPF_REASON_ALLOW_MODE_DISABLED;
+		/* So that its UDP flows end if enforcement starts. */
+		if (o.hook == SEBPF_HOOK_PACKET && !sebpf_stays_on_host(att, p))
+			sebpf_remember_opened(att, p, &clock, 0);
 		goto out;
 	}
 	/* Its destination address is only the first hop: no rule, and no
@@ -738,10 +836,12 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 		reason = SEBPF_REASON_DENY_RESOLVER;
 	} else if (m == SEBPF_MATCH_ALLOW || m == SEBPF_MATCH_ALLOW_LEARNED) {
 		reason = SEBPF_REASON_ALLOW_RULE;
-		if (m == SEBPF_MATCH_ALLOW_LEARNED && o.hook == SEBPF_HOOK_PACKET)
-			sebpf_remember_learned_conn(att, p, &clock);
+		if (o.hook == SEBPF_HOOK_PACKET)
+			sebpf_remember_opened(att, p, &clock, m == SEBPF_MATCH_ALLOW_LEARNED);
 	} else if (att->mode == SEBPF_MODE_DENYLIST) {
 		reason = SEBPF_REASON_ALLOW_DEFAULT;
+		if (o.hook == SEBPF_HOOK_PACKET)
+			sebpf_remember_opened(att, p, &clock, 0);
 	} else if (o.check_reply && sebpf_is_reply(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
 		if (p->fragment == SEBPF_FRAG_FIRST)
@@ -749,7 +849,7 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	} else if (o.check_reply && p->fragment == SEBPF_FRAG_LATER &&
 		   sebpf_is_reply_fragment(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_REPLY;
-	} else if (o.hook == SEBPF_HOOK_PACKET && sebpf_is_kept_conn(att, p, &clock)) {
+	} else if (o.check_reply && sebpf_is_kept_conn(att, p, &clock)) {
 		reason = SEBPF_REASON_ALLOW_KEPT_CONNECTION;
 	} else {
 		reason = SEBPF_REASON_DENY_DEFAULT;

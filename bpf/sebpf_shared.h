@@ -10,7 +10,9 @@
  *  - IPv4 addresses that must share a key with IPv6 ones (reply flows, DNS
  *    endpoint) are stored as IPv4-mapped IPv6 (::ffff:a.b.c.d).
  *  - Times are CLOCK_BOOTTIME nanoseconds (bpf_ktime_get_boot_ns()), so an
- *    expiry written by one daemon process stays meaningful for the next.
+ *    expiry written by one daemon process stays meaningful for the next;
+ *    except in the connection-tracking tables (sebpf_flow_value), which
+ *    only the programs read: coarse CLOCK_MONOTONIC nanoseconds there.
  */
 #ifndef SEBPF_SHARED_H
 #define SEBPF_SHARED_H
@@ -132,9 +134,11 @@ struct sebpf_rule {
 #define SEBPF_RULE_ALLOW_LEARNED 0x1u
 
 /*
- * A flow that the outside opened towards the workload (an inbound TCP SYN,
- * UDP datagram or ICMP echo request). Packets the workload sends back on it
- * are replies, which the allowlist default does not block.
+ * A flow, keyed from the workload's side. In SEBPF_TRACK_FLOWS, one the
+ * outside opened towards the workload (an inbound TCP SYN, UDP datagram or
+ * ICMP echo request): packets the workload sends back on it are replies,
+ * which the allowlist default does not block. In SEBPF_TRACK_OPENED, one
+ * the workload opened.
  * Ports are network order; for ICMP, local_port is the echo identifier.
  */
 struct sebpf_flow_key {
@@ -151,7 +155,7 @@ struct sebpf_flow_key {
 	__u8 protocol; /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
 	__u16 local_port;
 	__u16 remote_port;
-	__u16 pad;
+	__u16 kind; /* SEBPF_TRACK_OPENED: enum sebpf_opened_kind; else 0 */
 	__u8 remote_addr[16]; /* IPv4 is stored v4-mapped */
 	__u32 pad2;
 };
@@ -188,15 +192,31 @@ enum sebpf_track_table {
 	/* Inbound flows (struct sebpf_flow_key), so that replies pass an
 	 * allowlist. */
 	SEBPF_TRACK_FLOWS = 0,
-	/* TCP connections a workload opened to an address learned from DNS,
-	 * by their SYN (struct sebpf_flow_key, from the workload's side):
-	 * they outlive the address's TTL (an idle connection to a CDN is not
-	 * cut when the record expires) until FIN, RST, or a day idle. */
-	SEBPF_TRACK_LEARNED_CONNS,
+	/* Flows the workload opened (struct sebpf_flow_key, from the
+	 * workload's side, `kind` saying under what): TCP connections to an
+	 * address learned from DNS, by their SYN, and UDP flows under any
+	 * allow. Only the workload's own packets write here, so the outside
+	 * cannot push these entries out. */
+	SEBPF_TRACK_OPENED,
 	/* Later fragments of replies (struct sebpf_frag_key), for as long as
 	 * the kernel keeps fragments for reassembly (30 s). */
 	SEBPF_TRACK_REPLY_FRAGS,
 	SEBPF_TRACK_TABLES,
+};
+
+/* Under what a workload opened a flow (SEBPF_TRACK_OPENED). */
+enum sebpf_opened_kind {
+	/* To an address a learned rule allowed: the flow outlives the
+	 * address's TTL (an idle connection to a CDN is not cut when the
+	 * record expires) until FIN, RST or a day idle (TCP), or 180 s idle
+	 * (UDP). Only TCP and UDP. */
+	SEBPF_OPENED_LEARNED = 0,
+	/* A UDP flow opened under anything else (an explicit allow, the
+	 * denylist default, mode disabled), or one whose learned host was
+	 * taken back: it outlives nothing, but while it is in use the peer's
+	 * datagrams are answers, not the outside opening a flow, so they do
+	 * not make the workload's own datagrams replies. */
+	SEBPF_OPENED_UDP_OTHER = 1,
 };
 
 /* What the datapath knows of a raw socket (map sebpf_raw_socks). */
@@ -210,7 +230,7 @@ enum sebpf_raw_sock {
 #define SEBPF_FLOW_NEIGHBOUR 0xffff
 
 struct sebpf_flow_value {
-	__u64 last_seen; /* boottime ns */
+	__u64 last_seen; /* coarse monotonic ns (bpf_ktime_get_coarse_ns()) */
 };
 
 /* Why a packet or connect was allowed or denied. */

@@ -79,11 +79,12 @@ class Datapath {
   // Replaces the mode and all rules at once: each packet sees the old policy
   // or the new one, never a mix. On error the old policy stays in force.
   Status replace_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules);
-  // Ends the TCP connections the attachment's workload opened to `hosts`
-  // under learned allows, which otherwise outlive the allow (an idle
-  // connection to a CDN is not cut when its record expires): for learned
-  // hosts taken back because a name that taught them is now refused. Their
-  // next packet is judged like any other. Returns how many ended.
+  // Ends the TCP connections and UDP flows the attachment's workload opened
+  // to `hosts` under learned allows, which otherwise outlive the allow (an
+  // idle connection to a CDN is not cut when its record expires): for
+  // learned hosts taken back because a name that taught them is now
+  // refused. Their next packet is judged like any other. Returns how many
+  // ended.
   Result<size_t> forget_learned_connections(const AttachmentKey& key,
                                             std::span<const net::IpAddress> hosts);
   // Every rule of the attachment, expired ones included until swept: one

@@ -1,6 +1,7 @@
 #include "datapath/flow_tables.h"
 
 #include <bpf/bpf.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <string>
@@ -137,14 +138,14 @@ Status FlowTables::empty(uint32_t slot) const {
 Result<size_t> FlowTables::forget_learned_connections(
     uint32_t slot, std::span<const std::array<uint8_t, 16>> remote_addrs) const {
   if (remote_addrs.empty() || slot >= has_tables_.size() || !has_tables_[slot]) return 0;
-  SEBPF_ASSIGN_OR_RETURN(UniqueFd conns, open_table(slot, SEBPF_TRACK_LEARNED_CONNS));
+  SEBPF_ASSIGN_OR_RETURN(UniqueFd conns, open_table(slot, SEBPF_TRACK_OPENED));
   std::vector<std::array<uint8_t, 16>> wanted(remote_addrs.begin(), remote_addrs.end());
   std::sort(wanted.begin(), wanted.end());
   // Read in batches, then delete: deleting while walking a hash table
   // would restart the walk.
   constexpr uint32_t kBatch = 1024;
   std::vector<sebpf_track_key> keys(kBatch), doomed;
-  std::vector<sebpf_flow_value> values(kBatch);
+  std::vector<sebpf_flow_value> values(kBatch), doomed_values;
   uint32_t batch_token = 0;
   for (bool first = true;; first = false) {
     uint32_t count = kBatch;
@@ -155,15 +156,31 @@ Result<size_t> FlowTables::forget_learned_connections(
                                "read the learned connections of slot " + std::to_string(slot));
     }
     for (uint32_t i = 0; i < count; ++i) {
+      if (keys[i].flow.kind != SEBPF_OPENED_LEARNED) continue;
       std::array<uint8_t, 16> remote;
       std::copy(std::begin(keys[i].flow.remote_addr), std::end(keys[i].flow.remote_addr),
                 remote.begin());
-      if (std::binary_search(wanted.begin(), wanted.end(), remote)) doomed.push_back(keys[i]);
+      if (std::binary_search(wanted.begin(), wanted.end(), remote)) {
+        doomed.push_back(keys[i]);
+        doomed_values.push_back(values[i]);
+      }
     }
     if (err != 0) break;  // ENOENT: that was the last batch
   }
   size_t forgotten = 0;
-  for (const sebpf_track_key& key : doomed) {
+  for (size_t i = 0; i < doomed.size(); ++i) {
+    const sebpf_track_key& key = doomed[i];
+    // A UDP flow stays one the workload opened, only no longer kept:
+    // otherwise the peer's next datagram would open an inbound flow, on
+    // which the workload's datagrams are replies that pass the allowlist.
+    // Written before the learned entry goes, so no datagram finds neither.
+    if (key.flow.protocol == IPPROTO_UDP) {
+      sebpf_track_key unkept = key;
+      unkept.flow.kind = SEBPF_OPENED_UDP_OTHER;
+      if (bpf_map_update_elem(conns.get(), &unkept, &doomed_values[i], BPF_ANY) != 0) {
+        return Error::from_errno(errno, "mark a UDP flow as no longer learned");
+      }
+    }
     // ENOENT: it ended by itself (RST, or evicted) since it was read.
     if (bpf_map_delete_elem(conns.get(), &key) == 0) {
       ++forgotten;

@@ -48,10 +48,11 @@ class FlowTables {
   // their tables.
   Result<size_t> trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most);
 
-  // Forgets the TCP connections the slot's workload opened under a learned
-  // allow to any of `remote_addrs` (as the keys hold them: IPv4
-  // v4-mapped), so that, the allow gone, their next packet is judged like
-  // any other instead of kept. Returns how many were forgotten.
+  // Forgets which of the flows the slot's workload opened to any of
+  // `remote_addrs` (as the keys hold them: IPv4 v4-mapped) were opened
+  // under a learned allow, so that, the allow gone, their next packet is
+  // judged like any other instead of kept: a TCP connection's entry goes,
+  // a UDP flow's becomes SEBPF_OPENED_UDP_OTHER. Returns how many.
   Result<size_t> forget_learned_connections(
       uint32_t slot, std::span<const std::array<uint8_t, 16>> remote_addrs) const;
 

@@ -33,6 +33,14 @@ PacketSpec icmp6(const char* dst) {
   return {.src = "2001:db8::2", .dst = dst, .l4 = L4::kIcmpv6, .icmp_type = 128};
 }
 
+// The peer's answer to a datagram the workload sent.
+PacketSpec answer_to(const PacketSpec& sent) {
+  PacketSpec answer = sent;
+  std::swap(answer.src, answer.dst);
+  std::swap(answer.sport, answer.dport);
+  return answer;
+}
+
 class VerdictTest : public ProgramTest {};
 
 TEST_P(VerdictTest, DisabledAllowsEverythingAndCounts) {
@@ -303,6 +311,66 @@ TEST_P(VerdictTest, ForgottenLearnedConnectionsEndAtTheirNextPacket) {
     data.tcp_flags = 0x18;  // PSH ACK
     EXPECT_EQ(out(data), data.dst == other.dst) << data.dst;
   }
+}
+
+// A UDP flow the workload opened ends with the allow that let it open:
+// the peer's answers open no inbound flow on which the workload's datagrams
+// would be replies, however long the peer goes on sending.
+TEST_P(VerdictTest, AUdpFlowTheWorkloadOpenedEndsWithTheAllowThatOpenedIt) {
+  set_mode(Mode::kAllowlist);
+  for (const PacketSpec& sent : {udp4("198.51.100.60"), udp6("2001:db8::60")}) {
+    allow(sent.dst);
+    EXPECT_TRUE(out(sent)) << sent.dst;
+    in(answer_to(sent));
+    EXPECT_TRUE(out(sent)) << sent.dst;
+    ASSERT_TRUE(dp_->remove_rule(key_, *net::IpPrefix::parse(sent.dst)).ok());
+    EXPECT_FALSE(out(sent)) << sent.dst << ": the allow is gone";
+    in(answer_to(sent));
+    EXPECT_FALSE(out(sent)) << sent.dst << ": the peer going on sending opens nothing";
+  }
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_REPLY), 0U);
+}
+
+// The same for flows opened while nothing was enforced, or under a
+// denylist's default: an allowlist set later judges them.
+TEST_P(VerdictTest, AUdpFlowOpenedBeforeAnAllowlistIsJudgedByIt) {
+  for (const Mode before : {Mode::kDisabled, Mode::kDenylist}) {
+    set_mode(before);
+    PacketSpec sent = udp4("198.51.100.61");
+    sent.sport = before == Mode::kDisabled ? 41000 : 41001;
+    EXPECT_TRUE(out(sent));
+    in(answer_to(sent));
+    set_mode(Mode::kAllowlist);
+    EXPECT_FALSE(out(sent)) << "opened under mode " << static_cast<int>(before);
+  }
+}
+
+// A UDP flow (a QUIC connection) opened under a learned allow goes on past
+// the TTL while in use, as a TCP connection does, and a new one is refused.
+// When the host is taken back, the flow ends, whatever the peer sends.
+TEST_P(VerdictTest, AUdpFlowOpenedUnderALearnedAllowOutlivesItsTtlUntilTheHostIsTakenBack) {
+  set_mode(Mode::kAllowlist);
+  const datapath::Rule learned = {*net::IpPrefix::parse("198.51.100.62"), datapath::Action::kAllow,
+                                  datapath::BootClock::now() + std::chrono::milliseconds(600),
+                                  /*learned=*/true};
+  ASSERT_TRUE(dp_->add_rule(key_, learned).ok());
+  const PacketSpec sent = udp4("198.51.100.62");
+  EXPECT_TRUE(out(sent));
+  in(answer_to(sent));
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  EXPECT_TRUE(out(sent)) << "the flow in use goes on";
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_KEPT_CONNECTION), 1U);
+  PacketSpec fresh = sent;
+  fresh.sport = 40002;
+  EXPECT_FALSE(out(fresh)) << "a new flow after the TTL is refused";
+
+  const std::vector<net::IpAddress> taken_back = {*net::IpAddress::parse("198.51.100.62")};
+  auto forgotten = dp_->forget_learned_connections(key_, taken_back);
+  ASSERT_TRUE(forgotten.ok()) << forgotten.error().message();
+  EXPECT_EQ(*forgotten, 1U);
+  EXPECT_FALSE(out(sent)) << "the host is taken back";
+  in(answer_to(sent));
+  EXPECT_FALSE(out(sent)) << "the peer going on sending opens nothing";
 }
 
 TEST_P(VerdictTest, NeighbourDiscoveryAndLinkControlAlwaysAllowed) {
@@ -634,6 +702,25 @@ TEST_P(FlowIdleTest, IdleFlowsStopCountingAsReplies) {
   EXPECT_TRUE(out(reply));  // 1.2 s since the refresh: still within 2 s
   std::this_thread::sleep_for(std::chrono::milliseconds(2200));
   EXPECT_FALSE(out(reply));
+}
+
+// A flow the outside opened stays the outside's when its peer is allowed
+// too: the peer's datagrams keep it open, though the workload's are let
+// out by the allow, and once the allow goes they are still replies.
+TEST_P(FlowIdleTest, AUdpFlowTheOutsideOpenedStaysAReplyFlowWhenItsPeerIsAllowedToo) {
+  set_mode(Mode::kAllowlist);
+  allow("203.0.113.60");
+  const PacketSpec request = {
+      .src = "203.0.113.60", .dst = self4(), .l4 = L4::kUdp, .sport = 5000, .dport = 6000};
+  for (int i = 0; i < 4; ++i) {  // 3.6 s: the flow idles out in 2 s unless the peer keeps it
+    in(request);
+    EXPECT_TRUE(out(answer_to(request)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  }
+  ASSERT_TRUE(dp_->remove_rule(key_, *net::IpPrefix::parse("203.0.113.60")).ok());
+  in(request);
+  EXPECT_TRUE(out(answer_to(request)));
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_REPLY), 1U);
 }
 
 class DnsPortRangeTest : public ProgramTest {

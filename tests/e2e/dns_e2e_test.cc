@@ -738,22 +738,39 @@ TEST_F(DnsE2eTest, ADenyEndsTheConnectionsOpenToTheAddressesItTakesBack) {
     if (to_denied.connect("198.51.100.2", kEchoPort) != 0 || to_denied.echo() != 0) return 82;
     if (to_denied6.connect("2001:db8::2", kEchoPort) != 0 || to_denied6.echo() != 0) return 82;
     if (to_allowed.connect("198.51.100.3", kEchoPort) != 0 || to_allowed.echo() != 0) return 83;
+    // UDP flows (QUIC connections), connected and not: the echo server
+    // answering each datagram must not keep them open.
+    UdpClient udp_to_denied, unconnected_to_denied, udp_to_allowed;
+    if (udp_to_denied.connect("198.51.100.2", kEchoPort) != 0 || udp_to_denied.echo() != 0 ||
+        unconnected_to_denied.aim("198.51.100.2", kEchoPort) != 0 ||
+        unconnected_to_denied.echo() != 0 ||
+        udp_to_allowed.connect("198.51.100.3", kEchoPort) != 0 || udp_to_allowed.echo() != 0) {
+      return 88;
+    }
     if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) return 84;
-    if (to_allowed.echo() != 0) return 85;
+    if (to_allowed.echo() != 0 || udp_to_allowed.echo() != 0) return 85;
     if (to_denied.echo() == 0) return 86;
     if (to_denied6.echo() == 0) return 87;
+    if (udp_to_denied.echo() == 0 || unconnected_to_denied.echo() == 0) return 89;
     return 0;
   });
+  // The parent's copies of the child's ends go, so that a workload that
+  // ends early is read as end of file, not waited for forever.
+  close(ready[1]);
+  close(go[0]);
   char c = 0;
-  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  ASSERT_EQ(read(ready[0], &c, 1), 1)
+      << "the workload ended with " << workload.wait(std::chrono::seconds(1));
   ASSERT_TRUE(replace_policy(att.id(), dns_policy({"other.example"}, {"allowed.example"})).ok());
   ASSERT_EQ(write(go[1], &c, 1), 1);
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0)
-      << "85: the connection to a name still allowed broke; 86, 87: one to the denied name's "
-         "addresses went on";
-  for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
-  EXPECT_NE(daemon_->log().find("\"connections_ended\":\"4\""), std::string::npos)
-      << "resolve_and_connect's and the test's, to each address: " << daemon_->log();
+      << "85: the connection or UDP flow to a name still allowed broke; 86, 87: a connection "
+         "to the denied name's addresses went on; 89: a UDP flow to it did";
+  for (int fd : {ready[0], go[1]}) close(fd);
+  EXPECT_NE(daemon_->log().find("\"connections_ended\":\"6\""), std::string::npos)
+      << "resolve_and_connect's and the test's TCP connection to each address, and the two UDP "
+         "flows: "
+      << daemon_->log();
 }
 
 // Answers judged while a deny is being applied, and learned after its
@@ -914,8 +931,11 @@ TEST_F(DnsE2eTest, ALearnedAddressExpiresWithItsTtlExceptForConnectionsStillOpen
       return 100;
     TcpClient kept;
     if (kept.connect("203.0.113.2", kEchoPort) != 0 || kept.echo() != 0) return 101;
-    UdpClient kept_udp;  // a QUIC connection is one UDP flow like this
+    UdpClient kept_udp, kept_unconnected;  // a QUIC connection is one UDP flow like these
     if (kept_udp.connect("203.0.113.2", kEchoPort) != 0 || kept_udp.echo() != 0) return 104;
+    if (kept_unconnected.aim("203.0.113.2", kEchoPort) != 0 || kept_unconnected.echo() != 0) {
+      return 107;
+    }
     std::this_thread::sleep_for(milliseconds(2200));
     if (const int fresh = tcp_echo("203.0.113.2", kEchoPort); fresh != EPERM) {
       std::fprintf(stderr, "a new connection after the TTL: %d\n", fresh);
@@ -932,6 +952,10 @@ TEST_F(DnsE2eTest, ALearnedAddressExpiresWithItsTtlExceptForConnectionsStillOpen
     if (const int again = kept_udp.echo(); again != 0) {
       std::fprintf(stderr, "the UDP flow after the TTL: %d\n", again);
       return 106;
+    }
+    if (const int again = kept_unconnected.echo(); again != 0) {
+      std::fprintf(stderr, "the unconnected UDP flow after the TTL: %d\n", again);
+      return 108;
     }
     return 0;
   });
@@ -1102,8 +1126,13 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
     if (udp_connect("198.51.100.3", kEchoPort) != EPERM) return 86;
     return 0;
   });
+  // The parent's copies of the child's ends go, so that a workload that
+  // ends early is read as end of file, not waited for forever.
+  close(ready[1]);
+  close(go[0]);
   char c = 0;
-  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  ASSERT_EQ(read(ready[0], &c, 1), 1)
+      << "the workload ended with " << workload.wait(std::chrono::seconds(1));
   v1::AttachRequest req;
   req.set_pid(workload.pid());
   *req.mutable_policy() = dns_policy({"allowed.example"});
@@ -1112,7 +1141,7 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
   ASSERT_TRUE(attached.ok()) << attached.error_message();
   ASSERT_EQ(write(go[1], &c, 1), 1);
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
-  for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
+  for (int fd : {ready[0], go[1]}) close(fd);
   EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
 }
 

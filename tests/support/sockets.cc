@@ -95,6 +95,34 @@ struct Frame {
   char payload[sizeof(kFrameMarker)];
 } __attribute__((packed));
 
+// One datagram back to its sender, from the address it was sent to (the
+// namespace may have several, and a client's connected socket takes only
+// answers from the one it connected to).
+void echo_datagram(int udp, char* buf, size_t size) {
+  sockaddr_storage from{};
+  iovec iov = {buf, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in6_pktinfo))];
+  msghdr msg{};
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof(from);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t n = recvmsg(udp, &msg, 0);
+  if (n <= 0) return;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+      in6_pktinfo info;
+      std::memcpy(&info, CMSG_DATA(c), sizeof(info));
+      info.ipi6_ifindex = 0;  // any route; only the source address matters
+      std::memcpy(CMSG_DATA(c), &info, sizeof(info));
+    }
+  }
+  iov.iov_len = static_cast<size_t>(n);
+  sendmsg(udp, &msg, 0);
+}
+
 }  // namespace
 
 int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout) {
@@ -104,23 +132,9 @@ int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout) {
 }
 
 int udp_echo(const std::string& addr, uint16_t port, bool connected, milliseconds timeout) {
-  if (connected) {
-    UdpClient client;
-    const int result = client.connect(addr, port);
-    return result != 0 ? result : client.echo(timeout);
-  }
-  const Addr a = make_addr(addr, port);
-  if (!a.family) return EINVAL;
-  const int fd = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno;
-  int result = 0;
-  if (sendto(fd, kUdpMessage, sizeof(kUdpMessage), 0, reinterpret_cast<const sockaddr*>(&a.ss),
-             a.len) < 0) {
-    result = errno;
-  }
-  if (result == 0) result = receive_udp_echo(fd, timeout);
-  close(fd);
-  return result;
+  UdpClient client;
+  const int result = connected ? client.connect(addr, port) : client.aim(addr, port);
+  return result != 0 ? result : client.echo(timeout);
 }
 
 int ping(const std::string& addr, milliseconds timeout) {
@@ -150,8 +164,22 @@ int UdpClient::connect(const std::string& addr, uint16_t port) {
   return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&a.ss), a.len) == 0 ? 0 : errno;
 }
 
+int UdpClient::aim(const std::string& addr, uint16_t port) {
+  const Addr a = make_addr(addr, port);
+  if (!a.family) return EINVAL;
+  const int fd = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  fd_.reset(fd);
+  peer_ = a.ss;
+  peer_len_ = a.len;
+  return 0;
+}
+
 int UdpClient::echo(milliseconds timeout) {
-  if (send(fd_.get(), kUdpMessage, sizeof(kUdpMessage), 0) < 0) return errno;
+  if (sendto(fd_.get(), kUdpMessage, sizeof(kUdpMessage), 0,
+             peer_len_ ? reinterpret_cast<const sockaddr*>(&peer_) : nullptr, peer_len_) < 0) {
+    return errno;
+  }
   return receive_udp_echo(fd_.get(), timeout);
 }
 
@@ -167,6 +195,7 @@ void serve_echo(uint16_t port) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0) _exit(90);
   }
+  if (setsockopt(udp, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0) _exit(92);
   if (listen(tcp, 64) != 0) _exit(91);
   std::vector<pollfd> fds = {{tcp, POLLIN, 0}, {udp, POLLIN, 0}};
   char buf[2048];
@@ -178,12 +207,7 @@ void serve_echo(uint16_t port) {
         const int c = accept(tcp, nullptr, nullptr);
         if (c >= 0) fds.push_back({c, POLLIN, 0});
       } else if (fds[i].fd == udp) {
-        sockaddr_storage from{};
-        socklen_t len = sizeof(from);
-        const ssize_t n =
-            recvfrom(udp, buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&from), &len);
-        if (n > 0)
-          sendto(udp, buf, static_cast<size_t>(n), 0, reinterpret_cast<sockaddr*>(&from), len);
+        echo_datagram(udp, buf, sizeof(buf));
       } else {
         const ssize_t n = recv(fds[i].fd, buf, sizeof(buf), 0);
         if (n <= 0) {

@@ -3,6 +3,8 @@
 // (EPERM from a refused connect, ETIMEDOUT when packets were dropped).
 #pragma once
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -31,15 +33,20 @@ class TcpClient {
   UniqueFd fd_;
 };
 
-// A connected UDP socket that stays open between exchanges: one flow, as a
-// QUIC connection is.
+// A UDP socket that stays open between exchanges: one flow, as a QUIC
+// connection is. connect() makes it a connected socket (send()); aim() an
+// unconnected one that names its peer in every sendto(), as a QUIC library
+// serving many peers from one socket does.
 class UdpClient {
  public:
   int connect(const std::string& addr, uint16_t port);
+  int aim(const std::string& addr, uint16_t port);
   int echo(milliseconds timeout = milliseconds(1500));  // a datagram and its echo
 
  private:
   UniqueFd fd_;
+  sockaddr_storage peer_{};
+  socklen_t peer_len_ = 0;  // 0: connected
 };
 
 // TCP and UDP echo on [::]:port (dual stack) in the calling process, until
