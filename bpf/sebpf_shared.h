@@ -244,8 +244,9 @@ enum sebpf_reason {
 	SEBPF_REASON_ALLOW_LINK_LOCAL,	    /* ARP, ND, MLD, DHCP */
 	SEBPF_REASON_ALLOW_DNS_STEERED,	    /* cgroup: DNS to any resolver, sent to the
 					     * attachment's endpoint instead */
-	SEBPF_REASON_ALLOW_KEPT_CONNECTION, /* a TCP connection opened under a
-					     * learned allow, after its TTL */
+	SEBPF_REASON_ALLOW_KEPT_CONNECTION, /* a TCP connection or UDP flow
+					     * opened under a learned allow,
+					     * after its TTL */
 	SEBPF_REASON_DENY_RULE,		    /* a deny rule matched */
 	SEBPF_REASON_DENY_DEFAULT,	    /* allowlist, nothing matched */
 	SEBPF_REASON_DENY_BLOCK_ALL,	    /* block_all mode */
