@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "process.h"
@@ -155,15 +156,6 @@ int TcpClient::connect(const std::string& addr, uint16_t port, milliseconds time
 
 int TcpClient::echo(milliseconds timeout) { return send_and_expect_echo(fd_.get(), timeout); }
 
-int UdpClient::connect(const std::string& addr, uint16_t port) {
-  const Addr a = make_addr(addr, port);
-  if (!a.family) return EINVAL;
-  const int fd = socket(a.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno;
-  fd_.reset(fd);
-  return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&a.ss), a.len) == 0 ? 0 : errno;
-}
-
 int UdpClient::aim(const std::string& addr, uint16_t port) {
   const Addr a = make_addr(addr, port);
   if (!a.family) return EINVAL;
@@ -173,6 +165,12 @@ int UdpClient::aim(const std::string& addr, uint16_t port) {
   peer_ = a.ss;
   peer_len_ = a.len;
   return 0;
+}
+
+int UdpClient::connect(const std::string& addr, uint16_t port) {
+  if (const int aimed = aim(addr, port); aimed != 0) return aimed;
+  const socklen_t len = std::exchange(peer_len_, 0);  // send() from now on
+  return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&peer_), len) == 0 ? 0 : errno;
 }
 
 int UdpClient::echo(milliseconds timeout) {
