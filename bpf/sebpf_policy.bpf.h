@@ -272,24 +272,36 @@ static __always_inline int sebpf_addr6_equal(const __u8 a[16], const __u8 b[16])
 	return *(__u64 *)&a[0] == *(__u64 *)&b[0] && *(__u64 *)&a[8] == *(__u64 *)&b[8];
 }
 
+static __always_inline int sebpf_addr_is_loopback(__u8 family, const __u8 a[16])
+{
+	if (family == AF_INET)
+		return (bpf_ntohl(sebpf_addr4(a)) >> 24) == 127;
+	return *(__u64 *)&a[0] == 0 && *(__u32 *)&a[8] == 0 && *(__u32 *)&a[12] == bpf_htonl(1);
+}
+
 static __always_inline int sebpf_is_loopback(const struct sebpf_pkt *p)
 {
+	return sebpf_addr_is_loopback(p->family, p->daddr);
+}
+
+/* Is addr:port (one end of the packet) the attachment's DNS endpoint? */
+static __always_inline int sebpf_is_endpoint_end(const struct sebpf_attachment *att,
+						 const struct sebpf_pkt *p, const __u8 addr[16],
+						 __u16 port)
+{
+	if (!att->dns_port || !p->has_l4 || port != att->dns_port)
+		return 0;
+	if (p->protocol != IPPROTO_UDP && p->protocol != IPPROTO_TCP)
+		return 0;
 	if (p->family == AF_INET)
-		return (bpf_ntohl(sebpf_addr4(p->daddr)) >> 24) == 127;
-	return *(__u64 *)&p->daddr[0] == 0 && *(__u32 *)&p->daddr[8] == 0 &&
-	       *(__u32 *)&p->daddr[12] == bpf_htonl(1);
+		return att->dns_addr4 && sebpf_addr4(addr) == att->dns_addr4;
+	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(addr, att->dns_addr6);
 }
 
 static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *att,
 						 const struct sebpf_pkt *p)
 {
-	if (!att->dns_port || !p->has_l4 || p->dport != att->dns_port)
-		return 0;
-	if (p->protocol != IPPROTO_UDP && p->protocol != IPPROTO_TCP)
-		return 0;
-	if (p->family == AF_INET)
-		return att->dns_addr4 && sebpf_addr4(p->daddr) == att->dns_addr4;
-	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(p->daddr, att->dns_addr6);
+	return sebpf_is_endpoint_end(att, p, p->daddr, p->dport);
 }
 
 /* Another attachment's DNS endpoint on loopback: using it would put this
@@ -311,6 +323,15 @@ static __always_inline int sebpf_stays_on_host(const struct sebpf_attachment *at
 {
 	return ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_is_loopback(p)) ||
 	       sebpf_is_dns_endpoint(att, p);
+}
+
+/* The same for a packet towards the workload: from loopback (to a cgroup)
+ * or from the attachment's own DNS endpoint. */
+static __always_inline int sebpf_comes_from_host(const struct sebpf_attachment *att,
+						 const struct sebpf_pkt *p)
+{
+	return ((att->flags & SEBPF_ATT_F_CGROUP) && sebpf_addr_is_loopback(p->family, p->saddr)) ||
+	       sebpf_is_endpoint_end(att, p, p->saddr, p->sport);
 }
 
 /* A packet or socket call towards a DNS server's port (UDP or TCP). */
@@ -442,7 +463,10 @@ static __always_inline int sebpf_answers_opened_udp(const struct sebpf_attachmen
 }
 
 /* A flow the outside opened stays the outside's: an inbound flow already
- * there is refreshed before anything else is asked. */
+ * there is refreshed before anything else is asked. What comes from the
+ * host opens none: the workload may always answer it (its endpoint, a
+ * cgroup's loopback), and its own DNS lookups, a flow per query's source
+ * port, would push the outside's flows out of the table. */
 static __always_inline void sebpf_track_inbound(const struct sebpf_attachment *att,
 						const struct sebpf_pkt *p)
 {
@@ -452,7 +476,7 @@ static __always_inline void sebpf_track_inbound(const struct sebpf_attachment *a
 	void *flows;
 	__u64 now;
 
-	if (!sebpf_opens_flow(p))
+	if (!sebpf_opens_flow(p) || sebpf_comes_from_host(att, p))
 		return;
 	flows = sebpf_table_of(att, SEBPF_TRACK_FLOWS);
 	if (!flows)

@@ -93,6 +93,34 @@ TEST_P(FlowTableTest, AFloodOfFlowsEvictsOnlyTheFloodingAttachmentsOwn) {
   EXPECT_TRUE(out(answer(flood().back()))) << "the newest flow of the flood";
 }
 
+// What comes from the host needs no flow: the attachment's DNS endpoint is
+// always reachable, and so is loopback for a cgroup. A workload's own
+// lookups, a UDP flow per query's source port, must not push out the
+// flows the outside opened (an idle SSH session's).
+TEST_P(FlowTableTest, AnswersFromTheHostTakeNoRoomFromTheOutsidesFlows) {
+  const bool cgroup = GetParam() == ProgramKind::kCgroupSkb;
+  const std::string endpoint = cgroup ? "127.0.0.1" : "192.0.2.1";
+  datapath::DnsEndpoint dns;
+  dns.v4 = *net::IpAddress::parse(endpoint);
+  dns.port = 20007;
+  ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  in(ssh_syn(51000));
+  for (uint16_t i = 0; i < 8 * kFlowsPerAttachment; ++i) {
+    PacketSpec answer = {.src = endpoint,
+                         .dst = cgroup ? "127.0.0.1" : self4(),
+                         .l4 = L4::kUdp,
+                         .sport = 20007,
+                         .dport = static_cast<uint16_t>(30000 + i)};
+    in(answer);
+    if (cgroup) {  // and a service on loopback answering
+      answer.src = "127.0.0.53";
+      answer.sport = 53;
+      in(answer);
+    }
+  }
+  EXPECT_TRUE(out(ssh_answer(51000))) << "DNS answers pushed out a flow the outside opened";
+}
+
 // A slot's tables pass to the next attachment there emptied: it gets its
 // whole share, not what the last one left.
 TEST_P(FlowTableTest, AnAttachmentInAReusedSlotGetsItsWholeTable) {
