@@ -712,7 +712,7 @@ TEST_P(FlowIdleTest, AUdpFlowTheOutsideOpenedStaysAReplyFlowWhenItsPeerIsAllowed
   allow("203.0.113.60");
   const PacketSpec request = {
       .src = "203.0.113.60", .dst = self4(), .l4 = L4::kUdp, .sport = 5000, .dport = 6000};
-  for (int i = 0; i < 4; ++i) {  // 3.6 s: the flow idles out in 2 s unless the peer keeps it
+  for (int i = 0; i < 4; ++i) {  // 4.8 s: the flow idles out in 2 s unless the peer keeps it
     in(request);
     EXPECT_TRUE(out(answer_to(request)));
     std::this_thread::sleep_for(std::chrono::milliseconds(1200));
