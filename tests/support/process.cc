@@ -8,9 +8,47 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
+#if defined(__SANITIZE_ADDRESS__)
+// A child stuck past its timeout gets SIGABRT first (Child::wait), and ASan
+// then prints its stack before it dies; without this, SIGABRT just kills it.
+extern "C" const char* __asan_default_options() { return "handle_abort=1"; }
+#endif
+
 namespace sebpf::testing {
+namespace {
+
+std::string read_proc(pid_t pid, const char* file) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/" + file);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Where an overdue child is stuck: its kernel stack and system call (a
+// futex is a user-space lock), and under ASan its own stack. A hang that
+// happens once in hundreds of runs is otherwise only "-1". True when the
+// child has died (of the SIGABRT) and been reaped.
+bool report_overdue(pid_t pid, std::chrono::milliseconds timeout) {
+  std::fprintf(stderr,
+               "child %d still running after %lld ms\n wchan: %s\n syscall: %s kernel stack:\n%s",
+               static_cast<int>(pid), static_cast<long long>(timeout.count()),
+               read_proc(pid, "wchan").c_str(), read_proc(pid, "syscall").c_str(),
+               read_proc(pid, "stack").c_str());
+  if (!kSanitized) return false;
+  ::kill(pid, SIGABRT);
+  for (int i = 0; i < 200; ++i) {
+    if (waitpid(pid, nullptr, WNOHANG) == pid) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+}  // namespace
 
 CommandResult run_command(const std::vector<std::string>& argv) {
   int pipefd[2];
@@ -67,14 +105,29 @@ int Child::wait(std::chrono::milliseconds timeout) {
   while (true) {
     const pid_t r = waitpid(pid_, &status, WNOHANG);
     if (r == pid_) break;
-    if (r < 0 || std::chrono::steady_clock::now() >= deadline) {
+    if (r < 0) {
       kill_now();
+      return -1;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (report_overdue(pid_, timeout)) {
+        pid_ = -1;
+      } else {
+        kill_now();
+      }
       return -1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   pid_ = -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool Child::running() {
+  if (pid_ <= 0) return false;
+  if (waitpid(pid_, nullptr, WNOHANG) == 0) return true;
+  pid_ = -1;
+  return false;
 }
 
 void Child::kill_now() {

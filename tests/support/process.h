@@ -11,6 +11,19 @@
 
 namespace sebpf::testing {
 
+// Built with AddressSanitizer (scripts/test.sh --sanitize).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 struct CommandResult {
   int exit_code = -1;  // -1: did not exit normally
   std::string output;  // stdout and stderr
@@ -32,9 +45,12 @@ class Child {
   ~Child();
 
   pid_t pid() const { return pid_; }
-  // The exit code, or -1 if it did not exit within `timeout` (then killed),
-  // or died of a signal.
+  // The exit code, or -1 if it did not exit within `timeout` or died of a
+  // signal. A child still running at the timeout is overdue: where it is
+  // stuck goes to stderr (and, under ASan, its stack), then it is killed.
   int wait(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Whether it has not exited yet (one that has is reaped).
+  bool running();
   void kill_now();  // SIGKILL and reap
 
  private:
