@@ -256,6 +256,13 @@ Result<Query> parse_query(std::span<const uint8_t> wire) {
   }
   if (q.header.arcount > 1) return malformed("more than one additional record in a query", 10);
   SEBPF_ASSIGN_OR_RETURN(q.question, read_question(r));
+  // A transfer's answer is a stream of messages, and an endpoint relays one
+  // message per query: a client would get the first part of the zone and
+  // wait for the rest. Refused before anything is forwarded.
+  if (q.question.type == type::kAxfr || q.question.type == type::kIxfr) {
+    return Error(Errc::kUnsupported,
+                 "zone transfers (AXFR, IXFR) are not served; ask for the records themselves");
+  }
   q.question_end = r.offset();
   Records others;
   uint16_t rcode = q.header.rcode;

@@ -25,6 +25,8 @@ inline constexpr uint16_t kA = 1;
 inline constexpr uint16_t kCname = 5;
 inline constexpr uint16_t kAaaa = 28;
 inline constexpr uint16_t kOpt = 41;
+inline constexpr uint16_t kIxfr = 251;
+inline constexpr uint16_t kAxfr = 252;
 }  // namespace type
 
 inline constexpr uint16_t kClassIn = 1;
@@ -91,8 +93,8 @@ Result<Message> parse_message(std::span<const uint8_t> wire);
 // What the proxy accepts from a client: a standard query (QR 0, opcode
 // QUERY) with exactly one question, no answer or authority records, and in
 // the additional section at most an OPT record. Errc::kUnsupported for
-// another opcode (answer NOTIMP), Errc::kInvalidArgument for anything else
-// wrong (answer FORMERR).
+// another opcode or a zone transfer (AXFR, IXFR: answer NOTIMP),
+// Errc::kInvalidArgument for anything else wrong (answer FORMERR).
 struct Query {
   Header header;
   Question question;

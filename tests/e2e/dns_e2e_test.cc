@@ -1064,6 +1064,29 @@ TEST_F(DnsE2eTest, MalformedQueriesGetFormerrAndResponsesAreNotAnswered) {
   EXPECT_FALSE(dns_query(endpoint, response, false, milliseconds(300)).ok());
 }
 
+// A zone transfer's answer is a stream of messages that an endpoint, which
+// relays one message per query, cannot carry: it is refused as not
+// implemented, over UDP and TCP, and never forwarded.
+TEST_F(DnsE2eTest, ZoneTransfersAreNotImplementedAndNeverForwarded) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  constexpr uint16_t kTypeIxfr = 251, kTypeAxfr = 252;
+  for (const uint16_t type : {kTypeAxfr, kTypeIxfr}) {
+    for (const bool tcp : {false, true}) {
+      auto answer = dns_query(endpoint, make_query("xfr.example", type), tcp);
+      ASSERT_TRUE(answer.ok()) << type << (tcp ? " over TCP: " : " over UDP: ")
+                               << answer.error().message();
+      EXPECT_EQ(answer->message.header.rcode, dns::rcode::kNotImp) << type << " tcp " << tcp;
+    }
+  }
+  auto plain = dns_query(endpoint, make_query("allowed.example", kTypeTxt));
+  ASSERT_TRUE(plain.ok()) << plain.error().message();
+  EXPECT_EQ(plain->message.header.rcode, dns::rcode::kNoError) << "other types are served";
+  const std::string log = knot_->stop_and_read_query_log();
+  EXPECT_TRUE(KnotServer::log_has_query(log, "allowed.example")) << "the log is read correctly";
+  EXPECT_FALSE(KnotServer::log_has_query(log, "xfr.example")) << "a transfer was forwarded";
+}
+
 // Transparent DNS: the workload asks an ordinary resolver (dig, with the
 // address of a host that runs no DNS server at all), the socket hooks send
 // the query to the attachment's endpoint, and the answer appears to come

@@ -181,6 +181,11 @@ TEST(DnsMessageTest, QueriesThatAreNotPlainQuestionsAreRefusedWithTheRightCode) 
   auto notimp = parse_query(Wire().header(0x2800, 1, 0).question("example.org").b);  // UPDATE
   ASSERT_FALSE(notimp.ok());
   EXPECT_EQ(notimp.error().code(), Errc::kUnsupported);
+  for (const uint16_t transfer : {type::kAxfr, type::kIxfr}) {
+    auto q = parse_query(Wire().header(kQueryFlags, 1, 0).question("example.org", transfer).b);
+    ASSERT_FALSE(q.ok()) << transfer;
+    EXPECT_EQ(q.error().code(), Errc::kUnsupported) << transfer;
+  }
   for (const Bytes& bad : {
            Wire().header(kResponseFlags, 1, 0).question("example.org").b,           // a response
            Wire().header(kQueryFlags, 2, 0).question("a.org").question("b.org").b,  // 2 questions
