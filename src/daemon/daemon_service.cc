@@ -1,5 +1,7 @@
 #include "daemon/daemon_service.h"
 
+#include <unistd.h>
+
 #include "daemon/api_convert.h"
 #include "daemon/bypass_check.h"
 #include "daemon/target_resolver.h"
@@ -92,6 +94,13 @@ grpc::Status to_grpc_status(grpc::ServerContext* ctx, const Error& error) {
   return grpc::Status(grpc_code(error.code()), error.message());
 }
 
+Status DaemonServiceImpl::refuse_own_cgroup(const std::string& target, std::string_view field) {
+  // Read at every attach: a service manager may move the daemon.
+  auto own = cgroup_path_of_pid(getpid(), cgroup_mount_);
+  if (!own.ok()) return own.error().wrap("superebpfd's own cgroup, which no attachment may hold");
+  return refuse_daemon_cgroup(target, *own, field);
+}
+
 grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::AttachRequest* req,
                                        v1::Attachment* resp) {
   return run(ctx, log_, "Attach", [&]() -> Status {
@@ -100,6 +109,7 @@ grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::Attac
       case v1::AttachRequest::kCgroupPath: {
         spec.kind = datapath::TargetKind::kCgroup;
         SEBPF_ASSIGN_OR_RETURN(spec.target, resolve_cgroup_path(req->cgroup_path(), cgroup_mount_));
+        SEBPF_RETURN_IF_ERROR(refuse_own_cgroup(spec.target, "cgroup_path"));
         break;
       }
       case v1::AttachRequest::kInterfaceName:
@@ -112,6 +122,7 @@ grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::Attac
         SEBPF_ASSIGN_OR_RETURN(std::string path,
                                cgroup_path_of_pid(static_cast<pid_t>(req->pid()), cgroup_mount_));
         SEBPF_ASSIGN_OR_RETURN(spec.target, resolve_cgroup_path(path, cgroup_mount_));
+        SEBPF_RETURN_IF_ERROR(refuse_own_cgroup(spec.target, "pid"));
         break;
       }
       case v1::AttachRequest::TARGET_NOT_SET:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "daemon/attachment_manager.h"
 #include "daemon/logger.h"
@@ -46,6 +47,9 @@ class DaemonServiceImpl final : public v1::DaemonService::Service {
                          v1::Policy* resp) override;
 
  private:
+  // refuse_daemon_cgroup against the cgroup the daemon is in now.
+  Status refuse_own_cgroup(const std::string& target, std::string_view field);
+
   AttachmentManager& manager_;
   std::string cgroup_mount_;
   Logger& log_;

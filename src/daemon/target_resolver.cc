@@ -65,6 +65,16 @@ Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
                "pid: process " + std::to_string(pid) + " is in no cgroup v2 (" + file + ")");
 }
 
+Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon_cgroup,
+                            std::string_view field) {
+  if (daemon_cgroup != target && !daemon_cgroup.starts_with(target + "/")) return ok_status();
+  return Error(Errc::kInvalidArgument,
+               std::string(field) + ": " + target + " holds superebpfd itself (in " +
+                   daemon_cgroup +
+                   "): attached, it would confine the daemon's own sockets and steer the DNS "
+                   "queries it forwards back into its endpoints; attach the workload's own cgroup");
+}
+
 Status validate_interface_name(std::string_view name) {
   if (name.empty() || name.size() >= IFNAMSIZ) {
     return Error(Errc::kInvalidArgument,

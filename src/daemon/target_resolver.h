@@ -24,6 +24,15 @@ Result<std::string> resolve_cgroup_path(std::string_view path, const std::string
 Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
                                        const std::string& proc_root = "/proc");
 
+// Refuses `target` (a canonical cgroup path) when it holds the daemon
+// itself, in `daemon_cgroup` or below it (the root of the hierarchy does):
+// its programs would judge the daemon's own sockets, so the daemon's DNS
+// queries to its upstreams would be steered back into its own endpoints
+// and its other traffic held to a workload's policy. `field` names the
+// request field in the error.
+Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon_cgroup,
+                            std::string_view field);
+
 // The network namespace the cgroup's processes are in, when it is not the
 // daemon's own: an open fd of it (for the DNS endpoint's sockets), or an
 // invalid fd when the processes share the daemon's namespace or the cgroup

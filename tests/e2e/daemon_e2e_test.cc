@@ -260,6 +260,53 @@ TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {
   EXPECT_EQ(get_policy(att.id()).mode(), v1::MODE_ALLOWLIST);
 }
 
+// The daemon's own cgroup, and every cgroup above it, would put the daemon
+// under a workload's policy: the DNS queries it forwards would be steered
+// back into its own endpoints. They are refused, by path and by pid; a
+// cgroup beside it is not. (The requests ask for mode disabled, so that
+// were one let through, the test would not confine itself.)
+TEST_F(DaemonE2eTest, ACgroupHoldingTheDaemonItselfIsRefused) {
+  start_daemon();
+  const std::string above_name = "sebpf-e2e-above-daemon-" + std::to_string(getpid());
+  TestCgroup above(above_name);
+  TestCgroup beside(above_name + "/beside");
+  TestCgroup own(above_name + "/daemon");
+  ScopedCgroupMove moved(own.path(), daemon_->pid());
+  ASSERT_TRUE(moved.ok());
+  const auto harmless = [](v1::AttachRequest& req) {
+    req.mutable_policy()->set_mode(v1::MODE_DISABLED);
+    req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
+  };
+  for (const std::string& path : {own.path(), above.path()}) {
+    v1::AttachRequest req;
+    req.set_cgroup_path(path);
+    harmless(req);
+    v1::Attachment att;
+    const grpc::Status status = attach(req, &att);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << path;
+    EXPECT_EQ(status.error_message().rfind("cgroup_path: " + path + " holds superebpfd itself", 0),
+              0U)
+        << status.error_message();
+  }
+  v1::AttachRequest by_pid;
+  by_pid.set_pid(static_cast<uint32_t>(daemon_->pid()));
+  harmless(by_pid);
+  v1::Attachment att;
+  const grpc::Status status = attach(by_pid, &att);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message().rfind("pid: " + own.path() + " holds superebpfd itself", 0), 0U)
+      << status.error_message();
+  v1::ListResponse list;
+  ASSERT_TRUE(call_list(&list).ok());
+  EXPECT_EQ(list.attachments_size(), 0) << "a refused attach changed nothing";
+
+  v1::AttachRequest next_door;
+  next_door.set_cgroup_path(beside.path());
+  harmless(next_door);
+  const grpc::Status attached = attach(next_door, &att);
+  EXPECT_TRUE(attached.ok()) << attached.error_message();
+}
+
 TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
   topo_->start_host_server();
   start_daemon();

@@ -49,17 +49,18 @@ TestCgroup::~TestCgroup() {
 
 bool TestCgroup::add_self() const { return write_file(path_ + "/cgroup.procs", "0"); }
 
-ScopedCgroupMove::ScopedCgroupMove(const std::string& cgroup_path) {
-  std::ifstream self("/proc/self/cgroup");
+ScopedCgroupMove::ScopedCgroupMove(const std::string& cgroup_path, pid_t pid)
+    : pid_(std::to_string(pid)) {
+  std::ifstream in(pid == 0 ? std::string("/proc/self/cgroup") : "/proc/" + pid_ + "/cgroup");
   std::string line;
-  while (std::getline(self, line)) {
+  while (std::getline(in, line)) {
     if (line.rfind("0::", 0) == 0) original_ = cgroup2_root() + line.substr(3);
   }
-  ok_ = !original_.empty() && write_file(cgroup_path + "/cgroup.procs", "0");
+  ok_ = !original_.empty() && write_file(cgroup_path + "/cgroup.procs", pid_);
 }
 
 ScopedCgroupMove::~ScopedCgroupMove() {
-  if (ok_) write_file(original_ + "/cgroup.procs", "0");
+  if (ok_) write_file(original_ + "/cgroup.procs", pid_);
 }
 
 }  // namespace sebpf::testing

@@ -2,6 +2,8 @@
 // destruction (their processes killed first).
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 namespace sebpf::testing {
@@ -24,10 +26,11 @@ class TestCgroup {
   std::string path_;
 };
 
-// Moves the test process itself into a cgroup for a scope, and back.
+// Moves a process (the test process itself by default) into a cgroup for a
+// scope, and back.
 class ScopedCgroupMove {
  public:
-  explicit ScopedCgroupMove(const std::string& cgroup_path);
+  explicit ScopedCgroupMove(const std::string& cgroup_path, pid_t pid = 0);
   ScopedCgroupMove(const ScopedCgroupMove&) = delete;
   ScopedCgroupMove& operator=(const ScopedCgroupMove&) = delete;
   ~ScopedCgroupMove();
@@ -35,6 +38,7 @@ class ScopedCgroupMove {
 
  private:
   std::string original_;
+  std::string pid_;  // "0": the caller
   bool ok_ = false;
 };
 

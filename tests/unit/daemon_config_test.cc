@@ -285,6 +285,25 @@ TEST_F(TargetResolverTest, APidsCgroupComesFromItsV2Line) {
   EXPECT_EQ(cgroup_path_of_pid(-3, mount, proc).error().code(), Errc::kInvalidArgument);
 }
 
+TEST(DaemonCgroupTest, ACgroupHoldingTheDaemonIsRefusedItsNeighboursAreNot) {
+  const std::string daemon = "/cg/system.slice/superebpfd.service";
+  for (const std::string& target : {daemon, std::string("/cg/system.slice"), std::string("/cg")}) {
+    const Status s = refuse_daemon_cgroup(target, daemon, "cgroup_path");
+    ASSERT_FALSE(s.ok()) << target;
+    EXPECT_EQ(s.error().code(), Errc::kInvalidArgument);
+    EXPECT_EQ(s.error().message().rfind("cgroup_path: " + target + " holds superebpfd itself", 0),
+              0U)
+        << s.error().message();
+  }
+  for (const std::string& target :
+       {std::string("/cg/system.slice/superebpfd.service/child"),  // below the daemon
+        std::string("/cg/system.slice/superebpfd.service2"),       // a name it begins
+        std::string("/cg/system.slice/superebpfd"),                // a name that begins it
+        std::string("/cg/machine.slice/vm-7")}) {
+    EXPECT_TRUE(refuse_daemon_cgroup(target, daemon, "pid").ok()) << target;
+  }
+}
+
 // CAP_NET_RAW is bit 13 of the bounding set (0x2000), CAP_NET_ADMIN bit 12
 // (0x1000).
 TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNamedOthersAreNot) {
