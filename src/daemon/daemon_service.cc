@@ -115,6 +115,7 @@ grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::Attac
       case v1::AttachRequest::kInterfaceName:
         spec.kind = datapath::TargetKind::kInterface;
         SEBPF_RETURN_IF_ERROR(validate_interface_name(req->interface_name()));
+        SEBPF_RETURN_IF_ERROR(refuse_uplink(req->interface_name()));
         spec.target = req->interface_name();
         break;
       case v1::AttachRequest::kPid: {

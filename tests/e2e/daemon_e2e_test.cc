@@ -325,6 +325,34 @@ TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
       ETIMEDOUT);
 }
 
+// An interface holding a default route is a host's uplink, not a VM's:
+// attached, the host's own traffic through it would be judged as a
+// guest's. Refused; the same interface without the route is attached.
+TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
+  start_daemon();
+  // A default route the host does not use (its own has a lower metric);
+  // it goes with the interface should the test die.
+  const std::vector<std::string> route = {"default", "dev", topo_->host_if(), "metric", "4242"};
+  std::vector<std::string> add = {"ip", "route", "add"}, del = {"ip", "route", "del"};
+  add.insert(add.end(), route.begin(), route.end());
+  del.insert(del.end(), route.begin(), route.end());
+  must_run(add);
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  req.mutable_policy()->set_mode(v1::MODE_DISABLED);  // harmless, were it let through
+  req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
+  v1::Attachment att;
+  const grpc::Status refused = attach(req, &att);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message().rfind(
+                "interface_name: \"" + topo_->host_if() + "\" holds this host's default route", 0),
+            0U)
+      << refused.error_message();
+  must_run(del);
+  const grpc::Status attached = attach(req, &att);
+  EXPECT_TRUE(attached.ok()) << attached.error_message();
+}
+
 TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
   start_daemon();
   TestCgroup doomed("sebpf-doomed-" + topo_->tag());
