@@ -25,11 +25,12 @@ Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
                                        const std::string& proc_root = "/proc");
 
 // Refuses `target` (a canonical cgroup path) when it holds the daemon
-// itself, in `daemon_cgroup` or below it (the root of the hierarchy does):
-// its programs would judge the daemon's own sockets, so the daemon's DNS
-// queries to its upstreams would be steered back into its own endpoints
-// and its other traffic held to a workload's policy. `field` names the
-// request field in the error.
+// itself: when the daemon's cgroup, `daemon_cgroup`, is the target or lies
+// below it (the root of the hierarchy always holds it). Its programs would
+// judge the daemon's own sockets, so the daemon's DNS queries to its
+// upstreams would be steered back into its own endpoints and its other
+// traffic held to a workload's policy. `field` names the request field in
+// the error.
 Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon_cgroup,
                             std::string_view field);
 
