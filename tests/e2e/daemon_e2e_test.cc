@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -351,6 +352,49 @@ TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
   must_run(del);
   const grpc::Status attached = attach(req, &att);
   EXPECT_TRUE(attached.ok()) << attached.error_message();
+}
+
+// State adopted at start may hold what Attach refuses (made by an older
+// build, or the daemon started inside an attached container): the daemon
+// names each such attachment in an error line, and keeps enforcing.
+TEST_F(DaemonE2eTest, ADaemonStartingWithUnsafeTargetsNamesThem) {
+  start_daemon();
+  const auto harmless = [](v1::AttachRequest& req) {
+    req.mutable_policy()->set_mode(v1::MODE_DISABLED);
+    req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
+  };
+  v1::AttachRequest by_cgroup, by_interface;
+  by_cgroup.set_cgroup_path(cgroup_->path());
+  harmless(by_cgroup);
+  by_interface.set_interface_name(topo_->host_if());
+  harmless(by_interface);
+  v1::Attachment cgroup_att, interface_att;
+  ASSERT_TRUE(attach(by_cgroup, &cgroup_att).ok());
+  ASSERT_TRUE(attach(by_interface, &interface_att).ok());
+  const std::vector<std::string> route = {"default", "dev", topo_->host_if(), "metric", "4242"};
+  std::vector<std::string> add = {"ip", "route", "add"}, del = {"ip", "route", "del"};
+  add.insert(add.end(), route.begin(), route.end());
+  del.insert(del.end(), route.begin(), route.end());
+  must_run(add);
+  {
+    ScopedCgroupMove inside(cgroup_->path());  // the daemon starts where the test is
+    ASSERT_TRUE(inside.ok());
+    start_daemon();
+  }
+  must_run(del);
+  const std::string log = daemon_->log();
+  for (const v1::Attachment& att : {cgroup_att, interface_att}) {
+    bool named = false;
+    std::istringstream lines(log);
+    for (std::string line; std::getline(lines, line);) {
+      named = named || (line.find("attachment_target_unsafe") != std::string::npos &&
+                        line.find("\"" + att.id() + "\"") != std::string::npos);
+    }
+    EXPECT_TRUE(named) << att.id() << " not named in:\n" << log;
+  }
+  v1::ListResponse list;
+  ASSERT_TRUE(call_list(&list).ok());
+  EXPECT_EQ(list.attachments_size(), 2) << "both still attached";
 }
 
 TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
