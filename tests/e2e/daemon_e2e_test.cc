@@ -326,30 +326,43 @@ TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
       ETIMEDOUT);
 }
 
+// A default route on `dev` that the host does not use (its own has a lower
+// metric); removed at the end of the scope, and with the interface should
+// the test die first.
+class SpareDefaultRoute {
+ public:
+  explicit SpareDefaultRoute(const std::string& dev) : dev_(dev) { must_run(command("add")); }
+  ~SpareDefaultRoute() { run_command(command("del")); }
+  SpareDefaultRoute(const SpareDefaultRoute&) = delete;
+  SpareDefaultRoute& operator=(const SpareDefaultRoute&) = delete;
+
+ private:
+  std::vector<std::string> command(const char* verb) const {
+    return {"ip", "route", verb, "default", "dev", dev_, "metric", "4242"};
+  }
+  std::string dev_;
+};
+
 // An interface holding a default route is a host's uplink, not a VM's:
 // attached, the host's own traffic through it would be judged as a
 // guest's. Refused; the same interface without the route is attached.
 TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
   start_daemon();
-  // A default route the host does not use (its own has a lower metric);
-  // it goes with the interface should the test die.
-  const std::vector<std::string> route = {"default", "dev", topo_->host_if(), "metric", "4242"};
-  std::vector<std::string> add = {"ip", "route", "add"}, del = {"ip", "route", "del"};
-  add.insert(add.end(), route.begin(), route.end());
-  del.insert(del.end(), route.begin(), route.end());
-  must_run(add);
   v1::AttachRequest req;
   req.set_interface_name(topo_->host_if());
   req.mutable_policy()->set_mode(v1::MODE_DISABLED);  // harmless, were it let through
   req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
   v1::Attachment att;
-  const grpc::Status refused = attach(req, &att);
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(refused.error_message().rfind(
-                "interface_name: \"" + topo_->host_if() + "\" holds this host's default route", 0),
-            0U)
-      << refused.error_message();
-  must_run(del);
+  {
+    SpareDefaultRoute route(topo_->host_if());
+    const grpc::Status refused = attach(req, &att);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(
+        refused.error_message().rfind(
+            "interface_name: \"" + topo_->host_if() + "\" holds this host's default route", 0),
+        0U)
+        << refused.error_message();
+  }
   const grpc::Status attached = attach(req, &att);
   EXPECT_TRUE(attached.ok()) << attached.error_message();
 }
@@ -371,17 +384,12 @@ TEST_F(DaemonE2eTest, ADaemonStartingWithUnsafeTargetsNamesThem) {
   v1::Attachment cgroup_att, interface_att;
   ASSERT_TRUE(attach(by_cgroup, &cgroup_att).ok());
   ASSERT_TRUE(attach(by_interface, &interface_att).ok());
-  const std::vector<std::string> route = {"default", "dev", topo_->host_if(), "metric", "4242"};
-  std::vector<std::string> add = {"ip", "route", "add"}, del = {"ip", "route", "del"};
-  add.insert(add.end(), route.begin(), route.end());
-  del.insert(del.end(), route.begin(), route.end());
-  must_run(add);
   {
+    SpareDefaultRoute route(topo_->host_if());
     ScopedCgroupMove inside(cgroup_->path());  // the daemon starts where the test is
     ASSERT_TRUE(inside.ok());
     start_daemon();
   }
-  must_run(del);
   const std::string log = daemon_->log();
   for (const v1::Attachment& att : {cgroup_att, interface_att}) {
     bool named = false;
