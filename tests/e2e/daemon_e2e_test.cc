@@ -261,11 +261,17 @@ TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {
   EXPECT_EQ(get_policy(att.id()).mode(), v1::MODE_ALLOWLIST);
 }
 
+// Modes disabled, so that an attach a test expects refused would, were it
+// let through (the daemon's own cgroup, the host's uplink), confine nothing.
+void enforce_nothing(v1::AttachRequest& req) {
+  req.mutable_policy()->set_mode(v1::MODE_DISABLED);
+  req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
+}
+
 // The daemon's own cgroup, and every cgroup above it, would put the daemon
 // under a workload's policy: the DNS queries it forwards would be steered
 // back into its own endpoints. They are refused, by path and by pid; a
-// cgroup beside it is not. (The requests ask for mode disabled, so that
-// were one let through, the test would not confine itself.)
+// cgroup beside it is not.
 TEST_F(DaemonE2eTest, ACgroupHoldingTheDaemonItselfIsRefused) {
   start_daemon();
   const std::string above_name = "sebpf-e2e-above-daemon-" + std::to_string(getpid());
@@ -274,14 +280,10 @@ TEST_F(DaemonE2eTest, ACgroupHoldingTheDaemonItselfIsRefused) {
   TestCgroup own(above_name + "/daemon");
   ScopedCgroupMove moved(own.path(), daemon_->pid());
   ASSERT_TRUE(moved.ok());
-  const auto harmless = [](v1::AttachRequest& req) {
-    req.mutable_policy()->set_mode(v1::MODE_DISABLED);
-    req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
-  };
   for (const std::string& path : {own.path(), above.path()}) {
     v1::AttachRequest req;
     req.set_cgroup_path(path);
-    harmless(req);
+    enforce_nothing(req);
     v1::Attachment att;
     const grpc::Status status = attach(req, &att);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << path;
@@ -291,7 +293,7 @@ TEST_F(DaemonE2eTest, ACgroupHoldingTheDaemonItselfIsRefused) {
   }
   v1::AttachRequest by_pid;
   by_pid.set_pid(static_cast<uint32_t>(daemon_->pid()));
-  harmless(by_pid);
+  enforce_nothing(by_pid);
   v1::Attachment att;
   const grpc::Status status = attach(by_pid, &att);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -303,7 +305,7 @@ TEST_F(DaemonE2eTest, ACgroupHoldingTheDaemonItselfIsRefused) {
 
   v1::AttachRequest next_door;
   next_door.set_cgroup_path(beside.path());
-  harmless(next_door);
+  enforce_nothing(next_door);
   const grpc::Status attached = attach(next_door, &att);
   EXPECT_TRUE(attached.ok()) << attached.error_message();
 }
@@ -350,8 +352,7 @@ TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
   start_daemon();
   v1::AttachRequest req;
   req.set_interface_name(topo_->host_if());
-  req.mutable_policy()->set_mode(v1::MODE_DISABLED);  // harmless, were it let through
-  req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
+  enforce_nothing(req);
   v1::Attachment att;
   {
     SpareDefaultRoute route(topo_->host_if());
@@ -372,15 +373,11 @@ TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
 // names each such attachment in an error line, and keeps enforcing.
 TEST_F(DaemonE2eTest, ADaemonStartingWithUnsafeTargetsNamesThem) {
   start_daemon();
-  const auto harmless = [](v1::AttachRequest& req) {
-    req.mutable_policy()->set_mode(v1::MODE_DISABLED);
-    req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
-  };
   v1::AttachRequest by_cgroup, by_interface;
   by_cgroup.set_cgroup_path(cgroup_->path());
-  harmless(by_cgroup);
+  enforce_nothing(by_cgroup);
   by_interface.set_interface_name(topo_->host_if());
-  harmless(by_interface);
+  enforce_nothing(by_interface);
   v1::Attachment cgroup_att, interface_att;
   ASSERT_TRUE(attach(by_cgroup, &cgroup_att).ok());
   ASSERT_TRUE(attach(by_interface, &interface_att).ok());
