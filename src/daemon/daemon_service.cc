@@ -5,6 +5,7 @@
 #include "daemon/api_convert.h"
 #include "daemon/bypass_check.h"
 #include "daemon/target_resolver.h"
+#include "daemon/uplink_check.h"
 
 namespace sebpf::daemon {
 

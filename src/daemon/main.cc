@@ -17,6 +17,7 @@
 #include "daemon/logger.h"
 #include "daemon/target_resolver.h"
 #include "daemon/target_watcher.h"
+#include "daemon/uplink_check.h"
 #include "datapath/system.h"
 #include "policy/policy_file.h"
 

@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <sstream>
 
 #include "common/unique_fd.h"
 
@@ -92,45 +91,6 @@ Status validate_interface_name(std::string_view name) {
     }
   }
   return ok_status();
-}
-
-Status refuse_uplink(const std::string& name, const std::string& proc_root) {
-  constexpr unsigned kRouteUp = 0x0001, kRouteReject = 0x0200;  // RTF_UP, RTF_REJECT
-  bool uplink = false;
-  {
-    // "Iface Destination Gateway Flags RefCnt Use Metric Mask ...", hex.
-    std::ifstream in(proc_root + "/net/route");
-    std::string line;
-    std::getline(in, line);  // the column names
-    while (!uplink && std::getline(in, line)) {
-      std::istringstream fields(line);
-      std::string iface, destination, gateway, mask;
-      unsigned flags = 0, refcnt = 0, use = 0, metric = 0;
-      fields >> iface >> destination >> gateway >> std::hex >> flags >> std::dec >> refcnt >> use >>
-          metric >> mask;
-      uplink = fields && iface == name && destination == "00000000" && mask == "00000000" &&
-               (flags & kRouteUp) != 0 && (flags & kRouteReject) == 0;
-    }
-  }
-  {
-    // "<dest> <dest len> <source> <source len> <next hop> <metric> <refcnt>
-    // <use> <flags> <iface>", hex. The kernel lists a reject default on lo.
-    std::ifstream in(proc_root + "/net/ipv6_route");
-    std::string destination, length, source, source_length, next_hop, metric, refcnt, use, iface;
-    unsigned flags = 0;
-    while (!uplink && in >> destination >> length >> source >> source_length >> next_hop >>
-                          metric >> refcnt >> use >> std::hex >> flags >> std::dec >> iface) {
-      uplink = iface == name && length == "00" && destination == std::string(32, '0') &&
-               (flags & kRouteUp) != 0 && (flags & kRouteReject) == 0;
-    }
-  }
-  if (!uplink) return ok_status();
-  return Error(Errc::kInvalidArgument,
-               "interface_name: \"" + name +
-                   "\" holds this host's default route, so it is an uplink, not a VM's "
-                   "interface: attached, the host's own traffic through it would be judged as a "
-                   "guest's (under an allowlist, every connection into the host, SSH included, "
-                   "refused); attach the VM's tap or veth");
 }
 
 // One interface's addresses, without getifaddrs(): that dumps every

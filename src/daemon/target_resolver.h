@@ -45,13 +45,6 @@ UniqueFd foreign_netns_of_cgroup(const std::string& cgroup_path,
 // (what the kernel accepts as a name).
 Status validate_interface_name(std::string_view name);
 
-// Refuses an interface that holds a default route (IPv4 or IPv6, read from
-// <proc_root>/net/route and <proc_root>/net/ipv6_route): a host's uplink,
-// never a VM's tap or veth. Attached, the host's own traffic through it
-// would be judged as a guest's: under an allowlist, every connection into
-// the host (SSH included) would be refused.
-Status refuse_uplink(const std::string& name, const std::string& proc_root = "/proc");
-
 // The interface's own addresses, for a VM's DNS endpoint: its first IPv4
 // and its first global IPv6 address, when it has them.
 datapath::DnsEndpoint interface_dns_addresses(const std::string& name);

@@ -304,43 +304,6 @@ TEST(DaemonCgroupTest, ACgroupHoldingTheDaemonIsRefusedItsNeighboursAreNot) {
   }
 }
 
-// As the kernel writes them: eth0 holds the IPv4 default, wg0 the IPv6 one;
-// vnet7 only routes of its own; down0 a default that is down; lo the
-// reject default every IPv6 host has.
-TEST_F(TargetResolverTest, AnInterfaceHoldingADefaultRouteIsRefusedAsAnUplink) {
-  std::filesystem::create_directories(root_ + "/proc/net");
-  std::ofstream(root_ + "/proc/net/route")
-      << "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
-      << "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
-      << "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
-      << "vnet7\t006433C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
-      << "down0\t00000000\t00000000\t0000\t0\t0\t0\t00000000\t0\t0\t0\n";
-  const std::string zero(32, '0');
-  std::ofstream(root_ + "/proc/net/ipv6_route")
-      << "20010db8000000000000000000000000 40 " << zero << " 00 " << zero
-      << " 00000100 00000001 00000000 00000001    vnet7\n"
-      << zero << " 00 " << zero << " 00 fe800000000000000000000000000001"
-      << " 00000400 00000003 00000000 00000003      wg0\n"
-      << zero << " 00 " << zero << " 00 " << zero
-      << " ffffffff 00000001 00000000 00200200       lo\n";
-  for (const std::string& uplink : {std::string("eth0"), std::string("wg0")}) {
-    const Status s = refuse_uplink(uplink, root_ + "/proc");
-    ASSERT_FALSE(s.ok()) << uplink;
-    EXPECT_EQ(s.error().code(), Errc::kInvalidArgument);
-    EXPECT_EQ(s.error().message().rfind("interface_name: \"" + uplink +
-                                            "\" holds this host's "
-                                            "default route",
-                                        0),
-              0U)
-        << s.error().message();
-  }
-  for (const std::string& other :
-       {std::string("vnet7"), std::string("down0"), std::string("lo"), std::string("eth")}) {
-    EXPECT_TRUE(refuse_uplink(other, root_ + "/proc").ok()) << other;
-  }
-  EXPECT_TRUE(refuse_uplink("eth0", root_ + "/nowhere").ok()) << "no route files: no routes";
-}
-
 // CAP_NET_RAW is bit 13 of the bounding set (0x2000), CAP_NET_ADMIN bit 12
 // (0x1000).
 TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNamedOthersAreNot) {

@@ -1,0 +1,128 @@
+#include "daemon/uplink_check.h"
+
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <span>
+
+#include "common/netlink_messages.h"
+#include "common/unique_fd.h"
+
+namespace sebpf::daemon {
+namespace {
+
+// A header of type T read from `bytes` at `offset` (attributes and next
+// hops are 4-byte aligned in the message, not necessarily in memory here).
+template <typename T>
+T read_at(std::span<const char> bytes, size_t offset) {
+  T out;
+  std::memcpy(&out, bytes.data() + offset, sizeof out);
+  return out;
+}
+
+bool next_hops_through(std::span<const char> hops, unsigned ifindex) {
+  for (size_t offset = 0; hops.size() - offset >= sizeof(rtnexthop);) {
+    const auto hop = read_at<rtnexthop>(hops, offset);
+    if (hop.rtnh_len < sizeof(rtnexthop) || hop.rtnh_len > hops.size() - offset) return false;
+    if (static_cast<unsigned>(hop.rtnh_ifindex) == ifindex) return true;
+    offset += RTNH_ALIGN(hop.rtnh_len);
+  }
+  return false;
+}
+
+// Whether the kernel's main table holds a default route of `family` out
+// through `ifindex`. With strict checking (Linux 4.20) the kernel sends
+// only that interface's main-table routes; every answer is checked all
+// the same, for a kernel that sends them all.
+Result<bool> holds_default_route(int family, unsigned ifindex) {
+  UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!nl) return Error::from_errno(errno, "open a netlink socket");
+  const int on = 1;
+  (void)setsockopt(nl.get(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &on, sizeof on);
+  struct {
+    nlmsghdr header;
+    rtmsg route;
+    rtattr oif_attribute;
+    uint32_t oif;
+  } request{};
+  request.header.nlmsg_len = sizeof request;
+  request.header.nlmsg_type = RTM_GETROUTE;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.route.rtm_family = static_cast<unsigned char>(family);
+  request.route.rtm_table = RT_TABLE_MAIN;
+  request.oif_attribute.rta_len = RTA_LENGTH(sizeof(uint32_t));
+  request.oif_attribute.rta_type = RTA_OIF;
+  request.oif = ifindex;
+  if (send(nl.get(), &request, sizeof request, 0) != static_cast<ssize_t>(sizeof request)) {
+    return Error::from_errno(errno, "ask for routes");
+  }
+  alignas(nlmsghdr) char buf[32768];
+  bool found = false;
+  while (true) {
+    const ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
+    if (n < 0) return Error::from_errno(errno, "read routes");
+    if (n == 0) return Error(Errc::kInternal, "read routes: netlink closed");
+    const std::span<const char> datagram(buf, static_cast<size_t>(n));
+    size_t offset = 0;
+    while (const nlmsghdr* h = next_netlink_message(datagram, offset)) {
+      if (h->nlmsg_type == NLMSG_DONE) return found;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const nlmsgerr* error = netlink_payload<nlmsgerr>(*h);
+        return Error::from_errno(error != nullptr ? -error->error : EPROTO, "read routes");
+      }
+      found = found || is_default_route_through(*h, ifindex);
+    }
+  }
+}
+
+}  // namespace
+
+bool is_default_route_through(const nlmsghdr& message, unsigned ifindex) {
+  if (message.nlmsg_type != RTM_NEWROUTE) return false;
+  const rtmsg* route = netlink_payload<rtmsg>(message);
+  if (route == nullptr || route->rtm_dst_len != 0 || route->rtm_type != RTN_UNICAST ||
+      route->rtm_table != RT_TABLE_MAIN) {
+    return false;
+  }
+  const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(rtmsg));
+  if (message.nlmsg_len <= start) return false;
+  const std::span<const char> attributes(reinterpret_cast<const char*>(&message) + start,
+                                         message.nlmsg_len - start);
+  for (size_t offset = 0; attributes.size() - offset >= sizeof(rtattr);) {
+    const auto attribute = read_at<rtattr>(attributes, offset);
+    if (attribute.rta_len < sizeof(rtattr) || attribute.rta_len > attributes.size() - offset) {
+      return false;
+    }
+    const auto value =
+        attributes.subspan(offset + RTA_LENGTH(0), attribute.rta_len - RTA_LENGTH(0));
+    if (attribute.rta_type == RTA_OIF && value.size() >= sizeof(uint32_t) &&
+        read_at<uint32_t>(value, 0) == ifindex) {
+      return true;
+    }
+    if (attribute.rta_type == RTA_MULTIPATH && next_hops_through(value, ifindex)) return true;
+    offset += RTA_ALIGN(attribute.rta_len);
+  }
+  return false;
+}
+
+Status refuse_uplink(const std::string& name) {
+  const unsigned ifindex = if_nametoindex(name.c_str());
+  if (ifindex == 0) return ok_status();
+  for (const int family : {AF_INET, AF_INET6}) {
+    auto uplink = holds_default_route(family, ifindex);
+    if (!uplink.ok()) return uplink.error().wrap("interface_name: the routes of \"" + name + "\"");
+    if (!*uplink) continue;
+    return Error(Errc::kInvalidArgument,
+                 "interface_name: \"" + name +
+                     "\" holds this host's default route, so it is an uplink, not a VM's "
+                     "interface: attached, the host's own traffic through it would be judged as "
+                     "a guest's (under an allowlist, every connection into the host, SSH "
+                     "included, refused); attach the VM's tap or veth");
+  }
+  return ok_status();
+}
+
+}  // namespace sebpf::daemon

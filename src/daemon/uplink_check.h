@@ -1,0 +1,27 @@
+// Whether an interface is a host's uplink: it holds a default route. A
+// VM's tap or veth never does. Attached, an uplink would have the host's
+// own traffic judged as a guest's: under an allowlist, every connection
+// into the host (SSH included) refused.
+#pragma once
+
+#include <linux/netlink.h>
+
+#include <string>
+
+#include "common/result.h"
+
+namespace sebpf::daemon {
+
+// Whether one message of a route dump is a unicast default route (prefix
+// length 0, IPv4 or IPv6) of the main table out through `ifindex`, as its
+// next hop or one of several. Reject, blackhole and unreachable defaults
+// (the kernel lists one on lo) are not.
+bool is_default_route_through(const nlmsghdr& message, unsigned ifindex);
+
+// Refuses, as Errc::kInvalidArgument naming the field interface_name, an
+// interface that holds a default route. The kernel is asked for that
+// interface's routes only, so the cost does not grow with the host's
+// interfaces. One that does not exist passes (the attach then says so).
+Status refuse_uplink(const std::string& name);
+
+}  // namespace sebpf::daemon
