@@ -8,6 +8,7 @@
 #include <set>
 
 #include "daemon/target_resolver.h"
+#include "daemon/uplink_check.h"
 #include "datapath/system.h"
 #include "dns/name_policy.h"
 #include "state/state_file.h"
@@ -906,6 +907,16 @@ void AttachmentManager::on_interface_removed(uint32_t ifindex) {
       drop_locked(i, "interface deleted");
       return;
     }
+  }
+}
+
+void AttachmentManager::on_default_route(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kInterface || r.key.id != ifindex) continue;
+    log_.error(
+        "attachment_target_unsafe",
+        {{"id", r.id()}, {"target", r.target}, {"detail", uplink_error(r.target).message()}});
   }
 }
 

@@ -110,6 +110,10 @@ class AttachmentManager {
   // when a cgroup workload sends from this namespace.
   void on_interface_added(uint32_t ifindex);
   void on_cgroup_removed(const std::string& path);
+  // A default route now goes out through this interface: an attached one
+  // has become an uplink, which an attach would refuse. Logged as an
+  // error naming it; it stays attached (the operator decides).
+  void on_default_route(uint32_t ifindex);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
   // This host's addresses may have changed (or events were lost): reads

@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "common/netlink_messages.h"
+#include "daemon/uplink_check.h"
 
 namespace sebpf::daemon {
 
@@ -23,9 +24,10 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   if (!self->netlink_fd_) return Error::from_errno(errno, "open a netlink socket");
   sockaddr_nl addr{};
   addr.nl_family = AF_NETLINK;
-  addr.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+  addr.nl_groups =
+      RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
   if (bind(self->netlink_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error::from_errno(errno, "subscribe to link and address events");
+    return Error::from_errno(errno, "subscribe to link, address and route events");
   }
   self->inotify_fd_.reset(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!self->inotify_fd_) return Error::from_errno(errno, "inotify_init1");
@@ -100,6 +102,8 @@ void TargetWatcher::read_netlink() {
     bool addresses_changed = false;
     while (const nlmsghdr* h = next_netlink_message({buf, static_cast<size_t>(n)}, offset)) {
       if (h->nlmsg_type == RTM_NEWADDR || h->nlmsg_type == RTM_DELADDR) addresses_changed = true;
+      for (const unsigned ifindex : default_route_interfaces(*h))
+        manager_.on_default_route(ifindex);
       const bool link_event = h->nlmsg_type == RTM_DELLINK || h->nlmsg_type == RTM_NEWLINK;
       const auto* info = link_event ? netlink_payload<ifinfomsg>(*h) : nullptr;
       if (info != nullptr) {

@@ -3,9 +3,10 @@
 // directory for cgroups (cgroupfs reports a removed directory to its
 // parent's watchers, not to the directory itself). Also passes on
 // RTM_NEWLINK, so that new interfaces get the packet socket filter, and
-// RTM_NEWADDR/RTM_DELADDR, so that DNS never opens this host's addresses. One
-// thread sleeps in poll() until an event comes, so an idle host costs no
-// CPU.
+// RTM_NEWADDR/RTM_DELADDR, so that DNS never opens this host's addresses,
+// and default routes (RTM_NEWROUTE), so that an attached interface that
+// becomes an uplink is reported. One thread sleeps in poll() until an event
+// comes, so an idle host costs no CPU.
 #pragma once
 
 #include <atomic>

@@ -4,6 +4,7 @@
 #include <net/if.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <span>
@@ -23,14 +24,13 @@ T read_at(std::span<const char> bytes, size_t offset) {
   return out;
 }
 
-bool next_hops_through(std::span<const char> hops, unsigned ifindex) {
+void add_next_hops(std::span<const char> hops, std::vector<unsigned>& out) {
   for (size_t offset = 0; hops.size() - offset >= sizeof(rtnexthop);) {
     const auto hop = read_at<rtnexthop>(hops, offset);
-    if (hop.rtnh_len < sizeof(rtnexthop) || hop.rtnh_len > hops.size() - offset) return false;
-    if (static_cast<unsigned>(hop.rtnh_ifindex) == ifindex) return true;
+    if (hop.rtnh_len < sizeof(rtnexthop) || hop.rtnh_len > hops.size() - offset) return;
+    out.push_back(static_cast<unsigned>(hop.rtnh_ifindex));
     offset += RTNH_ALIGN(hop.rtnh_len);
   }
-  return false;
 }
 
 // Whether the kernel's main table holds a default route of `family` out
@@ -73,39 +73,49 @@ Result<bool> holds_default_route(int family, unsigned ifindex) {
         const nlmsgerr* error = netlink_payload<nlmsgerr>(*h);
         return Error::from_errno(error != nullptr ? -error->error : EPROTO, "read routes");
       }
-      found = found || is_default_route_through(*h, ifindex);
+      const std::vector<unsigned> through = default_route_interfaces(*h);
+      found = found || std::find(through.begin(), through.end(), ifindex) != through.end();
     }
   }
 }
 
 }  // namespace
 
-bool is_default_route_through(const nlmsghdr& message, unsigned ifindex) {
-  if (message.nlmsg_type != RTM_NEWROUTE) return false;
+std::vector<unsigned> default_route_interfaces(const nlmsghdr& message) {
+  std::vector<unsigned> out;
+  if (message.nlmsg_type != RTM_NEWROUTE) return out;
   const rtmsg* route = netlink_payload<rtmsg>(message);
   if (route == nullptr || route->rtm_dst_len != 0 || route->rtm_type != RTN_UNICAST ||
       route->rtm_table != RT_TABLE_MAIN) {
-    return false;
+    return out;
   }
   const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(rtmsg));
-  if (message.nlmsg_len <= start) return false;
+  if (message.nlmsg_len <= start) return out;
   const std::span<const char> attributes(reinterpret_cast<const char*>(&message) + start,
                                          message.nlmsg_len - start);
   for (size_t offset = 0; attributes.size() - offset >= sizeof(rtattr);) {
     const auto attribute = read_at<rtattr>(attributes, offset);
     if (attribute.rta_len < sizeof(rtattr) || attribute.rta_len > attributes.size() - offset) {
-      return false;
+      break;
     }
     const auto value =
         attributes.subspan(offset + RTA_LENGTH(0), attribute.rta_len - RTA_LENGTH(0));
-    if (attribute.rta_type == RTA_OIF && value.size() >= sizeof(uint32_t) &&
-        read_at<uint32_t>(value, 0) == ifindex) {
-      return true;
+    if (attribute.rta_type == RTA_OIF && value.size() >= sizeof(uint32_t)) {
+      out.push_back(read_at<uint32_t>(value, 0));
     }
-    if (attribute.rta_type == RTA_MULTIPATH && next_hops_through(value, ifindex)) return true;
+    if (attribute.rta_type == RTA_MULTIPATH) add_next_hops(value, out);
     offset += RTA_ALIGN(attribute.rta_len);
   }
-  return false;
+  return out;
+}
+
+Error uplink_error(const std::string& name) {
+  return Error(Errc::kInvalidArgument,
+               "interface_name: \"" + name +
+                   "\" holds this host's default route, so it is an uplink, not a VM's "
+                   "interface: attached, the host's own traffic through it would be judged as a "
+                   "guest's (under an allowlist, every connection into the host, SSH included, "
+                   "refused); attach the VM's tap or veth");
 }
 
 Status refuse_uplink(const std::string& name) {
@@ -114,13 +124,7 @@ Status refuse_uplink(const std::string& name) {
   for (const int family : {AF_INET, AF_INET6}) {
     auto uplink = holds_default_route(family, ifindex);
     if (!uplink.ok()) return uplink.error().wrap("interface_name: the routes of \"" + name + "\"");
-    if (!*uplink) continue;
-    return Error(Errc::kInvalidArgument,
-                 "interface_name: \"" + name +
-                     "\" holds this host's default route, so it is an uplink, not a VM's "
-                     "interface: attached, the host's own traffic through it would be judged as "
-                     "a guest's (under an allowlist, every connection into the host, SSH "
-                     "included, refused); attach the VM's tap or veth");
+    if (*uplink) return uplink_error(name);
   }
   return ok_status();
 }

@@ -7,16 +7,21 @@
 #include <linux/netlink.h>
 
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 
 namespace sebpf::daemon {
 
-// Whether one message of a route dump is a unicast default route (prefix
-// length 0, IPv4 or IPv6) of the main table out through `ifindex`, as its
-// next hop or one of several. Reject, blackhole and unreachable defaults
-// (the kernel lists one on lo) are not.
-bool is_default_route_through(const nlmsghdr& message, unsigned ifindex);
+// The interfaces (ifindex) one route message sends a unicast default route
+// (prefix length 0, IPv4 or IPv6) of the main table through: its next hop,
+// or each of several. Empty for any other route, and for reject, blackhole
+// and unreachable defaults (the kernel lists one on lo).
+std::vector<unsigned> default_route_interfaces(const nlmsghdr& message);
+
+// What an attach of an uplink is refused with, and what the daemon logs
+// when an attached interface becomes one.
+Error uplink_error(const std::string& name);
 
 // Refuses, as Errc::kInvalidArgument naming the field interface_name, an
 // interface that holds a default route. The kernel is asked for that

@@ -368,6 +368,18 @@ TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
   EXPECT_TRUE(attached.ok()) << attached.error_message();
 }
 
+// Whether a daemon log has an attachment_target_unsafe line naming `id`.
+bool names_unsafe_target(const std::string& log, const std::string& id) {
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("attachment_target_unsafe") != std::string::npos &&
+        line.find("\"" + id + "\"") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // State adopted at start may hold what Attach refuses (made by an older
 // build, or the daemon started inside an attached container): the daemon
 // names each such attachment in an error line, and keeps enforcing.
@@ -387,19 +399,32 @@ TEST_F(DaemonE2eTest, ADaemonStartingWithUnsafeTargetsNamesThem) {
     ASSERT_TRUE(inside.ok());
     start_daemon();
   }
-  const std::string log = daemon_->log();
   for (const v1::Attachment& att : {cgroup_att, interface_att}) {
-    bool named = false;
-    std::istringstream lines(log);
-    for (std::string line; std::getline(lines, line);) {
-      named = named || (line.find("attachment_target_unsafe") != std::string::npos &&
-                        line.find("\"" + att.id() + "\"") != std::string::npos);
-    }
-    EXPECT_TRUE(named) << att.id() << " not named in:\n" << log;
+    EXPECT_TRUE(names_unsafe_target(daemon_->log(), att.id())) << att.id() << " not named in:\n"
+                                                               << daemon_->log();
   }
   v1::ListResponse list;
   ASSERT_TRUE(call_list(&list).ok());
   EXPECT_EQ(list.attachments_size(), 2) << "both still attached";
+}
+
+// An attached interface that later gets a default route has become an
+// uplink: the daemon says so at once (it stays attached).
+TEST_F(DaemonE2eTest, AnAttachedInterfaceThatBecomesAnUplinkIsNamed) {
+  start_daemon();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  enforce_nothing(req);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  EXPECT_FALSE(names_unsafe_target(daemon_->log(), att.id()));
+  SpareDefaultRoute route(topo_->host_if());
+  bool named = false;
+  for (int i = 0; i < 200 && !named; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+    named = names_unsafe_target(daemon_->log(), att.id());
+  }
+  EXPECT_TRUE(named) << "not named within 2 s:\n" << daemon_->log();
 }
 
 TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
