@@ -25,7 +25,8 @@ T read_at(std::span<const char> bytes, size_t offset) {
 }
 
 void add_next_hops(std::span<const char> hops, std::vector<unsigned>& out) {
-  for (size_t offset = 0; hops.size() - offset >= sizeof(rtnexthop);) {
+  // offset may pass the end by alignment: compared first, never subtracted past it.
+  for (size_t offset = 0; offset < hops.size() && hops.size() - offset >= sizeof(rtnexthop);) {
     const auto hop = read_at<rtnexthop>(hops, offset);
     if (hop.rtnh_len < sizeof(rtnexthop) || hop.rtnh_len > hops.size() - offset) return;
     out.push_back(static_cast<unsigned>(hop.rtnh_ifindex));
@@ -93,7 +94,8 @@ std::vector<unsigned> default_route_interfaces(const nlmsghdr& message) {
   if (message.nlmsg_len <= start) return out;
   const std::span<const char> attributes(reinterpret_cast<const char*>(&message) + start,
                                          message.nlmsg_len - start);
-  for (size_t offset = 0; attributes.size() - offset >= sizeof(rtattr);) {
+  for (size_t offset = 0;
+       offset < attributes.size() && attributes.size() - offset >= sizeof(rtattr);) {
     const auto attribute = read_at<rtattr>(attributes, offset);
     if (attribute.rta_len < sizeof(rtattr) || attribute.rta_len > attributes.size() - offset) {
       break;

@@ -49,6 +49,10 @@ class RouteMessage {
     return *reinterpret_cast<const nlmsghdr*>(storage_.data());
   }
 
+  RouteMessage& raw_attribute(unsigned short type, const void* value, size_t size) {
+    return attribute(type, value, size);
+  }
+
  private:
   RouteMessage& attribute(unsigned short type, const void* value, size_t size) {
     rtattr header{};
@@ -93,6 +97,12 @@ TEST(UplinkCheckTest, LengthsThatLieAreNotBelieved) {
   // The header claims less than the attribute it holds.
   EXPECT_FALSE(through(cut.get(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(rtmsg)) + 6), 7));
   EXPECT_FALSE(through(cut.get(NLMSG_HDRLEN + 4), 7)) << "shorter than an rtmsg";
+  // A last attribute of odd length, the message not padded after it: its
+  // padding would take the walk past the end.
+  RouteMessage odd(0);
+  const uint8_t one = 1;
+  odd.raw_attribute(RTA_PRIORITY, &one, 1);
+  EXPECT_FALSE(through(odd.get(NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(rtmsg)) + RTA_LENGTH(1)), 7));
 }
 
 }  // namespace
