@@ -2,6 +2,7 @@
 
 #include <net/if.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -910,13 +911,31 @@ void AttachmentManager::on_interface_removed(uint32_t ifindex) {
   }
 }
 
+void AttachmentManager::log_unsafe_target(const AttachmentRecord& r, const Error& why) {
+  log_.error("attachment_target_unsafe",
+             {{"id", r.id()}, {"target", r.target}, {"detail", why.message()}});
+}
+
 void AttachmentManager::on_default_route(uint32_t ifindex) {
   std::lock_guard lock(mu_);
   for (const AttachmentRecord& r : state_.records) {
-    if (r.kind != TargetKind::kInterface || r.key.id != ifindex) continue;
-    log_.error(
-        "attachment_target_unsafe",
-        {{"id", r.id()}, {"target", r.target}, {"detail", uplink_error(r.target).message()}});
+    if (r.kind == TargetKind::kInterface && r.key.id == ifindex) {
+      log_unsafe_target(r, uplink_error(r.target));
+    }
+  }
+}
+
+void AttachmentManager::report_unsafe_targets(const std::string& cgroup_mount) {
+  const auto own = cgroup_path_of_pid(getpid(), cgroup_mount);
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    Status unsafe = ok_status();
+    if (r.kind == TargetKind::kInterface) {
+      unsafe = refuse_uplink(r.target);
+    } else if (own.ok()) {
+      unsafe = refuse_daemon_cgroup(r.target, *own, "target");
+    }
+    if (!unsafe.ok()) log_unsafe_target(r, unsafe.error());
   }
 }
 

@@ -114,6 +114,12 @@ class AttachmentManager {
   // has become an uplink, which an attach would refuse. Logged as an
   // error naming it; it stays attached (the operator decides).
   void on_default_route(uint32_t ifindex);
+  // At start: state adopted may hold what Attach refuses (a cgroup that
+  // holds the daemon, found under `cgroup_mount`; an interface that holds a
+  // default route): made by an older build, or a daemon started inside an
+  // attached container. Each is logged like on_default_route; nothing is
+  // detached (enforcement keeps no gap).
+  void report_unsafe_targets(const std::string& cgroup_mount);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
   // This host's addresses may have changed (or events were lost): reads
@@ -206,6 +212,9 @@ class AttachmentManager {
   NeverLearnRanges never_learn_;
   LogRateLimit never_learned_log_{20, 1.0};
   policy::PolicyFile policies_;
+  // The attachment_target_unsafe error line.
+  void log_unsafe_target(const AttachmentRecord& r, const Error& why);
+
   Logger& log_;
   mutable std::mutex mu_;
   std::unique_ptr<datapath::Datapath> dp_;

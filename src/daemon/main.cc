@@ -2,7 +2,6 @@
 // adopts) the pinned datapath, reconciles it with the state file, watches
 // targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -15,9 +14,7 @@
 #include "daemon/daemon_service.h"
 #include "daemon/dns_backend.h"
 #include "daemon/logger.h"
-#include "daemon/target_resolver.h"
 #include "daemon/target_watcher.h"
-#include "daemon/uplink_check.h"
 #include "datapath/system.h"
 #include "policy/policy_file.h"
 
@@ -83,28 +80,6 @@ rlim_t raise_open_files_limit() {
   return files.rlim_cur;
 }
 
-// Attach refuses a cgroup that holds the daemon and an interface that holds
-// a default route, but state adopted at start may have either: one made
-// by an older build, or a daemon started inside an attached container.
-// Each gets an error line naming it; nothing is detached (enforcement has
-// no gap, and the operator decides).
-void report_unsafe_targets(const std::vector<AttachmentRecord>& records, const std::string& mount,
-                           Logger& log) {
-  const auto own = cgroup_path_of_pid(getpid(), mount);
-  for (const AttachmentRecord& r : records) {
-    Status unsafe = ok_status();
-    if (r.kind == datapath::TargetKind::kInterface) {
-      unsafe = refuse_uplink(r.target);
-    } else if (own.ok()) {
-      unsafe = refuse_daemon_cgroup(r.target, *own, "target");
-    }
-    if (!unsafe.ok()) {
-      log.error("attachment_target_unsafe",
-                {{"id", r.id()}, {"target", r.target}, {"detail", unsafe.error().message()}});
-    }
-  }
-}
-
 int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) {
   // SIGINT and SIGTERM are taken with sigtimedwait below, never by a
   // handler: block them before any thread starts so every thread inherits
@@ -161,7 +136,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
     (*manager)->set_dns_proxy(nullptr);
     return fail_started("api_failed", listener.error());
   }
-  report_unsafe_targets((*manager)->list(), *mount, log);
+  (*manager)->report_unsafe_targets(*mount);
   log.info("ready", {{"attachments", std::to_string((*manager)->list().size())},
                      {"open_files_limit", std::to_string(open_files)}});
 
