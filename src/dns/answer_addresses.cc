@@ -16,7 +16,7 @@ Result<AnswerAddresses> addresses_for(const Message& response, std::string_view 
         });
     if (cname == response.answers.end()) break;
     if (std::find(out.chain.begin(), out.chain.end(), cname->target) != out.chain.end()) {
-      return Error(Errc::kInvalidArgument, "CNAME loop at " + cname->target);
+      return Error(Errc::kInvalidArgument, "CNAME loop at " + cname->target.str());
     }
     if (out.chain.size() > kMaxCnameChain) {
       return Error(Errc::kInvalidArgument, "CNAME chain longer than " +

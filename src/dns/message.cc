@@ -21,31 +21,28 @@ Error malformed(const std::string& what, size_t offset) {
 // A name in presentation form: lowercase ASCII; '.', '\\' and bytes outside
 // the printable range escaped as \DDD, so a label containing a dot can never
 // pass for two labels.
-void append_label(std::string& out, const uint8_t* label, size_t len) {
-  if (!out.empty()) out += '.';
+void append_label(Name& out, const uint8_t* label, size_t len) {
+  if (!out.empty()) out.push_back('.');
   const auto plain = [](uint8_t c) { return c > 0x20 && c < 0x7f && c != '.' && c != '\\'; };
   if (std::all_of(label, label + len, plain)) {  // the usual case: one append
     const size_t at = out.size();
     out.append(reinterpret_cast<const char*>(label), len);
+    char* text = out.data();
     for (size_t i = at; i < out.size(); ++i) {
-      if (out[i] >= 'A' && out[i] <= 'Z') out[i] = static_cast<char>(out[i] - 'A' + 'a');
+      if (text[i] >= 'A' && text[i] <= 'Z') text[i] = static_cast<char>(text[i] - 'A' + 'a');
     }
     return;
   }
   for (size_t i = 0; i < len; ++i) {
     const uint8_t c = label[i];
     if (c >= 'A' && c <= 'Z') {
-      out += static_cast<char>(c - 'A' + 'a');
+      out.push_back(static_cast<char>(c - 'A' + 'a'));
     } else if (plain(c)) {
-      out += static_cast<char>(c);
+      out.push_back(static_cast<char>(c));
     } else {
-      char esc[5];
-      esc[0] = '\\';
-      esc[1] = static_cast<char>('0' + c / 100);
-      esc[2] = static_cast<char>('0' + c / 10 % 10);
-      esc[3] = static_cast<char>('0' + c % 10);
-      esc[4] = '\0';
-      out += esc;
+      const char esc[4] = {'\\', static_cast<char>('0' + c / 100),
+                           static_cast<char>('0' + c / 10 % 10), static_cast<char>('0' + c % 10)};
+      out.append(esc, sizeof esc);
     }
   }
 }
@@ -81,7 +78,7 @@ class Reader {
 
   // A possibly compressed name starting here; the reader moves past its
   // in-place part.
-  Result<std::string> name() {
+  Result<Name> name() {
     auto decoded = name_at(pos_);
     if (!decoded.ok()) return decoded.error();
     pos_ = decoded->second;
@@ -91,8 +88,8 @@ class Reader {
   // The name at `start` and the offset just past its in-place part. Every
   // pointer must point before the label that holds it, so following
   // pointers always moves backwards and ends.
-  Result<std::pair<std::string, size_t>> name_at(size_t start) const {
-    std::string out;
+  Result<std::pair<Name, size_t>> name_at(size_t start) const {
+    Name out;
     size_t pos = start;
     size_t end = 0;  // set at the first pointer
     size_t octets = 0;

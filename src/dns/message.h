@@ -16,6 +16,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "common/result.h"
+#include "dns/name.h"
 #include "net/ip_prefix.h"
 
 namespace sebpf::dns {
@@ -54,7 +55,7 @@ struct Header {
 };
 
 struct Question {
-  std::string name;  // lowercase, no trailing dot, "" for the root
+  Name name;
   uint16_t type = 0;
   uint16_t klass = 0;
 };
@@ -66,13 +67,13 @@ struct Edns {
 };
 
 struct Record {
-  std::string name;
+  Name name;
   uint16_t type = 0;
   uint16_t klass = 0;
   uint32_t ttl = 0;
   size_t ttl_offset = 0;                  // where the TTL is in the wire form
   std::optional<net::IpAddress> address;  // A and AAAA
-  std::string target;                     // CNAME
+  Name target;                            // CNAME
 };
 
 // Room for the records of a typical answer without a heap allocation: the
