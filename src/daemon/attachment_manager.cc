@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <set>
 
+#include "absl/container/inlined_vector.h"
 #include "daemon/target_resolver.h"
 #include "daemon/uplink_check.h"
 #include "datapath/system.h"
@@ -448,7 +449,8 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
   // miss in a table of 100k hosts: ask for all of them first, so that the
   // misses overlap instead of following one another.
   for (const dns::LearnedAddress& a : addresses) hosts.prefetch(a.address);
-  std::vector<datapath::Rule> rules;
+  // Inline: a turn's answers rarely bring more, and this runs per turn.
+  absl::InlinedVector<datapath::Rule, 32> rules;
   for (const dns::LearnedAddress& a : addresses) {
     switch (index.judge(a.address, wall_now)) {
       case LearnableIndex::Verdict::kLearnable:

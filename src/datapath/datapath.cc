@@ -14,6 +14,7 @@
 #include <system_error>
 #include <tuple>
 
+#include "absl/container/inlined_vector.h"
 #include "datapath/attachment_table.h"
 #include "datapath/bpf_map_util.h"
 #include "datapath/cgroup_hooks.h"
@@ -531,8 +532,8 @@ Status Datapath::add_rule(const AttachmentKey& key, const Rule& rule) {
 
 Status Datapath::add_rules(const AttachmentKey& key, std::span<const Rule> rules) {
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
-  std::vector<RuleEntry> entries;
-  entries.reserve(rules.size());
+  // Inline: the DNS proxy's learning calls this once per loop turn.
+  absl::InlinedVector<RuleEntry, 32> entries;
   for (const Rule& rule : rules) {
     RuleEntry entry{rule.prefix, sebpf_rule{}};
     // Merge into what the prefix holds: the other action's side stays. A

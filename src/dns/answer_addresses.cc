@@ -44,12 +44,17 @@ Result<AnswerAddresses> addresses_for(const Message& response, std::string_view 
 
 std::string encode_chain(std::span<const std::string_view> names) {
   std::string chain;
+  encode_chain(names, chain);
+  return chain;
+}
+
+void encode_chain(std::span<const std::string_view> names, std::string& out) {
+  out.clear();
   for (std::string_view name : names) {
     name = name.substr(0, 255);  // a DNS name is at most 253 bytes as text
-    chain.push_back(static_cast<char>(name.size()));
-    chain.append(name);
+    out.push_back(static_cast<char>(name.size()));
+    out.append(name);
   }
-  return chain;
 }
 
 std::vector<std::string_view> decode_chain(std::string_view chain) {

@@ -39,6 +39,8 @@ struct AnswerAddresses {
 // A chain of names as one string: each name (at most 255 bytes) after a
 // byte giving its length.
 std::string encode_chain(std::span<const std::string_view> names);
+// The same into `out` (replacing what it held), keeping its capacity.
+void encode_chain(std::span<const std::string_view> names, std::string& out);
 std::vector<std::string_view> decode_chain(std::string_view chain);
 
 // Longest chain followed; longer (or looping) chains are errors.

@@ -237,6 +237,36 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec,
   return endpoint;
 }
 
+// Where an answer goes back to.
+struct ClientRef {
+  bool tcp = false;
+  int udp_fd = -1;  // the endpoint socket the query came in on
+  net::SocketAddress peer;
+  uint64_t tcp_client = 0;
+};
+
+// A query a loop took in and has not answered yet. Not nested in
+// DnsProxy::Loop, where it would be incomplete too long for the loop's
+// spare hash-table nodes of it.
+struct Pending {
+  uint64_t attachment = 0;
+  ClientRef client;
+  Query query;
+  QueryVerdict verdict = QueryVerdict::kRefuse;  // as judged when the query came
+  uint64_t policy_generation = 0;                // of the policy that judged it
+  std::vector<uint8_t> wire;                     // as sent upstream: a fresh id
+  uint16_t upstream_id = 0;
+  size_t upstream = 0;
+  size_t attempts_left = 0;
+  bool upstream_tcp = false;
+  bool tcp_connected = false;
+  UniqueFd upstream_fd;     // TCP
+  uint64_t udp_socket = 0;  // UDP: serial of the shared socket; 0 = none
+  std::vector<uint8_t> tcp_out, tcp_in;
+  Clock::time_point deadline;
+  std::string chain;  // encode_chain of the answer being learned
+};
+
 }  // namespace
 
 // One event loop on a thread of its own. Every loop watches every
@@ -349,31 +379,15 @@ class DnsProxy::Loop {
     Clock::time_point idle_deadline;
   };
 
-  // Where an answer goes back to.
-  struct ClientRef {
-    bool tcp = false;
-    int udp_fd = -1;  // the endpoint socket the query came in on
-    net::SocketAddress peer;
-    uint64_t tcp_client = 0;
-  };
-
-  struct Pending {
-    uint64_t attachment = 0;
-    ClientRef client;
-    Query query;
-    QueryVerdict verdict = QueryVerdict::kRefuse;  // as judged when the query came
-    uint64_t policy_generation = 0;                // of the policy that judged it
-    std::vector<uint8_t> wire;                     // as sent upstream: a fresh id
-    uint16_t upstream_id = 0;
-    size_t upstream = 0;
-    size_t attempts_left = 0;
-    bool upstream_tcp = false;
-    bool tcp_connected = false;
-    UniqueFd upstream_fd;     // TCP
-    uint64_t udp_socket = 0;  // UDP: serial of the shared socket; 0 = none
-    std::vector<uint8_t> tcp_out, tcp_in;
-    Clock::time_point deadline;
-  };
+  using PendingTable = std::unordered_map<uint64_t, Pending>;
+  // A query taken out of the table (finish) with its buffers: answered,
+  // it goes back to spare_pending_ for a later query, so that a query
+  // costs no allocation for its entry, its wire form or its chain.
+  using PendingEntry = PendingTable::node_type;
+  static constexpr size_t kSparePending = 256;
+  // Buffers bigger than this are not kept for reuse: a rare large
+  // message must not pin its memory.
+  static constexpr size_t kKeptBufferSize = 4096;
 
   struct UpstreamSocket {
     UniqueFd fd;
@@ -866,6 +880,7 @@ class DnsProxy::Loop {
     out.push_back(static_cast<uint8_t>(response.size() >> 8));
     out.push_back(static_cast<uint8_t>(response.size()));
     out.insert(out.end(), response.begin(), response.end());
+    recycle(std::move(response));
     flush_client(client.tcp_client);
   }
 
@@ -938,7 +953,7 @@ class DnsProxy::Loop {
     }
     if (client.tcp) tcp_client->second.inflight++;
     const uint64_t id = next_id_++;
-    Pending& p = pending_[id];
+    Pending& p = new_pending(id);
     p.attachment = attachment;
     p.client = client;
     p.query = std::move(*query);
@@ -985,6 +1000,7 @@ class DnsProxy::Loop {
       if (std::any_of(batch.begin(), batch.end(), [](const Datagram& d) { return d.query != 0; })) {
         queries_sent_at_ = Clock::now();
       }
+      for (Datagram& d : batch) recycle(std::move(d.bytes));
       batch.clear();
       for (uint64_t id : failed) next_upstream(id);
     } while (!outbox_.empty());
@@ -1163,8 +1179,9 @@ class DnsProxy::Loop {
     leave_upstream(p);
     if (--p.attempts_left == 0) {
       count(p.attachment, Count::kServfail);
-      const Pending done = finish(id);
-      reply_to(done, error_response(done, rcode::kServFail));
+      PendingEntry done = finish(id);
+      reply_to(done.mapped(), error_response(done.mapped(), rcode::kServFail));
+      recycle(std::move(done));
       return;
     }
     p.upstream = (p.upstream + 1) % config_.upstreams.size();
@@ -1181,13 +1198,53 @@ class DnsProxy::Loop {
 
   // Takes the query out of the books and the endpoint's in-flight count;
   // its reply goes out through reply_to.
-  Pending finish(uint64_t id) {
+  PendingEntry finish(uint64_t id) {
     auto it = pending_.find(id);
     leave_upstream(it->second);
-    Pending p = std::move(it->second);
-    pending_.erase(it);
-    if (auto ep = endpoints_.find(p.attachment); ep != endpoints_.end()) ep->second->inflight--;
-    return p;
+    PendingEntry entry = pending_.extract(it);
+    const uint64_t attachment = entry.mapped().attachment;
+    if (auto ep = endpoints_.find(attachment); ep != endpoints_.end()) ep->second->inflight--;
+    return entry;
+  }
+
+  // A table entry for query `id`: a spare one when there is.
+  Pending& new_pending(uint64_t id) {
+    if (spare_pending_.empty()) return pending_[id];
+    PendingEntry entry = std::move(spare_pending_.back());
+    spare_pending_.pop_back();
+    entry.key() = id;
+    return pending_.insert(std::move(entry)).position->second;
+  }
+
+  // Keeps an answered query's entry (and its buffers) for a later one.
+  void recycle(PendingEntry entry) {
+    if (entry.empty() || spare_pending_.size() >= kSparePending) return;
+    Pending& p = entry.mapped();
+    std::vector<uint8_t> wire = std::move(p.wire);
+    std::string chain = std::move(p.chain);
+    p = Pending{};
+    if (wire.capacity() <= kKeptBufferSize) p.wire = std::move(wire);
+    if (chain.capacity() <= kKeptBufferSize) p.chain = std::move(chain);
+    spare_pending_.push_back(std::move(entry));
+  }
+
+  // A buffer for a reply: a spare one when there is.
+  std::vector<uint8_t> new_buffer(std::span<const uint8_t> bytes) {
+    std::vector<uint8_t> buffer;
+    if (!spare_buffers_.empty()) {
+      buffer = std::move(spare_buffers_.back());
+      spare_buffers_.pop_back();
+    }
+    buffer.assign(bytes.begin(), bytes.end());
+    return buffer;
+  }
+
+  void recycle(std::vector<uint8_t> buffer) {
+    if (buffer.capacity() == 0 || buffer.capacity() > kKeptBufferSize ||
+        spare_buffers_.size() >= kSparePending) {
+      return;
+    }
+    spare_buffers_.push_back(std::move(buffer));
   }
 
   // The reply to a finished query (none when `response` is empty). A TCP
@@ -1299,11 +1356,16 @@ class DnsProxy::Loop {
   // The answer goes to the client only after its addresses are in the
   // kernel (learn_and_release). The query is judged again if any policy
   // changed in flight.
-  void release(Pending p, const Message& message, std::span<uint8_t> answer) {
-    const auto refuse = [&](uint16_t code) { reply_to(p, error_response(p, code)); };
+  void release(PendingEntry entry, const Message& message, std::span<uint8_t> answer) {
+    Pending& p = entry.mapped();
+    const auto done = [&](std::vector<uint8_t> response) {
+      reply_to(p, std::move(response));
+      recycle(std::move(entry));
+    };
+    const auto refuse = [&](uint16_t code) { done(error_response(p, code)); };
     const NamePolicy* policy = name_policy(p.attachment);
     if (policy == nullptr) {  // being detached
-      reply_to(p, {});
+      done({});
       return;
     }
     const QueryVerdict verdict = policies_generation_ == p.policy_generation
@@ -1335,18 +1397,16 @@ class DnsProxy::Loop {
       if (!learned->addresses.empty()) {
         cap_ttls(answer, message, config_.max_ttl);
         put_id(answer, p.query.header.id);
-        // Before p moves: the chain's first name is a view of its query's.
-        std::string chain = encode_chain(learned->chain);
+        encode_chain(learned->chain, p.chain);
         p.policy_generation = policies_generation_;  // what judged it just now
-        learning_.push_back({std::move(p), std::vector<uint8_t>(answer.begin(), answer.end()),
-                             std::move(learned->addresses), std::move(chain)});
+        learning_.push_back({std::move(entry), new_buffer(answer), std::move(learned->addresses)});
         return;
       }
     }
     cap_ttls(answer, message, config_.max_ttl);
     put_id(answer, p.query.header.id);
     count(p.attachment, Count::kAnswered);
-    reply_to(p, std::vector<uint8_t>(answer.begin(), answer.end()));
+    done(new_buffer(answer));
   }
 
   // Writes what this turn's answers taught, one learn() per attachment
@@ -1356,7 +1416,7 @@ class DnsProxy::Loop {
     std::vector<Learning>& batch = learning_turn_;
     batch.swap(learning_);  // keeps both vectors' capacity from turn to turn
     const auto by_attachment = [](const Learning& a, const Learning& b) {
-      return a.query.attachment < b.query.attachment;
+      return a.query().attachment < b.query().attachment;
     };
     // Usually all of one attachment: then there is nothing to move.
     if (!std::is_sorted(batch.begin(), batch.end(), by_attachment)) {
@@ -1364,7 +1424,8 @@ class DnsProxy::Loop {
     }
     for (size_t first = 0; first < batch.size();) {
       size_t end = first + 1;
-      while (end < batch.size() && batch[end].query.attachment == batch[first].query.attachment) {
+      while (end < batch.size() &&
+             batch[end].query().attachment == batch[first].query().attachment) {
         ++end;
       }
       learn_and_release(std::span(batch).subspan(first, end - first));
@@ -1375,10 +1436,11 @@ class DnsProxy::Loop {
 
   // An answer waiting for this turn's learn().
   struct Learning {
-    Pending query;
+    PendingEntry entry;           // the query; its `chain` is what the addresses' views
     std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
     LearnedAddresses addresses;
-    std::string chain;  // encode_chain: what the addresses' `chain` views
+    Pending& query() { return entry.mapped(); }
+    const Pending& query() const { return entry.mapped(); }
   };
 
   // How often one turn's answers are judged again because policies keep
@@ -1388,7 +1450,7 @@ class DnsProxy::Loop {
   // One attachment's answers: learned, then released. An answer whose
   // hosts could not be written gets SERVFAIL instead.
   void learn_and_release(std::span<Learning> answers) {
-    const uint64_t attachment = answers.front().query.attachment;
+    const uint64_t attachment = answers.front().query().attachment;
     Result<LearnOutcome> learned = learn_all(answers);
     for (int judged = 1; learned.ok() && *learned == LearnOutcome::kPolicyChanged; ++judged) {
       if (judged == kMaxJudgements) {
@@ -1411,17 +1473,19 @@ class DnsProxy::Loop {
       };
       const bool ok = held(learned) ||
                       (answers.size() > 1 &&
-                       held(backend_.learn(attachment, l.addresses, l.query.policy_generation)));
+                       held(backend_.learn(attachment, l.addresses, l.query().policy_generation)));
       if (ok) {
         if (counts) {
           counts->add(Count::kAnswered, 1);
           counts->add(Count::kAnswerAddresses, l.addresses.size());
         }
-        reply_to(l.query, std::move(l.answer));
+        reply_to(l.query(), std::move(l.answer));
       } else {
         if (counts) counts->add(Count::kServfail, 1);
-        reply_to(l.query, error_response(l.query, rcode::kServFail));
+        reply_to(l.query(), error_response(l.query(), rcode::kServFail));
+        recycle(std::move(l.answer));
       }
+      recycle(std::move(l.entry));
     }
   }
 
@@ -1430,13 +1494,13 @@ class DnsProxy::Loop {
   Result<LearnOutcome> learn_all(std::span<Learning> answers) {
     std::vector<LearnedAddress>& addresses = learn_scratch_;
     addresses.clear();
-    uint64_t judged_at = answers.front().query.policy_generation;
+    uint64_t judged_at = answers.front().query().policy_generation;
     for (Learning& l : answers) {
-      for (LearnedAddress& a : l.addresses) a.chain = l.chain;
+      for (LearnedAddress& a : l.addresses) a.chain = l.query().chain;
       addresses.insert(addresses.end(), l.addresses.begin(), l.addresses.end());
-      judged_at = std::min(judged_at, l.query.policy_generation);
+      judged_at = std::min(judged_at, l.query().policy_generation);
     }
-    return backend_.learn(answers.front().query.attachment, addresses, judged_at);
+    return backend_.learn(answers.front().query().attachment, addresses, judged_at);
   }
 
   // A policy changed between judging these answers and learning them:
@@ -1446,17 +1510,22 @@ class DnsProxy::Loop {
   size_t judge_again(std::span<Learning> answers) {
     size_t kept = 0;
     for (Learning& l : answers) {
-      const NamePolicy* policy = name_policy(l.query.attachment);
+      const NamePolicy* policy = name_policy(l.query().attachment);
+      const auto done = [&](std::vector<uint8_t> response) {
+        reply_to(l.query(), std::move(response));
+        recycle(std::move(l.answer));
+        recycle(std::move(l.entry));
+      };
       if (policy == nullptr) {  // being detached
-        reply_to(l.query, {});
+        done({});
         continue;
       }
-      if (answer_refused(*policy, decode_chain(l.chain))) {
-        count(l.query.attachment, Count::kRefused);
-        reply_to(l.query, error_response(l.query, config_.refusal_rcode));
+      if (answer_refused(*policy, decode_chain(l.query().chain))) {
+        count(l.query().attachment, Count::kRefused);
+        done(error_response(l.query(), config_.refusal_rcode));
         continue;
       }
-      l.query.policy_generation = policies_generation_;
+      l.query().policy_generation = policies_generation_;
       if (&answers[kept] != &l) answers[kept] = std::move(l);
       ++kept;
     }
@@ -1484,7 +1553,9 @@ class DnsProxy::Loop {
   std::unordered_map<int, Ref> refs_;
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> endpoints_;
   std::unordered_map<uint64_t, TcpClient> clients_;
-  std::unordered_map<uint64_t, Pending> pending_;
+  PendingTable pending_;
+  std::vector<PendingEntry> spare_pending_;
+  std::vector<std::vector<uint8_t>> spare_buffers_;  // for replies
   std::deque<Deadline> upstream_deadlines_;
   struct PausedListener {
     Clock::time_point until;
