@@ -1,10 +1,9 @@
 // A domain name in the parser's presentation form (lowercase, no trailing
 // dot, "" for the root), held inline when it is short. The endpoint parses
-// the names of every query and every answer it relays: as std::string
-// each one over 15 characters was a heap allocation, and those were the
-// largest single item of the endpoint's own CPU time (docs/benchmarks.md,
-// session 21). Names of up to kInline characters, nearly all of them, need
-// none.
+// the names of every query and every answer it relays; as std::string,
+// each one over 15 characters was a heap allocation (three per query in
+// bench/dns_bench.sh). Names of up to kInline characters, nearly all of
+// them, need none.
 #pragma once
 
 #include <cstddef>

@@ -177,6 +177,28 @@ TEST(DnsMessageTest, NamesKeepOddBytesEscapedSoADotInALabelIsNotTwoLabels) {
   EXPECT_EQ(q->question.name, "");
 }
 
+// Names are held inline up to dns::Name::kInline characters; longer ones,
+// and ones that escaping makes longer, must come out whole all the same.
+TEST(DnsMessageTest, LongNamesAndLongEscapedNamesAreReadWhole) {
+  std::string longest;  // 255 octets on the wire, 253 characters as text
+  for (int i = 0; i < 3; ++i) longest += std::string(63, static_cast<char>('a' + i)) + ".";
+  longest += std::string(61, 'd');
+  auto q = parse_query(Wire().header(kQueryFlags, 1, 0).question(longest).b);
+  ASSERT_TRUE(q.ok()) << q.error().message();
+  EXPECT_EQ(q->question.name, longest);
+
+  Wire w;  // one label of 63 bytes 0x01, each escaped to four characters
+  w.header(kQueryFlags, 1, 0).u8(63);
+  for (int i = 0; i < 63; ++i) w.u8(1);
+  w.u8(0).u16(type::kA).u16(kClassIn);
+  q = parse_query(w.b);
+  ASSERT_TRUE(q.ok()) << q.error().message();
+  std::string escaped;
+  for (int i = 0; i < 63; ++i) escaped += "\\001";
+  EXPECT_EQ(q->question.name, escaped);
+  EXPECT_EQ(q->question.name.size(), 252u);
+}
+
 TEST(DnsMessageTest, QueriesThatAreNotPlainQuestionsAreRefusedWithTheRightCode) {
   auto notimp = parse_query(Wire().header(0x2800, 1, 0).question("example.org").b);  // UPDATE
   ASSERT_FALSE(notimp.ok());
