@@ -14,7 +14,7 @@
 # target. Everything listens on 127.0.0.1 only. Needs root (the daemon) and
 # the Debian packages knot, dnsperf, dnsmasq-base, dnsdist.
 #
-#   sudo [ROUNDS=n] bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
+#   sudo [ROUNDS=n] [RATES="r1 r2 ..."] bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
 #
 # With a third argument, that superebpfd binary (an older build, say) runs
 # beside the build's as target "baseline", with a daemon and attachment of
@@ -24,7 +24,10 @@
 # Two parts: latency at a steady, light 1,000 queries/s (what a client
 # waits; at one query at a time the CPUs sleep between queries and wake-up
 # time swamps the figures), and throughput with dnsperf's default 100
-# outstanding (where queues dominate latency).
+# outstanding (where queues dominate latency). With RATES, a third: each
+# forwarder at each of those steady rates (queries/s), for the CPU time it
+# spends per query at a load it keeps up with (dnsmasq is left out: on a
+# small VM it keeps up with little more than 50,000).
 set -euo pipefail
 
 build=${1:-build}
@@ -55,6 +58,17 @@ trap 'exit 130' INT TERM  # through the EXIT trap: nothing is left running
 # may hold a port, and dnsmasq cannot bind it.
 p_knot=31301 p_dnsmasq=31302 p_dnsdist=31303 p_relay=31304
 lat_names=5000
+# Validated before the minutes of set-up.
+rounds_throughput=${ROUNDS:-5}
+[[ "$rounds_throughput" =~ ^[1-9][0-9]?$ ]] || { echo "dns_bench: ROUNDS must be 1-99" >&2; exit 2; }
+rates=${RATES:-}
+steady_seconds=2  # per round and target
+steady_names=0
+for rate in $rates; do
+  [[ "$rate" =~ ^[1-9][0-9]{0,6}$ ]] || { echo "dns_bench: RATES must be queries/s, 1-9999999" >&2; exit 2; }
+  steady_names=$((steady_names + rate * steady_seconds * rounds_throughput))
+done
+all_names=$((names + lat_names + steady_names))
 
 # The zone: r<i>.bench.example AAAA 2001:db8:2::<i>, an address each.
 {
@@ -63,11 +77,13 @@ lat_names=5000
   echo '@ SOA ns hostmaster 1 3600 600 86400 60'
   echo '@ NS ns'
   echo 'ns A 127.0.0.1'
-  for ((i = 0; i < names + lat_names; i++)); do printf 'r%d AAAA 2001:db8:2::%x:%x\n' "$i" $((i >> 16)) $((i & 0xffff)); done
+  for ((i = 0; i < all_names; i++)); do printf 'r%d AAAA 2001:db8:2::%x:%x\n' "$i" $((i >> 16)) $((i & 0xffff)); done
 } > "$work/bench.zone"
 for ((i = 0; i < names; i++)); do echo "r$i.bench.example AAAA"; done > "$work/queries.txt"
 for ((i = names; i < names + lat_names; i++)); do echo "r$i.bench.example AAAA"; done \
   > "$work/latency.txt"
+for ((i = names + lat_names; i < all_names; i++)); do echo "r$i.bench.example AAAA"; done \
+  > "$work/steady.txt"
 
 cat > "$work/knot.conf" <<EOF
 server:
@@ -110,7 +126,7 @@ pid_relay=$!
 start_daemon() {
   cat > "$work/$1.yaml" <<EOF
 datapath:
-  max_host_rules: $((names + lat_names + 1024))
+  max_host_rules: $((all_names + 1024))
 dns:
   max_qps: 0
   max_inflight: 100000
@@ -119,7 +135,7 @@ dns:
 EOF
   # Every name is a new host: the attachment's share must hold them all
   # (a baseline built before the setting existed goes without).
-  printf '  max_learned_hosts: %d\n' $((names + lat_names + 1024)) >> "$work/$1.yaml"
+  printf '  max_learned_hosts: %d\n' $((all_names + 1024)) >> "$work/$1.yaml"
   "$2" --config "$work/$1.yaml" --check-config >/dev/null 2>&1 ||
     sed -i '/max_learned_hosts/d' "$work/$1.yaml"
   "$2" --config "$work/$1.yaml" --socket "$work/$1.sock" --state-dir "$work/$1.state" \
@@ -143,7 +159,7 @@ ready=
 for _ in $(seq 1200); do
   if [ -S "$work/daemon.sock" ] && { [ -z "$baseline" ] || [ -S "$work/baseline.sock" ]; } &&
     [ -n "$(dig +short +tries=1 +time=1 @127.0.0.1 -p $p_knot \
-    "r$((names + lat_names - 1)).bench.example" AAAA)" ]; then
+    "r$((all_names - 1)).bench.example" AAAA)" ]; then
     ready=1
     break
   fi
@@ -272,8 +288,7 @@ done | summarize
 # baseline; with one, six targets take turns). More (ROUNDS=15, say)
 # narrow the medians: in A/A runs (the build against itself) five rounds
 # still differ by up to 7 %.
-rounds=${ROUNDS:-5}
-[[ "$rounds" =~ ^[1-9][0-9]?$ ]] || { echo "dns_bench: ROUNDS must be 1-99" >&2; exit 2; }
+rounds=$rounds_throughput
 split -n "l/$rounds" -d -a 2 "$work/queries.txt" "$work/queries."
 echo "Throughput: dnsperf defaults (100 queries outstanding), $rounds rounds of" \
   "$((names / rounds)) fresh names; superebpf-again repeats them (no map writes)"
@@ -288,6 +303,23 @@ for ((r = 0; r < rounds; r++)); do
 done | summarize
 # Learned hosts: in the learned-host table where there is one (x86-64),
 # else in the host map.
+# Steady loads: every forwarder keeps up, so qps is the rate asked for and
+# what differs is the CPU time each spends per query (and latency).
+first=1
+for rate in $rates; do
+  count=$((rate * steady_seconds * rounds))
+  sed -n "${first},$((first + count - 1))p" "$work/steady.txt" > "$work/steady-$rate.txt"
+  first=$((first + count))
+  split -n "l/$rounds" -d -a 2 "$work/steady-$rate.txt" "$work/steady-$rate."
+  echo "Steady load: $rate queries/s (dnsperf -Q $rate), $rounds rounds of" \
+    "$((count / rounds)) fresh names"
+  for ((r = 0; r < rounds; r++)); do
+    for target in $(in_turn "$r" knotd superebpf ${baseline:+baseline} dnsdist relay); do
+      measure_target "$target" "steady-$rate.$(printf %02d "$r")" -Q "$rate" | sed "s/^/$target $r /"
+    done
+  done | summarize
+done
+
 maps="/sys/fs/bpf/sebpf-dns-bench-$$-daemon/maps"
 learned=$({ bpftool -j map dump pinned "$maps/sebpf_host6"; echo; bpftool -j map dump pinned "$maps/sebpf_learned"; } |
   python3 -c '

@@ -928,16 +928,29 @@ void AttachmentManager::on_default_route(uint32_t ifindex) {
 }
 
 void AttachmentManager::report_unsafe_targets(const std::string& cgroup_mount) {
-  const auto own = cgroup_path_of_pid(getpid(), cgroup_mount);
+  report_uplinks();
+  report_daemon_cgroup(cgroup_mount);
+}
+
+void AttachmentManager::report_uplinks() {
   std::lock_guard lock(mu_);
   for (const AttachmentRecord& r : state_.records) {
-    Status unsafe = ok_status();
-    if (r.kind == TargetKind::kInterface) {
-      unsafe = refuse_uplink(r.target);
-    } else if (own.ok()) {
-      unsafe = refuse_daemon_cgroup(r.target, *own, "target");
+    if (r.kind != TargetKind::kInterface) continue;
+    if (Status unsafe = refuse_uplink(r.target); !unsafe.ok()) log_unsafe_target(r, unsafe.error());
+  }
+}
+
+void AttachmentManager::report_daemon_cgroup(const std::string& cgroup_mount) {
+  const auto own = cgroup_path_of_pid(getpid(), cgroup_mount);
+  if (!own.ok()) return;
+  std::lock_guard lock(mu_);
+  if (own_cgroup_seen_ == *own) return;
+  own_cgroup_seen_ = *own;
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kCgroup) continue;
+    if (Status unsafe = refuse_daemon_cgroup(r.target, *own, "target"); !unsafe.ok()) {
+      log_unsafe_target(r, unsafe.error());
     }
-    if (!unsafe.ok()) log_unsafe_target(r, unsafe.error());
   }
 }
 

@@ -120,6 +120,12 @@ class AttachmentManager {
   // attached container. Each is logged like on_default_route; nothing is
   // detached (enforcement keeps no gap).
   void report_unsafe_targets(const std::string& cgroup_mount);
+  // The interface half of that: after route events were lost.
+  void report_uplinks();
+  // The cgroup half, only if the daemon's own cgroup changed since the
+  // last look (the first always looks): no kernel event says that a
+  // process was moved, so the daemon looks at every sweep.
+  void report_daemon_cgroup(const std::string& cgroup_mount);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
   // This host's addresses may have changed (or events were lost): reads
@@ -236,6 +242,8 @@ class AttachmentManager {
   // Hosts were taught or written since teachers_ was last saved.
   bool teachers_changed_ = false;
   std::map<uint64_t, LearnableIndex> learnable_indexes_;
+  // The daemon's cgroup when report_daemon_cgroup last looked.
+  std::optional<std::string> own_cgroup_seen_;
   // The DNS proxy's view of each policy, built on first use. A lock of its
   // own: the proxy reads it for every query and should not wait on mu_,
   // which learn() and policy changes hold across kernel writes. Changed

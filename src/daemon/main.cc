@@ -148,6 +148,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
       break;
     }
     (*manager)->sweep();
+    (*manager)->report_daemon_cgroup(*mount);
   }
   (*listener)->stop();
   watcher->reset();

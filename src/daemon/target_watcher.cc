@@ -93,6 +93,7 @@ void TargetWatcher::read_netlink() {
         log_.warning("link_events_lost", {});
         manager_.check_all_targets();
         manager_.on_host_addresses_changed();
+        manager_.report_uplinks();
         continue;
       }
       log_.error("link_events_failed", {{"error", errno_text(errno)}});

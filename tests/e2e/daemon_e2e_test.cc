@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -425,6 +426,99 @@ TEST_F(DaemonE2eTest, AnAttachedInterfaceThatBecomesAnUplinkIsNamed) {
     named = names_unsafe_target(daemon_->log(), att.id());
   }
   EXPECT_TRUE(named) << "not named within 2 s:\n" << daemon_->log();
+}
+
+// Route events the kernel dropped (the watcher's socket overflowed while
+// the daemon could not read) do not hide an uplink: on the overflow the
+// daemon looks at every attached interface's routes itself.
+class RouteEventFlood {
+ public:
+  // Blackhole routes in a documentation range: events, and nothing else.
+  RouteEventFlood(const std::string& dir, int routes)
+      : file_(dir + "/route-flood"), routes_(routes) {
+    write("add");
+    must_run({"ip", "-batch", file_});
+  }
+  ~RouteEventFlood() {
+    write("del");
+    run_command({"ip", "-force", "-batch", file_});
+  }
+  RouteEventFlood(const RouteEventFlood&) = delete;
+  RouteEventFlood& operator=(const RouteEventFlood&) = delete;
+
+ private:
+  void write(const char* verb) const {
+    std::ofstream batch(file_);
+    for (int i = 1; i <= routes_; ++i) {
+      batch << "route " << verb << " blackhole 2001:db8:5eb::" << std::hex << i << std::dec
+            << "/128\n";
+    }
+  }
+
+  std::string file_;
+  int routes_;
+};
+
+// The daemon stopped (SIGSTOP) while it lives, so that events pile up.
+class StoppedProcess {
+ public:
+  explicit StoppedProcess(pid_t pid) : pid_(pid) { kill(pid_, SIGSTOP); }
+  ~StoppedProcess() { kill(pid_, SIGCONT); }
+  StoppedProcess(const StoppedProcess&) = delete;
+  StoppedProcess& operator=(const StoppedProcess&) = delete;
+
+ private:
+  pid_t pid_;
+};
+
+TEST_F(DaemonE2eTest, AnUplinkWhoseRouteEventWasLostIsNamedAllTheSame) {
+  start_daemon();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  enforce_nothing(req);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  std::optional<SpareDefaultRoute> route;
+  std::optional<RouteEventFlood> flood;
+  {
+    StoppedProcess stopped(daemon_->pid());
+    // Far more than the watcher's socket holds (~300 route messages at the
+    // default buffer size); the default route's event comes after them.
+    flood.emplace(dir_, 5000);
+    route.emplace(topo_->host_if());
+  }
+  bool named = false;
+  for (int i = 0; i < 300 && !named; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+    named = names_unsafe_target(daemon_->log(), att.id());
+  }
+  EXPECT_NE(daemon_->log().find("link_events_lost"), std::string::npos)
+      << "no event was lost: this test no longer tests the overflow\n"
+      << daemon_->log();
+  EXPECT_TRUE(named) << "not named within 3 s:\n" << daemon_->log();
+}
+
+// No kernel event says that a process moved to another cgroup: a daemon
+// moved into a cgroup it has attached is named at its next sweep.
+TEST_F(DaemonE2eTest, ADaemonMovedIntoAnAttachedCgroupIsNamedAtTheNextSweep) {
+  const std::string config = dir_ + "/sweep-every-second.yaml";
+  std::ofstream(config) << "sweep_interval_seconds: 1\n";
+  start_daemon({"--config", config});
+  v1::AttachRequest req;
+  req.set_cgroup_path(cgroup_->path());
+  enforce_nothing(req);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  std::this_thread::sleep_for(milliseconds(1500));  // a sweep or more, the daemon outside
+  EXPECT_FALSE(names_unsafe_target(daemon_->log(), att.id())) << daemon_->log();
+  ScopedCgroupMove moved(cgroup_->path(), daemon_->pid());
+  ASSERT_TRUE(moved.ok());
+  bool named = false;
+  for (int i = 0; i < 300 && !named; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+    named = names_unsafe_target(daemon_->log(), att.id());
+  }
+  EXPECT_TRUE(named) << "not named within 3 s:\n" << daemon_->log();
 }
 
 TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
