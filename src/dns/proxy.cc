@@ -75,12 +75,16 @@ constexpr int kReadBurst = 64;
 // How long a loop leaves a listener alone when it can neither take a
 // connection nor shed one (out of descriptors, the spare lost).
 constexpr auto kAcceptPause = std::chrono::milliseconds(100);
-// UDP to upstreams goes over a few connected sockets per upstream, each
-// carrying at most kQueriesPerSocket queries before a fresh one (a fresh
-// random source port) takes its place: a socket per query cost five system
-// calls per query; a socket for ever would let an off-path forger learn
-// the port to aim at. An answer must match socket, id and question.
-constexpr size_t kSocketsPerUpstream = 4;
+// UDP to an upstream goes over one connected socket per loop, carrying at
+// most kQueriesPerSocket queries before a fresh one (a fresh random source
+// port) takes its place: a socket per query cost five system calls per
+// query; a socket for ever would let an off-path forger learn the port to
+// aim at. An answer must match socket, id and question. One socket, not a
+// few: a turn's queries to an upstream then go out in one sendmmsg and
+// their answers come back through one recvmmsg; over four sockets the
+// endpoint spent ~2 us more CPU per query at 60,000 queries/s
+// (docs/benchmarks.md, session 21), and each open port is one more an
+// off-path forger could hit.
 constexpr uint32_t kQueriesPerSocket = 256;
 
 Error errno_error(const std::string& what) {
@@ -1073,22 +1077,18 @@ class DnsProxy::Loop {
     return random_ids_[random_used_++];
   }
 
-  // A shared UDP socket to upstream `u`, round-robin; 0 when none could be
-  // made.
+  // The loop's UDP socket to upstream `u`; 0 when none could be made.
   uint64_t udp_socket_for(size_t u) {
     if (active_sockets_.size() < config_.upstreams.size()) {
       active_sockets_.resize(config_.upstreams.size());
-      next_slot_.resize(config_.upstreams.size());
     }
-    auto& active = active_sockets_[u];
-    active.resize(kSocketsPerUpstream);
-    const size_t slot = next_slot_[u]++ % kSocketsPerUpstream;
-    if (active[slot] != 0) {
-      UpstreamSocket& old = upstream_sockets_.at(active[slot]);
-      if (old.uses < kQueriesPerSocket) return active[slot];
+    uint64_t& active = active_sockets_[u];
+    if (active != 0) {
+      UpstreamSocket& old = upstream_sockets_.at(active);
+      if (old.uses < kQueriesPerSocket) return active;
       old.retired = true;
-      close_if_idle(active[slot]);
-      active[slot] = 0;
+      close_if_idle(active);
+      active = 0;
     }
     const net::SocketAddress& upstream = config_.upstreams[u];
     UniqueFd fd(::socket(upstream.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -1098,7 +1098,7 @@ class DnsProxy::Loop {
     const uint64_t serial = next_id_++;
     if (!watch(fd.get(), EPOLLIN, {Kind::kUpstreamUdp, serial}).ok()) return 0;
     upstream_sockets_[serial] = UpstreamSocket{std::move(fd), u, 0, 0, false};
-    active[slot] = serial;
+    active = serial;
     return serial;
   }
 
@@ -1565,8 +1565,7 @@ class DnsProxy::Loop {
   std::deque<PausedListener> paused_;  // in the order they come due (all pauses are as long)
   ClientDeadlines client_deadlines_;
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
-  std::vector<std::vector<uint64_t>> active_sockets_;              // per upstream: serials in use
-  std::vector<size_t> next_slot_;
+  std::vector<uint64_t> active_sockets_;             // per upstream: the serial in use, 0 = none
   absl::flat_hash_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
   absl::flat_hash_map<uint64_t, std::shared_ptr<const NamePolicy>> policies_;  // see name_policy()
   uint64_t policies_generation_ = 0;

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -52,6 +53,11 @@ class FakeUpstream {
     thread_.join();
   }
   uint16_t port() const { return port_; }
+  // How many queries came from each source port.
+  std::map<uint16_t, int> queries_by_port() const {
+    std::lock_guard lock(mu_);
+    return queries_by_port_;
+  }
 
  private:
   void serve() {
@@ -62,6 +68,10 @@ class FakeUpstream {
       const ssize_t n = recvfrom(fd_.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&peer),
                                  &peer_length);
       if (n < 12) continue;
+      {
+        std::lock_guard lock(mu_);
+        queries_by_port_[ntohs(reinterpret_cast<const sockaddr_in&>(peer).sin_port)]++;
+      }
       std::this_thread::sleep_for(delay_);
       // The query (one question, nothing else) turned into a response with
       // one A record whose name points at the question's.
@@ -77,6 +87,8 @@ class FakeUpstream {
   }
 
   const milliseconds delay_;
+  mutable std::mutex mu_;
+  std::map<uint16_t, int> queries_by_port_;
   UniqueFd fd_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -230,6 +242,25 @@ TEST_F(DnsProxyRaceTest, APolicyThatKeepsChangingGetsServfailNotAnUnjudgedAnswer
   ASSERT_TRUE(answer.ok()) << answer.error().message();
   EXPECT_EQ(answer->message.header.rcode, rcode::kServFail);
   EXPECT_TRUE(backend.learned().empty());
+}
+
+// An off-path forger must guess the port a query left from as well as its
+// id: a loop moves its queries to a fresh socket (a fresh random port)
+// after 256 of them, and has one such port open per upstream (each open
+// port is one more to aim at).
+TEST_F(DnsProxySpinTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);  // one loop
+  ask_each(600);
+  if (HasFatalFailure()) return;
+  const std::map<uint16_t, int> ports = upstream_->queries_by_port();
+  EXPECT_EQ(ports.size(), 3u);
+  int total = 0;
+  for (const auto& [port, queries] : ports) {
+    EXPECT_LE(queries, 256) << "port " << port;
+    total += queries;
+  }
+  EXPECT_EQ(total, 600);
 }
 
 // An upstream on the same host answers within microseconds; a loop that
