@@ -1436,7 +1436,7 @@ class DnsProxy::Loop {
 
   // An answer waiting for this turn's learn().
   struct Learning {
-    PendingEntry entry;           // the query; its `chain` is what the addresses' views
+    PendingEntry entry;           // the query; the addresses' `chain` views its `chain`
     std::vector<uint8_t> answer;  // ready to go: TTLs capped, client's id
     LearnedAddresses addresses;
     Pending& query() { return entry.mapped(); }

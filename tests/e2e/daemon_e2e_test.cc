@@ -269,6 +269,13 @@ void enforce_nothing(v1::AttachRequest& req) {
   req.mutable_policy()->set_dns_mode(v1::MODE_DISABLED);
 }
 
+v1::AttachRequest interface_enforcing_nothing(const std::string& name) {
+  v1::AttachRequest req;
+  req.set_interface_name(name);
+  enforce_nothing(req);
+  return req;
+}
+
 // The daemon's own cgroup, and every cgroup above it, would put the daemon
 // under a workload's policy: the DNS queries it forwards would be steered
 // back into its own endpoints. They are refused, by path and by pid; a
@@ -351,9 +358,7 @@ class SpareDefaultRoute {
 // guest's. Refused; the same interface without the route is attached.
 TEST_F(DaemonE2eTest, AnInterfaceHoldingADefaultRouteIsRefused) {
   start_daemon();
-  v1::AttachRequest req;
-  req.set_interface_name(topo_->host_if());
-  enforce_nothing(req);
+  const v1::AttachRequest req = interface_enforcing_nothing(topo_->host_if());
   v1::Attachment att;
   {
     SpareDefaultRoute route(topo_->host_if());
@@ -381,16 +386,26 @@ bool names_unsafe_target(const std::string& log, const std::string& id) {
   return false;
 }
 
+// Whether the daemon names `id` so within `timeout`.
+bool names_unsafe_target_within(const DaemonProcess& daemon, const std::string& id,
+                                milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!names_unsafe_target(daemon.log(), id)) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return true;
+}
+
 // State adopted at start may hold what Attach refuses (made by an older
 // build, or the daemon started inside an attached container): the daemon
 // names each such attachment in an error line, and keeps enforcing.
 TEST_F(DaemonE2eTest, ADaemonStartingWithUnsafeTargetsNamesThem) {
   start_daemon();
-  v1::AttachRequest by_cgroup, by_interface;
+  v1::AttachRequest by_cgroup;
   by_cgroup.set_cgroup_path(cgroup_->path());
   enforce_nothing(by_cgroup);
-  by_interface.set_interface_name(topo_->host_if());
-  enforce_nothing(by_interface);
+  const v1::AttachRequest by_interface = interface_enforcing_nothing(topo_->host_if());
   v1::Attachment cgroup_att, interface_att;
   ASSERT_TRUE(attach(by_cgroup, &cgroup_att).ok());
   ASSERT_TRUE(attach(by_interface, &interface_att).ok());
@@ -413,18 +428,11 @@ TEST_F(DaemonE2eTest, ADaemonStartingWithUnsafeTargetsNamesThem) {
 // uplink: the daemon says so at once (it stays attached).
 TEST_F(DaemonE2eTest, AnAttachedInterfaceThatBecomesAnUplinkIsNamed) {
   start_daemon();
-  v1::AttachRequest req;
-  req.set_interface_name(topo_->host_if());
-  enforce_nothing(req);
   v1::Attachment att;
-  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_TRUE(attach(interface_enforcing_nothing(topo_->host_if()), &att).ok());
   EXPECT_FALSE(names_unsafe_target(daemon_->log(), att.id()));
   SpareDefaultRoute route(topo_->host_if());
-  bool named = false;
-  for (int i = 0; i < 200 && !named; ++i) {
-    std::this_thread::sleep_for(milliseconds(10));
-    named = names_unsafe_target(daemon_->log(), att.id());
-  }
+  const bool named = names_unsafe_target_within(*daemon_, att.id(), milliseconds(2000));
   EXPECT_TRUE(named) << "not named within 2 s:\n" << daemon_->log();
 }
 
@@ -473,11 +481,8 @@ class StoppedProcess {
 
 TEST_F(DaemonE2eTest, AnUplinkWhoseRouteEventWasLostIsNamedAllTheSame) {
   start_daemon();
-  v1::AttachRequest req;
-  req.set_interface_name(topo_->host_if());
-  enforce_nothing(req);
   v1::Attachment att;
-  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_TRUE(attach(interface_enforcing_nothing(topo_->host_if()), &att).ok());
   std::optional<SpareDefaultRoute> route;
   std::optional<RouteEventFlood> flood;
   {
@@ -487,11 +492,7 @@ TEST_F(DaemonE2eTest, AnUplinkWhoseRouteEventWasLostIsNamedAllTheSame) {
     flood.emplace(dir_, 5000);
     route.emplace(topo_->host_if());
   }
-  bool named = false;
-  for (int i = 0; i < 300 && !named; ++i) {
-    std::this_thread::sleep_for(milliseconds(10));
-    named = names_unsafe_target(daemon_->log(), att.id());
-  }
+  const bool named = names_unsafe_target_within(*daemon_, att.id(), milliseconds(3000));
   EXPECT_NE(daemon_->log().find("link_events_lost"), std::string::npos)
       << "no event was lost: this test no longer tests the overflow\n"
       << daemon_->log();
@@ -513,11 +514,7 @@ TEST_F(DaemonE2eTest, ADaemonMovedIntoAnAttachedCgroupIsNamedAtTheNextSweep) {
   EXPECT_FALSE(names_unsafe_target(daemon_->log(), att.id())) << daemon_->log();
   ScopedCgroupMove moved(cgroup_->path(), daemon_->pid());
   ASSERT_TRUE(moved.ok());
-  bool named = false;
-  for (int i = 0; i < 300 && !named; ++i) {
-    std::this_thread::sleep_for(milliseconds(10));
-    named = names_unsafe_target(daemon_->log(), att.id());
-  }
+  const bool named = names_unsafe_target_within(*daemon_, att.id(), milliseconds(3000));
   EXPECT_TRUE(named) << "not named within 3 s:\n" << daemon_->log();
 }
 
