@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "dns/answer_addresses.h"
 #include "dns/message.h"
@@ -20,7 +21,7 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
-bool printable(const std::string& s) {
+bool printable(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c > 0x20 && c < 0x7f; });
 }
 
