@@ -301,8 +301,7 @@ for ((r = 0; r < rounds; r++)); do
     done
   done
 done | summarize
-# Learned hosts: in the learned-host table where there is one (x86-64),
-# else in the host map.
+
 # Steady loads: every forwarder keeps up, so qps is the rate asked for and
 # what differs is the CPU time each spends per query (and latency).
 first=1
@@ -320,6 +319,8 @@ for rate in $rates; do
   done | summarize
 done
 
+# Learned hosts: in the learned-host table where there is one (x86-64),
+# else in the host map.
 maps="/sys/fs/bpf/sebpf-dns-bench-$$-daemon/maps"
 learned=$({ bpftool -j map dump pinned "$maps/sebpf_host6"; echo; bpftool -j map dump pinned "$maps/sebpf_learned"; } |
   python3 -c '

@@ -21,7 +21,6 @@ class Name {
 
   Name() = default;
   Name(std::string_view text) : chars_(text.begin(), text.end()) {}  // NOLINT: a name is text
-  Name(const char* text) : Name(std::string_view(text)) {}           // NOLINT
 
   std::string_view view() const { return {chars_.data(), chars_.size()}; }
   operator std::string_view() const { return view(); }  // NOLINT: read as text anywhere
@@ -32,7 +31,6 @@ class Name {
   char* data() { return chars_.data(); }
   void push_back(char c) { chars_.push_back(c); }
   void append(const char* text, size_t length) { chars_.insert(chars_.end(), text, text + length); }
-  void clear() { chars_.clear(); }
 
   friend bool operator==(const Name& a, const Name& b) { return a.view() == b.view(); }
   friend bool operator==(const Name& a, std::string_view b) { return a.view() == b; }

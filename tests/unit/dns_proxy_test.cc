@@ -177,15 +177,6 @@ class DnsProxyTest : public ::testing::Test {
     return testing::dns_query(endpoint_, testing::make_query(name, 1, 0x5eb, 0), false,
                               milliseconds(3000));
   }
-
-  std::unique_ptr<FakeUpstream> upstream_;
-  std::unique_ptr<DnsProxy> proxy_;
-  net::SocketAddress endpoint_;
-};
-
-class DnsProxyRaceTest : public DnsProxyTest {};
-class DnsProxySpinTest : public DnsProxyTest {
- protected:
   // Asks `count` names one after another; each must be answered.
   void ask_each(uint64_t count) {
     for (uint64_t i = 0; i < count; ++i) {
@@ -196,6 +187,14 @@ class DnsProxySpinTest : public DnsProxyTest {
     }
   }
 
+  std::unique_ptr<FakeUpstream> upstream_;
+  std::unique_ptr<DnsProxy> proxy_;
+  net::SocketAddress endpoint_;
+};
+
+class DnsProxyRaceTest : public DnsProxyTest {};
+class DnsProxySpinTest : public DnsProxyTest {
+ protected:
   // The loops' CPU time, in clock ticks, over ask_each(count).
   uint64_t loop_ticks_asking(uint64_t count) {
     const uint64_t before = testing::dns_loop_cpu_ticks(getpid());
@@ -248,7 +247,7 @@ TEST_F(DnsProxyRaceTest, APolicyThatKeepsChangingGetsServfailNotAnUnjudgedAnswer
 // id: a loop moves its queries to a fresh socket (a fresh random port)
 // after 256 of them, and has one such port open per upstream (each open
 // port is one more to aim at).
-TEST_F(DnsProxySpinTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
+TEST_F(DnsProxyTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
   RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);  // one loop
   ask_each(600);
