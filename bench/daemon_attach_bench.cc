@@ -160,11 +160,11 @@ int main(int argc, char** argv) {
   int rc = 0;
   {
     DaemonProcess daemon(argv[1], dir, pin_dir, {"--detach-on-exit", "--log-level", "warning"});
-    if (!daemon.wait_ready()) {
+    auto stub = daemon.wait_ready();
+    if (!stub) {
       std::fprintf(stderr, "superebpfd did not start:\n%s", daemon.log().c_str());
       return 1;
     }
-    auto stub = daemon.stub();
 
     mkdir(root.c_str(), 0755);
     std::vector<std::string> cgroups;

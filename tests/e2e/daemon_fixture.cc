@@ -47,8 +47,8 @@ void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args) {
   stub_.reset();
   daemon_ =
       std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_, std::move(extra_args));
-  ASSERT_TRUE(daemon_->wait_ready()) << daemon_->log();
-  stub_ = daemon_->stub();
+  stub_ = daemon_->wait_ready();
+  ASSERT_TRUE(stub_) << daemon_->log();
 }
 
 grpc::Status DaemonE2eTest::attach(const v1::AttachRequest& req, v1::Attachment* out) {

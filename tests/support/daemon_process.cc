@@ -52,23 +52,28 @@ DaemonProcess::~DaemonProcess() {
   if (pid_ > 0 && terminate() == -1) kill9();
 }
 
-bool DaemonProcess::wait_ready(std::chrono::milliseconds timeout) {
+std::unique_ptr<v1::DaemonService::Stub> DaemonProcess::wait_ready(
+    std::chrono::milliseconds timeout) {
   const auto end = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < end) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return false;
+      return nullptr;
     }
     if (std::filesystem::exists(socket_)) {
       grpc::ClientContext ctx;
       ctx.set_deadline(deadline_in(std::chrono::milliseconds(500)));
       v1::ListResponse resp;
-      if (stub()->List(&ctx, v1::ListRequest(), &resp).ok()) return true;
+      // A channel per try: one that failed to connect waits out gRPC's
+      // reconnect backoff (a second) before it tries again.
+      auto stub = v1::DaemonService::NewStub(
+          grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
+      if (stub->List(&ctx, v1::ListRequest(), &resp).ok()) return stub;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return false;
+  return nullptr;
 }
 
 int DaemonProcess::wait_exit(std::chrono::milliseconds timeout) {
@@ -104,11 +109,6 @@ std::string DaemonProcess::log() const {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-std::unique_ptr<v1::DaemonService::Stub> DaemonProcess::stub() const {
-  return v1::DaemonService::NewStub(
-      grpc::CreateChannel("unix:" + socket_, grpc::InsecureChannelCredentials()));
 }
 
 }  // namespace sebpf::testing

@@ -27,9 +27,15 @@ class DaemonProcess {
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;
 
-  // Waits until the API answers; false if the daemon exited or the timeout
-  // passed (its log says why).
-  bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // Waits until the API answers, and returns the stub that got the answer;
+  // null if the daemon exited or the timeout passed (its log says why).
+  // Keep that stub: its channel is connected. Dropping it for a fresh one
+  // leaves gRPC's threads tearing one channel down and connecting the
+  // other while the test goes on, and a child forked then (Child) can
+  // inherit an allocator lock one of those threads held: under ASan, whose
+  // allocator has no fork handler, its first allocation then hangs.
+  std::unique_ptr<v1::DaemonService::Stub> wait_ready(
+      std::chrono::milliseconds timeout = std::chrono::seconds(15));
   // SIGTERM and wait: the exit code, or -1.
   int terminate();
   void kill9();
@@ -39,7 +45,6 @@ class DaemonProcess {
   pid_t pid() const { return pid_; }
   const std::string& socket() const { return socket_; }
   std::string log() const;
-  std::unique_ptr<v1::DaemonService::Stub> stub() const;
 
  private:
   std::string socket_;

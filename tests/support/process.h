@@ -36,7 +36,10 @@ CommandResult run_command(const std::vector<std::string>& argv);
 void must_run(const std::vector<std::string>& argv);
 
 // A forked child running `fn`; its return value is the exit code.
-// Killed (SIGKILL) and reaped on destruction if still running.
+// Killed (SIGKILL) and reaped on destruction if still running. Under ASan,
+// whose allocator has no fork handler, a child forked while another thread
+// held one of its locks hangs at its first allocation: fork while gRPC's
+// threads are idle (a connected channel, see DaemonProcess::wait_ready).
 class Child {
  public:
   explicit Child(const std::function<int()>& fn);
