@@ -14,7 +14,7 @@
 # target. Everything listens on 127.0.0.1 only. Needs root (the daemon) and
 # the Debian packages knot, dnsperf, dnsmasq-base, dnsdist.
 #
-#   sudo [ROUNDS=n] [RATES="r1 r2 ..."] bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
+#   sudo [ROUNDS=n] [RATES="r1 r2 ..."] [SYSCALLS=1] bench/dns_bench.sh [build-dir] [names] [baseline-superebpfd]
 #
 # With a third argument, that superebpfd binary (an older build, say) runs
 # beside the build's as target "baseline", with a daemon and attachment of
@@ -27,7 +27,10 @@
 # outstanding (where queues dominate latency). With RATES, a third: each
 # forwarder at each of those steady rates (queries/s), for the CPU time it
 # spends per query at a load it keeps up with (dnsmasq is left out: on a
-# small VM it keeps up with little more than 50,000).
+# small VM it keeps up with little more than 50,000). With SYSCALLS=1, a
+# last part: superebpf, dnsdist and the relay at saturation once more, on
+# fresh names, each under `perf stat`, for the system calls and context
+# switches each makes per query (where its kernel time goes; needs perf).
 set -euo pipefail
 
 build=${1:-build}
@@ -68,7 +71,14 @@ for rate in $rates; do
   [[ "$rate" =~ ^[1-9][0-9]{0,6}$ ]] || { echo "dns_bench: RATES must be queries/s, 1-9999999" >&2; exit 2; }
   steady_names=$((steady_names + rate * steady_seconds * rounds_throughput))
 done
-all_names=$((names + lat_names + steady_names))
+count_syscalls=${SYSCALLS:-}
+[[ "$count_syscalls" =~ ^1?$ ]] || { echo "dns_bench: SYSCALLS must be 1 or unset" >&2; exit 2; }
+if [ -n "$count_syscalls" ] && ! command -v perf >/dev/null; then
+  echo "dns_bench: SYSCALLS=1 needs perf (Debian: linux-perf)" >&2
+  exit 2
+fi
+syscall_names=$((count_syscalls ? names / rounds_throughput : 0))
+all_names=$((names + lat_names + steady_names + syscall_names))
 
 # The zone: r<i>.bench.example AAAA 2001:db8:2::<i>, an address each.
 {
@@ -82,8 +92,10 @@ all_names=$((names + lat_names + steady_names))
 for ((i = 0; i < names; i++)); do echo "r$i.bench.example AAAA"; done > "$work/queries.txt"
 for ((i = names; i < names + lat_names; i++)); do echo "r$i.bench.example AAAA"; done \
   > "$work/latency.txt"
-for ((i = names + lat_names; i < all_names; i++)); do echo "r$i.bench.example AAAA"; done \
+for ((i = names + lat_names; i < all_names - syscall_names; i++)); do echo "r$i.bench.example AAAA"; done \
   > "$work/steady.txt"
+for ((i = all_names - syscall_names; i < all_names; i++)); do echo "r$i.bench.example AAAA"; done \
+  > "$work/syscalls.txt"
 
 cat > "$work/knot.conf" <<EOF
 server:
@@ -318,6 +330,39 @@ for rate in $rates; do
     done
   done | summarize
 done
+
+# System calls and context switches per query, at saturation. perf stat
+# counts a process's system calls from their tracepoints; the context
+# switches are its threads' counts in /proc, voluntary (it blocked) and
+# involuntary (it was preempted).
+switches() {
+  cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2}
+    END {print v, n}'
+}
+count_syscalls() {
+  local label=$1 target_port=$2 pid=$3 file="$work/syscalls.txt" n v0 n0 v1 n1 stat=$work/$1.perf
+  local calls=epoll_wait,recvmmsg,sendmmsg,recvmsg,recvfrom,sendmsg,sendto,futex,bpf
+  n=$(wc -l <"$file")
+  read -r v0 n0 < <(switches "$pid")
+  perf stat -x, -o "$stat" -p "$pid" -e "$(sed 's/\([a-z_]\+\)/syscalls:sys_enter_\1/g' <<<"$calls")" &
+  local perf_pid=$!
+  sleep 0.5  # perf stat attached
+  dnsperf -s 127.0.0.1 -p "$target_port" -d "$file" -n 1 >"$work/$label.out" 2>&1
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+  read -r v1 n1 < <(switches "$pid")
+  awk -F, -v label="$label" -v n="$n" -v vol=$((v1 - v0)) -v invol=$((n1 - n0)) \
+    -v qps="$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$work/$label.out")" '
+    $3 ~ /sys_enter_/ && $1 > 0 { sub(/.*sys_enter_/, "", $3); calls = calls sprintf(" %s %.3f", $3, $1 / n) }
+    END { printf "%-10s %7.0f qps  context switches %.3f + %.3f  calls%s\n", label, qps, vol / n, invol / n, calls }' "$stat"
+}
+if [ -n "$count_syscalls" ]; then
+  echo "System calls per query at saturation (dnsperf defaults), $syscall_names fresh names each;" \
+    "context switches per query: voluntary + involuntary"
+  count_syscalls superebpf "$port" "$pid_daemon"
+  count_syscalls dnsdist $p_dnsdist "$pid_dnsdist"
+  count_syscalls relay $p_relay "$pid_relay"
+fi
 
 # Learned hosts: in the learned-host table where there is one (x86-64),
 # else in the host map.
