@@ -115,11 +115,14 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   // Before reconciling, which re-applies learned hosts: none may be one of
   // ours (the watcher keeps the list current from here on).
   SEBPF_ASSIGN_OR_RETURN(auto host_addresses, read_host_addresses());
+  SEBPF_ASSIGN_OR_RETURN(auto interface_addresses, read_interface_addresses());
   {
     std::lock_guard lock(manager->mu_);
     manager->set_host_addresses_locked(host_addresses);
     SEBPF_RETURN_IF_ERROR(manager->reconcile());
     manager->restore_teachers_locked();
+    // A tap readdressed while the daemon was down.
+    manager->follow_interface_addresses_locked(interface_addresses);
   }
   return manager;
 }
@@ -274,7 +277,7 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
       r.dns.v4 = *net::IpAddress::parse(config_.dns_cgroup_ipv4);
       r.dns.v6 = *net::IpAddress::parse(config_.dns_cgroup_ipv6);
     } else {
-      const datapath::DnsEndpoint own = interface_dns_addresses(spec.target);
+      const datapath::DnsEndpoint own = endpoint_on({}, read_interface_addresses(spec.target));
       r.dns.v4 = own.v4;
       r.dns.v6 = own.v6;
     }
@@ -322,7 +325,8 @@ UniqueFd AttachmentManager::workload_netns(const AttachmentRecord& record) {
   return record.kind == TargetKind::kCgroup ? foreign_netns_of_cgroup(record.target) : UniqueFd();
 }
 
-Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd) {
+Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,
+                                                   EndpointChange change) {
   if (dns_proxy_ == nullptr) return ok_status();
   dns::EndpointSpec spec;
   spec.attachment = record.number;
@@ -340,10 +344,12 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
     log_.warning("dns_endpoint_without_address",
                  {{"id", record.id()},
                   {"target", record.target},
-                  {"impact", "the interface has no address to serve DNS on"}});
+                  {"impact", "the interface has no address to serve DNS on (until it gets one)"}});
+    if (change == EndpointChange::kMove) dns_proxy_->close_endpoint(record.number);
     return ok_status();
   }
-  return dns_proxy_->open_endpoint(spec);
+  return change == EndpointChange::kMove ? dns_proxy_->move_endpoint(spec)
+                                         : dns_proxy_->open_endpoint(spec);
 }
 
 Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd) {
@@ -534,17 +540,60 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
 }
 
 void AttachmentManager::on_host_addresses_changed() {
-  // Read outside the lock: a dump of every address, while DNS answers wait
+  // Read outside the lock: dumps of every address, while DNS answers wait
   // on mu_ to be learned.
   auto addresses = read_host_addresses();
-  if (!addresses.ok()) {
-    log_.error("host_addresses_unread", {{"error", addresses.error().message()}});
+  auto by_interface = read_interface_addresses();
+  if (!addresses.ok() || !by_interface.ok()) {
+    log_.error("host_addresses_unread",
+               {{"error", (addresses.ok() ? by_interface.error() : addresses.error()).message()}});
     return;
   }
   std::lock_guard lock(mu_);
   if (set_host_addresses_locked(*addresses)) {
     log_.info("host_addresses_changed", {{"addresses", std::to_string(host_addresses_.size())}});
   }
+  follow_interface_addresses_locked(*by_interface);
+}
+
+void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddresses& addresses) {
+  bool moved = false;
+  for (AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kInterface) continue;
+    const auto it = addresses.find(r.target);
+    const datapath::DnsEndpoint now =
+        endpoint_on(r.dns, it == addresses.end() ? std::span<const net::IpAddress>()
+                                                 : std::span<const net::IpAddress>(it->second));
+    if (now == r.dns) continue;
+    move_dns_endpoint_locked(r, now);
+    moved = true;
+  }
+  if (!moved) return;
+  if (Status saved = save_locked(); !saved.ok()) {
+    log_.error("state_save_failed", {{"error", saved.error().message()}});
+  }
+}
+
+void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
+                                                 const datapath::DnsEndpoint& to) {
+  record.dns = to;
+  // The sockets first: once the kernel names the new address as the only
+  // DNS server the guest may ask, its queries find them there.
+  if (auto moved = open_dns_endpoint_locked(record, -1, EndpointChange::kMove); !moved.ok()) {
+    log_.error("dns_endpoint_failed", {{"id", record.id()}, {"error", moved.error().message()}});
+  }
+  // Failing this, the kernel keeps letting DNS through to the old
+  // address, which the interface no longer has: the guest resolves
+  // nothing (fail closed) until the next address change.
+  if (Status set = dp_->set_dns_endpoint(record.key, to); !set.ok()) {
+    log_.error("dns_endpoint_not_moved", {{"id", record.id()}, {"error", set.error().message()}});
+    return;
+  }
+  log_.info("dns_endpoint_moved", {{"id", record.id()},
+                                   {"target", record.target},
+                                   {"ipv4", to.v4 ? to.v4->to_string() : ""},
+                                   {"ipv6", to.v6 ? to.v6->to_string() : ""},
+                                   {"port", std::to_string(to.port)}});
 }
 
 bool AttachmentManager::set_host_addresses_locked(

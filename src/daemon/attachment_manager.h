@@ -25,6 +25,7 @@
 #include "common/unique_fd.h"
 #include "daemon/attachment_record.h"
 #include "daemon/daemon_config.h"
+#include "daemon/interface_addresses.h"
 #include "daemon/log_rate_limit.h"
 #include "daemon/logger.h"
 #include "daemon/teaching_chains_file.h"
@@ -165,7 +166,9 @@ class AttachmentManager {
   // ours, and for interfaces.
   static UniqueFd workload_netns(const AttachmentRecord& record);
   // The endpoint's sockets are made in `netns_fd` (-1: ours).
-  Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd);
+  enum class EndpointChange { kOpen, kMove };
+  Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,
+                                  EndpointChange change = EndpointChange::kOpen);
   // Puts the packet socket filter on the interfaces of the cgroup
   // workload's namespace `netns_fd` (-1: ours) and records which one in
   // record.guarded_netns.
@@ -191,6 +194,12 @@ class AttachmentManager {
   // (sorted); drops learned hosts it now covers. False (and nothing done)
   // if no address outside the configured ranges came or went.
   bool set_host_addresses_locked(const std::vector<net::IpAddress>& host_addresses);
+  // A VM's endpoint is on the host side of its interface, whose addresses
+  // may come after the attach (an orchestrator that attaches a tap before
+  // addressing it) or change: the endpoint's sockets, the kernel's record
+  // of it (the one DNS server the guest may ask) and the state follow them.
+  void follow_interface_addresses_locked(const InterfaceAddresses& addresses);
+  void move_dns_endpoint_locked(AttachmentRecord& record, const datapath::DnsEndpoint& to);
   // Drops the learned hosts that only answers the policy now refuses
   // taught (a domain deny added, an allow removed, DNS mode block_all).
   void revoke_refused_locked(const AttachmentRecord& record);

@@ -1,10 +1,7 @@
 #include "daemon/target_resolver.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <net/if.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -91,39 +88,6 @@ Status validate_interface_name(std::string_view name) {
     }
   }
   return ok_status();
-}
-
-// One interface's addresses, without getifaddrs(): that dumps every
-// address of every interface, which makes attaching the 1,000th VM cost a
-// thousand times the first.
-datapath::DnsEndpoint interface_dns_addresses(const std::string& name) {
-  datapath::DnsEndpoint dns;
-  UniqueFd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  ifreq req{};
-  if (sock && name.size() < sizeof req.ifr_name) {
-    name.copy(req.ifr_name, name.size());
-    if (ioctl(sock.get(), SIOCGIFADDR, &req) == 0) {
-      const auto* sin = reinterpret_cast<const sockaddr_in*>(&req.ifr_addr);
-      char text[INET_ADDRSTRLEN] = {};
-      inet_ntop(AF_INET, &sin->sin_addr, text, sizeof text);
-      if (auto addr = net::IpAddress::parse(text); addr.ok()) dns.v4 = *addr;
-    }
-  }
-  // "<32 hex digits> <ifindex> <prefixlen> <scope> <flags> <name>"
-  std::ifstream in("/proc/net/if_inet6");
-  std::string hex, ifindex, prefixlen, scope, flags, ifname;
-  while (in >> hex >> ifindex >> prefixlen >> scope >> flags >> ifname) {
-    // Scope 0 is global; a link-local address needs a scope the datapath
-    // does not carry.
-    if (ifname != name || scope != "00" || hex.size() != 32) continue;
-    std::string text;
-    for (size_t i = 0; i < 32; i += 4) text += (i ? ":" : "") + hex.substr(i, 4);
-    if (auto addr = net::IpAddress::parse(text); addr.ok()) {
-      dns.v6 = *addr;
-      break;
-    }
-  }
-  return dns;
 }
 
 namespace {

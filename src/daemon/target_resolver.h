@@ -10,7 +10,6 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
-#include "datapath/types.h"
 
 namespace sebpf::daemon {
 
@@ -44,9 +43,5 @@ UniqueFd foreign_netns_of_cgroup(const std::string& cgroup_path,
 // 1-15 bytes, none of them '/', ':', whitespace or control characters
 // (what the kernel accepts as a name).
 Status validate_interface_name(std::string_view name);
-
-// The interface's own addresses, for a VM's DNS endpoint: its first IPv4
-// and its first global IPv6 address, when it has them.
-datapath::DnsEndpoint interface_dns_addresses(const std::string& name);
 
 }  // namespace sebpf::daemon

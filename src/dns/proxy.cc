@@ -187,27 +187,51 @@ struct AcceptGate {
 // the loops share, and their counts.
 struct Endpoint {
   uint64_t attachment = 0;
+  // A UDP and a TCP socket for each address, in the same order.
+  std::vector<net::SocketAddress> addresses;
   std::vector<UniqueFd> udp, tcp;
   std::atomic<uint32_t> inflight{0};
   std::atomic<uint32_t> tcp_clients{0};
   std::mutex bucket_mu;  // the qps token bucket
   double tokens = 0;
   Clock::time_point refilled;
-  std::unique_ptr<CountSlot[]> counts;  // one per loop
+  // One per loop; shared with the endpoint it moved from (move_endpoint),
+  // whose loops may still count into it until they let go of it.
+  std::shared_ptr<CountSlot[]> counts;
 };
 
 namespace {
 
+// A second descriptor of the same socket.
+Result<UniqueFd> duplicate(const UniqueFd& fd) {
+  UniqueFd copy(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (!copy) return errno_error("duplicate a DNS endpoint socket");
+  return copy;
+}
+
 // Binds the endpoint's sockets (in the workload's network namespace when
-// spec.netns_fd is set). An address the namespace does not have (::1 where
-// IPv6 is turned off, as container runtimes often do) is skipped and named
-// in `skipped`; none at all is an error.
-Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec,
+// spec.netns_fd is set), taking over those of `kept` (an endpoint it
+// moves from) for the addresses both have. An address the namespace does
+// not have (::1 where IPv6 is turned off, as container runtimes often do)
+// is skipped and named in `skipped`; none at all is an error.
+Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,
                                                 std::vector<std::string>& skipped) {
   auto endpoint = std::make_shared<Endpoint>();
   endpoint->attachment = spec.attachment;
   const auto bind_all = [&]() -> Status {
     for (const net::SocketAddress& address : spec.addresses) {
+      if (kept != nullptr) {
+        const auto same = std::find(kept->addresses.begin(), kept->addresses.end(), address);
+        if (same != kept->addresses.end()) {
+          const size_t i = static_cast<size_t>(same - kept->addresses.begin());
+          SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, duplicate(kept->udp[i]));
+          SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, duplicate(kept->tcp[i]));
+          endpoint->addresses.push_back(address);
+          endpoint->udp.push_back(std::move(udp));
+          endpoint->tcp.push_back(std::move(tcp));
+          continue;
+        }
+      }
       auto udp = bind_socket(address, SOCK_DGRAM, spec.device);
       if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
         skipped.push_back(udp.error().message());
@@ -215,6 +239,7 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec,
       }
       if (!udp.ok()) return udp.error();
       SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
+      endpoint->addresses.push_back(address);
       endpoint->udp.push_back(std::move(*udp));
       endpoint->tcp.push_back(std::move(tcp));
     }
@@ -1608,17 +1633,48 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
 
 Status DnsProxy::open_endpoint(const EndpointSpec& spec) {
   std::vector<std::string> skipped;
-  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, skipped));
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, nullptr, skipped));
   for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
   endpoint->tokens = config_.max_qps;
   endpoint->refilled = Clock::now();
-  endpoint->counts = std::make_unique<CountSlot[]>(loops_.size());
+  endpoint->counts = std::shared_ptr<CountSlot[]>(new CountSlot[loops_.size()]);
   std::lock_guard lock(mu_);
   if (!open_.emplace(spec.attachment, endpoint).second) {
     return Error(Errc::kAlreadyExists,
                  "attachment " + std::to_string(spec.attachment) + " has a DNS endpoint already");
   }
   for (auto& loop : loops_) loop->open_endpoint(endpoint);
+  return ok_status();
+}
+
+Status DnsProxy::move_endpoint(const EndpointSpec& spec) {
+  std::shared_ptr<Endpoint> old;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = open_.find(spec.attachment); it != open_.end()) old = it->second;
+  }
+  if (old == nullptr) return open_endpoint(spec);
+  std::vector<std::string> skipped;
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint,
+                         bind_endpoint(spec, old.get(), skipped));
+  for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
+  endpoint->tokens = config_.max_qps;
+  endpoint->refilled = Clock::now();
+  endpoint->counts = old->counts;
+  std::lock_guard lock(mu_);
+  auto it = open_.find(spec.attachment);
+  if (it == open_.end() || it->second != old) {
+    return Error(Errc::kUnavailable, "the DNS endpoint of attachment " +
+                                         std::to_string(spec.attachment) +
+                                         " was closed or moved meanwhile");
+  }
+  it->second = endpoint;
+  // Each loop runs its tasks in order: it lets go of the old endpoint,
+  // then serves the new one.
+  for (auto& loop : loops_) {
+    loop->close_endpoint(spec.attachment);
+    loop->open_endpoint(endpoint);
+  }
   return ok_status();
 }
 

@@ -113,9 +113,16 @@ class DnsProxy {
 
   // Binds the endpoint's sockets now (errors such as a port in use come
   // back here); the loops serve them from their next turn. One endpoint per
-  // attachment (a second is Errc::kAlreadyExists). Neither call waits for
-  // the loops' threads, so callers may hold locks the backend takes.
+  // attachment (a second is Errc::kAlreadyExists). None of these calls
+  // waits for the loops' threads, so callers may hold locks the backend
+  // takes.
   Status open_endpoint(const EndpointSpec& spec);
+  // Serves the attachment's endpoint on spec's addresses from now on (a
+  // VM's interface readdressed). The sockets of addresses it keeps stay:
+  // binding them again would race the old endpoint's closing. Queries in
+  // flight are dropped (their clients ask again); the counts go on. With
+  // no endpoint open, the same as open_endpoint.
+  Status move_endpoint(const EndpointSpec& spec);
   // Stops serving and closes the sockets on the loop's next turn; queries
   // in flight are dropped.
   void close_endpoint(uint64_t attachment);

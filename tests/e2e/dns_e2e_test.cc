@@ -1260,6 +1260,71 @@ TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
   close(resolver);
 }
 
+// An orchestrator may attach a VM's tap before it addresses it, or
+// readdress it later, with the daemon running or not: the endpoint, and the
+// one resolver the guest may ask, follow the addresses of the host side.
+TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
+  start_with_upstream();
+  const std::string dev = topo_->host_if();
+  for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
+    must_run({"ip", "addr", "del", cidr, "dev", dev});
+  }
+  v1::AttachRequest req;
+  req.set_interface_name(dev);
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  EXPECT_EQ(att.dns().ipv4(), "");
+  EXPECT_EQ(att.dns().ipv6(), "");
+  const auto endpoint_becomes = [&](const std::string& ipv4, const std::string& ipv6,
+                                    milliseconds within) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    do {
+      v1::GetRequest get;
+      get.set_id(att.id());
+      grpc::ClientContext ctx;
+      v1::Attachment now;
+      if (stub_->Get(&ctx, get, &now).ok() && now.dns().ipv4() == ipv4 &&
+          now.dns().ipv6() == ipv6) {
+        att = now;
+        return true;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
+  };
+  const auto guest_resolves = [&](const std::string& endpoint_address, uint16_t type) {
+    const net::SocketAddress endpoint(*net::IpAddress::parse(endpoint_address),
+                                      static_cast<uint16_t>(att.dns().port()));
+    return topo_->run_in_peer(
+        [&] { return resolve_and_connect(endpoint, "allowed.example", type); });
+  };
+
+  must_run({"ip", "addr", "add", "198.51.100.1/24", "dev", dev});
+  ASSERT_TRUE(endpoint_becomes("198.51.100.1", "", milliseconds(2000))) << daemon_->log();
+  EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "served once the host side has one";
+  EXPECT_NE(daemon_->log().find("dns_endpoint_moved"), std::string::npos);
+
+  // Until duplicate address detection is done, binding to an IPv6 address
+  // fails: it is taken when the kernel announces it usable.
+  must_run({"ip", "addr", "add", "2001:db8::1/64", "dev", dev});
+  ASSERT_TRUE(endpoint_becomes("198.51.100.1", "2001:db8::1", milliseconds(5000)))
+      << daemon_->log();
+  EXPECT_EQ(guest_resolves("2001:db8::1", kTypeAaaa), 0) << "over IPv6 too";
+
+  must_run({"ip", "addr", "add", "203.0.113.1/24", "dev", dev});
+  must_run({"ip", "addr", "del", "198.51.100.1/24", "dev", dev});
+  ASSERT_TRUE(endpoint_becomes("203.0.113.1", "2001:db8::1", milliseconds(2000))) << daemon_->log();
+  EXPECT_EQ(guest_resolves("203.0.113.1", kTypeA), 0) << "readdressed";
+
+  daemon_->kill9();
+  must_run({"ip", "addr", "add", "198.51.100.1/24", "dev", dev});
+  must_run({"ip", "addr", "del", "203.0.113.1/24", "dev", dev});
+  start_with_upstream();
+  ASSERT_TRUE(endpoint_becomes("198.51.100.1", "2001:db8::1", milliseconds(0))) << daemon_->log();
+  EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "readdressed while the daemon was down";
+}
+
 // UDP answers fit what the client said it can take: 512 bytes without
 // EDNS (TC set, so it asks again over TCP, which gets everything), more
 // with an EDNS size.

@@ -1,0 +1,123 @@
+#include "daemon/interface_addresses.h"
+
+#include <ifaddrs.h>
+#include <linux/if_addr.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "common/unique_fd.h"
+
+namespace sebpf::daemon {
+namespace {
+
+std::string read_if_inet6() {
+  std::ifstream in("/proc/net/if_inet6");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::optional<unsigned> hex_field(std::string_view field) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), value, 16);
+  if (ec != std::errc() || end != field.data() + field.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, net::IpAddress>> parse_if_inet6(std::string_view text) {
+  std::vector<std::pair<std::string, net::IpAddress>> out;
+  while (!text.empty()) {
+    const size_t eol = std::min(text.find('\n'), text.size());
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(std::min(eol + 1, text.size()));
+    // "<32 hex digits> <ifindex> <prefixlen> <scope> <flags> <name>"
+    std::array<std::string_view, 6> fields;
+    size_t n = 0;
+    while (n < fields.size()) {
+      const size_t start = line.find_first_not_of(' ');
+      if (start == std::string_view::npos) break;
+      line.remove_prefix(start);
+      const size_t end = std::min(line.find(' '), line.size());
+      fields[n++] = line.substr(0, end);
+      line.remove_prefix(end);
+    }
+    if (n != fields.size() || fields[0].size() != 32) continue;
+    const auto scope = hex_field(fields[3]);
+    const auto flags = hex_field(fields[4]);
+    // Scope 0 is global; a link-local address needs a scope the datapath
+    // does not carry.
+    if (!scope || *scope != 0 || !flags || (*flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0) {
+      continue;
+    }
+    std::array<uint8_t, 16> bytes{};
+    bool hex_ok = true;
+    for (size_t i = 0; i < bytes.size() && hex_ok; ++i) {
+      const auto byte = hex_field(fields[0].substr(2 * i, 2));
+      hex_ok = byte.has_value();
+      if (hex_ok) bytes[i] = static_cast<uint8_t>(*byte);
+    }
+    if (hex_ok) out.emplace_back(std::string(fields[5]), net::IpAddress::v6(bytes));
+  }
+  return out;
+}
+
+Result<InterfaceAddresses> read_interface_addresses() {
+  InterfaceAddresses out;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return Error::from_errno(errno, "list this host's addresses");
+  for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+    out[i->ifa_name].push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
+  }
+  freeifaddrs(list);
+  for (auto& [name, address] : parse_if_inet6(read_if_inet6())) {
+    out[name].push_back(address);
+  }
+  return out;
+}
+
+std::vector<net::IpAddress> read_interface_addresses(const std::string& name) {
+  std::vector<net::IpAddress> out;
+  UniqueFd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ifreq req{};
+  if (sock && name.size() < sizeof req.ifr_name) {
+    name.copy(req.ifr_name, name.size());
+    if (ioctl(sock.get(), SIOCGIFADDR, &req) == 0) {
+      const auto* sin = reinterpret_cast<const sockaddr_in*>(&req.ifr_addr);
+      out.push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
+    }
+  }
+  for (auto& [ifname, address] : parse_if_inet6(read_if_inet6())) {
+    if (ifname == name) out.push_back(address);
+  }
+  return out;
+}
+
+datapath::DnsEndpoint endpoint_on(const datapath::DnsEndpoint& current,
+                                  std::span<const net::IpAddress> addresses) {
+  const auto pick = [&](const std::optional<net::IpAddress>& now, net::Family family) {
+    if (now && std::find(addresses.begin(), addresses.end(), *now) != addresses.end()) return now;
+    const auto first = std::find_if(addresses.begin(), addresses.end(),
+                                    [&](const net::IpAddress& a) { return a.family() == family; });
+    return first == addresses.end() ? std::nullopt : std::optional(*first);
+  };
+  datapath::DnsEndpoint next = current;
+  next.v4 = pick(current.v4, net::Family::kIPv4);
+  next.v6 = pick(current.v6, net::Family::kIPv6);
+  return next;
+}
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,46 @@
+// The addresses a VM's DNS endpoint may be served on: the host side of its
+// interface. Read when the interface is attached, and again whenever the
+// host's addresses change, since an orchestrator may address a tap after
+// attaching it, or readdress it later.
+#pragma once
+
+#include <absl/container/flat_hash_map.h>
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "datapath/types.h"
+#include "net/ip_prefix.h"
+
+namespace sebpf::daemon {
+
+// Usable endpoint addresses, by interface name: IPv4 in the kernel's order
+// (the primary address first), then IPv6 of global scope. An IPv6 address
+// still in duplicate address detection (tentative), or that failed it, is
+// left out: binding to it fails, and the kernel announces it again
+// (RTM_NEWADDR) once it is usable.
+using InterfaceAddresses = absl::flat_hash_map<std::string, std::vector<net::IpAddress>>;
+
+// Every interface's, from one dump of each family: what an address change
+// costs does not grow with the interfaces attached.
+Result<InterfaceAddresses> read_interface_addresses();
+
+// One interface's, without a dump of IPv4 (one ioctl): what an attach
+// costs does not grow with the interfaces already attached.
+std::vector<net::IpAddress> read_interface_addresses(const std::string& name);
+
+// Where the endpoint of an interface attachment is served now that the
+// interface has `addresses` (as above): each family keeps its address
+// while the interface still has it, else takes the interface's first one
+// of that family, else has none. The port stays.
+datapath::DnsEndpoint endpoint_on(const datapath::DnsEndpoint& current,
+                                  std::span<const net::IpAddress> addresses);
+
+// Parses /proc/net/if_inet6 text: the usable IPv6 addresses (as above) and
+// their interfaces, in the file's order.
+std::vector<std::pair<std::string, net::IpAddress>> parse_if_inet6(std::string_view text);
+
+}  // namespace sebpf::daemon

@@ -1,0 +1,66 @@
+#include "daemon/interface_addresses.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sebpf::daemon {
+namespace {
+
+net::IpAddress ip(const char* text) { return *net::IpAddress::parse(text); }
+
+std::vector<std::pair<std::string, std::string>> parsed(std::string_view text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, address] : parse_if_inet6(text)) {
+    out.emplace_back(name, address.to_string());
+  }
+  return out;
+}
+
+TEST(InterfaceAddressesTest, OnlyGlobalIpv6AddressesThatPassedDadServeDns) {
+  const std::string text =
+      "20010db8000000000000000000000001 03 40 00 80     tap0\n"  // global, permanent
+      "fe800000000000000000000000000001 03 40 20 80     tap0\n"  // link-local
+      "20010db8000000000000000000000002 04 40 00 c0     tap1\n"  // tentative (DAD running)
+      "20010db8000000000000000000000003 04 40 00 88     tap1\n"  // DAD failed
+      "20010db8000000000000000000000004 04 40 00 a0     tap1\n"  // deprecated: still bound to
+      "00000000000000000000000000000001 01 80 10 80       lo\n"  // host scope
+      "20010db8000000000000000000000005 05 40 00 80\n"           // no name: not a line it knows
+      "2001zdb8000000000000000000000006 05 40 00 80     tap2\n"  // not hex
+      "20010db8000000000000000000000007 05 40 00 80     tap3";   // last line, no newline
+  EXPECT_EQ(parsed(text), (std::vector<std::pair<std::string, std::string>>{
+                              {"tap0", "2001:db8::1"},
+                              {"tap1", "2001:db8::4"},
+                              {"tap3", "2001:db8::7"},
+                          }));
+  EXPECT_TRUE(parse_if_inet6("").empty());
+}
+
+TEST(InterfaceAddressesTest, AnEndpointKeepsItsAddressWhileTheInterfaceHasIt) {
+  const datapath::DnsEndpoint current{ip("198.51.100.1"), ip("2001:db8::1"), 20001};
+  const std::vector<net::IpAddress> more = {ip("203.0.113.1"), ip("198.51.100.1"),
+                                            ip("2001:db8::9"), ip("2001:db8::1")};
+  EXPECT_EQ(endpoint_on(current, more), current) << "not moved to the interface's first";
+}
+
+TEST(InterfaceAddressesTest, AnEndpointTakesTheFirstAddressOfAFamilyWhenItHasNone) {
+  const std::vector<net::IpAddress> now = {ip("203.0.113.1"), ip("198.51.100.1"),
+                                           ip("2001:db8::9")};
+  const datapath::DnsEndpoint none{std::nullopt, std::nullopt, 20001};
+  EXPECT_EQ(endpoint_on(none, now),
+            (datapath::DnsEndpoint{ip("203.0.113.1"), ip("2001:db8::9"), 20001}))
+      << "an interface addressed after the attach";
+  const datapath::DnsEndpoint gone{ip("192.0.2.1"), ip("2001:db8::1"), 20001};
+  EXPECT_EQ(endpoint_on(gone, now),
+            (datapath::DnsEndpoint{ip("203.0.113.1"), ip("2001:db8::9"), 20001}))
+      << "readdressed";
+  EXPECT_EQ(endpoint_on(gone, {}), none) << "no address left: none, the port kept";
+  const std::vector<net::IpAddress> v4_only = {ip("198.51.100.1")};
+  EXPECT_EQ(endpoint_on(gone, v4_only),
+            (datapath::DnsEndpoint{ip("198.51.100.1"), std::nullopt, 20001}));
+}
+
+}  // namespace
+}  // namespace sebpf::daemon
