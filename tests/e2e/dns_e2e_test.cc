@@ -1323,6 +1323,10 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   start_with_upstream();
   ASSERT_TRUE(endpoint_becomes("198.51.100.1", "2001:db8::1", milliseconds(0))) << daemon_->log();
   EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "readdressed while the daemon was down";
+  for (const char* event : {"dns_endpoint_failed", "dns_endpoint_address_skipped"}) {
+    EXPECT_EQ(daemon_->log().find(event), std::string::npos)
+        << "found at start, before the endpoint is opened on an address gone: " << daemon_->log();
+  }
 }
 
 // UDP answers fit what the client said it can take: 512 bytes without
