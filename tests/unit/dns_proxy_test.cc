@@ -262,6 +262,37 @@ TEST_F(DnsProxyTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
   EXPECT_EQ(total, 600);
 }
 
+// A VM's interface readdressed: the endpoint serves its new addresses,
+// those it keeps without a pause (their sockets stay: binding them again
+// would race the old ones' closing), no longer the address it lost, and
+// its counts go on.
+TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);
+  ask_each(2);
+  if (HasFatalFailure()) return;
+  const net::SocketAddress first = endpoint_;
+  const net::SocketAddress second = *net::SocketAddress::parse("127.0.0.2", first.port());
+  EndpointSpec spec;
+  spec.attachment = 1;
+  spec.addresses = {first, second};
+  ASSERT_TRUE(proxy_->move_endpoint(spec).ok());
+  ask_each(1);
+  endpoint_ = second;
+  ask_each(1);
+  if (HasFatalFailure()) return;
+
+  spec.addresses = {second};
+  ASSERT_TRUE(proxy_->move_endpoint(spec).ok());
+  ask_each(1);
+  if (HasFatalFailure()) return;
+  EXPECT_FALSE(testing::dns_query(first, testing::make_query("gone.example.test", 1, 0x5eb, 0),
+                                  false, milliseconds(300))
+                   .ok())
+      << "still answered on the address it lost";
+  EXPECT_EQ(proxy_->counters(1)->answered, 5u);
+}
+
 // An upstream on the same host answers within microseconds; a loop that
 // slept meanwhile would pay a wake-up per answer (tens of microseconds on
 // a VM). Waiting for its answers, the loop polls instead: it sleeps once
