@@ -4,13 +4,12 @@
 // attaching it, or readdress it later.
 #pragma once
 
-#include <absl/container/flat_hash_map.h>
-
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "common/result.h"
 #include "datapath/types.h"
 #include "net/ip_prefix.h"
@@ -28,8 +27,9 @@ using InterfaceAddresses = absl::flat_hash_map<std::string, std::vector<net::IpA
 // costs does not grow with the interfaces attached.
 Result<InterfaceAddresses> read_interface_addresses();
 
-// One interface's, without a dump of IPv4 (one ioctl): what an attach
-// costs does not grow with the interfaces already attached.
+// One interface's: its primary IPv4 address from one ioctl rather than a
+// dump of every interface's (IPv6 comes from /proc/net/if_inet6, which
+// lists them all either way).
 std::vector<net::IpAddress> read_interface_addresses(const std::string& name);
 
 // Where the endpoint of an interface attachment is served now that the
