@@ -333,7 +333,8 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   if (record.dns.v4) spec.addresses.emplace_back(*record.dns.v4, record.dns.port);
   if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
   // A VM's endpoint takes only what arrives through its own interface.
-  if (record.kind == TargetKind::kInterface) spec.device = record.target;
+  if (record.kind == TargetKind::kInterface)
+    spec.device_ifindex = static_cast<uint32_t>(record.key.id);
   // A container in a network namespace of its own has its DNS steered to
   // its own loopback: the endpoint's sockets are made there.
   spec.netns_fd = netns_fd;
@@ -560,7 +561,7 @@ void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddress
   bool moved = false;
   for (AttachmentRecord& r : state_.records) {
     if (r.kind != TargetKind::kInterface) continue;
-    const auto it = addresses.find(r.target);
+    const auto it = addresses.find(static_cast<uint32_t>(r.key.id));
     const datapath::DnsEndpoint now =
         endpoint_on(r.dns, it == addresses.end() ? std::span<const net::IpAddress>()
                                                  : std::span<const net::IpAddress>(it->second));

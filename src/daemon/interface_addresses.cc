@@ -36,8 +36,8 @@ std::optional<unsigned> hex_field(std::string_view field) {
 
 }  // namespace
 
-std::vector<std::pair<std::string, net::IpAddress>> parse_if_inet6(std::string_view text) {
-  std::vector<std::pair<std::string, net::IpAddress>> out;
+std::vector<Ipv6Address> parse_if_inet6(std::string_view text) {
+  std::vector<Ipv6Address> out;
   while (!text.empty()) {
     const size_t eol = std::min(text.find('\n'), text.size());
     std::string_view line = text.substr(0, eol);
@@ -54,11 +54,13 @@ std::vector<std::pair<std::string, net::IpAddress>> parse_if_inet6(std::string_v
       line.remove_prefix(end);
     }
     if (n != fields.size() || fields[0].size() != 32) continue;
+    const auto ifindex = hex_field(fields[1]);
     const auto scope = hex_field(fields[3]);
     const auto flags = hex_field(fields[4]);
     // Scope 0 is global; a link-local address needs a scope the datapath
     // does not carry.
-    if (!scope || *scope != 0 || !flags || (*flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0) {
+    if (!ifindex || !scope || *scope != 0 || !flags ||
+        (*flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0) {
       continue;
     }
     std::array<uint8_t, 16> bytes{};
@@ -68,7 +70,7 @@ std::vector<std::pair<std::string, net::IpAddress>> parse_if_inet6(std::string_v
       hex_ok = byte.has_value();
       if (hex_ok) bytes[i] = static_cast<uint8_t>(*byte);
     }
-    if (hex_ok) out.emplace_back(std::string(fields[5]), net::IpAddress::v6(bytes));
+    if (hex_ok) out.push_back({*ifindex, std::string(fields[5]), net::IpAddress::v6(bytes)});
   }
   return out;
 }
@@ -77,15 +79,19 @@ Result<InterfaceAddresses> read_interface_addresses() {
   InterfaceAddresses out;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return Error::from_errno(errno, "list this host's addresses");
+  // getifaddrs names an IPv4 address's interface only by name: an index
+  // per name, asked once.
+  absl::flat_hash_map<std::string, uint32_t> indexes;
   for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
     if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    auto [index, added] = indexes.try_emplace(i->ifa_name, 0);
+    if (added) index->second = if_nametoindex(i->ifa_name);
+    if (index->second == 0) continue;  // gone meanwhile, or a label ("eth0:1")
     const auto* sin = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
-    out[i->ifa_name].push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
+    out[index->second].push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
   }
   freeifaddrs(list);
-  for (auto& [name, address] : parse_if_inet6(read_if_inet6())) {
-    out[name].push_back(address);
-  }
+  for (const Ipv6Address& a : parse_if_inet6(read_if_inet6())) out[a.ifindex].push_back(a.address);
   return out;
 }
 
@@ -100,8 +106,8 @@ std::vector<net::IpAddress> read_interface_addresses(const std::string& name) {
       out.push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
     }
   }
-  for (auto& [ifname, address] : parse_if_inet6(read_if_inet6())) {
-    if (ifname == name) out.push_back(address);
+  for (const Ipv6Address& a : parse_if_inet6(read_if_inet6())) {
+    if (a.interface == name) out.push_back(a.address);
   }
   return out;
 }

@@ -4,6 +4,7 @@
 // attaching it, or readdress it later.
 #pragma once
 
+#include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,12 +17,13 @@
 
 namespace sebpf::daemon {
 
-// Usable endpoint addresses, by interface name: IPv4 in the kernel's order
-// (the primary address first), then IPv6 of global scope. An IPv6 address
-// still in duplicate address detection (tentative), or that failed it, is
-// left out: binding to it fails, and the kernel announces it again
-// (RTM_NEWADDR) once it is usable.
-using InterfaceAddresses = absl::flat_hash_map<std::string, std::vector<net::IpAddress>>;
+// Usable endpoint addresses, by interface index (an attachment's key: a
+// renamed interface is still the one attached): IPv4 in the kernel's
+// order (the primary address first), then IPv6 of global scope. An IPv6
+// address still in duplicate address detection (tentative), or that
+// failed it, is left out: binding to it fails, and the kernel announces it
+// again (RTM_NEWADDR) once it is usable.
+using InterfaceAddresses = absl::flat_hash_map<uint32_t, std::vector<net::IpAddress>>;
 
 // Every interface's, from one dump of each family: what an address change
 // costs does not grow with the interfaces attached.
@@ -39,8 +41,14 @@ std::vector<net::IpAddress> read_interface_addresses(const std::string& name);
 datapath::DnsEndpoint endpoint_on(const datapath::DnsEndpoint& current,
                                   std::span<const net::IpAddress> addresses);
 
-// Parses /proc/net/if_inet6 text: the usable IPv6 addresses (as above) and
-// their interfaces, in the file's order.
-std::vector<std::pair<std::string, net::IpAddress>> parse_if_inet6(std::string_view text);
+// An IPv6 address of an interface, as /proc/net/if_inet6 lists it.
+struct Ipv6Address {
+  uint32_t ifindex = 0;
+  std::string interface;
+  net::IpAddress address;
+};
+// Parses /proc/net/if_inet6 text: the usable IPv6 addresses (as above), in
+// the file's order.
+std::vector<Ipv6Address> parse_if_inet6(std::string_view text);
 
 }  // namespace sebpf::daemon

@@ -67,12 +67,32 @@ std::string TcHooks::check_same_interface(uint32_t ifindex) const {
   char now[IF_NAMESIZE] = {};
   if (if_indextoname(ifindex, now) == nullptr) return "the interface is gone";
   sebpf_ifname then{};
-  if (bpf_map_lookup_elem(names_fd_, &ifindex, &then) == 0 &&
-      std::strncmp(then.name, now, sizeof(then.name)) != 0) {
-    return "interface " + std::string(then.name, strnlen(then.name, sizeof(then.name))) +
-           " is gone; its ifindex now belongs to " + now;
+  if (bpf_map_lookup_elem(names_fd_, &ifindex, &then) != 0 ||
+      std::strncmp(then.name, now, sizeof(then.name)) == 0) {
+    return "";
   }
-  return "";
+  // Another name: the interface was renamed, or deleted and a new one given
+  // its ifindex. A new interface has none of our filters; a renamed one
+  // still carries them (the kernel keeps qdiscs and filters across a
+  // rename), and keeps its policy.
+  if (carries_our_filter(ifindex)) {
+    sebpf_ifname renamed{};
+    static_assert(sizeof renamed.name >= sizeof now);
+    std::memcpy(renamed.name, now, sizeof now);
+    bpf_map_update_elem(names_fd_, &ifindex, &renamed, BPF_ANY);
+    return "";
+  }
+  return "interface " + std::string(then.name, strnlen(then.name, sizeof(then.name))) +
+         " is gone; its ifindex now belongs to " + now;
+}
+
+bool TcHooks::carries_our_filter(uint32_t ifindex) const {
+  for (const bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = point);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
+    if (bpf_tc_query(&hook, &opts) == 0) return true;
+  }
+  return false;
 }
 
 Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {

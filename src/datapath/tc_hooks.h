@@ -32,11 +32,16 @@ class TcHooks {
   // now has it.
   void forget(uint32_t ifindex);
 
-  // Empty when `ifindex` is still the interface that was attached; else why
+  // Empty when `ifindex` is still the interface that was attached (under
+  // the same name, or renamed: then the new name is recorded); else why
   // not (gone, or its ifindex now names another interface).
   std::string check_same_interface(uint32_t ifindex) const;
 
  private:
+  // Whether one of the interface's hooks has a filter at our handle and
+  // priority.
+  bool carries_our_filter(uint32_t ifindex) const;
+
   int guard_fd_;
   int track_fd_;
   uint32_t handle_;

@@ -96,16 +96,17 @@ void put_id(std::span<uint8_t> wire, uint16_t id) {
   wire[1] = static_cast<uint8_t>(id);
 }
 
-// One endpoint socket bound to `address` (and `device`). IPV6_V6ONLY so that "::" never
-// also takes IPv4; SO_REUSEADDR so a restarted daemon can bind its TCP
-// port while old connections linger in TIME_WAIT.
-Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
-                             const std::string& device) {
+// One endpoint socket bound to `address` (and the interface `ifindex`, if
+// set). IPV6_V6ONLY so that "::" never also takes IPv4; SO_REUSEADDR so a
+// restarted daemon can bind its TCP port while old connections linger in
+// TIME_WAIT.
+Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type, uint32_t ifindex) {
   UniqueFd fd(::socket(address.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return errno_error("socket");
-  if (!device.empty() && setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE, device.c_str(),
-                                    static_cast<socklen_t>(device.size())) != 0) {
-    return errno_error("bind DNS endpoint to " + device);
+  const int index = static_cast<int>(ifindex);
+  if (ifindex != 0 &&
+      setsockopt(fd.get(), SOL_SOCKET, SO_BINDTOIFINDEX, &index, sizeof index) != 0) {
+    return errno_error("bind DNS endpoint to interface " + std::to_string(ifindex));
   }
   const int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -232,13 +233,13 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
           continue;
         }
       }
-      auto udp = bind_socket(address, SOCK_DGRAM, spec.device);
+      auto udp = bind_socket(address, SOCK_DGRAM, spec.device_ifindex);
       if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
         skipped.push_back(udp.error().message());
         continue;
       }
       if (!udp.ok()) return udp.error();
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device));
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device_ifindex));
       endpoint->addresses.push_back(address);
       endpoint->udp.push_back(std::move(*udp));
       endpoint->tcp.push_back(std::move(tcp));

@@ -92,9 +92,10 @@ class ProxyBackend {
 struct EndpointSpec {
   uint64_t attachment = 0;
   std::vector<net::SocketAddress> addresses;  // each gets a UDP and a TCP socket
-  // When set, the sockets take only what arrives through this interface
-  // (SO_BINDTODEVICE): another VM routed to this address is not served.
-  std::string device;
+  // When set, the sockets take only what arrives through the interface of
+  // this index (SO_BINDTOIFINDEX; by index, so that a renamed interface is
+  // still the one): another VM routed to this address is not served.
+  uint32_t device_ifindex = 0;
   // When set, the network namespace (an open /proc/<pid>/ns/net) the
   // sockets are made in: a container's own, whose loopback is where its
   // DNS is steered. Only read during open_endpoint.

@@ -1261,11 +1261,12 @@ TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
 }
 
 // An orchestrator may attach a VM's tap before it addresses it, or
-// readdress it later, with the daemon running or not: the endpoint, and the
-// one resolver the guest may ask, follow the addresses of the host side.
+// readdress (or rename) it later, with the daemon running or not: the
+// endpoint, and the one resolver the guest may ask, follow the addresses of
+// the host side.
 TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   start_with_upstream();
-  const std::string dev = topo_->host_if();
+  std::string dev = topo_->host_if();
   for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
     must_run({"ip", "addr", "del", cidr, "dev", dev});
   }
@@ -1305,6 +1306,15 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "served once the host side has one";
   EXPECT_NE(daemon_->log().find("dns_endpoint_moved"), std::string::npos);
 
+  // Renamed (down, as the kernel wants for that), it is still the
+  // interface attached: its addresses are found, and its endpoint bound,
+  // by index.
+  const std::string original = dev;
+  dev += "r";
+  must_run({"ip", "link", "set", "dev", original, "down"});
+  must_run({"ip", "link", "set", "dev", original, "name", dev});
+  must_run({"ip", "link", "set", "dev", dev, "up"});
+
   // Until duplicate address detection is done, binding to an IPv6 address
   // fails: it is taken when the kernel announces it usable.
   must_run({"ip", "addr", "add", "2001:db8::1/64", "dev", dev});
@@ -1327,6 +1337,9 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
     EXPECT_EQ(daemon_->log().find(event), std::string::npos)
         << "found at start, before the endpoint is opened on an address gone: " << daemon_->log();
   }
+  // Its own name again, for the topology's cleanup.
+  run_command({"ip", "link", "set", "dev", dev, "down"});
+  run_command({"ip", "link", "set", "dev", dev, "name", original});
 }
 
 // UDP answers fit what the client said it can take: 512 bytes without

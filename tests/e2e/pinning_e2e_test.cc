@@ -234,6 +234,33 @@ TEST_F(PinningE2eTest, AReusedIfindexDoesNotInheritThePolicy) {
   run_command({"ip", "link", "del", other});
 }
 
+// An interface renamed while no process held the state is still the one
+// attached (the kernel keeps its qdisc and filters across a rename): it
+// keeps its policy, unlike a new interface given a deleted one's ifindex.
+TEST_F(PinningE2eTest, ARenamedInterfaceKeepsItsPolicy) {
+  auto loader = start_loader();
+  loader->kill_now();
+  const std::string original = topo_->host_if();
+  const std::string renamed = original + "r";
+  must_run({"ip", "link", "set", "dev", original, "down"});
+  must_run({"ip", "link", "set", "dev", original, "name", renamed});
+  must_run({"ip", "link", "set", "dev", renamed, "up"});
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+    for (const auto& note : (*dp)->adoption_notes()) ADD_FAILURE() << note;
+    EXPECT_EQ((*dp)->attachments()->size(), 2U);
+    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+    EXPECT_EQ(
+        topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
+        ETIMEDOUT)
+        << "the guest's policy was lost with the name";
+  }
+  // Its own name again, for the topology's cleanup.
+  run_command({"ip", "link", "set", "dev", renamed, "down"});
+  run_command({"ip", "link", "set", "dev", renamed, "name", original});
+}
+
 TEST_F(PinningE2eTest, PinnedStateOfAnotherAbiIsRefused) {
   {
     auto dp = open_pinned();

@@ -11,10 +11,11 @@ namespace {
 
 net::IpAddress ip(const char* text) { return *net::IpAddress::parse(text); }
 
-std::vector<std::pair<std::string, std::string>> parsed(std::string_view text) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& [name, address] : parse_if_inet6(text)) {
-    out.emplace_back(name, address.to_string());
+// "ifindex interface address" per usable address.
+std::vector<std::string> parsed(std::string_view text) {
+  std::vector<std::string> out;
+  for (const Ipv6Address& a : parse_if_inet6(text)) {
+    out.push_back(std::to_string(a.ifindex) + " " + a.interface + " " + a.address.to_string());
   }
   return out;
 }
@@ -29,11 +30,12 @@ TEST(InterfaceAddressesTest, OnlyGlobalIpv6AddressesThatPassedDadServeDns) {
       "00000000000000000000000000000001 01 80 10 80       lo\n"  // host scope
       "20010db8000000000000000000000005 05 40 00 80\n"           // no name: not a line it knows
       "2001zdb8000000000000000000000006 05 40 00 80     tap2\n"  // not hex
-      "20010db8000000000000000000000007 05 40 00 80     tap3";   // last line, no newline
-  EXPECT_EQ(parsed(text), (std::vector<std::pair<std::string, std::string>>{
-                              {"tap0", "2001:db8::1"},
-                              {"tap1", "2001:db8::4"},
-                              {"tap3", "2001:db8::7"},
+      "20010db8000000000000000000000008 0g 40 00 80     tap4\n"  // index not hex
+      "20010db8000000000000000000000007 1a 40 00 80     tap3";   // last line, no newline
+  EXPECT_EQ(parsed(text), (std::vector<std::string>{
+                              "3 tap0 2001:db8::1",
+                              "4 tap1 2001:db8::4",
+                              "26 tap3 2001:db8::7",
                           }));
   EXPECT_TRUE(parse_if_inet6("").empty());
 }
