@@ -333,8 +333,9 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   if (record.dns.v4) spec.addresses.emplace_back(*record.dns.v4, record.dns.port);
   if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
   // A VM's endpoint takes only what arrives through its own interface.
-  if (record.kind == TargetKind::kInterface)
+  if (record.kind == TargetKind::kInterface) {
     spec.device_ifindex = static_cast<uint32_t>(record.key.id);
+  }
   // A container in a network namespace of its own has its DNS steered to
   // its own loopback: the endpoint's sockets are made there.
   spec.netns_fd = netns_fd;
