@@ -181,6 +181,7 @@ Status AttachmentManager::reconcile() {
                      {{"id", r.id()}, {"error", guarded.error().message()}});
         }
       }
+      follow_interface_name_locked(r);  // renamed while the daemon was down
       log_.info("attachment_adopted", {{"id", r.id()}, {"target", r.target}});
       kept.push_back(std::move(r));
       continue;
@@ -214,10 +215,17 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
   int64_t save_us = 0;
   {
     std::lock_guard lock(mu_);
-    for (const AttachmentRecord& r : state_.records) {
-      if (r.kind == spec.kind && r.target == spec.target) {
-        return Error(Errc::kAlreadyExists, r.target + " is attached already as " + r.id());
-      }
+    // An interface is the same by ifindex: it may have been renamed since
+    // (and the watcher not told us yet).
+    const uint32_t ifindex =
+        spec.kind == TargetKind::kInterface ? if_nametoindex(spec.target.c_str()) : 0;
+    for (AttachmentRecord& r : state_.records) {
+      if (r.kind != spec.kind) continue;
+      const bool same =
+          spec.kind == TargetKind::kInterface ? r.key.id == ifindex : r.target == spec.target;
+      if (!same) continue;
+      if (follow_interface_name_locked(r)) save_or_log_locked();
+      return Error(Errc::kAlreadyExists, spec.target + " is attached already as " + r.id());
     }
     std::string applied = "builtin-default";
     if (spec.policy) {
@@ -374,6 +382,11 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, 
 
 void AttachmentManager::on_interface_added(uint32_t ifindex) {
   std::lock_guard lock(mu_);
+  for (AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kInterface || r.key.id != ifindex) continue;
+    if (follow_interface_name_locked(r)) save_or_log_locked();
+    break;
+  }
   if (!dp_->guards_own_namespace()) return;
   if (auto guarded = dp_->guard_packet_sockets_on(ifindex); !guarded.ok()) {
     log_.error("packet_socket_guard_failed",
@@ -571,9 +584,20 @@ void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddress
     moved = true;
   }
   if (!moved) return;
-  if (Status saved = save_locked(); !saved.ok()) {
-    log_.error("state_save_failed", {{"error", saved.error().message()}});
+  save_or_log_locked();
+}
+
+bool AttachmentManager::follow_interface_name_locked(AttachmentRecord& record) {
+  char name[IF_NAMESIZE];
+  if (record.kind != TargetKind::kInterface ||
+      if_indextoname(static_cast<unsigned>(record.key.id), name) == nullptr ||
+      record.target == name) {
+    return false;
   }
+  log_.info("attachment_target_renamed",
+            {{"id", record.id()}, {"from", record.target}, {"to", name}});
+  record.target = name;
+  return true;
 }
 
 void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
@@ -1049,11 +1073,7 @@ void AttachmentManager::sweep() {
     }
   }
   auto reclaimed = dp_->sweep();
-  if (dropped > 0) {
-    if (auto saved = save_locked(); !saved.ok()) {
-      log_.error("state_save_failed", {{"error", saved.error().message()}});
-    }
-  }
+  if (dropped > 0) save_or_log_locked();
   log_.debug("sweep", {{"expired_rules", std::to_string(dropped)},
                        {"reclaimed", reclaimed.ok() ? std::to_string(*reclaimed)
                                                     : reclaimed.error().message()}});
@@ -1149,6 +1169,12 @@ void AttachmentManager::restore_teachers_locked() {
 
 Status AttachmentManager::save_locked() {
   return state::write_state_file(config_.state_file(), encode_state(state_));
+}
+
+void AttachmentManager::save_or_log_locked() {
+  if (Status saved = save_locked(); !saved.ok()) {
+    log_.error("state_save_failed", {{"error", saved.error().message()}});
+  }
 }
 
 }  // namespace sebpf::daemon

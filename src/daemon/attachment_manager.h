@@ -107,8 +107,9 @@ class AttachmentManager {
 
   // Target watching: detach attachments whose target is really gone.
   void on_interface_removed(uint32_t ifindex);
-  // A new interface in our namespace: it gets the packet socket filter
-  // when a cgroup workload sends from this namespace.
+  // A new interface in our namespace (it gets the packet socket filter
+  // when a cgroup workload sends from this namespace), or one that changed:
+  // an attached interface renamed is then reported by its new name.
   void on_interface_added(uint32_t ifindex);
   void on_cgroup_removed(const std::string& path);
   // A default route now goes out through this interface: an attached one
@@ -158,6 +159,10 @@ class AttachmentManager {
                                          std::optional<datapath::DnsEndpoint> dns);
   Status apply_full_policy(const AttachmentRecord& record);
   Status save_locked();
+  // For changes that stand whether or not they are written (the kernel
+  // holds them already): a failed write is logged, and the next save
+  // writes them.
+  void save_or_log_locked();
   AttachmentRecord* find_locked(uint64_t number);
   Result<uint16_t> allocate_dns_port_locked();
   void drop_locked(size_t index, const std::string& reason);
@@ -199,6 +204,11 @@ class AttachmentManager {
   // addressing it) or change: the endpoint's sockets, the kernel's record
   // of it (the one DNS server the guest may ask) and the state follow them.
   void follow_interface_addresses_locked(const InterfaceAddresses& addresses);
+  // An interface keeps its ifindex, and with it our filters, across a
+  // rename: the record takes the new name, so List reports it, Attach by
+  // that name finds it, and the uplink check (by name) looks at the right
+  // interface. True if the name changed (the state is then to be saved).
+  bool follow_interface_name_locked(AttachmentRecord& record);
   void move_dns_endpoint_locked(AttachmentRecord& record, const datapath::DnsEndpoint& to);
   // Drops the learned hosts that only answers the policy now refuses
   // taught (a domain deny added, an allow removed, DNS mode block_all).

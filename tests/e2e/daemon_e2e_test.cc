@@ -546,6 +546,54 @@ TEST_F(DaemonE2eTest, DeletedInterfaceIsDetachedWithinASecond) {
   EXPECT_NE(daemon_->log().find("\"reason\":\"interface deleted\""), std::string::npos);
 }
 
+// An interface keeps its ifindex, and our filters, across a rename (an
+// orchestrator naming a tap after its VM once it is up): the attachment
+// follows it under its new name, whether the daemon runs or not, so Attach
+// by the new name finds it and the old name is free for a new interface.
+TEST_F(DaemonE2eTest, ARenamedInterfaceIsKnownByItsNewName) {
+  start_daemon();
+  NetNs ns("sebpf-ren-" + topo_->tag());
+  VethPair veth("sr" + topo_->tag(), "srp" + topo_->tag(), ns);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(interface_enforcing_nothing(veth.host()), &att).ok());
+  // The target the attachment is listed with.
+  auto listed_target = [&] {
+    v1::ListResponse list;
+    if (!call_list(&list).ok()) return std::string();
+    for (const v1::Attachment& a : list.attachments()) {
+      if (a.id() == att.id()) return a.target();
+    }
+    return std::string();
+  };
+
+  const std::string renamed = "sn" + topo_->tag();
+  rename_link(veth.host(), renamed);
+  const auto deadline = std::chrono::steady_clock::now() + milliseconds(1000);
+  while (listed_target() != renamed && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(listed_target(), renamed) << daemon_->log();
+
+  v1::Attachment again;
+  const grpc::Status twice = attach(interface_enforcing_nothing(renamed), &again);
+  EXPECT_EQ(twice.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_NE(twice.error_message().find(att.id()), std::string::npos) << twice.error_message();
+
+  VethPair successor(veth.host(), "srq" + topo_->tag(), ns);
+  v1::Attachment second;
+  const grpc::Status free_name = attach(interface_enforcing_nothing(successor.host()), &second);
+  EXPECT_TRUE(free_name.ok()) << "the old name is another interface's now: "
+                              << free_name.error_message();
+
+  daemon_->kill9();
+  const std::string renamed_while_down = "st" + topo_->tag();
+  rename_link(renamed, renamed_while_down);
+  start_daemon();
+  EXPECT_EQ(listed_target(), renamed_while_down) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("attachment_target_renamed"), std::string::npos);
+  // Deleting the namespace takes the renamed pair's host side with it.
+}
+
 // A workload keeps probing an allowed and a denied address while the
 // daemon is SIGKILLed and started again: no probe ever sees the wrong
 // answer, and the new daemon has the same ids, metadata and policy.

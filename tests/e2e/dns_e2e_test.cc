@@ -25,6 +25,7 @@
 #include "support/dns_client.h"
 #include "support/dns_loop_stats.h"
 #include "support/knot_server.h"
+#include "support/netns.h"
 
 namespace sebpf::testing {
 namespace {
@@ -1306,14 +1307,12 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "served once the host side has one";
   EXPECT_NE(daemon_->log().find("dns_endpoint_moved"), std::string::npos);
 
-  // Renamed (down, as the kernel wants for that), it is still the
+  // Renamed, it is still the
   // interface attached: its addresses are found, and its endpoint bound,
   // by index.
   const std::string original = dev;
   dev += "r";
-  must_run({"ip", "link", "set", "dev", original, "down"});
-  must_run({"ip", "link", "set", "dev", original, "name", dev});
-  must_run({"ip", "link", "set", "dev", dev, "up"});
+  rename_link(original, dev);
 
   // Until duplicate address detection is done, binding to an IPv6 address
   // fails: it is taken when the kernel announces it usable.

@@ -13,6 +13,7 @@
 #include "common/unique_fd.h"
 #include "datapath/shared_layout.h"
 #include "e2e_fixture.h"
+#include "support/netns.h"
 #include "support/process.h"
 
 namespace sebpf::testing {
@@ -242,9 +243,7 @@ TEST_F(PinningE2eTest, ARenamedInterfaceKeepsItsPolicy) {
   loader->kill_now();
   const std::string original = topo_->host_if();
   const std::string renamed = original + "r";
-  must_run({"ip", "link", "set", "dev", original, "down"});
-  must_run({"ip", "link", "set", "dev", original, "name", renamed});
-  must_run({"ip", "link", "set", "dev", renamed, "up"});
+  rename_link(original, renamed);
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();

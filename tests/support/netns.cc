@@ -35,6 +35,12 @@ VethPair::VethPair(std::string host, std::string peer, const NetNs& ns)
 
 VethPair::~VethPair() { run_command({"ip", "link", "del", host_}); }
 
+void rename_link(const std::string& from, const std::string& to) {
+  must_run({"ip", "link", "set", "dev", from, "down"});
+  must_run({"ip", "link", "set", "dev", from, "name", to});
+  must_run({"ip", "link", "set", "dev", to, "up"});
+}
+
 void add_address(const std::string& ns, const std::string& dev, const std::string& cidr) {
   std::vector<std::string> argv = {"ip"};
   if (!ns.empty()) argv.insert(argv.end(), {"-n", ns});

@@ -37,6 +37,10 @@ class VethPair {
   std::string peer_;
 };
 
+// Renames an interface of the current namespace (down, as the kernel
+// wants for that, then up again).
+void rename_link(const std::string& from, const std::string& to);
+
 // `ip addr add` (IPv6 without duplicate address detection, so it is usable
 // at once); ns empty for the current namespace.
 void add_address(const std::string& ns, const std::string& dev, const std::string& cidr);
