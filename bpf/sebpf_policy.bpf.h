@@ -284,6 +284,16 @@ static __always_inline int sebpf_is_loopback(const struct sebpf_pkt *p)
 	return sebpf_addr_is_loopback(p->family, p->daddr);
 }
 
+/* Is addr the address (of the packet's family) the attachment's DNS
+ * endpoint is served on? */
+static __always_inline int sebpf_is_endpoint_address(const struct sebpf_attachment *att,
+						     const struct sebpf_pkt *p, const __u8 addr[16])
+{
+	if (p->family == AF_INET)
+		return att->dns_addr4 && sebpf_addr4(addr) == att->dns_addr4;
+	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(addr, att->dns_addr6);
+}
+
 /* Is addr:port (one end of the packet) the attachment's DNS endpoint? */
 static __always_inline int sebpf_is_endpoint_end(const struct sebpf_attachment *att,
 						 const struct sebpf_pkt *p, const __u8 addr[16],
@@ -293,9 +303,7 @@ static __always_inline int sebpf_is_endpoint_end(const struct sebpf_attachment *
 		return 0;
 	if (p->protocol != IPPROTO_UDP && p->protocol != IPPROTO_TCP)
 		return 0;
-	if (p->family == AF_INET)
-		return att->dns_addr4 && sebpf_addr4(addr) == att->dns_addr4;
-	return !sebpf_addr6_is_zero(att->dns_addr6) && sebpf_addr6_equal(addr, att->dns_addr6);
+	return sebpf_is_endpoint_address(att, p, addr);
 }
 
 static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *att,
@@ -304,8 +312,11 @@ static __always_inline int sebpf_is_dns_endpoint(const struct sebpf_attachment *
 	return sebpf_is_endpoint_end(att, p, p->daddr, p->dport);
 }
 
-/* Another attachment's DNS endpoint on loopback: using it would put this
- * workload under that attachment's domain rules. */
+/* A port of another attachment's DNS endpoint: using it would put this
+ * workload under that attachment's domain rules. Judged where endpoints
+ * share an address: on loopback (cgroups), and on the address of this
+ * attachment's own endpoint (the guests of one bridge are served on its
+ * address, a port each). */
 static __always_inline int sebpf_is_other_dns_endpoint(const struct sebpf_attachment *att,
 						       const struct sebpf_pkt *p)
 {
@@ -831,6 +842,10 @@ static __always_inline int sebpf_decide(const struct sebpf_attachment *att,
 	}
 	if (sebpf_is_dns_endpoint(att, p)) {
 		reason = SEBPF_REASON_ALLOW_DNS_ENDPOINT;
+		goto out;
+	}
+	if (sebpf_is_other_dns_endpoint(att, p) && sebpf_is_endpoint_address(att, p, p->daddr)) {
+		reason = SEBPF_REASON_DENY_RESOLVER;
 		goto out;
 	}
 	if (o.check_link && sebpf_is_link_local_control(att, p, &clock)) {

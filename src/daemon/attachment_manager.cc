@@ -182,6 +182,7 @@ Status AttachmentManager::reconcile() {
         }
       }
       follow_interface_name_locked(r);  // renamed while the daemon was down
+      if (r.kind == TargetKind::kInterface) r.dns_device = dns_device_of(r.key.id);
       log_.info("attachment_adopted", {{"id", r.id()}, {"target", r.target}});
       kept.push_back(std::move(r));
       continue;
@@ -277,6 +278,12 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   } else {
     r.policy = builtin_default_policy();
   }
+  if (spec.kind == TargetKind::kInterface) {
+    r.dns_device = dns_device_of(if_nametoindex(spec.target.c_str()));
+    if (r.dns_device == 0) {
+      return Error(Errc::kNotFound, "no network interface named \"" + spec.target + "\"");
+    }
+  }
   if (dns) {
     r.dns = *dns;
   } else {
@@ -285,7 +292,7 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
       r.dns.v4 = *net::IpAddress::parse(config_.dns_cgroup_ipv4);
       r.dns.v6 = *net::IpAddress::parse(config_.dns_cgroup_ipv6);
     } else {
-      const datapath::DnsEndpoint own = endpoint_on({}, read_interface_addresses(spec.target));
+      const datapath::DnsEndpoint own = endpoint_on({}, read_interface_addresses(r.dns_device));
       r.dns.v4 = own.v4;
       r.dns.v6 = own.v6;
     }
@@ -340,10 +347,9 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   spec.attachment = record.number;
   if (record.dns.v4) spec.addresses.emplace_back(*record.dns.v4, record.dns.port);
   if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
-  // A VM's endpoint takes only what arrives through its own interface.
-  if (record.kind == TargetKind::kInterface) {
-    spec.device_ifindex = static_cast<uint32_t>(record.key.id);
-  }
+  // A VM's endpoint takes only what arrives through its own interface (or
+  // its bridge: see the datapath's sebpf_is_other_dns_endpoint).
+  spec.device_ifindex = record.dns_device;
   // A container in a network namespace of its own has its DNS steered to
   // its own loopback: the endpoint's sockets are made there.
   spec.netns_fd = netns_fd;
@@ -384,7 +390,8 @@ void AttachmentManager::on_interface_added(uint32_t ifindex) {
   std::lock_guard lock(mu_);
   for (AttachmentRecord& r : state_.records) {
     if (r.kind != TargetKind::kInterface || r.key.id != ifindex) continue;
-    if (follow_interface_name_locked(r)) save_or_log_locked();
+    const bool renamed = follow_interface_name_locked(r);
+    if (follow_dns_device_locked(r) || renamed) save_or_log_locked();
     break;
   }
   if (!dp_->guards_own_namespace()) return;
@@ -575,7 +582,7 @@ void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddress
   bool moved = false;
   for (AttachmentRecord& r : state_.records) {
     if (r.kind != TargetKind::kInterface) continue;
-    const auto it = addresses.find(static_cast<uint32_t>(r.key.id));
+    const auto it = addresses.find(r.dns_device);
     const datapath::DnsEndpoint now =
         endpoint_on(r.dns, it == addresses.end() ? std::span<const net::IpAddress>()
                                                  : std::span<const net::IpAddress>(it->second));
@@ -597,6 +604,16 @@ bool AttachmentManager::follow_interface_name_locked(AttachmentRecord& record) {
   log_.info("attachment_target_renamed",
             {{"id", record.id()}, {"from", record.target}, {"to", name}});
   record.target = name;
+  return true;
+}
+
+bool AttachmentManager::follow_dns_device_locked(AttachmentRecord& record) {
+  const uint32_t device = dns_device_of(static_cast<uint32_t>(record.key.id));
+  if (device == 0 || device == record.dns_device) return false;
+  record.dns_device = device;
+  // Moved even if the addresses are the same: the sockets must take what
+  // arrives through the new device.
+  move_dns_endpoint_locked(record, endpoint_on(record.dns, read_interface_addresses(device)));
   return true;
 }
 

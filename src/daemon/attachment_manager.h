@@ -109,7 +109,8 @@ class AttachmentManager {
   void on_interface_removed(uint32_t ifindex);
   // A new interface in our namespace (it gets the packet socket filter
   // when a cgroup workload sends from this namespace), or one that changed:
-  // an attached interface renamed is then reported by its new name.
+  // an attached interface renamed is then reported by its new name, and
+  // one enslaved to a bridge (or released) has its DNS endpoint moved.
   void on_interface_added(uint32_t ifindex);
   void on_cgroup_removed(const std::string& path);
   // A default route now goes out through this interface: an attached one
@@ -209,6 +210,10 @@ class AttachmentManager {
   // that name finds it, and the uplink check (by name) looks at the right
   // interface. True if the name changed (the state is then to be saved).
   bool follow_interface_name_locked(AttachmentRecord& record);
+  // An interface enslaved to a bridge, or released from one, after the
+  // attach: its endpoint moves to the addresses of its new dns_device.
+  // True if it moved (the state is then to be saved).
+  bool follow_dns_device_locked(AttachmentRecord& record);
   void move_dns_endpoint_locked(AttachmentRecord& record, const datapath::DnsEndpoint& to);
   // Drops the learned hosts that only answers the policy now refuses
   // taught (a domain deny added, an allow removed, DNS mode block_all).

@@ -31,6 +31,11 @@ struct AttachmentRecord {
   // the packet socket filter for this workload; 0 until guarded. Not
   // stored: guarded again at every start.
   uint64_t guarded_netns = 0;
+  // Interfaces: the one whose addresses the DNS endpoint is served on and
+  // whose traffic its sockets take (dns_device_of: the bridge the
+  // interface is a port of, else itself). Not stored: read again at every
+  // start and when the interface changes.
+  uint32_t dns_device = 0;
 
   std::string id() const { return attachment_id_to_api(number); }
 };

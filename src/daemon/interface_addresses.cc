@@ -11,6 +11,8 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -95,21 +97,34 @@ Result<InterfaceAddresses> read_interface_addresses() {
   return out;
 }
 
-std::vector<net::IpAddress> read_interface_addresses(const std::string& name) {
+std::vector<net::IpAddress> read_interface_addresses(uint32_t ifindex) {
   std::vector<net::IpAddress> out;
+  char name[IF_NAMESIZE];
+  if (if_indextoname(ifindex, name) == nullptr) return out;
   UniqueFd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   ifreq req{};
-  if (sock && name.size() < sizeof req.ifr_name) {
-    name.copy(req.ifr_name, name.size());
-    if (ioctl(sock.get(), SIOCGIFADDR, &req) == 0) {
-      const auto* sin = reinterpret_cast<const sockaddr_in*>(&req.ifr_addr);
-      out.push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
-    }
+  std::memcpy(req.ifr_name, name, sizeof name);
+  if (sock && ioctl(sock.get(), SIOCGIFADDR, &req) == 0) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(&req.ifr_addr);
+    out.push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
   }
   for (const Ipv6Address& a : parse_if_inet6(read_if_inet6())) {
-    if (a.interface == name) out.push_back(a.address);
+    if (a.ifindex == ifindex) out.push_back(a.address);
   }
   return out;
+}
+
+uint32_t dns_device_of(uint32_t ifindex) {
+  char name[IF_NAMESIZE];
+  if (if_indextoname(ifindex, name) == nullptr) return 0;
+  // "master" links to the directory of the device this one is enslaved
+  // to; it is gone before the kernel announces a release (RTM_NEWLINK),
+  // where brport/ may linger. Only a bridge has bridge/.
+  const std::filesystem::path devices("/sys/class/net");
+  std::error_code ec;
+  const auto master = std::filesystem::read_symlink(devices / name / "master", ec).filename();
+  if (ec || !std::filesystem::is_directory(devices / master / "bridge", ec)) return ifindex;
+  return if_nametoindex(master.c_str());
 }
 
 datapath::DnsEndpoint endpoint_on(const datapath::DnsEndpoint& current,

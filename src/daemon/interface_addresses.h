@@ -31,8 +31,15 @@ Result<InterfaceAddresses> read_interface_addresses();
 
 // One interface's: its primary IPv4 address from one ioctl rather than a
 // dump of every interface's (IPv6 comes from /proc/net/if_inet6, which
-// lists them all either way).
-std::vector<net::IpAddress> read_interface_addresses(const std::string& name);
+// lists them all either way). None if there is no such interface.
+std::vector<net::IpAddress> read_interface_addresses(uint32_t ifindex);
+
+// The interface whose addresses an attached interface's DNS endpoint is
+// served on, and through which its guest's queries arrive: the bridge the
+// interface is a port of (a tap enslaved to a bridge has no address of its
+// own; packets through it reach the host as the bridge's), else the
+// interface itself. 0 if there is no such interface.
+uint32_t dns_device_of(uint32_t ifindex);
 
 // Where the endpoint of an interface attachment is served now that the
 // interface has `addresses` (as above): each family keeps its address

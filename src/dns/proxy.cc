@@ -190,6 +190,7 @@ struct Endpoint {
   uint64_t attachment = 0;
   // A UDP and a TCP socket for each address, in the same order.
   std::vector<net::SocketAddress> addresses;
+  uint32_t device_ifindex = 0;  // as EndpointSpec's
   std::vector<UniqueFd> udp, tcp;
   std::atomic<uint32_t> inflight{0};
   std::atomic<uint32_t> tcp_clients{0};
@@ -212,16 +213,17 @@ Result<UniqueFd> duplicate(const UniqueFd& fd) {
 
 // Binds the endpoint's sockets (in the workload's network namespace when
 // spec.netns_fd is set), taking over those of `kept` (an endpoint it
-// moves from) for the addresses both have. An address the namespace does
-// not have (::1 where IPv6 is turned off, as container runtimes often do)
-// is skipped and named in `skipped`; none at all is an error.
+// moves from) for the addresses both have, if bound to the same device. An address the namespace
+// does not have (::1 where IPv6 is turned off, as container runtimes often do) is skipped and named
+// in `skipped`; none at all is an error.
 Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,
                                                 std::vector<std::string>& skipped) {
   auto endpoint = std::make_shared<Endpoint>();
   endpoint->attachment = spec.attachment;
+  endpoint->device_ifindex = spec.device_ifindex;
   const auto bind_all = [&]() -> Status {
     for (const net::SocketAddress& address : spec.addresses) {
-      if (kept != nullptr) {
+      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex) {
         const auto same = std::find(kept->addresses.begin(), kept->addresses.end(), address);
         if (same != kept->addresses.end()) {
           const size_t i = static_cast<size_t>(same - kept->addresses.begin());

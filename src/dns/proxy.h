@@ -119,8 +119,9 @@ class DnsProxy {
   // takes.
   Status open_endpoint(const EndpointSpec& spec);
   // Serves the attachment's endpoint on spec's addresses from now on (a
-  // VM's interface readdressed). The sockets of addresses it keeps stay:
-  // binding them again would race the old endpoint's closing. Queries in
+  // VM's interface readdressed, or enslaved to a bridge). The sockets of
+  // addresses it keeps on the same device stay: binding them again would
+  // race the old endpoint's closing. Queries in
   // flight are dropped (their clients ask again); the counts go on. With
   // no endpoint open, the same as open_endpoint.
   Status move_endpoint(const EndpointSpec& spec);

@@ -738,26 +738,45 @@ class DnsPortRangeTest : public ProgramTest {
   }
 };
 
+// The guests of one bridge have their endpoints on its address, a port
+// each: another's port there is refused as another resolver, whatever the
+// mode lets through. The same ports elsewhere are ordinary traffic.
+TEST_P(DnsPortRangeTest, AGuestCannotUseAnotherAttachmentsEndpointOnItsEndpointsAddress) {
+  datapath::DnsEndpoint dns;
+  dns.v4 = *net::IpAddress::parse("198.51.100.1");
+  dns.v6 = *net::IpAddress::parse("2001:db8::1");
+  dns.port = 20007;
+  ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
+  set_mode(Mode::kDenylist);
+  EXPECT_TRUE(out(udp4("198.51.100.1", 20007))) << "its own";
+  EXPECT_TRUE(out(tcp6("2001:db8::1", 20007)));
+  EXPECT_FALSE(out(udp4("198.51.100.1", 20008))) << "another attachment's";
+  EXPECT_FALSE(out(tcp6("2001:db8::1", 20999)));
+  EXPECT_TRUE(out(tcp4("198.51.100.1", 21000))) << "outside the range";
+  EXPECT_TRUE(out(udp4("203.0.113.9", 20008))) << "a port of the range elsewhere";
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RESOLVER), 2U);
+}
+
+// Loopback, which only cgroups' programs treat apart.
+class CgroupLoopbackTest : public DnsPortRangeTest {};
+
 // Loopback is open to cgroups, but another attachment's DNS endpoint there
 // is not: it would put the workload under that attachment's domain rules.
-TEST_P(DnsPortRangeTest, ACgroupCannotUseAnotherAttachmentsEndpointOnLoopback) {
+TEST_P(CgroupLoopbackTest, ACgroupCannotUseAnotherAttachmentsEndpointOnLoopback) {
   set_loopback_endpoint();
   if (HasFatalFailure()) return;
   set_mode(Mode::kDenylist);
-  const bool cgroup = GetParam() == ProgramKind::kCgroupSkb;
   EXPECT_TRUE(out(udp4("127.0.0.1", 20007))) << "its own";
   EXPECT_TRUE(out(tcp4("127.0.0.1", 21000))) << "outside the range";
-  EXPECT_EQ(out(udp4("127.0.0.1", 20008)), !cgroup) << "another attachment's";
-  EXPECT_EQ(out(tcp6("::1", 20999)), !cgroup);
-  EXPECT_EQ(count(SEBPF_REASON_DENY_RESOLVER), cgroup ? 2U : 0U);
+  EXPECT_FALSE(out(udp4("127.0.0.1", 20008))) << "another attachment's";
+  EXPECT_FALSE(out(tcp6("::1", 20999)));
+  EXPECT_EQ(count(SEBPF_REASON_DENY_RESOLVER), 2U);
 }
 
 // Loopback is open to cgroups, except where a deny rule within loopback
 // closes it: a workload in the host's network namespace would otherwise
 // reach every service on the host's loopback. Broader rules do not reach
 // it, and the attachment's own DNS endpoint there stays open.
-class CgroupLoopbackTest : public DnsPortRangeTest {};
-
 TEST_P(CgroupLoopbackTest, ADenyRuleWithinLoopbackClosesItAndNothingBroaderDoes) {
   set_loopback_endpoint();
   if (HasFatalFailure()) return;

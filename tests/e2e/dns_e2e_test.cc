@@ -237,6 +237,26 @@ class DnsE2eTest : public DaemonE2eTest {
     return out;
   }
 
+  // Whether the attachment's endpoint is (or, within `within`, comes to
+  // be) on these addresses ("" for none); `att` is then brought up to date.
+  bool endpoint_moves_to(v1::Attachment& att, const std::string& ipv4, const std::string& ipv6,
+                         milliseconds within) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    do {
+      v1::GetRequest get;
+      get.set_id(att.id());
+      grpc::ClientContext ctx;
+      v1::Attachment now;
+      if (stub_->Get(&ctx, get, &now).ok() && now.dns().ipv4() == ipv4 &&
+          now.dns().ipv6() == ipv6) {
+        att = now;
+        return true;
+      }
+      std::this_thread::sleep_for(milliseconds(10));
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
+  }
+
   std::unique_ptr<KnotServer> knot_;
 };
 
@@ -1280,20 +1300,7 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   EXPECT_EQ(att.dns().ipv6(), "");
   const auto endpoint_becomes = [&](const std::string& ipv4, const std::string& ipv6,
                                     milliseconds within) {
-    const auto deadline = std::chrono::steady_clock::now() + within;
-    do {
-      v1::GetRequest get;
-      get.set_id(att.id());
-      grpc::ClientContext ctx;
-      v1::Attachment now;
-      if (stub_->Get(&ctx, get, &now).ok() && now.dns().ipv4() == ipv4 &&
-          now.dns().ipv6() == ipv6) {
-        att = now;
-        return true;
-      }
-      std::this_thread::sleep_for(milliseconds(10));
-    } while (std::chrono::steady_clock::now() < deadline);
-    return false;
+    return endpoint_moves_to(att, ipv4, ipv6, within);
   };
   const auto guest_resolves = [&](const std::string& endpoint_address, uint16_t type) {
     const net::SocketAddress endpoint(*net::IpAddress::parse(endpoint_address),
@@ -1339,6 +1346,91 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   // Its own name again, for the topology's cleanup.
   run_command({"ip", "link", "set", "dev", dev, "down"});
   run_command({"ip", "link", "set", "dev", dev, "name", original});
+}
+
+// A VM's tap is often a port of a bridge (libvirt's default network): the
+// host's address is the bridge's, shared by the guests on it. Each guest's
+// endpoint is served there, on a port of its own, taking only what comes
+// through the bridge: a guest cannot use another's port (it would be under
+// that guest's domain rules), and a host routed from elsewhere is not
+// served. A tap enslaved or released after the attach is followed.
+TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
+  topo_->start_host_server();
+  start_with_upstream();
+  const std::string& tag = topo_->tag();
+  const std::string a_if = topo_->host_if();
+  for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
+    must_run({"ip", "addr", "del", cidr, "dev", a_if});
+  }
+  Bridge bridge("sbr" + tag);
+  add_address("", bridge.name(), "198.51.100.1/24");
+  add_address("", bridge.name(), "2001:db8::1/64");
+  // Guest B, a port of the bridge from the start.
+  NetNs b_ns("sebpf-gb-" + tag);
+  VethPair b_veth("sb" + tag, "sbp" + tag, b_ns);
+  add_address(b_ns.name(), b_veth.peer(), "198.51.100.4/24");
+  bridge.add_port(b_veth.host());
+  // Host C, routed to the bridge's address from an interface of its own.
+  NetNs c_ns("sebpf-gc-" + tag);
+  VethPair c_veth("sc" + tag, "scp" + tag, c_ns);
+  add_address("", c_veth.host(), "2001:db8:c::1/64");
+  add_address(c_ns.name(), c_veth.peer(), "2001:db8:c::2/64");
+  must_run({"ip", "-n", c_ns.name(), "-6", "route", "add", "default", "via", "2001:db8:c::1"});
+
+  v1::AttachRequest req;
+  req.set_interface_name(b_veth.host());
+  *req.mutable_policy() = dns_policy({"other.example"});
+  v1::Attachment b;
+  ASSERT_TRUE(attach(req, &b).ok());
+  EXPECT_EQ(b.dns().ipv4(), "198.51.100.1") << "the bridge's";
+  EXPECT_EQ(b.dns().ipv6(), "2001:db8::1");
+  // Guest A's interface is attached before it joins the bridge.
+  req.set_interface_name(a_if);
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment a;
+  ASSERT_TRUE(attach(req, &a).ok());
+  EXPECT_EQ(a.dns().ipv4(), "");
+  bridge.add_port(a_if);
+  ASSERT_TRUE(endpoint_moves_to(a, "198.51.100.1", "2001:db8::1", milliseconds(2000)))
+      << daemon_->log();
+  ASSERT_NE(a.dns().port(), b.dns().port());
+
+  // The rcode of an answer, or kNoAnswer within a second.
+  const auto asks = [](const net::SocketAddress& endpoint, const std::string& name) {
+    auto answer = dns_query(endpoint, make_query(name, kTypeA), false, milliseconds(1000));
+    return answer.ok() ? kRcodeBase + answer->message.header.rcode : kNoAnswer;
+  };
+  const auto in_b = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return b_ns.enter() ? fn() : 81; });
+  };
+  const auto in_c = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return c_ns.enter() ? fn() : 81; });
+  };
+  const auto guest_a_resolves = [&] {
+    return topo_->run_in_peer(
+        [&] { return resolve_and_connect(endpoint_of(a), "allowed.example", kTypeA); });
+  };
+  EXPECT_EQ(guest_a_resolves(), 0);
+  EXPECT_EQ(in_b([&] { return asks(endpoint_of(b), "other.example"); }), kRcodeBase);
+  EXPECT_EQ(topo_->run_in_peer([&] { return asks(endpoint_of(b), "other.example"); }), kNoAnswer)
+      << "guest A asked B's port";
+  EXPECT_EQ(in_b([&] { return asks(endpoint_of(a), "allowed.example"); }), kNoAnswer)
+      << "guest B asked A's port";
+  ASSERT_EQ(in_c([] { return tcp_echo("2001:db8::1", kEchoPort); }), 0) << "C reaches the host";
+  const net::SocketAddress b_on_ipv6(*net::IpAddress::parse("2001:db8::1"),
+                                     static_cast<uint16_t>(b.dns().port()));
+  EXPECT_EQ(in_c([&] { return asks(b_on_ipv6, "other.example"); }), kNoAnswer)
+      << "a host routed to the bridge's address was served";
+
+  daemon_->kill9();
+  start_with_upstream();
+  EXPECT_EQ(guest_a_resolves(), 0) << "after a restart";
+  EXPECT_EQ(in_b([&] { return asks(endpoint_of(a), "allowed.example"); }), kNoAnswer);
+  EXPECT_EQ(daemon_->log().find("dns_endpoint_failed"), std::string::npos) << daemon_->log();
+
+  must_run({"ip", "link", "set", "dev", a_if, "nomaster"});
+  EXPECT_TRUE(endpoint_moves_to(a, "", "", milliseconds(2000)))
+      << "released, the tap has no address: " << daemon_->log();
 }
 
 // UDP answers fit what the client said it can take: 512 bytes without

@@ -35,6 +35,18 @@ VethPair::VethPair(std::string host, std::string peer, const NetNs& ns)
 
 VethPair::~VethPair() { run_command({"ip", "link", "del", host_}); }
 
+Bridge::Bridge(std::string name) : name_(std::move(name)) {
+  run_command({"ip", "link", "del", name_});
+  must_run({"ip", "link", "add", name_, "type", "bridge"});
+  must_run({"ip", "link", "set", name_, "up"});
+}
+
+Bridge::~Bridge() { run_command({"ip", "link", "del", name_}); }
+
+void Bridge::add_port(const std::string& interface) const {
+  must_run({"ip", "link", "set", "dev", interface, "master", name_});
+}
+
 void rename_link(const std::string& from, const std::string& to) {
   must_run({"ip", "link", "set", "dev", from, "down"});
   must_run({"ip", "link", "set", "dev", from, "name", to});

@@ -37,6 +37,22 @@ class VethPair {
   std::string peer_;
 };
 
+// A bridge in the current namespace, up, removed on destruction (its ports
+// are released, not removed).
+class Bridge {
+ public:
+  explicit Bridge(std::string name);
+  Bridge(const Bridge&) = delete;
+  Bridge& operator=(const Bridge&) = delete;
+  ~Bridge();
+
+  const std::string& name() const { return name_; }
+  void add_port(const std::string& interface) const;
+
+ private:
+  std::string name_;
+};
+
 // Renames an interface of the current namespace (down, as the kernel
 // wants for that, then up again).
 void rename_link(const std::string& from, const std::string& to);
