@@ -1377,9 +1377,12 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   add_address(c_ns.name(), c_veth.peer(), "2001:db8:c::2/64");
   must_run({"ip", "-n", c_ns.name(), "-6", "route", "add", "default", "via", "2001:db8:c::1"});
 
+  // Denylists: the bridge's address is open to the guests, but not the
+  // ports of other guests' endpoints there.
   v1::AttachRequest req;
   req.set_interface_name(b_veth.host());
   *req.mutable_policy() = dns_policy({"other.example"});
+  req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
   v1::Attachment b;
   ASSERT_TRUE(attach(req, &b).ok());
   EXPECT_EQ(b.dns().ipv4(), "198.51.100.1") << "the bridge's";
@@ -1387,6 +1390,7 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   // Guest A's interface is attached before it joins the bridge.
   req.set_interface_name(a_if);
   *req.mutable_policy() = dns_policy({"allowed.example"});
+  req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
   v1::Attachment a;
   ASSERT_TRUE(attach(req, &a).ok());
   EXPECT_EQ(a.dns().ipv4(), "");
