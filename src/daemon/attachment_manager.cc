@@ -114,15 +114,14 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   manager->state_ = std::move(state);
   // Before reconciling, which re-applies learned hosts: none may be one of
   // ours (the watcher keeps the list current from here on).
-  SEBPF_ASSIGN_OR_RETURN(auto host_addresses, read_host_addresses());
-  SEBPF_ASSIGN_OR_RETURN(auto interface_addresses, read_interface_addresses());
+  SEBPF_ASSIGN_OR_RETURN(const HostAddresses host_addresses, read_host_addresses());
   {
     std::lock_guard lock(manager->mu_);
-    manager->set_host_addresses_locked(host_addresses);
+    manager->set_host_addresses_locked(host_addresses.all);
     SEBPF_RETURN_IF_ERROR(manager->reconcile());
     manager->restore_teachers_locked();
     // A tap readdressed while the daemon was down.
-    manager->follow_interface_addresses_locked(interface_addresses);
+    manager->follow_interface_addresses_locked(host_addresses.by_interface);
   }
   return manager;
 }
@@ -562,20 +561,18 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
 }
 
 void AttachmentManager::on_host_addresses_changed() {
-  // Read outside the lock: dumps of every address, while DNS answers wait
+  // Read outside the lock: a dump of every address, while DNS answers wait
   // on mu_ to be learned.
   auto addresses = read_host_addresses();
-  auto by_interface = read_interface_addresses();
-  if (!addresses.ok() || !by_interface.ok()) {
-    log_.error("host_addresses_unread",
-               {{"error", (addresses.ok() ? by_interface.error() : addresses.error()).message()}});
+  if (!addresses.ok()) {
+    log_.error("host_addresses_unread", {{"error", addresses.error().message()}});
     return;
   }
   std::lock_guard lock(mu_);
-  if (set_host_addresses_locked(*addresses)) {
+  if (set_host_addresses_locked(addresses->all)) {
     log_.info("host_addresses_changed", {{"addresses", std::to_string(host_addresses_.size())}});
   }
-  follow_interface_addresses_locked(*by_interface);
+  follow_interface_addresses_locked(addresses->by_interface);
 }
 
 void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddresses& addresses) {

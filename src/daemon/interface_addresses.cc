@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "common/unique_fd.h"
+#include "net/socket_address.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -77,23 +78,37 @@ std::vector<Ipv6Address> parse_if_inet6(std::string_view text) {
   return out;
 }
 
-Result<InterfaceAddresses> read_interface_addresses() {
-  InterfaceAddresses out;
+Result<HostAddresses> read_host_addresses() {
+  HostAddresses out;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return Error::from_errno(errno, "list this host's addresses");
-  // getifaddrs names an IPv4 address's interface only by name: an index
-  // per name, asked once.
+  // getifaddrs names an address's interface only by name: an index per
+  // name, asked once.
   absl::flat_hash_map<std::string, uint32_t> indexes;
   for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if (i->ifa_addr == nullptr) continue;
+    // getifaddrs also lists links (AF_PACKET): only IP addresses are kept.
+    const sa_family_t family = i->ifa_addr->sa_family;
+    if (family != AF_INET && family != AF_INET6) continue;
+    sockaddr_storage storage{};
+    const socklen_t length = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    std::memcpy(&storage, i->ifa_addr, length);
+    auto address = net::SocketAddress::from_sockaddr(storage, length);
+    if (!address.ok()) continue;
+    out.all.push_back(address->address());
+    // IPv6 endpoint addresses come from if_inet6, which has their flags.
+    if (family != AF_INET) continue;
     auto [index, added] = indexes.try_emplace(i->ifa_name, 0);
     if (added) index->second = if_nametoindex(i->ifa_name);
     if (index->second == 0) continue;  // gone meanwhile, or a label ("eth0:1")
-    const auto* sin = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
-    out[index->second].push_back(net::IpAddress::v4(sin->sin_addr.s_addr));
+    out.by_interface[index->second].push_back(address->address());
   }
   freeifaddrs(list);
-  for (const Ipv6Address& a : parse_if_inet6(read_if_inet6())) out[a.ifindex].push_back(a.address);
+  std::sort(out.all.begin(), out.all.end());
+  out.all.erase(std::unique(out.all.begin(), out.all.end()), out.all.end());
+  for (const Ipv6Address& a : parse_if_inet6(read_if_inet6())) {
+    out.by_interface[a.ifindex].push_back(a.address);
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
-// The addresses a VM's DNS endpoint may be served on: the host side of its
-// interface. Read when the interface is attached, and again whenever the
+// The host's addresses: never learned from an answer, and those a VM's
+// DNS endpoint may be served on (the host side of its interface, or its
+// bridge). Read when the interface is attached, and again whenever the
 // host's addresses change, since an orchestrator may address a tap after
 // attaching it, or readdress it later.
 #pragma once
@@ -25,9 +26,18 @@ namespace sebpf::daemon {
 // again (RTM_NEWADDR) once it is usable.
 using InterfaceAddresses = absl::flat_hash_map<uint32_t, std::vector<net::IpAddress>>;
 
-// Every interface's, from one dump of each family: what an address change
-// costs does not grow with the interfaces attached.
-Result<InterfaceAddresses> read_interface_addresses();
+// One look at this host's addresses (its network namespace): one
+// getifaddrs() and one read of /proc/net/if_inet6, however many interfaces
+// are attached.
+struct HostAddresses {
+  // Every address, sorted, each once: an answer naming one would open the
+  // host to a workload (a VM reaches it through its interface, a container
+  // through its veth), so it is never learned.
+  std::vector<net::IpAddress> all;
+  // The addresses endpoints may be served on.
+  InterfaceAddresses by_interface;
+};
+Result<HostAddresses> read_host_addresses();
 
 // One interface's: its primary IPv4 address from one ioctl rather than a
 // dump of every interface's (IPv6 comes from /proc/net/if_inet6, which

@@ -1,13 +1,7 @@
 #include "daemon/never_learn.h"
 
-#include <ifaddrs.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <cstring>
-
-#include "net/socket_address.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -76,28 +70,6 @@ bool NeverLearnRanges::covers(const net::IpAddress& address) const {
   const auto& bytes = address.bytes();
   if (!std::equal(kNat64Prefix.begin(), kNat64Prefix.end(), bytes.begin())) return false;
   return in(v4_, number_of(bytes.data() + kNat64Prefix.size(), 4));
-}
-
-Result<std::vector<net::IpAddress>> read_host_addresses() {
-  ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return Error::from_errno(errno, "list this host's addresses");
-  std::vector<net::IpAddress> out;
-  for (const ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr) continue;
-    // getifaddrs also lists links (AF_PACKET): only IP addresses are kept.
-    const sa_family_t family = i->ifa_addr->sa_family;
-    if (family != AF_INET && family != AF_INET6) continue;
-    sockaddr_storage storage{};
-    const socklen_t length = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-    std::memcpy(&storage, i->ifa_addr, length);
-    if (auto address = net::SocketAddress::from_sockaddr(storage, length); address.ok()) {
-      out.push_back(address->address());
-    }
-  }
-  freeifaddrs(list);
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
 }
 
 std::vector<net::IpPrefix> default_never_learn() {

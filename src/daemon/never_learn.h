@@ -12,7 +12,6 @@
 #include <span>
 #include <vector>
 
-#include "common/result.h"
 #include "net/ip_prefix.h"
 
 namespace sebpf::daemon {
@@ -46,12 +45,6 @@ class NeverLearnRanges {
 
   std::vector<Interval> v4_, v6_;
 };
-
-// Every address of this host (its network namespace), sorted: an answer
-// naming one would open the host to a workload (a VM reaches it through
-// its interface, a container through its veth), whatever ranges are
-// configured.
-Result<std::vector<net::IpAddress>> read_host_addresses();
 
 // The default of dns.never_learn: addresses that are never a destination
 // on the internet (loopback, "this network", link-local, multicast,

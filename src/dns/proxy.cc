@@ -1634,12 +1634,17 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
   return proxy;
 }
 
-Status DnsProxy::open_endpoint(const EndpointSpec& spec) {
+Result<std::shared_ptr<Endpoint>> DnsProxy::bind(const EndpointSpec& spec, const Endpoint* kept) {
   std::vector<std::string> skipped;
-  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, nullptr, skipped));
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, kept, skipped));
   for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
   endpoint->tokens = config_.max_qps;
   endpoint->refilled = Clock::now();
+  return endpoint;
+}
+
+Status DnsProxy::open_endpoint(const EndpointSpec& spec) {
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind(spec, nullptr));
   endpoint->counts = std::shared_ptr<CountSlot[]>(new CountSlot[loops_.size()]);
   std::lock_guard lock(mu_);
   if (!open_.emplace(spec.attachment, endpoint).second) {
@@ -1657,12 +1662,7 @@ Status DnsProxy::move_endpoint(const EndpointSpec& spec) {
     if (auto it = open_.find(spec.attachment); it != open_.end()) old = it->second;
   }
   if (old == nullptr) return open_endpoint(spec);
-  std::vector<std::string> skipped;
-  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint,
-                         bind_endpoint(spec, old.get(), skipped));
-  for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
-  endpoint->tokens = config_.max_qps;
-  endpoint->refilled = Clock::now();
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind(spec, old.get()));
   endpoint->counts = old->counts;
   std::lock_guard lock(mu_);
   auto it = open_.find(spec.attachment);

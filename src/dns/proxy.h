@@ -137,6 +137,9 @@ class DnsProxy {
 
  private:
   DnsProxy(const ProxyConfig& config, ProxyBackend& backend);
+  // An endpoint's sockets (bind_endpoint in proxy.cc, taking over those of
+  // `kept`), its addresses skipped reported, its rate limit full.
+  Result<std::shared_ptr<Endpoint>> bind(const EndpointSpec& spec, const Endpoint* kept);
 
   const ProxyConfig config_;
   ProxyBackend& backend_;

@@ -1,7 +1,9 @@
 #include "daemon/interface_addresses.h"
 
 #include <gtest/gtest.h>
+#include <net/if.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,6 +64,24 @@ TEST(InterfaceAddressesTest, AnEndpointTakesTheFirstAddressOfAFamilyWhenItHasNon
   const std::vector<net::IpAddress> v4_only = {ip("198.51.100.1")};
   EXPECT_EQ(endpoint_on(gone, v4_only),
             (datapath::DnsEndpoint{ip("198.51.100.1"), std::nullopt, 20001}));
+}
+
+// Loopback is there for anyone to read, privileged or not.
+TEST(InterfaceAddressesTest, OneLookGivesEveryAddressSortedAndEachInterfacesOwn) {
+  const auto read = read_host_addresses();
+  ASSERT_TRUE(read.ok()) << read.error().message();
+  EXPECT_TRUE(std::is_sorted(read->all.begin(), read->all.end()));
+  EXPECT_EQ(std::adjacent_find(read->all.begin(), read->all.end()), read->all.end());
+  EXPECT_TRUE(std::binary_search(read->all.begin(), read->all.end(), ip("127.0.0.1")));
+  const auto lo = read->by_interface.find(if_nametoindex("lo"));
+  ASSERT_NE(lo, read->by_interface.end());
+  EXPECT_EQ(lo->second.front(), ip("127.0.0.1"));
+}
+
+TEST(InterfaceAddressesTest, AnInterfaceOfNoBridgeServesItsOwnEndpoint) {
+  const uint32_t lo = if_nametoindex("lo");
+  EXPECT_EQ(dns_device_of(lo), lo);
+  EXPECT_EQ(dns_device_of(0), 0U) << "no such interface";
 }
 
 }  // namespace
