@@ -356,10 +356,14 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
     log_.info("dns_endpoint_in_workload_netns", {{"id", record.id()}, {"target", record.target}});
   }
   if (spec.addresses.empty()) {
+    // Named, as a tap's bridge is where the address is missing.
+    char device[IF_NAMESIZE] = "";
+    (void)if_indextoname(record.dns_device, device);
     log_.warning("dns_endpoint_without_address",
                  {{"id", record.id()},
                   {"target", record.target},
-                  {"impact", "the interface has no address to serve DNS on (until it gets one)"}});
+                  {"device", device},
+                  {"impact", "no address to serve DNS on (until the device gets one)"}});
     if (change == EndpointChange::kMove) dns_proxy_->close_endpoint(record.number);
     return ok_status();
   }

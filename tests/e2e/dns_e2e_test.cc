@@ -1435,6 +1435,8 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   must_run({"ip", "link", "set", "dev", a_if, "nomaster"});
   EXPECT_TRUE(endpoint_moves_to(a, "", "", milliseconds(2000)))
       << "released, the tap has no address: " << daemon_->log();
+  EXPECT_NE(daemon_->log().find(R"("device":")" + a_if + "\""), std::string::npos)
+      << "the warning names the device without an address: " << daemon_->log();
 }
 
 // UDP answers fit what the client said it can take: 512 bytes without
