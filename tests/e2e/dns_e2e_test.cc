@@ -1387,13 +1387,18 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   ASSERT_TRUE(attach(req, &b).ok());
   EXPECT_EQ(b.dns().ipv4(), "198.51.100.1") << "the bridge's";
   EXPECT_EQ(b.dns().ipv6(), "2001:db8::1");
-  // Guest A's interface is attached before it joins the bridge.
+  // Guest A's interface is attached before it joins the bridge, holding
+  // the bridge's IPv4 address itself (a /32: no route): joining changes
+  // the device the endpoint's sockets must take queries from, not that
+  // address.
+  add_address("", a_if, "198.51.100.1/32");
   req.set_interface_name(a_if);
   *req.mutable_policy() = dns_policy({"allowed.example"});
   req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
   v1::Attachment a;
   ASSERT_TRUE(attach(req, &a).ok());
-  EXPECT_EQ(a.dns().ipv4(), "");
+  EXPECT_EQ(a.dns().ipv4(), "198.51.100.1");
+  EXPECT_EQ(a.dns().ipv6(), "");
   bridge.add_port(a_if);
   ASSERT_TRUE(endpoint_moves_to(a, "198.51.100.1", "2001:db8::1", milliseconds(2000)))
       << daemon_->log();
@@ -1433,8 +1438,11 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   EXPECT_EQ(daemon_->log().find("dns_endpoint_failed"), std::string::npos) << daemon_->log();
 
   must_run({"ip", "link", "set", "dev", a_if, "nomaster"});
+  EXPECT_TRUE(endpoint_moves_to(a, "198.51.100.1", "", milliseconds(2000)))
+      << "released, on the tap's own address: " << daemon_->log();
+  must_run({"ip", "addr", "del", "198.51.100.1/32", "dev", a_if});
   EXPECT_TRUE(endpoint_moves_to(a, "", "", milliseconds(2000)))
-      << "released, the tap has no address: " << daemon_->log();
+      << "the tap has no address: " << daemon_->log();
   EXPECT_NE(daemon_->log().find(R"("device":")" + a_if + "\""), std::string::npos)
       << "the warning names the device without an address: " << daemon_->log();
 }
