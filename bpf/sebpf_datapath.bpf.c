@@ -22,6 +22,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "sebpf_dhcp.bpf.h"
+#include "sebpf_dns53.bpf.h"
 #include "sebpf_maps.bpf.h"
 #include "sebpf_packet.bpf.h"
 #include "sebpf_policy.bpf.h"
@@ -557,6 +558,7 @@ int sebpf_tc_guard(struct __sk_buff *skb)
 	/* The DHCP allowance needs the frame's source MAC: Ethernet only. */
 	if (!(att.flags & SEBPF_ATT_F_L3_DEVICE))
 		p.dhcp_request = sebpf_is_dhcp_request(skb, &p);
+	sebpf_dns53_to_endpoint(skb, &att, &p);
 	/* TC_ACT_UNSPEC, not TC_ACT_OK: let filters after ours run. */
 	return sebpf_decide(&att, &p, sebpf_packet_egress) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
@@ -569,8 +571,10 @@ int sebpf_tc_track(struct __sk_buff *skb)
 	struct sebpf_pkt p = {};
 
 	if (sebpf_interface_attachment(skb->ifindex, &att) &&
-	    sebpf_parse_tc(skb, &att, &p, &ignored) == 0)
+	    sebpf_parse_tc(skb, &att, &p, &ignored) == 0) {
 		sebpf_track_inbound(&att, &p);
+		sebpf_dns53_from_endpoint(skb, &att, &p);
+	}
 	return TC_ACT_UNSPEC;
 }
 

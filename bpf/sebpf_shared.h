@@ -327,6 +327,19 @@ static inline __u64 sebpf_learned_hash(__u32 ruleset, __u32 family, const __u8 a
 }
 
 /* Written once into the meta map at first load; checked on adoption. */
+/*
+ * Key of sebpf_dns53: the guest's end of a DNS exchange it began on port 53
+ * of its endpoint's address, which sebpf_tc_guard turned to the endpoint's
+ * own port; sebpf_tc_track gives the answers port 53 back.
+ */
+struct sebpf_dns53_key {
+	__u32 serial; /* of the attachment */
+	__u8 family;
+	__u8 protocol; /* IPPROTO_UDP or IPPROTO_TCP */
+	__u16 port;    /* the guest's, network order */
+	__u8 addr[16]; /* the guest's; IPv4 in the last 4 bytes */
+};
+
 struct sebpf_meta {
 	__u32 abi_version;
 	__u32 max_attachments;

@@ -116,6 +116,10 @@ uint32_t learned_buckets(const Config& config) {
       std::bit_ceil(std::max<uint64_t>(1, (slots + SEBPF_LEARNED_WAYS - 1) / SEBPF_LEARNED_WAYS)));
 }
 
+// Guests' DNS exchanges begun on port 53 (sebpf_dns53): an exchange lasts
+// milliseconds, so a few at a time per attachment is room enough.
+uint32_t dns53_entries(const Config& config) { return 16 * config.max_attachments; }
+
 // The learned-host map, mapped into this process for as long as it lives.
 class MappedBuckets {
  public:
@@ -218,6 +222,7 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_if_names, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_dhcp_budget, 2 * config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_dns53, dns53_entries(config));
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_learned, learned_buckets(config));
@@ -305,12 +310,14 @@ Status Datapath::Impl::reuse_pinned_maps() {
     if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
     const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
     UniqueFd fd(bpf_obj_get(path.c_str()));
-    const bool newer_map = map == skel->maps.sebpf_dhcp_budget || map == skel->maps.sebpf_learned;
+    const bool newer_map = map == skel->maps.sebpf_dhcp_budget ||
+                           map == skel->maps.sebpf_learned || map == skel->maps.sebpf_dns53;
     if (!fd && errno == ENOENT && newer_map) {
-      // State pinned before this map existed: it starts zeroed (every
-      // attachment's whole DHCP burst; no learned host in the table), and
-      // libbpf pins it when it is made.
+      // State pinned before this map existed: it starts empty (every
+      // attachment's whole DHCP burst; no learned host in the table; no
+      // DNS exchange on port 53), and libbpf pins it when it is made.
       bpf_map__set_max_entries(map, map == skel->maps.sebpf_learned ? learned_buckets(config)
+                                    : map == skel->maps.sebpf_dns53 ? dns53_entries(config)
                                                                     : 2 * config.max_attachments);
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return Error::from_errno(err, "pin new map " + path);

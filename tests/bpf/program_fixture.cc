@@ -6,6 +6,8 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <utility>
+
 #include "support/privileges.h"
 #include "support/process.h"
 
@@ -20,14 +22,23 @@ std::string kind_name(const ::testing::TestParamInfo<ProgramKind>& info) {
 }
 
 uint32_t test_run(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex) {
+  return test_run_keeping(prog_fd, packet, ifindex).retval;
+}
+
+TestRun test_run_keeping(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex) {
   __sk_buff ctx{};
   ctx.ifindex = ifindex;
-  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet.data(),
-              .data_size_in = static_cast<__u32>(packet.size()), .ctx_in = &ctx,
+  TestRun run;
+  run.packet.resize(packet.size() + 256);
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet.data(), .data_out = run.packet.data(),
+              .data_size_in = static_cast<__u32>(packet.size()),
+              .data_size_out = static_cast<__u32>(run.packet.size()), .ctx_in = &ctx,
               .ctx_size_in = sizeof(ctx), .repeat = 1);
   const int err = bpf_prog_test_run_opts(prog_fd, &opts);
   EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN failed: " << strerror(errno);
-  return opts.retval;
+  run.retval = opts.retval;
+  run.packet.resize(opts.data_size_out);
+  return run;
 }
 
 datapath::Rule rule(const std::string& cidr, Action action,
@@ -139,6 +150,18 @@ Verdict ProgramTest::run_out(const std::vector<uint8_t>& packet) {
   }
   const uint32_t r = test_run(dp_->program_fd(Program::kCgroupEgress), packet);
   return {r == 1, r};
+}
+
+std::vector<uint8_t> ProgramTest::guard_passes(const std::vector<uint8_t>& packet) {
+  TestRun run = test_run_keeping(dp_->program_fd(Program::kTcGuard), packet, ifindex_);
+  if (run.retval != static_cast<uint32_t>(TC_ACT_UNSPEC)) return {};
+  return std::move(run.packet);
+}
+
+std::vector<uint8_t> ProgramTest::track_passes(const std::vector<uint8_t>& packet) {
+  TestRun run = test_run_keeping(dp_->program_fd(Program::kTcTrack), packet, ifindex_);
+  EXPECT_EQ(run.retval, static_cast<uint32_t>(TC_ACT_UNSPEC));
+  return std::move(run.packet);
 }
 
 void ProgramTest::in(const PacketSpec& spec) {

@@ -37,6 +37,10 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
   bool out(const PacketSpec& spec) { return run_out(build_packet(spec)).allowed; }
   Verdict run_out(const std::vector<uint8_t>& packet);
   void in(const PacketSpec& spec);
+  // TC: the packet as sebpf_tc_guard lets it out (empty if dropped), and
+  // as sebpf_tc_track passes it on to the guest.
+  std::vector<uint8_t> guard_passes(const std::vector<uint8_t>& packet);
+  std::vector<uint8_t> track_passes(const std::vector<uint8_t>& packet);
 
   // Detaches the target and attaches it again: a new attachment, in the
   // slot the old one left.
@@ -73,6 +77,12 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
 // Runs a program once on a packet; ifindex 0 leaves the kernel's default
 // device (loopback).
 uint32_t test_run(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex = 0);
+// The same, keeping the packet as the program left it.
+struct TestRun {
+  uint32_t retval = 0;
+  std::vector<uint8_t> packet;
+};
+TestRun test_run_keeping(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex);
 
 datapath::Rule rule(const std::string& cidr, datapath::Action action,
                     std::optional<datapath::BootClock::time_point> expires = {});

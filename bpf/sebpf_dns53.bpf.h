@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * A VM asks its DNS endpoint on port 53. A guest's stub resolver (glibc,
+ * musl) can be told an address but no port, and the endpoint's port is
+ * one of the range (the guests of a bridge share its address, a port
+ * each). So sebpf_tc_guard turns a guest's UDP or TCP to port 53 of its
+ * endpoint's address into the endpoint's own port, recording the guest's
+ * end in sebpf_dns53, and sebpf_tc_track gives the answers to that end
+ * port 53 back. A guest that uses the endpoint's port directly is left as
+ * it is. Only in a mode that enforces: with the attachment disabled,
+ * port 53 there is whatever listens on it.
+ */
+#ifndef SEBPF_DNS53_BPF_H
+#define SEBPF_DNS53_BPF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "sebpf_maps.bpf.h"
+#include "sebpf_packet.bpf.h"
+#include "sebpf_policy.bpf.h"
+#include "sebpf_shared.h"
+
+static __always_inline void sebpf_dns53_key_of(struct sebpf_dns53_key *key,
+					       const struct sebpf_attachment *att,
+					       const struct sebpf_pkt *p, const __u8 guest[16],
+					       __u16 guest_port)
+{
+	key->serial = att->serial;
+	key->family = p->family;
+	key->protocol = p->protocol;
+	key->port = guest_port;
+	__builtin_memcpy(key->addr, guest, sizeof(key->addr));
+}
+
+/* Rewrites the port at `port_off` (from -> to, network order) and the
+ * checksum that covers it. A UDP checksum of 0 (none, IPv4) stays 0. */
+static __always_inline int sebpf_rewrite_port(struct __sk_buff *skb, const struct sebpf_pkt *p,
+					      __u32 port_off, __u16 from, __u16 to)
+{
+	__u32 csum_off = p->l4_off + (p->protocol == IPPROTO_TCP ? 16 : 6);
+	__u64 flags = sizeof(__u16) | (p->protocol == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
+
+	if (bpf_l4_csum_replace(skb, csum_off, from, to, flags) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, port_off, &to, sizeof(to), 0);
+}
+
+/* sebpf_tc_guard: the guest's query to port 53 of its endpoint's address
+ * goes to the endpoint's port (p follows). Not rewritten (the record could
+ * not be written), it is refused as DNS to another resolver. */
+static __always_inline void sebpf_dns53_to_endpoint(struct __sk_buff *skb,
+						    const struct sebpf_attachment *att,
+						    struct sebpf_pkt *p)
+{
+	struct sebpf_dns53_key key;
+	__u8 seen = 1;
+
+	if (att->mode == SEBPF_MODE_DISABLED || !att->dns_port || !sebpf_is_dns_query(p) ||
+	    !sebpf_is_endpoint_address(att, p, p->daddr))
+		return;
+	sebpf_dns53_key_of(&key, att, p, p->saddr, p->sport);
+	if (bpf_map_update_elem(&sebpf_dns53, &key, &seen, BPF_ANY) != 0)
+		return;
+	if (sebpf_rewrite_port(skb, p, p->l4_off + 2, p->dport, att->dns_port) != 0)
+		return;
+	p->dport = att->dns_port;
+}
+
+/* sebpf_tc_track: the endpoint's answer to such a query comes from port 53,
+ * as the guest asked. */
+static __always_inline void sebpf_dns53_from_endpoint(struct __sk_buff *skb,
+						      const struct sebpf_attachment *att,
+						      const struct sebpf_pkt *p)
+{
+	struct sebpf_dns53_key key;
+
+	if (!att->dns_port || !sebpf_is_endpoint_end(att, p, p->saddr, p->sport))
+		return;
+	sebpf_dns53_key_of(&key, att, p, p->daddr, p->dport);
+	if (!bpf_map_lookup_elem(&sebpf_dns53, &key))
+		return;
+	sebpf_rewrite_port(skb, p, p->l4_off, p->sport, bpf_htons(SEBPF_DNS_PORT));
+}
+
+#endif /* SEBPF_DNS53_BPF_H */
