@@ -1425,6 +1425,25 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
       << "guest A asked B's port";
   EXPECT_EQ(in_b([&] { return asks(endpoint_of(a), "allowed.example"); }), kNoAnswer)
       << "guest B asked A's port";
+  // Port 53 of the bridge's address, as a stub resolver asks: each guest
+  // reaches its own endpoint there, so its own rules answer.
+  const net::SocketAddress bridge53(*net::IpAddress::parse("198.51.100.1"), 53);
+  const net::SocketAddress bridge53_v6(*net::IpAddress::parse("2001:db8::1"), 53);
+  for (const bool tcp : {false, true}) {
+    EXPECT_EQ(topo_->run_in_peer(
+                  [&] { return resolve_and_connect(bridge53, "allowed.example", kTypeA, tcp); }),
+              0)
+        << "guest A on port 53, TCP " << tcp;
+    EXPECT_EQ(topo_->run_in_peer([&] {
+      return resolve_and_connect(bridge53_v6, "allowed.example", kTypeAaaa, tcp);
+    }),
+              0)
+        << "guest A on port 53 over IPv6, TCP " << tcp;
+  }
+  EXPECT_EQ(in_b([&] { return asks(bridge53, "other.example"); }), kRcodeBase);
+  EXPECT_EQ(in_b([&] { return asks(bridge53, "allowed.example"); }),
+            kRcodeBase + dns::rcode::kNxDomain)
+      << "guest B's rules answer guest B";
   ASSERT_EQ(in_c([] { return tcp_echo("2001:db8::1", kEchoPort); }), 0) << "C reaches the host";
   const net::SocketAddress b_on_ipv6(*net::IpAddress::parse("2001:db8::1"),
                                      static_cast<uint16_t>(b.dns().port()));
