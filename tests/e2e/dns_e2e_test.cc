@@ -1275,6 +1275,10 @@ TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
                 [&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
             0)
       << "the endpoint answers the guest (198.51.100.2 is the guest's own address)";
+  const net::SocketAddress port53(*net::IpAddress::parse("198.51.100.1"), 53);
+  EXPECT_EQ(
+      topo_->run_in_peer([&] { return resolve_and_connect(port53, "allowed.example", kTypeA); }), 0)
+      << "and on port 53 of that address, as a stub resolver asks";
 
   ASSERT_TRUE(add_cidr(att.id(), "203.0.113.1/32", v1::ACTION_ALLOW).ok());
   EXPECT_TRUE(guest_asks_resolver()) << "an explicit allow opens that resolver";
