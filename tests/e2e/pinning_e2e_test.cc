@@ -315,9 +315,10 @@ TEST_F(PinningE2eTest, IncompletePinnedStateIsReported) {
   std::filesystem::remove_all(pin_dir_);
 }
 
-// State pinned by a build older than the DHCP budget map is adopted, not
-// refused: enforcement goes on, and the new map is made and pinned.
-TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
+// State pinned by a build older than the DHCP budget map, or the port 53
+// table, is adopted, not refused: enforcement goes on, and the new map is
+// made and pinned.
+TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetOrThePort53TableExistedIsAdopted) {
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
@@ -327,16 +328,19 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
                             {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}})
             .ok());
   }
-  const std::string budget = pin_dir_ + "/maps/sebpf_dhcp_budget";
-  ASSERT_TRUE(std::filesystem::remove(budget));
-  auto adopted = open_pinned();
-  ASSERT_TRUE(adopted.ok()) << adopted.error().message();
-  EXPECT_TRUE(std::filesystem::exists(budget));
-  auto all = (*adopted)->attachments();
-  ASSERT_TRUE(all.ok());
-  EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
-      << "enforcement went on";
+  for (const char* newer : {"sebpf_dhcp_budget", "sebpf_dns53"}) {
+    SCOPED_TRACE(newer);
+    const std::string path = pin_dir_ + "/maps/" + newer;
+    ASSERT_TRUE(std::filesystem::remove(path));
+    auto adopted = open_pinned();
+    ASSERT_TRUE(adopted.ok()) << adopted.error().message();
+    EXPECT_TRUE(std::filesystem::exists(path));
+    auto all = (*adopted)->attachments();
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+        << "enforcement went on";
+  }
 }
 
 // State pinned by a version without the learned-host table holds its
