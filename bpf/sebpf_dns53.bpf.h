@@ -76,7 +76,7 @@ static __always_inline void sebpf_dns53_from_endpoint(struct __sk_buff *skb,
 {
 	struct sebpf_dns53_key key;
 
-	if (!att->dns_port || !sebpf_is_endpoint_end(att, p, p->saddr, p->sport))
+	if (!sebpf_is_endpoint_end(att, p, p->saddr, p->sport))
 		return;
 	sebpf_dns53_key_of(&key, att, p, p->daddr, p->dport);
 	if (!bpf_map_lookup_elem(&sebpf_dns53, &key))

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <string>
 
 #include "common/unique_fd.h"
 #include "net/socket_address.h"
@@ -73,7 +74,7 @@ std::vector<Ipv6Address> parse_if_inet6(std::string_view text) {
       hex_ok = byte.has_value();
       if (hex_ok) bytes[i] = static_cast<uint8_t>(*byte);
     }
-    if (hex_ok) out.push_back({*ifindex, std::string(fields[5]), net::IpAddress::v6(bytes)});
+    if (hex_ok) out.push_back({*ifindex, net::IpAddress::v6(bytes)});
   }
   return out;
 }

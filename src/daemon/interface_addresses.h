@@ -7,7 +7,6 @@
 
 #include <cstdint>
 #include <span>
-#include <string>
 #include <string_view>
 #include <vector>
 
@@ -61,7 +60,6 @@ datapath::DnsEndpoint endpoint_on(const datapath::DnsEndpoint& current,
 // An IPv6 address of an interface, as /proc/net/if_inet6 lists it.
 struct Ipv6Address {
   uint32_t ifindex = 0;
-  std::string interface;
   net::IpAddress address;
 };
 // Parses /proc/net/if_inet6 text: the usable IPv6 addresses (as above), in

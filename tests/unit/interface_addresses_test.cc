@@ -13,11 +13,11 @@ namespace {
 
 net::IpAddress ip(const char* text) { return *net::IpAddress::parse(text); }
 
-// "ifindex interface address" per usable address.
+// "ifindex address" per usable address.
 std::vector<std::string> parsed(std::string_view text) {
   std::vector<std::string> out;
   for (const Ipv6Address& a : parse_if_inet6(text)) {
-    out.push_back(std::to_string(a.ifindex) + " " + a.interface + " " + a.address.to_string());
+    out.push_back(std::to_string(a.ifindex) + " " + a.address.to_string());
   }
   return out;
 }
@@ -35,9 +35,9 @@ TEST(InterfaceAddressesTest, OnlyGlobalIpv6AddressesThatPassedDadServeDns) {
       "20010db8000000000000000000000008 0g 40 00 80     tap4\n"  // index not hex
       "20010db8000000000000000000000007 1a 40 00 80     tap3";   // last line, no newline
   EXPECT_EQ(parsed(text), (std::vector<std::string>{
-                              "3 tap0 2001:db8::1",
-                              "4 tap1 2001:db8::4",
-                              "26 tap3 2001:db8::7",
+                              "3 2001:db8::1",
+                              "4 2001:db8::4",
+                              "26 2001:db8::7",
                           }));
   EXPECT_TRUE(parse_if_inet6("").empty());
 }
