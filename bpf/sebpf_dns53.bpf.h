@@ -4,9 +4,9 @@
  * musl) can be told an address but no port, and the endpoint's port is
  * one of the range (the guests of a bridge share its address, a port
  * each). So sebpf_tc_guard turns a guest's UDP or TCP to port 53 of its
- * endpoint's address into the endpoint's own port, recording the guest's
- * end in sebpf_dns53, and sebpf_tc_track gives the answers to that end
- * port 53 back. A guest that uses the endpoint's port directly is left as
+ * endpoint's address into the endpoint's own port, recording the exchange
+ * in the attachment's own table of flows it opened (SEBPF_OPENED_DNS53),
+ * and sebpf_tc_track gives the answers on it port 53 back. A guest that uses the endpoint's port directly is left as
  * it is. Only in a mode that enforces: with the attachment disabled,
  * port 53 there is whatever listens on it.
  */
@@ -22,16 +22,24 @@
 #include "sebpf_policy.bpf.h"
 #include "sebpf_shared.h"
 
-static __always_inline void sebpf_dns53_key_of(struct sebpf_dns53_key *key,
+/* The exchange as the guest began it: to port 53 of the endpoint's
+ * address, from its port `guest_port`. */
+static __always_inline void sebpf_dns53_key_of(union sebpf_track_key *u,
 					       const struct sebpf_attachment *att,
-					       const struct sebpf_pkt *p, const __u8 guest[16],
+					       const struct sebpf_pkt *p, const __u8 endpoint[16],
 					       __u16 guest_port)
 {
-	key->serial = att->serial;
-	key->family = p->family;
-	key->protocol = p->protocol;
-	key->port = guest_port;
-	__builtin_memcpy(key->addr, guest, sizeof(key->addr));
+	struct sebpf_flow_key *k = &u->flow;
+
+	__builtin_memset(u, 0, sizeof(*u));
+	k->netns = p->netns;
+	k->serial = att->serial;
+	k->family = p->family;
+	k->protocol = p->protocol;
+	k->local_port = guest_port;
+	k->remote_port = bpf_htons(SEBPF_DNS_PORT);
+	k->kind = SEBPF_OPENED_DNS53;
+	__builtin_memcpy(k->remote_addr, endpoint, sizeof(k->remote_addr));
 }
 
 /* Rewrites the port at `port_off` (from -> to, network order) and the
@@ -54,14 +62,19 @@ static __always_inline void sebpf_dns53_to_endpoint(struct __sk_buff *skb,
 						    const struct sebpf_attachment *att,
 						    struct sebpf_pkt *p)
 {
-	struct sebpf_dns53_key key;
-	__u8 seen = 1;
+	union sebpf_track_key key;
+	struct sebpf_flow_value seen;
+	void *opened;
 
 	if (att->mode == SEBPF_MODE_DISABLED || !att->dns_port || !sebpf_is_dns_query(p) ||
 	    !sebpf_is_endpoint_address(att, p, p->daddr))
 		return;
-	sebpf_dns53_key_of(&key, att, p, p->saddr, p->sport);
-	if (bpf_map_update_elem(&sebpf_dns53, &key, &seen, BPF_ANY) != 0)
+	opened = sebpf_table_of(att, SEBPF_TRACK_OPENED);
+	if (!opened)
+		return;
+	sebpf_dns53_key_of(&key, att, p, p->daddr, p->sport);
+	seen.last_seen = sebpf_flow_clock();
+	if (bpf_map_update_elem(opened, &key, &seen, BPF_ANY) != 0)
 		return;
 	if (sebpf_rewrite_port(skb, p, p->l4_off + 2, p->dport, att->dns_port) != 0)
 		return;
@@ -74,12 +87,16 @@ static __always_inline void sebpf_dns53_from_endpoint(struct __sk_buff *skb,
 						      const struct sebpf_attachment *att,
 						      const struct sebpf_pkt *p)
 {
-	struct sebpf_dns53_key key;
+	union sebpf_track_key key;
+	void *opened;
 
 	if (!sebpf_is_endpoint_end(att, p, p->saddr, p->sport))
 		return;
-	sebpf_dns53_key_of(&key, att, p, p->daddr, p->dport);
-	if (!bpf_map_lookup_elem(&sebpf_dns53, &key))
+	opened = sebpf_table_of(att, SEBPF_TRACK_OPENED);
+	if (!opened)
+		return;
+	sebpf_dns53_key_of(&key, att, p, p->saddr, p->dport);
+	if (!bpf_map_lookup_elem(opened, &key))
 		return;
 	sebpf_rewrite_port(skb, p, p->l4_off, p->sport, bpf_htons(SEBPF_DNS_PORT));
 }

@@ -141,17 +141,6 @@ struct {
 	__type(value, __u64);
 } sebpf_dhcp_budget SEC(".maps");
 
-/* Guests' DNS exchanges begun on port 53 of their endpoint's address
- * (struct sebpf_dns53_key). An LRU shared by all attachments: an entry
- * outlives its exchange until newer ones push it out. Sized 16 *
- * max_attachments at load. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct sebpf_dns53_key);
-	__type(value, __u8);
-} sebpf_dns53 SEC(".maps");
-
 /*
  * Not used by any program. Updating a map-of-maps makes the kernel wait for
  * every running BPF program to finish (synchronize_rcu in the update

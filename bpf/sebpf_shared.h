@@ -194,9 +194,9 @@ enum sebpf_track_table {
 	SEBPF_TRACK_FLOWS = 0,
 	/* Flows the workload opened (struct sebpf_flow_key, from the
 	 * workload's side, `kind` saying under what): TCP connections to an
-	 * address learned from DNS, by their SYN, and UDP flows under any
-	 * allow. Only the workload's own packets write here, so the outside
-	 * cannot push these entries out. */
+	 * address learned from DNS, by their SYN, UDP flows under any allow,
+	 * and a guest's DNS exchanges on port 53. Only the workload's own
+	 * packets write here, so the outside cannot push these entries out. */
 	SEBPF_TRACK_OPENED,
 	/* Later fragments of replies (struct sebpf_frag_key), for as long as
 	 * the kernel keeps fragments for reassembly (30 s). */
@@ -217,6 +217,13 @@ enum sebpf_opened_kind {
 	 * datagrams are answers, not the outside opening a flow, so they do
 	 * not make the workload's own datagrams replies. */
 	SEBPF_OPENED_UDP_OTHER = 1,
+	/* A guest's DNS exchange (UDP or TCP) begun on port 53 of its
+	 * endpoint's address, which sebpf_tc_guard turned to the endpoint's
+	 * own port: keyed as the guest sent it (remote_port 53), so that
+	 * sebpf_tc_track gives the endpoint's answers port 53 back. Interfaces
+	 * only. In the attachment's own table, so a guest that floods port 53
+	 * from many ports pushes out its own exchanges, never another's. */
+	SEBPF_OPENED_DNS53 = 2,
 };
 
 /* What the datapath knows of a raw socket (map sebpf_raw_socks). */
@@ -327,19 +334,6 @@ static inline __u64 sebpf_learned_hash(__u32 ruleset, __u32 family, const __u8 a
 }
 
 /* Written once into the meta map at first load; checked on adoption. */
-/*
- * Key of sebpf_dns53: the guest's end of a DNS exchange it began on port 53
- * of its endpoint's address, which sebpf_tc_guard turned to the endpoint's
- * own port; sebpf_tc_track gives the answers port 53 back.
- */
-struct sebpf_dns53_key {
-	__u32 serial; /* of the attachment */
-	__u8 family;
-	__u8 protocol; /* IPPROTO_UDP or IPPROTO_TCP */
-	__u16 port;    /* the guest's, network order */
-	__u8 addr[16]; /* the guest's; IPv4 in the last 4 bytes */
-};
-
 struct sebpf_meta {
 	__u32 abi_version;
 	__u32 max_attachments;

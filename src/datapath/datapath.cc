@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <filesystem>
 #include <functional>
@@ -116,10 +117,6 @@ uint32_t learned_buckets(const Config& config) {
       std::bit_ceil(std::max<uint64_t>(1, (slots + SEBPF_LEARNED_WAYS - 1) / SEBPF_LEARNED_WAYS)));
 }
 
-// Guests' DNS exchanges begun on port 53 (sebpf_dns53): an exchange lasts
-// milliseconds, so a few at a time per attachment is room enough.
-uint32_t dns53_entries(const Config& config) { return 16 * config.max_attachments; }
-
 // The learned-host map, mapped into this process for as long as it lives.
 class MappedBuckets {
  public:
@@ -165,6 +162,7 @@ struct Datapath::Impl {
   Status reuse_pinned_maps();
   Status pin_maps();
   Status adopt_attachments();
+  void unpin_retired_maps();
   // unhook=false leaves the target alone: an ifindex that now names
   // another interface.
   Status remove_attachment(const AttachmentRecord& record, bool unhook = true);
@@ -222,7 +220,6 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_if_names, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_dhcp_budget, 2 * config.max_attachments);
-    bpf_map__set_max_entries(m->sebpf_dns53, dns53_entries(config));
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_learned, learned_buckets(config));
@@ -310,14 +307,12 @@ Status Datapath::Impl::reuse_pinned_maps() {
     if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
     const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
     UniqueFd fd(bpf_obj_get(path.c_str()));
-    const bool newer_map = map == skel->maps.sebpf_dhcp_budget ||
-                           map == skel->maps.sebpf_learned || map == skel->maps.sebpf_dns53;
+    const bool newer_map = map == skel->maps.sebpf_dhcp_budget || map == skel->maps.sebpf_learned;
     if (!fd && errno == ENOENT && newer_map) {
       // State pinned before this map existed: it starts empty (every
-      // attachment's whole DHCP burst; no learned host in the table; no
-      // DNS exchange on port 53), and libbpf pins it when it is made.
+      // attachment's whole DHCP burst; no learned host in the table), and
+      // libbpf pins it when it is made.
       bpf_map__set_max_entries(map, map == skel->maps.sebpf_learned ? learned_buckets(config)
-                                    : map == skel->maps.sebpf_dns53 ? dns53_entries(config)
                                                                     : 2 * config.max_attachments);
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return Error::from_errno(err, "pin new map " + path);
@@ -402,7 +397,28 @@ Status Datapath::Impl::adopt_attachments() {
     notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
     SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
   }
+  unpin_retired_maps();
   return ok_status();
+}
+
+// Maps an older build pinned that these programs do not use. Unpinned once
+// every attachment is on the new programs; the kernel frees each when the
+// last program that still holds it goes.
+void Datapath::Impl::unpin_retired_maps() {
+  static constexpr std::array kRetired = {
+      // The port 53 exchanges of all attachments, in one LRU (2026-12-04),
+      // before they moved into each attachment's own flow table.
+      "sebpf_dns53",
+  };
+  for (const char* name : kRetired) {
+    const std::string path = maps_dir(config) + "/" + name;
+    std::error_code ec;
+    if (fs::remove(path, ec)) {
+      notes.push_back(std::string("map ") + name + " unpinned: no program uses it any more");
+    } else if (ec) {
+      notes.push_back("map " + path + " left pinned: " + ec.message());
+    }
+  }
 }
 
 // Hooks off first, then the record, then its rules: a packet never finds

@@ -29,7 +29,6 @@ static_assert(sizeof(sebpf_track_key) == sizeof(sebpf_frag_key));
 static_assert(sizeof(sebpf_counters) == 8 * SEBPF_HOOK_COUNT * SEBPF_REASON_COUNT);
 static_assert(sizeof(sebpf_counters) % 8 == 0, "per-CPU values are 8-byte rounded");
 static_assert(sizeof(sebpf_meta) == 32);
-static_assert(sizeof(sebpf_dns53_key) == 24);
 static_assert(sizeof(sebpf_ifname) == 16);
 static_assert(sizeof(sebpf_learned_slot) == 40);
 static_assert(offsetof(sebpf_learned_slot, until) == 16);

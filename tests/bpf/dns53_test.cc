@@ -15,6 +15,7 @@ namespace {
 using datapath::Mode;
 
 constexpr uint16_t kEndpointPort = 20007;
+constexpr uint16_t kNeighbourEndpointPort = 20008;
 
 // Where a built packet's L4 header starts: Ethernet, then IPv4 (no
 // options here) or IPv6 (no extension headers here).
@@ -70,6 +71,7 @@ std::vector<uint8_t> with_checksum(std::vector<uint8_t> p) {
 class Dns53Test : public ProgramTest {
  protected:
   void configure(datapath::Config& config) override {
+    config.max_attachments = 8;
     config.dns_port_first = 20000;
     config.dns_port_last = 20999;
   }
@@ -91,12 +93,13 @@ class Dns53Test : public ProgramTest {
         {.src = v4 ? self4() : self6(), .dst = endpoint, .l4 = l4, .sport = from, .dport = port}));
   }
   // The endpoint's answer to it, from the endpoint's own port.
-  std::vector<uint8_t> answer(L4 l4, const char* endpoint, uint16_t to) {
+  std::vector<uint8_t> answer(L4 l4, const char* endpoint, uint16_t to,
+                              uint16_t endpoint_port = kEndpointPort) {
     const bool v4 = std::string(endpoint).find(':') == std::string::npos;
     return with_checksum(build_packet({.src = endpoint,
                                        .dst = v4 ? self4() : self6(),
                                        .l4 = l4,
-                                       .sport = kEndpointPort,
+                                       .sport = endpoint_port,
                                        .dport = to,
                                        .tcp_flags = kTcpSynAck}));
   }
@@ -151,6 +154,36 @@ TEST_P(Dns53Test, Port53ElsewhereIsAnotherResolverAndDisabledChangesNothing) {
   const auto sent = guard_passes(query(L4::kUdp, "198.51.100.1", 53, 44001));
   ASSERT_FALSE(sent.empty());
   EXPECT_EQ(destination_port(sent), 53) << "port 53 there is whatever listens on it";
+}
+
+// The guests of a bridge share its address, and each asks its port 53.
+// One that floods port 53 from many ports pushes out only its own
+// exchanges, never a neighbour's: the neighbour's answer still comes from
+// port 53 (from the endpoint's port, its resolver would drop it).
+TEST_P(Dns53Test, AGuestFloodingPort53CannotPushOutAnotherGuestsExchange) {
+  attach_neighbour();
+  if (HasFatalFailure()) return;
+  datapath::DnsEndpoint dns;
+  dns.v4 = *net::IpAddress::parse("198.51.100.1");
+  dns.port = kNeighbourEndpointPort;
+  ASSERT_TRUE(dp_->set_dns_endpoint(neighbour_key_, dns).ok());
+
+  ASSERT_FALSE(guard_passes(query(L4::kUdp, "198.51.100.1", 53, 45000)).empty());
+  // Far more exchanges than all eight attachments' share of a table that
+  // all of them shared (16 each).
+  constexpr uint16_t kFlood = 1024;
+  for (uint16_t from = 50000; from < 50000 + kFlood; ++from) {
+    const auto sent =
+        guard_passes_on(neighbour_ifindex_, query(L4::kUdp, "198.51.100.1", 53, from));
+    ASSERT_FALSE(sent.empty()) << "dropped";
+    ASSERT_EQ(destination_port(sent), kNeighbourEndpointPort);
+  }
+  EXPECT_EQ(source_port(track_passes(answer(L4::kUdp, "198.51.100.1", 45000))), 53)
+      << "the neighbour's flood pushed this guest's exchange out";
+  EXPECT_EQ(source_port(track_passes_on(
+                neighbour_ifindex_,
+                answer(L4::kUdp, "198.51.100.1", 50000 + kFlood - 1, kNeighbourEndpointPort))),
+            53);
 }
 
 INSTANTIATE_TEST_SUITE_P(Programs, Dns53Test, ::testing::Values(ProgramKind::kTc), kind_name);

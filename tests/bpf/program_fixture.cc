@@ -124,6 +124,7 @@ void ProgramTest::attach_neighbour() {
     return dp_->attach_cgroup(neighbour_cgroup_->path(), options);
   }();
   ASSERT_TRUE(att.ok()) << att.error().message();
+  neighbour_key_ = att->key;
 }
 
 void ProgramTest::in_neighbour(const std::vector<PacketSpec>& specs) {
@@ -152,14 +153,16 @@ Verdict ProgramTest::run_out(const std::vector<uint8_t>& packet) {
   return {r == 1, r};
 }
 
-std::vector<uint8_t> ProgramTest::guard_passes(const std::vector<uint8_t>& packet) {
-  TestRun run = test_run_keeping(dp_->program_fd(Program::kTcGuard), packet, ifindex_);
+std::vector<uint8_t> ProgramTest::guard_passes_on(uint32_t ifindex,
+                                                  const std::vector<uint8_t>& packet) {
+  TestRun run = test_run_keeping(dp_->program_fd(Program::kTcGuard), packet, ifindex);
   if (run.retval != static_cast<uint32_t>(TC_ACT_UNSPEC)) return {};
   return std::move(run.packet);
 }
 
-std::vector<uint8_t> ProgramTest::track_passes(const std::vector<uint8_t>& packet) {
-  TestRun run = test_run_keeping(dp_->program_fd(Program::kTcTrack), packet, ifindex_);
+std::vector<uint8_t> ProgramTest::track_passes_on(uint32_t ifindex,
+                                                  const std::vector<uint8_t>& packet) {
+  TestRun run = test_run_keeping(dp_->program_fd(Program::kTcTrack), packet, ifindex);
   EXPECT_EQ(run.retval, static_cast<uint32_t>(TC_ACT_UNSPEC));
   return std::move(run.packet);
 }

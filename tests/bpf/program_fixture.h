@@ -39,8 +39,15 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
   void in(const PacketSpec& spec);
   // TC: the packet as sebpf_tc_guard lets it out (empty if dropped), and
   // as sebpf_tc_track passes it on to the guest.
-  std::vector<uint8_t> guard_passes(const std::vector<uint8_t>& packet);
-  std::vector<uint8_t> track_passes(const std::vector<uint8_t>& packet);
+  std::vector<uint8_t> guard_passes(const std::vector<uint8_t>& packet) {
+    return guard_passes_on(ifindex_, packet);
+  }
+  std::vector<uint8_t> track_passes(const std::vector<uint8_t>& packet) {
+    return track_passes_on(ifindex_, packet);
+  }
+  // The same on another attached interface (neighbour_ifindex_).
+  std::vector<uint8_t> guard_passes_on(uint32_t ifindex, const std::vector<uint8_t>& packet);
+  std::vector<uint8_t> track_passes_on(uint32_t ifindex, const std::vector<uint8_t>& packet);
 
   // Detaches the target and attaches it again: a new attachment, in the
   // slot the old one left.
@@ -69,6 +76,7 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
   uint32_t ifindex_ = 0;
   std::unique_ptr<TestCgroup> cgroup_;
   std::unique_ptr<ScopedCgroupMove> moved_;
+  datapath::AttachmentKey neighbour_key_;
   std::string neighbour_iface_;
   uint32_t neighbour_ifindex_ = 0;
   std::unique_ptr<TestCgroup> neighbour_cgroup_;

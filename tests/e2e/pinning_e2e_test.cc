@@ -315,10 +315,9 @@ TEST_F(PinningE2eTest, IncompletePinnedStateIsReported) {
   std::filesystem::remove_all(pin_dir_);
 }
 
-// State pinned by a build older than the DHCP budget map, or the port 53
-// table, is adopted, not refused: enforcement goes on, and the new map is
-// made and pinned.
-TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetOrThePort53TableExistedIsAdopted) {
+// State pinned by a build older than the DHCP budget map is adopted, not
+// refused: enforcement goes on, and the new map is made and pinned.
+TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
@@ -328,19 +327,38 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetOrThePort53TableExistedIsAd
                             {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}})
             .ok());
   }
-  for (const char* newer : {"sebpf_dhcp_budget", "sebpf_dns53"}) {
-    SCOPED_TRACE(newer);
-    const std::string path = pin_dir_ + "/maps/" + newer;
-    ASSERT_TRUE(std::filesystem::remove(path));
-    auto adopted = open_pinned();
-    ASSERT_TRUE(adopted.ok()) << adopted.error().message();
-    EXPECT_TRUE(std::filesystem::exists(path));
-    auto all = (*adopted)->attachments();
-    ASSERT_TRUE(all.ok());
-    EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
-    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
-        << "enforcement went on";
+  const std::string path = pin_dir_ + "/maps/sebpf_dhcp_budget";
+  ASSERT_TRUE(std::filesystem::remove(path));
+  auto adopted = open_pinned();
+  ASSERT_TRUE(adopted.ok()) << adopted.error().message();
+  EXPECT_TRUE(std::filesystem::exists(path));
+  auto all = (*adopted)->attachments();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "enforcement went on";
+}
+
+// A map an older build pinned and these programs no longer use (the shared
+// table of port 53 exchanges) is unpinned at adoption, so the kernel can
+// free it, and the adoption notes say so.
+TEST_F(PinningE2eTest, AMapAnOlderBuildPinnedAndNoProgramUsesIsUnpinned) {
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
   }
+  const std::string path = pin_dir_ + "/maps/sebpf_dns53";
+  {
+    UniqueFd retired(bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "sebpf_dns53", 24, 1, 16, nullptr));
+    ASSERT_TRUE(retired) << std::strerror(errno);
+    ASSERT_EQ(bpf_obj_pin(retired.get(), path.c_str()), 0) << std::strerror(errno);
+  }
+  auto adopted = open_pinned();
+  ASSERT_TRUE(adopted.ok()) << adopted.error().message();
+  EXPECT_FALSE(std::filesystem::exists(path));
+  ASSERT_EQ((*adopted)->adoption_notes().size(), 1U);
+  EXPECT_NE((*adopted)->adoption_notes()[0].find("sebpf_dns53 unpinned"), std::string::npos)
+      << (*adopted)->adoption_notes()[0];
 }
 
 // State pinned by a version without the learned-host table holds its
