@@ -96,7 +96,10 @@ static __always_inline void sebpf_dns53_from_endpoint(struct __sk_buff *skb,
 	if (!opened)
 		return;
 	sebpf_dns53_key_of(&key, att, p, p->saddr, p->dport);
-	if (!bpf_map_lookup_elem(opened, &key))
+	/* Idle as long as a UDP flow, the exchange is over: the guest's port
+	 * may since be asking the endpoint's port itself. */
+	if (!sebpf_flow_fresh(bpf_map_lookup_elem(opened, &key), sebpf_flow_clock(),
+			      sebpf_flow_idle_other_ns))
 		return;
 	sebpf_rewrite_port(skb, p, p->l4_off, p->sport, bpf_htons(SEBPF_DNS_PORT));
 }

@@ -3,8 +3,10 @@
 // endpoint's port, sebpf_tc_track turns the answer back to port 53, with
 // the checksums kept right. A guest that uses the endpoint's port itself
 // is left as it is.
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "program_fixture.h"
@@ -72,6 +74,7 @@ class Dns53Test : public ProgramTest {
  protected:
   void configure(datapath::Config& config) override {
     config.max_attachments = 8;
+    config.flow_idle_other = std::chrono::seconds(2);
     config.dns_port_first = 20000;
     config.dns_port_last = 20999;
   }
@@ -134,6 +137,16 @@ TEST_P(Dns53Test, AGuestUsingTheEndpointsPortIsLeftAsItIs) {
   EXPECT_EQ(destination_port(sent), kEndpointPort);
   const auto back = track_passes(answer(L4::kUdp, "198.51.100.1", 42000));
   EXPECT_EQ(source_port(back), kEndpointPort);
+}
+
+// An exchange idle as long as a UDP flow (2 s here) is over: the guest's
+// port, now asking the endpoint's port itself, gets its answers from there.
+TEST_P(Dns53Test, AnExchangeIdleAsLongAsAFlowIsOver) {
+  ASSERT_FALSE(guard_passes(query(L4::kUdp, "198.51.100.1", 53, 46000)).empty());
+  EXPECT_EQ(source_port(track_passes(answer(L4::kUdp, "198.51.100.1", 46000))), 53);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  ASSERT_FALSE(guard_passes(query(L4::kUdp, "198.51.100.1", kEndpointPort, 46000)).empty());
+  EXPECT_EQ(source_port(track_passes(answer(L4::kUdp, "198.51.100.1", 46000))), kEndpointPort);
 }
 
 // An IPv4 UDP datagram may carry no checksum (0): it keeps none.
