@@ -6,9 +6,10 @@
  * each). So sebpf_tc_guard turns a guest's UDP or TCP to port 53 of its
  * endpoint's address into the endpoint's own port, recording the exchange
  * in the attachment's own table of flows it opened (SEBPF_OPENED_DNS53),
- * and sebpf_tc_track gives the answers on it port 53 back. A guest that uses the endpoint's port directly is left as
- * it is. Only in a mode that enforces: with the attachment disabled,
- * port 53 there is whatever listens on it.
+ * and sebpf_tc_track gives the answers on it port 53 back. A guest that
+ * uses the endpoint's port directly is left as it is. Only in a mode that
+ * enforces: with the attachment disabled, port 53 there is whatever
+ * listens on it.
  */
 #ifndef SEBPF_DNS53_BPF_H
 #define SEBPF_DNS53_BPF_H
