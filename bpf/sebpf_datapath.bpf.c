@@ -14,6 +14,8 @@
  *  the egress of every interface in a cgroup workload's network namespace:
  *                      sebpf_tc_packet_sockets (frames of packet sockets,
  *                      which no cgroup program is shown)
+ *  the sockets of interface attachments' DNS endpoints:
+ *                      sebpf_endpoint_filter (only what a guard let through)
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -534,6 +536,17 @@ static __always_inline int sebpf_parse_tc(struct __sk_buff *skb, const struct se
 	return 0;
 }
 
+/* A guest's packet to its own DNS endpoint, on the hook that carries what
+ * the guest sends to the host (ingress: on egress the priority would pick
+ * a queue, and the packet is not for a socket of this host). */
+static __always_inline void sebpf_tag_for_endpoint(struct __sk_buff *skb,
+						   const struct sebpf_attachment *att,
+						   const struct sebpf_pkt *p)
+{
+	if (!(att->flags & SEBPF_ATT_F_GUARD_EGRESS) && sebpf_is_dns_endpoint(att, p))
+		skb->priority = SEBPF_ENDPOINT_PRIORITY;
+}
+
 SEC("tc")
 int sebpf_tc_guard(struct __sk_buff *skb)
 {
@@ -559,6 +572,7 @@ int sebpf_tc_guard(struct __sk_buff *skb)
 	if (!(att.flags & SEBPF_ATT_F_L3_DEVICE))
 		p.dhcp_request = sebpf_is_dhcp_request(skb, &p);
 	sebpf_dns53_to_endpoint(skb, &att, &p);
+	sebpf_tag_for_endpoint(skb, &att, &p);
 	/* TC_ACT_UNSPEC, not TC_ACT_OK: let filters after ours run. */
 	return sebpf_decide(&att, &p, sebpf_packet_egress) ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
@@ -606,4 +620,19 @@ int sebpf_tc_packet_sockets(struct __sk_buff *skb)
 	}
 	sebpf_count(att.slot, SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_FORGED);
 	return TC_ACT_SHOT;
+}
+
+/* --- DNS endpoints of interfaces ------------------------------------------ */
+
+/*
+ * On every socket of an interface attachment's DNS endpoint
+ * (SO_ATTACH_BPF): only what a guard passed to its own endpoint
+ * (SEBPF_ENDPOINT_PRIORITY) is taken. The sockets are bound to the
+ * interface or its bridge, so this leaves out the bridge's other guests,
+ * which no program of ours sees. Returns the bytes to keep: 0 drops.
+ */
+SEC("socket")
+int sebpf_endpoint_filter(struct __sk_buff *skb)
+{
+	return skb->priority == SEBPF_ENDPOINT_PRIORITY ? skb->len : 0;
 }

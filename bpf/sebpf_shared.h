@@ -34,6 +34,16 @@ enum sebpf_mode {
 	SEBPF_MODE_COUNT = 4,
 };
 
+/*
+ * skb->priority that sebpf_tc_guard gives a guest's packet to its own DNS
+ * endpoint; the sockets of interface attachments' endpoints take nothing
+ * else (sebpf_endpoint_filter). A guest of the same bridge that is not
+ * attached has no guard, so it cannot use an attached guest's endpoint
+ * (its rate limit, its learning). The priority of a received packet
+ * picks no queue and is not copied to replies.
+ */
+#define SEBPF_ENDPOINT_PRIORITY 0x5eb0d053u
+
 /* Flags of struct sebpf_attachment. */
 enum sebpf_attachment_flags {
 	/* Interface without an Ethernet header (tun, wireguard): packets

@@ -347,8 +347,13 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
   if (record.dns.v4) spec.addresses.emplace_back(*record.dns.v4, record.dns.port);
   if (record.dns.v6) spec.addresses.emplace_back(*record.dns.v6, record.dns.port);
   // A VM's endpoint takes only what arrives through its own interface (or
-  // its bridge: see the datapath's sebpf_is_other_dns_endpoint).
+  // its bridge: see the datapath's sebpf_is_other_dns_endpoint), and of
+  // that only what its guard passed: not another guest's of the bridge.
   spec.device_ifindex = record.dns_device;
+  if (record.kind == TargetKind::kInterface &&
+      record.direction == datapath::TcDirection::kIngress) {
+    spec.socket_filter_fd = dp_->endpoint_socket_filter();
+  }
   // A container in a network namespace of its own has its DNS steered to
   // its own loopback: the endpoint's sockets are made there.
   spec.netns_fd = netns_fd;

@@ -732,6 +732,10 @@ Status Datapath::destroy() {
   return ok_status();
 }
 
+int Datapath::endpoint_socket_filter() const {
+  return bpf_program__fd(impl_->skel->progs.sebpf_endpoint_filter);
+}
+
 int Datapath::program_fd(Program program) const {
   auto* p = &impl_->skel->progs;
   switch (program) {

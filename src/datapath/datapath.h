@@ -103,6 +103,13 @@ class Datapath {
   // Detaches everything and removes the pinned state: enforcement ends.
   Status destroy();
 
+  // The socket filter for the sockets of an interface attachment's DNS
+  // endpoint (SO_ATTACH_BPF; guarded on ingress): they take only what an
+  // attached interface's guard passed to its own endpoint, not what another
+  // guest of the same bridge sends (bpf/sebpf_shared.h,
+  // SEBPF_ENDPOINT_PRIORITY). Owned by this datapath.
+  int endpoint_socket_filter() const;
+
   // For BPF_PROG_TEST_RUN in tests and benchmarks.
   int program_fd(Program program) const;
 

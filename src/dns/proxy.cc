@@ -96,17 +96,24 @@ void put_id(std::span<uint8_t> wire, uint16_t id) {
   wire[1] = static_cast<uint8_t>(id);
 }
 
-// One endpoint socket bound to `address` (and the interface `ifindex`, if
-// set). IPV6_V6ONLY so that "::" never also takes IPv4; SO_REUSEADDR so a
-// restarted daemon can bind its TCP port while old connections linger in
-// TIME_WAIT.
-Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type, uint32_t ifindex) {
+// One endpoint socket bound to `address` (and to spec's device and filter,
+// if set). The filter goes on before the bind, so no datagram is queued
+// unfiltered; a TCP socket's connections inherit it. IPV6_V6ONLY so that
+// "::" never also takes IPv4; SO_REUSEADDR so a restarted daemon can bind
+// its TCP port while old connections linger in TIME_WAIT.
+Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
+                             const EndpointSpec& spec) {
   UniqueFd fd(::socket(address.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return errno_error("socket");
-  const int index = static_cast<int>(ifindex);
-  if (ifindex != 0 &&
+  const int index = static_cast<int>(spec.device_ifindex);
+  if (spec.device_ifindex != 0 &&
       setsockopt(fd.get(), SOL_SOCKET, SO_BINDTOIFINDEX, &index, sizeof index) != 0) {
-    return errno_error("bind DNS endpoint to interface " + std::to_string(ifindex));
+    return errno_error("bind DNS endpoint to interface " + std::to_string(spec.device_ifindex));
+  }
+  if (spec.socket_filter_fd >= 0 &&
+      setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_BPF, &spec.socket_filter_fd,
+                 sizeof spec.socket_filter_fd) != 0) {
+    return errno_error("put the socket filter on DNS endpoint " + address.to_string());
   }
   const int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -191,6 +198,7 @@ struct Endpoint {
   // A UDP and a TCP socket for each address, in the same order.
   std::vector<net::SocketAddress> addresses;
   uint32_t device_ifindex = 0;  // as EndpointSpec's
+  bool filtered = false;        // EndpointSpec's socket_filter_fd was set
   std::vector<UniqueFd> udp, tcp;
   std::atomic<uint32_t> inflight{0};
   std::atomic<uint32_t> tcp_clients{0};
@@ -221,9 +229,11 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
   auto endpoint = std::make_shared<Endpoint>();
   endpoint->attachment = spec.attachment;
   endpoint->device_ifindex = spec.device_ifindex;
+  endpoint->filtered = spec.socket_filter_fd >= 0;
   const auto bind_all = [&]() -> Status {
     for (const net::SocketAddress& address : spec.addresses) {
-      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex) {
+      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex &&
+          kept->filtered == endpoint->filtered) {
         const auto same = std::find(kept->addresses.begin(), kept->addresses.end(), address);
         if (same != kept->addresses.end()) {
           const size_t i = static_cast<size_t>(same - kept->addresses.begin());
@@ -235,13 +245,13 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
           continue;
         }
       }
-      auto udp = bind_socket(address, SOCK_DGRAM, spec.device_ifindex);
+      auto udp = bind_socket(address, SOCK_DGRAM, spec);
       if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
         skipped.push_back(udp.error().message());
         continue;
       }
       if (!udp.ok()) return udp.error();
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec.device_ifindex));
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec));
       endpoint->addresses.push_back(address);
       endpoint->udp.push_back(std::move(*udp));
       endpoint->tcp.push_back(std::move(tcp));

@@ -96,6 +96,9 @@ struct EndpointSpec {
   // this index (SO_BINDTOIFINDEX; by index, so that a renamed interface is
   // still the one): another VM routed to this address is not served.
   uint32_t device_ifindex = 0;
+  // When set, a BPF socket filter every socket carries (SO_ATTACH_BPF):
+  // for a VM, the datapath's, which leaves out the bridge's other guests.
+  int socket_filter_fd = -1;
   // When set, the network namespace (an open /proc/<pid>/ns/net) the
   // sockets are made in: a container's own, whose loopback is where its
   // DNS is steered. Only read during open_endpoint.

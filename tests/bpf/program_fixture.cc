@@ -25,19 +25,24 @@ uint32_t test_run(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifin
   return test_run_keeping(prog_fd, packet, ifindex).retval;
 }
 
-TestRun test_run_keeping(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex) {
+TestRun test_run_keeping(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex,
+                         uint32_t priority) {
   __sk_buff ctx{};
   ctx.ifindex = ifindex;
+  ctx.priority = priority;
+  __sk_buff ctx_out{};
   TestRun run;
   run.packet.resize(packet.size() + 256);
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = packet.data(), .data_out = run.packet.data(),
               .data_size_in = static_cast<__u32>(packet.size()),
               .data_size_out = static_cast<__u32>(run.packet.size()), .ctx_in = &ctx,
-              .ctx_size_in = sizeof(ctx), .repeat = 1);
+              .ctx_out = &ctx_out, .ctx_size_in = sizeof(ctx), .ctx_size_out = sizeof(ctx_out),
+              .repeat = 1);
   const int err = bpf_prog_test_run_opts(prog_fd, &opts);
   EXPECT_EQ(err, 0) << "BPF_PROG_TEST_RUN failed: " << strerror(errno);
   run.retval = opts.retval;
   run.packet.resize(opts.data_size_out);
+  run.priority = ctx_out.priority;
   return run;
 }
 

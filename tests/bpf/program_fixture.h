@@ -85,12 +85,15 @@ class ProgramTest : public ::testing::TestWithParam<ProgramKind> {
 // Runs a program once on a packet; ifindex 0 leaves the kernel's default
 // device (loopback).
 uint32_t test_run(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex = 0);
-// The same, keeping the packet as the program left it.
+// The same, keeping the packet (and its skb->priority) as the program left
+// it; `priority` is the packet's before.
 struct TestRun {
   uint32_t retval = 0;
   std::vector<uint8_t> packet;
+  uint32_t priority = 0;
 };
-TestRun test_run_keeping(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex);
+TestRun test_run_keeping(int prog_fd, const std::vector<uint8_t>& packet, uint32_t ifindex,
+                         uint32_t priority = 0);
 
 datapath::Rule rule(const std::string& cidr, datapath::Action action,
                     std::optional<datapath::BootClock::time_point> expires = {});

@@ -1380,6 +1380,12 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   add_address("", c_veth.host(), "2001:db8:c::1/64");
   add_address(c_ns.name(), c_veth.peer(), "2001:db8:c::2/64");
   must_run({"ip", "-n", c_ns.name(), "-6", "route", "add", "default", "via", "2001:db8:c::1"});
+  // Guest D, a port of the bridge that is not attached: no program of ours
+  // sees what it sends.
+  NetNs d_ns("sebpf-gd-" + tag);
+  VethPair d_veth("sd" + tag, "sdp" + tag, d_ns);
+  add_address(d_ns.name(), d_veth.peer(), "198.51.100.5/24");
+  bridge.add_port(d_veth.host());
 
   // Denylists: the bridge's address is open to the guests, but not the
   // ports of other guests' endpoints there.
@@ -1409,8 +1415,9 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   ASSERT_NE(a.dns().port(), b.dns().port());
 
   // The rcode of an answer, or kNoAnswer within a second.
-  const auto asks = [](const net::SocketAddress& endpoint, const std::string& name) {
-    auto answer = dns_query(endpoint, make_query(name, kTypeA), false, milliseconds(1000));
+  const auto asks = [](const net::SocketAddress& endpoint, const std::string& name,
+                       bool tcp = false) {
+    auto answer = dns_query(endpoint, make_query(name, kTypeA), tcp, milliseconds(1000));
     return answer.ok() ? kRcodeBase + answer->message.header.rcode : kNoAnswer;
   };
   const auto in_b = [&](const std::function<int()>& fn) {
@@ -1418,6 +1425,9 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   };
   const auto in_c = [&](const std::function<int()>& fn) {
     return run_in_child([&] { return c_ns.enter() ? fn() : 81; });
+  };
+  const auto in_d = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return d_ns.enter() ? fn() : 81; });
   };
   const auto guest_a_resolves = [&] {
     return topo_->run_in_peer(
@@ -1453,6 +1463,13 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
                                      static_cast<uint16_t>(b.dns().port()));
   EXPECT_EQ(in_c([&] { return asks(b_on_ipv6, "other.example"); }), kNoAnswer)
       << "a host routed to the bridge's address was served";
+  // Guest D reaches the host, but no endpoint answers it: an attached
+  // guest's endpoint (its rate limit, what it learns) is its own.
+  ASSERT_EQ(in_d([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0) << "D reaches the host";
+  for (const bool tcp : {false, true}) {
+    EXPECT_EQ(in_d([&] { return asks(endpoint_of(b), "other.example", tcp); }), kNoAnswer)
+        << "a guest that is not attached used B's endpoint, TCP " << tcp;
+  }
 
   daemon_->kill9();
   start_with_upstream();
