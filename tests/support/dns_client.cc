@@ -2,6 +2,7 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -70,6 +71,12 @@ Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::vector<
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   UniqueFd fd(::socket(server.family(), (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0));
   if (!fd) return sys_error("socket");
+  // A TCP connect whose SYN is dropped gives up within the timeout, not
+  // after the kernel's two minutes of retries.
+  const auto whole = std::chrono::duration_cast<std::chrono::microseconds>(timeout);
+  const timeval limit{static_cast<time_t>(whole.count() / 1000000),
+                      static_cast<suseconds_t>(whole.count() % 1000000)};
+  setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
   sockaddr_storage ss;
   const socklen_t len = server.to_sockaddr(ss);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
