@@ -198,7 +198,6 @@ struct Endpoint {
   // A UDP and a TCP socket for each address, in the same order.
   std::vector<net::SocketAddress> addresses;
   uint32_t device_ifindex = 0;  // as EndpointSpec's
-  bool filtered = false;        // EndpointSpec's socket_filter_fd was set
   std::vector<UniqueFd> udp, tcp;
   std::atomic<uint32_t> inflight{0};
   std::atomic<uint32_t> tcp_clients{0};
@@ -229,11 +228,9 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
   auto endpoint = std::make_shared<Endpoint>();
   endpoint->attachment = spec.attachment;
   endpoint->device_ifindex = spec.device_ifindex;
-  endpoint->filtered = spec.socket_filter_fd >= 0;
   const auto bind_all = [&]() -> Status {
     for (const net::SocketAddress& address : spec.addresses) {
-      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex &&
-          kept->filtered == endpoint->filtered) {
+      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex) {
         const auto same = std::find(kept->addresses.begin(), kept->addresses.end(), address);
         if (same != kept->addresses.end()) {
           const size_t i = static_cast<size_t>(same - kept->addresses.begin());

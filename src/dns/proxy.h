@@ -98,6 +98,7 @@ struct EndpointSpec {
   uint32_t device_ifindex = 0;
   // When set, a BPF socket filter every socket carries (SO_ATTACH_BPF):
   // for a VM, the datapath's, which leaves out the bridge's other guests.
+  // An endpoint's filter never changes: a move keeps sockets with theirs.
   int socket_filter_fd = -1;
   // When set, the network namespace (an open /proc/<pid>/ns/net) the
   // sockets are made in: a container's own, whose loopback is where its
