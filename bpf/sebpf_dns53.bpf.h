@@ -5,8 +5,8 @@
  * one of the range (the guests of a bridge share its address, a port
  * each). So sebpf_tc_guard turns a guest's UDP or TCP to port 53 of its
  * endpoint's address into the endpoint's own port, recording the exchange
- * in the attachment's own table of flows it opened (SEBPF_OPENED_DNS53),
- * and sebpf_tc_track gives the answers on it port 53 back. A guest that
+ * in one of the attachment's own tables (SEBPF_FLOW_KIND_DNS53), and
+ * sebpf_tc_track gives the answers on it port 53 back. A guest that
  * uses the endpoint's port directly is left as it is. Only in a mode that
  * enforces: with the attachment disabled, port 53 there is whatever
  * listens on it.
@@ -39,7 +39,7 @@ static __always_inline void sebpf_dns53_key_of(union sebpf_track_key *u,
 	k->protocol = p->protocol;
 	k->local_port = guest_port;
 	k->remote_port = bpf_htons(SEBPF_DNS_PORT);
-	k->kind = SEBPF_OPENED_DNS53;
+	k->kind = SEBPF_FLOW_KIND_DNS53;
 	__builtin_memcpy(k->remote_addr, endpoint, sizeof(k->remote_addr));
 }
 
@@ -65,17 +65,17 @@ static __always_inline void sebpf_dns53_to_endpoint(struct __sk_buff *skb,
 {
 	union sebpf_track_key key;
 	struct sebpf_flow_value seen;
-	void *opened;
+	void *exchanges;
 
 	if (att->mode == SEBPF_MODE_DISABLED || !att->dns_port || !sebpf_is_dns_query(p) ||
 	    !sebpf_is_endpoint_address(att, p, p->daddr))
 		return;
-	opened = sebpf_table_of(att, SEBPF_TRACK_OPENED);
-	if (!opened)
+	exchanges = sebpf_table_of(att, SEBPF_TRACK_REPLY_FRAGS);
+	if (!exchanges)
 		return;
 	sebpf_dns53_key_of(&key, att, p, p->daddr, p->sport);
 	seen.last_seen = sebpf_flow_clock();
-	if (bpf_map_update_elem(opened, &key, &seen, BPF_ANY) != 0)
+	if (bpf_map_update_elem(exchanges, &key, &seen, BPF_ANY) != 0)
 		return;
 	if (sebpf_rewrite_port(skb, p, p->l4_off + 2, p->dport, att->dns_port) != 0)
 		return;
@@ -89,17 +89,17 @@ static __always_inline void sebpf_dns53_from_endpoint(struct __sk_buff *skb,
 						      const struct sebpf_pkt *p)
 {
 	union sebpf_track_key key;
-	void *opened;
+	void *exchanges;
 
 	if (!sebpf_is_endpoint_end(att, p, p->saddr, p->sport))
 		return;
-	opened = sebpf_table_of(att, SEBPF_TRACK_OPENED);
-	if (!opened)
+	exchanges = sebpf_table_of(att, SEBPF_TRACK_REPLY_FRAGS);
+	if (!exchanges)
 		return;
 	sebpf_dns53_key_of(&key, att, p, p->saddr, p->dport);
 	/* Idle as long as a UDP flow, the exchange is over: the guest's port
 	 * may since be asking the endpoint's port itself. */
-	if (!sebpf_flow_fresh(bpf_map_lookup_elem(opened, &key), sebpf_flow_clock(),
+	if (!sebpf_flow_fresh(bpf_map_lookup_elem(exchanges, &key), sebpf_flow_clock(),
 			      sebpf_flow_idle_other_ns))
 		return;
 	sebpf_rewrite_port(skb, p, p->l4_off, p->sport, bpf_htons(SEBPF_DNS_PORT));

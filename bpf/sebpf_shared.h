@@ -204,12 +204,16 @@ enum sebpf_track_table {
 	SEBPF_TRACK_FLOWS = 0,
 	/* Flows the workload opened (struct sebpf_flow_key, from the
 	 * workload's side, `kind` saying under what): TCP connections to an
-	 * address learned from DNS, by their SYN, UDP flows under any allow,
-	 * and a guest's DNS exchanges on port 53. Only the workload's own
-	 * packets write here, so the outside cannot push these entries out. */
+	 * address learned from DNS, by their SYN, and UDP flows under any
+	 * allow. Only the workload's own packets write here, so the outside
+	 * cannot push these entries out. */
 	SEBPF_TRACK_OPENED,
 	/* Later fragments of replies (struct sebpf_frag_key), for as long as
-	 * the kernel keeps fragments for reassembly (30 s). */
+	 * the kernel keeps fragments for reassembly (30 s); and a VM's DNS
+	 * exchanges on port 53 (struct sebpf_flow_key, kind
+	 * SEBPF_FLOW_KIND_DNS53): short-lived entries both, so a guest that
+	 * asks much pushes out none of the flows it opened (which keep
+	 * connections past their address's TTL). */
 	SEBPF_TRACK_REPLY_FRAGS,
 	SEBPF_TRACK_TABLES,
 };
@@ -227,14 +231,19 @@ enum sebpf_opened_kind {
 	 * datagrams are answers, not the outside opening a flow, so they do
 	 * not make the workload's own datagrams replies. */
 	SEBPF_OPENED_UDP_OTHER = 1,
-	/* A guest's DNS exchange (UDP or TCP) begun on port 53 of its
-	 * endpoint's address, which sebpf_tc_guard turned to the endpoint's
-	 * own port: keyed as the guest sent it (remote_port 53), so that
-	 * sebpf_tc_track gives the endpoint's answers port 53 back. Interfaces
-	 * only. In the attachment's own table, so a guest that floods port 53
-	 * from many ports pushes out its own exchanges, never another's. */
-	SEBPF_OPENED_DNS53 = 2,
 };
+
+/*
+ * `kind` of a guest's DNS exchange (UDP or TCP) begun on port 53 of its
+ * endpoint's address, which sebpf_tc_guard turned to the endpoint's own
+ * port: keyed as the guest sent it (remote_port 53), so that sebpf_tc_track
+ * gives the endpoint's answers port 53 back. Interfaces only; in the
+ * attachment's own SEBPF_TRACK_REPLY_FRAGS table, so a guest that floods
+ * port 53 from many ports pushes out only its own entries. Such a flow key
+ * never equals a fragment key there: where a fragment key holds its family
+ * (2 or 10), it holds the high byte of port 53, 0.
+ */
+#define SEBPF_FLOW_KIND_DNS53 2
 
 /* What the datapath knows of a raw socket (map sebpf_raw_socks). */
 enum sebpf_raw_sock {

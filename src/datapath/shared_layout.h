@@ -26,6 +26,9 @@ static_assert(offsetof(sebpf_flow_key, remote_addr) == 20);
 static_assert(sizeof(sebpf_flow_value) == 8);
 static_assert(sizeof(sebpf_frag_key) == 56);
 static_assert(sizeof(sebpf_track_key) == sizeof(sebpf_frag_key));
+// A port 53 exchange's flow key shares a table with fragment keys: its
+// remote port (53, high byte 0) sits where they hold a family, never 0.
+static_assert(offsetof(sebpf_flow_key, remote_port) == offsetof(sebpf_frag_key, family));
 static_assert(sizeof(sebpf_counters) == 8 * SEBPF_HOOK_COUNT * SEBPF_REASON_COUNT);
 static_assert(sizeof(sebpf_counters) % 8 == 0, "per-CPU values are 8-byte rounded");
 static_assert(sizeof(sebpf_meta) == 32);

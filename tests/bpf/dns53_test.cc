@@ -74,6 +74,7 @@ class Dns53Test : public ProgramTest {
  protected:
   void configure(datapath::Config& config) override {
     config.max_attachments = 8;
+    config.max_flows_per_attachment = datapath::kMinFlowsPerAttachment;  // 64
     config.flow_idle_other = std::chrono::seconds(2);
     config.dns_port_first = 20000;
     config.dns_port_last = 20999;
@@ -197,6 +198,27 @@ TEST_P(Dns53Test, AGuestFloodingPort53CannotPushOutAnotherGuestsExchange) {
                 neighbour_ifindex_,
                 answer(L4::kUdp, "198.51.100.1", 50000 + kFlood - 1, kNeighbourEndpointPort))),
             53);
+}
+
+// A guest's port 53 exchanges are not kept with the flows it opened:
+// asking much does not push out the entry that keeps a connection open
+// past its address's TTL.
+TEST_P(Dns53Test, AGuestsPort53QueriesDoNotPushOutItsKeptConnections) {
+  const datapath::Rule learned = {*net::IpPrefix::parse("203.0.113.80"), datapath::Action::kAllow,
+                                  datapath::BootClock::now() + std::chrono::milliseconds(600),
+                                  /*learned=*/true};
+  ASSERT_TRUE(dp_->add_rule(key_, learned).ok());
+  const PacketSpec syn = {.src = self4(), .dst = "203.0.113.80", .l4 = L4::kTcp, .dport = 443};
+  ASSERT_TRUE(out(syn));
+  // Four times what the table of opened flows holds here.
+  for (uint16_t from = 30000; from < 30000 + 4 * datapath::kMinFlowsPerAttachment; ++from) {
+    ASSERT_FALSE(guard_passes(query(L4::kUdp, "198.51.100.1", 53, from)).empty());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  PacketSpec data = syn;
+  data.tcp_flags = 0x18;  // PSH ACK
+  EXPECT_TRUE(out(data)) << "the connection was cut when its address's TTL ran out";
+  EXPECT_EQ(count(SEBPF_REASON_ALLOW_KEPT_CONNECTION), 1U);
 }
 
 INSTANTIATE_TEST_SUITE_P(Programs, Dns53Test, ::testing::Values(ProgramKind::kTc), kind_name);
