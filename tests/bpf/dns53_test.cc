@@ -9,14 +9,13 @@
 #include <thread>
 #include <vector>
 
-#include "program_fixture.h"
+#include "vm_endpoint_fixture.h"
 
 namespace sebpf::testing {
 namespace {
 
 using datapath::Mode;
 
-constexpr uint16_t kEndpointPort = 20007;
 constexpr uint16_t kNeighbourEndpointPort = 20008;
 
 // Where a built packet's L4 header starts: Ethernet, then IPv4 (no
@@ -70,24 +69,13 @@ std::vector<uint8_t> with_checksum(std::vector<uint8_t> p) {
   return p;
 }
 
-class Dns53Test : public ProgramTest {
+class Dns53Test : public VmEndpointTest {
  protected:
   void configure(datapath::Config& config) override {
+    VmEndpointTest::configure(config);
     config.max_attachments = 8;
     config.max_flows_per_attachment = datapath::kMinFlowsPerAttachment;  // 64
     config.flow_idle_other = std::chrono::seconds(2);
-    config.dns_port_first = 20000;
-    config.dns_port_last = 20999;
-  }
-  void SetUp() override {
-    ProgramTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    datapath::DnsEndpoint dns;
-    dns.v4 = *net::IpAddress::parse("198.51.100.1");
-    dns.v6 = *net::IpAddress::parse("2001:db8::1");
-    dns.port = kEndpointPort;
-    ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
-    set_mode(Mode::kAllowlist);
   }
 
   // The guest's query from its port `from` to `endpoint`:`port`.

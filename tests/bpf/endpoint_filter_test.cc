@@ -8,10 +8,11 @@
 #include <linux/pkt_cls.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "datapath/shared_layout.h"
-#include "program_fixture.h"
+#include "vm_endpoint_fixture.h"
 
 namespace sebpf::testing {
 namespace {
@@ -19,24 +20,8 @@ namespace {
 using datapath::Mode;
 using datapath::Program;
 
-constexpr uint16_t kEndpointPort = 20007;
-
-class EndpointTagTest : public ProgramTest {
+class EndpointTagTest : public VmEndpointTest {
  protected:
-  void configure(datapath::Config& config) override {
-    config.dns_port_first = 20000;
-    config.dns_port_last = 20999;
-  }
-  void SetUp() override {
-    ProgramTest::SetUp();
-    if (IsSkipped() || HasFatalFailure()) return;
-    datapath::DnsEndpoint dns;
-    dns.v4 = *net::IpAddress::parse("198.51.100.1");
-    dns.v6 = *net::IpAddress::parse("2001:db8::1");
-    dns.port = kEndpointPort;
-    ASSERT_TRUE(dp_->set_dns_endpoint(key_, dns).ok());
-    set_mode(Mode::kAllowlist);
-  }
   // The guest's packet through sebpf_tc_guard: passed or not, and the
   // priority it leaves with.
   TestRun guard(L4 l4, const char* dst, uint16_t dport) {
