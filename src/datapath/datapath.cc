@@ -407,7 +407,8 @@ Status Datapath::Impl::adopt_attachments() {
 void Datapath::Impl::unpin_retired_maps() {
   static constexpr std::array kRetired = {
       // The port 53 exchanges of all attachments, in one LRU (2026-12-04),
-      // before they moved into each attachment's own flow table.
+      // before they moved into each attachment's own connection-tracking
+      // tables.
       "sebpf_dns53",
   };
   for (const char* name : kRetired) {
