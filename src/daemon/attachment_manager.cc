@@ -19,6 +19,12 @@ namespace sebpf::daemon {
 
 namespace {
 
+// Whether answers teach the attachment hosts (disabled forwards without
+// learning, block_all refuses).
+bool dns_mode_learns(datapath::Mode mode) {
+  return mode == datapath::Mode::kAllowlist || mode == datapath::Mode::kDenylist;
+}
+
 dns::NamePolicy name_policy_of(const Policy& policy) {
   dns::NamePolicy names;
   names.mode = policy.dns_mode;
@@ -205,6 +211,7 @@ Status AttachmentManager::reconcile() {
     kept.push_back(std::move(*again));
   }
   state_.records = std::move(kept);
+  learners_.reset();
   return save_locked();
 }
 
@@ -239,6 +246,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
     const auto t1 = std::chrono::steady_clock::now();
     state_.next_number++;
     state_.records.push_back(record);
+    learners_.reset();
     auto saved = save_locked();
     const auto t2 = std::chrono::steady_clock::now();
     kernel_us = std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
@@ -430,6 +438,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
 
 void AttachmentManager::policy_changed_locked(uint64_t number) {
   learnable_indexes_.erase(number);
+  learners_.reset();
   {
     std::lock_guard cache_lock(name_policies_mu_);
     name_policies_.erase(number);
@@ -679,20 +688,41 @@ void AttachmentManager::report_never_learned(const AttachmentRecord& record,
       {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});
 }
 
+LearnedRoom AttachmentManager::learned_room_locked() {
+  if (!learners_) {
+    learners_ = static_cast<size_t>(std::count_if(
+        state_.records.begin(), state_.records.end(),
+        [](const AttachmentRecord& r) { return dns_mode_learns(r.policy.dns_mode); }));
+  }
+  return {dp_->config().max_host_rules, config_.dns_max_learned_hosts, *learners_};
+}
+
+size_t AttachmentManager::others_learned_claim_locked(uint64_t number, size_t share) const {
+  size_t claim = 0;
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.number == number) continue;
+    const auto hosts = learned_.find(r.number);
+    const size_t held = hosts == learned_.end() ? 0 : hosts->second.size();
+    claim += dns_mode_learns(r.policy.dns_mode) ? std::max(held, share) : held;
+  }
+  return claim;
+}
+
 Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                                            std::span<const datapath::Rule> rules) {
-  // Only new hosts count against the share: one that is held already is
-  // refreshed even when the attachment holds more than its share (the share
-  // was lowered across a restart, say).
-  const auto fits = [&] {
+  const LearnedRoom room = learned_room_locked();
+  const auto judge = [&] {
     const LearnedHosts& hosts = learned_[record.number];
     const auto new_hosts =
         static_cast<size_t>(std::count_if(rules.begin(), rules.end(), [&](const datapath::Rule& r) {
           return !hosts.contains(r.prefix.address());
         }));
-    return new_hosts == 0 || hosts.size() + new_hosts <= config_.dns_max_learned_hosts;
+    return judge_learned_room(room, hosts.size(), new_hosts, [&] {
+      return others_learned_claim_locked(record.number, room.share());
+    });
   };
-  if (fits()) return ok_status();
+  LearnedRoomVerdict verdict = judge();
+  if (verdict == LearnedRoomVerdict::kFits) return ok_status();
   // Expired hosts still count until a sweep drops them: drop them now, but
   // at most once a second, as that walks all of the attachment's hosts.
   const auto now = datapath::BootClock::now();
@@ -700,13 +730,25 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
   if (now - pruned >= std::chrono::seconds(1)) {
     pruned = now;
     prune_learned_locked(record);
-    if (fits()) return ok_status();
+    verdict = judge();
+    if (verdict == LearnedRoomVerdict::kFits) return ok_status();
+  }
+  const std::string held = std::to_string(learned_[record.number].size());
+  if (verdict == LearnedRoomVerdict::kOverMax) {
+    return Error(Errc::kResourceExhausted,
+                 record.id() + " holds " + held +
+                     " hosts learned from DNS, its most (dns.max_learned_hosts: " +
+                     std::to_string(room.max_per_attachment) +
+                     "): answers naming new ones are refused until some expire");
   }
   return Error(Errc::kResourceExhausted,
-               record.id() + " holds " + std::to_string(learned_[record.number].size()) +
-                   " hosts learned from DNS, its most (dns.max_learned_hosts: " +
-                   std::to_string(config_.dns_max_learned_hosts) +
-                   "): answers naming new ones are refused until some expire");
+               record.id() + " holds " + held +
+                   " hosts learned from DNS, past its share of the table all attachments "
+                   "learn into (datapath.max_host_rules " +
+                   std::to_string(room.table_hosts) + " among " + std::to_string(room.learners) +
+                   " attachments that learn: " + std::to_string(room.share()) +
+                   " each), and the others hold or are sure of the rest: answers that need a "
+                   "write are refused until some of its hosts expire");
 }
 
 void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {

@@ -26,6 +26,7 @@
 #include "daemon/attachment_record.h"
 #include "daemon/daemon_config.h"
 #include "daemon/interface_addresses.h"
+#include "daemon/learned_share.h"
 #include "daemon/log_rate_limit.h"
 #include "daemon/logger.h"
 #include "daemon/teaching_chains_file.h"
@@ -189,10 +190,14 @@ class AttachmentManager {
   // Drops learned hosts that the policy no longer lets stand (or that
   // expired) and removes their kernel rules.
   void prune_learned_locked(const AttachmentRecord& record);
-  // Whether learning `rules` keeps the attachment within
-  // dns.max_learned_hosts (after dropping its expired hosts, if need be);
+  // Whether the attachment may write `rules` (learned hosts) and stay
+  // within dns.max_learned_hosts and its share of the table
+  // (learned_share.h), after dropping its expired hosts if need be;
   // kResourceExhausted if not.
   Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
+  LearnedRoom learned_room_locked();
+  // What the attachments but `number` hold or are sure of (learned_share.h).
+  size_t others_learned_claim_locked(uint64_t number, size_t share) const;
   // Logs (rate-limited) an answer's address that dns.never_learn or the
   // host's addresses kept out.
   void report_never_learned(const AttachmentRecord& record, const net::IpAddress& address);
@@ -253,8 +258,11 @@ class AttachmentManager {
   std::function<void(const std::string&)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
+  // How many attachments learn from answers (their DNS mode); counted
+  // again after an attach or a policy change, not per answer.
+  std::optional<size_t> learners_;
   // When each attachment's learned hosts were last pruned because it was
-  // at its dns.max_learned_hosts (see learn()).
+  // at its dns.max_learned_hosts or its share (see learn()).
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
   // Answer addresses learn() kept out by never_learn_, per attachment.
   std::map<uint64_t, uint64_t> not_learned_;

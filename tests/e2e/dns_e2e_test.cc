@@ -106,6 +106,17 @@ big A 198.51.100.46
 big A 198.51.100.47
 big A 198.51.100.48
 big A 198.51.100.49
+)"
+                           R"(ten A 198.51.100.50
+ten A 198.51.100.51
+ten A 198.51.100.52
+ten A 198.51.100.53
+ten A 198.51.100.54
+ten A 198.51.100.55
+ten A 198.51.100.56
+ten A 198.51.100.57
+ten A 198.51.100.58
+ten A 198.51.100.59
 )";
 
 v1::Policy dns_policy(const std::vector<std::string>& allow_domains,
@@ -528,6 +539,73 @@ TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
   ASSERT_TRUE(add_cidr(att.id(), "198.51.100.0/28", v1::ACTION_DENY).ok());
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
+}
+
+// Two attachments that learn share the table: each may hold its half,
+// whatever the other asks. Before, the first to ask took the whole table,
+// and every answer naming a new host was SERVFAIL for the other.
+TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother) {
+  start_with_upstream(
+      "sweep_interval_seconds: 1\n"
+      "datapath:\n  max_host_rules: 41\n"
+      "dns:\n  min_ttl_seconds: 1\n  max_ttl_seconds: 1\n");
+  const auto first = attach_cgroup(dns_policy({"example"}));
+  TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
+  const auto attach_other = [&] {
+    v1::AttachRequest req;
+    req.set_cgroup_path(other_cgroup.path());
+    *req.mutable_policy() = dns_policy({"example"});
+    v1::Attachment other;
+    EXPECT_TRUE(attach(req, &other).ok());
+    return other;
+  };
+  const auto in_other = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return other_cgroup.add_self() ? fn() : 82; });
+  };
+  // Over TCP: big's 40 addresses do not fit a UDP answer without EDNS.
+  const auto rcode_of = [](const v1::Attachment& att, const std::string& name) {
+    auto answer = dns_query(endpoint_of(att), make_query(name, kTypeA), /*tcp=*/true);
+    return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+  };
+
+  v1::Attachment other = attach_other();
+  EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kServFail)
+      << "40 hosts: past its share (20 of 41)";
+  EXPECT_EQ(
+      in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
+      0)
+      << "the other attachment's share is there for it";
+  EXPECT_EQ(
+      in_cgroup([&] { return resolve_and_connect(endpoint_of(first), "allowed.example", kTypeA); }),
+      0)
+      << "within its share";
+
+  // Alone, an attachment may fill the table.
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::DetachRequest req;
+    req.set_id(other.id());
+    v1::DetachResponse resp;
+    ASSERT_TRUE(stub_->Detach(&ctx, req, &resp).ok());
+  }
+  ASSERT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kNoError);
+  EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.49", kEchoPort); }), 0);
+
+  // Another comes: the first now holds past its share, so it may not hold
+  // its hosts longer (past the second they are written to be held beyond
+  // their TTL, an answer needs a write), and once they run out the other
+  // has room for its share.
+  other = attach_other();
+  std::this_thread::sleep_for(milliseconds(1200));
+  EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kServFail)
+      << "a refresh past its share while the other lacks room";
+  int rcode = kNoAnswer;
+  for (int i = 0; i < 30 && rcode != dns::rcode::kNoError; ++i) {
+    if (i > 0) std::this_thread::sleep_for(milliseconds(200));
+    rcode = in_other([&] { return rcode_of(other, "allowed.example"); });
+  }
+  EXPECT_EQ(rcode, dns::rcode::kNoError) << "the first's hosts expired and were swept";
 }
 
 // In the workload: ask for `name` and, if the answer names `address` (and
@@ -1044,31 +1122,51 @@ TEST_F(DnsE2eTest, AnsweredQueriesDoNotWakeTheEndpointAtTheirDeadlines) {
 }
 
 TEST_F(DnsE2eTest, AnAnswerWhoseAddressCannotBeWrittenIsServfailAndNeverReleased) {
-  // Room for one host rule per family: the first answer's address fills it.
+  // Room for one learned host: the first answer's address fills it.
   start_with_upstream("datapath:\n  max_host_rules: 1\n");
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
             kRcodeBase + dns::rcode::kServFail)
-      << "the kernel could not hold the address, so the answer must not reach the client";
+      << "the table has no room for the address, so the answer must not reach the client";
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0)
       << "addresses already held still resolve";
 }
 
-// An answer of 40 addresses where 8 fit: the write stops part-way, and
-// what it wrote is taken back (else those hosts would be allowed with no
-// answer given, and a deny added over them later would not remove them).
+// An answer whose write stops part-way (the table is full) leaves nothing
+// of it allowed: else those hosts would be allowed with no answer given,
+// and a deny added over them later would not remove them. An attachment
+// within its share writes without looking at the table, which is full
+// only when another holds past its share: the first attachment, alone,
+// takes 40 of 48 hosts; the second comes (a share of 24 each) and asks
+// for ten addresses, of which 8 fit.
 TEST_F(DnsE2eTest, AnAnswerOnlyPartlyWrittenLeavesNothingAllowed) {
-  start_with_upstream("datapath:\n  max_host_rules: 8\n");
-  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
-  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "big.example", kTypeA); }),
-            kRcodeBase + dns::rcode::kServFail);
-  for (const char* address : {"198.51.100.10", "198.51.100.17", "198.51.100.49"}) {
-    EXPECT_EQ(in_cgroup([&] { return tcp_echo(address, kEchoPort, milliseconds(300)); }), EPERM)
+  start_with_upstream("datapath:\n  max_host_rules: 48\n");
+  const auto first = attach_cgroup(dns_policy({"example"}));
+  auto big = dns_query(endpoint_of(first), make_query("big.example", kTypeA), /*tcp=*/true);
+  ASSERT_TRUE(big.ok()) << big.error().message();
+  ASSERT_EQ(big->message.header.rcode, dns::rcode::kNoError);
+
+  TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(other_cgroup.path());
+  *req.mutable_policy() = dns_policy({"example"});
+  v1::Attachment other;
+  ASSERT_TRUE(attach(req, &other).ok());
+  const auto in_other = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return other_cgroup.add_self() ? fn() : 82; });
+  };
+  EXPECT_EQ(
+      in_other([&] { return resolve_and_connect(endpoint_of(other), "ten.example", kTypeA); }),
+      kRcodeBase + dns::rcode::kServFail);
+  for (const char* address : {"198.51.100.50", "198.51.100.57", "198.51.100.59"}) {
+    EXPECT_EQ(in_other([&] { return udp_connect(address, kEchoPort); }), EPERM)
         << address << " is allowed though its answer was refused";
   }
-  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0)
+  EXPECT_EQ(
+      in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
+      0)
       << "the table has room again for an answer that fits";
 }
 

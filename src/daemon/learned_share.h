@@ -1,0 +1,45 @@
+// How attachments share the learned-host table (datapath.max_host_rules
+// hosts). A cap per attachment alone (dns.max_learned_hosts) does not keep
+// one workload from denying DNS to another: eight attachments at the
+// default cap fill the default table, after which every answer naming a
+// new host is SERVFAIL, for every attachment. So the table is split: each
+// attachment whose DNS mode learns may hold an equal part of it (its
+// share, never more than the cap), whatever the others do. Hosts of both
+// families count together against the table's size, which the kernel
+// enforces per family: what fits the sum fits each.
+#pragma once
+
+#include <cstddef>
+
+#include "absl/functional/function_ref.h"
+
+namespace sebpf::daemon {
+
+struct LearnedRoom {
+  size_t table_hosts = 0;         // datapath.max_host_rules
+  size_t max_per_attachment = 0;  // dns.max_learned_hosts
+  size_t learners = 0;            // attachments whose DNS mode learns
+
+  // The most each learner may hold.
+  size_t share() const;
+};
+
+enum class LearnedRoomVerdict {
+  kFits,
+  kOverMax,    // past dns.max_learned_hosts
+  kOverShare,  // past its share of the table
+};
+
+// Whether an attachment that holds `held` learned hosts may write
+// `new_hosts` more (0: refreshes of hosts it holds). One that holds more
+// than its share (the share shrank as attachments came, or the cap was
+// lowered across a restart) refreshes its hosts only while the table
+// still has room for everything the others hold or may take: else,
+// having taken the room before the others came, it would keep it forever
+// by asking its names again. `others_claim` is that: each other learner
+// the larger of its hosts and its share, the others their hosts; asked
+// only for such a refresh.
+LearnedRoomVerdict judge_learned_room(const LearnedRoom& room, size_t held, size_t new_hosts,
+                                      absl::FunctionRef<size_t()> others_claim);
+
+}  // namespace sebpf::daemon
