@@ -2,11 +2,14 @@
 // hosts). A cap per attachment alone (dns.max_learned_hosts) does not keep
 // one workload from denying DNS to another: eight attachments at the
 // default cap fill the default table, after which every answer naming a
-// new host is SERVFAIL, for every attachment. So the table is split: each
-// attachment whose DNS mode learns may hold an equal part of it (its
-// share, never more than the cap), whatever the others do. Hosts of both
-// families count together against the table's size, which the kernel
-// enforces per family: what fits the sum fits each.
+// new host is SERVFAIL, for every attachment, and no policy can be
+// replaced (a replace holds the attachment's learned hosts twice while it
+// swaps rule sets), not even to shut a workload out. So the table is
+// split: each attachment whose DNS mode learns may hold an equal part of
+// it, its share (never more than the cap), whatever the others do, and one
+// such part is kept free for a replace. Hosts of both families count
+// together against the table's size, which the kernel enforces per
+// family: what fits the sum fits each.
 #pragma once
 
 #include <cstddef>
@@ -20,7 +23,8 @@ struct LearnedRoom {
   size_t max_per_attachment = 0;  // dns.max_learned_hosts
   size_t learners = 0;            // attachments whose DNS mode learns
 
-  // The most each learner may hold.
+  // The most each learner may hold: the table over learners + 1 (the part
+  // kept free), at most the cap.
   size_t share() const;
 };
 
@@ -34,11 +38,11 @@ enum class LearnedRoomVerdict {
 // `new_hosts` more (0: refreshes of hosts it holds). One that holds more
 // than its share (the share shrank as attachments came, or the cap was
 // lowered across a restart) refreshes its hosts only while the table
-// still has room for everything the others hold or may take: else,
-// having taken the room before the others came, it would keep it forever
-// by asking its names again. `others_claim` is that: each other learner
-// the larger of its hosts and its share, the others their hosts; asked
-// only for such a refresh.
+// still has room for what the others hold or may take and for the part
+// kept free: else, having taken the room before the others came, it would
+// keep it forever by asking its names again. `others_claim` is what the
+// others hold or may take (each other learner the larger of its hosts and
+// its share, the rest their hosts); asked only for such a refresh.
 LearnedRoomVerdict judge_learned_room(const LearnedRoom& room, size_t held, size_t new_hosts,
                                       absl::FunctionRef<size_t()> others_claim);
 

@@ -117,6 +117,27 @@ ten A 198.51.100.56
 ten A 198.51.100.57
 ten A 198.51.100.58
 ten A 198.51.100.59
+)"
+                           R"(twenty A 198.51.100.60
+twenty A 198.51.100.61
+twenty A 198.51.100.62
+twenty A 198.51.100.63
+twenty A 198.51.100.64
+twenty A 198.51.100.65
+twenty A 198.51.100.66
+twenty A 198.51.100.67
+twenty A 198.51.100.68
+twenty A 198.51.100.69
+twenty A 198.51.100.70
+twenty A 198.51.100.71
+twenty A 198.51.100.72
+twenty A 198.51.100.73
+twenty A 198.51.100.74
+twenty A 198.51.100.75
+twenty A 198.51.100.76
+twenty A 198.51.100.77
+twenty A 198.51.100.78
+twenty A 198.51.100.79
 )";
 
 v1::Policy dns_policy(const std::vector<std::string>& allow_domains,
@@ -541,13 +562,14 @@ TEST_F(DnsE2eTest, AnExplicitDenyCidrIsNeverOverriddenByALearnedAddress) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
 }
 
-// Two attachments that learn share the table: each may hold its half,
-// whatever the other asks. Before, the first to ask took the whole table,
-// and every answer naming a new host was SERVFAIL for the other.
+// Attachments that learn share the table: each may hold its part,
+// whatever the others ask. Before, the first to ask took the whole table,
+// and every answer naming a new host was SERVFAIL for the others.
 TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother) {
+  // 40 hosts: 20 for one attachment that learns (one part is kept free for
+  // a policy replace), 13 each for two.
   start_with_upstream(
-      "sweep_interval_seconds: 1\n"
-      "datapath:\n  max_host_rules: 41\n"
+      "datapath:\n  max_host_rules: 40\n"
       "dns:\n  min_ttl_seconds: 1\n  max_ttl_seconds: 1\n");
   const auto first = attach_cgroup(dns_policy({"example"}));
   TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
@@ -569,18 +591,14 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
   };
 
   v1::Attachment other = attach_other();
-  EXPECT_EQ(
-      in_cgroup([&] { return resolve_and_connect(endpoint_of(first), "allowed.example", kTypeA); }),
-      0)
-      << "within its share";
   EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kServFail)
-      << "40 more hosts: past its share (20 of 41)";
+      << "40 hosts: past its share";
   EXPECT_EQ(
       in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
       0)
       << "the other attachment's share is there for it";
 
-  // Alone, an attachment may fill the table.
+  // Alone, an attachment's share is larger.
   {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -589,23 +607,27 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
     v1::DetachResponse resp;
     ASSERT_TRUE(stub_->Detach(&ctx, req, &resp).ok());
   }
-  ASSERT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kNoError);
-  EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.49", kEchoPort); }), 0);
+  ASSERT_EQ(in_cgroup([&] { return rcode_of(first, "twenty.example"); }), dns::rcode::kNoError);
+  EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.79", kEchoPort); }), 0);
 
-  // Another comes: the first now holds past its share, so it may not hold
-  // its hosts longer (past the second they are written to be held beyond
-  // their TTL, an answer needs a write), and once they run out the other
-  // has room for its share.
+  // Another comes, which has its share at once. The first now holds past
+  // its own: it may not hold its hosts longer (past the second they are
+  // written to be held beyond their TTL, an answer needs a write), as the
+  // part kept free would go on holding them. Once they run out it learns
+  // again, within its share.
   other = attach_other();
+  EXPECT_EQ(
+      in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
+      0);
   std::this_thread::sleep_for(milliseconds(1200));
-  EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kServFail)
-      << "a refresh past its share while the other lacks room";
+  EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "twenty.example"); }), dns::rcode::kServFail)
+      << "a refresh past its share, into the part kept free";
   int rcode = kNoAnswer;
   for (int i = 0; i < 30 && rcode != dns::rcode::kNoError; ++i) {
     if (i > 0) std::this_thread::sleep_for(milliseconds(200));
-    rcode = in_other([&] { return rcode_of(other, "allowed.example"); });
+    rcode = in_cgroup([&] { return rcode_of(first, "ten.example"); });
   }
-  EXPECT_EQ(rcode, dns::rcode::kNoError) << "the first's hosts expired and were swept";
+  EXPECT_EQ(rcode, dns::rcode::kNoError) << "its hosts expired: ten fit its share of 13";
 }
 
 // In the workload: ask for `name` and, if the answer names `address` (and
@@ -1122,8 +1144,9 @@ TEST_F(DnsE2eTest, AnsweredQueriesDoNotWakeTheEndpointAtTheirDeadlines) {
 }
 
 TEST_F(DnsE2eTest, AnAnswerWhoseAddressCannotBeWrittenIsServfailAndNeverReleased) {
-  // Room for one learned host: the first answer's address fills it.
-  start_with_upstream("datapath:\n  max_host_rules: 1\n");
+  // Room for one learned host (a table of two, one part kept free): the
+  // first answer's address fills it.
+  start_with_upstream("datapath:\n  max_host_rules: 2\n");
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
   EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
@@ -1137,36 +1160,48 @@ TEST_F(DnsE2eTest, AnAnswerWhoseAddressCannotBeWrittenIsServfailAndNeverReleased
 // An answer whose write stops part-way (the table is full) leaves nothing
 // of it allowed: else those hosts would be allowed with no answer given,
 // and a deny added over them later would not remove them. An attachment
-// within its share writes without looking at the table, which is full
-// only when another holds past its share: the first attachment, alone,
-// takes 40 of 48 hosts; the second comes (a share of 24 each) and asks
-// for ten addresses, of which 8 fit.
+// within its share writes without looking at the table, which can be full
+// only when shares shrank as attachments came: in a table of 60 the first
+// attachment, alone, takes its 30; a second takes its 20; a third (a share
+// of 15) finds room for 9 more hosts, and asks for ten.
 TEST_F(DnsE2eTest, AnAnswerOnlyPartlyWrittenLeavesNothingAllowed) {
-  start_with_upstream("datapath:\n  max_host_rules: 48\n");
+  start_with_upstream("datapath:\n  max_host_rules: 60\n");
+  const auto rcode_of = [](const v1::Attachment& att, const std::string& name) {
+    auto answer = dns_query(endpoint_of(att), make_query(name, kTypeA));
+    return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+  };
   const auto first = attach_cgroup(dns_policy({"example"}));
-  auto big = dns_query(endpoint_of(first), make_query("big.example", kTypeA), /*tcp=*/true);
-  ASSERT_TRUE(big.ok()) << big.error().message();
-  ASSERT_EQ(big->message.header.rcode, dns::rcode::kNoError);
+  ASSERT_EQ(rcode_of(first, "twenty.example"), dns::rcode::kNoError);
+  ASSERT_EQ(rcode_of(first, "ten.example"), dns::rcode::kNoError);
 
-  TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
-  v1::AttachRequest req;
-  req.set_cgroup_path(other_cgroup.path());
-  *req.mutable_policy() = dns_policy({"example"});
-  v1::Attachment other;
-  ASSERT_TRUE(attach(req, &other).ok());
-  const auto in_other = [&](const std::function<int()>& fn) {
-    return run_in_child([&] { return other_cgroup.add_self() ? fn() : 82; });
+  std::vector<std::unique_ptr<TestCgroup>> cgroups;
+  const auto attach_another = [&] {
+    cgroups.push_back(std::make_unique<TestCgroup>(
+        "sebpf-e2e-dns" + std::to_string(cgroups.size() + 2) + "-" + topo_->tag()));
+    v1::AttachRequest req;
+    req.set_cgroup_path(cgroups.back()->path());
+    *req.mutable_policy() = dns_policy({"example"});
+    v1::Attachment att;
+    EXPECT_TRUE(attach(req, &att).ok());
+    return att;
+  };
+  const auto second = attach_another();
+  ASSERT_EQ(rcode_of(second, "twenty.example"), dns::rcode::kNoError);
+  const auto third = attach_another();
+  ASSERT_EQ(rcode_of(third, "allowed.example"), dns::rcode::kNoError);
+
+  const auto in_third = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return cgroups.back()->add_self() ? fn() : 82; });
   };
   EXPECT_EQ(
-      in_other([&] { return resolve_and_connect(endpoint_of(other), "ten.example", kTypeA); }),
+      in_third([&] { return resolve_and_connect(endpoint_of(third), "ten.example", kTypeA); }),
       kRcodeBase + dns::rcode::kServFail);
-  for (const char* address : {"198.51.100.50", "198.51.100.57", "198.51.100.59"}) {
-    EXPECT_EQ(in_other([&] { return udp_connect(address, kEchoPort); }), EPERM)
+  for (const char* address : {"198.51.100.50", "198.51.100.58", "198.51.100.59"}) {
+    EXPECT_EQ(in_third([&] { return udp_connect(address, kEchoPort); }), EPERM)
         << address << " is allowed though its answer was refused";
   }
   EXPECT_EQ(
-      in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
-      0)
+      in_third([&] { return resolve_and_connect(endpoint_of(third), "other.example", kTypeA); }), 0)
       << "the table has room again for an answer that fits";
 }
 

@@ -1,5 +1,5 @@
 // How attachments share the learned-host table: each that learns may hold
-// an equal part of it, whatever the others do.
+// an equal part of it, whatever the others do, and one part stays free.
 #include "daemon/learned_share.h"
 
 #include <gtest/gtest.h>
@@ -14,20 +14,22 @@ size_t fail_if_asked() {
   return 0;
 }
 
-TEST(LearnedShareTest, EachLearnerHoldsAnEqualPartUpToTheCap) {
+TEST(LearnedShareTest, EachLearnerHoldsAnEqualPartUpToTheCapAndOnePartStaysFree) {
   EXPECT_EQ((LearnedRoom{131072, 16384, 1}.share()), 16384U);
-  EXPECT_EQ((LearnedRoom{131072, 16384, 8}.share()), 16384U);
-  EXPECT_EQ((LearnedRoom{131072, 16384, 9}.share()), 14563U);
-  EXPECT_EQ((LearnedRoom{131072, 16384, 1024}.share()), 128U);
-  EXPECT_EQ((LearnedRoom{40, 1000, 0}.share()), 40U) << "no learner yet: as if one";
+  EXPECT_EQ((LearnedRoom{131072, 16384, 7}.share()), 16384U);
+  EXPECT_EQ((LearnedRoom{131072, 16384, 8}.share()), 14563U);
+  EXPECT_EQ((LearnedRoom{131072, 16384, 1024}.share()), 127U);
+  EXPECT_EQ((LearnedRoom{40, 1000, 1}.share()), 20U);
+  EXPECT_EQ((LearnedRoom{40, 1000, 0}.share()), 20U) << "no learner yet: as if one";
+  EXPECT_EQ((LearnedRoom{1, 1000, 1}.share()), 0U);
 }
 
 TEST(LearnedShareTest, NewHostsFitUpToTheShareWhateverTheOthersHold) {
-  const LearnedRoom room{40, 1000, 2};
-  EXPECT_EQ(judge_learned_room(room, 0, 20, fail_if_asked), Verdict::kFits);
-  EXPECT_EQ(judge_learned_room(room, 19, 1, fail_if_asked), Verdict::kFits);
-  EXPECT_EQ(judge_learned_room(room, 20, 1, fail_if_asked), Verdict::kOverShare);
-  EXPECT_EQ(judge_learned_room(room, 0, 21, fail_if_asked), Verdict::kOverShare);
+  const LearnedRoom room{40, 1000, 2};  // 13 each
+  EXPECT_EQ(judge_learned_room(room, 0, 13, fail_if_asked), Verdict::kFits);
+  EXPECT_EQ(judge_learned_room(room, 12, 1, fail_if_asked), Verdict::kFits);
+  EXPECT_EQ(judge_learned_room(room, 13, 1, fail_if_asked), Verdict::kOverShare);
+  EXPECT_EQ(judge_learned_room(room, 0, 14, fail_if_asked), Verdict::kOverShare);
 }
 
 TEST(LearnedShareTest, TheCapBindsNewHostsButNotRefreshes) {
@@ -39,17 +41,18 @@ TEST(LearnedShareTest, TheCapBindsNewHostsButNotRefreshes) {
 }
 
 // An attachment that took room before the others came must not keep it by
-// asking its names again, or they would wait for it forever.
-TEST(LearnedShareTest, ARefreshPastTheShareWaitsWhileTheOthersLackRoomForTheirShares) {
-  const LearnedRoom room{40, 1000, 2};
-  EXPECT_EQ(judge_learned_room(room, 40, 0, [] { return size_t{20}; }), Verdict::kOverShare)
-      << "the other learner holds nothing yet";
-  EXPECT_EQ(judge_learned_room(room, 20, 0, fail_if_asked), Verdict::kFits);
-  EXPECT_EQ(judge_learned_room(room, 30, 0, [] { return size_t{60}; }), Verdict::kOverShare)
+// asking its names again, or they (and a replace) would wait for it forever.
+TEST(LearnedShareTest, ARefreshPastTheShareWaitsWhileTheOthersOrTheFreePartLackRoom) {
+  const LearnedRoom room{40, 1000, 2};  // 13 each
+  EXPECT_EQ(judge_learned_room(room, 20, 0, [] { return size_t{13}; }), Verdict::kOverShare)
+      << "the other learner holds nothing yet; 20 + 13 + 13 free is past 40";
+  EXPECT_EQ(judge_learned_room(room, 13, 0, fail_if_asked), Verdict::kFits);
+  EXPECT_EQ(judge_learned_room(room, 14, 0, [] { return size_t{60}; }), Verdict::kOverShare)
       << "claims past the table";
-  const LearnedRoom capped{100, 30, 2};
+  const LearnedRoom capped{100, 30, 2};  // 30 each: the cap binds
   EXPECT_EQ(judge_learned_room(capped, 40, 0, [] { return size_t{30}; }), Verdict::kFits)
-      << "past a lowered cap, with room left for the other's share";
+      << "past a lowered cap, with room left for the other's share and the free part";
+  EXPECT_EQ(judge_learned_room(capped, 41, 0, [] { return size_t{30}; }), Verdict::kOverShare);
 }
 
 }  // namespace
