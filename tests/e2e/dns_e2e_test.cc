@@ -630,6 +630,34 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
   EXPECT_EQ(rcode, dns::rcode::kNoError) << "its hosts expired: ten fit its share of 13";
 }
 
+// A replace writes the attachment's learned hosts into the new rule set
+// before the old one goes. With every attachment holding all its share
+// asks for, the part kept free still holds them: a policy can always be
+// changed (to shut a workload out, say).
+TEST_F(DnsE2eTest, APolicyIsReplacedEvenWhenEveryAttachmentHoldsItsShare) {
+  start_with_upstream("datapath:\n  max_host_rules: 40\n");  // 13 each for two
+  const auto first = attach_cgroup(dns_policy({"example"}));
+  TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
+  v1::AttachRequest req;
+  req.set_cgroup_path(other_cgroup.path());
+  *req.mutable_policy() = dns_policy({"example"});
+  v1::Attachment second;
+  ASSERT_TRUE(attach(req, &second).ok());
+  // Each takes what its share lets it: the largest answers first.
+  for (const v1::Attachment* att : std::initializer_list<const v1::Attachment*>{&first, &second}) {
+    for (const char* name : {"twenty.example", "ten.example", "allowed.example", "other.example",
+                             "host.allowed.example", "later.allowed.example"}) {
+      (void)dns_query(endpoint_of(*att), make_query(name, kTypeA));
+    }
+  }
+  EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.50", kEchoPort); }), 0);
+  const grpc::Status replaced =
+      replace_policy(first.id(), dns_policy({"example"}, {"blocked.example"}));
+  EXPECT_TRUE(replaced.ok()) << replaced.error_message();
+  EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.50", kEchoPort); }), 0)
+      << "the replace kept what the attachment learned";
+}
+
 // In the workload: ask for `name` and, if the answer names `address` (and
 // nothing else), connect() a UDP socket to it (nothing is sent): 0 or the
 // errno; EPERM when the hooks refuse it.
