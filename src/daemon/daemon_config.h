@@ -66,8 +66,9 @@ struct DaemonConfig {
   uint32_t dns_max_qps = 5000;
   uint32_t dns_max_tcp_clients = 64;
   // Per attachment: hosts learned from answers and not expired. The
-  // learned-host table is shared (datapath.max_host_rules per family), so
-  // one workload resolving without end must not take it from the rest.
+  // learned-host table is shared, and split on top of this cap
+  // (learned_share.h), so one workload resolving without end cannot take
+  // it from the rest.
   uint32_t dns_max_learned_hosts = 16384;
   // Answers naming addresses in these ranges are released, but the
   // addresses are not learned: only an explicit CIDR rule opens them.

@@ -478,12 +478,11 @@ std::map<uint16_t, uint16_t> ask_together(const net::SocketAddress& endpoint,
   return rcodes;
 }
 
-// The learned-host table is shared: one attachment resolving name after
-// name must not take it from the rest. Past dns.max_learned_hosts, an
-// answer naming a new host is SERVFAIL and allows nothing; a host already
+// Past dns.max_learned_hosts, an answer naming a new host is SERVFAIL
+// and allows nothing; a host already
 // held is still refreshed; another attachment learns as before; and room
 // comes back as hosts expire.
-TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsShare) {
+TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsCap) {
   start_with_upstream("dns:\n  min_ttl_seconds: 1\n  max_learned_hosts: 1\n");
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
   const auto ask = [&](const std::string& name) {
@@ -515,16 +514,16 @@ TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsShare) {
                          : 82;
             }),
             0)
-      << "the other attachment has a share of its own";
+      << "the other attachment has a cap of its own";
 
   // short.example's one-second TTL (held a second longer) runs out.
   std::this_thread::sleep_for(milliseconds(2200));
   EXPECT_EQ(ask("allowed.example"), 0);
 }
 
-// A share lowered (across a restart) below what an attachment holds stops
+// A cap lowered (across a restart) below what an attachment holds stops
 // new hosts, not the refresh of those it holds.
-TEST_F(DnsE2eTest, AShareLoweredBelowWhatIsHeldStillRefreshesTheHostsHeld) {
+TEST_F(DnsE2eTest, ACapLoweredBelowWhatIsHeldStillRefreshesTheHostsHeld) {
   start_with_upstream("dns:\n  max_learned_hosts: 3\n");
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
   const auto rcode_of = [&](const std::string& name) {
