@@ -432,6 +432,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
   learned_.erase(number);
   teachers_.erase(number);
   learned_full_pruned_.erase(number);
+  chains_compacted_.erase(number);
   not_learned_.erase(number);
   policy_changed_locked(number);
 }
@@ -538,6 +539,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
       host->second.taught(last_id);
     }
   };
+  SEBPF_RETURN_IF_ERROR(make_chain_room_locked(*record, taught));
   if (!taught.empty() || !rules.empty()) teachers_changed_ = true;
   if (rules.empty()) {
     remember();
@@ -749,6 +751,36 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                    " attachments that learn: " + std::to_string(room.share()) +
                    " each), and the others hold or are sure of the rest: answers that need a "
                    "write are refused until some of its hosts expire");
+}
+
+Status AttachmentManager::make_chain_room_locked(
+    const AttachmentRecord& record, std::span<const dns::LearnedAddress* const> taught) {
+  TeachingChains& chains = teachers_[record.number];
+  size_t new_bytes = 0;
+  std::string_view last_chain;
+  for (const dns::LearnedAddress* a : taught) {
+    // An answer's addresses share one chain.
+    if (a->chain.data() == last_chain.data() && a->chain.size() == last_chain.size()) continue;
+    last_chain = a->chain;
+    if (!chains.knows(a->chain)) new_bytes += a->chain.size();
+  }
+  if (new_bytes == 0) return ok_status();
+  const size_t most = learned_room_locked().chain_bytes();
+  if (chains.text_bytes() + new_bytes <= most) return ok_status();
+  // A walk of all its hosts and chains: at most once a second.
+  const auto now = datapath::BootClock::now();
+  auto& compacted = chains_compacted_[record.number];
+  if (now - compacted >= std::chrono::seconds(1)) {
+    compacted = now;
+    chains.compact(learned_[record.number]);
+    if (chains.text_bytes() + new_bytes <= most) return ok_status();
+  }
+  return Error(Errc::kResourceExhausted,
+               record.id() + ": the names that taught its learned hosts take " +
+                   std::to_string(chains.text_bytes()) + " bytes, its most (" +
+                   std::to_string(LearnedRoom::kChainBytesPerHost) +
+                   " per host of its share of the learned-host table): answers by names not "
+                   "seen before are refused until hosts expire");
 }
 
 void AttachmentManager::prune_learned_locked(const AttachmentRecord& record) {

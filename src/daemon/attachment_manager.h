@@ -196,6 +196,11 @@ class AttachmentManager {
   // kResourceExhausted if not.
   Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
   LearnedRoom learned_room_locked();
+  // Whether the chains of `taught` that are new fit what the attachment's
+  // chains may take (LearnedRoom::chain_bytes), after letting go of those
+  // no host names if need be; kResourceExhausted if not.
+  Status make_chain_room_locked(const AttachmentRecord& record,
+                                std::span<const dns::LearnedAddress* const> taught);
   // What the attachments but `number` hold or are sure of (learned_share.h).
   size_t others_learned_claim_locked(uint64_t number, size_t share) const;
   // Logs (rate-limited) an answer's address that dns.never_learn or the
@@ -264,6 +269,9 @@ class AttachmentManager {
   // When each attachment's learned hosts were last pruned because it was
   // at its dns.max_learned_hosts or its share (see learn()).
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
+  // When each attachment's teaching chains were last compacted because
+  // they took all they may (see make_chain_room_locked()).
+  std::map<uint64_t, datapath::BootClock::time_point> chains_compacted_;
   // Answer addresses learn() kept out by never_learn_, per attachment.
   std::map<uint64_t, uint64_t> not_learned_;
   // What taught each attachment's learned hosts: since this process

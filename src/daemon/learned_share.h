@@ -26,6 +26,16 @@ struct LearnedRoom {
   // The most each learner may hold: the table over learners + 1 (the part
   // kept free), at most the cap.
   size_t share() const;
+  // The most the chains that taught a learner's hosts may take
+  // (TeachingChains::text_bytes): 1 KiB per host of its share. A chain
+  // is what an answer's names are, and a workload picks them (a domain of
+  // its own, with wildcards and long CNAME chains, under a denylist), so
+  // without a bound one could make the daemon keep gigabytes, and write
+  // them to its teaching-chains file at every sweep. Real chains take
+  // about 100 bytes, and most hosts have one or two.
+  size_t chain_bytes() const { return share() * kChainBytesPerHost; }
+
+  static constexpr size_t kChainBytesPerHost = 1024;
 };
 
 enum class LearnedRoomVerdict {

@@ -7,9 +7,16 @@
 
 namespace sebpf::daemon {
 
+namespace {
+
+uint64_t hash_of(std::string_view chain) {
+  return absl::Hash<absl::string_view>{}(absl::string_view(chain.data(), chain.size()));
+}
+
+}  // namespace
+
 uint64_t TeachingChains::add(std::string_view chain) {
-  const uint64_t hash =
-      absl::Hash<absl::string_view>{}(absl::string_view(chain.data(), chain.size()));
+  const uint64_t hash = hash_of(chain);
   if (const auto [it, added] = chains_.try_emplace(hash, Span{text_.size(), 0}); added) {
     text_.append(chain);
     it->second.size = static_cast<uint32_t>(chain.size());
@@ -37,8 +44,15 @@ std::vector<net::IpAddress> TeachingChains::refused(
   return refused_hosts;
 }
 
+bool TeachingChains::knows(std::string_view chain) const {
+  return chains_.contains(hash_of(chain));
+}
+
 void TeachingChains::compact_if_sparse(const LearnedHosts& hosts) {
-  if (chains_.size() <= 2 * hosts.size() + 64) return;
+  if (chains_.size() > 2 * hosts.size() + 64) compact(hosts);
+}
+
+void TeachingChains::compact(const LearnedHosts& hosts) {
   absl::flat_hash_set<uint64_t> used;
   for (const auto& [address, host] : hosts)
     used.insert(host.taught_by.begin(), host.taught_by.end());

@@ -33,14 +33,22 @@ class TeachingChains {
       const LearnedHosts& hosts,
       const std::function<bool(std::span<const std::string_view> names)>& refused) const;
 
-  // Lets go of chains none of `hosts` names any more, when they are most
-  // of what is kept (hosts expire; their chains stay until then).
+  // Whether `chain` is kept already (add() would keep nothing more).
+  bool knows(std::string_view chain) const;
+
+  // Lets go of chains none of `hosts` names any more (hosts expire, and a
+  // host remembers its latest chains only; the others stay until then).
+  void compact(const LearnedHosts& hosts);
+  // The same, only when they are most of what is kept.
   void compact_if_sparse(const LearnedHosts& hosts);
 
   // What a stopping daemon writes down (teaching_chains_file.h).
   void for_each_chain(const std::function<void(uint64_t id, std::string_view chain)>& visit) const;
 
   size_t chains() const { return chains_.size(); }
+  // The chains' texts, what a workload's answers make this keep: by far
+  // the most of it (a chain may take 4 KiB: 17 names of up to 255 bytes).
+  size_t text_bytes() const { return text_.size(); }
 
  private:
   // Where a chain's text sits in text_.

@@ -64,6 +64,7 @@ internal.allowed A 10.1.2.3
 host.allowed A 198.51.100.1
 host.allowed AAAA 2001:db8::1
 later.allowed A 203.0.113.77
+*.wild A 198.51.100.90
 )"
                            // 40 addresses: more than a client without EDNS may take over UDP.
                            R"(big A 198.51.100.10
@@ -655,6 +656,36 @@ TEST_F(DnsE2eTest, APolicyIsReplacedEvenWhenEveryAttachmentHoldsItsShare) {
   EXPECT_TRUE(replaced.ok()) << replaced.error_message();
   EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.50", kEchoPort); }), 0)
       << "the replace kept what the attachment learned";
+}
+
+// What taught the learned hosts is kept (to take them back when a rule
+// refuses a name later), and a workload picks the names: every name under
+// a wildcard, each up to 255 bytes, is a new chain. The daemon keeps at
+// most 1 KiB of them per host of the attachment's share; past that (and
+// the compaction it may do once a second), answers by new names are
+// SERVFAIL, and names already kept still resolve.
+TEST_F(DnsE2eTest, NamesAWorkloadMakesUpCannotMakeTheDaemonKeepWithoutBound) {
+  // A share of 2 hosts (a table of 4, one part kept free): 2 KiB of chains.
+  start_with_upstream("datapath:\n  max_host_rules: 4\n");
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  const std::string label(60, 'x');
+  const auto name = [&](int i) {
+    return std::to_string(i) + label + "." + label + "." + label + ".wild.example";
+  };
+  std::vector<int> rcodes;
+  for (int i = 0; i < 30; ++i) {
+    auto answer = dns_query(endpoint, make_query(name(i), kTypeA));
+    rcodes.push_back(answer.ok() ? answer->message.header.rcode : kNoAnswer);
+  }
+  for (int i = 0; i < 9; ++i) EXPECT_EQ(rcodes[i], dns::rcode::kNoError) << name(i);
+  EXPECT_NE(std::count(rcodes.begin(), rcodes.end(), dns::rcode::kServFail), 0);
+  EXPECT_EQ(std::count(rcodes.begin(), rcodes.end(), kNoAnswer), 0);
+  const auto last_answered =
+      std::find(rcodes.rbegin(), rcodes.rend(), dns::rcode::kNoError).base() - rcodes.begin() - 1;
+  auto again = dns_query(endpoint, make_query(name(static_cast<int>(last_answered)), kTypeA));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->message.header.rcode, dns::rcode::kNoError) << "a name already kept";
+  EXPECT_NE(daemon_->log().find("the names that taught its learned hosts take"), std::string::npos);
 }
 
 // In the workload: ask for `name` and, if the answer names `address` (and

@@ -97,6 +97,40 @@ TEST(TeachingChainsTest, ChainsNoHostRemembersAreLetGo) {
   EXPECT_EQ(chains.chains(), 1U) << "a chain recorded again after compaction is found";
 }
 
+// What the daemon's budget for chains (make_chain_room_locked) counts: the
+// texts kept, which a chain already known does not add to, and which a
+// compaction brings down to the chains hosts still name, even when they
+// are not most of what is kept.
+TEST(TeachingChainsTest, TheTextKeptIsCountedAndCompactionLetsGoOfChainsNoHostNames) {
+  TeachingChains chains;
+  LearnedHosts hosts;
+  const std::string a = chain({"a.example", "cdn.example"});
+  EXPECT_FALSE(chains.knows(a));
+  teach(chains, hosts[ip("192.0.2.1")], a);
+  EXPECT_TRUE(chains.knows(a));
+  EXPECT_EQ(chains.text_bytes(), a.size());
+  teach(chains, hosts[ip("192.0.2.2")], a);
+  EXPECT_EQ(chains.text_bytes(), a.size()) << "a known chain is kept once";
+
+  // A host remembers its latest chains only: the first falls out.
+  const std::string b = chain({"b.example"});
+  teach(chains, hosts[ip("192.0.2.3")], b);
+  for (size_t i = 0; i < LearnedHost::kMaxTeachers; ++i) {
+    teach(chains, hosts[ip("192.0.2.3")], chain({"n" + std::to_string(i) + ".example"}));
+  }
+  hosts.erase(ip("192.0.2.1"));
+  chains.compact_if_sparse(hosts);
+  EXPECT_TRUE(chains.knows(b)) << "not sparse: compact_if_sparse keeps all";
+  chains.compact(hosts);
+  EXPECT_FALSE(chains.knows(b));
+  EXPECT_TRUE(chains.knows(a)) << "192.0.2.2 still names it";
+  size_t named = a.size();
+  for (size_t i = 0; i < LearnedHost::kMaxTeachers; ++i) {
+    named += chain({"n" + std::to_string(i) + ".example"}).size();
+  }
+  EXPECT_EQ(chains.text_bytes(), named);
+}
+
 // What a daemon writes is what the next one reads: the same hosts, held
 // until the same instant, judged refused by the same names. Hosts nothing
 // taught, or not yet written to the kernel, are left out.
