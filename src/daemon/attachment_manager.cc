@@ -743,14 +743,14 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                      std::to_string(room.max_per_attachment) +
                      "): answers naming new ones are refused until some expire");
   }
-  return Error(Errc::kResourceExhausted,
-               record.id() + " holds " + held +
-                   " hosts learned from DNS, past its share of the table all attachments "
-                   "learn into (datapath.max_host_rules " +
-                   std::to_string(room.table_hosts) + " among " + std::to_string(room.learners) +
-                   " attachments that learn: " + std::to_string(room.share()) +
-                   " each), and the others hold or are sure of the rest: answers that need a "
-                   "write are refused until some of its hosts expire");
+  return Error(
+      Errc::kResourceExhausted,
+      record.id() + " holds " + held +
+          " hosts learned from DNS, its share of the learned-host table or more "
+          "(datapath.max_host_rules " +
+          std::to_string(room.table_hosts) + " split among " + std::to_string(room.learners) +
+          " attachments that learn and one part kept free: " + std::to_string(room.share()) +
+          " each): answers that need room are refused until some of its hosts expire");
 }
 
 Status AttachmentManager::make_chain_room_locked(
