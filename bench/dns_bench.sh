@@ -136,9 +136,12 @@ pid_relay=$!
 # A daemon (label, binary, first DNS endpoint port) with its state in
 # $work/<label>.*; sets pid_<label>.
 start_daemon() {
+  # The one attachment may hold half the learned-host table: the other
+  # half is the part kept free for a policy replace (docs/architecture.md,
+  # "DNS endpoints", Limits).
   cat > "$work/$1.yaml" <<EOF
 datapath:
-  max_host_rules: $((all_names + 1024))
+  max_host_rules: $((2 * (all_names + 1024)))
 dns:
   max_qps: 0
   max_inflight: 100000
