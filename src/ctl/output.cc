@@ -138,7 +138,10 @@ std::string counters_text(const v1::Counters& c) {
                              {"malformed", std::to_string(d.malformed())},
                              {"rate_limited", std::to_string(d.rate_limited())},
                              {"answer_addresses", std::to_string(d.answer_addresses())},
-                             {"addresses_not_learned", std::to_string(d.addresses_not_learned())}});
+                             {"addresses_not_learned", std::to_string(d.addresses_not_learned())},
+                             {"learned_hosts", std::to_string(d.learned_hosts())},
+                             {"learned_hosts_most", std::to_string(d.learned_hosts_most())},
+                             {"servfail_no_room", std::to_string(d.servfail_no_room())}});
   }
   return out;
 }

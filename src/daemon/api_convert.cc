@@ -226,7 +226,7 @@ Result<uint64_t> attachment_id_from_api(std::string_view id, std::string_view fi
 
 std::string attachment_id_to_api(uint64_t number) { return "att-" + std::to_string(number); }
 
-void dns_counters_to_api(const dns::EndpointCounters& c, uint64_t addresses_not_learned,
+void dns_counters_to_api(const dns::EndpointCounters& c, const LearnedCounts& learned,
                          v1::DnsCounters* out) {
   out->set_queries(c.queries);
   out->set_refused(c.refused);
@@ -236,7 +236,10 @@ void dns_counters_to_api(const dns::EndpointCounters& c, uint64_t addresses_not_
   out->set_malformed(c.malformed);
   out->set_rate_limited(c.rate_limited);
   out->set_answer_addresses(c.answer_addresses);
-  out->set_addresses_not_learned(addresses_not_learned);
+  out->set_addresses_not_learned(learned.not_learned);
+  out->set_learned_hosts(learned.hosts);
+  out->set_learned_hosts_most(learned.hosts_most);
+  out->set_servfail_no_room(learned.no_room);
 }
 
 void counters_to_api(const datapath::Counters& counters, v1::Counters* out) {

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "common/result.h"
+#include "daemon/learned_share.h"
 #include "daemon/policy_model.h"
 #include "datapath/types.h"
 #include "dns/endpoint_counters.h"
@@ -60,7 +61,7 @@ std::string attachment_id_to_api(uint64_t number);
 // The kernel's counters as the API gives them: non-zero ones only, with
 // their sums.
 void counters_to_api(const datapath::Counters& counters, v1::Counters* out);
-void dns_counters_to_api(const dns::EndpointCounters& counters, uint64_t addresses_not_learned,
+void dns_counters_to_api(const dns::EndpointCounters& counters, const LearnedCounts& learned,
                          v1::DnsCounters* out);
 
 }  // namespace sebpf::daemon

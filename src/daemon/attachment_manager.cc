@@ -434,6 +434,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
   learned_full_pruned_.erase(number);
   chains_compacted_.erase(number);
   not_learned_.erase(number);
+  no_room_.erase(number);
   policy_changed_locked(number);
 }
 
@@ -539,7 +540,10 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
       host->second.taught(last_id);
     }
   };
-  SEBPF_RETURN_IF_ERROR(make_chain_room_locked(*record, taught));
+  if (Status room = make_chain_room_locked(*record, taught); !room.ok()) {
+    ++no_room_[number];
+    return room.error();
+  }
   if (!taught.empty() || !rules.empty()) teachers_changed_ = true;
   if (rules.empty()) {
     remember();
@@ -555,8 +559,12 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
                             return a.prefix == b.prefix;
                           }),
               rules.end());
-  SEBPF_RETURN_IF_ERROR(make_room_locked(*record, rules));
+  if (Status room = make_room_locked(*record, rules); !room.ok()) {
+    ++no_room_[number];
+    return room.error();
+  }
   if (Status written = dp_->add_rules(record->key, rules); !written.ok()) {
+    if (written.error().code() == Errc::kResourceExhausted) ++no_room_[number];
     // The write may have stopped part-way (a full table): take back the
     // new hosts it wrote. The answer is refused, and the kernel must hold
     // no more than `hosts` says, which is what policy changes prune by
@@ -690,7 +698,7 @@ void AttachmentManager::report_never_learned(const AttachmentRecord& record,
       {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});
 }
 
-LearnedRoom AttachmentManager::learned_room_locked() {
+LearnedRoom AttachmentManager::learned_room_locked() const {
   if (!learners_) {
     learners_ = static_cast<size_t>(std::count_if(
         state_.records.begin(), state_.records.end(),
@@ -928,9 +936,17 @@ Result<AttachmentManager::Counters> AttachmentManager::counters(uint64_t number)
   for (const AttachmentRecord& r : state_.records) {
     if (r.number != number) continue;
     SEBPF_ASSIGN_OR_RETURN(datapath::Counters filter, dp_->counters(r.key));
-    const auto not_learned = not_learned_.find(number);
-    return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt,
-                    not_learned == not_learned_.end() ? 0 : not_learned->second};
+    const auto count_of = [number](const std::map<uint64_t, uint64_t>& counts) {
+      const auto it = counts.find(number);
+      return it == counts.end() ? 0 : it->second;
+    };
+    const auto hosts = learned_.find(number);
+    const LearnedCounts learned{
+        .not_learned = count_of(not_learned_),
+        .hosts = hosts == learned_.end() ? 0 : hosts->second.size(),
+        .hosts_most = dns_mode_learns(r.policy.dns_mode) ? learned_room_locked().share() : 0,
+        .no_room = count_of(no_room_)};
+    return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt, learned};
   }
   return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
 }

@@ -93,7 +93,7 @@ class AttachmentManager {
   struct Counters {
     datapath::Counters filter;
     std::optional<dns::EndpointCounters> dns;  // none: no DNS endpoint
-    uint64_t addresses_not_learned = 0;        // in dns.never_learn, or the host's
+    LearnedCounts learned;
   };
   Result<Counters> counters(uint64_t number) const;
   Result<Policy> set_mode(uint64_t number, datapath::Mode mode);
@@ -195,7 +195,7 @@ class AttachmentManager {
   // (learned_share.h), after dropping its expired hosts if need be;
   // kResourceExhausted if not.
   Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
-  LearnedRoom learned_room_locked();
+  LearnedRoom learned_room_locked() const;
   // Whether the chains of `taught` that are new fit what the attachment's
   // chains may take (LearnedRoom::chain_bytes), after letting go of those
   // no host names if need be; kResourceExhausted if not.
@@ -265,7 +265,7 @@ class AttachmentManager {
   std::map<uint64_t, LearnedHosts> learned_;
   // How many attachments learn from answers (their DNS mode); counted
   // again after an attach or a policy change, not per answer.
-  std::optional<size_t> learners_;
+  mutable std::optional<size_t> learners_;
   // When each attachment's learned hosts were last pruned because it was
   // at its dns.max_learned_hosts or its share (see learn()).
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
@@ -274,6 +274,8 @@ class AttachmentManager {
   std::map<uint64_t, datapath::BootClock::time_point> chains_compacted_;
   // Answer addresses learn() kept out by never_learn_, per attachment.
   std::map<uint64_t, uint64_t> not_learned_;
+  // Answers learn() refused for want of room, per attachment.
+  std::map<uint64_t, uint64_t> no_room_;
   // What taught each attachment's learned hosts: since this process
   // started, and what the last daemon left if it stopped cleanly
   // (restore_teachers_locked). Other hosts read back from the kernel at

@@ -255,7 +255,7 @@ grpc::Status DaemonServiceImpl::GetCounters(grpc::ServerContext* ctx,
     SEBPF_ASSIGN_OR_RETURN(AttachmentManager::Counters counters, manager_.counters(id));
     counters_to_api(counters.filter, resp);
     if (counters.dns) {
-      dns_counters_to_api(*counters.dns, counters.addresses_not_learned, resp->mutable_dns());
+      dns_counters_to_api(*counters.dns, counters.learned, resp->mutable_dns());
     }
     return ok_status();
   });

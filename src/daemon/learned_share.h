@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "absl/functional/function_ref.h"
 
@@ -36,6 +37,14 @@ struct LearnedRoom {
   size_t chain_bytes() const { return share() * kChainBytesPerHost; }
 
   static constexpr size_t kChainBytesPerHost = 1024;
+};
+
+// What GetCounters reports of an attachment's learning.
+struct LearnedCounts {
+  uint64_t not_learned = 0;  // answer addresses in dns.never_learn, or the host's
+  uint64_t hosts = 0;        // learned hosts held now
+  uint64_t hosts_most = 0;   // the most it may hold now (0: its DNS mode learns nothing)
+  uint64_t no_room = 0;      // answers refused for want of room
 };
 
 enum class LearnedRoomVerdict {

@@ -597,6 +597,16 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
       in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
       0)
       << "the other attachment's share is there for it";
+  // What GetCounters says of it.
+  const v1::DnsCounters first_dns = get_counters(first.id()).dns();
+  EXPECT_EQ(first_dns.learned_hosts(), 0U);
+  EXPECT_EQ(first_dns.learned_hosts_most(), 13U);
+  EXPECT_EQ(first_dns.servfail_no_room(), 1U);
+  EXPECT_EQ(first_dns.servfail(), 1U);
+  const v1::DnsCounters other_dns = get_counters(other.id()).dns();
+  EXPECT_EQ(other_dns.learned_hosts(), 1U);
+  EXPECT_EQ(other_dns.learned_hosts_most(), 13U);
+  EXPECT_EQ(other_dns.servfail_no_room(), 0U);
 
   // Alone, an attachment's share is larger.
   {
@@ -609,6 +619,7 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
   }
   ASSERT_EQ(in_cgroup([&] { return rcode_of(first, "twenty.example"); }), dns::rcode::kNoError);
   EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.79", kEchoPort); }), 0);
+  EXPECT_EQ(get_counters(first.id()).dns().learned_hosts_most(), 20U);
 
   // Another comes, which has its share at once. The first now holds past
   // its own: it may not hold its hosts longer (past the second they are
@@ -667,7 +678,8 @@ TEST_F(DnsE2eTest, APolicyIsReplacedEvenWhenEveryAttachmentHoldsItsShare) {
 TEST_F(DnsE2eTest, NamesAWorkloadMakesUpCannotMakeTheDaemonKeepWithoutBound) {
   // A share of 2 hosts (a table of 4, one part kept free): 2 KiB of chains.
   start_with_upstream("datapath:\n  max_host_rules: 4\n");
-  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"example"})));
+  const auto att = attach_cgroup(dns_policy({"example"}));
+  const auto endpoint = endpoint_of(att);
   const std::string label(60, 'x');
   const auto name = [&](int i) {
     return std::to_string(i) + label + "." + label + "." + label + ".wild.example";
@@ -686,6 +698,8 @@ TEST_F(DnsE2eTest, NamesAWorkloadMakesUpCannotMakeTheDaemonKeepWithoutBound) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->message.header.rcode, dns::rcode::kNoError) << "a name already kept";
   EXPECT_NE(daemon_->log().find("the names that taught its learned hosts take"), std::string::npos);
+  EXPECT_EQ(get_counters(att.id()).dns().servfail_no_room(),
+            static_cast<uint64_t>(std::count(rcodes.begin(), rcodes.end(), dns::rcode::kServFail)));
 }
 
 // In the workload: ask for `name` and, if the answer names `address` (and
