@@ -433,6 +433,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
   teachers_.erase(number);
   learned_full_pruned_.erase(number);
   chains_compacted_.erase(number);
+  others_claim_taken_.erase(number);
   not_learned_.erase(number);
   no_room_.erase(number);
   policy_changed_locked(number);
@@ -721,21 +722,30 @@ size_t AttachmentManager::others_learned_claim_locked(uint64_t number, size_t sh
 Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
                                            std::span<const datapath::Rule> rules) {
   const LearnedRoom room = learned_room_locked();
+  const auto now = datapath::BootClock::now();
+  // The others' claim is a walk of every attachment, asked for each answer
+  // that refreshes hosts of one past its share (which may ask at its
+  // dns.max_qps): taken at most once a second per attachment, so that it
+  // cannot hold up everyone's answers, which wait on the same lock.
+  const auto others_claim = [&] {
+    const auto [taken, first] = others_claim_taken_.try_emplace(record.number);
+    if (first || now - taken->second.at >= std::chrono::seconds(1)) {
+      taken->second = {now, others_learned_claim_locked(record.number, room.share())};
+    }
+    return taken->second.claim;
+  };
   const auto judge = [&] {
     const LearnedHosts& hosts = learned_[record.number];
     const auto new_hosts =
         static_cast<size_t>(std::count_if(rules.begin(), rules.end(), [&](const datapath::Rule& r) {
           return !hosts.contains(r.prefix.address());
         }));
-    return judge_learned_room(room, hosts.size(), new_hosts, [&] {
-      return others_learned_claim_locked(record.number, room.share());
-    });
+    return judge_learned_room(room, hosts.size(), new_hosts, others_claim);
   };
   LearnedRoomVerdict verdict = judge();
   if (verdict == LearnedRoomVerdict::kFits) return ok_status();
   // Expired hosts still count until a sweep drops them: drop them now, but
   // at most once a second, as that walks all of the attachment's hosts.
-  const auto now = datapath::BootClock::now();
   auto& pruned = learned_full_pruned_[record.number];
   if (now - pruned >= std::chrono::seconds(1)) {
     pruned = now;

@@ -269,6 +269,13 @@ class AttachmentManager {
   // When each attachment's learned hosts were last pruned because it was
   // at its dns.max_learned_hosts or its share (see learn()).
   std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
+  // For each attachment past its share: the others' claim, and when it was
+  // taken (see make_room_locked()).
+  struct ClaimTaken {
+    datapath::BootClock::time_point at;
+    size_t claim = 0;
+  };
+  std::map<uint64_t, ClaimTaken> others_claim_taken_;
   // When each attachment's teaching chains were last compacted because
   // they took all they may (see make_chain_room_locked()).
   std::map<uint64_t, datapath::BootClock::time_point> chains_compacted_;
