@@ -261,6 +261,21 @@ class DnsE2eTest : public DaemonE2eTest {
         << "allowed.example's address stays";
   }
 
+  // Attaches another cgroup of the test's with `policy`.
+  v1::Attachment attach_cgroup_at(const TestCgroup& cgroup, const v1::Policy& policy) {
+    v1::AttachRequest req;
+    req.set_cgroup_path(cgroup.path());
+    *req.mutable_policy() = policy;
+    v1::Attachment att;
+    const grpc::Status attached = attach(req, &att);
+    EXPECT_TRUE(attached.ok()) << attached.error_message();
+    return att;
+  }
+  // As in_cgroup(), in another cgroup of the test's.
+  static int in_cgroup_at(const TestCgroup& cgroup, const std::function<int()>& fn) {
+    return run_in_child([&] { return cgroup.add_self() ? fn() : 82; });
+  }
+
   v1::Counters get_counters(const std::string& id) {
     v1::GetCountersRequest req;
     req.set_id(id);
@@ -335,11 +350,7 @@ TEST_F(DnsE2eTest, EachEndpointCountsWhatItDidForItsAttachment) {
   const auto att = attach_cgroup(dns_policy({"allowed.example"}));
   const auto endpoint = endpoint_of(att);
   TestCgroup other_cgroup("sebpf-e2e-dnsc-" + topo_->tag());
-  v1::AttachRequest req;
-  req.set_cgroup_path(other_cgroup.path());
-  *req.mutable_policy() = dns_policy({"example"});
-  v1::Attachment other;
-  ASSERT_TRUE(attach(req, &other).ok());
+  const v1::Attachment other = attach_cgroup_at(other_cgroup, dns_policy({"example"}));
 
   ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
   ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
@@ -430,29 +441,27 @@ TEST_F(DnsE2eTest, LearnedAddressesBelongToTheAttachmentThatAsked) {
   start_with_upstream();
   const auto first = attach_cgroup(dns_policy({"allowed.example"}));
   TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
-  v1::AttachRequest req;
-  req.set_cgroup_path(other_cgroup.path());
-  *req.mutable_policy() = dns_policy({"example"}, {"allowed.example"});
-  v1::Attachment second;
-  ASSERT_TRUE(attach(req, &second).ok());
+  const v1::Attachment second =
+      attach_cgroup_at(other_cgroup, dns_policy({"example"}, {"allowed.example"}));
   ASSERT_NE(first.dns().port(), second.dns().port());
 
-  const auto in_other = [&](const std::function<int()>& fn) {
-    return run_in_child([&] { return other_cgroup.add_self() ? fn() : 82; });
-  };
   EXPECT_EQ(
       in_cgroup([&] { return resolve_and_connect(endpoint_of(first), "allowed.example", kTypeA); }),
       0);
   EXPECT_EQ(
-      in_other([&] { return resolve_and_connect(endpoint_of(second), "allowed.example", kTypeA); }),
+      in_cgroup_at(
+          other_cgroup,
+          [&] { return resolve_and_connect(endpoint_of(second), "allowed.example", kTypeA); }),
       kRcodeBase + dns::rcode::kNxDomain);
-  EXPECT_EQ(in_other([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+  EXPECT_EQ(in_cgroup_at(other_cgroup, [] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
       << "the first attachment's learned address opens nothing for the second";
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
-  EXPECT_EQ(in_other([&] {
-              auto r = dns_query(endpoint_of(first), make_query("allowed.example", kTypeA));
-              return r.ok() ? 0 : 1;
-            }),
+  EXPECT_EQ(in_cgroup_at(other_cgroup,
+                         [&] {
+                           auto r =
+                               dns_query(endpoint_of(first), make_query("allowed.example", kTypeA));
+                           return r.ok() ? 0 : 1;
+                         }),
             1)
       << "nor may it use the first's endpoint (and with it the first's domain rules)";
 }
@@ -504,16 +513,10 @@ TEST_F(DnsE2eTest, AnAttachmentLearnsNoMoreHostsThanItsCap) {
   }
 
   TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
-  v1::AttachRequest req;
-  req.set_cgroup_path(other_cgroup.path());
-  *req.mutable_policy() = dns_policy({"example"});
-  v1::Attachment other;
-  ASSERT_TRUE(attach(req, &other).ok());
-  EXPECT_EQ(run_in_child([&] {
-              return other_cgroup.add_self()
-                         ? resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA)
-                         : 82;
-            }),
+  const v1::Attachment other = attach_cgroup_at(other_cgroup, dns_policy({"example"}));
+  EXPECT_EQ(in_cgroup_at(
+                other_cgroup,
+                [&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
             0)
       << "the other attachment has a cap of its own";
 
@@ -573,17 +576,7 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
       "dns:\n  min_ttl_seconds: 1\n  max_ttl_seconds: 1\n");
   const auto first = attach_cgroup(dns_policy({"example"}));
   TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
-  const auto attach_other = [&] {
-    v1::AttachRequest req;
-    req.set_cgroup_path(other_cgroup.path());
-    *req.mutable_policy() = dns_policy({"example"});
-    v1::Attachment other;
-    EXPECT_TRUE(attach(req, &other).ok());
-    return other;
-  };
-  const auto in_other = [&](const std::function<int()>& fn) {
-    return run_in_child([&] { return other_cgroup.add_self() ? fn() : 82; });
-  };
+  const auto attach_other = [&] { return attach_cgroup_at(other_cgroup, dns_policy({"example"})); };
   // Over TCP: big's 40 addresses do not fit a UDP answer without EDNS.
   const auto rcode_of = [](const v1::Attachment& att, const std::string& name) {
     auto answer = dns_query(endpoint_of(att), make_query(name, kTypeA), /*tcp=*/true);
@@ -593,9 +586,10 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
   v1::Attachment other = attach_other();
   EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "big.example"); }), dns::rcode::kServFail)
       << "40 hosts: past its share";
-  EXPECT_EQ(
-      in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
-      0)
+  EXPECT_EQ(in_cgroup_at(
+                other_cgroup,
+                [&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
+            0)
       << "the other attachment's share is there for it";
   // What GetCounters says of it.
   const v1::DnsCounters first_dns = get_counters(first.id()).dns();
@@ -627,9 +621,10 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
   // part kept free would go on holding them. Once they run out it learns
   // again, within its share.
   other = attach_other();
-  EXPECT_EQ(
-      in_other([&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
-      0);
+  EXPECT_EQ(in_cgroup_at(
+                other_cgroup,
+                [&] { return resolve_and_connect(endpoint_of(other), "allowed.example", kTypeA); }),
+            0);
   std::this_thread::sleep_for(milliseconds(1200));
   EXPECT_EQ(in_cgroup([&] { return rcode_of(first, "twenty.example"); }), dns::rcode::kServFail)
       << "a refresh past its share, into the part kept free";
@@ -649,11 +644,7 @@ TEST_F(DnsE2eTest, APolicyIsReplacedEvenWhenEveryAttachmentHoldsItsShare) {
   start_with_upstream("datapath:\n  max_host_rules: 40\n");  // 13 each for two
   const auto first = attach_cgroup(dns_policy({"example"}));
   TestCgroup other_cgroup("sebpf-e2e-dns2-" + topo_->tag());
-  v1::AttachRequest req;
-  req.set_cgroup_path(other_cgroup.path());
-  *req.mutable_policy() = dns_policy({"example"});
-  v1::Attachment second;
-  ASSERT_TRUE(attach(req, &second).ok());
+  const v1::Attachment second = attach_cgroup_at(other_cgroup, dns_policy({"example"}));
   // Each takes what its share lets it: the largest answers first.
   for (const v1::Attachment* att : std::initializer_list<const v1::Attachment*>{&first, &second}) {
     for (const char* name : {"twenty.example", "ten.example", "allowed.example", "other.example",
@@ -1246,34 +1237,24 @@ TEST_F(DnsE2eTest, AnAnswerOnlyPartlyWrittenLeavesNothingAllowed) {
   ASSERT_EQ(rcode_of(first, "twenty.example"), dns::rcode::kNoError);
   ASSERT_EQ(rcode_of(first, "ten.example"), dns::rcode::kNoError);
 
-  std::vector<std::unique_ptr<TestCgroup>> cgroups;
-  const auto attach_another = [&] {
-    cgroups.push_back(std::make_unique<TestCgroup>(
-        "sebpf-e2e-dns" + std::to_string(cgroups.size() + 2) + "-" + topo_->tag()));
-    v1::AttachRequest req;
-    req.set_cgroup_path(cgroups.back()->path());
-    *req.mutable_policy() = dns_policy({"example"});
-    v1::Attachment att;
-    EXPECT_TRUE(attach(req, &att).ok());
-    return att;
-  };
-  const auto second = attach_another();
+  TestCgroup second_cgroup("sebpf-e2e-dns2-" + topo_->tag());
+  const auto second = attach_cgroup_at(second_cgroup, dns_policy({"example"}));
   ASSERT_EQ(rcode_of(second, "twenty.example"), dns::rcode::kNoError);
-  const auto third = attach_another();
+  TestCgroup third_cgroup("sebpf-e2e-dns3-" + topo_->tag());
+  const auto third = attach_cgroup_at(third_cgroup, dns_policy({"example"}));
   ASSERT_EQ(rcode_of(third, "allowed.example"), dns::rcode::kNoError);
-
-  const auto in_third = [&](const std::function<int()>& fn) {
-    return run_in_child([&] { return cgroups.back()->add_self() ? fn() : 82; });
-  };
   EXPECT_EQ(
-      in_third([&] { return resolve_and_connect(endpoint_of(third), "ten.example", kTypeA); }),
+      in_cgroup_at(third_cgroup,
+                   [&] { return resolve_and_connect(endpoint_of(third), "ten.example", kTypeA); }),
       kRcodeBase + dns::rcode::kServFail);
   for (const char* address : {"198.51.100.50", "198.51.100.58", "198.51.100.59"}) {
-    EXPECT_EQ(in_third([&] { return udp_connect(address, kEchoPort); }), EPERM)
+    EXPECT_EQ(in_cgroup_at(third_cgroup, [&] { return udp_connect(address, kEchoPort); }), EPERM)
         << address << " is allowed though its answer was refused";
   }
-  EXPECT_EQ(
-      in_third([&] { return resolve_and_connect(endpoint_of(third), "other.example", kTypeA); }), 0)
+  EXPECT_EQ(in_cgroup_at(
+                third_cgroup,
+                [&] { return resolve_and_connect(endpoint_of(third), "other.example", kTypeA); }),
+            0)
       << "the table has room again for an answer that fits";
 }
 
