@@ -431,11 +431,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
   teachers_.erase(number);
-  learned_full_pruned_.erase(number);
-  chains_compacted_.erase(number);
-  others_claim_taken_.erase(number);
-  not_learned_.erase(number);
-  no_room_.erase(number);
+  bookkeeping_.erase(number);
   policy_changed_locked(number);
 }
 
@@ -507,7 +503,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
       case LearnableIndex::Verdict::kUserRuleDecides:
         continue;
       case LearnableIndex::Verdict::kNeverLearned:
-        not_learned_[number]++;
+        bookkeeping_[number].not_learned++;
         report_never_learned(*record, a.address);
         continue;
     }
@@ -542,7 +538,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
     }
   };
   if (Status room = make_chain_room_locked(*record, taught); !room.ok()) {
-    ++no_room_[number];
+    ++bookkeeping_[number].no_room;
     return room.error();
   }
   if (!taught.empty() || !rules.empty()) teachers_changed_ = true;
@@ -561,11 +557,11 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
                           }),
               rules.end());
   if (Status room = make_room_locked(*record, rules); !room.ok()) {
-    ++no_room_[number];
+    ++bookkeeping_[number].no_room;
     return room.error();
   }
   if (Status written = dp_->add_rules(record->key, rules); !written.ok()) {
-    if (written.error().code() == Errc::kResourceExhausted) ++no_room_[number];
+    if (written.error().code() == Errc::kResourceExhausted) ++bookkeeping_[number].no_room;
     // The write may have stopped part-way (a full table): take back the
     // new hosts it wrote. The answer is refused, and the kernel must hold
     // no more than `hosts` says, which is what policy changes prune by
@@ -728,11 +724,12 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
   // dns.max_qps): taken at most once a second per attachment, so that it
   // cannot hold up everyone's answers, which wait on the same lock.
   const auto others_claim = [&] {
-    const auto [taken, first] = others_claim_taken_.try_emplace(record.number);
-    if (first || now - taken->second.at >= std::chrono::seconds(1)) {
-      taken->second = {now, others_learned_claim_locked(record.number, room.share())};
+    LearnBookkeeping& kept = bookkeeping_[record.number];
+    if (!kept.claim_taken || now - *kept.claim_taken >= std::chrono::seconds(1)) {
+      kept.claim_taken = now;
+      kept.others_claim = others_learned_claim_locked(record.number, room.share());
     }
-    return taken->second.claim;
+    return kept.others_claim;
   };
   const auto judge = [&] {
     const LearnedHosts& hosts = learned_[record.number];
@@ -746,9 +743,9 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
   if (verdict == LearnedRoomVerdict::kFits) return ok_status();
   // Expired hosts still count until a sweep drops them: drop them now, but
   // at most once a second, as that walks all of the attachment's hosts.
-  auto& pruned = learned_full_pruned_[record.number];
-  if (now - pruned >= std::chrono::seconds(1)) {
-    pruned = now;
+  LearnBookkeeping& kept = bookkeeping_[record.number];
+  if (!kept.pruned || now - *kept.pruned >= std::chrono::seconds(1)) {
+    kept.pruned = now;
     prune_learned_locked(record);
     verdict = judge();
     if (verdict == LearnedRoomVerdict::kFits) return ok_status();
@@ -787,9 +784,9 @@ Status AttachmentManager::make_chain_room_locked(
   if (chains.text_bytes() + new_bytes <= most) return ok_status();
   // A walk of all its hosts and chains: at most once a second.
   const auto now = datapath::BootClock::now();
-  auto& compacted = chains_compacted_[record.number];
-  if (now - compacted >= std::chrono::seconds(1)) {
-    compacted = now;
+  LearnBookkeeping& kept = bookkeeping_[record.number];
+  if (!kept.chains_compacted || now - *kept.chains_compacted >= std::chrono::seconds(1)) {
+    kept.chains_compacted = now;
     chains.compact(learned_[record.number]);
     if (chains.text_bytes() + new_bytes <= most) return ok_status();
   }
@@ -946,16 +943,13 @@ Result<AttachmentManager::Counters> AttachmentManager::counters(uint64_t number)
   for (const AttachmentRecord& r : state_.records) {
     if (r.number != number) continue;
     SEBPF_ASSIGN_OR_RETURN(datapath::Counters filter, dp_->counters(r.key));
-    const auto count_of = [number](const std::map<uint64_t, uint64_t>& counts) {
-      const auto it = counts.find(number);
-      return it == counts.end() ? 0 : it->second;
-    };
+    const auto kept = bookkeeping_.find(number);
     const auto hosts = learned_.find(number);
     const LearnedCounts learned{
-        .not_learned = count_of(not_learned_),
+        .not_learned = kept == bookkeeping_.end() ? 0 : kept->second.not_learned,
         .hosts = hosts == learned_.end() ? 0 : hosts->second.size(),
         .hosts_most = dns_mode_learns(r.policy.dns_mode) ? learned_room_locked().share() : 0,
-        .no_room = count_of(no_room_)};
+        .no_room = kept == bookkeeping_.end() ? 0 : kept->second.no_room};
     return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt, learned};
   }
   return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));

@@ -266,23 +266,18 @@ class AttachmentManager {
   // How many attachments learn from answers (their DNS mode); counted
   // again after an attach or a policy change, not per answer.
   mutable std::optional<size_t> learners_;
-  // When each attachment's learned hosts were last pruned because it was
-  // at its dns.max_learned_hosts or its share (see learn()).
-  std::map<uint64_t, datapath::BootClock::time_point> learned_full_pruned_;
-  // For each attachment past its share: the others' claim, and when it was
-  // taken (see make_room_locked()).
-  struct ClaimTaken {
-    datapath::BootClock::time_point at;
-    size_t claim = 0;
+  // What learn() keeps of each attachment besides its hosts and what
+  // taught them.
+  struct LearnBookkeeping {
+    uint64_t not_learned = 0;  // answer addresses never_learn_ kept out
+    uint64_t no_room = 0;      // answers refused for want of room
+    // Walks done when it had no room, each at most once a second: its
+    // expired hosts dropped (make_room_locked), its chains compacted
+    // (make_chain_room_locked), the others' claim taken (make_room_locked).
+    std::optional<datapath::BootClock::time_point> pruned, chains_compacted, claim_taken;
+    size_t others_claim = 0;
   };
-  std::map<uint64_t, ClaimTaken> others_claim_taken_;
-  // When each attachment's teaching chains were last compacted because
-  // they took all they may (see make_chain_room_locked()).
-  std::map<uint64_t, datapath::BootClock::time_point> chains_compacted_;
-  // Answer addresses learn() kept out by never_learn_, per attachment.
-  std::map<uint64_t, uint64_t> not_learned_;
-  // Answers learn() refused for want of room, per attachment.
-  std::map<uint64_t, uint64_t> no_room_;
+  std::map<uint64_t, LearnBookkeeping> bookkeeping_;
   // What taught each attachment's learned hosts: since this process
   // started, and what the last daemon left if it stopped cleanly
   // (restore_teachers_locked). Other hosts read back from the kernel at
