@@ -523,8 +523,8 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
   // Every taught host is in `hosts` by now (held already, or just
   // written): a lookup in cache. An answer's addresses share one chain,
   // added once.
+  TeachingChains& chains = teachers_[number];
   const auto remember = [&] {
-    TeachingChains& chains = teachers_[number];
     std::string_view last_chain;
     uint64_t last_id = 0;
     for (const dns::LearnedAddress* a : taught) {
@@ -537,7 +537,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
       host->second.taught(last_id);
     }
   };
-  if (Status room = make_chain_room_locked(*record, taught); !room.ok()) {
+  if (Status room = make_chain_room_locked(*record, chains, taught); !room.ok()) {
     ++bookkeeping_[number].no_room;
     return room.error();
   }
@@ -769,8 +769,8 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
 }
 
 Status AttachmentManager::make_chain_room_locked(
-    const AttachmentRecord& record, std::span<const dns::LearnedAddress* const> taught) {
-  TeachingChains& chains = teachers_[record.number];
+    const AttachmentRecord& record, TeachingChains& chains,
+    std::span<const dns::LearnedAddress* const> taught) {
   size_t new_bytes = 0;
   std::string_view last_chain;
   for (const dns::LearnedAddress* a : taught) {

@@ -197,9 +197,9 @@ class AttachmentManager {
   Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
   LearnedRoom learned_room_locked() const;
   // Whether the chains of `taught` that are new fit what the attachment's
-  // chains may take (LearnedRoom::chain_bytes), after letting go of those
+  // `chains` may take (LearnedRoom::chain_bytes), after letting go of those
   // no host names if need be; kResourceExhausted if not.
-  Status make_chain_room_locked(const AttachmentRecord& record,
+  Status make_chain_room_locked(const AttachmentRecord& record, TeachingChains& chains,
                                 std::span<const dns::LearnedAddress* const> taught);
   // What the attachments but `number` hold or are sure of (learned_share.h).
   size_t others_learned_claim_locked(uint64_t number, size_t share) const;
