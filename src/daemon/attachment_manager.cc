@@ -537,7 +537,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
       host->second.taught(last_id);
     }
   };
-  if (Status room = make_chain_room_locked(*record, chains, taught); !room.ok()) {
+  if (Status room = make_chain_room_locked(*record, hosts, chains, taught); !room.ok()) {
     ++bookkeeping_[number].no_room;
     return room.error();
   }
@@ -556,7 +556,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
                             return a.prefix == b.prefix;
                           }),
               rules.end());
-  if (Status room = make_room_locked(*record, rules); !room.ok()) {
+  if (Status room = make_room_locked(*record, hosts, rules); !room.ok()) {
     ++bookkeeping_[number].no_room;
     return room.error();
   }
@@ -716,6 +716,7 @@ size_t AttachmentManager::others_learned_claim_locked(uint64_t number, size_t sh
 }
 
 Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
+                                           const LearnedHosts& hosts,
                                            std::span<const datapath::Rule> rules) {
   const LearnedRoom room = learned_room_locked();
   const auto now = datapath::BootClock::now();
@@ -731,8 +732,8 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
     }
     return kept.others_claim;
   };
+  // Pruning below drops from `hosts` in place.
   const auto judge = [&] {
-    const LearnedHosts& hosts = learned_[record.number];
     const auto new_hosts =
         static_cast<size_t>(std::count_if(rules.begin(), rules.end(), [&](const datapath::Rule& r) {
           return !hosts.contains(r.prefix.address());
@@ -750,7 +751,7 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
     verdict = judge();
     if (verdict == LearnedRoomVerdict::kFits) return ok_status();
   }
-  const std::string held = std::to_string(learned_[record.number].size());
+  const std::string held = std::to_string(hosts.size());
   if (verdict == LearnedRoomVerdict::kOverMax) {
     return Error(Errc::kResourceExhausted,
                  record.id() + " holds " + held +
@@ -769,7 +770,7 @@ Status AttachmentManager::make_room_locked(const AttachmentRecord& record,
 }
 
 Status AttachmentManager::make_chain_room_locked(
-    const AttachmentRecord& record, TeachingChains& chains,
+    const AttachmentRecord& record, const LearnedHosts& hosts, TeachingChains& chains,
     std::span<const dns::LearnedAddress* const> taught) {
   size_t new_bytes = 0;
   std::string_view last_chain;
@@ -787,7 +788,7 @@ Status AttachmentManager::make_chain_room_locked(
   LearnBookkeeping& kept = bookkeeping_[record.number];
   if (!kept.chains_compacted || now - *kept.chains_compacted >= std::chrono::seconds(1)) {
     kept.chains_compacted = now;
-    chains.compact(learned_[record.number]);
+    chains.compact(hosts);
     if (chains.text_bytes() + new_bytes <= most) return ok_status();
   }
   return Error(Errc::kResourceExhausted,

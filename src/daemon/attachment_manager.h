@@ -190,16 +190,18 @@ class AttachmentManager {
   // Drops learned hosts that the policy no longer lets stand (or that
   // expired) and removes their kernel rules.
   void prune_learned_locked(const AttachmentRecord& record);
-  // Whether the attachment may write `rules` (learned hosts) and stay
-  // within dns.max_learned_hosts and its share of the table
-  // (learned_share.h), after dropping its expired hosts if need be;
-  // kResourceExhausted if not.
-  Status make_room_locked(const AttachmentRecord& record, std::span<const datapath::Rule> rules);
+  // Whether the attachment, holding `hosts` (its learned_ entry), may write
+  // `rules` (learned hosts) and stay within dns.max_learned_hosts and its
+  // share of the table (learned_share.h), after dropping its expired hosts
+  // if need be; kResourceExhausted if not.
+  Status make_room_locked(const AttachmentRecord& record, const LearnedHosts& hosts,
+                          std::span<const datapath::Rule> rules);
   LearnedRoom learned_room_locked() const;
   // Whether the chains of `taught` that are new fit what the attachment's
   // `chains` may take (LearnedRoom::chain_bytes), after letting go of those
-  // no host names if need be; kResourceExhausted if not.
-  Status make_chain_room_locked(const AttachmentRecord& record, TeachingChains& chains,
+  // none of its `hosts` names if need be; kResourceExhausted if not.
+  Status make_chain_room_locked(const AttachmentRecord& record, const LearnedHosts& hosts,
+                                TeachingChains& chains,
                                 std::span<const dns::LearnedAddress* const> taught);
   // What the attachments but `number` hold or are sure of (learned_share.h).
   size_t others_learned_claim_locked(uint64_t number, size_t share) const;
