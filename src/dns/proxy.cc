@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "common/unique_fd.h"
 #include "dns/response.h"
+#include "dns/upstream_query.h"
 
 namespace sebpf::dns {
 
@@ -293,7 +294,7 @@ struct Pending {
   Query query;
   QueryVerdict verdict = QueryVerdict::kRefuse;  // as judged when the query came
   uint64_t policy_generation = 0;                // of the policy that judged it
-  std::vector<uint8_t> wire;                     // as sent upstream: a fresh id
+  std::vector<uint8_t> wire;                     // as sent upstream (make_upstream_query)
   uint16_t upstream_id = 0;
   size_t upstream = 0;
   size_t attempts_left = 0;
@@ -998,7 +999,7 @@ class DnsProxy::Loop {
     p.query = std::move(*query);
     p.verdict = verdict;
     p.policy_generation = policies_generation_;
-    p.wire.assign(wire.begin(), wire.end());
+    make_upstream_query(p.query, wire, p.wire);
     p.upstream = 0;
     p.attempts_left = std::max<size_t>(2, config_.upstreams.size());
     // A client over TCP wants what does not fit in UDP: ask over TCP.

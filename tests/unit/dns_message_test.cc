@@ -1,6 +1,6 @@
 // DNS wire parsing on hand-built messages: good answers with compression
 // and CNAME chains, and every kind of malformation a hostile client or
-// upstream can send. Responses the proxy builds itself.
+// upstream can send. Responses and upstream queries the proxy builds itself.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -9,6 +9,7 @@
 #include "dns/answer_addresses.h"
 #include "dns/message.h"
 #include "dns/response.h"
+#include "dns/upstream_query.h"
 
 namespace sebpf::dns {
 namespace {
@@ -360,6 +361,34 @@ TEST(DnsMessageTest, PrefixesOfAGoodAnswerAreAllErrors) {
   for (size_t len = 0; len < wire.size(); ++len) {
     EXPECT_FALSE(parse_message(std::span(wire.data(), len)).ok()) << len;
   }
+}
+
+// What goes upstream is what was judged: the question as the client wrote
+// it, RD, AD and CD, the client's EDNS size, version and DO bit. Options
+// (here 3,000 bytes a workload chose), other flag bits and the extended
+// rcode stay behind.
+TEST(DnsUpstreamQueryTest, OnlyTheQuestionAndWhatAnswersDependOnGoUpstream) {
+  Wire client;
+  client.header(0x0730, 1, 0, 0, 1).question("Mirror.Example.ORG", type::kAaaa);
+  client.u8(0).u16(type::kOpt).u16(4096).u32(0x7f008000).u16(3004).u16(65001).u16(3000);
+  client.b.insert(client.b.end(), 3000, 0xee);
+  client.b[3] |= 0x40;  // the Z bit
+  auto q = parse_query(client.b);
+  ASSERT_TRUE(q.ok()) << q.error().message();
+
+  Bytes out(5000, 0xaa);  // a reused buffer: nothing of it may stay
+  make_upstream_query(*q, client.b, out);
+  EXPECT_EQ(out, Wire()
+                     .header(0x0130, 1, 0, 0, 1)
+                     .question("Mirror.Example.ORG", type::kAaaa)
+                     .opt(4096, 0x00008000)
+                     .b);
+
+  const Bytes plain = Wire().header(0x0100, 1, 0).question("example.org").b;
+  q = parse_query(plain);
+  ASSERT_TRUE(q.ok());
+  make_upstream_query(*q, plain, out);
+  EXPECT_EQ(out, plain);
 }
 
 TEST(DnsResponseTest, ErrorResponsesEchoTheQuestionAndEdns) {

@@ -58,11 +58,16 @@ class FakeUpstream {
     std::lock_guard lock(mu_);
     return queries_by_port_;
   }
+  // The last query that came, as it came.
+  std::vector<uint8_t> last_query() const {
+    std::lock_guard lock(mu_);
+    return last_query_;
+  }
 
  private:
   void serve() {
     while (!stop_) {
-      uint8_t buf[512];
+      uint8_t buf[65536];
       sockaddr_storage peer{};
       socklen_t peer_length = sizeof(peer);
       const ssize_t n = recvfrom(fd_.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&peer),
@@ -71,14 +76,22 @@ class FakeUpstream {
       {
         std::lock_guard lock(mu_);
         queries_by_port_[ntohs(reinterpret_cast<const sockaddr_in&>(peer).sin_port)]++;
+        last_query_.assign(buf, buf + n);
       }
       std::this_thread::sleep_for(delay_);
-      // The query (one question, nothing else) turned into a response with
-      // one A record whose name points at the question's.
-      std::vector<uint8_t> answer(buf, buf + n);
+      // The query's header and question turned into a response with one A
+      // record whose name points at the question's.
+      size_t question_end = 12;
+      while (question_end < static_cast<size_t>(n) && buf[question_end] != 0) {
+        question_end += 1 + buf[question_end];
+      }
+      question_end += 5;  // the root label, type and class
+      if (question_end > static_cast<size_t>(n)) continue;
+      std::vector<uint8_t> answer(buf, buf + question_end);
       answer[2] |= 0x80;  // QR
       answer[3] = 0x80;   // RA, NOERROR
       answer[7] = 1;      // ANCOUNT
+      answer[11] = 0;     // ARCOUNT (an OPT the query had is not answered)
       const uint8_t record[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7};
       answer.insert(answer.end(), std::begin(record), std::end(record));
       sendto(fd_.get(), answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&peer),
@@ -89,6 +102,7 @@ class FakeUpstream {
   const milliseconds delay_;
   mutable std::mutex mu_;
   std::map<uint16_t, int> queries_by_port_;
+  std::vector<uint8_t> last_query_;
   UniqueFd fd_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -260,6 +274,37 @@ TEST_F(DnsProxyTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
     total += queries;
   }
   EXPECT_EQ(total, 600);
+}
+
+// A workload's query may carry anything in its EDNS options (up to 64 KiB)
+// and in flag bits nothing reads: none of it was judged, so none of it
+// leaves the host. The upstream gets the question as the client wrote it,
+// and the client its answer.
+TEST_F(DnsProxyTest, OnlyTheJudgedQuestionReachesTheUpstream) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);
+  std::vector<uint8_t> query = testing::make_query("Www.Example.test", 1, 0x5eb, 0);
+  const size_t question_end = query.size();
+  query[3] |= 0x40;  // the Z bit
+  query[11] = 1;     // ARCOUNT: an OPT of 4096 bytes, DO, and a 2,000-byte option
+  const uint8_t opt[] = {0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0x07, 0xd4, 0xfd, 0xe9, 0x07, 0xd0};
+  query.insert(query.end(), std::begin(opt), std::end(opt));
+  query.insert(query.end(), 2000, 's');
+
+  auto answer = testing::dns_query(endpoint_, query, false, milliseconds(3000));
+  ASSERT_TRUE(answer.ok()) << answer.error().message();
+  EXPECT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
+  ASSERT_EQ(answer->message.questions.size(), 1u);
+
+  std::vector<uint8_t> expected(query.begin(), query.begin() + static_cast<long>(question_end));
+  expected[3] = 0;  // no Z
+  const uint8_t bare_opt[] = {0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0};
+  expected.insert(expected.end(), std::begin(bare_opt), std::end(bare_opt));
+  std::vector<uint8_t> sent = upstream_->last_query();
+  ASSERT_EQ(sent.size(), expected.size()) << "the option went upstream";
+  sent[0] = expected[0];  // the id is the proxy's own
+  sent[1] = expected[1];
+  EXPECT_EQ(sent, expected);
 }
 
 // A VM's interface readdressed: the endpoint serves its new addresses,
