@@ -1,6 +1,7 @@
 // Arbitrary bytes as a DNS message, from a client or an upstream: parsing
 // never crashes or reads out of bounds; what parses yields printable names;
-// the responses built from it parse back; every address it teaches is a
+// the responses and upstream queries built from it parse back (a query
+// sent upstream as the same question, EDNS and all); every address it teaches is a
 // valid host rule; errors are printable and blame the input.
 #include <algorithm>
 #include <cstdint>
@@ -8,10 +9,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dns/answer_addresses.h"
 #include "dns/message.h"
 #include "dns/response.h"
+#include "dns/upstream_query.h"
 
 namespace {
 
@@ -79,6 +82,19 @@ void fuzz_query(std::span<const uint8_t> wire) {
   check(refused.ok());
   check(refused->header.id == q->header.id && refused->header.rcode == rcode::kRefused);
   check(refused->questions.size() == 1 && refused->questions[0].name == q->question.name);
+  std::vector<uint8_t> upstream;
+  make_upstream_query(*q, wire, upstream);
+  auto sent = parse_query(upstream);
+  check(sent.ok());
+  check(sent->header.id == q->header.id && sent->header.rd == q->header.rd);
+  check(sent->question.name == q->question.name && sent->question.type == q->question.type &&
+        sent->question.klass == q->question.klass);
+  check(sent->edns.has_value() == q->edns.has_value());
+  if (q->edns) {
+    check(sent->edns->udp_size == q->edns->udp_size && sent->edns->version == q->edns->version &&
+          sent->edns->dnssec_ok == q->edns->dnssec_ok);
+  }
+  check(upstream.size() <= q->question_end + 11);
 }
 
 }  // namespace
