@@ -691,7 +691,7 @@ void AttachmentManager::report_never_learned(const AttachmentRecord& record,
           ? "an address of this host: an answer does not open it, an explicit allow rule does"
           : "in dns.never_learn: an answer does not open it, an explicit allow rule does";
   never_learned_log_.warning(
-      log_, "dns_address_not_learned",
+      log_, "dns_address_not_learned", record.number,
       {{"id", record.id()}, {"address", address.to_string()}, {"reason", kReason}});
 }
 

@@ -252,7 +252,7 @@ class AttachmentManager {
   std::vector<net::IpAddress> host_addresses_;
   // Both together: what learn() checks.
   NeverLearnRanges never_learn_;
-  LogRateLimit never_learned_log_{20, 1.0};
+  LogRateLimit never_learned_log_{kWorkloadLinesPerSource, kWorkloadLinesOverall};
   policy::PolicyFile policies_;
   // The attachment_target_unsafe error line.
   void log_unsafe_target(const AttachmentRecord& r, const Error& why);

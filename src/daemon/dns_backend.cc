@@ -3,12 +3,19 @@
 #include <algorithm>
 #include <thread>
 
+#include "daemon/api_convert.h"
 #include "dns/resolv_conf.h"
 
 namespace sebpf::daemon {
 
-void DnsBackend::report(std::string_view event, std::string_view detail) {
-  report_limit_.warning(log_, event, {{"detail", std::string(detail)}});
+void DnsBackend::report(std::string_view event, uint64_t attachment, std::string_view detail) {
+  if (attachment == 0) {
+    report_limit_.warning(log_, event, 0, {{"detail", std::string(detail)}});
+    return;
+  }
+  report_limit_.warning(
+      log_, event, attachment,
+      {{"id", attachment_id_to_api(attachment)}, {"detail", std::string(detail)}});
 }
 
 Result<dns::ProxyConfig> proxy_config(const DaemonConfig& config) {

@@ -23,14 +23,15 @@ class DnsBackend final : public dns::ProxyBackend {
     return manager_.learn(attachment, addresses, judged_at);
   }
   // Reports follow what workloads send (a timeout per query to a silent
-  // upstream, say): at most a burst of 20 lines per event, then one a
-  // second, each with how many were left out before it.
-  void report(std::string_view event, std::string_view detail) override;
+  // upstream, say): rate-limited per event and attachment, each line with
+  // how many were left out before it (kWorkloadLinesPerSource), and over
+  // all of them together (kWorkloadLinesOverall).
+  void report(std::string_view event, uint64_t attachment, std::string_view detail) override;
 
  private:
   AttachmentManager& manager_;
   Logger& log_;
-  LogRateLimit report_limit_{20, 1.0};
+  LogRateLimit report_limit_{kWorkloadLinesPerSource, kWorkloadLinesOverall};
 };
 
 // The proxy's settings from the daemon's configuration; the upstreams come

@@ -356,7 +356,7 @@ class DnsProxy::Loop {
         const Kind kind = fds == &endpoint->udp ? Kind::kEndpointUdp : Kind::kEndpointTcp;
         for (const UniqueFd& fd : *fds) {
           if (auto s = watch(fd.get(), EPOLLIN | EPOLLEXCLUSIVE, {kind, attachment}); !s.ok()) {
-            backend_.report("dns_endpoint_failed", s.error().message());
+            backend_.report("dns_endpoint_failed", attachment, s.error().message());
           }
         }
       }
@@ -631,7 +631,8 @@ class DnsProxy::Loop {
       upstream_deadlines_.pop_front();
       auto p = pending_.find(id);
       if (p != pending_.end() && p->second.deadline <= now) {
-        backend_.report("dns_upstream_timeout", config_.upstreams[p->second.upstream].to_string());
+        backend_.report("dns_upstream_timeout", p->second.attachment,
+                        config_.upstreams[p->second.upstream].to_string());
         next_upstream(id);
       }
     }
@@ -704,7 +705,8 @@ class DnsProxy::Loop {
           break;
         case Accepted::kShed:
           count(*ep->second, Count::kRateLimited);
-          backend_.report("dns_tcp_client_refused", "out of file descriptors (RLIMIT_NOFILE)");
+          backend_.report("dns_tcp_client_refused", attachment,
+                          "out of file descriptors (RLIMIT_NOFILE)");
           continue;
         case Accepted::kOutOfDescriptors:
           pause_listener(listen_fd, attachment);
@@ -761,7 +763,7 @@ class DnsProxy::Loop {
   void pause_listener(int listen_fd, uint64_t attachment) {
     unwatch(listen_fd);
     paused_.push_back({Clock::now() + kAcceptPause, attachment, listen_fd});
-    backend_.report("dns_tcp_accept_paused",
+    backend_.report("dns_tcp_accept_paused", attachment,
                     "out of file descriptors (RLIMIT_NOFILE), with none spare to refuse a client");
   }
 
@@ -1088,7 +1090,7 @@ class DnsProxy::Loop {
       }
       const Datagram& d = batch[index[sent]];
       if (d.query != 0) {
-        backend_.report("dns_upstream_unreachable",
+        backend_.report("dns_upstream_unreachable", 0,
                         config_.upstreams[pending_.at(d.query).upstream].to_string() + ": " +
                             errno_text(errno));
         failed.push_back(d.query);
@@ -1200,7 +1202,8 @@ class DnsProxy::Loop {
       if (ok) p.upstream_fd = std::move(fd);
     }
     if (!ok) {
-      backend_.report("dns_upstream_unreachable", upstream.to_string() + ": " + errno_text(errno));
+      backend_.report("dns_upstream_unreachable", 0,
+                      upstream.to_string() + ": " + errno_text(errno));
       next_upstream(id);
       return;
     }
@@ -1350,7 +1353,7 @@ class DnsProxy::Loop {
         // An ICMP error (port unreachable): that upstream is not there.
         // Every query waiting on this socket went to it; try the next.
         backend_.report(
-            "dns_upstream_unreachable",
+            "dns_upstream_unreachable", 0,
             config_.upstreams[sock->second.upstream].to_string() + ": " + errno_text(errno));
         std::vector<uint64_t> failed;
         for (const auto& [key, pending] : waiting_) {
@@ -1415,7 +1418,7 @@ class DnsProxy::Loop {
     if (verdict == QueryVerdict::kResolve) {
       auto learned = addresses_for(message, p.query.question.name);
       if (!learned.ok()) {
-        backend_.report("dns_answer_unusable", learned.error().message());
+        backend_.report("dns_answer_unusable", p.attachment, learned.error().message());
         count(p.attachment, Count::kServfail);
         refuse(rcode::kServFail);
         return;
@@ -1499,7 +1502,7 @@ class DnsProxy::Loop {
     }
     const auto ep = endpoints_.find(attachment);
     CountSlot* counts = ep == endpoints_.end() ? nullptr : &slot(*ep->second);
-    if (!learned.ok()) backend_.report("dns_learn_failed", learned.error().message());
+    if (!learned.ok()) backend_.report("dns_learn_failed", attachment, learned.error().message());
     for (Learning& l : answers) {
       // The write failed (a full table, the attachment's share used up):
       // perhaps because of another answer's hosts. Each answer is then
@@ -1645,7 +1648,8 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
 Result<std::shared_ptr<Endpoint>> DnsProxy::bind(const EndpointSpec& spec, const Endpoint* kept) {
   std::vector<std::string> skipped;
   SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, kept, skipped));
-  for (const std::string& why : skipped) backend_.report("dns_endpoint_address_skipped", why);
+  for (const std::string& why : skipped)
+    backend_.report("dns_endpoint_address_skipped", spec.attachment, why);
   endpoint->tokens = config_.max_qps;
   endpoint->refilled = Clock::now();
   return endpoint;

@@ -85,8 +85,9 @@ class ProxyBackend {
   // writes.
   virtual Result<LearnOutcome> learn(uint64_t attachment, std::span<const LearnedAddress> addresses,
                                      uint64_t judged_at) = 0;
-  // Something worth a log line (an upstream failing, a write refused).
-  virtual void report(std::string_view event, std::string_view detail) = 0;
+  // Something worth a log line (an upstream failing, a write refused), of
+  // `attachment`'s queries, or 0 when it is no one attachment's.
+  virtual void report(std::string_view event, uint64_t attachment, std::string_view detail) = 0;
 };
 
 struct EndpointSpec {

@@ -17,6 +17,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -745,6 +747,47 @@ TEST_F(DnsE2eTest, AnAnswerNamingTheMetadataServiceOrTheInternalNetworkDoesNotOp
   ASSERT_TRUE(add_cidr(att.id(), "169.254.169.254/32", v1::ACTION_ALLOW).ok());
   EXPECT_NE(in_cgroup([] { return udp_connect("169.254.169.254", 80); }), EPERM)
       << "an explicit allow rule still opens it";
+}
+
+// The DNS warnings follow what workloads ask, so they are rate-limited;
+// per attachment, so that one workload's flood of a warning (here 30
+// answers naming the metadata service) does not hide the same warning of
+// another's, and each line says whose it is.
+TEST_F(DnsE2eTest, OneWorkloadsFloodOfWarningsDoesNotHideAnothers) {
+  start_with_upstream();
+  const auto first = attach_cgroup(dns_policy({"allowed.example"}));
+  TestCgroup other_cgroup("sebpf-e2e-dnsw-" + topo_->tag());
+  const auto other = attach_cgroup_at(other_cgroup, dns_policy({"allowed.example"}));
+  const auto ask_metadata = [](const v1::Attachment& att) {
+    auto answer = dns_query(endpoint_of(att), make_query("metadata.allowed.example", kTypeA));
+    return answer.ok() ? static_cast<int>(answer->message.header.rcode) : kNoAnswer;
+  };
+  ASSERT_EQ(in_cgroup([&] {
+              for (int i = 0; i < 30; ++i) {
+                if (const int rcode = ask_metadata(first); rcode != dns::rcode::kNoError) {
+                  return rcode;
+                }
+              }
+              return static_cast<int>(dns::rcode::kNoError);
+            }),
+            dns::rcode::kNoError);
+  ASSERT_EQ(in_cgroup_at(other_cgroup, [&] { return ask_metadata(other); }), dns::rcode::kNoError);
+
+  const auto lines_of = [&](const v1::Attachment& att) {
+    size_t lines = 0;
+    std::istringstream log(daemon_->log());
+    for (std::string line; std::getline(log, line);) {
+      if (line.find(R"("event":"dns_address_not_learned")") != std::string::npos &&
+          line.find(R"("id":")" + att.id() + '"') != std::string::npos) {
+        ++lines;
+      }
+    }
+    return lines;
+  };
+  EXPECT_GE(lines_of(first), 20U) << "a burst";
+  EXPECT_LE(lines_of(first), 22U) << "then one a second";
+  EXPECT_EQ(lines_of(other), 1U) << "hidden by the other attachment's flood";
+  EXPECT_EQ(get_counters(first.id()).dns().addresses_not_learned(), 30U) << "counted, all";
 }
 
 // dns.never_learn replaces the default list; a daemon restarted with a

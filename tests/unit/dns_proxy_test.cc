@@ -155,7 +155,7 @@ class RacingBackend : public ProxyBackend {
     for (const LearnedAddress& a : addresses) learned_.push_back(a.address.to_string());
     return LearnOutcome::kHeld;
   }
-  void report(std::string_view, std::string_view) override {}
+  void report(std::string_view, uint64_t, std::string_view) override {}
 
  private:
   mutable std::mutex mu_;
