@@ -65,6 +65,9 @@ struct DaemonConfig {
   uint32_t dns_max_inflight = 512;
   uint32_t dns_max_qps = 5000;
   uint32_t dns_max_tcp_clients = 64;
+  // Queries a second to the upstreams from all endpoints together, shared
+  // fairly among them (dns/upstream_budget.h); 0: no limit.
+  uint32_t dns_max_upstream_qps = 0;
   // Per attachment: hosts learned from answers and not expired. The
   // learned-host table is shared, and split on top of this cap
   // (learned_share.h), so one workload resolving without end cannot take

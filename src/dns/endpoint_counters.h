@@ -15,7 +15,7 @@ struct EndpointCounters {
   uint64_t answered = 0;          // upstream answers released to clients
   uint64_t servfail = 0;          // upstreams failed, or learning failed
   uint64_t malformed = 0;         // FORMERR/NOTIMP or dropped
-  uint64_t rate_limited = 0;      // dropped by the qps or in-flight limits
+  uint64_t rate_limited = 0;      // dropped (or SERVFAIL) by the qps, in-flight or upstream limits
   uint64_t answer_addresses = 0;  // addresses the answered ones named (passed to learn())
 };
 

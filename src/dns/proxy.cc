@@ -23,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "common/unique_fd.h"
 #include "dns/response.h"
+#include "dns/upstream_budget.h"
 #include "dns/upstream_query.h"
 
 namespace sebpf::dns {
@@ -205,6 +206,7 @@ struct Endpoint {
   std::mutex bucket_mu;  // the qps token bucket
   double tokens = 0;
   Clock::time_point refilled;
+  UpstreamBudget::Share upstream_share;  // its part of ProxyConfig::max_upstream_qps
   // One per loop; shared with the endpoint it moved from (move_endpoint),
   // whose loops may still count into it until they let go of it.
   std::shared_ptr<CountSlot[]> counts;
@@ -315,8 +317,13 @@ struct Pending {
 // read, its upstream sockets, the TCP clients it accepted.
 class DnsProxy::Loop {
  public:
-  Loop(const ProxyConfig& config, ProxyBackend& backend, AcceptGate& gate, size_t index)
-      : config_(config), backend_(backend), gate_(gate), index_(index) {}
+  Loop(const ProxyConfig& config, ProxyBackend& backend, AcceptGate& gate,
+       UpstreamBudget* upstream_budget, size_t index)
+      : config_(config),
+        backend_(backend),
+        gate_(gate),
+        upstream_budget_(upstream_budget),
+        index_(index) {}
 
   Status init() {
     epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
@@ -665,6 +672,12 @@ class DnsProxy::Loop {
     return true;
   }
 
+  // Whether the host's upstream budget lets the endpoint send a query now
+  // (a first attempt or a retry); taken from it if so.
+  bool within_upstream_budget(Endpoint& ep) {
+    return upstream_budget_ == nullptr || upstream_budget_->take(ep.upstream_share, Clock::now());
+  }
+
   // This loop's counts of an endpoint.
   CountSlot& slot(Endpoint& endpoint) { return endpoint.counts[index_]; }
   void count(Endpoint& endpoint, Count c) { slot(endpoint).add(c, 1); }
@@ -993,6 +1006,12 @@ class DnsProxy::Loop {
       if (client.tcp) reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
       return;
     }
+    if (!within_upstream_budget(endpoint)) {
+      endpoint.inflight--;
+      count(endpoint, Count::kRateLimited);
+      reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
+      return;
+    }
     if (client.tcp) tcp_client->second.inflight++;
     const uint64_t id = next_id_++;
     Pending& p = new_pending(id);
@@ -1224,6 +1243,15 @@ class DnsProxy::Loop {
       return;
     }
     p.upstream = (p.upstream + 1) % config_.upstreams.size();
+    if (auto ep = endpoints_.find(p.attachment);
+        ep != endpoints_.end() && !within_upstream_budget(*ep->second)) {
+      count(*ep->second, Count::kRateLimited);
+      count(*ep->second, Count::kServfail);
+      PendingEntry done = finish(id);
+      reply_to(done.mapped(), error_response(done.mapped(), rcode::kServFail));
+      recycle(std::move(done));
+      return;
+    }
     send_upstream(id);
   }
 
@@ -1573,8 +1601,9 @@ class DnsProxy::Loop {
 
   ProxyConfig config_;
   ProxyBackend& backend_;
-  AcceptGate& gate_;    // shared by the loops
-  const size_t index_;  // of this loop's slot in every endpoint's counts
+  AcceptGate& gate_;                       // shared by the loops
+  UpstreamBudget* const upstream_budget_;  // shared by the loops; null: no limit
+  const size_t index_;                     // of this loop's slot in every endpoint's counts
   std::array<uint16_t, 128> random_ids_{};
   size_t random_used_ = random_ids_.size();
   Clock::time_point queries_sent_at_;  // the last turn that sent any upstream
@@ -1624,7 +1653,12 @@ class DnsProxy::Loop {
 };
 
 DnsProxy::DnsProxy(const ProxyConfig& config, ProxyBackend& backend)
-    : config_(config), backend_(backend), accept_gate_(std::make_unique<AcceptGate>()) {}
+    : config_(config),
+      backend_(backend),
+      accept_gate_(std::make_unique<AcceptGate>()),
+      upstream_budget_(config.max_upstream_qps == 0
+                           ? nullptr
+                           : std::make_unique<UpstreamBudget>(config.max_upstream_qps)) {}
 
 DnsProxy::~DnsProxy() = default;
 
@@ -1638,7 +1672,8 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
   proxy->accept_gate_->spare.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!proxy->accept_gate_->spare) return errno_error("open /dev/null");
   for (unsigned i = 0; i < config.threads; ++i) {
-    auto loop = std::make_unique<Loop>(config, backend, *proxy->accept_gate_, i);
+    auto loop = std::make_unique<Loop>(config, backend, *proxy->accept_gate_,
+                                       proxy->upstream_budget_.get(), i);
     SEBPF_RETURN_IF_ERROR(loop->init());
     proxy->loops_.push_back(std::move(loop));
   }

@@ -47,6 +47,10 @@ struct ProxyConfig {
   uint32_t max_inflight = 512;
   uint32_t max_qps = 5000;
   uint32_t max_tcp_clients = 64;
+  // Queries a second to the upstreams from every endpoint together (each
+  // attempt), shared fairly among them (UpstreamBudget); over it a query is
+  // answered SERVFAIL. 0 = unlimited.
+  uint32_t max_upstream_qps = 0;
   std::chrono::seconds tcp_idle_timeout{10};
   // How long after its last send a loop with a few UDP queries in flight
   // polls for their answers before it sleeps; polls that keep seeing
@@ -109,6 +113,7 @@ struct EndpointSpec {
 
 struct Endpoint;    // an attachment's sockets, limits and counters (proxy.cc)
 struct AcceptGate;  // the loops' spare descriptor (proxy.cc)
+class UpstreamBudget;
 
 class DnsProxy {
  public:
@@ -148,7 +153,8 @@ class DnsProxy {
 
   const ProxyConfig config_;
   ProxyBackend& backend_;
-  std::unique_ptr<AcceptGate> accept_gate_;  // outlives the loops, which use it
+  std::unique_ptr<AcceptGate> accept_gate_;          // outlives the loops, which use it
+  std::unique_ptr<UpstreamBudget> upstream_budget_;  // as accept_gate_; null: no limit
   std::vector<std::unique_ptr<Loop>> loops_;
   mutable std::mutex mu_;  // open_, and the order of posts to the loops
   std::unordered_map<uint64_t, std::shared_ptr<Endpoint>> open_;  // by attachment

@@ -1933,6 +1933,55 @@ TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
   }
 }
 
+// dns.max_upstream_qps: the host's resolvers get no more than it from all
+// endpoints together, and a workload flooding its endpoint takes only what
+// the others leave: another workload's names still resolve.
+TEST_F(DnsE2eTest, AFloodingWorkloadCannotSpendTheOthersPartOfTheUpstreamBudget) {
+  start_with_upstream("dns:\n  max_upstream_qps: 40\n");
+  const auto flooder = attach_cgroup(dns_policy({"allowed.example"}));
+  TestCgroup other_cgroup("sebpf-e2e-dnsu-" + topo_->tag());
+  const auto other = attach_cgroup_at(other_cgroup, dns_policy({"allowed.example"}));
+
+  // A thousand queries a second (well within dns.max_qps) for as long as
+  // the other workload asks.
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  sockaddr_storage ss;
+  const socklen_t len = endpoint_of(flooder).to_sockaddr(ss);
+  ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len), 0);
+  std::atomic<bool> stop{false};
+  const auto started = std::chrono::steady_clock::now();
+  std::thread flood([&] {
+    uint8_t buf[1500];
+    for (uint16_t id = 0; !stop; ++id) {
+      const auto q = make_query("allowed.example", kTypeA, id);
+      (void)send(fd.get(), q.data(), q.size(), 0);
+      while (recv(fd.get(), buf, sizeof buf, 0) > 0) {
+      }
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(1500));  // the flood has had the budget alone
+  int resolved = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto answer = dns_query(endpoint_of(other), make_query("allowed.example", kTypeA));
+    resolved += answer.ok() && answer->message.header.rcode == dns::rcode::kNoError &&
+                !answer->message.answers.empty();
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  stop = true;
+  flood.join();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  EXPECT_EQ(resolved, 10) << "the quiet workload's queries went out";
+  const v1::DnsCounters flood_dns = get_counters(flooder.id()).dns();
+  EXPECT_GT(flood_dns.rate_limited(), 0U);
+  EXPECT_LE(flood_dns.forwarded(), static_cast<uint64_t>(40 * seconds) + 40)
+      << "past the host's budget (a second of burst)";
+  EXPECT_GT(flood_dns.forwarded(), static_cast<uint64_t>(20 * seconds))
+      << "what the other left was the flood's";
+}
+
 // Per-endpoint query rate limit: a flood over UDP is dropped, not answered
 // (an answer would amplify it) and not forwarded.
 TEST_F(DnsE2eTest, AFloodBeyondTheQueryRateIsDropped) {

@@ -58,6 +58,7 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "dns.max_inflight=" + std::to_string(c.dns_max_inflight),
           "dns.max_qps=" + std::to_string(c.dns_max_qps),
           "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
+          "dns.max_upstream_qps=" + std::to_string(c.dns_max_upstream_qps),
           "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
           "dns.never_learn=" + prefixes(c.dns_never_learn),
           "dns.threads=" + std::to_string(c.dns_threads),
@@ -82,7 +83,7 @@ datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_pr
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
-      max_qps: 1, max_tcp_clients: 1, max_learned_hosts: 1, never_learn: [], threads: 1,
+      max_qps: 1, max_tcp_clients: 1, max_upstream_qps: 1, max_learned_hosts: 1, never_learn: [], threads: 1,
       answer_spin_us: 0}
 )",
                                   changed)
@@ -131,6 +132,7 @@ dns:
   max_inflight: 100
   max_qps: 0
   max_tcp_clients: 8
+  max_upstream_qps: 900
   max_learned_hosts: 1000
   never_learn: [169.254.169.254/32, "fd00::/8"]
   threads: 3
@@ -166,6 +168,7 @@ dns:
   EXPECT_EQ(c.dns_max_inflight, 100U);
   EXPECT_EQ(c.dns_max_qps, 0U);
   EXPECT_EQ(c.dns_max_tcp_clients, 8U);
+  EXPECT_EQ(c.dns_max_upstream_qps, 900U);
   EXPECT_EQ(c.dns_max_learned_hosts, 1000U);
   EXPECT_EQ(c.dns_never_learn,
             (std::vector<net::IpPrefix>{*net::IpPrefix::parse("169.254.169.254/32"),
