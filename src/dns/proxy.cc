@@ -1236,23 +1236,25 @@ class DnsProxy::Loop {
     Pending& p = it->second;
     leave_upstream(p);
     if (--p.attempts_left == 0) {
-      count(p.attachment, Count::kServfail);
-      PendingEntry done = finish(id);
-      reply_to(done.mapped(), error_response(done.mapped(), rcode::kServFail));
-      recycle(std::move(done));
+      servfail(id);
       return;
     }
     p.upstream = (p.upstream + 1) % config_.upstreams.size();
     if (auto ep = endpoints_.find(p.attachment);
         ep != endpoints_.end() && !within_upstream_budget(*ep->second)) {
       count(*ep->second, Count::kRateLimited);
-      count(*ep->second, Count::kServfail);
-      PendingEntry done = finish(id);
-      reply_to(done.mapped(), error_response(done.mapped(), rcode::kServFail));
-      recycle(std::move(done));
+      servfail(id);
       return;
     }
     send_upstream(id);
+  }
+
+  // Gives up on forwarded query `id`: its client gets SERVFAIL.
+  void servfail(uint64_t id) {
+    count(pending_.at(id).attachment, Count::kServfail);
+    PendingEntry done = finish(id);
+    reply_to(done.mapped(), error_response(done.mapped(), rcode::kServFail));
+    recycle(std::move(done));
   }
 
   // Our own answer to a forwarded query: its header and question as the

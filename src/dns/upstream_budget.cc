@@ -3,22 +3,6 @@
 #include <algorithm>
 
 namespace sebpf::dns {
-namespace {
-
-using Clock = UpstreamBudget::Clock;
-
-// Adds what `rate` gives over the time since `refilled`, up to `most`.
-void refill(double& tokens, Clock::time_point& refilled, double rate, double most,
-            Clock::time_point now) {
-  const double elapsed = std::chrono::duration<double>(now - refilled).count();
-  tokens = std::min(most, tokens + std::max(0.0, elapsed) * rate);
-  refilled = std::max(refilled, now);
-}
-
-}  // namespace
-
-UpstreamBudget::UpstreamBudget(uint32_t per_second)
-    : per_second_(per_second), tokens_(per_second) {}
 
 bool UpstreamBudget::take(Share& share, Clock::time_point now) {
   std::lock_guard lock(mu_);
@@ -29,20 +13,34 @@ bool UpstreamBudget::take(Share& share, Clock::time_point now) {
     asking_now_ = 0;
     second_ = second;
   }
+  // An endpoint not counted among those asking until now (new, or quiet
+  // for a second or more) starts with a full part and gives nothing to
+  // the pool: the others had its part meanwhile.
+  bool fresh = false;
   if (share.asked_in_second != second_) {
+    fresh = share.asked_in_second < second_ - 1;
     share.asked_in_second = second_;
     asking_now_++;
   }
   const double part = per_second_ / std::max({asking_now_, asking_before_, 1u});
-  refill(tokens_, refilled_, per_second_, per_second_, now);
-  refill(share.tokens, share.refilled, part, std::max(1.0, part), now);
-  if (share.tokens >= 1 && tokens_ >= 1) {
+  const double most = std::max(1.0, part / 2);
+  if (fresh) {
+    share.tokens = most;
+  } else {
+    const double elapsed = std::chrono::duration<double>(now - share.refilled).count();
+    share.tokens += std::max(0.0, elapsed) * part;
+    if (share.tokens > most) {
+      pool_ = std::min(per_second_ / 2, pool_ + share.tokens - most);
+      share.tokens = most;
+    }
+  }
+  share.refilled = std::max(share.refilled, now);
+  if (share.tokens >= 1) {
     share.tokens -= 1;
-    tokens_ -= 1;
     return true;
   }
-  if (tokens_ >= per_second_ / 2 + 1) {  // past its part: only what others leave
-    tokens_ -= 1;
+  if (pool_ >= 1) {
+    pool_ -= 1;
     return true;
   }
   return false;
