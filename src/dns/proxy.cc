@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1170,6 +1171,15 @@ class DnsProxy::Loop {
   void leave_upstream(Pending& p) {
     if (p.upstream_fd) {
       unwatch(p.upstream_fd.get());
+      // Closed with a reset, not a FIN: the side that closes first keeps a
+      // connection in TIME_WAIT for a minute, and with it its port for that
+      // upstream. At a connection per query, one workload asking over TCP
+      // at its dns.max_qps would take the host's ephemeral ports (28,232
+      // by default: 470 connections a second to one upstream), and every
+      // TCP connection to that resolver, the host's own too, would fail.
+      // The answer (or the attempt) is over: a reset loses nothing.
+      const linger reset{.l_onoff = 1, .l_linger = 0};
+      setsockopt(p.upstream_fd.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
       p.upstream_fd.reset();
     }
     if (p.udp_socket != 0) {

@@ -1744,6 +1744,33 @@ int64_t resident_kib(pid_t pid) {
   return -1;
 }
 
+// Each TCP query goes upstream on a connection of its own. Were the daemon
+// to close them with a FIN, each would hold its port for that upstream a
+// minute in TIME_WAIT: one workload asking over TCP at its dns.max_qps
+// would take the host's ephemeral ports (470 connections a second to one
+// resolver), and every TCP connection to it would fail. None is left.
+TEST_F(DnsE2eTest, TcpQueriesLeaveNoConnectionToTheUpstreamHoldingAPort) {
+  start_with_upstream();
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  for (int i = 0; i < 50; ++i) {
+    auto answer = dns_query(endpoint, make_query("allowed.example", kTypeA), /*tcp=*/true);
+    ASSERT_TRUE(answer.ok()) << answer.error().message();
+    ASSERT_EQ(answer->message.header.rcode, dns::rcode::kNoError);
+  }
+  // /proc/net/tcp: "sl local rem st ...", the remote as 0100007F:PORT.
+  char upstream[16];
+  std::snprintf(upstream, sizeof upstream, "0100007F:%04X", knot_->address().port());
+  int waiting = 0;
+  std::ifstream tcp("/proc/net/tcp");
+  for (std::string line; std::getline(tcp, line);) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    waiting += remote == upstream && state == "06";  // TCP_TIME_WAIT
+  }
+  EXPECT_EQ(waiting, 0) << "connections to the upstream in TIME_WAIT";
+}
+
 // DNS over TCP may be pipelined (RFC 7766). A client that sends thousands
 // of queries without reading an answer is read from only as fast as it
 // reads: its queries back up in its own socket, not in the daemon's
