@@ -124,6 +124,10 @@ void PacketSocketGuard::unguard_own_namespace() const {
   auto all = interfaces();
   if (!all.ok()) return;
   for (const Interface& i : *all) {
+    // No filter there (no clsact qdisc even, as with nothing attached):
+    // none of ours, and a detach would only have the kernel complain, a
+    // line of libbpf's in the log per interface.
+    if (no_filters_on(i.ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS))) continue;
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i.ifindex),
                 .attach_point = BPF_TC_EGRESS);
     LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);

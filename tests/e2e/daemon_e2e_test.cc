@@ -657,6 +657,21 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
   EXPECT_FALSE(std::filesystem::exists(pin_dir_ + "/links"));
 }
 
+// The log is JSON lines from start to stop. A stop takes the packet-socket
+// filter off the host's interfaces; with nothing attached none has it (nor
+// a qdisc for it), and the kernel's complaint at each detach went to the
+// log as a line of plain text per interface.
+TEST_F(DaemonE2eTest, TheLogIsJsonLinesFromStartToStop) {
+  start_daemon({"--detach-on-exit"});
+  EXPECT_EQ(daemon_->terminate(), 0);
+  std::istringstream log(daemon_->log());
+  int lines = 0;
+  for (std::string line; std::getline(log, line); ++lines) {
+    EXPECT_TRUE(line.starts_with("{") && line.ends_with("}")) << line;
+  }
+  EXPECT_GT(lines, 0);
+}
+
 // A control plane keeps its channel to the daemon open. gRPC's shutdown
 // waits for such a connection as for a running call, until its deadline
 // (2 s): every restart took that long while a client was connected. The
