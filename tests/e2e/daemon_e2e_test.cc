@@ -664,12 +664,7 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
 TEST_F(DaemonE2eTest, TheLogIsJsonLinesFromStartToStop) {
   start_daemon({"--detach-on-exit"});
   EXPECT_EQ(daemon_->terminate(), 0);
-  std::istringstream log(daemon_->log());
-  int lines = 0;
-  for (std::string line; std::getline(log, line); ++lines) {
-    EXPECT_TRUE(line.starts_with("{") && line.ends_with("}")) << line;
-  }
-  EXPECT_GT(lines, 0);
+  expect_log_is_json_lines();
 }
 
 // A control plane keeps its channel to the daemon open. gRPC's shutdown

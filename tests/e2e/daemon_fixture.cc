@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "datapath/datapath.h"
@@ -32,6 +34,8 @@ void DaemonE2eTest::SetUp() {
 void DaemonE2eTest::TearDown() {
   stub_.reset();
   daemon_.reset();
+  // Whatever the test did, if it started a daemon.
+  if (!dir_.empty() && std::filesystem::exists(dir_ + "/daemon.log")) expect_log_is_json_lines();
   if (!pin_dir_.empty() && std::filesystem::exists(pin_dir_)) {
     // What a killed daemon left pinned: adopt it and remove it.
     datapath::Config config;
@@ -41,6 +45,15 @@ void DaemonE2eTest::TearDown() {
   }
   if (!dir_.empty()) std::filesystem::remove_all(dir_);
   E2eTest::TearDown();
+}
+
+void DaemonE2eTest::expect_log_is_json_lines() {
+  std::ifstream log(dir_ + "/daemon.log");
+  int lines = 0;
+  for (std::string line; std::getline(log, line); ++lines) {
+    EXPECT_TRUE(line.starts_with("{") && line.ends_with("}")) << "a log line: " << line;
+  }
+  EXPECT_GT(lines, 0) << "no log at all";
 }
 
 void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args) {

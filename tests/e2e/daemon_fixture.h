@@ -31,6 +31,10 @@ class DaemonE2eTest : public E2eTest {
   grpc::Status call_list(v1::ListResponse* out);
   v1::Policy get_policy(const std::string& id);
 
+  // Every line of the daemons' log (all the test started) is a JSON
+  // object: a log collector reads it so. TearDown checks it of every test.
+  void expect_log_is_json_lines();
+
   // Polls List until `id` is gone; how long that took, or nullopt.
   std::optional<std::chrono::milliseconds> wait_detached(const std::string& id,
                                                          std::chrono::milliseconds timeout);
