@@ -1695,8 +1695,9 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
 Result<std::shared_ptr<Endpoint>> DnsProxy::bind(const EndpointSpec& spec, const Endpoint* kept) {
   std::vector<std::string> skipped;
   SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, kept, skipped));
-  for (const std::string& why : skipped)
+  for (const std::string& why : skipped) {
     backend_.report("dns_endpoint_address_skipped", spec.attachment, why);
+  }
   endpoint->tokens = config_.max_qps;
   endpoint->refilled = Clock::now();
   return endpoint;
