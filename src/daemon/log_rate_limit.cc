@@ -1,17 +1,10 @@
 #include "daemon/log_rate_limit.h"
 
-#include <algorithm>
 #include <iterator>
 #include <utility>
 #include <vector>
 
 namespace sebpf::daemon {
-
-void LogRateLimit::refill(Budget& b, Rate rate, Clock::time_point now) {
-  const double elapsed = std::chrono::duration<double>(now - b.refilled).count();
-  b.tokens = std::min<double>(rate.burst, b.tokens + std::max(0.0, elapsed) * rate.per_second);
-  b.refilled = std::max(b.refilled, now);
-}
 
 std::optional<uint64_t> LogRateLimit::admit(std::string_view event, uint64_t source,
                                             Clock::time_point now) {
@@ -21,17 +14,15 @@ std::optional<uint64_t> LogRateLimit::admit(std::string_view event, uint64_t sou
   if (event_budgets == budgets_.end()) {
     event_budgets = budgets_.emplace(std::string(event), std::map<uint64_t, Budget>{}).first;
   }
-  Budget& b = event_budgets->second
-                  .try_emplace(source, Budget{static_cast<double>(per_source_.burst), now, 0})
-                  .first->second;
-  refill(b, per_source_, now);
+  Budget& b = event_budgets->second[source];
+  refill(b.lines, per_source_, now);
   refill(all_, overall_, now);
-  if (b.tokens < 1 || all_.tokens < 1) {
+  if (b.lines.tokens < 1 || all_.tokens < 1) {
     b.left_out++;
     return std::nullopt;
   }
-  b.tokens -= 1;
-  all_.tokens -= 1;
+  b.lines.take();
+  all_.take();
   return std::exchange(b.left_out, 0);
 }
 
@@ -43,8 +34,8 @@ void LogRateLimit::forget_idle_locked(Clock::time_point now) {
     std::map<uint64_t, Budget>& sources = event->second;
     for (auto source = sources.begin(); source != sources.end();) {
       Budget& b = source->second;
-      refill(b, per_source_, now);
-      const bool idle = b.left_out == 0 && b.tokens >= per_source_.burst;
+      refill(b.lines, per_source_, now);
+      const bool idle = b.left_out == 0 && b.lines.tokens >= per_source_.burst;
       source = idle ? sources.erase(source) : std::next(source);
     }
     event = event->second.empty() ? budgets_.erase(event) : std::next(event);

@@ -15,23 +15,21 @@
 #include <string>
 #include <string_view>
 
+#include "common/token_bucket.h"
 #include "daemon/logger.h"
 
 namespace sebpf::daemon {
 
 class LogRateLimit {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = TokenBucket::Clock;
 
   struct Rate {
     uint32_t burst = 0;
     double per_second = 0;
   };
 
-  LogRateLimit(Rate per_source, Rate overall)
-      : per_source_(per_source),
-        overall_(overall),
-        all_{static_cast<double>(overall.burst), Clock::time_point(), 0} {}
+  LogRateLimit(Rate per_source, Rate overall) : per_source_(per_source), overall_(overall) {}
 
   // Whether a line for `event` of `source` may be written at `now`: if so,
   // how many lines of that event and source were left out since the last
@@ -48,12 +46,12 @@ class LogRateLimit {
 
  private:
   struct Budget {
-    double tokens = 0;
-    Clock::time_point refilled;
+    TokenBucket lines;  // full when new
     uint64_t left_out = 0;
   };
-  // Refills `b` up to `rate` for the time since it was last refilled.
-  static void refill(Budget& b, Rate rate, Clock::time_point now);
+  static void refill(TokenBucket& b, Rate rate, Clock::time_point now) {
+    b.refill(rate.per_second, rate.burst, now);
+  }
   void forget_idle_locked(Clock::time_point now);
 
   const Rate per_source_;
@@ -61,7 +59,7 @@ class LogRateLimit {
   mutable std::mutex mu_;
   // By event (a few names), then by source.
   std::map<std::string, std::map<uint64_t, Budget>, std::less<>> budgets_;
-  Budget all_;  // the ceiling over every event and source
+  TokenBucket all_;  // the ceiling over every event and source
   Clock::time_point next_forget_;
 };
 

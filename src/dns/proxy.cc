@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/token_bucket.h"
 #include "common/unique_fd.h"
 #include "dns/response.h"
 #include "dns/upstream_budget.h"
@@ -204,9 +205,8 @@ struct Endpoint {
   std::vector<UniqueFd> udp, tcp;
   std::atomic<uint32_t> inflight{0};
   std::atomic<uint32_t> tcp_clients{0};
-  std::mutex bucket_mu;  // the qps token bucket
-  double tokens = 0;
-  Clock::time_point refilled;
+  std::mutex bucket_mu;                  // guards qps
+  TokenBucket qps;                       // ProxyConfig::max_qps, a second of burst
   UpstreamBudget::Share upstream_share;  // its part of ProxyConfig::max_upstream_qps
   // One per loop; shared with the endpoint it moved from (move_endpoint),
   // whose loops may still count into it until they let go of it.
@@ -664,13 +664,8 @@ class DnsProxy::Loop {
   bool take_token(Endpoint& ep) {
     if (config_.max_qps == 0) return true;
     std::lock_guard lock(ep.bucket_mu);
-    const auto now = Clock::now();
-    const double elapsed = std::chrono::duration<double>(now - ep.refilled).count();
-    ep.refilled = now;
-    ep.tokens = std::min<double>(config_.max_qps, ep.tokens + elapsed * config_.max_qps);
-    if (ep.tokens < 1) return false;
-    ep.tokens -= 1;
-    return true;
+    ep.qps.refill(config_.max_qps, config_.max_qps, Clock::now());
+    return ep.qps.take();
   }
 
   // Whether the host's upstream budget lets the endpoint send a query now
@@ -1698,8 +1693,6 @@ Result<std::shared_ptr<Endpoint>> DnsProxy::bind(const EndpointSpec& spec, const
   for (const std::string& why : skipped) {
     backend_.report("dns_endpoint_address_skipped", spec.attachment, why);
   }
-  endpoint->tokens = config_.max_qps;
-  endpoint->refilled = Clock::now();
   return endpoint;
 }
 

@@ -25,20 +25,12 @@ bool UpstreamBudget::take(Share& share, Clock::time_point now) {
   const double part = per_second_ / std::max({asking_now_, asking_before_, 1u});
   const double most = std::max(1.0, part / 2);
   if (fresh) {
-    share.tokens = most;
+    share.part = TokenBucket{.tokens = most, .refilled = now};
   } else {
-    const double elapsed = std::chrono::duration<double>(now - share.refilled).count();
-    share.tokens += std::max(0.0, elapsed) * part;
-    if (share.tokens > most) {
-      pool_ = std::min(per_second_ / 2, pool_ + share.tokens - most);
-      share.tokens = most;
-    }
+    const double unused = share.part.refill(part, most, now);
+    pool_ = std::min(per_second_ / 2, pool_ + unused);
   }
-  share.refilled = std::max(share.refilled, now);
-  if (share.tokens >= 1) {
-    share.tokens -= 1;
-    return true;
-  }
+  if (share.part.take()) return true;
   if (pool_ >= 1) {
     pool_ -= 1;
     return true;

@@ -22,16 +22,17 @@
 #include <cstdint>
 #include <mutex>
 
+#include "common/token_bucket.h"
+
 namespace sebpf::dns {
 
 class UpstreamBudget {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = TokenBucket::Clock;
 
   // One endpoint's part; the endpoint owns it, the budget's lock guards it.
   struct Share {
-    double tokens = 0;
-    Clock::time_point refilled;
+    TokenBucket part;
     int64_t asked_in_second = -1;  // the last second it asked in
   };
 
