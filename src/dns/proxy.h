@@ -111,8 +111,8 @@ struct EndpointSpec {
   int netns_fd = -1;
 };
 
-struct Endpoint;    // an attachment's sockets, limits and counters (proxy.cc)
-struct AcceptGate;  // the loops' spare descriptor (proxy.cc)
+struct Endpoint;    // an attachment's sockets, limits and counters (proxy_endpoint.h)
+struct AcceptGate;  // the loops' spare descriptor (proxy_endpoint.h)
 class UpstreamBudget;
 
 class DnsProxy {
@@ -147,7 +147,7 @@ class DnsProxy {
 
  private:
   DnsProxy(const ProxyConfig& config, ProxyBackend& backend);
-  // An endpoint's sockets (bind_endpoint in proxy.cc, taking over those of
+  // An endpoint's sockets (bind_endpoint, taking over those of
   // `kept`), its addresses skipped reported, its rate limit full.
   Result<std::shared_ptr<Endpoint>> bind(const EndpointSpec& spec, const Endpoint* kept);
 

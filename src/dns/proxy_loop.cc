@@ -1,0 +1,257 @@
+#include "dns/proxy_loop.h"
+
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <optional>
+
+namespace sebpf::dns {
+
+Status DnsProxy::Loop::init() {
+  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) return Error::from_errno(errno, "epoll_create1");
+  wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake_) return Error::from_errno(errno, "eventfd");
+  SEBPF_RETURN_IF_ERROR(watch(wake_.get(), EPOLLIN, {Kind::kWake, 0}));
+  thread_ = std::thread([this] { run(); });
+  // Named, so that top -H, perf and the tests can tell the loops apart.
+  pthread_setname_np(thread_.native_handle(), "sebpf-dns");
+  return ok_status();
+}
+
+DnsProxy::Loop::~Loop() {
+  if (!thread_.joinable()) return;
+  post([this] { stopping_ = true; });
+  thread_.join();
+}
+
+void DnsProxy::Loop::post(std::function<void()> task) {
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks_.push_back(std::move(task));
+  }
+  const uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof one);
+}
+
+void DnsProxy::Loop::open_endpoint(std::shared_ptr<Endpoint> endpoint) {
+  post([this, endpoint = std::move(endpoint)]() mutable {
+    const uint64_t attachment = endpoint->attachment;
+    for (const auto* fds : {&endpoint->udp, &endpoint->tcp}) {
+      const Kind kind = fds == &endpoint->udp ? Kind::kEndpointUdp : Kind::kEndpointTcp;
+      for (const UniqueFd& fd : *fds) {
+        if (auto s = watch(fd.get(), EPOLLIN | EPOLLEXCLUSIVE, {kind, attachment}); !s.ok()) {
+          backend_.report("dns_endpoint_failed", attachment, s.error().message());
+        }
+      }
+    }
+    endpoints_[attachment] = std::move(endpoint);
+  });
+}
+
+void DnsProxy::Loop::close_endpoint(uint64_t attachment) {
+  post([this, attachment] {
+    auto it = endpoints_.find(attachment);
+    if (it == endpoints_.end()) return;
+    for (const auto* fds : {&it->second->udp, &it->second->tcp}) {
+      for (const UniqueFd& fd : *fds) unwatch(fd.get());
+    }
+    // Let go of at the end of this turn (the sockets close when every
+    // loop has): replies queued for its clients meanwhile must not go
+    // out through a reused descriptor number.
+    closing_.push_back(std::move(it->second));
+    endpoints_.erase(it);
+    for (auto c = clients_.begin(); c != clients_.end();) {
+      if (c->second.attachment == attachment) {
+        unwatch(c->second.fd.get());
+        c = clients_.erase(c);
+      } else {
+        ++c;
+      }
+    }
+    for (auto p = pending_.begin(); p != pending_.end();) {
+      if (p->second.attachment == attachment) {
+        leave_upstream(p->second);
+        p = pending_.erase(p);
+      } else {
+        ++p;
+      }
+    }
+  });
+}
+
+Status DnsProxy::Loop::watch(int fd, uint32_t events, Ref ref) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+    return Error::from_errno(errno, "epoll_ctl add");
+  refs_[fd] = ref;
+  return ok_status();
+}
+
+void DnsProxy::Loop::rewatch(int fd, uint32_t events) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.fd = fd;
+  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
+}
+
+void DnsProxy::Loop::unwatch(int fd) {
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  refs_.erase(fd);
+}
+
+void DnsProxy::Loop::run() {
+  std::vector<epoll_event> events(256);
+  while (!stopping_) {
+    const int timeout = next_timeout_ms();
+    int n = timeout == 0 ? 0 : spin_for_answers(events);
+    if (n == 0) {
+      const Clock::time_point asleep = Clock::now();
+      n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), timeout);
+      earn_spin(Clock::now() - asleep);
+    }
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[static_cast<size_t>(i)].data.fd;
+      const auto ref = refs_.find(fd);
+      if (ref == refs_.end()) continue;  // closed by an earlier event of this batch
+      dispatch(fd, ref->second, events[static_cast<size_t>(i)].events);
+    }
+    fire_timers();
+    // Answers and writes make room for held-back TCP clients, whose
+    // queries then go out in this turn's datagrams, whose failures may
+    // answer more.
+    do {
+      learn_and_release();
+      resume_clients();
+      flush_datagrams();
+    } while (!resume_.empty());
+    closing_.clear();
+  }
+}
+
+void DnsProxy::Loop::dispatch(int fd, Ref ref, uint32_t events) {
+  switch (ref.kind) {
+    case Kind::kWake:
+      run_tasks();
+      break;
+    case Kind::kEndpointUdp:
+      read_udp_queries(fd, ref.id);
+      break;
+    case Kind::kEndpointTcp:
+      accept_clients(fd, ref.id);
+      break;
+    case Kind::kTcpClient:
+      client_ready(ref.id, events);
+      break;
+    case Kind::kUpstream:
+      upstream_ready(ref.id, events);
+      break;
+    case Kind::kUpstreamUdp:
+      upstream_udp_ready(ref.id);
+      break;
+  }
+}
+
+void DnsProxy::Loop::run_tasks() {
+  uint64_t value;
+  (void)!::read(wake_.get(), &value, sizeof value);
+  std::deque<std::function<void()>> tasks;
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks.swap(tasks_);
+  }
+  for (auto& task : tasks) task();
+}
+
+void DnsProxy::Loop::earn_spin(Clock::duration slept) {
+  spin_budget_ =
+      std::min(spin_budget_ + slept / kSpinShare, Clock::duration(config_.answer_spin * kSpinBank));
+}
+
+int DnsProxy::Loop::spin_for_answers(std::span<epoll_event> events) {
+  if (waiting_.empty() || waiting_.size() > kSpinMaxWaiting || config_.answer_spin.count() == 0 ||
+      spin_budget_ <= Clock::duration::zero()) {
+    return 0;
+  }
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point answers_due = queries_sent_at_ + config_.answer_spin;
+  const Clock::time_point until = std::min(answers_due, start + spin_budget_);
+  if (start >= until) return 0;
+  if (spins_missed_ >= kSpinMisses && ++spins_skipped_ % kSpinProbe != 0) return 0;
+  int n = 0;
+  Clock::time_point now;
+  do {
+    n = epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), 0);
+    now = Clock::now();
+  } while (n == 0 && now < until);
+  spin_budget_ -= now - start;
+  if (n > 0) {
+    spins_missed_ = 0;
+  } else if (until == answers_due) {  // not cut short by the budget: a slow upstream
+    spins_missed_ = std::min(spins_missed_ + 1, kSpinMisses);
+  }
+  return std::max(n, 0);
+}
+
+int DnsProxy::Loop::next_timeout_ms() {
+  while (!upstream_deadlines_.empty()) {
+    const auto& [when, id] = upstream_deadlines_.front();
+    const auto p = pending_.find(id);
+    if (p != pending_.end() && p->second.deadline == when) break;
+    upstream_deadlines_.pop_front();
+  }
+  while (!client_deadlines_.empty()) {
+    const auto [when, id] = client_deadlines_.top();
+    const auto c = clients_.find(id);
+    if (c != clients_.end() && c->second.idle_deadline == when) break;
+    client_deadlines_.pop();
+    if (c != clients_.end()) client_deadlines_.emplace(c->second.idle_deadline, id);
+  }
+  std::optional<Clock::time_point> first;
+  if (!upstream_deadlines_.empty()) first = upstream_deadlines_.front().first;
+  if (!client_deadlines_.empty() && (!first || client_deadlines_.top().first < *first)) {
+    first = client_deadlines_.top().first;
+  }
+  if (!paused_.empty() && (!first || paused_.front().until < *first)) {
+    first = paused_.front().until;
+  }
+  if (!first) return -1;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*first - Clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
+}
+
+void DnsProxy::Loop::fire_timers() {
+  const auto now = Clock::now();
+  resume_listeners(now);
+  while (!upstream_deadlines_.empty() && upstream_deadlines_.front().first <= now) {
+    const uint64_t id = upstream_deadlines_.front().second;
+    upstream_deadlines_.pop_front();
+    auto p = pending_.find(id);
+    if (p != pending_.end() && p->second.deadline <= now) {
+      backend_.report("dns_upstream_timeout", p->second.attachment,
+                      config_.upstreams[p->second.upstream].to_string());
+      next_upstream(id);
+    }
+  }
+  while (!client_deadlines_.empty() && client_deadlines_.top().first <= now) {
+    const uint64_t id = client_deadlines_.top().second;
+    client_deadlines_.pop();
+    auto c = clients_.find(id);
+    if (c == clients_.end()) continue;
+    if (c->second.idle_deadline <= now && c->second.inflight == 0) {
+      close_client(id);
+      continue;
+    }
+    // Still busy, or waiting for answers: not idle.
+    if (c->second.idle_deadline <= now) c->second.idle_deadline = now + config_.tcp_idle_timeout;
+    client_deadlines_.emplace(c->second.idle_deadline, id);
+  }
+}
+
+}  // namespace sebpf::dns
