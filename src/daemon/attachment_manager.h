@@ -2,6 +2,9 @@
 // records, applies policies, keeps the state file in step, and reconciles
 // the two at start-up so a restart keeps ids, policies and enforcement.
 //
+// Defined over two files: attachment_manager.cc (attachments, policies,
+// targets, state) and attachment_learning.cc (what DNS answers teach).
+//
 // Thread-safe: every public method takes one lock (the datapath is not
 // thread-safe, and each call is short).
 //

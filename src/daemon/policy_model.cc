@@ -30,6 +30,10 @@ void upsert_cidr(Policy& policy, const CidrRule& rule) {
   policy.cidrs.push_back(rule);
 }
 
+bool dns_mode_learns(datapath::Mode dns_mode) {
+  return dns_mode == datapath::Mode::kAllowlist || dns_mode == datapath::Mode::kDenylist;
+}
+
 bool may_refuse_more_names(const Policy& before, const Policy& after) {
   if (after.dns_mode == datapath::Mode::kDisabled) return false;
   if (after.dns_mode != before.dns_mode) return true;

@@ -59,6 +59,10 @@ void upsert_domain(Policy& policy, const DomainRule& rule);
 Status remove_domain(Policy& policy, const std::string& name,
                      std::optional<datapath::Action> action);
 
+// Whether answers teach an attachment in this DNS mode hosts (disabled
+// forwards without learning, block_all refuses).
+bool dns_mode_learns(datapath::Mode dns_mode);
+
 // Whether `after` may refuse a DNS query or answer that `before` let
 // through: the DNS mode changed (to anything but disabled), an allow rule
 // is gone, or a deny rule is new. Adding an allow or removing a deny never
