@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "common/unique_fd.h"
 #include "dns/message.h"
 #include "dns/name_policy.h"
 #include "net/socket_address.h"
@@ -48,10 +47,9 @@ struct Pending {
   size_t upstream = 0;
   size_t attempts_left = 0;
   bool upstream_tcp = false;
-  bool tcp_connected = false;
-  UniqueFd upstream_fd;     // TCP
-  uint64_t udp_socket = 0;  // UDP: serial of the shared socket; 0 = none
-  std::vector<uint8_t> tcp_out, tcp_in;
+  uint64_t udp_socket = 0;     // UDP: serial of the shared socket; 0 = none
+  uint64_t tcp_stream = 0;     // TCP: serial of the stream it waits on; 0 = none
+  uint8_t stream_resends = 0;  // sent again after an upstream closed its stream
   Clock::time_point deadline;
   std::string chain;  // encode_chain of the answer being learned
 };

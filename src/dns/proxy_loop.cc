@@ -149,8 +149,8 @@ void DnsProxy::Loop::dispatch(int fd, Ref ref, uint32_t events) {
     case Kind::kTcpClient:
       client_ready(ref.id, events);
       break;
-    case Kind::kUpstream:
-      upstream_ready(ref.id, events);
+    case Kind::kUpstreamTcp:
+      stream_ready(ref.id, events);
       break;
     case Kind::kUpstreamUdp:
       upstream_udp_ready(ref.id);
@@ -236,7 +236,7 @@ void DnsProxy::Loop::fire_timers() {
     if (p != pending_.end() && p->second.deadline <= now) {
       backend_.report("dns_upstream_timeout", p->second.attachment,
                       config_.upstreams[p->second.upstream].to_string());
-      next_upstream(id);
+      upstream_timed_out(id, now);
     }
   }
   while (!client_deadlines_.empty() && client_deadlines_.top().first <= now) {

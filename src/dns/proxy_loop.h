@@ -1,10 +1,11 @@
 // One of the DNS proxy's event loops: it reads the endpoints' queries,
 // judges them, forwards them upstream, learns what the answers teach and
-// releases them. Its members are defined over four files, one per part of
+// releases them. Its members are defined over five files, one per part of
 // the job: proxy_loop.cc (the loop, its polling, its timers),
 // proxy_loop_queries.cc (clients and their queries),
 // proxy_loop_upstream.cc (datagrams out, the upstreams, the books of
-// queries in flight) and proxy_loop_answers.cc (answers: checked, learned,
+// queries in flight), proxy_loop_streams.cc (TCP streams to the
+// upstreams) and proxy_loop_answers.cc (answers: checked, learned,
 // released).
 #pragma once
 
@@ -22,6 +23,7 @@
 #include <span>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -85,13 +87,29 @@ class DnsProxy::Loop {
   // (docs/benchmarks.md, session 21), and each open port is one more an
   // off-path forger could hit.
   static constexpr uint32_t kQueriesPerSocket = 256;
+  // TCP to an upstream: an endpoint's queries share a connection per loop
+  // (RFC 7766 pipelining, answers matched by id and question), which takes
+  // new queries until kQueriesPerStream wait on it and closes when none
+  // does. A connection per query, as before, let one workload asking over
+  // TCP hold a connection (a descriptor and an ephemeral port) upstream
+  // per query in flight, dns.max_inflight of them: a few such workloads
+  // would take a resolver's TCP slots (Unbound's default: 10 per thread)
+  // or the host's ports to it, from every workload. The cap bounds how
+  // many queries one dropped connection takes with it (BIND's resolver
+  // caps its own at 256 for that reason).
+  static constexpr size_t kQueriesPerStream = 256;
+  // An upstream may close a connection after as many answers as it likes:
+  // the queries still waiting on one that answered some are sent again on
+  // a fresh one, up to kStreamResends times each, before the close costs
+  // them an attempt.
+  static constexpr uint8_t kStreamResends = 4;
 
   enum class Kind : uint8_t {
     kWake,
     kEndpointUdp,
     kEndpointTcp,
     kTcpClient,
-    kUpstream,     // a query's own TCP connection (id: the query)
+    kUpstreamTcp,  // a TCP stream to an upstream (id: the stream's serial)
     kUpstreamUdp,  // a shared UDP socket (id: the socket's serial)
   };
   struct Ref {
@@ -125,6 +143,19 @@ class DnsProxy::Loop {
     uint32_t uses = 0;
     uint32_t waiting = 0;  // queries whose answer may still come on it
     bool retired = false;  // replaced; closed once nothing waits on it
+  };
+
+  struct UpstreamStream {
+    UniqueFd fd;
+    uint64_t attachment = 0;
+    size_t upstream = 0;
+    bool connected = false;
+    bool answered = false;     // an answer came on it
+    bool writing = false;      // watched for EPOLLOUT
+    Clock::time_point heard;   // when it connected, then its last answer
+    std::vector<uint8_t> out;  // queries not written yet, each length-prefixed
+    std::vector<uint8_t> in;   // what has come of the next answers
+    absl::flat_hash_map<uint16_t, uint64_t> waiting;  // upstream id -> query
   };
 
   static uint64_t wait_key(uint64_t socket, uint16_t id) { return socket << 16 | id; }
@@ -311,9 +342,31 @@ class DnsProxy::Loop {
   // not be cut off.
   void reply_to(const Pending& p, std::vector<uint8_t> response);
 
+  // ---- TCP streams to the upstreams (proxy_loop_streams.cc) ----
+
+  // The stream the attachment's queries to upstream `u` go on, opened if
+  // none takes more; 0 when none could be made.
+  uint64_t stream_for(uint64_t attachment, size_t u);
+  // Puts query `id` on the stream, under an id no other query there has.
+  void put_on_stream(uint64_t serial, uint64_t id);
+  // The query stops waiting on its stream, which closes if none is left.
+  void leave_stream(Pending& p);
+  void stream_ready(uint64_t serial, uint32_t events);
+  // Writes what the stream has to write; false if the connection failed.
+  bool write_stream(UpstreamStream& s);
+  void read_stream(uint64_t serial);
+  // Closed with a reset (see the definition), its queries left as they are.
+  void close_stream(uint64_t serial);
+  // The connection failed, the upstream closed it, or it is dead: closed,
+  // and its queries move on (sent again on a fresh stream if
+  // `resend_if_answered` and it answered some, else to their next attempt).
+  void end_stream(uint64_t serial, bool resend_if_answered);
+  // Query `id` waited its whole time for an answer: the next attempt, or
+  // for every query on its stream if nothing came on it for that long.
+  void upstream_timed_out(uint64_t id, Clock::time_point now);
+
   // ---- answers (proxy_loop_answers.cc) ----
 
-  void upstream_ready(uint64_t id, uint32_t events);
   void upstream_udp_ready(uint64_t serial);
 
   // An answer for query `id`? Returns false (and leaves the query waiting)
@@ -394,6 +447,9 @@ class DnsProxy::Loop {
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<uint64_t> active_sockets_;             // per upstream: the serial in use, 0 = none
   absl::flat_hash_map<uint64_t, uint64_t> waiting_;  // wait_key(socket, id) -> query
+  std::unordered_map<uint64_t, UpstreamStream> streams_;  // by serial
+  // (attachment, upstream) -> the stream its new queries go on.
+  absl::flat_hash_map<std::pair<uint64_t, size_t>, uint64_t> filling_;
   absl::flat_hash_map<uint64_t, std::shared_ptr<const NamePolicy>> policies_;  // see name_policy()
   uint64_t policies_generation_ = 0;
   ReceiveBatch recv_batch_;

@@ -9,48 +9,6 @@
 
 namespace sebpf::dns {
 
-void DnsProxy::Loop::upstream_ready(uint64_t id, uint32_t events) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  Pending& p = it->second;
-  const int fd = p.upstream_fd.get();
-  if (!p.tcp_connected) {
-    int error = 0;
-    socklen_t len = sizeof error;
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len);
-    if (error != 0 || (events & (EPOLLERR | EPOLLHUP))) {
-      next_upstream(id);
-      return;
-    }
-    p.tcp_connected = true;
-  }
-  if (!p.tcp_out.empty()) {
-    const ssize_t n = ::send(fd, p.tcp_out.data(), p.tcp_out.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EAGAIN) return;
-    if (n <= 0) {
-      next_upstream(id);
-      return;
-    }
-    p.tcp_out.erase(p.tcp_out.begin(), p.tcp_out.begin() + n);
-    if (p.tcp_out.empty()) rewatch(fd, EPOLLIN);
-    return;
-  }
-  uint8_t buf[16384];
-  const ssize_t n = ::read(fd, buf, sizeof buf);
-  if (n < 0 && errno == EAGAIN) return;
-  if (n <= 0) {
-    next_upstream(id);
-    return;
-  }
-  p.tcp_in.insert(p.tcp_in.end(), buf, buf + n);
-  if (p.tcp_in.size() < 2) return;
-  const size_t length = static_cast<size_t>(p.tcp_in[0] << 8 | p.tcp_in[1]);
-  if (p.tcp_in.size() < 2 + length) return;
-  std::vector<uint8_t> answer(p.tcp_in.begin() + 2,
-                              p.tcp_in.begin() + 2 + static_cast<long>(length));
-  if (!try_answer(id, answer)) next_upstream(id);  // a TCP stream carries one answer
-}
-
 void DnsProxy::Loop::upstream_udp_ready(uint64_t serial) {
   for (int read = 0; read < kReadBurst;) {
     auto sock = upstream_sockets_.find(serial);

@@ -126,19 +126,7 @@ void DnsProxy::Loop::close_if_idle(uint64_t serial) {
 }
 
 void DnsProxy::Loop::leave_upstream(Pending& p) {
-  if (p.upstream_fd) {
-    unwatch(p.upstream_fd.get());
-    // Closed with a reset, not a FIN: the side that closes first keeps a
-    // connection in TIME_WAIT for a minute, and with it its port for that
-    // upstream. At a connection per query, one workload asking over TCP
-    // at its dns.max_qps would take the host's ephemeral ports (28,232
-    // by default: 470 connections a second to one upstream), and every
-    // TCP connection to that resolver, the host's own too, would fail.
-    // The answer (or the attempt) is over: a reset loses nothing.
-    const linger reset{.l_onoff = 1, .l_linger = 0};
-    setsockopt(p.upstream_fd.get(), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
-    p.upstream_fd.reset();
-  }
+  leave_stream(p);
   if (p.udp_socket != 0) {
     waiting_.erase(wait_key(p.udp_socket, p.upstream_id));
     if (auto it = upstream_sockets_.find(p.udp_socket); it != upstream_sockets_.end()) {
@@ -171,21 +159,9 @@ void DnsProxy::Loop::send_upstream(uint64_t id) {
       d.query = id;
     }
   } else {
-    p.upstream_id = random_id();
-    put_id(p.wire, p.upstream_id);
-    // A connection per query: its fresh source port and the id must
-    // both be guessed to forge an answer.
-    UniqueFd fd(::socket(upstream.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    sockaddr_storage ss;
-    const socklen_t len = upstream.to_sockaddr(ss);
-    ok = fd.valid() &&
-         (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0 || errno == EINPROGRESS);
-    p.tcp_connected = false;
-    p.tcp_in.clear();
-    p.tcp_out = {static_cast<uint8_t>(p.wire.size() >> 8), static_cast<uint8_t>(p.wire.size())};
-    p.tcp_out.insert(p.tcp_out.end(), p.wire.begin(), p.wire.end());
-    if (ok) ok = watch(fd.get(), EPOLLOUT, {Kind::kUpstream, id}).ok();
-    if (ok) p.upstream_fd = std::move(fd);
+    const uint64_t stream = stream_for(p.attachment, p.upstream);
+    ok = stream != 0;
+    if (ok) put_on_stream(stream, id);
   }
   if (!ok) {
     backend_.report("dns_upstream_unreachable", 0, upstream.to_string() + ": " + errno_text(errno));

@@ -1744,11 +1744,13 @@ int64_t resident_kib(pid_t pid) {
   return -1;
 }
 
-// Each TCP query goes upstream on a connection of its own. Were the daemon
-// to close them with a FIN, each would hold its port for that upstream a
-// minute in TIME_WAIT: one workload asking over TCP at its dns.max_qps
-// would take the host's ephemeral ports (470 connections a second to one
-// resolver), and every TCP connection to it would fail. None is left.
+// TCP queries that come one at a time each go upstream on a connection of
+// their own (one is closed as soon as no query waits on it). Were the
+// daemon to close them with a FIN, each would hold its port for that
+// upstream a minute in TIME_WAIT: one workload asking over TCP at its
+// dns.max_qps would take the host's ephemeral ports (470 connections a
+// second to one resolver), and every TCP connection to it would fail.
+// None is left.
 TEST_F(DnsE2eTest, TcpQueriesLeaveNoConnectionToTheUpstreamHoldingAPort) {
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));

@@ -9,10 +9,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -31,26 +35,55 @@ using std::chrono::milliseconds;
 constexpr char kLoopback[] = "127.0.0.1";
 constexpr char kAnswerAddress[] = "203.0.113.7";
 
-// Answers every A query with kAnswerAddress, `delay` after it came, until
-// destroyed.
+// The query's header and question turned into a response with one A
+// record (kAnswerAddress) whose name points at the question's; nothing
+// when the question does not parse.
+std::optional<std::vector<uint8_t>> answer_to(std::span<const uint8_t> query) {
+  if (query.size() < 12) return std::nullopt;
+  size_t question_end = 12;
+  while (question_end < query.size() && query[question_end] != 0) {
+    question_end += 1 + query[question_end];
+  }
+  question_end += 5;  // the root label, type and class
+  if (question_end > query.size()) return std::nullopt;
+  std::vector<uint8_t> answer(query.begin(), query.begin() + static_cast<long>(question_end));
+  answer[2] |= 0x80;  // QR
+  answer[3] = 0x80;   // RA, NOERROR
+  answer[7] = 1;      // ANCOUNT
+  answer[11] = 0;     // ARCOUNT (an OPT the query had is not answered)
+  const uint8_t record[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7};
+  answer.insert(answer.end(), std::begin(record), std::end(record));
+  return answer;
+}
+
+// How the upstream serves DNS over TCP. Either way it reads a
+// connection's queries one after another and answers each in turn.
+struct TcpBehaviour {
+  size_t answers_per_connection = 0;     // then it closes the connection; 0: never
+  bool first_connection_silent = false;  // answers nothing on its first connection
+};
+
+// Answers every A query with kAnswerAddress, `delay` after it came, over
+// UDP and TCP on one port, until destroyed.
 class FakeUpstream {
  public:
-  explicit FakeUpstream(milliseconds delay) : delay_(delay) {
-    fd_ = UniqueFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)), 0);
-    socklen_t length = sizeof(sin);
-    EXPECT_EQ(getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&sin), &length), 0);
-    port_ = ntohs(sin.sin_port);
-    timeval timeout{0, 100'000};
-    setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  explicit FakeUpstream(milliseconds delay, TcpBehaviour tcp = {}) : delay_(delay), tcp_(tcp) {
+    // A port free for both: the TCP listener's, taken for UDP too.
+    for (int attempt = 0; attempt < 20 && port_ == 0; ++attempt) {
+      listener_ = bound_socket(SOCK_STREAM, 0);
+      const uint16_t port = port_of(listener_);
+      fd_ = bound_socket(SOCK_DGRAM, port);
+      if (fd_.valid() && listen(listener_.get(), 64) == 0) port_ = port;
+    }
+    EXPECT_NE(port_, 0) << "no loopback port free for both UDP and TCP";
     thread_ = std::thread([this] { serve(); });
+    tcp_thread_ = std::thread([this] { accept_connections(); });
   }
   ~FakeUpstream() {
     stop_ = true;
     thread_.join();
+    tcp_thread_.join();
+    for (std::thread& t : connection_threads_) t.join();
   }
   uint16_t port() const { return port_; }
   // How many queries came from each source port.
@@ -63,8 +96,33 @@ class FakeUpstream {
     std::lock_guard lock(mu_);
     return last_query_;
   }
+  // TCP connections accepted so far.
+  int tcp_connections() const { return tcp_connections_.load(); }
 
  private:
+  // A loopback socket bound to `port` (0: any), whose reads and accepts
+  // give up after 100 ms so that the threads notice they are to stop.
+  static UniqueFd bound_socket(int type, uint16_t port) {
+    UniqueFd fd(socket(AF_INET, type | SOCK_CLOEXEC, 0));
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) != 0) return UniqueFd();
+    set_read_timeout(fd.get());
+    return fd;
+  }
+  static void set_read_timeout(int fd) {
+    timeval timeout{0, 100'000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  }
+  static uint16_t port_of(const UniqueFd& fd) {
+    sockaddr_in sin{};
+    socklen_t length = sizeof(sin);
+    if (getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sin), &length) != 0) return 0;
+    return ntohs(sin.sin_port);
+  }
+
   void serve() {
     while (!stop_) {
       uint8_t buf[65536];
@@ -79,34 +137,63 @@ class FakeUpstream {
         last_query_.assign(buf, buf + n);
       }
       std::this_thread::sleep_for(delay_);
-      // The query's header and question turned into a response with one A
-      // record whose name points at the question's.
-      size_t question_end = 12;
-      while (question_end < static_cast<size_t>(n) && buf[question_end] != 0) {
-        question_end += 1 + buf[question_end];
-      }
-      question_end += 5;  // the root label, type and class
-      if (question_end > static_cast<size_t>(n)) continue;
-      std::vector<uint8_t> answer(buf, buf + question_end);
-      answer[2] |= 0x80;  // QR
-      answer[3] = 0x80;   // RA, NOERROR
-      answer[7] = 1;      // ANCOUNT
-      answer[11] = 0;     // ARCOUNT (an OPT the query had is not answered)
-      const uint8_t record[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 7};
-      answer.insert(answer.end(), std::begin(record), std::end(record));
-      sendto(fd_.get(), answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&peer),
+      const auto answer = answer_to(std::span(buf, static_cast<size_t>(n)));
+      if (!answer) continue;
+      sendto(fd_.get(), answer->data(), answer->size(), 0, reinterpret_cast<sockaddr*>(&peer),
              peer_length);
     }
   }
 
+  void accept_connections() {
+    while (!stop_) {
+      UniqueFd connection(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!connection) continue;
+      const int number = tcp_connections_++;
+      set_read_timeout(connection.get());
+      connection_threads_.emplace_back(
+          [this, number, fd = std::move(connection)] { serve_connection(fd.get(), number); });
+    }
+  }
+
+  void serve_connection(int fd, int number) {
+    std::vector<uint8_t> in;
+    size_t answered = 0;
+    while (!stop_) {
+      uint8_t buf[16384];
+      const ssize_t n = read(fd, buf, sizeof(buf));
+      if (n == 0) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;  // look at stop_
+      if (n < 0) return;
+      in.insert(in.end(), buf, buf + n);
+      while (in.size() >= 2 && in.size() >= 2u + (in[0] << 8 | in[1])) {
+        const size_t length = in[0] << 8 | in[1];
+        const std::vector<uint8_t> query(in.begin() + 2,
+                                         in.begin() + 2 + static_cast<long>(length));
+        in.erase(in.begin(), in.begin() + 2 + static_cast<long>(length));
+        if (number == 0 && tcp_.first_connection_silent) continue;
+        std::this_thread::sleep_for(delay_);
+        auto answer = answer_to(query);
+        if (!answer) continue;
+        const uint8_t prefix[] = {static_cast<uint8_t>(answer->size() >> 8),
+                                  static_cast<uint8_t>(answer->size())};
+        answer->insert(answer->begin(), std::begin(prefix), std::end(prefix));
+        if (send(fd, answer->data(), answer->size(), MSG_NOSIGNAL) < 0) return;
+        if (++answered == tcp_.answers_per_connection) return;  // closed with the thread's fd
+      }
+    }
+  }
+
   const milliseconds delay_;
+  const TcpBehaviour tcp_;
   mutable std::mutex mu_;
   std::map<uint16_t, int> queries_by_port_;
   std::vector<uint8_t> last_query_;
-  UniqueFd fd_;
+  UniqueFd fd_, listener_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::atomic<int> tcp_connections_{0};
+  std::thread thread_, tcp_thread_;
+  std::vector<std::thread> connection_threads_;  // only touched by tcp_thread_, then joined
 };
 
 std::shared_ptr<const NamePolicy> allowlist(std::vector<std::pair<const char*, Action>> rules) {
@@ -172,8 +259,8 @@ class DnsProxyTest : public ::testing::Test {
   // forwarding to it with `backend`, and opens attachment 1's endpoint on
   // a free loopback port.
   void start(RacingBackend& backend, ProxyConfig config = {},
-             milliseconds upstream_delay = milliseconds(0)) {
-    upstream_ = std::make_unique<FakeUpstream>(upstream_delay);
+             milliseconds upstream_delay = milliseconds(0), TcpBehaviour tcp = {}) {
+    upstream_ = std::make_unique<FakeUpstream>(upstream_delay, tcp);
     config.upstreams = {*net::SocketAddress::parse(kLoopback, upstream_->port())};
     auto proxy = DnsProxy::start(config, backend);
     ASSERT_TRUE(proxy.ok()) << proxy.error().message();
@@ -190,6 +277,31 @@ class DnsProxyTest : public ::testing::Test {
   Result<testing::DnsAnswer> ask(const std::string& name) {
     return testing::dns_query(endpoint_, testing::make_query(name, 1, 0x5eb, 0), false,
                               milliseconds(3000));
+  }
+  // Sends `count` queries (names q0... of example.test, ids 0...) over one
+  // TCP connection back to back, and waits for their answers: each must
+  // have its id and kAnswerAddress.
+  void ask_pipelined(uint16_t count) {
+    auto stream = testing::DnsTcpStream::connect(endpoint_);
+    ASSERT_TRUE(stream.ok()) << stream.error().message();
+    for (uint16_t id = 0; id < count; ++id) {
+      const std::string name = "q" + std::to_string(id) + ".example.test";
+      ASSERT_TRUE(stream->send(testing::make_query(name, 1, id, 0)).ok());
+    }
+    std::vector<bool> answered(count);
+    for (uint16_t got = 0; got < count;) {
+      auto answers = stream->pump(milliseconds(5000));
+      ASSERT_TRUE(answers.ok()) << answers.error().message();
+      ASSERT_FALSE(answers->empty()) << "answers after " << got << ": none came";
+      for (const Message& m : *answers) {
+        ASSERT_LT(m.header.id, count);
+        EXPECT_FALSE(answered[m.header.id]) << "two answers to query " << m.header.id;
+        answered[m.header.id] = true;
+        EXPECT_EQ(m.header.rcode, rcode::kNoError) << "query " << m.header.id;
+        EXPECT_EQ(testing::answer_addresses(m), std::vector<std::string>{kAnswerAddress});
+        ++got;
+      }
+    }
   }
   // Asks `count` names one after another; each must be answered.
   void ask_each(uint64_t count) {
@@ -305,6 +417,48 @@ TEST_F(DnsProxyTest, OnlyTheJudgedQuestionReachesTheUpstream) {
   sent[0] = expected[0];  // the id is the proxy's own
   sent[1] = expected[1];
   EXPECT_EQ(sent, expected);
+}
+
+// Over TCP, an endpoint's queries to an upstream share a connection
+// (pipelined, RFC 7766). A connection per query let one workload hold as
+// many connections upstream (descriptors, the host's ports to that
+// resolver, the resolver's TCP slots) as it had queries in flight.
+TEST_F(DnsProxyTest, TcpQueriesShareOneConnectionToTheUpstream) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;  // one loop
+  config.upstream_timeout = milliseconds(5000);
+  // Slow enough that every query is in flight before the first answer.
+  start(backend, config, milliseconds(20));
+  ask_pipelined(30);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(upstream_->tcp_connections(), 1);
+}
+
+// An upstream may close a connection after any answer (a limit of its own
+// on queries per connection, a restart): the queries still waiting on it
+// are asked again on a fresh one, and every one is answered.
+TEST_F(DnsProxyTest, QueriesLeftOnAConnectionTheUpstreamClosedAreAskedAgain) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.upstream_timeout = milliseconds(5000);
+  start(backend, config, milliseconds(20), TcpBehaviour{.answers_per_connection = 3});
+  ask_pipelined(10);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(upstream_->tcp_connections(), 4);
+}
+
+// A connection on which nothing comes back (dropped on the way without a
+// reset, a resolver stuck) is given up as a whole once a query on it has
+// waited its full time: every query on it is asked again on a fresh
+// connection, instead of waiting on the silent one a second time.
+TEST_F(DnsProxyTest, QueriesOnASilentConnectionAreAskedAgainOnAFreshOne) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.upstream_timeout = milliseconds(300);
+  start(backend, config, milliseconds(0), TcpBehaviour{.first_connection_silent = true});
+  ask_pipelined(5);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(upstream_->tcp_connections(), 2);
 }
 
 // A VM's interface readdressed: the endpoint serves its new addresses,
