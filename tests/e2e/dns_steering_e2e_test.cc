@@ -1,0 +1,390 @@
+// Where DNS goes: a cgroup's DNS to any resolver steered to its endpoint (in
+// the host's namespace and a container's own), a guest behind an interface
+// held to its endpoint, which follows the host side's addresses and a
+// bridge's.
+#include "dns_fixture.h"
+
+namespace sebpf::testing {
+namespace {
+
+// Transparent DNS: the workload asks an ordinary resolver (dig, with the
+// address of a host that runs no DNS server at all), the socket hooks send
+// the query to the attachment's endpoint, and the answer appears to come
+// from the resolver that was asked.
+TEST_F(DnsE2eTest, DnsToAnyResolverFromACgroupIsAnsweredByItsEndpoint) {
+  start_with_upstream();
+  attach_cgroup(dns_policy({"allowed.example"}));
+  const auto dig = [&](const std::string& server, const std::string& name,
+                       const std::string& extra) {
+    return in_cgroup([&] {
+      const auto r = run_command({"dig", "+tries=1", "+time=2", extra, "@" + server, name, "A"});
+      std::fprintf(stderr, "%s\n", r.output.c_str());
+      const bool answered = r.output.find("status: NOERROR") != std::string::npos &&
+                            r.output.find("198.51.100.2") != std::string::npos;
+      const bool from_server =
+          r.output.find("SERVER: " + server + "#53(" + server + ")") != std::string::npos;
+      const bool refused = r.output.find("status: NXDOMAIN") != std::string::npos;
+      return answered && from_server ? 0 : refused && from_server ? 1 : 2;
+    });
+  };
+  EXPECT_EQ(dig("203.0.113.2", "allowed.example", "+notcp"), 0) << "UDP, steered";
+  EXPECT_EQ(dig("203.0.113.2", "allowed.example", "+tcp"), 0) << "TCP, steered";
+  EXPECT_EQ(dig("2001:db8::3", "allowed.example", "+notcp"), 0) << "IPv6, steered";
+  EXPECT_EQ(dig("127.0.0.53", "allowed.example", "+notcp"), 0) << "a host-local resolver too";
+  EXPECT_EQ(dig("203.0.113.2", "other.example", "+notcp"), 1) << "and the domain rules apply";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0)
+      << "the steered answer was learned";
+  const std::string log = knot_->stop_and_read_query_log();
+  EXPECT_FALSE(KnotServer::log_has_query(log, "other.example"));
+}
+
+// A container in a network namespace of its own (without IPv6, as runtimes
+// often make them) has its DNS steered to its own loopback, where the
+// daemon made the endpoint's sockets.
+TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
+  start_with_upstream();
+  int ready[2], go[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(go), 0);
+  Child workload([&] {
+    char c = 0;
+    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
+    // As container runtimes often do: no IPv6, so no ::1 for the endpoint.
+    if (run_command({"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"}).exit_code != 0 ||
+        run_command({"sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=1"}).exit_code != 0 ||
+        run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) {
+      return 81;
+    }
+    if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) return 82;
+    auto answer = dns_query(*net::SocketAddress::parse("203.0.113.2:53", 53),
+                            make_query("allowed.example", kTypeA));
+    if (!answer.ok()) {
+      std::fprintf(stderr, "query: %s\n", answer.error().message().c_str());
+      return 83;
+    }
+    if (answer_addresses(answer->message) != std::vector<std::string>{"198.51.100.2"}) return 84;
+    // No route leaves this namespace: a destination the hooks allow fails
+    // with ENETUNREACH, one they refuse with EPERM.
+    if (udp_connect("198.51.100.2", kEchoPort) != ENETUNREACH) return 85;
+    if (udp_connect("198.51.100.3", kEchoPort) != EPERM) return 86;
+    return 0;
+  });
+  // The parent's copies of the child's ends go, so that a workload that
+  // ends early is read as end of file, not waited for forever.
+  close(ready[1]);
+  close(go[0]);
+  char c = 0;
+  ASSERT_EQ(read(ready[0], &c, 1), 1)
+      << "the workload ended with " << workload.wait(std::chrono::seconds(1));
+  v1::AttachRequest req;
+  req.set_pid(workload.pid());
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  const grpc::Status attached = attach(req, &att);
+  ASSERT_TRUE(attached.ok()) << attached.error_message();
+  ASSERT_EQ(write(go[1], &c, 1), 1);
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+  for (int fd : {ready[0], go[1]}) close(fd);
+  EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
+}
+
+// An unconnected UDP socket sees the answer's source as the resolver it
+// sent to (recvfrom), and a TCP socket's peer is that resolver
+// (getpeername), although both talked to the endpoint.
+TEST_F(DnsE2eTest, SteeredSocketsSeeTheResolverTheyAsked) {
+  start_with_upstream();
+  attach_cgroup(dns_policy({"allowed.example"}));
+  EXPECT_EQ(
+      in_cgroup([] {
+        const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(53);
+        inet_pton(AF_INET, "198.51.100.3", &to.sin_addr);
+        const auto q = make_query("allowed.example", kTypeA);
+        if (sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
+          return 10;
+        timeval tv{2, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        uint8_t buf[512];
+        sockaddr_in from{};
+        socklen_t len = sizeof from;
+        if (recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len) < 0)
+          return 11;
+        return from.sin_addr.s_addr == to.sin_addr.s_addr && from.sin_port == htons(53) ? 0 : 12;
+      }),
+      0);
+  EXPECT_EQ(in_cgroup([] {
+              const int fd = socket(AF_INET6, SOCK_STREAM, 0);
+              sockaddr_in6 to{};
+              to.sin6_family = AF_INET6;
+              to.sin6_port = htons(53);
+              inet_pton(AF_INET6, "2001:db8::3", &to.sin6_addr);
+              if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) return 20;
+              sockaddr_in6 peer{};
+              socklen_t len = sizeof peer;
+              if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return 21;
+              return memcmp(&peer.sin6_addr, &to.sin6_addr, 16) == 0 && peer.sin6_port == htons(53)
+                         ? 0
+                         : 22;
+            }),
+            0);
+}
+
+// A VM (interface attachment) cannot ask another resolver: DNS has to go
+// through its endpoint (on the host side's address) unless a rule
+// explicitly allows that resolver.
+TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
+  start_with_upstream();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = make_policy(v1::MODE_DENYLIST, {});
+  req.mutable_policy()->set_dns_mode(v1::MODE_DENYLIST);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_EQ(att.dns().ipv4(), "198.51.100.1") << "the host side's address";
+
+  // Stands in for a resolver elsewhere: a UDP socket on port 53 of the
+  // host side's other address.
+  const int resolver = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(53);
+  inet_pton(AF_INET, "203.0.113.1", &at.sin_addr);
+  ASSERT_EQ(bind(resolver, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  const auto guest_asks_resolver = [&] {
+    EXPECT_EQ(topo_->run_in_peer([] {
+      const int fd = socket(AF_INET, SOCK_DGRAM, 0);
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(53);
+      inet_pton(AF_INET, "203.0.113.1", &to.sin_addr);
+      const auto q = make_query("allowed.example", kTypeA);
+      return sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0;
+    }),
+              0);
+    pollfd p{resolver, POLLIN, 0};
+    const bool arrived = poll(&p, 1, 500) == 1;
+    uint8_t drain[512];
+    if (arrived) (void)!recv(resolver, drain, sizeof drain, 0);
+    return arrived;
+  };
+  EXPECT_FALSE(guest_asks_resolver()) << "denylist or not, DNS elsewhere is dropped";
+  EXPECT_EQ(topo_->run_in_peer(
+                [&] { return resolve_and_connect(endpoint_of(att), "allowed.example", kTypeA); }),
+            0)
+      << "the endpoint answers the guest (198.51.100.2 is the guest's own address)";
+  const net::SocketAddress port53(*net::IpAddress::parse("198.51.100.1"), 53);
+  EXPECT_EQ(
+      topo_->run_in_peer([&] { return resolve_and_connect(port53, "allowed.example", kTypeA); }), 0)
+      << "and on port 53 of that address, as a stub resolver asks";
+
+  ASSERT_TRUE(add_cidr(att.id(), "203.0.113.1/32", v1::ACTION_ALLOW).ok());
+  EXPECT_TRUE(guest_asks_resolver()) << "an explicit allow opens that resolver";
+  close(resolver);
+}
+
+// An orchestrator may attach a VM's tap before it addresses it, or
+// readdress (or rename) it later, with the daemon running or not: the
+// endpoint, and the one resolver the guest may ask, follow the addresses of
+// the host side.
+TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
+  start_with_upstream();
+  std::string dev = topo_->host_if();
+  for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
+    must_run({"ip", "addr", "del", cidr, "dev", dev});
+  }
+  v1::AttachRequest req;
+  req.set_interface_name(dev);
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  EXPECT_EQ(att.dns().ipv4(), "");
+  EXPECT_EQ(att.dns().ipv6(), "");
+  const auto endpoint_becomes = [&](const std::string& ipv4, const std::string& ipv6,
+                                    milliseconds within) {
+    return endpoint_moves_to(att, ipv4, ipv6, within);
+  };
+  const auto guest_resolves = [&](const std::string& endpoint_address, uint16_t type) {
+    const net::SocketAddress endpoint(*net::IpAddress::parse(endpoint_address),
+                                      static_cast<uint16_t>(att.dns().port()));
+    return topo_->run_in_peer(
+        [&] { return resolve_and_connect(endpoint, "allowed.example", type); });
+  };
+
+  must_run({"ip", "addr", "add", "198.51.100.1/24", "dev", dev});
+  ASSERT_TRUE(endpoint_becomes("198.51.100.1", "", milliseconds(2000))) << daemon_->log();
+  EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "served once the host side has one";
+  EXPECT_NE(daemon_->log().find("dns_endpoint_moved"), std::string::npos);
+
+  // Renamed, it is still the
+  // interface attached: its addresses are found, and its endpoint bound,
+  // by index.
+  const std::string original = dev;
+  dev += "r";
+  rename_link(original, dev);
+
+  // Until duplicate address detection is done, binding to an IPv6 address
+  // fails: it is taken when the kernel announces it usable.
+  must_run({"ip", "addr", "add", "2001:db8::1/64", "dev", dev});
+  ASSERT_TRUE(endpoint_becomes("198.51.100.1", "2001:db8::1", milliseconds(5000)))
+      << daemon_->log();
+  EXPECT_EQ(guest_resolves("2001:db8::1", kTypeAaaa), 0) << "over IPv6 too";
+
+  must_run({"ip", "addr", "add", "203.0.113.1/24", "dev", dev});
+  must_run({"ip", "addr", "del", "198.51.100.1/24", "dev", dev});
+  ASSERT_TRUE(endpoint_becomes("203.0.113.1", "2001:db8::1", milliseconds(2000))) << daemon_->log();
+  EXPECT_EQ(guest_resolves("203.0.113.1", kTypeA), 0) << "readdressed";
+
+  daemon_->kill9();
+  must_run({"ip", "addr", "add", "198.51.100.1/24", "dev", dev});
+  must_run({"ip", "addr", "del", "203.0.113.1/24", "dev", dev});
+  start_with_upstream();
+  ASSERT_TRUE(endpoint_becomes("198.51.100.1", "2001:db8::1", milliseconds(0))) << daemon_->log();
+  EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "readdressed while the daemon was down";
+  for (const char* event : {"dns_endpoint_failed", "dns_endpoint_address_skipped"}) {
+    EXPECT_EQ(daemon_->log().find(event), std::string::npos)
+        << "found at start, before the endpoint is opened on an address gone: " << daemon_->log();
+  }
+  // Its own name again, for the topology's cleanup.
+  run_command({"ip", "link", "set", "dev", dev, "down"});
+  run_command({"ip", "link", "set", "dev", dev, "name", original});
+}
+
+// A VM's tap is often a port of a bridge (libvirt's default network): the
+// host's address is the bridge's, shared by the guests on it. Each guest's
+// endpoint is served there, on a port of its own, taking only what comes
+// through the bridge: a guest cannot use another's port (it would be under
+// that guest's domain rules), and a host routed from elsewhere is not
+// served. A tap enslaved or released after the attach is followed.
+TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
+  topo_->start_host_server();
+  start_with_upstream();
+  const std::string& tag = topo_->tag();
+  const std::string a_if = topo_->host_if();
+  for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
+    must_run({"ip", "addr", "del", cidr, "dev", a_if});
+  }
+  Bridge bridge("sbr" + tag);
+  add_address("", bridge.name(), "198.51.100.1/24");
+  add_address("", bridge.name(), "2001:db8::1/64");
+  // Guest B, a port of the bridge from the start.
+  NetNs b_ns("sebpf-gb-" + tag);
+  VethPair b_veth("sb" + tag, "sbp" + tag, b_ns);
+  add_address(b_ns.name(), b_veth.peer(), "198.51.100.4/24");
+  bridge.add_port(b_veth.host());
+  // Host C, routed to the bridge's address from an interface of its own.
+  NetNs c_ns("sebpf-gc-" + tag);
+  VethPair c_veth("sc" + tag, "scp" + tag, c_ns);
+  add_address("", c_veth.host(), "2001:db8:c::1/64");
+  add_address(c_ns.name(), c_veth.peer(), "2001:db8:c::2/64");
+  must_run({"ip", "-n", c_ns.name(), "-6", "route", "add", "default", "via", "2001:db8:c::1"});
+  // Guest D, a port of the bridge that is not attached: no program of ours
+  // sees what it sends.
+  NetNs d_ns("sebpf-gd-" + tag);
+  VethPair d_veth("sd" + tag, "sdp" + tag, d_ns);
+  add_address(d_ns.name(), d_veth.peer(), "198.51.100.5/24");
+  bridge.add_port(d_veth.host());
+
+  // Denylists: the bridge's address is open to the guests, but not the
+  // ports of other guests' endpoints there.
+  v1::AttachRequest req;
+  req.set_interface_name(b_veth.host());
+  *req.mutable_policy() = dns_policy({"other.example"});
+  req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
+  v1::Attachment b;
+  ASSERT_TRUE(attach(req, &b).ok());
+  EXPECT_EQ(b.dns().ipv4(), "198.51.100.1") << "the bridge's";
+  EXPECT_EQ(b.dns().ipv6(), "2001:db8::1");
+  // Guest A's interface is attached before it joins the bridge, holding
+  // the bridge's IPv4 address itself (a /32: no route): joining changes
+  // the device the endpoint's sockets must take queries from, not that
+  // address.
+  add_address("", a_if, "198.51.100.1/32");
+  req.set_interface_name(a_if);
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
+  v1::Attachment a;
+  ASSERT_TRUE(attach(req, &a).ok());
+  EXPECT_EQ(a.dns().ipv4(), "198.51.100.1");
+  EXPECT_EQ(a.dns().ipv6(), "");
+  bridge.add_port(a_if);
+  ASSERT_TRUE(endpoint_moves_to(a, "198.51.100.1", "2001:db8::1", milliseconds(2000)))
+      << daemon_->log();
+  ASSERT_NE(a.dns().port(), b.dns().port());
+
+  // The rcode of an answer, or kNoAnswer within a second.
+  const auto asks = [](const net::SocketAddress& endpoint, const std::string& name,
+                       bool tcp = false) {
+    auto answer = dns_query(endpoint, make_query(name, kTypeA), tcp, milliseconds(1000));
+    return answer.ok() ? kRcodeBase + answer->message.header.rcode : kNoAnswer;
+  };
+  const auto in_b = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return b_ns.enter() ? fn() : 81; });
+  };
+  const auto in_c = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return c_ns.enter() ? fn() : 81; });
+  };
+  const auto in_d = [&](const std::function<int()>& fn) {
+    return run_in_child([&] { return d_ns.enter() ? fn() : 81; });
+  };
+  const auto guest_a_resolves = [&] {
+    return topo_->run_in_peer(
+        [&] { return resolve_and_connect(endpoint_of(a), "allowed.example", kTypeA); });
+  };
+  EXPECT_EQ(guest_a_resolves(), 0);
+  EXPECT_EQ(in_b([&] { return asks(endpoint_of(b), "other.example"); }), kRcodeBase);
+  EXPECT_EQ(topo_->run_in_peer([&] { return asks(endpoint_of(b), "other.example"); }), kNoAnswer)
+      << "guest A asked B's port";
+  EXPECT_EQ(in_b([&] { return asks(endpoint_of(a), "allowed.example"); }), kNoAnswer)
+      << "guest B asked A's port";
+  // Port 53 of the bridge's address, as a stub resolver asks: each guest
+  // reaches its own endpoint there, so its own rules answer.
+  const net::SocketAddress bridge53(*net::IpAddress::parse("198.51.100.1"), 53);
+  const net::SocketAddress bridge53_v6(*net::IpAddress::parse("2001:db8::1"), 53);
+  for (const bool tcp : {false, true}) {
+    EXPECT_EQ(topo_->run_in_peer(
+                  [&] { return resolve_and_connect(bridge53, "allowed.example", kTypeA, tcp); }),
+              0)
+        << "guest A on port 53, TCP " << tcp;
+    EXPECT_EQ(topo_->run_in_peer([&] {
+      return resolve_and_connect(bridge53_v6, "allowed.example", kTypeAaaa, tcp);
+    }),
+              0)
+        << "guest A on port 53 over IPv6, TCP " << tcp;
+  }
+  EXPECT_EQ(in_b([&] { return asks(bridge53, "other.example"); }), kRcodeBase);
+  EXPECT_EQ(in_b([&] { return asks(bridge53, "allowed.example"); }),
+            kRcodeBase + dns::rcode::kNxDomain)
+      << "guest B's rules answer guest B";
+  ASSERT_EQ(in_c([] { return tcp_echo("2001:db8::1", kEchoPort); }), 0) << "C reaches the host";
+  const net::SocketAddress b_on_ipv6(*net::IpAddress::parse("2001:db8::1"),
+                                     static_cast<uint16_t>(b.dns().port()));
+  EXPECT_EQ(in_c([&] { return asks(b_on_ipv6, "other.example"); }), kNoAnswer)
+      << "a host routed to the bridge's address was served";
+  // Guest D reaches the host, but no endpoint answers it: an attached
+  // guest's endpoint (its rate limit, what it learns) is its own.
+  ASSERT_EQ(in_d([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0) << "D reaches the host";
+  for (const bool tcp : {false, true}) {
+    EXPECT_EQ(in_d([&] { return asks(endpoint_of(b), "other.example", tcp); }), kNoAnswer)
+        << "a guest that is not attached used B's endpoint, TCP " << tcp;
+  }
+
+  daemon_->kill9();
+  start_with_upstream();
+  EXPECT_EQ(guest_a_resolves(), 0) << "after a restart";
+  EXPECT_EQ(in_b([&] { return asks(endpoint_of(a), "allowed.example"); }), kNoAnswer);
+  EXPECT_EQ(daemon_->log().find("dns_endpoint_failed"), std::string::npos) << daemon_->log();
+
+  must_run({"ip", "link", "set", "dev", a_if, "nomaster"});
+  EXPECT_TRUE(endpoint_moves_to(a, "198.51.100.1", "", milliseconds(2000)))
+      << "released, on the tap's own address: " << daemon_->log();
+  must_run({"ip", "addr", "del", "198.51.100.1/32", "dev", a_if});
+  EXPECT_TRUE(endpoint_moves_to(a, "", "", milliseconds(2000)))
+      << "the tap has no address: " << daemon_->log();
+  EXPECT_NE(daemon_->log().find(R"("device":")" + a_if + "\""), std::string::npos)
+      << "the warning names the device without an address: " << daemon_->log();
+}
+
+}  // namespace
+}  // namespace sebpf::testing
