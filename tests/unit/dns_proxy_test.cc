@@ -96,8 +96,9 @@ class FakeUpstream {
     std::lock_guard lock(mu_);
     return last_query_;
   }
-  // TCP connections accepted so far.
+  // TCP connections accepted so far, and of those still open.
   int tcp_connections() const { return tcp_connections_.load(); }
+  int open_tcp_connections() const { return open_tcp_connections_.load(); }
 
  private:
   // A loopback socket bound to `port` (0: any), whose reads and accepts
@@ -149,9 +150,13 @@ class FakeUpstream {
       UniqueFd connection(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (!connection) continue;
       const int number = tcp_connections_++;
+      open_tcp_connections_++;
       set_read_timeout(connection.get());
-      connection_threads_.emplace_back(
-          [this, number, fd = std::move(connection)] { serve_connection(fd.get(), number); });
+      connection_threads_.emplace_back([this, number, fd = std::move(connection)]() mutable {
+        serve_connection(fd.get(), number);
+        fd.reset();
+        open_tcp_connections_--;
+      });
     }
   }
 
@@ -192,6 +197,7 @@ class FakeUpstream {
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> tcp_connections_{0};
+  std::atomic<int> open_tcp_connections_{0};
   std::thread thread_, tcp_thread_;
   std::vector<std::thread> connection_threads_;  // only touched by tcp_thread_, then joined
 };
@@ -432,6 +438,12 @@ TEST_F(DnsProxyTest, TcpQueriesShareOneConnectionToTheUpstream) {
   ask_pipelined(30);
   if (HasFatalFailure()) return;
   EXPECT_EQ(upstream_->tcp_connections(), 1);
+  // Closed once no query waits on it: an idle connection would hold a
+  // descriptor, a port and one of the resolver's slots for nothing.
+  for (int i = 0; i < 100 && upstream_->open_tcp_connections() > 0; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(upstream_->open_tcp_connections(), 0) << "a connection stayed open with nothing to ask";
 }
 
 // An upstream may close a connection after any answer (a limit of its own
