@@ -313,6 +313,9 @@ class DnsProxy::Loop {
   void leave_upstream(Pending& p);
   void send_upstream(uint64_t id);
   void next_upstream(uint64_t id);
+  // Sends query `id` upstream once more (a retry, or again after its
+  // stream closed) if the host's upstream budget lets it; SERVFAIL if not.
+  void send_again(uint64_t id);
 
   // Gives up on forwarded query `id`: its client gets SERVFAIL.
   void servfail(uint64_t id);

@@ -176,7 +176,7 @@ void DnsProxy::Loop::end_stream(uint64_t serial, bool resend_if_answered) {
     if (p == pending_.end()) continue;  // answered SERVFAIL by an earlier one's failure
     if (resend && p->second.stream_resends < kStreamResends) {
       ++p->second.stream_resends;
-      send_upstream(query);
+      send_again(query);
     } else {
       next_upstream(query);
     }

@@ -182,7 +182,11 @@ void DnsProxy::Loop::next_upstream(uint64_t id) {
     return;
   }
   p.upstream = (p.upstream + 1) % config_.upstreams.size();
-  if (auto ep = endpoints_.find(p.attachment);
+  send_again(id);
+}
+
+void DnsProxy::Loop::send_again(uint64_t id) {
+  if (auto ep = endpoints_.find(pending_.at(id).attachment);
       ep != endpoints_.end() && !within_upstream_budget(*ep->second)) {
     count(*ep->second, Count::kRateLimited);
     servfail(id);

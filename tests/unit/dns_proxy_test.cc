@@ -99,6 +99,8 @@ class FakeUpstream {
   // TCP connections accepted so far, and of those still open.
   int tcp_connections() const { return tcp_connections_.load(); }
   int open_tcp_connections() const { return open_tcp_connections_.load(); }
+  // Queries that came over TCP.
+  int tcp_queries() const { return tcp_queries_.load(); }
 
  private:
   // A loopback socket bound to `port` (0: any), whose reads and accepts
@@ -175,6 +177,7 @@ class FakeUpstream {
         const std::vector<uint8_t> query(in.begin() + 2,
                                          in.begin() + 2 + static_cast<long>(length));
         in.erase(in.begin(), in.begin() + 2 + static_cast<long>(length));
+        tcp_queries_++;
         if (number == 0 && tcp_.first_connection_silent) continue;
         std::this_thread::sleep_for(delay_);
         auto answer = answer_to(query);
@@ -183,8 +186,25 @@ class FakeUpstream {
                                   static_cast<uint8_t>(answer->size())};
         answer->insert(answer->begin(), std::begin(prefix), std::end(prefix));
         if (send(fd, answer->data(), answer->size(), MSG_NOSIGNAL) < 0) return;
-        if (++answered == tcp_.answers_per_connection) return;  // closed with the thread's fd
+        if (++answered == tcp_.answers_per_connection) {
+          count_unread_queries(fd, in);
+          return;  // closed with the thread's fd
+        }
       }
+    }
+  }
+
+  // Counts the complete queries that came on the connection but were not
+  // served (all of `in`, and what is waiting in the socket): they reached
+  // the upstream all the same.
+  void count_unread_queries(int fd, std::vector<uint8_t>& in) {
+    uint8_t buf[16384];
+    for (ssize_t n; (n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0;) {
+      in.insert(in.end(), buf, buf + n);
+    }
+    for (size_t at = 0; in.size() - at >= 2 && in.size() - at >= 2u + (in[at] << 8 | in[at + 1]);
+         at += 2u + (in[at] << 8 | in[at + 1])) {
+      tcp_queries_++;
     }
   }
 
@@ -198,6 +218,7 @@ class FakeUpstream {
   std::atomic<bool> stop_{false};
   std::atomic<int> tcp_connections_{0};
   std::atomic<int> open_tcp_connections_{0};
+  std::atomic<int> tcp_queries_{0};
   std::thread thread_, tcp_thread_;
   std::vector<std::thread> connection_threads_;  // only touched by tcp_thread_, then joined
 };
@@ -457,6 +478,39 @@ TEST_F(DnsProxyTest, QueriesLeftOnAConnectionTheUpstreamClosedAreAskedAgain) {
   ask_pipelined(10);
   if (HasFatalFailure()) return;
   EXPECT_EQ(upstream_->tcp_connections(), 4);
+}
+
+// Sending a query again after its connection closed is a query to the
+// upstream like any other: it draws on the host's upstream budget. Here
+// an upstream closes every connection after one answer, so each query
+// left waiting is sent again; the budget (20 a second, half a second of it
+// at once) holds the upstream to what it allows, the rest are SERVFAIL.
+TEST_F(DnsProxyTest, QueriesSentAgainDrawOnTheUpstreamBudget) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.upstream_timeout = milliseconds(5000);
+  config.max_upstream_qps = 20;
+  start(backend, config, milliseconds(20), TcpBehaviour{.answers_per_connection = 1});
+  auto stream = testing::DnsTcpStream::connect(endpoint_);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  constexpr uint16_t kQueries = 10;  // what the budget lets through at once
+  for (uint16_t id = 0; id < kQueries; ++id) {
+    const std::string name = "q" + std::to_string(id) + ".example.test";
+    ASSERT_TRUE(stream->send(testing::make_query(name, 1, id, 0)).ok());
+  }
+  int answered = 0, servfail = 0;
+  while (answered < kQueries) {
+    auto answers = stream->pump(milliseconds(5000));
+    ASSERT_TRUE(answers.ok()) << answers.error().message();
+    ASSERT_FALSE(answers->empty()) << "answers after " << answered << ": none came";
+    for (const Message& m : *answers) servfail += m.header.rcode == rcode::kServFail;
+    answered += static_cast<int>(answers->size());
+  }
+  // Free, the queries sent again would come to 30 more (each sent again
+  // up to 4 times); within the budget, the first 10 and what it earns
+  // back meanwhile (20 a second: the rounds here take about 0.1 s).
+  EXPECT_LE(upstream_->tcp_queries(), 25);
+  EXPECT_GT(servfail, 0);
 }
 
 // A connection on which nothing comes back (dropped on the way without a
