@@ -59,8 +59,8 @@ void upsert_domain(Policy& policy, const DomainRule& rule);
 Status remove_domain(Policy& policy, const std::string& name,
                      std::optional<datapath::Action> action);
 
-// Whether answers teach an attachment in this DNS mode hosts (disabled
-// forwards without learning, block_all refuses).
+// Whether DNS answers teach hosts to an attachment in this DNS mode
+// (disabled forwards without learning, block_all refuses).
 bool dns_mode_learns(datapath::Mode dns_mode);
 
 // Whether `after` may refuse a DNS query or answer that `before` let
