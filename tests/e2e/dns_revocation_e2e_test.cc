@@ -51,11 +51,9 @@ TEST_F(DnsE2eTest, ADenyEndsTheConnectionsOpenToTheAddressesItTakesBack) {
   start_with_upstream();
   const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
   const auto endpoint = endpoint_of(att);
-  int ready[2], go[2];
-  ASSERT_EQ(pipe(ready), 0);
-  ASSERT_EQ(pipe(go), 0);
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
   Child workload([&] {
-    char c = 0;
     if (!cgroup_->add_self()) return 80;
     // allowed.example is 198.51.100.2 and 2001:db8::2, other.example
     // 198.51.100.3.
@@ -77,26 +75,21 @@ TEST_F(DnsE2eTest, ADenyEndsTheConnectionsOpenToTheAddressesItTakesBack) {
         udp_to_allowed.connect("198.51.100.3", kEchoPort) != 0 || udp_to_allowed.echo() != 0) {
       return 88;
     }
-    if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) return 84;
+    if (!meet.ready_then_wait()) return 84;
     if (to_allowed.echo() != 0 || udp_to_allowed.echo() != 0) return 85;
     if (to_denied.echo() == 0) return 86;
     if (to_denied6.echo() == 0) return 87;
     if (udp_to_denied.echo() == 0 || unconnected_to_denied.echo() == 0) return 89;
     return 0;
   });
-  // The parent's copies of the child's ends go, so that a workload that
-  // ends early is read as end of file, not waited for forever.
-  close(ready[1]);
-  close(go[0]);
-  char c = 0;
-  ASSERT_EQ(read(ready[0], &c, 1), 1)
-      << "the workload ended with " << workload.wait(std::chrono::seconds(1));
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
+                                 << workload.wait(std::chrono::seconds(1));
   ASSERT_TRUE(replace_policy(att.id(), dns_policy({"other.example"}, {"allowed.example"})).ok());
-  ASSERT_EQ(write(go[1], &c, 1), 1);
+  ASSERT_TRUE(meet.go());
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0)
       << "85: the connection or UDP flow to a name still allowed broke; 86, 87: a connection "
          "to the denied name's addresses went on; 89: a UDP flow to it did";
-  for (int fd : {ready[0], go[1]}) close(fd);
   EXPECT_NE(daemon_->log().find("\"connections_ended\":\"6\""), std::string::npos)
       << "resolve_and_connect's and the test's TCP connection to each address, and the two UDP "
          "flows: "

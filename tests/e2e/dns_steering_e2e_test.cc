@@ -43,11 +43,9 @@ TEST_F(DnsE2eTest, DnsToAnyResolverFromACgroupIsAnsweredByItsEndpoint) {
 // daemon made the endpoint's sockets.
 TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
   start_with_upstream();
-  int ready[2], go[2];
-  ASSERT_EQ(pipe(ready), 0);
-  ASSERT_EQ(pipe(go), 0);
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
   Child workload([&] {
-    char c = 0;
     if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
     // As container runtimes often do: no IPv6, so no ::1 for the endpoint.
     if (run_command({"sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"}).exit_code != 0 ||
@@ -55,7 +53,7 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
         run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) {
       return 81;
     }
-    if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) return 82;
+    if (!meet.ready_then_wait()) return 82;
     auto answer = dns_query(*net::SocketAddress::parse("203.0.113.2:53", 53),
                             make_query("allowed.example", kTypeA));
     if (!answer.ok()) {
@@ -69,22 +67,17 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
     if (udp_connect("198.51.100.3", kEchoPort) != EPERM) return 86;
     return 0;
   });
-  // The parent's copies of the child's ends go, so that a workload that
-  // ends early is read as end of file, not waited for forever.
-  close(ready[1]);
-  close(go[0]);
-  char c = 0;
-  ASSERT_EQ(read(ready[0], &c, 1), 1)
-      << "the workload ended with " << workload.wait(std::chrono::seconds(1));
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
+                                 << workload.wait(std::chrono::seconds(1));
   v1::AttachRequest req;
   req.set_pid(workload.pid());
   *req.mutable_policy() = dns_policy({"allowed.example"});
   v1::Attachment att;
   const grpc::Status attached = attach(req, &att);
   ASSERT_TRUE(attached.ok()) << attached.error_message();
-  ASSERT_EQ(write(go[1], &c, 1), 1);
+  ASSERT_TRUE(meet.go());
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
-  for (int fd : {ready[0], go[1]}) close(fd);
   EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
 }
 

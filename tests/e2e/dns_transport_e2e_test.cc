@@ -168,6 +168,34 @@ constexpr const char* kSanitizersNeedDescriptors =
     "the sanitizers' runtime needs descriptors of its own: out of them, UBSan's vptr check "
     "cannot read the process's memory map and aborts the daemon";
 
+// The daemon's soft RLIMIT_NOFILE lowered for a while: the one it had comes
+// back with restore() or at the end of the scope, a failed assertion
+// included (a daemon left short of descriptors would fail the tests after).
+class LoweredOpenFilesLimit {
+ public:
+  LoweredOpenFilesLimit(pid_t pid, rlim_t soft) : pid_(pid) {
+    lowered_ = prlimit(pid, RLIMIT_NOFILE, nullptr, &original_) == 0;
+    const rlimit lower{soft, original_.rlim_max};  // the soft limit is what counts
+    lowered_ = lowered_ && prlimit(pid, RLIMIT_NOFILE, &lower, nullptr) == 0;
+  }
+  ~LoweredOpenFilesLimit() { restore(); }
+  LoweredOpenFilesLimit(const LoweredOpenFilesLimit&) = delete;
+  LoweredOpenFilesLimit& operator=(const LoweredOpenFilesLimit&) = delete;
+
+  bool lowered() const { return lowered_; }
+  void restore() {
+    if (lowered_) {
+      EXPECT_EQ(prlimit(pid_, RLIMIT_NOFILE, &original_, nullptr), 0);
+    }
+    lowered_ = false;
+  }
+
+ private:
+  const pid_t pid_;
+  rlimit original_{};
+  bool lowered_ = false;
+};
+
 // The CPU the DNS loops use in a second, once what is waiting has had
 // 300 ms to settle: a loop spinning on a ready socket uses all of it.
 uint64_t dns_loop_cpu_ticks_in_a_second(pid_t daemon) {
@@ -185,12 +213,10 @@ TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
   const pid_t pid = daemon_->pid();
-  rlimit original{};
-  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, nullptr, &original), 0);
   const auto open_now = static_cast<rlim_t>(std::distance(
       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"), {}));
-  const rlimit tight{open_now + 4, original.rlim_max};  // the soft limit is what counts
-  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &tight, nullptr), 0);
+  LoweredOpenFilesLimit tight(pid, open_now + 4);
+  ASSERT_TRUE(tight.lowered());
   std::vector<UniqueFd> clients;
   for (int i = 0; i < 20; ++i) {
     UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -200,7 +226,7 @@ TEST_F(DnsE2eTest, OutOfDescriptorsTcpClientsAreShedWithoutSpinning) {
     clients.push_back(std::move(fd));
   }
   const uint64_t used = dns_loop_cpu_ticks_in_a_second(pid);
-  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &original, nullptr), 0);
+  tight.restore();
   EXPECT_LT(used, 20U) << "clock ticks the DNS loops used in a second with connections waiting";
   int shed = 0;
   for (const UniqueFd& fd : clients) {
@@ -223,8 +249,6 @@ TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
   start_with_upstream();
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
   const pid_t pid = daemon_->pid();
-  rlimit original{};
-  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, nullptr, &original), 0);
   // A descriptor is had below the limit. With the standard three open, a
   // limit of 3 is below every descriptor the daemon opened, the spare's
   // included: closing the spare makes no room.
@@ -232,8 +256,8 @@ TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
     ASSERT_TRUE(
         std::filesystem::exists("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd)));
   }
-  const rlimit none_spare{3, original.rlim_max};
-  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &none_spare, nullptr), 0);
+  LoweredOpenFilesLimit none_spare(pid, 3);
+  ASSERT_TRUE(none_spare.lowered());
   std::vector<DnsTcpStream> clients;
   for (uint16_t id = 0; id < 5; ++id) {
     auto stream = DnsTcpStream::connect(endpoint);  // the backlog takes it
@@ -242,7 +266,7 @@ TEST_F(DnsE2eTest, TcpClientsWaitingForADescriptorAreServedOnceOneIsFree) {
     clients.push_back(std::move(*stream));
   }
   const uint64_t used = dns_loop_cpu_ticks_in_a_second(pid);
-  ASSERT_EQ(prlimit(pid, RLIMIT_NOFILE, &original, nullptr), 0);
+  none_spare.restore();
   EXPECT_LT(used, 20U) << "clock ticks the DNS loops used in a second with connections waiting";
   for (DnsTcpStream& client : clients) {
     auto got = client.pump(milliseconds(3000));

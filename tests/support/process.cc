@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -140,6 +142,40 @@ void Child::kill_now() {
 int run_in_child(const std::function<int()>& fn, std::chrono::milliseconds timeout) {
   Child child(fn);
   return child.wait(timeout);
+}
+
+Rendezvous::Rendezvous() {
+  if (pipe2(ready_, O_CLOEXEC) != 0 || pipe2(go_, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2: " << std::strerror(errno);
+  }
+}
+
+Rendezvous::~Rendezvous() {
+  for (int fd : {ready_[0], ready_[1], go_[0], go_[1]}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+bool Rendezvous::ready_then_wait() {
+  char c = 0;
+  return write(ready_[1], &c, 1) == 1 && read(go_[0], &c, 1) == 1;
+}
+
+void Rendezvous::forked() {
+  for (int* fd : {&ready_[1], &go_[0]}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+}
+
+bool Rendezvous::wait_ready() {
+  char c = 0;
+  return read(ready_[0], &c, 1) == 1;
+}
+
+bool Rendezvous::go() {
+  const char c = 0;
+  return write(go_[1], &c, 1) == 1;
 }
 
 }  // namespace sebpf::testing

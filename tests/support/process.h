@@ -60,6 +60,36 @@ class Child {
   pid_t pid_ = -1;
 };
 
+// A meeting point between a test and the child it forks: the child says it
+// is ready (its set-up done) and waits until the test tells it to go on
+// (after changing something under it). Made before the fork. The pipes
+// are closed on destruction, a failed assertion included.
+class Rendezvous {
+ public:
+  Rendezvous();
+  ~Rendezvous();
+  Rendezvous(const Rendezvous&) = delete;
+  Rendezvous& operator=(const Rendezvous&) = delete;
+
+  // Made: both pipes exist.
+  bool valid() const { return ready_[0] >= 0 && go_[0] >= 0; }
+  // In the child: says it is ready, then waits to be told to go on.
+  // False if the test went away.
+  bool ready_then_wait();
+  // In the test, after the fork: closes its copies of the child's ends, so
+  // that a child that ends early is read as end of file, not waited for
+  // forever.
+  void forked();
+  // In the test: waits for the child's ready; false if it ended first.
+  bool wait_ready();
+  // In the test: lets the child go on.
+  bool go();
+
+ private:
+  int ready_[2] = {-1, -1};
+  int go_[2] = {-1, -1};
+};
+
 // Runs fn in a child and waits for its exit code.
 int run_in_child(const std::function<int()>& fn,
                  std::chrono::milliseconds timeout = std::chrono::seconds(10));
