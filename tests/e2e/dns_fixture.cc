@@ -139,6 +139,18 @@ int resolve_and_connect(const net::SocketAddress& endpoint, const std::string& n
   return tcp_echo(addresses.back(), kEchoPort);
 }
 
+UniqueFd send_udp_query(const net::SocketAddress& resolver, const std::string& name) {
+  sockaddr_storage to;
+  const socklen_t len = resolver.to_sockaddr(to);
+  UniqueFd fd(socket(resolver.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  const auto query = make_query(name, kTypeA);
+  if (!fd ||
+      sendto(fd.get(), query.data(), query.size(), 0, reinterpret_cast<sockaddr*>(&to), len) < 0) {
+    return UniqueFd();
+  }
+  return fd;
+}
+
 int udp_connect(const std::string& address, uint16_t port) {
   const net::SocketAddress to(*net::IpAddress::parse(address), port);
   sockaddr_storage ss;

@@ -59,6 +59,11 @@ net::SocketAddress endpoint_of(const v1::Attachment& att);
 int resolve_and_connect(const net::SocketAddress& endpoint, const std::string& name, uint16_t type,
                         bool tcp = false);
 
+// In the workload: a fresh, unconnected UDP socket that has sent a query
+// for `name` (type A) to `resolver`, as a stub resolver does; an invalid
+// fd if the send failed.
+UniqueFd send_udp_query(const net::SocketAddress& resolver, const std::string& name);
+
 // connect() of a fresh UDP socket: 0 or the errno. Nothing is sent, but the
 // connect hooks run (EPERM when they refuse), then the route lookup.
 int udp_connect(const std::string& address, uint16_t port);

@@ -89,22 +89,18 @@ TEST_F(DnsE2eTest, SteeredSocketsSeeTheResolverTheyAsked) {
   attach_cgroup(dns_policy({"allowed.example"}));
   EXPECT_EQ(
       in_cgroup([] {
-        const int fd = socket(AF_INET, SOCK_DGRAM, 0);
-        sockaddr_in to{};
-        to.sin_family = AF_INET;
-        to.sin_port = htons(53);
-        inet_pton(AF_INET, "198.51.100.3", &to.sin_addr);
-        const auto q = make_query("allowed.example", kTypeA);
-        if (sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
-          return 10;
+        const net::SocketAddress resolver(*net::IpAddress::parse("198.51.100.3"), 53);
+        const UniqueFd fd = send_udp_query(resolver, "allowed.example");
+        if (!fd) return 10;
         timeval tv{2, 0};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         uint8_t buf[512];
-        sockaddr_in from{};
+        sockaddr_storage from{};
         socklen_t len = sizeof from;
-        if (recvfrom(fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len) < 0)
+        if (recvfrom(fd.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &len) < 0)
           return 11;
-        return from.sin_addr.s_addr == to.sin_addr.s_addr && from.sin_port == htons(53) ? 0 : 12;
+        const auto source = net::SocketAddress::from_sockaddr(from, len);
+        return source.ok() && *source == resolver ? 0 : 12;
       }),
       0);
   EXPECT_EQ(in_cgroup([] {
@@ -147,13 +143,8 @@ TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
   ASSERT_EQ(bind(resolver, reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
   const auto guest_asks_resolver = [&] {
     EXPECT_EQ(topo_->run_in_peer([] {
-      const int fd = socket(AF_INET, SOCK_DGRAM, 0);
-      sockaddr_in to{};
-      to.sin_family = AF_INET;
-      to.sin_port = htons(53);
-      inet_pton(AF_INET, "203.0.113.1", &to.sin_addr);
-      const auto q = make_query("allowed.example", kTypeA);
-      return sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0;
+      const net::SocketAddress other(*net::IpAddress::parse("203.0.113.1"), 53);
+      return send_udp_query(other, "allowed.example") ? 0 : 1;
     }),
               0);
     pollfd p{resolver, POLLIN, 0};
