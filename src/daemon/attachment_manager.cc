@@ -102,6 +102,7 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
     std::lock_guard lock(manager->mu_);
     manager->set_host_addresses_locked(host_addresses.all);
     SEBPF_RETURN_IF_ERROR(manager->reconcile());
+    manager->release_own_packet_socket_guard_locked(GuardRelease::kAtStart);
     manager->restore_teachers_locked();
     // A tap readdressed while the daemon was down.
     manager->follow_interface_addresses_locked(host_addresses.by_interface);
@@ -231,6 +232,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
     if (!saved.ok()) {
       state_.records.pop_back();
       (void)dp_->detach(record.key);
+      forget_locked(record.number);
       return saved.error().wrap("attach " + record.target + " (undone)");
     }
     hook = cgroup_hook_;
@@ -361,10 +363,16 @@ Status AttachmentManager::open_dns_endpoint_locked(const AttachmentRecord& recor
                                          : dns_proxy_->open_endpoint(spec);
 }
 
+namespace {
+
+constexpr const char* kOwnNetns = "/proc/self/ns/net";
+
+}  // namespace
+
 Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd) {
   const bool ours = netns_fd < 0;
   struct stat st {};
-  if (ours ? stat("/proc/self/ns/net", &st) != 0 : fstat(netns_fd, &st) != 0) {
+  if (ours ? stat(kOwnNetns, &st) != 0 : fstat(netns_fd, &st) != 0) {
     return Error::from_errno(errno, "identify the network namespace of " + record.target);
   }
   // Our namespace is guarded once (it may hold thousands of interfaces);
@@ -377,6 +385,25 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, 
   }
   record.guarded_netns = st.st_ino;
   return ok_status();
+}
+
+void AttachmentManager::release_own_packet_socket_guard_locked(GuardRelease when) {
+  if (when == GuardRelease::kIfGuarded && !dp_->guards_own_namespace()) return;
+  struct stat own {};
+  if (stat(kOwnNetns, &own) != 0) return;  // cannot tell who needs it: keep it
+  // A cgroup attachment whose guard failed at start (guarded_netns 0) may
+  // still rely on the earlier process's filters: they stay.
+  const bool needed =
+      std::any_of(state_.records.begin(), state_.records.end(), [&](const AttachmentRecord& r) {
+        return r.kind == TargetKind::kCgroup &&
+               (r.guarded_netns == own.st_ino || r.guarded_netns == 0);
+      });
+  if (needed) return;
+  if (const size_t interfaces = dp_->unguard_own_namespace(); interfaces > 0) {
+    log_.info("packet_socket_filter_removed",
+              {{"interfaces", std::to_string(interfaces)},
+               {"reason", "no cgroup attachment in this network namespace"}});
+  }
 }
 
 void AttachmentManager::on_interface_added(uint32_t ifindex) {
@@ -410,6 +437,7 @@ void AttachmentManager::forget_locked(uint64_t number) {
   teachers_.erase(number);
   bookkeeping_.erase(number);
   policy_changed_locked(number);
+  release_own_packet_socket_guard_locked(GuardRelease::kIfGuarded);
 }
 
 void AttachmentManager::policy_changed_locked(uint64_t number) {

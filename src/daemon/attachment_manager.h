@@ -183,8 +183,14 @@ class AttachmentManager {
   // workload's namespace `netns_fd` (-1: ours) and records which one in
   // record.guarded_netns.
   Status guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd);
+  // Takes the packet socket filter off our interfaces when no cgroup
+  // attachment needs it there: after one is gone, if ours was guarded;
+  // at start, whatever an earlier process left.
+  enum class GuardRelease { kIfGuarded, kAtStart };
+  void release_own_packet_socket_guard_locked(GuardRelease when);
   // Forgets what belongs to an attachment that is gone: endpoint, learned
-  // hosts, views of its policy.
+  // hosts, views of its policy, and our interfaces' packet socket filter
+  // if it was the last to need it.
   void forget_locked(uint64_t number);
   // Drops the views built from an attachment's policy (name policy,
   // learnable index); they are rebuilt on next use.

@@ -7,6 +7,7 @@
 // Filters stay in the kernel after we exit, as the interface guard's do.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "common/result.h"
@@ -26,8 +27,8 @@ class PacketSocketGuard {
   Status guard(int netns_fd) const;
   // The same for one interface of our namespace (a new one).
   Status guard_interface(uint32_t ifindex) const;
-  // Removes it from every interface of our namespace.
-  void unguard_own_namespace() const;
+  // Removes it from every interface of our namespace; how many had it.
+  size_t unguard_own_namespace() const;
 
  private:
   // 0, or the negative errno of the clsact qdisc or filter.

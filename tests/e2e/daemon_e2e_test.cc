@@ -236,6 +236,106 @@ TEST_F(DaemonE2eTest, PacketSocketsInTheHostNamespaceAreHeldOnEveryInterfaceNewO
   EXPECT_TRUE(frame_reaches_peer(topo_->ns(), added.peer(), outsider_sends_on(added.host())));
 }
 
+// The host's interfaces carry the packet socket filter only while a cgroup
+// attachment in the host's namespace needs it: detached, removed while the
+// daemon was down, or never attached, the interfaces are as they were
+// (an operator who detached everything finds no filter of ours left).
+TEST_F(DaemonE2eTest, TheHostsInterfacesCarryThePacketSocketFilterOnlyWhileACgroupNeedsIt) {
+  const auto filtered = [](const std::string& dev) {
+    return run_command({"tc", "filter", "show", "dev", dev, "egress"})
+               .output.find("sebpf_tc_packet") != std::string::npos;
+  };
+  start_daemon();
+  const auto detach = [&](const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::DetachRequest req;
+    req.set_id(id);
+    v1::DetachResponse resp;
+    return stub_->Detach(&ctx, req, &resp).ok();
+  };
+  const v1::Policy policy = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"});
+  auto second = std::make_unique<TestCgroup>("sebpf-second-" + topo_->tag());
+  const v1::Attachment first = attach_cgroup(policy);
+  v1::AttachRequest req;
+  req.set_cgroup_path(second->path());
+  v1::Attachment other;
+  ASSERT_TRUE(attach(req, &other).ok());
+  ASSERT_TRUE(filtered(topo_->host_if()));
+  ASSERT_TRUE(filtered("lo"));
+
+  ASSERT_TRUE(detach(first.id()));
+  EXPECT_TRUE(filtered(topo_->host_if())) << "taken off while another cgroup needs it";
+  ASSERT_TRUE(detach(other.id()));
+  EXPECT_FALSE(filtered(topo_->host_if())) << "left on after the last cgroup was detached";
+  EXPECT_FALSE(filtered("lo"));
+
+  // Attached again, the filter is back and holds the workload's frames.
+  const v1::Attachment again = attach_cgroup(policy);
+  EXPECT_TRUE(filtered(topo_->host_if()));
+  EXPECT_FALSE(frame_reaches_peer(topo_->ns(), topo_->peer_if(), [&] {
+    in_cgroup([&] { return send_frame(topo_->host_if()); });
+  })) << "a frame of the workload left after the filter was put back";
+
+  // A cgroup removed while no daemon ran: the next start drops it, and
+  // with it the filter the earlier process put there. An interface
+  // attachment keeps its own filters on the same hook (and the start
+  // writes nothing but JSON lines, as TearDown checks: no kernel complaint
+  // about a filter it did not find there).
+  ASSERT_TRUE(attach(req, &other).ok());
+  ASSERT_TRUE(detach(again.id()));
+  v1::AttachRequest vm;
+  vm.set_interface_name(topo_->host_if());
+  v1::Attachment guest;
+  ASSERT_TRUE(attach(vm, &guest).ok());
+  EXPECT_EQ(daemon_->terminate(), 0);
+  ASSERT_TRUE(filtered(topo_->host_if())) << "a clean stop leaves enforcement in place";
+  second.reset();
+  start_daemon();
+  EXPECT_FALSE(filtered(topo_->host_if())) << "left on by a start with no cgroup attached";
+  EXPECT_FALSE(filtered("lo"));
+  EXPECT_NE(daemon_->log().find("packet_socket_filter_removed"), std::string::npos);
+  EXPECT_NE(run_command({"tc", "filter", "show", "dev", topo_->host_if(), "egress"})
+                .output.find("sebpf_tc_track"),
+            std::string::npos)
+      << "the interface attachment's own filter was taken too";
+  // The same again, as on a host of VMs alone: the interface carries
+  // filters of ours, none of them the packet socket filter.
+  EXPECT_EQ(daemon_->terminate(), 0);
+  start_daemon();
+}
+
+// An attach whose record cannot be written is undone whole: the kernel
+// attachment, the DNS endpoint (its port is free for the next attach) and
+// the host's packet socket filter.
+TEST_F(DaemonE2eTest, AnAttachWhoseStateCannotBeSavedIsUndoneWhole) {
+  topo_->start_peer_server();
+  start_daemon();
+  // The state file is written to a temporary file first: a directory
+  // there makes the write fail.
+  const std::string blocker = state_file() + ".tmp";
+  ASSERT_TRUE(std::filesystem::create_directory(blocker));
+  v1::AttachRequest req;
+  req.set_cgroup_path(cgroup_->path());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"});
+  v1::Attachment att;
+  const grpc::Status refused = attach(req, &att);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error_message().find("(undone)"), std::string::npos) << refused.error_message();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0)
+      << "the workload is held by an attachment that failed";
+  EXPECT_EQ(run_command({"tc", "filter", "show", "dev", topo_->host_if(), "egress"})
+                .output.find("sebpf_tc_packet"),
+            std::string::npos);
+  // The first port a daemon hands out (dns.port_first's default).
+  EXPECT_EQ(run_command({"ss", "-Hlnu", "sport = :20000"}).output, "")
+      << "the failed attach's DNS endpoint is still open";
+
+  std::filesystem::remove(blocker);
+  ASSERT_TRUE(attach(req, &att).ok());
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+}
+
 TEST_F(DaemonE2eTest, AttachByPidFindsTheProcessCgroup) {
   start_daemon();
   Child sleeper([&] {
