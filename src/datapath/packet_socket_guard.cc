@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "common/netlink_messages.h"
 #include "common/unique_fd.h"
+#include "datapath/tc_filter_dump.h"
 
 namespace sebpf::datapath {
 namespace {
@@ -39,48 +39,6 @@ Result<std::vector<Interface>> interfaces() {
 }
 
 bool interface_gone(int err) { return err == -ENODEV || err == -ENOENT || err == -ENXIO; }
-
-// What one hook of an interface's clsact qdisc holds, from a netlink dump
-// of its filters.
-enum class HookFilters { kNone, kOurs, kOthersOnly, kUnknown };
-
-HookFilters filters_on(uint32_t ifindex, uint32_t parent, uint32_t handle, uint32_t priority) {
-  UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
-  if (!nl) return HookFilters::kUnknown;
-  struct {
-    nlmsghdr header;
-    tcmsg tc;
-  } request{};
-  request.header.nlmsg_len = sizeof(request);
-  request.header.nlmsg_type = RTM_GETTFILTER;
-  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  request.tc.tcm_family = AF_UNSPEC;
-  request.tc.tcm_ifindex = static_cast<int>(ifindex);
-  request.tc.tcm_parent = parent;
-  if (send(nl.get(), &request, sizeof(request), 0) != static_cast<ssize_t>(sizeof(request))) {
-    return HookFilters::kUnknown;
-  }
-  bool any = false;
-  alignas(nlmsghdr) char buf[16384];
-  while (true) {
-    const ssize_t n = recv(nl.get(), buf, sizeof(buf), 0);
-    if (n <= 0) return HookFilters::kUnknown;
-    const std::span<const char> datagram(buf, static_cast<size_t>(n));
-    size_t offset = 0;
-    while (const nlmsghdr* h = next_netlink_message(datagram, offset)) {
-      if (h->nlmsg_type == NLMSG_DONE) return any ? HookFilters::kOthersOnly : HookFilters::kNone;
-      if (h->nlmsg_type != RTM_NEWTFILTER) return HookFilters::kUnknown;
-      any = true;
-      // A filter's handle, and its priority in tcm_info's upper half.
-      const auto* tc = netlink_payload<tcmsg>(*h);
-      if (tc == nullptr) return HookFilters::kUnknown;
-      if (tc->tcm_handle == handle && TC_H_MAJ(tc->tcm_info) >> 16 == priority) {
-        return HookFilters::kOurs;
-      }
-    }
-    if (offset < datagram.size()) return HookFilters::kUnknown;  // a malformed message
-  }
-}
 
 }  // namespace
 
@@ -133,28 +91,19 @@ size_t PacketSocketGuard::unguard_own_namespace() const {
   auto all = interfaces();
   if (!all.ok()) return 0;
   size_t removed = 0;
-  const auto hook_filters = [this](uint32_t ifindex, uint32_t hook) {
-    return filters_on(ifindex, TC_H_MAKE(TC_H_CLSACT, hook), handle_, priority_);
-  };
   for (const Interface& i : *all) {
     // Only where ours is (or where that cannot be told): a detach where it
-    // is not would only have the kernel complain, a line of libbpf's in the
-    // log per interface (a VM's tap carries filters of ours with other
-    // handles; most interfaces have no clsact qdisc at all).
-    const HookFilters egress = hook_filters(i.ifindex, TC_H_MIN_EGRESS);
+    // is not would have the kernel complain (a VM's tap carries filters of
+    // ours with other handles; most interfaces have no clsact qdisc).
+    const HookFilters egress = filters_on_hook(i.ifindex, BPF_TC_EGRESS, handle_, priority_);
     if (egress != HookFilters::kOurs && egress != HookFilters::kUnknown) continue;
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i.ifindex),
                 .attach_point = BPF_TC_EGRESS);
     LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
     if (bpf_tc_detach(&hook, &opts) != 0) continue;  // not ours
     removed++;
-    // The host's own interfaces get the qdisc only for this filter: leave
-    // none behind once nobody's filter is in it.
-    if (hook_filters(i.ifindex, TC_H_MIN_INGRESS) == HookFilters::kNone &&
-        hook_filters(i.ifindex, TC_H_MIN_EGRESS) == HookFilters::kNone) {
-      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-      (void)bpf_tc_hook_destroy(&hook);
-    }
+    // The host's own interfaces get the qdisc only for this filter.
+    remove_empty_clsact(i.ifindex);
   }
   return removed;
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "datapath/shared_layout.h"
+#include "datapath/tc_filter_dump.h"
 
 namespace sebpf::datapath {
 namespace {
@@ -88,9 +89,7 @@ std::string TcHooks::check_same_interface(uint32_t ifindex) const {
 
 bool TcHooks::carries_our_filter(uint32_t ifindex) const {
   for (const bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
-    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = point);
-    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-    if (bpf_tc_query(&hook, &opts) == 0) return true;
+    if (filters_on_hook(ifindex, point, handle_, priority_) == HookFilters::kOurs) return true;
   }
   return false;
 }
@@ -103,6 +102,7 @@ Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {
     return Error::from_errno(err, "detach TC filters from interface " + std::to_string(ifindex));
   }
   forget(ifindex);
+  remove_empty_clsact(ifindex);  // the interface as it was before the attach
   return ok_status();
 }
 

@@ -120,12 +120,17 @@ TEST_F(TcE2eTest, GuardOnTheEgressHookWhenConfigured) {
   EXPECT_EQ(tcp_echo("198.51.100.3", kEchoPort, milliseconds(700)), ETIMEDOUT);
 }
 
+// A detach leaves the interface as it was: traffic flows, and neither our
+// filters nor the clsact qdisc made for them are left on it.
 TEST_F(TcE2eTest, DetachRestoresTraffic) {
   const auto key = attach(Mode::kBlockAll, {});
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
             ETIMEDOUT);
+  const auto qdiscs = [&] { return run_command({"tc", "qdisc", "show", "dev", topo_->host_if()}); };
+  ASSERT_NE(qdiscs().output.find("clsact"), std::string::npos);
   ok(dp_->detach(key));
   EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(qdiscs().output.find("clsact"), std::string::npos) << qdiscs().output;
 }
 
 // In the guest's namespace, what a workload holding CAP_NET_ADMIN there can
