@@ -11,6 +11,7 @@ PACKAGES=(
   libyaml-cpp-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcli11-dev nlohmann-json3-dev libabsl-dev
+  libsystemd-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tests: namespaces, traffic, tools they drive
   iproute2 iputils-ping procps util-linux

@@ -2,6 +2,7 @@
 // adopts) the pinned datapath, reconciles it with the state file, watches
 // targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
 #include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -80,6 +81,11 @@ rlim_t raise_open_files_limit() {
   return files.rlim_cur;
 }
 
+void notify_systemd(const std::string& state) {
+  // Keeps NOTIFY_SOCKET set: STOPPING=1 uses it too.
+  (void)sd_notify(0, state.c_str());
+}
+
 int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) {
   // SIGINT and SIGTERM are taken with sigtimedwait below, never by a
   // handler: block them before any thread starts so every thread inherits
@@ -137,14 +143,20 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
     return fail_started("api_failed", listener.error());
   }
   (*manager)->report_unsafe_targets(*mount);
-  log.info("ready", {{"attachments", std::to_string((*manager)->list().size())},
+  const size_t attachments = (*manager)->list().size();
+  log.info("ready", {{"attachments", std::to_string(attachments)},
                      {"open_files_limit", std::to_string(open_files)}});
+  // Under systemd (Type=notify), units ordered after ours (a container
+  // runtime that attaches each container) start only now that the API
+  // answers and every attachment is adopted. Without NOTIFY_SOCKET: nothing.
+  notify_systemd("READY=1\nSTATUS=enforcing, " + std::to_string(attachments) + " attachments");
 
   const timespec sweep_every{static_cast<time_t>(config.sweep_interval.count()), 0};
   while (true) {
     const int sig = sigtimedwait(&signals, nullptr, &sweep_every);
     if (sig == SIGINT || sig == SIGTERM) {
       log.info("signal", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+      notify_systemd("STOPPING=1");
       break;
     }
     (*manager)->sweep();

@@ -3,10 +3,14 @@
 // and restart keeps ids, policy and enforcement; a damaged state file is
 // reported; bad input is refused naming the field.
 #include <linux/capability.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -755,6 +759,44 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
   EXPECT_EQ(daemon_->terminate(), 0);
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
   EXPECT_FALSE(std::filesystem::exists(pin_dir_ + "/links"));
+}
+
+// Under systemd (Type=notify in dist/systemd), READY=1 is sent once the API
+// answers, so that a unit ordered after superebpfd (a container runtime
+// attaching each container) never finds it absent; STOPPING=1 at a stop.
+TEST_F(DaemonE2eTest, SystemdIsToldOnceTheDaemonServesAndWhenItStops) {
+  const std::string path = dir_ + "/notify.sock";
+  UniqueFd notify(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  ASSERT_EQ(bind(notify.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const auto next_message = [&] {
+    pollfd p{notify.get(), POLLIN, 0};
+    if (poll(&p, 1, 15000) != 1) return std::string("(none)");
+    char buf[512];
+    const ssize_t n = recv(notify.get(), buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("(none)");
+  };
+  // The daemon inherits NOTIFY_SOCKET, as systemd gives it.
+  ASSERT_EQ(setenv("NOTIFY_SOCKET", path.c_str(), 1), 0);
+  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_);
+  unsetenv("NOTIFY_SOCKET");
+
+  const std::string ready = next_message();
+  EXPECT_TRUE(ready.starts_with("READY=1")) << ready;
+  // At that instant the API answers at its first try.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(soon());
+  v1::ListResponse list;
+  stub_ = v1::DaemonService::NewStub(
+      grpc::CreateChannel("unix:" + daemon_->socket(), grpc::InsecureChannelCredentials()));
+  EXPECT_TRUE(stub_->List(&ctx, v1::ListRequest(), &list).ok());
+  EXPECT_NE(daemon_->log().find("\"event\":\"ready\""), std::string::npos);
+
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_EQ(next_message(), "STOPPING=1");
 }
 
 // The log is JSON lines from start to stop. A stop takes the packet-socket
