@@ -102,7 +102,7 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
     std::lock_guard lock(manager->mu_);
     manager->set_host_addresses_locked(host_addresses.all);
     SEBPF_RETURN_IF_ERROR(manager->reconcile());
-    manager->release_own_packet_socket_guard_locked(GuardRelease::kAtStart);
+    manager->release_packet_socket_guard_locked(nullptr);
     manager->restore_teachers_locked();
     // A tap readdressed while the daemon was down.
     manager->follow_interface_addresses_locked(host_addresses.by_interface);
@@ -232,7 +232,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
     if (!saved.ok()) {
       state_.records.pop_back();
       (void)dp_->detach(record.key);
-      forget_locked(record.number);
+      forget_locked(record);
       return saved.error().wrap("attach " + record.target + " (undone)");
     }
     hook = cgroup_hook_;
@@ -387,22 +387,37 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, 
   return ok_status();
 }
 
-void AttachmentManager::release_own_packet_socket_guard_locked(GuardRelease when) {
-  if (when == GuardRelease::kIfGuarded && !dp_->guards_own_namespace()) return;
+void AttachmentManager::release_packet_socket_guard_locked(const AttachmentRecord* gone) {
+  if (gone != nullptr && (gone->kind != TargetKind::kCgroup || gone->guarded_netns == 0)) return;
   struct stat own {};
   if (stat(kOwnNetns, &own) != 0) return;  // cannot tell who needs it: keep it
+  const uint64_t netns = gone == nullptr ? own.st_ino : gone->guarded_netns;
+  const bool ours = netns == own.st_ino;
+  if (gone != nullptr && ours && !dp_->guards_own_namespace()) return;
   // A cgroup attachment whose guard failed at start (guarded_netns 0) may
-  // still rely on the earlier process's filters: they stay.
+  // still rely on the earlier process's filters in ours: they stay.
   const bool needed =
       std::any_of(state_.records.begin(), state_.records.end(), [&](const AttachmentRecord& r) {
         return r.kind == TargetKind::kCgroup &&
-               (r.guarded_netns == own.st_ino || r.guarded_netns == 0);
+               (r.guarded_netns == netns || (ours && r.guarded_netns == 0));
       });
   if (needed) return;
-  if (const size_t interfaces = dp_->unguard_own_namespace(); interfaces > 0) {
+  UniqueFd theirs;
+  if (!ours) {
+    theirs = workload_netns(*gone);
+    struct stat st {};
+    if (!theirs || fstat(theirs.get(), &st) != 0 || st.st_ino != netns) return;
+  }
+  auto removed = dp_->unguard_packet_sockets(ours ? -1 : theirs.get());
+  if (!removed.ok()) {
+    log_.warning("packet_socket_filter_not_removed", {{"error", removed.error().message()}});
+    return;
+  }
+  if (*removed > 0) {
     log_.info("packet_socket_filter_removed",
-              {{"interfaces", std::to_string(interfaces)},
-               {"reason", "no cgroup attachment in this network namespace"}});
+              {{"interfaces", std::to_string(*removed)},
+               {"netns", ours ? "host" : "workload of " + gone->target},
+               {"reason", "no cgroup attachment left in this network namespace"}});
   }
 }
 
@@ -431,13 +446,14 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
   }
 }
 
-void AttachmentManager::forget_locked(uint64_t number) {
+void AttachmentManager::forget_locked(const AttachmentRecord& gone) {
+  const uint64_t number = gone.number;
   if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(number);
   learned_.erase(number);
   teachers_.erase(number);
   bookkeeping_.erase(number);
   policy_changed_locked(number);
-  release_own_packet_socket_guard_locked(GuardRelease::kIfGuarded);
+  release_packet_socket_guard_locked(&gone);
 }
 
 void AttachmentManager::policy_changed_locked(uint64_t number) {
@@ -550,7 +566,7 @@ Status AttachmentManager::detach(uint64_t number) {
     return saved.error().wrap("detach " + record.id() + " (nothing changed)");
   }
   auto status = dp_->detach(record.key);
-  forget_locked(record.number);
+  forget_locked(record);
   log_.info("detached", {{"id", record.id()},
                          {"target", record.target},
                          {"kernel", status.ok() ? "detached" : status.error().message()}});
@@ -743,7 +759,7 @@ void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
   state_.records.erase(state_.records.begin() + static_cast<std::ptrdiff_t>(index));
   auto saved = save_locked();
   auto status = dp_->detach(record.key);
-  forget_locked(record.number);
+  forget_locked(record);
   notices_.push_back({record.id(), record.target, reason});
   if (notices_.size() > kMaxNotices) notices_.erase(notices_.begin());
   log_.info("target_removed", {{"id", record.id()},

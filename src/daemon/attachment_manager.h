@@ -183,15 +183,16 @@ class AttachmentManager {
   // workload's namespace `netns_fd` (-1: ours) and records which one in
   // record.guarded_netns.
   Status guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd);
-  // Takes the packet socket filter off our interfaces when no cgroup
-  // attachment needs it there: after one is gone, if ours was guarded;
-  // at start, whatever an earlier process left.
-  enum class GuardRelease { kIfGuarded, kAtStart };
-  void release_own_packet_socket_guard_locked(GuardRelease when);
+  // Takes the packet socket filter off a network namespace where no cgroup
+  // attachment needs it any more: the one `gone` was guarded in (a
+  // workload's is reached through a process of its cgroup still there;
+  // with none, the namespace takes the filters with it when it goes), or,
+  // with null at start, ours, whatever an earlier process left there.
+  void release_packet_socket_guard_locked(const AttachmentRecord* gone);
   // Forgets what belongs to an attachment that is gone: endpoint, learned
-  // hosts, views of its policy, and our interfaces' packet socket filter
-  // if it was the last to need it.
-  void forget_locked(uint64_t number);
+  // hosts, views of its policy, and the packet socket filter where it was
+  // the last to need it.
+  void forget_locked(const AttachmentRecord& gone);
   // Drops the views built from an attachment's policy (name policy,
   // learnable index); they are rebuilt on next use.
   void policy_changed_locked(uint64_t number);

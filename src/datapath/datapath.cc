@@ -183,7 +183,7 @@ Datapath::~Datapath() {
     if (records.ok()) {
       for (const auto& r : *records) (void)impl_->remove_attachment(r);
     }
-    if (impl_->guarded_own_netns) impl_->packet_socket_guard->unguard_own_namespace();
+    if (impl_->guarded_own_netns) (void)impl_->packet_socket_guard->unguard(-1);
   }
 }
 
@@ -721,15 +721,15 @@ Status Datapath::guard_packet_sockets_on(uint32_t ifindex) {
   return impl_->packet_socket_guard->guard_interface(ifindex);
 }
 
-size_t Datapath::unguard_own_namespace() {
-  impl_->guarded_own_netns = false;
-  return impl_->packet_socket_guard->unguard_own_namespace();
+Result<size_t> Datapath::unguard_packet_sockets(int netns_fd) {
+  if (netns_fd < 0) impl_->guarded_own_netns = false;
+  return impl_->packet_socket_guard->unguard(netns_fd);
 }
 
 Status Datapath::destroy() {
   SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
   for (const auto& r : records) SEBPF_RETURN_IF_ERROR(impl_->remove_attachment(r));
-  (void)unguard_own_namespace();
+  (void)unguard_packet_sockets(-1);
   if (impl_->config.pin_dir.empty()) return ok_status();
   std::error_code ec;
   fs::remove_all(impl_->config.pin_dir, ec);

@@ -59,14 +59,14 @@ class Datapath {
   // The same for one (new) interface of our namespace.
   Status guard_packet_sockets_on(uint32_t ifindex);
   // Whether guard_packet_sockets(-1) has been done (and not undone by
-  // unguard_own_namespace() or destroy()): our interfaces carry the
+  // unguard_packet_sockets(-1) or destroy()): our interfaces carry the
   // filter, new ones should too.
   bool guards_own_namespace() const;
-  // Takes the filter off every interface of our namespace (an earlier
-  // process's too), and the clsact qdisc where nothing else is left in it:
-  // for when no attachment needs it there any more. How many interfaces
-  // had it.
-  size_t unguard_own_namespace();
+  // Takes the filter off every interface of the namespace `netns_fd` (-1:
+  // ours; an earlier process's filter too), and the clsact qdisc where
+  // nothing else is left in it: for when no attachment needs it there any
+  // more. How many interfaces had it.
+  Result<size_t> unguard_packet_sockets(int netns_fd);
   Result<Attachment> attachment(const AttachmentKey& key) const;
   Result<std::vector<Attachment>> attachments() const;
 

@@ -40,6 +40,24 @@ Result<std::vector<Interface>> interfaces() {
 
 bool interface_gone(int err) { return err == -ENODEV || err == -ENOENT || err == -ENXIO; }
 
+// Runs `work` in the network namespace `netns_fd` (-1: ours). setns()
+// changes only the calling thread's namespace, and the netlink sockets
+// libbpf opens belong to the namespace they are made in: a short-lived
+// thread does the work there.
+template <typename R, typename Work>
+R in_namespace(int netns_fd, const Work& work) {
+  if (netns_fd < 0) return work();
+  R done = Error(Errc::kInternal, "no result");
+  std::thread([&] {
+    if (setns(netns_fd, CLONE_NEWNET) != 0) {
+      done = Error::from_errno(errno, "enter the workload's network namespace");
+      return;
+    }
+    done = work();
+  }).join();
+  return done;
+}
+
 }  // namespace
 
 int PacketSocketGuard::attach(uint32_t ifindex) const {
@@ -62,7 +80,7 @@ Status PacketSocketGuard::guard_interface(uint32_t ifindex) const {
 }
 
 Status PacketSocketGuard::guard(int netns_fd) const {
-  const auto guard_all = [this]() -> Status {
+  return in_namespace<Status>(netns_fd, [this]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     for (const Interface& i : all) {
       const int err = attach(i.ifindex);
@@ -71,41 +89,30 @@ Status PacketSocketGuard::guard(int netns_fd) const {
       }
     }
     return ok_status();
-  };
-  if (netns_fd < 0) return guard_all();
-  // setns() changes only the calling thread's namespace, and the netlink
-  // sockets libbpf opens belong to the namespace they are made in: a
-  // short-lived thread does the work there.
-  Status done = ok_status();
-  std::thread([&] {
-    if (setns(netns_fd, CLONE_NEWNET) != 0) {
-      done = Error::from_errno(errno, "enter the workload's network namespace");
-      return;
-    }
-    done = guard_all();
-  }).join();
-  return done;
+  });
 }
 
-size_t PacketSocketGuard::unguard_own_namespace() const {
-  auto all = interfaces();
-  if (!all.ok()) return 0;
-  size_t removed = 0;
-  for (const Interface& i : *all) {
-    // Only where ours is (or where that cannot be told): a detach where it
-    // is not would have the kernel complain (a VM's tap carries filters of
-    // ours with other handles; most interfaces have no clsact qdisc).
-    const HookFilters egress = filters_on_hook(i.ifindex, BPF_TC_EGRESS, handle_, priority_);
-    if (egress != HookFilters::kOurs && egress != HookFilters::kUnknown) continue;
-    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i.ifindex),
-                .attach_point = BPF_TC_EGRESS);
-    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-    if (bpf_tc_detach(&hook, &opts) != 0) continue;  // not ours
-    removed++;
-    // The host's own interfaces get the qdisc only for this filter.
-    remove_empty_clsact(i.ifindex);
-  }
-  return removed;
+Result<size_t> PacketSocketGuard::unguard(int netns_fd) const {
+  return in_namespace<Result<size_t>>(netns_fd, [this]() -> Result<size_t> {
+    SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
+    size_t removed = 0;
+    for (const Interface& i : all) {
+      // Only where ours is (or where that cannot be told): a detach where
+      // it is not would have the kernel complain (a VM's tap carries
+      // filters of ours with other handles; most interfaces have no clsact
+      // qdisc).
+      const HookFilters egress = filters_on_hook(i.ifindex, BPF_TC_EGRESS, handle_, priority_);
+      if (egress != HookFilters::kOurs && egress != HookFilters::kUnknown) continue;
+      LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i.ifindex),
+                  .attach_point = BPF_TC_EGRESS);
+      LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
+      if (bpf_tc_detach(&hook, &opts) != 0) continue;  // not ours
+      removed++;
+      // The qdisc was made for this filter, unless another's is in it.
+      remove_empty_clsact(i.ifindex);
+    }
+    return removed;
+  });
 }
 
 }  // namespace sebpf::datapath

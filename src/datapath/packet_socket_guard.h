@@ -27,8 +27,10 @@ class PacketSocketGuard {
   Status guard(int netns_fd) const;
   // The same for one interface of our namespace (a new one).
   Status guard_interface(uint32_t ifindex) const;
-  // Removes it from every interface of our namespace; how many had it.
-  size_t unguard_own_namespace() const;
+  // Removes it from every interface of the namespace `netns_fd` (-1:
+  // ours), with the clsact qdisc where nothing else is left in it; how
+  // many interfaces had it.
+  Result<size_t> unguard(int netns_fd) const;
 
  private:
   // 0, or the negative errno of the clsact qdisc or filter.

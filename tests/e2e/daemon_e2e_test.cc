@@ -184,6 +184,27 @@ TEST_F(DaemonE2eTest, APacketSocketsFramesDoNotLeaveTheWorkloadsNamespace) {
   const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.1/32"}));
   EXPECT_EQ(att.warnings_size(), 0) << "the resident process's packet sockets are held";
   EXPECT_FALSE(frame_gets_out()) << "a frame of the attached workload left its namespace";
+
+  // Detached, the workload's namespace is as it was: no filter of ours,
+  // no qdisc made for it.
+  const auto in_workload_ns = [&](std::vector<std::string> command) {
+    command.insert(command.begin(), {"ip", "netns", "exec", topo_->ns().name()});
+    return run_command(command).output;
+  };
+  ASSERT_NE(in_workload_ns({"tc", "filter", "show", "dev", topo_->peer_if(), "egress"})
+                .find("sebpf_tc_packet"),
+            std::string::npos);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(soon());
+  v1::DetachRequest req;
+  req.set_id(att.id());
+  v1::DetachResponse resp;
+  ASSERT_TRUE(stub_->Detach(&ctx, req, &resp).ok());
+  for (const std::string& dev : {topo_->peer_if(), std::string("lo")}) {
+    EXPECT_EQ(in_workload_ns({"tc", "qdisc", "show", "dev", dev}).find("clsact"), std::string::npos)
+        << dev;
+  }
+  EXPECT_NE(daemon_->log().find("packet_socket_filter_removed"), std::string::npos);
 }
 
 // Whether a frame that `send` writes (once a listener is up) arrives on
