@@ -53,8 +53,8 @@ class Datapath {
   // workload's own, so they are refused whatever they hold). Guard the
   // namespace a cgroup workload sends from, after attaching it; again
   // when interfaces are added there. Filters of ours already there are
-  // replaced. destroy() (and, without pins, the destructor) removes them
-  // from our namespace; a workload's namespace takes them with it.
+  // replaced. unguard_packet_sockets() removes them; destroy() (and,
+  // without pins, the destructor) from our namespace.
   Status guard_packet_sockets(int netns_fd);
   // The same for one (new) interface of our namespace.
   Status guard_packet_sockets_on(uint32_t ifindex);
