@@ -1,21 +1,15 @@
 #include "datapath/packet_socket_guard.h"
 
 #include <bpf/libbpf.h>
-#include <linux/netlink.h>
-#include <linux/pkt_sched.h>
-#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sched.h>
-#include <sys/socket.h>
 
 #include <cerrno>
 #include <memory>
-#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "common/unique_fd.h"
 #include "datapath/tc_filter_dump.h"
 
 namespace sebpf::datapath {
