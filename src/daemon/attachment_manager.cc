@@ -264,8 +264,12 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   } else {
     r.policy = builtin_default_policy();
   }
+  // Looked up once: the endpoint's device and the filters must be those of
+  // one interface (a rename in between is caught after the attach).
+  const uint32_t ifindex =
+      spec.kind == TargetKind::kInterface ? if_nametoindex(spec.target.c_str()) : 0;
   if (spec.kind == TargetKind::kInterface) {
-    r.dns_device = dns_device_of(if_nametoindex(spec.target.c_str()));
+    r.dns_device = dns_device_of(ifindex);
     if (r.dns_device == 0) {
       return Error(Errc::kNotFound, "no network interface named \"" + spec.target + "\"");
     }
@@ -311,6 +315,13 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   }
   r.key = attached->key;
   r.serial = attached->serial;
+  if (spec.kind == TargetKind::kInterface && r.key.id != ifindex) {
+    (void)dp_->detach(r.key);
+    if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(r.number);
+    return Error(Errc::kFailedPrecondition, "interface \"" + spec.target +
+                                                "\" was renamed or replaced during the attach; "
+                                                "attach it again");
+  }
   if (r.kind == TargetKind::kCgroup) {
     // Fail closed: a workload whose packet sockets nothing sees is not held.
     if (auto guarded = guard_packet_sockets_locked(r, netns.get()); !guarded.ok()) {
