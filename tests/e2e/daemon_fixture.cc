@@ -88,6 +88,15 @@ grpc::Status DaemonE2eTest::call_list(v1::ListResponse* out) {
   return stub_->List(&ctx, v1::ListRequest(), out);
 }
 
+grpc::Status DaemonE2eTest::detach(const std::string& id) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(deadline_in(std::chrono::seconds(10)));
+  v1::DetachRequest req;
+  req.set_id(id);
+  v1::DetachResponse resp;
+  return stub_->Detach(&ctx, req, &resp);
+}
+
 v1::Policy DaemonE2eTest::get_policy(const std::string& id) {
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline_in(std::chrono::seconds(5)));

@@ -29,6 +29,7 @@ class DaemonE2eTest : public E2eTest {
   v1::Attachment attach_cgroup(const v1::Policy& policy,
                                const std::map<std::string, std::string>& metadata = {});
   grpc::Status call_list(v1::ListResponse* out);
+  grpc::Status detach(const std::string& id);
   v1::Policy get_policy(const std::string& id);
 
   // Every line of the daemons' log (all the test started) is a JSON

@@ -173,14 +173,7 @@ TEST_F(DnsE2eTest, AnAttachmentThatAsksMuchCannotTakeTheLearnedTableFromAnother)
   EXPECT_EQ(other_dns.servfail_no_room(), 0U);
 
   // Alone, an attachment's share is larger.
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    v1::DetachRequest req;
-    req.set_id(other.id());
-    v1::DetachResponse resp;
-    ASSERT_TRUE(stub_->Detach(&ctx, req, &resp).ok());
-  }
+  ASSERT_TRUE(detach(other.id()).ok());
   ASSERT_EQ(in_cgroup([&] { return rcode_of(first, "twenty.example"); }), dns::rcode::kNoError);
   EXPECT_EQ(in_cgroup([] { return udp_connect("198.51.100.79", kEchoPort); }), 0);
   EXPECT_EQ(get_counters(first.id()).dns().learned_hosts_most(), 20U);
