@@ -315,19 +315,21 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   }
   r.key = attached->key;
   r.serial = attached->serial;
-  if (spec.kind == TargetKind::kInterface && r.key.id != ifindex) {
+  // From here a failure undoes the kernel attach and the endpoint.
+  const auto undone = [&](Error error) {
     (void)dp_->detach(r.key);
     if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(r.number);
-    return Error(Errc::kFailedPrecondition, "interface \"" + spec.target +
-                                                "\" was renamed or replaced during the attach; "
-                                                "attach it again");
+    return error;
+  };
+  if (spec.kind == TargetKind::kInterface && r.key.id != ifindex) {
+    return undone(Error(Errc::kFailedPrecondition,
+                        "interface \"" + spec.target +
+                            "\" was renamed or replaced during the attach; attach it again"));
   }
   if (r.kind == TargetKind::kCgroup) {
     // Fail closed: a workload whose packet sockets nothing sees is not held.
     if (auto guarded = guard_packet_sockets_locked(r, netns.get()); !guarded.ok()) {
-      (void)dp_->detach(r.key);
-      if (dns_proxy_ != nullptr) dns_proxy_->close_endpoint(r.number);
-      return guarded.error();
+      return undone(guarded.error());
     }
   }
   return r;

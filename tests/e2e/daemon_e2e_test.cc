@@ -32,6 +32,14 @@ std::chrono::system_clock::time_point soon() {
   return std::chrono::system_clock::now() + std::chrono::seconds(10);
 }
 
+// Whether `dev` (in `ns`, or the host's namespace) carries the packet
+// socket filter on its egress, as tc lists it.
+bool carries_packet_socket_filter(const std::string& dev, const NetNs* ns = nullptr) {
+  std::vector<std::string> command = {"tc", "filter", "show", "dev", dev, "egress"};
+  if (ns != nullptr) command.insert(command.begin(), {"ip", "netns", "exec", ns->name()});
+  return run_command(command).output.find("sebpf_tc_packet") != std::string::npos;
+}
+
 TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
   topo_->start_peer_server();
   start_daemon();
@@ -186,9 +194,7 @@ TEST_F(DaemonE2eTest, APacketSocketsFramesDoNotLeaveTheWorkloadsNamespace) {
     command.insert(command.begin(), {"ip", "netns", "exec", topo_->ns().name()});
     return run_command(command).output;
   };
-  ASSERT_NE(in_workload_ns({"tc", "filter", "show", "dev", topo_->peer_if(), "egress"})
-                .find("sebpf_tc_packet"),
-            std::string::npos);
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
   ASSERT_TRUE(detach(att.id()).ok());
   for (const std::string& dev : {topo_->peer_if(), std::string("lo")}) {
     EXPECT_EQ(in_workload_ns({"tc", "qdisc", "show", "dev", dev}).find("clsact"), std::string::npos)
@@ -242,8 +248,7 @@ TEST_F(DaemonE2eTest, PacketSocketsInTheHostNamespaceAreHeldOnEveryInterfaceNewO
   // then a frame may pass (see docs/architecture.md, Limits by design).
   bool guarded = false;
   for (int i = 0; i < 200 && !guarded; ++i) {
-    guarded = run_command({"tc", "filter", "show", "dev", added.host(), "egress"})
-                  .output.find("sebpf_tc_packet") != std::string::npos;
+    guarded = carries_packet_socket_filter(added.host());
     if (!guarded) std::this_thread::sleep_for(milliseconds(10));
   }
   ASSERT_TRUE(guarded) << "no packet socket filter on an interface made after the attach";
@@ -256,10 +261,6 @@ TEST_F(DaemonE2eTest, PacketSocketsInTheHostNamespaceAreHeldOnEveryInterfaceNewO
 // daemon was down, or never attached, the interfaces are as they were
 // (an operator who detached everything finds no filter of ours left).
 TEST_F(DaemonE2eTest, TheHostsInterfacesCarryThePacketSocketFilterOnlyWhileACgroupNeedsIt) {
-  const auto filtered = [](const std::string& dev) {
-    return run_command({"tc", "filter", "show", "dev", dev, "egress"})
-               .output.find("sebpf_tc_packet") != std::string::npos;
-  };
   start_daemon();
   const v1::Policy policy = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"});
   auto second = std::make_unique<TestCgroup>("sebpf-second-" + topo_->tag());
@@ -268,18 +269,20 @@ TEST_F(DaemonE2eTest, TheHostsInterfacesCarryThePacketSocketFilterOnlyWhileACgro
   req.set_cgroup_path(second->path());
   v1::Attachment other;
   ASSERT_TRUE(attach(req, &other).ok());
-  ASSERT_TRUE(filtered(topo_->host_if()));
-  ASSERT_TRUE(filtered("lo"));
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->host_if()));
+  ASSERT_TRUE(carries_packet_socket_filter("lo"));
 
   ASSERT_TRUE(detach(first.id()).ok());
-  EXPECT_TRUE(filtered(topo_->host_if())) << "taken off while another cgroup needs it";
+  EXPECT_TRUE(carries_packet_socket_filter(topo_->host_if()))
+      << "taken off while another cgroup needs it";
   ASSERT_TRUE(detach(other.id()).ok());
-  EXPECT_FALSE(filtered(topo_->host_if())) << "left on after the last cgroup was detached";
-  EXPECT_FALSE(filtered("lo"));
+  EXPECT_FALSE(carries_packet_socket_filter(topo_->host_if()))
+      << "left on after the last cgroup was detached";
+  EXPECT_FALSE(carries_packet_socket_filter("lo"));
 
   // Attached again, the filter is back and holds the workload's frames.
   const v1::Attachment again = attach_cgroup(policy);
-  EXPECT_TRUE(filtered(topo_->host_if()));
+  EXPECT_TRUE(carries_packet_socket_filter(topo_->host_if()));
   EXPECT_FALSE(frame_reaches_peer(topo_->ns(), topo_->peer_if(), [&] {
     in_cgroup([&] { return send_frame(topo_->host_if()); });
   })) << "a frame of the workload left after the filter was put back";
@@ -296,11 +299,13 @@ TEST_F(DaemonE2eTest, TheHostsInterfacesCarryThePacketSocketFilterOnlyWhileACgro
   v1::Attachment guest;
   ASSERT_TRUE(attach(vm, &guest).ok());
   EXPECT_EQ(daemon_->terminate(), 0);
-  ASSERT_TRUE(filtered(topo_->host_if())) << "a clean stop leaves enforcement in place";
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->host_if()))
+      << "a clean stop leaves enforcement in place";
   second.reset();
   start_daemon();
-  EXPECT_FALSE(filtered(topo_->host_if())) << "left on by a start with no cgroup attached";
-  EXPECT_FALSE(filtered("lo"));
+  EXPECT_FALSE(carries_packet_socket_filter(topo_->host_if()))
+      << "left on by a start with no cgroup attached";
+  EXPECT_FALSE(carries_packet_socket_filter("lo"));
   EXPECT_NE(daemon_->log().find("packet_socket_filter_removed"), std::string::npos);
   EXPECT_NE(run_command({"tc", "filter", "show", "dev", topo_->host_if(), "egress"})
                 .output.find("sebpf_tc_track"),
@@ -331,9 +336,7 @@ TEST_F(DaemonE2eTest, AnAttachWhoseStateCannotBeSavedIsUndoneWhole) {
   EXPECT_NE(refused.error_message().find("(undone)"), std::string::npos) << refused.error_message();
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0)
       << "the workload is held by an attachment that failed";
-  EXPECT_EQ(run_command({"tc", "filter", "show", "dev", topo_->host_if(), "egress"})
-                .output.find("sebpf_tc_packet"),
-            std::string::npos);
+  EXPECT_FALSE(carries_packet_socket_filter(topo_->host_if()));
   // The first port a daemon hands out (dns.port_first's default).
   EXPECT_EQ(run_command({"ss", "-Hlnu", "sport = :20000"}).output, "")
       << "the failed attach's DNS endpoint is still open";
