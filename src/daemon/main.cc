@@ -1,6 +1,8 @@
 // superebpfd: the per-host daemon. Reads its configuration, opens (or
 // adopts) the pinned datapath, reconciles it with the state file, watches
 // targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
+// SIGHUP reloads: a fresh copy of the binary replaces this one in the same
+// process, taking its DNS endpoints' sockets over (reexec.h).
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
 
@@ -15,6 +17,7 @@
 #include "daemon/daemon_service.h"
 #include "daemon/dns_backend.h"
 #include "daemon/logger.h"
+#include "daemon/reexec.h"
 #include "daemon/target_watcher.h"
 #include "datapath/system.h"
 #include "policy/policy_file.h"
@@ -86,14 +89,40 @@ void notify_systemd(const std::string& state) {
   (void)sd_notify(0, state.c_str());
 }
 
-int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) {
-  // SIGINT and SIGTERM are taken with sigtimedwait below, never by a
-  // handler: block them before any thread starts so every thread inherits
-  // the mask.
+// Why a reload must not go ahead, if it must not: the process it starts
+// would stop at once on a configuration, policy file or resolv.conf it
+// refuses, and with it every DNS endpoint.
+std::optional<Error> reload_refusal(const Flags& flags, const Result<std::string>& executable) {
+  if (!executable.ok()) return executable.error();
+  if (access(executable->c_str(), X_OK) != 0) {
+    return Error::from_errno(errno, "the daemon's binary " + *executable);
+  }
+  auto config = build_config(flags);
+  if (!config.ok()) return config.error();
+  if (auto policies = load_policies(*config); !policies.ok()) return policies.error();
+  if (auto dns = proxy_config(*config); !dns.ok()) return dns.error();
+  return std::nullopt;
+}
+
+struct Invocation {
+  const Flags& flags;
+  char** argv;
+  // What a reload runs (own_executable(), read at start).
+  Result<std::string> executable;
+  // Handed over by the process this one replaced; null if none.
+  std::unique_ptr<dns::InheritedSockets> inherited;
+};
+
+int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
+          Invocation invocation) {
+  // SIGINT, SIGTERM and SIGHUP are taken with sigtimedwait below, never by
+  // a handler: block them before any thread starts so every thread
+  // inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
   const rlim_t open_files = raise_open_files_limit();
@@ -118,9 +147,17 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   auto dns_config = proxy_config(config);
   if (!dns_config.ok()) return fail_started("dns_config_failed", dns_config.error());
   DnsBackend dns_backend(**manager, log);
-  auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend);
+  const size_t handed_over = invocation.inherited ? invocation.inherited->size() : 0;
+  auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend, std::move(invocation.inherited));
   if (!dns_proxy.ok()) return fail_started("dns_failed", dns_proxy.error());
   (*manager)->set_dns_proxy(dns_proxy->get());
+  if (handed_over > 0) {
+    // The attachments of the process before are all adopted: a socket none
+    // took is of one gone meanwhile.
+    const size_t unclaimed = (*dns_proxy)->close_unclaimed_sockets();
+    log.info("dns_sockets_taken_over", {{"sockets", std::to_string(handed_over - unclaimed)},
+                                        {"unclaimed", std::to_string(unclaimed)}});
+  }
   std::string upstreams;
   for (const auto& u : dns_config->upstreams)
     upstreams += (upstreams.empty() ? "" : ",") + u.to_string();
@@ -152,6 +189,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
   notify_systemd("READY=1\nSTATUS=enforcing, " + std::to_string(attachments) + " attachments");
 
   const timespec sweep_every{static_cast<time_t>(config.sweep_interval.count()), 0};
+  bool reload = false;
   while (true) {
     const int sig = sigtimedwait(&signals, nullptr, &sweep_every);
     if (sig == SIGINT || sig == SIGTERM) {
@@ -159,17 +197,51 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log) 
       notify_systemd("STOPPING=1");
       break;
     }
+    if (sig == SIGHUP) {
+      if (auto refused = reload_refusal(invocation.flags, invocation.executable)) {
+        log.error("reload_refused", {{"error", refused->message()},
+                                     {"impact", "this process goes on serving as it was"}});
+        continue;
+      }
+      log.info("signal", {{"signal", "SIGHUP"}, {"action", "reload"}});
+      notify_systemd("RELOADING=1");
+      reload = true;
+      break;
+    }
     (*manager)->sweep();
     (*manager)->report_daemon_cgroup(*mount);
   }
+  std::vector<UniqueFd> endpoint_sockets;
+  if (reload) {
+    auto copies = (*dns_proxy)->duplicate_endpoint_sockets();
+    if (copies.ok()) {
+      endpoint_sockets = std::move(*copies);
+    } else {
+      log.warning(
+          "dns_sockets_not_handed_over",
+          {{"error", copies.error().message()},
+           {"impact", "DNS goes unanswered until the new process has bound its endpoints"}});
+    }
+  }
   (*listener)->stop();
   watcher->reset();
+  // Queries taken in are answered (and their addresses learned) before
+  // the endpoints close or change hands.
+  if (!(*dns_proxy)->drain()) {
+    log.warning("dns_queries_dropped", {{"reason", "their upstreams did not answer in time"}});
+  }
   (*manager)->set_dns_proxy(nullptr);
   dns_proxy->reset();
-  if (auto stopped = (*manager)->shutdown(config.detach_on_exit); !stopped.ok()) {
+  // A reload keeps everything in the kernel, whatever detach_on_exit says.
+  if (auto stopped = (*manager)->shutdown(!reload && config.detach_on_exit); !stopped.ok()) {
     return fail("stop_failed", stopped.error());
   }
-  return 0;
+  if (!reload) return 0;
+  log.info("reexec", {{"binary", *invocation.executable},
+                      {"dns_sockets", std::to_string(endpoint_sockets.size())}});
+  const Error failed = reexec(*invocation.executable, invocation.argv, std::move(endpoint_sockets));
+  // Enforcement stays; systemd's Restart=on-failure starts a new process.
+  return fail("reexec_failed", failed);
 }
 
 }  // namespace
@@ -222,5 +294,15 @@ int main(int argc, char** argv) {
     return 0;
   }
   Logger log(config->log_level);
-  return serve(*config, std::move(*policies), log);
+  std::vector<std::string> rejected;
+  auto inherited = take_handed_over_sockets(rejected);
+  for (const std::string& why : rejected) {
+    log.warning("handed_over_socket_rejected", {{"detail", why}});
+  }
+  if (!inherited.ok()) {
+    log.warning("handed_over_socket_list_invalid", {{"error", inherited.error().message()}});
+    inherited = std::unique_ptr<sebpf::dns::InheritedSockets>();
+  }
+  return serve(*config, std::move(*policies), log,
+               Invocation{flags, argv, own_executable(), std::move(*inherited)});
 }

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include "dns/inherited_sockets.h"
 #include "dns/proxy_endpoint.h"
 #include "dns/proxy_loop.h"
 #include "dns/upstream_budget.h"
@@ -20,13 +21,14 @@ DnsProxy::DnsProxy(const ProxyConfig& config, ProxyBackend& backend)
 
 DnsProxy::~DnsProxy() = default;
 
-Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
-                                                  ProxyBackend& backend) {
+Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config, ProxyBackend& backend,
+                                                  std::unique_ptr<InheritedSockets> inherited) {
   if (config.min_ttl > config.max_ttl) {
     return Error(Errc::kInvalidArgument, "DNS min_ttl is above max_ttl");
   }
   if (config.threads == 0) return Error(Errc::kInvalidArgument, "DNS threads must be at least 1");
   std::unique_ptr<DnsProxy> proxy(new DnsProxy(config, backend));
+  proxy->inherited_ = std::move(inherited);
   proxy->accept_gate_->spare.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!proxy->accept_gate_->spare) return Error::from_errno(errno, "open /dev/null");
   for (unsigned i = 0; i < config.threads; ++i) {
@@ -40,7 +42,8 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config,
 
 Result<std::shared_ptr<Endpoint>> DnsProxy::bind(const EndpointSpec& spec, const Endpoint* kept) {
   std::vector<std::string> skipped;
-  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint, bind_endpoint(spec, kept, skipped));
+  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint,
+                         bind_endpoint(spec, kept, inherited_.get(), skipped));
   for (const std::string& why : skipped) {
     backend_.report("dns_endpoint_address_skipped", spec.attachment, why);
   }
@@ -112,6 +115,36 @@ std::optional<EndpointCounters> DnsProxy::counters(uint64_t attachment) const {
                           .malformed = sum(Count::kMalformed),
                           .rate_limited = sum(Count::kRateLimited),
                           .answer_addresses = sum(Count::kAnswerAddresses)};
+}
+
+size_t DnsProxy::close_unclaimed_sockets() {
+  return inherited_ == nullptr ? 0 : inherited_->close_unclaimed();
+}
+
+Result<std::vector<UniqueFd>> DnsProxy::duplicate_endpoint_sockets() const {
+  std::lock_guard lock(mu_);
+  std::vector<UniqueFd> copies;
+  for (const auto& [attachment, endpoint] : open_) {
+    for (const auto* fds : {&endpoint->udp, &endpoint->tcp}) {
+      for (const UniqueFd& fd : *fds) {
+        SEBPF_ASSIGN_OR_RETURN(UniqueFd copy, duplicate_socket(fd));
+        copies.push_back(std::move(copy));
+      }
+    }
+  }
+  return copies;
+}
+
+bool DnsProxy::drain() {
+  // A query tries each upstream in turn; a moment more for the last answer.
+  const auto deadline =
+      std::chrono::steady_clock::now() + config_.upstream_timeout * (config_.upstreams.size() + 1);
+  for (auto& loop : loops_) loop->drain();
+  bool all = true;
+  for (auto& loop : loops_) {
+    all = loop->finished().wait_until(deadline) == std::future_status::ready && all;
+  }
+  return all;
 }
 
 }  // namespace sebpf::dns

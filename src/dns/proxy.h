@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "dns/answer_addresses.h"
 #include "dns/endpoint_counters.h"
 #include "dns/message.h"
@@ -114,10 +115,14 @@ struct EndpointSpec {
 struct Endpoint;    // an attachment's sockets, limits and counters (proxy_endpoint.h)
 struct AcceptGate;  // the loops' spare descriptor (proxy_endpoint.h)
 class UpstreamBudget;
+class InheritedSockets;
 
 class DnsProxy {
  public:
-  static Result<std::unique_ptr<DnsProxy>> start(const ProxyConfig& config, ProxyBackend& backend);
+  // `inherited`: endpoint sockets the process before handed over (a
+  // reload); an endpoint opened on one's address serves it, not a new one.
+  static Result<std::unique_ptr<DnsProxy>> start(const ProxyConfig& config, ProxyBackend& backend,
+                                                 std::unique_ptr<InheritedSockets> inherited = {});
   ~DnsProxy();  // stops the thread, closes every socket
   DnsProxy(const DnsProxy&) = delete;
   DnsProxy& operator=(const DnsProxy&) = delete;
@@ -143,6 +148,18 @@ class DnsProxy {
   // attachment has no endpoint. An answer is counted before it is sent.
   std::optional<EndpointCounters> counters(uint64_t attachment) const;
 
+  // Closes the inherited sockets no endpoint took (their attachments are
+  // gone); returns how many.
+  size_t close_unclaimed_sockets();
+  // A descriptor of each socket of every open endpoint (close-on-exec: the
+  // caller clears it on those it hands over).
+  Result<std::vector<UniqueFd>> duplicate_endpoint_sockets() const;
+  // The loops take no new query (the endpoints' sockets keep them queued)
+  // and answer those they took, the answers learned as ever; then their
+  // threads end. Waits as long as a query may wait for its upstreams (each
+  // one's timeout); returns whether every query was answered by then.
+  bool drain();
+
   class Loop;
 
  private:
@@ -153,6 +170,7 @@ class DnsProxy {
 
   const ProxyConfig config_;
   ProxyBackend& backend_;
+  std::unique_ptr<InheritedSockets> inherited_;      // null: none handed over
   std::unique_ptr<AcceptGate> accept_gate_;          // outlives the loops, which use it
   std::unique_ptr<UpstreamBudget> upstream_budget_;  // as accept_gate_; null: no limit
   std::vector<std::unique_ptr<Loop>> loops_;

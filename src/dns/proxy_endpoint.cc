@@ -6,10 +6,29 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <optional>
 #include <thread>
 
 namespace sebpf::dns {
 namespace {
+
+// Spec's socket filter on the socket, or none: a socket handed over by
+// the process before carries that process's, which this one replaces.
+Status put_filter(int fd, const net::SocketAddress& address, const EndpointSpec& spec) {
+  if (spec.socket_filter_fd >= 0) {
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &spec.socket_filter_fd,
+                   sizeof spec.socket_filter_fd) != 0) {
+      return Error::from_errno(errno,
+                               "put the socket filter on DNS endpoint " + address.to_string());
+    }
+  } else if (const int unused = 0;
+             setsockopt(fd, SOL_SOCKET, SO_DETACH_BPF, &unused, sizeof unused) != 0 &&
+             errno != ENOENT) {
+    return Error::from_errno(errno,
+                             "take the socket filter off DNS endpoint " + address.to_string());
+  }
+  return ok_status();
+}
 
 // One endpoint socket bound to `address` (and to spec's device and filter,
 // if set). The filter goes on before the bind, so no datagram is queued
@@ -26,11 +45,7 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
     return Error::from_errno(
         errno, "bind DNS endpoint to interface " + std::to_string(spec.device_ifindex));
   }
-  if (spec.socket_filter_fd >= 0 &&
-      setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_BPF, &spec.socket_filter_fd,
-                 sizeof spec.socket_filter_fd) != 0) {
-    return Error::from_errno(errno, "put the socket filter on DNS endpoint " + address.to_string());
-  }
+  if (spec.socket_filter_fd >= 0) SEBPF_RETURN_IF_ERROR(put_filter(fd.get(), address, spec));
   const int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (address.family() == AF_INET6) {
@@ -50,41 +65,58 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
   return fd;
 }
 
-// A second descriptor of the same socket.
-Result<UniqueFd> duplicate(const UniqueFd& fd) {
+}  // namespace
+
+Result<UniqueFd> duplicate_socket(const UniqueFd& fd) {
   UniqueFd copy(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
   if (!copy) return Error::from_errno(errno, "duplicate a DNS endpoint socket");
   return copy;
 }
 
-}  // namespace
-
 Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,
+                                                InheritedSockets* inherited,
                                                 std::vector<std::string>& skipped) {
   auto endpoint = std::make_shared<Endpoint>();
   endpoint->attachment = spec.attachment;
   endpoint->device_ifindex = spec.device_ifindex;
   const auto bind_all = [&]() -> Status {
+    // Run in the namespace the sockets belong to: its cookie tells a
+    // handed-over socket of this endpoint from one of another namespace's
+    // endpoint on the same address and port.
+    std::optional<uint64_t> netns_cookie;
+    if (inherited != nullptr && inherited->size() > 0) {
+      SEBPF_ASSIGN_OR_RETURN(netns_cookie, current_netns_cookie());
+    }
+    const auto take_or_bind = [&](const net::SocketAddress& address, int type) -> Result<UniqueFd> {
+      if (netns_cookie) {
+        UniqueFd fd = inherited->take({*netns_cookie, type, address, spec.device_ifindex});
+        if (fd) {
+          SEBPF_RETURN_IF_ERROR(put_filter(fd.get(), address, spec));
+          return fd;
+        }
+      }
+      return bind_socket(address, type, spec);
+    };
     for (const net::SocketAddress& address : spec.addresses) {
       if (kept != nullptr && kept->device_ifindex == spec.device_ifindex) {
         const auto same = std::find(kept->addresses.begin(), kept->addresses.end(), address);
         if (same != kept->addresses.end()) {
           const size_t i = static_cast<size_t>(same - kept->addresses.begin());
-          SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, duplicate(kept->udp[i]));
-          SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, duplicate(kept->tcp[i]));
+          SEBPF_ASSIGN_OR_RETURN(UniqueFd udp, duplicate_socket(kept->udp[i]));
+          SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, duplicate_socket(kept->tcp[i]));
           endpoint->addresses.push_back(address);
           endpoint->udp.push_back(std::move(udp));
           endpoint->tcp.push_back(std::move(tcp));
           continue;
         }
       }
-      auto udp = bind_socket(address, SOCK_DGRAM, spec);
+      auto udp = take_or_bind(address, SOCK_DGRAM);
       if (!udp.ok() && udp.error().code() == Errc::kNotFound) {
         skipped.push_back(udp.error().message());
         continue;
       }
       if (!udp.ok()) return udp.error();
-      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, bind_socket(address, SOCK_STREAM, spec));
+      SEBPF_ASSIGN_OR_RETURN(UniqueFd tcp, take_or_bind(address, SOCK_STREAM));
       endpoint->addresses.push_back(address);
       endpoint->udp.push_back(std::move(*udp));
       endpoint->tcp.push_back(std::move(tcp));

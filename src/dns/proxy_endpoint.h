@@ -14,6 +14,7 @@
 #include "common/result.h"
 #include "common/token_bucket.h"
 #include "common/unique_fd.h"
+#include "dns/inherited_sockets.h"
 #include "dns/proxy.h"
 #include "dns/upstream_budget.h"
 #include "net/socket_address.h"
@@ -76,13 +77,19 @@ struct Endpoint {
   std::shared_ptr<CountSlot[]> counts;
 };
 
+// A second descriptor of the same socket (close-on-exec).
+Result<UniqueFd> duplicate_socket(const UniqueFd& fd);
+
 // Binds the endpoint's sockets (in the workload's network namespace when
 // spec.netns_fd is set), taking over those of `kept` (an endpoint it moves
-// from) for the addresses both have, if bound to the same device. An
+// from) for the addresses both have, if bound to the same device, and
+// else those of `inherited` (handed over by the process before) that are
+// the same socket. An
 // address the namespace does not have (::1 where IPv6 is turned off, as
 // container runtimes often do) is skipped and named in `skipped`; none at
 // all is an error.
 Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,
+                                                InheritedSockets* inherited,
                                                 std::vector<std::string>& skipped);
 
 }  // namespace sebpf::dns

@@ -57,9 +57,7 @@ void DnsProxy::Loop::close_endpoint(uint64_t attachment) {
   post([this, attachment] {
     auto it = endpoints_.find(attachment);
     if (it == endpoints_.end()) return;
-    for (const auto* fds : {&it->second->udp, &it->second->tcp}) {
-      for (const UniqueFd& fd : *fds) unwatch(fd.get());
-    }
+    unwatch_endpoint(*it->second);
     // Let go of at the end of this turn (the sockets close when every
     // loop has): replies queued for its clients meanwhile must not go
     // out through a reused descriptor number.
@@ -81,6 +79,14 @@ void DnsProxy::Loop::close_endpoint(uint64_t attachment) {
         ++p;
       }
     }
+  });
+}
+
+void DnsProxy::Loop::drain() {
+  post([this] {
+    draining_ = true;
+    for (const auto& [attachment, endpoint] : endpoints_) unwatch_endpoint(*endpoint);
+    paused_.clear();  // listeners it would watch again
   });
 }
 
@@ -106,9 +112,17 @@ void DnsProxy::Loop::unwatch(int fd) {
   refs_.erase(fd);
 }
 
+void DnsProxy::Loop::unwatch_endpoint(const Endpoint& endpoint) {
+  for (const auto* fds : {&endpoint.udp, &endpoint.tcp}) {
+    for (const UniqueFd& fd : *fds) unwatch(fd.get());
+  }
+}
+
 void DnsProxy::Loop::run() {
   std::vector<epoll_event> events(256);
-  while (!stopping_) {
+  // A turn answers what it learned and flushes what it queued: with nothing
+  // pending after one, a draining loop owes its clients nothing.
+  while (!stopping_ && !(draining_ && pending_.empty())) {
     const int timeout = next_timeout_ms();
     int n = timeout == 0 ? 0 : spin_for_answers(events);
     if (n == 0) {
@@ -133,6 +147,7 @@ void DnsProxy::Loop::run() {
     } while (!resume_.empty());
     closing_.clear();
   }
+  ended_.set_value();
 }
 
 void DnsProxy::Loop::dispatch(int fd, Ref ref, uint32_t events) {

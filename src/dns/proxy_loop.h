@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <queue>
@@ -61,6 +62,12 @@ class DnsProxy::Loop {
   // Serves the endpoint from the loop's next turn.
   void open_endpoint(std::shared_ptr<Endpoint> endpoint);
   void close_endpoint(uint64_t attachment);
+  // From the loop's next turn, takes no new query from the endpoints'
+  // sockets (they keep them queued) and ends its thread once every query
+  // it took is answered.
+  void drain();
+  // Ready once the loop's thread has ended.
+  std::shared_future<void> finished() const { return finished_; }
 
  private:
   // A TCP client may pipeline queries (RFC 7766). It is read from while it
@@ -165,6 +172,8 @@ class DnsProxy::Loop {
   Status watch(int fd, uint32_t events, Ref ref);
   void rewatch(int fd, uint32_t events);
   void unwatch(int fd);
+  // Stops watching the endpoint's sockets (its UDP sockets and listeners).
+  void unwatch_endpoint(const Endpoint& endpoint);
   void run();
   void dispatch(int fd, Ref ref, uint32_t events);
   void run_tasks();
@@ -428,6 +437,9 @@ class DnsProxy::Loop {
   UniqueFd epoll_, wake_;
   std::thread thread_;
   bool stopping_ = false;  // only touched on the loop's thread
+  bool draining_ = false;  // as stopping_
+  std::promise<void> ended_;
+  std::shared_future<void> finished_ = ended_.get_future().share();
 
   std::mutex tasks_mu_;
   std::deque<std::function<void()>> tasks_;

@@ -769,8 +769,9 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
 
 // Under systemd (Type=notify in dist/systemd), READY=1 is sent once the API
 // answers, so that a unit ordered after superebpfd (a container runtime
-// attaching each container) never finds it absent; STOPPING=1 at a stop.
-TEST_F(DaemonE2eTest, SystemdIsToldOnceTheDaemonServesAndWhenItStops) {
+// attaching each container) never finds it absent; RELOADING=1 and READY=1 across a
+// reload, STOPPING=1 at a stop.
+TEST_F(DaemonE2eTest, SystemdIsToldWhenTheDaemonServesReloadsAndStops) {
   const std::string path = dir_ + "/notify.sock";
   UniqueFd notify(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   sockaddr_un addr{};
@@ -800,6 +801,13 @@ TEST_F(DaemonE2eTest, SystemdIsToldOnceTheDaemonServesAndWhenItStops) {
       grpc::CreateChannel("unix:" + daemon_->socket(), grpc::InsecureChannelCredentials()));
   EXPECT_TRUE(stub_->List(&ctx, v1::ListRequest(), &list).ok());
   EXPECT_NE(daemon_->log().find("\"event\":\"ready\""), std::string::npos);
+
+  // A reload (systemctl reload: SIGHUP) re-executes the daemon in the same
+  // process: systemd hears it begin, and end once the new one serves.
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  EXPECT_EQ(next_message(), "RELOADING=1");
+  const std::string reloaded = next_message();
+  EXPECT_TRUE(reloaded.starts_with("READY=1")) << reloaded;
 
   EXPECT_EQ(daemon_->terminate(), 0);
   EXPECT_EQ(next_message(), "STOPPING=1");

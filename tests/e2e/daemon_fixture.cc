@@ -56,10 +56,10 @@ void DaemonE2eTest::expect_log_is_json_lines() {
   EXPECT_GT(lines, 0) << "no log at all";
 }
 
-void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args) {
+void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args, std::string binary) {
   stub_.reset();
-  daemon_ =
-      std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_, std::move(extra_args));
+  daemon_ = std::make_unique<DaemonProcess>(binary.empty() ? SEBPF_DAEMON_PATH : binary, dir_,
+                                            pin_dir_, std::move(extra_args));
   stub_ = daemon_->wait_ready();
   ASSERT_TRUE(stub_) << daemon_->log();
 }

@@ -20,8 +20,9 @@ class DaemonE2eTest : public E2eTest {
   void SetUp() override;
   void TearDown() override;
 
-  // Starts (or restarts) the daemon with the fixture's directories.
-  void start_daemon(std::vector<std::string> extra_args = {});
+  // Starts (or restarts) the daemon with the fixture's directories; the
+  // binary built with the tests unless `binary` names another.
+  void start_daemon(std::vector<std::string> extra_args = {}, std::string binary = "");
   std::string state_file() const { return dir_ + "/state/state.pb"; }
 
   // Calls, with a deadline, returning the status.

@@ -111,4 +111,17 @@ std::string DaemonProcess::log() const {
   return text.str();
 }
 
+bool DaemonProcess::wait_for_log(const std::string& text, size_t times,
+                                 std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    const std::string now = log();
+    size_t found = 0;
+    for (size_t at = now.find(text); at != std::string::npos; at = now.find(text, at + 1)) ++found;
+    if (found >= times) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 }  // namespace sebpf::testing

@@ -45,6 +45,8 @@ class DaemonProcess {
   pid_t pid() const { return pid_; }
   const std::string& socket() const { return socket_; }
   std::string log() const;
+  // Whether the log comes to hold `text` `times` times within `timeout`.
+  bool wait_for_log(const std::string& text, size_t times, std::chrono::milliseconds timeout) const;
 
  private:
   std::string socket_;

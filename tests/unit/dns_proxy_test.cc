@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "dns/inherited_sockets.h"
 #include "dns/proxy.h"
 #include "support/dns_client.h"
 #include "support/dns_loop_stats.h"
@@ -556,6 +557,64 @@ TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
                    .ok())
       << "still answered on the address it lost";
   EXPECT_EQ(proxy_->counters(1)->answered, 5u);
+}
+
+// A stop or a reload drains the proxy: queries taken in are answered (a
+// slow upstream's too), while new ones wait in the endpoint's socket.
+TEST_F(DnsProxyTest, ADrainAnswersTheQueriesTakenInAndLeavesNewOnesInTheSocket) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend, {}, milliseconds(300));
+  std::optional<Result<testing::DnsAnswer>> in_flight;
+  std::thread asker([&] { in_flight = ask("slow.example.test"); });
+  while (proxy_->counters(1)->forwarded == 0) std::this_thread::sleep_for(milliseconds(5));
+  EXPECT_TRUE(proxy_->drain());
+  asker.join();
+  ASSERT_TRUE(in_flight->ok()) << in_flight->error().message();
+  EXPECT_EQ(testing::answer_addresses((*in_flight)->message),
+            std::vector<std::string>{kAnswerAddress});
+  EXPECT_EQ(backend.learned(), std::vector<std::string>{kAnswerAddress})
+      << "learned before it was released";
+  EXPECT_FALSE(testing::dns_query(endpoint_, testing::make_query("late.example.test", 1), false,
+                                  milliseconds(300))
+                   .ok())
+      << "a query after the drain was taken";
+}
+
+// A reload: the new process's proxy is handed the old one's sockets and
+// serves its endpoint on them, the queries that waited meanwhile included.
+TEST_F(DnsProxyTest, AProxyHandedTheSocketsOfOneThatDrainedAnswersWhatWaitedInThem) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);
+  ask_each(1);
+  if (HasFatalFailure()) return;
+  auto sockets = proxy_->duplicate_endpoint_sockets();
+  ASSERT_TRUE(sockets.ok()) << sockets.error().message();
+  EXPECT_EQ(sockets->size(), 2u) << "the endpoint's UDP socket and TCP listener";
+  EXPECT_TRUE(proxy_->drain());
+  std::optional<Result<testing::DnsAnswer>> waited;
+  std::thread asker([&] { waited = ask("waited.example.test"); });
+  std::this_thread::sleep_for(milliseconds(100));
+  proxy_.reset();
+
+  std::vector<std::string> rejected;
+  auto inherited = std::make_unique<InheritedSockets>(std::move(*sockets), rejected);
+  EXPECT_TRUE(rejected.empty());
+  ProxyConfig config;
+  config.upstreams = {*net::SocketAddress::parse(kLoopback, upstream_->port())};
+  auto next = DnsProxy::start(config, backend, std::move(inherited));
+  ASSERT_TRUE(next.ok()) << next.error().message();
+  proxy_ = std::move(*next);
+  EndpointSpec spec;
+  spec.attachment = 1;
+  spec.addresses = {endpoint_};
+  ASSERT_TRUE(proxy_->open_endpoint(spec).ok());
+  EXPECT_EQ(proxy_->close_unclaimed_sockets(), 0u) << "both sockets taken";
+  asker.join();
+  ASSERT_TRUE(waited->ok()) << "the query sent while no proxy served: "
+                            << waited->error().message();
+  EXPECT_EQ(testing::answer_addresses((*waited)->message),
+            std::vector<std::string>{kAnswerAddress});
+  ask_pipelined(2);  // over TCP, on the listener handed over
 }
 
 // An upstream on the same host answers within microseconds; a loop that

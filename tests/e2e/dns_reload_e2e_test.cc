@@ -1,0 +1,159 @@
+// A reload (SIGHUP): a fresh copy of the daemon replaces the running one in
+// the same process and serves every DNS endpoint on the sockets it was
+// handed, so that workloads asking meanwhile are answered, late but never
+// refused; a reload the new configuration would fail is refused.
+#include <csignal>
+
+#include "dns_fixture.h"
+
+namespace sebpf::testing {
+namespace {
+
+// In the workload: asks allowed.example through `resolver` every few
+// milliseconds for `duration`. 0 if every query was answered with its
+// address; else how many were not (at most 100, each on stderr), or 101
+// if it asked too few to tell.
+int ask_throughout(const net::SocketAddress& resolver, milliseconds duration) {
+  int asked = 0, failed = 0;
+  const auto until = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < until) {
+    auto answer =
+        dns_query(resolver, make_query("allowed.example", kTypeA), false, milliseconds(2000));
+    ++asked;
+    if (!answer.ok()) {
+      std::fprintf(stderr, "query %d: %s\n", asked, answer.error().message().c_str());
+      ++failed;
+    } else if (answer_addresses(answer->message) != std::vector<std::string>{"198.51.100.2"}) {
+      std::fprintf(stderr, "query %d: rcode %d\n", asked, answer->message.header.rcode);
+      ++failed;
+    }
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  if (failed > 0) return std::min(failed, 100);
+  return asked < 50 ? 101 : 0;
+}
+
+class DnsReloadE2eTest : public DnsE2eTest {
+ protected:
+  // SIGHUP, then waits until the replacement serves (its "ready" is the
+  // log's `readies`th).
+  void reload_and_wait_ready(size_t readies = 2) {
+    ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+    ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"ready\"", readies, std::chrono::seconds(15)))
+        << daemon_->log();
+  }
+};
+
+TEST_F(DnsReloadE2eTest, AWorkloadAskingThroughAReloadIsAnsweredEveryTime) {
+  start_with_upstream();
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  Child workload(
+      [&] { return cgroup_->add_self() ? ask_throughout(endpoint, milliseconds(4000)) : 120; });
+  std::this_thread::sleep_for(milliseconds(700));
+  reload_and_wait_ready();
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << "queries unanswered (see stderr)";
+
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("\"event\":\"reexec\""), std::string::npos) << "the same process, re-executed";
+  EXPECT_NE(log.find("\"event\":\"dns_sockets_taken_over\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"unclaimed\":\"0\""), std::string::npos) << log;
+  // The new process learns and enforces as the old one did, and its TCP
+  // listener is the one handed over.
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0);
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "other.example", kTypeA); }),
+            kRcodeBase + 3)
+      << "refused (NXDOMAIN)";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_TRUE(dns_query(endpoint, make_query("allowed.example", kTypeA), /*tcp=*/true).ok());
+}
+
+// The endpoint of a container in a network namespace of its own is made
+// there: the replacement finds the socket of that namespace's endpoint.
+TEST_F(DnsReloadE2eTest, AContainerInItsOwnNetworkNamespaceIsAnsweredThroughAReload) {
+  start_with_upstream();
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 110;
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 111;
+    if (!meet.ready_then_wait()) return 112;
+    // Steered to the endpoint in this namespace, as a container's resolver is.
+    return ask_throughout(*net::SocketAddress::parse("203.0.113.2:53", 53), milliseconds(4000));
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
+                                 << workload.wait(std::chrono::seconds(1));
+  v1::AttachRequest req;
+  req.set_pid(workload.pid());
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  const grpc::Status attached = attach(req, &att);
+  ASSERT_TRUE(attached.ok()) << attached.error_message();
+  ASSERT_TRUE(meet.go());
+  std::this_thread::sleep_for(milliseconds(700));
+  reload_and_wait_ready();
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << "queries unanswered (see stderr)";
+  EXPECT_NE(daemon_->log().find("\"unclaimed\":\"0\""), std::string::npos) << daemon_->log();
+}
+
+// A VM's endpoint is bound to its interface and carries the datapath's
+// socket filter: the replacement takes that socket, and puts its own
+// filter on it.
+TEST_F(DnsReloadE2eTest, AGuestBehindAnInterfaceIsAnsweredThroughAReload) {
+  start_with_upstream();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  const auto endpoint = endpoint_of(att);
+  Child guest(
+      [&] { return topo_->ns().enter() ? ask_throughout(endpoint, milliseconds(4000)) : 120; });
+  std::this_thread::sleep_for(milliseconds(700));
+  reload_and_wait_ready();
+  EXPECT_EQ(guest.wait(std::chrono::seconds(10)), 0) << "queries unanswered (see stderr)";
+  EXPECT_NE(daemon_->log().find("\"unclaimed\":\"0\""), std::string::npos) << daemon_->log();
+}
+
+// The process a reload starts would stop at once on a configuration it
+// refuses, and every endpoint with it: such a reload is refused and the
+// running daemon goes on. A good one is then applied.
+TEST_F(DnsReloadE2eTest, AReloadIsRefusedWhileTheConfigurationIsBrokenAndAppliesAGoodOne) {
+  start_with_upstream("dns:\n  refuse_with: nxdomain\n");
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  const std::string config = dir_ + "/superebpfd.yaml";
+  std::ofstream(config) << "dns:\n  refuse_with: maybe\n";
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"reload_refused\"", 1, std::chrono::seconds(5)));
+  EXPECT_NE(daemon_->log().find("must be nxdomain or refused"), std::string::npos)
+      << daemon_->log();
+  auto refused = dns_query(endpoint, make_query("other.example", kTypeA));
+  ASSERT_TRUE(refused.ok()) << "still serving: " << refused.error().message();
+  EXPECT_EQ(refused->message.header.rcode, dns::rcode::kNxDomain);
+
+  std::ofstream(config) << "dns:\n  refuse_with: refused\n";
+  reload_and_wait_ready();
+  refused = dns_query(endpoint, make_query("other.example", kTypeA));
+  ASSERT_TRUE(refused.ok()) << refused.error().message();
+  EXPECT_EQ(refused->message.header.rcode, dns::rcode::kRefused) << "the new configuration";
+}
+
+// A reload runs the binary the daemon was started from: if it is gone (an
+// upgrade that moved it), the reload is refused, saying so, and the
+// running daemon goes on.
+TEST_F(DnsReloadE2eTest, AReloadWhoseBinaryIsGoneIsRefused) {
+  const std::string binary = dir_ + "/superebpfd";
+  std::filesystem::copy_file(SEBPF_DAEMON_PATH, binary);
+  start_daemon({"--dns-upstream", knot_->address().to_string()}, binary);
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  std::filesystem::remove(binary);
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"reload_refused\"", 1, std::chrono::seconds(5)));
+  EXPECT_NE(daemon_->log().find(binary), std::string::npos) << daemon_->log();
+  EXPECT_TRUE(dns_query(endpoint, make_query("allowed.example", kTypeA)).ok()) << "still serving";
+}
+
+}  // namespace
+}  // namespace sebpf::testing
