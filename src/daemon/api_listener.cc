@@ -1,5 +1,6 @@
 #include "daemon/api_listener.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/server_posix.h>
@@ -14,6 +15,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstddef>
+#include <cstring>
 #include <filesystem>
 
 namespace sebpf::daemon {
@@ -61,6 +64,30 @@ Result<gid_t> resolve_group(const std::string& group) {
     return Error(Errc::kNotFound, "socket.group: there is no group named \"" + group + "\"");
   }
   return found->gr_gid;
+}
+
+// The path a listening unix stream socket is bound to.
+Result<std::string> listening_path(int fd) {
+  int type = 0, listening = 0;
+  socklen_t len = sizeof type;
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    return Error::from_errno(errno, "read the socket's type");
+  }
+  len = sizeof listening;
+  if (type != SOCK_STREAM || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
+      listening == 0) {
+    return Error(Errc::kInvalidArgument, "not a listening stream socket");
+  }
+  sockaddr_un addr{};
+  len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return Error::from_errno(errno, "read the socket's address");
+  }
+  if (addr.sun_family != AF_UNIX || len <= offsetof(sockaddr_un, sun_path) ||
+      addr.sun_path[0] == '\0') {
+    return Error(Errc::kInvalidArgument, "not a unix socket with a path");
+  }
+  return std::string(addr.sun_path, strnlen(addr.sun_path, len - offsetof(sockaddr_un, sun_path)));
 }
 
 }  // namespace
@@ -133,7 +160,8 @@ class ApiListener::CallCounter final
 };
 
 Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& options,
-                                                        grpc::Service* service, Logger& log) {
+                                                        grpc::Service* service, Logger& log,
+                                                        UniqueFd handed_over) {
   const std::string& path = options.socket_path;
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) {
@@ -145,8 +173,23 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   if (ec) return Error(Errc::kFailedPrecondition, "create the socket's directory: " + ec.message());
 
+  if (handed_over) {
+    auto bound_to = listening_path(handed_over.get());
+    if (!bound_to.ok() || *bound_to != path) {
+      log.warning(
+          "api_socket_not_taken_over",
+          {{"socket", bound_to.ok() ? *bound_to : ""},
+           {"reason", bound_to.ok() ? "socket.path is now " + path : bound_to.error().message()}});
+      // The process before left its socket file for this one.
+      struct stat old {};
+      if (bound_to.ok() && lstat(bound_to->c_str(), &old) == 0 && S_ISSOCK(old.st_mode)) {
+        unlink(bound_to->c_str());
+      }
+      handed_over.reset();
+    }
+  }
   struct stat st {};
-  if (lstat(path.c_str(), &st) == 0) {
+  if (!handed_over && lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       return Error(Errc::kFailedPrecondition,
                    "socket.path: " + path + " exists and is not a socket; not removing it");
@@ -163,13 +206,18 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   }
 
   std::unique_ptr<ApiListener> self(new ApiListener(options, log));
-  self->listen_fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!self->listen_fd_) return Error::from_errno(errno, "create the API socket");
-  addr = {};
-  addr.sun_family = AF_UNIX;
-  path.copy(addr.sun_path, path.size());
-  if (bind(self->listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error::from_errno(errno, "bind " + path);
+  const bool taken_over = static_cast<bool>(handed_over);
+  if (handed_over) {
+    self->listen_fd_ = std::move(handed_over);
+  } else {
+    self->listen_fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!self->listen_fd_) return Error::from_errno(errno, "create the API socket");
+    addr = {};
+    addr.sun_family = AF_UNIX;
+    path.copy(addr.sun_path, path.size());
+    if (bind(self->listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      return Error::from_errno(errno, "bind " + path);
+    }
   }
   // Until chmod/chown only root can connect (bind gives 0777 & ~umask, and
   // connecting needs write permission): nobody slips in before we are done.
@@ -197,7 +245,9 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
     return Error(Errc::kInternal, "could not start the gRPC servers");
   }
   self->accept_thread_ = std::thread([raw = self.get()] { raw->accept_loop(); });
-  log.info("api_listening", {{"socket", path}, {"group", std::to_string(gid)}});
+  log.info("api_listening", {{"socket", path},
+                             {"group", std::to_string(gid)},
+                             {"taken_over", taken_over ? "true" : "false"}});
   return self;
 }
 
@@ -261,7 +311,14 @@ void ApiListener::stop() {
   const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(100);
   if (trusted_server_) trusted_server_->Shutdown(deadline);
   if (refusing_server_) refusing_server_->Shutdown(deadline);
-  if (bound) unlink(options_.socket_path.c_str());
+  if (bound && !handed_over_) unlink(options_.socket_path.c_str());
+}
+
+Result<UniqueFd> ApiListener::hand_over() {
+  UniqueFd copy(fcntl(listen_fd_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!copy) return Error::from_errno(errno, "duplicate the API socket");
+  handed_over_ = true;
+  return copy;
 }
 
 ApiListener::~ApiListener() { stop(); }

@@ -42,16 +42,23 @@ class ApiListener {
  public:
   // Creates the socket (mode 0660, group `socket_group`; a stale socket file
   // from an earlier run is replaced) and starts serving `service`.
+  // `handed_over`: the listening socket of the process this one replaced
+  // (a reload), served instead if it is on socket_path; the connections
+  // queued in it meanwhile are served too.
   static Result<std::unique_ptr<ApiListener>> start(const ListenerOptions& options,
-                                                    grpc::Service* service, Logger& log);
+                                                    grpc::Service* service, Logger& log,
+                                                    UniqueFd handed_over = {});
   ~ApiListener();
   ApiListener(const ApiListener&) = delete;
   ApiListener& operator=(const ApiListener&) = delete;
 
   // Stops accepting, ends the servers (calls running get up to 2 s to
   // finish; then idle connections are cut within 100 ms) and removes the
-  // socket file.
+  // socket file, unless handed over.
   void stop();
+  // A descriptor of the listening socket (close-on-exec) for the process a
+  // reload starts; stop() then leaves the socket file in place.
+  Result<UniqueFd> hand_over();
 
  private:
   class Refuser;
@@ -71,6 +78,7 @@ class ApiListener {
   std::unique_ptr<grpc::Server> refusing_server_;
   std::thread accept_thread_;
   std::atomic<bool> stopped_{false};
+  bool handed_over_ = false;
 };
 
 }  // namespace sebpf::daemon

@@ -109,8 +109,8 @@ struct Invocation {
   char** argv;
   // What a reload runs (own_executable(), read at start).
   Result<std::string> executable;
-  // Handed over by the process this one replaced; null if none.
-  std::unique_ptr<dns::InheritedSockets> inherited;
+  // What the process this one replaced handed over.
+  HandedOver handed_over;
 };
 
 int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
@@ -147,8 +147,9 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
   auto dns_config = proxy_config(config);
   if (!dns_config.ok()) return fail_started("dns_config_failed", dns_config.error());
   DnsBackend dns_backend(**manager, log);
-  const size_t handed_over = invocation.inherited ? invocation.inherited->size() : 0;
-  auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend, std::move(invocation.inherited));
+  std::unique_ptr<dns::InheritedSockets>& inherited = invocation.handed_over.dns;
+  const size_t handed_over = inherited ? inherited->size() : 0;
+  auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend, std::move(inherited));
   if (!dns_proxy.ok()) return fail_started("dns_failed", dns_proxy.error());
   (*manager)->set_dns_proxy(dns_proxy->get());
   if (handed_over > 0) {
@@ -173,7 +174,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
   DaemonServiceImpl service(**manager, *mount, log);
   ListenerOptions listener_options{
       config.socket_path, config.socket_group, {config.allowed_uids, config.allowed_gids}};
-  auto listener = ApiListener::start(listener_options, &service, log);
+  auto listener = ApiListener::start(listener_options, &service, log,
+                                     std::move(invocation.handed_over.api_listener));
   if (!listener.ok()) {
     watcher->reset();
     (*manager)->set_dns_proxy(nullptr);
@@ -211,11 +213,19 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
     (*manager)->sweep();
     (*manager)->report_daemon_cgroup(*mount);
   }
-  std::vector<UniqueFd> endpoint_sockets;
+  HandOver hand_over;
   if (reload) {
-    auto copies = (*dns_proxy)->duplicate_endpoint_sockets();
-    if (copies.ok()) {
-      endpoint_sockets = std::move(*copies);
+    // What cannot be handed over is made anew by the next process, after
+    // a gap: worth a warning, not worth refusing the reload.
+    if (auto api = (*listener)->hand_over(); api.ok()) {
+      hand_over.api_listener = std::move(*api);
+    } else {
+      log.warning("api_socket_not_handed_over",
+                  {{"error", api.error().message()},
+                   {"impact", "API calls fail until the new process listens"}});
+    }
+    if (auto copies = (*dns_proxy)->duplicate_endpoint_sockets(); copies.ok()) {
+      hand_over.dns_sockets = std::move(*copies);
     } else {
       log.warning(
           "dns_sockets_not_handed_over",
@@ -238,8 +248,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
   }
   if (!reload) return 0;
   log.info("reexec", {{"binary", *invocation.executable},
-                      {"dns_sockets", std::to_string(endpoint_sockets.size())}});
-  const Error failed = reexec(*invocation.executable, invocation.argv, std::move(endpoint_sockets));
+                      {"dns_sockets", std::to_string(hand_over.dns_sockets.size())}});
+  const Error failed = reexec(*invocation.executable, invocation.argv, std::move(hand_over));
   // Enforcement stays; systemd's Restart=on-failure starts a new process.
   return fail("reexec_failed", failed);
 }
@@ -294,15 +304,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   Logger log(config->log_level);
-  std::vector<std::string> rejected;
-  auto inherited = take_handed_over_sockets(rejected);
-  for (const std::string& why : rejected) {
+  std::vector<std::string> problems;
+  HandedOver handed_over = take_handed_over(problems);
+  for (const std::string& why : problems) {
     log.warning("handed_over_socket_rejected", {{"detail", why}});
   }
-  if (!inherited.ok()) {
-    log.warning("handed_over_socket_list_invalid", {{"error", inherited.error().message()}});
-    inherited = std::unique_ptr<sebpf::dns::InheritedSockets>();
-  }
   return serve(*config, std::move(*policies), log,
-               Invocation{flags, argv, own_executable(), std::move(*inherited)});
+               Invocation{flags, argv, own_executable(), std::move(handed_over)});
 }

@@ -1,12 +1,14 @@
 // A reload (SIGHUP) replaces the daemon with a fresh copy of its binary
-// in the same process (execve), handing its DNS endpoints' sockets over:
-// enforcement stays in the kernel as across any restart, and the
-// endpoints' ports never close. Queries that arrive meanwhile wait in the
-// sockets' queues for the new process.
+// in the same process (execve), handing over its API socket and its DNS
+// endpoints' sockets: enforcement stays in the kernel as across any
+// restart, and neither the API's socket nor an endpoint's port closes.
+// Connections and queries that arrive meanwhile wait in the sockets'
+// queues for the new process.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/result.h"
@@ -15,19 +17,39 @@
 
 namespace sebpf::daemon {
 
+// The environment variables that carry the descriptors over the execve:
+// decimal descriptor numbers, comma-separated ("3,4,7").
+inline constexpr const char* kHandedOverApiVariable = "SUPEREBPF_API_SOCKET";
+inline constexpr const char* kHandedOverDnsVariable = "SUPEREBPF_DNS_SOCKETS";
+
+// The descriptors `variable` holds as `text`; an error naming what is
+// wrong (nothing taken).
+Result<std::vector<int>> parse_descriptor_list(std::string_view variable, std::string_view text);
+
 // The path this process's binary was started from: what a reload runs,
 // so that an upgrade that replaced the file is what runs next.
 Result<std::string> own_executable();
 
-// The sockets the process before handed over (kHandedOverSocketsVariable,
-// removed from the environment); null when it names none. Descriptors that
-// are not open or not an endpoint's socket are left out, each with the
-// reason in `rejected`; a malformed variable is an error.
-Result<std::unique_ptr<dns::InheritedSockets>> take_handed_over_sockets(
-    std::vector<std::string>& rejected);
+// What the process before handed over.
+struct HandedOver {
+  UniqueFd api_listener;                       // invalid: none
+  std::unique_ptr<dns::InheritedSockets> dns;  // null: none
+};
+
+// Takes what the process before handed over, removing the variables from
+// the environment. Descriptors that are not open or not an endpoint's
+// socket, and malformed variables, are left out, each with the reason in
+// `problems`.
+HandedOver take_handed_over(std::vector<std::string>& problems);
+
+// What a reload hands over.
+struct HandOver {
+  UniqueFd api_listener;
+  std::vector<UniqueFd> dns_sockets;
+};
 
 // Runs `executable` in this process with `argv` and the environment, the
 // sockets handed over. Returns only if execve failed.
-Error reexec(const std::string& executable, char** argv, std::vector<UniqueFd> sockets);
+Error reexec(const std::string& executable, char** argv, HandOver sockets);
 
 }  // namespace sebpf::daemon

@@ -1,11 +1,9 @@
 #include "dns/inherited_sockets.h"
 
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71  // Linux 5.14; older libc headers lack it
@@ -95,34 +93,6 @@ size_t InheritedSockets::close_unclaimed() {
 size_t InheritedSockets::size() const {
   std::lock_guard lock(mu_);
   return held_.size();
-}
-
-Result<std::vector<int>> parse_descriptor_list(std::string_view text) {
-  const auto bad = [&](const std::string& why) {
-    return Error(Errc::kInvalidArgument, std::string(kHandedOverSocketsVariable) + "=\"" +
-                                             std::string(text) + "\": " + why);
-  };
-  std::vector<int> fds;
-  if (text.empty()) return fds;
-  size_t start = 0;
-  while (start <= text.size()) {
-    const size_t comma = std::min(text.find(',', start), text.size());
-    const std::string_view item = text.substr(start, comma - start);
-    int fd = -1;
-    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), fd);
-    if (item.empty() || ec != std::errc() || end != item.data() + item.size()) {
-      return bad("\"" + std::string(item) + "\" is not a descriptor number");
-    }
-    if (fd <= STDERR_FILENO) {
-      return bad("descriptor " + std::to_string(fd) + " is standard input, output or error");
-    }
-    if (std::find(fds.begin(), fds.end(), fd) != fds.end()) {
-      return bad("descriptor " + std::to_string(fd) + " is listed twice");
-    }
-    fds.push_back(fd);
-    start = comma + 1;
-  }
-  return fds;
 }
 
 }  // namespace sebpf::dns

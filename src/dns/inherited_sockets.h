@@ -58,11 +58,4 @@ class InheritedSockets {
   std::vector<Held> held_;
 };
 
-// The environment variable that carries the descriptors over an exec, as
-// "3,4,7": decimal descriptor numbers, comma-separated.
-inline constexpr const char* kHandedOverSocketsVariable = "SUPEREBPF_DNS_SOCKETS";
-
-// The descriptors in `text`; an error naming what is wrong (nothing taken).
-Result<std::vector<int>> parse_descriptor_list(std::string_view text);
-
 }  // namespace sebpf::dns

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -811,6 +812,45 @@ TEST_F(DaemonE2eTest, SystemdIsToldWhenTheDaemonServesReloadsAndStops) {
 
   EXPECT_EQ(daemon_->terminate(), 0);
   EXPECT_EQ(next_message(), "STOPPING=1");
+}
+
+// A reload re-executes the daemon in the same process, handing over the
+// API's listening socket: a client calling meanwhile is made to wait, not
+// refused for want of a daemon. (A call that reaches the old process as
+// its gRPC server shuts down may be CANCELLED: the server cancels the
+// calls it has not started, grpc/grpc#41785. Clients retry those.)
+TEST_F(DaemonE2eTest, ApiCallsThroughAReloadWaitForTheNewProcess) {
+  start_daemon();
+  std::atomic<bool> stop{false};
+  int calls = 0, cancelled = 0;
+  std::vector<std::string> failures;
+  std::thread caller([&] {
+    while (!stop) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(soon());
+      v1::ListResponse list;
+      const grpc::Status status = stub_->List(&ctx, v1::ListRequest(), &list);
+      ++calls;
+      if (status.error_code() == grpc::StatusCode::CANCELLED) {
+        ++cancelled;
+      } else if (!status.ok()) {
+        failures.push_back(std::to_string(status.error_code()) + " " + status.error_message());
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(300));
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  const bool reloaded = daemon_->wait_for_log("\"event\":\"ready\"", 2, std::chrono::seconds(15));
+  std::this_thread::sleep_for(milliseconds(300));
+  stop = true;
+  caller.join();
+  ASSERT_TRUE(reloaded) << daemon_->log();
+  EXPECT_TRUE(failures.empty()) << failures.size()
+                                << " calls failed, the first: " << failures.front();
+  EXPECT_LE(cancelled, 2) << "of " << calls;
+  EXPECT_GT(calls, 20);
+  EXPECT_NE(daemon_->log().find("\"taken_over\":\"true\""), std::string::npos) << daemon_->log();
 }
 
 // The log is JSON lines from start to stop. A stop takes the packet-socket

@@ -1,5 +1,5 @@
-// The sockets a reloading daemon hands to its replacement: which one serves
-// which endpoint, and the descriptor list the environment carries.
+// The DNS endpoint sockets a reloading daemon hands to its replacement:
+// which one serves which endpoint.
 #include "dns/inherited_sockets.h"
 
 #include <fcntl.h>
@@ -82,18 +82,6 @@ TEST(InheritedSocketsTest, DescriptorsThatAreNoEndpointsSocketAreLeftOutWithTheR
   EXPECT_NE(rejected[1].find("does not listen"), std::string::npos) << rejected[1];
   EXPECT_NE(rejected[2].find("not bound"), std::string::npos) << rejected[2];
   EXPECT_NE(rejected[3].find("neither IPv4 nor IPv6"), std::string::npos) << rejected[3];
-}
-
-TEST(InheritedSocketsTest, TheDescriptorListIsNumbersAndNothingElse) {
-  EXPECT_EQ(*parse_descriptor_list("3,4,10"), (std::vector<int>{3, 4, 10}));
-  EXPECT_TRUE(parse_descriptor_list("")->empty());
-  for (const char* bad :
-       {"3,,4", "3,", ",3", "x", "3;4", "3 ,4", "1", "0", "-4", "3,3", "99999999999"}) {
-    auto parsed = parse_descriptor_list(bad);
-    ASSERT_FALSE(parsed.ok()) << bad;
-    EXPECT_NE(parsed.error().message().find(kHandedOverSocketsVariable), std::string::npos)
-        << parsed.error().message();
-  }
 }
 
 }  // namespace
