@@ -113,17 +113,19 @@ struct Invocation {
   HandedOver handed_over;
 };
 
-int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
-          Invocation invocation) {
-  // SIGINT, SIGTERM and SIGHUP are taken with sigtimedwait below, never by
-  // a handler: block them before any thread starts so every thread
-  // inherits the mask.
+// The signals serve() takes with sigtimedwait, never by a handler.
+sigset_t handled_signals() {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return signals;
+}
+
+int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
+          Invocation invocation) {
+  const sigset_t signals = handled_signals();
   std::signal(SIGPIPE, SIG_IGN);
   const rlim_t open_files = raise_open_files_limit();
 
@@ -259,6 +261,12 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
 
 int main(int argc, char** argv) {
   using namespace sebpf::daemon;
+  // Blocked before any thread starts, so that every thread inherits the
+  // mask, and from the first instant: a SIGHUP's default action would end
+  // the daemon (and systemd counts that a clean exit, not restarted); one
+  // that comes while it starts is taken as a reload once it serves.
+  const sigset_t signals = handled_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   Flags flags;
   CLI::App app{
       "superebpfd: per-attachment egress policy for VMs and containers, enforced with eBPF.\n"
