@@ -215,10 +215,10 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
     (*manager)->sweep();
     (*manager)->report_daemon_cgroup(*mount);
   }
+  // What cannot be handed over is made anew by the next process, after a
+  // gap: worth a warning, not worth refusing the reload.
   HandOver hand_over;
   if (reload) {
-    // What cannot be handed over is made anew by the next process, after
-    // a gap: worth a warning, not worth refusing the reload.
     if (auto api = (*listener)->hand_over(); api.ok()) {
       hand_over.api_listener = std::move(*api);
     } else {
@@ -226,6 +226,12 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
                   {{"error", api.error().message()},
                    {"impact", "API calls fail until the new process listens"}});
     }
+  }
+  (*listener)->stop();
+  watcher->reset();
+  // Nothing opens or closes an endpoint from here: the set handed over is
+  // the set the state file holds.
+  if (reload) {
     if (auto copies = (*dns_proxy)->duplicate_endpoint_sockets(); copies.ok()) {
       hand_over.dns_sockets = std::move(*copies);
     } else {
@@ -235,8 +241,6 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
            {"impact", "DNS goes unanswered until the new process has bound its endpoints"}});
     }
   }
-  (*listener)->stop();
-  watcher->reset();
   // Queries taken in are answered (and their addresses learned) before
   // the endpoints close or change hands.
   if (!(*dns_proxy)->drain()) {

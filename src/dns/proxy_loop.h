@@ -62,9 +62,9 @@ class DnsProxy::Loop {
   // Serves the endpoint from the loop's next turn.
   void open_endpoint(std::shared_ptr<Endpoint> endpoint);
   void close_endpoint(uint64_t attachment);
-  // From the loop's next turn, takes no new query from the endpoints'
-  // sockets (they keep them queued) and ends its thread once every query
-  // it took is answered.
+  // From the loop's next turn, takes no new query (from the endpoints'
+  // sockets, which keep them queued, nor from its TCP clients) and ends its
+  // thread once every query it took is answered.
   void drain();
   // Ready once the loop's thread has ended.
   std::shared_future<void> finished() const { return finished_; }

@@ -173,7 +173,9 @@ void DnsProxy::Loop::serve_client(uint64_t id) {
   auto c = clients_.find(id);
   if (c == clients_.end()) return;
   size_t used = 0;
-  while (has_room(c->second) && c->second.in.size() - used >= 2) {
+  // Draining, a client's further queries are left unread: one that kept
+  // asking would keep the drain from ending.
+  while (!draining_ && has_room(c->second) && c->second.in.size() - used >= 2) {
     std::vector<uint8_t>& in = c->second.in;
     const size_t length = static_cast<size_t>(in[used] << 8 | in[used + 1]);
     if (in.size() - used - 2 < length) break;

@@ -118,13 +118,14 @@ TEST_F(DnsReloadE2eTest, AGuestBehindAnInterfaceIsAnsweredThroughAReload) {
 
 // The process a reload starts would stop at once on a configuration it
 // refuses, and every endpoint with it: such a reload is refused and the
-// running daemon goes on. A good one is then applied.
+// running daemon goes on. A good one is then applied; detach_on_exit,
+// which a stop obeys, does not apply to a reload.
 TEST_F(DnsReloadE2eTest, AReloadIsRefusedWhileTheConfigurationIsBrokenAndAppliesAGoodOne) {
-  start_with_upstream("dns:\n  refuse_with: nxdomain\n");
+  start_with_upstream("detach_on_exit: true\ndns:\n  refuse_with: nxdomain\n");
   const auto att = attach_cgroup(dns_policy({"allowed.example"}));
   const auto endpoint = endpoint_of(att);
   const std::string config = dir_ + "/superebpfd.yaml";
-  std::ofstream(config) << "dns:\n  refuse_with: maybe\n";
+  std::ofstream(config) << "detach_on_exit: true\ndns:\n  refuse_with: maybe\n";
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
   ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"reload_refused\"", 1, std::chrono::seconds(5)));
   EXPECT_NE(daemon_->log().find("must be nxdomain or refused"), std::string::npos)
@@ -133,11 +134,16 @@ TEST_F(DnsReloadE2eTest, AReloadIsRefusedWhileTheConfigurationIsBrokenAndApplies
   ASSERT_TRUE(refused.ok()) << "still serving: " << refused.error().message();
   EXPECT_EQ(refused->message.header.rcode, dns::rcode::kNxDomain);
 
-  std::ofstream(config) << "dns:\n  refuse_with: refused\n";
+  std::ofstream(config) << "detach_on_exit: true\ndns:\n  refuse_with: refused\n";
   reload_and_wait_ready();
   refused = dns_query(endpoint, make_query("other.example", kTypeA));
   ASSERT_TRUE(refused.ok()) << refused.error().message();
   EXPECT_EQ(refused->message.header.rcode, dns::rcode::kRefused) << "the new configuration";
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }),
+            0)
+      << "still attached, and learning";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
+      << "and enforcing";
 }
 
 // A reload runs the binary the daemon was started from: if it is gone (an

@@ -580,6 +580,27 @@ TEST_F(DnsProxyTest, ADrainAnswersTheQueriesTakenInAndLeavesNewOnesInTheSocket) 
       << "a query after the drain was taken";
 }
 
+// A TCP client that keeps asking does not hold a drain open (until the
+// upstreams' timeouts, and then with queries dropped): its further queries
+// are left unread.
+TEST_F(DnsProxyTest, ADrainIsNotHeldOpenByATcpClientThatKeepsAsking) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend, {}, milliseconds(10));  // answers one at a time: some always in flight
+  auto stream = testing::DnsTcpStream::connect(endpoint_);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  std::atomic<bool> stop{false};
+  std::thread asker([&] {
+    for (uint16_t id = 0; !stop; ++id) {
+      if (!stream->send(testing::make_query("q.example.test", 1, id, 0)).ok()) return;
+      (void)stream->pump(milliseconds(1));
+    }
+  });
+  while (proxy_->counters(1)->answered < 10) std::this_thread::sleep_for(milliseconds(5));
+  EXPECT_TRUE(proxy_->drain()) << "queries dropped at the drain's deadline";
+  stop = true;
+  asker.join();
+}
+
 // A reload: the new process's proxy is handed the old one's sockets and
 // serves its endpoint on them, the queries that waited meanwhile included.
 TEST_F(DnsProxyTest, AProxyHandedTheSocketsOfOneThatDrainedAnswersWhatWaitedInThem) {
