@@ -83,8 +83,9 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   for (const std::string& note : dp->adoption_notes()) {
     log.info("datapath_adoption", {{"note", note}});
   }
-  log.info("datapath_open",
-           {{"pin_dir", config.datapath.pin_dir}, {"adopted", dp->adopted() ? "true" : "false"}});
+  log.info("datapath_open", {{"pin_dir", config.datapath.pin_dir},
+                             {"adopted", dp->adopted() ? "true" : "false"},
+                             {"programs", dp->programs_reused() ? "reused" : "loaded"}});
   if (!dp->netns_isolated_flows()) {
     log.warning("kernel_lacks_netns_cookie",
                 {{"impact",
@@ -151,7 +152,7 @@ Status AttachmentManager::reconcile() {
           }
         }
       }
-      auto applied = apply_full_policy(r);
+      auto applied = apply_full_policy(r, /*if_changed=*/true);
       if (!applied.ok()) {
         log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
       }
@@ -557,11 +558,18 @@ void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
                                    {"port", std::to_string(to.port)}});
 }
 
-Status AttachmentManager::apply_full_policy(const AttachmentRecord& record) {
+Status AttachmentManager::apply_full_policy(const AttachmentRecord& record, bool if_changed) {
   const auto learned = learned_.find(record.number);
   const auto rules =
       kernel_rules(record.policy, learned == learned_.end() ? LearnedHosts{} : learned->second,
                    never_learn_, WallClock::now(), datapath::BootClock::now());
+  // Expiries recomputed from wall-clock times drift from those written by
+  // as far as the clocks did: a second is far more than a restart brings.
+  constexpr auto kClockSlack = std::chrono::seconds(1);
+  if (if_changed) {
+    auto held = dp_->holds_policy(record.key, record.policy.mode, rules, kClockSlack);
+    if (held.ok() && *held) return ok_status();
+  }
   return dp_->replace_policy(record.key, record.policy.mode, rules);
 }
 

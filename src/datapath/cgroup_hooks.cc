@@ -9,18 +9,37 @@
 namespace sebpf::datapath {
 namespace fs = std::filesystem;
 
-CgroupHooks::CgroupHooks(std::vector<bpf_program*> programs, std::string links_dir)
-    : programs_(std::move(programs)), links_dir_(std::move(links_dir)) {}
+namespace {
+
+// The kernel's id of a program, or of the program a link runs; 0 if it
+// cannot tell.
+uint32_t program_id(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+uint32_t linked_program_id(int link_fd) {
+  bpf_link_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(link_fd, &info, &len) == 0 ? info.prog_id : 0;
+}
+
+}  // namespace
+
+CgroupHooks::CgroupHooks(std::vector<CgroupProgram> programs, std::string links_dir)
+    : programs_(std::move(programs)), links_dir_(std::move(links_dir)) {
+  for (const CgroupProgram& p : programs_) program_ids_.push_back(program_id(p.fd));
+}
 
 std::string CgroupHooks::dir_for(uint64_t cgroup_id) const {
   return links_dir_ + "/cgroup-" + std::to_string(cgroup_id);
 }
 
 Status CgroupHooks::attach(uint64_t cgroup_id, int cgroup_fd) {
-  std::vector<LinkPtr> links;
+  std::vector<UniqueFd> links;
   const std::string dir = links_dir_.empty() ? "" : dir_for(cgroup_id);
   auto fail = [&](Error error) -> Status {
-    for (auto& link : links) bpf_link__detach(link.get());
+    for (auto& link : links) bpf_link_detach(link.get());
     links.clear();
     if (!dir.empty()) {
       std::error_code ec;
@@ -33,21 +52,19 @@ Status CgroupHooks::attach(uint64_t cgroup_id, int cgroup_fd) {
     fs::create_directory(dir, ec);
     if (ec) return fail(Error::from_errno(ec.value(), "create link directory " + dir));
   }
-  for (bpf_program* prog : programs_) {
-    LinkPtr link(bpf_program__attach_cgroup(prog, cgroup_fd));
-    if (!link) {
-      return fail(Error::from_errno(errno, std::string("attach ") + bpf_program__name(prog)));
-    }
+  for (const CgroupProgram& prog : programs_) {
+    UniqueFd link(bpf_link_create(prog.fd, cgroup_fd, prog.hook, nullptr));
+    if (!link) return fail(Error::from_errno(errno, "attach " + prog.name));
     links.push_back(std::move(link));
     if (!dir.empty()) {
-      const std::string path = dir + "/" + bpf_program__name(prog);
-      if (int err = bpf_link__pin(links.back().get(), path.c_str()); err != 0) {
-        return fail(Error::from_errno(err, "pin link " + path));
+      const std::string path = dir + "/" + prog.name;
+      if (bpf_obj_pin(links.back().get(), path.c_str()) != 0) {
+        return fail(Error::from_errno(errno, "pin link " + path));
       }
     }
   }
-  // Pinned links live on in bpffs: closing our fds (destroying the
-  // objects) keeps the daemon at a few fds however many cgroups it holds.
+  // Pinned links live on in bpffs: closing our fds keeps the daemon at a
+  // few fds however many cgroups it holds.
   if (dir.empty()) links_[cgroup_id] = std::move(links);
   return ok_status();
 }
@@ -57,16 +74,16 @@ Status CgroupHooks::detach(uint64_t cgroup_id) {
   // pin) remain; a link whose cgroup is gone is detached already.
   auto it = links_.find(cgroup_id);
   if (it != links_.end()) {
-    for (auto& link : it->second) bpf_link__detach(link.get());
+    for (auto& link : it->second) bpf_link_detach(link.get());
     links_.erase(it);
   }
   if (!links_dir_.empty()) {
-    for (bpf_program* prog : programs_) {
-      const std::string path = dir_for(cgroup_id) + "/" + bpf_program__name(prog);
+    for (const CgroupProgram& prog : programs_) {
+      const std::string path = dir_for(cgroup_id) + "/" + prog.name;
       std::error_code ec;
       if (!fs::exists(path, ec)) continue;  // never pinned: a failed attach
-      LinkPtr link(bpf_link__open(path.c_str()));
-      if (link) bpf_link__detach(link.get());
+      UniqueFd link(bpf_obj_get(path.c_str()));
+      if (link) bpf_link_detach(link.get());
     }
     std::error_code ec;
     fs::remove_all(dir_for(cgroup_id), ec);
@@ -85,16 +102,19 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
     const std::string name = entry.path().filename();
     if (name.rfind("cgroup-", 0) != 0) continue;
     const uint64_t id = std::strtoull(name.c_str() + 7, nullptr, 10);
-    std::vector<LinkPtr> links;
+    std::vector<UniqueFd> links;
     std::string problem;
-    for (bpf_program* prog : programs_) {
-      const std::string path = entry.path().string() + "/" + bpf_program__name(prog);
-      LinkPtr link(bpf_link__open(path.c_str()));
+    for (size_t i = 0; i < programs_.size(); ++i) {
+      const CgroupProgram& prog = programs_[i];
+      const std::string path = entry.path().string() + "/" + prog.name;
+      UniqueFd link(bpf_obj_get(path.c_str()));
       if (!link) {
         problem = "link " + path + " is missing (an attach was interrupted)";
         break;
       }
-      if (int err = bpf_link__update_program(link.get(), prog); err != 0) {
+      // A restart of the same build reuses the programs the links run.
+      const bool on_ours = program_ids_[i] != 0 && linked_program_id(link.get()) == program_ids_[i];
+      if (int err = on_ours ? 0 : bpf_link_update(link.get(), prog.fd, nullptr); err != 0) {
         // ENOLINK: the link's cgroup is gone. Anything else: fail closed,
         // leaving the link on the previous process's programs, which use
         // the same maps and so enforce the same policy.
@@ -113,7 +133,7 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
       result.live.push_back(id);  // the pins hold the links; our fds close
       continue;
     }
-    for (auto& link : links) bpf_link__detach(link.get());
+    for (auto& link : links) bpf_link_detach(link.get());
     fs::remove_all(entry.path(), ec);
     result.dropped[id] = problem;
   }

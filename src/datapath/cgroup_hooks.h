@@ -2,27 +2,30 @@
 // and ingress) to one cgroup as bpf_links, pinned so they outlive us.
 #pragma once
 
-#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
 
 #include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace sebpf::datapath {
 
-struct LinkDeleter {
-  void operator()(bpf_link* link) const { bpf_link__destroy(link); }
+// One program of the set every attached cgroup gets: loaded by this
+// process or by an earlier one (pinned), so known by descriptor.
+struct CgroupProgram {
+  std::string name;  // also its link's pin name
+  int fd = -1;
+  bpf_attach_type hook{};
 };
-using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
 
 class CgroupHooks {
  public:
   // links_dir: where links are pinned, one directory per cgroup; empty to
   // pin nothing (links then live as long as this object).
-  CgroupHooks(std::vector<bpf_program*> programs, std::string links_dir);
+  CgroupHooks(std::vector<CgroupProgram> programs, std::string links_dir);
 
   // All programs or none.
   Status attach(uint64_t cgroup_id, int cgroup_fd);
@@ -30,8 +33,9 @@ class CgroupHooks {
   Status detach(uint64_t cgroup_id);
 
   // Takes over the pinned links of an earlier process and switches each to
-  // our programs, atomically per link. Cgroups whose links are incomplete
-  // or whose cgroup is gone are detached instead.
+  // our programs (if it is not on them already), atomically per link.
+  // Cgroups whose links are incomplete or whose cgroup is gone are
+  // detached instead.
   struct Adopted {
     std::vector<uint64_t> live;
     std::map<uint64_t, std::string> dropped;  // cgroup id -> why
@@ -42,10 +46,11 @@ class CgroupHooks {
  private:
   std::string dir_for(uint64_t cgroup_id) const;
 
-  std::vector<bpf_program*> programs_;
+  std::vector<CgroupProgram> programs_;
+  std::vector<uint32_t> program_ids_;  // by programs_ index; 0 if unknown
   std::string links_dir_;
   // Unpinned mode only: the links exist as long as we hold them.
-  std::map<uint64_t, std::vector<LinkPtr>> links_;
+  std::map<uint64_t, std::vector<UniqueFd>> links_;
 };
 
 }  // namespace sebpf::datapath

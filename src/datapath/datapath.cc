@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <set>
 #include <system_error>
 #include <tuple>
@@ -42,6 +44,7 @@ using Skeleton = std::unique_ptr<sebpf_datapath, SkeletonDeleter>;
 constexpr const char* kMetaMapName = "sebpf_meta";
 
 std::string maps_dir(const Config& c) { return c.pin_dir + "/maps"; }
+std::string programs_dir(const Config& c) { return c.pin_dir + "/progs"; }
 std::string links_dir(const Config& c) { return c.pin_dir.empty() ? "" : c.pin_dir + "/links"; }
 
 Status validate(const Config& c) {
@@ -98,6 +101,24 @@ Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
                      "only there. Adopt it from that namespace (or use another pin directory)");
   }
   return meta;
+}
+
+// What identifies the programs this process would load: the object built
+// into the binary and the load-time settings (.rodata). Programs pinned
+// under the same id are the same programs, verified already.
+std::string program_build_id(const sebpf_datapath& skel) {
+  size_t elf_size = 0;
+  const auto* elf = static_cast<const uint8_t*>(sebpf_datapath__elf_bytes(&elf_size));
+  const auto* rodata = reinterpret_cast<const uint8_t*>(skel.rodata);
+  uint64_t hash = 0xcbf29ce484222325ULL;  // FNV-1a
+  const auto add = [&](const uint8_t* bytes, size_t n) {
+    for (size_t i = 0; i < n; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ULL;
+  };
+  add(elf, elf_size);
+  add(rodata, sizeof *skel.rodata);
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
 }
 
 // The learned-host table needs x86-64's memory order (see learned_table.h);
@@ -157,9 +178,27 @@ struct Datapath::Impl {
   std::unique_ptr<PacketSocketGuard> packet_socket_guard;
   bool guarded_own_netns = false;
   std::optional<RcuBarrier> barrier;
+  // Programs of this build and settings that an earlier process loaded
+  // and pinned, by name: used instead of loading (and verifying) them
+  // again. Empty when this process loaded its own.
+  std::map<std::string, UniqueFd> reused_programs;
+  std::string build_id;  // program_build_id()
 
+  int program_fd(const bpf_program* prog) const {
+    return reused_programs.empty() ? bpf_program__fd(prog)
+                                   : reused_programs.at(bpf_program__name(prog)).get();
+  }
   Status load();
-  Status reuse_pinned_maps();
+  // Reuses the programs pinned under build_id, if every one is there and
+  // every map was adopted (programs reference the maps they were loaded
+  // with). Otherwise nothing changes: this process loads its own.
+  void reuse_pinned_programs(bool all_maps_adopted);
+  // Pins this process's programs under build_id (a later start reuses
+  // them), and unpins other builds' once nothing runs them any more.
+  void pin_programs();
+  void unpin_other_builds_programs();
+  // Returns whether every map was adopted (none made anew for this build).
+  Result<bool> reuse_pinned_maps();
   Status pin_maps();
   Status adopt_attachments();
   void unpin_retired_maps();
@@ -210,8 +249,9 @@ Status Datapath::Impl::load() {
     if (ec) return Error::from_errno(ec.value(), "create " + config.pin_dir);
     adopted = fs::exists(maps_dir(config) + "/" + kMetaMapName);
   }
+  bool all_maps_adopted = false;
   if (adopted) {
-    SEBPF_RETURN_IF_ERROR(reuse_pinned_maps());
+    SEBPF_ASSIGN_OR_RETURN(all_maps_adopted, reuse_pinned_maps());
   } else {
     auto* m = &skel->maps;
     bpf_map__set_max_entries(m->sebpf_cg_attach, config.max_attachments);
@@ -242,9 +282,12 @@ Status Datapath::Impl::load() {
   const uint32_t buckets = bpf_map__max_entries(skel->maps.sebpf_learned);
   skel->rodata->sebpf_learned_buckets = kLearnedTableSupported ? buckets : 0;
 
+  build_id = program_build_id(*skel);
+  if (adopted) reuse_pinned_programs(all_maps_adopted);
   if (int err = sebpf_datapath__load(skel.get()); err != 0) {
     return Error::from_errno(err, "load BPF programs (libbpf printed the kernel's reason above)");
   }
+  if (!config.pin_dir.empty() && reused_programs.empty()) pin_programs();
 
   auto* m = &skel->maps;
   SEBPF_ASSIGN_OR_RETURN(RcuBarrier b, RcuBarrier::create(bpf_map__fd(m->sebpf_barrier)));
@@ -265,19 +308,27 @@ Status Datapath::Impl::load() {
   flow_tables = std::make_unique<FlowTables>(
       bpf_map__fd(m->sebpf_conntrack), config.max_attachments, config.max_flows_per_attachment);
   auto* p = &skel->progs;
-  cgroup_hooks = std::make_unique<CgroupHooks>(
-      std::vector<bpf_program*>{p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4,
-                                p->sebpf_sendmsg6, p->sebpf_recvmsg4, p->sebpf_recvmsg6,
-                                p->sebpf_getpeername4, p->sebpf_getpeername6, p->sebpf_cg_out,
-                                p->sebpf_cg_in, p->sebpf_setsockopt, p->sebpf_sock_create},
-      links_dir(config));
-  tc_hooks = std::make_unique<TcHooks>(bpf_program__fd(p->sebpf_tc_guard),
-                                       bpf_program__fd(p->sebpf_tc_track), config.tc_handle,
-                                       config.tc_priority, bpf_map__fd(m->sebpf_if_names));
+  std::vector<CgroupProgram> cgroup_programs;
+  for (const bpf_program* prog :
+       {p->sebpf_connect4, p->sebpf_connect6, p->sebpf_sendmsg4, p->sebpf_sendmsg6,
+        p->sebpf_recvmsg4, p->sebpf_recvmsg6, p->sebpf_getpeername4, p->sebpf_getpeername6,
+        p->sebpf_cg_out, p->sebpf_cg_in, p->sebpf_setsockopt, p->sebpf_sock_create}) {
+    cgroup_programs.push_back(
+        {bpf_program__name(prog), program_fd(prog), bpf_program__expected_attach_type(prog)});
+  }
+  cgroup_hooks = std::make_unique<CgroupHooks>(std::move(cgroup_programs), links_dir(config));
+  tc_hooks = std::make_unique<TcHooks>(program_fd(p->sebpf_tc_guard), program_fd(p->sebpf_tc_track),
+                                       config.tc_handle, config.tc_priority,
+                                       bpf_map__fd(m->sebpf_if_names));
   packet_socket_guard = std::make_unique<PacketSocketGuard>(
-      bpf_program__fd(p->sebpf_tc_packet_sockets), config.tc_handle + 1, config.tc_priority);
+      program_fd(p->sebpf_tc_packet_sockets), config.tc_handle + 1, config.tc_priority);
 
-  if (adopted) return adopt_attachments();
+  if (adopted) {
+    SEBPF_RETURN_IF_ERROR(adopt_attachments());
+    // Every link and filter runs this build's programs now.
+    unpin_other_builds_programs();
+    return ok_status();
+  }
 
   const uint32_t zero = 0;
   const sebpf_meta meta{
@@ -291,7 +342,50 @@ Status Datapath::Impl::load() {
   return ok_status();
 }
 
-Status Datapath::Impl::reuse_pinned_maps() {
+void Datapath::Impl::reuse_pinned_programs(bool all_maps_adopted) {
+  if (config.pin_dir.empty() || !all_maps_adopted) return;
+  const std::string dir = programs_dir(config) + "/" + build_id;
+  std::map<std::string, UniqueFd> found;
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel->obj) {
+    UniqueFd fd(bpf_obj_get((dir + "/" + bpf_program__name(prog)).c_str()));
+    if (!fd) return;  // none or not all: this process loads its own
+    found.emplace(bpf_program__name(prog), std::move(fd));
+  }
+  bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+  reused_programs = std::move(found);
+}
+
+void Datapath::Impl::pin_programs() {
+  // Pinned complete or not at all: a start reuses only a complete set.
+  const std::string dir = programs_dir(config) + "/" + build_id;
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  fs::create_directories(dir, ec);
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel->obj) {
+    const std::string path = dir + "/" + bpf_program__name(prog);
+    if (ec || bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) {
+      notes.push_back("programs not pinned (the next start loads them anew): " + path + ": " +
+                      (ec ? ec.message() : errno_text(errno)));
+      fs::remove_all(dir, ec);
+      return;
+    }
+  }
+}
+
+void Datapath::Impl::unpin_other_builds_programs() {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(programs_dir(config), ec)) {
+    if (entry.path().filename() == build_id) continue;
+    // The kernel frees them once no link or filter holds them.
+    fs::remove_all(entry.path(), ec);
+    notes.push_back("programs of build " + entry.path().filename().string() +
+                    " unpinned: nothing runs them any more");
+  }
+}
+
+Result<bool> Datapath::Impl::reuse_pinned_maps() {
   // Meta first: nothing else is trusted before its ABI version is.
   const std::string meta_path = maps_dir(config) + "/" + kMetaMapName;
   UniqueFd meta_fd(bpf_obj_get(meta_path.c_str()));
@@ -302,6 +396,7 @@ Status Datapath::Impl::reuse_pinned_maps() {
   config.max_prefix_rules = meta.max_prefix_rules;
   config.max_flows_per_attachment = meta.max_flows_per_attachment;
 
+  bool all_adopted = true;
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, skel->obj) {
     if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
@@ -317,6 +412,7 @@ Status Datapath::Impl::reuse_pinned_maps() {
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return Error::from_errno(err, "pin new map " + path);
       }
+      all_adopted = false;
       continue;
     }
     if (!fd) {
@@ -329,7 +425,7 @@ Status Datapath::Impl::reuse_pinned_maps() {
       return Error::from_errno(err, "reuse pinned map " + path);
     }
   }
-  return ok_status();
+  return all_adopted;
 }
 
 Status Datapath::Impl::pin_maps() {
@@ -489,6 +585,7 @@ Result<Attachment> Datapath::Impl::finish_attach(const AttachmentKey& key, sebpf
 
 const Config& Datapath::config() const { return impl_->config; }
 bool Datapath::adopted() const { return impl_->adopted; }
+bool Datapath::programs_reused() const { return !impl_->reused_programs.empty(); }
 bool Datapath::netns_isolated_flows() const { return impl_->netns_isolated_flows; }
 const std::vector<std::string>& Datapath::adoption_notes() const { return impl_->notes; }
 
@@ -647,6 +744,14 @@ Status Datapath::replace_policy(const AttachmentKey& key, Mode mode, std::span<c
   return ok_status();
 }
 
+Result<bool> Datapath::holds_policy(const AttachmentKey& key, Mode mode,
+                                    std::span<const Rule> rules, BootClock::duration slack) const {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  if (att.mode != static_cast<uint8_t>(mode)) return false;
+  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleEntry> held, impl_->rules->read_all(att.ruleset));
+  return same_entries(std::move(held), merge_rules(rules), slack);
+}
+
 Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
   SEBPF_ASSIGN_OR_RETURN(std::vector<RuleEntry> entries, impl_->rules->read_all(att.ruleset));
@@ -738,32 +843,32 @@ Status Datapath::destroy() {
 }
 
 int Datapath::endpoint_socket_filter() const {
-  return bpf_program__fd(impl_->skel->progs.sebpf_endpoint_filter);
+  return impl_->program_fd(impl_->skel->progs.sebpf_endpoint_filter);
 }
 
 int Datapath::program_fd(Program program) const {
   auto* p = &impl_->skel->progs;
   switch (program) {
     case Program::kConnect4:
-      return bpf_program__fd(p->sebpf_connect4);
+      return impl_->program_fd(p->sebpf_connect4);
     case Program::kConnect6:
-      return bpf_program__fd(p->sebpf_connect6);
+      return impl_->program_fd(p->sebpf_connect6);
     case Program::kSendmsg4:
-      return bpf_program__fd(p->sebpf_sendmsg4);
+      return impl_->program_fd(p->sebpf_sendmsg4);
     case Program::kSendmsg6:
-      return bpf_program__fd(p->sebpf_sendmsg6);
+      return impl_->program_fd(p->sebpf_sendmsg6);
     case Program::kCgroupEgress:
-      return bpf_program__fd(p->sebpf_cg_out);
+      return impl_->program_fd(p->sebpf_cg_out);
     case Program::kCgroupIngress:
-      return bpf_program__fd(p->sebpf_cg_in);
+      return impl_->program_fd(p->sebpf_cg_in);
     case Program::kTcGuard:
-      return bpf_program__fd(p->sebpf_tc_guard);
+      return impl_->program_fd(p->sebpf_tc_guard);
     case Program::kTcTrack:
-      return bpf_program__fd(p->sebpf_tc_track);
+      return impl_->program_fd(p->sebpf_tc_track);
     case Program::kTcPacketSockets:
       break;
   }
-  return bpf_program__fd(p->sebpf_tc_packet_sockets);
+  return impl_->program_fd(p->sebpf_tc_packet_sockets);
 }
 
 }  // namespace sebpf::datapath

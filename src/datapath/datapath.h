@@ -32,6 +32,10 @@ class Datapath {
   // it was adopted.
   const Config& config() const;
   bool adopted() const;
+  // Whether the programs were an earlier process's of the same build and
+  // settings, pinned (none loaded, nor verified, again); else this process
+  // loaded its own.
+  bool programs_reused() const;
   // Whether reply flows of cgroup attachments are kept per network
   // namespace (needs bpf_get_netns_cookie in cgroup_skb). Without it, a
   // workload that can forge packets in a namespace of its own can open
@@ -96,6 +100,11 @@ class Datapath {
   // Every rule of the attachment, expired ones included until swept: one
   // per prefix and action, as the filter applies them.
   Result<std::vector<Rule>> rules(const AttachmentKey& key) const;
+  // Whether the attachment enforces `mode` and exactly `rules` (expiry
+  // times apart by at most `slack`, see same_entries): what replace_policy
+  // would write is in force already.
+  Result<bool> holds_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules,
+                            BootClock::duration slack) const;
 
   Result<Counters> counters(const AttachmentKey& key) const;
 

@@ -76,6 +76,27 @@ std::vector<RuleEntry> merge_rules(std::span<const Rule> rules) {
   return entries;
 }
 
+bool same_entries(std::vector<RuleEntry> a, std::vector<RuleEntry> b, BootClock::duration slack) {
+  if (a.size() != b.size()) return false;
+  const auto by_prefix = [](const RuleEntry& x, const RuleEntry& y) { return x.prefix < y.prefix; };
+  std::sort(a.begin(), a.end(), by_prefix);
+  std::sort(b.begin(), b.end(), by_prefix);
+  const auto slack_ns = static_cast<uint64_t>(std::chrono::nanoseconds(slack).count());
+  const auto close = [&](uint64_t x, uint64_t y) {
+    if ((x == 0) != (y == 0)) return false;  // a side one has and the other lacks
+    return (x > y ? x - y : y - x) <= slack_ns;
+  };
+  for (size_t i = 0; i < a.size(); ++i) {
+    const sebpf_rule& x = a[i].value;
+    const sebpf_rule& y = b[i].value;
+    if (a[i].prefix != b[i].prefix || x.prefixlen != y.prefixlen || x.flags != y.flags ||
+        !close(x.allow_until, y.allow_until) || !close(x.deny_until, y.deny_until)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::vector<Rule> split_entry(const net::IpPrefix& prefix, const sebpf_rule& value) {
   std::vector<Rule> rules;
   if (value.allow_until) {

@@ -36,6 +36,12 @@ void apply_rule(sebpf_rule& value, const Rule& rule);
 // list names the same prefix and action twice, the longer-lived one stays.
 std::vector<RuleEntry> merge_rules(std::span<const Rule> rules);
 
+// Whether two entry lists hold the same rules, in any order, their expiry
+// times apart by at most `slack`: a start recomputes expiries from the
+// wall-clock times the state file keeps, which differ from those written
+// by however far the two clocks drifted apart since.
+bool same_entries(std::vector<RuleEntry> a, std::vector<RuleEntry> b, BootClock::duration slack);
+
 // The rules one entry holds: one or two (allow and deny on one prefix).
 std::vector<Rule> split_entry(const net::IpPrefix& prefix, const sebpf_rule& value);
 

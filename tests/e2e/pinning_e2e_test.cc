@@ -174,6 +174,59 @@ TEST_F(PinningE2eTest, SigkillOfTheLoaderLeavesEnforcementOnAndANewProcessAdopts
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
 
+// The kernel's id of a program, or of the program a pinned link runs.
+uint32_t program_id(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+uint32_t linked_program_id(const std::string& link_path) {
+  UniqueFd link(bpf_obj_get(link_path.c_str()));
+  bpf_link_info info{};
+  uint32_t len = sizeof info;
+  return link && bpf_obj_get_info_by_fd(link.get(), &info, &len) == 0 ? info.prog_id : 0;
+}
+
+// A start of the same build with the same settings finds its programs
+// pinned and reuses them: nothing is loaded (nor verified) again, and the
+// links and filters stay on the programs they run. A start with other
+// settings (a flow timeout, which the programs hold in .rodata) loads its
+// own, moves every link and filter to them, and unpins the old ones.
+TEST_F(PinningE2eTest, AStartOfTheSameBuildReusesItsProgramsAndOtherSettingsReplaceThem) {
+  auto loader = start_loader();
+  std::string connect4_link;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir_ + "/links")) {
+    connect4_link = entry.path().string() + "/sebpf_connect4";
+  }
+  const uint32_t loaded = linked_program_id(connect4_link);
+  ASSERT_NE(loaded, 0u) << connect4_link;
+  loader->kill_now();
+  {
+    auto dp = open_pinned();
+    ASSERT_TRUE(dp.ok()) << dp.error().message();
+    EXPECT_TRUE((*dp)->programs_reused());
+    EXPECT_EQ(program_id((*dp)->program_fd(datapath::Program::kConnect4)), loaded);
+    EXPECT_EQ(linked_program_id(connect4_link), loaded);
+    expect_enforced();
+  }
+  datapath::Config other;
+  other.pin_dir = pin_dir_;
+  other.flow_idle_tcp = std::chrono::seconds(1234);
+  auto dp = datapath::Datapath::open(other);
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  EXPECT_FALSE((*dp)->programs_reused());
+  const uint32_t replaced = program_id((*dp)->program_fd(datapath::Program::kConnect4));
+  EXPECT_NE(replaced, loaded);
+  EXPECT_EQ(linked_program_id(connect4_link), replaced) << "the link runs the new program";
+  size_t builds = 0;
+  for ([[maybe_unused]] const auto& entry :
+       std::filesystem::directory_iterator(pin_dir_ + "/progs")) {
+    ++builds;
+  }
+  EXPECT_EQ(builds, 1u) << "the old build's programs unpinned";
+  expect_enforced();
+}
+
 TEST_F(PinningE2eTest, AdoptionLeavesNoGap) {
   auto loader = start_loader();
   loader->kill_now();

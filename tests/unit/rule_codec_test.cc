@@ -108,6 +108,33 @@ TEST(RuleCodecTest, SplitIsTheInverseOfMerge) {
   EXPECT_EQ(split_entry(entries[0].prefix, entries[0].value), rules);
 }
 
+// A start leaves a policy the kernel holds already as it is: the same
+// rules in any order, expiries apart by clock drift, are the same; a rule
+// more or less, another side, a learned flag or a longer drift are not.
+TEST(RuleCodecTest, SameEntriesToleratesOrderAndDriftOnly) {
+  const BootClock::time_point at(seconds(100));
+  const std::vector<Rule> held = {
+      {P("192.0.2.0/24"), Action::kAllow, std::nullopt},
+      {P("198.51.100.7"), Action::kDeny, at},
+      {P("2001:db8::1"), Action::kAllow, at, /*learned=*/true},
+  };
+  const auto same = [&](std::vector<Rule> want) {
+    return same_entries(merge_rules(held), merge_rules(want), seconds(1));
+  };
+  EXPECT_TRUE(same({held[2], held[0], held[1]}));
+  EXPECT_TRUE(same(
+      {held[0], {P("198.51.100.7"), Action::kDeny, at + std::chrono::milliseconds(900)}, held[2]}));
+  EXPECT_FALSE(same({held[0], {P("198.51.100.7"), Action::kDeny, at + seconds(2)}, held[2]}));
+  EXPECT_FALSE(same({held[0], held[1]})) << "a learned host fewer";
+  EXPECT_FALSE(
+      same({held[0], held[1], held[2], {P("203.0.113.0/24"), Action::kDeny, std::nullopt}}));
+  EXPECT_FALSE(same({held[0], {P("198.51.100.7"), Action::kAllow, at}, held[2]})) << "other side";
+  EXPECT_FALSE(same({held[0], held[1], {P("2001:db8::1"), Action::kAllow, at}}))
+      << "explicit, not learned";
+  EXPECT_FALSE(same({held[0], {P("198.51.100.7"), Action::kDeny, std::nullopt}, held[2]}))
+      << "never expires";
+}
+
 TEST(RuleCodecTest, ApplyRuleSetsOneSideAndRefreshesIt) {
   sebpf_rule v{};
   apply_rule(v, {P("192.0.2.0/24"), Action::kDeny, std::nullopt});
