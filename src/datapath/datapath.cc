@@ -338,7 +338,11 @@ Status Datapath::Impl::load() {
   if (bpf_map_update_elem(bpf_map__fd(m->sebpf_meta), &zero, &meta, BPF_ANY) != 0) {
     return Error::from_errno(errno, "write meta map");
   }
-  if (!config.pin_dir.empty()) SEBPF_RETURN_IF_ERROR(pin_maps());
+  if (config.pin_dir.empty()) return ok_status();
+  SEBPF_RETURN_IF_ERROR(pin_maps());
+  // Left by state removed in part (programs pinned, maps not): nothing of
+  // this process runs them.
+  unpin_other_builds_programs();
   return ok_status();
 }
 
@@ -376,12 +380,16 @@ void Datapath::Impl::pin_programs() {
 
 void Datapath::Impl::unpin_other_builds_programs() {
   std::error_code ec;
+  std::vector<fs::path> others;
   for (const auto& entry : fs::directory_iterator(programs_dir(config), ec)) {
-    if (entry.path().filename() == build_id) continue;
+    if (entry.path().filename() != build_id) others.push_back(entry.path());
+  }
+  for (const fs::path& other : others) {
     // The kernel frees them once no link or filter holds them.
-    fs::remove_all(entry.path(), ec);
-    notes.push_back("programs of build " + entry.path().filename().string() +
-                    " unpinned: nothing runs them any more");
+    fs::remove_all(other, ec);
+    notes.push_back(
+        "programs of build " + other.filename().string() +
+        (ec ? " left pinned: " + ec.message() : " unpinned: nothing runs them any more"));
   }
 }
 

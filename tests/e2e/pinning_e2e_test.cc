@@ -191,9 +191,14 @@ uint32_t linked_program_id(const std::string& link_path) {
 // pinned and reuses them: nothing is loaded (nor verified) again, and the
 // links and filters stay on the programs they run. A start with other
 // settings (a flow timeout, which the programs hold in .rodata) loads its
-// own, moves every link and filter to them, and unpins the old ones.
+// own, moves every link and filter to them, and unpins the old ones; so
+// does a first start, of programs pinned without state.
 TEST_F(PinningE2eTest, AStartOfTheSameBuildReusesItsProgramsAndOtherSettingsReplaceThem) {
+  // Left by state removed in part: a first start unpins it.
+  const std::string stale = pin_dir_ + "/progs/0123456789abcdef";
+  ASSERT_TRUE(std::filesystem::create_directories(stale));
   auto loader = start_loader();
+  EXPECT_FALSE(std::filesystem::exists(stale));
   std::string connect4_link;
   for (const auto& entry : std::filesystem::directory_iterator(pin_dir_ + "/links")) {
     connect4_link = entry.path().string() + "/sebpf_connect4";
