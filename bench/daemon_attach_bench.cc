@@ -87,6 +87,30 @@ Percentiles percentiles(std::vector<double> v) {
   return {v[v.size() / 2], v[v.size() * 99 / 100], v.back()};
 }
 
+// An Attach of a cgroup by path, or else of an interface by name.
+v1::AttachRequest attach_request(const std::string& target, bool cgroup) {
+  v1::AttachRequest req;
+  if (cgroup) {
+    req.set_cgroup_path(target);
+  } else {
+    req.set_interface_name(target);
+  }
+  return req;
+}
+
+// Attaches every target, one call each; false if any failed.
+bool attach_all(v1::DaemonService::Stub& stub, const std::vector<std::string>& targets,
+                bool cgroups) {
+  bool all = true;
+  for (const std::string& target : targets) {
+    const v1::AttachRequest req = attach_request(target, cgroups);
+    v1::Attachment att;
+    grpc::ClientContext ctx;
+    all = stub.Attach(&ctx, req, &att).ok() && all;
+  }
+  return all;
+}
+
 // Attaches every target, then detaches them all; prints one block.
 void run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
          const std::vector<std::string>& targets, bool cgroups) {
@@ -96,12 +120,7 @@ void run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
   std::vector<double> attach_ms;
   const auto start = Clock::now();
   for (const std::string& target : targets) {
-    v1::AttachRequest req;
-    if (cgroups) {
-      req.set_cgroup_path(target);
-    } else {
-      req.set_interface_name(target);
-    }
+    v1::AttachRequest req = attach_request(target, cgroups);
     (*req.mutable_metadata())["bench"] = "1";
     v1::Attachment att;
     grpc::ClientContext ctx;
@@ -178,13 +197,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "superebpfd did not start:\n%s", before.log().c_str());
         return 1;
       }
-      for (const std::string& cgroup : cgroups) {
-        v1::AttachRequest req;
-        req.set_cgroup_path(cgroup);
-        v1::Attachment att;
-        grpc::ClientContext ctx;
-        if (!stub->Attach(&ctx, req, &att).ok()) rc = 1;
-      }
+      if (!attach_all(*stub, cgroups, true)) rc = 1;
       if (before.terminate() != 0) rc = 1;
     }
     const auto start = Clock::now();
@@ -232,13 +245,7 @@ int main(int argc, char** argv) {
 
     // The watcher: attach all again, delete all interfaces, and time until
     // the daemon has detached every one.
-    for (const std::string& v : veths) {
-      v1::AttachRequest req;
-      req.set_interface_name(v);
-      v1::Attachment att;
-      grpc::ClientContext ctx;
-      if (!stub->Attach(&ctx, req, &att).ok()) rc = 1;
-    }
+    if (!attach_all(*stub, veths, false)) rc = 1;
     const auto start = Clock::now();
     must_run({"ip", "-batch", dir + "/del.batch"});
     const double deleting_ms = ms_since(start);

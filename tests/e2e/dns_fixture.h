@@ -31,6 +31,7 @@
 #include "support/dns_loop_stats.h"
 #include "support/knot_server.h"
 #include "support/netns.h"
+#include "support/process.h"
 
 namespace sebpf::testing {
 
@@ -145,6 +146,20 @@ class DnsE2eTest : public DaemonE2eTest {
     const grpc::Status attached = attach(req, &att);
     EXPECT_TRUE(attached.ok()) << attached.error_message();
     return att;
+  }
+  // Once `workload` (forked after `meet` was made) is ready, attaches its
+  // cgroup by its pid with `policy`, then tells it to go on.
+  void attach_by_pid_then_go(Rendezvous& meet, Child& workload, const v1::Policy& policy) {
+    meet.forked();
+    ASSERT_TRUE(meet.wait_ready())
+        << "the workload ended with " << workload.wait(std::chrono::seconds(1));
+    v1::AttachRequest req;
+    req.set_pid(workload.pid());
+    *req.mutable_policy() = policy;
+    v1::Attachment att;
+    const grpc::Status attached = attach(req, &att);
+    ASSERT_TRUE(attached.ok()) << attached.error_message();
+    ASSERT_TRUE(meet.go());
   }
   // As in_cgroup(), in another cgroup of the test's.
   static int in_cgroup_at(const TestCgroup& cgroup, const std::function<int()>& fn) {

@@ -81,16 +81,8 @@ TEST_F(DnsReloadE2eTest, AContainerInItsOwnNetworkNamespaceIsAnsweredThroughARel
     // Steered to the endpoint in this namespace, as a container's resolver is.
     return ask_throughout(*net::SocketAddress::parse("203.0.113.2:53", 53), milliseconds(4000));
   });
-  meet.forked();
-  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
-                                 << workload.wait(std::chrono::seconds(1));
-  v1::AttachRequest req;
-  req.set_pid(workload.pid());
-  *req.mutable_policy() = dns_policy({"allowed.example"});
-  v1::Attachment att;
-  const grpc::Status attached = attach(req, &att);
-  ASSERT_TRUE(attached.ok()) << attached.error_message();
-  ASSERT_TRUE(meet.go());
+  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
+  if (HasFatalFailure()) return;
   std::this_thread::sleep_for(milliseconds(700));
   reload_and_wait_ready();
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << "queries unanswered (see stderr)";
@@ -139,8 +131,7 @@ TEST_F(DnsReloadE2eTest, AReloadIsRefusedWhileTheConfigurationIsBrokenAndApplies
   refused = dns_query(endpoint, make_query("other.example", kTypeA));
   ASSERT_TRUE(refused.ok()) << refused.error().message();
   EXPECT_EQ(refused->message.header.rcode, dns::rcode::kRefused) << "the new configuration";
-  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }),
-            0)
+  EXPECT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }), 0)
       << "still attached, and learning";
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM)
       << "and enforcing";

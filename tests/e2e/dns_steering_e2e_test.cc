@@ -67,16 +67,8 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
     if (udp_connect("198.51.100.3", kEchoPort) != EPERM) return 86;
     return 0;
   });
-  meet.forked();
-  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
-                                 << workload.wait(std::chrono::seconds(1));
-  v1::AttachRequest req;
-  req.set_pid(workload.pid());
-  *req.mutable_policy() = dns_policy({"allowed.example"});
-  v1::Attachment att;
-  const grpc::Status attached = attach(req, &att);
-  ASSERT_TRUE(attached.ok()) << attached.error_message();
-  ASSERT_TRUE(meet.go());
+  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
+  if (HasFatalFailure()) return;
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
   EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
 }
