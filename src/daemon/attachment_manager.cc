@@ -10,6 +10,7 @@
 
 #include "daemon/target_resolver.h"
 #include "daemon/uplink_check.h"
+#include "datapath/rule_codec.h"
 #include "datapath/system.h"
 #include "state/state_file.h"
 
@@ -122,10 +123,11 @@ void AttachmentManager::set_cgroup_attached_hook(std::function<void(const std::s
 // kernel attachments nobody recorded are detached.
 Status AttachmentManager::reconcile() {
   SEBPF_ASSIGN_OR_RETURN(auto kernel, dp_->attachments());
-  auto in_kernel = [&](const AttachmentRecord& r) {
-    return std::any_of(kernel.begin(), kernel.end(), [&](const datapath::Attachment& a) {
+  auto in_kernel = [&](const AttachmentRecord& r) -> const datapath::Attachment* {
+    auto it = std::find_if(kernel.begin(), kernel.end(), [&](const datapath::Attachment& a) {
       return a.key == r.key && a.serial == r.serial;
     });
+    return it == kernel.end() ? nullptr : &*it;
   };
   // First let go of what nobody recorded (a crash between a kernel attach
   // and the state write), so that attaching again below cannot collide.
@@ -141,10 +143,11 @@ Status AttachmentManager::reconcile() {
   }
   std::vector<AttachmentRecord> kept;
   for (AttachmentRecord& r : state_.records) {
-    if (in_kernel(r)) {
+    if (const datapath::Attachment* held = in_kernel(r)) {
       // Learned addresses live only in the kernel maps: read them back so
       // the policy applied below keeps them.
-      if (auto rules = dp_->rules(r.key); rules.ok()) {
+      auto rules = dp_->rules(r.key);
+      if (rules.ok()) {
         const auto boot_now = datapath::BootClock::now();
         for (const datapath::Rule& rule : *rules) {
           if (rule.learned && rule.expires && *rule.expires > boot_now) {
@@ -152,7 +155,8 @@ Status AttachmentManager::reconcile() {
           }
         }
       }
-      auto applied = apply_full_policy(r, /*if_changed=*/true);
+      auto applied =
+          rules.ok() ? apply_full_policy(r, HeldPolicy{held->mode, *rules}) : apply_full_policy(r);
       if (!applied.ok()) {
         log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
       }
@@ -558,7 +562,8 @@ void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
                                    {"port", std::to_string(to.port)}});
 }
 
-Status AttachmentManager::apply_full_policy(const AttachmentRecord& record, bool if_changed) {
+Status AttachmentManager::apply_full_policy(const AttachmentRecord& record,
+                                            const std::optional<HeldPolicy>& held) {
   const auto learned = learned_.find(record.number);
   const auto rules =
       kernel_rules(record.policy, learned == learned_.end() ? LearnedHosts{} : learned->second,
@@ -566,9 +571,10 @@ Status AttachmentManager::apply_full_policy(const AttachmentRecord& record, bool
   // Expiries recomputed from wall-clock times drift from those written by
   // as far as the clocks did: a second is far more than a restart brings.
   constexpr auto kClockSlack = std::chrono::seconds(1);
-  if (if_changed) {
-    auto held = dp_->holds_policy(record.key, record.policy.mode, rules, kClockSlack);
-    if (held.ok() && *held) return ok_status();
+  if (held && held->mode == record.policy.mode &&
+      datapath::same_entries(datapath::merge_rules(held->rules), datapath::merge_rules(rules),
+                             kClockSlack)) {
+    return ok_status();
   }
   return dp_->replace_policy(record.key, record.policy.mode, rules);
 }

@@ -162,11 +162,17 @@ class AttachmentManager {
                                          WallClock::time_point created,
                                          const std::string& applied_policy,
                                          std::optional<datapath::DnsEndpoint> dns);
+  // What the kernel enforces for an attachment, as a start reads it.
+  struct HeldPolicy {
+    datapath::Mode mode;
+    std::vector<datapath::Rule> rules;
+  };
   // The record's policy, with the hosts it learned, in the kernel: one
-  // atomic swap, which waits for a grace period. With `if_changed`, none
-  // when the kernel holds that policy already (a start after a clean stop:
-  // a grace period each made a start with 1,024 attachments take 13 s).
-  Status apply_full_policy(const AttachmentRecord& record, bool if_changed = false);
+  // atomic swap, which waits for a grace period. None when `held` is that
+  // policy already (a start after a clean stop: a grace period each made a
+  // start with 1,024 attachments take 13 s).
+  Status apply_full_policy(const AttachmentRecord& record,
+                           const std::optional<HeldPolicy>& held = std::nullopt);
   Status save_locked();
   // For changes that stand whether or not they are written (the kernel
   // holds them already): a failed write is logged, and the next save

@@ -193,9 +193,11 @@ struct Datapath::Impl {
   // every map was adopted (programs reference the maps they were loaded
   // with). Otherwise nothing changes: this process loads its own.
   void reuse_pinned_programs(bool all_maps_adopted);
-  // Pins this process's programs under build_id (a later start reuses
-  // them), and unpins other builds' once nothing runs them any more.
+  // Pins this process's programs under build_id: a later start reuses
+  // them. A failure is noted, not fatal (that start loads its own).
   void pin_programs();
+  // Unpins the programs of other build ids: called once no link or filter
+  // of ours runs them (the kernel frees each with its last user).
   void unpin_other_builds_programs();
   // Returns whether every map was adopted (none made anew for this build).
   Result<bool> reuse_pinned_maps();
@@ -750,14 +752,6 @@ Status Datapath::replace_policy(const AttachmentKey& key, Mode mode, std::span<c
   if (!impl_->barrier->wait().ok()) return ok_status();
   (void)impl_->rules->erase_ruleset(old);
   return ok_status();
-}
-
-Result<bool> Datapath::holds_policy(const AttachmentKey& key, Mode mode,
-                                    std::span<const Rule> rules, BootClock::duration slack) const {
-  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
-  if (att.mode != static_cast<uint8_t>(mode)) return false;
-  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleEntry> held, impl_->rules->read_all(att.ruleset));
-  return same_entries(std::move(held), merge_rules(rules), slack);
 }
 
 Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {

@@ -100,11 +100,6 @@ class Datapath {
   // Every rule of the attachment, expired ones included until swept: one
   // per prefix and action, as the filter applies them.
   Result<std::vector<Rule>> rules(const AttachmentKey& key) const;
-  // Whether the attachment enforces `mode` and exactly `rules` (expiry
-  // times apart by at most `slack`, see same_entries): what replace_policy
-  // would write is in force already.
-  Result<bool> holds_policy(const AttachmentKey& key, Mode mode, std::span<const Rule> rules,
-                            BootClock::duration slack) const;
 
   Result<Counters> counters(const AttachmentKey& key) const;
 

@@ -37,7 +37,6 @@ Result<uint64_t> current_netns_cookie();
 // own when they are in a workload's namespace).
 class InheritedSockets {
  public:
-  InheritedSockets() = default;
   // Each descriptor is identified and kept, or closed with the reason in
   // `rejected` (not a socket of an endpoint: nothing should serve it).
   InheritedSockets(std::vector<UniqueFd> fds, std::vector<std::string>& rejected);
