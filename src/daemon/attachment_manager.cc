@@ -141,13 +141,21 @@ Status AttachmentManager::reconcile() {
                  {{"key", datapath::to_string(a.key)},
                   {"result", status.ok() ? "detached" : status.error().message()}});
   }
+  // Learned addresses live only in the kernel maps: read back (all in one
+  // read) so that the policy applied below keeps them.
+  auto kernel_rules = dp_->rules_of_all();
+  if (!kernel_rules.ok()) {
+    log_.error("kernel_rules_unread", {{"error", kernel_rules.error().message()},
+                                       {"impact", "hosts learned before this start are dropped"}});
+  }
   std::vector<AttachmentRecord> kept;
   for (AttachmentRecord& r : state_.records) {
     if (const datapath::Attachment* held = in_kernel(r)) {
-      // Learned addresses live only in the kernel maps: read them back so
-      // the policy applied below keeps them.
-      auto rules = dp_->rules(r.key);
-      if (rules.ok()) {
+      const std::vector<datapath::Rule>* rules = nullptr;
+      if (kernel_rules.ok()) {
+        if (auto it = kernel_rules->find(r.key); it != kernel_rules->end()) rules = &it->second;
+      }
+      if (rules != nullptr) {
         const auto boot_now = datapath::BootClock::now();
         for (const datapath::Rule& rule : *rules) {
           if (rule.learned && rule.expires && *rule.expires > boot_now) {
@@ -155,8 +163,8 @@ Status AttachmentManager::reconcile() {
           }
         }
       }
-      auto applied =
-          rules.ok() ? apply_full_policy(r, HeldPolicy{held->mode, *rules}) : apply_full_policy(r);
+      auto applied = rules != nullptr ? apply_full_policy(r, HeldPolicy{held->mode, *rules})
+                                      : apply_full_policy(r);
       if (!applied.ok()) {
         log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
       }

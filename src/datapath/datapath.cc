@@ -16,6 +16,7 @@
 #include <set>
 #include <system_error>
 #include <tuple>
+#include <unordered_map>
 
 #include "absl/container/inlined_vector.h"
 #include "datapath/attachment_table.h"
@@ -754,9 +755,10 @@ Status Datapath::replace_policy(const AttachmentKey& key, Mode mode, std::span<c
   return ok_status();
 }
 
-Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {
-  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
-  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleEntry> entries, impl_->rules->read_all(att.ruleset));
+namespace {
+
+// The rules of one rule set's entries: one per prefix and action.
+std::vector<Rule> rules_of(std::span<const RuleEntry> entries) {
   std::vector<Rule> out;
   for (const RuleEntry& e : entries) {
     for (Rule& r : split_entry(e.prefix, e.value)) out.push_back(std::move(r));
@@ -783,6 +785,24 @@ Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {
     merged.push_back(std::move(r));
   }
   return merged;
+}
+
+}  // namespace
+
+Result<std::vector<Rule>> Datapath::rules(const AttachmentKey& key) const {
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment att, impl_->table->read_existing(key));
+  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleEntry> entries, impl_->rules->read_all(att.ruleset));
+  return rules_of(entries);
+}
+
+Result<std::map<AttachmentKey, std::vector<Rule>>> Datapath::rules_of_all() const {
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, impl_->table->all());
+  SEBPF_ASSIGN_OR_RETURN(std::vector<RuleStore::Owned> all, impl_->rules->read_everything());
+  std::unordered_map<uint32_t, std::vector<RuleEntry>> by_ruleset;
+  for (RuleStore::Owned& owned : all) by_ruleset[owned.ruleset].push_back(std::move(owned.entry));
+  std::map<AttachmentKey, std::vector<Rule>> out;
+  for (const AttachmentRecord& r : records) out[r.key] = rules_of(by_ruleset[r.value.ruleset]);
+  return out;
 }
 
 Result<Counters> Datapath::counters(const AttachmentKey& key) const {

@@ -5,6 +5,7 @@
 // Not thread-safe: one owner (the daemon) serializes calls.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -100,6 +101,10 @@ class Datapath {
   // Every rule of the attachment, expired ones included until swept: one
   // per prefix and action, as the filter applies them.
   Result<std::vector<Rule>> rules(const AttachmentKey& key) const;
+  // rules() of every attachment, from one read of the maps (each rules()
+  // call reads them all: a start that asked per attachment read them once
+  // per attachment).
+  Result<std::map<AttachmentKey, std::vector<Rule>>> rules_of_all() const;
 
   Result<Counters> counters(const AttachmentKey& key) const;
 

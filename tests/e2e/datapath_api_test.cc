@@ -242,6 +242,32 @@ TEST_F(DatapathApiTest, ManyRulesInABatchAndBack) {
   EXPECT_EQ(listed->size(), rules.size());
 }
 
+// A start reads every attachment's rules at once: each gets its own, as
+// rules() gives them, learned hosts (in the learned-host table) included.
+TEST_F(DatapathApiTest, TheRulesOfAllAreEachAttachmentsOwn) {
+  open_private();
+  auto cg = dp_->attach_cgroup(cgroup_->path(), {});
+  auto tc = dp_->attach_interface(topo_->host_if(), {});
+  ASSERT_TRUE(cg.ok() && tc.ok());
+  const std::vector<datapath::Rule> explicit_rules = {make_rule("198.51.100.0/24", Action::kAllow),
+                                                      make_rule("2001:db8::1", Action::kDeny)};
+  ok(dp_->add_rules(cg->key, explicit_rules));
+  ok(dp_->add_rule(cg->key, {*net::IpPrefix::parse("203.0.113.9"), Action::kAllow,
+                             datapath::BootClock::now() + std::chrono::hours(1),
+                             /*learned=*/true}));
+  ok(dp_->add_rule(tc->key, make_rule("192.0.2.0/28", Action::kDeny)));
+  auto all = dp_->rules_of_all();
+  ASSERT_TRUE(all.ok()) << all.error().message();
+  ASSERT_EQ(all->size(), 2u);
+  for (const datapath::AttachmentKey& key : {cg->key, tc->key}) {
+    auto one = dp_->rules(key);
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ(all->at(key), *one) << datapath::to_string(key);
+  }
+  EXPECT_EQ(all->at(cg->key).size(), 3u);
+  EXPECT_EQ(all->at(tc->key).size(), 1u);
+}
+
 TEST_F(DatapathApiTest, SweepReclaimsExpiredAndOrphanedEntriesOnly) {
   open_private();
   auto att = dp_->attach_cgroup(cgroup_->path(), {});
