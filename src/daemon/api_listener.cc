@@ -19,6 +19,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "net/socket_options.h"
+
 namespace sebpf::daemon {
 
 namespace {
@@ -68,18 +70,14 @@ Result<gid_t> resolve_group(const std::string& group) {
 
 // The path a listening unix stream socket is bound to.
 Result<std::string> listening_path(int fd) {
-  int type = 0, listening = 0;
-  socklen_t len = sizeof type;
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
-    return Error::from_errno(errno, "read the socket's type");
-  }
-  len = sizeof listening;
-  if (type != SOCK_STREAM || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
-      listening == 0) {
-    return Error(Errc::kInvalidArgument, "not a listening stream socket");
-  }
+  SEBPF_ASSIGN_OR_RETURN(const int type,
+                         net::int_socket_option(fd, SO_TYPE, "read the socket's type"));
+  if (type != SOCK_STREAM) return Error(Errc::kInvalidArgument, "not a stream socket");
+  SEBPF_ASSIGN_OR_RETURN(const int listening,
+                         net::int_socket_option(fd, SO_ACCEPTCONN, "read whether it listens"));
+  if (listening == 0) return Error(Errc::kInvalidArgument, "a stream socket that does not listen");
   sockaddr_un addr{};
-  len = sizeof addr;
+  socklen_t len = sizeof addr;
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     return Error::from_errno(errno, "read the socket's address");
   }

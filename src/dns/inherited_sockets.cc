@@ -5,19 +5,14 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "net/socket_options.h"
+
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71  // Linux 5.14; older libc headers lack it
 #endif
 
 namespace sebpf::dns {
 namespace {
-
-Result<int> int_option(int fd, int name, const char* what) {
-  int value = 0;
-  socklen_t len = sizeof value;
-  if (getsockopt(fd, SOL_SOCKET, name, &value, &len) != 0) return Error::from_errno(errno, what);
-  return value;
-}
 
 Result<uint64_t> netns_cookie_of(int fd) {
   uint64_t cookie = 0;
@@ -32,13 +27,14 @@ Result<uint64_t> netns_cookie_of(int fd) {
 
 Result<SocketIdentity> identify_socket(int fd) {
   SocketIdentity id;
-  SEBPF_ASSIGN_OR_RETURN(id.type, int_option(fd, SO_TYPE, "read the socket's type"));
+  SEBPF_ASSIGN_OR_RETURN(id.type, net::int_socket_option(fd, SO_TYPE, "read the socket's type"));
   if (id.type != SOCK_DGRAM && id.type != SOCK_STREAM) {
     return Error(Errc::kInvalidArgument, "neither a UDP nor a TCP socket");
   }
   if (id.type == SOCK_STREAM) {
-    SEBPF_ASSIGN_OR_RETURN(const int listening,
-                           int_option(fd, SO_ACCEPTCONN, "read whether the socket listens"));
+    SEBPF_ASSIGN_OR_RETURN(
+        const int listening,
+        net::int_socket_option(fd, SO_ACCEPTCONN, "read whether the socket listens"));
     if (listening == 0) return Error(Errc::kInvalidArgument, "a TCP socket that does not listen");
   }
   sockaddr_storage ss{};
@@ -49,7 +45,7 @@ Result<SocketIdentity> identify_socket(int fd) {
   SEBPF_ASSIGN_OR_RETURN(id.address, net::SocketAddress::from_sockaddr(ss, len));
   if (id.address.port() == 0) return Error(Errc::kInvalidArgument, "a socket that is not bound");
   SEBPF_ASSIGN_OR_RETURN(const int device,
-                         int_option(fd, SO_BINDTOIFINDEX, "read the socket's device"));
+                         net::int_socket_option(fd, SO_BINDTOIFINDEX, "read the socket's device"));
   id.device_ifindex = static_cast<uint32_t>(device);
   SEBPF_ASSIGN_OR_RETURN(id.netns_cookie, netns_cookie_of(fd));
   return id;
