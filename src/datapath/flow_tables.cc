@@ -2,8 +2,10 @@
 
 #include <bpf/bpf.h>
 #include <netinet/in.h>
+#include <pthread.h>
 
 #include <algorithm>
+#include <functional>
 #include <string>
 
 #include "common/unique_fd.h"
@@ -36,15 +38,59 @@ Result<UniqueFd> create_table(const char* name, uint32_t entries) {
   return fd;
 }
 
+// Makes the slots' tables and puts them in with one batch update: one
+// grace period for the lot. On failure whatever did go in stays until the
+// next install there replaces it (the slots are free, or the attach that
+// asked fails).
+Status make_and_install(int outer_fd, std::span<const uint32_t> slots, uint32_t flows,
+                        uint32_t frags) {
+  constexpr size_t kMost = FlowTables::kTablesAhead * SEBPF_TRACK_TABLES;
+  absl::InlinedVector<UniqueFd, kMost> tables;
+  absl::InlinedVector<uint32_t, kMost> keys;
+  absl::InlinedVector<int, kMost> values;
+  for (uint32_t slot : slots) {
+    for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
+      const auto table = static_cast<sebpf_track_table>(t);
+      SEBPF_ASSIGN_OR_RETURN(
+          UniqueFd fd,
+          create_table(kTableNames[t], table == SEBPF_TRACK_REPLY_FRAGS ? frags : flows));
+      keys.push_back(table_index(slot, table));
+      values.push_back(fd.get());
+      tables.push_back(std::move(fd));
+    }
+  }
+  uint32_t count = static_cast<uint32_t>(keys.size());
+  if (bpf_map_update_batch(outer_fd, keys.data(), values.data(), &count, nullptr) != 0) {
+    return Error::from_errno(
+        errno, "install the connection-tracking tables of slot " + std::to_string(slots.front()));
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 FlowTables::FlowTables(int outer_fd, uint32_t max_attachments, uint32_t flows_per_attachment)
     : outer_fd_(outer_fd),
       flows_(flows_per_attachment),
       frags_(std::max(flows_per_attachment / 8, 64U)),
-      has_tables_(max_attachments, false) {}
+      has_tables_(max_attachments, false),
+      coming_(max_attachments, false),
+      slot_used_(max_attachments, false) {
+  maker_ = std::thread([this] { make_ahead(); });
+  pthread_setname_np(maker_.native_handle(), "sebpf-tables");
+}
+
+FlowTables::~FlowTables() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  changed_.notify_all();
+  maker_.join();
+}
 
 void FlowTables::adopt() {
+  std::lock_guard lock(mu_);
   for (uint32_t slot = 0; slot < has_tables_.size(); ++slot) {
     // All three go in together; a slot that lost some to an interrupted
     // trim counts as having none, and prepare() replaces them all.
@@ -59,45 +105,79 @@ void FlowTables::adopt() {
 }
 
 Status FlowTables::prepare(uint32_t slot, const std::vector<bool>& slot_used) {
+  std::unique_lock lock(mu_);
   if (slot >= has_tables_.size()) {
     return Error(Errc::kInternal, "slot " + std::to_string(slot) + " out of range");
   }
-  if (has_tables_[slot]) return empty(slot);
-  // Tables for the free slots the next attaches will take go in with this
-  // slot's, in the same batch: one grace period for the lot.
-  std::vector<uint32_t> slots{slot};
-  for (uint32_t next = slot + 1; next < has_tables_.size() && slots.size() < kTablesAhead; ++next) {
-    const bool used = next < slot_used.size() && slot_used[next];
-    if (!used && !has_tables_[next]) slots.push_back(next);
+  for (uint32_t s = 0; s < slot_used_.size(); ++s) {
+    slot_used_[s] = s < slot_used.size() && slot_used[s];
   }
-  return install(slots);
+  // The maker may be putting this slot's tables in: they will do.
+  changed_.wait(lock, [&] { return !coming_[slot]; });
+  const bool kept = has_tables_[slot];
+  if (!kept) {
+    // None, and none coming: this attach makes them, with those of the
+    // next free slots.
+    coming_[slot] = true;
+    Slots slots{slot};
+    for (uint32_t next : claim_slots_locked(slot + 1, kTablesAhead - 1)) slots.push_back(next);
+    SEBPF_RETURN_IF_ERROR(install(lock, slots));
+  }
+  if (spares_locked() < kTablesAhead - 1) {
+    ahead_wanted_ = true;
+    changed_.notify_all();
+  }
+  lock.unlock();
+  // The maker leaves slots with tables alone, so this needs no lock.
+  return kept ? empty(slot) : ok_status();
 }
 
-Status FlowTables::install(const std::vector<uint32_t>& slots) {
-  // All made first, then put in with one batch update. On failure no slot
-  // counts as having tables, and whatever did go in is replaced by the
-  // next install there.
-  std::vector<UniqueFd> tables;
-  std::vector<uint32_t> keys;
-  std::vector<int> values;
+FlowTables::Slots FlowTables::claim_slots_locked(uint32_t from, uint32_t most) {
+  Slots slots;
+  for (uint32_t slot = from; slot < has_tables_.size() && slots.size() < most; ++slot) {
+    if (slot_used_[slot] || has_tables_[slot] || coming_[slot]) continue;
+    coming_[slot] = true;
+    slots.push_back(slot);
+  }
+  return slots;
+}
+
+uint32_t FlowTables::spares_locked() const {
+  uint32_t spares = 0;
+  for (uint32_t slot = 0; slot < has_tables_.size(); ++slot) {
+    if (!slot_used_[slot] && (has_tables_[slot] || coming_[slot])) ++spares;
+  }
+  return spares;
+}
+
+Status FlowTables::install(std::unique_lock<std::mutex>& lock, const Slots& slots) {
+  lock.unlock();
+  Status made = make_and_install(outer_fd_, slots, flows_, frags_);
+  lock.lock();
   for (uint32_t slot : slots) {
-    for (int t = 0; t < SEBPF_TRACK_TABLES; ++t) {
-      const auto table = static_cast<sebpf_track_table>(t);
-      SEBPF_ASSIGN_OR_RETURN(
-          UniqueFd fd,
-          create_table(kTableNames[t], table == SEBPF_TRACK_REPLY_FRAGS ? frags_ : flows_));
-      keys.push_back(table_index(slot, table));
-      values.push_back(fd.get());
-      tables.push_back(std::move(fd));
-    }
+    has_tables_[slot] = made.ok();
+    coming_[slot] = false;
   }
-  uint32_t count = static_cast<uint32_t>(keys.size());
-  if (bpf_map_update_batch(outer_fd_, keys.data(), values.data(), &count, nullptr) != 0) {
-    return Error::from_errno(
-        errno, "install the connection-tracking tables of slot " + std::to_string(slots.front()));
+  changed_.notify_all();
+  return made;
+}
+
+void FlowTables::make_ahead() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    changed_.wait(lock, [&] { return ahead_wanted_ || stopping_; });
+    if (stopping_) return;
+    ahead_wanted_ = false;
+    const uint32_t spares = spares_locked();
+    if (spares >= kTablesAhead - 1) continue;
+    // As many as were taken since the last install: few slots a batch
+    // when attaches come slowly, more when they come fast.
+    const Slots slots = claim_slots_locked(0, kTablesAhead - 1 - spares);
+    if (slots.empty()) continue;  // every slot in use or with tables
+    // A failure is not this thread's to report: an attach that then finds
+    // no tables makes its own, and its caller hears why they could not be.
+    (void)install(lock, slots);
   }
-  for (uint32_t slot : slots) has_tables_[slot] = true;
-  return ok_status();
 }
 
 Result<UniqueFd> FlowTables::open_table(uint32_t slot, sebpf_track_table table) const {
@@ -137,7 +217,11 @@ Status FlowTables::empty(uint32_t slot) const {
 
 Result<size_t> FlowTables::forget_learned_connections(
     uint32_t slot, std::span<const std::array<uint8_t, 16>> remote_addrs) const {
-  if (remote_addrs.empty() || slot >= has_tables_.size() || !has_tables_[slot]) return 0;
+  if (remote_addrs.empty() || slot >= has_tables_.size()) return 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!has_tables_[slot]) return 0;
+  }
   SEBPF_ASSIGN_OR_RETURN(UniqueFd conns, open_table(slot, SEBPF_TRACK_OPENED));
   std::vector<std::array<uint8_t, 16>> wanted(remote_addrs.begin(), remote_addrs.end());
   std::sort(wanted.begin(), wanted.end());
@@ -192,6 +276,10 @@ Result<size_t> FlowTables::forget_learned_connections(
 }
 
 Result<size_t> FlowTables::trim(const std::vector<bool>& slot_used, uint32_t spare, uint32_t most) {
+  std::unique_lock lock(mu_);
+  changed_.wait(lock, [&] {
+    return !ahead_wanted_ && std::none_of(coming_.begin(), coming_.end(), std::identity());
+  });
   std::vector<uint32_t> free_with_tables;
   for (uint32_t slot = 0; slot < has_tables_.size(); ++slot) {
     const bool used = slot < slot_used.size() && slot_used[slot];

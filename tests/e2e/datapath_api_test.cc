@@ -1,11 +1,15 @@
 // The library's answers to bad input and full tables, with a real kernel:
 // each is a clear error, and a failed call changes nothing.
 #include <bpf/bpf.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
+#include <map>
+#include <string_view>
 
 #include "common/unique_fd.h"
 #include "e2e_fixture.h"
@@ -31,6 +35,46 @@ class DatapathApiTest : public E2eTest {
   // Programs the kernel has on a cgroup, as bpftool lists them.
   std::string programs_on(const std::string& cgroup) {
     return run_command({"bpftool", "cgroup", "show", cgroup}).output;
+  }
+
+  // sebpf_conntrack, as the egress program on the cgroup holds it; closed
+  // if there is none.
+  static UniqueFd conntrack_map_of(const std::string& cgroup) {
+    UniqueFd dir(open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    __u32 prog_id = 0;
+    __u32 count = 1;
+    if (!dir ||
+        bpf_prog_query(dir.get(), BPF_CGROUP_INET_EGRESS, 0, nullptr, &prog_id, &count) != 0 ||
+        count != 1) {
+      return UniqueFd();
+    }
+    UniqueFd prog(bpf_prog_get_fd_by_id(prog_id));
+    std::array<__u32, 64> map_ids{};
+    bpf_prog_info info{};
+    info.nr_map_ids = map_ids.size();
+    info.map_ids = reinterpret_cast<__u64>(map_ids.data());
+    __u32 info_len = sizeof(info);
+    if (!prog || bpf_obj_get_info_by_fd(prog.get(), &info, &info_len) != 0) return UniqueFd();
+    for (__u32 i = 0; i < std::min<__u32>(info.nr_map_ids, map_ids.size()); ++i) {
+      UniqueFd map(bpf_map_get_fd_by_id(map_ids[i]));
+      bpf_map_info map_info{};
+      __u32 map_info_len = sizeof(map_info);
+      if (map && bpf_obj_get_info_by_fd(map.get(), &map_info, &map_info_len) == 0 &&
+          std::string_view(map_info.name) == "sebpf_conntrack") {
+        return map;
+      }
+    }
+    return UniqueFd();
+  }
+
+  // The ids of a slot's tables in sebpf_conntrack (0: none).
+  static std::array<uint32_t, SEBPF_TRACK_TABLES> tables_of(int conntrack, uint32_t slot) {
+    std::array<uint32_t, SEBPF_TRACK_TABLES> ids{};
+    for (uint32_t t = 0; t < SEBPF_TRACK_TABLES; ++t) {
+      const uint32_t index = slot * SEBPF_TRACK_TABLES + t;
+      if (bpf_map_lookup_elem(conntrack, &index, &ids[t]) != 0) ids[t] = 0;
+    }
+    return ids;
   }
 };
 
@@ -283,13 +327,16 @@ TEST_F(DatapathApiTest, SweepReclaimsExpiredAndOrphanedEntriesOnly) {
 }
 
 // Connection-tracking tables stay with a slot its attachment left, for the
-// next attach there; new ones go in 16 slots at a time. Sweeps drop those
-// of free slots, a slot a sweep, but for 16 spare slots.
+// next attach there; new ones are made ahead while fewer than 15 free
+// slots have them. Sweeps drop those of free slots, a slot a sweep, but for
+// 16 spare slots.
 TEST_F(DatapathApiTest, SweepDropsTheTablesOfFreeSlotsButAFewSpares) {
   open_private();
   std::vector<std::unique_ptr<TestCgroup>> cgroups;
   std::vector<AttachmentKey> keys;
-  for (int i = 0; i < 20; ++i) {  // slots 0-19; tables in slots 0-31
+  // Slots 0-19. Slot 0's attach puts in tables for 0-15, and the maker
+  // more as the spares run low: by the end, slots 0-34 have tables.
+  for (int i = 0; i < 20; ++i) {
     cgroups.push_back(
         std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag() + "/t" + std::to_string(i)));
     auto att = dp_->attach_cgroup(cgroups.back()->path(), {});
@@ -301,14 +348,51 @@ TEST_F(DatapathApiTest, SweepDropsTheTablesOfFreeSlotsButAFewSpares) {
     EXPECT_TRUE(removed.ok()) << removed.error().message();
     return removed.ok() ? *removed : size_t{0};
   };
-  EXPECT_EQ(swept(), 0U) << "12 spares, or tables of attachments in use, were dropped";
+  EXPECT_EQ(swept(), 0U) << "15 spares, or tables of attachments in use, were dropped";
   for (const AttachmentKey& key : keys) ok(dp_->detach(key));
-  for (int i = 0; i < 16; ++i) EXPECT_EQ(swept(), 1U * SEBPF_TRACK_TABLES) << "sweep " << i;
+  // 35 spares: 19 go, a slot a sweep.
+  for (int i = 0; i < 19; ++i) EXPECT_EQ(swept(), 1U * SEBPF_TRACK_TABLES) << "sweep " << i;
   EXPECT_EQ(swept(), 0U);
   for (size_t i = 0; i < cgroups.size(); ++i) {
     EXPECT_TRUE(dp_->attach_cgroup(cgroups[i]->path(), {}).ok()) << i;
   }
   dp_.reset();  // detaches all before the cgroups go
+}
+
+// Tables are made ahead only for free slots: those of an attachment are
+// never replaced while it is attached (its flows would be forgotten), however
+// attaches, detaches and the maker interleave.
+TEST_F(DatapathApiTest, TablesMadeAheadNeverReplaceThoseOfAnAttachment) {
+  open_private();
+  std::vector<std::unique_ptr<TestCgroup>> cgroups;
+  for (int i = 0; i < 40; ++i) {
+    cgroups.push_back(
+        std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag() + "/m" + std::to_string(i)));
+  }
+  UniqueFd conntrack;
+  std::map<uint32_t, std::array<uint32_t, SEBPF_TRACK_TABLES>> tables_at_attach;  // by slot
+  std::vector<datapath::Attachment> attached;
+  const auto attach = [&](const TestCgroup& cgroup) {
+    auto att = dp_->attach_cgroup(cgroup.path(), {});
+    ASSERT_TRUE(att.ok()) << att.error().message();
+    if (!conntrack) conntrack = conntrack_map_of(cgroup.path());
+    ASSERT_TRUE(conntrack) << "no sebpf_conntrack among the programs' maps";
+    tables_at_attach[att->slot] = tables_of(conntrack.get(), att->slot);
+    for (uint32_t id : tables_at_attach[att->slot]) EXPECT_NE(id, 0U) << "slot " << att->slot;
+    attached.push_back(*att);
+  };
+  for (int i = 0; i < 30; ++i) attach(*cgroups[i]);
+  // Every other one goes, and ten more come into the slots they left and
+  // beyond, while the maker may still be at work.
+  for (size_t i = 0; i < 30; i += 2) ok(dp_->detach(attached[i].key));
+  for (int i = 30; i < 40; ++i) attach(*cgroups[i]);
+  ASSERT_TRUE(dp_->sweep().ok());  // waits for the maker
+  for (size_t i = 0; i < attached.size(); ++i) {
+    if (i < 30 && i % 2 == 0) continue;  // detached
+    const uint32_t slot = attached[i].slot;
+    EXPECT_EQ(tables_of(conntrack.get(), slot), tables_at_attach[slot]) << "slot " << slot;
+  }
+  dp_.reset();
 }
 
 TEST_F(DatapathApiTest, DetachRemovesProgramsAndRules) {
