@@ -159,7 +159,8 @@ class ApiListener::CallCounter final
 
 Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& options,
                                                         grpc::Service* service, Logger& log,
-                                                        UniqueFd handed_over) {
+                                                        InheritedListener inherited) {
+  UniqueFd& handed_over = inherited.fd;
   const std::string& path = options.socket_path;
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) {
@@ -177,10 +178,13 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
       log.warning(
           "api_socket_not_taken_over",
           {{"socket", bound_to.ok() ? *bound_to : ""},
-           {"reason", bound_to.ok() ? "socket.path is now " + path : bound_to.error().message()}});
-      // The process before left its socket file for this one.
+           {"from", inherited.from_systemd ? "systemd" : "reload"},
+           {"reason", bound_to.ok() ? "socket.path is " + path : bound_to.error().message()}});
+      // The process before left its socket file for this one; systemd's
+      // stays systemd's.
       struct stat old {};
-      if (bound_to.ok() && lstat(bound_to->c_str(), &old) == 0 && S_ISSOCK(old.st_mode)) {
+      if (!inherited.from_systemd && bound_to.ok() && lstat(bound_to->c_str(), &old) == 0 &&
+          S_ISSOCK(old.st_mode)) {
         unlink(bound_to->c_str());
       }
       handed_over.reset();
@@ -207,6 +211,7 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   const bool taken_over = static_cast<bool>(handed_over);
   if (handed_over) {
     self->listen_fd_ = std::move(handed_over);
+    self->from_systemd_ = inherited.from_systemd;
   } else {
     self->listen_fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!self->listen_fd_) return Error::from_errno(errno, "create the API socket");
@@ -245,7 +250,8 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   self->accept_thread_ = std::thread([raw = self.get()] { raw->accept_loop(); });
   log.info("api_listening", {{"socket", path},
                              {"group", std::to_string(gid)},
-                             {"taken_over", taken_over ? "true" : "false"}});
+                             {"taken_over", taken_over ? "true" : "false"},
+                             {"from_systemd", self->from_systemd_ ? "true" : "false"}});
   return self;
 }
 
@@ -309,14 +315,14 @@ void ApiListener::stop() {
   const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(100);
   if (trusted_server_) trusted_server_->Shutdown(deadline);
   if (refusing_server_) refusing_server_->Shutdown(deadline);
-  if (bound && !handed_over_) unlink(options_.socket_path.c_str());
+  if (bound && !handed_over_ && !from_systemd_) unlink(options_.socket_path.c_str());
 }
 
-Result<UniqueFd> ApiListener::hand_over() {
+Result<InheritedListener> ApiListener::hand_over() {
   UniqueFd copy(fcntl(listen_fd_.get(), F_DUPFD_CLOEXEC, 0));
   if (!copy) return Error::from_errno(errno, "duplicate the API socket");
   handed_over_ = true;
-  return copy;
+  return InheritedListener{std::move(copy), from_systemd_};
 }
 
 ApiListener::~ApiListener() { stop(); }

@@ -38,27 +38,36 @@ struct ListenerOptions {
   PeerPolicy peers;
 };
 
+// A listening socket this process did not make itself.
+struct InheritedListener {
+  UniqueFd fd;  // invalid: none
+  // systemd's (socket activation, superebpfd.socket), which keeps the
+  // socket and its file across stops: no stop removes the file. Otherwise
+  // the process a reload replaced made it, and this one's stop removes it.
+  bool from_systemd = false;
+};
+
 class ApiListener {
  public:
   // Creates the socket (mode 0660, group `socket_group`; a stale socket file
   // from an earlier run is replaced) and starts serving `service`.
-  // `handed_over`: the listening socket of the process this one replaced
-  // (a reload), served instead if it is on socket_path; the connections
-  // queued in it meanwhile are served too.
+  // `inherited`: the listening socket of the process this one replaced (a
+  // reload) or systemd's, served instead if it is on socket_path; the
+  // connections queued in it meanwhile are served too.
   static Result<std::unique_ptr<ApiListener>> start(const ListenerOptions& options,
                                                     grpc::Service* service, Logger& log,
-                                                    UniqueFd handed_over = {});
+                                                    InheritedListener inherited = {});
   ~ApiListener();
   ApiListener(const ApiListener&) = delete;
   ApiListener& operator=(const ApiListener&) = delete;
 
   // Stops accepting, ends the servers (calls running get up to 2 s to
   // finish; then idle connections are cut within 100 ms) and removes the
-  // socket file, unless handed over.
+  // socket file, unless handed over or systemd's.
   void stop();
   // A descriptor of the listening socket (close-on-exec) for the process a
   // reload starts; stop() then leaves the socket file in place.
-  Result<UniqueFd> hand_over();
+  Result<InheritedListener> hand_over();
 
  private:
   class Refuser;
@@ -79,6 +88,7 @@ class ApiListener {
   std::thread accept_thread_;
   std::atomic<bool> stopped_{false};
   bool handed_over_ = false;
+  bool from_systemd_ = false;
 };
 
 }  // namespace sebpf::daemon

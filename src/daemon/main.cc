@@ -18,6 +18,7 @@
 #include "daemon/dns_backend.h"
 #include "daemon/logger.h"
 #include "daemon/reexec.h"
+#include "daemon/socket_activation.h"
 #include "daemon/target_watcher.h"
 #include "datapath/system.h"
 #include "policy/policy_file.h"
@@ -320,6 +321,16 @@ int main(int argc, char** argv) {
   HandedOver handed_over = take_handed_over(problems);
   for (const std::string& why : problems) {
     log.warning("handed_over_socket_rejected", {{"detail", why}});
+  }
+  problems.clear();
+  // Only a first start has systemd's socket to take: a reload's process
+  // gets it handed over, marked as systemd's.
+  if (sebpf::UniqueFd systemd = take_systemd_listener(problems);
+      systemd && !handed_over.api_listener.fd) {
+    handed_over.api_listener = {std::move(systemd), /*from_systemd=*/true};
+  }
+  for (const std::string& why : problems) {
+    log.warning("systemd_socket_rejected", {{"detail", why}});
   }
   return serve(*config, std::move(*policies), log,
                Invocation{flags, argv, own_executable(), std::move(handed_over)});

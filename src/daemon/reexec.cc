@@ -97,8 +97,12 @@ HandedOver take_handed_over(std::vector<std::string>& problems) {
   if (api.size() > 1) {
     problems.push_back(std::string(kHandedOverApiVariable) + ": more than one descriptor");
   } else if (api.size() == 1) {
-    out.api_listener = std::move(api.front());
+    out.api_listener.fd = std::move(api.front());
   }
+  const char* from_systemd = std::getenv(kApiSocketFromSystemdVariable);
+  out.api_listener.from_systemd =
+      out.api_listener.fd && from_systemd != nullptr && std::string_view(from_systemd) == "1";
+  unsetenv(kApiSocketFromSystemdVariable);
   std::vector<UniqueFd> dns = take_descriptors(kHandedOverDnsVariable, problems);
   if (!dns.empty()) out.dns = std::make_unique<dns::InheritedSockets>(std::move(dns), problems);
   return out;
@@ -106,10 +110,13 @@ HandedOver take_handed_over(std::vector<std::string>& problems) {
 
 Error reexec(const std::string& executable, char** argv, HandOver sockets) {
   std::vector<std::string> variables;
-  if (sockets.api_listener) {
-    auto api = hand_over(kHandedOverApiVariable, std::span(&sockets.api_listener, 1));
+  if (sockets.api_listener.fd) {
+    auto api = hand_over(kHandedOverApiVariable, std::span(&sockets.api_listener.fd, 1));
     if (!api.ok()) return api.error();
     variables.push_back(std::move(*api));
+    if (sockets.api_listener.from_systemd) {
+      variables.push_back(std::string(kApiSocketFromSystemdVariable) + "=1");
+    }
   }
   if (!sockets.dns_sockets.empty()) {
     auto dns = hand_over(kHandedOverDnsVariable, sockets.dns_sockets);
@@ -120,7 +127,8 @@ Error reexec(const std::string& executable, char** argv, HandOver sockets) {
   for (char** e = environ; *e != nullptr; ++e) {
     const std::string_view entry(*e);
     const bool ours = entry.starts_with(std::string(kHandedOverApiVariable) + "=") ||
-                      entry.starts_with(std::string(kHandedOverDnsVariable) + "=");
+                      entry.starts_with(std::string(kHandedOverDnsVariable) + "=") ||
+                      entry.starts_with(std::string(kApiSocketFromSystemdVariable) + "=");
     if (!ours) env.push_back(*e);
   }
   for (std::string& v : variables) env.push_back(v.data());

@@ -13,6 +13,7 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "daemon/api_listener.h"
 #include "dns/inherited_sockets.h"
 
 namespace sebpf::daemon {
@@ -21,6 +22,8 @@ namespace sebpf::daemon {
 // decimal descriptor numbers, comma-separated ("3,4,7").
 inline constexpr const char* kHandedOverApiVariable = "SUPEREBPF_API_SOCKET";
 inline constexpr const char* kHandedOverDnsVariable = "SUPEREBPF_DNS_SOCKETS";
+// Set ("1") when the API socket is systemd's (InheritedListener::from_systemd).
+inline constexpr const char* kApiSocketFromSystemdVariable = "SUPEREBPF_API_SOCKET_FROM_SYSTEMD";
 
 // The descriptors `variable` holds as `text`; an error naming what is
 // wrong (nothing taken).
@@ -32,7 +35,7 @@ Result<std::string> own_executable();
 
 // What the process before handed over.
 struct HandedOver {
-  UniqueFd api_listener;                       // invalid: none
+  InheritedListener api_listener;              // fd invalid: none
   std::unique_ptr<dns::InheritedSockets> dns;  // null: none
 };
 
@@ -44,7 +47,7 @@ HandedOver take_handed_over(std::vector<std::string>& problems);
 
 // What a reload hands over.
 struct HandOver {
-  UniqueFd api_listener;
+  InheritedListener api_listener;
   std::vector<UniqueFd> dns_sockets;
 };
 

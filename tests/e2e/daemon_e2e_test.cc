@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "daemon_fixture.h"
 #include "support/netns.h"
 #include "support/process.h"
@@ -851,6 +852,93 @@ TEST_F(DaemonE2eTest, ApiCallsThroughAReloadWaitForTheNewProcess) {
   EXPECT_LE(cancelled, 2) << "of " << calls;
   EXPECT_GT(calls, 20);
   EXPECT_NE(daemon_->log().find("\"taken_over\":\"true\""), std::string::npos) << daemon_->log();
+}
+
+// A listening Unix socket at `path`, as systemd's socket activation makes
+// it (superebpfd.socket); closed if it could not be made.
+UniqueFd listening_unix_socket(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, sizeof addr.sun_path - 1);
+  if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      listen(fd.get(), 128) != 0) {
+    return UniqueFd();
+  }
+  return fd;
+}
+
+// Under systemd's socket activation the API socket is systemd's: it stays
+// open while the daemon stops and starts again, so calls made during a
+// restart wait for the next process instead of failing, and no stop (nor
+// that of a process a reload started) removes its file. The test plays
+// systemd: it makes the socket and passes it to each start.
+TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNextProcess) {
+  const std::string path = DaemonProcess::socket_in(dir_);
+  const UniqueFd systemd = listening_unix_socket(path);
+  ASSERT_TRUE(systemd) << strerror(errno);
+  const auto start = [&] {
+    daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+                                              std::vector<std::string>{}, systemd.get());
+    return daemon_->wait_ready() != nullptr;
+  };
+  ASSERT_TRUE(start()) << daemon_->log();
+  auto stub = v1::DaemonService::NewStub(
+      grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials()));
+  std::atomic<bool> stop{false};
+  int calls = 0, cancelled = 0;
+  std::vector<std::string> failures;
+  std::thread caller([&] {
+    while (!stop) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(soon());
+      v1::ListResponse list;
+      const grpc::Status status = stub->List(&ctx, v1::ListRequest(), &list);
+      ++calls;
+      if (status.error_code() == grpc::StatusCode::CANCELLED) {
+        ++cancelled;
+      } else if (!status.ok()) {
+        failures.push_back(std::to_string(status.error_code()) + " " + status.error_message());
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(300));
+  // A restart: the socket file outlives the stop, and calls meanwhile queue.
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_TRUE(std::filesystem::exists(path)) << "the stop removed systemd's socket file";
+  std::this_thread::sleep_for(milliseconds(200));
+  const bool restarted = start();
+  // A reload, then a stop: the process the reload started knows the
+  // socket is systemd's.
+  const bool reloaded = restarted && kill(daemon_->pid(), SIGHUP) == 0 &&
+                        daemon_->wait_for_log("\"event\":\"ready\"", 3, std::chrono::seconds(15));
+  std::this_thread::sleep_for(milliseconds(300));
+  stop = true;
+  caller.join();
+  ASSERT_TRUE(restarted && reloaded) << daemon_->log();
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_TRUE(std::filesystem::exists(path)) << "the reloaded process's stop removed the file";
+  EXPECT_TRUE(failures.empty()) << failures.size()
+                                << " calls failed, the first: " << failures.front();
+  EXPECT_LE(cancelled, 4) << "of " << calls;
+  EXPECT_GT(calls, 20);
+  EXPECT_NE(daemon_->log().find("\"from_systemd\":\"true\""), std::string::npos) << daemon_->log();
+}
+
+// A socket systemd passes that is not a listening Unix stream socket (a
+// socket unit with ListenDatagram=, say) is named in the log and closed;
+// the daemon makes its own API socket.
+TEST_F(DaemonE2eTest, ASocketSystemdPassesThatIsNotTheApisIsNamedAndLeftOut) {
+  UniqueFd datagram(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(datagram);
+  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+                                            std::vector<std::string>{}, datagram.get());
+  stub_ = daemon_->wait_ready();
+  ASSERT_TRUE(stub_) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("systemd_socket_rejected"), std::string::npos) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("not a listening Unix stream socket"), std::string::npos);
+  EXPECT_NE(daemon_->log().find("\"from_systemd\":\"false\""), std::string::npos);
 }
 
 // The log is JSON lines from start to stop. A stop takes the packet-socket

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -22,8 +23,8 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
 }  // namespace
 
 DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pin_dir,
-                             std::vector<std::string> extra_args)
-    : socket_(dir + "/superebpfd.sock"), log_path_(dir + "/daemon.log") {
+                             std::vector<std::string> extra_args, int systemd_socket)
+    : socket_(socket_in(dir)), log_path_(dir + "/daemon.log") {
   std::vector<std::string> args = {std::move(binary), "--socket",     socket_,
                                    "--state-dir",     dir + "/state", "--pin-dir",
                                    pin_dir,           "--log-level",  "debug"};
@@ -33,6 +34,22 @@ DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pi
     args.insert(args.end(), {"--dns-upstream", "127.0.0.1:9"});
   }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // The environment, made before the fork; LISTEN_PID gets the child's pid
+  // written into room kept for it.
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  std::string listen_pid;
+  if (systemd_socket >= 0) {
+    env.emplace_back("LISTEN_FDS=1");
+    listen_pid = "LISTEN_PID=" + std::string(16, '\0');
+  }
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  if (systemd_socket >= 0) envp.push_back(listen_pid.data());
+  envp.push_back(nullptr);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_ = fork();
   if (pid_ == 0) {
     const int log = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -40,10 +57,16 @@ DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pi
       dup2(log, STDOUT_FILENO);
       dup2(log, STDERR_FILENO);
     }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
+    if (systemd_socket >= 0) {
+      constexpr int kFirstPassed = 3;  // SD_LISTEN_FDS_START
+      if (systemd_socket == kFirstPassed) {
+        fcntl(kFirstPassed, F_SETFD, 0);
+      } else {
+        dup2(systemd_socket, kFirstPassed);  // not close-on-exec
+      }
+      std::snprintf(listen_pid.data() + 11, 16, "%d", static_cast<int>(getpid()));
+    }
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
 }

@@ -21,8 +21,12 @@ namespace v1 = ::superebpf::v1;
 class DaemonProcess {
  public:
   // `binary` is the superebpfd to run; its log goes to <dir>/daemon.log.
+  // `systemd_socket`: a listening socket passed as systemd's socket
+  // activation does (descriptor 3, LISTEN_FDS, LISTEN_PID); -1: none.
   DaemonProcess(std::string binary, std::string dir, std::string pin_dir,
-                std::vector<std::string> extra_args = {});
+                std::vector<std::string> extra_args = {}, int systemd_socket = -1);
+  // The API socket's path of a daemon run in `dir`.
+  static std::string socket_in(const std::string& dir) { return dir + "/superebpfd.sock"; }
   ~DaemonProcess();
   DaemonProcess(const DaemonProcess&) = delete;
   DaemonProcess& operator=(const DaemonProcess&) = delete;

@@ -41,7 +41,7 @@ TEST(ReexecTest, WhatWasHandedOverIsTakenAndWhatIsWrongIsNamed) {
   ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
   UniqueFd read_end(pipe_fds[0]);
   const int closed = pipe_fds[1];
-  close(closed);  // nothing opened after this may take its number
+  close(closed);                     // nothing opened after this may take its number
   const int udp_fd = udp.release();  // taken by take_handed_over
   const int pipe_fd = read_end.release();
   const int api_fd = api.release();
@@ -55,7 +55,8 @@ TEST(ReexecTest, WhatWasHandedOverIsTakenAndWhatIsWrongIsNamed) {
   HandedOver taken = take_handed_over(problems);
   EXPECT_EQ(std::getenv(kHandedOverApiVariable), nullptr);
   EXPECT_EQ(std::getenv(kHandedOverDnsVariable), nullptr);
-  EXPECT_EQ(taken.api_listener.get(), api_fd);
+  EXPECT_EQ(taken.api_listener.fd.get(), api_fd);
+  EXPECT_FALSE(taken.api_listener.from_systemd);
   EXPECT_NE(fcntl(api_fd, F_GETFD) & FD_CLOEXEC, 0) << "not passed on to a child";
   ASSERT_NE(taken.dns, nullptr);
   EXPECT_EQ(taken.dns->size(), 1u) << "the UDP socket";
@@ -73,6 +74,28 @@ TEST(ReexecTest, WhatWasHandedOverIsTakenAndWhatIsWrongIsNamed) {
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find("is not a descriptor number"), std::string::npos) << problems[0];
   EXPECT_EQ(std::getenv(kHandedOverDnsVariable), nullptr);
+}
+
+// An API socket systemd made stays systemd's after a reload, so that the
+// new process's stop leaves its file (the socket unit still listens there).
+TEST(ReexecTest, AnApiSocketFromSystemdIsStillSystemdsAfterTheReload) {
+  UniqueFd api(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const int api_fd = api.release();
+  setenv(kHandedOverApiVariable, std::to_string(api_fd).c_str(), 1);
+  setenv(kApiSocketFromSystemdVariable, "1", 1);
+  std::vector<std::string> problems;
+  HandedOver taken = take_handed_over(problems);
+  EXPECT_TRUE(problems.empty());
+  EXPECT_EQ(taken.api_listener.fd.get(), api_fd);
+  EXPECT_TRUE(taken.api_listener.from_systemd);
+  EXPECT_EQ(std::getenv(kApiSocketFromSystemdVariable), nullptr);
+
+  // Without a socket it means nothing.
+  setenv(kApiSocketFromSystemdVariable, "1", 1);
+  taken = take_handed_over(problems);
+  EXPECT_FALSE(taken.api_listener.fd);
+  EXPECT_FALSE(taken.api_listener.from_systemd);
+  EXPECT_EQ(std::getenv(kApiSocketFromSystemdVariable), nullptr);
 }
 
 }  // namespace
