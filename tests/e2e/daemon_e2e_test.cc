@@ -34,6 +34,54 @@ std::chrono::system_clock::time_point soon() {
   return std::chrono::system_clock::now() + std::chrono::seconds(10);
 }
 
+// A client calling List every 5 ms from a thread of its own until
+// finish(): what one sees across a reload or a restart. A call that reaches
+// the old process as its gRPC server shuts down may be CANCELLED (the
+// server cancels the calls it has not started, grpc/grpc#41785); clients
+// retry those, so they are counted apart from failures.
+class ApiCaller {
+ public:
+  explicit ApiCaller(v1::DaemonService::Stub& stub) : thread_([this, &stub] { run(stub); }) {}
+  ~ApiCaller() { finish(); }
+  ApiCaller(const ApiCaller&) = delete;
+  ApiCaller& operator=(const ApiCaller&) = delete;
+
+  void finish() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  // After finish(): no call failed but for at most `most_cancelled`.
+  void expect_served(int most_cancelled) const {
+    EXPECT_TRUE(failures_.empty())
+        << failures_.size() << " calls failed, the first: " << failures_.front();
+    EXPECT_LE(cancelled_, most_cancelled) << "of " << calls_;
+    EXPECT_GT(calls_, 20);
+  }
+
+ private:
+  void run(v1::DaemonService::Stub& stub) {
+    while (!stop_) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(soon());
+      v1::ListResponse list;
+      const grpc::Status status = stub.List(&ctx, v1::ListRequest(), &list);
+      ++calls_;
+      if (status.error_code() == grpc::StatusCode::CANCELLED) {
+        ++cancelled_;
+      } else if (!status.ok()) {
+        failures_.push_back(std::to_string(status.error_code()) + " " + status.error_message());
+      }
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  int calls_ = 0;
+  int cancelled_ = 0;
+  std::vector<std::string> failures_;
+  std::thread thread_;  // last: started once the counts exist
+};
+
 // Whether `dev` (in `ns`, or the host's namespace) carries the packet
 // socket filter on its egress, as tc lists it.
 bool carries_packet_socket_filter(const std::string& dev, const NetNs* ns = nullptr) {
@@ -817,40 +865,17 @@ TEST_F(DaemonE2eTest, SystemdIsToldWhenTheDaemonServesReloadsAndStops) {
 
 // A reload re-executes the daemon in the same process, handing over the
 // API's listening socket: a client calling meanwhile is made to wait, not
-// refused for want of a daemon. (A call that reaches the old process as
-// its gRPC server shuts down may be CANCELLED: the server cancels the
-// calls it has not started, grpc/grpc#41785. Clients retry those.)
+// refused for want of a daemon.
 TEST_F(DaemonE2eTest, ApiCallsThroughAReloadWaitForTheNewProcess) {
   start_daemon();
-  std::atomic<bool> stop{false};
-  int calls = 0, cancelled = 0;
-  std::vector<std::string> failures;
-  std::thread caller([&] {
-    while (!stop) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(soon());
-      v1::ListResponse list;
-      const grpc::Status status = stub_->List(&ctx, v1::ListRequest(), &list);
-      ++calls;
-      if (status.error_code() == grpc::StatusCode::CANCELLED) {
-        ++cancelled;
-      } else if (!status.ok()) {
-        failures.push_back(std::to_string(status.error_code()) + " " + status.error_message());
-      }
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-  });
+  ApiCaller caller(*stub_);
   std::this_thread::sleep_for(milliseconds(300));
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
   const bool reloaded = daemon_->wait_for_log("\"event\":\"ready\"", 2, std::chrono::seconds(15));
   std::this_thread::sleep_for(milliseconds(300));
-  stop = true;
-  caller.join();
+  caller.finish();
   ASSERT_TRUE(reloaded) << daemon_->log();
-  EXPECT_TRUE(failures.empty()) << failures.size()
-                                << " calls failed, the first: " << failures.front();
-  EXPECT_LE(cancelled, 2) << "of " << calls;
-  EXPECT_GT(calls, 20);
+  caller.expect_served(2);
   EXPECT_NE(daemon_->log().find("\"taken_over\":\"true\""), std::string::npos) << daemon_->log();
 }
 
@@ -885,24 +910,7 @@ TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNext
   ASSERT_TRUE(start()) << daemon_->log();
   auto stub = v1::DaemonService::NewStub(
       grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials()));
-  std::atomic<bool> stop{false};
-  int calls = 0, cancelled = 0;
-  std::vector<std::string> failures;
-  std::thread caller([&] {
-    while (!stop) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(soon());
-      v1::ListResponse list;
-      const grpc::Status status = stub->List(&ctx, v1::ListRequest(), &list);
-      ++calls;
-      if (status.error_code() == grpc::StatusCode::CANCELLED) {
-        ++cancelled;
-      } else if (!status.ok()) {
-        failures.push_back(std::to_string(status.error_code()) + " " + status.error_message());
-      }
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-  });
+  ApiCaller caller(*stub);
   std::this_thread::sleep_for(milliseconds(300));
   // A restart: the socket file outlives the stop, and calls meanwhile queue.
   EXPECT_EQ(daemon_->terminate(), 0);
@@ -914,15 +922,11 @@ TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNext
   const bool reloaded = restarted && kill(daemon_->pid(), SIGHUP) == 0 &&
                         daemon_->wait_for_log("\"event\":\"ready\"", 3, std::chrono::seconds(15));
   std::this_thread::sleep_for(milliseconds(300));
-  stop = true;
-  caller.join();
+  caller.finish();
   ASSERT_TRUE(restarted && reloaded) << daemon_->log();
   EXPECT_EQ(daemon_->terminate(), 0);
   EXPECT_TRUE(std::filesystem::exists(path)) << "the reloaded process's stop removed the file";
-  EXPECT_TRUE(failures.empty()) << failures.size()
-                                << " calls failed, the first: " << failures.front();
-  EXPECT_LE(cancelled, 4) << "of " << calls;
-  EXPECT_GT(calls, 20);
+  caller.expect_served(4);
   EXPECT_NE(daemon_->log().find("\"from_systemd\":\"true\""), std::string::npos) << daemon_->log();
 }
 
