@@ -174,12 +174,18 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
 
   if (handed_over) {
     auto bound_to = listening_path(handed_over.get());
-    if (!bound_to.ok() || *bound_to != path) {
-      log.warning(
-          "api_socket_not_taken_over",
-          {{"socket", bound_to.ok() ? *bound_to : ""},
-           {"from", inherited.from_systemd ? "systemd" : "reload"},
-           {"reason", bound_to.ok() ? "socket.path is " + path : bound_to.error().message()}});
+    // A socket whose file someone removed can take no connection.
+    struct stat file {};
+    const bool file_gone = bound_to.ok() && *bound_to == path &&
+                           (lstat(path.c_str(), &file) != 0 || !S_ISSOCK(file.st_mode));
+    if (!bound_to.ok() || *bound_to != path || file_gone) {
+      std::string reason = !bound_to.ok() ? bound_to.error().message()
+                           : file_gone    ? "its file is gone"
+                                          : "socket.path is " + path;
+      log.warning("api_socket_not_taken_over",
+                  {{"socket", bound_to.ok() ? *bound_to : ""},
+                   {"from", inherited.from_systemd ? "systemd" : "reload"},
+                   {"reason", reason}});
       // The process before left its socket file for this one; systemd's
       // stays systemd's.
       struct stat old {};
@@ -323,6 +329,12 @@ Result<InheritedListener> ApiListener::hand_over() {
   if (!copy) return Error::from_errno(errno, "duplicate the API socket");
   handed_over_ = true;
   return InheritedListener{std::move(copy), from_systemd_};
+}
+
+void ApiListener::keep_in(FdStore& store) {
+  if (from_systemd_) return;
+  const int fd = listen_fd_.get();
+  if (store.put(kApiStoreName, std::span(&fd, 1))) from_systemd_ = true;
 }
 
 ApiListener::~ApiListener() { stop(); }

@@ -17,6 +17,7 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "daemon/fd_store.h"
 #include "daemon/logger.h"
 
 namespace sebpf::daemon {
@@ -41,9 +42,10 @@ struct ListenerOptions {
 // A listening socket this process did not make itself.
 struct InheritedListener {
   UniqueFd fd;  // invalid: none
-  // systemd's (socket activation, superebpfd.socket), which keeps the
-  // socket and its file across stops: no stop removes the file. Otherwise
-  // the process a reload replaced made it, and this one's stop removes it.
+  // Kept by systemd (a socket unit's, superebpfd.socket, or one its file
+  // descriptor store kept, FdStore) across stops and restarts: no stop
+  // removes its file. Otherwise the process a reload replaced made it, and
+  // this one's stop removes it.
   bool from_systemd = false;
 };
 
@@ -68,6 +70,11 @@ class ApiListener {
   // A descriptor of the listening socket (close-on-exec) for the process a
   // reload starts; stop() then leaves the socket file in place.
   Result<InheritedListener> hand_over();
+  // Puts the listening socket in systemd's file descriptor store, unless
+  // systemd keeps it already: the process systemd starts next serves it,
+  // and calls made during a restart wait. If systemd took it, no stop
+  // removes the socket file (the store's socket needs it).
+  void keep_in(FdStore& store);
 
  private:
   class Refuser;

@@ -16,6 +16,7 @@
 #include "daemon/daemon_config.h"
 #include "daemon/daemon_service.h"
 #include "daemon/dns_backend.h"
+#include "daemon/fd_store.h"
 #include "daemon/logger.h"
 #include "daemon/reexec.h"
 #include "daemon/socket_activation.h"
@@ -110,8 +111,11 @@ struct Invocation {
   char** argv;
   // What a reload runs (own_executable(), read at start).
   Result<std::string> executable;
-  // What the process this one replaced handed over.
+  // What the process this one replaced handed over, or systemd passed.
   HandedOver handed_over;
+  // Names systemd passed whose sockets its store may hold for nothing
+  // (SystemdSockets::names_to_check).
+  std::vector<std::string> stored_names_to_check;
 };
 
 // The signals serve() takes with sigtimedwait, never by a handler.
@@ -149,7 +153,8 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
   };
   auto dns_config = proxy_config(config);
   if (!dns_config.ok()) return fail_started("dns_config_failed", dns_config.error());
-  DnsBackend dns_backend(**manager, log);
+  FdStore fd_store(log);
+  DnsBackend dns_backend(**manager, fd_store, log);
   std::unique_ptr<dns::InheritedSockets>& inherited = invocation.handed_over.dns;
   const size_t handed_over = inherited ? inherited->size() : 0;
   auto dns_proxy = dns::DnsProxy::start(*dns_config, dns_backend, std::move(inherited));
@@ -159,9 +164,13 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
     // The attachments of the process before are all adopted: a socket none
     // took is of one gone meanwhile.
     const size_t unclaimed = (*dns_proxy)->close_unclaimed_sockets();
-    log.info("dns_sockets_taken_over", {{"sockets", std::to_string(handed_over - unclaimed)},
-                                        {"unclaimed", std::to_string(unclaimed)}});
+    log.info("dns_sockets_taken_over",
+             {{"sockets", std::to_string(handed_over - unclaimed)},
+              {"unclaimed", std::to_string(unclaimed)},
+              {"from", invocation.stored_names_to_check.empty() ? "reload" : "systemd"}});
   }
+  // Every endpoint there is has put its sockets in the store by now.
+  fd_store.forget_all_but_put(invocation.stored_names_to_check);
   std::string upstreams;
   for (const auto& u : dns_config->upstreams)
     upstreams += (upstreams.empty() ? "" : ",") + u.to_string();
@@ -184,6 +193,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
     (*manager)->set_dns_proxy(nullptr);
     return fail_started("api_failed", listener.error());
   }
+  (*listener)->keep_in(fd_store);
   (*manager)->report_unsafe_targets(*mount);
   const size_t attachments = (*manager)->list().size();
   log.info("ready", {{"attachments", std::to_string(attachments)},
@@ -323,15 +333,20 @@ int main(int argc, char** argv) {
     log.warning("handed_over_socket_rejected", {{"detail", why}});
   }
   problems.clear();
-  // Only a first start has systemd's socket to take: a reload's process
-  // gets it handed over, marked as systemd's.
-  if (sebpf::UniqueFd systemd = take_systemd_listener(problems);
-      systemd && !handed_over.api_listener.fd) {
-    handed_over.api_listener = {std::move(systemd), /*from_systemd=*/true};
+  // Only a first start has systemd's sockets to take: a reload's process
+  // gets them handed over (the API's marked as systemd's).
+  SystemdSockets systemd = take_systemd_sockets(problems);
+  if (systemd.api_listener && !handed_over.api_listener.fd) {
+    handed_over.api_listener = {std::move(systemd.api_listener), /*from_systemd=*/true};
+  }
+  if (!systemd.dns.empty() && !handed_over.dns) {
+    handed_over.dns =
+        std::make_unique<sebpf::dns::InheritedSockets>(std::move(systemd.dns), problems);
   }
   for (const std::string& why : problems) {
     log.warning("systemd_socket_rejected", {{"detail", why}});
   }
   return serve(*config, std::move(*policies), log,
-               Invocation{flags, argv, own_executable(), std::move(handed_over)});
+               Invocation{flags, argv, own_executable(), std::move(handed_over),
+                          std::move(systemd.names_to_check)});
 }

@@ -1,6 +1,9 @@
-// systemd socket activation (dist/systemd/superebpfd.socket): systemd makes
-// the API's socket and keeps it while the daemon stops and starts again, so
-// API calls made during a restart wait in its queue instead of failing.
+// The sockets systemd passes the daemon at start (LISTEN_FDS,
+// LISTEN_FDNAMES): the API's, when a socket unit makes it
+// (dist/systemd/superebpfd.socket), so that API calls made during a
+// restart wait in its queue instead of failing; and DNS endpoints' sockets
+// the process before kept in systemd's file descriptor store
+// (daemon/fd_store.h), so that queries sent meanwhile wait in theirs.
 #pragma once
 
 #include <string>
@@ -10,10 +13,18 @@
 
 namespace sebpf::daemon {
 
-// The listening Unix stream socket systemd passed this process (LISTEN_FDS,
-// LISTEN_PID), close-on-exec; invalid when none. Anything else it passed is
-// closed and named in `problems`. Takes the variables out of the
+struct SystemdSockets {
+  UniqueFd api_listener;  // a listening Unix stream socket; invalid: none
+  std::vector<UniqueFd> dns;
+  // Names of what was passed that the store may hold for nothing: the DNS
+  // sockets' (those of endpoints gone meanwhile are), and those of sockets
+  // closed here. FdStore::forget_all_but_put takes them.
+  std::vector<std::string> names_to_check;
+};
+
+// What systemd passed this process, each close-on-exec. Anything else it
+// passed is closed and named in `problems`. Takes the variables out of the
 // environment, so that no process started from this one reads them.
-UniqueFd take_systemd_listener(std::vector<std::string>& problems);
+SystemdSockets take_systemd_sockets(std::vector<std::string>& problems);
 
 }  // namespace sebpf::daemon

@@ -59,7 +59,16 @@ Status DnsProxy::open_endpoint(const EndpointSpec& spec) {
                  "attachment " + std::to_string(spec.attachment) + " has a DNS endpoint already");
   }
   for (auto& loop : loops_) loop->open_endpoint(endpoint);
+  report_sockets(*endpoint);
   return ok_status();
+}
+
+void DnsProxy::report_sockets(const Endpoint& endpoint) {
+  absl::InlinedVector<int, 4> fds;
+  for (const auto* sockets : {&endpoint.udp, &endpoint.tcp}) {
+    for (const UniqueFd& fd : *sockets) fds.push_back(fd.get());
+  }
+  backend_.endpoint_sockets(endpoint.attachment, fds);
 }
 
 Status DnsProxy::move_endpoint(const EndpointSpec& spec) {
@@ -85,6 +94,7 @@ Status DnsProxy::move_endpoint(const EndpointSpec& spec) {
     loop->close_endpoint(spec.attachment);
     loop->open_endpoint(endpoint);
   }
+  report_sockets(*endpoint);
   return ok_status();
 }
 
@@ -92,6 +102,7 @@ void DnsProxy::close_endpoint(uint64_t attachment) {
   std::lock_guard lock(mu_);
   if (open_.erase(attachment) == 0) return;
   for (auto& loop : loops_) loop->close_endpoint(attachment);
+  backend_.endpoint_sockets(attachment, {});
 }
 
 std::optional<EndpointCounters> DnsProxy::counters(uint64_t attachment) const {

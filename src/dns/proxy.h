@@ -93,6 +93,12 @@ class ProxyBackend {
   // Something worth a log line (an upstream failing, a write refused), of
   // `attachment`'s queries, or 0 when it is no one attachment's.
   virtual void report(std::string_view event, uint64_t attachment, std::string_view detail) = 0;
+  // The sockets that serve the attachment's endpoint from now on (it
+  // opened, or moved to other addresses); none once close_endpoint() closed
+  // it. Not called when the proxy itself ends: its endpoints are then
+  // handed on or left to the next process. Called in order, with the
+  // proxy's lock held: it must not call the proxy.
+  virtual void endpoint_sockets(uint64_t attachment, std::span<const int> fds) = 0;
 };
 
 struct EndpointSpec {
@@ -167,6 +173,8 @@ class DnsProxy {
   // An endpoint's sockets (bind_endpoint, taking over those of
   // `kept`), its addresses skipped reported, its rate limit full.
   Result<std::shared_ptr<Endpoint>> bind(const EndpointSpec& spec, const Endpoint* kept);
+  // Tells the backend which sockets serve the endpoint now. With mu_ held.
+  void report_sockets(const Endpoint& endpoint);
 
   const ProxyConfig config_;
   ProxyBackend& backend_;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -822,26 +823,11 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
 // attaching each container) never finds it absent; RELOADING=1 and READY=1 across a
 // reload, STOPPING=1 at a stop.
 TEST_F(DaemonE2eTest, SystemdIsToldWhenTheDaemonServesReloadsAndStops) {
-  const std::string path = dir_ + "/notify.sock";
-  UniqueFd notify(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  ASSERT_LT(path.size(), sizeof addr.sun_path);
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  ASSERT_EQ(bind(notify.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  const auto next_message = [&] {
-    pollfd p{notify.get(), POLLIN, 0};
-    if (poll(&p, 1, 15000) != 1) return std::string("(none)");
-    char buf[512];
-    const ssize_t n = recv(notify.get(), buf, sizeof buf, 0);
-    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("(none)");
-  };
-  // The daemon inherits NOTIFY_SOCKET, as systemd gives it.
-  ASSERT_EQ(setenv("NOTIFY_SOCKET", path.c_str(), 1), 0);
-  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_);
-  unsetenv("NOTIFY_SOCKET");
-
-  const std::string ready = next_message();
+  FakeSystemd systemd(dir_);
+  ASSERT_TRUE(systemd.valid());
+  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+                                            std::vector<std::string>{}, &systemd);
+  const std::string ready = systemd.next_message();
   EXPECT_TRUE(ready.starts_with("READY=1")) << ready;
   // At that instant the API answers at its first try.
   grpc::ClientContext ctx;
@@ -855,12 +841,12 @@ TEST_F(DaemonE2eTest, SystemdIsToldWhenTheDaemonServesReloadsAndStops) {
   // A reload (systemctl reload: SIGHUP) re-executes the daemon in the same
   // process: systemd hears it begin, and end once the new one serves.
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
-  EXPECT_EQ(next_message(), "RELOADING=1");
-  const std::string reloaded = next_message();
+  EXPECT_EQ(systemd.next_message(), "RELOADING=1");
+  const std::string reloaded = systemd.next_message();
   EXPECT_TRUE(reloaded.starts_with("READY=1")) << reloaded;
 
   EXPECT_EQ(daemon_->terminate(), 0);
-  EXPECT_EQ(next_message(), "STOPPING=1");
+  EXPECT_EQ(systemd.next_message(), "STOPPING=1");
 }
 
 // A reload re-executes the daemon in the same process, handing over the
@@ -896,15 +882,16 @@ UniqueFd listening_unix_socket(const std::string& path) {
 // Under systemd's socket activation the API socket is systemd's: it stays
 // open while the daemon stops and starts again, so calls made during a
 // restart wait for the next process instead of failing, and no stop (nor
-// that of a process a reload started) removes its file. The test plays
-// systemd: it makes the socket and passes it to each start.
+// that of a process a reload started) removes its file.
 TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNextProcess) {
   const std::string path = DaemonProcess::socket_in(dir_);
-  const UniqueFd systemd = listening_unix_socket(path);
-  ASSERT_TRUE(systemd) << strerror(errno);
+  FakeSystemd systemd(dir_);
+  UniqueFd unit_socket = listening_unix_socket(path);
+  ASSERT_TRUE(systemd.valid() && unit_socket) << strerror(errno);
+  systemd.add_socket_unit(std::move(unit_socket), "superebpfd.socket");
   const auto start = [&] {
     daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
-                                              std::vector<std::string>{}, systemd.get());
+                                              std::vector<std::string>{}, &systemd);
     return daemon_->wait_ready() != nullptr;
   };
   ASSERT_TRUE(start()) << daemon_->log();
@@ -930,16 +917,36 @@ TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNext
   EXPECT_NE(daemon_->log().find("\"from_systemd\":\"true\""), std::string::npos) << daemon_->log();
 }
 
+// The API's socket systemd kept for the next process (its file descriptor
+// store) is of no use if its file was removed meanwhile (by hand, say): the
+// next process says so, makes its own, and has systemd keep that one.
+TEST_F(DaemonE2eTest, AStoredApiSocketWhoseFileIsGoneIsReplaced) {
+  FakeSystemd systemd(dir_);
+  ASSERT_TRUE(systemd.valid());
+  start_daemon({}, "", &systemd);
+  EXPECT_EQ(daemon_->terminate(), 0);
+  systemd.take_in();
+  ASSERT_EQ(systemd.stored(), (std::map<std::string, size_t>{{"api", 1}}));
+  ASSERT_EQ(unlink(daemon_->socket().c_str()), 0) << "the stop left the stored socket's file";
+  start_daemon({}, "", &systemd);
+  EXPECT_NE(daemon_->log().find("its file is gone"), std::string::npos) << daemon_->log();
+  systemd.take_in();
+  EXPECT_EQ(systemd.stored(), (std::map<std::string, size_t>{{"api", 1}})) << "replaced";
+  EXPECT_EQ(daemon_->terminate(), 0);
+  systemd.take_in();
+  start_daemon({}, "", &systemd);  // the replacement serves
+  EXPECT_NE(daemon_->log().find("\"from_systemd\":\"true\""), std::string::npos);
+}
+
 // A socket systemd passes that is not a listening Unix stream socket (a
 // socket unit with ListenDatagram=, say) is named in the log and closed;
 // the daemon makes its own API socket.
 TEST_F(DaemonE2eTest, ASocketSystemdPassesThatIsNotTheApisIsNamedAndLeftOut) {
+  FakeSystemd systemd(dir_);
   UniqueFd datagram(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  ASSERT_TRUE(datagram);
-  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
-                                            std::vector<std::string>{}, datagram.get());
-  stub_ = daemon_->wait_ready();
-  ASSERT_TRUE(stub_) << daemon_->log();
+  ASSERT_TRUE(systemd.valid() && datagram);
+  systemd.add_socket_unit(std::move(datagram), "superebpfd.socket");
+  start_daemon({}, "", &systemd);
   EXPECT_NE(daemon_->log().find("systemd_socket_rejected"), std::string::npos) << daemon_->log();
   EXPECT_NE(daemon_->log().find("not a listening Unix stream socket"), std::string::npos);
   EXPECT_NE(daemon_->log().find("\"from_systemd\":\"false\""), std::string::npos);

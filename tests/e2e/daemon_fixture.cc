@@ -56,10 +56,11 @@ void DaemonE2eTest::expect_log_is_json_lines() {
   EXPECT_GT(lines, 0) << "no log at all";
 }
 
-void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args, std::string binary) {
+void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args, std::string binary,
+                                 const FakeSystemd* systemd) {
   stub_.reset();
   daemon_ = std::make_unique<DaemonProcess>(binary.empty() ? SEBPF_DAEMON_PATH : binary, dir_,
-                                            pin_dir_, std::move(extra_args));
+                                            pin_dir_, std::move(extra_args), systemd);
   stub_ = daemon_->wait_ready();
   ASSERT_TRUE(stub_) << daemon_->log();
 }

@@ -22,7 +22,9 @@ class DaemonE2eTest : public E2eTest {
 
   // Starts (or restarts) the daemon with the fixture's directories; the
   // binary built with the tests unless `binary` names another.
-  void start_daemon(std::vector<std::string> extra_args = {}, std::string binary = "");
+  // Waits until it answers. Under `systemd` when given (FakeSystemd).
+  void start_daemon(std::vector<std::string> extra_args = {}, std::string binary = "",
+                    const FakeSystemd* systemd = nullptr);
   std::string state_file() const { return dir_ + "/state/state.pb"; }
 
   // Calls, with a deadline, returning the status.

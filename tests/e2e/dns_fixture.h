@@ -85,8 +85,10 @@ class DnsE2eTest : public DaemonE2eTest {
     DaemonE2eTest::TearDown();
   }
 
-  // The daemon, forwarding to knotd (and to `before` first, if given).
-  void start_with_upstream(const std::string& config_yaml = "", const std::string& before = "") {
+  // The daemon, forwarding to knotd (and to `before` first, if given),
+  // under `systemd` if given.
+  void start_with_upstream(const std::string& config_yaml = "", const std::string& before = "",
+                           const FakeSystemd* systemd = nullptr) {
     std::vector<std::string> args;
     if (!before.empty()) args.insert(args.end(), {"--dns-upstream", before});
     args.insert(args.end(), {"--dns-upstream", knot_->address().to_string()});
@@ -95,7 +97,7 @@ class DnsE2eTest : public DaemonE2eTest {
       std::ofstream(path) << config_yaml;
       args.insert(args.end(), {"--config", path});
     }
-    start_daemon(args);
+    start_daemon(args, "", systemd);
   }
 
   grpc::Status replace_policy(const std::string& id, const v1::Policy& policy) {

@@ -1,8 +1,14 @@
 // A reload (SIGHUP): a fresh copy of the daemon replaces the running one in
 // the same process and serves every DNS endpoint on the sockets it was
 // handed, so that workloads asking meanwhile are answered, late but never
-// refused; a reload the new configuration would fail is refused.
+// refused; a reload the new configuration would fail is refused. And the
+// same across a crash under systemd, whose file descriptor store keeps the
+// endpoints' sockets for the next process.
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <csignal>
+#include <map>
 
 #include "dns_fixture.h"
 
@@ -106,6 +112,60 @@ TEST_F(DnsReloadE2eTest, AGuestBehindAnInterfaceIsAnsweredThroughAReload) {
   reload_and_wait_ready();
   EXPECT_EQ(guest.wait(std::chrono::seconds(10)), 0) << "queries unanswered (see stderr)";
   EXPECT_NE(daemon_->log().find("\"unclaimed\":\"0\""), std::string::npos) << daemon_->log();
+}
+
+// Under systemd with a file descriptor store (FileDescriptorStoreMax= in
+// dist/systemd/superebpfd.service) the daemon keeps a copy of the API's
+// socket and of each endpoint's sockets there, and systemd passes them to
+// the process it starts next: after a crash (Restart=on-failure) and across
+// `systemctl restart` (a stop with the restart job queued). A workload
+// asking meanwhile is answered, late but never refused, and the API's
+// socket takes connections. A detached attachment's sockets leave the
+// store (which would otherwise keep them, and a container's network
+// namespace, open). The test plays systemd.
+TEST_F(DnsReloadE2eTest, SystemdsStoreKeepsTheSocketsAnsweringThroughACrashAndARestart) {
+  FakeSystemd systemd(dir_);
+  ASSERT_TRUE(systemd.valid());
+  ASSERT_NO_FATAL_FAILURE(start_with_upstream("", "", &systemd));
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  const auto endpoint = endpoint_of(att);
+  systemd.take_in();
+  const auto stored = systemd.stored();
+  ASSERT_EQ(stored.size(), 2u) << "the API's socket and one endpoint's";
+  EXPECT_EQ(stored.count("api"), 1u);
+  Child workload(
+      [&] { return cgroup_->add_self() ? ask_throughout(endpoint, milliseconds(5000)) : 120; });
+  const auto api_takes_connections = [&] {
+    UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    daemon_->socket().copy(addr.sun_path, sizeof addr.sun_path - 1);
+    return connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  };
+  // systemctl restart: a stop (the daemon made the API's socket itself:
+  // it leaves the file, as the store keeps the socket), then a start.
+  std::this_thread::sleep_for(milliseconds(700));
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_TRUE(api_takes_connections()) << "the stop removed the stored socket's file";
+  systemd.take_in();
+  ASSERT_NO_FATAL_FAILURE(start_with_upstream("", "", &systemd));
+  // A crash, and Restart=on-failure.
+  std::this_thread::sleep_for(milliseconds(700));
+  daemon_->kill9();
+  EXPECT_TRUE(api_takes_connections()) << "with no daemon running";
+  std::this_thread::sleep_for(milliseconds(300));  // systemd's RestartSec, shortened
+  systemd.take_in();
+  ASSERT_NO_FATAL_FAILURE(start_with_upstream("", "", &systemd));
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << "queries unanswered (see stderr)";
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("\"from\":\"systemd\""), std::string::npos) << log;
+  EXPECT_EQ(log.find("\"unclaimed\":\"1"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"from_systemd\":\"true\""), std::string::npos) << log;
+
+  ASSERT_TRUE(detach(att.id()).ok());
+  systemd.take_in();
+  EXPECT_EQ(systemd.stored(), (std::map<std::string, size_t>{{"api", 1}}))
+      << "the detached endpoint's sockets are still stored";
 }
 
 // The process a reload starts would stop at once on a configuration it

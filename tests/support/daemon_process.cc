@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +24,7 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
 }  // namespace
 
 DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pin_dir,
-                             std::vector<std::string> extra_args, int systemd_socket)
+                             std::vector<std::string> extra_args, const FakeSystemd* systemd)
     : socket_(socket_in(dir)), log_path_(dir + "/daemon.log") {
   std::vector<std::string> args = {std::move(binary), "--socket",     socket_,
                                    "--state-dir",     dir + "/state", "--pin-dir",
@@ -34,18 +35,26 @@ DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pi
     args.insert(args.end(), {"--dns-upstream", "127.0.0.1:9"});
   }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  // The environment, made before the fork; LISTEN_PID gets the child's pid
-  // written into room kept for it.
+  // Everything the child needs is made before the fork; LISTEN_PID gets
+  // the child's pid written into room kept for it.
+  const std::vector<FakeSystemd::Passed> passed =
+      systemd != nullptr ? systemd->passed() : std::vector<FakeSystemd::Passed>{};
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
   std::string listen_pid;
-  if (systemd_socket >= 0) {
-    env.emplace_back("LISTEN_FDS=1");
-    listen_pid = "LISTEN_PID=" + std::string(16, '\0');
+  if (systemd != nullptr) {
+    env.push_back("NOTIFY_SOCKET=" + systemd->notify_socket());
+    if (!passed.empty()) {
+      std::string names;
+      for (const auto& p : passed) names += (names.empty() ? "" : ":") + p.name;
+      env.push_back("LISTEN_FDS=" + std::to_string(passed.size()));
+      env.push_back("LISTEN_FDNAMES=" + names);
+      listen_pid = "LISTEN_PID=" + std::string(16, '\0');
+    }
   }
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
-  if (systemd_socket >= 0) envp.push_back(listen_pid.data());
+  if (!listen_pid.empty()) envp.push_back(listen_pid.data());
   envp.push_back(nullptr);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -57,13 +66,18 @@ DaemonProcess::DaemonProcess(std::string binary, std::string dir, std::string pi
       dup2(log, STDOUT_FILENO);
       dup2(log, STDERR_FILENO);
     }
-    if (systemd_socket >= 0) {
-      constexpr int kFirstPassed = 3;  // SD_LISTEN_FDS_START
-      if (systemd_socket == kFirstPassed) {
-        fcntl(kFirstPassed, F_SETFD, 0);
-      } else {
-        dup2(systemd_socket, kFirstPassed);  // not close-on-exec
-      }
+    // The passed descriptors go to 3, 4, ... (SD_LISTEN_FDS_START), by way
+    // of numbers above them, so that none is overwritten before it moved.
+    constexpr int kFirstPassed = 3;
+    const int above = kFirstPassed + static_cast<int>(passed.size());
+    std::array<int, 512> moved{};
+    for (size_t i = 0; i < passed.size() && i < moved.size(); ++i) {
+      moved[i] = fcntl(passed[i].fd, F_DUPFD_CLOEXEC, above);
+    }
+    for (size_t i = 0; i < passed.size() && i < moved.size(); ++i) {
+      dup2(moved[i], kFirstPassed + static_cast<int>(i));  // not close-on-exec
+    }
+    if (!listen_pid.empty()) {
       std::snprintf(listen_pid.data() + 11, 16, "%d", static_cast<int>(getpid()));
     }
     execve(argv[0], argv.data(), envp.data());

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "superebpf/v1/daemon.grpc.pb.h"
+#include "support/fake_systemd.h"
 
 namespace sebpf::testing {
 
@@ -21,10 +22,10 @@ namespace v1 = ::superebpf::v1;
 class DaemonProcess {
  public:
   // `binary` is the superebpfd to run; its log goes to <dir>/daemon.log.
-  // `systemd_socket`: a listening socket passed as systemd's socket
-  // activation does (descriptor 3, LISTEN_FDS, LISTEN_PID); -1: none.
+  // `systemd`: run under it, as systemd runs a service (NOTIFY_SOCKET, and
+  // what it passes: LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID); null: not.
   DaemonProcess(std::string binary, std::string dir, std::string pin_dir,
-                std::vector<std::string> extra_args = {}, int systemd_socket = -1);
+                std::vector<std::string> extra_args = {}, const FakeSystemd* systemd = nullptr);
   // The API socket's path of a daemon run in `dir`.
   static std::string socket_in(const std::string& dir) { return dir + "/superebpfd.sock"; }
   ~DaemonProcess();

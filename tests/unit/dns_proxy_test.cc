@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <thread>
@@ -271,6 +272,18 @@ class RacingBackend : public ProxyBackend {
     return LearnOutcome::kHeld;
   }
   void report(std::string_view, uint64_t, std::string_view) override {}
+  void endpoint_sockets(uint64_t attachment, std::span<const int> fds) override {
+    std::lock_guard lock(mu_);
+    sockets_[attachment] = std::vector<int>(fds.begin(), fds.end());
+  }
+  // The sockets last reported for the attachment's endpoint; nullopt if
+  // never reported.
+  std::optional<std::vector<int>> sockets_of(uint64_t attachment) const {
+    std::lock_guard lock(mu_);
+    auto it = sockets_.find(attachment);
+    if (it == sockets_.end()) return std::nullopt;
+    return it->second;
+  }
 
  private:
   mutable std::mutex mu_;
@@ -279,6 +292,7 @@ class RacingBackend : public ProxyBackend {
   std::atomic<uint64_t> generation_{1};
   std::vector<std::string> learned_;
   int learn_calls_ = 0;
+  std::map<uint64_t, std::vector<int>> sockets_;
 };
 
 class DnsProxyTest : public ::testing::Test {
@@ -636,6 +650,46 @@ TEST_F(DnsProxyTest, AProxyHandedTheSocketsOfOneThatDrainedAnswersWhatWaitedInTh
   EXPECT_EQ(testing::answer_addresses((*waited)->message),
             std::vector<std::string>{kAnswerAddress});
   ask_pipelined(2);  // over TCP, on the listener handed over
+}
+
+// The backend hears which sockets serve an endpoint (the daemon keeps a
+// copy of them in systemd's file descriptor store, for the process after a
+// crash): those it opened with, those it moved to, none once closed, and
+// nothing when the proxy itself ends (its endpoints are the next
+// process's then).
+TEST_F(DnsProxyTest, TheBackendHearsWhichSocketsServeAnEndpointUntilItCloses) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend);
+  const auto ports_of = [&](uint64_t attachment) {
+    std::multiset<uint16_t> ports;
+    for (int fd : backend.sockets_of(attachment).value_or(std::vector<int>{})) {
+      auto identity = identify_socket(fd);
+      EXPECT_TRUE(identity.ok()) << identity.error().message();
+      if (identity.ok()) ports.insert(identity->address.port());
+    }
+    return ports;
+  };
+  const uint16_t first = endpoint_.port();
+  EXPECT_EQ(ports_of(1), (std::multiset<uint16_t>{first, first})) << "its UDP and TCP sockets";
+
+  const auto next = static_cast<uint16_t>(first + 1);
+  EndpointSpec moved;
+  moved.attachment = 1;
+  moved.addresses = {*net::SocketAddress::parse(kLoopback, next)};
+  ASSERT_TRUE(proxy_->move_endpoint(moved).ok());
+  EXPECT_EQ(ports_of(1), (std::multiset<uint16_t>{next, next}));
+
+  proxy_->close_endpoint(1);
+  ASSERT_TRUE(backend.sockets_of(1).has_value());
+  EXPECT_TRUE(backend.sockets_of(1)->empty()) << "closed: none";
+
+  EndpointSpec other;
+  other.attachment = 2;
+  other.addresses = {*net::SocketAddress::parse(kLoopback, static_cast<uint16_t>(first + 2))};
+  const Status opened = proxy_->open_endpoint(other);
+  ASSERT_TRUE(opened.ok()) << opened.error().message();
+  proxy_.reset();
+  EXPECT_EQ(backend.sockets_of(2)->size(), 2u) << "the proxy's end closed nothing";
 }
 
 // An upstream on the same host answers within microseconds; a loop that
