@@ -32,9 +32,10 @@ bool FdStore::notify(const std::string& state, std::span<const int> fds) {
   if (sent == 0) return false;  // not under systemd
   if (!warned_) {
     warned_ = true;
-    log_.warning("fd_store_failed",
-                 {{"error", std::strerror(-sent)},
-                  {"impact", "after a crash, DNS endpoints close until the next process serves"}});
+    log_.warning(
+        "fd_store_failed",
+        {{"error", std::strerror(-sent)},
+         {"impact", "across a restart, the API and DNS close until the next process serves"}});
   }
   return false;
 }
