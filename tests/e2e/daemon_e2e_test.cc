@@ -865,20 +865,6 @@ TEST_F(DaemonE2eTest, ApiCallsThroughAReloadWaitForTheNewProcess) {
   EXPECT_NE(daemon_->log().find("\"taken_over\":\"true\""), std::string::npos) << daemon_->log();
 }
 
-// A listening Unix socket at `path`, as systemd's socket activation makes
-// it (superebpfd.socket); closed if it could not be made.
-UniqueFd listening_unix_socket(const std::string& path) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  path.copy(addr.sun_path, sizeof addr.sun_path - 1);
-  if (!fd || bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      listen(fd.get(), 128) != 0) {
-    return UniqueFd();
-  }
-  return fd;
-}
-
 // Under systemd's socket activation the API socket is systemd's: it stays
 // open while the daemon stops and starts again, so calls made during a
 // restart wait for the next process instead of failing, and no stop (nor
@@ -886,9 +872,8 @@ UniqueFd listening_unix_socket(const std::string& path) {
 TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNextProcess) {
   const std::string path = DaemonProcess::socket_in(dir_);
   FakeSystemd systemd(dir_);
-  UniqueFd unit_socket = listening_unix_socket(path);
-  ASSERT_TRUE(systemd.valid() && unit_socket) << strerror(errno);
-  systemd.add_socket_unit(std::move(unit_socket), "superebpfd.socket");
+  ASSERT_TRUE(systemd.valid() && systemd.listen_stream(path, "superebpfd.socket"))
+      << strerror(errno);
   const auto start = [&] {
     daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
                                               std::vector<std::string>{}, &systemd);

@@ -4,9 +4,6 @@
 // refused; a reload the new configuration would fail is refused. And the
 // same across a crash under systemd, whose file descriptor store keeps the
 // endpoints' sockets for the next process.
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <csignal>
 #include <map>
 
@@ -135,24 +132,17 @@ TEST_F(DnsReloadE2eTest, SystemdsStoreKeepsTheSocketsAnsweringThroughACrashAndAR
   EXPECT_EQ(stored.count("api"), 1u);
   Child workload(
       [&] { return cgroup_->add_self() ? ask_throughout(endpoint, milliseconds(5000)) : 120; });
-  const auto api_takes_connections = [&] {
-    UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    daemon_->socket().copy(addr.sun_path, sizeof addr.sun_path - 1);
-    return connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  };
   // systemctl restart: a stop (the daemon made the API's socket itself:
   // it leaves the file, as the store keeps the socket), then a start.
   std::this_thread::sleep_for(milliseconds(700));
   EXPECT_EQ(daemon_->terminate(), 0);
-  EXPECT_TRUE(api_takes_connections()) << "the stop removed the stored socket's file";
+  EXPECT_TRUE(unix_connects(daemon_->socket())) << "the stop removed the stored socket's file";
   systemd.take_in();
   ASSERT_NO_FATAL_FAILURE(start_with_upstream("", "", &systemd));
   // A crash, and Restart=on-failure.
   std::this_thread::sleep_for(milliseconds(700));
   daemon_->kill9();
-  EXPECT_TRUE(api_takes_connections()) << "with no daemon running";
+  EXPECT_TRUE(unix_connects(daemon_->socket())) << "with no daemon running";
   std::this_thread::sleep_for(milliseconds(300));  // systemd's RestartSec, shortened
   systemd.take_in();
   ASSERT_NO_FATAL_FAILURE(start_with_upstream("", "", &systemd));

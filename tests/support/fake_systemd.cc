@@ -2,11 +2,12 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
 #include <array>
 #include <cstring>
 #include <string_view>
+
+#include "support/sockets.h"
 
 namespace sebpf::testing {
 
@@ -30,16 +31,28 @@ std::string field(std::string_view message, std::string_view key) {
 
 FakeSystemd::FakeSystemd(const std::string& dir) : path_(dir + "/notify.sock") {
   UniqueFd fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (!fd || path_.size() >= sizeof addr.sun_path) return;
-  std::memcpy(addr.sun_path, path_.c_str(), path_.size());
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+  const auto addr = unix_address(path_);
+  if (!fd || !addr ||
+      bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0) {
+    return;
+  }
   notify_ = std::move(fd);
 }
 
 void FakeSystemd::add_socket_unit(UniqueFd fd, std::string name) {
   socket_units_.emplace_back(std::move(name), std::move(fd));
+}
+
+bool FakeSystemd::listen_stream(const std::string& path, std::string name) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const auto addr = unix_address(path);
+  if (!fd || !addr ||
+      bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0 ||
+      listen(fd.get(), 128) != 0) {
+    return false;
+  }
+  add_socket_unit(std::move(fd), std::move(name));
+  return true;
 }
 
 bool FakeSystemd::receive(std::chrono::milliseconds timeout) {

@@ -24,6 +24,9 @@ class FakeSystemd {
 
   // A socket unit's socket, passed first at each start under `name`.
   void add_socket_unit(UniqueFd fd, std::string name);
+  // A socket unit's listening Unix stream socket at `path` (ListenStream=);
+  // false if it could not be made.
+  bool listen_stream(const std::string& path, std::string name);
 
   // The next message that is not about the store (READY=1, ...), taking
   // in those that are on the way; "(none)" if none came within `timeout`.

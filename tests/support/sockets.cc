@@ -293,4 +293,19 @@ bool frame_arrives(int fd, milliseconds timeout) {
   return false;
 }
 
+std::optional<sockaddr_un> unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return std::nullopt;
+  path.copy(addr.sun_path, path.size());
+  return addr;
+}
+
+bool unix_connects(const std::string& path) {
+  const auto addr = unix_address(path);
+  UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  return addr && client &&
+         connect(client.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0;
+}
+
 }  // namespace sebpf::testing

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/unique_fd.h"
@@ -14,6 +16,12 @@
 namespace sebpf::testing {
 
 using std::chrono::milliseconds;
+
+// The address of a Unix socket at `path`; nullopt if the path is too long
+// for one.
+std::optional<sockaddr_un> unix_address(const std::string& path);
+// Whether a connect() to the Unix stream socket at `path` succeeds.
+bool unix_connects(const std::string& path);
 
 // TCP connect, then one echo round trip.
 int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout = milliseconds(1500));
