@@ -1,13 +1,15 @@
 // Arbitrary bytes as the daemon's untrusted input: an AttachRequest as it
-// arrives over the API (its policy and metadata are checked), and a state
-// file's payload. Nothing crashes; a rejection is always a clear error of
-// the expected kind; what is accepted survives the round trip through the
-// state file unchanged.
+// arrives over the API (its policy and metadata are checked), and the
+// payload of each file of its state directory (the state file, the
+// learned-chains file). Nothing crashes; a rejection is always a clear error
+// of the expected kind; what is accepted survives the round trip through
+// the state file unchanged.
 #include <cstdint>
 #include <cstdlib>
 
 #include "daemon/api_convert.h"
 #include "daemon/attachment_record.h"
+#include "daemon/teaching_chains_file.h"
 
 namespace {
 
@@ -45,5 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check_request(data, size);
   auto state = decode_state(std::string_view(reinterpret_cast<const char*>(data), size));
   if (!state.ok() && state.error().code() != sebpf::Errc::kFailedPrecondition) std::abort();
+  auto chains = decode_learned_chains(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (!chains.ok() && chains.error().code() != sebpf::Errc::kFailedPrecondition) std::abort();
   return 0;
 }
