@@ -65,6 +65,10 @@ struct DaemonConfig {
   uint32_t dns_max_inflight = 512;
   uint32_t dns_max_qps = 5000;
   uint32_t dns_max_tcp_clients = 64;
+  // Per endpoint UDP socket: bytes of datagrams the kernel holds while no
+  // thread reads (ProxyConfig::receive_buffer_bytes); 0: the kernel's
+  // default.
+  uint32_t dns_receive_buffer_bytes = 2u << 20;
   // Queries a second to the upstreams from all endpoints together, shared
   // fairly among them (dns/upstream_budget.h); 0: no limit.
   uint32_t dns_max_upstream_qps = 0;

@@ -35,6 +35,7 @@ Result<dns::ProxyConfig> proxy_config(const DaemonConfig& config) {
   out.max_inflight = config.dns_max_inflight;
   out.max_qps = config.dns_max_qps;
   out.max_tcp_clients = config.dns_max_tcp_clients;
+  out.receive_buffer_bytes = config.dns_receive_buffer_bytes;
   out.max_upstream_qps = config.dns_max_upstream_qps;
   out.answer_spin = config.dns_answer_spin;
   out.threads = config.dns_threads != 0 ? config.dns_threads

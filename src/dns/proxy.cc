@@ -42,8 +42,9 @@ Result<std::unique_ptr<DnsProxy>> DnsProxy::start(const ProxyConfig& config, Pro
 
 Result<std::shared_ptr<Endpoint>> DnsProxy::bind(const EndpointSpec& spec, const Endpoint* kept) {
   std::vector<std::string> skipped;
-  SEBPF_ASSIGN_OR_RETURN(std::shared_ptr<Endpoint> endpoint,
-                         bind_endpoint(spec, kept, inherited_.get(), skipped));
+  SEBPF_ASSIGN_OR_RETURN(
+      std::shared_ptr<Endpoint> endpoint,
+      bind_endpoint(spec, kept, inherited_.get(), config_.receive_buffer_bytes, skipped));
   for (const std::string& why : skipped) {
     backend_.report("dns_endpoint_address_skipped", spec.attachment, why);
   }

@@ -65,6 +65,19 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
   return fd;
 }
 
+// The receive buffer of a UDP socket, bound or taken over (a reload with a
+// new setting applies it), before its first datagram is read. FORCE: past
+// net.core.rmem_max, which is the kernel's default and would cap it.
+Status size_receive_buffer(int fd, const net::SocketAddress& address, uint32_t bytes) {
+  if (bytes == 0) return ok_status();
+  const int half = static_cast<int>(bytes / 2);  // the kernel doubles what it is given
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &half, sizeof half) != 0) {
+    return Error::from_errno(errno, "size the receive buffer of DNS endpoint " +
+                                        address.to_string() + " (dns.receive_buffer_bytes)");
+  }
+  return ok_status();
+}
+
 }  // namespace
 
 Result<UniqueFd> duplicate_socket(const UniqueFd& fd) {
@@ -75,6 +88,7 @@ Result<UniqueFd> duplicate_socket(const UniqueFd& fd) {
 
 Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,
                                                 InheritedSockets* inherited,
+                                                uint32_t receive_buffer_bytes,
                                                 std::vector<std::string>& skipped) {
   auto endpoint = std::make_shared<Endpoint>();
   endpoint->attachment = spec.attachment;
@@ -88,14 +102,18 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
       SEBPF_ASSIGN_OR_RETURN(netns_cookie, current_netns_cookie());
     }
     const auto take_or_bind = [&](const net::SocketAddress& address, int type) -> Result<UniqueFd> {
+      UniqueFd fd;
       if (netns_cookie) {
-        UniqueFd fd = inherited->take({*netns_cookie, type, address, spec.device_ifindex});
-        if (fd) {
-          SEBPF_RETURN_IF_ERROR(put_filter(fd.get(), address, spec));
-          return fd;
-        }
+        fd = inherited->take({*netns_cookie, type, address, spec.device_ifindex});
+        if (fd) SEBPF_RETURN_IF_ERROR(put_filter(fd.get(), address, spec));
       }
-      return bind_socket(address, type, spec);
+      if (!fd) {
+        SEBPF_ASSIGN_OR_RETURN(fd, bind_socket(address, type, spec));
+      }
+      if (type == SOCK_DGRAM) {
+        SEBPF_RETURN_IF_ERROR(size_receive_buffer(fd.get(), address, receive_buffer_bytes));
+      }
+      return fd;
     };
     for (const net::SocketAddress& address : spec.addresses) {
       if (kept != nullptr && kept->device_ifindex == spec.device_ifindex) {

@@ -90,6 +90,7 @@ Result<UniqueFd> duplicate_socket(const UniqueFd& fd);
 // all is an error.
 Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,
                                                 InheritedSockets* inherited,
+                                                uint32_t receive_buffer_bytes,
                                                 std::vector<std::string>& skipped);
 
 }  // namespace sebpf::dns

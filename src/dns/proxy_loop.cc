@@ -87,6 +87,7 @@ void DnsProxy::Loop::drain() {
     draining_ = true;
     for (const auto& [attachment, endpoint] : endpoints_) unwatch_endpoint(*endpoint);
     paused_.clear();  // listeners it would watch again
+    held_.clear();    // and sockets
   });
 }
 
@@ -145,6 +146,7 @@ void DnsProxy::Loop::run() {
       resume_clients();
       flush_datagrams();
     } while (!resume_.empty());
+    if (!draining_) watch_held_sockets();
     closing_.clear();
   }
   ended_.set_value();
@@ -236,6 +238,7 @@ int DnsProxy::Loop::next_timeout_ms() {
   if (!paused_.empty() && (!first || paused_.front().until < *first)) {
     first = paused_.front().until;
   }
+  if (!held_.empty() && (!first || held_recheck_ < *first)) first = held_recheck_;
   if (!first) return -1;
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*first - Clock::now()).count();
   return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));

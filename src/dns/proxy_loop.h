@@ -80,6 +80,15 @@ class DnsProxy::Loop {
   // At most kReadBurst datagrams are read per readiness event, so one busy
   // socket cannot starve the others.
   static constexpr int kReadBurst = 64;
+  // An endpoint with dns.max_inflight queries waiting for upstreams is not
+  // read from: its further UDP queries wait in its socket (which holds
+  // dns.receive_buffer_bytes of them), where they were dropped before; a
+  // read takes no more than there is room for (claim_inflight). A
+  // loop that stops reading a socket stops watching it too (it stays
+  // readable), and watches it again at the end of a turn in which there is
+  // room. The room may come from another loop's answers, so the loop
+  // checks at least every kHeldRecheck.
+  static constexpr auto kHeldRecheck = std::chrono::milliseconds(1);
   // How long a loop leaves a listener alone when it can neither take a
   // connection nor shed one (out of descriptors, the spare lost).
   static constexpr auto kAcceptPause = std::chrono::milliseconds(100);
@@ -242,6 +251,8 @@ class DnsProxy::Loop {
   // By attachment: nothing is counted once its endpoint is closed.
   void count(uint64_t attachment, Count c);
   void read_udp_queries(int fd, uint64_t attachment);
+  // Watches again the held sockets whose endpoints have room (kHeldRecheck).
+  void watch_held_sockets();
   void accept_clients(int listen_fd, uint64_t attachment);
 
   enum class Accepted {
@@ -283,7 +294,15 @@ class DnsProxy::Loop {
   // copy while the backend's generation stays put. Valid until the next
   // call.
   const NamePolicy* name_policy(uint64_t attachment);
-  void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client);
+  // `claimed`: the endpoint's in-flight count already holds a place for the
+  // query (UDP: taken before it was read, so that loops reading the same
+  // socket at once never take more than there is room for); given back
+  // unless the query goes upstream.
+  void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client,
+                    bool claimed = false);
+  // Up to `want` places in the endpoint's in-flight count, as many as are
+  // free.
+  uint32_t claim_inflight(Endpoint& endpoint, uint32_t want) const;
 
   // ---- datagrams out: queued during a loop turn, sent at its end
   // (proxy_loop_upstream.cc) ----
@@ -458,6 +477,12 @@ class DnsProxy::Loop {
     int fd;
   };
   std::deque<PausedListener> paused_;  // in the order they come due (all pauses are as long)
+  struct HeldSocket {
+    uint64_t attachment;
+    int fd;
+  };
+  std::vector<HeldSocket> held_, held_turn_;  // UDP sockets not read for want of room
+  Clock::time_point held_recheck_{};          // the latest a turn checks them
   ClientDeadlines client_deadlines_;
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<uint64_t> active_sockets_;             // per upstream: the serial in use, 0 = none

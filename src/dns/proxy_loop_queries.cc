@@ -27,11 +27,33 @@ void DnsProxy::Loop::count(uint64_t attachment, Count c) {
   if (auto ep = endpoints_.find(attachment); ep != endpoints_.end()) count(*ep->second, c);
 }
 
+uint32_t DnsProxy::Loop::claim_inflight(Endpoint& endpoint, uint32_t want) const {
+  uint32_t now = endpoint.inflight.load(std::memory_order_relaxed);
+  uint32_t taken = 0;
+  do {
+    if (now >= config_.max_inflight) return 0;
+    taken = std::min(want, config_.max_inflight - now);
+  } while (!endpoint.inflight.compare_exchange_weak(now, now + taken));
+  return taken;
+}
+
 void DnsProxy::Loop::read_udp_queries(int fd, uint64_t attachment) {
+  const auto ep = endpoints_.find(attachment);
+  if (ep == endpoints_.end()) return;
+  // Stays alive for the turn (closing_), even if the endpoint closes.
+  Endpoint& endpoint = *ep->second;
   for (int read = 0; read < kReadBurst;) {
-    const int n = recv_batch_.receive(fd);
-    if (n <= 0) return;  // none waiting, or an error the next read reports again
+    const uint32_t claimed = claim_inflight(endpoint, ReceiveBatch::kSize);
+    if (claimed == 0) {
+      unwatch(fd);
+      if (held_.empty()) held_recheck_ = Clock::now() + kHeldRecheck;
+      held_.push_back({attachment, fd});
+      return;
+    }
+    const int n = std::max(recv_batch_.receive(fd, claimed), 0);
+    uint32_t unused = claimed;  // less each query handle_query takes over
     for (int i = 0; i < n; ++i) {
+      if (!endpoints_.count(attachment)) break;
       auto peer =
           net::SocketAddress::from_sockaddr(recv_batch_.peer(i), recv_batch_.peer_length(i));
       if (!peer.ok()) continue;
@@ -40,13 +62,39 @@ void DnsProxy::Loop::read_udp_queries(int fd, uint64_t attachment) {
         count(attachment, Count::kMalformed);
         continue;
       }
+      --unused;
       ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
-      handle_query(attachment, recv_batch_.message(i), client);
-      if (!endpoints_.count(attachment)) return;
+      handle_query(attachment, recv_batch_.message(i), client, /*claimed=*/true);
     }
-    if (static_cast<unsigned>(n) < ReceiveBatch::kSize) return;
+    endpoint.inflight -= unused;
+    // None waiting, or an error the next read reports again; or gone.
+    if (static_cast<unsigned>(n) < claimed || !endpoints_.count(attachment)) return;
     read += n;
   }
+}
+
+void DnsProxy::Loop::watch_held_sockets() {
+  if (held_.empty()) return;
+  held_turn_.swap(held_);
+  held_recheck_ = Clock::now() + kHeldRecheck;
+  for (const HeldSocket& h : held_turn_) {
+    const auto ep = endpoints_.find(h.attachment);
+    if (ep == endpoints_.end()) continue;  // closed, or moved to other sockets
+    const auto& sockets = ep->second->udp;
+    if (std::none_of(sockets.begin(), sockets.end(),
+                     [&](const UniqueFd& s) { return s.get() == h.fd; })) {
+      continue;
+    }
+    if (ep->second->inflight.load(std::memory_order_relaxed) >= config_.max_inflight) {
+      held_.push_back(h);
+      continue;
+    }
+    // Watched again, a socket with queries waiting is ready at once.
+    if (!watch(h.fd, EPOLLIN | EPOLLEXCLUSIVE, {Kind::kEndpointUdp, h.attachment}).ok()) {
+      held_.push_back(h);  // tried again at the next check
+    }
+  }
+  held_turn_.clear();
 }
 
 void DnsProxy::Loop::accept_clients(int listen_fd, uint64_t attachment) {
@@ -278,10 +326,18 @@ const NamePolicy* DnsProxy::Loop::name_policy(uint64_t attachment) {
 }
 
 void DnsProxy::Loop::handle_query(uint64_t attachment, std::span<const uint8_t> wire,
-                                  const ClientRef& client) {
+                                  const ClientRef& client, bool claimed) {
   auto ep = endpoints_.find(attachment);
   if (ep == endpoints_.end()) return;
   Endpoint& endpoint = *ep->second;
+  // The query's place in the in-flight count, given back on every way out
+  // but upstream.
+  struct Place {
+    std::atomic<uint32_t>* held;
+    ~Place() {
+      if (held != nullptr) held->fetch_sub(1);
+    }
+  } place{claimed ? &endpoint.inflight : nullptr};
   count(endpoint, Count::kQueries);
   // Over the rate, a datagram is dropped: answering a flood would amplify
   // it, and its source may be forged. A TCP client is who it says it is
@@ -324,14 +380,16 @@ void DnsProxy::Loop::handle_query(uint64_t attachment, std::span<const uint8_t> 
   auto tcp_client = clients_.find(client.tcp_client);
   if (client.tcp && tcp_client == clients_.end()) return;
   // Counted first, then checked: the loops share the count.
-  if (endpoint.inflight.fetch_add(1) >= config_.max_inflight) {
-    endpoint.inflight--;
-    count(endpoint, Count::kRateLimited);
-    if (client.tcp) reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
-    return;
+  if (!claimed) {
+    if (endpoint.inflight.fetch_add(1) >= config_.max_inflight) {
+      endpoint.inflight--;
+      count(endpoint, Count::kRateLimited);
+      reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
+      return;
+    }
+    place.held = &endpoint.inflight;
   }
   if (!within_upstream_budget(endpoint)) {
-    endpoint.inflight--;
     count(endpoint, Count::kRateLimited);
     reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
     return;
@@ -350,6 +408,7 @@ void DnsProxy::Loop::handle_query(uint64_t attachment, std::span<const uint8_t> 
   // A client over TCP wants what does not fit in UDP: ask over TCP.
   p.upstream_tcp = client.tcp;
   count(endpoint, Count::kForwarded);
+  place.held = nullptr;  // the query's until finish()
   send_upstream(id);
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -22,9 +23,11 @@ class ReceiveBatch {
   // Not zeroed: only the bytes datagrams fill are ever touched.
   ReceiveBatch() : buffers_(std::make_unique_for_overwrite<uint8_t[]>(kSize * kSlot)) {}
 
-  // Datagrams read (0 when none is waiting), or -1 with errno set.
-  int receive(int fd) {
-    for (unsigned i = 0; i < kSize; ++i) {
+  // Datagrams read, at most `limit` (0 when none is waiting), or -1 with
+  // errno set.
+  int receive(int fd, unsigned limit = kSize) {
+    limit = std::min(limit, kSize);
+    for (unsigned i = 0; i < limit; ++i) {
       iov_[i] = {&buffers_[i * kSlot], kMaxDatagram};
       msgs_[i] = {};
       msgs_[i].msg_hdr.msg_iov = &iov_[i];
@@ -32,7 +35,7 @@ class ReceiveBatch {
       msgs_[i].msg_hdr.msg_name = &peers_[i];
       msgs_[i].msg_hdr.msg_namelen = sizeof peers_[i];
     }
-    const int n = ::recvmmsg(fd, msgs_.data(), kSize, MSG_DONTWAIT, nullptr);
+    const int n = ::recvmmsg(fd, msgs_.data(), limit, MSG_DONTWAIT, nullptr);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     return n;
   }

@@ -1,7 +1,8 @@
 // A reload (SIGHUP): a fresh copy of the daemon replaces the running one in
 // the same process and serves every DNS endpoint on the sockets it was
 // handed, so that workloads asking meanwhile are answered, late but never
-// refused; a reload the new configuration would fail is refused. And the
+// refused (a thousand queries at once included); a reload the new
+// configuration would fail is refused. And the
 // same across a crash under systemd, whose file descriptor store keeps the
 // endpoints' sockets for the next process.
 #include <csignal>
@@ -44,6 +45,33 @@ class DnsReloadE2eTest : public DnsE2eTest {
     ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
     ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"ready\"", readies, std::chrono::seconds(15)))
         << daemon_->log();
+  }
+
+  // Stops the daemon (SIGSTOP), sends `count` queries for allowed.example
+  // to `endpoint` from one socket, resumes it: every query is answered
+  // with the name's address.
+  void expect_queries_held_while_paused(const net::SocketAddress& endpoint, uint16_t count) {
+    auto burst = DnsUdpBurst::connect(endpoint);
+    ASSERT_TRUE(burst.ok()) << burst.error().message();
+    ASSERT_EQ(kill(daemon_->pid(), SIGSTOP), 0);
+    struct Resume {
+      pid_t pid;
+      ~Resume() { kill(pid, SIGCONT); }
+    } resume{daemon_->pid()};
+    ASSERT_TRUE(burst->send("allowed.example", count).ok());
+    ASSERT_EQ(kill(daemon_->pid(), SIGCONT), 0);
+    auto answers = burst->collect(std::chrono::seconds(10));
+    ASSERT_TRUE(answers.ok()) << answers.error().message();
+    size_t unanswered = 0, without_address = 0;
+    for (const auto& answer : *answers) {
+      if (!answer) {
+        ++unanswered;
+      } else if (answer_addresses(*answer) != std::vector<std::string>{"198.51.100.2"}) {
+        ++without_address;
+      }
+    }
+    EXPECT_EQ(unanswered, 0u) << "queries lost while the daemon could not read";
+    EXPECT_EQ(without_address, 0u) << "answered, but not with the address";
   }
 };
 
@@ -156,6 +184,31 @@ TEST_F(DnsReloadE2eTest, SystemdsStoreKeepsTheSocketsAnsweringThroughACrashAndAR
   systemd.take_in();
   EXPECT_EQ(systemd.stored(), (std::map<std::string, size_t>{{"api", 1}}))
       << "the detached endpoint's sockets are still stored";
+}
+
+// While no thread reads (a reload, a restart under systemd's store; here
+// the daemon stopped with SIGSTOP), queries wait in the endpoint's socket.
+// Its receive buffer (dns.receive_buffer_bytes) holds a thousand and more,
+// where the kernel's default would hold about 250 and drop the rest. And
+// those past dns.max_inflight wait there too, for answers to make room:
+// none is dropped. (200 in flight at most: more at once overflow the test
+// upstream's own socket, and the retries make the test slow.)
+const std::string kFewInFlight = "dns:\n  max_inflight: 200\n";
+
+TEST_F(DnsReloadE2eTest, AThousandQueriesSentWhileTheDaemonCannotReadAreAllAnswered) {
+  ASSERT_NO_FATAL_FAILURE(start_with_upstream(kFewInFlight));
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  ASSERT_NO_FATAL_FAILURE(expect_queries_held_while_paused(endpoint, 1000));
+}
+
+// The size is the socket's: a reload sets the new one on the sockets it
+// takes over.
+TEST_F(DnsReloadE2eTest, AReloadSizesTheSocketsItTakesOverAnew) {
+  ASSERT_NO_FATAL_FAILURE(start_with_upstream(kFewInFlight + "  receive_buffer_bytes: 0\n"));
+  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
+  std::ofstream(dir_ + "/superebpfd.yaml") << kFewInFlight;
+  ASSERT_NO_FATAL_FAILURE(reload_and_wait_ready());
+  ASSERT_NO_FATAL_FAILURE(expect_queries_held_while_paused(endpoint, 1000));
 }
 
 // The process a reload starts would stop at once on a configuration it

@@ -111,6 +111,49 @@ Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::string&
   return dns_query(server, make_query(name, type), tcp);
 }
 
+Result<DnsUdpBurst> DnsUdpBurst::connect(const net::SocketAddress& server, int room) {
+  UniqueFd fd(::socket(server.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd) return sys_error("socket");
+  const int bytes = room * 1024 / 2;  // ~1 KiB of buffer an answer; the kernel doubles it
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0 &&
+      setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) != 0) {
+    return sys_error("SO_RCVBUF");
+  }
+  sockaddr_storage ss;
+  const socklen_t len = server.to_sockaddr(ss);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  return DnsUdpBurst(std::move(fd));
+}
+
+Status DnsUdpBurst::send(const std::string& name, uint16_t count) {
+  for (uint16_t id = 0; id < count; ++id) {
+    const auto query = make_query(name, 1, id);
+    if (::send(fd_.get(), query.data(), query.size(), 0) != static_cast<ssize_t>(query.size())) {
+      return sys_error("send");
+    }
+  }
+  sent_ = count;
+  return ok_status();
+}
+
+Result<std::vector<std::optional<dns::Message>>> DnsUdpBurst::collect(
+    std::chrono::milliseconds timeout) {
+  std::vector<std::optional<dns::Message>> answers(sent_);
+  size_t got = 0;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (got < answers.size() && wait_readable(fd_.get(), deadline)) {
+    uint8_t buf[1500];
+    const ssize_t n = ::recv(fd_.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) continue;
+    SEBPF_ASSIGN_OR_RETURN(dns::Message message, dns::parse_message({buf, static_cast<size_t>(n)}));
+    const uint16_t id = message.header.id;
+    if (id >= answers.size()) return Error(Errc::kInvalidArgument, "an answer to no query sent");
+    if (!answers[id]) ++got;
+    answers[id] = std::move(message);
+  }
+  return answers;
+}
+
 Result<DnsTcpStream> DnsTcpStream::connect(const net::SocketAddress& server, int send_buffer) {
   UniqueFd fd(::socket(server.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return sys_error("socket");

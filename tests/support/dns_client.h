@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,6 +63,25 @@ class DnsTcpStream {
   UniqueFd fd_;
   std::vector<uint8_t> out_, in_;
   bool finishing_ = false;
+};
+
+// Many queries over one UDP socket, as a busy stub resolver sends them:
+// all sent first, then the answers read, matched by id.
+class DnsUdpBurst {
+ public:
+  // Its receive buffer holds the answers to `room` queries (past
+  // net.core.rmem_max when the caller has CAP_NET_ADMIN).
+  static Result<DnsUdpBurst> connect(const net::SocketAddress& server, int room = 2000);
+  // Sends `count` queries for `name` (type A), ids 0 to count - 1.
+  Status send(const std::string& name, uint16_t count);
+  // Reads answers until each of the `count` queries sent has one or
+  // `timeout` passes; the answers by id (none where none came).
+  Result<std::vector<std::optional<dns::Message>>> collect(std::chrono::milliseconds timeout);
+
+ private:
+  explicit DnsUdpBurst(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+  uint16_t sent_ = 0;
 };
 
 // The addresses of the answer's A/AAAA records, as text.

@@ -58,6 +58,7 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "dns.max_inflight=" + std::to_string(c.dns_max_inflight),
           "dns.max_qps=" + std::to_string(c.dns_max_qps),
           "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
+          "dns.receive_buffer_bytes=" + std::to_string(c.dns_receive_buffer_bytes),
           "dns.max_upstream_qps=" + std::to_string(c.dns_max_upstream_qps),
           "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
           "dns.never_learn=" + prefixes(c.dns_never_learn),
@@ -84,7 +85,7 @@ dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: 
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
       max_qps: 1, max_tcp_clients: 1, max_upstream_qps: 1, max_learned_hosts: 1, never_learn: [], threads: 1,
-      answer_spin_us: 0}
+      answer_spin_us: 0, receive_buffer_bytes: 0}
 )",
                                   changed)
                   .ok());
@@ -137,6 +138,7 @@ dns:
   never_learn: [169.254.169.254/32, "fd00::/8"]
   threads: 3
   answer_spin_us: 200
+  receive_buffer_bytes: 65536
 )",
                                           c);
   ASSERT_TRUE(status.ok()) << status.error().message();
@@ -175,6 +177,7 @@ dns:
                                         *net::IpPrefix::parse("fd00::/8")}));
   EXPECT_EQ(c.dns_threads, 3U);
   EXPECT_EQ(c.dns_answer_spin, std::chrono::microseconds(200));
+  EXPECT_EQ(c.dns_receive_buffer_bytes, 65536U);
   EXPECT_TRUE(validate_daemon_config(c).ok());
 }
 
@@ -213,6 +216,10 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  threads: 65\n", "line 2: dns.threads must be a whole"},
       {"dns:\n  answer_spin_us: 1001\n", "line 2: dns.answer_spin_us must be a whole"},
       {"dns:\n  max_learned_hosts: 0\n", "line 2: dns.max_learned_hosts must be a whole"},
+      {"dns:\n  receive_buffer_bytes: 100\n",
+       "line 2: dns.receive_buffer_bytes must be 0 (the kernel's default) or at least 4096"},
+      {"dns:\n  receive_buffer_bytes: 1073741824\n",
+       "line 2: dns.receive_buffer_bytes must be a whole number from 0 to 268435456"},
       {"dns:\n  never_learn: [10.0.0.1/8]\n",
        "line 2: an entry of dns.never_learn: \"10.0.0.1/8\""},
       {"dns:\n  never_learn: [metadata.example]\n", "line 2: an entry of dns.never_learn"},

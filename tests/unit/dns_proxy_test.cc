@@ -103,6 +103,10 @@ class FakeUpstream {
   int open_tcp_connections() const { return open_tcp_connections_.load(); }
   // Queries that came over TCP.
   int tcp_queries() const { return tcp_queries_.load(); }
+  // While held, UDP queries are kept unanswered; once let go, answered.
+  void hold_answers(bool hold) { holding_ = hold; }
+  // UDP queries that came.
+  int udp_queries() const { return udp_queries_.load(); }
 
  private:
   // A loopback socket bound to `port` (0: any), whose reads and accepts
@@ -130,23 +134,40 @@ class FakeUpstream {
 
   void serve() {
     while (!stop_) {
+      if (!holding_) answer_held();
       uint8_t buf[65536];
       sockaddr_storage peer{};
       socklen_t peer_length = sizeof(peer);
       const ssize_t n = recvfrom(fd_.get(), buf, sizeof(buf), 0, reinterpret_cast<sockaddr*>(&peer),
                                  &peer_length);
       if (n < 12) continue;
+      udp_queries_++;
       {
         std::lock_guard lock(mu_);
         queries_by_port_[ntohs(reinterpret_cast<const sockaddr_in&>(peer).sin_port)]++;
         last_query_.assign(buf, buf + n);
+        if (holding_) {
+          held_.push_back({std::vector<uint8_t>(buf, buf + n), peer, peer_length});
+          continue;
+        }
       }
       std::this_thread::sleep_for(delay_);
-      const auto answer = answer_to(std::span(buf, static_cast<size_t>(n)));
-      if (!answer) continue;
-      sendto(fd_.get(), answer->data(), answer->size(), 0, reinterpret_cast<sockaddr*>(&peer),
-             peer_length);
+      answer(std::span(buf, static_cast<size_t>(n)), peer, peer_length);
     }
+  }
+  void answer(std::span<const uint8_t> query, const sockaddr_storage& peer, socklen_t length) {
+    const auto answer = answer_to(query);
+    if (!answer) return;
+    sendto(fd_.get(), answer->data(), answer->size(), 0, reinterpret_cast<const sockaddr*>(&peer),
+           length);
+  }
+  void answer_held() {
+    std::vector<HeldQuery> held;
+    {
+      std::lock_guard lock(mu_);
+      held.swap(held_);
+    }
+    for (const HeldQuery& q : held) answer(q.query, q.peer, q.peer_length);
   }
 
   void accept_connections() {
@@ -215,6 +236,14 @@ class FakeUpstream {
   mutable std::mutex mu_;
   std::map<uint16_t, int> queries_by_port_;
   std::vector<uint8_t> last_query_;
+  struct HeldQuery {
+    std::vector<uint8_t> query;
+    sockaddr_storage peer;
+    socklen_t peer_length;
+  };
+  std::vector<HeldQuery> held_;
+  std::atomic<bool> holding_{false};
+  std::atomic<int> udp_queries_{0};
   UniqueFd fd_, listener_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -571,6 +600,34 @@ TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
                    .ok())
       << "still answered on the address it lost";
   EXPECT_EQ(proxy_->counters(1)->answered, 5u);
+}
+
+// Past dns.max_inflight an endpoint is not read from: the queries wait in
+// its socket, none dropped, and each is answered as answers make room,
+// whichever loop took the queries before it.
+TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.max_inflight = 4;
+  config.threads = 2;
+  start(backend, config);
+  upstream_->hold_answers(true);
+  auto burst = testing::DnsUdpBurst::connect(endpoint_);
+  ASSERT_TRUE(burst.ok()) << burst.error().message();
+  constexpr uint16_t kQueries = 40;
+  ASSERT_TRUE(burst->send("q.example.test", kQueries).ok());
+  std::this_thread::sleep_for(milliseconds(300));  // under the upstream timeout: no retry
+  EXPECT_EQ(upstream_->udp_queries(), 4) << "forwarded past max_inflight";
+  upstream_->hold_answers(false);
+  auto answers = burst->collect(milliseconds(10000));
+  ASSERT_TRUE(answers.ok()) << answers.error().message();
+  for (uint16_t id = 0; id < kQueries; ++id) {
+    ASSERT_TRUE((*answers)[id].has_value()) << "query " << id << " was not answered";
+    EXPECT_EQ(testing::answer_addresses(*(*answers)[id]), std::vector<std::string>{kAnswerAddress});
+  }
+  const auto counters = proxy_->counters(1);
+  EXPECT_EQ(counters->rate_limited, 0u);
+  EXPECT_EQ(counters->forwarded, kQueries);
 }
 
 // A stop or a reload drains the proxy: queries taken in are answered (a
