@@ -141,7 +141,8 @@ std::string counters_text(const v1::Counters& c) {
                              {"addresses_not_learned", std::to_string(d.addresses_not_learned())},
                              {"learned_hosts", std::to_string(d.learned_hosts())},
                              {"learned_hosts_most", std::to_string(d.learned_hosts_most())},
-                             {"servfail_no_room", std::to_string(d.servfail_no_room())}});
+                             {"servfail_no_room", std::to_string(d.servfail_no_room())},
+                             {"dropped_unread", std::to_string(d.dropped_unread())}});
   }
   return out;
 }

@@ -240,6 +240,7 @@ void dns_counters_to_api(const dns::EndpointCounters& c, const LearnedCounts& le
   out->set_learned_hosts(learned.hosts);
   out->set_learned_hosts_most(learned.hosts_most);
   out->set_servfail_no_room(learned.no_room);
+  out->set_dropped_unread(c.dropped_unread);
 }
 
 void counters_to_api(const datapath::Counters& counters, v1::Counters* out) {

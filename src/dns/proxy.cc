@@ -126,7 +126,8 @@ std::optional<EndpointCounters> DnsProxy::counters(uint64_t attachment) const {
                           .servfail = sum(Count::kServfail),
                           .malformed = sum(Count::kMalformed),
                           .rate_limited = sum(Count::kRateLimited),
-                          .answer_addresses = sum(Count::kAnswerAddresses)};
+                          .answer_addresses = sum(Count::kAnswerAddresses),
+                          .dropped_unread = dropped_unread(*endpoint)};
 }
 
 size_t DnsProxy::close_unclaimed_sockets() {

@@ -1,13 +1,17 @@
 #include "dns/proxy_endpoint.h"
 
 #include <fcntl.h>
+#include <linux/sock_diag.h>
 #include <sched.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <optional>
 #include <thread>
+
+#include "net/socket_options.h"
 
 namespace sebpf::dns {
 namespace {
@@ -67,18 +71,47 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
 
 // The receive buffer of a UDP socket, bound or taken over (a reload with a
 // new setting applies it), before its first datagram is read. FORCE: past
-// net.core.rmem_max, which is the kernel's default and would cap it.
+// net.core.rmem_max, which is the kernel's default and would cap it; a
+// process without CAP_NET_ADMIN gets what rmem_max allows, and an error
+// if that is less.
 Status size_receive_buffer(int fd, const net::SocketAddress& address, uint32_t bytes) {
   if (bytes == 0) return ok_status();
   const int half = static_cast<int>(bytes / 2);  // the kernel doubles what it is given
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &half, sizeof half) != 0) {
-    return Error::from_errno(errno, "size the receive buffer of DNS endpoint " +
-                                        address.to_string() + " (dns.receive_buffer_bytes)");
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &half, sizeof half) == 0) return ok_status();
+  const std::string what = "size the receive buffer of DNS endpoint " + address.to_string() +
+                           " (dns.receive_buffer_bytes)";
+  if (errno != EPERM) return Error::from_errno(errno, what);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &half, sizeof half) != 0) {
+    return Error::from_errno(errno, what);
+  }
+  SEBPF_ASSIGN_OR_RETURN(const int got, net::int_socket_option(fd, SO_RCVBUF, what));
+  if (static_cast<uint32_t>(got) < bytes) {
+    return Error(Errc::kPermissionDenied, what + ": past net.core.rmem_max (" +
+                                              std::to_string(got) +
+                                              " bytes), which takes CAP_NET_ADMIN");
   }
   return ok_status();
 }
 
+// Datagrams the kernel dropped at a socket, its buffer full or its filter
+// refusing them, since the socket was made (sk_drops, a 32-bit count).
+uint32_t socket_drops(int fd) {
+  std::array<uint32_t, SK_MEMINFO_VARS> meminfo{};
+  socklen_t length = sizeof meminfo;
+  if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) != 0 ||
+      length <= SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    return 0;
+  }
+  return meminfo[SK_MEMINFO_DROPS];
+}
+
 }  // namespace
+
+uint64_t dropped_unread(const Endpoint& endpoint) {
+  uint64_t dropped = 0;
+  for (const UniqueFd& fd : endpoint.udp) dropped += socket_drops(fd.get());
+  return dropped;
+}
 
 Result<UniqueFd> duplicate_socket(const UniqueFd& fd) {
   UniqueFd copy(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));

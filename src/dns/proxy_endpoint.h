@@ -77,6 +77,13 @@ struct Endpoint {
   std::shared_ptr<CountSlot[]> counts;
 };
 
+// Queries the kernel dropped at the endpoint's UDP sockets before they
+// were read (a buffer full: ProxyConfig::receive_buffer_bytes; or, for a
+// VM, the socket filter refusing another guest of its bridge), since the
+// sockets were made: through reloads and restarts under systemd, which
+// hand them on, and so the drops while no process read them too.
+uint64_t dropped_unread(const Endpoint& endpoint);
+
 // A second descriptor of the same socket (close-on-exec).
 Result<UniqueFd> duplicate_socket(const UniqueFd& fd);
 

@@ -197,8 +197,12 @@ const std::string kFewInFlight = "dns:\n  max_inflight: 200\n";
 
 TEST_F(DnsReloadE2eTest, AThousandQueriesSentWhileTheDaemonCannotReadAreAllAnswered) {
   ASSERT_NO_FATAL_FAILURE(start_with_upstream(kFewInFlight));
-  const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
-  ASSERT_NO_FATAL_FAILURE(expect_queries_held_while_paused(endpoint, 1000));
+  const auto att = attach_cgroup(dns_policy({"allowed.example"}));
+  ASSERT_NO_FATAL_FAILURE(expect_queries_held_while_paused(endpoint_of(att), 1000));
+  const v1::DnsCounters counters = get_counters(att.id()).dns();
+  EXPECT_EQ(counters.answered(), 1000u);
+  EXPECT_EQ(counters.dropped_unread(), 0u);
+  EXPECT_EQ(counters.rate_limited(), 0u);
 }
 
 // The size is the socket's: a reload sets the new one on the sockets it

@@ -176,14 +176,15 @@ TEST(DaemonApiConvertTest, CountersAreTheNonZeroOnesWithTheirSums) {
                        .servfail = 5,
                        .malformed = 6,
                        .rate_limited = 7,
-                       .answer_addresses = 8},
+                       .answer_addresses = 8,
+                       .dropped_unread = 13},
                       {.not_learned = 9, .hosts = 10, .hosts_most = 11, .no_room = 12}, &dns);
-  EXPECT_EQ(
-      std::vector<uint64_t>(
-          {dns.queries(), dns.refused(), dns.forwarded(), dns.answered(), dns.servfail(),
-           dns.malformed(), dns.rate_limited(), dns.answer_addresses(), dns.addresses_not_learned(),
-           dns.learned_hosts(), dns.learned_hosts_most(), dns.servfail_no_room()}),
-      (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(std::vector<uint64_t>({dns.queries(), dns.refused(), dns.forwarded(), dns.answered(),
+                                   dns.servfail(), dns.malformed(), dns.rate_limited(),
+                                   dns.answer_addresses(), dns.addresses_not_learned(),
+                                   dns.learned_hosts(), dns.learned_hosts_most(),
+                                   dns.servfail_no_room(), dns.dropped_unread()}),
+            (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -628,6 +629,32 @@ TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered
   const auto counters = proxy_->counters(1);
   EXPECT_EQ(counters->rate_limited, 0u);
   EXPECT_EQ(counters->forwarded, kQueries);
+}
+
+// What the socket cannot hold the kernel drops, unread: counted, so that
+// an operator sees the queries a workload lost (every query is answered or
+// counted there).
+TEST_F(DnsProxyTest, QueriesTheSocketCouldNotHoldAreCountedAsDroppedUnread) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.max_inflight = 1;
+  config.receive_buffer_bytes = 4096;  // a few queries
+  start(backend, config);
+  upstream_->hold_answers(true);
+  auto burst = testing::DnsUdpBurst::connect(endpoint_);
+  ASSERT_TRUE(burst.ok()) << burst.error().message();
+  constexpr uint16_t kQueries = 40;
+  ASSERT_TRUE(burst->send("q.example.test", kQueries).ok());
+  std::this_thread::sleep_for(milliseconds(100));
+  upstream_->hold_answers(false);
+  auto answers = burst->collect(milliseconds(2000));
+  ASSERT_TRUE(answers.ok()) << answers.error().message();
+  const auto answered = static_cast<uint64_t>(
+      std::count_if(answers->begin(), answers->end(), [](const auto& a) { return a.has_value(); }));
+  const auto counters = proxy_->counters(1);
+  EXPECT_GT(counters->dropped_unread, 0u);
+  EXPECT_EQ(answered + counters->dropped_unread, kQueries);
+  EXPECT_EQ(counters->answered, answered);
 }
 
 // A stop or a reload drains the proxy: queries taken in are answered (a
