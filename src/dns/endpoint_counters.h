@@ -15,7 +15,7 @@ struct EndpointCounters {
   uint64_t answered = 0;          // upstream answers released to clients
   uint64_t servfail = 0;          // upstreams failed, or learning failed
   uint64_t malformed = 0;         // FORMERR/NOTIMP or dropped
-  uint64_t rate_limited = 0;      // over the qps, in-flight (TCP) or upstream limits
+  uint64_t rate_limited = 0;      // over the qps, TCP client or upstream limits
   uint64_t answer_addresses = 0;  // addresses the answered ones named (passed to learn())
   uint64_t dropped_unread = 0;    // by the kernel, unread (since the sockets were made)
 };

@@ -50,9 +50,9 @@ struct ProxyConfig {
   uint32_t max_tcp_clients = 64;
   // Per endpoint UDP socket: the receive buffer (SO_RCVBUFFORCE, as the
   // kernel counts it: about 830 bytes a query), which holds the queries
-  // that arrive while no thread reads: during a reload, or a restart
-  // under systemd's file descriptor store. 0: the kernel's default
-  // (net.core.rmem_default, ~250 queries).
+  // not read yet: while the endpoint is at max_inflight, during a reload,
+  // or a restart under systemd's file descriptor store. 0: as the kernel
+  // makes a socket (net.core.rmem_default, ~250 queries).
   uint32_t receive_buffer_bytes = 0;
   // Queries a second to the upstreams from every endpoint together (each
   // attempt), shared fairly among them (UpstreamBudget); over it a query is

@@ -86,8 +86,8 @@ void DnsProxy::Loop::drain() {
   post([this] {
     draining_ = true;
     for (const auto& [attachment, endpoint] : endpoints_) unwatch_endpoint(*endpoint);
-    paused_.clear();  // listeners it would watch again
-    held_.clear();    // and sockets
+    paused_.clear();        // listeners it would watch again
+    room_waiters_.clear();  // and sockets
   });
 }
 
@@ -143,10 +143,10 @@ void DnsProxy::Loop::run() {
     // answer more.
     do {
       learn_and_release();
+      if (!draining_) take_up_room();
       resume_clients();
       flush_datagrams();
     } while (!resume_.empty());
-    if (!draining_) watch_held_sockets();
     closing_.clear();
   }
   ended_.set_value();
@@ -238,7 +238,7 @@ int DnsProxy::Loop::next_timeout_ms() {
   if (!paused_.empty() && (!first || paused_.front().until < *first)) {
     first = paused_.front().until;
   }
-  if (!held_.empty() && (!first || held_recheck_ < *first)) first = held_recheck_;
+  if (!room_waiters_.empty() && (!first || room_recheck_ < *first)) first = room_recheck_;
   if (!first) return -1;
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*first - Clock::now()).count();
   return static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));

@@ -81,14 +81,16 @@ class DnsProxy::Loop {
   // socket cannot starve the others.
   static constexpr int kReadBurst = 64;
   // An endpoint with dns.max_inflight queries waiting for upstreams is not
-  // read from: its further UDP queries wait in its socket (which holds
-  // dns.receive_buffer_bytes of them), where they were dropped before; a
-  // read takes no more than there is room for (claim_inflight). A
-  // loop that stops reading a socket stops watching it too (it stays
-  // readable), and watches it again at the end of a turn in which there is
-  // room. The room may come from another loop's answers, so the loop
-  // checks at least every kHeldRecheck.
-  static constexpr auto kHeldRecheck = std::chrono::milliseconds(1);
+  // read from: its further queries wait in its UDP socket (which holds
+  // dns.receive_buffer_bytes of them) or in its TCP clients' sockets,
+  // where UDP ones were dropped and TCP ones answered SERVFAIL before. A
+  // read takes no more than there is room for (claim_inflight). A loop
+  // that stops reading a UDP socket stops watching it too (it stays
+  // readable); a TCP client is held back as when it has too much in
+  // flight. Each is taken up again in a turn in which there is room; the
+  // room may come from another loop's answers, so the loop checks at
+  // least every kRoomRecheck.
+  static constexpr auto kRoomRecheck = std::chrono::milliseconds(1);
   // How long a loop leaves a listener alone when it can neither take a
   // connection nor shed one (out of descriptors, the spare lost).
   static constexpr auto kAcceptPause = std::chrono::milliseconds(100);
@@ -137,9 +139,11 @@ class DnsProxy::Loop {
     UniqueFd fd;
     uint64_t attachment = 0;
     std::vector<uint8_t> in, out;
-    uint32_t inflight = 0;   // forwarded queries whose answer is not in `out` yet
-    bool sent_all = false;   // the client shut its sending side: closed once answered
-    bool held_back = false;  // not read from: too much in flight or unread (serve_client)
+    uint32_t inflight = 0;  // forwarded queries whose answer is not in `out` yet
+    bool sent_all = false;  // the client shut its sending side: closed once answered
+    bool held_back =
+        false;  // not read from: too much in flight or unread, or no room (serve_client)
+    bool waiting_room = false;  // in room_waiters_
     Clock::time_point idle_deadline;
   };
 
@@ -251,8 +255,12 @@ class DnsProxy::Loop {
   // By attachment: nothing is counted once its endpoint is closed.
   void count(uint64_t attachment, Count c);
   void read_udp_queries(int fd, uint64_t attachment);
-  // Watches again the held sockets whose endpoints have room (kHeldRecheck).
-  void watch_held_sockets();
+  // Waits for room in the endpoint's in-flight count: the UDP socket `fd`
+  // unwatched, or TCP client `client` held back.
+  void wait_for_room(uint64_t attachment, int fd, uint64_t client);
+  // Watches again the UDP sockets, and serves again the TCP clients, whose
+  // endpoints have room (kRoomRecheck).
+  void take_up_room();
   void accept_clients(int listen_fd, uint64_t attachment);
 
   enum class Accepted {
@@ -294,12 +302,11 @@ class DnsProxy::Loop {
   // copy while the backend's generation stays put. Valid until the next
   // call.
   const NamePolicy* name_policy(uint64_t attachment);
-  // `claimed`: the endpoint's in-flight count already holds a place for the
-  // query (UDP: taken before it was read, so that loops reading the same
-  // socket at once never take more than there is room for); given back
-  // unless the query goes upstream.
-  void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client,
-                    bool claimed = false);
+  // The query comes with a place in the endpoint's in-flight count,
+  // claimed before it was read (so that loops reading the same socket at
+  // once never take more than there is room for); given back unless the
+  // query goes upstream.
+  void handle_query(uint64_t attachment, std::span<const uint8_t> wire, const ClientRef& client);
   // Up to `want` places in the endpoint's in-flight count, as many as are
   // free.
   uint32_t claim_inflight(Endpoint& endpoint, uint32_t want) const;
@@ -477,12 +484,14 @@ class DnsProxy::Loop {
     int fd;
   };
   std::deque<PausedListener> paused_;  // in the order they come due (all pauses are as long)
-  struct HeldSocket {
+  // Waiting for room (wait_for_room): a UDP socket (`fd`) or a TCP client.
+  struct RoomWaiter {
     uint64_t attachment;
     int fd;
+    uint64_t client;
   };
-  std::vector<HeldSocket> held_, held_turn_;  // UDP sockets not read for want of room
-  Clock::time_point held_recheck_{};          // the latest a turn checks them
+  std::vector<RoomWaiter> room_waiters_, room_waiters_turn_;
+  Clock::time_point room_recheck_{};  // the latest a turn checks them
   ClientDeadlines client_deadlines_;
   std::unordered_map<uint64_t, UpstreamSocket> upstream_sockets_;  // by serial
   std::vector<uint64_t> active_sockets_;             // per upstream: the serial in use, 0 = none

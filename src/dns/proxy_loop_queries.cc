@@ -46,8 +46,7 @@ void DnsProxy::Loop::read_udp_queries(int fd, uint64_t attachment) {
     const uint32_t claimed = claim_inflight(endpoint, ReceiveBatch::kSize);
     if (claimed == 0) {
       unwatch(fd);
-      if (held_.empty()) held_recheck_ = Clock::now() + kHeldRecheck;
-      held_.push_back({attachment, fd});
+      wait_for_room(attachment, fd, 0);
       return;
     }
     const int n = std::max(recv_batch_.receive(fd, claimed), 0);
@@ -64,7 +63,7 @@ void DnsProxy::Loop::read_udp_queries(int fd, uint64_t attachment) {
       }
       --unused;
       ClientRef client{.tcp = false, .udp_fd = fd, .peer = *peer, .tcp_client = 0};
-      handle_query(attachment, recv_batch_.message(i), client, /*claimed=*/true);
+      handle_query(attachment, recv_batch_.message(i), client);
     }
     endpoint.inflight -= unused;
     // None waiting, or an error the next read reports again; or gone.
@@ -73,28 +72,40 @@ void DnsProxy::Loop::read_udp_queries(int fd, uint64_t attachment) {
   }
 }
 
-void DnsProxy::Loop::watch_held_sockets() {
-  if (held_.empty()) return;
-  held_turn_.swap(held_);
-  held_recheck_ = Clock::now() + kHeldRecheck;
-  for (const HeldSocket& h : held_turn_) {
-    const auto ep = endpoints_.find(h.attachment);
-    if (ep == endpoints_.end()) continue;  // closed, or moved to other sockets
+void DnsProxy::Loop::wait_for_room(uint64_t attachment, int fd, uint64_t client) {
+  if (room_waiters_.empty()) room_recheck_ = Clock::now() + kRoomRecheck;
+  room_waiters_.push_back({attachment, fd, client});
+}
+
+void DnsProxy::Loop::take_up_room() {
+  if (room_waiters_.empty()) return;
+  room_waiters_turn_.swap(room_waiters_);
+  room_recheck_ = Clock::now() + kRoomRecheck;
+  for (const RoomWaiter& w : room_waiters_turn_) {
+    const auto ep = endpoints_.find(w.attachment);
+    if (ep == endpoints_.end()) continue;  // closed, with its clients
+    if (ep->second->inflight.load(std::memory_order_relaxed) >= config_.max_inflight) {
+      room_waiters_.push_back(w);
+      continue;
+    }
+    if (w.client != 0) {
+      if (auto c = clients_.find(w.client); c != clients_.end()) {
+        c->second.waiting_room = false;
+        resume_.push_back(w.client);
+      }
+      continue;
+    }
     const auto& sockets = ep->second->udp;
     if (std::none_of(sockets.begin(), sockets.end(),
-                     [&](const UniqueFd& s) { return s.get() == h.fd; })) {
-      continue;
-    }
-    if (ep->second->inflight.load(std::memory_order_relaxed) >= config_.max_inflight) {
-      held_.push_back(h);
-      continue;
+                     [&](const UniqueFd& s) { return s.get() == w.fd; })) {
+      continue;  // moved to other sockets
     }
     // Watched again, a socket with queries waiting is ready at once.
-    if (!watch(h.fd, EPOLLIN | EPOLLEXCLUSIVE, {Kind::kEndpointUdp, h.attachment}).ok()) {
-      held_.push_back(h);  // tried again at the next check
+    if (!watch(w.fd, EPOLLIN | EPOLLEXCLUSIVE, {Kind::kEndpointUdp, w.attachment}).ok()) {
+      room_waiters_.push_back(w);  // tried again at the next check
     }
   }
-  held_turn_.clear();
+  room_waiters_turn_.clear();
 }
 
 void DnsProxy::Loop::accept_clients(int listen_fd, uint64_t attachment) {
@@ -220,7 +231,11 @@ bool DnsProxy::Loop::has_room(const TcpClient& client) {
 void DnsProxy::Loop::serve_client(uint64_t id) {
   auto c = clients_.find(id);
   if (c == clients_.end()) return;
+  const auto ep = endpoints_.find(c->second.attachment);
+  if (ep == endpoints_.end()) return;
+  Endpoint& endpoint = *ep->second;
   size_t used = 0;
+  bool no_room = false;
   // Draining, a client's further queries are left unread: one that kept
   // asking would keep the drain from ending.
   while (!draining_ && has_room(c->second) && c->second.in.size() - used >= 2) {
@@ -232,6 +247,10 @@ void DnsProxy::Loop::serve_client(uint64_t id) {
       close_client(id);
       return;
     }
+    if (claim_inflight(endpoint, 1) == 0) {
+      no_room = true;
+      break;
+    }
     const std::vector<uint8_t> message(in.begin() + static_cast<long>(used + 2),
                                        in.begin() + static_cast<long>(used + 2 + length));
     used += 2 + length;
@@ -242,7 +261,11 @@ void DnsProxy::Loop::serve_client(uint64_t id) {
   }
   TcpClient& client = c->second;
   client.in.erase(client.in.begin(), client.in.begin() + static_cast<long>(used));
-  client.held_back = !has_room(client);
+  client.held_back = no_room || !has_room(client);
+  if (no_room && !client.waiting_room) {
+    client.waiting_room = true;
+    wait_for_room(client.attachment, client.fd.get(), id);
+  }
   if (client.sent_all && client.inflight == 0 && client.out.empty()) {
     close_client(id);  // all answered; an incomplete last query never will be
     return;
@@ -326,7 +349,7 @@ const NamePolicy* DnsProxy::Loop::name_policy(uint64_t attachment) {
 }
 
 void DnsProxy::Loop::handle_query(uint64_t attachment, std::span<const uint8_t> wire,
-                                  const ClientRef& client, bool claimed) {
+                                  const ClientRef& client) {
   auto ep = endpoints_.find(attachment);
   if (ep == endpoints_.end()) return;
   Endpoint& endpoint = *ep->second;
@@ -337,7 +360,7 @@ void DnsProxy::Loop::handle_query(uint64_t attachment, std::span<const uint8_t> 
     ~Place() {
       if (held != nullptr) held->fetch_sub(1);
     }
-  } place{claimed ? &endpoint.inflight : nullptr};
+  } place{&endpoint.inflight};
   count(endpoint, Count::kQueries);
   // Over the rate, a datagram is dropped: answering a flood would amplify
   // it, and its source may be forged. A TCP client is who it says it is
@@ -379,16 +402,6 @@ void DnsProxy::Loop::handle_query(uint64_t attachment, std::span<const uint8_t> 
   }
   auto tcp_client = clients_.find(client.tcp_client);
   if (client.tcp && tcp_client == clients_.end()) return;
-  // Counted first, then checked: the loops share the count.
-  if (!claimed) {
-    if (endpoint.inflight.fetch_add(1) >= config_.max_inflight) {
-      endpoint.inflight--;
-      count(endpoint, Count::kRateLimited);
-      reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));
-      return;
-    }
-    place.held = &endpoint.inflight;
-  }
   if (!within_upstream_budget(endpoint)) {
     count(endpoint, Count::kRateLimited);
     reply(client, &*query, make_error_response(*query, wire, rcode::kServFail));

@@ -631,6 +631,39 @@ TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered
   EXPECT_EQ(counters->forwarded, kQueries);
 }
 
+// Over TCP too: a client's queries past dns.max_inflight wait, unread, and
+// are answered as room comes (they were answered SERVFAIL), be it made by
+// the client's own answers or by others'.
+TEST_F(DnsProxyTest, TcpQueriesPastTheInFlightLimitWaitAndAreAllAnswered) {
+  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.max_inflight = 2;
+  config.threads = 2;
+  start(backend, config, milliseconds(2));  // answers one at a time
+  ask_pipelined(20);
+
+  // A client with nothing in flight, whose room other clients' answers make.
+  upstream_->hold_answers(true);
+  auto burst = testing::DnsUdpBurst::connect(endpoint_);
+  ASSERT_TRUE(burst.ok()) << burst.error().message();
+  ASSERT_TRUE(burst->send("q.example.test", 10).ok());
+  while (upstream_->udp_queries() < 2) std::this_thread::sleep_for(milliseconds(5));
+  auto stream = testing::DnsTcpStream::connect(endpoint_);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  ASSERT_TRUE(stream->send(testing::make_query("tcp.example.test", 1, 7, 0)).ok());
+  std::this_thread::sleep_for(milliseconds(50));
+  upstream_->hold_answers(false);
+  auto answer = stream->pump(milliseconds(5000));
+  ASSERT_TRUE(answer.ok()) << answer.error().message();
+  ASSERT_EQ(answer->size(), 1u) << "the waiting TCP query was not answered";
+  EXPECT_EQ(testing::answer_addresses(answer->front()), std::vector<std::string>{kAnswerAddress});
+  auto answers = burst->collect(milliseconds(5000));
+  ASSERT_TRUE(answers.ok()) << answers.error().message();
+  EXPECT_TRUE(
+      std::all_of(answers->begin(), answers->end(), [](const auto& a) { return a.has_value(); }));
+  EXPECT_EQ(proxy_->counters(1)->rate_limited, 0u);
+}
+
 // What the socket cannot hold the kernel drops, unread: counted, so that
 // an operator sees the queries a workload lost (every query is answered or
 // counted there).
