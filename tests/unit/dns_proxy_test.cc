@@ -385,6 +385,22 @@ class DnsProxyTest : public ::testing::Test {
     }
   }
 
+  // With the upstream holding its answers, `count` queries for
+  // q.example.test (ids 0...) sent at once over one UDP socket.
+  std::optional<testing::DnsUdpBurst> send_burst_answers_held(uint16_t count) {
+    upstream_->hold_answers(true);
+    auto burst = testing::DnsUdpBurst::connect(endpoint_);
+    if (!burst.ok()) {
+      ADD_FAILURE() << burst.error().message();
+      return std::nullopt;
+    }
+    if (auto sent = burst->send("q.example.test", count); !sent.ok()) {
+      ADD_FAILURE() << sent.error().message();
+      return std::nullopt;
+    }
+    return std::move(*burst);
+  }
+
   std::unique_ptr<FakeUpstream> upstream_;
   std::unique_ptr<DnsProxy> proxy_;
   net::SocketAddress endpoint_;
@@ -612,11 +628,9 @@ TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered
   config.max_inflight = 4;
   config.threads = 2;
   start(backend, config);
-  upstream_->hold_answers(true);
-  auto burst = testing::DnsUdpBurst::connect(endpoint_);
-  ASSERT_TRUE(burst.ok()) << burst.error().message();
   constexpr uint16_t kQueries = 40;
-  ASSERT_TRUE(burst->send("q.example.test", kQueries).ok());
+  auto burst = send_burst_answers_held(kQueries);
+  ASSERT_TRUE(burst);
   std::this_thread::sleep_for(milliseconds(300));  // under the upstream timeout: no retry
   EXPECT_EQ(upstream_->udp_queries(), 4) << "forwarded past max_inflight";
   upstream_->hold_answers(false);
@@ -643,10 +657,8 @@ TEST_F(DnsProxyTest, TcpQueriesPastTheInFlightLimitWaitAndAreAllAnswered) {
   ask_pipelined(20);
 
   // A client with nothing in flight, whose room other clients' answers make.
-  upstream_->hold_answers(true);
-  auto burst = testing::DnsUdpBurst::connect(endpoint_);
-  ASSERT_TRUE(burst.ok()) << burst.error().message();
-  ASSERT_TRUE(burst->send("q.example.test", 10).ok());
+  auto burst = send_burst_answers_held(10);
+  ASSERT_TRUE(burst);
   while (upstream_->udp_queries() < 2) std::this_thread::sleep_for(milliseconds(5));
   auto stream = testing::DnsTcpStream::connect(endpoint_);
   ASSERT_TRUE(stream.ok()) << stream.error().message();
@@ -673,11 +685,9 @@ TEST_F(DnsProxyTest, QueriesTheSocketCouldNotHoldAreCountedAsDroppedUnread) {
   config.max_inflight = 1;
   config.receive_buffer_bytes = 4096;  // a few queries
   start(backend, config);
-  upstream_->hold_answers(true);
-  auto burst = testing::DnsUdpBurst::connect(endpoint_);
-  ASSERT_TRUE(burst.ok()) << burst.error().message();
   constexpr uint16_t kQueries = 40;
-  ASSERT_TRUE(burst->send("q.example.test", kQueries).ok());
+  auto burst = send_burst_answers_held(kQueries);
+  ASSERT_TRUE(burst);
   std::this_thread::sleep_for(milliseconds(100));
   upstream_->hold_answers(false);
   auto answers = burst->collect(milliseconds(2000));
