@@ -198,23 +198,26 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # One dnsperf run against a target: prints "qps p50 p90 p99 lost cpu", the
 # latencies in us and cpu the target's CPU time per query in us. Every
 # query must be answered NOERROR. (dnsperf -v prints "> RCODE name type
-# latency" per query.)
+# latency" per query.) knotd, the upstream asked directly as a reference,
+# may leave a few unanswered at full speed (54 of 12,500 once): its run is
+# made again, up to twice; any other target's unanswered query ends the
+# benchmark, as it is what is measured.
 measure() {
   local label=$1 target_port=$2 file=$3 pid=$4
   shift 4
-  local out="$work/$label.out" expected before
+  local out="$work/$label.out" expected before cpu_us qps lost codes attempt
   expected=$(wc -l <"$work/$file")
-  before=$(cpu_ticks "$pid")
-  dnsperf -s 127.0.0.1 -p "$target_port" -d "$work/$file" -n 1 -v "$@" >"$out" 2>&1
-  local cpu_us=$(( ($(cpu_ticks "$pid") - before) * 1000000 / $(getconf CLK_TCK) ))
-  local qps lost codes
-  qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$out")
-  lost=$(sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p' "$out")
-  codes=$(sed -n 's/.*Response codes: *//p' "$out")
-  case "$codes" in
-    "NOERROR $expected (100.00%)") ;;
-    *) echo "dns_bench: $label answered $codes" >&2; exit 1 ;;
-  esac
+  for attempt in 1 2 3; do
+    before=$(cpu_ticks "$pid")
+    dnsperf -s 127.0.0.1 -p "$target_port" -d "$work/$file" -n 1 -v "$@" >"$out" 2>&1
+    cpu_us=$(( ($(cpu_ticks "$pid") - before) * 1000000 / $(getconf CLK_TCK) ))
+    qps=$(sed -n 's/.*Queries per second: *\([0-9.]*\).*/\1/p' "$out")
+    lost=$(sed -n 's/.*Queries lost: *\([0-9]*\).*/\1/p' "$out")
+    codes=$(sed -n 's/.*Response codes: *//p' "$out")
+    [ "$codes" = "NOERROR $expected (100.00%)" ] && break
+    echo "dns_bench: $label answered $codes" >&2
+    [ "$label" = knotd ] && [ "$attempt" -lt 3 ] || exit 1
+  done
   grep '^> ' "$out" | awk '{print $NF * 1000000}' | sort -n | awk \
     -v qps="$qps" -v lost="$lost" -v cpu="$cpu_us" -v n="$expected" '
       { v[NR] = $1 }
