@@ -71,9 +71,8 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
 
 // The receive buffer of a UDP socket, bound or taken over (a reload with a
 // new setting applies it), before its first datagram is read. FORCE: past
-// net.core.rmem_max, which is the kernel's default and would cap it; a
-// process without CAP_NET_ADMIN gets what rmem_max allows, and an error
-// if that is less.
+// net.core.rmem_max, which would cap it; a process without CAP_NET_ADMIN
+// gets what rmem_max allows, and an error if that is less.
 Status size_receive_buffer(int fd, const net::SocketAddress& address, uint32_t bytes) {
   if (bytes == 0) return ok_status();
   const int half = static_cast<int>(bytes / 2);  // the kernel doubles what it is given

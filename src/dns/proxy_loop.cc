@@ -87,7 +87,7 @@ void DnsProxy::Loop::drain() {
     draining_ = true;
     for (const auto& [attachment, endpoint] : endpoints_) unwatch_endpoint(*endpoint);
     paused_.clear();        // listeners it would watch again
-    room_waiters_.clear();  // and sockets
+    room_waiters_.clear();  // and sockets and clients waiting for room
   });
 }
 

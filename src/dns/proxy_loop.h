@@ -141,8 +141,9 @@ class DnsProxy::Loop {
     std::vector<uint8_t> in, out;
     uint32_t inflight = 0;  // forwarded queries whose answer is not in `out` yet
     bool sent_all = false;  // the client shut its sending side: closed once answered
-    bool held_back =
-        false;  // not read from: too much in flight or unread, or no room (serve_client)
+    // Not read from: too much in flight or unread, or no room in the
+    // endpoint's in-flight count (serve_client).
+    bool held_back = false;
     bool waiting_room = false;  // in room_waiters_
     Clock::time_point idle_deadline;
   };
@@ -484,7 +485,8 @@ class DnsProxy::Loop {
     int fd;
   };
   std::deque<PausedListener> paused_;  // in the order they come due (all pauses are as long)
-  // Waiting for room (wait_for_room): a UDP socket (`fd`) or a TCP client.
+  // Waiting for room (wait_for_room): a TCP client (its id; ids start at
+  // 1), or with `client` 0 the UDP socket `fd`.
   struct RoomWaiter {
     uint64_t attachment;
     int fd;

@@ -264,9 +264,9 @@ void DnsProxy::Loop::serve_client(uint64_t id) {
   client.held_back = no_room || !has_room(client);
   if (no_room && !client.waiting_room) {
     client.waiting_room = true;
-    wait_for_room(client.attachment, client.fd.get(), id);
+    wait_for_room(client.attachment, -1, id);
   }
-  if (client.sent_all && client.inflight == 0 && client.out.empty()) {
+  if (client.sent_all && !no_room && client.inflight == 0 && client.out.empty()) {
     close_client(id);  // all answered; an incomplete last query never will be
     return;
   }
