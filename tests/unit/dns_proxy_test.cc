@@ -330,6 +330,11 @@ class DnsProxyTest : public ::testing::Test {
   // Starts an upstream answering after `upstream_delay` and the proxy
   // forwarding to it with `backend`, and opens attachment 1's endpoint on
   // a free loopback port.
+  // The test's backend, owned by the fixture so that it outlives the proxy.
+  RacingBackend& make_backend(std::shared_ptr<const NamePolicy> policy) {
+    backend_ = std::make_unique<RacingBackend>(std::move(policy));
+    return *backend_;
+  }
   void start(RacingBackend& backend, ProxyConfig config = {},
              milliseconds upstream_delay = milliseconds(0), TcpBehaviour tcp = {}) {
     upstream_ = std::make_unique<FakeUpstream>(upstream_delay, tcp);
@@ -401,6 +406,9 @@ class DnsProxyTest : public ::testing::Test {
     return std::move(*burst);
   }
 
+  // Declared first, so destroyed last: a loop may call the backend until
+  // the proxy is gone.
+  std::unique_ptr<RacingBackend> backend_;
   std::unique_ptr<FakeUpstream> upstream_;
   std::unique_ptr<DnsProxy> proxy_;
   net::SocketAddress endpoint_;
@@ -418,7 +426,7 @@ class DnsProxySpinTest : public DnsProxyTest {
 };
 
 TEST_F(DnsProxyRaceTest, ADenyLandingBeforeTheAnswerIsLearnedRefusesIt) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
   backend.change_before_each_learn(
       {allowlist({{"example.test", Action::kAllow}, {"www.example.test", Action::kDeny}})});
@@ -432,7 +440,7 @@ TEST_F(DnsProxyRaceTest, ADenyLandingBeforeTheAnswerIsLearnedRefusesIt) {
 }
 
 TEST_F(DnsProxyRaceTest, AChangeThatStillAllowsTheNameLearnsItOnTheSecondTry) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
   backend.change_before_each_learn(
       {allowlist({{"example.test", Action::kAllow}, {"other.test", Action::kDeny}})});
@@ -447,7 +455,7 @@ TEST_F(DnsProxyRaceTest, AChangeThatStillAllowsTheNameLearnsItOnTheSecondTry) {
 
 TEST_F(DnsProxyRaceTest, APolicyThatKeepsChangingGetsServfailNotAnUnjudgedAnswer) {
   const auto allowed = allowlist({{"example.test", Action::kAllow}});
-  RacingBackend backend(allowed);
+  RacingBackend& backend = make_backend(allowed);
   start(backend);
   backend.change_before_each_learn(std::vector(10, allowed));
 
@@ -462,7 +470,7 @@ TEST_F(DnsProxyRaceTest, APolicyThatKeepsChangingGetsServfailNotAnUnjudgedAnswer
 // after 256 of them, and has one such port open per upstream (each open
 // port is one more to aim at).
 TEST_F(DnsProxyTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);  // one loop
   ask_each(600);
   if (HasFatalFailure()) return;
@@ -481,7 +489,7 @@ TEST_F(DnsProxyTest, QueriesToAnUpstreamMoveToAFreshPortEvery256) {
 // leaves the host. The upstream gets the question as the client wrote it,
 // and the client its answer.
 TEST_F(DnsProxyTest, OnlyTheJudgedQuestionReachesTheUpstream) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
   std::vector<uint8_t> query = testing::make_query("Www.Example.test", 1, 0x5eb, 0);
   const size_t question_end = query.size();
@@ -512,7 +520,7 @@ TEST_F(DnsProxyTest, OnlyTheJudgedQuestionReachesTheUpstream) {
 // many connections upstream (descriptors, the host's ports to that
 // resolver, the resolver's TCP slots) as it had queries in flight.
 TEST_F(DnsProxyTest, TcpQueriesShareOneConnectionToTheUpstream) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;  // one loop
   config.upstream_timeout = milliseconds(5000);
   // Slow enough that every query is in flight before the first answer.
@@ -532,7 +540,7 @@ TEST_F(DnsProxyTest, TcpQueriesShareOneConnectionToTheUpstream) {
 // on queries per connection, a restart): the queries still waiting on it
 // are asked again on a fresh one, and every one is answered.
 TEST_F(DnsProxyTest, QueriesLeftOnAConnectionTheUpstreamClosedAreAskedAgain) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.upstream_timeout = milliseconds(5000);
   start(backend, config, milliseconds(20), TcpBehaviour{.answers_per_connection = 3});
@@ -547,7 +555,7 @@ TEST_F(DnsProxyTest, QueriesLeftOnAConnectionTheUpstreamClosedAreAskedAgain) {
 // left waiting is sent again; the budget (20 a second, half a second of it
 // at once) holds the upstream to what it allows, the rest are SERVFAIL.
 TEST_F(DnsProxyTest, QueriesSentAgainDrawOnTheUpstreamBudget) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.upstream_timeout = milliseconds(5000);
   config.max_upstream_qps = 20;
@@ -579,7 +587,7 @@ TEST_F(DnsProxyTest, QueriesSentAgainDrawOnTheUpstreamBudget) {
 // waited its full time: every query on it is asked again on a fresh
 // connection, instead of waiting on the silent one a second time.
 TEST_F(DnsProxyTest, QueriesOnASilentConnectionAreAskedAgainOnAFreshOne) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.upstream_timeout = milliseconds(300);
   start(backend, config, milliseconds(0), TcpBehaviour{.first_connection_silent = true});
@@ -593,7 +601,7 @@ TEST_F(DnsProxyTest, QueriesOnASilentConnectionAreAskedAgainOnAFreshOne) {
 // would race the old ones' closing), no longer the address it lost, and
 // its counts go on.
 TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
   ask_each(2);
   if (HasFatalFailure()) return;
@@ -623,7 +631,7 @@ TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
 // its socket, none dropped, and each is answered as answers make room,
 // whichever loop took the queries before it.
 TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.max_inflight = 4;
   config.threads = 2;
@@ -649,7 +657,7 @@ TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered
 // are answered as room comes (they were answered SERVFAIL), be it made by
 // the client's own answers or by others'.
 TEST_F(DnsProxyTest, TcpQueriesPastTheInFlightLimitWaitAndAreAllAnswered) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.max_inflight = 2;
   config.threads = 2;
@@ -680,7 +688,7 @@ TEST_F(DnsProxyTest, TcpQueriesPastTheInFlightLimitWaitAndAreAllAnswered) {
 // an operator sees the queries a workload lost (every query is answered or
 // counted there).
 TEST_F(DnsProxyTest, QueriesTheSocketCouldNotHoldAreCountedAsDroppedUnread) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.max_inflight = 1;
   config.receive_buffer_bytes = 4096;  // a few queries
@@ -703,7 +711,7 @@ TEST_F(DnsProxyTest, QueriesTheSocketCouldNotHoldAreCountedAsDroppedUnread) {
 // A stop or a reload drains the proxy: queries taken in are answered (a
 // slow upstream's too), while new ones wait in the endpoint's socket.
 TEST_F(DnsProxyTest, ADrainAnswersTheQueriesTakenInAndLeavesNewOnesInTheSocket) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend, {}, milliseconds(300));
   std::optional<Result<testing::DnsAnswer>> in_flight;
   std::thread asker([&] { in_flight = ask("slow.example.test"); });
@@ -725,7 +733,7 @@ TEST_F(DnsProxyTest, ADrainAnswersTheQueriesTakenInAndLeavesNewOnesInTheSocket) 
 // upstreams' timeouts, and then with queries dropped): its further queries
 // are left unread.
 TEST_F(DnsProxyTest, ADrainIsNotHeldOpenByATcpClientThatKeepsAsking) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend, {}, milliseconds(10));  // answers one at a time: some always in flight
   auto stream = testing::DnsTcpStream::connect(endpoint_);
   ASSERT_TRUE(stream.ok()) << stream.error().message();
@@ -745,7 +753,7 @@ TEST_F(DnsProxyTest, ADrainIsNotHeldOpenByATcpClientThatKeepsAsking) {
 // A reload: the new process's proxy is handed the old one's sockets and
 // serves its endpoint on them, the queries that waited meanwhile included.
 TEST_F(DnsProxyTest, AProxyHandedTheSocketsOfOneThatDrainedAnswersWhatWaitedInThem) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
   ask_each(1);
   if (HasFatalFailure()) return;
@@ -785,7 +793,7 @@ TEST_F(DnsProxyTest, AProxyHandedTheSocketsOfOneThatDrainedAnswersWhatWaitedInTh
 // nothing when the proxy itself ends (its endpoints are the next
 // process's then).
 TEST_F(DnsProxyTest, TheBackendHearsWhichSocketsServeAnEndpointUntilItCloses) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
   const auto ports_of = [&](uint64_t attachment) {
     std::multiset<uint16_t> ports;
@@ -824,7 +832,7 @@ TEST_F(DnsProxyTest, TheBackendHearsWhichSocketsServeAnEndpointUntilItCloses) {
 // a VM). Waiting for its answers, the loop polls instead: it sleeps once
 // per query (waiting for the next), not twice.
 TEST_F(DnsProxySpinTest, AQuickUpstreamsAnswersAreTakenWithoutSleeping) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.answer_spin = std::chrono::milliseconds(200);  // time for a slow CI machine
   start(backend, config);
@@ -846,7 +854,7 @@ TEST_F(DnsProxySpinTest, AQuickUpstreamsAnswersAreTakenWithoutSleeping) {
 // would burn a CPU for nothing. After a few polls that see no answer the
 // loop sleeps at once (but for a rare probe).
 TEST_F(DnsProxySpinTest, ASlowUpstreamIsNotPolledFor) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.answer_spin = std::chrono::milliseconds(10);
   start(backend, config, milliseconds(20));
@@ -861,7 +869,7 @@ TEST_F(DnsProxySpinTest, ASlowUpstreamIsNotPolledFor) {
 // (well within answer_spin, so every poll would see it): a loop polling
 // for all of them would spend the whole time on it.
 TEST_F(DnsProxySpinTest, ALoopPollsForASixteenthOfTheTimeItSleeps) {
-  RacingBackend backend(allowlist({{"example.test", Action::kAllow}}));
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.answer_spin = std::chrono::milliseconds(10);
   start(backend, config, milliseconds(2));
