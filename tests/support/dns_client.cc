@@ -64,6 +64,13 @@ Error sys_error(const std::string& what) {
   return Error(Errc::kInternal, what + ": " + std::strerror(errno));
 }
 
+Status connect_to(int fd, const net::SocketAddress& server) {
+  sockaddr_storage ss;
+  const socklen_t len = server.to_sockaddr(ss);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  return ok_status();
+}
+
 }  // namespace
 
 Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::vector<uint8_t>& query,
@@ -77,9 +84,7 @@ Result<DnsAnswer> dns_query(const net::SocketAddress& server, const std::vector<
   const timeval limit{static_cast<time_t>(whole.count() / 1000000),
                       static_cast<suseconds_t>(whole.count() % 1000000)};
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-  sockaddr_storage ss;
-  const socklen_t len = server.to_sockaddr(ss);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  SEBPF_RETURN_IF_ERROR(connect_to(fd.get(), server));
   std::vector<uint8_t> out;
   if (tcp) out = {static_cast<uint8_t>(query.size() >> 8), static_cast<uint8_t>(query.size())};
   out.insert(out.end(), query.begin(), query.end());
@@ -119,9 +124,7 @@ Result<DnsUdpBurst> DnsUdpBurst::connect(const net::SocketAddress& server, int r
       setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes) != 0) {
     return sys_error("SO_RCVBUF");
   }
-  sockaddr_storage ss;
-  const socklen_t len = server.to_sockaddr(ss);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  SEBPF_RETURN_IF_ERROR(connect_to(fd.get(), server));
   return DnsUdpBurst(std::move(fd));
 }
 
@@ -161,9 +164,7 @@ Result<DnsTcpStream> DnsTcpStream::connect(const net::SocketAddress& server, int
       setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof send_buffer) != 0) {
     return sys_error("SO_SNDBUF");
   }
-  sockaddr_storage ss;
-  const socklen_t len = server.to_sockaddr(ss);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return sys_error("connect");
+  SEBPF_RETURN_IF_ERROR(connect_to(fd.get(), server));
   return DnsTcpStream(std::move(fd));
 }
 
