@@ -653,6 +653,41 @@ TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered
   EXPECT_EQ(counters->forwarded, kQueries);
 }
 
+// An endpoint moved (its interface's addresses changed) while its socket
+// waited for room: the moved endpoint serves that socket (a duplicate of
+// it) at once, so the queries waiting in it are answered, and nothing of
+// the old endpoint is left waiting for room, where it would wake its loop
+// every millisecond (kRoomRecheck) for as long as the endpoint lives.
+TEST_F(DnsProxyTest, AnEndpointMovedWhileItsSocketWaitedForRoomLeavesTheLoopsAsleep) {
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
+  ProxyConfig config;
+  config.max_inflight = 4;
+  config.threads = 2;
+  start(backend, config);
+  constexpr uint16_t kQueries = 40;
+  auto burst = send_burst_answers_held(kQueries);
+  ASSERT_TRUE(burst);
+  while (upstream_->udp_queries() < 4) std::this_thread::sleep_for(milliseconds(5));
+  EndpointSpec spec;
+  spec.attachment = 1;
+  spec.addresses = {endpoint_};
+  ASSERT_TRUE(proxy_->move_endpoint(spec).ok());
+  upstream_->hold_answers(false);
+  // The 4 in flight were the old endpoint's (a client asks again); the
+  // rest wait in the socket the moved endpoint keeps.
+  auto answers = burst->collect(milliseconds(1500));
+  ASSERT_TRUE(answers.ok()) << answers.error().message();
+  EXPECT_GE(std::count_if(answers->begin(), answers->end(), [](const auto& a) { return a; }),
+            kQueries - 4);
+
+  std::this_thread::sleep_for(milliseconds(50));
+  const uint64_t before = testing::dns_loop_wakeups(getpid());
+  ASSERT_GT(before, 0u) << "the loop threads are found by name";
+  std::this_thread::sleep_for(milliseconds(300));
+  EXPECT_LE(testing::dns_loop_wakeups(getpid()) - before, 10u)
+      << "an idle loop woke up again and again";
+}
+
 // Over TCP too: a client's queries past dns.max_inflight wait, unread, and
 // are answered as room comes (they were answered SERVFAIL), be it made by
 // the client's own answers or by others'.
