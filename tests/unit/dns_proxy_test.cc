@@ -390,6 +390,15 @@ class DnsProxyTest : public ::testing::Test {
     }
   }
 
+  // Starts the proxy with `config` (allowing example.test) and sends
+  // `count` queries at once whose answers the upstream holds: for the
+  // tests of dns.max_inflight and what waits past it.
+  std::optional<testing::DnsUdpBurst> start_and_send_held_burst(const ProxyConfig& config,
+                                                                uint16_t count) {
+    start(make_backend(allowlist({{"example.test", Action::kAllow}})), config);
+    if (HasFatalFailure()) return std::nullopt;
+    return send_burst_answers_held(count);
+  }
   // With the upstream holding its answers, `count` queries for
   // q.example.test (ids 0...) sent at once over one UDP socket.
   std::optional<testing::DnsUdpBurst> send_burst_answers_held(uint16_t count) {
@@ -631,13 +640,11 @@ TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
 // its socket, none dropped, and each is answered as answers make room,
 // whichever loop took the queries before it.
 TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered) {
-  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.max_inflight = 4;
   config.threads = 2;
-  start(backend, config);
   constexpr uint16_t kQueries = 40;
-  auto burst = send_burst_answers_held(kQueries);
+  auto burst = start_and_send_held_burst(config, kQueries);
   ASSERT_TRUE(burst);
   std::this_thread::sleep_for(milliseconds(300));  // under the upstream timeout: no retry
   EXPECT_EQ(upstream_->udp_queries(), 4) << "forwarded past max_inflight";
@@ -659,13 +666,11 @@ TEST_F(DnsProxyTest, QueriesPastTheInFlightLimitWaitInTheSocketAndAreAllAnswered
 // the old endpoint is left waiting for room, where it would wake its loop
 // every millisecond (kRoomRecheck) for as long as the endpoint lives.
 TEST_F(DnsProxyTest, AnEndpointMovedWhileItsSocketWaitedForRoomLeavesTheLoopsAsleep) {
-  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.max_inflight = 4;
   config.threads = 2;
-  start(backend, config);
   constexpr uint16_t kQueries = 40;
-  auto burst = send_burst_answers_held(kQueries);
+  auto burst = start_and_send_held_burst(config, kQueries);
   ASSERT_TRUE(burst);
   while (upstream_->udp_queries() < 4) std::this_thread::sleep_for(milliseconds(5));
   EndpointSpec spec;
@@ -723,13 +728,11 @@ TEST_F(DnsProxyTest, TcpQueriesPastTheInFlightLimitWaitAndAreAllAnswered) {
 // an operator sees the queries a workload lost (every query is answered or
 // counted there).
 TEST_F(DnsProxyTest, QueriesTheSocketCouldNotHoldAreCountedAsDroppedUnread) {
-  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   ProxyConfig config;
   config.max_inflight = 1;
   config.receive_buffer_bytes = 4096;  // a few queries
-  start(backend, config);
   constexpr uint16_t kQueries = 40;
-  auto burst = send_burst_answers_held(kQueries);
+  auto burst = start_and_send_held_burst(config, kQueries);
   ASSERT_TRUE(burst);
   std::this_thread::sleep_for(milliseconds(100));
   upstream_->hold_answers(false);
