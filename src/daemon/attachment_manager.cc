@@ -877,6 +877,56 @@ void AttachmentManager::check_all_targets() {
   }
 }
 
+void AttachmentManager::on_tc_filters_removed(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  restore_tc_filters_locked(ifindex);
+}
+
+void AttachmentManager::restore_all_tc_filters() {
+  std::lock_guard lock(mu_);
+  std::set<uint32_t> ifindexes;
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind == TargetKind::kInterface) ifindexes.insert(static_cast<uint32_t>(r.key.id));
+  }
+  if (dp_->guards_own_namespace()) {
+    std::unique_ptr<struct if_nameindex, decltype(&if_freenameindex)> all(if_nameindex(),
+                                                                          &if_freenameindex);
+    for (const struct if_nameindex* i = all.get(); i != nullptr && i->if_index != 0; ++i) {
+      ifindexes.insert(i->if_index);
+    }
+  }
+  for (const uint32_t ifindex : ifindexes) restore_tc_filters_locked(ifindex);
+}
+
+// Under the lock, so that a detach (which takes our filters off, then
+// forgets the record) is never undone: its events find no record.
+void AttachmentManager::restore_tc_filters_locked(uint32_t ifindex) {
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kInterface || r.key.id != ifindex) continue;
+    auto restored = dp_->restore_interface_filters(r.key);
+    if (!restored.ok()) {
+      log_.error("attachment_filters_not_restored",
+                 {{"id", r.id()}, {"target", r.target}, {"error", restored.error().message()}});
+    } else if (!restored->empty()) {
+      // Frames passed unfiltered from the removal until now: an operator
+      // wants to know who removes a security product's filters.
+      log_.error("attachment_filters_restored",
+                 {{"id", r.id()}, {"target", r.target}, {"hooks", *restored}});
+    }
+    break;
+  }
+  auto restored = dp_->restore_packet_socket_filter(ifindex);
+  if (!restored.ok()) {
+    log_.error("packet_socket_guard_failed",
+               {{"ifindex", std::to_string(ifindex)}, {"error", restored.error().message()}});
+  } else if (*restored) {
+    char name[IF_NAMESIZE] = {};
+    log_.error("packet_socket_filter_restored",
+               {{"ifindex", std::to_string(ifindex)},
+                {"interface", if_indextoname(ifindex, name) != nullptr ? name : ""}});
+  }
+}
+
 std::vector<DetachNotice> AttachmentManager::detach_notices() const {
   std::lock_guard lock(mu_);
   return notices_;

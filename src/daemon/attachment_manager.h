@@ -135,6 +135,13 @@ class AttachmentManager {
   void report_daemon_cgroup(const std::string& cgroup_mount);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
+  // A clsact qdisc or a TC filter was deleted on this interface: if it
+  // was one of ours (an attached interface's, or the packet socket filter
+  // of our namespace), it is put back and the removal logged as an error.
+  void on_tc_filters_removed(uint32_t ifindex);
+  // The same for every attached interface and every interface of our
+  // namespace (after TC events were lost).
+  void restore_all_tc_filters();
   // This host's addresses may have changed (or events were lost): reads
   // them again. DNS never opens one, and learned hosts that became one are
   // dropped.
@@ -158,6 +165,7 @@ class AttachmentManager {
                                const KernelChange& kernel);
 
   Status reconcile();
+  void restore_tc_filters_locked(uint32_t ifindex);
   Result<AttachmentRecord> attach_locked(const AttachSpec& spec, uint64_t number,
                                          WallClock::time_point created,
                                          const std::string& applied_policy,

@@ -10,11 +10,29 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <optional>
+#include <set>
 
 #include "common/netlink_messages.h"
 #include "daemon/uplink_check.h"
 
 namespace sebpf::daemon {
+namespace {
+
+// The interface whose clsact qdisc, filter or filter chain an event says
+// was deleted; none for other events, and for shared filter blocks (which
+// name no interface, and which we never use).
+std::optional<uint32_t> tc_removal_interface(const nlmsghdr& h) {
+  if (h.nlmsg_type != RTM_DELQDISC && h.nlmsg_type != RTM_DELTFILTER &&
+      h.nlmsg_type != RTM_DELCHAIN) {
+    return std::nullopt;
+  }
+  const auto* tc = netlink_payload<tcmsg>(h);
+  if (tc == nullptr || tc->tcm_ifindex <= 0) return std::nullopt;
+  return static_cast<uint32_t>(tc->tcm_ifindex);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& manager,
                                                             Logger& log) {
@@ -24,10 +42,10 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   if (!self->netlink_fd_) return Error::from_errno(errno, "open a netlink socket");
   sockaddr_nl addr{};
   addr.nl_family = AF_NETLINK;
-  addr.nl_groups =
-      RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+  addr.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE |
+                   RTMGRP_IPV6_ROUTE | RTMGRP_TC;
   if (bind(self->netlink_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return Error::from_errno(errno, "subscribe to link, address and route events");
+    return Error::from_errno(errno, "subscribe to link, address, route and TC events");
   }
   self->inotify_fd_.reset(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (!self->inotify_fd_) return Error::from_errno(errno, "inotify_init1");
@@ -38,6 +56,7 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   // listened is found by the check, one that goes after by an event.
   manager.check_all_targets();
   manager.on_host_addresses_changed();
+  manager.restore_all_tc_filters();
   for (const std::string& path : manager.cgroup_targets()) self->watch_cgroup(path);
   return self;
 }
@@ -94,6 +113,7 @@ void TargetWatcher::read_netlink() {
         manager_.check_all_targets();
         manager_.on_host_addresses_changed();
         manager_.report_uplinks();
+        manager_.restore_all_tc_filters();
         continue;
       }
       log_.error("link_events_failed", {{"error", errno_text(errno)}});
@@ -101,8 +121,10 @@ void TargetWatcher::read_netlink() {
     }
     size_t offset = 0;
     bool addresses_changed = false;
+    std::set<uint32_t> tc_removals;
     while (const nlmsghdr* h = next_netlink_message({buf, static_cast<size_t>(n)}, offset)) {
       if (h->nlmsg_type == RTM_NEWADDR || h->nlmsg_type == RTM_DELADDR) addresses_changed = true;
+      if (const auto ifindex = tc_removal_interface(*h)) tc_removals.insert(*ifindex);
       for (const unsigned ifindex : default_route_interfaces(*h))
         manager_.on_default_route(ifindex);
       const bool link_event = h->nlmsg_type == RTM_DELLINK || h->nlmsg_type == RTM_NEWLINK;
@@ -120,6 +142,8 @@ void TargetWatcher::read_netlink() {
     }
     // Once per datagram: reading them all again is what a change costs.
     if (addresses_changed) manager_.on_host_addresses_changed();
+    // A qdisc deletion comes with one event per filter it held.
+    for (const uint32_t ifindex : tc_removals) manager_.on_tc_filters_removed(ifindex);
   }
 }
 

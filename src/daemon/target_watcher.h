@@ -5,8 +5,10 @@
 // RTM_NEWLINK, so that new interfaces get the packet socket filter, and
 // RTM_NEWADDR/RTM_DELADDR, so that DNS never opens this host's addresses,
 // and default routes (RTM_NEWROUTE), so that an attached interface that
-// becomes an uplink is reported. One thread sleeps in poll() until an event
-// comes, so an idle host costs no CPU.
+// becomes an uplink is reported, and deleted clsact qdiscs and TC filters
+// (RTM_DELQDISC, RTM_DELTFILTER, RTM_DELCHAIN), so that ours are put back.
+// One thread sleeps in poll() until an event comes, so an idle host costs
+// no CPU.
 #pragma once
 
 #include <atomic>

@@ -630,6 +630,19 @@ Status Datapath::detach(const AttachmentKey& key) {
   return impl_->remove_attachment({key, value});
 }
 
+Result<std::string> Datapath::restore_interface_filters(const AttachmentKey& key) {
+  if (key.kind != TargetKind::kInterface) return std::string();
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
+  const auto ifindex = static_cast<uint32_t>(key.id);
+  if (!impl_->tc_hooks->check_same_interface(ifindex).empty()) return std::string();
+  std::string missing = impl_->tc_hooks->hooks_without_our_filter(ifindex);
+  if (missing.empty()) return missing;
+  // Replaces what is left of ours and puts back what is not: the same
+  // attach as the first, with this process's programs.
+  SEBPF_RETURN_IF_ERROR(impl_->tc_hooks->attach(ifindex, to_attachment({key, value}).direction));
+  return missing;
+}
+
 Result<Attachment> Datapath::attachment(const AttachmentKey& key) const {
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
   return to_attachment({key, value});
@@ -846,6 +859,11 @@ bool Datapath::guards_own_namespace() const { return impl_->guarded_own_netns; }
 
 Status Datapath::guard_packet_sockets_on(uint32_t ifindex) {
   return impl_->packet_socket_guard->guard_interface(ifindex);
+}
+
+Result<bool> Datapath::restore_packet_socket_filter(uint32_t ifindex) {
+  if (!impl_->guarded_own_netns) return false;
+  return impl_->packet_socket_guard->restore_interface(ifindex);
 }
 
 Result<size_t> Datapath::unguard_packet_sockets(int netns_fd) {

@@ -49,6 +49,13 @@ class Datapath {
   Result<Attachment> attach_cgroup(const std::string& path, const AttachOptions& options);
   Result<Attachment> attach_interface(const std::string& name, const AttachOptions& options);
   Status detach(const AttachmentKey& key);
+  // Puts an interface attachment's TC filters back where something else
+  // took one away (another program deleted the clsact qdisc or our
+  // filter: the guest would go unfiltered). Returns the hooks that lacked
+  // it ("ingress", "egress", "ingress,egress"), empty when none did or the
+  // ifindex no longer names the attached interface (its removal is the
+  // watcher's to handle).
+  Result<std::string> restore_interface_filters(const AttachmentKey& key);
   // Cgroup programs are never shown the frames of packet sockets
   // (AF_PACKET: CAP_NET_RAW), so a cgroup attachment alone does not hold a
   // workload that may open one. This puts a filter on the egress of every
@@ -63,6 +70,10 @@ class Datapath {
   Status guard_packet_sockets(int netns_fd);
   // The same for one (new) interface of our namespace.
   Status guard_packet_sockets_on(uint32_t ifindex);
+  // While our namespace is guarded: puts the filter back on one of its
+  // interfaces that lost it (something else deleted the clsact qdisc or
+  // the filter). Whether it was missing; false for an interface gone.
+  Result<bool> restore_packet_socket_filter(uint32_t ifindex);
   // Whether guard_packet_sockets(-1) has been done (and not undone by
   // unguard_packet_sockets(-1) or destroy()): our interfaces carry the
   // filter, new ones should too.

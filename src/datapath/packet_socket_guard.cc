@@ -73,6 +73,19 @@ Status PacketSocketGuard::guard_interface(uint32_t ifindex) const {
   return ok_status();
 }
 
+Result<bool> PacketSocketGuard::restore_interface(uint32_t ifindex) const {
+  if (filters_on_hook(ifindex, BPF_TC_EGRESS, handle_, priority_) == HookFilters::kOurs) {
+    return false;
+  }
+  const int err = attach(ifindex);
+  if (interface_gone(err)) return false;
+  if (err != 0) {
+    return Error::from_errno(
+        err, "guard interface " + std::to_string(ifindex) + " against packet sockets again");
+  }
+  return true;
+}
+
 Status PacketSocketGuard::guard(int netns_fd) const {
   return in_namespace<Status>(netns_fd, [this]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());

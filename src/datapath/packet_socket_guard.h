@@ -27,6 +27,10 @@ class PacketSocketGuard {
   Status guard(int netns_fd) const;
   // The same for one interface of our namespace (a new one).
   Status guard_interface(uint32_t ifindex) const;
+  // Guards one interface of our namespace again if it lacks the filter
+  // (something else deleted it, or the clsact qdisc); whether it did. An
+  // interface that is gone lacks nothing.
+  Result<bool> restore_interface(uint32_t ifindex) const;
   // Removes it from every interface of the namespace `netns_fd` (-1:
   // ours), with the clsact qdisc where nothing else is left in it; how
   // many interfaces had it.

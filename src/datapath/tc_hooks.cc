@@ -94,6 +94,16 @@ bool TcHooks::carries_our_filter(uint32_t ifindex) const {
   return false;
 }
 
+std::string TcHooks::hooks_without_our_filter(uint32_t ifindex) const {
+  std::string missing;
+  for (const bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
+    if (filters_on_hook(ifindex, point, handle_, priority_) == HookFilters::kOurs) continue;
+    if (!missing.empty()) missing += ",";
+    missing += point == BPF_TC_INGRESS ? "ingress" : "egress";
+  }
+  return missing;
+}
+
 Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {
   int err = detach_one(ifindex, guard_point(guard_direction), handle_, priority_);
   const int err2 = detach_one(ifindex, track_point(guard_direction), handle_, priority_);

@@ -37,6 +37,13 @@ class TcHooks {
   // not (gone, or its ifindex now names another interface).
   std::string check_same_interface(uint32_t ifindex) const;
 
+  // The hooks of an attached interface (the guard on one, the tracker on
+  // the other) that lack our filter: "ingress", "egress", or
+  // "ingress,egress" when something else deleted the clsact qdisc. Empty
+  // when both carry it. A hook whose filters cannot be read counts as
+  // lacking it: attaching again costs little.
+  std::string hooks_without_our_filter(uint32_t ifindex) const;
+
  private:
   // Whether one of the interface's hooks has a filter at our handle and
   // priority.

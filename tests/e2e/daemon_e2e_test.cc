@@ -91,6 +91,37 @@ bool carries_packet_socket_filter(const std::string& dev, const NetNs* ns = null
   return run_command(command).output.find("sebpf_tc_packet") != std::string::npos;
 }
 
+// Whether `dev` carries the guard and the flow tracker of an interface
+// attachment (guard on ingress), as tc lists them.
+bool carries_interface_filters(const std::string& dev) {
+  return run_command({"tc", "filter", "show", "dev", dev, "ingress"})
+                 .output.find("sebpf_tc_guard") != std::string::npos &&
+         run_command({"tc", "filter", "show", "dev", dev, "egress"})
+                 .output.find("sebpf_tc_track") != std::string::npos;
+}
+
+// Whether `holds()` comes true within `timeout`.
+bool within(milliseconds timeout, const std::function<bool()>& holds) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!holds()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return true;
+}
+
+// The daemon stopped (SIGSTOP) while it lives, so that events pile up.
+class StoppedProcess {
+ public:
+  explicit StoppedProcess(pid_t pid) : pid_(pid) { kill(pid_, SIGSTOP); }
+  ~StoppedProcess() { kill(pid_, SIGCONT); }
+  StoppedProcess(const StoppedProcess&) = delete;
+  StoppedProcess& operator=(const StoppedProcess&) = delete;
+
+ private:
+  pid_t pid_;
+};
+
 TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
   topo_->start_peer_server();
   start_daemon();
@@ -297,14 +328,35 @@ TEST_F(DaemonE2eTest, PacketSocketsInTheHostNamespaceAreHeldOnEveryInterfaceNewO
   const VethPair added("sebpfn" + topo_->tag(), "sebpfo" + topo_->tag(), topo_->ns());
   // The daemon guards it when the kernel's RTM_NEWLINK reaches it; until
   // then a frame may pass (see docs/architecture.md, Limits by design).
-  bool guarded = false;
-  for (int i = 0; i < 200 && !guarded; ++i) {
-    guarded = carries_packet_socket_filter(added.host());
-    if (!guarded) std::this_thread::sleep_for(milliseconds(10));
-  }
-  ASSERT_TRUE(guarded) << "no packet socket filter on an interface made after the attach";
+  ASSERT_TRUE(within(milliseconds(2000), [&] {
+    return carries_packet_socket_filter(added.host());
+  })) << "no packet socket filter on an interface made after the attach";
   EXPECT_FALSE(frame_reaches_peer(topo_->ns(), added.peer(), workload_sends_on(added.host())));
   EXPECT_TRUE(frame_reaches_peer(topo_->ns(), added.peer(), outsider_sends_on(added.host())));
+}
+
+// The packet socket filter on an interface of the host's namespace goes
+// with its clsact qdisc, should another program delete it: put back when
+// the event reaches the daemon, and named in an error line.
+TEST_F(DaemonE2eTest, APacketSocketFilterDeletedByAnotherProgramIsPutBack) {
+  start_daemon();
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->host_if()));
+  {
+    StoppedProcess stopped(daemon_->pid());
+    must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
+    EXPECT_TRUE(frame_reaches_peer(topo_->ns(), topo_->peer_if(), [this] {
+      in_cgroup([&] { return send_frame(topo_->host_if()); });
+    })) << "the qdisc's removal left the frames held: this test no longer shows what it closes";
+  }
+  EXPECT_TRUE(within(milliseconds(2000), [&] {
+    return carries_packet_socket_filter(topo_->host_if());
+  })) << daemon_->log();
+  EXPECT_FALSE(frame_reaches_peer(topo_->ns(), topo_->peer_if(), [this] {
+    in_cgroup([&] { return send_frame(topo_->host_if()); });
+  }));
+  EXPECT_NE(daemon_->log().find("\"event\":\"packet_socket_filter_restored\""), std::string::npos)
+      << daemon_->log();
 }
 
 // The host's interfaces carry the packet socket filter only while a cgroup
@@ -497,6 +549,47 @@ TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
       ETIMEDOUT);
 }
 
+// Another program deleting an attached interface's clsact qdisc (a
+// cleanup script, a network manager resetting the interface) takes the
+// guard with it, and the guest's traffic passes unfiltered. The daemon puts
+// the filters back when the kernel's event reaches it, and names the
+// removal in an error line. Here the daemon is stopped meanwhile, to show
+// the hole it closes.
+TEST_F(DaemonE2eTest, AnAttachedInterfacesFiltersDeletedByAnotherProgramArePutBack) {
+  topo_->start_host_server();
+  start_daemon();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.1/32"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  const auto guest_reaches_denied_host = [&] {
+    return topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); });
+  };
+  ASSERT_EQ(guest_reaches_denied_host(), ETIMEDOUT);
+  {
+    StoppedProcess stopped(daemon_->pid());
+    must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
+    EXPECT_EQ(guest_reaches_denied_host(), 0) << "the qdisc's removal left the guest filtered: "
+                                                 "this test no longer shows what it closes";
+  }
+  EXPECT_TRUE(within(milliseconds(2000), [&] {
+    return carries_interface_filters(topo_->host_if());
+  })) << daemon_->log();
+  EXPECT_EQ(guest_reaches_denied_host(), ETIMEDOUT);
+  EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_NE(daemon_->log().find("\"event\":\"attachment_filters_restored\""), std::string::npos);
+  EXPECT_NE(daemon_->log().find("\"hooks\":\"ingress,egress\""), std::string::npos);
+
+  // One filter deleted alone (the guard's hook, every filter on it).
+  must_run({"tc", "filter", "del", "dev", topo_->host_if(), "ingress"});
+  EXPECT_TRUE(within(milliseconds(2000), [&] {
+    return carries_interface_filters(topo_->host_if());
+  })) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"hooks\":\"ingress\""), std::string::npos) << daemon_->log();
+  EXPECT_EQ(guest_reaches_denied_host(), ETIMEDOUT);
+}
+
 // A default route on `dev` that the host does not use (its own has a lower
 // metric); removed at the end of the scope, and with the interface should
 // the test die first.
@@ -550,12 +643,7 @@ bool names_unsafe_target(const std::string& log, const std::string& id) {
 // Whether the daemon names `id` so within `timeout`.
 bool names_unsafe_target_within(const DaemonProcess& daemon, const std::string& id,
                                 milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!names_unsafe_target(daemon.log(), id)) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return true;
+  return within(timeout, [&] { return names_unsafe_target(daemon.log(), id); });
 }
 
 // State adopted at start may hold what Attach refuses (made by an older
@@ -628,18 +716,6 @@ class RouteEventFlood {
   int routes_;
 };
 
-// The daemon stopped (SIGSTOP) while it lives, so that events pile up.
-class StoppedProcess {
- public:
-  explicit StoppedProcess(pid_t pid) : pid_(pid) { kill(pid_, SIGSTOP); }
-  ~StoppedProcess() { kill(pid_, SIGCONT); }
-  StoppedProcess(const StoppedProcess&) = delete;
-  StoppedProcess& operator=(const StoppedProcess&) = delete;
-
- private:
-  pid_t pid_;
-};
-
 TEST_F(DaemonE2eTest, AnUplinkWhoseRouteEventWasLostIsNamedAllTheSame) {
   start_daemon();
   v1::Attachment att;
@@ -658,6 +734,30 @@ TEST_F(DaemonE2eTest, AnUplinkWhoseRouteEventWasLostIsNamedAllTheSame) {
       << "no event was lost: this test no longer tests the overflow\n"
       << daemon_->log();
   EXPECT_TRUE(named) << "not named within 3 s:\n" << daemon_->log();
+}
+
+// TC events the kernel dropped (the watcher's socket overflowed while the
+// daemon could not read) do not hide a deleted filter: on the overflow the
+// daemon looks at every attached interface itself.
+TEST_F(DaemonE2eTest, FiltersDeletedWhileTheirEventsWereLostArePutBackAllTheSame) {
+  start_daemon();
+  v1::AttachRequest req;
+  req.set_interface_name(topo_->host_if());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {"198.51.100.1/32"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  std::optional<RouteEventFlood> flood;
+  {
+    StoppedProcess stopped(daemon_->pid());
+    flood.emplace(dir_, 5000);
+    must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
+  }
+  EXPECT_TRUE(within(milliseconds(3000), [&] {
+    return carries_interface_filters(topo_->host_if());
+  })) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("link_events_lost"), std::string::npos)
+      << "no event was lost: this test no longer tests the overflow\n"
+      << daemon_->log();
 }
 
 // No kernel event says that a process moved to another cgroup: a daemon
@@ -729,10 +829,7 @@ TEST_F(DaemonE2eTest, ARenamedInterfaceIsKnownByItsNewName) {
 
   const std::string renamed = "sn" + topo_->tag();
   rename_link(veth.host(), renamed);
-  const auto deadline = std::chrono::steady_clock::now() + milliseconds(1000);
-  while (listed_target() != renamed && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(milliseconds(10));
-  }
+  within(milliseconds(1000), [&] { return listed_target() == renamed; });
   EXPECT_EQ(listed_target(), renamed) << daemon_->log();
 
   v1::Attachment again;
