@@ -39,6 +39,13 @@ bool kernel_target_gone(const AttachmentRecord& r) {
   return if_indextoname(static_cast<unsigned>(r.key.id), name) == nullptr;
 }
 
+// "a,b,c", for a log field.
+std::string comma_joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
 }  // namespace
 
 AttachmentManager::AttachmentManager(const DaemonConfig& config, policy::PolicyFile policies,
@@ -112,7 +119,8 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   return manager;
 }
 
-void AttachmentManager::set_cgroup_attached_hook(std::function<void(const std::string&)> hook) {
+void AttachmentManager::set_cgroup_attached_hook(
+    std::function<void(const std::string&, uint64_t)> hook) {
   std::lock_guard lock(mu_);
   cgroup_hook_ = std::move(hook);
 }
@@ -207,7 +215,7 @@ Status AttachmentManager::reconcile() {
 }
 
 Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
-  std::function<void(const std::string&)> hook;
+  std::function<void(const std::string&, uint64_t)> hook;
   AttachmentRecord record;
   int64_t kernel_us = 0;
   int64_t save_us = 0;
@@ -256,7 +264,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
                          {"dns_port", std::to_string(record.dns.port)},
                          {"kernel_us", std::to_string(kernel_us)},
                          {"state_us", std::to_string(save_us)}});
-  if (hook && record.kind == TargetKind::kCgroup) hook(record.target);
+  if (hook && record.kind == TargetKind::kCgroup) hook(record.target, record.key.id);
   return record;
 }
 
@@ -883,19 +891,23 @@ void AttachmentManager::on_tc_filters_removed(uint32_t ifindex) {
 }
 
 void AttachmentManager::restore_all_tc_filters() {
-  std::lock_guard lock(mu_);
   std::set<uint32_t> ifindexes;
-  for (const AttachmentRecord& r : state_.records) {
-    if (r.kind == TargetKind::kInterface) ifindexes.insert(static_cast<uint32_t>(r.key.id));
-  }
-  if (dp_->guards_own_namespace()) {
-    std::unique_ptr<struct if_nameindex, decltype(&if_freenameindex)> all(if_nameindex(),
-                                                                          &if_freenameindex);
-    for (const struct if_nameindex* i = all.get(); i != nullptr && i->if_index != 0; ++i) {
-      ifindexes.insert(i->if_index);
+  {
+    std::lock_guard lock(mu_);
+    for (const AttachmentRecord& r : state_.records) {
+      if (r.kind == TargetKind::kInterface) ifindexes.insert(static_cast<uint32_t>(r.key.id));
+    }
+    if (dp_->guards_own_namespace()) {
+      std::unique_ptr<struct if_nameindex, decltype(&if_freenameindex)> all(if_nameindex(),
+                                                                            &if_freenameindex);
+      for (const struct if_nameindex* i = all.get(); i != nullptr && i->if_index != 0; ++i) {
+        ifindexes.insert(i->if_index);
+      }
     }
   }
-  for (const uint32_t ifindex : ifindexes) restore_tc_filters_locked(ifindex);
+  // One interface at a time under the lock, so that API calls (and a
+  // start's first) do not wait for them all.
+  for (const uint32_t ifindex : ifindexes) on_tc_filters_removed(ifindex);
 }
 
 // Under the lock, so that a detach (which takes our filters off, then
@@ -924,6 +936,68 @@ void AttachmentManager::restore_tc_filters_locked(uint32_t ifindex) {
     log_.error("packet_socket_filter_restored",
                {{"ifindex", std::to_string(ifindex)},
                 {"interface", if_indextoname(ifindex, name) != nullptr ? name : ""}});
+  }
+}
+
+AttachmentManager::PinnedDirs AttachmentManager::pinned_dirs() const {
+  std::lock_guard lock(mu_);
+  PinnedDirs dirs{dp_->pin_dirs(), {}};
+  if (dirs.top.root.empty()) return dirs;
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind == TargetKind::kCgroup)
+      dirs.cgroup_links[r.key.id] = dp_->cgroup_links_dir(r.key.id);
+  }
+  return dirs;
+}
+
+void AttachmentManager::on_map_pins_removed() {
+  std::lock_guard lock(mu_);
+  restore_map_pins_locked();
+}
+
+void AttachmentManager::on_link_pins_removed(uint64_t cgroup_id) {
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind == TargetKind::kCgroup && r.key.id == cgroup_id) restore_links_locked(r);
+  }
+}
+
+void AttachmentManager::restore_all_pins() {
+  std::vector<uint64_t> cgroups;
+  {
+    std::lock_guard lock(mu_);
+    restore_map_pins_locked();
+    for (const AttachmentRecord& r : state_.records) {
+      if (r.kind == TargetKind::kCgroup) cgroups.push_back(r.key.id);
+    }
+  }
+  // One cgroup at a time under the lock (about 25 us each), so that API
+  // calls (and a start's first) do not wait for them all.
+  for (const uint64_t id : cgroups) on_link_pins_removed(id);
+}
+
+void AttachmentManager::restore_map_pins_locked() {
+  auto restored = dp_->restore_map_pins();
+  if (!restored.ok()) {
+    log_.error("map_pins_not_restored", {{"error", restored.error().message()},
+                                         {"impact", "the next start cannot adopt the state"}});
+  } else if (!restored->empty()) {
+    log_.error("map_pins_restored", {{"maps", comma_joined(*restored)}});
+  }
+}
+
+// Under the lock, so that a detach (which removes the cgroup's pins, then
+// forgets the record) is never undone: its events find no record.
+void AttachmentManager::restore_links_locked(const AttachmentRecord& r) {
+  if (r.kind != TargetKind::kCgroup) return;
+  auto restored = dp_->restore_cgroup_links(r.key, r.target);
+  if (!restored.ok()) {
+    log_.error("attachment_links_not_restored",
+               {{"id", r.id()}, {"target", r.target}, {"error", restored.error().message()}});
+  } else if (!restored->empty()) {
+    // Those programs did not run from the removal until now.
+    log_.error("attachment_links_restored",
+               {{"id", r.id()}, {"target", r.target}, {"programs", comma_joined(*restored)}});
   }
 }
 

@@ -61,9 +61,9 @@ class AttachmentManager {
                                                          policy::PolicyFile policies, Logger& log);
   ~AttachmentManager();
 
-  // Called (outside the lock) with the path of every cgroup attached, at
-  // open and afterwards, so a watcher can watch it.
-  void set_cgroup_attached_hook(std::function<void(const std::string&)> hook);
+  // Called (outside the lock) with the path and id of every cgroup
+  // attached from now on, so a watcher can watch it and its link pins.
+  void set_cgroup_attached_hook(std::function<void(const std::string&, uint64_t)> hook);
 
   // The DNS endpoints: from now on every attachment's endpoint is opened
   // with it (and closed with it), and the endpoints of the attachments
@@ -142,6 +142,29 @@ class AttachmentManager {
   // The same for every attached interface and every interface of our
   // namespace (after TC events were lost).
   void restore_all_tc_filters();
+  // What the watcher watches for pins another program removes: the pin
+  // directory, its maps and links directories, and each cgroup
+  // attachment's links directory (by cgroup id). All empty when the
+  // datapath pins nothing.
+  struct PinnedDirs {
+    datapath::Datapath::PinDirs top;
+    std::map<uint64_t, std::string> cgroup_links;
+  };
+  PinnedDirs pinned_dirs() const;
+  std::string cgroup_links_dir(uint64_t cgroup_id) const {
+    return dp_->cgroup_links_dir(cgroup_id);
+  }
+  // A map's pin was removed: pinned again, so that the next start adopts
+  // the state. Logged as an error naming the maps.
+  void on_map_pins_removed();
+  // A link pin of this cgroup was removed, which detached its program:
+  // attached and pinned again at once, logged as an error naming the
+  // attachment and the programs. Nothing for a cgroup not attached (a
+  // detach of ours removes its pins too).
+  void on_link_pins_removed(uint64_t cgroup_id);
+  // Both, for the maps and every cgroup attachment (after events were
+  // lost, or the directory holding them was removed).
+  void restore_all_pins();
   // This host's addresses may have changed (or events were lost): reads
   // them again. DNS never opens one, and learned hosts that became one are
   // dropped.
@@ -166,6 +189,8 @@ class AttachmentManager {
 
   Status reconcile();
   void restore_tc_filters_locked(uint32_t ifindex);
+  void restore_map_pins_locked();
+  void restore_links_locked(const AttachmentRecord& record);
   Result<AttachmentRecord> attach_locked(const AttachSpec& spec, uint64_t number,
                                          WallClock::time_point created,
                                          const std::string& applied_policy,
@@ -290,7 +315,7 @@ class AttachmentManager {
   std::unique_ptr<datapath::Datapath> dp_;
   DaemonStateData state_;
   std::vector<DetachNotice> notices_;
-  std::function<void(const std::string&)> cgroup_hook_;
+  std::function<void(const std::string&, uint64_t)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;
   // How many attachments learn from answers (their DNS mode); counted

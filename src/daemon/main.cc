@@ -182,7 +182,9 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
     return fail_started("watcher_failed", watcher.error());
   }
   (*manager)->set_cgroup_attached_hook(
-      [w = watcher->get()](const std::string& path) { w->watch_cgroup(path); });
+      [w = watcher->get()](const std::string& path, uint64_t cgroup_id) {
+        w->watch_cgroup(path, cgroup_id);
+      });
   DaemonServiceImpl service(**manager, *mount, log);
   ListenerOptions listener_options{
       config.socket_path, config.socket_group, {config.allowed_uids, config.allowed_gids}};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -56,8 +57,7 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   // listened is found by the check, one that goes after by an event.
   manager.check_all_targets();
   manager.on_host_addresses_changed();
-  manager.restore_all_tc_filters();
-  for (const std::string& path : manager.cgroup_targets()) self->watch_cgroup(path);
+  for (const std::string& path : manager.cgroup_targets()) self->watch_parent(path);
   return self;
 }
 
@@ -71,7 +71,97 @@ TargetWatcher::~TargetWatcher() {
   }
 }
 
-void TargetWatcher::watch_cgroup(const std::string& path) {
+void TargetWatcher::watch_cgroup(const std::string& path, uint64_t cgroup_id) {
+  watch_parent(path);
+  const std::string links = manager_.cgroup_links_dir(cgroup_id);
+  if (links.empty()) return;
+  watch_pins(links, {PinWatch::Kind::kCgroupLinks, cgroup_id});
+  manager_.on_link_pins_removed(cgroup_id);
+}
+
+void TargetWatcher::watch_pins(const std::string& dir, PinWatch what) {
+  std::lock_guard lock(mu_);
+  const int wd =
+      inotify_add_watch(inotify_fd_.get(), dir.c_str(),
+                        IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
+  if (wd < 0) {
+    log_.warning("pin_watch_failed", {{"dir", dir}, {"error", errno_text(errno)}});
+    return;
+  }
+  pin_watches_[wd] = what;
+}
+
+void TargetWatcher::watch_all_pins() {
+  const AttachmentManager::PinnedDirs dirs = manager_.pinned_dirs();
+  if (dirs.top.root.empty()) return;
+  watch_pins(dirs.top.root, {PinWatch::Kind::kRoot});
+  watch_pins(dirs.top.maps, {PinWatch::Kind::kMaps});
+  watch_pins(dirs.top.links, {PinWatch::Kind::kLinks});
+  for (const auto& [id, dir] : dirs.cgroup_links) {
+    watch_pins(dir, {PinWatch::Kind::kCgroupLinks, id});
+  }
+}
+
+bool TargetWatcher::note_pin_event(const inotify_event& ev, PinRemovals& removed) {
+  std::lock_guard lock(mu_);
+  auto it = pin_watches_.find(ev.wd);
+  if (it == pin_watches_.end()) return false;
+  const PinWatch what = it->second;
+  if (ev.mask & IN_IGNORED) {  // the directory is gone, or was unwatched
+    pin_watches_.erase(it);
+    return true;
+  }
+  if (ev.mask & IN_UNMOUNT) {  // the bpffs went, and every pin with it
+    removed.all = true;
+    return true;
+  }
+  const bool self = (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF)) != 0;
+  const std::string name = ev.len > 0 ? ev.name : "";
+  switch (what.kind) {
+    case PinWatch::Kind::kRoot:
+      if (self || name == "maps" || name == "links") removed.all = true;
+      break;
+    case PinWatch::Kind::kMaps:
+      removed.maps = true;
+      break;
+    case PinWatch::Kind::kLinks:
+      if (self) {
+        removed.all = true;
+      } else if (name.rfind("cgroup-", 0) == 0) {
+        removed.cgroups.insert(std::strtoull(name.c_str() + 7, nullptr, 10));
+      }
+      break;
+    case PinWatch::Kind::kCgroupLinks:
+      removed.cgroups.insert(what.cgroup_id);
+      break;
+  }
+  return true;
+}
+
+void TargetWatcher::restore(const PinRemovals& removed) {
+  if (removed.all || removed.maps) {
+    if (removed.all) {
+      manager_.restore_all_pins();
+    } else {
+      manager_.on_map_pins_removed();
+    }
+    watch_all_pins();  // directories made again get new watches
+  }
+  if (removed.all) return;
+  for (const uint64_t id : removed.cgroups) {
+    manager_.on_link_pins_removed(id);
+    // Made again if the cgroup is attached; gone with a detach of ours
+    // (one call per detached cgroup: watching all again here would cost
+    // each detach a system call per attachment).
+    const std::string dir = manager_.cgroup_links_dir(id);
+    std::error_code ec;
+    if (std::filesystem::is_directory(dir, ec)) {
+      watch_pins(dir, {PinWatch::Kind::kCgroupLinks, id});
+    }
+  }
+}
+
+void TargetWatcher::watch_parent(const std::string& path) {
   const std::string parent = std::filesystem::path(path).parent_path().string();
   {
     std::lock_guard lock(mu_);
@@ -87,6 +177,15 @@ void TargetWatcher::watch_cgroup(const std::string& path) {
 }
 
 void TargetWatcher::run() {
+  // Subscribed first, checked second, as in start(); adoption has just
+  // put every filter and link in place, so this finds what was removed
+  // since. It runs here, in the background, and takes the manager's lock
+  // for one target at a time: with 1,024 cgroups attached, the look at
+  // their 12,288 link pins takes 20-25 ms, which the start does not wait
+  // for.
+  manager_.restore_all_tc_filters();
+  watch_all_pins();
+  manager_.restore_all_pins();
   pollfd fds[3] = {
       {netlink_fd_.get(), POLLIN, 0}, {inotify_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   while (true) {
@@ -152,14 +251,17 @@ void TargetWatcher::read_inotify() {
   while (true) {
     const ssize_t n = read(inotify_fd_.get(), buf, sizeof buf);
     if (n <= 0) return;
+    PinRemovals pins;
     for (char* p = buf; p < buf + n;) {
       const auto* ev = reinterpret_cast<const inotify_event*>(p);
       p += sizeof(inotify_event) + ev->len;
       if (ev->mask & IN_Q_OVERFLOW) {
-        log_.warning("cgroup_events_lost", {});
+        log_.warning("inotify_events_lost", {});
         manager_.check_all_targets();
+        pins.all = true;
         continue;
       }
+      if (note_pin_event(*ev, pins)) continue;
       std::string dir;
       {
         std::lock_guard lock(mu_);
@@ -173,6 +275,7 @@ void TargetWatcher::read_inotify() {
       }
       if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) manager_.on_cgroup_removed(dir + "/" + ev->name);
     }
+    if (pins.any()) restore(pins);
   }
 }
 

@@ -11,9 +11,12 @@
 // no CPU.
 #pragma once
 
+#include <sys/inotify.h>
+
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -31,15 +34,37 @@ class TargetWatcher {
   TargetWatcher(const TargetWatcher&) = delete;
   TargetWatcher& operator=(const TargetWatcher&) = delete;
 
-  // Watches the cgroup's parent directory. When the cgroup is already gone
-  // by then, tells the manager at once (so no removal is missed).
-  void watch_cgroup(const std::string& path);
+  // Watches a cgroup attached: its parent directory, and the directory of
+  // its link pins. When the cgroup is already gone by then, tells the
+  // manager at once (so no removal is missed); so too for a pin.
+  void watch_cgroup(const std::string& path, uint64_t cgroup_id);
 
  private:
+  // A directory of the datapath's pins (bpffs reports removals there as
+  // any filesystem does).
+  struct PinWatch {
+    enum class Kind { kRoot, kMaps, kLinks, kCgroupLinks } kind;
+    uint64_t cgroup_id = 0;  // kCgroupLinks
+  };
+  // What one read of inotify events says was removed among the pins.
+  struct PinRemovals {
+    bool all = false;
+    bool maps = false;
+    std::set<uint64_t> cgroups;
+    bool any() const { return all || maps || !cgroups.empty(); }
+  };
+
   TargetWatcher(AttachmentManager& manager, Logger& log) : manager_(manager), log_(log) {}
   void run();
   void read_netlink();
   void read_inotify();
+  void watch_parent(const std::string& cgroup_path);
+  void watch_pins(const std::string& dir, PinWatch what);
+  // Watches the pin directories there are now (again, after a removal).
+  void watch_all_pins();
+  // Whether the event was on a pin directory; if so, what it removed.
+  bool note_pin_event(const ::inotify_event& ev, PinRemovals& removed);
+  void restore(const PinRemovals& removed);
 
   AttachmentManager& manager_;
   Logger& log_;
@@ -47,7 +72,8 @@ class TargetWatcher {
   UniqueFd inotify_fd_;
   UniqueFd stop_fd_;
   std::mutex mu_;
-  std::map<int, std::string> watched_dirs_;  // inotify wd -> directory
+  std::map<int, std::string> watched_dirs_;  // inotify wd -> cgroup parent directory
+  std::map<int, PinWatch> pin_watches_;      // inotify wd -> pin directory
   std::thread thread_;
 };
 

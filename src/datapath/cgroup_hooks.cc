@@ -1,5 +1,6 @@
 #include "datapath/cgroup_hooks.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
@@ -32,7 +33,7 @@ CgroupHooks::CgroupHooks(std::vector<CgroupProgram> programs, std::string links_
 }
 
 std::string CgroupHooks::dir_for(uint64_t cgroup_id) const {
-  return links_dir_ + "/cgroup-" + std::to_string(cgroup_id);
+  return links_dir_.empty() ? "" : links_dir_ + "/cgroup-" + std::to_string(cgroup_id);
 }
 
 Status CgroupHooks::attach(uint64_t cgroup_id, int cgroup_fd) {
@@ -67,6 +68,37 @@ Status CgroupHooks::attach(uint64_t cgroup_id, int cgroup_fd) {
   // few fds however many cgroups it holds.
   if (dir.empty()) links_[cgroup_id] = std::move(links);
   return ok_status();
+}
+
+Result<std::vector<std::string>> CgroupHooks::restore(uint64_t cgroup_id, int cgroup_fd) {
+  std::vector<std::string> restored;
+  if (links_dir_.empty()) return restored;
+  const std::string dir = dir_for(cgroup_id);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Error::from_errno(ec.value(), "create link directory " + dir);
+  for (const CgroupProgram& prog : programs_) {
+    const std::string path = dir + "/" + prog.name;
+    if (fs::exists(path, ec)) continue;
+    UniqueFd link(bpf_link_create(prog.fd, cgroup_fd, prog.hook, nullptr));
+    if (!link) return Error::from_errno(errno, "attach " + prog.name + " again");
+    if (bpf_obj_pin(link.get(), path.c_str()) != 0) {
+      const int err = errno;
+      bpf_link_detach(link.get());
+      return Error::from_errno(err, "pin link " + path + " again");
+    }
+    restored.push_back(prog.name);
+  }
+  return restored;
+}
+
+bool CgroupHooks::pins_missing(uint64_t cgroup_id) const {
+  if (links_dir_.empty()) return false;
+  const std::string dir = dir_for(cgroup_id);
+  std::error_code ec;
+  return std::any_of(programs_.begin(), programs_.end(), [&](const CgroupProgram& prog) {
+    return !fs::exists(dir + "/" + prog.name, ec);
+  });
 }
 
 Status CgroupHooks::detach(uint64_t cgroup_id) {

@@ -43,9 +43,18 @@ class CgroupHooks {
   };
   Result<Adopted> adopt();
 
- private:
+  // A link lives as long as its pin (we hold no descriptor): another
+  // program that removes a pin detaches that program from the cgroup.
+  // Attaches and pins again each program of an attached cgroup whose pin
+  // is gone; the names of those.
+  Result<std::vector<std::string>> restore(uint64_t cgroup_id, int cgroup_fd);
+  // Whether a link pin of this cgroup is missing (restore() has work).
+  bool pins_missing(uint64_t cgroup_id) const;
+
+  // Where a cgroup's links are pinned; empty when nothing is pinned.
   std::string dir_for(uint64_t cgroup_id) const;
 
+ private:
   std::vector<CgroupProgram> programs_;
   std::vector<uint32_t> program_ids_;  // by programs_ index; 0 if unknown
   std::string links_dir_;

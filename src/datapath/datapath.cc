@@ -643,6 +643,54 @@ Result<std::string> Datapath::restore_interface_filters(const AttachmentKey& key
   return missing;
 }
 
+Datapath::PinDirs Datapath::pin_dirs() const {
+  const Config& c = impl_->config;
+  if (c.pin_dir.empty()) return {};
+  return {c.pin_dir, maps_dir(c), links_dir(c)};
+}
+
+std::string Datapath::cgroup_links_dir(uint64_t cgroup_id) const {
+  return impl_->cgroup_hooks->dir_for(cgroup_id);
+}
+
+Result<std::vector<std::string>> Datapath::restore_map_pins() {
+  std::vector<std::string> restored;
+  const Config& c = impl_->config;
+  if (c.pin_dir.empty()) return restored;
+  // Mounts the bpffs again if it went (under /sys/fs/bpf), as a start does.
+  SEBPF_RETURN_IF_ERROR(ensure_bpffs_dir(c.pin_dir));
+  std::error_code ec;
+  fs::create_directories(maps_dir(c), ec);
+  if (ec) return Error::from_errno(ec.value(), "create " + maps_dir(c));
+  // The meta map last: its pin marks the state complete for the next start.
+  bpf_map* meta = impl_->skel->maps.sebpf_meta;
+  std::vector<bpf_map*> order;
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, impl_->skel->obj) {
+    if (!bpf_map__is_internal(map) && map != meta) order.push_back(map);
+  }
+  order.push_back(meta);
+  for (bpf_map* m : order) {
+    const std::string path = maps_dir(c) + "/" + bpf_map__name(m);
+    if (fs::exists(path, ec)) continue;
+    if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0) {
+      return Error::from_errno(errno, "pin map " + path + " again");
+    }
+    restored.push_back(bpf_map__name(m));
+  }
+  return restored;
+}
+
+Result<std::vector<std::string>> Datapath::restore_cgroup_links(const AttachmentKey& key,
+                                                                const std::string& path) {
+  if (key.kind != TargetKind::kCgroup || !impl_->cgroup_hooks->pins_missing(key.id)) {
+    return std::vector<std::string>();
+  }
+  auto cgroup = open_cgroup(path);
+  if (!cgroup.ok() || cgroup->id != key.id) return std::vector<std::string>();
+  return impl_->cgroup_hooks->restore(key.id, cgroup->fd.get());
+}
+
 Result<Attachment> Datapath::attachment(const AttachmentKey& key) const {
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
   return to_attachment({key, value});

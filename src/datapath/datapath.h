@@ -56,6 +56,26 @@ class Datapath {
   // ifindex no longer names the attached interface (its removal is the
   // watcher's to handle).
   Result<std::string> restore_interface_filters(const AttachmentKey& key);
+  // Where this datapath pins (all empty when it pins nothing): what a
+  // watcher looks at for pins another program removes.
+  struct PinDirs {
+    std::string root, maps, links;
+  };
+  PinDirs pin_dirs() const;
+  // Where a cgroup attachment's links are pinned (empty: nowhere).
+  std::string cgroup_links_dir(uint64_t cgroup_id) const;
+  // Pins again every map whose pin another program removed (an `rm` in
+  // the pin directory; the maps live on in the programs that use them), so
+  // that the next start adopts them instead of starting afresh. The
+  // names of those pinned again.
+  Result<std::vector<std::string>> restore_map_pins();
+  // A cgroup's links live only in their pins, so a removed pin detaches
+  // its program at once: attaches and pins again each program of the
+  // cgroup attachment `key` (at `path`) whose pin is gone. The names of
+  // those; none when `path` is no longer that cgroup (gone or replaced:
+  // the watcher's to handle).
+  Result<std::vector<std::string>> restore_cgroup_links(const AttachmentKey& key,
+                                                        const std::string& path);
   // Cgroup programs are never shown the frames of packet sockets
   // (AF_PACKET: CAP_NET_RAW), so a cgroup attachment alone does not hold a
   // workload that may open one. This puts a filter on the egress of every

@@ -855,6 +855,81 @@ TEST_F(DaemonE2eTest, ARenamedInterfaceIsKnownByItsNewName) {
 // A workload keeps probing an allowed and a denied address while the
 // daemon is SIGKILLed and started again: no probe ever sees the wrong
 // answer, and the new daemon has the same ids, metadata and policy.
+// How many pins (files) lie under `dir`, at any depth.
+size_t files_under(const std::string& dir) {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    n += it->is_regular_file(ec) ? 1 : 0;
+  }
+  return n;
+}
+
+// A cgroup's links live only in their pins: another program removing
+// them (an `rm` in /sys/fs/bpf) detaches the programs at once, and the
+// workload goes unfiltered. The daemon attaches and pins them again when
+// inotify tells it, and names the removal in an error line. The daemon
+// is stopped meanwhile here, to show the hole it closes.
+TEST_F(DaemonE2eTest, ACgroupsRemovedLinkPinsArePutBackAndItsProgramsRunAgain) {
+  topo_->start_peer_server();
+  start_daemon();
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
+  ASSERT_EQ(denied(), EPERM);
+  std::string links;
+  for (const auto& e : std::filesystem::directory_iterator(pin_dir_ + "/links")) links = e.path();
+  ASSERT_FALSE(links.empty());
+  const size_t pins = files_under(links);
+  ASSERT_GT(pins, 0U);
+  {
+    StoppedProcess stopped(daemon_->pid());
+    std::filesystem::remove_all(links);
+    EXPECT_EQ(denied(), 0) << "the pins' removal left the cgroup filtered: "
+                              "this test no longer shows what it closes";
+  }
+  EXPECT_TRUE(within(milliseconds(2000), [&] { return files_under(links) == pins; }))
+      << daemon_->log();
+  EXPECT_EQ(denied(), EPERM);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_NE(daemon_->log().find("\"event\":\"attachment_links_restored\""), std::string::npos)
+      << daemon_->log();
+
+  // One pin alone: its program alone goes, and comes back.
+  std::filesystem::remove(links + "/sebpf_connect4");
+  EXPECT_TRUE(within(milliseconds(2000), [&] { return files_under(links) == pins; }))
+      << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"programs\":\"sebpf_connect4\""), std::string::npos)
+      << daemon_->log();
+  EXPECT_EQ(denied(), EPERM);
+  EXPECT_NE(get_policy(att.id()).cidrs_size(), 0);
+}
+
+// The whole pin directory removed while the daemon runs: maps and links
+// are pinned again, so that the next start adopts the state (learned
+// hosts, flows) instead of starting afresh, and enforcement never lapses
+// for longer than the removal takes to reach the daemon.
+TEST_F(DaemonE2eTest, ARemovedPinDirectoryIsPinnedAgainAndTheNextStartAdoptsIt) {
+  topo_->start_peer_server();
+  start_daemon();
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  const size_t pins = files_under(pin_dir_ + "/maps") + files_under(pin_dir_ + "/links");
+  std::filesystem::remove_all(pin_dir_);
+  EXPECT_TRUE(within(milliseconds(3000), [&] {
+    return files_under(pin_dir_ + "/maps") + files_under(pin_dir_ + "/links") == pins;
+  })) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"event\":\"map_pins_restored\""), std::string::npos);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+
+  daemon_->kill9();
+  start_daemon();
+  EXPECT_NE(daemon_->log().find("attachment_adopted"), std::string::npos) << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("attachment_restored"), std::string::npos) << daemon_->log();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1);
+}
+
 TEST_F(DaemonE2eTest, SigkillAndRestartKeepIdsPolicyAndEnforcement) {
   topo_->start_peer_server();
   start_daemon();
