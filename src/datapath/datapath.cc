@@ -203,6 +203,9 @@ struct Datapath::Impl {
   // Returns whether every map was adopted (none made anew for this build).
   Result<bool> reuse_pinned_maps();
   Status pin_maps();
+  // Every map we pin, the meta map last: a pinned meta map marks complete
+  // pinned state.
+  std::vector<bpf_map*> maps_in_pin_order() const;
   Status adopt_attachments();
   void unpin_retired_maps();
   // unhook=false leaves the target alone: an ifindex that now names
@@ -439,13 +442,7 @@ Result<bool> Datapath::Impl::reuse_pinned_maps() {
   return all_adopted;
 }
 
-Status Datapath::Impl::pin_maps() {
-  // A pinned meta map marks complete pinned state, so it goes last; state
-  // without it is the leftover of an interrupted first start.
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(maps_dir(config), ec)) {
-    fs::remove(entry.path(), ec);
-  }
+std::vector<bpf_map*> Datapath::Impl::maps_in_pin_order() const {
   bpf_map* map = nullptr;
   bpf_map* meta = skel->maps.sebpf_meta;
   std::vector<bpf_map*> order;
@@ -453,6 +450,17 @@ Status Datapath::Impl::pin_maps() {
     if (!bpf_map__is_internal(map) && map != meta) order.push_back(map);
   }
   order.push_back(meta);
+  return order;
+}
+
+Status Datapath::Impl::pin_maps() {
+  // State without the meta map is the leftover of an interrupted first
+  // start.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(maps_dir(config), ec)) {
+    fs::remove(entry.path(), ec);
+  }
+  const std::vector<bpf_map*> order = maps_in_pin_order();
   for (bpf_map* m : order) {
     const std::string path = maps_dir(config) + "/" + bpf_map__name(m);
     if (int err = bpf_map__pin(m, path.c_str()); err != 0) {
@@ -662,15 +670,7 @@ Result<std::vector<std::string>> Datapath::restore_map_pins() {
   std::error_code ec;
   fs::create_directories(maps_dir(c), ec);
   if (ec) return Error::from_errno(ec.value(), "create " + maps_dir(c));
-  // The meta map last: its pin marks the state complete for the next start.
-  bpf_map* meta = impl_->skel->maps.sebpf_meta;
-  std::vector<bpf_map*> order;
-  bpf_map* map = nullptr;
-  bpf_object__for_each_map(map, impl_->skel->obj) {
-    if (!bpf_map__is_internal(map) && map != meta) order.push_back(map);
-  }
-  order.push_back(meta);
-  for (bpf_map* m : order) {
+  for (bpf_map* m : impl_->maps_in_pin_order()) {
     const std::string path = maps_dir(c) + "/" + bpf_map__name(m);
     if (fs::exists(path, ec)) continue;
     if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0) {
