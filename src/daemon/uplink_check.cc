@@ -90,23 +90,13 @@ std::vector<unsigned> default_route_interfaces(const nlmsghdr& message) {
       route->rtm_table != RT_TABLE_MAIN) {
     return out;
   }
-  const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(rtmsg));
-  if (message.nlmsg_len <= start) return out;
-  const std::span<const char> attributes(reinterpret_cast<const char*>(&message) + start,
-                                         message.nlmsg_len - start);
-  for (size_t offset = 0;
-       offset < attributes.size() && attributes.size() - offset >= sizeof(rtattr);) {
-    const auto attribute = read_at<rtattr>(attributes, offset);
-    if (attribute.rta_len < sizeof(rtattr) || attribute.rta_len > attributes.size() - offset) {
-      break;
+  const std::span<const char> attributes = netlink_attributes<rtmsg>(message);
+  size_t offset = 0;
+  while (const auto attribute = next_netlink_attribute(attributes, offset)) {
+    if (attribute->type == RTA_OIF && attribute->value.size() >= sizeof(uint32_t)) {
+      out.push_back(read_at<uint32_t>(attribute->value, 0));
     }
-    const auto value =
-        attributes.subspan(offset + RTA_LENGTH(0), attribute.rta_len - RTA_LENGTH(0));
-    if (attribute.rta_type == RTA_OIF && value.size() >= sizeof(uint32_t)) {
-      out.push_back(read_at<uint32_t>(value, 0));
-    }
-    if (attribute.rta_type == RTA_MULTIPATH) add_next_hops(value, out);
-    offset += RTA_ALIGN(attribute.rta_len);
+    if (attribute->type == RTA_MULTIPATH) add_next_hops(attribute->value, out);
   }
   return out;
 }
