@@ -885,7 +885,7 @@ void AttachmentManager::check_all_targets() {
   }
 }
 
-void AttachmentManager::on_tc_filters_removed(uint32_t ifindex) {
+void AttachmentManager::on_tc_filters_changed(uint32_t ifindex) {
   std::lock_guard lock(mu_);
   restore_tc_filters_locked(ifindex);
 }
@@ -907,7 +907,7 @@ void AttachmentManager::restore_all_tc_filters() {
   }
   // One interface at a time under the lock, so that API calls (and a
   // start's first) do not wait for them all.
-  for (const uint32_t ifindex : ifindexes) on_tc_filters_removed(ifindex);
+  for (const uint32_t ifindex : ifindexes) on_tc_filters_changed(ifindex);
 }
 
 // Under the lock, so that a detach (which takes our filters off, then
@@ -922,8 +922,10 @@ void AttachmentManager::restore_tc_filters_locked(uint32_t ifindex) {
     } else if (!restored->empty()) {
       // Frames passed unfiltered from the removal until now: an operator
       // wants to know who removes a security product's filters.
-      log_.error("attachment_filters_restored",
-                 {{"id", r.id()}, {"target", r.target}, {"hooks", *restored}});
+      log_.error("attachment_filters_restored", {{"id", r.id()},
+                                                 {"target", r.target},
+                                                 {"hooks", restored->hooks},
+                                                 {"found", restored->found}});
     }
     break;
   }
@@ -931,11 +933,12 @@ void AttachmentManager::restore_tc_filters_locked(uint32_t ifindex) {
   if (!restored.ok()) {
     log_.error("packet_socket_guard_failed",
                {{"ifindex", std::to_string(ifindex)}, {"error", restored.error().message()}});
-  } else if (*restored) {
+  } else if (!restored->empty()) {
     char name[IF_NAMESIZE] = {};
     log_.error("packet_socket_filter_restored",
                {{"ifindex", std::to_string(ifindex)},
-                {"interface", if_indextoname(ifindex, name) != nullptr ? name : ""}});
+                {"interface", if_indextoname(ifindex, name) != nullptr ? name : ""},
+                {"found", *restored}});
   }
 }
 

@@ -135,10 +135,17 @@ class AttachmentManager {
   void report_daemon_cgroup(const std::string& cgroup_mount);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
-  // A clsact qdisc or a TC filter was deleted on this interface: if it
-  // was one of ours (an attached interface's, or the packet socket filter
-  // of our namespace), it is put back and the removal logged as an error.
-  void on_tc_filters_removed(uint32_t ifindex);
+  // A clsact qdisc or a TC filter was deleted on this interface, or a
+  // filter that runs another's program added or put in place of one: if
+  // one of ours (an attached interface's, or the packet socket filter of
+  // our namespace) is gone or runs another's program, it is put back and
+  // that logged as an error.
+  void on_tc_filters_changed(uint32_t ifindex);
+  // Whether a TC filter that runs this program is ours: the events of our
+  // own attaches need no look. Takes no lock.
+  bool runs_our_tc_program(uint32_t program_id) const {
+    return dp_->runs_our_tc_program(program_id);
+  }
   // The same for every attached interface and every interface of our
   // namespace (after TC events were lost).
   void restore_all_tc_filters();

@@ -20,16 +20,22 @@
 namespace sebpf::daemon {
 namespace {
 
-// The interface whose clsact qdisc, filter or filter chain an event says
-// was deleted; none for other events, and for shared filter blocks (which
-// name no interface, and which we never use).
-std::optional<uint32_t> tc_removal_interface(const nlmsghdr& h) {
+// The interface on which an event may have taken a TC filter of ours
+// away: its clsact qdisc, a filter or a filter chain deleted, or a filter
+// that runs another's program added (in our filter's place, with `tc
+// filter replace`, it runs instead of ours; at our priority, before ours).
+// None for other events, for our own attaches, and for shared filter
+// blocks (which name no interface, and which we never use).
+std::optional<uint32_t> tc_change_interface(const nlmsghdr& h, const AttachmentManager& manager) {
   if (h.nlmsg_type != RTM_DELQDISC && h.nlmsg_type != RTM_DELTFILTER &&
-      h.nlmsg_type != RTM_DELCHAIN) {
+      h.nlmsg_type != RTM_DELCHAIN && h.nlmsg_type != RTM_NEWTFILTER) {
     return std::nullopt;
   }
   const auto* tc = netlink_payload<tcmsg>(h);
   if (tc == nullptr || tc->tcm_ifindex <= 0) return std::nullopt;
+  if (h.nlmsg_type == RTM_NEWTFILTER && manager.runs_our_tc_program(tc_filter_program_id(h))) {
+    return std::nullopt;
+  }
   return static_cast<uint32_t>(tc->tcm_ifindex);
 }
 
@@ -220,10 +226,10 @@ void TargetWatcher::read_netlink() {
     }
     size_t offset = 0;
     bool addresses_changed = false;
-    std::set<uint32_t> tc_removals;
+    std::set<uint32_t> tc_changes;
     while (const nlmsghdr* h = next_netlink_message({buf, static_cast<size_t>(n)}, offset)) {
       if (h->nlmsg_type == RTM_NEWADDR || h->nlmsg_type == RTM_DELADDR) addresses_changed = true;
-      if (const auto ifindex = tc_removal_interface(*h)) tc_removals.insert(*ifindex);
+      if (const auto ifindex = tc_change_interface(*h, manager_)) tc_changes.insert(*ifindex);
       for (const unsigned ifindex : default_route_interfaces(*h))
         manager_.on_default_route(ifindex);
       const bool link_event = h->nlmsg_type == RTM_DELLINK || h->nlmsg_type == RTM_NEWLINK;
@@ -242,7 +248,7 @@ void TargetWatcher::read_netlink() {
     // Once per datagram: reading them all again is what a change costs.
     if (addresses_changed) manager_.on_host_addresses_changed();
     // A qdisc deletion comes with one event per filter it held.
-    for (const uint32_t ifindex : tc_removals) manager_.on_tc_filters_removed(ifindex);
+    for (const uint32_t ifindex : tc_changes) manager_.on_tc_filters_changed(ifindex);
   }
 }
 

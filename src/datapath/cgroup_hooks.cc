@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "datapath/program_ownership.h"
 #include "datapath/system.h"
 
 namespace sebpf::datapath {
@@ -12,13 +13,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The kernel's id of a program, or of the program a link runs; 0 if it
-// cannot tell.
-uint32_t program_id(int prog_fd) {
-  bpf_prog_info info{};
-  uint32_t len = sizeof info;
-  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
-}
+// The kernel's id of the program a link runs; 0 if it cannot tell.
 uint32_t linked_program_id(int link_fd) {
   bpf_link_info info{};
   uint32_t len = sizeof info;

@@ -26,6 +26,7 @@
 #include "datapath/flow_tables.h"
 #include "datapath/libbpf_log.h"
 #include "datapath/packet_socket_guard.h"
+#include "datapath/program_ownership.h"
 #include "datapath/rcu_barrier.h"
 #include "datapath/rule_codec.h"
 #include "datapath/rule_store.h"
@@ -175,6 +176,8 @@ struct Datapath::Impl {
   std::unique_ptr<RuleStore> rules;
   std::unique_ptr<FlowTables> flow_tables;
   std::unique_ptr<CgroupHooks> cgroup_hooks;
+  // Declared before the hooks that hold a reference to it.
+  std::unique_ptr<ProgramOwnership> tc_owners;
   std::unique_ptr<TcHooks> tc_hooks;
   std::unique_ptr<PacketSocketGuard> packet_socket_guard;
   bool guarded_own_netns = false;
@@ -323,11 +326,14 @@ Status Datapath::Impl::load() {
         {bpf_program__name(prog), program_fd(prog), bpf_program__expected_attach_type(prog)});
   }
   cgroup_hooks = std::make_unique<CgroupHooks>(std::move(cgroup_programs), links_dir(config));
+  tc_owners = std::make_unique<ProgramOwnership>(
+      std::vector<int>{program_fd(p->sebpf_tc_guard), program_fd(p->sebpf_tc_track),
+                       program_fd(p->sebpf_tc_packet_sockets)});
   tc_hooks = std::make_unique<TcHooks>(program_fd(p->sebpf_tc_guard), program_fd(p->sebpf_tc_track),
                                        config.tc_handle, config.tc_priority,
-                                       bpf_map__fd(m->sebpf_if_names));
+                                       bpf_map__fd(m->sebpf_if_names), *tc_owners);
   packet_socket_guard = std::make_unique<PacketSocketGuard>(
-      program_fd(p->sebpf_tc_packet_sockets), config.tc_handle + 1, config.tc_priority);
+      program_fd(p->sebpf_tc_packet_sockets), config.tc_handle + 1, config.tc_priority, *tc_owners);
 
   if (adopted) {
     SEBPF_RETURN_IF_ERROR(adopt_attachments());
@@ -638,17 +644,16 @@ Status Datapath::detach(const AttachmentKey& key) {
   return impl_->remove_attachment({key, value});
 }
 
-Result<std::string> Datapath::restore_interface_filters(const AttachmentKey& key) {
-  if (key.kind != TargetKind::kInterface) return std::string();
+Result<RestoredFilters> Datapath::restore_interface_filters(const AttachmentKey& key) {
+  if (key.kind != TargetKind::kInterface) return RestoredFilters{};
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
   const auto ifindex = static_cast<uint32_t>(key.id);
-  if (!impl_->tc_hooks->check_same_interface(ifindex).empty()) return std::string();
-  std::string missing = impl_->tc_hooks->hooks_without_our_filter(ifindex);
-  if (missing.empty()) return missing;
-  // Replaces what is left of ours and puts back what is not: the same
-  // attach as the first, with this process's programs.
-  SEBPF_RETURN_IF_ERROR(impl_->tc_hooks->attach(ifindex, to_attachment({key, value}).direction));
-  return missing;
+  if (!impl_->tc_hooks->check_same_interface(ifindex).empty()) return RestoredFilters{};
+  return impl_->tc_hooks->restore(ifindex, to_attachment({key, value}).direction);
+}
+
+bool Datapath::runs_our_tc_program(uint32_t program_id) const {
+  return impl_->tc_owners->is_ours(program_id);
 }
 
 Datapath::PinDirs Datapath::pin_dirs() const {
@@ -909,8 +914,8 @@ Status Datapath::guard_packet_sockets_on(uint32_t ifindex) {
   return impl_->packet_socket_guard->guard_interface(ifindex);
 }
 
-Result<bool> Datapath::restore_packet_socket_filter(uint32_t ifindex) {
-  if (!impl_->guarded_own_netns) return false;
+Result<std::string> Datapath::restore_packet_socket_filter(uint32_t ifindex) {
+  if (!impl_->guarded_own_netns) return std::string();
   return impl_->packet_socket_guard->restore_interface(ifindex);
 }
 

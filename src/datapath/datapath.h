@@ -51,11 +51,15 @@ class Datapath {
   Status detach(const AttachmentKey& key);
   // Puts an interface attachment's TC filters back where something else
   // took one away (another program deleted the clsact qdisc or our
-  // filter: the guest would go unfiltered). Returns the hooks that lacked
-  // it ("ingress", "egress", "ingress,egress"), empty when none did or the
-  // ifindex no longer names the attached interface (its removal is the
-  // watcher's to handle).
-  Result<std::string> restore_interface_filters(const AttachmentKey& key);
+  // filter, put its program in our filter's place, or its filter ahead of
+  // ours: the guest would go unfiltered). Returns the hooks that lacked
+  // ours and what they held; empty when none did or the ifindex no longer
+  // names the attached interface (its removal is the watcher's to handle).
+  Result<RestoredFilters> restore_interface_filters(const AttachmentKey& key);
+  // Whether a TC filter that runs the program with this id is one of ours
+  // (or another superebpfd's: see ProgramOwnership), so that the event of
+  // its attach needs no look. Safe from any thread.
+  bool runs_our_tc_program(uint32_t program_id) const;
   // Where this datapath pins (all empty when it pins nothing): what a
   // watcher looks at for pins another program removes.
   struct PinDirs {
@@ -91,9 +95,11 @@ class Datapath {
   // The same for one (new) interface of our namespace.
   Status guard_packet_sockets_on(uint32_t ifindex);
   // While our namespace is guarded: puts the filter back on one of its
-  // interfaces that lost it (something else deleted the clsact qdisc or
-  // the filter). Whether it was missing; false for an interface gone.
-  Result<bool> restore_packet_socket_filter(uint32_t ifindex);
+  // interfaces that lost it (as restore_interface_filters). What the
+  // interface's egress hook held instead ("missing", "replaced",
+  // "behind_another", "unreadable"); empty when it had ours, or the
+  // interface is gone.
+  Result<std::string> restore_packet_socket_filter(uint32_t ifindex);
   // Whether guard_packet_sockets(-1) has been done (and not undone by
   // unguard_packet_sockets(-1) or destroy()): our interfaces carry the
   // filter, new ones should too.

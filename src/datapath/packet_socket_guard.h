@@ -11,13 +11,16 @@
 #include <cstdint>
 
 #include "common/result.h"
+#include "datapath/program_ownership.h"
 
 namespace sebpf::datapath {
 
 class PacketSocketGuard {
  public:
-  PacketSocketGuard(int prog_fd, uint32_t handle, uint32_t priority)
-      : prog_fd_(prog_fd), handle_(handle), priority_(priority) {}
+  // `owners` (which outlives us) tells our program from another's, in our
+  // filter's place or ahead of it.
+  PacketSocketGuard(int prog_fd, uint32_t handle, uint32_t priority, const ProgramOwnership& owners)
+      : prog_fd_(prog_fd), handle_(handle), priority_(priority), owners_(owners) {}
 
   // Puts the filter on every interface (loopback included: a frame sent
   // there arrives as if from anyone) of the namespace `netns_fd` (an open
@@ -28,9 +31,12 @@ class PacketSocketGuard {
   // The same for one interface of our namespace (a new one).
   Status guard_interface(uint32_t ifindex) const;
   // Guards one interface of our namespace again if it lacks the filter
-  // (something else deleted it, or the clsact qdisc); whether it did. An
-  // interface that is gone lacks nothing.
-  Result<bool> restore_interface(uint32_t ifindex) const;
+  // (something else deleted it, or the clsact qdisc, or put another
+  // program in its place), or puts it first again where another program's
+  // filter runs before it. What the hook held instead (as
+  // what_took_our_place); empty when it had ours. An interface that is
+  // gone lacks nothing.
+  Result<std::string> restore_interface(uint32_t ifindex) const;
   // Removes it from every interface of the namespace `netns_fd` (-1:
   // ours), with the clsact qdisc where nothing else is left in it; how
   // many interfaces had it.
@@ -43,6 +49,7 @@ class PacketSocketGuard {
   int prog_fd_;
   uint32_t handle_;
   uint32_t priority_;
+  const ProgramOwnership& owners_;
 };
 
 }  // namespace sebpf::datapath

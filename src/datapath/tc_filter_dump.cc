@@ -13,7 +13,7 @@
 namespace sebpf::datapath {
 
 HookFilters filters_on_hook(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t handle,
-                            uint32_t priority) {
+                            uint32_t priority, const ProgramOwnership* owners) {
   const uint32_t parent =
       TC_H_MAKE(TC_H_CLSACT, hook == BPF_TC_INGRESS ? TC_H_MIN_INGRESS : TC_H_MIN_EGRESS);
   UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
@@ -32,6 +32,7 @@ HookFilters filters_on_hook(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t
     return HookFilters::kUnknown;
   }
   bool any = false;
+  bool another_runs_first = false;
   alignas(nlmsghdr) char buf[16384];
   while (true) {
     const ssize_t n = recv(nl.get(), buf, sizeof(buf), 0);
@@ -46,11 +47,35 @@ HookFilters filters_on_hook(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t
       const auto* tc = netlink_payload<tcmsg>(*h);
       if (tc == nullptr) return HookFilters::kUnknown;
       if (tc->tcm_handle == handle && TC_H_MAJ(tc->tcm_info) >> 16 == priority) {
-        return HookFilters::kOurs;
+        if (owners == nullptr) return HookFilters::kOurs;
+        if (!owners->is_ours(tc_filter_program_id(*h))) return HookFilters::kReplaced;
+        return another_runs_first ? HookFilters::kOursBehindAnother : HookFilters::kOurs;
+      }
+      // Filters come in the order they run. Handle 0 heads each priority's
+      // list and is no filter.
+      if (owners != nullptr && tc->tcm_handle != 0 && !another_runs_first) {
+        another_runs_first = !owners->is_ours(tc_filter_program_id(*h));
       }
     }
     if (offset < datagram.size()) return HookFilters::kUnknown;  // a malformed message
   }
+}
+
+const char* what_took_our_place(HookFilters found) {
+  switch (found) {
+    case HookFilters::kOurs:
+      return "";
+    case HookFilters::kReplaced:
+      return "replaced";
+    case HookFilters::kOursBehindAnother:
+      return "behind_another";
+    case HookFilters::kUnknown:
+      return "unreadable";
+    case HookFilters::kNone:
+    case HookFilters::kOthersOnly:
+      break;
+  }
+  return "missing";
 }
 
 void remove_empty_clsact(uint32_t ifindex) {

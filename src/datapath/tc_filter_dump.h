@@ -8,13 +8,27 @@
 
 #include <cstdint>
 
+#include "datapath/program_ownership.h"
+
 namespace sebpf::datapath {
 
-// `kOurs`: a filter with the given handle and priority is on the hook.
-enum class HookFilters { kNone, kOurs, kOthersOnly, kUnknown };
+// `kOurs`: a filter with the given handle and priority is on the hook,
+// running a program of ours. `kReplaced`: one is there, running another's
+// program (`tc filter replace` at our handle and priority).
+// `kOursBehindAnother`: ours is there, but a filter that runs another's
+// program runs before it: cls_bpf runs the newest filter of a priority
+// first, so another program's `tc filter add ... pref 1` goes ahead of
+// ours, and a verdict of its (TC_ACT_OK) ends the hook before ours runs.
+enum class HookFilters { kNone, kOurs, kReplaced, kOursBehindAnother, kOthersOnly, kUnknown };
 
+// What a hook held instead of our filter, for the log: "missing",
+// "replaced", "behind_another" or "unreadable"; empty for kOurs.
+const char* what_took_our_place(HookFilters found);
+
+// `owners` null: any filter at our handle and priority is ours, whatever
+// it runs and whatever runs before it.
 HookFilters filters_on_hook(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t handle,
-                            uint32_t priority);
+                            uint32_t priority, const ProgramOwnership* owners = nullptr);
 
 // Removes the interface's clsact qdisc if neither of its hooks holds a
 // filter of anyone's: we create it for our filters, and leave none behind

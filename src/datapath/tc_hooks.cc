@@ -94,14 +94,29 @@ bool TcHooks::carries_our_filter(uint32_t ifindex) const {
   return false;
 }
 
-std::string TcHooks::hooks_without_our_filter(uint32_t ifindex) const {
-  std::string missing;
+Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_direction) {
+  RestoredFilters restored;
   for (const bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
-    if (filters_on_hook(ifindex, point, handle_, priority_) == HookFilters::kOurs) continue;
-    if (!missing.empty()) missing += ",";
-    missing += point == BPF_TC_INGRESS ? "ingress" : "egress";
+    const HookFilters found = filters_on_hook(ifindex, point, handle_, priority_, &owners_);
+    if (found == HookFilters::kOurs) continue;
+    // A filter replaced in place keeps its place in the order; one taken
+    // off and added again is first of its priority. Ours is off until the
+    // attach below, microseconds in which a frame that the filter ahead
+    // passes on meets no guard of ours: a filter ahead that ends the hook
+    // (the harm this undoes) passes none on.
+    if (found == HookFilters::kOursBehindAnother) {
+      const int err = detach_one(ifindex, point, handle_, priority_);
+      if (err != 0) {
+        return Error::from_errno(
+            err, "take our filter off interface " + std::to_string(ifindex) + " to put it first");
+      }
+    }
+    restored.add(point == BPF_TC_INGRESS ? "ingress" : "egress", what_took_our_place(found));
   }
-  return missing;
+  // Replaces what is left of ours and puts back what is not: the same
+  // attach as the first, with this process's programs.
+  if (!restored.empty()) SEBPF_RETURN_IF_ERROR(attach(ifindex, guard_direction));
+  return restored;
 }
 
 Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {

@@ -67,6 +67,26 @@ std::string to_string(const AttachmentKey& key);  // "cgroup:1234", "ifindex:7"
 // traffic. For a tap or the host end of a veth that is ingress.
 enum class TcDirection : uint8_t { kIngress, kEgress };
 
+// What a restore of an interface's TC filters undid: the hooks it put ours
+// back on ("ingress", "egress") and what each held instead ("missing",
+// "replaced": another program in our filter's place, "behind_another":
+// ours, but another program's filter ran first, "unreadable"), each list
+// comma-separated, in the same order. Empty when every hook had ours.
+struct RestoredFilters {
+  std::string hooks;
+  std::string found;
+
+  bool empty() const { return hooks.empty(); }
+  void add(std::string_view hook, std::string_view what) {
+    if (!empty()) {
+      hooks += ',';
+      found += ',';
+    }
+    hooks += hook;
+    found += what;
+  }
+};
+
 // The attachment's own DNS server, always reachable (UDP and TCP).
 struct DnsEndpoint {
   std::optional<net::IpAddress> v4;

@@ -23,6 +23,8 @@
 
 #include "common/unique_fd.h"
 #include "daemon_fixture.h"
+#include "datapath/types.h"
+#include "foreign_tc_filter.h"
 #include "support/netns.h"
 #include "support/process.h"
 
@@ -376,6 +378,45 @@ TEST_F(DaemonE2eTest, APacketSocketFilterDeletedByAnotherProgramIsPutBack) {
   }));
   EXPECT_NE(daemon_->log().find("\"event\":\"packet_socket_filter_restored\""), std::string::npos)
       << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"found\":\"missing\""), std::string::npos);
+}
+
+// `tc filter replace` at the packet socket filter's handle and priority:
+// the filter stays and runs another's program, which lets every frame
+// through. Then `tc filter add` of that program at our priority: it runs
+// before ours. Each event says a filter changed; ours is back, and first.
+TEST_F(DaemonE2eTest, APacketSocketFilterReplacedOrPassedByAnotherProgramIsPutBackFirst) {
+  start_daemon();
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->host_if()));
+  const auto frame_gets_out = [this] {
+    return frame_reaches_peer(topo_->ns(), topo_->peer_if(),
+                              [this] { in_cgroup([&] { return send_frame(topo_->host_if()); }); });
+  };
+  const auto ours_runs_first = [&] {
+    const std::string filters =
+        run_command({"tc", "filter", "show", "dev", topo_->host_if(), "egress"}).output;
+    const size_t ours = filters.find("sebpf_tc_packet");
+    return ours != std::string::npos && ours < filters.find("other_pass_all");
+  };
+  const uint32_t our_handle = datapath::Config{}.tc_handle + 1;
+  constexpr uint32_t kTheirHandle = 7;
+  for (const uint32_t handle : {our_handle, kTheirHandle}) {
+    SCOPED_TRACE(handle == our_handle ? "in our filter's place" : "ahead of our filter");
+    {
+      StoppedProcess stopped(daemon_->pid());
+      put_pass_all_filter(topo_->host_if(), BPF_TC_EGRESS, handle);
+      ASSERT_FALSE(ours_runs_first());
+      EXPECT_TRUE(frame_gets_out())
+          << "the filter still held the frames: this test no longer shows what it closes";
+    }
+    EXPECT_TRUE(within(milliseconds(2000), ours_runs_first)) << daemon_->log();
+    EXPECT_FALSE(frame_gets_out());
+  }
+  EXPECT_NE(daemon_->log().find("\"event\":\"packet_socket_filter_restored\""), std::string::npos)
+      << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"found\":\"replaced\""), std::string::npos);
+  EXPECT_NE(daemon_->log().find("\"found\":\"behind_another\""), std::string::npos);
 }
 
 // The host's interfaces carry the packet socket filter only while a cgroup
@@ -517,6 +558,12 @@ v1::AttachRequest interface_allowing_the_host(const std::string& name) {
   return req;
 }
 
+// What the guard of interface_allowing_the_host keeps the guest from: 0 if
+// it reached a host its policy denies, ETIMEDOUT while the guard holds.
+int guest_reaches_denied_host(const Topology& topo) {
+  return topo.run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); });
+}
+
 // The daemon's own cgroup, and every cgroup above it, would put the daemon
 // under a workload's policy: the DNS queries it forwards would be steered
 // back into its own endpoints. They are refused, by path and by pid; a
@@ -569,9 +616,7 @@ TEST_F(DaemonE2eTest, AttachedInterfaceFiltersTheGuest) {
   // A VM's DNS endpoint is on the host side of its interface.
   EXPECT_EQ(att.dns().ipv4(), "198.51.100.1");
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
-  EXPECT_EQ(
-      topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); }),
-      ETIMEDOUT);
+  EXPECT_EQ(guest_reaches_denied_host(*topo_), ETIMEDOUT);
 }
 
 // Another program deleting an attached interface's clsact qdisc (a
@@ -585,23 +630,22 @@ TEST_F(DaemonE2eTest, AnAttachedInterfacesFiltersDeletedByAnotherProgramArePutBa
   start_daemon();
   v1::Attachment att;
   ASSERT_TRUE(attach(interface_allowing_the_host(topo_->host_if()), &att).ok());
-  const auto guest_reaches_denied_host = [&] {
-    return topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort, milliseconds(700)); });
-  };
-  ASSERT_EQ(guest_reaches_denied_host(), ETIMEDOUT);
+  ASSERT_EQ(guest_reaches_denied_host(*topo_), ETIMEDOUT);
   {
     StoppedProcess stopped(daemon_->pid());
     must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
-    EXPECT_EQ(guest_reaches_denied_host(), 0) << "the qdisc's removal left the guest filtered: "
-                                                 "this test no longer shows what it closes";
+    EXPECT_EQ(guest_reaches_denied_host(*topo_), 0)
+        << "the qdisc's removal left the guest filtered: "
+           "this test no longer shows what it closes";
   }
   EXPECT_TRUE(within(milliseconds(2000), [&] {
     return carries_interface_filters(topo_->host_if());
   })) << daemon_->log();
-  EXPECT_EQ(guest_reaches_denied_host(), ETIMEDOUT);
+  EXPECT_EQ(guest_reaches_denied_host(*topo_), ETIMEDOUT);
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
   EXPECT_NE(daemon_->log().find("\"event\":\"attachment_filters_restored\""), std::string::npos);
   EXPECT_NE(daemon_->log().find("\"hooks\":\"ingress,egress\""), std::string::npos);
+  EXPECT_NE(daemon_->log().find("\"found\":\"missing,missing\""), std::string::npos);
 
   // One filter deleted alone (the guard's hook, every filter on it).
   must_run({"tc", "filter", "del", "dev", topo_->host_if(), "ingress"});
@@ -609,7 +653,50 @@ TEST_F(DaemonE2eTest, AnAttachedInterfacesFiltersDeletedByAnotherProgramArePutBa
     return carries_interface_filters(topo_->host_if());
   })) << daemon_->log();
   EXPECT_NE(daemon_->log().find("\"hooks\":\"ingress\""), std::string::npos) << daemon_->log();
-  EXPECT_EQ(guest_reaches_denied_host(), ETIMEDOUT);
+  EXPECT_EQ(guest_reaches_denied_host(*topo_), ETIMEDOUT);
+}
+
+// Two ways another program silences the guard without deleting a filter:
+// `tc filter replace` at its handle and priority (the filter stays, and
+// runs a program that lets the guest reach anything), and `tc filter add`
+// at its priority (cls_bpf runs the newest filter first, and one that ends
+// the hook with TC_ACT_OK keeps the guard from running). Each event says a
+// filter changed; the guard is back, and first. The other filter stays.
+TEST_F(DaemonE2eTest, AnAttachedInterfacesGuardReplacedOrPassedByAnotherProgramIsPutBackFirst) {
+  topo_->start_host_server();
+  start_daemon();
+  v1::Attachment att;
+  ASSERT_TRUE(attach(interface_allowing_the_host(topo_->host_if()), &att).ok());
+  ASSERT_EQ(guest_reaches_denied_host(*topo_), ETIMEDOUT);
+  const auto ingress_filters = [&] {
+    return run_command({"tc", "filter", "show", "dev", topo_->host_if(), "ingress"}).output;
+  };
+  const auto guard_runs_first = [&] {
+    const std::string filters = ingress_filters();
+    const size_t guard = filters.find("sebpf_tc_guard");
+    return guard != std::string::npos && guard < filters.find("other_pass_all");
+  };
+  const uint32_t our_handle = datapath::Config{}.tc_handle;
+  constexpr uint32_t kTheirHandle = 7;
+  for (const uint32_t handle : {our_handle, kTheirHandle}) {
+    SCOPED_TRACE(handle == our_handle ? "in the guard's place" : "ahead of the guard");
+    {
+      StoppedProcess stopped(daemon_->pid());
+      put_pass_all_filter(topo_->host_if(), BPF_TC_INGRESS, handle);
+      ASSERT_FALSE(guard_runs_first());
+      EXPECT_EQ(guest_reaches_denied_host(*topo_), 0)
+          << "the guard still filtered the guest: this test no longer shows what it closes";
+    }
+    EXPECT_TRUE(within(milliseconds(2000), guard_runs_first)) << daemon_->log();
+    EXPECT_EQ(guest_reaches_denied_host(*topo_), ETIMEDOUT);
+    EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  }
+  EXPECT_NE(ingress_filters().find("other_pass_all"), std::string::npos)
+      << "another program's filter was taken away";
+  EXPECT_NE(daemon_->log().find("\"event\":\"attachment_filters_restored\""), std::string::npos);
+  EXPECT_NE(daemon_->log().find("\"hooks\":\"ingress\""), std::string::npos) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"found\":\"replaced\""), std::string::npos) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"found\":\"behind_another\""), std::string::npos);
 }
 
 // A default route on `dev` that the host does not use (its own has a lower

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "e2e_fixture.h"
+#include "foreign_tc_filter.h"
 
 namespace sebpf::testing {
 namespace {
@@ -133,6 +134,63 @@ TEST_F(TcE2eTest, DetachRestoresTraffic) {
   EXPECT_EQ(qdiscs().output.find("clsact"), std::string::npos) << qdiscs().output;
 }
 
+// What a daemon's watcher finds when told that an attached interface's
+// filters changed. Another program in our filter's place lets the guest
+// through, and is replaced by ours; so does another program's filter added
+// ahead of ours, and ours goes first again. Another superebpfd's filter in
+// our place (here a second datapath, as a second daemon would open) is
+// left alone: two daemons that each put theirs back would do so without
+// end.
+TEST_F(TcE2eTest, AnotherProgramInOurFiltersPlaceOrAheadOfItIsUndoneUnlessItIsAnotherDaemons) {
+  const auto key = attach(Mode::kBlockAll, {});
+  // The hooks put back, and what each held instead.
+  const auto restore = [&]() -> std::string {
+    auto restored = dp_->restore_interface_filters(key);
+    EXPECT_TRUE(restored.ok()) << restored.error().message();
+    if (!restored.ok()) return "(failed)";
+    return restored->empty() ? "" : restored->hooks + " " + restored->found;
+  };
+  EXPECT_EQ(restore(), "") << "ours are in place";
+
+  datapath::Config config;
+  config.pin_dir = "";
+  auto second = datapath::Datapath::open(config);
+  ASSERT_TRUE(second.ok()) << second.error().message();
+  ASSERT_TRUE(
+      (*second)
+          ->attach_interface(topo_->host_if(), {.mode = Mode::kDisabled,
+                                                .dns = {},
+                                                .direction = datapath::TcDirection::kIngress,
+                                                .rules = {}})
+          .ok());
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
+  EXPECT_EQ(restore(), "") << "fought another daemon's filters";
+  second->reset();  // without pins, its filters go with it
+  EXPECT_EQ(restore(), "ingress,egress missing,missing");
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+
+  put_pass_all_filter(topo_->host_if(), BPF_TC_INGRESS, config.tc_handle);
+  ASSERT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0)
+      << "the pass-all program did not take the guard's place";
+  EXPECT_EQ(restore(), "ingress replaced");
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+
+  constexpr uint32_t kTheirHandle = 7;
+  put_pass_all_filter(topo_->host_if(), BPF_TC_INGRESS, kTheirHandle);
+  ASSERT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0)
+      << "the pass-all filter did not run before the guard";
+  EXPECT_EQ(restore(), "ingress behind_another");
+  EXPECT_EQ(guest([] { return tcp_echo("198.51.100.1", kEchoPort, milliseconds(700)); }),
+            ETIMEDOUT);
+  EXPECT_EQ(restore(), "") << "ours is first";
+  EXPECT_NE(run_command({"tc", "filter", "show", "dev", topo_->host_if(), "ingress"})
+                .output.find("other_pass_all"),
+            std::string::npos)
+      << "another program's filter was taken away";
+}
+
 // In the guest's namespace, what a workload holding CAP_NET_ADMIN there can
 // do: route an allowed address (198.51.100.1) into a veth pair of its own,
 // rewrite the destination to 203.0.113.1 where the pair's far end receives
@@ -168,8 +226,10 @@ TEST_F(TcE2eTest, ForwardingPastTheCgroupProgramsIsStoppedByTheInterfaceGuard) {
   ASSERT_TRUE(rx.valid());
   const auto received = [](int fd) { return datagram_arrives(fd, milliseconds(500)); };
 
-  auto cgroup = dp_->attach_cgroup(
-      cgroup_->path(), {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}});
+  auto cgroup = dp_->attach_cgroup(cgroup_->path(), {.mode = Mode::kAllowlist,
+                                                     .dns = {},
+                                                     .direction = datapath::TcDirection::kIngress,
+                                                     .rules = {}});
   ASSERT_TRUE(cgroup.ok()) << cgroup.error().message();
   const std::vector<datapath::Rule> allow_one = {make_rule("198.51.100.1", Action::kAllow)};
   ok(dp_->replace_policy(cgroup->key, Mode::kAllowlist, allow_one));
