@@ -76,14 +76,10 @@ Status PacketSocketGuard::guard_interface(uint32_t ifindex) const {
 Result<std::string> PacketSocketGuard::restore_interface(uint32_t ifindex) const {
   const HookFilters found = filters_on_hook(ifindex, BPF_TC_EGRESS, handle_, priority_, &owners_);
   if (found == HookFilters::kOurs) return std::string();
-  int err = 0;
-  if (found == HookFilters::kOursBehindAnother) {
-    // Off and on again is first of its priority (see TcHooks::restore).
-    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex),
-                .attach_point = BPF_TC_EGRESS);
-    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-    err = bpf_tc_detach(&hook, &opts);
-  }
+  // Off and on again is first of its priority (see TcHooks::restore).
+  int err = found == HookFilters::kOursBehindAnother
+                ? detach_tc_filter(ifindex, BPF_TC_EGRESS, handle_, priority_)
+                : 0;
   if (err == 0) err = attach(ifindex);
   if (interface_gone(err)) return std::string();
   if (err != 0) {

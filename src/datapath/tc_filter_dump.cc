@@ -5,6 +5,7 @@
 #include <linux/rtnetlink.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <span>
 
 #include "common/netlink_messages.h"
@@ -76,6 +77,14 @@ const char* what_took_our_place(HookFilters found) {
       break;
   }
   return "missing";
+}
+
+int detach_tc_filter(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t handle,
+                     uint32_t priority) {
+  LIBBPF_OPTS(bpf_tc_hook, where, .ifindex = static_cast<int>(ifindex), .attach_point = hook);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+  const int err = bpf_tc_detach(&where, &opts);
+  return (err == -ENOENT || err == -ENODEV || err == -EINVAL) ? 0 : err;
 }
 
 void remove_empty_clsact(uint32_t ifindex) {

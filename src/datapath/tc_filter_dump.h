@@ -1,7 +1,8 @@
 // What an interface's clsact qdisc holds, read with a netlink dump of its
-// filters. libbpf asks for one filter by handle instead, and the kernel's
-// "not found" then reaches our log as a line of plain text: a dump lets us
-// look without asking for what may not be there.
+// filters, and the removals that go with it. libbpf asks for one filter by
+// handle instead, and the kernel's "not found" then reaches our log as a
+// line of plain text: a dump lets us look without asking for what may not
+// be there.
 #pragma once
 
 #include <bpf/libbpf.h>
@@ -29,6 +30,12 @@ const char* what_took_our_place(HookFilters found);
 // it runs and whatever runs before it.
 HookFilters filters_on_hook(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t handle,
                             uint32_t priority, const ProgramOwnership* owners = nullptr);
+
+// Removes the filter with `handle` and `priority` from the hook: 0, also
+// when the filter, its qdisc or the interface is gone already; else the
+// negative errno.
+int detach_tc_filter(uint32_t ifindex, bpf_tc_attach_point hook, uint32_t handle,
+                     uint32_t priority);
 
 // Removes the interface's clsact qdisc if neither of its hooks holds a
 // filter of anyone's: we create it for our filters, and leave none behind

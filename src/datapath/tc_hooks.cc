@@ -21,13 +21,6 @@ bpf_tc_attach_point track_point(TcDirection d) {
   return d == TcDirection::kIngress ? BPF_TC_EGRESS : BPF_TC_INGRESS;
 }
 
-int detach_one(uint32_t ifindex, bpf_tc_attach_point point, uint32_t handle, uint32_t priority) {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = point);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
-  const int err = bpf_tc_detach(&hook, &opts);
-  return (err == -ENOENT || err == -ENODEV || err == -EINVAL) ? 0 : err;
-}
-
 }  // namespace
 
 Status TcHooks::attach(uint32_t ifindex, TcDirection guard_direction) {
@@ -47,7 +40,7 @@ Status TcHooks::attach(uint32_t ifindex, TcDirection guard_direction) {
   err = attach_one(guard_point(guard_direction), guard_fd_);
   if (err == 0) {
     err = attach_one(track_point(guard_direction), track_fd_);
-    if (err != 0) detach_one(ifindex, guard_point(guard_direction), handle_, priority_);
+    if (err != 0) detach_tc_filter(ifindex, guard_point(guard_direction), handle_, priority_);
   }
   if (err != 0) {
     if (created_qdisc) bpf_tc_hook_destroy(&hook);
@@ -105,7 +98,7 @@ Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_dir
     // passes on meets no guard of ours: a filter ahead that ends the hook
     // (the harm this undoes) passes none on.
     if (found == HookFilters::kOursBehindAnother) {
-      const int err = detach_one(ifindex, point, handle_, priority_);
+      const int err = detach_tc_filter(ifindex, point, handle_, priority_);
       if (err != 0) {
         return Error::from_errno(
             err, "take our filter off interface " + std::to_string(ifindex) + " to put it first");
@@ -120,8 +113,8 @@ Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_dir
 }
 
 Status TcHooks::detach(uint32_t ifindex, TcDirection guard_direction) {
-  int err = detach_one(ifindex, guard_point(guard_direction), handle_, priority_);
-  const int err2 = detach_one(ifindex, track_point(guard_direction), handle_, priority_);
+  int err = detach_tc_filter(ifindex, guard_point(guard_direction), handle_, priority_);
+  const int err2 = detach_tc_filter(ifindex, track_point(guard_direction), handle_, priority_);
   if (err == 0) err = err2;
   if (err != 0) {
     return Error::from_errno(err, "detach TC filters from interface " + std::to_string(ifindex));
