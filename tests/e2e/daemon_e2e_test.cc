@@ -1021,10 +1021,13 @@ TEST_F(DaemonE2eTest, ARemovedPinDirectoryIsPinnedAgainAndTheNextStartAdoptsIt) 
   start_daemon();
   const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
   const size_t pins = files_under(pin_dir_ + "/maps") + files_under(pin_dir_ + "/links");
-  // As `rm -rf` does; the daemon may put pins back while it runs, and
-  // the removal then fails on a directory no longer empty.
-  std::error_code ignored;
-  std::filesystem::remove_all(pin_dir_, ignored);
+  {
+    // Stopped, so that the removal is whole: a daemon that runs may put a
+    // cgroup's links back under `rm -rf` before it reaches the maps, and
+    // the removal then stops at a directory no longer empty.
+    StoppedProcess stopped(daemon_->pid());
+    std::filesystem::remove_all(pin_dir_);
+  }
   EXPECT_TRUE(within(milliseconds(3000), [&] {
     return files_under(pin_dir_ + "/maps") + files_under(pin_dir_ + "/links") == pins;
   })) << daemon_->log();
