@@ -39,6 +39,13 @@ bool kernel_target_gone(const AttachmentRecord& r) {
   return if_indextoname(static_cast<unsigned>(r.key.id), name) == nullptr;
 }
 
+// What the kernel is told of an endpoint: none while it has no address. A
+// port alone names no server to let a guest's DNS through to, and the
+// address an interface had would be routed on to whoever has it now.
+datapath::DnsEndpoint kernel_endpoint(const datapath::DnsEndpoint& dns) {
+  return dns.v4 || dns.v6 ? dns : datapath::DnsEndpoint{};
+}
+
 // "a,b,c", for a log field.
 std::string comma_joined(const std::vector<std::string>& names) {
   std::string out;
@@ -326,7 +333,7 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   options.rules = kernel_rules(r.policy, WallClock::now(), datapath::BootClock::now());
   // An interface with no address yet has its port reserved but nothing
   // for the kernel to allow until it has one.
-  if (r.dns.v4 || r.dns.v6) options.dns = r.dns;
+  options.dns = kernel_endpoint(r.dns);
   options.direction = r.direction;
   auto attached = spec.kind == TargetKind::kCgroup ? dp_->attach_cgroup(spec.target, options)
                                                    : dp_->attach_interface(spec.target, options);
@@ -566,8 +573,8 @@ void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
   }
   // Failing this, the kernel keeps letting DNS through to the old
   // address, which the interface no longer has: the guest resolves
-  // nothing (fail closed) until the next address change.
-  if (Status set = dp_->set_dns_endpoint(record.key, to); !set.ok()) {
+  // nothing until the next address change.
+  if (Status set = dp_->set_dns_endpoint(record.key, kernel_endpoint(to)); !set.ok()) {
     log_.error("dns_endpoint_not_moved", {{"id", record.id()}, {"error", set.error().message()}});
     return;
   }

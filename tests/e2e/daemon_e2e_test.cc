@@ -27,6 +27,7 @@
 #include "foreign_tc_filter.h"
 #include "support/netns.h"
 #include "support/process.h"
+#include "support/within.h"
 
 namespace sebpf::testing {
 namespace {
@@ -100,16 +101,6 @@ bool carries_interface_filters(const std::string& dev) {
                  .output.find("sebpf_tc_guard") != std::string::npos &&
          run_command({"tc", "filter", "show", "dev", dev, "egress"})
                  .output.find("sebpf_tc_track") != std::string::npos;
-}
-
-// Whether `holds()` comes true within `timeout`.
-bool within(milliseconds timeout, const std::function<bool()>& holds) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!holds()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return true;
 }
 
 // Whether every thread of `pid` is stopped (state T in its stat line).

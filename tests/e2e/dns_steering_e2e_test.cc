@@ -2,7 +2,10 @@
 // the host's namespace and a container's own), a guest behind an interface
 // held to its endpoint, which follows the host side's addresses and a
 // bridge's.
+#include <fstream>
+
 #include "dns_fixture.h"
+#include "support/within.h"
 
 namespace sebpf::testing {
 namespace {
@@ -225,6 +228,68 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   // Its own name again, for the topology's cleanup.
   run_command({"ip", "link", "set", "dev", dev, "down"});
   run_command({"ip", "link", "set", "dev", dev, "name", original});
+}
+
+uint64_t packets_allowed_as_dns_endpoint(const v1::Counters& counters) {
+  for (const v1::Counter& c : counters.counters()) {
+    if (c.hook() == "packet" && c.reason() == "allow_dns_endpoint") return c.count();
+  }
+  return 0;
+}
+
+// A host side left with no address (flushed, or on its way to deletion)
+// leaves its guest no resolver: the kernel no longer lets DNS through to
+// the address it had, which the host would route on to whoever has it now.
+// Given an address again, the guest is served on the same port.
+TEST_F(DnsE2eTest, AHostSideLeftWithNoAddressLetsNoDnsThroughToTheOneItHad) {
+  start_with_upstream();
+  const std::string& dev = topo_->host_if();
+  // One address: the endpoint is left none when it goes.
+  for (const char* cidr : {"203.0.113.1/24", "2001:db8::1/64"}) {
+    must_run({"ip", "addr", "del", cidr, "dev", dev});
+  }
+  v1::AttachRequest req;
+  req.set_interface_name(dev);
+  *req.mutable_policy() = dns_policy({"allowed.example"});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_EQ(att.dns().ipv4(), "198.51.100.1");
+  ASSERT_EQ(att.dns().ipv6(), "");
+  const uint32_t port = att.dns().port();
+  const net::SocketAddress endpoint = endpoint_of(att);
+  ASSERT_EQ(
+      topo_->run_in_peer([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }),
+      0);
+
+  // The guest goes on sending to the host side's hardware address, as one
+  // whose neighbour entry is still fresh does.
+  std::string mac;
+  std::ifstream("/sys/class/net/" + dev + "/address") >> mac;
+  must_run({"ip", "-n", topo_->ns().name(), "neigh", "replace", "198.51.100.1", "lladdr", mac,
+            "dev", topo_->peer_if(), "nud", "permanent"});
+  must_run({"ip", "addr", "del", "198.51.100.1/24", "dev", dev});
+  ASSERT_TRUE(endpoint_moves_to(att, "", "", milliseconds(2000))) << daemon_->log();
+  const v1::Counters before = get_counters(att.id());
+  for (const uint16_t to_port : {static_cast<uint16_t>(port), uint16_t{53}}) {
+    const net::SocketAddress old(*net::IpAddress::parse("198.51.100.1"), to_port);
+    EXPECT_EQ(topo_->run_in_peer([&] { return send_udp_query(old, "allowed.example") ? 0 : 1; }),
+              0);
+  }
+  EXPECT_TRUE(within(milliseconds(2000), [&] {
+    return get_counters(att.id()).denied() >= before.denied() + 2;
+  })) << "the guard dropped both";
+  EXPECT_EQ(packets_allowed_as_dns_endpoint(get_counters(att.id())),
+            packets_allowed_as_dns_endpoint(before))
+      << "let through to an address the host no longer has";
+  EXPECT_EQ(daemon_->log().find("dns_endpoint_not_moved"), std::string::npos) << daemon_->log();
+
+  must_run({"ip", "addr", "add", "198.51.100.1/24", "dev", dev});
+  ASSERT_TRUE(endpoint_moves_to(att, "198.51.100.1", "", milliseconds(2000))) << daemon_->log();
+  EXPECT_EQ(att.dns().port(), port);
+  EXPECT_EQ(
+      topo_->run_in_peer([&] { return resolve_and_connect(endpoint, "allowed.example", kTypeA); }),
+      0)
+      << "served again";
 }
 
 // A VM's tap is often a port of a bridge (libvirt's default network): the
