@@ -32,11 +32,15 @@ bool target_exists(const AttachmentRecord& r) {
   return stat(r.target.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+bool interface_exists(uint64_t ifindex) {
+  char name[IF_NAMESIZE];
+  return if_indextoname(static_cast<unsigned>(ifindex), name) != nullptr;
+}
+
 // Whether the kernel object we attached is gone (not just renamed).
 bool kernel_target_gone(const AttachmentRecord& r) {
   if (r.kind == TargetKind::kCgroup) return !datapath::cgroup_exists(r.key.id);
-  char name[IF_NAMESIZE];
-  return if_indextoname(static_cast<unsigned>(r.key.id), name) == nullptr;
+  return !interface_exists(r.key.id);
 }
 
 // What the kernel is told of an endpoint: none while it has no address. A
@@ -527,7 +531,12 @@ void AttachmentManager::on_host_addresses_changed() {
 void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddresses& addresses) {
   bool moved = false;
   for (AttachmentRecord& r : state_.records) {
-    if (r.kind != TargetKind::kInterface) continue;
+    // A device deleted loses its addresses first; the link's own event,
+    // next, detaches the attachment or moves its endpoint off a bridge.
+    if (r.kind != TargetKind::kInterface || kernel_target_gone(r) ||
+        !interface_exists(r.dns_device)) {
+      continue;
+    }
     const auto it = addresses.find(r.dns_device);
     const datapath::DnsEndpoint now =
         endpoint_on(r.dns, it == addresses.end() ? std::span<const net::IpAddress>()
