@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# A soak of the daemon, by hand (not on CI: it runs for minutes): the API,
+# cgroups, containers in network namespaces of their own, veths and bridges
+# made and removed under it, DNS (good queries, junk, queries past the
+# learning limit) to every endpoint, while the daemon is reloaded, stopped,
+# started and killed. Best run on the sanitized build:
+#
+#   scripts/test.sh --sanitize            # builds build-asan/
+#   sudo tests/soak/daemon_soak.sh build-asan 600
+#
+# It fails (exit 1, the problems listed) on a sanitizer report, a CLI call
+# the daemon answered with an internal error, a daemon that does not start
+# or stop, an error line in the daemon's log, or anything of the run left
+# behind. Addresses: loopback, and documentation ranges on interfaces and
+# namespaces it makes; no traffic leaves the host.
+set -uo pipefail
+
+build=${1:-build-asan}
+seconds=${2:-300}
+[ "$(id -u)" -eq 0 ] || { echo "daemon_soak: must run as root" >&2; exit 2; }
+build=$(cd "$build" && pwd)
+for tool in dig dnsmasq python3 ip; do
+  command -v "$tool" > /dev/null || { echo "daemon_soak: needs $tool" >&2; exit 2; }
+done
+
+work=$(mktemp -d /tmp/sebpf-soak.XXXXXX)
+cgroup_root=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)/sebpf-soak-$$
+pin_dir=/sys/fs/bpf/sebpf-soak-$$
+ctl=("$build/src/ctl/superebpfctl" --socket "$work/api.sock")
+problems=$work/problems
+: > "$problems"
+problem() { echo "$(date +%T) $*" >> "$problems"; }
+
+cat > "$work/config.yaml" << YAML
+socket:
+  path: $work/api.sock
+state_dir: $work/state
+sweep_interval_seconds: 1
+datapath:
+  pin_dir: $pin_dir
+  max_attachments: 64
+  max_host_rules: 4096
+  max_prefix_rules: 1024
+  max_flows_per_attachment: 256
+dns:
+  port_first: 20000
+  port_last: 20999
+  upstreams: ["127.0.0.1:5399"]
+  min_ttl_seconds: 1
+  max_ttl_seconds: 5
+  max_learned_hosts: 64
+  upstream_timeout_ms: 300
+YAML
+mkdir -p "$work/state" "$cgroup_root"
+
+# The upstream: 120 names, each with an address in 198.51.100.0/24 and one
+# in 2001:db8::/32, a 2 s TTL so that learned hosts come and go.
+records=()
+for i in $(seq 1 120); do
+  records+=("--host-record=n$i.soak.example,198.51.100.$i,2001:db8::$i")
+done
+children=()  # the upstream and the workers, stopped by cleanup
+dnsmasq --no-daemon --port=5399 --listen-address=127.0.0.1 --bind-interfaces --no-resolv \
+  --no-hosts --local-ttl=2 "${records[@]}" > "$work/dnsmasq.log" 2>&1 &
+upstream=$!
+children+=("$upstream")
+
+daemon_pid() { cat "$work/daemon.pid"; }
+start_daemon() {
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    "$build/src/daemon/superebpfd" -c "$work/config.yaml" "$@" >> "$work/daemon.log" 2>&1 &
+  echo $! > "$work/daemon.pid"
+  for _ in $(seq 1 150); do
+    "${ctl[@]}" list > /dev/null 2>&1 && return
+    sleep 0.1
+  done
+  problem "the daemon did not answer within 15 s of its start"
+}
+stop_daemon() {
+  local pid
+  pid=$(daemon_pid)
+  kill -INT "$pid" 2> /dev/null
+  for _ in $(seq 1 300); do
+    kill -0 "$pid" 2> /dev/null || return
+    sleep 0.1
+  done
+  problem "the daemon ($pid) did not stop within 30 s of SIGINT"
+  kill -KILL "$pid" 2> /dev/null
+}
+
+cleanup() {
+  trap - EXIT INT TERM
+  # The workers first, so that none starts the daemon again, then the
+  # daemon (whichever worker started it last).
+  if [ ${#children[@]} -gt 0 ]; then
+    kill "${children[@]}" 2> /dev/null
+    wait "${children[@]}" 2> /dev/null
+  fi
+  stop_daemon
+  # Once more with --detach-on-exit: every attachment and pin taken away.
+  start_daemon --detach-on-exit
+  stop_daemon
+  for link in $(ip -o link | awk -F': ' '{ print $2 }' | cut -d@ -f1 | grep '^ssk'); do
+    ip link del "$link" 2> /dev/null
+  done
+  for ns in $(ip netns list | grep -o '^ssk-[^ ]*'); do ip netns del "$ns"; done
+  # A container's process, if the run was interrupted while it lived.
+  for kill_file in "$cgroup_root"/*/cgroup.kill; do
+    [ -e "$kill_file" ] && echo 1 > "$kill_file"
+  done
+  sleep 0.2
+  find "$cgroup_root" -mindepth 1 -depth -type d -exec rmdir {} \; 2> /dev/null
+  rmdir "$cgroup_root" 2> /dev/null
+  [ -e "$pin_dir" ] && problem "pins left in $pin_dir after --detach-on-exit" && rm -rf "$pin_dir"
+}
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
+
+json_id() {
+  python3 -c 'import json, sys
+try: print(json.load(sys.stdin).get("id", ""))
+except Exception: pass'
+}
+# Every endpoint as address:port, from the API.
+endpoints() {
+  "${ctl[@]}" -o json list 2> /dev/null | python3 -c 'import json, sys
+try: attachments = json.load(sys.stdin).get("attachments", [])
+except Exception: attachments = []
+for a in attachments:
+    e = a.get("dns", {})
+    if e.get("ipv4") and e.get("port"): print(e["ipv4"] + ":" + str(e["port"]))'
+}
+# A CLI call; the daemon's internal errors (exit status 1) are problems,
+# refusals (bad value, not found, attached already) are what a race gives.
+call() {
+  local out
+  out=$("${ctl[@]}" "$@" 2>&1)
+  [ $? -eq 1 ] && problem "superebpfctl $*: $out"
+}
+
+start_daemon
+end=$((SECONDS + seconds))
+
+# Cgroups of the host's namespace: attached, policies changed, then
+# detached or removed.
+cgroup_worker() {
+  local n=0 dir id
+  while [ $SECONDS -lt $end ]; do
+    n=$((n + 1))
+    dir=$cgroup_root/c$1-$n
+    mkdir -p "$dir"
+    id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist --allow-domain soak.example \
+      --deny-domain n7.soak.example 2> /dev/null | json_id)
+    for _ in $(seq 1 $((RANDOM % 10))); do
+      [ -n "$id" ] || break
+      case $((RANDOM % 9)) in
+        0) call allow-cidr "$id" "203.0.113.$((RANDOM % 256))/32" --ttl 1s ;;
+        1) call deny-cidr "$id" "198.51.100.$((RANDOM % 2 * 128))/25" ;;
+        2) call allow-domain "$id" "n$((RANDOM % 120)).soak.example" ;;
+        3) call deny-domain "$id" "n$((RANDOM % 120)).soak.example" ;;
+        4) call mode "$id" "$(shuf -n1 -e disabled allowlist denylist block_all)" ;;
+        5) call dns-mode "$id" "$(shuf -n1 -e disabled allowlist denylist block_all)" ;;
+        6) call remove-domain "$id" soak.example ;;
+        7) call allow-cidr "$id" "2001:db8:$((RANDOM % 100))::/48" --ttl 2s ;;
+        8) call counters "$id" ;;
+      esac
+    done
+    sleep "0.$((RANDOM % 5))"
+    if [ -n "$id" ] && [ $((RANDOM % 2)) -eq 0 ]; then call detach "$id"; fi
+    rmdir "$dir" 2> /dev/null || problem "cgroup $dir could not be removed"
+  done
+}
+
+# Containers: a process in a cgroup and a network namespace of its own,
+# asking an ordinary resolver (steered to its endpoint in that namespace).
+container_worker() {
+  local n=0 ns dir holder id
+  while [ $SECONDS -lt $end ]; do
+    n=$((n + 1))
+    ns=ssk-$1-$n
+    dir=$cgroup_root/ct$1-$n
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    mkdir -p "$dir"
+    (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" sleep 60) &
+    holder=$!
+    sleep 0.2
+    id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist --allow-domain soak.example \
+      2> /dev/null | json_id)
+    for _ in $(seq 1 $((RANDOM % 6))); do
+      [ -n "$id" ] || break
+      (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" dig +tries=1 +time=1 \
+        "$(shuf -n1 -e +tcp +notcp)" "@203.0.113.$((RANDOM % 250 + 1))" \
+        "n$((RANDOM % 130)).soak.example") > /dev/null 2>&1
+    done
+    kill "$holder" 2> /dev/null
+    wait "$holder" 2> /dev/null
+    if [ -n "$id" ] && [ $((RANDOM % 2)) -eq 0 ]; then call detach "$id"; fi
+    ip netns del "$ns"
+    rmdir "$dir" 2> /dev/null || problem "cgroup $dir could not be removed"
+  done
+}
+
+# VMs' interfaces: veths with an address, some ports of a bridge; bridges
+# released, deleted or flushed under them; deleted or detached.
+interface_worker() {
+  local n=0 veth bridge id
+  while [ $SECONDS -lt $end ]; do
+    n=$((n + 1))
+    veth=sskv$n
+    bridge=sskb$n
+    ip link add "$veth" type veth peer name "${veth}p" || continue
+    ip link set "$veth" up
+    if [ $((RANDOM % 2)) -eq 0 ]; then
+      ip addr add "203.0.113.$((n % 250 + 1))/32" dev "$veth"
+    else
+      ip link add "$bridge" type bridge
+      ip addr add "198.51.100.$((n % 250 + 1))/32" dev "$bridge"
+      ip link set "$bridge" up
+      ip link set "$veth" master "$bridge"
+    fi
+    id=$("${ctl[@]}" -o json attach --interface "$veth" \
+      --mode "$(shuf -n1 -e allowlist denylist block_all)" --allow-domain soak.example \
+      2> /dev/null | json_id)
+    sleep "0.$((RANDOM % 5))"
+    case $((RANDOM % 4)) in
+      0) ip link set "$veth" nomaster 2> /dev/null ;;
+      1) ip link del "$bridge" 2> /dev/null ;;
+      2) ip addr flush dev "$veth" ;;
+      3) ;;
+    esac
+    sleep "0.$((RANDOM % 5))"
+    if [ -n "$id" ] && [ $((RANDOM % 3)) -eq 0 ]; then call detach "$id"; fi
+    ip link del "$veth"
+    ip link del "$bridge" 2> /dev/null
+  done
+}
+
+# Every endpoint asked: names allowed, denied and unknown, every type, over
+# UDP and TCP, then junk (random bytes, counts that lie, a compression loop,
+# EDNS options, a TCP length past the message) and bursts of names new to
+# it (past dns.max_learned_hosts).
+dns_worker() {
+  while [ $SECONDS -lt $end ]; do
+    for endpoint in $(endpoints | shuf -n 10); do
+      address=${endpoint%:*}
+      port=${endpoint##*:}
+      for name in "n$((RANDOM % 130)).soak.example" n7.soak.example x.n7.soak.example other.example; do
+        dig +tries=1 +time=1 "$(shuf -n1 -e +tcp +notcp)" -p "$port" "@$address" "$name" \
+          "$(shuf -n1 -e A AAAA TXT MX ANY)" > /dev/null 2>&1
+      done
+      python3 "$(dirname "$0")/dns_junk.py" "$address" "$port" 2> /dev/null
+    done
+    sleep 0.1
+  done
+}
+
+# Reloads (SIGHUP), clean stops and starts, and SIGKILLs.
+lifecycle_worker() {
+  local pid
+  while [ $SECONDS -lt $((end - 30)) ]; do
+    sleep $((15 + RANDOM % 15))
+    pid=$(daemon_pid)
+    case $((RANDOM % 3)) in
+      0) kill -HUP "$pid" ;;
+      1)
+        stop_daemon
+        wait "$pid" 2> /dev/null
+        start_daemon
+        ;;
+      2)
+        kill -KILL "$pid"
+        wait "$pid" 2> /dev/null
+        start_daemon
+        ;;
+    esac
+  done
+}
+
+cgroup_worker 1 & children+=($!)
+cgroup_worker 2 & children+=($!)
+container_worker 1 & children+=($!)
+interface_worker & children+=($!)
+dns_worker & children+=($!)
+lifecycle_worker & children+=($!)
+wait "${children[@]:1}"
+
+# What is left answers: every attachment listed can be read.
+for id in $("${ctl[@]}" -o json list | python3 -c 'import json, sys
+[print(a["id"]) for a in json.load(sys.stdin).get("attachments", [])]'); do
+  for what in get policy counters; do call "$what" "$id"; done
+done
+stop_daemon
+kill "$upstream"
+cleanup
+trap - EXIT
+
+grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$work/daemon.log" |
+  sed 's/^/sanitizer: /' >> "$problems"
+grep '"level":"error"' "$work/daemon.log" | sed 's/^/error line: /' >> "$problems"
+left=$(ip -o link | grep -c ' ssk')
+[ "$left" -eq 0 ] || problem "$left interfaces left"
+[ -e "$cgroup_root" ] && problem "$cgroup_root left"
+ip netns list | grep -q '^ssk-' && problem "network namespaces left"
+
+echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
+  "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon"
+if [ -s "$problems" ]; then
+  echo "daemon_soak: FAILED (the daemon's log and state are kept in $work)" >&2
+  cat "$problems" >&2
+  exit 1
+fi
+rm -rf "$work"
+echo "daemon_soak: passed"
