@@ -90,6 +90,16 @@ v1::Attachment DaemonE2eTest::attach_cgroup(const v1::Policy& policy,
   return att;
 }
 
+v1::Attachment DaemonE2eTest::attach_interface(const std::string& name, const v1::Policy& policy) {
+  v1::AttachRequest req;
+  req.set_interface_name(name);
+  *req.mutable_policy() = policy;
+  v1::Attachment att;
+  const grpc::Status status = attach(req, &att);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return att;
+}
+
 grpc::Status DaemonE2eTest::call_list(v1::ListResponse* out) {
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline_in(std::chrono::seconds(5)));

@@ -31,6 +31,7 @@ class DaemonE2eTest : public E2eTest {
   grpc::Status attach(const v1::AttachRequest& req, v1::Attachment* out);
   v1::Attachment attach_cgroup(const v1::Policy& policy,
                                const std::map<std::string, std::string>& metadata = {});
+  v1::Attachment attach_interface(const std::string& name, const v1::Policy& policy);
   grpc::Status call_list(v1::ListResponse* out);
   grpc::Status detach(const std::string& id);
   v1::Policy get_policy(const std::string& id);

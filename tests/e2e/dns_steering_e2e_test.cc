@@ -120,12 +120,9 @@ TEST_F(DnsE2eTest, SteeredSocketsSeeTheResolverTheyAsked) {
 // explicitly allows that resolver.
 TEST_F(DnsE2eTest, AGuestBehindAnInterfaceCannotAskAnotherResolver) {
   start_with_upstream();
-  v1::AttachRequest req;
-  req.set_interface_name(topo_->host_if());
-  *req.mutable_policy() = make_policy(v1::MODE_DENYLIST, {});
-  req.mutable_policy()->set_dns_mode(v1::MODE_DENYLIST);
-  v1::Attachment att;
-  ASSERT_TRUE(attach(req, &att).ok());
+  v1::Policy denylist = make_policy(v1::MODE_DENYLIST, {});
+  denylist.set_dns_mode(v1::MODE_DENYLIST);
+  const v1::Attachment att = attach_interface(topo_->host_if(), denylist);
   ASSERT_EQ(att.dns().ipv4(), "198.51.100.1") << "the host side's address";
 
   // Stands in for a resolver elsewhere: a UDP socket on port 53 of the
@@ -173,11 +170,8 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   for (const char* cidr : {"198.51.100.1/24", "203.0.113.1/24", "2001:db8::1/64"}) {
     must_run({"ip", "addr", "del", cidr, "dev", dev});
   }
-  v1::AttachRequest req;
-  req.set_interface_name(dev);
-  *req.mutable_policy() = dns_policy({"allowed.example"});
-  v1::Attachment att;
-  ASSERT_TRUE(attach(req, &att).ok());
+  v1::Attachment att = attach_interface(dev, dns_policy({"allowed.example"}));
+  ASSERT_FALSE(att.id().empty());
   EXPECT_EQ(att.dns().ipv4(), "");
   EXPECT_EQ(att.dns().ipv6(), "");
   const auto endpoint_becomes = [&](const std::string& ipv4, const std::string& ipv6,
@@ -248,11 +242,7 @@ TEST_F(DnsE2eTest, AHostSideLeftWithNoAddressLetsNoDnsThroughToTheOneItHad) {
   for (const char* cidr : {"203.0.113.1/24", "2001:db8::1/64"}) {
     must_run({"ip", "addr", "del", cidr, "dev", dev});
   }
-  v1::AttachRequest req;
-  req.set_interface_name(dev);
-  *req.mutable_policy() = dns_policy({"allowed.example"});
-  v1::Attachment att;
-  ASSERT_TRUE(attach(req, &att).ok());
+  v1::Attachment att = attach_interface(dev, dns_policy({"allowed.example"}));
   ASSERT_EQ(att.dns().ipv4(), "198.51.100.1");
   ASSERT_EQ(att.dns().ipv6(), "");
   const uint32_t port = att.dns().port();
@@ -329,12 +319,10 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
 
   // Denylists: the bridge's address is open to the guests, but not the
   // ports of other guests' endpoints there.
-  v1::AttachRequest req;
-  req.set_interface_name(b_veth.host());
-  *req.mutable_policy() = dns_policy({"other.example"});
-  req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
-  v1::Attachment b;
-  ASSERT_TRUE(attach(req, &b).ok());
+  v1::Policy denylist = dns_policy({"other.example"});
+  denylist.set_mode(v1::MODE_DENYLIST);
+  v1::Attachment b = attach_interface(b_veth.host(), denylist);
+  ASSERT_FALSE(b.id().empty());
   EXPECT_EQ(b.dns().ipv4(), "198.51.100.1") << "the bridge's";
   EXPECT_EQ(b.dns().ipv6(), "2001:db8::1");
   // Guest A's interface is attached before it joins the bridge, holding
@@ -342,11 +330,10 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
   // the device the endpoint's sockets must take queries from, not that
   // address.
   add_address("", a_if, "198.51.100.1/32");
-  req.set_interface_name(a_if);
-  *req.mutable_policy() = dns_policy({"allowed.example"});
-  req.mutable_policy()->set_mode(v1::MODE_DENYLIST);
-  v1::Attachment a;
-  ASSERT_TRUE(attach(req, &a).ok());
+  denylist = dns_policy({"allowed.example"});
+  denylist.set_mode(v1::MODE_DENYLIST);
+  v1::Attachment a = attach_interface(a_if, denylist);
+  ASSERT_FALSE(a.id().empty());
   EXPECT_EQ(a.dns().ipv4(), "198.51.100.1");
   EXPECT_EQ(a.dns().ipv6(), "");
   bridge.add_port(a_if);
@@ -425,6 +412,12 @@ TEST_F(DnsE2eTest, GuestsOfABridgeAreServedOnItsAddressEachOnAPortOfItsOwn) {
       << "the tap has no address: " << daemon_->log();
   EXPECT_NE(daemon_->log().find(R"("device":")" + a_if + "\""), std::string::npos)
       << "the warning names the device without an address: " << daemon_->log();
+
+  // Guest B's bridge deleted under it: B's tap, released, has no address.
+  must_run({"ip", "link", "del", bridge.name()});
+  EXPECT_TRUE(endpoint_moves_to(b, "", "", milliseconds(2000)))
+      << "the bridge deleted: " << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("dns_endpoint_not_moved"), std::string::npos) << daemon_->log();
 }
 
 }  // namespace
