@@ -531,17 +531,19 @@ void AttachmentManager::on_host_addresses_changed() {
 void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddresses& addresses) {
   bool moved = false;
   for (AttachmentRecord& r : state_.records) {
-    // A device deleted loses its addresses first; the link's own event,
-    // next, detaches the attachment or moves its endpoint off a bridge.
-    if (r.kind != TargetKind::kInterface || kernel_target_gone(r) ||
-        !interface_exists(r.dns_device)) {
-      continue;
-    }
+    if (r.kind != TargetKind::kInterface) continue;
     const auto it = addresses.find(r.dns_device);
     const datapath::DnsEndpoint now =
         endpoint_on(r.dns, it == addresses.end() ? std::span<const net::IpAddress>()
                                                  : std::span<const net::IpAddress>(it->second));
     if (now == r.dns) continue;
+    // A device deleted loses its addresses first; the link's own event,
+    // next, detaches the attachment or moves its endpoint off a bridge.
+    // (Looked up only then: two system calls per attachment at every
+    // address event would be taken under the lock DNS answers wait on.)
+    if (!now.v4 && !now.v6 && (kernel_target_gone(r) || !interface_exists(r.dns_device))) {
+      continue;
+    }
     move_dns_endpoint_locked(r, now);
     moved = true;
   }
