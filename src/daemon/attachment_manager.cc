@@ -582,9 +582,9 @@ void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
   if (auto moved = open_dns_endpoint_locked(record, -1, EndpointChange::kMove); !moved.ok()) {
     log_.error("dns_endpoint_failed", {{"id", record.id()}, {"error", moved.error().message()}});
   }
-  // Failing this, the kernel keeps letting DNS through to the old
-  // address, which the interface no longer has: the guest resolves
-  // nothing until the next address change.
+  // Failing this (a map write refused), the kernel still names the old
+  // endpoint: DNS to it is let through, to an address the interface may
+  // no longer have, until the next address change moves it.
   if (Status set = dp_->set_dns_endpoint(record.key, kernel_endpoint(to)); !set.ok()) {
     log_.error("dns_endpoint_not_moved", {{"id", record.id()}, {"error", set.error().message()}});
     return;
