@@ -832,6 +832,7 @@ void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
 
 void AttachmentManager::on_interface_removed(uint32_t ifindex) {
   std::lock_guard lock(mu_);
+  dp_->forget_interface(ifindex);
   for (size_t i = 0; i < state_.records.size(); ++i) {
     const AttachmentRecord& r = state_.records[i];
     if (r.kind == TargetKind::kInterface && r.key.id == ifindex && kernel_target_gone(r)) {

@@ -109,7 +109,9 @@ class AttachmentManager {
                                std::optional<datapath::Action> action);
   Result<Policy> replace_policy(uint64_t number, const Policy& policy);
 
-  // Target watching: detach attachments whose target is really gone.
+  // Target watching: detach attachments whose target is really gone. An
+  // interface of our namespace that went is forgotten by the packet
+  // socket filter too, so that one taking its index counts as new.
   void on_interface_removed(uint32_t ifindex);
   // A new interface in our namespace (it gets the packet socket filter
   // when a cgroup workload sends from this namespace), or one that changed:

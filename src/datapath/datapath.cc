@@ -919,6 +919,10 @@ Result<std::string> Datapath::restore_packet_socket_filter(uint32_t ifindex) {
   return impl_->packet_socket_guard->restore_interface(ifindex);
 }
 
+void Datapath::forget_interface(uint32_t ifindex) {
+  impl_->packet_socket_guard->forget_interface(ifindex);
+}
+
 Result<size_t> Datapath::unguard_packet_sockets(int netns_fd) {
   if (netns_fd < 0) impl_->guarded_own_netns = false;
   return impl_->packet_socket_guard->unguard(netns_fd);

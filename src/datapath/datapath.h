@@ -97,9 +97,13 @@ class Datapath {
   // While our namespace is guarded: puts the filter back on one of its
   // interfaces that lost it (as restore_interface_filters). What the
   // interface's egress hook held instead ("missing", "replaced",
-  // "behind_another", "unreadable"); empty when it had ours, or the
-  // interface is gone.
+  // "behind_another", "unreadable"); empty when it had ours, the
+  // interface is gone, or it never had ours (it came after the namespace
+  // was guarded, and is guarded now).
   Result<std::string> restore_packet_socket_filter(uint32_t ifindex);
+  // An interface of our namespace was deleted or moved away: another that
+  // takes its index later has not had our filter.
+  void forget_interface(uint32_t ifindex);
   // Whether guard_packet_sockets(-1) has been done (and not undone by
   // unguard_packet_sockets(-1) or destroy()): our interfaces carry the
   // filter, new ones should too.

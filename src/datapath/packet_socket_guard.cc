@@ -64,8 +64,9 @@ int PacketSocketGuard::attach(uint32_t ifindex) const {
   return bpf_tc_attach(&hook, &opts);
 }
 
-Status PacketSocketGuard::guard_interface(uint32_t ifindex) const {
+Status PacketSocketGuard::guard_interface(uint32_t ifindex) {
   const int err = attach(ifindex);
+  if (err == 0) guarded_here_.insert(ifindex);
   if (err != 0 && !interface_gone(err)) {
     return Error::from_errno(
         err, "guard interface " + std::to_string(ifindex) + " against packet sockets");
@@ -73,9 +74,13 @@ Status PacketSocketGuard::guard_interface(uint32_t ifindex) const {
   return ok_status();
 }
 
-Result<std::string> PacketSocketGuard::restore_interface(uint32_t ifindex) const {
+Result<std::string> PacketSocketGuard::restore_interface(uint32_t ifindex) {
   const HookFilters found = filters_on_hook(ifindex, BPF_TC_EGRESS, handle_, priority_, &owners_);
-  if (found == HookFilters::kOurs) return std::string();
+  const bool guarded_before = guarded_here_.contains(ifindex);
+  if (found == HookFilters::kOurs) {
+    guarded_here_.insert(ifindex);
+    return std::string();
+  }
   // Off and on again is first of its priority (see TcHooks::restore).
   int err = found == HookFilters::kOursBehindAnother
                 ? detach_tc_filter(ifindex, BPF_TC_EGRESS, handle_, priority_)
@@ -86,23 +91,30 @@ Result<std::string> PacketSocketGuard::restore_interface(uint32_t ifindex) const
     return Error::from_errno(
         err, "guard interface " + std::to_string(ifindex) + " against packet sockets again");
   }
+  guarded_here_.insert(ifindex);
+  // Without the filter since it came (a start's look, or one after lost
+  // events, found it before its RTM_NEWLINK did): new, not robbed.
+  const bool never_had_ours = found == HookFilters::kNone || found == HookFilters::kOthersOnly;
+  if (!guarded_before && never_had_ours) return std::string();
   return std::string(what_took_our_place(found));
 }
 
-Status PacketSocketGuard::guard(int netns_fd) const {
-  return in_namespace<Status>(netns_fd, [this]() -> Status {
+Status PacketSocketGuard::guard(int netns_fd) {
+  return in_namespace<Status>(netns_fd, [this, netns_fd]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     for (const Interface& i : all) {
       const int err = attach(i.ifindex);
       if (err != 0 && !interface_gone(err)) {
         return Error::from_errno(err, "guard interface " + i.name + " against packet sockets");
       }
+      if (err == 0 && netns_fd < 0) guarded_here_.insert(i.ifindex);
     }
     return ok_status();
   });
 }
 
-Result<size_t> PacketSocketGuard::unguard(int netns_fd) const {
+Result<size_t> PacketSocketGuard::unguard(int netns_fd) {
+  if (netns_fd < 0) guarded_here_.clear();
   return in_namespace<Result<size_t>>(netns_fd, [this]() -> Result<size_t> {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     size_t removed = 0;

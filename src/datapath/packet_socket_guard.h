@@ -9,6 +9,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <set>
+#include <string>
 
 #include "common/result.h"
 #include "datapath/program_ownership.h"
@@ -27,20 +29,25 @@ class PacketSocketGuard {
   // /proc/<pid>/ns/net), or of ours when it is -1, replacing ours already
   // there. An interface that disappears meanwhile is skipped; any other
   // failure is an error naming the interface.
-  Status guard(int netns_fd) const;
+  Status guard(int netns_fd);
   // The same for one interface of our namespace (a new one).
-  Status guard_interface(uint32_t ifindex) const;
+  Status guard_interface(uint32_t ifindex);
   // Guards one interface of our namespace again if it lacks the filter
   // (something else deleted it, or the clsact qdisc, or put another
   // program in its place), or puts it first again where another program's
   // filter runs before it. What the hook held instead (as
   // what_took_our_place); empty when it had ours. An interface that is
-  // gone lacks nothing.
-  Result<std::string> restore_interface(uint32_t ifindex) const;
+  // gone lacks nothing, and neither does one we never guarded (made after
+  // guard(-1), before its RTM_NEWLINK reached us or with that event lost):
+  // it is guarded now, and nothing was taken from it.
+  Result<std::string> restore_interface(uint32_t ifindex);
+  // An interface of our namespace left it (deleted or moved away): its
+  // index, should another take it, is not one we guarded.
+  void forget_interface(uint32_t ifindex) { guarded_here_.erase(ifindex); }
   // Removes it from every interface of the namespace `netns_fd` (-1:
   // ours), with the clsact qdisc where nothing else is left in it; how
   // many interfaces had it.
-  Result<size_t> unguard(int netns_fd) const;
+  Result<size_t> unguard(int netns_fd);
 
  private:
   // 0, or the negative errno of the clsact qdisc or filter.
@@ -50,6 +57,9 @@ class PacketSocketGuard {
   uint32_t handle_;
   uint32_t priority_;
   const ProgramOwnership& owners_;
+  // The interfaces of our namespace we put the filter on: only these can
+  // have lost it to another program.
+  std::set<uint32_t> guarded_here_;
 };
 
 }  // namespace sebpf::datapath

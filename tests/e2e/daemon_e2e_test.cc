@@ -857,6 +857,43 @@ TEST_F(DaemonE2eTest, FiltersDeletedWhileTheirEventsWereLostArePutBackAllTheSame
       << daemon_->log();
 }
 
+// While the host's namespace is guarded, lost events hide both an
+// interface made meanwhile and a packet socket filter another program
+// took. The look that follows guards both; only the taken one is an
+// error line, since the new one never had a filter to lose.
+TEST_F(DaemonE2eTest, AfterLostEventsOnlyAPacketSocketFilterTakenByAnotherProgramIsReported) {
+  start_daemon();
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->host_if()));
+  std::optional<RouteEventFlood> flood;
+  std::optional<VethPair> added;
+  {
+    StoppedProcess stopped(daemon_->pid());
+    flood.emplace(dir_, 5000);
+    // Their events come after the flood's, which fill the socket.
+    added.emplace("sebpfn" + topo_->tag(), "sebpfo" + topo_->tag(), topo_->ns());
+    must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
+  }
+  EXPECT_TRUE(within(milliseconds(3000), [&] {
+    return carries_packet_socket_filter(topo_->host_if()) &&
+           carries_packet_socket_filter(added->host());
+  })) << daemon_->log();
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("link_events_lost"), std::string::npos)
+      << "no event was lost: this test no longer tests the overflow\n"
+      << log;
+  std::vector<std::string> reported;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("\"event\":\"packet_socket_filter_restored\"") != std::string::npos)
+      reported.push_back(line);
+  }
+  ASSERT_EQ(reported.size(), 1u) << log;
+  EXPECT_NE(reported[0].find("\"interface\":\"" + topo_->host_if() + "\""), std::string::npos)
+      << reported[0];
+  EXPECT_NE(reported[0].find("\"found\":\"missing\""), std::string::npos) << reported[0];
+}
+
 // No kernel event says that a process moved to another cgroup: a daemon
 // moved into a cgroup it has attached is named at its next sweep.
 TEST_F(DaemonE2eTest, ADaemonMovedIntoAnAttachedCgroupIsNamedAtTheNextSweep) {

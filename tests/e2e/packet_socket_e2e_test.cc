@@ -6,11 +6,14 @@
 #include <fcntl.h>
 #include <linux/if_packet.h>
 #include <linux/if_xdp.h>
+#include <net/if.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <string>
+#include <thread>
 
 #include "common/unique_fd.h"
 #include "e2e_fixture.h"
@@ -127,6 +130,62 @@ TEST_F(PacketSocketE2eTest, OptionsThatSendPastTheFilterAreRefusedInEveryMode) {
   }
   EXPECT_EQ(run_in_child(set_qdisc_bypass), 0) << "outside any attachment the option works";
   EXPECT_NE(run_in_child(register_xdp_umem), EPERM);
+}
+
+// The daemon looks at every interface of its guarded namespace at start,
+// and again after lost netlink events. An interface made after the guard
+// and found before its RTM_NEWLINK was read lacks the filter because it is
+// new; one that had ours lacks it because another program took it, which
+// the daemon reports as an error. The look tells one from the other, and
+// guards both. The look works on the calling thread's namespace, so a
+// thread in the test namespace plays the daemon.
+TEST_F(PacketSocketE2eTest, ALookAtAGuardedNamespaceReportsOnlyFiltersTakenFromIt) {
+  const std::string ns = topo_->ns().name();
+  const std::string added = "sebpfd" + topo_->tag();
+  const auto carries_filter = [&](const std::string& dev) {
+    return run_command({"ip", "netns", "exec", ns, "tc", "filter", "show", "dev", dev, "egress"})
+               .output.find("sebpf_tc_packet") != std::string::npos;
+  };
+  const auto take_filter = [&](const std::string& dev) {
+    must_run({"ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", dev, "clsact"});
+  };
+  std::thread([&] {
+    if (!topo_->ns().enter()) {
+      ADD_FAILURE() << "cannot enter " << ns;
+      return;
+    }
+    const auto look = [&](const std::string& dev) -> std::string {
+      auto found = dp_->restore_packet_socket_filter(if_nametoindex(dev.c_str()));
+      return found.ok() ? *found : "error: " + found.error().message();
+    };
+    ok(dp_->guard_packet_sockets(-1));
+
+    // A veth pair whose both ends stay here (this kernel has no dummy).
+    must_run({"ip", "-n", ns, "link", "add", added, "type", "veth", "peer", "name", added + "p"});
+    EXPECT_FALSE(carries_filter(added));
+    EXPECT_EQ(look(added), "") << "an interface made after the guard was reported as robbed";
+    EXPECT_TRUE(carries_filter(added));
+    take_filter(added);
+    EXPECT_EQ(look(added), "missing") << "guarded once, its loss is another program's doing";
+    EXPECT_TRUE(carries_filter(added));
+
+    take_filter(topo_->peer_if());
+    EXPECT_EQ(look(topo_->peer_if()), "missing") << "guarded with the namespace";
+    EXPECT_TRUE(carries_filter(topo_->peer_if()));
+
+    // The daemon forgets a deleted interface; a new one may take its index
+    // (here on purpose, as one moved in from another namespace may).
+    const unsigned index = if_nametoindex(added.c_str());
+    must_run({"ip", "-n", ns, "link", "del", added});
+    dp_->forget_interface(index);
+    must_run({"ip", "-n", ns, "link", "add", "name", added, "index", std::to_string(index), "type",
+              "veth", "peer", "name", added + "p"});
+    EXPECT_EQ(look(added), "") << "a newcomer at a deleted interface's index was reported";
+    EXPECT_TRUE(carries_filter(added));
+
+    auto removed = dp_->unguard_packet_sockets(-1);
+    EXPECT_TRUE(removed.ok() && *removed >= 3) << (removed.ok() ? "" : removed.error().message());
+  }).join();
 }
 
 }  // namespace
