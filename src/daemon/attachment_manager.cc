@@ -50,6 +50,14 @@ datapath::DnsEndpoint kernel_endpoint(const datapath::DnsEndpoint& dns) {
   return dns.v4 || dns.v6 ? dns : datapath::DnsEndpoint{};
 }
 
+// "198.51.100.1,2001:db8::1 port 5300", for a log field; "none".
+std::string endpoint_text(const datapath::DnsEndpoint& dns) {
+  if (!dns.v4 && !dns.v6) return "none";
+  std::string addresses = dns.v4 ? dns.v4->to_string() : "";
+  if (dns.v6) addresses += (addresses.empty() ? "" : ",") + dns.v6->to_string();
+  return addresses + " port " + std::to_string(dns.port);
+}
+
 // "a,b,c", for a log field.
 std::string comma_joined(const std::vector<std::string>& names) {
   std::string out;
@@ -186,6 +194,23 @@ Status AttachmentManager::reconcile() {
                                       : apply_full_policy(r);
       if (!applied.ok()) {
         log_.error("restore_policy_failed", {{"id", r.id()}, {"error", applied.error().message()}});
+      }
+      // The kernel names the record's endpoint as the one resolver let
+      // through. It may name another: a process stopped between moving an
+      // endpoint and saving the record, or an earlier build, which kept
+      // the last address of an interface left with none.
+      if (const datapath::DnsEndpoint recorded = kernel_endpoint(r.dns); held->dns != recorded) {
+        if (const Status set = dp_->set_dns_endpoint(r.key, recorded); !set.ok()) {
+          log_.error("dns_endpoint_not_corrected", {{"id", r.id()},
+                                                    {"target", r.target},
+                                                    {"kernel_has", endpoint_text(held->dns)},
+                                                    {"error", set.error().message()}});
+        } else {
+          log_.warning("dns_endpoint_corrected", {{"id", r.id()},
+                                                  {"target", r.target},
+                                                  {"kernel_had", endpoint_text(held->dns)},
+                                                  {"now", endpoint_text(recorded)}});
+        }
       }
       // The filters are in the kernel still, running the previous
       // process's program: replace them (and cover interfaces added

@@ -53,6 +53,8 @@ class DnsReloadE2eTest : public DnsE2eTest {
     ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
     ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"ready\"", readies, std::chrono::seconds(15)))
         << daemon_->log();
+    // The new process finds in the kernel each endpoint its record names.
+    EXPECT_EQ(daemon_->log().find("dns_endpoint_corrected"), std::string::npos) << daemon_->log();
   }
 
   // Stops the daemon (SIGSTOP), sends `count` queries for allowed.example

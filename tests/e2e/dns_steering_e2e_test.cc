@@ -2,6 +2,8 @@
 // the host's namespace and a container's own), a guest behind an interface
 // held to its endpoint, which follows the host side's addresses and a
 // bridge's.
+#include <net/if.h>
+
 #include <fstream>
 
 #include "dns_fixture.h"
@@ -215,6 +217,8 @@ TEST_F(DnsE2eTest, AGuestsEndpointFollowsTheAddressesOfTheHostSide) {
   start_with_upstream();
   ASSERT_TRUE(endpoint_becomes("198.51.100.1", "2001:db8::1", milliseconds(0))) << daemon_->log();
   EXPECT_EQ(guest_resolves("198.51.100.1", kTypeA), 0) << "readdressed while the daemon was down";
+  EXPECT_EQ(daemon_->log().find("dns_endpoint_corrected"), std::string::npos)
+      << "the kernel's endpoint was not the record's: " << daemon_->log();
   for (const char* event : {"dns_endpoint_failed", "dns_endpoint_address_skipped"}) {
     EXPECT_EQ(daemon_->log().find(event), std::string::npos)
         << "found at start, before the endpoint is opened on an address gone: " << daemon_->log();
@@ -234,7 +238,9 @@ uint64_t packets_allowed_as_dns_endpoint(const v1::Counters& counters) {
 // A host side left with no address (flushed, or on its way to deletion)
 // leaves its guest no resolver: the kernel no longer lets DNS through to
 // the address it had, which the host would route on to whoever has it now.
-// Given an address again, the guest is served on the same port.
+// A start makes it so where an earlier process left the kernel naming
+// the old address. Given an address again, the guest is served on the
+// same port.
 TEST_F(DnsE2eTest, AHostSideLeftWithNoAddressLetsNoDnsThroughToTheOneItHad) {
   start_with_upstream();
   const std::string& dev = topo_->host_if();
@@ -259,19 +265,43 @@ TEST_F(DnsE2eTest, AHostSideLeftWithNoAddressLetsNoDnsThroughToTheOneItHad) {
             "dev", topo_->peer_if(), "nud", "permanent"});
   must_run({"ip", "addr", "del", "198.51.100.1/24", "dev", dev});
   ASSERT_TRUE(endpoint_moves_to(att, "", "", milliseconds(2000))) << daemon_->log();
-  const v1::Counters before = get_counters(att.id());
-  for (const uint16_t to_port : {static_cast<uint16_t>(port), uint16_t{53}}) {
-    const net::SocketAddress old(*net::IpAddress::parse("198.51.100.1"), to_port);
-    EXPECT_EQ(topo_->run_in_peer([&] { return send_udp_query(old, "allowed.example") ? 0 : 1; }),
-              0);
-  }
-  EXPECT_TRUE(within(milliseconds(2000), [&] {
-    return get_counters(att.id()).denied() >= before.denied() + 2;
-  })) << "the guard dropped both";
-  EXPECT_EQ(packets_allowed_as_dns_endpoint(get_counters(att.id())),
-            packets_allowed_as_dns_endpoint(before))
-      << "let through to an address the host no longer has";
+  const auto guest_dns_to_old_address_is_dropped = [&] {
+    const v1::Counters before = get_counters(att.id());
+    for (const uint16_t to_port : {static_cast<uint16_t>(port), uint16_t{53}}) {
+      const net::SocketAddress old(*net::IpAddress::parse("198.51.100.1"), to_port);
+      EXPECT_EQ(topo_->run_in_peer([&] { return send_udp_query(old, "allowed.example") ? 0 : 1; }),
+                0);
+    }
+    EXPECT_TRUE(within(milliseconds(2000), [&] {
+      return get_counters(att.id()).denied() >= before.denied() + 2;
+    })) << "the guard dropped both";
+    EXPECT_EQ(packets_allowed_as_dns_endpoint(get_counters(att.id())),
+              packets_allowed_as_dns_endpoint(before))
+        << "let through to an address the host no longer has";
+  };
+  guest_dns_to_old_address_is_dropped();
   EXPECT_EQ(daemon_->log().find("dns_endpoint_not_moved"), std::string::npos) << daemon_->log();
+
+  // A kernel left naming the old address (by an earlier build, or a
+  // process killed between its kernel write and its record's) is set to
+  // the record's endpoint at the next start.
+  daemon_->kill9();
+  {
+    datapath::Config config;
+    config.pin_dir = pin_dir_;
+    auto stale = datapath::Datapath::open(config);
+    ASSERT_TRUE(stale.ok()) << stale.error().message();
+    const datapath::AttachmentKey key{datapath::TargetKind::kInterface,
+                                      if_nametoindex(dev.c_str())};
+    datapath::DnsEndpoint old;
+    old.v4 = *net::IpAddress::parse("198.51.100.1");
+    old.port = static_cast<uint16_t>(port);
+    ok((*stale)->set_dns_endpoint(key, old));
+  }
+  start_with_upstream();
+  EXPECT_NE(daemon_->log().find("\"event\":\"dns_endpoint_corrected\""), std::string::npos)
+      << daemon_->log();
+  guest_dns_to_old_address_is_dropped();
 
   must_run({"ip", "addr", "add", "198.51.100.1/24", "dev", dev});
   ASSERT_TRUE(endpoint_moves_to(att, "198.51.100.1", "", milliseconds(2000))) << daemon_->log();
