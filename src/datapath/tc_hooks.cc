@@ -88,6 +88,12 @@ bool TcHooks::carries_our_filter(uint32_t ifindex) const {
 }
 
 Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_direction) {
+  // A deleted interface loses its filters as it goes: the events of that
+  // bring a look that may find it still there, and gone by the attach.
+  const auto gone = [ifindex] {
+    char name[IF_NAMESIZE];
+    return if_indextoname(ifindex, name) == nullptr;
+  };
   RestoredFilters restored;
   for (const bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
     const HookFilters found = filters_on_hook(ifindex, point, handle_, priority_, &owners_);
@@ -100,6 +106,7 @@ Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_dir
     if (found == HookFilters::kOursBehindAnother) {
       const int err = detach_tc_filter(ifindex, point, handle_, priority_);
       if (err != 0) {
+        if (gone()) return RestoredFilters{};
         return Error::from_errno(
             err, "take our filter off interface " + std::to_string(ifindex) + " to put it first");
       }
@@ -108,7 +115,11 @@ Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_dir
   }
   // Replaces what is left of ours and puts back what is not: the same
   // attach as the first, with this process's programs.
-  if (!restored.empty()) SEBPF_RETURN_IF_ERROR(attach(ifindex, guard_direction));
+  if (restored.empty()) return restored;
+  if (Status attached = attach(ifindex, guard_direction); !attached.ok()) {
+    if (gone()) return RestoredFilters{};
+    return attached.error();
+  }
   return restored;
 }
 

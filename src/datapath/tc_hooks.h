@@ -48,7 +48,7 @@ class TcHooks {
   // program's filter runs before ours (ours goes in again, first). Returns
   // those hooks and what each held; empty when both carry ours. A hook
   // whose filters cannot be read counts as lacking it: attaching again
-  // costs little.
+  // costs little. An interface gone before the attach lacks nothing.
   Result<RestoredFilters> restore(uint32_t ifindex, TcDirection guard_direction);
 
  private:

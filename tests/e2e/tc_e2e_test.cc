@@ -1,6 +1,8 @@
 // The TC filter on the host side of a veth, with the namespace as the guest
 // (a VM or container behind its tap/veth): its outgoing traffic is allowed
 // or dropped per mode, the link keeps working, inbound connections work.
+#include <net/if.h>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -249,6 +251,30 @@ TEST_F(TcE2eTest, ForwardingPastTheCgroupProgramsIsStoppedByTheInterfaceGuard) {
   auto c = dp_->counters(key);
   ASSERT_TRUE(c.ok());
   EXPECT_GE(c->get(SEBPF_HOOK_PACKET, SEBPF_REASON_DENY_DEFAULT), 1U);
+}
+
+// An interface being deleted loses its filters as it goes, and the events
+// of that make the daemon look at it: the look may find it there, and gone
+// by the time it attaches. A gone interface lacks nothing, so no error.
+// (A race: looking throughout many deletions makes it likely.)
+TEST_F(TcE2eTest, AnInterfaceDeletedDuringALookAtItsFiltersLacksNothing) {
+  const std::string host = "sebpfz" + topo_->tag();
+  int looks = 0;
+  for (int round = 0; round < 40 && !HasFailure(); ++round) {
+    must_run({"ip", "link", "add", host, "type", "veth", "peer", "name", host + "p"});
+    auto att = dp_->attach_interface(
+        host, {.mode = Mode::kBlockAll, .dns = {}, .direction = {}, .rules = {}});
+    ASSERT_TRUE(att.ok()) << att.error().message();
+    Child deleter([&] { return run_command({"ip", "link", "del", host}).exit_code; });
+    while (if_nametoindex(host.c_str()) != 0) {
+      auto restored = dp_->restore_interface_filters(att->key);
+      EXPECT_TRUE(restored.ok()) << "round " << round << ": " << restored.error().message();
+      ++looks;
+    }
+    EXPECT_EQ(deleter.wait(), 0);
+    ok(dp_->detach(att->key));
+  }
+  RecordProperty("looks", looks);
 }
 
 }  // namespace
