@@ -511,9 +511,23 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
   dns_proxy_ = proxy;
   for (const AttachmentRecord& r : state_.records) {
     if (auto opened = open_dns_endpoint_locked(r, workload_netns(r).get()); !opened.ok()) {
-      log_.error("dns_endpoint_failed", {{"id", r.id()}, {"error", opened.error().message()}});
+      log_endpoint_failure_locked(r, opened.error());
     }
   }
+}
+
+void AttachmentManager::log_endpoint_failure_locked(const AttachmentRecord& record,
+                                                     const Error& why) {
+  // Its target, or the bridge it is served on, deleted meanwhile (a bind
+  // to an address that went with it): no fault, and the link's event,
+  // next, detaches the attachment or moves the endpoint.
+  if (kernel_target_gone(record) ||
+      (record.kind == TargetKind::kInterface && !interface_exists(record.dns_device))) {
+    log_.info("dns_endpoint_target_gone",
+              {{"id", record.id()}, {"target", record.target}, {"error", why.message()}});
+    return;
+  }
+  log_.error("dns_endpoint_failed", {{"id", record.id()}, {"error", why.message()}});
 }
 
 void AttachmentManager::forget_locked(const AttachmentRecord& gone) {
@@ -605,7 +619,7 @@ void AttachmentManager::move_dns_endpoint_locked(AttachmentRecord& record,
   // The sockets first: once the kernel names the new address as the only
   // DNS server the guest may ask, its queries find them there.
   if (auto moved = open_dns_endpoint_locked(record, -1, EndpointChange::kMove); !moved.ok()) {
-    log_.error("dns_endpoint_failed", {{"id", record.id()}, {"error", moved.error().message()}});
+    log_endpoint_failure_locked(record, moved.error());
   }
   // Failing this (a map write refused), the kernel still names the old
   // endpoint: DNS to it is let through, to an address the interface may

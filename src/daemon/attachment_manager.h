@@ -318,6 +318,8 @@ class AttachmentManager {
   policy::PolicyFile policies_;
   // The attachment_target_unsafe error line.
   void log_unsafe_target(const AttachmentRecord& r, const Error& why);
+  // An endpoint not opened or moved: an error, unless its device is gone.
+  void log_endpoint_failure_locked(const AttachmentRecord& record, const Error& why);
 
   Logger& log_;
   mutable std::mutex mu_;

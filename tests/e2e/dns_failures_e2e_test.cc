@@ -1,6 +1,9 @@
 // When things go wrong: upstreams that fail, answers whose addresses cannot
 // be written (never released), malformed queries and zone transfers.
+#include <thread>
+
 #include "dns_fixture.h"
+#include "support/within.h"
 
 namespace sebpf::testing {
 namespace {
@@ -119,6 +122,53 @@ TEST_F(DnsE2eTest, ZoneTransfersAreNotImplementedAndNeverForwarded) {
   const std::string log = knot_->stop_and_read_query_log();
   EXPECT_TRUE(KnotServer::log_has_query(log, "allowed.example")) << "the log is read correctly";
   EXPECT_FALSE(KnotServer::log_has_query(log, "xfr.example")) << "a transfer was forwarded";
+}
+
+// VMs shut down while the daemon starts: an interface found at adoption
+// may be gone by the time its endpoint is bound (the bind to its address
+// fails). That is no fault: the deletion's event detaches it. (A race:
+// deletions spread over the start make it likely.)
+TEST_F(DnsE2eTest, InterfacesDeletedWhileTheDaemonStartsAreDetachedWithoutAnError) {
+  start_with_upstream();
+  constexpr int kGuests = 24;
+  struct Guests {
+    std::vector<std::string> names;
+    ~Guests() {  // whatever a failure left
+      for (const std::string& name : names) run_command({"ip", "link", "del", name});
+    }
+  } guests;
+  std::vector<std::string>& names = guests.names;
+  for (int i = 0; i < kGuests; ++i) {
+    const std::string name = "sbq" + topo_->tag() + "-" + std::to_string(i);
+    must_run({"ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"});
+    names.push_back(name);
+    must_run({"ip", "addr", "add", "203.0.113." + std::to_string(100 + i) + "/32", "dev", name});
+    must_run({"ip", "link", "set", name, "up"});
+    ASSERT_FALSE(attach_interface(name, dns_policy({"allowed.example"})).id().empty());
+  }
+  // Forked while gRPC's threads are idle (see Child), told to go once the
+  // daemon is gone.
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child deleter([&] {
+    if (!meet.ready_then_wait()) return 1;
+    for (const std::string& name : names) {
+      run_command({"ip", "link", "del", name});
+      std::this_thread::sleep_for(milliseconds(4));
+    }
+    return 0;
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready());
+  daemon_->kill9();
+  ASSERT_TRUE(meet.go());
+  start_with_upstream();
+  EXPECT_EQ(deleter.wait(), 0);
+  EXPECT_TRUE(within(milliseconds(3000), [&] {
+    v1::ListResponse list;
+    return call_list(&list).ok() && list.attachments_size() == 0;
+  })) << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
 }
 
 }  // namespace
