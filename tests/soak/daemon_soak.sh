@@ -59,13 +59,28 @@ records=()
 for i in $(seq 1 120); do
   records+=("--host-record=n$i.soak.example,198.51.100.$i,2001:db8::$i")
 done
-children=()  # the upstream and the workers, stopped by cleanup
+# The upstream and the workers are this shell's children, stopped by
+# parent (pkill -P) and never waited for without a bound: a run forks more
+# processes than pid_max (32768 here), so a pid noted at the start may
+# name another process by the end; and dnsmasq, after the junk it is
+# sent, has been seen to outlive SIGTERM, which once hung the run's end.
 dnsmasq --no-daemon --port=5399 --listen-address=127.0.0.1 --bind-interfaces --no-resolv \
   --no-hosts --local-ttl=2 "${records[@]}" > "$work/dnsmasq.log" 2>&1 &
 upstream=$!
-children+=("$upstream")
+sleep 0.5
+if ! kill -0 "$upstream" 2> /dev/null; then
+  echo "daemon_soak: the upstream (dnsmasq) did not start:" "$(cat "$work/dnsmasq.log")" >&2
+  rmdir "$cgroup_root"
+  rm -rf "$work"
+  exit 2
+fi
 
-daemon_pid() { cat "$work/daemon.pid"; }
+# The daemon's pid, or nothing once that process is not the daemon any more.
+daemon_pid() {
+  local pid
+  pid=$(cat "$work/daemon.pid" 2> /dev/null)
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = superebpfd ] && echo "$pid"
+}
 start_daemon() {
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     "$build/src/daemon/superebpfd" -c "$work/config.yaml" "$@" >> "$work/daemon.log" 2>&1 &
@@ -92,10 +107,12 @@ cleanup() {
   trap - EXIT INT TERM
   # The workers first, so that none starts the daemon again, then the
   # daemon (whichever worker started it last).
-  if [ ${#children[@]} -gt 0 ]; then
-    kill "${children[@]}" 2> /dev/null
-    wait "${children[@]}" 2> /dev/null
-  fi
+  pkill -P $$ 2> /dev/null
+  for _ in $(seq 1 50); do
+    pgrep -P $$ > /dev/null || break
+    sleep 0.2
+  done
+  pkill -KILL -P $$ 2> /dev/null
   stop_daemon
   # Once more with --detach-on-exit: every attachment and pin taken away.
   start_daemon --detach-on-exit
@@ -277,13 +294,22 @@ lifecycle_worker() {
   done
 }
 
-cgroup_worker 1 & children+=($!)
-cgroup_worker 2 & children+=($!)
-container_worker 1 & children+=($!)
-interface_worker & children+=($!)
-dns_worker & children+=($!)
-lifecycle_worker & children+=($!)
-wait "${children[@]:1}"
+# Each worker leaves a mark when it is done; the run waits for all six,
+# or two minutes past the end (a worker stuck is a problem).
+worker() { "$@"; touch "$work/done.$BASHPID"; }
+worker cgroup_worker 1 &
+worker cgroup_worker 2 &
+worker container_worker 1 &
+worker interface_worker &
+worker dns_worker &
+worker lifecycle_worker &
+until [ "$(find "$work" -maxdepth 1 -name 'done.*' | wc -l)" -ge 6 ]; do
+  if [ $SECONDS -ge $((end + 120)) ]; then
+    problem "a worker was still running 2 min after the end"
+    break
+  fi
+  sleep 1
+done
 
 # What is left answers: every attachment listed can be read.
 for id in $("${ctl[@]}" -o json list | python3 -c 'import json, sys
@@ -291,7 +317,7 @@ for id in $("${ctl[@]}" -o json list | python3 -c 'import json, sys
   for what in get policy counters; do call "$what" "$id"; done
 done
 stop_daemon
-kill "$upstream"
+kill -KILL "$upstream"
 cleanup
 trap - EXIT
 
