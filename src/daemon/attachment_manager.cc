@@ -32,15 +32,10 @@ bool target_exists(const AttachmentRecord& r) {
   return stat(r.target.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-bool interface_exists(uint64_t ifindex) {
-  char name[IF_NAMESIZE];
-  return if_indextoname(static_cast<unsigned>(ifindex), name) != nullptr;
-}
-
 // Whether the kernel object we attached is gone (not just renamed).
 bool kernel_target_gone(const AttachmentRecord& r) {
   if (r.kind == TargetKind::kCgroup) return !datapath::cgroup_exists(r.key.id);
-  return !interface_exists(r.key.id);
+  return !datapath::interface_exists(r.key.id);
 }
 
 // What the kernel is told of an endpoint: none while it has no address. A
@@ -517,12 +512,12 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
 }
 
 void AttachmentManager::log_endpoint_failure_locked(const AttachmentRecord& record,
-                                                     const Error& why) {
+                                                    const Error& why) {
   // Its target, or the bridge it is served on, deleted meanwhile (a bind
   // to an address that went with it): no fault, and the link's event,
   // next, detaches the attachment or moves the endpoint.
   if (kernel_target_gone(record) ||
-      (record.kind == TargetKind::kInterface && !interface_exists(record.dns_device))) {
+      (record.kind == TargetKind::kInterface && !datapath::interface_exists(record.dns_device))) {
     log_.info("dns_endpoint_target_gone",
               {{"id", record.id()}, {"target", record.target}, {"error", why.message()}});
     return;
@@ -580,7 +575,8 @@ void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddress
     // next, detaches the attachment or moves its endpoint off a bridge.
     // (Looked up only then: two system calls per attachment at every
     // address event would be taken under the lock DNS answers wait on.)
-    if (!now.v4 && !now.v6 && (kernel_target_gone(r) || !interface_exists(r.dns_device))) {
+    if (!now.v4 && !now.v6 &&
+        (kernel_target_gone(r) || !datapath::interface_exists(r.dns_device))) {
       continue;
     }
     move_dns_endpoint_locked(r, now);

@@ -161,6 +161,11 @@ bool cgroup_exists(uint64_t cgroup_id) {
   return fd.valid();
 }
 
+bool interface_exists(uint64_t ifindex) {
+  char name[IF_NAMESIZE];
+  return if_indextoname(static_cast<unsigned>(ifindex), name) != nullptr;
+}
+
 Status ensure_bpffs_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   if (dir.empty() || dir[0] != '/') {

@@ -37,6 +37,9 @@ Result<CgroupDir> open_cgroup(const std::string& path);
 // Whether the cgroup with this id still exists (not removed). Asked by file
 // handle, so it needs no path.
 bool cgroup_exists(uint64_t cgroup_id);
+// Whether an interface of the calling thread's network namespace has this
+// index (one being deleted has none once it is unlisted).
+bool interface_exists(uint64_t ifindex);
 
 // Makes `dir` exist on a bpffs. When its bpffs is not mounted and `dir` lies
 // under /sys/fs/bpf, mounts one there; elsewhere says how to mount it.

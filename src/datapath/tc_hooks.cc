@@ -9,6 +9,7 @@
 #include <string>
 
 #include "datapath/shared_layout.h"
+#include "datapath/system.h"
 #include "datapath/tc_filter_dump.h"
 
 namespace sebpf::datapath {
@@ -88,12 +89,9 @@ bool TcHooks::carries_our_filter(uint32_t ifindex) const {
 }
 
 Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_direction) {
-  // A deleted interface loses its filters as it goes: the events of that
-  // bring a look that may find it still there, and gone by the attach.
-  const auto gone = [ifindex] {
-    char name[IF_NAMESIZE];
-    return if_indextoname(ifindex, name) == nullptr;
-  };
+  // A deleted interface loses its filters as it goes, and the events of
+  // that bring this look: it may find the interface still there, and gone
+  // by the detach or attach below, when there is nothing to put back.
   RestoredFilters restored;
   for (const bpf_tc_attach_point point : {BPF_TC_INGRESS, BPF_TC_EGRESS}) {
     const HookFilters found = filters_on_hook(ifindex, point, handle_, priority_, &owners_);
@@ -106,7 +104,7 @@ Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_dir
     if (found == HookFilters::kOursBehindAnother) {
       const int err = detach_tc_filter(ifindex, point, handle_, priority_);
       if (err != 0) {
-        if (gone()) return RestoredFilters{};
+        if (!interface_exists(ifindex)) return RestoredFilters{};
         return Error::from_errno(
             err, "take our filter off interface " + std::to_string(ifindex) + " to put it first");
       }
@@ -117,7 +115,7 @@ Result<RestoredFilters> TcHooks::restore(uint32_t ifindex, TcDirection guard_dir
   // attach as the first, with this process's programs.
   if (restored.empty()) return restored;
   if (Status attached = attach(ifindex, guard_direction); !attached.ok()) {
-    if (gone()) return RestoredFilters{};
+    if (!interface_exists(ifindex)) return RestoredFilters{};
     return attached.error();
   }
   return restored;
