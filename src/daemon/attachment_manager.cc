@@ -38,6 +38,14 @@ bool kernel_target_gone(const AttachmentRecord& r) {
   return !datapath::interface_exists(r.key.id);
 }
 
+// Whether the attachment's target is gone, or, for an interface, the
+// device its endpoint is served on (itself or its bridge): the link's
+// event, next, detaches the attachment or moves the endpoint.
+bool endpoint_device_gone(const AttachmentRecord& r) {
+  return kernel_target_gone(r) ||
+         (r.kind == TargetKind::kInterface && !datapath::interface_exists(r.dns_device));
+}
+
 // What the kernel is told of an endpoint: none while it has no address. A
 // port alone names no server to let a guest's DNS through to, and the
 // address an interface had would be routed on to whoever has it now.
@@ -513,11 +521,8 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
 
 void AttachmentManager::log_endpoint_failure_locked(const AttachmentRecord& record,
                                                     const Error& why) {
-  // Its target, or the bridge it is served on, deleted meanwhile (a bind
-  // to an address that went with it): no fault, and the link's event,
-  // next, detaches the attachment or moves the endpoint.
-  if (kernel_target_gone(record) ||
-      (record.kind == TargetKind::kInterface && !datapath::interface_exists(record.dns_device))) {
+  // Deleted meanwhile (a bind to an address that went with it): no fault.
+  if (endpoint_device_gone(record)) {
     log_.info("dns_endpoint_target_gone",
               {{"id", record.id()}, {"target", record.target}, {"error", why.message()}});
     return;
@@ -575,10 +580,7 @@ void AttachmentManager::follow_interface_addresses_locked(const InterfaceAddress
     // next, detaches the attachment or moves its endpoint off a bridge.
     // (Looked up only then: two system calls per attachment at every
     // address event would be taken under the lock DNS answers wait on.)
-    if (!now.v4 && !now.v6 &&
-        (kernel_target_gone(r) || !datapath::interface_exists(r.dns_device))) {
-      continue;
-    }
+    if (!now.v4 && !now.v6 && endpoint_device_gone(r)) continue;
     move_dns_endpoint_locked(r, now);
     moved = true;
   }
