@@ -1041,7 +1041,8 @@ TEST_F(DaemonE2eTest, ACgroupsRemovedLinkPinsArePutBackAndItsProgramsRunAgain) {
   std::filesystem::remove(links + "/sebpf_connect4");
   EXPECT_TRUE(within(milliseconds(2000), [&] { return files_under(links) == pins; }))
       << daemon_->log();
-  EXPECT_NE(daemon_->log().find("\"programs\":\"sebpf_connect4\""), std::string::npos)
+  // The line follows the pin: waited for, not read at once.
+  EXPECT_TRUE(daemon_->wait_for_log("\"programs\":\"sebpf_connect4\"", 1, milliseconds(2000)))
       << daemon_->log();
   EXPECT_EQ(denied(), EPERM);
   EXPECT_NE(get_policy(att.id()).cidrs_size(), 0);
