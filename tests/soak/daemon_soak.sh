@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# A soak of the daemon, by hand (not on CI: it runs for minutes): the API,
-# cgroups, containers in network namespaces of their own, veths and bridges
-# made and removed under it, DNS (good queries, junk, queries past the
-# learning limit) to every endpoint, while the daemon is reloaded, stopped,
-# started and killed. Best run on the sanitized build:
+# A soak of the daemon, by hand (not on CI: it runs for minutes): the API
+# (rule changes, whole-policy replaces, attachments the policy file
+# decides), cgroups, containers in network namespaces of their own, veths
+# and bridges made and removed under it, DNS (good queries, junk, queries
+# past the learning limit) to every endpoint, while the daemon is reloaded
+# (with a new policy file), stopped, started and killed. Best run on the
+# sanitized build:
 #
 #   scripts/test.sh --sanitize            # builds build-asan/
 #   sudo tests/soak/daemon_soak.sh build-asan 600
 #
 # It fails (exit 1, the problems listed) on a sanitizer report, a CLI call
 # the daemon answered with an internal error, a daemon that does not start
-# or stop, an error line in the daemon's log, or anything of the run left
-# behind. Addresses: loopback, and documentation ranges on interfaces and
+# or stop, an error line in the daemon's log, anything of the run left
+# behind, or a broken promise seen from inside a container: an address its
+# DNS answer held refused, or one no answer held let through. Addresses: loopback, and documentation ranges on interfaces and
 # namespaces it makes; no traffic leaves the host.
 set -uo pipefail
 
@@ -50,8 +53,51 @@ dns:
   max_ttl_seconds: 5
   max_learned_hosts: 64
   upstream_timeout_ms: 300
+policy_file: $work/policy.yaml
 YAML
+
+# The policy file, for attachments made with metadata and no policy; the
+# lifecycle worker writes a new one before each reload, stop or kill.
+write_policy_file() {
+  local cidrs="" i
+  for i in $(seq 1 $((RANDOM % 40))); do
+    cidrs+="198.51.100.$((RANDOM % 256))/32, 2001:db8:1::$i/128, "
+  done
+  cat > "$work/policy.yaml.new" << POLICY
+version: 1
+policies:
+  - name: soak-agent
+    match: {role: agent}
+    mode: $(shuf -n1 -e allowlist denylist)
+    dns_mode: allowlist
+    allow_cidrs: [${cidrs}203.0.113.0/28]
+    deny_cidrs: [198.51.100.$((RANDOM % 2 * 128))/25]
+    allow_domains: [soak.example]
+    deny_domains: [n$((RANDOM % 120)).soak.example]
+default:
+  mode: block_all
+POLICY
+  mv "$work/policy.yaml.new" "$work/policy.yaml"
+}
+# A policy for replace-policy, as JSON: up to 300 CIDR rules, some with a
+# TTL, and domain rules.
+replacement_policy() {
+  python3 -c 'import json, random
+cidrs = []
+for i in random.sample(range(512), random.randrange(300)):
+    rule = {"cidr": "198.51.100.%d/32" % i if i < 256 else "2001:db8:%x::/48" % i,
+            "action": random.choice(["ACTION_ALLOW", "ACTION_DENY"])}
+    if random.random() < 0.3: rule["ttl_seconds"] = str(random.randrange(1, 4))
+    cidrs.append(rule)
+modes = ["MODE_DISABLED", "MODE_ALLOWLIST", "MODE_DENYLIST", "MODE_BLOCK_ALL"]
+domains = [{"domain": "n%d.soak.example" % i, "action": random.choice(["ACTION_ALLOW", "ACTION_DENY"])}
+           for i in random.sample(range(1, 121), random.randrange(5))]
+print(json.dumps({"mode": random.choice(modes), "dns_mode": random.choice(modes),
+                  "cidrs": cidrs, "domains": domains + [{"domain": "soak.example", "action": "ACTION_ALLOW"}]}))'
+}
 mkdir -p "$work/state" "$cgroup_root"
+write_policy_file
+: > "$work/connected"  # resolve_then_connect.py's tally
 
 # The upstream: 120 names, each with an address in 198.51.100.0/24 and one
 # in 2001:db8::/32, a 2 s TTL so that learned hosts come and go.
@@ -138,14 +184,16 @@ json_id() {
 try: print(json.load(sys.stdin).get("id", ""))
 except Exception: pass'
 }
-# Every endpoint as address:port, from the API.
+# Every endpoint address (of both families) and its port, a line each,
+# from the API.
 endpoints() {
   "${ctl[@]}" -o json list 2> /dev/null | python3 -c 'import json, sys
 try: attachments = json.load(sys.stdin).get("attachments", [])
 except Exception: attachments = []
 for a in attachments:
     e = a.get("dns", {})
-    if e.get("ipv4") and e.get("port"): print(e["ipv4"] + ":" + str(e["port"]))'
+    for family in ("ipv4", "ipv6"):
+        if e.get(family) and e.get("port"): print(e[family], e["port"])'
 }
 # A CLI call; the daemon's internal errors (exit status 1) are problems,
 # refusals (bad value, not found, attached already) are what a race gives.
@@ -161,16 +209,21 @@ end=$((SECONDS + seconds))
 # Cgroups of the host's namespace: attached, policies changed, then
 # detached or removed.
 cgroup_worker() {
-  local n=0 dir id
+  local n=0 dir id policy
   while [ $SECONDS -lt $end ]; do
     n=$((n + 1))
     dir=$cgroup_root/c$1-$n
     mkdir -p "$dir"
-    id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist --allow-domain soak.example \
-      --deny-domain n7.soak.example 2> /dev/null | json_id)
+    case $((RANDOM % 4)) in
+      0) policy=(--meta role=agent) ;;  # the policy file decides
+      1) policy=(--meta role=other) ;;  # its default
+      *) policy=(--mode allowlist --allow-domain soak.example --deny-domain n7.soak.example) ;;
+    esac
+    id=$("${ctl[@]}" -o json attach --cgroup "$dir" "${policy[@]}" 2> /dev/null | json_id)
     for _ in $(seq 1 $((RANDOM % 10))); do
       [ -n "$id" ] || break
-      case $((RANDOM % 9)) in
+      case $((RANDOM % 10)) in
+        9) replacement_policy | call replace-policy "$id" --file - ;;
         0) call allow-cidr "$id" "203.0.113.$((RANDOM % 256))/32" --ttl 1s ;;
         1) call deny-cidr "$id" "198.51.100.$((RANDOM % 2 * 128))/25" ;;
         2) call allow-domain "$id" "n$((RANDOM % 120)).soak.example" ;;
@@ -191,7 +244,7 @@ cgroup_worker() {
 # Containers: a process in a cgroup and a network namespace of its own,
 # asking an ordinary resolver (steered to its endpoint in that namespace).
 container_worker() {
-  local n=0 ns dir holder id
+  local n=0 ns dir holder id type unanswered broken
   while [ $SECONDS -lt $end ]; do
     n=$((n + 1))
     ns=ssk-$1-$n
@@ -209,6 +262,19 @@ container_worker() {
       (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" dig +tries=1 +time=1 \
         "$(shuf -n1 -e +tcp +notcp)" "@203.0.113.$((RANDOM % 250 + 1))" \
         "n$((RANDOM % 130)).soak.example") > /dev/null 2>&1
+      # What the policy promises, checked from inside: an answered address
+      # is let through the instant the answer arrives, and one in no answer
+      # never is, whatever the daemon is doing meanwhile.
+      if [ $((RANDOM % 2)) -eq 0 ]; then
+        type=A unanswered=198.51.100.250
+      else
+        type=AAAA unanswered=2001:db8::ffff
+      fi
+      if ! broken=$( (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" python3 \
+        "$(dirname "$0")/resolve_then_connect.py" "203.0.113.$((RANDOM % 250 + 1))" \
+        "n$((RANDOM % 130)).soak.example" "$type" "$unanswered" "$work/connected") 2>&1); then
+        problem "container $id: $broken"
+      fi
     done
     kill "$holder" 2> /dev/null
     wait "$holder" 2> /dev/null
@@ -228,23 +294,29 @@ interface_worker() {
     bridge=sskb$n
     ip link add "$veth" type veth peer name "${veth}p" || continue
     ip link set "$veth" up
-    if [ $((RANDOM % 2)) -eq 0 ]; then
-      ip addr add "203.0.113.$((n % 250 + 1))/32" dev "$veth"
-    else
-      ip link add "$bridge" type bridge
-      ip addr add "198.51.100.$((n % 250 + 1))/32" dev "$bridge"
-      ip link set "$bridge" up
-      ip link set "$veth" master "$bridge"
-    fi
+    case $((RANDOM % 3)) in
+      0) ip addr add "203.0.113.$((n % 250 + 1))/32" dev "$veth" ;;
+      1) ip addr add "2001:db8:5::$((n % 4096 + 1))/128" dev "$veth" nodad ;;
+      2)
+        ip link add "$bridge" type bridge
+        # Not an address the upstream answers with: the daemon never learns
+        # an address of this host from an answer (only a CIDR rule opens it).
+        ip addr add "198.51.100.$((n % 100 + 150))/32" dev "$bridge"
+        [ $((RANDOM % 2)) -eq 0 ] && ip addr add "2001:db8:6::$((n % 4096 + 1))/128" dev "$bridge" nodad
+        ip link set "$bridge" up
+        ip link set "$veth" master "$bridge"
+        ;;
+    esac
     id=$("${ctl[@]}" -o json attach --interface "$veth" \
       --mode "$(shuf -n1 -e allowlist denylist block_all)" --allow-domain soak.example \
       2> /dev/null | json_id)
     sleep "0.$((RANDOM % 5))"
-    case $((RANDOM % 4)) in
+    case $((RANDOM % 5)) in
       0) ip link set "$veth" nomaster 2> /dev/null ;;
       1) ip link del "$bridge" 2> /dev/null ;;
       2) ip addr flush dev "$veth" ;;
-      3) ;;
+      3) ip link set "$veth" down && ip link set "$veth" up ;;  # a guest's reboot
+      4) ;;
     esac
     sleep "0.$((RANDOM % 5))"
     if [ -n "$id" ] && [ $((RANDOM % 3)) -eq 0 ]; then call detach "$id"; fi
@@ -259,9 +331,7 @@ interface_worker() {
 # it (past dns.max_learned_hosts).
 dns_worker() {
   while [ $SECONDS -lt $end ]; do
-    for endpoint in $(endpoints | shuf -n 10); do
-      address=${endpoint%:*}
-      port=${endpoint##*:}
+    endpoints | shuf -n 10 | while read -r address port; do
       for name in "n$((RANDOM % 130)).soak.example" n7.soak.example x.n7.soak.example other.example; do
         dig +tries=1 +time=1 "$(shuf -n1 -e +tcp +notcp)" -p "$port" "@$address" "$name" \
           "$(shuf -n1 -e A AAAA TXT MX ANY)" > /dev/null 2>&1
@@ -278,6 +348,7 @@ lifecycle_worker() {
   while [ $SECONDS -lt $((end - 30)) ]; do
     sleep $((15 + RANDOM % 15))
     pid=$(daemon_pid)
+    write_policy_file
     case $((RANDOM % 3)) in
       0) kill -HUP "$pid" ;;
       1)
@@ -330,7 +401,9 @@ left=$(ip -o link | grep -c ' ssk')
 ip netns list | grep -q '^ssk-' && problem "network namespaces left"
 
 echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
-  "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon"
+  "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
+  "$(awk '{ n += $1 } END { print n + 0 }' "$work/connected") answered addresses" \
+  "connected to from containers"
 if [ -s "$problems" ]; then
   echo "daemon_soak: FAILED (the daemon's log and state are kept in $work)" >&2
   cat "$problems" >&2
