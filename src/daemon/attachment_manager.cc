@@ -46,6 +46,18 @@ bool endpoint_device_gone(const AttachmentRecord& r) {
          (r.kind == TargetKind::kInterface && !datapath::interface_exists(r.dns_device));
 }
 
+// Whether an address an interface's endpoint was to be served on has left
+// its device (flushed, or an IPv6 address gone with the link going down):
+// that address's event, next, moves the endpoint.
+bool endpoint_address_gone(const AttachmentRecord& r) {
+  if (r.kind != TargetKind::kInterface) return false;
+  const std::vector<net::IpAddress> now = read_interface_addresses(r.dns_device);
+  const auto gone = [&](const std::optional<net::IpAddress>& address) {
+    return address && std::find(now.begin(), now.end(), *address) == now.end();
+  };
+  return gone(r.dns.v4) || gone(r.dns.v6);
+}
+
 // What the kernel is told of an endpoint: none while it has no address. A
 // port alone names no server to let a guest's DNS through to, and the
 // address an interface had would be routed on to whoever has it now.
@@ -524,6 +536,12 @@ void AttachmentManager::log_endpoint_failure_locked(const AttachmentRecord& reco
   // Deleted meanwhile (a bind to an address that went with it): no fault.
   if (endpoint_device_gone(record)) {
     log_.info("dns_endpoint_target_gone",
+              {{"id", record.id()}, {"target", record.target}, {"error", why.message()}});
+    return;
+  }
+  // Its address taken away meanwhile (a bind to it fails): no fault either.
+  if (endpoint_address_gone(record)) {
+    log_.info("dns_endpoint_address_gone",
               {{"id", record.id()}, {"target", record.target}, {"error", why.message()}});
     return;
   }

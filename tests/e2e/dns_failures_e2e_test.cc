@@ -1,5 +1,6 @@
 // When things go wrong: upstreams that fail, answers whose addresses cannot
 // be written (never released), malformed queries and zone transfers.
+#include <algorithm>
 #include <thread>
 
 #include "dns_fixture.h"
@@ -167,6 +168,65 @@ TEST_F(DnsE2eTest, InterfacesDeletedWhileTheDaemonStartsAreDetachedWithoutAnErro
   EXPECT_TRUE(within(milliseconds(3000), [&] {
     v1::ListResponse list;
     return call_list(&list).ok() && list.attachments_size() == 0;
+  })) << daemon_->log();
+  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+}
+
+// A guest's reboot takes its interface's IPv6 addresses away (the link goes
+// down), a flush its IPv4 ones: when that happens between the daemon's
+// start reading an address and binding its endpoint there, the endpoint
+// waits for the address's event, with no error line.
+TEST_F(DnsE2eTest, AddressesTakenAwayWhileTheDaemonStartsLeaveEndpointsWithoutAnError) {
+  start_with_upstream();
+  constexpr int kGuests = 24;
+  struct Guests {
+    std::vector<std::string> names;
+    ~Guests() {  // whatever a failure left
+      for (const std::string& name : names) run_command({"ip", "link", "del", name});
+    }
+  } guests;
+  std::vector<std::string>& names = guests.names;
+  for (int i = 0; i < kGuests; ++i) {
+    const std::string name = "sbq" + topo_->tag() + "-" + std::to_string(i);
+    must_run({"ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"});
+    names.push_back(name);
+    if (i % 2 == 0) {
+      must_run({"ip", "addr", "add", "203.0.113." + std::to_string(100 + i) + "/32", "dev", name});
+    } else {
+      must_run({"ip", "addr", "add", "2001:db8:7::" + std::to_string(100 + i) + "/128", "dev", name,
+                "nodad"});
+    }
+    must_run({"ip", "link", "set", name, "up"});
+    ASSERT_FALSE(attach_interface(name, dns_policy({"allowed.example"})).id().empty());
+  }
+  // Forked while gRPC's threads are idle (see Child), told to go once the
+  // daemon is gone.
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child remover([&] {
+    if (!meet.ready_then_wait()) return 1;
+    for (int i = 0; i < kGuests; ++i) {
+      if (i % 2 == 0) {
+        run_command({"ip", "addr", "flush", "dev", names[i]});
+      } else {
+        run_command({"ip", "link", "set", names[i], "down"});
+      }
+      std::this_thread::sleep_for(milliseconds(4));
+    }
+    return 0;
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready());
+  daemon_->kill9();
+  ASSERT_TRUE(meet.go());
+  start_with_upstream();
+  EXPECT_EQ(remover.wait(), 0);
+  EXPECT_TRUE(within(milliseconds(3000), [&] {
+    v1::ListResponse list;
+    if (!call_list(&list).ok() || list.attachments_size() != kGuests) return false;
+    return std::all_of(
+        list.attachments().begin(), list.attachments().end(),
+        [](const v1::Attachment& a) { return a.dns().ipv4().empty() && a.dns().ipv6().empty(); });
   })) << daemon_->log();
   EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
 }
