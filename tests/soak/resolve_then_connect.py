@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks enforcement from inside an attached container: used by daemon_soak.sh.
 
-Usage: resolve_then_connect.py RESOLVER NAME TYPE UNANSWERED TALLY
+Usage: resolve_then_connect.py [--datagrams] RESOLVER NAME TYPE UNANSWERED TALLY
 
 Asks RESOLVER (any address: the cgroup's hooks steer port 53 to its
 endpoint) for NAME (TYPE A or AAAA) over UDP, and the instant an answer
@@ -15,7 +15,13 @@ through) and exits 1 if there was one; a query with no answer (the
 daemon restarting, a name past the learning limit) checks only the
 unanswered address. Appends the number of answered addresses it
 connected to, a line, to the file TALLY (the soak's summary adds them).
+
+With --datagrams (a VM's guest, whose packets the interface's TC program
+judges and the host then drops: it forwards nothing), it sends one UDP
+datagram to each address instead and prints how many addresses the
+answer held: the caller reads the verdicts from the attachment's counters.
 """
+import argparse
 import errno
 import random
 import socket
@@ -69,9 +75,24 @@ def connect_errno(family, address):
         sock.close()
 
 
+def send_datagram(family, address):
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.sendto(b"soak", (address, 9))
+    except OSError:
+        pass  # no route (an AAAA answer in a guest with IPv4 only): nothing sent
+    finally:
+        sock.close()
+
+
 def main():
-    resolver, name, type_name, unanswered, tally = sys.argv[1:6]
-    rrtype, family, size = TYPES[type_name]
+    parser = argparse.ArgumentParser()
+    for arg in ("resolver", "name", "type", "unanswered", "tally"):
+        parser.add_argument(arg)
+    parser.add_argument("--datagrams", action="store_true")
+    args = parser.parse_args()
+    resolver, name, unanswered, tally = args.resolver, args.name, args.unanswered, args.tally
+    rrtype, family, size = TYPES[args.type]
     ident = random.randrange(65536)
     query = struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack(
         ">HH", rrtype, 1)
@@ -83,6 +104,14 @@ def main():
         addresses = answered_addresses(udp.recv(4096), ident, rrtype, size)
     except (OSError, struct.error, IndexError):
         pass  # no answer to check: the unanswered address still is
+    with open(tally, "a") as out:
+        out.write(f"{len(addresses)}\n")
+    if args.datagrams:
+        for packed in addresses:
+            send_datagram(family, socket.inet_ntop(family, packed))
+        send_datagram(family, unanswered)
+        print(len(addresses))
+        return 0
     broken = []
     for packed in addresses:
         address = socket.inet_ntop(family, packed)
@@ -92,8 +121,6 @@ def main():
     got = connect_errno(family, unanswered)
     if got != errno.EPERM:
         broken.append(f"{unanswered}, in no answer, was not refused ({errno.errorcode.get(got, got)})")
-    with open(tally, "a") as out:
-        out.write(f"{len(addresses)}\n")
     for line in broken:
         print(line)
     return 1 if broken else 0
