@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A soak of the daemon, by hand (not on CI: it runs for minutes): the API
 # (rule changes, whole-policy replaces, attachments the policy file
-# decides), cgroups, containers in network namespaces of their own, veths
+# decides), cgroups, containers and VMs' guests in network namespaces of
+# their own, veths
 # and bridges made and removed under it, DNS (good queries, junk, queries
 # past the learning limit) to every endpoint, while the daemon is reloaded
 # (with a new policy file), stopped, started and killed. Best run on the
@@ -13,8 +14,8 @@
 # It fails (exit 1, the problems listed) on a sanitizer report, a CLI call
 # the daemon answered with an internal error, a daemon that does not start
 # or stop, an error line in the daemon's log, anything of the run left
-# behind, or a broken promise seen from inside a container: an address its
-# DNS answer held refused, or one no answer held let through. Addresses: loopback, and documentation ranges on interfaces and
+# behind, or a broken promise seen from inside a container or a VM's guest:
+# an address its DNS answer held refused, or one no answer held let through. Addresses: loopback, and documentation ranges on interfaces and
 # namespaces it makes; no traffic leaves the host.
 set -uo pipefail
 

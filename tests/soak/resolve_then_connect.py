@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks enforcement from inside an attached container: used by daemon_soak.sh.
+"""Checks enforcement from inside a container or a VM's guest: used by daemon_soak.sh.
 
 Usage: resolve_then_connect.py [--datagrams] RESOLVER NAME TYPE UNANSWERED TALLY
 
