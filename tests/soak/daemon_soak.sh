@@ -2,11 +2,10 @@
 # A soak of the daemon, by hand (not on CI: it runs for minutes): the API
 # (rule changes, whole-policy replaces, attachments the policy file
 # decides), cgroups, containers and VMs' guests in network namespaces of
-# their own, veths
-# and bridges made and removed under it, DNS (good queries, junk, queries
-# past the learning limit) to every endpoint, while the daemon is reloaded
-# (with a new policy file), stopped, started and killed. Best run on the
-# sanitized build:
+# their own, veths and bridges made and removed under it, DNS (good
+# queries, junk, queries past the learning limit) to every endpoint, while
+# the daemon is reloaded (with a new policy file), stopped, started and
+# killed. Best run on the sanitized build:
 #
 #   scripts/test.sh --sanitize            # builds build-asan/
 #   sudo tests/soak/daemon_soak.sh build-asan 600
