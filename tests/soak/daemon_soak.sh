@@ -243,6 +243,13 @@ cgroup_worker() {
 
 # Containers: a process in a cgroup and a network namespace of its own,
 # asking an ordinary resolver (steered to its endpoint in that namespace).
+any_resolver() {
+  if [ $((RANDOM % 2)) -eq 0 ]; then
+    echo "203.0.113.$((RANDOM % 250 + 1))"
+  else
+    printf '2001:db8:53::%x\n' $((RANDOM % 4096 + 1))
+  fi
+}
 container_worker() {
   local n=0 ns dir holder id type unanswered broken
   while [ $SECONDS -lt $end ]; do
@@ -260,7 +267,7 @@ container_worker() {
     for _ in $(seq 1 $((RANDOM % 6))); do
       [ -n "$id" ] || break
       (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" dig +tries=1 +time=1 \
-        "$(shuf -n1 -e +tcp +notcp)" "@203.0.113.$((RANDOM % 250 + 1))" \
+        "$(shuf -n1 -e +tcp +notcp)" "@$(any_resolver)" \
         "n$((RANDOM % 130)).soak.example") > /dev/null 2>&1
       # What the policy promises, checked from inside: an answered address
       # is let through the instant the answer arrives, and one in no answer
@@ -271,7 +278,7 @@ container_worker() {
         type=AAAA unanswered=2001:db8::ffff
       fi
       if ! broken=$( (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" python3 \
-        "$(dirname "$0")/resolve_then_connect.py" "203.0.113.$((RANDOM % 250 + 1))" \
+        "$(dirname "$0")/resolve_then_connect.py" "$(any_resolver)" \
         "n$((RANDOM % 130)).soak.example" "$type" "$unanswered" "$work/connected") 2>&1); then
         problem "container $id: $broken"
       fi
@@ -459,7 +466,7 @@ ip netns list | grep -q '^ssk-' && problem "network namespaces left"
 echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
   "$(awk '{ n += $1 } END { print n + 0 }' "$work/connected") answered addresses" \
-  "connected to from containers"
+  "connected or sent to from containers and VMs"
 if [ -s "$problems" ]; then
   echo "daemon_soak: FAILED (the daemon's log and state are kept in $work)" >&2
   cat "$problems" >&2

@@ -96,7 +96,7 @@ def main():
     ident = random.randrange(65536)
     query = struct.pack(">HHHHHH", ident, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack(
         ">HH", rrtype, 1)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp = socket.socket(socket.AF_INET6 if ":" in resolver else socket.AF_INET, socket.SOCK_DGRAM)
     udp.settimeout(1.0)
     addresses = []
     try:
