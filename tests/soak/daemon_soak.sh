@@ -373,16 +373,32 @@ interface_worker() {
       --mode "$(shuf -n1 -e allowlist denylist block_all)" --allow-domain soak.example \
       2> /dev/null | json_id)
     sleep "0.$((RANDOM % 5))"
-    case $((RANDOM % 5)) in
+    case $((RANDOM % 8)) in
       0) ip link set "$veth" nomaster 2> /dev/null ;;
       1) ip link del "$bridge" 2> /dev/null ;;
       2) ip addr flush dev "$veth" ;;
       3) ip link set "$veth" down && ip link set "$veth" up ;;  # a guest's reboot
-      4) ;;
+      4) # renamed (down for the rename, as older kernels insist)
+        ip link set "$veth" down
+        ip link set "$veth" name "sskr$n" && veth=sskr$n
+        ip link set "$veth" up
+        ;;
+      5) # enslaved after the attach (a VM's tap added to a network later)
+        if ip link add "$bridge" type bridge 2> /dev/null; then
+          ip addr add "198.51.100.$((n % 100 + 150))/32" dev "$bridge"
+          ip link set "$bridge" up
+        fi
+        ip link set "$veth" master "$bridge"
+        ;;
+      6) # out of the host's namespace: gone, as far as the daemon can see
+        ip netns add "ssk-if-$n"
+        ip link set "$veth" netns "ssk-if-$n"
+        ;;
+      7) ;;
     esac
     sleep "0.$((RANDOM % 5))"
     if [ -n "$id" ] && [ $((RANDOM % 3)) -eq 0 ]; then call detach "$id"; fi
-    ip link del "$veth"
+    ip link del "$veth" 2> /dev/null || ip netns del "ssk-if-$n"
     ip link del "$bridge" 2> /dev/null
   done
 }
