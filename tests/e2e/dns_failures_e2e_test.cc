@@ -1,6 +1,7 @@
 // When things go wrong: upstreams that fail, answers whose addresses cannot
 // be written (never released), malformed queries and zone transfers.
 #include <algorithm>
+#include <functional>
 #include <thread>
 
 #include "dns_fixture.h"
@@ -125,46 +126,70 @@ TEST_F(DnsE2eTest, ZoneTransfersAreNotImplementedAndNeverForwarded) {
   EXPECT_FALSE(KnotServer::log_has_query(log, "xfr.example")) << "a transfer was forwarded";
 }
 
+// Guests' interfaces that change while the daemon starts: each is a veth,
+// up, with an address, attached with a DNS policy; deleted at the end,
+// whatever a failure left.
+class DnsStartRaceTest : public DnsE2eTest {
+ protected:
+  void TearDown() override {
+    for (const std::string& name : guests_) run_command({"ip", "link", "del", name});
+    DnsE2eTest::TearDown();
+  }
+
+  // `count` guests; `address(i)` gives the i-th one's address, as `ip addr
+  // add` takes it before "dev".
+  void attach_guests(int count, const std::function<std::vector<std::string>(int)>& address) {
+    for (int i = 0; i < count; ++i) {
+      const std::string name = "sbq" + topo_->tag() + "-" + std::to_string(i);
+      must_run({"ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"});
+      guests_.push_back(name);
+      std::vector<std::string> add = {"ip", "addr", "add"};
+      for (const std::string& arg : address(i)) add.push_back(arg);
+      add.insert(add.end(), {"dev", name});
+      must_run(add);
+      must_run({"ip", "link", "set", name, "up"});
+      ASSERT_FALSE(attach_interface(name, dns_policy({"allowed.example"})).id().empty());
+    }
+  }
+
+  // SIGKILLs the daemon and starts it again while `change` is done to each
+  // guest in turn, 4 ms apart: spread over the start, so that some land
+  // between its reading a guest's interface and binding its endpoint.
+  void restart_while(const std::function<void(const std::string& guest, int i)>& change) {
+    // Forked while gRPC's threads are idle (see Child), told to go once
+    // the daemon is gone.
+    Rendezvous meet;
+    ASSERT_TRUE(meet.valid());
+    Child changer([&] {
+      if (!meet.ready_then_wait()) return 1;
+      for (size_t i = 0; i < guests_.size(); ++i) {
+        change(guests_[i], static_cast<int>(i));
+        std::this_thread::sleep_for(milliseconds(4));
+      }
+      return 0;
+    });
+    meet.forked();
+    ASSERT_TRUE(meet.wait_ready());
+    daemon_->kill9();
+    ASSERT_TRUE(meet.go());
+    start_with_upstream();
+    EXPECT_EQ(changer.wait(), 0);
+  }
+
+  std::vector<std::string> guests_;
+};
+
 // VMs shut down while the daemon starts: an interface found at adoption
 // may be gone by the time its endpoint is bound (the bind to its address
-// fails). That is no fault: the deletion's event detaches it. (A race:
-// deletions spread over the start make it likely.)
-TEST_F(DnsE2eTest, InterfacesDeletedWhileTheDaemonStartsAreDetachedWithoutAnError) {
+// fails). That is no fault: the deletion's event detaches it.
+TEST_F(DnsStartRaceTest, InterfacesDeletedWhileTheDaemonStartsAreDetachedWithoutAnError) {
   start_with_upstream();
-  constexpr int kGuests = 24;
-  struct Guests {
-    std::vector<std::string> names;
-    ~Guests() {  // whatever a failure left
-      for (const std::string& name : names) run_command({"ip", "link", "del", name});
-    }
-  } guests;
-  std::vector<std::string>& names = guests.names;
-  for (int i = 0; i < kGuests; ++i) {
-    const std::string name = "sbq" + topo_->tag() + "-" + std::to_string(i);
-    must_run({"ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"});
-    names.push_back(name);
-    must_run({"ip", "addr", "add", "203.0.113." + std::to_string(100 + i) + "/32", "dev", name});
-    must_run({"ip", "link", "set", name, "up"});
-    ASSERT_FALSE(attach_interface(name, dns_policy({"allowed.example"})).id().empty());
-  }
-  // Forked while gRPC's threads are idle (see Child), told to go once the
-  // daemon is gone.
-  Rendezvous meet;
-  ASSERT_TRUE(meet.valid());
-  Child deleter([&] {
-    if (!meet.ready_then_wait()) return 1;
-    for (const std::string& name : names) {
-      run_command({"ip", "link", "del", name});
-      std::this_thread::sleep_for(milliseconds(4));
-    }
-    return 0;
+  attach_guests(24, [](int i) {
+    return std::vector<std::string>{"203.0.113." + std::to_string(100 + i) + "/32"};
   });
-  meet.forked();
-  ASSERT_TRUE(meet.wait_ready());
-  daemon_->kill9();
-  ASSERT_TRUE(meet.go());
-  start_with_upstream();
-  EXPECT_EQ(deleter.wait(), 0);
+  if (HasFatalFailure()) return;
+  restart_while([](const std::string& guest, int) { run_command({"ip", "link", "del", guest}); });
+  if (HasFatalFailure()) return;
   EXPECT_TRUE(within(milliseconds(3000), [&] {
     v1::ListResponse list;
     return call_list(&list).ok() && list.attachments_size() == 0;
@@ -176,51 +201,22 @@ TEST_F(DnsE2eTest, InterfacesDeletedWhileTheDaemonStartsAreDetachedWithoutAnErro
 // down), a flush its IPv4 ones: when that happens between the daemon's
 // start reading an address and binding its endpoint there, the endpoint
 // waits for the address's event, with no error line.
-TEST_F(DnsE2eTest, AddressesTakenAwayWhileTheDaemonStartsLeaveEndpointsWithoutAnError) {
+TEST_F(DnsStartRaceTest, AddressesTakenAwayWhileTheDaemonStartsLeaveEndpointsWithoutAnError) {
   start_with_upstream();
   constexpr int kGuests = 24;
-  struct Guests {
-    std::vector<std::string> names;
-    ~Guests() {  // whatever a failure left
-      for (const std::string& name : names) run_command({"ip", "link", "del", name});
-    }
-  } guests;
-  std::vector<std::string>& names = guests.names;
-  for (int i = 0; i < kGuests; ++i) {
-    const std::string name = "sbq" + topo_->tag() + "-" + std::to_string(i);
-    must_run({"ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"});
-    names.push_back(name);
-    if (i % 2 == 0) {
-      must_run({"ip", "addr", "add", "203.0.113." + std::to_string(100 + i) + "/32", "dev", name});
-    } else {
-      must_run({"ip", "addr", "add", "2001:db8:7::" + std::to_string(100 + i) + "/128", "dev", name,
-                "nodad"});
-    }
-    must_run({"ip", "link", "set", name, "up"});
-    ASSERT_FALSE(attach_interface(name, dns_policy({"allowed.example"})).id().empty());
-  }
-  // Forked while gRPC's threads are idle (see Child), told to go once the
-  // daemon is gone.
-  Rendezvous meet;
-  ASSERT_TRUE(meet.valid());
-  Child remover([&] {
-    if (!meet.ready_then_wait()) return 1;
-    for (int i = 0; i < kGuests; ++i) {
-      if (i % 2 == 0) {
-        run_command({"ip", "addr", "flush", "dev", names[i]});
-      } else {
-        run_command({"ip", "link", "set", names[i], "down"});
-      }
-      std::this_thread::sleep_for(milliseconds(4));
-    }
-    return 0;
+  attach_guests(kGuests, [](int i) {
+    if (i % 2 == 0) return std::vector<std::string>{"203.0.113." + std::to_string(100 + i) + "/32"};
+    return std::vector<std::string>{"2001:db8:7::" + std::to_string(100 + i) + "/128", "nodad"};
   });
-  meet.forked();
-  ASSERT_TRUE(meet.wait_ready());
-  daemon_->kill9();
-  ASSERT_TRUE(meet.go());
-  start_with_upstream();
-  EXPECT_EQ(remover.wait(), 0);
+  if (HasFatalFailure()) return;
+  restart_while([](const std::string& guest, int i) {
+    if (i % 2 == 0) {
+      run_command({"ip", "addr", "flush", "dev", guest});
+    } else {
+      run_command({"ip", "link", "set", guest, "down"});
+    }
+  });
+  if (HasFatalFailure()) return;
   EXPECT_TRUE(within(milliseconds(3000), [&] {
     v1::ListResponse list;
     if (!call_list(&list).ok() || list.attachments_size() != kGuests) return false;

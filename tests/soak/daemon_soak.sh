@@ -14,7 +14,8 @@
 # the daemon answered with an internal error, a daemon that does not start
 # or stop, an error line in the daemon's log, anything of the run left
 # behind, or a broken promise seen from inside a container or a VM's guest:
-# an address its DNS answer held refused, or one no answer held let through. Addresses: loopback, and documentation ranges on interfaces and
+# an address its DNS answer held refused, or one no answer held let
+# through. Addresses: loopback, and documentation ranges on interfaces and
 # namespaces it makes; no traffic leaves the host.
 set -uo pipefail
 
