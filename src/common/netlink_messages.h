@@ -72,6 +72,17 @@ inline std::optional<NetlinkAttribute> next_netlink_attribute(std::span<const ch
   return attribute;
 }
 
+// Whether a link message (RTM_DELLINK) says the link moved to another
+// network namespace (IFLA_NEW_NETNSID) rather than was deleted.
+inline bool link_moved_to_another_namespace(const nlmsghdr& h) {
+  const std::span<const char> attributes = netlink_attributes<ifinfomsg>(h);
+  size_t offset = 0;
+  while (const auto attribute = next_netlink_attribute(attributes, offset)) {
+    if (attribute->type == IFLA_NEW_NETNSID) return true;
+  }
+  return false;
+}
+
 // The id of the BPF program a TC filter message (RTM_NEWTFILTER) describes,
 // TCA_BPF_ID in its options; 0 for a filter of another kind.
 inline uint32_t tc_filter_program_id(const nlmsghdr& h) {

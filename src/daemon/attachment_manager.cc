@@ -885,15 +885,30 @@ void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
                                {"kernel", status.ok() ? "detached" : status.error().message()}});
 }
 
-void AttachmentManager::on_interface_removed(uint32_t ifindex) {
+void AttachmentManager::on_interface_removed(uint32_t ifindex, bool moved_away) {
   std::lock_guard lock(mu_);
   dp_->forget_interface(ifindex);
   for (size_t i = 0; i < state_.records.size(); ++i) {
     const AttachmentRecord& r = state_.records[i];
-    if (r.kind == TargetKind::kInterface && r.key.id == ifindex && kernel_target_gone(r)) {
+    if (r.kind != TargetKind::kInterface || r.key.id != ifindex || !kernel_target_gone(r)) {
+      continue;
+    }
+    if (!moved_away) {
       drop_locked(i, "interface deleted");
       return;
     }
+    // Unlike a deletion, the device still carries its guest's traffic.
+    const std::string id = r.id();
+    const std::string target = r.target;
+    drop_locked(i, "interface moved to another network namespace");
+    log_.warning("moved_interface_not_enforced",
+                 {{"id", id},
+                  {"target", target},
+                  {"detail",
+                   "the kernel takes TC filters off a device it moves, and the daemon "
+                   "reaches no other namespace: no policy is enforced on this device until it "
+                   "is moved back and attached again"}});
+    return;
   }
 }
 

@@ -111,8 +111,10 @@ class AttachmentManager {
 
   // Target watching: detach attachments whose target is really gone. An
   // interface of our namespace that went is forgotten by the packet
-  // socket filter too, so that one taking its index counts as new.
-  void on_interface_removed(uint32_t ifindex);
+  // socket filter too, so that one taking its index counts as new. One
+  // moved to another namespace (`moved_away`) lost our filters with the
+  // move and is out of our reach: the log warns that it goes unenforced.
+  void on_interface_removed(uint32_t ifindex, bool moved_away);
   // A new interface in our namespace (it gets the packet socket filter
   // when a cgroup workload sends from this namespace), or one that changed:
   // an attached interface renamed is then reported by its new name, and

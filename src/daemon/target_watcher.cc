@@ -237,7 +237,7 @@ void TargetWatcher::read_netlink() {
       if (info != nullptr) {
         const auto ifindex = static_cast<uint32_t>(info->ifi_index);
         if (h->nlmsg_type == RTM_DELLINK) {
-          manager_.on_interface_removed(ifindex);
+          manager_.on_interface_removed(ifindex, link_moved_to_another_namespace(*h));
         } else {
           // Also sent when a link changes (up, down, renamed); guarding
           // again replaces our filter in place, which costs little.

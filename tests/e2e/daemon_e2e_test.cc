@@ -948,6 +948,44 @@ TEST_F(DaemonE2eTest, DeletedInterfaceIsDetachedWithinASecond) {
   }
 }
 
+// An attached interface moved to another network namespace is out of the
+// daemon's reach, and the kernel takes TC filters off a device it moves:
+// the attachment is detached, and the log says the interface moved (not
+// that it was deleted) and warns that nothing enforces it any more, which
+// is true: its guest reaches a neighbour there.
+TEST_F(DaemonE2eTest, AnInterfaceMovedToAnotherNamespaceIsDetachedWithAWarning) {
+  start_daemon();
+  NetNs guest("sebpf-mvg-" + topo_->tag());
+  NetNs elsewhere("sebpf-mve-" + topo_->tag());
+  const VethPair veth("sm" + topo_->tag(), "smp" + topo_->tag(), guest);
+  v1::AttachRequest req = interface_enforcing_nothing(veth.host());
+  req.mutable_policy()->set_mode(v1::MODE_BLOCK_ALL);
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  must_run({"ip", "link", "set", veth.host(), "netns", elsewhere.name()});
+  const auto took = wait_detached(att.id(), std::chrono::seconds(1));
+  ASSERT_TRUE(took.has_value()) << daemon_->log();
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("\"reason\":\"interface moved to another network namespace\""),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("\"reason\":\"interface deleted\""), std::string::npos) << log;
+  EXPECT_NE(log.find("moved_interface_not_enforced"), std::string::npos) << log;
+
+  const auto in = [](const NetNs& ns, std::vector<std::string> command) {
+    command.insert(command.begin(), {"ip", "netns", "exec", ns.name()});
+    return command;
+  };
+  must_run(in(elsewhere, {"ip", "addr", "add", "198.51.100.1/24", "dev", veth.host()}));
+  must_run(in(elsewhere, {"ip", "link", "set", veth.host(), "up"}));
+  must_run(in(guest, {"ip", "addr", "add", "198.51.100.2/24", "dev", veth.peer()}));
+  must_run(in(guest, {"ip", "link", "set", veth.peer(), "up"}));
+  const CommandResult ping =
+      run_command(in(guest, {"ping", "-n", "-c", "1", "-W", "2", "198.51.100.1"}));
+  EXPECT_EQ(ping.exit_code, 0) << "blocked as before the move: the warning would be wrong\n"
+                               << ping.output;
+}
+
 // An interface keeps its ifindex, and our filters, across a rename (an
 // orchestrator naming a tap after its VM once it is up): the attachment
 // follows it under its new name, whether the daemon runs or not, so Attach

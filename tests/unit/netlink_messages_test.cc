@@ -171,16 +171,25 @@ TEST(NetlinkMessagesTest, AMessagesAttributesFollowItsPayload) {
   EXPECT_TRUE(netlink_attributes<tcmsg>(*without).empty());
 }
 
-// A TC filter message: the header, a tcmsg, then `attributes`.
-std::vector<char> filter_message(std::span<const char> attributes) {
-  const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(tcmsg));
+// A message: the header, a zeroed Payload, then `attributes`.
+template <typename Payload>
+std::vector<char> message(uint16_t type, std::span<const char> attributes) {
+  const size_t start = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(Payload));
   std::vector<char> bytes(start + attributes.size());
   nlmsghdr h{};
   h.nlmsg_len = static_cast<uint32_t>(bytes.size());
-  h.nlmsg_type = RTM_NEWTFILTER;
+  h.nlmsg_type = type;
   std::memcpy(bytes.data(), &h, sizeof h);
   if (!attributes.empty()) std::memcpy(bytes.data() + start, attributes.data(), attributes.size());
   return bytes;
+}
+
+std::vector<char> filter_message(std::span<const char> attributes) {
+  return message<tcmsg>(RTM_NEWTFILTER, attributes);
+}
+
+const nlmsghdr& header_of(const std::vector<char>& message) {
+  return *reinterpret_cast<const nlmsghdr*>(message.data());
 }
 
 uint32_t program_id_of(const std::vector<char>& message) {
@@ -210,6 +219,23 @@ TEST(NetlinkMessagesTest, ABpfFiltersProgramIdIsReadFromItsOptions) {
   short_options.add(TCA_BPF_ID, std::span<const char>("ab", 2));
   short_id.add(NLA_F_NESTED | TCA_OPTIONS, short_options.span());
   EXPECT_EQ(program_id_of(filter_message(short_id.span())), 0u);
+}
+
+// The kernel sends RTM_DELLINK both for a deleted link and for one moved
+// to another namespace; only the move names the namespace it went to.
+TEST(NetlinkMessagesTest, ALinkMovedToAnotherNamespaceIsToldFromADeletedOne) {
+  Attributes moved;
+  moved.add(IFLA_IFNAME, std::span<const char>("tap0", 5))
+      .add_u32(IFLA_NEW_NETNSID, 3)
+      .add_u32(IFLA_NEW_IFINDEX, 7);
+  EXPECT_TRUE(
+      link_moved_to_another_namespace(header_of(message<ifinfomsg>(RTM_DELLINK, moved.span()))));
+
+  Attributes deleted;
+  deleted.add(IFLA_IFNAME, std::span<const char>("tap0", 5)).add_u32(IFLA_MTU, 1500);
+  EXPECT_FALSE(
+      link_moved_to_another_namespace(header_of(message<ifinfomsg>(RTM_DELLINK, deleted.span()))));
+  EXPECT_FALSE(link_moved_to_another_namespace(header_of(message<ifinfomsg>(RTM_DELLINK, {}))));
 }
 
 }  // namespace
