@@ -2,7 +2,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 
 namespace sebpf::ctl {
 namespace {
@@ -10,6 +12,8 @@ namespace {
 // Long enough for an attach that waits for the kernel, short enough that a
 // wedged daemon does not hang a script.
 constexpr std::chrono::seconds kCallDeadline{30};
+// Between tries of a call a stopping daemon cancelled.
+constexpr std::chrono::milliseconds kLongestPause{500};
 
 Errc errc_from_grpc(grpc::StatusCode code) {
   switch (code) {
@@ -60,19 +64,33 @@ DaemonClient::DaemonClient(std::string socket_path)
       stub_(v1::DaemonService::NewStub(
           grpc::CreateChannel("unix:" + socket_path_, grpc::InsecureChannelCredentials()))) {}
 
+// A call is CANCELLED only by a daemon that stopped or reloaded as it came
+// in, before running it (this client never cancels; grpc/grpc#41785): it is
+// made again, to the process a reload started, as long as the deadline
+// allows. Each new try goes out a little later.
 template <typename Req, typename Resp, typename Method>
 Result<Resp> DaemonClient::call(const char* name, Method method, const Req& req) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-  Resp resp;
-  const grpc::Status status = ((*stub_).*method)(&ctx, req, &resp);
-  if (status.ok()) return resp;
-  std::string reason;
-  const auto& trailers = ctx.GetServerTrailingMetadata();
-  if (auto it = trailers.find("superebpf-reason"); it != trailers.end()) {
-    reason.assign(it->second.data(), it->second.size());
+  const auto deadline = std::chrono::system_clock::now() + kCallDeadline;
+  auto pause = std::chrono::milliseconds(10);
+  while (true) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    Resp resp;
+    const grpc::Status status = ((*stub_).*method)(&ctx, req, &resp);
+    if (status.ok()) return resp;
+    if (status.error_code() == grpc::StatusCode::CANCELLED &&
+        std::chrono::system_clock::now() + pause < deadline) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, kLongestPause);
+      continue;
+    }
+    std::string reason;
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    if (auto it = trailers.find("superebpf-reason"); it != trailers.end()) {
+      reason.assign(it->second.data(), it->second.size());
+    }
+    return error_from_status(status, reason, socket_path_).wrap(name);
   }
-  return error_from_status(status, reason, socket_path_).wrap(name);
 }
 
 Result<v1::Attachment> DaemonClient::attach(const v1::AttachRequest& req) {

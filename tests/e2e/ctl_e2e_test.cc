@@ -1,13 +1,17 @@
 // superebpfctl end to end: the CLI binary against a real superebpfd, with
 // real traffic checking that what the CLI set is what the kernel enforces;
-// exit statuses a script can rely on; a caller whose uid is not allowed is
-// refused with the daemon's reason.
+// exit statuses a script can rely on; calls through reloads all done; a
+// caller whose uid is not allowed is refused with the daemon's reason.
 #include <grp.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <csignal>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "daemon_fixture.h"
 #include "support/process.h"
@@ -198,6 +202,40 @@ TEST_F(CtlE2eTest, ExitStatusesTellFailuresApart) {
   }
   EXPECT_EQ(ctl({"--help"}).exit_code, 0);
   EXPECT_EQ(ctl({"allow-cidr", "--help"}).exit_code, 0);
+}
+
+// A reload (SIGHUP) hands the API socket to the new process, but a call
+// that reaches the old one as its server shuts down is CANCELLED there
+// before it runs (grpc/grpc#41785): the CLI calls again, so a script
+// calling through reloads sees every call done.
+TEST_F(CtlE2eTest, CallsThroughReloadsAreAllDone) {
+  start_daemon();
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  int calls = 0;
+  const auto call_until_stopped = [&] {
+    while (!stop) {
+      const CommandResult r = ctl({"list"});
+      std::lock_guard lock(mu);
+      ++calls;
+      if (r.exit_code != 0) failures.push_back(std::to_string(r.exit_code) + " " + r.output);
+    }
+  };
+  std::thread first(call_until_stopped);
+  std::thread second(call_until_stopped);
+  bool reloaded = true;
+  for (size_t ready = 2; ready <= 41 && reloaded; ++ready) {
+    reloaded = kill(daemon_->pid(), SIGHUP) == 0 &&
+               daemon_->wait_for_log("\"event\":\"ready\"", ready, std::chrono::seconds(15));
+  }
+  stop = true;
+  first.join();
+  second.join();
+  ASSERT_TRUE(reloaded) << daemon_->log();
+  EXPECT_GT(calls, 20);
+  EXPECT_TRUE(failures.empty()) << failures.size() << " of " << calls
+                                << " calls failed, the first: " << failures.front();
 }
 
 // Runs superebpfctl as uid/gid nobody, with no supplementary groups.
