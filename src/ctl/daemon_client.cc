@@ -64,10 +64,12 @@ DaemonClient::DaemonClient(std::string socket_path)
       stub_(v1::DaemonService::NewStub(
           grpc::CreateChannel("unix:" + socket_path_, grpc::InsecureChannelCredentials()))) {}
 
-// A call is CANCELLED only by a daemon that stopped or reloaded as it came
-// in, before running it (this client never cancels; grpc/grpc#41785): it is
-// made again, to the process a reload started, as long as the deadline
-// allows. Each new try goes out a little later.
+// This client never cancels a call: CANCELLED comes from a daemon that
+// stopped or reloaded as the call came in, before running it
+// (grpc/grpc#41785), or, rarely, from one whose stop cut a call that began
+// just then (a try again may then find its work done: attach answers
+// ALREADY_EXISTS). The call is made again, to the process a reload
+// started, as long as the deadline allows; each new try a little later.
 template <typename Req, typename Resp, typename Method>
 Result<Resp> DaemonClient::call(const char* name, Method method, const Req& req) {
   const auto deadline = std::chrono::system_clock::now() + kCallDeadline;

@@ -906,8 +906,8 @@ void AttachmentManager::on_interface_removed(uint32_t ifindex, bool moved_away) 
                   {"target", target},
                   {"detail",
                    "the kernel takes TC filters off a device it moves, and the daemon "
-                   "reaches no other namespace: no policy is enforced on this device until it "
-                   "is moved back and attached again"}});
+                   "attaches interfaces of its own network namespace only: no policy is "
+                   "enforced on this device until it is moved back and attached again"}});
     return;
   }
 }
