@@ -89,12 +89,9 @@ Status DnsProxy::move_endpoint(const EndpointSpec& spec) {
                                          " was closed or moved meanwhile");
   }
   it->second = endpoint;
-  // Each loop runs its tasks in order: it lets go of the old endpoint,
-  // then serves the new one.
-  for (auto& loop : loops_) {
-    loop->close_endpoint(spec.attachment);
-    loop->open_endpoint(endpoint);
-  }
+  // Each loop lets go of the old endpoint and serves the new one in one
+  // task, handing on the queries in flight on the sockets both have.
+  for (auto& loop : loops_) loop->move_endpoint(endpoint);
   report_sockets(*endpoint);
   return ok_status();
 }

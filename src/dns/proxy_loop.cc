@@ -3,11 +3,14 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <map>
 #include <optional>
+#include <utility>
 
 namespace sebpf::dns {
 
@@ -39,47 +42,94 @@ void DnsProxy::Loop::post(std::function<void()> task) {
 }
 
 void DnsProxy::Loop::open_endpoint(std::shared_ptr<Endpoint> endpoint) {
-  post([this, endpoint = std::move(endpoint)]() mutable {
-    const uint64_t attachment = endpoint->attachment;
-    for (const auto* fds : {&endpoint->udp, &endpoint->tcp}) {
-      const Kind kind = fds == &endpoint->udp ? Kind::kEndpointUdp : Kind::kEndpointTcp;
-      for (const UniqueFd& fd : *fds) {
-        if (auto s = watch(fd.get(), EPOLLIN | EPOLLEXCLUSIVE, {kind, attachment}); !s.ok()) {
-          backend_.report("dns_endpoint_failed", attachment, s.error().message());
-        }
-      }
-    }
-    endpoints_[attachment] = std::move(endpoint);
-  });
+  post([this, endpoint = std::move(endpoint)]() mutable { serve(std::move(endpoint)); });
 }
 
 void DnsProxy::Loop::close_endpoint(uint64_t attachment) {
-  post([this, attachment] {
-    auto it = endpoints_.find(attachment);
-    if (it == endpoints_.end()) return;
-    unwatch_endpoint(*it->second);
-    // Let go of at the end of this turn (the sockets close when every
-    // loop has): replies queued for its clients meanwhile must not go
-    // out through a reused descriptor number.
-    closing_.push_back(std::move(it->second));
-    endpoints_.erase(it);
-    for (auto c = clients_.begin(); c != clients_.end();) {
-      if (c->second.attachment == attachment) {
-        unwatch(c->second.fd.get());
-        c = clients_.erase(c);
-      } else {
-        ++c;
-      }
-    }
-    for (auto p = pending_.begin(); p != pending_.end();) {
-      if (p->second.attachment == attachment) {
-        leave_upstream(p->second);
-        p = pending_.erase(p);
-      } else {
-        ++p;
-      }
-    }
+  post([this, attachment] { let_go(attachment, nullptr); });
+}
+
+void DnsProxy::Loop::move_endpoint(std::shared_ptr<Endpoint> endpoint) {
+  post([this, endpoint = std::move(endpoint)]() mutable {
+    let_go(endpoint->attachment, endpoint.get());
+    serve(std::move(endpoint));
   });
+}
+
+void DnsProxy::Loop::serve(std::shared_ptr<Endpoint> endpoint) {
+  const uint64_t attachment = endpoint->attachment;
+  for (const auto* fds : {&endpoint->udp, &endpoint->tcp}) {
+    const Kind kind = fds == &endpoint->udp ? Kind::kEndpointUdp : Kind::kEndpointTcp;
+    for (const UniqueFd& fd : *fds) {
+      if (auto s = watch(fd.get(), EPOLLIN | EPOLLEXCLUSIVE, {kind, attachment}); !s.ok()) {
+        backend_.report("dns_endpoint_failed", attachment, s.error().message());
+      }
+    }
+  }
+  endpoints_[attachment] = std::move(endpoint);
+}
+
+namespace {
+
+// The descriptors of `from`'s UDP sockets that `to` serves too (it holds a
+// duplicate of the same socket), each with the duplicate's.
+std::map<int, int> kept_udp_sockets(const Endpoint& from, const Endpoint& to) {
+  const auto identity = [](const UniqueFd& fd) -> std::optional<std::pair<dev_t, ino_t>> {
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) return std::nullopt;
+    return std::pair(st.st_dev, st.st_ino);
+  };
+  std::map<int, int> kept;
+  for (const UniqueFd& old_fd : from.udp) {
+    const auto old_identity = identity(old_fd);
+    for (const UniqueFd& new_fd : to.udp) {
+      if (old_identity && identity(new_fd) == old_identity) kept[old_fd.get()] = new_fd.get();
+    }
+  }
+  return kept;
+}
+
+}  // namespace
+
+void DnsProxy::Loop::let_go(uint64_t attachment, Endpoint* successor) {
+  auto it = endpoints_.find(attachment);
+  if (it == endpoints_.end()) return;
+  const std::map<int, int> kept =
+      successor != nullptr ? kept_udp_sockets(*it->second, *successor) : std::map<int, int>{};
+  unwatch_endpoint(*it->second);
+  // Let go of at the end of this turn (the sockets close when every
+  // loop has): replies queued for its clients meanwhile must not go
+  // out through a reused descriptor number.
+  closing_.push_back(std::move(it->second));
+  endpoints_.erase(it);
+  for (auto c = clients_.begin(); c != clients_.end();) {
+    if (c->second.attachment == attachment) {
+      unwatch(c->second.fd.get());
+      c = clients_.erase(c);
+    } else {
+      ++c;
+    }
+  }
+  // UDP queries that came in on a socket the successor keeps are answered
+  // through it (and count in its in-flight number); the others are
+  // dropped, and their clients ask again.
+  uint32_t carried = 0;
+  for (auto p = pending_.begin(); p != pending_.end();) {
+    if (p->second.attachment != attachment) {
+      ++p;
+      continue;
+    }
+    const auto socket = p->second.client.tcp ? kept.end() : kept.find(p->second.client.udp_fd);
+    if (socket != kept.end()) {
+      p->second.client.udp_fd = socket->second;
+      ++carried;
+      ++p;
+      continue;
+    }
+    leave_upstream(p->second);
+    p = pending_.erase(p);
+  }
+  if (carried > 0) successor->inflight += carried;
 }
 
 void DnsProxy::Loop::drain() {

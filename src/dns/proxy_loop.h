@@ -62,6 +62,10 @@ class DnsProxy::Loop {
   // Serves the endpoint from the loop's next turn.
   void open_endpoint(std::shared_ptr<Endpoint> endpoint);
   void close_endpoint(uint64_t attachment);
+  // From the loop's next turn, serves `endpoint` instead of the one its
+  // attachment had, answering the queries in flight that came in on a
+  // socket both have.
+  void move_endpoint(std::shared_ptr<Endpoint> endpoint);
   // From the loop's next turn, takes no new query (from the endpoints'
   // sockets, which keep them queued, nor from its TCP clients) and ends its
   // thread once every query it took is answered.
@@ -188,6 +192,10 @@ class DnsProxy::Loop {
   void unwatch(int fd);
   // Stops watching the endpoint's sockets (its UDP sockets and listeners).
   void unwatch_endpoint(const Endpoint& endpoint);
+  void serve(std::shared_ptr<Endpoint> endpoint);
+  // Stops serving the attachment's endpoint, and drops its TCP clients and
+  // the queries in flight but those a `successor` (moved to) can answer.
+  void let_go(uint64_t attachment, Endpoint* successor);
   void run();
   void dispatch(int fd, Ref ref, uint32_t events);
   void run_tasks();
