@@ -90,7 +90,7 @@ Status DnsProxy::move_endpoint(const EndpointSpec& spec) {
   }
   it->second = endpoint;
   // Each loop lets go of the old endpoint and serves the new one in one
-  // task, handing on the queries in flight on the sockets both have.
+  // task, handing on what came in on the addresses both have.
   for (auto& loop : loops_) loop->move_endpoint(endpoint);
   report_sockets(*endpoint);
   return ok_status();

@@ -148,10 +148,10 @@ class DnsProxy {
   // Serves the attachment's endpoint on spec's addresses from now on (a
   // VM's interface readdressed, or enslaved to a bridge). The sockets of
   // addresses it keeps on the same device stay: binding them again would
-  // race the old endpoint's closing. UDP queries in flight on those are
-  // answered; the others in flight, and TCP clients, are dropped (their
-  // clients ask again). The counts go on. With no endpoint open, the same
-  // as open_endpoint.
+  // race the old endpoint's closing, and TCP clients and queries in flight
+  // that came in on those go on; the others are dropped (their clients ask
+  // again). The counts go on. With no endpoint open, the same as
+  // open_endpoint.
   Status move_endpoint(const EndpointSpec& spec);
   // Stops serving and closes the sockets on the loop's next turn; queries
   // in flight are dropped.

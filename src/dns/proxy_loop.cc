@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,22 +72,39 @@ void DnsProxy::Loop::serve(std::shared_ptr<Endpoint> endpoint) {
 
 namespace {
 
-// The descriptors of `from`'s UDP sockets that `to` serves too (it holds a
-// duplicate of the same socket), each with the duplicate's.
-std::map<int, int> kept_udp_sockets(const Endpoint& from, const Endpoint& to) {
+// What of an endpoint the one it moves to keeps: its UDP sockets (the
+// successor holds a duplicate of each), each descriptor with the
+// duplicate's, and their addresses, whose TCP listeners are kept too.
+struct KeptSockets {
+  std::map<int, int> udp;
+  std::vector<net::SocketAddress> addresses;
+};
+
+KeptSockets kept_sockets(const Endpoint& from, const Endpoint& to) {
   const auto identity = [](const UniqueFd& fd) -> std::optional<std::pair<dev_t, ino_t>> {
     struct stat st {};
     if (fstat(fd.get(), &st) != 0) return std::nullopt;
     return std::pair(st.st_dev, st.st_ino);
   };
-  std::map<int, int> kept;
+  KeptSockets kept;
   for (const UniqueFd& old_fd : from.udp) {
     const auto old_identity = identity(old_fd);
-    for (const UniqueFd& new_fd : to.udp) {
-      if (old_identity && identity(new_fd) == old_identity) kept[old_fd.get()] = new_fd.get();
+    for (size_t i = 0; i < to.udp.size() && old_identity; ++i) {
+      if (identity(to.udp[i]) != old_identity) continue;
+      kept.udp[old_fd.get()] = to.udp[i].get();
+      kept.addresses.push_back(to.addresses[i]);
     }
   }
   return kept;
+}
+
+// Whether a TCP client's connection came in on one of `addresses`.
+bool connected_to_one_of(int fd, const std::vector<net::SocketAddress>& addresses) {
+  sockaddr_storage ss{};
+  socklen_t length = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &length) != 0) return false;
+  const auto local = net::SocketAddress::from_sockaddr(ss, length);
+  return local.ok() && std::find(addresses.begin(), addresses.end(), *local) != addresses.end();
 }
 
 }  // namespace
@@ -94,42 +112,51 @@ std::map<int, int> kept_udp_sockets(const Endpoint& from, const Endpoint& to) {
 void DnsProxy::Loop::let_go(uint64_t attachment, Endpoint* successor) {
   auto it = endpoints_.find(attachment);
   if (it == endpoints_.end()) return;
-  const std::map<int, int> kept =
-      successor != nullptr ? kept_udp_sockets(*it->second, *successor) : std::map<int, int>{};
+  const KeptSockets kept =
+      successor != nullptr ? kept_sockets(*it->second, *successor) : KeptSockets{};
   unwatch_endpoint(*it->second);
   // Let go of at the end of this turn (the sockets close when every
   // loop has): replies queued for its clients meanwhile must not go
   // out through a reused descriptor number.
   closing_.push_back(std::move(it->second));
   endpoints_.erase(it);
+  // What came in on an address the successor keeps goes on there: TCP
+  // clients, and the queries in flight (answered through the socket they
+  // came in on, and counted in the successor's in-flight number). The
+  // rest is dropped, and its clients ask again.
+  uint32_t clients_carried = 0;
   for (auto c = clients_.begin(); c != clients_.end();) {
-    if (c->second.attachment == attachment) {
+    if (c->second.attachment != attachment) {
+      ++c;
+    } else if (connected_to_one_of(c->second.fd.get(), kept.addresses)) {
+      ++clients_carried;
+      ++c;
+    } else {
       unwatch(c->second.fd.get());
       c = clients_.erase(c);
-    } else {
-      ++c;
     }
   }
-  // UDP queries that came in on a socket the successor keeps are answered
-  // through it (and count in its in-flight number); the others are
-  // dropped, and their clients ask again.
-  uint32_t carried = 0;
+  uint32_t queries_carried = 0;
   for (auto p = pending_.begin(); p != pending_.end();) {
     if (p->second.attachment != attachment) {
       ++p;
       continue;
     }
-    const auto socket = p->second.client.tcp ? kept.end() : kept.find(p->second.client.udp_fd);
-    if (socket != kept.end()) {
-      p->second.client.udp_fd = socket->second;
-      ++carried;
+    ClientRef& client = p->second.client;
+    const auto socket = client.tcp ? kept.udp.end() : kept.udp.find(client.udp_fd);
+    if (socket != kept.udp.end()) client.udp_fd = socket->second;
+    if (socket != kept.udp.end() || (client.tcp && clients_.contains(client.tcp_client))) {
+      ++queries_carried;
       ++p;
       continue;
     }
     leave_upstream(p->second);
     p = pending_.erase(p);
   }
-  if (carried > 0) successor->inflight += carried;
+  if (successor != nullptr) {
+    successor->inflight += queries_carried;
+    successor->tcp_clients += clients_carried;
+  }
 }
 
 void DnsProxy::Loop::drain() {

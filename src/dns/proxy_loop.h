@@ -63,8 +63,8 @@ class DnsProxy::Loop {
   void open_endpoint(std::shared_ptr<Endpoint> endpoint);
   void close_endpoint(uint64_t attachment);
   // From the loop's next turn, serves `endpoint` instead of the one its
-  // attachment had, answering the queries in flight that came in on a
-  // socket both have.
+  // attachment had, keeping the TCP clients and answering the queries in
+  // flight that came in on an address both have.
   void move_endpoint(std::shared_ptr<Endpoint> endpoint);
   // From the loop's next turn, takes no new query (from the endpoints'
   // sockets, which keep them queued, nor from its TCP clients) and ends its
@@ -194,7 +194,7 @@ class DnsProxy::Loop {
   void unwatch_endpoint(const Endpoint& endpoint);
   void serve(std::shared_ptr<Endpoint> endpoint);
   // Stops serving the attachment's endpoint, and drops its TCP clients and
-  // the queries in flight but those a `successor` (moved to) can answer.
+  // the queries in flight but those a `successor` (moved to) can serve.
   void let_go(uint64_t attachment, Endpoint* successor);
   void run();
   void dispatch(int fd, Ref ref, uint32_t events);

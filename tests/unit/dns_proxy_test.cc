@@ -670,6 +670,38 @@ TEST_F(DnsProxyTest, QueriesInFlightOnAnAddressAMovedEndpointKeepsAreAnswered) {
   EXPECT_EQ(proxy_->counters(1)->answered, 5u);
 }
 
+// The same over TCP: a client connected to an address the moved endpoint
+// keeps stays connected, gets the answer it waited for, and asks on.
+TEST_F(DnsProxyTest, ATcpClientOfAnAddressAMovedEndpointKeepsIsServedOn) {
+  RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
+  start(backend, ProxyConfig{}, milliseconds(300));
+  auto stream = testing::DnsTcpStream::connect(endpoint_);
+  ASSERT_TRUE(stream.ok()) << stream.error().message();
+  ASSERT_TRUE(stream->send(testing::make_query("q0.example.test", 1, 1, 0)).ok());
+  (void)stream->pump(milliseconds(100));  // sent; its answer is 300 ms away
+  EndpointSpec spec;
+  spec.attachment = 1;
+  spec.addresses = {endpoint_, *net::SocketAddress::parse("127.0.0.2", endpoint_.port())};
+  ASSERT_TRUE(proxy_->move_endpoint(spec).ok());
+  std::vector<dns::Message> answers;
+  for (int i = 0; i < 20 && answers.empty(); ++i) {
+    auto read = stream->pump(milliseconds(100));
+    ASSERT_TRUE(read.ok()) << read.error().message();
+    answers = std::move(*read);
+  }
+  ASSERT_EQ(answers.size(), 1u) << "the query in flight at the move was not answered";
+  EXPECT_EQ(answers[0].header.id, 1);
+  ASSERT_TRUE(stream->send(testing::make_query("q1.example.test", 1, 2, 0)).ok());
+  answers.clear();
+  for (int i = 0; i < 20 && answers.empty(); ++i) {
+    auto read = stream->pump(milliseconds(100));
+    ASSERT_TRUE(read.ok()) << read.error().message();
+    answers = std::move(*read);
+  }
+  ASSERT_EQ(answers.size(), 1u) << "the connection was not served after the move";
+  EXPECT_EQ(answers[0].header.id, 2);
+}
+
 // Past dns.max_inflight an endpoint is not read from: the queries wait in
 // its socket, none dropped, and each is answered as answers make room,
 // whichever loop took the queries before it.
