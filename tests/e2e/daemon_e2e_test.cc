@@ -86,11 +86,17 @@ class ApiCaller {
   std::thread thread_;  // last: started once the counts exist
 };
 
+// `command` as run in `ns` (ip netns exec).
+std::vector<std::string> in_netns(const NetNs& ns, std::vector<std::string> command) {
+  command.insert(command.begin(), {"ip", "netns", "exec", ns.name()});
+  return command;
+}
+
 // Whether `dev` (in `ns`, or the host's namespace) carries the packet
 // socket filter on its egress, as tc lists it.
 bool carries_packet_socket_filter(const std::string& dev, const NetNs* ns = nullptr) {
   std::vector<std::string> command = {"tc", "filter", "show", "dev", dev, "egress"};
-  if (ns != nullptr) command.insert(command.begin(), {"ip", "netns", "exec", ns->name()});
+  if (ns != nullptr) command = in_netns(*ns, std::move(command));
   return run_command(command).output.find("sebpf_tc_packet") != std::string::npos;
 }
 
@@ -285,8 +291,7 @@ TEST_F(DaemonE2eTest, APacketSocketsFramesDoNotLeaveTheWorkloadsNamespace) {
   // Detached, the workload's namespace is as it was: no filter of ours,
   // no qdisc made for it.
   const auto in_workload_ns = [&](std::vector<std::string> command) {
-    command.insert(command.begin(), {"ip", "netns", "exec", topo_->ns().name()});
-    return run_command(command).output;
+    return run_command(in_netns(topo_->ns(), std::move(command))).output;
   };
   ASSERT_TRUE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
   ASSERT_TRUE(detach(att.id()).ok());
@@ -972,16 +977,12 @@ TEST_F(DaemonE2eTest, AnInterfaceMovedToAnotherNamespaceIsDetachedWithAWarning) 
   EXPECT_EQ(log.find("\"reason\":\"interface deleted\""), std::string::npos) << log;
   EXPECT_NE(log.find("moved_interface_not_enforced"), std::string::npos) << log;
 
-  const auto in = [](const NetNs& ns, std::vector<std::string> command) {
-    command.insert(command.begin(), {"ip", "netns", "exec", ns.name()});
-    return command;
-  };
-  must_run(in(elsewhere, {"ip", "addr", "add", "198.51.100.1/24", "dev", veth.host()}));
-  must_run(in(elsewhere, {"ip", "link", "set", veth.host(), "up"}));
-  must_run(in(guest, {"ip", "addr", "add", "198.51.100.2/24", "dev", veth.peer()}));
-  must_run(in(guest, {"ip", "link", "set", veth.peer(), "up"}));
+  must_run(in_netns(elsewhere, {"ip", "addr", "add", "198.51.100.1/24", "dev", veth.host()}));
+  must_run(in_netns(elsewhere, {"ip", "link", "set", veth.host(), "up"}));
+  must_run(in_netns(guest, {"ip", "addr", "add", "198.51.100.2/24", "dev", veth.peer()}));
+  must_run(in_netns(guest, {"ip", "link", "set", veth.peer(), "up"}));
   const CommandResult ping =
-      run_command(in(guest, {"ping", "-n", "-c", "1", "-W", "2", "198.51.100.1"}));
+      run_command(in_netns(guest, {"ping", "-n", "-c", "1", "-W", "2", "198.51.100.1"}));
   EXPECT_EQ(ping.exit_code, 0) << "blocked as before the move: the warning would be wrong\n"
                                << ping.output;
 }

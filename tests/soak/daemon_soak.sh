@@ -391,7 +391,7 @@ interface_worker() {
         fi
         ip link set "$veth" master "$bridge"
         ;;
-      6) # out of the host's namespace: gone, as far as the daemon can see
+      6) # out of the host's namespace: detached, with a warning (no error)
         ip netns add "ssk-if-$n"
         ip link set "$veth" netns "ssk-if-$n"
         ;;
