@@ -1133,6 +1133,8 @@ Status AttachmentManager::shutdown(bool detach_all) {
     // still take back what a domain rule it is given refuses, it needs to
     // know what taught them. Not fatal: without it, that daemon drops the
     // hosts it knows nothing of at such a change.
+    // Removed after the watcher stopped: the next start must find it.
+    restore_state_file_locked();
     save_teachers(lock);
     log_.info("stopping", {{"enforcement", "left in the kernel"},
                            {"attachments", std::to_string(state_.records.size())}});
@@ -1146,6 +1148,24 @@ Status AttachmentManager::shutdown(bool detach_all) {
   std::filesystem::remove(config_.learned_chains_file(), ec);
   log_.info("stopping", {{"enforcement", "removed"}, {"attachments", std::to_string(count)}});
   return ok_status();
+}
+
+void AttachmentManager::restore_state_file() {
+  std::lock_guard lock(mu_);
+  restore_state_file_locked();
+}
+
+void AttachmentManager::restore_state_file_locked() {
+  struct stat st {};
+  if (stat(config_.state_file().c_str(), &st) == 0 || errno != ENOENT) return;
+  if (Status saved = save_locked(); !saved.ok()) {
+    log_.error("state_save_failed",
+               {{"error", saved.error().message()},
+                {"impact", "the next start detaches every attachment, finding none recorded"}});
+    return;
+  }
+  log_.error("state_file_restored",
+             {{"file", config_.state_file()}, {"reason", "another program removed it"}});
 }
 
 Status AttachmentManager::save_locked() {

@@ -176,6 +176,13 @@ class AttachmentManager {
   // Both, for the maps and every cgroup attachment (after events were
   // lost, or the directory holding them was removed).
   void restore_all_pins();
+  // The state file, whose directory the watcher watches.
+  std::string state_file() const { return config_.state_file(); }
+  // The state file (or its directory) was removed: written again at once
+  // from what this process holds, logged as an error. Without it, the
+  // next start would find every attachment unrecorded and detach it.
+  // Nothing when the file is there.
+  void restore_state_file();
   // This host's addresses may have changed (or events were lost): reads
   // them again. DNS never opens one, and learned hosts that became one are
   // dropped.
@@ -218,6 +225,7 @@ class AttachmentManager {
   Status apply_full_policy(const AttachmentRecord& record,
                            const std::optional<HeldPolicy>& held = std::nullopt);
   Status save_locked();
+  void restore_state_file_locked();
   // For changes that stand whether or not they are written (the kernel
   // holds them already): a failed write is logged, and the next save
   // writes them.

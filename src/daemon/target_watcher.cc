@@ -41,6 +41,12 @@ std::optional<uint32_t> tc_change_interface(const nlmsghdr& h, const AttachmentM
 
 }  // namespace
 
+TargetWatcher::TargetWatcher(AttachmentManager& manager, Logger& log)
+    : manager_(manager),
+      log_(log),
+      state_dir_(std::filesystem::path(manager.state_file()).parent_path().string()),
+      state_name_(std::filesystem::path(manager.state_file()).filename().string()) {}
+
 Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& manager,
                                                             Logger& log) {
   std::unique_ptr<TargetWatcher> self(new TargetWatcher(manager, log));
@@ -167,6 +173,30 @@ void TargetWatcher::restore(const PinRemovals& removed) {
   }
 }
 
+void TargetWatcher::watch_state_dir() {
+  const int wd =
+      inotify_add_watch(inotify_fd_.get(), state_dir_.c_str(),
+                        IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
+  if (wd < 0) {
+    log_.warning("state_watch_failed", {{"dir", state_dir_}, {"error", errno_text(errno)}});
+    return;
+  }
+  // A directory moved away keeps its watch: the one at the path counts.
+  if (state_watch_ >= 0 && state_watch_ != wd) inotify_rm_watch(inotify_fd_.get(), state_watch_);
+  state_watch_ = wd;
+}
+
+bool TargetWatcher::removed_state_file(const inotify_event& ev) {
+  if (ev.mask & IN_IGNORED) {  // the directory is gone: watched again once made
+    state_watch_ = -1;
+    return true;
+  }
+  if (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF)) return true;
+  // Our own writes rename a temporary file over it (IN_MOVED_FROM of the
+  // temporary's name): not a removal.
+  return ev.len > 0 && state_name_ == ev.name;
+}
+
 void TargetWatcher::watch_parent(const std::string& path) {
   const std::string parent = std::filesystem::path(path).parent_path().string();
   {
@@ -192,6 +222,8 @@ void TargetWatcher::run() {
   manager_.restore_all_tc_filters();
   watch_all_pins();
   manager_.restore_all_pins();
+  watch_state_dir();
+  manager_.restore_state_file();
   pollfd fds[3] = {
       {netlink_fd_.get(), POLLIN, 0}, {inotify_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   while (true) {
@@ -258,6 +290,7 @@ void TargetWatcher::read_inotify() {
     const ssize_t n = read(inotify_fd_.get(), buf, sizeof buf);
     if (n <= 0) return;
     PinRemovals pins;
+    bool state_removed = false;
     for (char* p = buf; p < buf + n;) {
       const auto* ev = reinterpret_cast<const inotify_event*>(p);
       p += sizeof(inotify_event) + ev->len;
@@ -265,6 +298,11 @@ void TargetWatcher::read_inotify() {
         log_.warning("inotify_events_lost", {});
         manager_.check_all_targets();
         pins.all = true;
+        state_removed = true;
+        continue;
+      }
+      if (ev->wd == state_watch_) {
+        state_removed = removed_state_file(*ev) || state_removed;
         continue;
       }
       if (note_pin_event(*ev, pins)) continue;
@@ -282,6 +320,10 @@ void TargetWatcher::read_inotify() {
       if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) manager_.on_cgroup_removed(dir + "/" + ev->name);
     }
     if (pins.any()) restore(pins);
+    if (state_removed) {
+      manager_.restore_state_file();
+      watch_state_dir();
+    }
   }
 }
 

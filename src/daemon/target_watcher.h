@@ -7,6 +7,8 @@
 // and default routes (RTM_NEWROUTE), so that an attached interface that
 // becomes an uplink is reported, and deleted clsact qdiscs and TC filters
 // (RTM_DELQDISC, RTM_DELTFILTER, RTM_DELCHAIN), so that ours are put back.
+// Pins and the state file another program removes (inotify) are put back
+// too.
 // One thread sleeps in poll() until an event comes, so an idle host costs
 // no CPU.
 #pragma once
@@ -54,7 +56,7 @@ class TargetWatcher {
     bool any() const { return all || maps || !cgroups.empty(); }
   };
 
-  TargetWatcher(AttachmentManager& manager, Logger& log) : manager_(manager), log_(log) {}
+  TargetWatcher(AttachmentManager& manager, Logger& log);
   void run();
   void read_netlink();
   void read_inotify();
@@ -65,6 +67,10 @@ class TargetWatcher {
   // Whether the event was on a pin directory; if so, what it removed.
   bool note_pin_event(const ::inotify_event& ev, PinRemovals& removed);
   void restore(const PinRemovals& removed);
+  // Watches the state file's directory (again, after a removal).
+  void watch_state_dir();
+  // Whether an event on that directory removed the file (or the directory).
+  bool removed_state_file(const ::inotify_event& ev);
 
   AttachmentManager& manager_;
   Logger& log_;
@@ -74,6 +80,10 @@ class TargetWatcher {
   std::mutex mu_;
   std::map<int, std::string> watched_dirs_;  // inotify wd -> cgroup parent directory
   std::map<int, PinWatch> pin_watches_;      // inotify wd -> pin directory
+  // The state file's directory and name; its watch, used by the watcher's
+  // thread alone (-1: none).
+  std::string state_dir_, state_name_;
+  int state_watch_ = -1;
   std::thread thread_;
 };
 

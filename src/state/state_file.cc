@@ -73,7 +73,13 @@ Status write_state_file(const std::string& path, std::string_view payload) {
   file.append(payload);
 
   const std::string tmp = path + ".tmp";
+  const std::string dir = std::filesystem::path(path).parent_path().string();
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd && errno == ENOENT && !dir.empty()) {
+    std::error_code ec;  // a failure shows in the open's error
+    std::filesystem::create_directories(dir, ec);
+    fd.reset(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  }
   if (!fd) return Error::from_errno(errno, "create " + tmp);
   SEBPF_RETURN_IF_ERROR(write_all(fd.get(), file, tmp));
   if (fsync(fd.get()) != 0) return Error::from_errno(errno, "fsync " + tmp);
@@ -83,7 +89,6 @@ Status write_state_file(const std::string& path, std::string_view payload) {
   }
   // The rename itself must reach the disk, or a crash could bring back the
   // old file after we reported success.
-  const std::string dir = std::filesystem::path(path).parent_path().string();
   UniqueFd dfd(open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dfd || fsync(dfd.get()) != 0) return Error::from_errno(errno, "fsync directory " + dir);
   return ok_status();

@@ -12,7 +12,9 @@
 
 namespace sebpf::state {
 
-// Atomically replaces `path` with `payload`. Creates the file with mode 0600.
+// Atomically replaces `path` with `payload`. Creates the file with mode 0600,
+// and its directory if it is missing (another program may have removed it
+// since the daemon made it).
 Status write_state_file(const std::string& path, std::string_view payload);
 
 // The payload last written to `path`. Errc::kNotFound when there is none;

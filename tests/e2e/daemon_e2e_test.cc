@@ -1118,6 +1118,63 @@ TEST_F(DaemonE2eTest, ARemovedPinDirectoryIsPinnedAgainAndTheNextStartAdoptsIt) 
   EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1);
 }
 
+// The state directory removed while the daemon runs (a cleanup that took
+// it for a cache): the file is written again at once. Without it, the
+// next start found every attachment unrecorded and detached it.
+TEST_F(DaemonE2eTest, ARemovedStateDirectoryIsWrittenAgainAndTheNextStartAdoptsIt) {
+  topo_->start_peer_server();
+  start_daemon();
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  {
+    StoppedProcess stopped(daemon_->pid());  // so that the removal is whole
+    std::filesystem::remove_all(state_dir());
+  }
+  const auto written = [&] { return std::filesystem::exists(state_file()); };
+  EXPECT_TRUE(within(milliseconds(3000), written)) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("\"event\":\"state_file_restored\""), std::string::npos);
+  // The directory made again is watched as the first was; one moved
+  // aside is as good as removed.
+  std::filesystem::remove(state_file());
+  EXPECT_TRUE(within(milliseconds(3000), written)) << daemon_->log();
+  std::filesystem::rename(state_dir(), state_dir() + ".aside");
+  EXPECT_TRUE(within(milliseconds(3000), written)) << daemon_->log();
+  std::filesystem::remove(state_file());
+  EXPECT_TRUE(within(milliseconds(3000), written)) << daemon_->log();
+
+  daemon_->kill9();
+  start_daemon();
+  EXPECT_EQ(daemon_->log().find("unrecorded_attachment_detached"), std::string::npos)
+      << daemon_->log();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1);
+}
+
+// Removed as a stop begins, before the watcher can see it: a stop that
+// leaves enforcement writes the file for the next start, one that detaches
+// all still does (it failed, leaving everything attached, for want of the
+// directory).
+TEST_F(DaemonE2eTest, AStateDirectoryRemovedAsAStopBeginsLosesNothing) {
+  topo_->start_peer_server();
+  start_daemon();
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  const auto remove_and_stop = [&] {
+    StoppedProcess stopped(daemon_->pid());
+    std::filesystem::remove_all(state_dir());
+    kill(daemon_->pid(), SIGTERM);
+  };
+  remove_and_stop();
+  EXPECT_EQ(daemon_->wait_exit(std::chrono::seconds(10)), 0) << daemon_->log();
+  start_daemon({"--detach-on-exit"});
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1);
+
+  remove_and_stop();
+  EXPECT_EQ(daemon_->wait_exit(std::chrono::seconds(10)), 0) << daemon_->log();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
+  EXPECT_FALSE(std::filesystem::exists(pin_dir_ + "/links"));
+}
+
 TEST_F(DaemonE2eTest, SigkillAndRestartKeepIdsPolicyAndEnforcement) {
   topo_->start_peer_server();
   start_daemon();

@@ -25,7 +25,8 @@ class DaemonE2eTest : public E2eTest {
   // Waits until it answers. Under `systemd` when given (FakeSystemd).
   void start_daemon(std::vector<std::string> extra_args = {}, std::string binary = "",
                     const FakeSystemd* systemd = nullptr);
-  std::string state_file() const { return dir_ + "/state/state.pb"; }
+  std::string state_dir() const { return dir_ + "/state"; }
+  std::string state_file() const { return state_dir() + "/state.pb"; }
 
   // Calls, with a deadline, returning the status.
   grpc::Status attach(const v1::AttachRequest& req, v1::Attachment* out);
