@@ -91,16 +91,16 @@ void TargetWatcher::watch_cgroup(const std::string& path, uint64_t cgroup_id) {
   manager_.on_link_pins_removed(cgroup_id);
 }
 
+int TargetWatcher::watch_dir(const std::string& dir, uint32_t events, const char* failure) {
+  const int wd = inotify_add_watch(inotify_fd_.get(), dir.c_str(), events | IN_ONLYDIR);
+  if (wd < 0) log_.warning(failure, {{"dir", dir}, {"error", errno_text(errno)}});
+  return wd;
+}
+
 void TargetWatcher::watch_pins(const std::string& dir, PinWatch what) {
   std::lock_guard lock(mu_);
-  const int wd =
-      inotify_add_watch(inotify_fd_.get(), dir.c_str(),
-                        IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
-  if (wd < 0) {
-    log_.warning("pin_watch_failed", {{"dir", dir}, {"error", errno_text(errno)}});
-    return;
-  }
-  pin_watches_[wd] = what;
+  const int wd = watch_dir(dir, kRemovals, "pin_watch_failed");
+  if (wd >= 0) pin_watches_[wd] = what;
 }
 
 void TargetWatcher::watch_all_pins() {
@@ -174,13 +174,8 @@ void TargetWatcher::restore(const PinRemovals& removed) {
 }
 
 void TargetWatcher::watch_state_dir() {
-  const int wd =
-      inotify_add_watch(inotify_fd_.get(), state_dir_.c_str(),
-                        IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
-  if (wd < 0) {
-    log_.warning("state_watch_failed", {{"dir", state_dir_}, {"error", errno_text(errno)}});
-    return;
-  }
+  const int wd = watch_dir(state_dir_, kRemovals, "state_watch_failed");
+  if (wd < 0) return;
   // A directory moved away keeps its watch: the one at the path counts.
   if (state_watch_ >= 0 && state_watch_ != wd) inotify_rm_watch(inotify_fd_.get(), state_watch_);
   state_watch_ = wd;
@@ -201,13 +196,8 @@ void TargetWatcher::watch_parent(const std::string& path) {
   const std::string parent = std::filesystem::path(path).parent_path().string();
   {
     std::lock_guard lock(mu_);
-    const int wd = inotify_add_watch(inotify_fd_.get(), parent.c_str(),
-                                     IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR);
-    if (wd < 0) {
-      log_.warning("cgroup_watch_failed", {{"dir", parent}, {"error", errno_text(errno)}});
-    } else {
-      watched_dirs_[wd] = parent;
-    }
+    const int wd = watch_dir(parent, IN_DELETE | IN_MOVED_FROM, "cgroup_watch_failed");
+    if (wd >= 0) watched_dirs_[wd] = parent;
   }
   if (!std::filesystem::exists(path)) manager_.on_cgroup_removed(path);
 }

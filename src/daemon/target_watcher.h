@@ -60,6 +60,11 @@ class TargetWatcher {
   void run();
   void read_netlink();
   void read_inotify();
+  // Entries of a directory removed or moved away, and the directory.
+  static constexpr uint32_t kRemovals = IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF;
+  // An inotify watch for `events` on a directory; -1, logged as `failure`,
+  // when it cannot be had.
+  int watch_dir(const std::string& dir, uint32_t events, const char* failure);
   void watch_parent(const std::string& cgroup_path);
   void watch_pins(const std::string& dir, PinWatch what);
   // Watches the pin directories there are now (again, after a removal).
