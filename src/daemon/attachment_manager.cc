@@ -1150,14 +1150,31 @@ Status AttachmentManager::shutdown(bool detach_all) {
   return ok_status();
 }
 
-void AttachmentManager::restore_state_file() {
-  std::lock_guard lock(mu_);
+namespace {
+
+bool missing(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) != 0 && errno == ENOENT;
+}
+
+}  // namespace
+
+void AttachmentManager::restore_state_files() {
+  std::unique_lock lock(mu_);
   restore_state_file_locked();
+  // Written by the last save, which described them all (with changes
+  // since, the next sweep writes it anyway).
+  if (!teachers_changed_ && !teachers_.empty() && missing(config_.learned_chains_file())) {
+    save_teachers(lock);
+    if (!teachers_changed_) {  // else logged as not saved, and tried again at the next sweep
+      log_.error("state_file_restored", {{"file", config_.learned_chains_file()},
+                                         {"reason", "another program removed it"}});
+    }
+  }
 }
 
 void AttachmentManager::restore_state_file_locked() {
-  struct stat st {};
-  if (stat(config_.state_file().c_str(), &st) == 0 || errno != ENOENT) return;
+  if (!missing(config_.state_file())) return;
   if (Status saved = save_locked(); !saved.ok()) {
     log_.error("state_save_failed",
                {{"error", saved.error().message()},

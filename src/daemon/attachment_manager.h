@@ -176,13 +176,17 @@ class AttachmentManager {
   // Both, for the maps and every cgroup attachment (after events were
   // lost, or the directory holding them was removed).
   void restore_all_pins();
-  // The state file, whose directory the watcher watches.
-  std::string state_file() const { return config_.state_file(); }
-  // The state file (or its directory) was removed: written again at once
-  // from what this process holds, logged as an error. Without it, the
-  // next start would find every attachment unrecorded and detach it.
-  // Nothing when the file is there.
-  void restore_state_file();
+  // The files kept in the state directory, which the watcher watches: the
+  // state file and the learned chains file.
+  std::vector<std::string> state_files() const {
+    return {config_.state_file(), config_.learned_chains_file()};
+  }
+  // One of them (or their directory) was removed: each missing is written
+  // again at once from what this process holds, logged as an error.
+  // Without the state file, the next start would find every attachment
+  // unrecorded and detach it; without the chains file, the first domain
+  // rule change that may refuse a name would drop every learned host.
+  void restore_state_files();
   // This host's addresses may have changed (or events were lost): reads
   // them again. DNS never opens one, and learned hosts that became one are
   // dropped.

@@ -44,8 +44,11 @@ std::optional<uint32_t> tc_change_interface(const nlmsghdr& h, const AttachmentM
 TargetWatcher::TargetWatcher(AttachmentManager& manager, Logger& log)
     : manager_(manager),
       log_(log),
-      state_dir_(std::filesystem::path(manager.state_file()).parent_path().string()),
-      state_name_(std::filesystem::path(manager.state_file()).filename().string()) {}
+      state_dir_(std::filesystem::path(manager.state_files().front()).parent_path().string()) {
+  for (const std::string& file : manager.state_files()) {
+    state_names_.insert(std::filesystem::path(file).filename().string());
+  }
+}
 
 Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& manager,
                                                             Logger& log) {
@@ -187,9 +190,9 @@ bool TargetWatcher::removed_state_file(const inotify_event& ev) {
     return true;
   }
   if (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF)) return true;
-  // Our own writes rename a temporary file over it (IN_MOVED_FROM of the
+  // Our own writes rename a temporary file over one (IN_MOVED_FROM of the
   // temporary's name): not a removal.
-  return ev.len > 0 && state_name_ == ev.name;
+  return ev.len > 0 && state_names_.contains(ev.name);
 }
 
 void TargetWatcher::watch_parent(const std::string& path) {
@@ -213,7 +216,7 @@ void TargetWatcher::run() {
   watch_all_pins();
   manager_.restore_all_pins();
   watch_state_dir();
-  manager_.restore_state_file();
+  manager_.restore_state_files();
   pollfd fds[3] = {
       {netlink_fd_.get(), POLLIN, 0}, {inotify_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
   while (true) {
@@ -311,7 +314,7 @@ void TargetWatcher::read_inotify() {
     }
     if (pins.any()) restore(pins);
     if (state_removed) {
-      manager_.restore_state_file();
+      manager_.restore_state_files();
       watch_state_dir();
     }
   }

@@ -74,7 +74,8 @@ class TargetWatcher {
   void restore(const PinRemovals& removed);
   // Watches the state file's directory (again, after a removal).
   void watch_state_dir();
-  // Whether an event on that directory removed the file (or the directory).
+  // Whether an event on that directory removed one of its files (or the
+  // directory).
   bool removed_state_file(const ::inotify_event& ev);
 
   AttachmentManager& manager_;
@@ -85,9 +86,10 @@ class TargetWatcher {
   std::mutex mu_;
   std::map<int, std::string> watched_dirs_;  // inotify wd -> cgroup parent directory
   std::map<int, PinWatch> pin_watches_;      // inotify wd -> pin directory
-  // The state file's directory and name; its watch, used by the watcher's
-  // thread alone (-1: none).
-  std::string state_dir_, state_name_;
+  // The state directory and the names of the daemon's files in it; its
+  // watch, used by the watcher's thread alone (-1: none).
+  std::string state_dir_;
+  std::set<std::string, std::less<>> state_names_;
   int state_watch_ = -1;
   std::thread thread_;
 };

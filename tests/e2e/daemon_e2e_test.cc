@@ -109,37 +109,6 @@ bool carries_interface_filters(const std::string& dev) {
                  .output.find("sebpf_tc_track") != std::string::npos;
 }
 
-// Whether every thread of `pid` is stopped (state T in its stat line).
-bool all_threads_stopped(pid_t pid) {
-  std::error_code ec;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
-    std::ifstream stat(task.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    const size_t end_of_name = line.rfind(')');
-    if (end_of_name == std::string::npos || line.compare(end_of_name, 3, ") T") != 0) return false;
-  }
-  return !ec;
-}
-
-// The daemon stopped (SIGSTOP) while it lives, so that events pile up and
-// what a test does meanwhile meets no reaction. A signal is taken when
-// the thread next runs: this waits until every thread has stopped.
-class StoppedProcess {
- public:
-  explicit StoppedProcess(pid_t pid) : pid_(pid) {
-    kill(pid_, SIGSTOP);
-    EXPECT_TRUE(within(milliseconds(2000), [&] { return all_threads_stopped(pid_); }));
-  }
-  ~StoppedProcess() { kill(pid_, SIGCONT); }
-  StoppedProcess(const StoppedProcess&) = delete;
-  StoppedProcess& operator=(const StoppedProcess&) = delete;
-
- private:
-  pid_t pid_;
-};
-
 TEST_F(DaemonE2eTest, AttachedCgroupObeysThePolicySetThroughTheApi) {
   topo_->start_peer_server();
   start_daemon();

@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 
 #include "datapath/datapath.h"
+#include "support/within.h"
 
 namespace sebpf::testing {
 
@@ -17,7 +19,28 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::milliseconds d) {
   return std::chrono::system_clock::now() + d;
 }
 
+// Whether every thread of `pid` is stopped (state T in its stat line).
+bool all_threads_stopped(pid_t pid) {
+  std::error_code ec;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t end_of_name = line.rfind(')');
+    if (end_of_name == std::string::npos || line.compare(end_of_name, 3, ") T") != 0) return false;
+  }
+  return !ec;
+}
+
 }  // namespace
+
+StoppedProcess::StoppedProcess(pid_t pid) : pid_(pid) {
+  kill(pid_, SIGSTOP);
+  EXPECT_TRUE(within(std::chrono::milliseconds(2000), [&] { return all_threads_stopped(pid_); }));
+}
+
+StoppedProcess::~StoppedProcess() { kill(pid_, SIGCONT); }
 
 void DaemonE2eTest::SetUp() {
   E2eTest::SetUp();

@@ -51,6 +51,20 @@ class DaemonE2eTest : public E2eTest {
   std::unique_ptr<v1::DaemonService::Stub> stub_;
 };
 
+// The daemon stopped (SIGSTOP) while it lives, so that events pile up and
+// what a test does meanwhile meets no reaction. A signal is taken when
+// the thread next runs: this waits until every thread has stopped.
+class StoppedProcess {
+ public:
+  explicit StoppedProcess(pid_t pid);
+  ~StoppedProcess();
+  StoppedProcess(const StoppedProcess&) = delete;
+  StoppedProcess& operator=(const StoppedProcess&) = delete;
+
+ private:
+  pid_t pid_;
+};
+
 // A policy from mode and CIDR rules ("198.51.100.2/32").
 v1::Policy make_policy(v1::Mode mode, const std::vector<std::string>& allow,
                        const std::vector<std::string>& deny = {});

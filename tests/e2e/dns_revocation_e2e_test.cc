@@ -2,6 +2,7 @@
 // that taught them (connections included), across clean restarts and
 // crashes, and at the end of their TTL unless a connection still uses them.
 #include "dns_fixture.h"
+#include "support/within.h"
 
 namespace sebpf::testing {
 namespace {
@@ -204,6 +205,30 @@ TEST_F(DnsE2eTest, AfterACrashARuleTakesBackOnlyWhatItsNamesTaughtBeforeTheLastS
     std::this_thread::sleep_for(milliseconds(100));
   }
   ASSERT_TRUE(std::filesystem::exists(chains_file)) << "no sweep wrote what taught the hosts";
+  daemon_->kill9();
+  start_with_upstream(config);
+  expect_other_examples_address_alone_taken_back(att);
+}
+
+// The state directory removed while the daemon runs (a cleanup that took
+// it for a cache): both its files are written again at once, so that
+// after a crash a rule still takes back exactly what its names taught.
+TEST_F(DnsE2eTest, AfterTheStateDirectoryWasRemovedARuleStillTakesBackOnlyWhatItsNamesTaught) {
+  const std::string config = "sweep_interval_seconds: 1\n";
+  start_with_upstream(config);
+  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
+  resolve_and_connect_each(att, {"allowed.example", "other.example"});
+  if (HasFatalFailure()) return;
+  const std::string chains_file = state_dir() + "/learned-chains.pb";
+  const auto both_there = [&] {
+    return std::filesystem::exists(chains_file) && std::filesystem::exists(state_file());
+  };
+  ASSERT_TRUE(within(milliseconds(5000), both_there)) << "no sweep wrote what taught the hosts";
+  {
+    StoppedProcess stopped(daemon_->pid());  // so that the removal is whole
+    std::filesystem::remove_all(state_dir());
+  }
+  EXPECT_TRUE(within(milliseconds(3000), both_there)) << daemon_->log();
   daemon_->kill9();
   start_with_upstream(config);
   expect_other_examples_address_alone_taken_back(att);
