@@ -7,6 +7,7 @@
 #include <grpcpp/support/server_interceptor.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -88,6 +89,28 @@ Result<std::string> listening_path(int fd) {
   return std::string(addr.sun_path, strnlen(addr.sun_path, len - offsetof(sockaddr_un, sun_path)));
 }
 
+// A new unix stream socket bound to `path`.
+Result<UniqueFd> bind_socket(const std::string& path) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Error::from_errno(errno, "create the API socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, sizeof addr.sun_path - 1);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return Error::from_errno(errno, "bind " + path);
+  }
+  return fd;
+}
+
+// Until chmod/chown only root can connect (bind gives 0777 & ~umask, and
+// connecting needs write permission): nobody slips in before we are done.
+Status secure_and_listen(int fd, const std::string& path, gid_t gid) {
+  if (chown(path.c_str(), 0, gid) != 0) return Error::from_errno(errno, "chown " + path);
+  if (chmod(path.c_str(), 0660) != 0) return Error::from_errno(errno, "chmod " + path);
+  if (listen(fd, 128) != 0) return Error::from_errno(errno, "listen " + path);
+  return ok_status();
+}
+
 }  // namespace
 
 bool PeerPolicy::allows(uint32_t uid, const std::vector<uint32_t>& gids) const {
@@ -123,8 +146,8 @@ class ApiListener::Refuser final : public grpc::CallbackGenericService {
   Logger& log_;
 };
 
-ApiListener::ApiListener(const ListenerOptions& options, Logger& log)
-    : options_(options), log_(log) {}
+ApiListener::ApiListener(const ListenerOptions& options, gid_t gid, Logger& log)
+    : options_(options), gid_(gid), log_(log) {}
 
 // Counts the calls a server is running, from when a call arrives until it
 // is done, so that stop() can tell them from connections a client merely
@@ -213,28 +236,21 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
     unlink(path.c_str());
   }
 
-  std::unique_ptr<ApiListener> self(new ApiListener(options, log));
+  std::unique_ptr<ApiListener> self(new ApiListener(options, gid, log));
   const bool taken_over = static_cast<bool>(handed_over);
   if (handed_over) {
     self->listen_fd_ = std::move(handed_over);
     self->from_systemd_ = inherited.from_systemd;
   } else {
-    self->listen_fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!self->listen_fd_) return Error::from_errno(errno, "create the API socket");
-    addr = {};
-    addr.sun_family = AF_UNIX;
-    path.copy(addr.sun_path, path.size());
-    if (bind(self->listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      return Error::from_errno(errno, "bind " + path);
-    }
+    SEBPF_ASSIGN_OR_RETURN(self->listen_fd_, bind_socket(path));
   }
-  // Until chmod/chown only root can connect (bind gives 0777 & ~umask, and
-  // connecting needs write permission): nobody slips in before we are done.
-  if (chown(path.c_str(), 0, gid) != 0) return Error::from_errno(errno, "chown " + path);
-  if (chmod(path.c_str(), 0660) != 0) return Error::from_errno(errno, "chmod " + path);
-  if (listen(self->listen_fd_.get(), 128) != 0) return Error::from_errno(errno, "listen " + path);
+  SEBPF_RETURN_IF_ERROR(secure_and_listen(self->listen_fd_.get(), path, gid));
   self->stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
   if (!self->stop_fd_) return Error::from_errno(errno, "eventfd");
+  self->watch_fd_.reset(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+  if (!self->watch_fd_) return Error::from_errno(errno, "inotify_init1");
+  self->watch_socket_dir();
+  self->bind_again();  // removed before the watch began
 
   const auto counted = [&](grpc::ServerBuilder& builder) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
@@ -261,15 +277,76 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   return self;
 }
 
+void ApiListener::watch_socket_dir() {
+  const std::string dir = std::filesystem::path(options_.socket_path).parent_path().string();
+  if (inotify_add_watch(watch_fd_.get(), dir.c_str(),
+                        IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) <
+      0) {
+    log_.warning("api_socket_watch_failed", {{"dir", dir}, {"error", errno_text(errno)}});
+  }
+}
+
+bool ApiListener::socket_file_removed() {
+  const std::string name = std::filesystem::path(options_.socket_path).filename().string();
+  alignas(inotify_event) char buf[4096];
+  bool removed = false;
+  ssize_t n;
+  while ((n = read(watch_fd_.get(), buf, sizeof buf)) > 0) {
+    for (char* p = buf; p < buf + n;) {
+      const auto* ev = reinterpret_cast<const inotify_event*>(p);
+      p += sizeof(inotify_event) + ev->len;
+      // The directory removed or moved away (its watch ends: IN_IGNORED),
+      // or the socket's file, or events lost.
+      removed = removed ||
+                (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) != 0 ||
+                (ev->len > 0 && name == ev->name);
+    }
+  }
+  return removed;
+}
+
+void ApiListener::bind_again() {
+  const std::string& path = options_.socket_path;
+  struct stat st {};
+  if (lstat(path.c_str(), &st) == 0) return;  // still there, or another program's now
+  std::error_code ec;                         // a failure shows in the bind's error
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  auto fd = bind_socket(path);
+  Status listening = fd.ok() ? secure_and_listen(fd->get(), path, gid_) : fd.error();
+  if (!listening.ok()) {
+    if (fd.ok()) unlink(path.c_str());  // our file; a bind that failed made none
+    log_.error("api_socket_not_restored",
+               {{"socket", path},
+                {"error", listening.error().message()},
+                {"impact", "API calls cannot connect until a reload or a restart"}});
+    return;
+  }
+  {
+    std::lock_guard lock(listen_mu_);
+    listen_fd_ = std::move(*fd);
+    from_systemd_ = false;  // ours now: a stop removes its file
+  }
+  watch_socket_dir();
+  log_.error("api_socket_restored", {{"socket", path}, {"reason", "another program removed it"}});
+}
+
 void ApiListener::accept_loop() {
-  pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  pollfd fds[3] = {
+      {listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {watch_fd_.get(), POLLIN, 0}};
   while (true) {
-    if (poll(fds, 2, -1) < 0) {
+    if (poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       log_.error("api_accept_failed", {{"error", errno_text(errno)}});
       return;
     }
     if (fds[1].revents != 0) return;
+    if (fds[2].revents != 0) {
+      // A socket whose file is gone takes no connection: bound again
+      // where clients look for it.
+      if (socket_file_removed()) bind_again();
+      fds[0].fd = listen_fd_.get();  // this thread alone changes it
+      continue;
+    }
     // gRPC drives the connection with its own event loop: it must not block.
     const int fd = accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
@@ -307,8 +384,11 @@ void ApiListener::stop() {
     }
     accept_thread_.join();
   }
+  std::unique_lock listening(listen_mu_);
   const bool bound = static_cast<bool>(listen_fd_);
   listen_fd_.reset();
+  const bool systemds = from_systemd_;
+  listening.unlock();
   // Calls running get up to 2 s to finish. Then the servers end with a
   // short deadline, which cuts the connections clients keep open (a
   // control plane's channel, say): ended with the long one, any such
@@ -321,10 +401,11 @@ void ApiListener::stop() {
   const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(100);
   if (trusted_server_) trusted_server_->Shutdown(deadline);
   if (refusing_server_) refusing_server_->Shutdown(deadline);
-  if (bound && !handed_over_ && !from_systemd_) unlink(options_.socket_path.c_str());
+  if (bound && !handed_over_ && !systemds) unlink(options_.socket_path.c_str());
 }
 
 Result<InheritedListener> ApiListener::hand_over() {
+  std::lock_guard lock(listen_mu_);
   UniqueFd copy(fcntl(listen_fd_.get(), F_DUPFD_CLOEXEC, 0));
   if (!copy) return Error::from_errno(errno, "duplicate the API socket");
   handed_over_ = true;
@@ -332,6 +413,7 @@ Result<InheritedListener> ApiListener::hand_over() {
 }
 
 void ApiListener::keep_in(FdStore& store) {
+  std::lock_guard lock(listen_mu_);
   if (from_systemd_) return;
   const int fd = listen_fd_.get();
   if (store.put(kApiStoreName, std::span(&fd, 1))) from_systemd_ = true;

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,13 +80,26 @@ class ApiListener {
  private:
   class Refuser;
   class CallCounter;
-  ApiListener(const ListenerOptions& options, Logger& log);
+  ApiListener(const ListenerOptions& options, gid_t gid, Logger& log);
   void accept_loop();
+  // The socket's directory, watched for the socket's file removed.
+  void watch_socket_dir();
+  // Whether the watch's events say the socket's file (or its directory)
+  // went.
+  bool socket_file_removed();
+  // A socket whose file another program removed takes no connection: a
+  // new one is bound at socket_path in its place, logged as an error.
+  void bind_again();
 
   ListenerOptions options_;
+  gid_t gid_;
   Logger& log_;
+  // The accept thread replaces it (bind_again); others read it under the
+  // lock.
+  std::mutex listen_mu_;
   UniqueFd listen_fd_;
-  UniqueFd stop_fd_;  // eventfd: wakes the accept loop to stop
+  UniqueFd stop_fd_;   // eventfd: wakes the accept loop to stop
+  UniqueFd watch_fd_;  // inotify: the socket's directory
   // Calls the servers are running (CallCounter): what stop() waits for.
   // Declared before the servers, which count into it until they go.
   std::atomic<int> calls_running_{0};

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -1337,6 +1338,36 @@ TEST_F(DaemonE2eTest, TheLogIsJsonLinesFromStartToStop) {
 // waits for such a connection as for a running call, until its deadline
 // (2 s): every restart took that long while a client was connected. The
 // daemon waits for running calls only.
+// The API socket's file removed (a cleanup of /run) or moved away while
+// the daemon runs: a socket is bound again at its path, as the start made
+// it, so that clients find the daemon without a restart.
+TEST_F(DaemonE2eTest, ARemovedApiSocketIsBoundAgain) {
+  start_daemon();
+  const std::string socket = daemon_->socket();
+  const auto answers_anew = [&] {
+    auto stub = v1::DaemonService::NewStub(
+        grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::ListResponse list;
+    return stub->List(&ctx, v1::ListRequest(), &list).ok();
+  };
+  const auto bound = [&] {
+    struct stat st {};
+    return lstat(socket.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 07777) == 0660;
+  };
+  std::filesystem::remove(socket);
+  EXPECT_TRUE(within(milliseconds(3000), bound)) << daemon_->log();
+  EXPECT_TRUE(answers_anew());
+  std::filesystem::rename(socket, socket + ".aside");
+  EXPECT_TRUE(within(milliseconds(3000), bound)) << daemon_->log();
+  EXPECT_TRUE(answers_anew());
+  EXPECT_TRUE(daemon_->wait_for_log("\"event\":\"api_socket_restored\"", 2, milliseconds(100)));
+  // Ours, as the first was: a stop removes it.
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_FALSE(std::filesystem::exists(socket));
+}
+
 TEST_F(DaemonE2eTest, AClientKeepingItsConnectionOpenDoesNotHoldUpAStop) {
   start_daemon();
   {
