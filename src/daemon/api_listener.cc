@@ -269,11 +269,12 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
   if (!self->trusted_server_ || !self->refusing_server_) {
     return Error(Errc::kInternal, "could not start the gRPC servers");
   }
-  self->accept_thread_ = std::thread([raw = self.get()] { raw->accept_loop(); });
+  // Before the accept thread, which may bind again (bind_again).
   log.info("api_listening", {{"socket", path},
                              {"group", std::to_string(gid)},
                              {"taken_over", taken_over ? "true" : "false"},
                              {"from_systemd", self->from_systemd_ ? "true" : "false"}});
+  self->accept_thread_ = std::thread([raw = self.get()] { raw->accept_loop(); });
   return self;
 }
 

@@ -5,7 +5,8 @@
 # their own, veths and bridges made and removed under it, DNS (good
 # queries, junk, queries past the learning limit) to every endpoint, while
 # the daemon is reloaded (with a new policy file), stopped, started and
-# killed. Best run on the sanitized build:
+# killed, and its state directory and API socket removed under it. Best
+# run on the sanitized build:
 #
 #   scripts/test.sh --sanitize            # builds build-asan/
 #   sudo tests/soak/daemon_soak.sh build-asan 600
@@ -421,14 +422,27 @@ dns_worker() {
   done
 }
 
-# Reloads (SIGHUP), clean stops and starts, and SIGKILLs.
+# Another program removes the daemon's state directory and API socket
+# (a cleanup that took them for litter): both must be back at once.
+remove_daemon_files() {
+  rm -rf "$work/state" "$work/api.sock" 2> /dev/null
+  local i
+  for i in $(seq 30); do
+    [ -f "$work/state/state.pb" ] && [ -S "$work/api.sock" ] && return
+    sleep 0.1
+  done
+  problem "state file or API socket not back 3 s after their removal"
+}
+
+# Reloads (SIGHUP), clean stops and starts, SIGKILLs, and the daemon's
+# files removed under it.
 lifecycle_worker() {
   local pid
   while [ $SECONDS -lt $((end - 30)) ]; do
     sleep $((15 + RANDOM % 15))
     pid=$(daemon_pid)
     write_policy_file
-    case $((RANDOM % 3)) in
+    case $((RANDOM % 4)) in
       0) kill -HUP "$pid" ;;
       1)
         stop_daemon
@@ -440,6 +454,7 @@ lifecycle_worker() {
         wait "$pid" 2> /dev/null
         start_daemon
         ;;
+      3) remove_daemon_files ;;
     esac
   done
 }
@@ -474,7 +489,10 @@ trap - EXIT
 
 grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$work/daemon.log" |
   sed 's/^/sanitizer: /' >> "$problems"
-grep '"level":"error"' "$work/daemon.log" | sed 's/^/error line: /' >> "$problems"
+# Error lines, but for what the removals above are logged as.
+grep '"level":"error"' "$work/daemon.log" |
+  grep -v -E '"event":"(state_file_restored|api_socket_restored)"' |
+  sed 's/^/error line: /' >> "$problems"
 left=$(ip -o link | grep -c ' ssk')
 [ "$left" -eq 0 ] || problem "$left interfaces left"
 [ -e "$cgroup_root" ] && problem "$cgroup_root left"
@@ -482,6 +500,7 @@ ip netns list | grep -q '^ssk-' && problem "network namespaces left"
 
 echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
+  "$(grep -c '"event":"api_socket_restored"' "$work/daemon.log") removals of its files undone," \
   "$(awk '{ n += $1 } END { print n + 0 }' "$work/connected") answered addresses" \
   "connected or sent to from containers and VMs"
 if [ -s "$problems" ]; then
