@@ -1129,12 +1129,12 @@ void AttachmentManager::sweep() {
 Status AttachmentManager::shutdown(bool detach_all) {
   std::unique_lock lock(mu_);
   if (!detach_all) {
+    // Removed after the watcher stopped: the next start must find it.
+    restore_state_file_locked();
     // The learned hosts stay in the kernel: so that the next daemon can
     // still take back what a domain rule it is given refuses, it needs to
     // know what taught them. Not fatal: without it, that daemon drops the
     // hosts it knows nothing of at such a change.
-    // Removed after the watcher stopped: the next start must find it.
-    restore_state_file_locked();
     save_teachers(lock);
     log_.info("stopping", {{"enforcement", "left in the kernel"},
                            {"attachments", std::to_string(state_.records.size())}});
