@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "daemon/unix_socket_file.h"
 #include "net/socket_options.h"
 
 namespace sebpf::daemon {
@@ -87,6 +88,17 @@ Result<std::string> listening_path(int fd) {
     return Error(Errc::kInvalidArgument, "not a unix socket with a path");
   }
   return std::string(addr.sun_path, strnlen(addr.sun_path, len - offsetof(sockaddr_un, sun_path)));
+}
+
+// Why the socket bound to `path` takes no connection made there, or "" if
+// it does.
+std::string why_file_gone(int fd, const std::string& path) {
+  struct stat file {};
+  if (lstat(path.c_str(), &file) != 0 || !S_ISSOCK(file.st_mode)) return "its file is gone";
+  auto owns = owns_socket_file(fd, path);
+  // Without unix_diag nothing tells: a socket's file is taken for its own.
+  if (owns.ok() && !*owns) return "its file is gone; another socket's is there";
+  return "";
 }
 
 // A new unix stream socket bound to `path`.
@@ -197,14 +209,14 @@ Result<std::unique_ptr<ApiListener>> ApiListener::start(const ListenerOptions& o
 
   if (handed_over) {
     auto bound_to = listening_path(handed_over.get());
-    // A socket whose file someone removed can take no connection.
-    struct stat file {};
-    const bool file_gone = bound_to.ok() && *bound_to == path &&
-                           (lstat(path.c_str(), &file) != 0 || !S_ISSOCK(file.st_mode));
-    if (!bound_to.ok() || *bound_to != path || file_gone) {
-      std::string reason = !bound_to.ok() ? bound_to.error().message()
-                           : file_gone    ? "its file is gone"
-                                          : "socket.path is " + path;
+    // A socket whose file someone removed can take no connection, even
+    // where another socket's file is at the path now.
+    std::string file_gone;
+    if (bound_to.ok() && *bound_to == path) file_gone = why_file_gone(handed_over.get(), path);
+    if (!bound_to.ok() || *bound_to != path || !file_gone.empty()) {
+      std::string reason = !bound_to.ok()       ? bound_to.error().message()
+                           : !file_gone.empty() ? file_gone
+                                                : "socket.path is " + path;
       log.warning("api_socket_not_taken_over",
                   {{"socket", bound_to.ok() ? *bound_to : ""},
                    {"from", inherited.from_systemd ? "systemd" : "reload"},
@@ -322,13 +334,20 @@ void ApiListener::bind_again() {
                 {"impact", "API calls cannot connect until a reload or a restart"}});
     return;
   }
+  bool kept_by_systemd = false;
   {
     std::lock_guard lock(listen_mu_);
     listen_fd_ = std::move(*fd);
-    from_systemd_ = false;  // ours now: a stop removes its file
+    // In the store in the old one's place, if there is one: the process
+    // systemd starts next serves this one. Else ours: a stop removes it.
+    const int stored = listen_fd_.get();
+    kept_by_systemd = store_ != nullptr && store_->put(kApiStoreName, std::span(&stored, 1));
+    from_systemd_ = kept_by_systemd;
   }
   watch_socket_dir();
-  log_.error("api_socket_restored", {{"socket", path}, {"reason", "another program removed it"}});
+  log_.error("api_socket_restored", {{"socket", path},
+                                     {"reason", "another program removed it"},
+                                     {"kept_by_systemd", kept_by_systemd ? "true" : "false"}});
 }
 
 void ApiListener::accept_loop() {
@@ -415,6 +434,7 @@ Result<InheritedListener> ApiListener::hand_over() {
 
 void ApiListener::keep_in(FdStore& store) {
   std::lock_guard lock(listen_mu_);
+  store_ = &store;
   if (from_systemd_) return;
   const int fd = listen_fd_.get();
   if (store.put(kApiStoreName, std::span(&fd, 1))) from_systemd_ = true;

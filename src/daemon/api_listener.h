@@ -74,7 +74,9 @@ class ApiListener {
   // Puts the listening socket in systemd's file descriptor store, unless
   // systemd keeps it already: the process systemd starts next serves it,
   // and calls made during a restart wait. If systemd took it, no stop
-  // removes the socket file (the store's socket needs it).
+  // removes the socket file (the store's socket needs it). A socket bound
+  // again later (bind_again) goes in the store in its place. `store`
+  // outlives this listener.
   void keep_in(FdStore& store);
 
  private:
@@ -98,8 +100,9 @@ class ApiListener {
   // lock.
   std::mutex listen_mu_;
   UniqueFd listen_fd_;
-  UniqueFd stop_fd_;   // eventfd: wakes the accept loop to stop
-  UniqueFd watch_fd_;  // inotify: the socket's directory
+  FdStore* store_ = nullptr;  // keep_in's; under listen_mu_
+  UniqueFd stop_fd_;          // eventfd: wakes the accept loop to stop
+  UniqueFd watch_fd_;         // inotify: the socket's directory
   // Calls the servers are running (CallCounter): what stop() waits for.
   // Declared before the servers, which count into it until they go.
   std::atomic<int> calls_running_{0};

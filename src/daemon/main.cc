@@ -337,7 +337,7 @@ int main(int argc, char** argv) {
   problems.clear();
   // Only a first start has systemd's sockets to take: a reload's process
   // gets them handed over (the API's marked as systemd's).
-  SystemdSockets systemd = take_systemd_sockets(problems);
+  SystemdSockets systemd = take_systemd_sockets(config->socket_path, problems);
   if (systemd.api_listener && !handed_over.api_listener.fd) {
     handed_over.api_listener = {std::move(systemd.api_listener), /*from_systemd=*/true};
   }

@@ -22,9 +22,12 @@ struct SystemdSockets {
   std::vector<std::string> names_to_check;
 };
 
-// What systemd passed this process, each close-on-exec. Anything else it
+// What systemd passed this process, each close-on-exec. Of the listening
+// Unix stream sockets, the API's is the one whose file is at
+// `api_socket_path` (owns_socket_file), else the first. Anything else it
 // passed is closed and named in `problems`. Takes the variables out of the
 // environment, so that no process started from this one reads them.
-SystemdSockets take_systemd_sockets(std::vector<std::string>& problems);
+SystemdSockets take_systemd_sockets(const std::string& api_socket_path,
+                                    std::vector<std::string>& problems);
 
 }  // namespace sebpf::daemon

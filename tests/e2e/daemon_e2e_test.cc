@@ -1368,6 +1368,36 @@ TEST_F(DaemonE2eTest, ARemovedApiSocketIsBoundAgain) {
   EXPECT_FALSE(std::filesystem::exists(socket));
 }
 
+// Under systemd, the socket bound again goes in its file descriptor store,
+// and what the next start is passed is served only if its file is the one
+// at the path. Here the next start is passed both the socket unit's, whose
+// file was removed (its path now holds the new socket's file), and the
+// stored one: the stale one, passed first, was served, and every call
+// queued in the stored one unanswered; or, after the stop that follows,
+// the daemon refused to start, since the path answered (systemd's socket).
+TEST_F(DaemonE2eTest, AnApiSocketBoundAgainIsTheOneSystemdKeeps) {
+  const std::string path = DaemonProcess::socket_in(dir_);
+  FakeSystemd systemd(dir_);
+  ASSERT_TRUE(systemd.valid() && systemd.listen_stream(path, "superebpfd.socket"))
+      << strerror(errno);
+  start_daemon({}, "", &systemd);
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"api_socket_restored\"", 1, milliseconds(3000)))
+      << daemon_->log();
+  systemd.take_in();
+  EXPECT_EQ(systemd.stored(), (std::map<std::string, size_t>{{"api", 1}}));
+  daemon_->kill9();  // a crash: the new socket's file stays
+  start_daemon({}, "", &systemd);
+  v1::ListResponse list;
+  EXPECT_TRUE(call_list(&list).ok()) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("systemd_socket_rejected"), std::string::npos) << daemon_->log();
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_TRUE(std::filesystem::exists(path)) << "the stop removed the stored socket's file";
+  systemd.take_in();
+  start_daemon({}, "", &systemd);
+  EXPECT_TRUE(call_list(&list).ok()) << daemon_->log();
+}
+
 TEST_F(DaemonE2eTest, AClientKeepingItsConnectionOpenDoesNotHoldUpAStop) {
   start_daemon();
   {

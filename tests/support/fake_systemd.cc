@@ -44,13 +44,8 @@ void FakeSystemd::add_socket_unit(UniqueFd fd, std::string name) {
 }
 
 bool FakeSystemd::listen_stream(const std::string& path, std::string name) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  const auto addr = unix_address(path);
-  if (!fd || !addr ||
-      bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0 ||
-      listen(fd.get(), 128) != 0) {
-    return false;
-  }
+  UniqueFd fd = unix_listener(path);
+  if (!fd) return false;
   add_socket_unit(std::move(fd), std::move(name));
   return true;
 }

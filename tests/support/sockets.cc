@@ -308,4 +308,15 @@ bool unix_connects(const std::string& path) {
          connect(client.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0;
 }
 
+UniqueFd unix_listener(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const auto addr = unix_address(path);
+  if (!fd || !addr ||
+      bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0 ||
+      listen(fd.get(), 128) != 0) {
+    fd.reset();
+  }
+  return fd;
+}
+
 }  // namespace sebpf::testing

@@ -22,6 +22,9 @@ using std::chrono::milliseconds;
 std::optional<sockaddr_un> unix_address(const std::string& path);
 // Whether a connect() to the Unix stream socket at `path` succeeds.
 bool unix_connects(const std::string& path);
+// A Unix stream socket bound at `path`, listening; invalid if it could not
+// be made (errno says why).
+UniqueFd unix_listener(const std::string& path);
 
 // TCP connect, then one echo round trip.
 int tcp_echo(const std::string& addr, uint16_t port, milliseconds timeout = milliseconds(1500));
