@@ -32,6 +32,7 @@
 #include "support/knot_server.h"
 #include "support/netns.h"
 #include "support/process.h"
+#include "support/within.h"
 
 namespace sebpf::testing {
 
@@ -126,6 +127,23 @@ class DnsE2eTest : public DaemonE2eTest {
       ASSERT_EQ(in_cgroup([&] { return resolve_and_connect(endpoint_of(att), name, kTypeA); }), 0)
           << name;
     }
+  }
+
+  // Sweeps every second: each sweep after new learning writes what taught
+  // the hosts (learned-chains.pb).
+  static constexpr const char* kSweepEverySecond = "sweep_interval_seconds: 1\n";
+  // Starts the daemon with kSweepEverySecond, attaches a cgroup allowed
+  // allowed.example and other.example, resolves and connects to both, and
+  // waits until a sweep wrote what taught their hosts.
+  v1::Attachment learn_both_until_a_sweep_writes_their_chains() {
+    start_with_upstream(kSweepEverySecond);
+    const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
+    resolve_and_connect_each(att, {"allowed.example", "other.example"});
+    EXPECT_TRUE(within(std::chrono::milliseconds(5000), [&] {
+      return std::filesystem::exists(state_dir() + "/learned-chains.pb") &&
+             std::filesystem::exists(state_file());
+    })) << "no sweep wrote what taught the hosts";
+    return att;
   }
 
   // After resolve_and_connect_each(att, {"allowed.example",

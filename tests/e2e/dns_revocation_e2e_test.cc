@@ -195,18 +195,10 @@ TEST_F(DnsE2eTest, AfterACrashARuleThatMayRefuseANameDropsTheHostsNothingSaysTau
 // crash loses only what was learned since the last one: a rule added
 // after the restart takes back exactly what the names it refuses taught.
 TEST_F(DnsE2eTest, AfterACrashARuleTakesBackOnlyWhatItsNamesTaughtBeforeTheLastSweep) {
-  const std::string config = "sweep_interval_seconds: 1\n";
-  start_with_upstream(config);
-  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
-  resolve_and_connect_each(att, {"allowed.example", "other.example"});
-  if (HasFatalFailure()) return;
-  const std::string chains_file = dir_ + "/state/learned-chains.pb";
-  for (int i = 0; i < 50 && !std::filesystem::exists(chains_file); ++i) {
-    std::this_thread::sleep_for(milliseconds(100));
-  }
-  ASSERT_TRUE(std::filesystem::exists(chains_file)) << "no sweep wrote what taught the hosts";
+  const auto att = learn_both_until_a_sweep_writes_their_chains();
+  if (HasFailure()) return;
   daemon_->kill9();
-  start_with_upstream(config);
+  start_with_upstream(kSweepEverySecond);
   expect_other_examples_address_alone_taken_back(att);
 }
 
@@ -214,23 +206,19 @@ TEST_F(DnsE2eTest, AfterACrashARuleTakesBackOnlyWhatItsNamesTaughtBeforeTheLastS
 // it for a cache): both its files are written again at once, so that
 // after a crash a rule still takes back exactly what its names taught.
 TEST_F(DnsE2eTest, AfterTheStateDirectoryWasRemovedARuleStillTakesBackOnlyWhatItsNamesTaught) {
-  const std::string config = "sweep_interval_seconds: 1\n";
-  start_with_upstream(config);
-  const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
-  resolve_and_connect_each(att, {"allowed.example", "other.example"});
-  if (HasFatalFailure()) return;
-  const std::string chains_file = state_dir() + "/learned-chains.pb";
+  const auto att = learn_both_until_a_sweep_writes_their_chains();
+  if (HasFailure()) return;
   const auto both_there = [&] {
-    return std::filesystem::exists(chains_file) && std::filesystem::exists(state_file());
+    return std::filesystem::exists(state_dir() + "/learned-chains.pb") &&
+           std::filesystem::exists(state_file());
   };
-  ASSERT_TRUE(within(milliseconds(5000), both_there)) << "no sweep wrote what taught the hosts";
   {
     StoppedProcess stopped(daemon_->pid());  // so that the removal is whole
     std::filesystem::remove_all(state_dir());
   }
   EXPECT_TRUE(within(milliseconds(3000), both_there)) << daemon_->log();
   daemon_->kill9();
-  start_with_upstream(config);
+  start_with_upstream(kSweepEverySecond);
   expect_other_examples_address_alone_taken_back(att);
 }
 
