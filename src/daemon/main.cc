@@ -226,6 +226,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
       break;
     }
     (*manager)->sweep();
+    (*manager)->restore_all_pins();
     (*manager)->report_daemon_cgroup(*mount);
   }
   // What cannot be handed over is made anew by the next process, after a

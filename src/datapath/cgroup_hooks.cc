@@ -1,5 +1,7 @@
 #include "datapath/cgroup_hooks.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
@@ -18,6 +20,26 @@ uint32_t linked_program_id(int link_fd) {
   bpf_link_info info{};
   uint32_t len = sizeof info;
   return bpf_obj_get_info_by_fd(link_fd, &info, &len) == 0 ? info.prog_id : 0;
+}
+
+enum class LinkState { kHeld, kPinGone, kDetached };
+
+// Whether the link pinned at `path` still holds its program on cgroup
+// `cgroup_id`. Another program can end it two ways: remove the pin (the
+// link goes with its last reference), or detach it (BPF_LINK_DETACH, as
+// `bpftool link detach` does), which leaves the pin and the link in place
+// on no cgroup: the kernel then reports cgroup id 0. A link whose cgroup
+// was removed reads the same, but no record names a removed cgroup for
+// long (the watcher detaches it). If the kernel cannot tell, held.
+LinkState link_state(const std::string& path, uint64_t cgroup_id) {
+  UniqueFd link(bpf_obj_get(path.c_str()));
+  if (!link) return errno == ENOENT ? LinkState::kPinGone : LinkState::kHeld;
+  bpf_link_info info{};
+  uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0 || info.type != BPF_LINK_TYPE_CGROUP) {
+    return LinkState::kHeld;
+  }
+  return info.cgroup.cgroup_id == cgroup_id ? LinkState::kHeld : LinkState::kDetached;
 }
 
 }  // namespace
@@ -74,7 +96,12 @@ Result<std::vector<std::string>> CgroupHooks::restore(uint64_t cgroup_id, int cg
   if (ec) return Error::from_errno(ec.value(), "create link directory " + dir);
   for (const CgroupProgram& prog : programs_) {
     const std::string path = dir + "/" + prog.name;
-    if (fs::exists(path, ec)) continue;
+    const LinkState state = link_state(path, cgroup_id);
+    if (state == LinkState::kHeld) continue;
+    // A detached link's pin names a link that holds nothing: replaced.
+    if (state == LinkState::kDetached && unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Error::from_errno(errno, "remove the pin of detached link " + path);
+    }
     UniqueFd link(bpf_link_create(prog.fd, cgroup_fd, prog.hook, nullptr));
     if (!link) return Error::from_errno(errno, "attach " + prog.name + " again");
     if (bpf_obj_pin(link.get(), path.c_str()) != 0) {
@@ -87,12 +114,11 @@ Result<std::vector<std::string>> CgroupHooks::restore(uint64_t cgroup_id, int cg
   return restored;
 }
 
-bool CgroupHooks::pins_missing(uint64_t cgroup_id) const {
+bool CgroupHooks::links_missing(uint64_t cgroup_id) const {
   if (links_dir_.empty()) return false;
   const std::string dir = dir_for(cgroup_id);
-  std::error_code ec;
   return std::any_of(programs_.begin(), programs_.end(), [&](const CgroupProgram& prog) {
-    return !fs::exists(dir + "/" + prog.name, ec);
+    return link_state(dir + "/" + prog.name, cgroup_id) != LinkState::kHeld;
   });
 }
 
@@ -142,13 +168,13 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
       // A restart of the same build reuses the programs the links run.
       const bool on_ours = program_ids_[i] != 0 && linked_program_id(link.get()) == program_ids_[i];
       if (int err = on_ours ? 0 : bpf_link_update(link.get(), prog.fd, nullptr); err != 0) {
-        // ENOLINK: the link's cgroup is gone. Anything else: fail closed,
-        // leaving the link on the previous process's programs, which use
-        // the same maps and so enforce the same policy.
-        if (err == -ENOLINK) {
-          problem = "its cgroup was removed";
-          break;
-        }
+        // ENOLINK: the link is on no cgroup. Its cgroup was removed, or
+        // another program detached it (the cgroup is checked below), in
+        // which case the watcher's first look attaches the program again
+        // (restore). Anything else: fail closed, leaving the link on the
+        // previous process's programs, which use the same maps and so
+        // enforce the same policy.
+        if (err == -ENOLINK) continue;
         result.notes.push_back("cgroup:" + std::to_string(id) + " link " + path +
                                " kept on the previous program: " + errno_text(-err));
       }

@@ -44,12 +44,14 @@ class CgroupHooks {
   Result<Adopted> adopt();
 
   // A link lives as long as its pin (we hold no descriptor): another
-  // program that removes a pin detaches that program from the cgroup.
-  // Attaches and pins again each program of an attached cgroup whose pin
-  // is gone; the names of those.
+  // program that removes a pin detaches that program from the cgroup, as
+  // does one that detaches the link (BPF_LINK_DETACH), which leaves the
+  // pin. Attaches and pins again each program of an attached cgroup whose
+  // pin is gone or whose link is detached; the names of those.
   Result<std::vector<std::string>> restore(uint64_t cgroup_id, int cgroup_fd);
-  // Whether a link pin of this cgroup is missing (restore() has work).
-  bool pins_missing(uint64_t cgroup_id) const;
+  // Whether a link of this cgroup is missing: its pin gone, or the link
+  // detached (restore() has work).
+  bool links_missing(uint64_t cgroup_id) const;
 
   // Where a cgroup's links are pinned; empty when nothing is pinned.
   std::string dir_for(uint64_t cgroup_id) const;

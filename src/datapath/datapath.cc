@@ -688,7 +688,7 @@ Result<std::vector<std::string>> Datapath::restore_map_pins() {
 
 Result<std::vector<std::string>> Datapath::restore_cgroup_links(const AttachmentKey& key,
                                                                 const std::string& path) {
-  if (key.kind != TargetKind::kCgroup || !impl_->cgroup_hooks->pins_missing(key.id)) {
+  if (key.kind != TargetKind::kCgroup || !impl_->cgroup_hooks->links_missing(key.id)) {
     return std::vector<std::string>();
   }
   auto cgroup = open_cgroup(path);

@@ -75,9 +75,9 @@ class Datapath {
   Result<std::vector<std::string>> restore_map_pins();
   // A cgroup's links live only in their pins, so a removed pin detaches
   // its program at once: attaches and pins again each program of the
-  // cgroup attachment `key` (at `path`) whose pin is gone. The names of
-  // those; none when `path` is no longer that cgroup (gone or replaced:
-  // the watcher's to handle).
+  // cgroup attachment `key` (at `path`) whose pin is gone or whose link
+  // another program detached. The names of those; none when `path` is no
+  // longer that cgroup (gone or replaced: the watcher's to handle).
   Result<std::vector<std::string>> restore_cgroup_links(const AttachmentKey& key,
                                                         const std::string& path);
   // Cgroup programs are never shown the frames of packet sockets

@@ -2,6 +2,7 @@
 // the policy; targets that vanish are detached within a second; a SIGKILL
 // and restart keeps ids, policy and enforcement; a damaged state file is
 // reported; bad input is refused naming the field.
+#include <bpf/bpf.h>
 #include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
@@ -872,8 +873,7 @@ TEST_F(DaemonE2eTest, AfterLostEventsOnlyAPacketSocketFilterTakenByAnotherProgra
 // No kernel event says that a process moved to another cgroup: a daemon
 // moved into a cgroup it has attached is named at its next sweep.
 TEST_F(DaemonE2eTest, ADaemonMovedIntoAnAttachedCgroupIsNamedAtTheNextSweep) {
-  const std::string config = dir_ + "/sweep-every-second.yaml";
-  std::ofstream(config) << "sweep_interval_seconds: 1\n";
+  const std::string config = config_file(kSweepEverySecond);
   start_daemon({"--config", config});
   v1::AttachRequest req;
   req.set_cgroup_path(cgroup_->path());
@@ -1055,6 +1055,48 @@ TEST_F(DaemonE2eTest, ACgroupsRemovedLinkPinsArePutBackAndItsProgramsRunAgain) {
       << daemon_->log();
   EXPECT_EQ(denied(), EPERM);
   EXPECT_NE(get_policy(att.id()).cidrs_size(), 0);
+}
+
+// Another program may detach a cgroup's links (BPF_LINK_DETACH, as
+// `bpftool link detach` does) and leave their pins: no event says so. Each
+// sweep looks, and puts new links in their place; a start that finds them
+// detached keeps the attachment (it detached it whole, policy and all)
+// and puts them back too.
+TEST_F(DaemonE2eTest, ACgroupLinkAnotherProgramDetachedIsReplacedAtTheNextSweepAndAtAStart) {
+  topo_->start_peer_server();
+  const std::string config = config_file(kSweepEverySecond);
+  start_daemon({"--config", config});
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
+  ASSERT_EQ(denied(), EPERM);
+  std::string links;
+  for (const auto& e : std::filesystem::directory_iterator(pin_dir_ + "/links")) links = e.path();
+  ASSERT_FALSE(links.empty());
+  const auto detach_all = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(links)) {
+      UniqueFd link(bpf_obj_get(e.path().c_str()));
+      ASSERT_TRUE(link) << e.path();
+      ASSERT_EQ(bpf_link_detach(link.get()), 0) << e.path();
+    }
+  };
+  {
+    StoppedProcess stopped(daemon_->pid());
+    detach_all();
+    EXPECT_EQ(denied(), 0) << "the links' detach left the cgroup filtered: this test no longer "
+                              "shows what it closes";
+  }
+  EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
+  EXPECT_TRUE(
+      daemon_->wait_for_log("\"event\":\"attachment_links_restored\"", 1, milliseconds(100)))
+      << daemon_->log();
+
+  daemon_->kill9();
+  detach_all();
+  ASSERT_EQ(denied(), 0);
+  start_daemon({"--config", config});
+  EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1) << daemon_->log();
 }
 
 // The whole pin directory removed while the daemon runs: maps and links

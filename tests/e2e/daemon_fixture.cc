@@ -95,6 +95,12 @@ void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args, std::strin
   }
 }
 
+std::string DaemonE2eTest::config_file(const std::string& yaml) const {
+  const std::string path = dir_ + "/superebpfd.yaml";
+  std::ofstream(path) << yaml;
+  return path;
+}
+
 grpc::Status DaemonE2eTest::attach(const v1::AttachRequest& req, v1::Attachment* out) {
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline_in(std::chrono::seconds(10)));

@@ -25,6 +25,11 @@ class DaemonE2eTest : public E2eTest {
   // Waits until it answers. Under `systemd` when given (FakeSystemd).
   void start_daemon(std::vector<std::string> extra_args = {}, std::string binary = "",
                     const FakeSystemd* systemd = nullptr);
+  // Sweeps every second (sweep_interval_seconds), for what the daemon
+  // does at each sweep.
+  static constexpr const char* kSweepEverySecond = "sweep_interval_seconds: 1\n";
+  // `yaml` written as the daemon's configuration file; its path (--config).
+  std::string config_file(const std::string& yaml) const;
   std::string state_dir() const { return dir_ + "/state"; }
   std::string state_file() const { return state_dir() + "/state.pb"; }
 

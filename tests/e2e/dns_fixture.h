@@ -93,11 +93,7 @@ class DnsE2eTest : public DaemonE2eTest {
     std::vector<std::string> args;
     if (!before.empty()) args.insert(args.end(), {"--dns-upstream", before});
     args.insert(args.end(), {"--dns-upstream", knot_->address().to_string()});
-    if (!config_yaml.empty()) {
-      const std::string path = dir_ + "/superebpfd.yaml";
-      std::ofstream(path) << config_yaml;
-      args.insert(args.end(), {"--config", path});
-    }
+    if (!config_yaml.empty()) args.insert(args.end(), {"--config", config_file(config_yaml)});
     start_daemon(args, "", systemd);
   }
 
@@ -129,12 +125,10 @@ class DnsE2eTest : public DaemonE2eTest {
     }
   }
 
-  // Sweeps every second: each sweep after new learning writes what taught
-  // the hosts (learned-chains.pb).
-  static constexpr const char* kSweepEverySecond = "sweep_interval_seconds: 1\n";
   // Starts the daemon with kSweepEverySecond, attaches a cgroup allowed
   // allowed.example and other.example, resolves and connects to both, and
-  // waits until a sweep wrote what taught their hosts.
+  // waits until a sweep wrote what taught their hosts (each sweep after
+  // new learning writes learned-chains.pb).
   v1::Attachment learn_both_until_a_sweep_writes_their_chains() {
     start_with_upstream(kSweepEverySecond);
     const auto att = attach_cgroup(dns_policy({"allowed.example", "other.example"}));
