@@ -37,8 +37,11 @@ Status put_filter(int fd, const net::SocketAddress& address, const EndpointSpec&
 // One endpoint socket bound to `address` (and to spec's device and filter,
 // if set). The filter goes on before the bind, so no datagram is queued
 // unfiltered; a TCP socket's connections inherit it. IPV6_V6ONLY so that
-// "::" never also takes IPv4; SO_REUSEADDR so a restarted daemon can bind
-// its TCP port while old connections linger in TIME_WAIT.
+// "::" never also takes IPv4. SO_REUSEADDR on TCP alone, so a restarted
+// daemon can bind its TCP port while old connections linger in TIME_WAIT
+// (no listening socket shares a port with it). On UDP it would let any
+// process that sets it too bind the same port and take the queries: Linux
+// gives the newest socket sharing a port its datagrams.
 Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
                              const EndpointSpec& spec) {
   UniqueFd fd(::socket(address.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -51,7 +54,7 @@ Result<UniqueFd> bind_socket(const net::SocketAddress& address, int type,
   }
   if (spec.socket_filter_fd >= 0) SEBPF_RETURN_IF_ERROR(put_filter(fd.get(), address, spec));
   const int one = 1;
-  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (type == SOCK_STREAM) setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (address.family() == AF_INET6) {
     setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   }

@@ -609,6 +609,34 @@ TEST_F(DnsProxyTest, QueriesOnASilentConnectionAreAskedAgainOnAFreshOne) {
 // those it keeps without a pause (their sockets stay: binding them again
 // would race the old ones' closing), no longer the address it lost, and
 // its counts go on.
+// A UDP socket bound with SO_REUSEADDR to a port another socket holds
+// with it too shares the port, and Linux gives the newest such socket the
+// datagrams; no permission is checked. Any process in the endpoint's
+// network namespace (on the host's loopback: a workload of another
+// attachment) could so take an endpoint's queries, reading what names its
+// workload asks and leaving it unanswered. The endpoint's sockets do not
+// share: such a bind fails, and the queries still reach the endpoint.
+TEST_F(DnsProxyTest, NoOtherSocketCanTakeAnEndpointsPort) {
+  start(make_backend(allowlist({{"example.test", Action::kAllow}})));
+  if (HasFatalFailure()) return;
+  sockaddr_storage ss;
+  const socklen_t len = endpoint_.to_sockaddr(ss);
+  std::vector<UniqueFd> takers;
+  for (const int type : {SOCK_DGRAM, SOCK_STREAM}) {
+    UniqueFd taker(::socket(AF_INET, type | SOCK_CLOEXEC, 0));
+    ASSERT_TRUE(taker);
+    const int one = 1;
+    ASSERT_EQ(setsockopt(taker.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
+    EXPECT_NE(bind(taker.get(), reinterpret_cast<const sockaddr*>(&ss), len), 0)
+        << (type == SOCK_DGRAM ? "udp" : "tcp") << ": another socket shares the endpoint's port";
+    EXPECT_EQ(errno, EADDRINUSE);
+    takers.push_back(std::move(taker));
+  }
+  auto answer = ask("q.example.test");
+  ASSERT_TRUE(answer.ok()) << answer.error().message();
+  EXPECT_EQ(testing::answer_addresses(answer->message), std::vector<std::string>{kAnswerAddress});
+}
+
 TEST_F(DnsProxyTest, AMovedEndpointServesItsNewAddressesAndKeepsCounting) {
   RacingBackend& backend = make_backend(allowlist({{"example.test", Action::kAllow}}));
   start(backend);
