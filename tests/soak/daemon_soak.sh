@@ -216,7 +216,7 @@ cgroup_worker() {
     n=$((n + 1))
     dir=$cgroup_root/c$1-$n
     mkdir -p "$dir"
-    case $((RANDOM % 4)) in
+    case $((RANDOM % 5)) in
       0) policy=(--meta role=agent) ;;  # the policy file decides
       1) policy=(--meta role=other) ;;  # its default
       *) policy=(--mode allowlist --allow-domain soak.example --deny-domain n7.soak.example) ;;
@@ -434,15 +434,38 @@ remove_daemon_files() {
   problem "state file or API socket not back 3 s after their removal"
 }
 
+# Another program detaches a cgroup's links (bpftool link detach), which
+# leaves their pins and tells no one: the next sweep (every second here)
+# must put new links under them. A cgroup removed meanwhile takes its
+# links' directory with it.
+detach_cgroup_links() {
+  local dir link i held out
+  dir=$(find "$pin_dir/links" -mindepth 1 -maxdepth 1 -name 'cgroup-*' 2> /dev/null | shuf -n 1)
+  [ -n "$dir" ] || return 0
+  for link in "$dir"/*; do bpftool link detach pinned "$link" 2> /dev/null; done
+  echo "$dir" >> "$work/links_detached"
+  for i in $(seq 30); do
+    sleep 0.1
+    [ -d "$dir" ] || return 0
+    held=true
+    for link in "$dir"/*; do
+      out=$(bpftool -j link show pinned "$link" 2> /dev/null) || held=false
+      [[ $out == *'"cgroup_id":0,'* ]] && held=false
+    done
+    $held && return 0
+  done
+  problem "the links of $dir detached and not replaced 3 s later"
+}
+
 # Reloads (SIGHUP), clean stops and starts, SIGKILLs, and the daemon's
-# files removed under it.
+# files removed or its links detached under it.
 lifecycle_worker() {
   local pid
   while [ $SECONDS -lt $((end - 30)) ]; do
     sleep $((15 + RANDOM % 15))
     pid=$(daemon_pid)
     write_policy_file
-    case $((RANDOM % 4)) in
+    case $((RANDOM % 5)) in
       0) kill -HUP "$pid" ;;
       1)
         stop_daemon
@@ -455,6 +478,7 @@ lifecycle_worker() {
         start_daemon
         ;;
       3) remove_daemon_files ;;
+      4) detach_cgroup_links ;;
     esac
   done
 }
@@ -489,10 +513,17 @@ trap - EXIT
 
 grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$work/daemon.log" |
   sed 's/^/sanitizer: /' >> "$problems"
-# Error lines, but for what the removals above are logged as.
+# Error lines, but for what the removals and detaches above are logged as
+# (a cgroup's detached links are replaced in one go: a line for each
+# detach, no more).
 grep '"level":"error"' "$work/daemon.log" |
-  grep -v -E '"event":"(state_file_restored|api_socket_restored)"' |
+  grep -v -E '"event":"(state_file_restored|api_socket_restored|attachment_links_restored)"' |
   sed 's/^/error line: /' >> "$problems"
+links_replaced=$(grep -c '"event":"attachment_links_restored"' "$work/daemon.log")
+links_detached=0
+[ -f "$work/links_detached" ] && links_detached=$(wc -l < "$work/links_detached")
+[ "$links_replaced" -le "$links_detached" ] ||
+  problem "$links_replaced cgroups' links replaced, but only $links_detached detached by this run"
 left=$(ip -o link | grep -c ' ssk')
 [ "$left" -eq 0 ] || problem "$left interfaces left"
 [ -e "$cgroup_root" ] && problem "$cgroup_root left"
@@ -501,6 +532,7 @@ ip netns list | grep -q '^ssk-' && problem "network namespaces left"
 echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
   "$(grep -c '"event":"api_socket_restored"' "$work/daemon.log") removals of its files undone," \
+  "$links_replaced cgroups' detached links replaced," \
   "$(awk '{ n += $1 } END { print n + 0 }' "$work/connected") answered addresses" \
   "connected or sent to from containers and VMs"
 if [ -s "$problems" ]; then
