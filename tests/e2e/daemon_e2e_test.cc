@@ -1027,8 +1027,7 @@ TEST_F(DaemonE2eTest, ACgroupsRemovedLinkPinsArePutBackAndItsProgramsRunAgain) {
   const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
   const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
   ASSERT_EQ(denied(), EPERM);
-  std::string links;
-  for (const auto& e : std::filesystem::directory_iterator(pin_dir_ + "/links")) links = e.path();
+  const std::string links = cgroup_links_dir();
   ASSERT_FALSE(links.empty());
   const size_t pins = files_under(links);
   ASSERT_GT(pins, 0U);
@@ -1069,8 +1068,7 @@ TEST_F(DaemonE2eTest, ACgroupLinkAnotherProgramDetachedIsReplacedAtTheNextSweepA
   const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
   const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
   ASSERT_EQ(denied(), EPERM);
-  std::string links;
-  for (const auto& e : std::filesystem::directory_iterator(pin_dir_ + "/links")) links = e.path();
+  const std::string links = cgroup_links_dir();
   ASSERT_FALSE(links.empty());
   const auto detach_all = [&] {
     for (const auto& e : std::filesystem::directory_iterator(links)) {

@@ -101,6 +101,13 @@ std::string DaemonE2eTest::config_file(const std::string& yaml) const {
   return path;
 }
 
+std::string DaemonE2eTest::cgroup_links_dir() const {
+  std::string dir;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(pin_dir_ + "/links", ec)) dir = e.path();
+  return dir;
+}
+
 grpc::Status DaemonE2eTest::attach(const v1::AttachRequest& req, v1::Attachment* out) {
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline_in(std::chrono::seconds(10)));

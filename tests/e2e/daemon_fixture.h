@@ -31,6 +31,8 @@ class DaemonE2eTest : public E2eTest {
   // `yaml` written as the daemon's configuration file; its path (--config).
   std::string config_file(const std::string& yaml) const;
   std::string state_dir() const { return dir_ + "/state"; }
+  // Where the links of the one cgroup attached are pinned; empty if none.
+  std::string cgroup_links_dir() const;
   std::string state_file() const { return state_dir() + "/state.pb"; }
 
   // Calls, with a deadline, returning the status.

@@ -434,16 +434,10 @@ remove_daemon_files() {
   problem "state file or API socket not back 3 s after their removal"
 }
 
-# Another program detaches a cgroup's links (bpftool link detach), which
-# leaves their pins and tells no one: the next sweep (every second here)
-# must put new links under them. A cgroup removed meanwhile takes its
-# links' directory with it.
-detach_cgroup_links() {
-  local dir link i held out
-  dir=$(find "$pin_dir/links" -mindepth 1 -maxdepth 1 -name 'cgroup-*' 2> /dev/null | shuf -n 1)
-  [ -n "$dir" ] || return 0
-  for link in "$dir"/*; do bpftool link detach pinned "$link" 2> /dev/null; done
-  echo "$dir" >> "$work/links_detached"
+# Whether every link pinned in `dir` is on a cgroup again (or the
+# directory went with its cgroup), within 3 s.
+links_held_again() {
+  local dir=$1 i link held out
   for i in $(seq 30); do
     sleep 0.1
     [ -d "$dir" ] || return 0
@@ -454,7 +448,31 @@ detach_cgroup_links() {
     done
     $held && return 0
   done
-  problem "the links of $dir detached and not replaced 3 s later"
+  return 1
+}
+
+# Another program detaches a cgroup's links (bpftool link detach), which
+# leaves their pins and tells no one: the next sweep (every second here)
+# must put new links under them. Until then the workload goes unfiltered
+# (the window the daemon documents), which the workers would report: the
+# cgroup is frozen meanwhile. A cgroup removed meanwhile takes its links'
+# directory with it.
+detach_cgroup_links() {
+  local dir cgroup link i
+  dir=$(find "$pin_dir/links" -mindepth 1 -maxdepth 1 -name 'cgroup-*' 2> /dev/null | shuf -n 1)
+  [ -n "$dir" ] || return 0
+  # A cgroup's id is its directory's inode number.
+  cgroup=$(find "$cgroup_root" -type d -inum "${dir##*/cgroup-}" 2> /dev/null | head -n 1)
+  [ -n "$cgroup" ] || return 0
+  echo 1 > "$cgroup/cgroup.freeze" 2> /dev/null || return 0
+  for i in $(seq 50); do
+    grep -q '^frozen 1' "$cgroup/cgroup.events" 2> /dev/null && break
+    sleep 0.1
+  done
+  for link in "$dir"/*; do bpftool link detach pinned "$link" 2> /dev/null; done
+  echo "$dir" >> "$work/links_detached"
+  links_held_again "$dir" || problem "the links of $dir detached and not replaced 3 s later"
+  echo 0 > "$cgroup/cgroup.freeze" 2> /dev/null
 }
 
 # Reloads (SIGHUP), clean stops and starts, SIGKILLs, and the daemon's
