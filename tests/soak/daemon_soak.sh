@@ -464,7 +464,9 @@ detach_cgroup_links() {
   # A cgroup's id is its directory's inode number.
   cgroup=$(find "$cgroup_root" -type d -inum "${dir##*/cgroup-}" 2> /dev/null | head -n 1)
   [ -n "$cgroup" ] || return 0
-  echo 1 > "$cgroup/cgroup.freeze" 2> /dev/null || return 0
+  # (Braces: a redirection that fails, the cgroup gone, says so on the
+  # shell's own stderr.)
+  { echo 1 > "$cgroup/cgroup.freeze"; } 2> /dev/null || return 0
   for i in $(seq 50); do
     grep -q '^frozen 1' "$cgroup/cgroup.events" 2> /dev/null && break
     sleep 0.1
@@ -472,7 +474,7 @@ detach_cgroup_links() {
   for link in "$dir"/*; do bpftool link detach pinned "$link" 2> /dev/null; done
   echo "$dir" >> "$work/links_detached"
   links_held_again "$dir" || problem "the links of $dir detached and not replaced 3 s later"
-  echo 0 > "$cgroup/cgroup.freeze" 2> /dev/null
+  { echo 0 > "$cgroup/cgroup.freeze"; } 2> /dev/null
 }
 
 # Reloads (SIGHUP), clean stops and starts, SIGKILLs, and the daemon's
