@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
@@ -22,16 +21,19 @@ uint32_t linked_program_id(int link_fd) {
   return bpf_obj_get_info_by_fd(link_fd, &info, &len) == 0 ? info.prog_id : 0;
 }
 
-enum class LinkState { kHeld, kPinGone, kDetached };
+enum class LinkState { kHeld, kPinGone, kDetached, kReplaced };
 
-// Whether the link pinned at `path` still holds its program on cgroup
-// `cgroup_id`. Another program can end it two ways: remove the pin (the
-// link goes with its last reference), or detach it (BPF_LINK_DETACH, as
-// `bpftool link detach` does), which leaves the pin and the link in place
-// on no cgroup: the kernel then reports cgroup id 0. A link whose cgroup
-// was removed reads the same, but no record names a removed cgroup for
-// long (the watcher detaches it). If the kernel cannot tell, held.
-LinkState link_state(const std::string& path, uint64_t cgroup_id) {
+// Whether the link pinned at `path` still runs program `program_id` on
+// cgroup `cgroup_id`. Another program can end it three ways: remove the
+// pin (the link goes with its last reference); detach it
+// (BPF_LINK_DETACH, as `bpftool link detach` does), which leaves the pin
+// and the link in place on no cgroup: the kernel then reports cgroup id
+// 0; or put a program of its own in the link (BPF_LINK_UPDATE), which
+// leaves the link on the cgroup, running that program instead of ours.
+// A link whose cgroup was removed reads as detached, but no record names
+// a removed cgroup for long (the watcher detaches it). If the kernel
+// cannot tell (or `program_id` is unknown: 0), held.
+LinkState link_state(const std::string& path, uint64_t cgroup_id, uint32_t program_id) {
   UniqueFd link(bpf_obj_get(path.c_str()));
   if (!link) return errno == ENOENT ? LinkState::kPinGone : LinkState::kHeld;
   bpf_link_info info{};
@@ -39,7 +41,8 @@ LinkState link_state(const std::string& path, uint64_t cgroup_id) {
   if (bpf_obj_get_info_by_fd(link.get(), &info, &len) != 0 || info.type != BPF_LINK_TYPE_CGROUP) {
     return LinkState::kHeld;
   }
-  return info.cgroup.cgroup_id == cgroup_id ? LinkState::kHeld : LinkState::kDetached;
+  if (info.cgroup.cgroup_id != cgroup_id) return LinkState::kDetached;
+  return program_id == 0 || info.prog_id == program_id ? LinkState::kHeld : LinkState::kReplaced;
 }
 
 }  // namespace
@@ -94,10 +97,22 @@ Result<std::vector<std::string>> CgroupHooks::restore(uint64_t cgroup_id, int cg
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Error::from_errno(ec.value(), "create link directory " + dir);
-  for (const CgroupProgram& prog : programs_) {
+  for (size_t i = 0; i < programs_.size(); ++i) {
+    const CgroupProgram& prog = programs_[i];
     const std::string path = dir + "/" + prog.name;
-    const LinkState state = link_state(path, cgroup_id);
+    const LinkState state = link_state(path, cgroup_id, program_ids_[i]);
     if (state == LinkState::kHeld) continue;
+    if (state == LinkState::kReplaced) {
+      // The link is on the cgroup: our program goes back in it in one
+      // step, as adopt() does, with no moment where neither runs.
+      UniqueFd link(bpf_obj_get(path.c_str()));
+      if (!link) return Error::from_errno(errno, "open link " + path);
+      if (bpf_link_update(link.get(), prog.fd, nullptr) != 0) {
+        return Error::from_errno(errno, "put " + prog.name + " back in link " + path);
+      }
+      restored.push_back(prog.name);
+      continue;
+    }
     // A detached link's pin names a link that holds nothing: replaced.
     if (state == LinkState::kDetached && unlink(path.c_str()) != 0 && errno != ENOENT) {
       return Error::from_errno(errno, "remove the pin of detached link " + path);
@@ -117,9 +132,12 @@ Result<std::vector<std::string>> CgroupHooks::restore(uint64_t cgroup_id, int cg
 bool CgroupHooks::links_missing(uint64_t cgroup_id) const {
   if (links_dir_.empty()) return false;
   const std::string dir = dir_for(cgroup_id);
-  return std::any_of(programs_.begin(), programs_.end(), [&](const CgroupProgram& prog) {
-    return link_state(dir + "/" + prog.name, cgroup_id) != LinkState::kHeld;
-  });
+  for (size_t i = 0; i < programs_.size(); ++i) {
+    if (link_state(dir + "/" + programs_[i].name, cgroup_id, program_ids_[i]) != LinkState::kHeld) {
+      return true;
+    }
+  }
+  return false;
 }
 
 Status CgroupHooks::detach(uint64_t cgroup_id) {

@@ -46,11 +46,14 @@ class CgroupHooks {
   // A link lives as long as its pin (we hold no descriptor): another
   // program that removes a pin detaches that program from the cgroup, as
   // does one that detaches the link (BPF_LINK_DETACH), which leaves the
-  // pin. Attaches and pins again each program of an attached cgroup whose
-  // pin is gone or whose link is detached; the names of those.
+  // pin; one that puts its own program in the link (BPF_LINK_UPDATE)
+  // leaves it on the cgroup, running that program. Attaches and pins
+  // again each program of an attached cgroup whose pin is gone or whose
+  // link is detached, and puts ours back in a link that runs another;
+  // the names of those.
   Result<std::vector<std::string>> restore(uint64_t cgroup_id, int cgroup_fd);
-  // Whether a link of this cgroup is missing: its pin gone, or the link
-  // detached (restore() has work).
+  // Whether a link of this cgroup is missing (its pin gone, or the link
+  // detached) or runs another program: restore() has work.
   bool links_missing(uint64_t cgroup_id) const;
 
   // Where a cgroup's links are pinned; empty when nothing is pinned.

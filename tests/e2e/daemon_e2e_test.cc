@@ -26,7 +26,7 @@
 #include "common/unique_fd.h"
 #include "daemon_fixture.h"
 #include "datapath/types.h"
-#include "foreign_tc_filter.h"
+#include "foreign_programs.h"
 #include "support/netns.h"
 #include "support/process.h"
 #include "support/within.h"
@@ -1093,6 +1093,44 @@ TEST_F(DaemonE2eTest, ACgroupLinkAnotherProgramDetachedIsReplacedAtTheNextSweepA
   ASSERT_EQ(denied(), 0);
   start_daemon({"--config", config});
   EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1) << daemon_->log();
+}
+
+// Another program may also put a program of its own in a cgroup's links
+// (BPF_LINK_UPDATE): the links stay on the cgroup, pins and all, but run
+// its program, not ours. Each sweep compares the program each link runs
+// with ours and puts ours back in its place; a start does the same.
+TEST_F(DaemonE2eTest, AProgramAnotherPutInACgroupLinkIsSwappedBackAtTheNextSweepAndAtAStart) {
+  topo_->start_peer_server();
+  const std::string config = config_file(kSweepEverySecond);
+  start_daemon({"--config", config});
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+  const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
+  ASSERT_EQ(denied(), EPERM);
+  const std::string links = cgroup_links_dir();
+  ASSERT_FALSE(links.empty());
+  const auto replace_all = [&] {
+    for (const auto& e : std::filesystem::directory_iterator(links)) {
+      put_pass_all_program_in_link(e.path());
+    }
+  };
+  {
+    StoppedProcess stopped(daemon_->pid());
+    replace_all();
+    EXPECT_EQ(denied(), 0) << "the programs put in the links left the cgroup filtered: this "
+                              "test no longer shows what it closes";
+  }
+  EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
+  EXPECT_TRUE(
+      daemon_->wait_for_log("\"event\":\"attachment_links_restored\"", 1, milliseconds(100)))
+      << daemon_->log();
+
+  daemon_->kill9();
+  replace_all();
+  ASSERT_EQ(denied(), 0);
+  start_daemon({"--config", config});
+  EXPECT_EQ(denied(), EPERM) << daemon_->log();
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
   EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1) << daemon_->log();
 }

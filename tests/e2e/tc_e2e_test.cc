@@ -7,7 +7,7 @@
 #include <cstdlib>
 
 #include "e2e_fixture.h"
-#include "foreign_tc_filter.h"
+#include "foreign_programs.h"
 
 namespace sebpf::testing {
 namespace {
