@@ -65,7 +65,7 @@ Result<dns::LearnOutcome> AttachmentManager::learn(uint64_t number,
   std::lock_guard lock(mu_);
   const AttachmentRecord* record = find_locked(number);
   if (record == nullptr) {
-    return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+    return no_attachment_locked(number);
   }
   // Policies change with mu_ held. So if the generation has not moved, no
   // change came between judging these answers and now, and the revocation

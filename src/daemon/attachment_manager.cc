@@ -21,7 +21,7 @@ using datapath::TargetKind;
 
 namespace {
 
-constexpr size_t kMaxNotices = 4096;
+constexpr size_t kMaxEndedRemembered = 4096;
 
 // The built-in policy when neither the request nor a policy file gives one.
 Policy builtin_default_policy() { return Policy{}; }
@@ -244,7 +244,7 @@ Status AttachmentManager::reconcile() {
     }
     if (!target_exists(r)) {
       log_.warning("target_gone_while_down", {{"id", r.id()}, {"target", r.target}});
-      notices_.push_back({r.id(), r.target, "target removed while the daemon was not running"});
+      note_ended_locked(r, "target removed while the daemon was not running");
       continue;
     }
     // The kernel does not hold it (after a reboot, or a crash mid-detach)
@@ -254,7 +254,7 @@ Status AttachmentManager::reconcile() {
     if (!again.ok()) {
       log_.error("reattach_failed",
                  {{"id", r.id()}, {"target", r.target}, {"error", again.error().message()}});
-      notices_.push_back({r.id(), r.target, "could not attach again: " + again.error().message()});
+      note_ended_locked(r, "could not attach again: " + again.error().message());
       continue;
     }
     log_.info("attachment_restored", {{"id", r.id()}, {"target", r.target}});
@@ -673,7 +673,7 @@ Status AttachmentManager::detach(uint64_t number) {
   const auto it = std::find_if(state_.records.begin(), state_.records.end(),
                                [&](const AttachmentRecord& r) { return r.number == number; });
   if (it == state_.records.end()) {
-    return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+    return no_attachment_locked(number);
   }
   const AttachmentRecord record = *it;
   state_.records.erase(it);
@@ -706,7 +706,7 @@ Result<AttachmentRecord> AttachmentManager::get(uint64_t number) const {
   for (const AttachmentRecord& r : state_.records) {
     if (r.number == number) return r;
   }
-  return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  return no_attachment_locked(number);
 }
 
 std::vector<AttachmentRecord> AttachmentManager::list() const {
@@ -743,7 +743,7 @@ Result<AttachmentManager::Counters> AttachmentManager::counters(uint64_t number)
         .no_room = kept == bookkeeping_.end() ? 0 : kept->second.no_room};
     return Counters{filter, dns_proxy_ ? dns_proxy_->counters(number) : std::nullopt, learned};
   }
-  return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  return no_attachment_locked(number);
 }
 
 Result<Policy> AttachmentManager::change_policy(uint64_t number,
@@ -751,8 +751,7 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
                                                 const KernelChange& kernel) {
   std::lock_guard lock(mu_);
   AttachmentRecord* record = find_locked(number);
-  if (record == nullptr)
-    return Error(Errc::kNotFound, "no attachment " + attachment_id_to_api(number));
+  if (record == nullptr) return no_attachment_locked(number);
   Policy updated = record->policy;
   drop_expired(updated, WallClock::now());
   SEBPF_RETURN_IF_ERROR(edit(updated));
@@ -876,8 +875,7 @@ void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
   auto saved = save_locked();
   auto status = dp_->detach(record.key);
   forget_locked(record);
-  notices_.push_back({record.id(), record.target, reason});
-  if (notices_.size() > kMaxNotices) notices_.erase(notices_.begin());
+  note_ended_locked(record, reason);
   log_.info("target_removed", {{"id", record.id()},
                                {"target", record.target},
                                {"reason", reason},
@@ -1093,9 +1091,19 @@ void AttachmentManager::restore_links_locked(const AttachmentRecord& r) {
   }
 }
 
-std::vector<DetachNotice> AttachmentManager::detach_notices() const {
-  std::lock_guard lock(mu_);
-  return notices_;
+Error AttachmentManager::no_attachment_locked(uint64_t number) const {
+  std::string message = "no attachment " + attachment_id_to_api(number);
+  const auto ended = std::find_if(ended_.rbegin(), ended_.rend(),
+                                  [&](const EndedAttachment& e) { return e.number == number; });
+  if (ended != ended_.rend()) {
+    message += ": the daemon detached it (" + ended->target + "): " + ended->reason;
+  }
+  return Error(Errc::kNotFound, message);
+}
+
+void AttachmentManager::note_ended_locked(const AttachmentRecord& record, std::string reason) {
+  ended_.push_back({record.number, record.target, std::move(reason)});
+  if (ended_.size() > kMaxEndedRemembered) ended_.erase(ended_.begin());
 }
 
 void AttachmentManager::sweep() {

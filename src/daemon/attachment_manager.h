@@ -46,13 +46,6 @@ struct AttachSpec {
   std::optional<Policy> policy;  // none: the policy file's selection
 };
 
-// Why an attachment went away without a Detach call.
-struct DetachNotice {
-  std::string id;
-  std::string target;
-  std::string reason;
-};
-
 class AttachmentManager {
  public:
   // Opens (or adopts) the datapath, reads the state file and reconciles.
@@ -193,9 +186,6 @@ class AttachmentManager {
   // them again. DNS never opens one, and learned hosts that became one are
   // dropped.
   void on_host_addresses_changed();
-  // Attachments that went away without a Detach call, oldest first (the
-  // control-plane link reports them). Kept up to a bound.
-  std::vector<DetachNotice> detach_notices() const;
 
   // Drops expired rules from records and kernel maps.
   void sweep();
@@ -237,6 +227,12 @@ class AttachmentManager {
   // writes them.
   void save_or_log_locked();
   AttachmentRecord* find_locked(uint64_t number);
+  // The NotFound error for an attachment no record holds. One the daemon
+  // detached itself (its target went away) is named with why, so that
+  // whoever asks for it after learns it was not their call that ended it.
+  Error no_attachment_locked(uint64_t number) const;
+  // Remembers why the daemon ended an attachment, for that error.
+  void note_ended_locked(const AttachmentRecord& record, std::string reason);
   Result<uint16_t> allocate_dns_port_locked();
   void drop_locked(size_t index, const std::string& reason);
   // The network namespace a cgroup's workload sends from when it is not
@@ -341,7 +337,14 @@ class AttachmentManager {
   mutable std::mutex mu_;
   std::unique_ptr<datapath::Datapath> dp_;
   DaemonStateData state_;
-  std::vector<DetachNotice> notices_;
+  // Attachments the daemon ended without a Detach call, oldest first, up
+  // to a bound; not kept across a restart.
+  struct EndedAttachment {
+    uint64_t number = 0;
+    std::string target;
+    std::string reason;
+  };
+  std::vector<EndedAttachment> ended_;
   std::function<void(const std::string&, uint64_t)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;

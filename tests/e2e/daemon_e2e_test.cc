@@ -901,6 +901,38 @@ TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
   EXPECT_NE(daemon_->log().find("\"reason\":\"cgroup removed\""), std::string::npos);
 }
 
+// An orchestrator that removes a container, then detaches its attachment,
+// finds the daemon did it first: its call fails NOT_FOUND, and says so and
+// why, as do calls for an attachment whose target went while the daemon
+// was down. An id the daemon never ended says only that there is none.
+TEST_F(DaemonE2eTest, CallsForAnAttachmentTheDaemonEndedSayWhy) {
+  start_daemon();
+  const std::string removed_id = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {})).id();
+  ASSERT_EQ(rmdir(cgroup_->path().c_str()), 0);
+  ASSERT_TRUE(wait_detached(removed_id, std::chrono::seconds(1)).has_value()) << daemon_->log();
+  const grpc::Status removed = detach(removed_id);
+  EXPECT_EQ(removed.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(removed.error_message(), "no attachment " + removed_id + ": the daemon detached it (" +
+                                         cgroup_->path() + "): cgroup removed");
+
+  cgroup_.reset();  // first: its end removes the directory, whoever made it
+  cgroup_ = std::make_unique<TestCgroup>("sebpf-e2e-" + topo_->tag());
+  const std::string gone_id = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {})).id();
+  daemon_->kill9();
+  ASSERT_EQ(rmdir(cgroup_->path().c_str()), 0);
+  start_daemon();
+  const grpc::Status gone = detach(gone_id);
+  EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(gone.error_message().find(": the daemon detached it (" + cgroup_->path() +
+                                      "): target removed while the daemon was not running"),
+            std::string::npos)
+      << gone.error_message();
+
+  const grpc::Status unknown = detach("att-999999");
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(unknown.error_message(), "no attachment att-999999");
+}
+
 TEST_F(DaemonE2eTest, DeletedInterfaceIsDetachedWithinASecond) {
   start_daemon();
   NetNs ns("sebpf-gone-" + topo_->tag());
