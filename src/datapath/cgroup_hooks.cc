@@ -21,7 +21,7 @@ uint32_t linked_program_id(int link_fd) {
   return bpf_obj_get_info_by_fd(link_fd, &info, &len) == 0 ? info.prog_id : 0;
 }
 
-enum class LinkState { kHeld, kPinGone, kDetached, kReplaced };
+enum class LinkState { kHeld, kPinGone, kDetached, kSwapped };
 
 // Whether the link pinned at `path` still runs program `program_id` on
 // cgroup `cgroup_id`. Another program can end it three ways: remove the
@@ -42,7 +42,7 @@ LinkState link_state(const std::string& path, uint64_t cgroup_id, uint32_t progr
     return LinkState::kHeld;
   }
   if (info.cgroup.cgroup_id != cgroup_id) return LinkState::kDetached;
-  return program_id == 0 || info.prog_id == program_id ? LinkState::kHeld : LinkState::kReplaced;
+  return program_id == 0 || info.prog_id == program_id ? LinkState::kHeld : LinkState::kSwapped;
 }
 
 }  // namespace
@@ -102,7 +102,7 @@ Result<std::vector<std::string>> CgroupHooks::restore(uint64_t cgroup_id, int cg
     const std::string path = dir + "/" + prog.name;
     const LinkState state = link_state(path, cgroup_id, program_ids_[i]);
     if (state == LinkState::kHeld) continue;
-    if (state == LinkState::kReplaced) {
+    if (state == LinkState::kSwapped) {
       // The link is on the cgroup: our program goes back in it in one
       // step, as adopt() does, with no moment where neither runs.
       UniqueFd link(bpf_obj_get(path.c_str()));

@@ -1088,83 +1088,73 @@ TEST_F(DaemonE2eTest, ACgroupsRemovedLinkPinsArePutBackAndItsProgramsRunAgain) {
   EXPECT_NE(get_policy(att.id()).cidrs_size(), 0);
 }
 
-// Another program may detach a cgroup's links (BPF_LINK_DETACH, as
-// `bpftool link detach` does) and leave their pins: no event says so. Each
-// sweep looks, and puts new links in their place; a start that finds them
-// detached keeps the attachment (it detached it whole, policy and all)
-// and puts them back too.
-TEST_F(DaemonE2eTest, ACgroupLinkAnotherProgramDetachedIsReplacedAtTheNextSweepAndAtAStart) {
-  topo_->start_peer_server();
-  const std::string config = config_file(kSweepEverySecond);
-  start_daemon({"--config", config});
-  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
-  const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
-  ASSERT_EQ(denied(), EPERM);
-  const std::string links = cgroup_links_dir();
-  ASSERT_FALSE(links.empty());
-  const auto detach_all = [&] {
-    for (const auto& e : std::filesystem::directory_iterator(links)) {
-      UniqueFd link(bpf_obj_get(e.path().c_str()));
-      ASSERT_TRUE(link) << e.path();
-      ASSERT_EQ(bpf_link_detach(link.get()), 0) << e.path();
+// Another program that changes a cgroup's links under their pins, which
+// no event reports: `tamper` does it to the link pinned at a path. With
+// the daemon stopped meanwhile, the workload goes unfiltered (the hole
+// shown), and the next sweep closes it; then the same while the daemon is
+// down, which its start closes (`before_answering`: before it answers
+// calls, else at the watcher's first look). The attachment is kept
+// throughout, policy and all.
+class CgroupLinkTamperTest : public DaemonE2eTest {
+ protected:
+  void expect_put_back(const std::function<void(const std::string&)>& tamper,
+                       bool before_answering) {
+    topo_->start_peer_server();
+    const std::string config = config_file(kSweepEverySecond);
+    start_daemon({"--config", config});
+    const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
+    const auto denied = [&] {
+      return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); });
+    };
+    ASSERT_EQ(denied(), EPERM);
+    const std::string links = cgroup_links_dir();
+    ASSERT_FALSE(links.empty());
+    const auto tamper_with_all = [&] {
+      for (const auto& e : std::filesystem::directory_iterator(links)) tamper(e.path());
+    };
+    {
+      StoppedProcess stopped(daemon_->pid());
+      tamper_with_all();
+      EXPECT_EQ(denied(), 0) << "the links' change left the cgroup filtered: this test no longer "
+                                "shows what it closes";
     }
-  };
-  {
-    StoppedProcess stopped(daemon_->pid());
-    detach_all();
-    EXPECT_EQ(denied(), 0) << "the links' detach left the cgroup filtered: this test no longer "
-                              "shows what it closes";
-  }
-  EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
-  EXPECT_TRUE(
-      daemon_->wait_for_log("\"event\":\"attachment_links_restored\"", 1, milliseconds(100)))
-      << daemon_->log();
+    EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
+    EXPECT_TRUE(
+        daemon_->wait_for_log("\"event\":\"attachment_links_restored\"", 1, milliseconds(100)))
+        << daemon_->log();
 
-  daemon_->kill9();
-  detach_all();
-  ASSERT_EQ(denied(), 0);
-  start_daemon({"--config", config});
-  EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
-  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1) << daemon_->log();
+    daemon_->kill9();
+    tamper_with_all();
+    ASSERT_EQ(denied(), 0);
+    start_daemon({"--config", config});
+    if (before_answering) {
+      EXPECT_EQ(denied(), EPERM) << daemon_->log();
+    } else {
+      EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
+    }
+    EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
+    EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1) << daemon_->log();
+  }
+};
+
+// A link detached (BPF_LINK_DETACH, as `bpftool link detach` does) keeps
+// its pin, on no cgroup: a new link goes under the pin. A start that
+// finds one detached once dropped the attachment whole.
+TEST_F(CgroupLinkTamperTest, ADetachedLinkIsReplacedAtTheNextSweepAndAtAStart) {
+  expect_put_back(
+      [](const std::string& pin) {
+        UniqueFd link(bpf_obj_get(pin.c_str()));
+        ASSERT_TRUE(link) << pin;
+        ASSERT_EQ(bpf_link_detach(link.get()), 0) << pin;
+      },
+      /*before_answering=*/false);
 }
 
-// Another program may also put a program of its own in a cgroup's links
-// (BPF_LINK_UPDATE): the links stay on the cgroup, pins and all, but run
-// its program, not ours. Each sweep compares the program each link runs
-// with ours and puts ours back in its place; a start does the same.
-TEST_F(DaemonE2eTest, AProgramAnotherPutInACgroupLinkIsSwappedBackAtTheNextSweepAndAtAStart) {
-  topo_->start_peer_server();
-  const std::string config = config_file(kSweepEverySecond);
-  start_daemon({"--config", config});
-  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}));
-  const auto denied = [&] { return in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }); };
-  ASSERT_EQ(denied(), EPERM);
-  const std::string links = cgroup_links_dir();
-  ASSERT_FALSE(links.empty());
-  const auto replace_all = [&] {
-    for (const auto& e : std::filesystem::directory_iterator(links)) {
-      put_pass_all_program_in_link(e.path());
-    }
-  };
-  {
-    StoppedProcess stopped(daemon_->pid());
-    replace_all();
-    EXPECT_EQ(denied(), 0) << "the programs put in the links left the cgroup filtered: this "
-                              "test no longer shows what it closes";
-  }
-  EXPECT_TRUE(within(milliseconds(3000), [&] { return denied() == EPERM; })) << daemon_->log();
-  EXPECT_TRUE(
-      daemon_->wait_for_log("\"event\":\"attachment_links_restored\"", 1, milliseconds(100)))
-      << daemon_->log();
-
-  daemon_->kill9();
-  replace_all();
-  ASSERT_EQ(denied(), 0);
-  start_daemon({"--config", config});
-  EXPECT_EQ(denied(), EPERM) << daemon_->log();
-  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), 0);
-  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 1) << daemon_->log();
+// A link another program put a program of its own in (BPF_LINK_UPDATE)
+// stays on the cgroup, running that program: ours goes back in it. A
+// start does it as it adopts the links, before it answers.
+TEST_F(CgroupLinkTamperTest, AProgramAnotherPutInALinkIsSwappedBackAtTheNextSweepAndAtAStart) {
+  expect_put_back(put_pass_all_program_in_link, /*before_answering=*/true);
 }
 
 // The whole pin directory removed while the daemon runs: maps and links

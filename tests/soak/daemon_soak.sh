@@ -5,8 +5,9 @@
 # their own, veths and bridges made and removed under it, DNS (good
 # queries, junk, queries past the learning limit) to every endpoint, while
 # the daemon is reloaded (with a new policy file), stopped, started and
-# killed, and its state directory and API socket removed under it. Best
-# run on the sanitized build:
+# killed, its state directory and API socket removed under it, and its
+# cgroup links detached or swapped for another program. Best run on the
+# sanitized build:
 #
 #   scripts/test.sh --sanitize            # builds build-asan/
 #   sudo tests/soak/daemon_soak.sh build-asan 600
@@ -100,6 +101,7 @@ print(json.dumps({"mode": random.choice(modes), "dns_mode": random.choice(modes)
 mkdir -p "$work/state" "$cgroup_root"
 write_policy_file
 : > "$work/connected"  # resolve_then_connect.py's tally
+: > "$work/links_tampered"  # tamper_with_cgroup_links's, a line each
 
 # The upstream: 120 names, each with an address in 198.51.100.0/24 and one
 # in 2001:db8::/32, a 2 s TTL so that learned hosts come and go.
@@ -434,10 +436,16 @@ remove_daemon_files() {
   problem "state file or API socket not back 3 s after their removal"
 }
 
-# Whether every link pinned in `dir` is on a cgroup again (or the
-# directory went with its cgroup), within 3 s.
+# The id of the program the link pinned at `link` runs; empty if none.
+linked_program() {
+  bpftool -j link show pinned "$1" 2> /dev/null | grep -o '"prog_id":[0-9]*' | cut -d: -f2
+}
+
+# Whether every link pinned in `dir` is on a cgroup again, running the
+# program it ran before (`programs`: link=id lines), or the directory
+# went with its cgroup, within 3 s.
 links_held_again() {
-  local dir=$1 i link held out
+  local dir=$1 programs=$2 i link held out
   for i in $(seq 30); do
     sleep 0.1
     [ -d "$dir" ] || return 0
@@ -445,6 +453,7 @@ links_held_again() {
     for link in "$dir"/*; do
       out=$(bpftool -j link show pinned "$link" 2> /dev/null) || held=false
       [[ $out == *'"cgroup_id":0,'* ]] && held=false
+      grep -qx "$link=$(linked_program "$link")" <<< "$programs" || held=false
     done
     $held && return 0
   done
@@ -452,13 +461,15 @@ links_held_again() {
 }
 
 # Another program detaches a cgroup's links (bpftool link detach), which
-# leaves their pins and tells no one: the next sweep (every second here)
-# must put new links under them. Until then the workload goes unfiltered
-# (the window the daemon documents), which the workers would report: the
-# cgroup is frozen meanwhile. A cgroup removed meanwhile takes its links'
-# directory with it.
-detach_cgroup_links() {
-  local dir cgroup link i
+# leaves their pins and tells no one, or puts a pass-all program of its
+# own in them (BPF_LINK_UPDATE, swap_link_program.py), which leaves them
+# on the cgroup: the next sweep (every second here) must put ours back.
+# Until then the workload goes unfiltered (the window the daemon
+# documents), which the workers would report: the cgroup is frozen
+# meanwhile. A cgroup removed meanwhile takes its links' directory with
+# it.
+tamper_with_cgroup_links() {
+  local dir cgroup link i programs=""
   dir=$(find "$pin_dir/links" -mindepth 1 -maxdepth 1 -name 'cgroup-*' 2> /dev/null | shuf -n 1)
   [ -n "$dir" ] || return 0
   # A cgroup's id is its directory's inode number.
@@ -471,14 +482,21 @@ detach_cgroup_links() {
     grep -q '^frozen 1' "$cgroup/cgroup.events" 2> /dev/null && break
     sleep 0.1
   done
-  for link in "$dir"/*; do bpftool link detach pinned "$link" 2> /dev/null; done
-  echo "$dir" >> "$work/links_detached"
-  links_held_again "$dir" || problem "the links of $dir detached and not replaced 3 s later"
+  for link in "$dir"/*; do programs+="$link=$(linked_program "$link")"$'\n'; done
+  if ((RANDOM % 2)); then
+    for link in "$dir"/*; do bpftool link detach pinned "$link" 2> /dev/null; done
+    echo "detached $dir" >> "$work/links_tampered"
+  else
+    python3 "$(dirname "$0")/swap_link_program.py" "$dir"/* > /dev/null 2>&1
+    echo "swapped $dir" >> "$work/links_tampered"
+  fi
+  links_held_again "$dir" "$programs" ||
+    problem "the links of $dir detached or swapped, and not put back 3 s later"
   { echo 0 > "$cgroup/cgroup.freeze"; } 2> /dev/null
 }
 
 # Reloads (SIGHUP), clean stops and starts, SIGKILLs, and the daemon's
-# files removed or its links detached under it.
+# files removed or its links detached or swapped under it.
 lifecycle_worker() {
   local pid
   while [ $SECONDS -lt $((end - 30)) ]; do
@@ -498,7 +516,7 @@ lifecycle_worker() {
         start_daemon
         ;;
       3) remove_daemon_files ;;
-      4) detach_cgroup_links ;;
+      4) tamper_with_cgroup_links ;;
     esac
   done
 }
@@ -533,17 +551,16 @@ trap - EXIT
 
 grep -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$work/daemon.log" |
   sed 's/^/sanitizer: /' >> "$problems"
-# Error lines, but for what the removals and detaches above are logged as
-# (a cgroup's detached links are replaced in one go: a line for each
-# detach, no more).
+# Error lines, but for what the removals, detaches and swaps above are
+# logged as (a cgroup's links are put back in one go: a line for each
+# detach or swap, no more).
 grep '"level":"error"' "$work/daemon.log" |
   grep -v -E '"event":"(state_file_restored|api_socket_restored|attachment_links_restored)"' |
   sed 's/^/error line: /' >> "$problems"
 links_replaced=$(grep -c '"event":"attachment_links_restored"' "$work/daemon.log")
-links_detached=0
-[ -f "$work/links_detached" ] && links_detached=$(wc -l < "$work/links_detached")
-[ "$links_replaced" -le "$links_detached" ] ||
-  problem "$links_replaced cgroups' links replaced, but only $links_detached detached by this run"
+links_tampered=$(wc -l < "$work/links_tampered")
+[ "$links_replaced" -le "$links_tampered" ] ||
+  problem "$links_replaced cgroups' links put back, but only $links_tampered detached or swapped by this run"
 left=$(ip -o link | grep -c ' ssk')
 [ "$left" -eq 0 ] || problem "$left interfaces left"
 [ -e "$cgroup_root" ] && problem "$cgroup_root left"
@@ -552,7 +569,9 @@ ip netns list | grep -q '^ssk-' && problem "network namespaces left"
 echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
   "$(grep -c '"event":"api_socket_restored"' "$work/daemon.log") removals of its files undone," \
-  "$links_replaced cgroups' detached links replaced," \
+  "$links_replaced cgroups' links put back" \
+  "($(grep -c '^detached' "$work/links_tampered") detached," \
+  "$(grep -c '^swapped' "$work/links_tampered") swapped)," \
   "$(awk '{ n += $1 } END { print n + 0 }' "$work/connected") answered addresses" \
   "connected or sent to from containers and VMs"
 if [ -s "$problems" ]; then
