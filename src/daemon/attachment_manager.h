@@ -168,8 +168,9 @@ class AttachmentManager {
   void on_link_pins_removed(uint64_t cgroup_id);
   // Both, for the maps and every cgroup attachment (after events were
   // lost, or the directory holding them was removed, and at each sweep:
-  // no event tells of a link another program detached, which keeps its
-  // pin; restore_links_locked puts those back too).
+  // no event tells of a link another program detached or swapped for a
+  // program of its own, which keeps its pin; restore_links_locked puts
+  // those back too).
   void restore_all_pins();
   // The files kept in the state directory, which the watcher watches: the
   // state file and the learned chains file.
