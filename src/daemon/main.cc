@@ -4,6 +4,7 @@
 // SIGHUP reloads: a fresh copy of the binary replaces this one in the same
 // process, taking its DNS endpoints' sockets over (reexec.h).
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
 #include <CLI/CLI.hpp>
@@ -21,6 +22,7 @@
 #include "daemon/reexec.h"
 #include "daemon/socket_activation.h"
 #include "daemon/target_watcher.h"
+#include "daemon/trusted_paths.h"
 #include "datapath/system.h"
 #include "policy/policy_file.h"
 
@@ -62,6 +64,7 @@ Result<DaemonConfig> build_config(const Flags& flags) {
     }
   }
   SEBPF_RETURN_IF_ERROR(validate_daemon_config(config));
+  SEBPF_RETURN_IF_ERROR(check_trusted_paths(config, flags.config_file));
   return config;
 }
 
@@ -285,6 +288,10 @@ int main(int argc, char** argv) {
   // that comes while it starts is taken as a reload once it serves.
   const sigset_t signals = handled_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // What the daemon makes (the state, socket and pin directories) is
+  // writable by root alone, whatever umask it was started with: the
+  // checks of trusted_paths.h hold for what it makes too.
+  umask(022);
   Flags flags;
   CLI::App app{
       "superebpfd: per-attachment egress policy for VMs and containers, enforced with eBPF.\n"

@@ -1534,6 +1534,43 @@ TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM);
 }
 
+// A path another user could write would let them choose the policy (the
+// policy file) or replace what enforces it (the state, socket and pin
+// directories). A start refuses such a path, naming it and the fix, and
+// touches nothing; so does a reload, and the running daemon goes on.
+TEST_F(DaemonE2eTest, PathsAnotherUserCouldWriteAreRefusedAtAStartAndAtAReload) {
+  topo_->start_peer_server();
+  // Its own directory: what it prints is no JSON log (TearDown reads ours).
+  const std::string shared = dir_ + "/shared";
+  std::filesystem::create_directory(shared);
+  ASSERT_EQ(chmod(shared.c_str(), 0777), 0);
+  DaemonProcess refused(SEBPF_DAEMON_PATH, shared, pin_dir_);
+  EXPECT_EQ(refused.wait_exit(std::chrono::seconds(10)), 2);
+  EXPECT_NE(refused.log().find(shared + " is writable by every user"), std::string::npos)
+      << refused.log();
+  EXPECT_NE(refused.log().find("chmod o-w " + shared), std::string::npos) << refused.log();
+  EXPECT_FALSE(std::filesystem::exists(pin_dir_)) << "nothing pinned";
+  EXPECT_FALSE(std::filesystem::exists(shared + "/state")) << "nothing written";
+
+  const std::string policy_path = dir_ + "/policy.yaml";
+  std::ofstream(policy_path) << "version: 1\npolicies: []\n";
+  start_daemon({"--policy-file", policy_path});
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(chown(policy_path.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
+  ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"reload_refused\"", 1, std::chrono::seconds(5)));
+  EXPECT_NE(daemon_->log().find("policy_file " + policy_path + ": " + policy_path +
+                                " is owned by uid 65534, not root"),
+            std::string::npos)
+      << daemon_->log();
+  v1::ListResponse list;
+  EXPECT_TRUE(call_list(&list).ok()) << "still serving";
+  EXPECT_EQ(list.attachments_size(), 1);
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.2", kEchoPort); }), EPERM)
+      << "and enforcing";
+}
+
 TEST_F(DaemonE2eTest, PolicyFileSelectsByMetadata) {
   topo_->start_peer_server();
   const std::string policy_path = dir_ + "/policy.yaml";
