@@ -3,6 +3,7 @@
 #include <charconv>
 #include <limits>
 
+#include "common/text_file.h"
 #include "net/ip_prefix.h"
 #include "policy/strict_yaml.h"
 
@@ -202,7 +203,7 @@ Status parse_daemon_config(std::string_view yaml, DaemonConfig& config) {
 }
 
 Status load_daemon_config(const std::string& path, DaemonConfig& config) {
-  SEBPF_ASSIGN_OR_RETURN(std::string text, strict_yaml::read_text_file(path, "config file"));
+  SEBPF_ASSIGN_OR_RETURN(std::string text, read_text_file(path, "config file"));
   auto status = parse_daemon_config(text, config);
   if (!status.ok()) return status.error().wrap(path);
   return ok_status();

@@ -1,7 +1,8 @@
 #include "dns/resolv_conf.h"
 
-#include <fstream>
 #include <sstream>
+
+#include "common/text_file.h"
 
 namespace sebpf::dns {
 
@@ -30,11 +31,8 @@ Result<std::vector<net::SocketAddress>> parse_resolv_conf(std::string_view text)
 }
 
 Result<std::vector<net::SocketAddress>> read_resolv_conf(const std::string& path) {
-  std::ifstream file(path);
-  if (!file) return Error(Errc::kNotFound, "cannot read " + path);
-  std::stringstream text;
-  text << file.rdbuf();
-  auto parsed = parse_resolv_conf(text.str());
+  SEBPF_ASSIGN_OR_RETURN(std::string text, read_text_file(path, "dns.resolv_conf"));
+  auto parsed = parse_resolv_conf(text);
   if (!parsed.ok()) return parsed.error().wrap(path);
   return parsed;
 }

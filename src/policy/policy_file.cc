@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "common/text_file.h"
 #include "policy/domain_name.h"
 #include "policy/strict_yaml.h"
 
@@ -128,7 +129,7 @@ Result<PolicyFile> parse_policy_file(std::string_view yaml) {
 }
 
 Result<PolicyFile> load_policy_file(const std::string& path) {
-  SEBPF_ASSIGN_OR_RETURN(std::string text, strict_yaml::read_text_file(path, "policy file"));
+  SEBPF_ASSIGN_OR_RETURN(std::string text, read_text_file(path, "policy file"));
   auto file = parse_policy_file(text);
   if (!file.ok()) return file.error().wrap(path);
   return file;

@@ -1,8 +1,5 @@
 #include "policy/strict_yaml.h"
 
-#include <fstream>
-#include <sstream>
-
 namespace sebpf::strict_yaml {
 
 void fail(const YAML::Node& at, const std::string& what) {
@@ -52,15 +49,6 @@ Status parse_strict_yaml(std::string_view text, std::string_view document,
   } catch (const YAML::Exception& e) {
     return Error(Errc::kInvalidArgument, std::string(document) + ": " + std::string(e.what()));
   }
-}
-
-Result<std::string> read_text_file(const std::string& path, std::string_view what) {
-  std::ifstream in(path);
-  if (!in) return Error::from_errno(errno, "open " + std::string(what) + " " + path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return Error::from_errno(errno, "read " + std::string(what) + " " + path);
-  return text.str();
 }
 
 }  // namespace sebpf::strict_yaml

@@ -39,7 +39,4 @@ std::vector<std::string> scalar_list(const YAML::Node& node, const std::string& 
 Status parse_strict_yaml(std::string_view text, std::string_view document,
                          const std::function<void(const YAML::Node&)>& read);
 
-// The whole file at `path`, or an error saying why not.
-Result<std::string> read_text_file(const std::string& path, std::string_view what);
-
 }  // namespace sebpf::strict_yaml

@@ -91,6 +91,9 @@ TEST(ResolvConfTest, NameserversInOrderAndBadLinesAreErrors) {
       << "a zone id is not dropped silently";
   EXPECT_FALSE(parse_resolv_conf("search example.org\n").ok()) << "nowhere to ask";
   EXPECT_EQ(read_resolv_conf("/nonexistent/resolv.conf").error().code(), Errc::kNotFound);
+  EXPECT_EQ(read_resolv_conf("/dev/zero").error().message(),
+            "dns.resolv_conf /dev/zero is not a regular file")
+      << "read whole: one that never ends is refused";
 }
 
 TEST(SocketAddressTest, WhatUsersWriteAndNothingElse) {

@@ -3,7 +3,13 @@
 #include "policy/policy_file.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "common/text_file.h"
 #include "policy/domain_name.h"
 
 namespace sebpf::policy {
@@ -119,6 +125,30 @@ TEST(PolicyFileTest, MissingFileIsNotFound) {
   auto file = load_policy_file("/nonexistent/policy.yaml");
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.error().code(), Errc::kNotFound);
+}
+
+// What is not a regular file (a FIFO would wait for a writer; /dev/zero
+// never ends), or is larger than any policy, is refused before it is read.
+TEST(PolicyFileTest, WhatIsNotARegularFileOrTooLargeIsRefusedUnread) {
+  char tmpl[] = "/tmp/sebpf-policy-file-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string fifo = dir + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const std::string large = dir + "/large.yaml";
+  {
+    std::ofstream(large) << "version: 1\n";
+    std::filesystem::resize_file(large, kMaxTextFileBytes + 1);  // sparse
+  }
+  for (const std::string& path : {fifo, std::string("/dev/zero"), dir}) {
+    auto file = load_policy_file(path);
+    ASSERT_FALSE(file.ok()) << path;
+    EXPECT_EQ(file.error().message(), "policy file " + path + " is not a regular file");
+  }
+  auto file = load_policy_file(large);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.error().message(), "policy file " + large + " is larger than 64 MiB");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
