@@ -1,5 +1,7 @@
 #include "policy/strict_yaml.h"
 
+#include <yaml-cpp/depthguard.h>
+
 namespace sebpf::strict_yaml {
 
 void fail(const YAML::Node& at, const std::string& what) {
@@ -46,6 +48,13 @@ Status parse_strict_yaml(std::string_view text, std::string_view document,
     return ok_status();
   } catch (const StrictYamlError& e) {
     return Error(Errc::kInvalidArgument, std::string(document) + ": " + e.message);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's own words for it are "bad file".
+    return Error(Errc::kInvalidArgument,
+                 std::string(document) + ": line " + std::to_string(e.mark.line + 1) + ", column " +
+                     std::to_string(e.mark.column + 1) + ": nested " + std::to_string(e.depth()) +
+                     " levels deep, deeper than any " + std::string(document) +
+                     " needs (the parser stops there)");
   } catch (const YAML::Exception& e) {
     return Error(Errc::kInvalidArgument, std::string(document) + ": " + std::string(e.what()));
   }

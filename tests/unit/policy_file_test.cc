@@ -127,6 +127,18 @@ TEST(PolicyFileTest, MissingFileIsNotFound) {
   EXPECT_EQ(file.error().code(), Errc::kNotFound);
 }
 
+// yaml-cpp stops at a depth of nesting (rather than exhaust its stack);
+// the error says so, where yaml-cpp's says "bad file".
+TEST(PolicyFileTest, NestingTooDeepIsRefusedSayingSo) {
+  std::string text = "version: 1\npolicies: ";
+  for (int i = 0; i < 10000; ++i) text += "[";
+  auto file = parse_policy_file(text);
+  ASSERT_FALSE(file.ok());
+  EXPECT_NE(file.error().message().find("levels deep, deeper than any policy file needs"),
+            std::string::npos)
+      << file.error().message();
+}
+
 // What is not a regular file (a FIFO would wait for a writer; /dev/zero
 // never ends), or is larger than any policy, is refused before it is read.
 TEST(PolicyFileTest, WhatIsNotARegularFileOrTooLargeIsRefusedUnread) {
