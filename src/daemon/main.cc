@@ -341,6 +341,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   Logger log(config->log_level);
+  if (auto made = make_trusted_directories(*config); !made.ok()) {
+    log.error("start_failed", {{"error", made.error().message()}});
+    return 1;
+  }
   std::vector<std::string> problems;
   HandedOver handed_over = take_handed_over(problems);
   for (const std::string& why : problems) {

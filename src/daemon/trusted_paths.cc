@@ -7,6 +7,8 @@
 #include <optional>
 #include <vector>
 
+#include "datapath/system.h"
+
 namespace sebpf::daemon {
 namespace {
 
@@ -130,6 +132,17 @@ Status check_trusted_paths(const DaemonConfig& config, const std::string& config
                                            "socket.path's directory", "the API socket"));
   return check_trusted_path(config.datapath.pin_dir, "datapath.pin_dir",
                             "the pinned maps and links that enforce the policy, or remove them");
+}
+
+Status make_trusted_directories(const DaemonConfig& config) {
+  const std::string socket_dir = fs::path(config.socket_path).parent_path().string();
+  for (const std::string& dir : {config.state_dir, socket_dir}) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return Error::from_errno(ec.value(), "create " + dir);
+  }
+  SEBPF_RETURN_IF_ERROR(datapath::ensure_bpffs_dir(config.datapath.pin_dir));
+  return check_trusted_paths(config, "");
 }
 
 }  // namespace sebpf::daemon

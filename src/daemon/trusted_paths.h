@@ -28,4 +28,12 @@ Status check_trusted_path(const std::string& path, const std::string& setting,
 // Every path of `config` (and the configuration file, if one was given).
 Status check_trusted_paths(const DaemonConfig& config, const std::string& config_file);
 
+// Makes the state, socket and pin directories where missing (the pin
+// directory on a bpffs, mounted if need be), then checks every path again
+// (a start calls it after check_trusted_paths, before it uses them). What
+// this process makes is root's; a directory another user made between the
+// first check and its making (in a sticky directory, or a bpffs mounted
+// with mode 1777) is theirs, and refused.
+Status make_trusted_directories(const DaemonConfig& config);
+
 }  // namespace sebpf::daemon
