@@ -121,11 +121,6 @@ Status check_trusted_paths(const DaemonConfig& config, const std::string& config
     SEBPF_RETURN_IF_ERROR(
         check_trusted_path(config.policy_file, "policy_file", "the policies new attachments get"));
   }
-  if (config.dns_upstreams.empty()) {
-    SEBPF_RETURN_IF_ERROR(
-        check_trusted_path(config.dns_resolv_conf, "dns.resolv_conf",
-                           "the resolvers the DNS endpoints ask, whose answers open addresses"));
-  }
   SEBPF_RETURN_IF_ERROR(
       check_trusted_path(config.state_dir, "state_dir", "the state a restart adopts"));
   SEBPF_RETURN_IF_ERROR(check_trusted_path(fs::path(config.socket_path).parent_path().string(),

@@ -1,9 +1,11 @@
 // The daemon's own paths must be out of other users' reach. A user who can
-// write the configuration, the policy file or resolv.conf chooses the
-// policy (or the resolver whose answers open addresses); one who can write
-// the state, socket or pin directory can replace the state a restart
-// adopts, the API socket, or remove the pins that hold the cgroup links.
-// Like sshd's StrictModes, a start (and a reload) refuses such paths.
+// write the configuration or the policy file chooses the policy; one who
+// can write the state, socket or pin directory can replace the state a
+// restart adopts, the API socket, or remove the pins that hold the cgroup
+// links. Like sshd's StrictModes, a start (and a reload) refuses such
+// paths. Not resolv.conf: it is the host's resolver's (systemd-resolved
+// owns its own, as its user), and whoever runs that resolver answers the
+// host's names anyway.
 #pragma once
 
 #include <string>
