@@ -249,8 +249,8 @@ Status AttachmentManager::reconcile() {
     }
     // The kernel does not hold it (after a reboot, or a crash mid-detach)
     // but the target exists: attach again, failing closed.
-    auto again = attach_locked({r.kind, r.target, r.metadata, r.policy}, r.number, r.created,
-                               r.applied_policy, r.dns);
+    auto again = attach_locked({r.kind, r.target, r.metadata, r.policy}, r.policy, r.number,
+                               r.created, r.applied_policy, r.dns);
     if (!again.ok()) {
       log_.error("reattach_failed",
                  {{"id", r.id()}, {"target", r.target}, {"error", again.error().message()}});
@@ -284,15 +284,24 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
       if (follow_interface_name_locked(r)) save_or_log_locked();
       return Error(Errc::kAlreadyExists, spec.target + " is attached already as " + r.id());
     }
-    std::string applied = "builtin-default";
+    std::string applied = "request";
+    Policy policy;
     if (spec.policy) {
-      applied = "request";
+      policy = *spec.policy;
     } else if (auto selection = policies_.select(spec.metadata)) {
       applied = selection->name;
+      policy = policy_from_spec(*selection->spec);
+    } else {
+      applied = "builtin-default";
+      policy = builtin_default_policy();
+    }
+    if (auto fits = check_domain_rule_count(Policy{}, policy, config_.dns_max_domain_rules);
+        !fits.ok()) {
+      return fits.error().wrap("attach " + spec.target);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    SEBPF_ASSIGN_OR_RETURN(
-        record, attach_locked(spec, state_.next_number, WallClock::now(), applied, std::nullopt));
+    SEBPF_ASSIGN_OR_RETURN(record, attach_locked(spec, policy, state_.next_number, WallClock::now(),
+                                                 applied, std::nullopt));
     const auto t1 = std::chrono::steady_clock::now();
     state_.next_number++;
     state_.records.push_back(record);
@@ -320,7 +329,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
 }
 
 Result<AttachmentRecord> AttachmentManager::attach_locked(
-    const AttachSpec& spec, uint64_t number, WallClock::time_point created,
+    const AttachSpec& spec, const Policy& policy, uint64_t number, WallClock::time_point created,
     const std::string& applied_policy, std::optional<datapath::DnsEndpoint> dns) {
   AttachmentRecord r;
   r.number = number;
@@ -329,13 +338,7 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   r.metadata = spec.metadata;
   r.created = created;
   r.applied_policy = applied_policy;
-  if (spec.policy) {
-    r.policy = *spec.policy;
-  } else if (auto selection = policies_.select(spec.metadata)) {
-    r.policy = policy_from_spec(*selection->spec);
-  } else {
-    r.policy = builtin_default_policy();
-  }
+  r.policy = policy;
   // Looked up once: the endpoint's device and the filters must be those of
   // one interface (a rename in between is caught after the attach).
   const uint32_t ifindex =
@@ -755,6 +758,10 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
   Policy updated = record->policy;
   drop_expired(updated, WallClock::now());
   SEBPF_RETURN_IF_ERROR(edit(updated));
+  if (auto fits = check_domain_rule_count(record->policy, updated, config_.dns_max_domain_rules);
+      !fits.ok()) {
+    return fits.error().wrap("policy of " + record->id());
+  }
   if (kernel) SEBPF_RETURN_IF_ERROR(kernel(*dp_, record->key, updated));
   const Policy previous = record->policy;
   record->policy = updated;

@@ -206,8 +206,10 @@ class AttachmentManager {
   void restore_tc_filters_locked(uint32_t ifindex);
   void restore_map_pins_locked();
   void restore_links_locked(const AttachmentRecord& record);
-  Result<AttachmentRecord> attach_locked(const AttachSpec& spec, uint64_t number,
-                                         WallClock::time_point created,
+  // `policy` is the one the new record holds: attach() resolves the policy
+  // file's selection, and an attach again after a reboot keeps the record's.
+  Result<AttachmentRecord> attach_locked(const AttachSpec& spec, const Policy& policy,
+                                         uint64_t number, WallClock::time_point created,
                                          const std::string& applied_policy,
                                          std::optional<datapath::DnsEndpoint> dns);
   // What the kernel enforces for an attachment, as a start reads it.

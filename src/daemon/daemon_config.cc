@@ -108,12 +108,14 @@ uint16_t rcode_of(const YAML::Node& node, const std::string& what) {
 }
 
 void read_dns(const YAML::Node& node, DaemonConfig& c) {
-  for (const auto& [key, value] : entries(
-           node, "dns",
-           {"port_first", "port_last", "cgroup_ipv4", "cgroup_ipv6", "upstreams", "resolv_conf",
-            "upstream_timeout_ms", "min_ttl_seconds", "max_ttl_seconds", "refuse_with",
-            "max_inflight", "max_qps", "max_tcp_clients", "max_upstream_qps", "max_learned_hosts",
-            "never_learn", "threads", "answer_spin_us", "receive_buffer_bytes"})) {
+  for (const auto& [key, value] :
+       entries(node, "dns", {"port_first",          "port_last",           "cgroup_ipv4",
+                             "cgroup_ipv6",         "upstreams",           "resolv_conf",
+                             "upstream_timeout_ms", "min_ttl_seconds",     "max_ttl_seconds",
+                             "refuse_with",         "max_inflight",        "max_qps",
+                             "max_tcp_clients",     "max_upstream_qps",    "max_learned_hosts",
+                             "max_domain_rules",    "never_learn",         "threads",
+                             "answer_spin_us",      "receive_buffer_bytes"})) {
     const std::string what = "dns." + key;
     if (key == "upstreams") c.dns_upstreams = upstreams_of(value, what);
     if (key == "resolv_conf") c.dns_resolv_conf = scalar(value, what);
@@ -134,6 +136,7 @@ void read_dns(const YAML::Node& node, DaemonConfig& c) {
     }
     if (key == "max_upstream_qps") c.dns_max_upstream_qps = number_of(value, what, 0, 1u << 24);
     if (key == "max_learned_hosts") c.dns_max_learned_hosts = number_of(value, what, 1, 1u << 24);
+    if (key == "max_domain_rules") c.dns_max_domain_rules = number_of(value, what, 1, 1u << 20);
     if (key == "never_learn") c.dns_never_learn = prefixes_of(value, what);
     if (key == "threads") c.dns_threads = number_of(value, what, 0, 64);
     if (key == "answer_spin_us") {

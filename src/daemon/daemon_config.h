@@ -77,6 +77,12 @@ struct DaemonConfig {
   // (learned_share.h), so one workload resolving without end cannot take
   // it from the rest.
   uint32_t dns_max_learned_hosts = 16384;
+  // Per attachment: domain rules. Each costs memory in the daemon and
+  // bytes in the state file, which every policy change writes whole, so
+  // no caller may grow them without end. Changes that would go past it are
+  // refused (RESOURCE_EXHAUSTED); an attachment already past it, after the
+  // cap was lowered, keeps its rules and may only shed them.
+  uint32_t dns_max_domain_rules = 16384;
   // Answers naming addresses in these ranges are released, but the
   // addresses are not learned: only an explicit CIDR rule opens them.
   std::vector<net::IpPrefix> dns_never_learn = default_never_learn();

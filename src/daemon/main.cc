@@ -19,6 +19,7 @@
 #include "daemon/dns_backend.h"
 #include "daemon/fd_store.h"
 #include "daemon/logger.h"
+#include "daemon/policy_model.h"
 #include "daemon/reexec.h"
 #include "daemon/socket_activation.h"
 #include "daemon/target_watcher.h"
@@ -70,7 +71,12 @@ Result<DaemonConfig> build_config(const Flags& flags) {
 
 Result<policy::PolicyFile> load_policies(const DaemonConfig& config) {
   if (config.policy_file.empty()) return policy::PolicyFile{};
-  return policy::load_policy_file(config.policy_file);
+  SEBPF_ASSIGN_OR_RETURN(auto policies, policy::load_policy_file(config.policy_file));
+  if (auto fits = check_policy_file_domain_rules(policies, config.dns_max_domain_rules);
+      !fits.ok()) {
+    return fits.error().wrap(config.policy_file);
+  }
+  return policies;
 }
 
 // Every attachment holds descriptors (its DNS endpoint's sockets, its TCP

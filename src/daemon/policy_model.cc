@@ -12,12 +12,47 @@ Policy policy_from_spec(const policy::PolicySpec& spec) {
   Policy p;
   p.mode = spec.mode;
   p.dns_mode = spec.dns_mode;
-  for (const auto& prefix : spec.allow_cidrs)
-    upsert_cidr(p, {prefix, Action::kAllow, std::nullopt});
-  for (const auto& prefix : spec.deny_cidrs) upsert_cidr(p, {prefix, Action::kDeny, std::nullopt});
-  for (const auto& name : spec.allow_domains) upsert_domain(p, {name, Action::kAllow});
-  for (const auto& name : spec.deny_domains) upsert_domain(p, {name, Action::kDeny});
+  // Repeats are found with sets, not upsert_*'s scan: a file may hold tens
+  // of thousands of rules, and a scan per rule is quadratic.
+  std::set<std::pair<net::IpPrefix, Action>> cidrs;
+  const auto add_cidrs = [&](const std::vector<net::IpPrefix>& prefixes, Action action) {
+    for (const auto& prefix : prefixes) {
+      if (cidrs.emplace(prefix, action).second) p.cidrs.push_back({prefix, action, std::nullopt});
+    }
+  };
+  add_cidrs(spec.allow_cidrs, Action::kAllow);
+  add_cidrs(spec.deny_cidrs, Action::kDeny);
+  std::set<std::pair<std::string_view, Action>> domains;
+  const auto add_domains = [&](const std::vector<std::string>& names, Action action) {
+    for (const auto& name : names) {
+      if (domains.emplace(name, action).second) p.domains.push_back({name, action});
+    }
+  };
+  add_domains(spec.allow_domains, Action::kAllow);
+  add_domains(spec.deny_domains, Action::kDeny);
   return p;
+}
+
+Status check_domain_rule_count(const Policy& before, const Policy& after, size_t most) {
+  const size_t count = after.domains.size();
+  if (count <= most || count <= before.domains.size()) return ok_status();
+  return Error(Errc::kResourceExhausted, "the policy would hold " + std::to_string(count) +
+                                             " domain rules, more than " + std::to_string(most) +
+                                             " (dns.max_domain_rules)");
+}
+
+Status check_policy_file_domain_rules(const policy::PolicyFile& file, size_t most) {
+  const auto check = [&](const std::string& name, const policy::PolicySpec& spec) -> Status {
+    const size_t count = policy_from_spec(spec).domains.size();
+    if (count <= most) return ok_status();
+    return Error(Errc::kInvalidArgument,
+                 "policy \"" + name + "\" holds " + std::to_string(count) +
+                     " domain rules, more than an attachment may (dns.max_domain_rules: " +
+                     std::to_string(most) + "); raise it or shorten the list");
+  };
+  for (const auto& named : file.policies) SEBPF_RETURN_IF_ERROR(check(named.name, named.spec));
+  if (file.fallback) SEBPF_RETURN_IF_ERROR(check("default", *file.fallback));
+  return ok_status();
 }
 
 void upsert_cidr(Policy& policy, const CidrRule& rule) {

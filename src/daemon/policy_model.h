@@ -44,8 +44,19 @@ struct Policy {
   bool operator==(const Policy&) const = default;
 };
 
-// A policy-file entry as a Policy (its rules never expire).
+// A policy-file entry as a Policy (its rules never expire). A rule the
+// entry repeats is held once.
 Policy policy_from_spec(const policy::PolicySpec& spec);
+
+// Errc::kResourceExhausted when `after` holds more than `most` domain
+// rules (dns.max_domain_rules) and more than `before` does: a policy past
+// the cap (lowered since the policy was set) may shed rules, never gain
+// them.
+Status check_domain_rule_count(const Policy& before, const Policy& after, size_t most);
+// Errc::kInvalidArgument naming the first policy of the file (or its
+// default) that holds more than `most` domain rules: refused when the file
+// is read rather than at each attach it would select.
+Status check_policy_file_domain_rules(const policy::PolicyFile& file, size_t most);
 
 // Adds the rule, or gives the rule of the same prefix and action the new
 // expiry.

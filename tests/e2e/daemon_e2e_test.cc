@@ -1595,6 +1595,113 @@ TEST_F(DaemonE2eTest, PolicyFileSelectsByMetadata) {
   EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
 }
 
+// Domain rules cost the daemon memory and the state file bytes, and every
+// change writes that file whole: no caller may add them without end. Past
+// dns.max_domain_rules a change is refused and changes nothing; a policy
+// already past it (the cap was lowered at a restart) is kept whole and may
+// only shed rules.
+TEST_F(DaemonE2eTest, DomainRulesPastTheCapAreRefusedAndAPolicyPastALoweredCapIsKept) {
+  const auto with_domains = [](std::vector<std::string> names) {
+    v1::Policy policy = make_policy(v1::MODE_ALLOWLIST, {});
+    for (const std::string& name : names) {
+      v1::DomainRule* rule = policy.add_domains();
+      rule->set_domain(name);
+      rule->set_action(v1::ACTION_ALLOW);
+    }
+    return policy;
+  };
+  const auto add_domain = [this](const std::string& id, const std::string& name, v1::Action action,
+                                 std::string* reason = nullptr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::AddDomainRequest req;
+    req.set_id(id);
+    req.mutable_rule()->set_domain(name);
+    req.mutable_rule()->set_action(action);
+    v1::Policy out;
+    const grpc::Status status = stub_->AddDomain(&ctx, req, &out);
+    if (reason != nullptr) *reason = reason_of(ctx);
+    return status;
+  };
+  const auto replace = [this](const std::string& id, const v1::Policy& policy) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::ReplacePolicyRequest req;
+    req.set_id(id);
+    *req.mutable_policy() = policy;
+    v1::Policy out;
+    return stub_->ReplacePolicy(&ctx, req, &out);
+  };
+
+  // A policy-file entry past the cap: the start is refused, naming it.
+  const std::string policy_path = dir_ + "/policy.yaml";
+  std::ofstream(policy_path) << "version: 1\n"
+                                "policies:\n"
+                                "  - name: long\n"
+                                "    allow_domains: [a.example, b.example, c.example]\n";
+  const std::string capped = config_file("dns:\n  max_domain_rules: 2\n");
+  {
+    // Its own directory: what it prints is no JSON log (TearDown reads ours).
+    const std::string own = dir_ + "/refused";
+    std::filesystem::create_directory(own);
+    DaemonProcess refused(SEBPF_DAEMON_PATH, own, pin_dir_,
+                          {"--config", capped, "--policy-file", policy_path});
+    EXPECT_EQ(refused.wait_exit(std::chrono::seconds(10)), 2);
+    EXPECT_NE(refused.log().find(policy_path + ": policy \"long\" holds 3 domain rules, more "
+                                               "than an attachment may (dns.max_domain_rules: 2)"),
+              std::string::npos)
+        << refused.log();
+  }
+
+  start_daemon({"--config", capped});
+  v1::AttachRequest over;
+  over.set_cgroup_path(cgroup_->path());
+  *over.mutable_policy() = with_domains({"a.example", "b.example", "c.example"});
+  v1::Attachment none;
+  const grpc::Status attach_refused = attach(over, &none);
+  EXPECT_EQ(attach_refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(attach_refused.error_message(),
+            "attach " + cgroup_->path() +
+                ": the policy would hold 3 domain rules, more than 2 (dns.max_domain_rules)");
+  v1::ListResponse list;
+  ASSERT_TRUE(call_list(&list).ok());
+  EXPECT_EQ(list.attachments_size(), 0) << "nothing attached";
+
+  const v1::Attachment att = attach_cgroup(with_domains({"a.example", "b.example"}));
+  std::string reason;
+  const grpc::Status add_refused = add_domain(att.id(), "c.example", v1::ACTION_ALLOW, &reason);
+  EXPECT_EQ(add_refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(add_refused.error_message(),
+            "policy of " + att.id() +
+                ": the policy would hold 3 domain rules, more than 2 (dns.max_domain_rules)");
+  EXPECT_EQ(reason, "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(add_domain(att.id(), "a.example", v1::ACTION_DENY).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << "the other action on a name held is a rule more";
+  EXPECT_TRUE(add_domain(att.id(), "a.example", v1::ACTION_ALLOW).ok())
+      << "a rule held already adds nothing";
+  EXPECT_EQ(replace(att.id(), with_domains({"c.example", "d.example", "e.example"})).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  const v1::Policy kept = get_policy(att.id());
+  ASSERT_EQ(kept.domains_size(), 2) << "nothing changed";
+  EXPECT_EQ(kept.domains(0).domain(), "a.example");
+  EXPECT_EQ(kept.domains(1).domain(), "b.example");
+
+  // A cap lowered at a restart: the policy is kept whole; it may shed
+  // rules, not gain them.
+  EXPECT_EQ(daemon_->terminate(), 0);
+  start_daemon({"--config", config_file("dns:\n  max_domain_rules: 1\n")});
+  EXPECT_EQ(get_policy(att.id()).domains_size(), 2);
+  EXPECT_EQ(add_domain(att.id(), "c.example", v1::ACTION_ALLOW).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(replace(att.id(), with_domains({"c.example", "d.example"})).ok())
+      << "as many as it holds";
+  EXPECT_TRUE(replace(att.id(), with_domains({"d.example"})).ok());
+  EXPECT_EQ(replace(att.id(), with_domains({"d.example", "e.example"})).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << "back under the cap, it stays under";
+}
+
 TEST_F(DaemonE2eTest, BadInputIsRefusedNamingTheField) {
   start_daemon();
   v1::Attachment existing = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));

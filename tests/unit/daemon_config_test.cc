@@ -61,6 +61,7 @@ std::vector<std::string> settings(const DaemonConfig& c) {
           "dns.receive_buffer_bytes=" + std::to_string(c.dns_receive_buffer_bytes),
           "dns.max_upstream_qps=" + std::to_string(c.dns_max_upstream_qps),
           "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
+          "dns.max_domain_rules=" + std::to_string(c.dns_max_domain_rules),
           "dns.never_learn=" + prefixes(c.dns_never_learn),
           "dns.threads=" + std::to_string(c.dns_threads),
           "dns.answer_spin=" + std::to_string(c.dns_answer_spin.count())};
@@ -84,7 +85,8 @@ datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_pr
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
       min_ttl_seconds: 1, max_ttl_seconds: 2, refuse_with: refused, max_inflight: 1,
-      max_qps: 1, max_tcp_clients: 1, max_upstream_qps: 1, max_learned_hosts: 1, never_learn: [], threads: 1,
+      max_qps: 1, max_tcp_clients: 1, max_upstream_qps: 1, max_learned_hosts: 1, max_domain_rules: 1, never_learn: [],
+      threads: 1,
       answer_spin_us: 0, receive_buffer_bytes: 0}
 )",
                                   changed)
@@ -135,6 +137,7 @@ dns:
   max_tcp_clients: 8
   max_upstream_qps: 900
   max_learned_hosts: 1000
+  max_domain_rules: 2000
   never_learn: [169.254.169.254/32, "fd00::/8"]
   threads: 3
   answer_spin_us: 200
@@ -172,6 +175,7 @@ dns:
   EXPECT_EQ(c.dns_max_tcp_clients, 8U);
   EXPECT_EQ(c.dns_max_upstream_qps, 900U);
   EXPECT_EQ(c.dns_max_learned_hosts, 1000U);
+  EXPECT_EQ(c.dns_max_domain_rules, 2000U);
   EXPECT_EQ(c.dns_never_learn,
             (std::vector<net::IpPrefix>{*net::IpPrefix::parse("169.254.169.254/32"),
                                         *net::IpPrefix::parse("fd00::/8")}));
@@ -216,6 +220,9 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  threads: 65\n", "line 2: dns.threads must be a whole"},
       {"dns:\n  answer_spin_us: 1001\n", "line 2: dns.answer_spin_us must be a whole"},
       {"dns:\n  max_learned_hosts: 0\n", "line 2: dns.max_learned_hosts must be a whole"},
+      {"dns:\n  max_domain_rules: 0\n", "line 2: dns.max_domain_rules must be a whole"},
+      {"dns:\n  max_domain_rules: 1048577\n",
+       "line 2: dns.max_domain_rules must be a whole number from 1 to 1048576"},
       {"dns:\n  receive_buffer_bytes: 100\n",
        "line 2: dns.receive_buffer_bytes must be 0 (the kernel's default) or at least 4096"},
       {"dns:\n  receive_buffer_bytes: 1073741824\n",

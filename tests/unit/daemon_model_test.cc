@@ -66,6 +66,58 @@ TEST(DaemonPolicyModelTest, PolicyFileEntriesBecomePolicies) {
   EXPECT_EQ(p.domains.at(0).name, "mirror.example.org");
 }
 
+TEST(DaemonPolicyModelTest, RulesAPolicyFileEntryRepeatsAreHeldOnceInTheirOrder) {
+  policy::PolicySpec spec;
+  spec.allow_cidrs = {prefix("198.51.100.0/24"), prefix("203.0.113.0/24"),
+                      prefix("198.51.100.0/24")};
+  spec.deny_cidrs = {prefix("198.51.100.0/24")};
+  spec.allow_domains = {"b.example", "a.example", "b.example"};
+  spec.deny_domains = {"b.example", "b.example"};
+  const Policy p = policy_from_spec(spec);
+  const std::vector<CidrRule> cidrs = {{prefix("198.51.100.0/24"), Action::kAllow, std::nullopt},
+                                       {prefix("203.0.113.0/24"), Action::kAllow, std::nullopt},
+                                       {prefix("198.51.100.0/24"), Action::kDeny, std::nullopt}};
+  EXPECT_EQ(p.cidrs, cidrs);
+  const std::vector<DomainRule> domains = {
+      {"b.example", Action::kAllow}, {"a.example", Action::kAllow}, {"b.example", Action::kDeny}};
+  EXPECT_EQ(p.domains, domains);
+}
+
+Policy with_domains(size_t count) {
+  Policy p;
+  for (size_t i = 0; i < count; ++i) p.domains.push_back({"n" + std::to_string(i) + ".example"});
+  return p;
+}
+
+TEST(DaemonPolicyModelTest, APolicyMayNotGrowPastTheDomainRuleCapButMayShrinkWhilePastIt) {
+  EXPECT_TRUE(check_domain_rule_count(Policy{}, with_domains(3), 3).ok());
+  const Status over = check_domain_rule_count(with_domains(3), with_domains(4), 3);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code(), Errc::kResourceExhausted);
+  EXPECT_EQ(over.error().message(),
+            "the policy would hold 4 domain rules, more than 3 (dns.max_domain_rules)");
+  // Past the cap (it was lowered since): shedding or keeping is allowed,
+  // so the rules can be brought back under it; gaining is not.
+  EXPECT_TRUE(check_domain_rule_count(with_domains(6), with_domains(5), 3).ok());
+  EXPECT_TRUE(check_domain_rule_count(with_domains(6), with_domains(6), 3).ok());
+  EXPECT_FALSE(check_domain_rule_count(with_domains(6), with_domains(7), 3).ok());
+}
+
+TEST(DaemonPolicyModelTest, APolicyFileEntryPastTheDomainRuleCapIsNamed) {
+  policy::PolicyFile file;
+  file.policies.push_back({"small", {}, {}});
+  file.policies[0].spec.allow_domains = {"a.example", "b.example", "a.example"};
+  file.fallback = policy::PolicySpec{};
+  file.fallback->deny_domains = {"a.example", "b.example", "c.example"};
+  EXPECT_TRUE(check_policy_file_domain_rules(file, 3).ok()) << "a repeat counts once";
+  const Status over = check_policy_file_domain_rules(file, 2);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(over.error().message(),
+            "policy \"default\" holds 3 domain rules, more than an attachment may "
+            "(dns.max_domain_rules: 2); raise it or shorten the list");
+}
+
 AttachmentRecord sample_record() {
   AttachmentRecord r;
   r.number = 3;
