@@ -21,8 +21,6 @@ using datapath::TargetKind;
 
 namespace {
 
-constexpr size_t kMaxEndedRemembered = 4096;
-
 // The built-in policy when neither the request nor a policy file gives one.
 Policy builtin_default_policy() { return Policy{}; }
 
@@ -244,7 +242,7 @@ Status AttachmentManager::reconcile() {
     }
     if (!target_exists(r)) {
       log_.warning("target_gone_while_down", {{"id", r.id()}, {"target", r.target}});
-      note_ended_locked(r, "target removed while the daemon was not running");
+      state_.note_ended(r, "target removed while the daemon was not running");
       continue;
     }
     // The kernel does not hold it (after a reboot, or a crash mid-detach)
@@ -254,7 +252,7 @@ Status AttachmentManager::reconcile() {
     if (!again.ok()) {
       log_.error("reattach_failed",
                  {{"id", r.id()}, {"target", r.target}, {"error", again.error().message()}});
-      note_ended_locked(r, "could not attach again: " + again.error().message());
+      state_.note_ended(r, "could not attach again: " + again.error().message());
       continue;
     }
     log_.info("attachment_restored", {{"id", r.id()}, {"target", r.target}});
@@ -879,10 +877,10 @@ Result<uint16_t> AttachmentManager::allocate_dns_port_locked() {
 void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
   const AttachmentRecord record = state_.records[index];
   state_.records.erase(state_.records.begin() + static_cast<std::ptrdiff_t>(index));
+  state_.note_ended(record, reason);
   auto saved = save_locked();
   auto status = dp_->detach(record.key);
   forget_locked(record);
-  note_ended_locked(record, reason);
   log_.info("target_removed", {{"id", record.id()},
                                {"target", record.target},
                                {"reason", reason},
@@ -1100,17 +1098,10 @@ void AttachmentManager::restore_links_locked(const AttachmentRecord& r) {
 
 Error AttachmentManager::no_attachment_locked(uint64_t number) const {
   std::string message = "no attachment " + attachment_id_to_api(number);
-  const auto ended = std::find_if(ended_.rbegin(), ended_.rend(),
-                                  [&](const EndedAttachment& e) { return e.number == number; });
-  if (ended != ended_.rend()) {
+  if (const EndedAttachment* ended = state_.find_ended(number)) {
     message += ": the daemon detached it (" + ended->target + "): " + ended->reason;
   }
   return Error(Errc::kNotFound, message);
-}
-
-void AttachmentManager::note_ended_locked(const AttachmentRecord& record, std::string reason) {
-  ended_.push_back({record.number, record.target, std::move(reason)});
-  if (ended_.size() > kMaxEndedRemembered) ended_.erase(ended_.begin());
 }
 
 void AttachmentManager::sweep() {

@@ -234,8 +234,6 @@ class AttachmentManager {
   // detached itself (its target went away) is named with why, so that
   // whoever asks for it after learns it was not their call that ended it.
   Error no_attachment_locked(uint64_t number) const;
-  // Remembers why the daemon ended an attachment, for that error.
-  void note_ended_locked(const AttachmentRecord& record, std::string reason);
   Result<uint16_t> allocate_dns_port_locked();
   void drop_locked(size_t index, const std::string& reason);
   // The network namespace a cgroup's workload sends from when it is not
@@ -340,14 +338,6 @@ class AttachmentManager {
   mutable std::mutex mu_;
   std::unique_ptr<datapath::Datapath> dp_;
   DaemonStateData state_;
-  // Attachments the daemon ended without a Detach call, oldest first, up
-  // to a bound; not kept across a restart.
-  struct EndedAttachment {
-    uint64_t number = 0;
-    std::string target;
-    std::string reason;
-  };
-  std::vector<EndedAttachment> ended_;
   std::function<void(const std::string&, uint64_t)> cgroup_hook_;
   dns::DnsProxy* dns_proxy_ = nullptr;
   std::map<uint64_t, LearnedHosts> learned_;

@@ -2,6 +2,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+
 #include "superebpf/state/v1/state.pb.h"
 
 namespace sebpf::daemon {
@@ -90,6 +92,17 @@ void attachment_to_api(const AttachmentRecord& r, v1::Attachment* out) {
   out->set_applied_policy(r.applied_policy);
 }
 
+void DaemonStateData::note_ended(const AttachmentRecord& record, std::string reason) {
+  ended.push_back({record.number, record.target, std::move(reason)});
+  if (ended.size() > kMaxEnded) ended.erase(ended.begin());
+}
+
+const EndedAttachment* DaemonStateData::find_ended(uint64_t number) const {
+  const auto found = std::find_if(ended.rbegin(), ended.rend(),
+                                  [&](const EndedAttachment& e) { return e.number == number; });
+  return found == ended.rend() ? nullptr : &*found;
+}
+
 std::string encode_state(const DaemonStateData& state) {
   state_v1::DaemonState out;
   out.set_format(kStateFormat);
@@ -101,6 +114,12 @@ std::string encode_state(const DaemonStateData& state) {
     rec->set_serial(r.serial);
     rec->set_tc_direction(r.direction == datapath::TcDirection::kEgress ? 1 : 0);
     policy_to_api(r.policy, rec->mutable_policy());
+  }
+  for (const EndedAttachment& e : state.ended) {
+    state_v1::EndedAttachment* ended = out.add_ended();
+    ended->set_attachment(e.number);
+    ended->set_target(e.target);
+    ended->set_reason(e.reason);
   }
   return out.SerializeAsString();
 }
@@ -121,6 +140,13 @@ Result<DaemonStateData> decode_state(std::string_view bytes) {
     if (!record.ok()) return damaged(record.error().message());
     if (record->number >= state.next_number) return damaged(record->id() + " is above next_id");
     state.records.push_back(std::move(*record));
+  }
+  // Only ever a message, so not judged: what this build would not write
+  // (more than it keeps) loses the oldest.
+  const int ended = in.ended_size();
+  for (int i = std::max(0, ended - static_cast<int>(DaemonStateData::kMaxEnded)); i < ended; ++i) {
+    const auto& e = in.ended(i);
+    state.ended.push_back({e.attachment(), e.target(), e.reason()});
   }
   return state;
 }

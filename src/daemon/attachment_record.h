@@ -40,9 +40,30 @@ struct AttachmentRecord {
   std::string id() const { return attachment_id_to_api(number); }
 };
 
+// An attachment the daemon ended without a Detach call (its target went,
+// or it could not be attached again), and why: what a call naming it is
+// told instead of a bare NOT_FOUND.
+struct EndedAttachment {
+  uint64_t number = 0;
+  std::string target;
+  std::string reason;
+  bool operator==(const EndedAttachment&) const = default;
+};
+
 struct DaemonStateData {
+  // The newest this many ended attachments are kept: each is written with
+  // every save of the state (about 100 bytes).
+  static constexpr size_t kMaxEnded = 512;
+
   uint64_t next_number = 1;
   std::vector<AttachmentRecord> records;
+  std::vector<EndedAttachment> ended;  // oldest first
+
+  // Remembers why the daemon ended `record`, forgetting the oldest past
+  // kMaxEnded.
+  void note_ended(const AttachmentRecord& record, std::string reason);
+  // The newest entry for `number`, or null.
+  const EndedAttachment* find_ended(uint64_t number) const;
 };
 
 std::string encode_state(const DaemonStateData& state);

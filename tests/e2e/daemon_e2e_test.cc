@@ -904,10 +904,12 @@ TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
 // An orchestrator that removes a container, then detaches its attachment,
 // finds the daemon did it first: its call fails NOT_FOUND, and says so and
 // why, as do calls for an attachment whose target went while the daemon
-// was down. An id the daemon never ended says only that there is none.
+// was down, and the next daemon still does (the state file keeps why). An
+// id the daemon never ended says only that there is none.
 TEST_F(DaemonE2eTest, CallsForAnAttachmentTheDaemonEndedSayWhy) {
   start_daemon();
   const std::string removed_id = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {})).id();
+  const std::string removed_path = cgroup_->path();
   ASSERT_EQ(rmdir(cgroup_->path().c_str()), 0);
   ASSERT_TRUE(wait_detached(removed_id, std::chrono::seconds(1)).has_value()) << daemon_->log();
   const grpc::Status removed = detach(removed_id);
@@ -927,6 +929,10 @@ TEST_F(DaemonE2eTest, CallsForAnAttachmentTheDaemonEndedSayWhy) {
                                       "): target removed while the daemon was not running"),
             std::string::npos)
       << gone.error_message();
+  EXPECT_EQ(detach(removed_id).error_message(), "no attachment " + removed_id +
+                                                    ": the daemon detached it (" + removed_path +
+                                                    "): cgroup removed")
+      << "what the last daemon ended, this one tells too";
 
   const grpc::Status unknown = detach("att-999999");
   EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);

@@ -185,6 +185,37 @@ TEST(DaemonStateCodecTest, WhatIsWrittenIsReadBack) {
   EXPECT_EQ(r.policy, expected.policy);
 }
 
+TEST(DaemonStateCodecTest, WhyTheDaemonEndedAttachmentsIsKeptForTheNewestOnly) {
+  DaemonStateData state;
+  state.next_number = 2000;
+  AttachmentRecord gone = sample_record();
+  for (uint64_t n = 1; n <= DaemonStateData::kMaxEnded + 10; ++n) {
+    gone.number = n;
+    state.note_ended(gone, "reason " + std::to_string(n));
+  }
+  gone.number = 7;  // noted again: the newest entry is the one told
+  gone.target = "tap-vm8";
+  state.note_ended(gone, "interface deleted");
+  ASSERT_EQ(state.ended.size(), DaemonStateData::kMaxEnded);
+  EXPECT_EQ(state.find_ended(11), nullptr) << "the oldest are forgotten";
+  ASSERT_NE(state.find_ended(12), nullptr);
+  EXPECT_EQ(state.find_ended(12)->reason, "reason 12");
+  EXPECT_EQ(state.find_ended(7)->target, "tap-vm8") << "the newest entry for a number";
+
+  auto back = decode_state(encode_state(state));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  EXPECT_EQ(back->ended, state.ended);
+
+  // A file holding more than this build keeps (a later build's bound):
+  // the newest are read.
+  state.ended.push_back({4000, "/sys/fs/cgroup/job", "cgroup removed"});
+  back = decode_state(encode_state(state));
+  ASSERT_TRUE(back.ok()) << back.error().message();
+  ASSERT_EQ(back->ended.size(), DaemonStateData::kMaxEnded);
+  EXPECT_EQ(back->ended.back().number, 4000U);
+  EXPECT_EQ(back->find_ended(12), nullptr);
+}
+
 TEST(DaemonStateCodecTest, ContentThatCannotBeRightIsRefused) {
   EXPECT_EQ(decode_state("\xff\xff\xff").error().code(), Errc::kFailedPrecondition);
   DaemonStateData state;
