@@ -42,6 +42,15 @@ Errc errc_from_grpc(grpc::StatusCode code) {
   }
 }
 
+// A List of many attachments with much metadata may be larger than the
+// 4 MiB gRPC reads by default (a policy never is: the daemon refuses one
+// that would be); the daemon is trusted, so its replies are read whole.
+std::shared_ptr<grpc::Channel> channel_to(const std::string& socket_path) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  return grpc::CreateCustomChannel("unix:" + socket_path, grpc::InsecureChannelCredentials(), args);
+}
+
 }  // namespace
 
 Error error_from_status(const grpc::Status& status, const std::string& reason,
@@ -61,8 +70,7 @@ Error error_from_status(const grpc::Status& status, const std::string& reason,
 
 DaemonClient::DaemonClient(std::string socket_path)
     : socket_path_(std::move(socket_path)),
-      stub_(v1::DaemonService::NewStub(
-          grpc::CreateChannel("unix:" + socket_path_, grpc::InsecureChannelCredentials()))) {}
+      stub_(v1::DaemonService::NewStub(channel_to(socket_path_))) {}
 
 // This client never cancels a call: CANCELLED comes from a daemon that
 // stopped or reloaded as the call came in, before running it

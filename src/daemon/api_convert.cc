@@ -181,6 +181,37 @@ void policy_to_api(const Policy& policy, v1::Policy* out) {
   }
 }
 
+Status check_policy_message_size(const Policy& before, const Policy& after) {
+  const auto bytes_of = [](const Policy& policy) {
+    v1::Policy message;
+    policy_to_api(policy, &message);
+    return message.ByteSizeLong();
+  };
+  const size_t bytes = bytes_of(after);
+  if (bytes <= kMaxPolicyMessageBytes || bytes <= bytes_of(before)) return ok_status();
+  return Error(Errc::kResourceExhausted,
+               "the policy would take " + std::to_string(bytes) +
+                   " bytes as an API message, more than " + std::to_string(kMaxPolicyMessageBytes) +
+                   " (what a client with gRPC's default 4 MiB limit can read back)");
+}
+
+Status check_policy_bounds(const Policy& before, const Policy& after, size_t max_domain_rules) {
+  SEBPF_RETURN_IF_ERROR(check_domain_rule_count(before, after, max_domain_rules));
+  return check_policy_message_size(before, after);
+}
+
+Status check_policy_file_bounds(const policy::PolicyFile& file, size_t max_domain_rules) {
+  const auto check = [&](const std::string& name, const policy::PolicySpec& spec) -> Status {
+    const Status fits = check_policy_bounds(Policy{}, policy_from_spec(spec), max_domain_rules);
+    if (fits.ok()) return fits;
+    return Error(Errc::kInvalidArgument, "policy \"" + name + "\": " + fits.error().message() +
+                                             ", so no attach could use it");
+  };
+  for (const auto& named : file.policies) SEBPF_RETURN_IF_ERROR(check(named.name, named.spec));
+  if (file.fallback) SEBPF_RETURN_IF_ERROR(check("default", *file.fallback));
+  return ok_status();
+}
+
 Result<Metadata> metadata_from_api(const google::protobuf::Map<std::string, std::string>& metadata,
                                    std::string_view field) {
   constexpr size_t kMaxEntries = 64;

@@ -48,6 +48,24 @@ Result<Policy> policy_from_api(const v1::Policy& policy, std::string_view field,
                                WallClock::time_point now);
 void policy_to_api(const Policy& policy, v1::Policy* out);
 
+// The most bytes a policy may take as an API message: what gRPC receives
+// by default (4 MiB), less room for the id of the ReplacePolicy request
+// that would carry it. Any policy the daemon holds can then be read
+// (GetPolicy, and every change's reply) and sent back (ReplacePolicy) by a
+// client with gRPC's default limits.
+inline constexpr size_t kMaxPolicyMessageBytes = (size_t{4} << 20) - 1024;
+// Errc::kResourceExhausted when `after` takes more than
+// kMaxPolicyMessageBytes as an API message, and more than `before` does
+// (a policy held already may shed rules).
+Status check_policy_message_size(const Policy& before, const Policy& after);
+// What an attachment's policy may grow to from `before` (what it holds
+// now): check_domain_rule_count, then check_policy_message_size.
+Status check_policy_bounds(const Policy& before, const Policy& after, size_t max_domain_rules);
+// Errc::kInvalidArgument naming the first entry of the file (or its
+// default) whose policy is past those bounds: refused when the file is
+// read rather than at each attach it would select.
+Status check_policy_file_bounds(const policy::PolicyFile& file, size_t max_domain_rules);
+
 // Keys: 1-63 characters of [A-Za-z0-9._/-]; values: up to 1024 bytes of
 // UTF-8 without control characters; at most 64 entries.
 Result<Metadata> metadata_from_api(const google::protobuf::Map<std::string, std::string>& metadata,

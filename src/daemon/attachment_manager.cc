@@ -293,7 +293,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
       applied = "builtin-default";
       policy = builtin_default_policy();
     }
-    if (auto fits = check_domain_rule_count(Policy{}, policy, config_.dns_max_domain_rules);
+    if (auto fits = check_policy_bounds(Policy{}, policy, config_.dns_max_domain_rules);
         !fits.ok()) {
       return fits.error().wrap("attach " + spec.target);
     }
@@ -756,7 +756,7 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
   Policy updated = record->policy;
   drop_expired(updated, WallClock::now());
   SEBPF_RETURN_IF_ERROR(edit(updated));
-  if (auto fits = check_domain_rule_count(record->policy, updated, config_.dns_max_domain_rules);
+  if (auto fits = check_policy_bounds(record->policy, updated, config_.dns_max_domain_rules);
       !fits.ok()) {
     return fits.error().wrap("policy of " + record->id());
   }

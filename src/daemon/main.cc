@@ -3,6 +3,7 @@
 // targets, and serves DaemonService on a unix socket until SIGINT/SIGTERM.
 // SIGHUP reloads: a fresh copy of the binary replaces this one in the same
 // process, taking its DNS endpoints' sockets over (reexec.h).
+#include <grpc/grpc.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "daemon/api_convert.h"
 #include "daemon/api_listener.h"
 #include "daemon/attachment_manager.h"
 #include "daemon/daemon_config.h"
@@ -19,7 +21,6 @@
 #include "daemon/dns_backend.h"
 #include "daemon/fd_store.h"
 #include "daemon/logger.h"
-#include "daemon/policy_model.h"
 #include "daemon/reexec.h"
 #include "daemon/socket_activation.h"
 #include "daemon/target_watcher.h"
@@ -72,8 +73,7 @@ Result<DaemonConfig> build_config(const Flags& flags) {
 Result<policy::PolicyFile> load_policies(const DaemonConfig& config) {
   if (config.policy_file.empty()) return policy::PolicyFile{};
   SEBPF_ASSIGN_OR_RETURN(auto policies, policy::load_policy_file(config.policy_file));
-  if (auto fits = check_policy_file_domain_rules(policies, config.dns_max_domain_rules);
-      !fits.ok()) {
+  if (auto fits = check_policy_file_bounds(policies, config.dns_max_domain_rules); !fits.ok()) {
     return fits.error().wrap(config.policy_file);
   }
   return policies;
@@ -298,6 +298,13 @@ int main(int argc, char** argv) {
   // writable by root alone, whatever umask it was started with: the
   // checks of trusted_paths.h hold for what it makes too.
   umask(022);
+  // A reply too large for the socket at once (a policy of thousands of
+  // rules) starts gRPC's backup poller, a thread that polls for up to
+  // 10 s; the library's last shutdown, in the API servers' destructors at a
+  // stop, joins it, and so held every stop (and a restart's gap in DNS) for
+  // up to 10 s. One reference held for the process's life leaves that
+  // thread to the exit instead.
+  grpc_init();
   Flags flags;
   CLI::App app{
       "superebpfd: per-attachment egress policy for VMs and containers, enforced with eBPF.\n"

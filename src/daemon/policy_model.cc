@@ -41,20 +41,6 @@ Status check_domain_rule_count(const Policy& before, const Policy& after, size_t
                                              " (dns.max_domain_rules)");
 }
 
-Status check_policy_file_domain_rules(const policy::PolicyFile& file, size_t most) {
-  const auto check = [&](const std::string& name, const policy::PolicySpec& spec) -> Status {
-    const size_t count = policy_from_spec(spec).domains.size();
-    if (count <= most) return ok_status();
-    return Error(Errc::kInvalidArgument,
-                 "policy \"" + name + "\" holds " + std::to_string(count) +
-                     " domain rules, more than an attachment may (dns.max_domain_rules: " +
-                     std::to_string(most) + "); raise it or shorten the list");
-  };
-  for (const auto& named : file.policies) SEBPF_RETURN_IF_ERROR(check(named.name, named.spec));
-  if (file.fallback) SEBPF_RETURN_IF_ERROR(check("default", *file.fallback));
-  return ok_status();
-}
-
 void upsert_cidr(Policy& policy, const CidrRule& rule) {
   for (CidrRule& existing : policy.cidrs) {
     if (existing.prefix == rule.prefix && existing.action == rule.action) {

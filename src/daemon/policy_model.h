@@ -53,10 +53,6 @@ Policy policy_from_spec(const policy::PolicySpec& spec);
 // the cap (lowered since the policy was set) may shed rules, never gain
 // them.
 Status check_domain_rule_count(const Policy& before, const Policy& after, size_t most);
-// Errc::kInvalidArgument naming the first policy of the file (or its
-// default) that holds more than `most` domain rules: refused when the file
-// is read rather than at each attach it would select.
-Status check_policy_file_domain_rules(const policy::PolicyFile& file, size_t most);
 
 // Adds the rule, or gives the rule of the same prefix and action the new
 // expiry.

@@ -208,6 +208,30 @@ TEST_F(CtlE2eTest, ExitStatusesTellFailuresApart) {
 // that reaches the old one as its server shuts down is CANCELLED there
 // before it runs (grpc/grpc#41785): the CLI calls again, so a script
 // calling through reloads sees every call done.
+// A List of many attachments with much metadata is larger than the 4 MiB
+// a gRPC client reads by default; the CLI reads it whole all the same.
+TEST_F(CtlE2eTest, AListLargerThanGrpcsDefaultMessageIsRead) {
+  start_daemon();
+  std::vector<std::unique_ptr<TestCgroup>> cgroups;
+  constexpr int kAttachments = 64;  // 64 entries of about 1 KiB each: 4.3 MiB in all
+  for (int i = 0; i < kAttachments; ++i) {
+    cgroups.push_back(
+        std::make_unique<TestCgroup>("sebpf-list-" + topo_->tag() + "-" + std::to_string(i)));
+    v1::AttachRequest req;
+    req.set_cgroup_path(cgroups.back()->path());
+    for (int key = 0; key < 64; ++key) {
+      (*req.mutable_metadata())["key" + std::to_string(key)] = std::string(1024, 'v');
+    }
+    v1::Attachment att;
+    ASSERT_TRUE(attach(req, &att).ok());
+  }
+  const CommandResult listed = ctl({"list", "-o", "json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.output.substr(0, 500);
+  EXPECT_GT(listed.output.size(), size_t{4} << 20);
+  const auto json = nlohmann::json::parse(listed.output, nullptr, false);
+  EXPECT_EQ(json["attachments"].size(), size_t{kAttachments});
+}
+
 TEST_F(CtlE2eTest, CallsThroughReloadsAreAllDone) {
   start_daemon();
   std::atomic<bool> stop{false};

@@ -1653,8 +1653,9 @@ TEST_F(DaemonE2eTest, DomainRulesPastTheCapAreRefusedAndAPolicyPastALoweredCapIs
     DaemonProcess refused(SEBPF_DAEMON_PATH, own, pin_dir_,
                           {"--config", capped, "--policy-file", policy_path});
     EXPECT_EQ(refused.wait_exit(std::chrono::seconds(10)), 2);
-    EXPECT_NE(refused.log().find(policy_path + ": policy \"long\" holds 3 domain rules, more "
-                                               "than an attachment may (dns.max_domain_rules: 2)"),
+    EXPECT_NE(refused.log().find(policy_path +
+                                 ": policy \"long\": the policy would hold 3 domain rules, more "
+                                 "than 2 (dns.max_domain_rules), so no attach could use it"),
               std::string::npos)
         << refused.log();
   }
@@ -1706,6 +1707,68 @@ TEST_F(DaemonE2eTest, DomainRulesPastTheCapAreRefusedAndAPolicyPastALoweredCapIs
   EXPECT_EQ(replace(att.id(), with_domains({"d.example", "e.example"})).error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED)
       << "back under the cap, it stays under";
+}
+
+// Every reply to a policy call carries the whole policy, and a gRPC
+// client reads at most 4 MiB by default: a change that would make the
+// policy larger is refused, so that any client can read it back, and send
+// it back as it is.
+TEST_F(DaemonE2eTest, APolicyNeverGrowsPastWhatAClientWithDefaultLimitsCanRead) {
+  // 253 characters, the longest a name may be.
+  const auto longest_name = [](int n) {
+    const std::string label(63, 'a');
+    const std::string first = "n" + std::to_string(n) + "-";
+    return first + std::string(61 - first.size(), 'a') + "." + label + "." + label + "." + label;
+  };
+  start_daemon({"--config", config_file("dns:\n  max_domain_rules: 20000\n")});
+  v1::Policy policy = make_policy(v1::MODE_ALLOWLIST, {});
+  // 261 bytes a rule: the attach request still fits 4 MiB, and a few more
+  // rules fit before the policy is past the bound.
+  constexpr int kAttached = 16060;
+  for (int i = 0; i < kAttached; ++i) {
+    v1::DomainRule* rule = policy.add_domains();
+    rule->set_domain(longest_name(i));
+    rule->set_action(v1::ACTION_ALLOW);
+  }
+  const v1::Attachment att = attach_cgroup(policy);
+  grpc::Status refused;
+  int added = 0;
+  for (; added < 200; ++added) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::AddDomainRequest req;
+    req.set_id(att.id());
+    req.mutable_rule()->set_domain(longest_name(kAttached + added));
+    req.mutable_rule()->set_action(v1::ACTION_ALLOW);
+    v1::Policy out;
+    refused = stub_->AddDomain(&ctx, req, &out);
+    if (!refused.ok()) break;
+  }
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(
+      refused.error_message().find("(what a client with gRPC's default 4 MiB limit can read back)"),
+      std::string::npos)
+      << refused.error_message();
+  EXPECT_GT(added, 0) << "the attach left room";
+
+  const v1::Policy held = get_policy(att.id());
+  EXPECT_EQ(held.domains_size(), kAttached + added);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(soon());
+  v1::ReplacePolicyRequest req;
+  req.set_id(att.id());
+  *req.mutable_policy() = held;
+  v1::Policy out;
+  const grpc::Status sent_back = stub_->ReplacePolicy(&ctx, req, &out);
+  EXPECT_TRUE(sent_back.ok()) << sent_back.error_message();
+
+  // Replies this large do not fit the socket at once, and gRPC then polls
+  // in a thread of its own for up to 10 s, which its last shutdown waited
+  // for: a stop (and so a restart's gap) must not.
+  const auto asked = std::chrono::steady_clock::now();
+  EXPECT_EQ(daemon_->terminate(), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::seconds(2))
+      << "the stop waited for gRPC's poller";
 }
 
 TEST_F(DaemonE2eTest, BadInputIsRefusedNamingTheField) {

@@ -104,6 +104,65 @@ TEST(DaemonApiConvertTest, EveryBadPolicyFieldIsNamed) {
                      "policy.domains[1]: repeats policy.domains[0]");
 }
 
+// A name of 253 characters, the longest there is, told apart by `n`.
+std::string longest_name(size_t n) {
+  const std::string label(63, 'a');
+  const std::string first = "n" + std::to_string(n) + "-";
+  return first + std::string(61 - first.size(), 'a') + "." + label + "." + label + "." + label;
+}
+
+TEST(DaemonApiConvertTest, APolicyMustFitOneMessageAClientWithDefaultLimitsCanRead) {
+  Policy fits;  // about 261 bytes a rule: 16,000 of them fit, and then a few
+  for (size_t i = 0; i < 16000; ++i) fits.domains.push_back({longest_name(i), {}});
+  while (true) {
+    Policy more = fits;
+    more.domains.push_back({longest_name(more.domains.size()), datapath::Action::kAllow});
+    if (!check_policy_message_size(fits, more).ok()) break;
+    fits = std::move(more);
+  }
+  ASSERT_EQ(fits.domains.back().name.size(), 253U);
+  v1::Policy message;
+  policy_to_api(fits, &message);
+  EXPECT_LE(message.ByteSizeLong(), kMaxPolicyMessageBytes);
+  EXPECT_GT(message.ByteSizeLong() + 261, kMaxPolicyMessageBytes) << "refused only past the bound";
+  EXPECT_LT(fits.domains.size(), 16384U) << "so the default count cap alone would not do";
+
+  Policy over = fits;
+  over.domains.push_back({longest_name(over.domains.size()), datapath::Action::kAllow});
+  const Status refused = check_policy_message_size(fits, over);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code(), Errc::kResourceExhausted);
+  EXPECT_NE(refused.error().message().find(
+                "more than 4193280 (what a client with gRPC's default 4 MiB limit can read back)"),
+            std::string::npos)
+      << refused.error().message();
+  // A policy past the bound (kept from before it) may shed rules.
+  Policy fewer = over;
+  fewer.domains.front().name = "short.example";
+  EXPECT_TRUE(check_policy_message_size(over, fewer).ok());
+}
+
+TEST(DaemonApiConvertTest, APolicyFileEntryPastTheBoundsIsNamed) {
+  policy::PolicyFile file;
+  file.policies.push_back({"small", {}, {}});
+  file.policies[0].spec.allow_domains = {"a.example", "b.example", "a.example"};
+  file.fallback = policy::PolicySpec{};
+  file.fallback->deny_domains = {"a.example", "b.example", "c.example"};
+  EXPECT_TRUE(check_policy_file_bounds(file, 3).ok()) << "a repeat counts once";
+  Status over = check_policy_file_bounds(file, 2);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code(), Errc::kInvalidArgument);
+  EXPECT_EQ(over.error().message(),
+            "policy \"default\": the policy would hold 3 domain rules, more than 2 "
+            "(dns.max_domain_rules), so no attach could use it");
+
+  for (size_t i = 0; i < 16384; ++i) file.policies[0].spec.allow_domains.push_back(longest_name(i));
+  over = check_policy_file_bounds(file, 1u << 20);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message().rfind("policy \"small\": the policy would take ", 0), 0U)
+      << over.error().message();
+}
+
 TEST(DaemonApiConvertTest, UnspecifiedActionMeansBothOnlyWhereSaid) {
   auto both = action_from_api(v1::ACTION_UNSPECIFIED, "action", true);
   ASSERT_TRUE(both.ok());

@@ -103,21 +103,6 @@ TEST(DaemonPolicyModelTest, APolicyMayNotGrowPastTheDomainRuleCapButMayShrinkWhi
   EXPECT_FALSE(check_domain_rule_count(with_domains(6), with_domains(7), 3).ok());
 }
 
-TEST(DaemonPolicyModelTest, APolicyFileEntryPastTheDomainRuleCapIsNamed) {
-  policy::PolicyFile file;
-  file.policies.push_back({"small", {}, {}});
-  file.policies[0].spec.allow_domains = {"a.example", "b.example", "a.example"};
-  file.fallback = policy::PolicySpec{};
-  file.fallback->deny_domains = {"a.example", "b.example", "c.example"};
-  EXPECT_TRUE(check_policy_file_domain_rules(file, 3).ok()) << "a repeat counts once";
-  const Status over = check_policy_file_domain_rules(file, 2);
-  ASSERT_FALSE(over.ok());
-  EXPECT_EQ(over.error().code(), Errc::kInvalidArgument);
-  EXPECT_EQ(over.error().message(),
-            "policy \"default\" holds 3 domain rules, more than an attachment may "
-            "(dns.max_domain_rules: 2); raise it or shorten the list");
-}
-
 AttachmentRecord sample_record() {
   AttachmentRecord r;
   r.number = 3;
