@@ -77,7 +77,7 @@ TEST_F(CtlE2eTest, PolicySetThroughTheCliIsWhatTheKernelEnforces) {
     const v1::Policy before = get_policy(id);
     const CommandResult printed = ctl({"policy", id, "-o", "json"});
     ASSERT_EQ(printed.exit_code, 0);
-    const std::string file = dir_ + "/policy.json";
+    const std::string file = dir() + "/policy.json";
     std::ofstream(file) << printed.output;
     EXPECT_EQ(ctl({"replace-policy", id, "--file", file}).exit_code, 0);
     const v1::Policy after = get_policy(id);
@@ -191,7 +191,7 @@ TEST_F(CtlE2eTest, ExitStatusesTellFailuresApart) {
       {{"attach", "--cgroup", cgroup_->path(), "--allow-cidr", "198.51.100.7"}, 2, "--mode"},
       {{"replace-policy", id, "--file", "/nonexistent/p.json"}, 2, "/nonexistent/p.json"},
       {{"frobnicate"}, 2, "frobnicate"},
-      {{"list", "--socket", dir_ + "/no.sock"}, 3, "no superebpfd answers"},
+      {{"list", "--socket", dir() + "/no.sock"}, 3, "no superebpfd answers"},
   };
   for (const Case& c : cases) {
     const CommandResult r = ctl(c.args);

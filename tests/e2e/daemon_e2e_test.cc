@@ -802,7 +802,7 @@ TEST_F(DaemonE2eTest, AnUplinkWhoseRouteEventWasLostIsNamedAllTheSame) {
     StoppedProcess stopped(daemon_->pid());
     // Far more than the watcher's socket holds (~300 route messages at the
     // default buffer size); the default route's event comes after them.
-    flood.emplace(dir_, 5000);
+    flood.emplace(dir(), 5000);
     route.emplace(topo_->host_if());
   }
   const bool named = names_unsafe_target_within(*daemon_, att.id(), milliseconds(3000));
@@ -822,7 +822,7 @@ TEST_F(DaemonE2eTest, FiltersDeletedWhileTheirEventsWereLostArePutBackAllTheSame
   std::optional<RouteEventFlood> flood;
   {
     StoppedProcess stopped(daemon_->pid());
-    flood.emplace(dir_, 5000);
+    flood.emplace(dir(), 5000);
     must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
   }
   EXPECT_TRUE(within(milliseconds(3000), [&] {
@@ -845,7 +845,7 @@ TEST_F(DaemonE2eTest, AfterLostEventsOnlyAPacketSocketFilterTakenByAnotherProgra
   std::optional<VethPair> added;
   {
     StoppedProcess stopped(daemon_->pid());
-    flood.emplace(dir_, 5000);
+    flood.emplace(dir(), 5000);
     // Their events come after the flood's, which fill the socket.
     added.emplace("sebpfn" + topo_->tag(), "sebpfo" + topo_->tag(), topo_->ns());
     must_run({"tc", "qdisc", "del", "dev", topo_->host_if(), "clsact"});
@@ -1258,7 +1258,7 @@ TEST_F(DaemonE2eTest, SigkillAndRestartKeepIdsPolicyAndEnforcement) {
       attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}), {{"tenant", "t1"}});
   const v1::Policy before = get_policy(att.id());
 
-  const std::string marker = dir_ + "/probing";
+  const std::string marker = dir() + "/probing";
   std::ofstream(marker).put('1');
   Child prober([&] {
     if (!cgroup_->add_self()) return 82;
@@ -1316,9 +1316,9 @@ TEST_F(DaemonE2eTest, CleanStopLeavesEnforcementUnlessAskedToDetach) {
 // attaching each container) never finds it absent; RELOADING=1 and READY=1 across a
 // reload, STOPPING=1 at a stop.
 TEST_F(DaemonE2eTest, SystemdIsToldWhenTheDaemonServesReloadsAndStops) {
-  FakeSystemd systemd(dir_);
+  FakeSystemd systemd(dir());
   ASSERT_TRUE(systemd.valid());
-  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+  daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir(), pin_dir_,
                                             std::vector<std::string>{}, &systemd);
   const std::string ready = systemd.next_message();
   EXPECT_TRUE(ready.starts_with("READY=1")) << ready;
@@ -1363,12 +1363,12 @@ TEST_F(DaemonE2eTest, ApiCallsThroughAReloadWaitForTheNewProcess) {
 // restart wait for the next process instead of failing, and no stop (nor
 // that of a process a reload started) removes its file.
 TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNextProcess) {
-  const std::string path = DaemonProcess::socket_in(dir_);
-  FakeSystemd systemd(dir_);
+  const std::string path = DaemonProcess::socket_in(dir());
+  FakeSystemd systemd(dir());
   ASSERT_TRUE(systemd.valid() && systemd.listen_stream(path, "superebpfd.socket"))
       << strerror(errno);
   const auto start = [&] {
-    daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+    daemon_ = std::make_unique<DaemonProcess>(SEBPF_DAEMON_PATH, dir(), pin_dir_,
                                               std::vector<std::string>{}, &systemd);
     return daemon_->wait_ready() != nullptr;
   };
@@ -1399,7 +1399,7 @@ TEST_F(DaemonE2eTest, UnderSocketActivationApiCallsThroughARestartWaitForTheNext
 // store) is of no use if its file was removed meanwhile (by hand, say): the
 // next process says so, makes its own, and has systemd keep that one.
 TEST_F(DaemonE2eTest, AStoredApiSocketWhoseFileIsGoneIsReplaced) {
-  FakeSystemd systemd(dir_);
+  FakeSystemd systemd(dir());
   ASSERT_TRUE(systemd.valid());
   start_daemon({}, "", &systemd);
   EXPECT_EQ(daemon_->terminate(), 0);
@@ -1420,7 +1420,7 @@ TEST_F(DaemonE2eTest, AStoredApiSocketWhoseFileIsGoneIsReplaced) {
 // socket unit with ListenDatagram=, say) is named in the log and closed;
 // the daemon makes its own API socket.
 TEST_F(DaemonE2eTest, ASocketSystemdPassesThatIsNotTheApisIsNamedAndLeftOut) {
-  FakeSystemd systemd(dir_);
+  FakeSystemd systemd(dir());
   UniqueFd datagram(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   ASSERT_TRUE(systemd.valid() && datagram);
   systemd.add_socket_unit(std::move(datagram), "superebpfd.socket");
@@ -1482,8 +1482,8 @@ TEST_F(DaemonE2eTest, ARemovedApiSocketIsBoundAgain) {
 // queued in the stored one unanswered; or, after the stop that follows,
 // the daemon refused to start, since the path answered (systemd's socket).
 TEST_F(DaemonE2eTest, AnApiSocketBoundAgainIsTheOneSystemdKeeps) {
-  const std::string path = DaemonProcess::socket_in(dir_);
-  FakeSystemd systemd(dir_);
+  const std::string path = DaemonProcess::socket_in(dir());
+  FakeSystemd systemd(dir());
   ASSERT_TRUE(systemd.valid() && systemd.listen_stream(path, "superebpfd.socket"))
       << strerror(errno);
   start_daemon({}, "", &systemd);
@@ -1533,7 +1533,7 @@ TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
     f.seekp(20);
     f.put(static_cast<char>(byte ^ 0xff));
   }
-  DaemonProcess broken(SEBPF_DAEMON_PATH, dir_, pin_dir_);
+  DaemonProcess broken(SEBPF_DAEMON_PATH, dir(), pin_dir_);
   EXPECT_EQ(broken.wait_exit(std::chrono::seconds(10)), 1);
   EXPECT_NE(broken.log().find("will not guess"), std::string::npos) << broken.log();
   // The kernel kept enforcing meanwhile.
@@ -1547,7 +1547,7 @@ TEST_F(DaemonE2eTest, DamagedStateFileIsReportedNotTrusted) {
 TEST_F(DaemonE2eTest, PathsAnotherUserCouldWriteAreRefusedAtAStartAndAtAReload) {
   topo_->start_peer_server();
   // Its own directory: what it prints is no JSON log (TearDown reads ours).
-  const std::string shared = dir_ + "/shared";
+  const std::string shared = dir() + "/shared";
   std::filesystem::create_directory(shared);
   ASSERT_EQ(chmod(shared.c_str(), 0777), 0);
   DaemonProcess refused(SEBPF_DAEMON_PATH, shared, pin_dir_);
@@ -1558,7 +1558,7 @@ TEST_F(DaemonE2eTest, PathsAnotherUserCouldWriteAreRefusedAtAStartAndAtAReload) 
   EXPECT_FALSE(std::filesystem::exists(pin_dir_)) << "nothing pinned";
   EXPECT_FALSE(std::filesystem::exists(shared + "/state")) << "nothing written";
 
-  const std::string policy_path = dir_ + "/policy.yaml";
+  const std::string policy_path = dir() + "/policy.yaml";
   std::ofstream(policy_path) << "version: 1\npolicies: []\n";
   start_daemon({"--policy-file", policy_path});
   attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
@@ -1579,7 +1579,7 @@ TEST_F(DaemonE2eTest, PathsAnotherUserCouldWriteAreRefusedAtAStartAndAtAReload) 
 
 TEST_F(DaemonE2eTest, PolicyFileSelectsByMetadata) {
   topo_->start_peer_server();
-  const std::string policy_path = dir_ + "/policy.yaml";
+  const std::string policy_path = dir() + "/policy.yaml";
   std::ofstream(policy_path) << "version: 1\n"
                                 "policies:\n"
                                 "  - name: agent\n"
@@ -1640,7 +1640,7 @@ TEST_F(DaemonE2eTest, DomainRulesPastTheCapAreRefusedAndAPolicyPastALoweredCapIs
   };
 
   // A policy-file entry past the cap: the start is refused, naming it.
-  const std::string policy_path = dir_ + "/policy.yaml";
+  const std::string policy_path = dir() + "/policy.yaml";
   std::ofstream(policy_path) << "version: 1\n"
                                 "policies:\n"
                                 "  - name: long\n"
@@ -1648,7 +1648,7 @@ TEST_F(DaemonE2eTest, DomainRulesPastTheCapAreRefusedAndAPolicyPastALoweredCapIs
   const std::string capped = config_file("dns:\n  max_domain_rules: 2\n");
   {
     // Its own directory: what it prints is no JSON log (TearDown reads ours).
-    const std::string own = dir_ + "/refused";
+    const std::string own = dir() + "/refused";
     std::filesystem::create_directory(own);
     DaemonProcess refused(SEBPF_DAEMON_PATH, own, pin_dir_,
                           {"--config", capped, "--policy-file", policy_path});

@@ -45,11 +45,10 @@ StoppedProcess::~StoppedProcess() { kill(pid_, SIGCONT); }
 void DaemonE2eTest::SetUp() {
   E2eTest::SetUp();
   if (IsSkipped() || HasFailure()) return;
-  char tmpl[] = "/tmp/sebpf-daemon-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  dir_ = tmpl;
+  dir_.emplace("sebpf-daemon");
+  ASSERT_TRUE(dir_->made());
   // Other users must reach the socket in the peer-credential tests.
-  std::filesystem::permissions(dir_, std::filesystem::perms(0755));
+  std::filesystem::permissions(dir(), std::filesystem::perms(0755));
   pin_dir_ = "/sys/fs/bpf/sebpf-daemon-" + topo_->tag();
   std::filesystem::remove_all(pin_dir_);
 }
@@ -58,7 +57,7 @@ void DaemonE2eTest::TearDown() {
   stub_.reset();
   daemon_.reset();
   // Whatever the test did, if it started a daemon.
-  if (!dir_.empty() && std::filesystem::exists(dir_ + "/daemon.log")) expect_log_is_json_lines();
+  if (dir_ && std::filesystem::exists(dir() + "/daemon.log")) expect_log_is_json_lines();
   if (!pin_dir_.empty() && std::filesystem::exists(pin_dir_)) {
     // What a killed daemon left pinned: adopt it and remove it.
     datapath::Config config;
@@ -66,12 +65,12 @@ void DaemonE2eTest::TearDown() {
     if (auto dp = datapath::Datapath::open(config); dp.ok()) (void)(*dp)->destroy();
     std::filesystem::remove_all(pin_dir_);
   }
-  if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  dir_.reset();
   E2eTest::TearDown();
 }
 
 void DaemonE2eTest::expect_log_is_json_lines() {
-  std::ifstream log(dir_ + "/daemon.log");
+  std::ifstream log(dir() + "/daemon.log");
   int lines = 0;
   for (std::string line; std::getline(log, line); ++lines) {
     EXPECT_TRUE(line.starts_with("{") && line.ends_with("}")) << "a log line: " << line;
@@ -82,7 +81,7 @@ void DaemonE2eTest::expect_log_is_json_lines() {
 void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args, std::string binary,
                                  const FakeSystemd* systemd) {
   stub_.reset();
-  daemon_ = std::make_unique<DaemonProcess>(binary.empty() ? SEBPF_DAEMON_PATH : binary, dir_,
+  daemon_ = std::make_unique<DaemonProcess>(binary.empty() ? SEBPF_DAEMON_PATH : binary, dir(),
                                             pin_dir_, std::move(extra_args), systemd);
   stub_ = daemon_->wait_ready();
   if (!stub_) {
@@ -96,7 +95,7 @@ void DaemonE2eTest::start_daemon(std::vector<std::string> extra_args, std::strin
 }
 
 std::string DaemonE2eTest::config_file(const std::string& yaml) const {
-  const std::string path = dir_ + "/superebpfd.yaml";
+  const std::string path = dir() + "/superebpfd.yaml";
   std::ofstream(path) << yaml;
   return path;
 }

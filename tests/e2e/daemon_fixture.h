@@ -7,11 +7,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "e2e_fixture.h"
 #include "support/daemon_process.h"
+#include "support/test_dir.h"
 
 namespace sebpf::testing {
 
@@ -30,7 +32,7 @@ class DaemonE2eTest : public E2eTest {
   static constexpr const char* kSweepEverySecond = "sweep_interval_seconds: 1\n";
   // `yaml` written as the daemon's configuration file; its path (--config).
   std::string config_file(const std::string& yaml) const;
-  std::string state_dir() const { return dir_ + "/state"; }
+  std::string state_dir() const { return dir() + "/state"; }
   // Where the links of the one cgroup attached are pinned; empty if none.
   std::string cgroup_links_dir() const;
   std::string state_file() const { return state_dir() + "/state.pb"; }
@@ -52,7 +54,11 @@ class DaemonE2eTest : public E2eTest {
   std::optional<std::chrono::milliseconds> wait_detached(const std::string& id,
                                                          std::chrono::milliseconds timeout);
 
-  std::string dir_;
+  // The test's own directory (the daemon's socket, state, log and
+  // configuration), made by SetUp.
+  const std::string& dir() const { return dir_->path(); }
+
+  std::optional<TestDir> dir_;
   std::string pin_dir_;
   std::unique_ptr<DaemonProcess> daemon_;
   std::unique_ptr<v1::DaemonService::Stub> stub_;

@@ -78,7 +78,7 @@ class DnsE2eTest : public DaemonE2eTest {
     topo_->start_peer_server();
     const auto port = KnotServer::free_port();
     knot_ = std::make_unique<KnotServer>(
-        dir_ + "/knot", port, std::map<std::string, std::string>{{"example.", kExampleZone}});
+        dir() + "/knot", port, std::map<std::string, std::string>{{"example.", kExampleZone}});
     if (HasFailure()) return;
   }
   void TearDown() override {

@@ -159,7 +159,7 @@ TEST_F(DnsReloadE2eTest, AGuestBehindAnInterfaceIsAnsweredThroughAReload) {
 // store (which would otherwise keep them, and a container's network
 // namespace, open). The test plays systemd.
 TEST_F(DnsReloadE2eTest, SystemdsStoreKeepsTheSocketsAnsweringThroughACrashAndARestart) {
-  FakeSystemd systemd(dir_);
+  FakeSystemd systemd(dir());
   ASSERT_TRUE(systemd.valid());
   ASSERT_NO_FATAL_FAILURE(start_with_upstream("", "", &systemd));
   const auto att = attach_cgroup(dns_policy({"allowed.example"}));
@@ -224,7 +224,7 @@ TEST_F(DnsReloadE2eTest, AThousandQueriesSentWhileTheDaemonCannotReadAreAllAnswe
 TEST_F(DnsReloadE2eTest, AReloadSizesTheSocketsItTakesOverAnew) {
   ASSERT_NO_FATAL_FAILURE(start_with_upstream(kFewInFlight + "  receive_buffer_bytes: 0\n"));
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));
-  std::ofstream(dir_ + "/superebpfd.yaml") << kFewInFlight;
+  std::ofstream(dir() + "/superebpfd.yaml") << kFewInFlight;
   ASSERT_NO_FATAL_FAILURE(reload_and_wait_ready());
   ASSERT_NO_FATAL_FAILURE(expect_queries_held_while_paused(endpoint, 1000));
 }
@@ -237,7 +237,7 @@ TEST_F(DnsReloadE2eTest, AReloadIsRefusedWhileTheConfigurationIsBrokenAndApplies
   start_with_upstream("detach_on_exit: true\ndns:\n  refuse_with: nxdomain\n");
   const auto att = attach_cgroup(dns_policy({"allowed.example"}));
   const auto endpoint = endpoint_of(att);
-  const std::string config = dir_ + "/superebpfd.yaml";
+  const std::string config = dir() + "/superebpfd.yaml";
   std::ofstream(config) << "detach_on_exit: true\ndns:\n  refuse_with: maybe\n";
   ASSERT_EQ(kill(daemon_->pid(), SIGHUP), 0);
   ASSERT_TRUE(daemon_->wait_for_log("\"event\":\"reload_refused\"", 1, std::chrono::seconds(5)));
@@ -262,7 +262,7 @@ TEST_F(DnsReloadE2eTest, AReloadIsRefusedWhileTheConfigurationIsBrokenAndApplies
 // upgrade that moved it), the reload is refused, saying so, and the
 // running daemon goes on.
 TEST_F(DnsReloadE2eTest, AReloadWhoseBinaryIsGoneIsRefused) {
-  const std::string binary = dir_ + "/superebpfd";
+  const std::string binary = dir() + "/superebpfd";
   std::filesystem::copy_file(SEBPF_DAEMON_PATH, binary);
   start_daemon({"--dns-upstream", knot_->address().to_string()}, binary);
   const auto endpoint = endpoint_of(attach_cgroup(dns_policy({"allowed.example"})));

@@ -155,9 +155,9 @@ TEST_F(DnsE2eTest, AfterACleanRestartARuleStillTakesBackOnlyWhatItsNamesTaught) 
     // A daemon that fails to start after reading what taught the hosts
     // (its API socket's path is a directory with something in it) writes
     // it back for the next one.
-    const std::string busy = dir_ + "/busy.sock";
+    const std::string busy = dir() + "/busy.sock";
     std::filesystem::create_directories(busy + "/in-the-way");
-    DaemonProcess failing(SEBPF_DAEMON_PATH, dir_, pin_dir_,
+    DaemonProcess failing(SEBPF_DAEMON_PATH, dir(), pin_dir_,
                           {"--dns-upstream", knot_->address().to_string(), "--socket", busy});
     EXPECT_EQ(failing.wait_exit(std::chrono::seconds(10)), 1);
     EXPECT_NE(failing.log().find("api_failed"), std::string::npos) << failing.log();
@@ -234,8 +234,8 @@ TEST_F(DnsE2eTest, AHostLearnedAgainSinceTheChainsFileWasWrittenCountsAsUntaught
   resolve_and_connect_each(att, {"allowed.example", "other.example"});
   if (HasFatalFailure()) return;
   ASSERT_EQ(daemon_->terminate(), 0);
-  const std::string chains_file = dir_ + "/state/learned-chains.pb";
-  const std::string older = dir_ + "/learned-chains.older";
+  const std::string chains_file = dir() + "/state/learned-chains.pb";
+  const std::string older = dir() + "/learned-chains.older";
   std::filesystem::copy_file(chains_file, older);
   start_with_upstream();
   // Past the second a host is held beyond its answer's TTL: asked again,

@@ -155,7 +155,7 @@ TEST_F(DnsE2eTest, AClientConnectingTheInstantItHasTheAnswerIsNeverRefused) {
     zone += line;
   }
   knot_.reset();
-  knot_ = std::make_unique<KnotServer>(dir_ + "/knot-race", KnotServer::free_port(),
+  knot_ = std::make_unique<KnotServer>(dir() + "/knot-race", KnotServer::free_port(),
                                        std::map<std::string, std::string>{{"race.example.", zone}});
   ASSERT_FALSE(HasFailure());
   start_with_upstream("dns:\n  max_qps: 0\n  threads: 2\n");  // as fast as it goes

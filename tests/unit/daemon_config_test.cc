@@ -10,6 +10,7 @@
 
 #include "daemon/bypass_check.h"
 #include "daemon/target_resolver.h"
+#include "support/test_dir.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -263,23 +264,22 @@ TEST(DaemonConfigTest, ValidationCatchesWhatNeedsSeveralKeys) {
 class TargetResolverTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/sebpf-resolver-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    std::filesystem::create_directories(root_ + "/cg/a/b");
-    std::filesystem::create_directories(root_ + "/proc/42");
-    std::filesystem::create_directories(root_ + "/proc/43");
-    std::filesystem::create_directories(root_ + "/proc/44");
-    std::ofstream(root_ + "/proc/42/cgroup") << "12:cpu:/ignored\n0::/a/b\n";
-    std::ofstream(root_ + "/proc/43/cgroup") << "0::/a/gone (deleted)\n";
-    std::ofstream(root_ + "/proc/44/cgroup") << "3:memory:/only-v1\n";
+    ASSERT_TRUE(dir_.made());
+    std::filesystem::create_directories(root() + "/cg/a/b");
+    std::filesystem::create_directories(root() + "/proc/42");
+    std::filesystem::create_directories(root() + "/proc/43");
+    std::filesystem::create_directories(root() + "/proc/44");
+    std::ofstream(root() + "/proc/42/cgroup") << "12:cpu:/ignored\n0::/a/b\n";
+    std::ofstream(root() + "/proc/43/cgroup") << "0::/a/gone (deleted)\n";
+    std::ofstream(root() + "/proc/44/cgroup") << "3:memory:/only-v1\n";
   }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-  std::string root_;
+  const std::string& root() const { return dir_.path(); }
+
+  testing::TestDir dir_{"sebpf-resolver"};
 };
 
 TEST_F(TargetResolverTest, CgroupPathsAreMadeCanonicalAndKeptInsideTheMount) {
-  const std::string mount = root_ + "/cg";
+  const std::string mount = root() + "/cg";
   EXPECT_EQ(*resolve_cgroup_path(mount + "/a/b", mount), mount + "/a/b");
   EXPECT_EQ(*resolve_cgroup_path("a/b/", mount), mount + "/a/b");
   EXPECT_EQ(*resolve_cgroup_path(mount + "/a/./b/../b", mount), mount + "/a/b");
@@ -292,8 +292,8 @@ TEST_F(TargetResolverTest, CgroupPathsAreMadeCanonicalAndKeptInsideTheMount) {
 }
 
 TEST_F(TargetResolverTest, APidsCgroupComesFromItsV2Line) {
-  const std::string mount = root_ + "/cg";
-  const std::string proc = root_ + "/proc";
+  const std::string mount = root() + "/cg";
+  const std::string proc = root() + "/proc";
   EXPECT_EQ(*cgroup_path_of_pid(42, mount, proc), mount + "/a/b");
   EXPECT_EQ(cgroup_path_of_pid(43, mount, proc).error().code(), Errc::kNotFound);
   EXPECT_EQ(cgroup_path_of_pid(44, mount, proc).error().code(), Errc::kFailedPrecondition);
@@ -324,8 +324,8 @@ TEST(DaemonCgroupTest, ACgroupHoldingTheDaemonIsRefusedItsNeighboursAreNot) {
 // CAP_NET_RAW is bit 13 of the bounding set (0x2000), CAP_NET_ADMIN bit 12
 // (0x1000).
 TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNamedOthersAreNot) {
-  const std::string cgroup = root_ + "/cg/a";
-  const std::string proc = root_ + "/proc";
+  const std::string cgroup = root() + "/cg/a";
+  const std::string proc = root() + "/proc";
   const auto status = [&](const std::string& pid, const std::string& bounding) {
     std::filesystem::create_directories(proc + "/" + pid);
     std::ofstream(proc + "/" + pid + "/status")
@@ -354,8 +354,8 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
 // The packet socket filter holds CAP_NET_RAW inside the namespace it was
 // put in at attach time; a process elsewhere is still named.
 TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace) {
-  const std::string cgroup = root_ + "/cg/a";
-  const std::string proc = root_ + "/proc";
+  const std::string cgroup = root() + "/cg/a";
+  const std::string proc = root() + "/proc";
   for (const std::string pid : {"101", "102"}) {
     std::filesystem::create_directories(proc + "/" + pid + "/ns");
     std::ofstream(proc + "/" + pid + "/status") << "CapBnd:\t00000000a80425fb\n";  // Docker's

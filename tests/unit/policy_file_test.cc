@@ -11,6 +11,7 @@
 
 #include "common/text_file.h"
 #include "policy/domain_name.h"
+#include "support/test_dir.h"
 
 namespace sebpf::policy {
 namespace {
@@ -142,9 +143,9 @@ TEST(PolicyFileTest, NestingTooDeepIsRefusedSayingSo) {
 // What is not a regular file (a FIFO would wait for a writer; /dev/zero
 // never ends), or is larger than any policy, is refused before it is read.
 TEST(PolicyFileTest, WhatIsNotARegularFileOrTooLargeIsRefusedUnread) {
-  char tmpl[] = "/tmp/sebpf-policy-file-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  const testing::TestDir test_dir("sebpf-policy-file");
+  ASSERT_TRUE(test_dir.made());
+  const std::string& dir = test_dir.path();
   const std::string fifo = dir + "/fifo";
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
   const std::string large = dir + "/large.yaml";
@@ -160,7 +161,6 @@ TEST(PolicyFileTest, WhatIsNotARegularFileOrTooLargeIsRefusedUnread) {
   auto file = load_policy_file(large);
   ASSERT_FALSE(file.ok());
   EXPECT_EQ(file.error().message(), "policy file " + large + " is larger than 64 MiB");
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

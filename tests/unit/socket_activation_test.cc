@@ -10,12 +10,12 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "support/process.h"
 #include "support/sockets.h"
+#include "support/test_dir.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -81,9 +81,9 @@ TEST(SocketActivationTest, EachPassedSocketGoesWhereItsNameAndKindSay) {
 // bound in its place, which the store kept: the one a connect() to the
 // path reaches is served, wherever it comes in the order.
 TEST(SocketActivationTest, OfTwoApiSocketsTheOneWhoseFileIsAtThePathIsServed) {
-  char tmpl[] = "/tmp/sebpf-activation-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string path = std::string(tmpl) + "/api.sock";
+  const testing::TestDir dir("sebpf-activation");
+  ASSERT_TRUE(dir.made());
+  const std::string path = dir.path() + "/api.sock";
   const int rc =
       testing::Child([&] {
         UniqueFd stale = testing::unix_listener(path);
@@ -110,7 +110,6 @@ TEST(SocketActivationTest, OfTwoApiSocketsTheOneWhoseFileIsAtThePathIsServed) {
         if (taken.names_to_check != std::vector<std::string>{"superebpfd.socket"}) return 23;
         return 0;
       }).wait();
-  std::filesystem::remove_all(tmpl);
   EXPECT_EQ(rc, 0) << "see the return codes in the child";
 }
 

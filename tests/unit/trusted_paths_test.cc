@@ -11,6 +11,8 @@
 #include <fstream>
 #include <string>
 
+#include "support/test_dir.h"
+
 namespace sebpf::daemon {
 namespace {
 
@@ -20,22 +22,17 @@ constexpr uid_t kNobody = 65534;
 
 class TrustedPathsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/sebpf-trusted-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  void SetUp() override { ASSERT_TRUE(dir_.made()); }
 
   std::string make_dir(const std::string& name, mode_t mode) const {
-    const std::string path = dir_ + "/" + name;
+    const std::string path = dir() + "/" + name;
     fs::create_directories(path);
     EXPECT_EQ(chmod(path.c_str(), mode), 0);
     return path;
   }
 
   std::string make_file(const std::string& name, mode_t mode) const {
-    const std::string path = dir_ + "/" + name;
+    const std::string path = dir() + "/" + name;
     std::ofstream(path) << "{}\n";
     EXPECT_EQ(chmod(path.c_str(), mode), 0);
     return path;
@@ -47,12 +44,14 @@ class TrustedPathsTest : public ::testing::Test {
     return status.ok() ? "" : status.error().message();
   }
 
-  std::string dir_;
+  const std::string& dir() const { return dir_.path(); }
+
+  testing::TestDir dir_{"sebpf-trusted"};
 };
 
 TEST_F(TrustedPathsTest, APrivateDirectoryAndWhatIsNotMadeYetUnderItAreTrusted) {
-  EXPECT_EQ(refusal(dir_), "");
-  EXPECT_EQ(refusal(dir_ + "/not/made/yet"), "");
+  EXPECT_EQ(refusal(dir()), "");
+  EXPECT_EQ(refusal(dir() + "/not/made/yet"), "");
   EXPECT_EQ(refusal(make_dir("a/b", 0755)), "");
   EXPECT_EQ(refusal(make_file("policy.yaml", 0644)), "");
 }
@@ -110,25 +109,25 @@ TEST_F(TrustedPathsTest, WhatAnotherUserOwnsIsRefused) {
 TEST_F(TrustedPathsTest, ALinkIsFollowedAndWhatItPointsToChecked) {
   const std::string open = make_dir("open", 0777);
   const std::string good = make_dir("good", 0755);
-  fs::create_directory_symlink(open, dir_ + "/to-open");
-  fs::create_directory_symlink(good, dir_ + "/to-good");
-  EXPECT_NE(refusal(dir_ + "/to-open").find(open + " is writable by every user"),
+  fs::create_directory_symlink(open, dir() + "/to-open");
+  fs::create_directory_symlink(good, dir() + "/to-good");
+  EXPECT_NE(refusal(dir() + "/to-open").find(open + " is writable by every user"),
             std::string::npos);
-  EXPECT_NE(refusal(dir_ + "/to-open/state"), "") << "a directory above, not sticky";
-  EXPECT_EQ(refusal(dir_ + "/to-good/state"), "");
+  EXPECT_NE(refusal(dir() + "/to-open/state"), "") << "a directory above, not sticky";
+  EXPECT_EQ(refusal(dir() + "/to-good/state"), "");
   // ".." after a link leaves the link's target, as the kernel resolves it.
   const std::string inner = make_dir("good/inner", 0755);
-  fs::create_directory_symlink(inner, dir_ + "/to-inner");
-  EXPECT_NE(refusal(dir_ + "/to-inner/../../open/state"), "") << "the target's parent's sibling";
-  EXPECT_EQ(refusal(dir_ + "/to-inner/../inner/state"), "");
+  fs::create_directory_symlink(inner, dir() + "/to-inner");
+  EXPECT_NE(refusal(dir() + "/to-inner/../../open/state"), "") << "the target's parent's sibling";
+  EXPECT_EQ(refusal(dir() + "/to-inner/../inner/state"), "");
   // A link to what is not made yet: its target's path is checked all the
   // same, so that no one else can make it first.
-  fs::create_directory_symlink(open + "/later", dir_ + "/to-later");
-  EXPECT_NE(refusal(dir_ + "/to-later/state"), "");
-  fs::create_directory_symlink("good/later", dir_ + "/relative");
-  EXPECT_EQ(refusal(dir_ + "/relative/state"), "") << "relative to the link's directory";
-  fs::create_directory_symlink(dir_ + "/loop", dir_ + "/loop");
-  EXPECT_NE(refusal(dir_ + "/loop/state").find("follow"), std::string::npos);
+  fs::create_directory_symlink(open + "/later", dir() + "/to-later");
+  EXPECT_NE(refusal(dir() + "/to-later/state"), "");
+  fs::create_directory_symlink("good/later", dir() + "/relative");
+  EXPECT_EQ(refusal(dir() + "/relative/state"), "") << "relative to the link's directory";
+  fs::create_directory_symlink(dir() + "/loop", dir() + "/loop");
+  EXPECT_NE(refusal(dir() + "/loop/state").find("follow"), std::string::npos);
 }
 
 TEST_F(TrustedPathsTest, ARelativePathIsRefused) {

@@ -12,6 +12,7 @@
 
 #include "common/unique_fd.h"
 #include "support/sockets.h"
+#include "support/test_dir.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -21,12 +22,9 @@ using testing::unix_listener;
 class UnixSocketFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/sebpf-socket-file-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ + "/api.sock";
+    ASSERT_TRUE(dir_.made());
+    path_ = dir_.path() + "/api.sock";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // "yes", "no", or the error.
   std::string owns(const UniqueFd& fd) const {
@@ -34,7 +32,7 @@ class UnixSocketFileTest : public ::testing::Test {
     return !answer.ok() ? answer.error().message() : *answer ? "yes" : "no";
   }
 
-  std::string dir_;
+  testing::TestDir dir_{"sebpf-socket-file"};
   std::string path_;
 };
 
