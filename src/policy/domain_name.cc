@@ -44,7 +44,12 @@ Result<std::string> normalize_domain(std::string_view text) {
     if (label.empty()) return invalid(text, "it has an empty label (\"..\" or a leading dot)");
     if (label.size() > 63) return invalid(text, "a label is longer than 63 characters");
     if (!std::all_of(label.begin(), label.end(), label_char)) {
-      return invalid(text, "labels may hold only letters, digits, '-' and '_'");
+      // DNS carries an internationalized name only in its ASCII form.
+      const bool ascii = std::all_of(label.begin(), label.end(),
+                                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+      return invalid(text, ascii ? "labels may hold only letters, digits, '-' and '_'"
+                                 : "it is not ASCII; write an internationalized name in its "
+                                   "\"xn--\" form (IDNA), as DNS carries it");
     }
     if (label.front() == '-' || label.back() == '-') {
       return invalid(text, "a label starts or ends with '-'");
