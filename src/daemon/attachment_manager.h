@@ -2,8 +2,12 @@
 // records, applies policies, keeps the state file in step, and reconciles
 // the two at start-up so a restart keeps ids, policies and enforcement.
 //
-// Defined over two files: attachment_manager.cc (attachments, policies,
-// targets, state) and attachment_learning.cc (what DNS answers teach).
+// Defined over a file per job: attachment_manager.cc (attach, adopt at a
+// start, detach, sweep, stop, the state file), attachment_policy_changes.cc,
+// attachment_learning.cc (what DNS answers teach),
+// attachment_dns_endpoints.cc, attachment_targets.cc (targets that come,
+// go or become unsafe) and attachment_repair.cc (putting back what another
+// program removed).
 //
 // Thread-safe: every public method takes one lock (the datapath is not
 // thread-safe, and each call is short).

@@ -1,0 +1,149 @@
+// AttachmentManager and its targets' lives: an interface added, renamed,
+// moved or deleted, a cgroup removed (the attachment ended, and why kept),
+// and targets that became unsafe to enforce on (an uplink, the daemon's
+// own cgroup), reported.
+
+#include <net/if.h>
+#include <unistd.h>
+
+#include "daemon/attachment_kernel_state.h"
+#include "daemon/attachment_manager.h"
+#include "daemon/target_resolver.h"
+#include "daemon/uplink_check.h"
+
+namespace sebpf::daemon {
+
+using datapath::TargetKind;
+
+void AttachmentManager::drop_locked(size_t index, const std::string& reason) {
+  const AttachmentRecord record = state_.records[index];
+  state_.records.erase(state_.records.begin() + static_cast<std::ptrdiff_t>(index));
+  state_.note_ended(record, reason);
+  auto saved = save_locked();
+  auto status = dp_->detach(record.key);
+  forget_locked(record);
+  log_.info("target_removed", {{"id", record.id()},
+                               {"target", record.target},
+                               {"reason", reason},
+                               {"state", saved.ok() ? "saved" : saved.error().message()},
+                               {"kernel", status.ok() ? "detached" : status.error().message()}});
+}
+
+void AttachmentManager::on_interface_added(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  for (AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kInterface || r.key.id != ifindex) continue;
+    const bool renamed = follow_interface_name_locked(r);
+    if (follow_dns_device_locked(r) || renamed) save_or_log_locked();
+    break;
+  }
+  if (!dp_->guards_own_namespace()) return;
+  if (auto guarded = dp_->guard_packet_sockets_on(ifindex); !guarded.ok()) {
+    log_.error("packet_socket_guard_failed",
+               {{"ifindex", std::to_string(ifindex)}, {"error", guarded.error().message()}});
+  }
+}
+
+bool AttachmentManager::follow_interface_name_locked(AttachmentRecord& record) {
+  char name[IF_NAMESIZE];
+  if (record.kind != TargetKind::kInterface ||
+      if_indextoname(static_cast<unsigned>(record.key.id), name) == nullptr ||
+      record.target == name) {
+    return false;
+  }
+  log_.info("attachment_target_renamed",
+            {{"id", record.id()}, {"from", record.target}, {"to", name}});
+  record.target = name;
+  return true;
+}
+
+void AttachmentManager::on_interface_removed(uint32_t ifindex, bool moved_away) {
+  std::lock_guard lock(mu_);
+  dp_->forget_interface(ifindex);
+  for (size_t i = 0; i < state_.records.size(); ++i) {
+    const AttachmentRecord& r = state_.records[i];
+    if (r.kind != TargetKind::kInterface || r.key.id != ifindex || !kernel_target_gone(r)) {
+      continue;
+    }
+    if (!moved_away) {
+      drop_locked(i, "interface deleted");
+      return;
+    }
+    // Unlike a deletion, the device still carries its guest's traffic.
+    const std::string id = r.id();
+    const std::string target = r.target;
+    drop_locked(i, "interface moved to another network namespace");
+    log_.warning("moved_interface_not_enforced",
+                 {{"id", id},
+                  {"target", target},
+                  {"detail",
+                   "the kernel takes TC filters off a device it moves, and the daemon "
+                   "attaches interfaces of its own network namespace only: no policy is "
+                   "enforced on this device until it is moved back and attached again"}});
+    return;
+  }
+}
+
+void AttachmentManager::on_cgroup_removed(const std::string& path) {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < state_.records.size(); ++i) {
+    const AttachmentRecord& r = state_.records[i];
+    if (r.kind == TargetKind::kCgroup && r.target == path && kernel_target_gone(r)) {
+      drop_locked(i, "cgroup removed");
+      return;
+    }
+  }
+}
+
+void AttachmentManager::check_all_targets() {
+  std::lock_guard lock(mu_);
+  for (size_t i = state_.records.size(); i-- > 0;) {
+    const AttachmentRecord& r = state_.records[i];
+    if (kernel_target_gone(r)) {
+      drop_locked(i, r.kind == TargetKind::kCgroup ? "cgroup removed" : "interface deleted");
+    }
+  }
+}
+
+void AttachmentManager::log_unsafe_target(const AttachmentRecord& r, const Error& why) {
+  log_.error("attachment_target_unsafe",
+             {{"id", r.id()}, {"target", r.target}, {"detail", why.message()}});
+}
+
+void AttachmentManager::on_default_route(uint32_t ifindex) {
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind == TargetKind::kInterface && r.key.id == ifindex) {
+      log_unsafe_target(r, uplink_error(r.target));
+    }
+  }
+}
+
+void AttachmentManager::report_unsafe_targets(const std::string& cgroup_mount) {
+  report_uplinks();
+  report_daemon_cgroup(cgroup_mount);
+}
+
+void AttachmentManager::report_uplinks() {
+  std::lock_guard lock(mu_);
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kInterface) continue;
+    if (Status unsafe = refuse_uplink(r.target); !unsafe.ok()) log_unsafe_target(r, unsafe.error());
+  }
+}
+
+void AttachmentManager::report_daemon_cgroup(const std::string& cgroup_mount) {
+  const auto own = cgroup_path_of_pid(getpid(), cgroup_mount);
+  if (!own.ok()) return;
+  std::lock_guard lock(mu_);
+  if (own_cgroup_seen_ == *own) return;
+  own_cgroup_seen_ = *own;
+  for (const AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kCgroup) continue;
+    if (Status unsafe = refuse_daemon_cgroup(r.target, *own, "target"); !unsafe.ok()) {
+      log_unsafe_target(r, unsafe.error());
+    }
+  }
+}
+
+}  // namespace sebpf::daemon
