@@ -133,6 +133,15 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help or the mistake
+    // CLI11 takes a value that begins with '-' for an option it does not
+    // know, then says only that the value is missing ("DOMAIN is required").
+    for (const std::string& arg : app.remaining()) {
+      if (arg.size() > 1 && arg[0] == '-') {
+        std::cerr << "superebpfctl: \"" << arg << "\" is not an option; put \"--\" before a "
+                  << "value that begins with '-'\n";
+        break;
+      }
+    }
     return code == 0 ? kExitOk : kExitUsage;
   }
   if (!app.remaining().empty()) {

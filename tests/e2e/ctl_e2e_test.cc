@@ -184,6 +184,8 @@ TEST_F(CtlE2eTest, ExitStatusesTellFailuresApart) {
       {{"attach", "--cgroup", cgroup_->path()}, 7, id},
       {{"allow-cidr", id, "198.51.100.1/24"}, 6, "did you mean \"198.51.100.0/24\""},
       {{"allow-domain", id, "bad..name"}, 6, "rule.domain"},
+      {{"allow-domain", id, "-bad.example"}, 2, "put \"--\" before a value"},
+      {{"allow-domain", id, "--", "-bad.example"}, 6, "starts or ends with '-'"},
       {{"attach", "--interface", "sebpf-none0"}, 5, "sebpf-none0"},
       {{"mode", id, "strict"}, 2, "one of disabled, allowlist"},
       {{"allow-cidr", id, "198.51.100.7", "--ttl", "5 minutes"}, 2, "--ttl"},
