@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help or the mistake
+    if (code == 0) return kExitOk;
     // CLI11 takes a value that begins with '-' for an option it does not
     // know, then says only that the value is missing ("DOMAIN is required").
     for (const std::string& arg : app.remaining()) {
@@ -142,7 +143,7 @@ int main(int argc, char** argv) {
         break;
       }
     }
-    return code == 0 ? kExitOk : kExitUsage;
+    return kExitUsage;
   }
   if (!app.remaining().empty()) {
     std::string extra;
