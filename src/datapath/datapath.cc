@@ -2,7 +2,6 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include "datapath/attachment_table.h"
 #include "datapath/bpf_map_util.h"
 #include "datapath/cgroup_hooks.h"
+#include "datapath/datapath_impl.h"
 #include "datapath/features.h"
 #include "datapath/flow_tables.h"
 #include "datapath/libbpf_log.h"
@@ -32,22 +32,10 @@
 #include "datapath/rule_store.h"
 #include "datapath/system.h"
 #include "datapath/tc_hooks.h"
-#include "sebpf_datapath.skel.h"
 
 namespace sebpf::datapath {
 namespace fs = std::filesystem;
 namespace {
-
-struct SkeletonDeleter {
-  void operator()(sebpf_datapath* skel) const { sebpf_datapath__destroy(skel); }
-};
-using Skeleton = std::unique_ptr<sebpf_datapath, SkeletonDeleter>;
-
-constexpr const char* kMetaMapName = "sebpf_meta";
-
-std::string maps_dir(const Config& c) { return c.pin_dir + "/maps"; }
-std::string programs_dir(const Config& c) { return c.pin_dir + "/progs"; }
-std::string links_dir(const Config& c) { return c.pin_dir.empty() ? "" : c.pin_dir + "/links"; }
 
 Status validate(const Config& c) {
   auto positive = [](uint32_t v, const char* name) -> Status {
@@ -72,37 +60,6 @@ Status validate(const Config& c) {
     return Error(Errc::kInvalidArgument, "pin_dir \"" + c.pin_dir + "\" must be absolute");
   }
   return ok_status();
-}
-
-// The inode of this process's network namespace (0 if unknown).
-uint64_t own_netns_ino() {
-  struct stat st {};
-  return stat("/proc/self/ns/net", &st) == 0 ? st.st_ino : 0;
-}
-
-// Reads the meta record of pinned state and refuses state this build cannot
-// read safely, or that another network namespace made.
-Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
-  const uint32_t zero = 0;
-  sebpf_meta meta{};
-  if (bpf_map_lookup_elem(fd, &zero, &meta) != 0) return Error::from_errno(errno, "read " + path);
-  if (meta.abi_version != SEBPF_ABI_VERSION) {
-    return Error(Errc::kFailedPrecondition,
-                 "pinned state in " + path + " has ABI version " +
-                     std::to_string(meta.abi_version) + ", this build uses " +
-                     std::to_string(SEBPF_ABI_VERSION) +
-                     "; detach with the version that wrote it, or remove the pin directory "
-                     "(which ends enforcement)");
-  }
-  if (meta.netns_ino != own_netns_ino()) {
-    return Error(Errc::kFailedPrecondition,
-                 "pinned state in " + path + " was made in network namespace " +
-                     std::to_string(meta.netns_ino) + " and this process is in " +
-                     std::to_string(own_netns_ino()) +
-                     ": its interface attachments are named by ifindex, which means something "
-                     "only there. Adopt it from that namespace (or use another pin directory)");
-  }
-  return meta;
 }
 
 // What identifies the programs this process would load: the object built
@@ -131,95 +88,19 @@ constexpr bool kLearnedTableSupported = true;
 constexpr bool kLearnedTableSupported = false;
 #endif
 
-// Buckets for twice max_host_rules hosts, a power of two (1, unused,
-// without the table: an array map cannot be empty).
+}  // namespace
+
+uint64_t own_netns_ino() {
+  struct stat st {};
+  return stat("/proc/self/ns/net", &st) == 0 ? st.st_ino : 0;
+}
+
 uint32_t learned_buckets(const Config& config) {
   if (!kLearnedTableSupported) return 1;
   const uint64_t slots = 2ULL * config.max_host_rules;
   return static_cast<uint32_t>(
       std::bit_ceil(std::max<uint64_t>(1, (slots + SEBPF_LEARNED_WAYS - 1) / SEBPF_LEARNED_WAYS)));
 }
-
-// The learned-host map, mapped into this process for as long as it lives.
-class MappedBuckets {
- public:
-  MappedBuckets() = default;
-  MappedBuckets(const MappedBuckets&) = delete;
-  MappedBuckets& operator=(const MappedBuckets&) = delete;
-  ~MappedBuckets() {
-    if (!buckets_.empty()) munmap(buckets_.data(), buckets_.size_bytes());
-  }
-  Status map(int fd, uint32_t count) {
-    void* at = mmap(nullptr, count * sizeof(sebpf_learned_bucket), PROT_READ | PROT_WRITE,
-                    MAP_SHARED, fd, 0);
-    if (at == MAP_FAILED) return Error::from_errno(errno, "mmap the learned-host table");
-    buckets_ = {static_cast<sebpf_learned_bucket*>(at), count};
-    return ok_status();
-  }
-  std::span<sebpf_learned_bucket> buckets() const { return buckets_; }
-
- private:
-  std::span<sebpf_learned_bucket> buckets_;
-};
-
-}  // namespace
-
-struct Datapath::Impl {
-  Config config;
-  Skeleton skel;
-  bool adopted = false;
-  bool netns_isolated_flows = false;
-  std::vector<std::string> notes;
-  std::unique_ptr<AttachmentTable> table;
-  MappedBuckets learned_memory;
-  std::unique_ptr<LearnedTable> learned;  // null: learned hosts in the host maps
-  std::unique_ptr<RuleStore> rules;
-  std::unique_ptr<FlowTables> flow_tables;
-  std::unique_ptr<CgroupHooks> cgroup_hooks;
-  // Declared before the hooks that hold a reference to it.
-  std::unique_ptr<ProgramOwnership> tc_owners;
-  std::unique_ptr<TcHooks> tc_hooks;
-  std::unique_ptr<PacketSocketGuard> packet_socket_guard;
-  bool guarded_own_netns = false;
-  std::optional<RcuBarrier> barrier;
-  // Programs of this build and settings that an earlier process loaded
-  // and pinned, by name: used instead of loading (and verifying) them
-  // again. Empty when this process loaded its own.
-  std::map<std::string, UniqueFd> reused_programs;
-  std::string build_id;  // program_build_id()
-
-  int program_fd(const bpf_program* prog) const {
-    return reused_programs.empty() ? bpf_program__fd(prog)
-                                   : reused_programs.at(bpf_program__name(prog)).get();
-  }
-  Status load();
-  // Reuses the programs pinned under build_id, if every one is there and
-  // every map was adopted (programs reference the maps they were loaded
-  // with). Otherwise nothing changes: this process loads its own.
-  void reuse_pinned_programs(bool all_maps_adopted);
-  // Pins this process's programs under build_id: a later start reuses
-  // them. A failure is noted, not fatal (that start loads its own).
-  void pin_programs();
-  // Unpins the programs of other build ids: called once no link or filter
-  // of ours runs them (the kernel frees each with its last user).
-  void unpin_other_builds_programs();
-  // Returns whether every map was adopted (none made anew for this build).
-  Result<bool> reuse_pinned_maps();
-  Status pin_maps();
-  // Every map we pin, the meta map last: a pinned meta map marks complete
-  // pinned state.
-  std::vector<bpf_map*> maps_in_pin_order() const;
-  Status adopt_attachments();
-  void unpin_retired_maps();
-  // unhook=false leaves the target alone: an ifindex that now names
-  // another interface.
-  Status remove_attachment(const AttachmentRecord& record, bool unhook = true);
-  // A slot with its counters zeroed and empty connection-tracking tables.
-  Result<uint32_t> take_slot();
-  Result<Attachment> finish_attach(const AttachmentKey& key, sebpf_attachment value,
-                                   const AttachOptions& options,
-                                   const std::function<Status()>& hook_up);
-};
 
 Datapath::Datapath(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -358,191 +239,6 @@ Status Datapath::Impl::load() {
   return ok_status();
 }
 
-void Datapath::Impl::reuse_pinned_programs(bool all_maps_adopted) {
-  if (config.pin_dir.empty() || !all_maps_adopted) return;
-  const std::string dir = programs_dir(config) + "/" + build_id;
-  std::map<std::string, UniqueFd> found;
-  bpf_program* prog = nullptr;
-  bpf_object__for_each_program(prog, skel->obj) {
-    UniqueFd fd(bpf_obj_get((dir + "/" + bpf_program__name(prog)).c_str()));
-    if (!fd) return;  // none or not all: this process loads its own
-    found.emplace(bpf_program__name(prog), std::move(fd));
-  }
-  bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
-  reused_programs = std::move(found);
-}
-
-void Datapath::Impl::pin_programs() {
-  // Pinned complete or not at all: a start reuses only a complete set.
-  const std::string dir = programs_dir(config) + "/" + build_id;
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  fs::create_directories(dir, ec);
-  bpf_program* prog = nullptr;
-  bpf_object__for_each_program(prog, skel->obj) {
-    const std::string path = dir + "/" + bpf_program__name(prog);
-    if (ec || bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) {
-      notes.push_back("programs not pinned (the next start loads them anew): " + path + ": " +
-                      (ec ? ec.message() : errno_text(errno)));
-      fs::remove_all(dir, ec);
-      return;
-    }
-  }
-}
-
-void Datapath::Impl::unpin_other_builds_programs() {
-  std::error_code ec;
-  std::vector<fs::path> others;
-  for (const auto& entry : fs::directory_iterator(programs_dir(config), ec)) {
-    if (entry.path().filename() != build_id) others.push_back(entry.path());
-  }
-  for (const fs::path& other : others) {
-    // The kernel frees them once no link or filter holds them.
-    fs::remove_all(other, ec);
-    notes.push_back(
-        "programs of build " + other.filename().string() +
-        (ec ? " left pinned: " + ec.message() : " unpinned: nothing runs them any more"));
-  }
-}
-
-Result<bool> Datapath::Impl::reuse_pinned_maps() {
-  // Meta first: nothing else is trusted before its ABI version is.
-  const std::string meta_path = maps_dir(config) + "/" + kMetaMapName;
-  UniqueFd meta_fd(bpf_obj_get(meta_path.c_str()));
-  if (!meta_fd) return Error::from_errno(errno, "open pinned " + meta_path);
-  SEBPF_ASSIGN_OR_RETURN(sebpf_meta meta, read_pinned_meta(meta_fd.get(), meta_path));
-  config.max_attachments = meta.max_attachments;
-  config.max_host_rules = meta.max_host_rules;
-  config.max_prefix_rules = meta.max_prefix_rules;
-  config.max_flows_per_attachment = meta.max_flows_per_attachment;
-
-  bool all_adopted = true;
-  bpf_map* map = nullptr;
-  bpf_object__for_each_map(map, skel->obj) {
-    if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
-    const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
-    UniqueFd fd(bpf_obj_get(path.c_str()));
-    const bool newer_map = map == skel->maps.sebpf_dhcp_budget || map == skel->maps.sebpf_learned;
-    if (!fd && errno == ENOENT && newer_map) {
-      // State pinned before this map existed: it starts empty (every
-      // attachment's whole DHCP burst; no learned host in the table), and
-      // libbpf pins it when it is made.
-      bpf_map__set_max_entries(map, map == skel->maps.sebpf_learned ? learned_buckets(config)
-                                                                    : 2 * config.max_attachments);
-      if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
-        return Error::from_errno(err, "pin new map " + path);
-      }
-      all_adopted = false;
-      continue;
-    }
-    if (!fd) {
-      return Error(Errc::kFailedPrecondition,
-                   "pinned state in " + config.pin_dir + " is incomplete: " + path +
-                       " is missing. Remove the pin directory to start afresh (this ends "
-                       "enforcement of what is still attached)");
-    }
-    if (int err = bpf_map__reuse_fd(map, fd.get()); err != 0) {
-      return Error::from_errno(err, "reuse pinned map " + path);
-    }
-  }
-  return all_adopted;
-}
-
-std::vector<bpf_map*> Datapath::Impl::maps_in_pin_order() const {
-  bpf_map* map = nullptr;
-  bpf_map* meta = skel->maps.sebpf_meta;
-  std::vector<bpf_map*> order;
-  bpf_object__for_each_map(map, skel->obj) {
-    if (!bpf_map__is_internal(map) && map != meta) order.push_back(map);
-  }
-  order.push_back(meta);
-  return order;
-}
-
-Status Datapath::Impl::pin_maps() {
-  // State without the meta map is the leftover of an interrupted first
-  // start.
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(maps_dir(config), ec)) {
-    fs::remove(entry.path(), ec);
-  }
-  const std::vector<bpf_map*> order = maps_in_pin_order();
-  for (bpf_map* m : order) {
-    const std::string path = maps_dir(config) + "/" + bpf_map__name(m);
-    if (int err = bpf_map__pin(m, path.c_str()); err != 0) {
-      for (bpf_map* done : order) {
-        if (done == m) break;
-        bpf_map__unpin(done, nullptr);
-      }
-      return Error::from_errno(err, "pin map " + path);
-    }
-  }
-  return ok_status();
-}
-
-Status Datapath::Impl::adopt_attachments() {
-  SEBPF_RETURN_IF_ERROR(table->load_slots());
-  flow_tables->adopt();
-  SEBPF_ASSIGN_OR_RETURN(CgroupHooks::Adopted hooks, cgroup_hooks->adopt());
-  notes.insert(notes.end(), hooks.notes.begin(), hooks.notes.end());
-  std::set<uint64_t> live_cgroups(hooks.live.begin(), hooks.live.end());
-  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, table->all());
-  for (const AttachmentRecord& r : records) {
-    if (r.key.kind == TargetKind::kCgroup) {
-      if (live_cgroups.erase(r.key.id)) continue;
-      auto why = hooks.dropped.find(r.key.id);
-      notes.push_back(to_string(r.key) + " removed: " +
-                      (why != hooks.dropped.end() ? why->second : "it has no links"));
-      SEBPF_RETURN_IF_ERROR(remove_attachment(r));
-      continue;
-    }
-    // Replacing our filters in place switches them to the new programs
-    // without a moment unfiltered. An ifindex reused by a new interface
-    // while no process held the state must not inherit the old policy.
-    const Attachment a = to_attachment(r);
-    const uint32_t ifindex = static_cast<uint32_t>(r.key.id);
-    if (std::string problem = tc_hooks->check_same_interface(ifindex); !problem.empty()) {
-      notes.push_back(to_string(r.key) + " removed: " + problem);
-      // Not our interface (any more): leave whatever filters it has alone.
-      SEBPF_RETURN_IF_ERROR(remove_attachment(r, /*unhook=*/false));
-      continue;
-    }
-    // Fail closed: if the switch fails, the filter already there keeps
-    // enforcing with the previous process's programs on the same maps.
-    if (Status s = tc_hooks->attach(ifindex, a.direction); !s.ok()) {
-      notes.push_back(to_string(r.key) + " kept on the previous programs: " + s.error().message());
-    }
-  }
-  // Links left without a record: a detach was interrupted.
-  for (uint64_t id : live_cgroups) {
-    notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
-    SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
-  }
-  unpin_retired_maps();
-  return ok_status();
-}
-
-// Maps an older build pinned that these programs do not use. Unpinned once
-// every attachment is on the new programs; the kernel frees each when the
-// last program that still holds it goes.
-void Datapath::Impl::unpin_retired_maps() {
-  static constexpr std::array kRetired = {
-      // The port 53 exchanges of all attachments, in one LRU (2026-12-04),
-      // before they moved into each attachment's own connection-tracking
-      // tables.
-      "sebpf_dns53",
-  };
-  for (const char* name : kRetired) {
-    const std::string path = maps_dir(config) + "/" + name;
-    std::error_code ec;
-    if (fs::remove(path, ec)) {
-      notes.push_back(std::string("map ") + name + " unpinned: no program uses it any more");
-    } else if (ec) {
-      notes.push_back("map " + path + " left pinned: " + ec.message());
-    }
-  }
-}
-
 // Hooks off first, then the record, then its rules: a packet never finds
 // programs attached and no policy (which would fail closed, but needlessly).
 Status Datapath::Impl::remove_attachment(const AttachmentRecord& record, bool unhook) {
@@ -654,46 +350,6 @@ Result<RestoredFilters> Datapath::restore_interface_filters(const AttachmentKey&
 
 bool Datapath::runs_our_tc_program(uint32_t program_id) const {
   return impl_->tc_owners->is_ours(program_id);
-}
-
-Datapath::PinDirs Datapath::pin_dirs() const {
-  const Config& c = impl_->config;
-  if (c.pin_dir.empty()) return {};
-  return {c.pin_dir, maps_dir(c), links_dir(c)};
-}
-
-std::string Datapath::cgroup_links_dir(uint64_t cgroup_id) const {
-  return impl_->cgroup_hooks->dir_for(cgroup_id);
-}
-
-Result<std::vector<std::string>> Datapath::restore_map_pins() {
-  std::vector<std::string> restored;
-  const Config& c = impl_->config;
-  if (c.pin_dir.empty()) return restored;
-  // Mounts the bpffs again if it went (under /sys/fs/bpf), as a start does.
-  SEBPF_RETURN_IF_ERROR(ensure_bpffs_dir(c.pin_dir));
-  std::error_code ec;
-  fs::create_directories(maps_dir(c), ec);
-  if (ec) return Error::from_errno(ec.value(), "create " + maps_dir(c));
-  for (bpf_map* m : impl_->maps_in_pin_order()) {
-    const std::string path = maps_dir(c) + "/" + bpf_map__name(m);
-    if (fs::exists(path, ec)) continue;
-    if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0) {
-      return Error::from_errno(errno, "pin map " + path + " again");
-    }
-    restored.push_back(bpf_map__name(m));
-  }
-  return restored;
-}
-
-Result<std::vector<std::string>> Datapath::restore_cgroup_links(const AttachmentKey& key,
-                                                                const std::string& path) {
-  if (key.kind != TargetKind::kCgroup || !impl_->cgroup_hooks->links_missing(key.id)) {
-    return std::vector<std::string>();
-  }
-  auto cgroup = open_cgroup(path);
-  if (!cgroup.ok() || cgroup->id != key.id) return std::vector<std::string>();
-  return impl_->cgroup_hooks->restore(key.id, cgroup->fd.get());
 }
 
 Result<Attachment> Datapath::attachment(const AttachmentKey& key) const {

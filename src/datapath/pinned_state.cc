@@ -1,0 +1,274 @@
+// What a start finds in the pin directory and what it pins there: the
+// maps (adopted, or made and pinned), the programs of this build (reused
+// without loading them again, or pinned for the next start), the
+// attachments the maps record (switched to this build's programs), and
+// pins another program removed while the daemon runs, put back.
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include <array>
+#include <filesystem>
+#include <set>
+#include <system_error>
+
+#include "datapath/datapath_impl.h"
+#include "datapath/system.h"
+
+namespace sebpf::datapath {
+namespace fs = std::filesystem;
+namespace {
+
+// Reads the meta record of pinned state and refuses state this build cannot
+// read safely, or that another network namespace made.
+Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
+  const uint32_t zero = 0;
+  sebpf_meta meta{};
+  if (bpf_map_lookup_elem(fd, &zero, &meta) != 0) return Error::from_errno(errno, "read " + path);
+  if (meta.abi_version != SEBPF_ABI_VERSION) {
+    return Error(Errc::kFailedPrecondition,
+                 "pinned state in " + path + " has ABI version " +
+                     std::to_string(meta.abi_version) + ", this build uses " +
+                     std::to_string(SEBPF_ABI_VERSION) +
+                     "; detach with the version that wrote it, or remove the pin directory "
+                     "(which ends enforcement)");
+  }
+  if (meta.netns_ino != own_netns_ino()) {
+    return Error(Errc::kFailedPrecondition,
+                 "pinned state in " + path + " was made in network namespace " +
+                     std::to_string(meta.netns_ino) + " and this process is in " +
+                     std::to_string(own_netns_ino()) +
+                     ": its interface attachments are named by ifindex, which means something "
+                     "only there. Adopt it from that namespace (or use another pin directory)");
+  }
+  return meta;
+}
+
+}  // namespace
+
+void Datapath::Impl::reuse_pinned_programs(bool all_maps_adopted) {
+  if (config.pin_dir.empty() || !all_maps_adopted) return;
+  const std::string dir = programs_dir(config) + "/" + build_id;
+  std::map<std::string, UniqueFd> found;
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel->obj) {
+    UniqueFd fd(bpf_obj_get((dir + "/" + bpf_program__name(prog)).c_str()));
+    if (!fd) return;  // none or not all: this process loads its own
+    found.emplace(bpf_program__name(prog), std::move(fd));
+  }
+  bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);
+  reused_programs = std::move(found);
+}
+
+void Datapath::Impl::pin_programs() {
+  // Pinned complete or not at all: a start reuses only a complete set.
+  const std::string dir = programs_dir(config) + "/" + build_id;
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  fs::create_directories(dir, ec);
+  bpf_program* prog = nullptr;
+  bpf_object__for_each_program(prog, skel->obj) {
+    const std::string path = dir + "/" + bpf_program__name(prog);
+    if (ec || bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) {
+      notes.push_back("programs not pinned (the next start loads them anew): " + path + ": " +
+                      (ec ? ec.message() : errno_text(errno)));
+      fs::remove_all(dir, ec);
+      return;
+    }
+  }
+}
+
+void Datapath::Impl::unpin_other_builds_programs() {
+  std::error_code ec;
+  std::vector<fs::path> others;
+  for (const auto& entry : fs::directory_iterator(programs_dir(config), ec)) {
+    if (entry.path().filename() != build_id) others.push_back(entry.path());
+  }
+  for (const fs::path& other : others) {
+    // The kernel frees them once no link or filter holds them.
+    fs::remove_all(other, ec);
+    notes.push_back(
+        "programs of build " + other.filename().string() +
+        (ec ? " left pinned: " + ec.message() : " unpinned: nothing runs them any more"));
+  }
+}
+
+Result<bool> Datapath::Impl::reuse_pinned_maps() {
+  // Meta first: nothing else is trusted before its ABI version is.
+  const std::string meta_path = maps_dir(config) + "/" + kMetaMapName;
+  UniqueFd meta_fd(bpf_obj_get(meta_path.c_str()));
+  if (!meta_fd) return Error::from_errno(errno, "open pinned " + meta_path);
+  SEBPF_ASSIGN_OR_RETURN(sebpf_meta meta, read_pinned_meta(meta_fd.get(), meta_path));
+  config.max_attachments = meta.max_attachments;
+  config.max_host_rules = meta.max_host_rules;
+  config.max_prefix_rules = meta.max_prefix_rules;
+  config.max_flows_per_attachment = meta.max_flows_per_attachment;
+
+  bool all_adopted = true;
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel->obj) {
+    if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
+    const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
+    UniqueFd fd(bpf_obj_get(path.c_str()));
+    const bool newer_map = map == skel->maps.sebpf_dhcp_budget || map == skel->maps.sebpf_learned;
+    if (!fd && errno == ENOENT && newer_map) {
+      // State pinned before this map existed: it starts empty (every
+      // attachment's whole DHCP burst; no learned host in the table), and
+      // libbpf pins it when it is made.
+      bpf_map__set_max_entries(map, map == skel->maps.sebpf_learned ? learned_buckets(config)
+                                                                    : 2 * config.max_attachments);
+      if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
+        return Error::from_errno(err, "pin new map " + path);
+      }
+      all_adopted = false;
+      continue;
+    }
+    if (!fd) {
+      return Error(Errc::kFailedPrecondition,
+                   "pinned state in " + config.pin_dir + " is incomplete: " + path +
+                       " is missing. Remove the pin directory to start afresh (this ends "
+                       "enforcement of what is still attached)");
+    }
+    if (int err = bpf_map__reuse_fd(map, fd.get()); err != 0) {
+      return Error::from_errno(err, "reuse pinned map " + path);
+    }
+  }
+  return all_adopted;
+}
+
+std::vector<bpf_map*> Datapath::Impl::maps_in_pin_order() const {
+  bpf_map* map = nullptr;
+  bpf_map* meta = skel->maps.sebpf_meta;
+  std::vector<bpf_map*> order;
+  bpf_object__for_each_map(map, skel->obj) {
+    if (!bpf_map__is_internal(map) && map != meta) order.push_back(map);
+  }
+  order.push_back(meta);
+  return order;
+}
+
+Status Datapath::Impl::pin_maps() {
+  // State without the meta map is the leftover of an interrupted first
+  // start.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(maps_dir(config), ec)) {
+    fs::remove(entry.path(), ec);
+  }
+  const std::vector<bpf_map*> order = maps_in_pin_order();
+  for (bpf_map* m : order) {
+    const std::string path = maps_dir(config) + "/" + bpf_map__name(m);
+    if (int err = bpf_map__pin(m, path.c_str()); err != 0) {
+      for (bpf_map* done : order) {
+        if (done == m) break;
+        bpf_map__unpin(done, nullptr);
+      }
+      return Error::from_errno(err, "pin map " + path);
+    }
+  }
+  return ok_status();
+}
+
+Status Datapath::Impl::adopt_attachments() {
+  SEBPF_RETURN_IF_ERROR(table->load_slots());
+  flow_tables->adopt();
+  SEBPF_ASSIGN_OR_RETURN(CgroupHooks::Adopted hooks, cgroup_hooks->adopt());
+  notes.insert(notes.end(), hooks.notes.begin(), hooks.notes.end());
+  std::set<uint64_t> live_cgroups(hooks.live.begin(), hooks.live.end());
+  SEBPF_ASSIGN_OR_RETURN(std::vector<AttachmentRecord> records, table->all());
+  for (const AttachmentRecord& r : records) {
+    if (r.key.kind == TargetKind::kCgroup) {
+      if (live_cgroups.erase(r.key.id)) continue;
+      auto why = hooks.dropped.find(r.key.id);
+      notes.push_back(to_string(r.key) + " removed: " +
+                      (why != hooks.dropped.end() ? why->second : "it has no links"));
+      SEBPF_RETURN_IF_ERROR(remove_attachment(r));
+      continue;
+    }
+    // Replacing our filters in place switches them to the new programs
+    // without a moment unfiltered. An ifindex reused by a new interface
+    // while no process held the state must not inherit the old policy.
+    const Attachment a = to_attachment(r);
+    const uint32_t ifindex = static_cast<uint32_t>(r.key.id);
+    if (std::string problem = tc_hooks->check_same_interface(ifindex); !problem.empty()) {
+      notes.push_back(to_string(r.key) + " removed: " + problem);
+      // Not our interface (any more): leave whatever filters it has alone.
+      SEBPF_RETURN_IF_ERROR(remove_attachment(r, /*unhook=*/false));
+      continue;
+    }
+    // Fail closed: if the switch fails, the filter already there keeps
+    // enforcing with the previous process's programs on the same maps.
+    if (Status s = tc_hooks->attach(ifindex, a.direction); !s.ok()) {
+      notes.push_back(to_string(r.key) + " kept on the previous programs: " + s.error().message());
+    }
+  }
+  // Links left without a record: a detach was interrupted.
+  for (uint64_t id : live_cgroups) {
+    notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
+    SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
+  }
+  unpin_retired_maps();
+  return ok_status();
+}
+
+// Maps an older build pinned that these programs do not use. Unpinned once
+// every attachment is on the new programs; the kernel frees each when the
+// last program that still holds it goes.
+void Datapath::Impl::unpin_retired_maps() {
+  static constexpr std::array kRetired = {
+      // The port 53 exchanges of all attachments, in one LRU (2026-12-04),
+      // before they moved into each attachment's own connection-tracking
+      // tables.
+      "sebpf_dns53",
+  };
+  for (const char* name : kRetired) {
+    const std::string path = maps_dir(config) + "/" + name;
+    std::error_code ec;
+    if (fs::remove(path, ec)) {
+      notes.push_back(std::string("map ") + name + " unpinned: no program uses it any more");
+    } else if (ec) {
+      notes.push_back("map " + path + " left pinned: " + ec.message());
+    }
+  }
+}
+
+Datapath::PinDirs Datapath::pin_dirs() const {
+  const Config& c = impl_->config;
+  if (c.pin_dir.empty()) return {};
+  return {c.pin_dir, maps_dir(c), links_dir(c)};
+}
+
+std::string Datapath::cgroup_links_dir(uint64_t cgroup_id) const {
+  return impl_->cgroup_hooks->dir_for(cgroup_id);
+}
+
+Result<std::vector<std::string>> Datapath::restore_map_pins() {
+  std::vector<std::string> restored;
+  const Config& c = impl_->config;
+  if (c.pin_dir.empty()) return restored;
+  // Mounts the bpffs again if it went (under /sys/fs/bpf), as a start does.
+  SEBPF_RETURN_IF_ERROR(ensure_bpffs_dir(c.pin_dir));
+  std::error_code ec;
+  fs::create_directories(maps_dir(c), ec);
+  if (ec) return Error::from_errno(ec.value(), "create " + maps_dir(c));
+  for (bpf_map* m : impl_->maps_in_pin_order()) {
+    const std::string path = maps_dir(c) + "/" + bpf_map__name(m);
+    if (fs::exists(path, ec)) continue;
+    if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0) {
+      return Error::from_errno(errno, "pin map " + path + " again");
+    }
+    restored.push_back(bpf_map__name(m));
+  }
+  return restored;
+}
+
+Result<std::vector<std::string>> Datapath::restore_cgroup_links(const AttachmentKey& key,
+                                                                const std::string& path) {
+  if (key.kind != TargetKind::kCgroup || !impl_->cgroup_hooks->links_missing(key.id)) {
+    return std::vector<std::string>();
+  }
+  auto cgroup = open_cgroup(path);
+  if (!cgroup.ok() || cgroup->id != key.id) return std::vector<std::string>();
+  return impl_->cgroup_hooks->restore(key.id, cgroup->fd.get());
+}
+
+}  // namespace sebpf::datapath
