@@ -20,8 +20,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -29,6 +31,7 @@
 #include "support/cgroup.h"
 #include "support/daemon_process.h"
 #include "support/process.h"
+#include "support/test_dir.h"
 
 namespace {
 
@@ -76,6 +79,56 @@ long long datapath_map_bytes() {
   return total;
 }
 
+// The pin directory, removed however the bench ends: a daemon stopped
+// without --detach-on-exit leaves its links (and with them the cgroups'
+// programs) pinned there.
+class PinDir {
+ public:
+  explicit PinDir(std::string path) : path_(std::move(path)) { remove(); }
+  PinDir(const PinDir&) = delete;
+  PinDir& operator=(const PinDir&) = delete;
+  ~PinDir() { remove(); }
+
+  const std::string& path() const { return path_; }
+  void remove() {
+    std::error_code ignored;  // a destructor must not throw
+    std::filesystem::remove_all(path_, ignored);
+  }
+
+ private:
+  std::string path_;
+};
+
+// COUNT veth pairs, made and deleted in one `ip -batch` each: creating
+// 2,048 interfaces one command at a time would take longer than everything
+// measured. Whatever is left is deleted on destruction.
+class VethPairs {
+ public:
+  VethPairs(const std::string& dir, int count)
+      : add_(dir + "/add.batch"), delete_(dir + "/del.batch") {
+    std::ofstream add(add_);
+    std::ofstream del(delete_);
+    for (int i = 0; i < count; ++i) {
+      names_.push_back("sebpfb" + std::to_string(i));
+      add << "link add " << names_.back() << " type veth peer name sebpfc" << i << "\n";
+      del << "link del " << names_.back() << "\n";
+    }
+  }
+  VethPairs(const VethPairs&) = delete;
+  VethPairs& operator=(const VethPairs&) = delete;
+  // -force: on past the ones already deleted.
+  ~VethPairs() { run_command({"ip", "-force", "-batch", delete_}); }
+
+  const std::vector<std::string>& names() const { return names_; }
+  bool create() const { return run_command({"ip", "-batch", add_}).exit_code == 0; }
+  bool delete_all() const { return run_command({"ip", "-batch", delete_}).exit_code == 0; }
+
+ private:
+  std::string add_;
+  std::string delete_;
+  std::vector<std::string> names_;
+};
+
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
@@ -113,8 +166,9 @@ bool attach_all(v1::DaemonService::Stub& stub, const std::vector<std::string>& t
   return all;
 }
 
-// Attaches every target, then detaches them all; prints one block.
-void run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
+// Attaches every target, then detaches them all; prints one block. False
+// (and nothing printed) if a call failed.
+bool run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
          const std::vector<std::string>& targets, bool cgroups) {
   const ProcessUse before = use_of(daemon.pid());
   const long long kernel_before = datapath_map_bytes();
@@ -131,7 +185,7 @@ void run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
     attach_ms.push_back(ms_since(t));
     if (!status.ok()) {
       std::fprintf(stderr, "attach %s: %s\n", target.c_str(), status.error_message().c_str());
-      std::exit(1);
+      return false;
     }
     ids.push_back(att.id());
   }
@@ -147,7 +201,11 @@ void run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
     v1::DetachResponse resp;
     grpc::ClientContext ctx;
     const auto t = Clock::now();
-    if (!stub.Detach(&ctx, req, &resp).ok()) std::exit(1);
+    const grpc::Status status = stub.Detach(&ctx, req, &resp);
+    if (!status.ok()) {
+      std::fprintf(stderr, "detach %s: %s\n", id.c_str(), status.error_message().c_str());
+      return false;
+    }
     detach_ms.push_back(ms_since(t));
   }
   const double detach_total = ms_since(detach_start);
@@ -165,6 +223,7 @@ void run(const char* kind, DaemonProcess& daemon, v1::DaemonService::Stub& stub,
               static_cast<double>(kernel_before) / (1 << 20),
               static_cast<double>(kernel_after) / (1 << 20),
               static_cast<double>(kernel_after - kernel_before) / 1024 / n);
+  return true;
 }
 
 // One attachment holding as many domain rules as dns.max_domain_rules
@@ -233,25 +292,35 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int count = argc > 2 ? std::atoi(argv[2]) : 1024;
-  char tmpl[] = "/tmp/sebpf-attach-bench-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) return 1;
-  const std::string dir = tmpl;
-  const std::string pin_dir = "/sys/fs/bpf/sebpf-attach-bench";
-  const std::string root = cgroup2_root() + "/sebpf-attach-bench";
-  int rc = 0;
-  mkdir(root.c_str(), 0755);
+  if (count < 1) {
+    std::fprintf(stderr, "COUNT must be a positive number\n");
+    return 2;
+  }
+  // Everything the bench makes is owned here and removed in reverse order
+  // however it ends, an early return included: each daemon is stopped
+  // first (its scope's end), then the cgroups, pins and files go.
+  const TestDir dir("sebpf-attach-bench");
+  if (!dir.made()) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  PinDir pins("/sys/fs/bpf/sebpf-attach-bench");
+  const TestCgroup root("sebpf-attach-bench");
+  std::vector<std::unique_ptr<TestCgroup>> cgroup_owners;
   std::vector<std::string> cgroups;
   for (int i = 0; i < count; ++i) {
-    cgroups.push_back(root + "/c" + std::to_string(i));
-    mkdir(cgroups.back().c_str(), 0755);
+    cgroup_owners.push_back(
+        std::make_unique<TestCgroup>("sebpf-attach-bench/c" + std::to_string(i)));
+    cgroups.push_back(cgroup_owners.back()->path());
   }
+  int rc = 0;
   {
     // A restart of a loaded host: every cgroup attached, a clean stop
     // (enforcement stays), and a start that adopts them all, timed from
     // the start until the API answers.
     std::optional<double> ready_ms;
     {
-      DaemonProcess before(argv[1], dir, pin_dir, {"--log-level", "warning"});
+      DaemonProcess before(argv[1], dir.path(), pins.path(), {"--log-level", "warning"});
       auto stub = before.wait_ready();
       if (!stub) {
         std::fprintf(stderr, "superebpfd did not start:\n%s", before.log().c_str());
@@ -261,7 +330,8 @@ int main(int argc, char** argv) {
       if (before.terminate() != 0) rc = 1;
     }
     const auto start = Clock::now();
-    DaemonProcess after(argv[1], dir, pin_dir, {"--detach-on-exit", "--log-level", "warning"});
+    DaemonProcess after(argv[1], dir.path(), pins.path(),
+                        {"--detach-on-exit", "--log-level", "warning"});
     auto stub = after.wait_ready(std::chrono::seconds(60));
     if (stub) ready_ms = ms_since(start);
     v1::ListResponse list;
@@ -281,37 +351,30 @@ int main(int argc, char** argv) {
   }
   // Should the second daemon not have come up, its pinned links (and with
   // them the cgroups' programs) go with the pins.
-  std::filesystem::remove_all(pin_dir);
+  pins.remove();
   {
-    DaemonProcess daemon(argv[1], dir, pin_dir, {"--detach-on-exit", "--log-level", "warning"});
+    DaemonProcess daemon(argv[1], dir.path(), pins.path(),
+                         {"--detach-on-exit", "--log-level", "warning"});
     auto stub = daemon.wait_ready();
     if (!stub) {
       std::fprintf(stderr, "superebpfd did not start:\n%s", daemon.log().c_str());
       return 1;
     }
 
-    run("cgroups", daemon, *stub, cgroups, true);
+    if (!run("cgroups", daemon, *stub, cgroups, true)) return 1;
 
-    // Veth pairs made in one `ip -batch`: creating 2,048 interfaces one
-    // command at a time would take longer than everything measured.
-    std::ofstream batch(dir + "/add.batch");
-    std::ofstream del(dir + "/del.batch");
-    std::vector<std::string> veths;
-    for (int i = 0; i < count; ++i) {
-      veths.push_back("sebpfb" + std::to_string(i));
-      batch << "link add " << veths.back() << " type veth peer name sebpfc" << i << "\n";
-      del << "link del " << veths.back() << "\n";
+    const VethPairs veths(dir.path(), count);
+    if (!veths.create()) {
+      std::fprintf(stderr, "could not create %d veth pairs\n", count);
+      return 1;
     }
-    batch.close();
-    del.close();
-    must_run({"ip", "-batch", dir + "/add.batch"});
-    run("veths", daemon, *stub, veths, false);
+    if (!run("veths", daemon, *stub, veths.names(), false)) return 1;
 
     // The watcher: attach all again, delete all interfaces, and time until
     // the daemon has detached every one.
-    if (!attach_all(*stub, veths, false)) rc = 1;
+    if (!attach_all(*stub, veths.names(), false)) rc = 1;
     const auto start = Clock::now();
-    must_run({"ip", "-batch", dir + "/del.batch"});
+    if (!veths.delete_all()) rc = 1;
     const double deleting_ms = ms_since(start);
     while (true) {
       v1::ListResponse list;
@@ -328,10 +391,9 @@ int main(int argc, char** argv) {
         "after the first deletion\n",
         count, deleting_ms, ms_since(start));
     // Last: the memory it measures would blur the figures of what follows.
-    if (!domain_rules_at_the_cap(daemon, *stub, cgroups.front(), dir + "/state/state.pb")) rc = 1;
-    for (const auto& c : cgroups) rmdir(c.c_str());
-    rmdir(root.c_str());
+    if (!domain_rules_at_the_cap(daemon, *stub, cgroups.front(), dir.path() + "/state/state.pb")) {
+      rc = 1;
+    }
   }
-  std::filesystem::remove_all(dir);
   return rc;
 }
