@@ -101,9 +101,11 @@ struct Datapath::Impl {
                                    : reused_programs.at(bpf_program__name(prog)).get();
   }
   Status load();
-  // Reuses the programs pinned under build_id, if every one is there and
-  // every map was adopted (programs reference the maps they were loaded
-  // with). Otherwise nothing changes: this process loads its own.
+  // Reuses the programs pinned under build_id, if every one is there, is
+  // of its expected type and uses the adopted maps and this start's
+  // settings, and every map was adopted (programs reference the maps they
+  // were loaded with). Otherwise nothing changes: this process loads its
+  // own (a pinned program that does not fit is noted).
   void reuse_pinned_programs(bool all_maps_adopted);
   // Pins this process's programs under build_id: a later start reuses
   // them. A failure is noted, not fatal (that start loads its own).

@@ -8,9 +8,12 @@
 #include <bpf/libbpf.h>
 
 #include <array>
+#include <cstring>
 #include <filesystem>
 #include <set>
+#include <span>
 #include <system_error>
+#include <vector>
 
 #include "datapath/datapath_impl.h"
 #include "datapath/system.h"
@@ -44,16 +47,85 @@ Result<sebpf_meta> read_pinned_meta(int fd, const std::string& path) {
   return meta;
 }
 
+// Why a program pinned under this build's id is not one this start may
+// reuse with the maps it just adopted; empty if it is. It must be of the
+// expected type and use no map but those and a read-only settings map
+// (.rodata) holding exactly this start's settings. Only root can pin
+// there, so a mismatch means the pins were moved or changed by hand (say,
+// programs another pin directory's daemon loaded, which would enforce its
+// maps' rules); loading anew is always safe.
+std::string pinned_program_mismatch(int prog_fd, bpf_prog_type type,
+                                    const std::set<uint32_t>& adopted_map_ids,
+                                    std::span<const uint8_t> settings) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) {
+    return "its information cannot be read: " + errno_text(errno);
+  }
+  if (info.type != static_cast<uint32_t>(type)) {
+    return "it is of program type " + std::to_string(info.type) + ", not " + std::to_string(type);
+  }
+  std::vector<uint32_t> map_ids(info.nr_map_ids);
+  bpf_prog_info maps{};
+  maps.nr_map_ids = static_cast<uint32_t>(map_ids.size());
+  maps.map_ids = reinterpret_cast<uintptr_t>(map_ids.data());
+  len = sizeof maps;
+  if (bpf_obj_get_info_by_fd(prog_fd, &maps, &len) != 0) {
+    return "its maps cannot be listed: " + errno_text(errno);
+  }
+  for (const uint32_t id : map_ids) {
+    if (adopted_map_ids.contains(id)) continue;
+    UniqueFd map(bpf_map_get_fd_by_id(id));
+    bpf_map_info map_info{};
+    len = sizeof map_info;
+    if (!map || bpf_obj_get_info_by_fd(map.get(), &map_info, &len) != 0) {
+      return "its map " + std::to_string(id) + " cannot be read: " + errno_text(errno);
+    }
+    const std::string name = std::string(map_info.name) + " (map " + std::to_string(id) + ")";
+    if (map_info.type != BPF_MAP_TYPE_ARRAY || map_info.max_entries != 1 ||
+        map_info.value_size != settings.size() || !(map_info.map_flags & BPF_F_RDONLY_PROG)) {
+      return "it uses " + name + ", which is none of the adopted maps";
+    }
+    std::vector<uint8_t> value(settings.size());
+    const uint32_t zero = 0;
+    if (bpf_map_lookup_elem(map.get(), &zero, value.data()) != 0 ||
+        std::memcmp(value.data(), settings.data(), settings.size()) != 0) {
+      return "its settings (" + name + ") are not this start's";
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 void Datapath::Impl::reuse_pinned_programs(bool all_maps_adopted) {
   if (config.pin_dir.empty() || !all_maps_adopted) return;
   const std::string dir = programs_dir(config) + "/" + build_id;
+  std::set<uint32_t> adopted_map_ids;
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel->obj) {
+    bpf_map_info info{};
+    uint32_t len = sizeof info;
+    if (!bpf_map__is_internal(map) && bpf_obj_get_info_by_fd(bpf_map__fd(map), &info, &len) == 0) {
+      adopted_map_ids.insert(info.id);
+    }
+  }
+  // The section's size: the skeleton's struct may be longer (padding).
+  const std::span settings(reinterpret_cast<const uint8_t*>(skel->rodata),
+                           bpf_map__value_size(skel->maps.rodata));
   std::map<std::string, UniqueFd> found;
   bpf_program* prog = nullptr;
   bpf_object__for_each_program(prog, skel->obj) {
-    UniqueFd fd(bpf_obj_get((dir + "/" + bpf_program__name(prog)).c_str()));
+    const std::string path = dir + "/" + bpf_program__name(prog);
+    UniqueFd fd(bpf_obj_get(path.c_str()));
     if (!fd) return;  // none or not all: this process loads its own
+    const std::string mismatch =
+        pinned_program_mismatch(fd.get(), bpf_program__type(prog), adopted_map_ids, settings);
+    if (!mismatch.empty()) {
+      notes.push_back("pinned program " + path +
+                      " not reused (this start loads its own): " + mismatch);
+      return;
+    }
     found.emplace(bpf_program__name(prog), std::move(fd));
   }
   bpf_object__for_each_program(prog, skel->obj) bpf_program__set_autoload(prog, false);

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -209,7 +210,7 @@ TEST_F(PinningE2eTest, AStartOfTheSameBuildReusesItsProgramsAndOtherSettingsRepl
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
-    EXPECT_TRUE((*dp)->programs_reused());
+    EXPECT_TRUE((*dp)->programs_reused()) << ::testing::PrintToString((*dp)->adoption_notes());
     EXPECT_EQ(program_id((*dp)->program_fd(datapath::Program::kConnect4)), loaded);
     EXPECT_EQ(linked_program_id(connect4_link), loaded);
     expect_enforced();
@@ -229,6 +230,50 @@ TEST_F(PinningE2eTest, AStartOfTheSameBuildReusesItsProgramsAndOtherSettingsRepl
     ++builds;
   }
   EXPECT_EQ(builds, 1u) << "the old build's programs unpinned";
+  expect_enforced();
+}
+
+// A pinned program is reused only if it fits the maps just adopted: one
+// swapped by hand for a program of the same type loaded with other maps
+// is not run. The start says why, loads its own, and moves the links and
+// filters to them; enforcement goes on.
+TEST_F(PinningE2eTest, AStartLoadsItsOwnProgramsWhenAPinnedOneUsesOtherMaps) {
+  auto loader = start_loader();
+  std::string connect4_link;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir_ + "/links")) {
+    connect4_link = entry.path().string() + "/sebpf_connect4";
+  }
+  loader->kill_now();
+  std::string pinned;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir_ + "/progs")) {
+    pinned = entry.path().string() + "/sebpf_connect4";
+  }
+  ASSERT_TRUE(std::filesystem::exists(pinned)) << pinned;
+  uint32_t foreign = 0;
+  {
+    datapath::Config unpinned;
+    unpinned.pin_dir = "";  // its maps live as long as its pinned program
+    auto other = datapath::Datapath::open(unpinned);
+    ASSERT_TRUE(other.ok()) << other.error().message();
+    const int fd = (*other)->program_fd(datapath::Program::kConnect4);
+    foreign = program_id(fd);
+    ASSERT_TRUE(std::filesystem::remove(pinned));
+    ASSERT_EQ(bpf_obj_pin(fd, pinned.c_str()), 0) << std::strerror(errno);
+  }
+
+  auto dp = open_pinned();
+  ASSERT_TRUE(dp.ok()) << dp.error().message();
+  EXPECT_FALSE((*dp)->programs_reused());
+  const auto& notes = (*dp)->adoption_notes();
+  EXPECT_TRUE(std::any_of(notes.begin(), notes.end(), [&](const std::string& note) {
+    return note.find(pinned + " not reused") != std::string::npos &&
+           note.find("none of the adopted maps") != std::string::npos;
+  })) << ::testing::PrintToString(notes);
+  const uint32_t loaded = program_id((*dp)->program_fd(datapath::Program::kConnect4));
+  EXPECT_NE(loaded, foreign);
+  EXPECT_EQ(linked_program_id(connect4_link), loaded) << "the link runs this start's program";
+  EXPECT_EQ(program_id(UniqueFd(bpf_obj_get(pinned.c_str())).get()), loaded)
+      << "this start's programs pinned in place of the foreign one";
   expect_enforced();
 }
 
