@@ -76,8 +76,12 @@ Result<std::unique_ptr<AttachmentManager>> AttachmentManager::open(const DaemonC
   dp_config.dns_port_first = config.dns_port_first;
   dp_config.dns_port_last = config.dns_port_last;
   SEBPF_ASSIGN_OR_RETURN(auto dp, datapath::Datapath::open(dp_config));
-  for (const std::string& note : dp->adoption_notes()) {
-    log.info("datapath_adoption", {{"note", note}});
+  for (const datapath::AdoptionNote& note : dp->adoption_notes()) {
+    if (note.level == datapath::AdoptionNote::Level::kWarning) {
+      log.warning("datapath_adoption", {{"note", note.text}});
+    } else {
+      log.info("datapath_adoption", {{"note", note.text}});
+    }
   }
   log.info("datapath_open", {{"pin_dir", config.datapath.pin_dir},
                              {"adopted", dp->adopted() ? "true" : "false"},

@@ -193,8 +193,9 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
         // previous process's programs, which use the same maps and so
         // enforce the same policy.
         if (err == -ENOLINK) continue;
-        result.notes.push_back("cgroup:" + std::to_string(id) + " link " + path +
-                               " kept on the previous program: " + errno_text(-err));
+        result.notes.push_back({AdoptionNote::Level::kWarning,
+                                "cgroup:" + std::to_string(id) + " link " + path +
+                                    " kept on the previous program: " + errno_text(-err)});
       }
       links.push_back(std::move(link));
     }

@@ -10,6 +10,7 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "datapath/types.h"
 
 namespace sebpf::datapath {
 
@@ -39,7 +40,7 @@ class CgroupHooks {
   struct Adopted {
     std::vector<uint64_t> live;
     std::map<uint64_t, std::string> dropped;  // cgroup id -> why
-    std::vector<std::string> notes;           // links kept on old programs
+    std::vector<AdoptionNote> notes;          // links kept on old programs
   };
   Result<Adopted> adopt();
 

@@ -308,7 +308,7 @@ const Config& Datapath::config() const { return impl_->config; }
 bool Datapath::adopted() const { return impl_->adopted; }
 bool Datapath::programs_reused() const { return !impl_->reused_programs.empty(); }
 bool Datapath::netns_isolated_flows() const { return impl_->netns_isolated_flows; }
-const std::vector<std::string>& Datapath::adoption_notes() const { return impl_->notes; }
+const std::vector<AdoptionNote>& Datapath::adoption_notes() const { return impl_->notes; }
 
 Result<Attachment> Datapath::attach_cgroup(const std::string& path, const AttachOptions& options) {
   SEBPF_ASSIGN_OR_RETURN(CgroupDir cgroup, open_cgroup(path));

@@ -44,7 +44,7 @@ class Datapath {
   bool netns_isolated_flows() const;
   // What adoption found and repaired (attachments whose cgroup or interface
   // disappeared meanwhile, half-finished attaches), one line each.
-  const std::vector<std::string>& adoption_notes() const;
+  const std::vector<AdoptionNote>& adoption_notes() const;
 
   Result<Attachment> attach_cgroup(const std::string& path, const AttachOptions& options);
   Result<Attachment> attach_interface(const std::string& name, const AttachOptions& options);

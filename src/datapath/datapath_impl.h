@@ -77,7 +77,7 @@ struct Datapath::Impl {
   Skeleton skel;
   bool adopted = false;
   bool netns_isolated_flows = false;
-  std::vector<std::string> notes;
+  std::vector<AdoptionNote> notes;
   std::unique_ptr<AttachmentTable> table;
   MappedBuckets learned_memory;
   std::unique_ptr<LearnedTable> learned;  // null: learned hosts in the host maps

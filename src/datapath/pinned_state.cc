@@ -122,8 +122,9 @@ void Datapath::Impl::reuse_pinned_programs(bool all_maps_adopted) {
     const std::string mismatch =
         pinned_program_mismatch(fd.get(), bpf_program__type(prog), adopted_map_ids, settings);
     if (!mismatch.empty()) {
-      notes.push_back("pinned program " + path +
-                      " not reused (this start loads its own): " + mismatch);
+      notes.push_back(
+          {AdoptionNote::Level::kWarning,
+           "pinned program " + path + " not reused (this start loads its own): " + mismatch});
       return;
     }
     found.emplace(bpf_program__name(prog), std::move(fd));
@@ -142,8 +143,9 @@ void Datapath::Impl::pin_programs() {
   bpf_object__for_each_program(prog, skel->obj) {
     const std::string path = dir + "/" + bpf_program__name(prog);
     if (ec || bpf_obj_pin(bpf_program__fd(prog), path.c_str()) != 0) {
-      notes.push_back("programs not pinned (the next start loads them anew): " + path + ": " +
-                      (ec ? ec.message() : errno_text(errno)));
+      notes.push_back({AdoptionNote::Level::kWarning,
+                       "programs not pinned (the next start loads them anew): " + path + ": " +
+                           (ec ? ec.message() : errno_text(errno))});
       fs::remove_all(dir, ec);
       return;
     }
@@ -160,8 +162,9 @@ void Datapath::Impl::unpin_other_builds_programs() {
     // The kernel frees them once no link or filter holds them.
     fs::remove_all(other, ec);
     notes.push_back(
-        "programs of build " + other.filename().string() +
-        (ec ? " left pinned: " + ec.message() : " unpinned: nothing runs them any more"));
+        {ec ? AdoptionNote::Level::kWarning : AdoptionNote::Level::kInfo,
+         "programs of build " + other.filename().string() +
+             (ec ? " left pinned: " + ec.message() : " unpinned: nothing runs them any more")});
   }
 }
 
@@ -251,8 +254,9 @@ Status Datapath::Impl::adopt_attachments() {
     if (r.key.kind == TargetKind::kCgroup) {
       if (live_cgroups.erase(r.key.id)) continue;
       auto why = hooks.dropped.find(r.key.id);
-      notes.push_back(to_string(r.key) + " removed: " +
-                      (why != hooks.dropped.end() ? why->second : "it has no links"));
+      notes.push_back({AdoptionNote::Level::kInfo,
+                       to_string(r.key) + " removed: " +
+                           (why != hooks.dropped.end() ? why->second : "it has no links")});
       SEBPF_RETURN_IF_ERROR(remove_attachment(r));
       continue;
     }
@@ -262,7 +266,7 @@ Status Datapath::Impl::adopt_attachments() {
     const Attachment a = to_attachment(r);
     const uint32_t ifindex = static_cast<uint32_t>(r.key.id);
     if (std::string problem = tc_hooks->check_same_interface(ifindex); !problem.empty()) {
-      notes.push_back(to_string(r.key) + " removed: " + problem);
+      notes.push_back({AdoptionNote::Level::kInfo, to_string(r.key) + " removed: " + problem});
       // Not our interface (any more): leave whatever filters it has alone.
       SEBPF_RETURN_IF_ERROR(remove_attachment(r, /*unhook=*/false));
       continue;
@@ -270,12 +274,15 @@ Status Datapath::Impl::adopt_attachments() {
     // Fail closed: if the switch fails, the filter already there keeps
     // enforcing with the previous process's programs on the same maps.
     if (Status s = tc_hooks->attach(ifindex, a.direction); !s.ok()) {
-      notes.push_back(to_string(r.key) + " kept on the previous programs: " + s.error().message());
+      notes.push_back(
+          {AdoptionNote::Level::kWarning,
+           to_string(r.key) + " kept on the previous programs: " + s.error().message()});
     }
   }
   // Links left without a record: a detach was interrupted.
   for (uint64_t id : live_cgroups) {
-    notes.push_back("cgroup:" + std::to_string(id) + " detached: it had links but no policy");
+    notes.push_back({AdoptionNote::Level::kInfo,
+                     "cgroup:" + std::to_string(id) + " detached: it had links but no policy"});
     SEBPF_RETURN_IF_ERROR(cgroup_hooks->detach(id));
   }
   unpin_retired_maps();
@@ -296,9 +303,11 @@ void Datapath::Impl::unpin_retired_maps() {
     const std::string path = maps_dir(config) + "/" + name;
     std::error_code ec;
     if (fs::remove(path, ec)) {
-      notes.push_back(std::string("map ") + name + " unpinned: no program uses it any more");
+      notes.push_back({AdoptionNote::Level::kInfo,
+                       std::string("map ") + name + " unpinned: no program uses it any more"});
     } else if (ec) {
-      notes.push_back("map " + path + " left pinned: " + ec.message());
+      notes.push_back(
+          {AdoptionNote::Level::kWarning, "map " + path + " left pinned: " + ec.message()});
     }
   }
 }

@@ -87,6 +87,18 @@ struct RestoredFilters {
   }
 };
 
+// Something a start found in the pinned state, and what it did about it.
+struct AdoptionNote {
+  enum class Level : uint8_t {
+    kInfo,     // housekeeping: an attachment whose target went, an older
+               // build's programs or maps unpinned, a detach finished
+    kWarning,  // for the operator to look at: pins changed by hand, or
+               // something a start could not do (it failed closed)
+  };
+  Level level;
+  std::string text;
+};
+
 // The attachment's own DNS server, always reachable (UDP and TCP).
 struct DnsEndpoint {
   std::optional<net::IpAddress> v4;

@@ -99,7 +99,10 @@ int run(const std::string& command, std::vector<std::string> args, Datapath& dp)
     if (!list.ok()) return fail(list.error());
     std::printf("pin dir %s, %s, %zu attachment(s)\n", dp.config().pin_dir.c_str(),
                 dp.adopted() ? "adopted pinned state" : "loaded afresh", list->size());
-    for (const auto& note : dp.adoption_notes()) std::printf("note: %s\n", note.c_str());
+    for (const auto& note : dp.adoption_notes()) {
+      const bool warning = note.level == datapath::AdoptionNote::Level::kWarning;
+      std::printf("%s: %s\n", warning ? "warning" : "note", note.text.c_str());
+    }
     for (const auto& a : *list) std::printf("%s\n", describe(a).c_str());
     return 0;
   }

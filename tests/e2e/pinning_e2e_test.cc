@@ -175,6 +175,13 @@ TEST_F(PinningE2eTest, SigkillOfTheLoaderLeavesEnforcementOnAndANewProcessAdopts
   EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("203.0.113.1", kEchoPort); }), 0);
 }
 
+// Every adoption note, one per line, for a failure's message.
+std::string notes_text(const datapath::Datapath& dp) {
+  std::string text;
+  for (const datapath::AdoptionNote& note : dp.adoption_notes()) text += note.text + "\n";
+  return text;
+}
+
 // The kernel's id of a program, or of the program a pinned link runs.
 uint32_t program_id(int prog_fd) {
   bpf_prog_info info{};
@@ -210,7 +217,7 @@ TEST_F(PinningE2eTest, AStartOfTheSameBuildReusesItsProgramsAndOtherSettingsRepl
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
-    EXPECT_TRUE((*dp)->programs_reused()) << ::testing::PrintToString((*dp)->adoption_notes());
+    EXPECT_TRUE((*dp)->programs_reused()) << notes_text(**dp);
     EXPECT_EQ(program_id((*dp)->program_fd(datapath::Program::kConnect4)), loaded);
     EXPECT_EQ(linked_program_id(connect4_link), loaded);
     expect_enforced();
@@ -265,10 +272,13 @@ TEST_F(PinningE2eTest, AStartLoadsItsOwnProgramsWhenAPinnedOneUsesOtherMaps) {
   ASSERT_TRUE(dp.ok()) << dp.error().message();
   EXPECT_FALSE((*dp)->programs_reused());
   const auto& notes = (*dp)->adoption_notes();
-  EXPECT_TRUE(std::any_of(notes.begin(), notes.end(), [&](const std::string& note) {
-    return note.find(pinned + " not reused") != std::string::npos &&
-           note.find("none of the adopted maps") != std::string::npos;
-  })) << ::testing::PrintToString(notes);
+  EXPECT_TRUE(std::any_of(notes.begin(), notes.end(),
+                          [&](const datapath::AdoptionNote& note) {
+                            return note.level == datapath::AdoptionNote::Level::kWarning &&
+                                   note.text.find(pinned + " not reused") != std::string::npos &&
+                                   note.text.find("none of the adopted maps") != std::string::npos;
+                          }))
+      << "no warning names the foreign program: " << notes_text(**dp);
   const uint32_t loaded = program_id((*dp)->program_fd(datapath::Program::kConnect4));
   EXPECT_NE(loaded, foreign);
   EXPECT_EQ(linked_program_id(connect4_link), loaded) << "the link runs this start's program";
@@ -329,7 +339,7 @@ TEST_F(PinningE2eTest, AReusedIfindexDoesNotInheritThePolicy) {
   ASSERT_TRUE(dp.ok()) << dp.error().message();
   bool noted = false;
   for (const auto& note : (*dp)->adoption_notes()) {
-    noted |= note.find("its ifindex now belongs to " + other) != std::string::npos;
+    noted |= note.text.find("its ifindex now belongs to " + other) != std::string::npos;
   }
   EXPECT_TRUE(noted);
   EXPECT_EQ(run_command({"tc", "filter", "show", "dev", other, "ingress"}).output.find("sebpf"),
@@ -350,7 +360,7 @@ TEST_F(PinningE2eTest, ARenamedInterfaceKeepsItsPolicy) {
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
-    for (const auto& note : (*dp)->adoption_notes()) ADD_FAILURE() << note;
+    for (const auto& note : (*dp)->adoption_notes()) ADD_FAILURE() << note.text;
     EXPECT_EQ((*dp)->attachments()->size(), 2U);
     EXPECT_EQ(topo_->run_in_peer([] { return tcp_echo("198.51.100.1", kEchoPort); }), 0);
     EXPECT_EQ(
@@ -460,8 +470,9 @@ TEST_F(PinningE2eTest, AMapAnOlderBuildPinnedAndNoProgramUsesIsUnpinned) {
   ASSERT_TRUE(adopted.ok()) << adopted.error().message();
   EXPECT_FALSE(std::filesystem::exists(path));
   ASSERT_EQ((*adopted)->adoption_notes().size(), 1U);
-  EXPECT_NE((*adopted)->adoption_notes()[0].find("sebpf_dns53 unpinned"), std::string::npos)
-      << (*adopted)->adoption_notes()[0];
+  const datapath::AdoptionNote& note = (*adopted)->adoption_notes()[0];
+  EXPECT_NE(note.text.find("sebpf_dns53 unpinned"), std::string::npos) << note.text;
+  EXPECT_EQ(note.level, datapath::AdoptionNote::Level::kInfo) << "housekeeping, not a warning";
 }
 
 // State pinned by a version without the learned-host table holds its
