@@ -43,7 +43,8 @@ class Datapath {
   // replies to any address.
   bool netns_isolated_flows() const;
   // What adoption found and repaired (attachments whose cgroup or interface
-  // disappeared meanwhile, half-finished attaches), one line each.
+  // disappeared meanwhile, half-finished attaches), one note each, with
+  // its level: a warning is for the operator to look at.
   const std::vector<AdoptionNote>& adoption_notes() const;
 
   Result<Attachment> attach_cgroup(const std::string& path, const AttachOptions& options);
