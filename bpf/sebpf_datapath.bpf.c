@@ -60,6 +60,9 @@ static __always_inline int sebpf_interface_attachment(__u32 ifindex, struct sebp
 	return ref && sebpf_read_record(ref, ifindex, 0, out);
 }
 
+/* Nesting depth searched for an attached ancestor cgroup. */
+#define SEBPF_MAX_CGROUP_DEPTH 32
+
 /*
  * The deepest attached cgroup among a cgroup and its ancestors. The cgroup
  * itself is tried first: the common case, one lookup. Ancestors are walked

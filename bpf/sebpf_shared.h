@@ -165,7 +165,7 @@ struct sebpf_flow_key {
 	__u8 protocol; /* IPPROTO_TCP/UDP/ICMP/ICMPV6 */
 	__u16 local_port;
 	__u16 remote_port;
-	__u16 kind; /* SEBPF_TRACK_OPENED: enum sebpf_opened_kind; else 0 */
+	__u16 kind;	      /* SEBPF_TRACK_OPENED: enum sebpf_opened_kind; else 0 */
 	__u8 remote_addr[16]; /* IPv4 is stored v4-mapped */
 	__u32 pad2;
 };
