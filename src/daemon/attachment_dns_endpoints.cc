@@ -80,9 +80,9 @@ void AttachmentManager::set_dns_proxy(dns::DnsProxy* proxy) {
   std::lock_guard lock(mu_);
   dns_proxy_ = proxy;
   for (const AttachmentRecord& r : state_.records) {
-    if (auto opened = open_dns_endpoint_locked(r, workload_netns(r).get()); !opened.ok()) {
-      log_endpoint_failure_locked(r, opened.error());
-    }
+    auto netns = workload_netns(r);
+    auto opened = netns.ok() ? open_dns_endpoint_locked(r, netns->get()) : netns.error();
+    if (!opened.ok()) log_endpoint_failure_locked(r, opened.error());
   }
 }
 

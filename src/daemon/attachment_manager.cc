@@ -189,7 +189,9 @@ Status AttachmentManager::reconcile() {
       // process's program: replace them (and cover interfaces added
       // meanwhile).
       if (r.kind == TargetKind::kCgroup) {
-        if (auto guarded = guard_packet_sockets_locked(r, workload_netns(r).get()); !guarded.ok()) {
+        auto netns = workload_netns(r);
+        auto guarded = netns.ok() ? guard_packet_sockets_locked(r, netns->get()) : netns.error();
+        if (!guarded.ok()) {
           log_.error("packet_socket_guard_failed",
                      {{"id", r.id()}, {"error", guarded.error().message()}});
         }
@@ -320,7 +322,8 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
       r.dns.v6 = own.v6;
     }
   }
-  const UniqueFd netns = workload_netns(r);
+  // Fail closed: a namespace that cannot be told is not taken for ours.
+  SEBPF_ASSIGN_OR_RETURN(const UniqueFd netns, workload_netns(r));
   // The endpoint first: a port some other program holds is skipped for the
   // next one, before the kernel is told which port to let through.
   for (int attempt = 1;; ++attempt) {
@@ -368,8 +371,9 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
   return r;
 }
 
-UniqueFd AttachmentManager::workload_netns(const AttachmentRecord& record) {
-  return record.kind == TargetKind::kCgroup ? foreign_netns_of_cgroup(record.target) : UniqueFd();
+Result<UniqueFd> AttachmentManager::workload_netns(const AttachmentRecord& record) {
+  if (record.kind != TargetKind::kCgroup) return UniqueFd();
+  return foreign_netns_of_cgroup(record.target);
 }
 
 namespace {
@@ -413,7 +417,9 @@ void AttachmentManager::release_packet_socket_guard_locked(const AttachmentRecor
   if (needed) return;
   UniqueFd theirs;
   if (!ours) {
-    theirs = workload_netns(*gone);
+    auto found = workload_netns(*gone);
+    if (!found.ok()) return;
+    theirs = std::move(*found);
     struct stat st {};
     if (!theirs || fstat(theirs.get(), &st) != 0 || st.st_ino != netns) return;
   }

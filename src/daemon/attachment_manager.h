@@ -242,8 +242,9 @@ class AttachmentManager {
   void drop_locked(size_t index, const std::string& reason);
   // The network namespace a cgroup's workload sends from when it is not
   // ours (an open /proc/<pid>/ns/net of one of its processes); invalid for
-  // ours, and for interfaces.
-  static UniqueFd workload_netns(const AttachmentRecord& record);
+  // ours, and for interfaces. An error when it cannot be told
+  // (foreign_netns_of_cgroup).
+  static Result<UniqueFd> workload_netns(const AttachmentRecord& record);
   // The endpoint's sockets are made in `netns_fd` (-1: ours).
   enum class EndpointChange { kOpen, kMove };
   Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,

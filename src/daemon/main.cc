@@ -4,6 +4,7 @@
 // SIGHUP reloads: a fresh copy of the binary replaces this one in the same
 // process, taking its DNS endpoints' sockets over (reexec.h).
 #include <grpc/grpc.h>
+#include <linux/capability.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -95,6 +96,21 @@ rlim_t raise_open_files_limit() {
   return files.rlim_cur;
 }
 
+// Said at start rather than at the first attach it fails: without
+// CAP_SYS_PTRACE no network namespace of another user's process, or of one
+// holding capabilities the daemon lacks, can be opened
+// (foreign_netns_of_cgroup), and a container in such a namespace is
+// refused (as under a service manager that leaves the capability out).
+void warn_of_missing_capabilities(Logger& log) {
+  const auto caps = datapath::capability_set("/proc/self/status", "CapEff");
+  if (!caps.ok() || ((*caps >> CAP_SYS_PTRACE) & 1U) != 0) return;
+  log.warning("capability_missing",
+              {{"capability", "CAP_SYS_PTRACE"},
+               {"impact",
+                "a cgroup whose processes are in a network namespace of their own cannot be "
+                "attached when they are another user's or hold capabilities the daemon lacks"}});
+}
+
 void notify_systemd(const std::string& state) {
   // Keeps NOTIFY_SOCKET set: STOPPING=1 uses it too.
   (void)sd_notify(0, state.c_str());
@@ -149,6 +165,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
   };
   auto mount = datapath::find_cgroup2_mount();
   if (!mount.ok()) return fail("cgroup2_not_found", mount.error());
+  warn_of_missing_capabilities(log);
   auto manager = AttachmentManager::open(config, std::move(policies), log);
   if (!manager.ok()) return fail("start_failed", manager.error());
   // From here a failure stops the manager as a signal would (enforcement

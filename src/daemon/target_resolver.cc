@@ -108,16 +108,29 @@ std::optional<pid_t> some_pid_in(const std::string& cgroup_path, int depth) {
 
 }  // namespace
 
-UniqueFd foreign_netns_of_cgroup(const std::string& cgroup_path, const std::string& proc_root) {
+Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
+                                         const std::string& proc_root) {
   struct stat ours {};
-  if (stat((proc_root + "/self/ns/net").c_str(), &ours) != 0) return UniqueFd();
+  if (stat((proc_root + "/self/ns/net").c_str(), &ours) != 0) {
+    return Error::from_errno(errno, "identify the daemon's network namespace");
+  }
   // A process may exit between reading its pid and opening its namespace:
   // look again a few times.
   for (int attempt = 0; attempt < 3; ++attempt) {
     const auto pid = some_pid_in(cgroup_path, 4);
     if (!pid) return UniqueFd();
-    UniqueFd fd(
-        open((proc_root + "/" + std::to_string(*pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    const std::string path = proc_root + "/" + std::to_string(*pid) + "/ns/net";
+    UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd && errno != ENOENT && errno != ESRCH) {
+      const int err = errno;
+      const Error error = Error::from_errno(
+          err, "open " + path + ", the network namespace of a process of " + cgroup_path);
+      if (err != EACCES && err != EPERM) return error;
+      return Error(error.code(), error.message() +
+                                     " (the daemon needs CAP_SYS_PTRACE to open that of "
+                                     "another user's process, or of one with capabilities "
+                                     "it lacks)");
+    }
     struct stat theirs {};
     if (!fd || fstat(fd.get(), &theirs) != 0) continue;
     if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) return UniqueFd();

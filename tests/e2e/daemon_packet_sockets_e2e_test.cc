@@ -1,14 +1,19 @@
 // superebpfd end to end, packet sockets: an Attachment names the
 // processes that may get packets past it; frames of a workload's packet
-// sockets do not leave its namespace, and the host's interfaces carry the
-// filter that holds them while a cgroup needs it; a filter another
-// program deletes, replaces or passes is put back.
+// sockets do not leave its namespace (a container of another user's
+// included, and one whose namespace the daemon cannot open is refused),
+// and the host's interfaces carry the filter that holds them while a
+// cgroup needs it; a filter another program deletes, replaces or passes is
+// put back.
 #include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,10 +32,12 @@ namespace {
 using std::chrono::milliseconds;
 
 // A process of the workload in `cgroup` (and in `netns`, if given) that
-// has dropped `dropped` (capabilities) from its bounding set and stays
-// until killed; returns once it is in place.
+// has dropped `dropped` (capabilities) from its bounding set, runs as
+// `user` when given (a container's unprivileged user: every capability
+// gone), and stays until killed; returns once it is in place.
 std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dropped,
-                                        const NetNs* netns = nullptr) {
+                                        const NetNs* netns = nullptr,
+                                        std::optional<uid_t> user = std::nullopt) {
   int ready[2];
   if (pipe(ready) != 0) return nullptr;
   auto child = std::make_unique<Child>([&] {
@@ -39,6 +46,9 @@ std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dro
     if (netns != nullptr && !netns->enter()) return 85;
     for (const int cap : dropped) {
       if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 83;
+    }
+    if (user && (setresgid(*user, *user, *user) != 0 || setresuid(*user, *user, *user) != 0)) {
+      return 86;
     }
     if (write(ready[1], "x", 1) != 1) return 84;
     pause();
@@ -120,6 +130,53 @@ TEST_F(DaemonE2eTest, APacketSocketsFramesDoNotLeaveTheWorkloadsNamespace) {
         << dev;
   }
   EXPECT_NE(daemon_->log().find("packet_socket_filter_removed"), std::string::npos);
+}
+
+// A container's processes are usually another user's, or hold capabilities
+// the daemon lacks (CAP_NET_RAW, under a service manager's bounding set):
+// opening their namespace then takes CAP_SYS_PTRACE, which the shipped
+// unit gives the daemon. With it, the endpoint and the packet socket
+// filter are made in the container's namespace.
+TEST_F(DaemonE2eTest, AContainerOfAnotherUserIsHeldInItsOwnNamespace) {
+  start_daemon();
+  const auto resident = workload_process(*cgroup_, {}, &topo_->ns(), /*user=*/65534);
+  ASSERT_NE(resident, nullptr);
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  ASSERT_FALSE(att.id().empty());
+  EXPECT_TRUE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
+  EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
+  EXPECT_EQ(daemon_->log().find("capability_missing"), std::string::npos);
+}
+
+// Without CAP_SYS_PTRACE the daemon cannot open such a namespace. Taking
+// the container for one of the host's namespace would serve its DNS where
+// it cannot reach it and leave its packet sockets unguarded: the attach is
+// refused instead, saying what is missing, and the start said so first.
+TEST_F(DaemonE2eTest, AContainerWhoseNamespaceTheDaemonCannotOpenIsNotAttached) {
+  const std::string without_ptrace = dir() + "/superebpfd-without-ptrace";
+  {
+    std::ofstream wrapper(without_ptrace);
+    wrapper << "#!/bin/sh\nexec setpriv --bounding-set -sys_ptrace -- " << SEBPF_DAEMON_PATH
+            << " \"$@\"\n";
+  }
+  ASSERT_EQ(chmod(without_ptrace.c_str(), 0755), 0);
+  start_daemon({}, without_ptrace);
+  EXPECT_NE(daemon_->log().find("\"capability_missing\""), std::string::npos) << daemon_->log();
+  const auto resident = workload_process(*cgroup_, {}, &topo_->ns(), /*user=*/65534);
+  ASSERT_NE(resident, nullptr);
+
+  v1::AttachRequest req;
+  req.set_cgroup_path(cgroup_->path());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {});
+  v1::Attachment att;
+  const grpc::Status refused = attach(req, &att);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_NE(refused.error_message().find("CAP_SYS_PTRACE"), std::string::npos)
+      << refused.error_message();
+  v1::ListResponse list;
+  ASSERT_TRUE(call_list(&list).ok());
+  EXPECT_EQ(list.attachments_size(), 0);
+  EXPECT_FALSE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
 }
 
 // Whether a frame that `send` writes (once a listener is up) arrives on
