@@ -1,5 +1,6 @@
 #include "daemon_fixture.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -67,6 +68,17 @@ void DaemonE2eTest::TearDown() {
   }
   dir_.reset();
   E2eTest::TearDown();
+}
+
+std::string DaemonE2eTest::daemon_with_bounding_set(const std::string& change) const {
+  const std::string path = dir() + "/superebpfd-bounded";
+  {
+    std::ofstream script(path);
+    script << "#!/bin/sh\nexec setpriv --bounding-set " << change << " -- " << SEBPF_DAEMON_PATH
+           << " \"$@\"\n";
+  }
+  EXPECT_EQ(chmod(path.c_str(), 0755), 0) << path;
+  return path;
 }
 
 void DaemonE2eTest::expect_log_is_json_lines() {

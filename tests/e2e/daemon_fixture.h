@@ -27,6 +27,11 @@ class DaemonE2eTest : public E2eTest {
   // Waits until it answers. Under `systemd` when given (FakeSystemd).
   void start_daemon(std::vector<std::string> extra_args = {}, std::string binary = "",
                     const FakeSystemd* systemd = nullptr);
+  // A script (in the test's directory) that runs the daemon built with the
+  // tests with its capability bounding set changed by `change`, setpriv's
+  // --bounding-set syntax ("-sys_ptrace", "-all,+bpf,+net_admin"), as a
+  // service manager would run it: for start_daemon's `binary`.
+  std::string daemon_with_bounding_set(const std::string& change) const;
   // Sweeps every second (sweep_interval_seconds), for what the daemon
   // does at each sweep.
   static constexpr const char* kSweepEverySecond = "sweep_interval_seconds: 1\n";

@@ -7,10 +7,8 @@
 // put back.
 #include <linux/capability.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -153,14 +151,7 @@ TEST_F(DaemonE2eTest, AContainerOfAnotherUserIsHeldInItsOwnNamespace) {
 // it cannot reach it and leave its packet sockets unguarded: the attach is
 // refused instead, saying what is missing, and the start said so first.
 TEST_F(DaemonE2eTest, AContainerWhoseNamespaceTheDaemonCannotOpenIsNotAttached) {
-  const std::string without_ptrace = dir() + "/superebpfd-without-ptrace";
-  {
-    std::ofstream wrapper(without_ptrace);
-    wrapper << "#!/bin/sh\nexec setpriv --bounding-set -sys_ptrace -- " << SEBPF_DAEMON_PATH
-            << " \"$@\"\n";
-  }
-  ASSERT_EQ(chmod(without_ptrace.c_str(), 0755), 0);
-  start_daemon({}, without_ptrace);
+  start_daemon({}, daemon_with_bounding_set("-sys_ptrace"));
   EXPECT_NE(daemon_->log().find("\"capability_missing\""), std::string::npos) << daemon_->log();
   const auto resident = workload_process(*cgroup_, {}, &topo_->ns(), /*user=*/65534);
   ASSERT_NE(resident, nullptr);

@@ -3,14 +3,40 @@
 // held to its endpoint, which follows the host side's addresses and a
 // bridge's.
 #include <net/if.h>
+#include <sched.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
+#include <sstream>
+#include <string>
 
 #include "dns_fixture.h"
 #include "support/within.h"
 
 namespace sebpf::testing {
 namespace {
+
+// The shipped unit's CapabilityBoundingSet, in setpriv's --bounding-set
+// syntax ("-all,+bpf,..."); empty if the unit has none.
+std::string shipped_unit_bounding_set() {
+  std::ifstream unit(std::string(SEBPF_SOURCE_DIR) + "/dist/systemd/superebpfd.service");
+  const std::string key = "CapabilityBoundingSet=";
+  for (std::string line; std::getline(unit, line);) {
+    if (!line.starts_with(key)) continue;
+    std::istringstream caps(line.substr(key.size()));
+    std::string set = "-all";
+    for (std::string cap; caps >> cap;) {
+      if (cap.starts_with("CAP_")) cap.erase(0, 4);
+      std::transform(cap.begin(), cap.end(), cap.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+      set += ",+" + cap;
+    }
+    return set;
+  }
+  return "";
+}
 
 // Transparent DNS: the workload asks an ordinary resolver (dig, with the
 // address of a host that runs no DNS server at all), the socket hooks send
@@ -76,6 +102,47 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
   if (HasFatalFailure()) return;
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
   EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
+}
+
+// What the shipped unit lets the daemon keep (dist/systemd's
+// CapabilityBoundingSet) is enough to hold a container as one usually is:
+// a network namespace of its own, and processes of an unprivileged user,
+// whose namespace only CAP_SYS_PTRACE opens. Its DNS is steered to the
+// endpoint made there, and the answer's address is learned.
+TEST_F(DnsE2eTest, UnderTheShippedUnitsCapabilitiesAContainerOfAnotherUserIsServed) {
+  const std::string bounding_set = shipped_unit_bounding_set();
+  ASSERT_FALSE(bounding_set.empty()) << "no CapabilityBoundingSet in the shipped unit";
+  start_daemon({"--dns-upstream", knot_->address().to_string()},
+               daemon_with_bounding_set(bounding_set));
+  if (HasFatalFailure()) return;
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    constexpr uid_t kNobody = 65534;
+    if (setresgid(kNobody, kNobody, kNobody) != 0 || setresuid(kNobody, kNobody, kNobody) != 0) {
+      return 87;
+    }
+    if (!meet.ready_then_wait()) return 82;
+    auto answer = dns_query(*net::SocketAddress::parse("203.0.113.2:53", 53),
+                            make_query("allowed.example", kTypeA));
+    if (!answer.ok()) {
+      std::fprintf(stderr, "query: %s\n", answer.error().message().c_str());
+      return 83;
+    }
+    if (answer_addresses(answer->message) != std::vector<std::string>{"198.51.100.2"}) return 84;
+    if (udp_connect("198.51.100.2", kEchoPort) != ENETUNREACH) return 85;
+    if (udp_connect("198.51.100.3", kEchoPort) != EPERM) return 86;
+    return 0;
+  });
+  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("dns_endpoint_in_workload_netns"), std::string::npos);
+  EXPECT_EQ(log.find("capability_missing"), std::string::npos) << log;
+  EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
 }
 
 // An unconnected UDP socket sees the answer's source as the resolver it
