@@ -136,7 +136,10 @@ Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
     if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) return UniqueFd();
     return fd;
   }
-  return UniqueFd();
+  // Not taken for ours either: that would be a guess.
+  return Error(Errc::kFailedPrecondition,
+               "the processes of " + cgroup_path +
+                   " kept exiting before their network namespace could be opened; try again");
 }
 
 }  // namespace sebpf::daemon

@@ -39,9 +39,10 @@ Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon
 // daemon's namespace or the cgroup (and its descendants, 4 levels deep)
 // has none yet. An error when a process's namespace cannot be opened (that
 // of another user's process, or of one holding capabilities the daemon
-// lacks, needs CAP_SYS_PTRACE): taken for the daemon's own, the workload's
-// DNS would be served where it cannot reach it, and its packet sockets
-// would go unguarded.
+// lacks, needs CAP_SYS_PTRACE), or when one process after another exits
+// before its namespace is opened: taken for the daemon's own, the
+// workload's DNS would be served where it cannot reach it, and its packet
+// sockets would go unguarded.
 Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
                                          const std::string& proc_root = "/proc");
 

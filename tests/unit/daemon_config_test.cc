@@ -371,6 +371,49 @@ TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace
   EXPECT_NE(warnings[0].find("attach again"), std::string::npos) << "says what to do";
 }
 
+// A cgroup's namespace is ours, another, or an error: never a guess, which
+// would put the DNS endpoint and the packet socket filter where the
+// workload is not.
+TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess) {
+  const std::string proc = root() + "/proc";
+  std::filesystem::create_directories(proc + "/self/ns");
+  std::ofstream(proc + "/self/ns/net") << "ours";
+  const auto cgroup_of = [&](const std::string& name, const std::string& pid) {
+    const std::string cgroup = root() + "/cg/" + name;
+    std::filesystem::create_directories(cgroup);
+    std::ofstream(cgroup + "/cgroup.procs") << pid;
+    if (!pid.empty()) std::filesystem::create_directories(proc + "/" + pid + "/ns");
+    return cgroup;
+  };
+  const std::string empty = cgroup_of("empty", "");
+  const std::string in_ours = cgroup_of("in-ours", "200");
+  std::filesystem::create_hard_link(proc + "/self/ns/net", proc + "/200/ns/net");
+  const std::string in_theirs = cgroup_of("in-theirs", "201");
+  std::ofstream(proc + "/201/ns/net") << "theirs";
+  const std::string unopenable = cgroup_of("unopenable", "202");
+  std::filesystem::create_symlink("net", proc + "/202/ns/net");  // ELOOP
+  const std::string exiting = cgroup_of("exiting", "203");       // no ns/net: gone
+
+  auto none = foreign_netns_of_cgroup(empty, proc);
+  ASSERT_TRUE(none.ok()) << none.error().message();
+  EXPECT_FALSE(*none) << "no process yet: the host's";
+  auto ours = foreign_netns_of_cgroup(in_ours, proc);
+  ASSERT_TRUE(ours.ok()) << ours.error().message();
+  EXPECT_FALSE(*ours);
+  auto theirs = foreign_netns_of_cgroup(in_theirs, proc);
+  ASSERT_TRUE(theirs.ok()) << theirs.error().message();
+  EXPECT_TRUE(*theirs);
+
+  const auto unopened = foreign_netns_of_cgroup(unopenable, proc);
+  ASSERT_FALSE(unopened.ok());
+  EXPECT_NE(unopened.error().message().find(proc + "/202/ns/net"), std::string::npos)
+      << unopened.error().message();
+  const auto gone = foreign_netns_of_cgroup(exiting, proc);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code(), Errc::kFailedPrecondition);
+  EXPECT_NE(gone.error().message().find("kept exiting"), std::string::npos);
+}
+
 TEST(InterfaceNameTest, OnlyWhatTheKernelAccepts) {
   EXPECT_TRUE(validate_interface_name("tap-vm7").ok());
   EXPECT_TRUE(validate_interface_name(std::string(15, 'x')).ok());
