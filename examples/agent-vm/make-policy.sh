@@ -30,7 +30,17 @@ add_url() {  # add_url SOURCE URL
   host=$(printf '%s\n' "$2" | sed -nE 's#^[a-zA-Z][a-zA-Z0-9+.-]*://([^/@]*@)?(\[[^]]*\]|[^/:]+).*#\2#p' |
     tr '[:upper:]' '[:lower:]')
   host=${host%.}
-  [ -n "$host" ] || return 0
+  case "$2" in
+    mirror*)  # apt-transport-mirror: the mirrors are in a list, not here
+      echo "make-policy: $1: $2 is a mirror list, which this script does not follow; add its mirrors' names by hand" >&2 ;;
+  esac
+  if [ -z "$host" ]; then
+    case "$2" in
+      file:* | cdrom:* | copy:* | "") ;;  # on this host, no network
+      *) echo "make-policy: $1: $2 names no host; skipped" >&2 ;;
+    esac
+    return 0
+  fi
   [ -z "${seen[$host]:-}" ] || return 0
   seen[$host]=1
   # An address is no name to resolve: the policy's domain rules would
