@@ -97,9 +97,10 @@ rlim_t raise_open_files_limit() {
 }
 
 // Said at start rather than at the first attach it fails: without
-// CAP_SYS_PTRACE no network namespace of another user's process, or of one
-// holding capabilities the daemon lacks, can be opened
-// (foreign_netns_of_cgroup), and a container in such a namespace is
+// CAP_SYS_PTRACE the network namespace of another user's process, or of
+// one holding capabilities the daemon lacks, cannot be opened
+// (foreign_netns_of_cgroup), so whether a cgroup of such processes is in
+// the host's namespace or a container's cannot be told, and its attach is
 // refused (as under a service manager that leaves the capability out).
 void warn_of_missing_capabilities(Logger& log) {
   const auto caps = datapath::capability_set("/proc/self/status", "CapEff");
@@ -107,8 +108,8 @@ void warn_of_missing_capabilities(Logger& log) {
   log.warning("capability_missing",
               {{"capability", "CAP_SYS_PTRACE"},
                {"impact",
-                "a cgroup whose processes are in a network namespace of their own cannot be "
-                "attached when they are another user's or hold capabilities the daemon lacks"}});
+                "a cgroup whose processes are another user's or hold capabilities the daemon "
+                "lacks cannot be attached: their network namespace cannot be opened"}});
 }
 
 void notify_systemd(const std::string& state) {
