@@ -42,6 +42,20 @@ void pids_in(const std::filesystem::path& dir, std::vector<std::string>& out) {
   while (procs >> pid) out.push_back(pid);
 }
 
+// The inode of the network namespace `pid` is in, 0 when none can be told.
+// That of a running thread when the main thread has exited while others
+// run: its own ns/net no longer opens, and the process is still listed.
+uint64_t netns_of(const std::string& proc_root, const std::string& pid) {
+  struct stat netns {};
+  if (stat((proc_root + "/" + pid + "/ns/net").c_str(), &netns) == 0) return netns.st_ino;
+  std::error_code ec;
+  for (const auto& task :
+       std::filesystem::directory_iterator(proc_root + "/" + pid + "/task", ec)) {
+    if (stat((task.path() / "ns/net").c_str(), &netns) == 0) return netns.st_ino;
+  }
+  return 0;
+}
+
 std::string warning(const Bypass& bypass, const std::vector<std::string>& pids) {
   std::string named;
   for (size_t i = 0; i < pids.size() && i < kPidsNamed; ++i) named += (i ? ", " : "") + pids[i];
@@ -69,10 +83,7 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
   for (const std::string& pid : pids) {
     const auto caps = datapath::capability_set(proc_root + "/" + pid + "/status", "CapBnd");
     if (!caps.ok()) continue;
-    struct stat netns {};
-    const bool in_guarded_netns = guarded_netns != 0 &&
-                                  stat((proc_root + "/" + pid + "/ns/net").c_str(), &netns) == 0 &&
-                                  netns.st_ino == guarded_netns;
+    const bool in_guarded_netns = guarded_netns != 0 && netns_of(proc_root, pid) == guarded_netns;
     for (size_t i = 0; i < std::size(kBypasses); ++i) {
       if (kBypasses[i].held_by_packet_filter && in_guarded_netns) continue;
       if (*caps >> kBypasses[i].capability & 1) holders[i].push_back(pid);

@@ -92,16 +92,19 @@ Status validate_interface_name(std::string_view name) {
 
 namespace {
 
-// A pid from the cgroup or, when it has none, from its descendants.
-std::optional<pid_t> some_pid_in(const std::string& cgroup_path, int depth) {
-  std::ifstream procs(cgroup_path + "/cgroup.procs");
-  long pid = 0;
-  if (procs >> pid && pid > 0) return static_cast<pid_t>(pid);
+// A thread of the cgroup or, when it has none, of its descendants. Threads,
+// not processes: cgroup.procs lists a process whose main thread has exited
+// while others run under that thread's id, and an exited thread's
+// /proc/<tid>/ns/net no longer opens; cgroup.threads lists running ones.
+std::optional<pid_t> some_thread_in(const std::string& cgroup_path, int depth) {
+  std::ifstream threads(cgroup_path + "/cgroup.threads");
+  long tid = 0;
+  if (threads >> tid && tid > 0) return static_cast<pid_t>(tid);
   if (depth == 0) return std::nullopt;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(cgroup_path, ec)) {
     if (!entry.is_directory(ec)) continue;
-    if (auto found = some_pid_in(entry.path().string(), depth - 1)) return found;
+    if (auto found = some_thread_in(entry.path().string(), depth - 1)) return found;
   }
   return std::nullopt;
 }
@@ -114,12 +117,12 @@ Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
   if (stat((proc_root + "/self/ns/net").c_str(), &ours) != 0) {
     return Error::from_errno(errno, "identify the daemon's network namespace");
   }
-  // A process may exit between reading its pid and opening its namespace:
+  // A thread may exit between reading its id and opening its namespace:
   // look again a few times.
   for (int attempt = 0; attempt < 3; ++attempt) {
-    const auto pid = some_pid_in(cgroup_path, 4);
-    if (!pid) return UniqueFd();
-    const std::string path = proc_root + "/" + std::to_string(*pid) + "/ns/net";
+    const auto tid = some_thread_in(cgroup_path, 4);
+    if (!tid) return UniqueFd();
+    const std::string path = proc_root + "/" + std::to_string(*tid) + "/ns/net";
     UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd && errno != ENOENT && errno != ESRCH) {
       const int err = errno;

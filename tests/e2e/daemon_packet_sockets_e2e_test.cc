@@ -1,12 +1,16 @@
 // superebpfd end to end, packet sockets: an Attachment names the
 // processes that may get packets past it; frames of a workload's packet
 // sockets do not leave its namespace (a container of another user's
-// included, and one whose namespace the daemon cannot open is refused),
+// included, or one whose main thread has exited, and one whose namespace
+// the daemon cannot open is refused),
 // and the host's interfaces carry the filter that holds them while a
 // cgroup needs it; a filter another program deletes, replaces or passes is
 // put back.
+#include <fcntl.h>
 #include <linux/capability.h>
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <functional>
@@ -51,6 +55,40 @@ std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dro
     if (write(ready[1], "x", 1) != 1) return 84;
     pause();
     return 0;
+  });
+  close(ready[1]);
+  char byte;
+  const bool ok = read(ready[0], &byte, 1) == 1;
+  close(ready[0]);
+  return ok ? std::move(child) : nullptr;
+}
+
+// A workload in `cgroup` and `netns` whose main thread has exited while
+// another of its threads runs: the cgroup lists the exited one as the
+// process, and its /proc/<pid>/ns/net no longer opens. Stays until killed;
+// returns once it is in place.
+std::unique_ptr<Child> workload_of_an_exited_main_thread(TestCgroup& cgroup, const NetNs& netns) {
+  int ready[2];
+  if (pipe(ready) != 0) return nullptr;
+  auto child = std::make_unique<Child>([&] {
+    close(ready[0]);
+    if (!cgroup.add_self() || !netns.enter()) return 82;
+    // Its packet sockets are what the Attachment may warn about here.
+    if (prctl(PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) != 0) return 85;
+    static int ready_fd;
+    ready_fd = ready[1];
+    pthread_t thread;
+    const auto lives_on = [](void*) -> void* {
+      // Once the main thread has left its namespace, as an exiting thread does.
+      const std::string main_netns = "/proc/" + std::to_string(getpid()) + "/ns/net";
+      while (UniqueFd(open(main_netns.c_str(), O_RDONLY | O_CLOEXEC))) usleep(1000);
+      if (write(ready_fd, "x", 1) != 1) return nullptr;
+      pause();
+      return nullptr;
+    };
+    if (pthread_create(&thread, nullptr, lives_on, nullptr) != 0) return 83;
+    syscall(SYS_exit, 0);  // this thread only; exit() would end them all
+    return 84;
   });
   close(ready[1]);
   char byte;
@@ -168,6 +206,24 @@ TEST_F(DaemonE2eTest, AContainerWhoseNamespaceTheDaemonCannotOpenIsNotAttached) 
   ASSERT_TRUE(call_list(&list).ok());
   EXPECT_EQ(list.attachments_size(), 0);
   EXPECT_FALSE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
+}
+
+// A process whose main thread exited while others run is listed by its
+// cgroup under the exited thread's id, whose namespace no longer opens:
+// the namespace is found through a running thread, not refused.
+TEST_F(DaemonE2eTest, AContainerWhoseMainThreadExitedIsHeldInItsOwnNamespace) {
+  start_daemon();
+  const auto resident = workload_of_an_exited_main_thread(*cgroup_, topo_->ns());
+  ASSERT_NE(resident, nullptr);
+  ASSERT_FALSE(UniqueFd(
+      open(("/proc/" + std::to_string(resident->pid()) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC)))
+      << "the main thread's namespace must not open, else this shows nothing";
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  ASSERT_FALSE(att.id().empty());
+  EXPECT_TRUE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
+  EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
+  EXPECT_EQ(att.warnings_size(), 0) << "its packet sockets are held where it runs: "
+                                    << (att.warnings_size() ? att.warnings(0) : "");
 }
 
 // Whether a frame that `send` writes (once a listener is up) arrives on

@@ -352,7 +352,8 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
 }
 
 // The packet socket filter holds CAP_NET_RAW inside the namespace it was
-// put in at attach time; a process elsewhere is still named.
+// put in at attach time; a process elsewhere is still named. One whose main
+// thread has exited is where its running threads are.
 TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace) {
   const std::string cgroup = root() + "/cg/a";
   const std::string proc = root() + "/proc";
@@ -361,7 +362,11 @@ TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace
     std::ofstream(proc + "/" + pid + "/status") << "CapBnd:\t00000000a80425fb\n";  // Docker's
     std::ofstream(proc + "/" + pid + "/ns/net") << pid;  // a namespace each
   }
-  std::ofstream(cgroup + "/cgroup.procs") << "101\n102\n";
+  // 103's main thread exited while thread 104 runs, in the guarded namespace.
+  std::filesystem::create_directories(proc + "/103/task/104/ns");
+  std::ofstream(proc + "/103/status") << "CapBnd:\t00000000a80425fb\n";
+  std::filesystem::create_hard_link(proc + "/101/ns/net", proc + "/103/task/104/ns/net");
+  std::ofstream(cgroup + "/cgroup.procs") << "101\n102\n103\n";
   struct stat guarded {};
   ASSERT_EQ(stat((proc + "/101/ns/net").c_str(), &guarded), 0);
 
@@ -381,7 +386,7 @@ TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess)
   const auto cgroup_of = [&](const std::string& name, const std::string& pid) {
     const std::string cgroup = root() + "/cg/" + name;
     std::filesystem::create_directories(cgroup);
-    std::ofstream(cgroup + "/cgroup.procs") << pid;
+    std::ofstream(cgroup + "/cgroup.threads") << pid;
     if (!pid.empty()) std::filesystem::create_directories(proc + "/" + pid + "/ns");
     return cgroup;
   };
@@ -393,6 +398,11 @@ TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess)
   const std::string unopenable = cgroup_of("unopenable", "202");
   std::filesystem::create_symlink("net", proc + "/202/ns/net");  // ELOOP
   const std::string exiting = cgroup_of("exiting", "203");       // no ns/net: gone
+  // A process whose main thread (204, no ns/net) exited while thread 205
+  // runs: cgroup.procs lists 204, cgroup.threads 205.
+  const std::string main_thread_exited = cgroup_of("main-thread-exited", "205");
+  std::ofstream(main_thread_exited + "/cgroup.procs") << "204";
+  std::ofstream(proc + "/205/ns/net") << "theirs";
 
   auto none = foreign_netns_of_cgroup(empty, proc);
   ASSERT_TRUE(none.ok()) << none.error().message();
@@ -403,6 +413,9 @@ TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess)
   auto theirs = foreign_netns_of_cgroup(in_theirs, proc);
   ASSERT_TRUE(theirs.ok()) << theirs.error().message();
   EXPECT_TRUE(*theirs);
+  auto through_a_thread = foreign_netns_of_cgroup(main_thread_exited, proc);
+  ASSERT_TRUE(through_a_thread.ok()) << through_a_thread.error().message();
+  EXPECT_TRUE(*through_a_thread) << "found through the running thread";
 
   const auto unopened = foreign_netns_of_cgroup(unopenable, proc);
   ASSERT_FALSE(unopened.ok());
