@@ -12,6 +12,11 @@
 #   scripts/test.sh --sanitize            # builds build-asan/
 #   sudo tests/soak/daemon_soak.sh build-asan 600
 #
+# With --unit-capabilities first, the daemon runs with the capability
+# bounding set the shipped systemd unit gives it
+# (dist/systemd/superebpfd.service), as in production, rather than with
+# every capability root has: what it cannot do there shows as errors.
+#
 # It fails (exit 1, the problems listed) on a sanitizer report, a CLI call
 # the daemon answered with an internal error, a daemon that does not start
 # or stop, an error line in the daemon's log, anything of the run left
@@ -21,6 +26,18 @@
 # namespaces it makes; no traffic leaves the host.
 set -uo pipefail
 
+# The command the daemon starts under: setpriv, with --unit-capabilities.
+under=()
+if [ "${1:-}" = --unit-capabilities ]; then
+  shift
+  unit=$(dirname "$0")/../../dist/systemd/superebpfd.service
+  # "CAP_BPF CAP_NET_ADMIN" -> "bpf,+net_admin", setpriv's syntax.
+  caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit" | tr '[:upper:]' '[:lower:]' |
+    sed 's/cap_//g; s/ \+/,+/g')
+  [ -n "$caps" ] || { echo "daemon_soak: no CapabilityBoundingSet in $unit" >&2; exit 2; }
+  command -v setpriv > /dev/null || { echo "daemon_soak: needs setpriv" >&2; exit 2; }
+  under=(setpriv --bounding-set "-all,+$caps" --)
+fi
 build=${1:-build-asan}
 seconds=${2:-300}
 [ "$(id -u)" -eq 0 ] || { echo "daemon_soak: must run as root" >&2; exit 2; }
@@ -132,7 +149,7 @@ daemon_pid() {
   [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2> /dev/null)" = superebpfd ] && echo "$pid"
 }
 start_daemon() {
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 "${under[@]}" \
     "$build/src/daemon/superebpfd" -c "$work/config.yaml" "$@" >> "$work/daemon.log" 2>&1 &
   echo $! > "$work/daemon.pid"
   for _ in $(seq 1 150); do
@@ -208,6 +225,8 @@ call() {
 }
 
 start_daemon
+# What it runs with, for the summary (setpriv has exec'd it by now).
+bounding_set=$(awk '$1 == "CapBnd:" { print $2 }' "/proc/$(daemon_pid)/status" 2> /dev/null)
 end=$((SECONDS + seconds))
 
 # Cgroups of the host's namespace: attached, policies changed, then
@@ -566,7 +585,8 @@ left=$(ip -o link | grep -c ' ssk')
 [ -e "$cgroup_root" ] && problem "$cgroup_root left"
 ip netns list | grep -q '^ssk-' && problem "network namespaces left"
 
-echo "daemon_soak: $seconds s, $(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
+echo "daemon_soak: $seconds s, capability bounding set ${bounding_set:-unknown}," \
+  "$(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
   "$(grep -c '"event":"api_socket_restored"' "$work/daemon.log") removals of its files undone," \
   "$links_replaced cgroups' links put back" \
