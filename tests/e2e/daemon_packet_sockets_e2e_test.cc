@@ -33,28 +33,14 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// A process of the workload in `cgroup` (and in `netns`, if given) that
-// has dropped `dropped` (capabilities) from its bounding set, runs as
-// `user` when given (a container's unprivileged user: every capability
-// gone), and stays until killed; returns once it is in place.
-std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dropped,
-                                        const NetNs* netns = nullptr,
-                                        std::optional<uid_t> user = std::nullopt) {
+// A forked child running `body`, returned once `body` has written a byte
+// to the descriptor it is given (its set-up done); null if it did not.
+std::unique_ptr<Child> child_once_ready(const std::function<int(int ready_fd)>& body) {
   int ready[2];
   if (pipe(ready) != 0) return nullptr;
   auto child = std::make_unique<Child>([&] {
     close(ready[0]);
-    if (!cgroup.add_self()) return 82;
-    if (netns != nullptr && !netns->enter()) return 85;
-    for (const int cap : dropped) {
-      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 83;
-    }
-    if (user && (setresgid(*user, *user, *user) != 0 || setresuid(*user, *user, *user) != 0)) {
-      return 86;
-    }
-    if (write(ready[1], "x", 1) != 1) return 84;
-    pause();
-    return 0;
+    return body(ready[1]);
   });
   close(ready[1]);
   char byte;
@@ -63,26 +49,45 @@ std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dro
   return ok ? std::move(child) : nullptr;
 }
 
+// A process of the workload in `cgroup` (and in `netns`, if given) that
+// has dropped `dropped` (capabilities) from its bounding set, runs as
+// `user` when given (a container's unprivileged user: every capability
+// gone), and stays until killed; returns once it is in place.
+std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dropped,
+                                        const NetNs* netns = nullptr,
+                                        std::optional<uid_t> user = std::nullopt) {
+  return child_once_ready([&](int ready_fd) {
+    if (!cgroup.add_self()) return 82;
+    if (netns != nullptr && !netns->enter()) return 85;
+    for (const int cap : dropped) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 83;
+    }
+    if (user && (setresgid(*user, *user, *user) != 0 || setresuid(*user, *user, *user) != 0)) {
+      return 86;
+    }
+    if (write(ready_fd, "x", 1) != 1) return 84;
+    pause();
+    return 0;
+  });
+}
+
 // A workload in `cgroup` and `netns` whose main thread has exited while
 // another of its threads runs: the cgroup lists the exited one as the
 // process, and its /proc/<pid>/ns/net no longer opens. Stays until killed;
 // returns once it is in place.
 std::unique_ptr<Child> workload_of_an_exited_main_thread(TestCgroup& cgroup, const NetNs& netns) {
-  int ready[2];
-  if (pipe(ready) != 0) return nullptr;
-  auto child = std::make_unique<Child>([&] {
-    close(ready[0]);
+  return child_once_ready([&](int ready_fd) {
     if (!cgroup.add_self() || !netns.enter()) return 82;
     // Its packet sockets are what the Attachment may warn about here.
     if (prctl(PR_CAPBSET_DROP, CAP_NET_ADMIN, 0, 0, 0) != 0) return 85;
-    static int ready_fd;
-    ready_fd = ready[1];
+    static int thread_ready_fd;
+    thread_ready_fd = ready_fd;
     pthread_t thread;
     const auto lives_on = [](void*) -> void* {
       // Once the main thread has left its namespace, as an exiting thread does.
       const std::string main_netns = "/proc/" + std::to_string(getpid()) + "/ns/net";
       while (UniqueFd(open(main_netns.c_str(), O_RDONLY | O_CLOEXEC))) usleep(1000);
-      if (write(ready_fd, "x", 1) != 1) return nullptr;
+      if (write(thread_ready_fd, "x", 1) != 1) return nullptr;
       pause();
       return nullptr;
     };
@@ -90,11 +95,6 @@ std::unique_ptr<Child> workload_of_an_exited_main_thread(TestCgroup& cgroup, con
     syscall(SYS_exit, 0);  // this thread only; exit() would end them all
     return 84;
   });
-  close(ready[1]);
-  char byte;
-  const bool ok = read(ready[0], &byte, 1) == 1;
-  close(ready[0]);
-  return ok ? std::move(child) : nullptr;
 }
 
 // A process that may reconfigure its network namespace (CAP_NET_ADMIN) can
@@ -230,22 +230,16 @@ TEST_F(DaemonE2eTest, AContainerWhoseMainThreadExitedIsHeldInItsOwnNamespace) {
 // `peer_if` in the test namespace.
 bool frame_reaches_peer(const NetNs& ns, const std::string& peer_if,
                         const std::function<void()>& send) {
-  int ready[2];
-  if (pipe(ready) != 0) return false;
-  Child listener([&] {
-    close(ready[0]);
+  const auto listener = child_once_ready([&](int ready_fd) {
     if (!ns.enter()) return 81;
     UniqueFd rx = frame_listener(peer_if);
     if (!rx) return 82;
-    if (write(ready[1], "x", 1) != 1) return 83;
+    if (write(ready_fd, "x", 1) != 1) return 83;
     return frame_arrives(rx.get(), milliseconds(1000)) ? 0 : 1;
   });
-  close(ready[1]);
-  char byte;
-  const bool up = read(ready[0], &byte, 1) == 1;
-  close(ready[0]);
-  if (up) send();
-  return up && listener.wait() == 0;
+  if (!listener) return false;
+  send();
+  return listener->wait() == 0;
 }
 
 // A workload in the host's own namespace: the daemon guards every

@@ -4,6 +4,7 @@
 // bridge's.
 #include <net/if.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -138,6 +139,48 @@ TEST_F(DnsE2eTest, UnderTheShippedUnitsCapabilitiesAContainerOfAnotherUserIsServ
   const std::string log = daemon_->log();
   EXPECT_NE(log.find("dns_endpoint_in_workload_netns"), std::string::npos);
   EXPECT_EQ(log.find("capability_missing"), std::string::npos) << log;
+  EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
+}
+
+// A rootless container (Podman's, or Docker's with user namespace
+// remapping): an unprivileged user's processes in a user namespace of
+// their own, which owns their network namespace. Under the shipped unit's
+// capabilities the daemon still opens that namespace and makes the
+// endpoint there.
+TEST_F(DnsE2eTest, UnderTheShippedUnitsCapabilitiesARootlessContainerIsServed) {
+  const std::string bounding_set = shipped_unit_bounding_set();
+  ASSERT_FALSE(bounding_set.empty()) << "no CapabilityBoundingSet in the shipped unit";
+  start_daemon({"--dns-upstream", knot_->address().to_string()},
+               daemon_with_bounding_set(bounding_set));
+  if (HasFatalFailure()) return;
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    constexpr uid_t kNobody = 65534;
+    if (!cgroup_->add_self() || setresgid(kNobody, kNobody, kNobody) != 0 ||
+        setresuid(kNobody, kNobody, kNobody) != 0) {
+      return 87;
+    }
+    // A change of user made it undumpable, its /proc/self files root's:
+    // a user's own process is dumpable, and may map itself as below.
+    if (prctl(PR_SET_DUMPABLE, 1) != 0 || unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) return 80;
+    // Root inside its user namespace, as a rootless runtime maps it.
+    const auto map = [](const char* file, const std::string& line) {
+      std::ofstream out(file);
+      return static_cast<bool>(out << line << std::flush);
+    };
+    if (!map("/proc/self/uid_map", "0 65534 1\n") || !map("/proc/self/setgroups", "deny") ||
+        !map("/proc/self/gid_map", "0 65534 1\n")) {
+      return 88;
+    }
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+  });
+  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+  const std::string log = daemon_->log();
+  EXPECT_NE(log.find("dns_endpoint_in_workload_netns"), std::string::npos);
   EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
 }
 
