@@ -31,8 +31,11 @@ add_url() {  # add_url SOURCE URL
     tr '[:upper:]' '[:lower:]')
   host=${host%.}
   case "$2" in
-    mirror*)  # apt-transport-mirror: the mirrors are in a list, not here
-      echo "make-policy: $1: $2 is a mirror list, which this script does not follow; add its mirrors' names by hand" >&2 ;;
+    mirror+file:*)  # apt-transport-mirror, its list on this host: the mirrors in it
+      follow_mirror_list "$1" "${2#mirror+file:}"
+      return 0 ;;
+    mirror*)  # a list apt fetches from that host, which this script cannot read
+      echo "make-policy: $1: $2 is a mirror list on another host; its host is allowed, the mirrors it names must be added by hand" >&2 ;;
   esac
   if [ -z "$host" ]; then
     case "$2" in
@@ -57,6 +60,26 @@ add_url() {  # add_url SOURCE URL
     names+=("$host")
   fi
   echo "make-policy: $1: $host" >&2
+}
+
+# An apt mirror list on this host (apt-transport-mirror): a URI a line,
+# maybe followed by tab-separated metadata; empty lines and those
+# starting with # are not read. Each list is read once, so a list that
+# names itself ends.
+declare -A lists_read=()
+follow_mirror_list() {  # follow_mirror_list SOURCE FILE
+  local file=$2 uri
+  [[ $file == ///* ]] && file=${file#//}  # mirror+file:///path
+  [ -z "${lists_read[$file]:-}" ] || return 0
+  lists_read[$file]=1
+  if [ ! -r "$file" ]; then
+    echo "make-policy: $1: mirror list $file cannot be read; none of its mirrors is allowed" >&2
+    return 0
+  fi
+  while read -r uri _; do
+    case "$uri" in "" | "#"*) continue ;; esac
+    add_url "$1 (mirror list $file)" "$uri"
+  done < "$file"
 }
 
 # apt: the files apt itself reads (apt-config follows APT_CONFIG and

@@ -2,8 +2,9 @@
 # examples/agent-vm/make-policy.sh on apt, pip and npm configuration of
 # the test's own (APT_CONFIG, PIP_INDEX_URL, an npm and a python3 on PATH
 # that answer as configured ones would): registries come out as domain
-# rules, those given by address as CIDR rules, and what is commented out,
-# disabled or no host at all is left out. With --check, the daemon must
+# rules, those given by address as CIDR rules, apt's mirror lists on this
+# host are read, and what is commented out, disabled or no host at all is
+# left out. With --check, the daemon must
 # accept each policy the script writes, as scripts/run.sh starts it with
 # one.
 #
@@ -47,9 +48,19 @@ deb http://[2001:db8::10]/debian bookworm main
 deb http://localhost:3142/debian bookworm main
 deb http://999.1.1.1/debian bookworm main
 deb http://mirror_underscore.example.org/debian bookworm main
-deb mirror+file:/etc/apt/mirrors.txt bookworm main
 deb file:/srv/local-repo ./
 APT
+# apt-transport-mirror's lists: one on this host, read; one it cannot
+# read; one on another host, whose host alone can be allowed.
+cat >> "$tmp/full/etc/apt/sources.list" <<APT
+deb mirror+file:$tmp/full/etc/apt/mirrors.txt bookworm main
+deb mirror+file:$tmp/full/etc/apt/missing-mirrors.txt bookworm main
+deb mirror+https://lists.example.org/debian/mirrors.txt bookworm main
+APT
+printf '%s\n' "# the site's mirrors" "" \
+  "https://list-mirror-a.example.org/debian"$'\t'"priority:1"$'\t'"arch:amd64" \
+  "http://198.51.100.30/debian" "http://deb.example.org/debian" \
+  "mirror+file://$tmp/full/etc/apt/mirrors.txt" > "$tmp/full/etc/apt/mirrors.txt"
 cat > "$tmp/full/etc/apt/sources.list.d/vendor.list" <<'APT'
 deb https://packages.vendor.example.net./repo stable main
 APT
@@ -99,10 +110,12 @@ policies:
   - name: agent-vm
     mode: allowlist
     dns_mode: allowlist
-    allow_cidrs: [198.51.100.10/32,2001:db8::10/128,203.0.113.20/32]
+    allow_cidrs: [198.51.100.10/32,2001:db8::10/128,198.51.100.30/32,203.0.113.20/32]
     allow_domains:
       - deb.example.org
       - vendor.example.com
+      - list-mirror-a.example.org
+      - lists.example.org
       - packages.vendor.example.net
       - mirror-a.example.org
       - mirror-b.example.org
@@ -113,7 +126,9 @@ YAML
 grep -q 'localhost is neither a name nor an address' "$tmp/full.notes"
 grep -q '999.1.1.1 is neither a name nor an address' "$tmp/full.notes"
 grep -q 'mirror_underscore.example.org is neither a name nor an address' "$tmp/full.notes"
-grep -q 'mirror+file:/etc/apt/mirrors.txt is a mirror list' "$tmp/full.notes"
+grep -q "mirror list $tmp/full/etc/apt/missing-mirrors.txt cannot be read" "$tmp/full.notes"
+grep -q 'mirror+https://lists.example.org/debian/mirrors.txt is a mirror list on another host' \
+  "$tmp/full.notes"
 if grep -q 'file:/srv/local-repo' "$tmp/full.notes"; then
   echo "a local repository was reported as if it needed the network" >&2
   exit 1
