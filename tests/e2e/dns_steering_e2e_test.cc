@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 
@@ -111,56 +112,61 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
   EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
 }
 
-// What the shipped unit lets the daemon keep (dist/systemd's
-// CapabilityBoundingSet) is enough to hold a container as one usually is:
-// a network namespace of its own, and processes of an unprivileged user,
-// whose namespace only CAP_SYS_PTRACE opens. Its DNS is steered to the
-// endpoint made there, and the answer's address is learned.
-TEST_F(DnsE2eTest, UnderTheShippedUnitsCapabilitiesAContainerOfAnotherUserIsServed) {
-  const std::string bounding_set = shipped_unit_bounding_set();
-  ASSERT_FALSE(bounding_set.empty()) << "no CapabilityBoundingSet in the shipped unit";
-  start_daemon({"--dns-upstream", knot_->address().to_string()},
-               daemon_with_bounding_set(bounding_set));
-  if (HasFatalFailure()) return;
-  Rendezvous meet;
-  ASSERT_TRUE(meet.valid());
-  Child workload([&] {
-    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
+// The daemon with what the shipped unit lets it keep (dist/systemd's
+// CapabilityBoundingSet), serving containers as they usually are.
+class DnsUnderTheUnitsCapabilitiesTest : public DnsE2eTest {
+ protected:
+  // A workload that joins the cgroup and `becomes_container` (0, or the
+  // step that failed) is attached by pid: its DNS is steered to the
+  // endpoint made in its namespace, the answer's address is learned, and
+  // nothing the daemon logs is an error.
+  void expect_container_served(const std::function<int()>& becomes_container) {
+    const std::string bounding_set = shipped_unit_bounding_set();
+    ASSERT_FALSE(bounding_set.empty()) << "no CapabilityBoundingSet in the shipped unit";
+    start_daemon({"--dns-upstream", knot_->address().to_string()},
+                 daemon_with_bounding_set(bounding_set));
+    if (HasFatalFailure()) return;
+    Rendezvous meet;
+    ASSERT_TRUE(meet.valid());
+    Child workload([&] {
+      if (!cgroup_->add_self()) return 89;
+      if (const int failed = becomes_container(); failed != 0) return failed;
+      return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+    });
+    attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
+    if (HasFatalFailure()) return;
+    EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+    const std::string log = daemon_->log();
+    EXPECT_NE(log.find("dns_endpoint_in_workload_netns"), std::string::npos);
+    EXPECT_EQ(log.find("capability_missing"), std::string::npos) << log;
+    EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
+  }
+};
+
+constexpr uid_t kNobody = 65534;
+
+// A container's unprivileged user, as runtimes run its processes.
+bool become_nobody() {
+  return setresgid(kNobody, kNobody, kNobody) == 0 && setresuid(kNobody, kNobody, kNobody) == 0;
+}
+
+// A network namespace of its own, and processes of an unprivileged user,
+// whose namespace only CAP_SYS_PTRACE opens.
+TEST_F(DnsUnderTheUnitsCapabilitiesTest, AContainerOfAnotherUserIsServed) {
+  expect_container_served([] {
+    if (unshare(CLONE_NEWNET) != 0) return 80;
     if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
-    constexpr uid_t kNobody = 65534;
-    if (setresgid(kNobody, kNobody, kNobody) != 0 || setresuid(kNobody, kNobody, kNobody) != 0) {
-      return 87;
-    }
-    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+    if (!become_nobody()) return 87;
+    return 0;
   });
-  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
-  if (HasFatalFailure()) return;
-  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
-  const std::string log = daemon_->log();
-  EXPECT_NE(log.find("dns_endpoint_in_workload_netns"), std::string::npos);
-  EXPECT_EQ(log.find("capability_missing"), std::string::npos) << log;
-  EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
 }
 
 // A rootless container (Podman's, or Docker's with user namespace
 // remapping): an unprivileged user's processes in a user namespace of
-// their own, which owns their network namespace. Under the shipped unit's
-// capabilities the daemon still opens that namespace and makes the
-// endpoint there.
-TEST_F(DnsE2eTest, UnderTheShippedUnitsCapabilitiesARootlessContainerIsServed) {
-  const std::string bounding_set = shipped_unit_bounding_set();
-  ASSERT_FALSE(bounding_set.empty()) << "no CapabilityBoundingSet in the shipped unit";
-  start_daemon({"--dns-upstream", knot_->address().to_string()},
-               daemon_with_bounding_set(bounding_set));
-  if (HasFatalFailure()) return;
-  Rendezvous meet;
-  ASSERT_TRUE(meet.valid());
-  Child workload([&] {
-    constexpr uid_t kNobody = 65534;
-    if (!cgroup_->add_self() || setresgid(kNobody, kNobody, kNobody) != 0 ||
-        setresuid(kNobody, kNobody, kNobody) != 0) {
-      return 87;
-    }
+// their own, which owns their network namespace.
+TEST_F(DnsUnderTheUnitsCapabilitiesTest, ARootlessContainerIsServed) {
+  expect_container_served([] {
+    if (!become_nobody()) return 87;
     // A change of user made it undumpable, its /proc/self files root's:
     // a user's own process is dumpable, and may map itself as below.
     if (prctl(PR_SET_DUMPABLE, 1) != 0 || unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) return 80;
@@ -169,19 +175,13 @@ TEST_F(DnsE2eTest, UnderTheShippedUnitsCapabilitiesARootlessContainerIsServed) {
       std::ofstream out(file);
       return static_cast<bool>(out << line << std::flush);
     };
-    if (!map("/proc/self/uid_map", "0 65534 1\n") || !map("/proc/self/setgroups", "deny") ||
-        !map("/proc/self/gid_map", "0 65534 1\n")) {
+    const std::string nobody_as_root = "0 " + std::to_string(kNobody) + " 1\n";
+    if (!map("/proc/self/uid_map", nobody_as_root) || !map("/proc/self/setgroups", "deny") ||
+        !map("/proc/self/gid_map", nobody_as_root)) {
       return 88;
     }
-    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
-    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+    return run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0 ? 81 : 0;
   });
-  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
-  if (HasFatalFailure()) return;
-  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
-  const std::string log = daemon_->log();
-  EXPECT_NE(log.find("dns_endpoint_in_workload_netns"), std::string::npos);
-  EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
 }
 
 // An unconnected UDP socket sees the answer's source as the resolver it
