@@ -48,10 +48,12 @@ void pids_in(const std::filesystem::path& dir, std::vector<std::string>& out) {
 uint64_t netns_of(const std::string& proc_root, const std::string& pid) {
   struct stat netns {};
   if (stat((proc_root + "/" + pid + "/ns/net").c_str(), &netns) == 0) return netns.st_ino;
+  // increment(ec): a process that ends meanwhile fails the read (ENOENT),
+  // which operator++ would throw.
   std::error_code ec;
-  for (const auto& task :
-       std::filesystem::directory_iterator(proc_root + "/" + pid + "/task", ec)) {
-    if (stat((task.path() / "ns/net").c_str(), &netns) == 0) return netns.st_ino;
+  for (std::filesystem::directory_iterator task(proc_root + "/" + pid + "/task", ec), end;
+       !ec && task != end; task.increment(ec)) {
+    if (stat((task->path() / "ns/net").c_str(), &netns) == 0) return netns.st_ino;
   }
   return 0;
 }

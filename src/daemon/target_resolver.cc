@@ -102,9 +102,11 @@ std::optional<pid_t> some_thread_in(const std::string& cgroup_path, int depth) {
   if (threads >> tid && tid > 0) return static_cast<pid_t>(tid);
   if (depth == 0) return std::nullopt;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(cgroup_path, ec)) {
-    if (!entry.is_directory(ec)) continue;
-    if (auto found = some_thread_in(entry.path().string(), depth - 1)) return found;
+  for (std::filesystem::directory_iterator entry(cgroup_path, ec), end; !ec && entry != end;
+       entry.increment(ec)) {
+    std::error_code not_a_directory;
+    if (!entry->is_directory(not_a_directory)) continue;
+    if (auto found = some_thread_in(entry->path().string(), depth - 1)) return found;
   }
   return std::nullopt;
 }

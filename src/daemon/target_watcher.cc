@@ -202,7 +202,8 @@ void TargetWatcher::watch_parent(const std::string& path) {
     const int wd = watch_dir(parent, IN_DELETE | IN_MOVED_FROM, "cgroup_watch_failed");
     if (wd >= 0) watched_dirs_[wd] = parent;
   }
-  if (!std::filesystem::exists(path)) manager_.on_cgroup_removed(path);
+  std::error_code ec;  // an error reads as gone: the manager confirms by the cgroup's id
+  if (!std::filesystem::exists(path, ec)) manager_.on_cgroup_removed(path);
 }
 
 void TargetWatcher::run() {

@@ -113,8 +113,10 @@ Status check_trusted_path(const std::string& path, const std::string& setting,
 
 Status check_trusted_paths(const DaemonConfig& config, const std::string& config_file) {
   if (!config_file.empty()) {
-    SEBPF_RETURN_IF_ERROR(check_trusted_path(fs::absolute(config_file).string(),
-                                             "the configuration file",
+    std::error_code ec;  // only when the working directory is gone
+    const fs::path absolute = fs::absolute(config_file, ec);
+    if (ec) return Error::from_errno(ec.value(), "the configuration file " + config_file);
+    SEBPF_RETURN_IF_ERROR(check_trusted_path(absolute.string(), "the configuration file",
                                              "the daemon's configuration"));
   }
   if (!config.policy_file.empty()) {

@@ -169,7 +169,8 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
   Adopted result;
   std::error_code ec;
   if (links_dir_.empty() || !fs::is_directory(links_dir_, ec)) return result;
-  for (const auto& entry : fs::directory_iterator(links_dir_, ec)) {
+  for (fs::directory_iterator it(links_dir_, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::directory_entry& entry = *it;
     const std::string name = entry.path().filename();
     if (name.rfind("cgroup-", 0) != 0) continue;
     const uint64_t id = std::strtoull(name.c_str() + 7, nullptr, 10);
@@ -206,7 +207,8 @@ Result<CgroupHooks::Adopted> CgroupHooks::adopt() {
       continue;
     }
     for (auto& link : links) bpf_link_detach(link.get());
-    fs::remove_all(entry.path(), ec);
+    std::error_code not_removed;  // left for the next start to drop again
+    fs::remove_all(entry.path(), not_removed);
     result.dropped[id] = problem;
   }
   if (ec) return Error::from_errno(ec.value(), "read pinned links in " + links_dir_);

@@ -137,7 +137,7 @@ Status Datapath::Impl::load() {
     fs::create_directories(maps_dir(config), ec);
     fs::create_directories(links_dir(config), ec);
     if (ec) return Error::from_errno(ec.value(), "create " + config.pin_dir);
-    adopted = fs::exists(maps_dir(config) + "/" + kMetaMapName);
+    adopted = fs::exists(maps_dir(config) + "/" + kMetaMapName, ec);
   }
   bool all_maps_adopted = false;
   if (adopted) {

@@ -155,8 +155,9 @@ void Datapath::Impl::pin_programs() {
 void Datapath::Impl::unpin_other_builds_programs() {
   std::error_code ec;
   std::vector<fs::path> others;
-  for (const auto& entry : fs::directory_iterator(programs_dir(config), ec)) {
-    if (entry.path().filename() != build_id) others.push_back(entry.path());
+  for (fs::directory_iterator it(programs_dir(config), ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->path().filename() != build_id) others.push_back(it->path());
   }
   for (const fs::path& other : others) {
     // The kernel frees them once no link or filter holds them.
@@ -226,8 +227,9 @@ Status Datapath::Impl::pin_maps() {
   // State without the meta map is the leftover of an interrupted first
   // start.
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(maps_dir(config), ec)) {
-    fs::remove(entry.path(), ec);
+  for (fs::directory_iterator it(maps_dir(config), ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code not_removed;  // one of our names left fails its pin below, saying why
+    fs::remove(it->path(), not_removed);
   }
   const std::vector<bpf_map*> order = maps_in_pin_order();
   for (bpf_map* m : order) {

@@ -173,13 +173,14 @@ Status ensure_bpffs_dir(const std::string& dir) {
   }
   // The nearest existing ancestor tells which filesystem the dir lands on.
   fs::path existing = dir;
-  while (!fs::exists(existing) && existing.has_parent_path() && existing != "/") {
+  std::error_code ec;
+  while (!fs::exists(existing, ec) && existing.has_parent_path() && existing != "/") {
     existing = existing.parent_path();
   }
   if (!is_on_fs(existing, BPF_FS_MAGIC)) {
     const std::string standard = "/sys/fs/bpf";
     const bool under_standard = dir == standard || dir.rfind(standard + "/", 0) == 0;
-    if (!under_standard || !fs::is_directory(standard)) {
+    if (!under_standard || !fs::is_directory(standard, ec)) {
       return Error(Errc::kFailedPrecondition,
                    "pin directory \"" + dir + "\" is not on a bpffs; mount one with \"mount -t " +
                        "bpf bpf <dir>\" or choose a directory under /sys/fs/bpf");
@@ -189,7 +190,6 @@ Status ensure_bpffs_dir(const std::string& dir) {
       return Error::from_errno(errno, "bpffs is not mounted at /sys/fs/bpf and mounting it failed");
     }
   }
-  std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Error::from_errno(ec.value(), "create pin directory \"" + dir + "\"");
   if (!is_on_fs(dir, BPF_FS_MAGIC)) {
