@@ -60,18 +60,9 @@ Error damaged(const std::string& path, const std::string& why) {
                    "); it was not used. Move it aside to start with empty state");
 }
 
-}  // namespace
-
-Status write_state_file(const std::string& path, std::string_view payload) {
-  if (payload.size() > kMaxPayload) {
-    return Error(Errc::kResourceExhausted, "state is larger than 1 GiB");
-  }
-  std::string file(kMagic, sizeof(kMagic));
-  put<uint32_t>(file, kVersion);
-  put<uint64_t>(file, payload.size());
-  put<uint32_t>(file, crc_of(payload));
-  file.append(payload);
-
+// One write of `file` to `path` through a temporary file; `removed` is set
+// when the rename finds the temporary file gone.
+Status write_once(const std::string& path, const std::string& file, bool& removed) {
   const std::string tmp = path + ".tmp";
   const std::string dir = std::filesystem::path(path).parent_path().string();
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -85,6 +76,7 @@ Status write_state_file(const std::string& path, std::string_view payload) {
   if (fsync(fd.get()) != 0) return Error::from_errno(errno, "fsync " + tmp);
   fd.reset();
   if (rename(tmp.c_str(), path.c_str()) != 0) {
+    removed = errno == ENOENT;
     return Error::from_errno(errno, "rename " + tmp + " to " + path);
   }
   // The rename itself must reach the disk, or a crash could bring back the
@@ -92,6 +84,27 @@ Status write_state_file(const std::string& path, std::string_view payload) {
   UniqueFd dfd(open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dfd || fsync(dfd.get()) != 0) return Error::from_errno(errno, "fsync directory " + dir);
   return ok_status();
+}
+
+}  // namespace
+
+Status write_state_file(const std::string& path, std::string_view payload) {
+  if (payload.size() > kMaxPayload) {
+    return Error(Errc::kResourceExhausted, "state is larger than 1 GiB");
+  }
+  std::string file(kMagic, sizeof(kMagic));
+  put<uint32_t>(file, kVersion);
+  put<uint64_t>(file, payload.size());
+  put<uint32_t>(file, crc_of(payload));
+  file.append(payload);
+
+  // Another program removing the directory between the write and the
+  // rename takes the temporary file with it: written once more, into the
+  // directory made again (as the daemon puts back what is removed).
+  bool removed = false;
+  Status written = write_once(path, file, removed);
+  if (!written.ok() && removed) written = write_once(path, file, removed);
+  return written;
 }
 
 Result<std::string> read_state_file(const std::string& path) {
