@@ -3,10 +3,14 @@
 #include <linux/capability.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <optional>
+#include <sstream>
 
 #include "datapath/system.h"
 
@@ -58,20 +62,99 @@ uint64_t netns_of(const std::string& proc_root, const std::string& pid) {
   return 0;
 }
 
-std::string warning(const Bypass& bypass, const std::vector<std::string>& pids) {
-  std::string named;
-  for (size_t i = 0; i < pids.size() && i < kPidsNamed; ++i) named += (i ? ", " : "") + pids[i];
-  if (pids.size() > kPidsNamed) {
-    named += " and " + std::to_string(pids.size() - kPidsNamed) + " more";
+// The uids of `pid` (real, effective, saved, filesystem), and the inode of
+// its cgroup namespace; nullopt when it has gone.
+struct Identity {
+  std::vector<uid_t> uids;
+  uint64_t cgroupns = 0;
+};
+std::optional<Identity> identity_of(const std::string& proc_root, const std::string& pid) {
+  std::ifstream status(proc_root + "/" + pid + "/status");
+  Identity id;
+  for (std::string line; std::getline(status, line);) {
+    if (!line.starts_with("Uid:")) continue;
+    std::istringstream fields(line.substr(4));
+    for (uid_t uid; fields >> uid;) id.uids.push_back(uid);
   }
-  return "process" + std::string(pids.size() == 1 ? " " : "es ") + named + " " + bypass.what +
-         ": they can send past this attachment. " + bypass.remedy;
+  struct stat ns {};
+  if (id.uids.empty() || stat((proc_root + "/" + pid + "/ns/cgroup").c_str(), &ns) != 0) {
+    return std::nullopt;
+  }
+  id.cgroupns = ns.st_ino;
+  return id;
+}
+
+// Users other than root to whom a cgroup above `cgroup_dir` (below the
+// hierarchy's root at `mount`) is delegated: each owns that cgroup's
+// cgroup.procs, and so may move its processes between any two cgroups
+// under it. Per user, the outermost such cgroup.
+std::map<uid_t, std::string> delegations_above(const std::string& cgroup_dir,
+                                               const std::string& mount) {
+  std::map<uid_t, std::string> outermost;
+  for (std::filesystem::path dir = std::filesystem::path(cgroup_dir).parent_path();
+       dir.string().starts_with(mount + "/"); dir = dir.parent_path()) {
+    struct stat procs {};
+    if (stat((dir / "cgroup.procs").c_str(), &procs) == 0 && procs.st_uid != 0) {
+      outermost[procs.st_uid] = dir.string();
+    }
+  }
+  return outermost;
+}
+
+std::string named(const std::vector<std::string>& pids) {
+  std::string list = "process" + std::string(pids.size() == 1 ? " " : "es ");
+  for (size_t i = 0; i < pids.size() && i < kPidsNamed; ++i) list += (i ? ", " : "") + pids[i];
+  if (pids.size() > kPidsNamed)
+    list += " and " + std::to_string(pids.size() - kPidsNamed) + " more";
+  return list;
+}
+
+// One warning per cgroup above `cgroup_dir` delegated to a user some of
+// `pids` run as.
+std::vector<std::string> delegation_warnings(const std::vector<std::string>& pids,
+                                             const std::string& cgroup_dir,
+                                             const std::string& mount,
+                                             const std::string& proc_root) {
+  const std::map<uid_t, std::string> delegations = delegations_above(cgroup_dir, mount);
+  if (delegations.empty()) return {};
+  // Unknown, every process is taken to share it: named rather than missed.
+  struct stat own {};
+  const uint64_t own_cgroupns =
+      stat((proc_root + "/self/ns/cgroup").c_str(), &own) == 0 ? own.st_ino : 0;
+  std::map<uid_t, std::vector<std::string>> movers;
+  for (const std::string& pid : pids) {
+    const auto id = identity_of(proc_root, pid);
+    // A process in a cgroup namespace of its own (a container's, made at
+    // its cgroup) is taken to be held by it: the namespace's root, which
+    // it cannot move above, is not looked up.
+    if (!id || (own_cgroupns != 0 && id->cgroupns != own_cgroupns)) continue;
+    for (const auto& [uid, dir] : delegations) {
+      if (std::find(id->uids.begin(), id->uids.end(), uid) == id->uids.end()) continue;
+      movers[uid].push_back(pid);
+      break;
+    }
+  }
+  std::vector<std::string> warnings;
+  for (const auto& [uid, who] : movers) {
+    const std::string& dir = delegations.at(uid);
+    warnings.push_back(named(who) +
+                       " may move themselves out of this attachment: they run as uid " +
+                       std::to_string(uid) + ", to whom " + dir +
+                       " is delegated (that user owns its cgroup.procs), so they may move into " +
+                       "any cgroup under it, attached or not. Attach " + dir + " instead, or " +
+                       "run the workload as another user or in a cgroup namespace of its own");
+  }
+  return warnings;
+}
+
+std::string warning(const Bypass& bypass, const std::vector<std::string>& pids) {
+  return named(pids) + " " + bypass.what + ": they can send past this attachment. " + bypass.remedy;
 }
 
 }  // namespace
 
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
-                                                uint64_t guarded_netns,
+                                                uint64_t guarded_netns, const std::string& mount,
                                                 const std::string& proc_root) {
   namespace fs = std::filesystem;
   std::vector<std::string> pids;
@@ -94,6 +177,9 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
   std::vector<std::string> warnings;
   for (size_t i = 0; i < std::size(kBypasses); ++i) {
     if (!holders[i].empty()) warnings.push_back(warning(kBypasses[i], holders[i]));
+  }
+  for (std::string& w : delegation_warnings(pids, cgroup_dir, mount, proc_root)) {
+    warnings.push_back(std::move(w));
   }
   return warnings;
 }

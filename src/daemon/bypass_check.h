@@ -13,6 +13,10 @@
 //   out: forwarded packets belong to no socket, so no cgroup program runs.
 //   Only a program outside the namespace (an interface attachment on the
 //   host side) is out of its reach.
+// And one thing a process's user may do: move it to another cgroup. A user
+// to whom a cgroup above the attached one is delegated (a systemd user
+// session's, a container's subtree) owns that cgroup's cgroup.procs, and
+// may move its processes anywhere under it, out of the attachment.
 #pragma once
 
 #include <cstdint>
@@ -24,11 +28,14 @@ namespace sebpf::daemon {
 // Warnings for the cgroup directory `cgroup_dir` (absolute) and its
 // descendants, from the processes in them now: one per capability above
 // that some process holds in its bounding set (for CAP_NET_RAW: and is in
-// a network namespace other than `guarded_netns`, an nsfs inode), naming
-// them; empty when none does. Processes that exit meanwhile, or whose
-// status cannot be read, are skipped.
+// a network namespace other than `guarded_netns`, an nsfs inode), and one
+// per cgroup above `cgroup_dir` (below the hierarchy's root, `mount`)
+// delegated to a user some process runs as, outside a cgroup namespace of
+// its own: that user may move it out of the attached cgroup. Each names
+// the processes; empty when none does. Processes that exit meanwhile, or
+// whose status cannot be read, are skipped.
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
-                                                uint64_t guarded_netns,
+                                                uint64_t guarded_netns, const std::string& mount,
                                                 const std::string& proc_root = "/proc");
 
 }  // namespace sebpf::daemon

@@ -79,10 +79,11 @@ Status policy_out(Result<Policy> policy, v1::Policy* resp) {
 
 // The record as the API shows it, with what the target lets bypass the
 // attachment right now.
-void attachment_out(const AttachmentRecord& record, v1::Attachment* out) {
+void attachment_out(const AttachmentRecord& record, const std::string& cgroup_mount,
+                    v1::Attachment* out) {
   attachment_to_api(record, out);
   if (record.kind != datapath::TargetKind::kCgroup) return;
-  for (std::string& w : cgroup_bypass_warnings(record.target, record.guarded_netns))
+  for (std::string& w : cgroup_bypass_warnings(record.target, record.guarded_netns, cgroup_mount))
     out->add_warnings(std::move(w));
 }
 
@@ -137,7 +138,7 @@ grpc::Status DaemonServiceImpl::Attach(grpc::ServerContext* ctx, const v1::Attac
                              policy_from_api(req->policy(), "policy", WallClock::now()));
     }
     SEBPF_ASSIGN_OR_RETURN(AttachmentRecord record, manager_.attach(spec));
-    attachment_out(record, resp);
+    attachment_out(record, cgroup_mount_, resp);
     for (const std::string& w : resp->warnings()) {
       log_.warning("attachment_bypassable", {{"id", record.id()}, {"detail", w}});
     }
@@ -158,7 +159,7 @@ grpc::Status DaemonServiceImpl::Get(grpc::ServerContext* ctx, const v1::GetReque
   return run(ctx, log_, "Get", [&]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(uint64_t id, attachment_id_from_api(req->id(), "id"));
     SEBPF_ASSIGN_OR_RETURN(AttachmentRecord record, manager_.get(id));
-    attachment_out(record, resp);
+    attachment_out(record, cgroup_mount_, resp);
     return ok_status();
   });
 }
@@ -166,7 +167,8 @@ grpc::Status DaemonServiceImpl::Get(grpc::ServerContext* ctx, const v1::GetReque
 grpc::Status DaemonServiceImpl::List(grpc::ServerContext* ctx, const v1::ListRequest*,
                                      v1::ListResponse* resp) {
   return run(ctx, log_, "List", [&]() -> Status {
-    for (const AttachmentRecord& r : manager_.list()) attachment_out(r, resp->add_attachments());
+    for (const AttachmentRecord& r : manager_.list())
+      attachment_out(r, cgroup_mount_, resp->add_attachments());
     return ok_status();
   });
 }

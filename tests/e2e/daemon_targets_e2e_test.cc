@@ -1,8 +1,12 @@
 // superebpfd end to end, targets: an attached interface filters its
 // guest; an interface that holds (or comes to hold) the host's default
 // route is refused or named, route events lost or not; a daemon moved into
-// an attached cgroup is named; removed cgroups and deleted, moved or
-// renamed interfaces are followed within a second.
+// an attached cgroup is named, as is a process whose user may move it out
+// of an attached cgroup; removed cgroups and deleted, moved or renamed
+// interfaces are followed within a second.
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +21,7 @@
 #include "daemon_fixture.h"
 #include "support/netns.h"
 #include "support/process.h"
+#include "support/sockets.h"
 #include "support/within.h"
 
 namespace sebpf::testing {
@@ -270,6 +275,56 @@ TEST_F(DaemonE2eTest, RemovedCgroupIsDetachedWithinASecond) {
   const auto took = wait_detached(att.id(), std::chrono::seconds(1));
   ASSERT_TRUE(took.has_value()) << daemon_->log();
   EXPECT_NE(daemon_->log().find("\"reason\":\"cgroup removed\""), std::string::npos);
+}
+
+// A user to whom a cgroup above the attached one is delegated (a systemd
+// user session's, say) may move their processes anywhere under it, so a
+// workload running as that user can leave the attachment. The Attachment
+// names such a process and the cgroup to attach instead, and what it says
+// holds: the process moves itself out, and what was refused is not.
+TEST_F(DaemonE2eTest, AProcessWhoseUserMayMoveItOutOfTheAttachmentIsNamed) {
+  start_daemon();
+  constexpr uid_t kUser = 65534;
+  const std::string name = "sebpf-delegated-" + topo_->tag();
+  TestCgroup delegated(name, kUser);
+  TestCgroup agent(name + "/agent", kUser);
+  TestCgroup elsewhere(name + "/elsewhere", kUser);
+  struct stat procs {};
+  ASSERT_EQ(stat((elsewhere.path() + "/cgroup.procs").c_str(), &procs), 0);
+  ASSERT_EQ(procs.st_uid, kUser) << "not delegated";
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    // Only the move is left to get it past the attachment.
+    for (const int cap : {CAP_NET_RAW, CAP_NET_ADMIN}) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 80;
+    }
+    if (!agent.add_self() || setresgid(kUser, kUser, kUser) != 0 ||
+        setresuid(kUser, kUser, kUser) != 0) {
+      return 81;
+    }
+    if (!meet.ready_then_wait()) return 82;
+    if (tcp_echo("198.51.100.2", kEchoPort) != EPERM) return 83;
+    if (!elsewhere.add_self()) return 84;
+    // Reaches the peer (no echo server runs there: refused by it, not us).
+    return tcp_echo("198.51.100.2", kEchoPort) == ECONNREFUSED ? 0 : 85;
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with " << workload.wait();
+  v1::AttachRequest req;
+  req.set_cgroup_path(agent.path());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  ASSERT_EQ(att.warnings_size(), 1);
+  EXPECT_EQ(att.warnings(0).find("process " + std::to_string(workload.pid()) +
+                                 " may move themselves out of this attachment"),
+            0U)
+      << att.warnings(0);
+  EXPECT_NE(att.warnings(0).find("Attach " + delegated.path() + " instead"), std::string::npos)
+      << att.warnings(0);
+  ASSERT_TRUE(meet.go());
+  EXPECT_EQ(workload.wait(), 0) << "refused while attached, then out of the attachment's reach";
 }
 
 // An orchestrator that removes a container, then detaches its attachment,

@@ -38,6 +38,13 @@ TestCgroup::TestCgroup(const std::string& name) : path_(cgroup2_root() + "/" + n
   mkdir(path_.c_str(), 0755);
 }
 
+TestCgroup::TestCgroup(const std::string& name, uid_t owner) : TestCgroup(name) {
+  // A failure shows in the owner of cgroup.procs, which tests check.
+  for (const char* file : {"", "/cgroup.procs", "/cgroup.threads", "/cgroup.subtree_control"}) {
+    (void)chown((path_ + file).c_str(), owner, owner);
+  }
+}
+
 TestCgroup::~TestCgroup() {
   // cgroup.kill (Linux 5.14) ends every process inside; then rmdir, which
   // fails while the last of them is still exiting.

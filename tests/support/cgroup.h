@@ -14,6 +14,10 @@ std::string cgroup2_root();
 class TestCgroup {
  public:
   explicit TestCgroup(const std::string& name);  // <cgroup2 root>/<name>
+  // Delegated to `owner`, as systemd's Delegate=yes does: the directory
+  // and its cgroup.procs, cgroup.threads and cgroup.subtree_control are
+  // theirs (as are those of a cgroup they make under it).
+  TestCgroup(const std::string& name, uid_t owner);
   TestCgroup(const TestCgroup&) = delete;
   TestCgroup& operator=(const TestCgroup&) = delete;
   ~TestCgroup();

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -336,10 +337,10 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
   status("102", "000001ffffffffff");  // root
   status("103", "000001ffffffdfff");  // everything but CAP_NET_RAW
   std::ofstream(cgroup + "/cgroup.procs") << "100\n";
-  EXPECT_TRUE(cgroup_bypass_warnings(cgroup, 0, proc).empty());
+  EXPECT_TRUE(cgroup_bypass_warnings(cgroup, 0, root() + "/cg", proc).empty());
 
   std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n103\n";  // 999: gone
-  const auto warnings = cgroup_bypass_warnings(cgroup, 0, proc);
+  const auto warnings = cgroup_bypass_warnings(cgroup, 0, root() + "/cg", proc);
   ASSERT_EQ(warnings.size(), 2U);
   EXPECT_NE(warnings[0].find("processes 101, 102 may open packet sockets"), std::string::npos)
       << warnings[0] << " (processes of descendant cgroups count)";
@@ -370,10 +371,58 @@ TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace
   struct stat guarded {};
   ASSERT_EQ(stat((proc + "/101/ns/net").c_str(), &guarded), 0);
 
-  const auto warnings = cgroup_bypass_warnings(cgroup, guarded.st_ino, proc);
+  const auto warnings = cgroup_bypass_warnings(cgroup, guarded.st_ino, root() + "/cg", proc);
   ASSERT_EQ(warnings.size(), 1U);
   EXPECT_EQ(warnings[0].find("process 102 may open packet sockets"), 0U) << warnings[0];
   EXPECT_NE(warnings[0].find("attach again"), std::string::npos) << "says what to do";
+}
+
+// A user to whom a cgroup above the attached one is delegated may move
+// their processes out of it: such processes are named, with the cgroup to
+// attach instead. Another user's are not, nor those in a cgroup namespace
+// of their own (a container's).
+TEST_F(TargetResolverTest, ProcessesWhoseUserMayMoveThemOutOfTheCgroupAreNamed) {
+  const std::string mount = root() + "/cg";
+  const std::string delegated = mount + "/user";
+  const std::string cgroup = delegated + "/session/agent";
+  std::filesystem::create_directories(cgroup);
+  // Delegated: its cgroup.procs is a user's (this test's, run as one).
+  const uid_t user = geteuid() == 0 ? 65534 : geteuid();
+  for (const std::string& dir : {delegated, delegated + "/session"}) {
+    std::ofstream(dir + "/cgroup.procs");
+    if (geteuid() == 0) {
+      ASSERT_EQ(chown((dir + "/cgroup.procs").c_str(), user, user), 0);
+    }
+  }
+  const std::string proc = root() + "/proc";
+  std::filesystem::create_directories(proc + "/self/ns");
+  std::ofstream(proc + "/self/ns/cgroup") << "the host's";
+  const auto process = [&](const std::string& pid, uid_t uid, bool own_cgroupns) {
+    std::filesystem::create_directories(proc + "/" + pid + "/ns");
+    std::ofstream(proc + "/" + pid + "/status")
+        << "Uid:\t0\t" << uid << "\t" << uid << "\t" << uid << "\nCapBnd:\t0000000000000000\n";
+    if (own_cgroupns) {
+      std::ofstream(proc + "/" + pid + "/ns/cgroup") << pid;
+    } else {
+      std::filesystem::create_hard_link(proc + "/self/ns/cgroup", proc + "/" + pid + "/ns/cgroup");
+    }
+  };
+  process("100", user, false);      // may write the delegated cgroup.procs
+  process("101", user, true);       // held by a cgroup namespace of its own
+  process("102", user + 1, false);  // another user
+  std::ofstream(cgroup + "/cgroup.procs") << "100\n101\n102\n";
+
+  const auto warnings = cgroup_bypass_warnings(cgroup, 0, mount, proc);
+  ASSERT_EQ(warnings.size(), 1U);
+  EXPECT_EQ(warnings[0].find("process 100 may move themselves out of this attachment: they run "
+                             "as uid " +
+                             std::to_string(user) + ", to whom " + delegated + " is delegated"),
+            0U)
+      << warnings[0] << " (the outermost cgroup delegated to that user)";
+  EXPECT_NE(warnings[0].find("Attach " + delegated + " instead"), std::string::npos);
+  EXPECT_TRUE(cgroup_bypass_warnings(delegated + "/session", 0, delegated, proc).empty())
+      << "the cgroup's own cgroup.procs, or one at or above the hierarchy's root, moves nothing "
+         "out";
 }
 
 // A cgroup's namespace is ours, another, or an error: never a guess, which
