@@ -15,8 +15,9 @@
 //   host side) is out of its reach.
 // And one thing a process's user may do: move it to another cgroup. A user
 // to whom a cgroup above the attached one is delegated (a systemd user
-// session's, a container's subtree) owns that cgroup's cgroup.procs, and
-// may move its processes anywhere under it, out of the attachment.
+// session's, a subtree given with Delegate=yes) owns that cgroup's
+// cgroup.procs, and may move its processes anywhere under it, out of the
+// attachment.
 #pragma once
 
 #include <cstdint>
