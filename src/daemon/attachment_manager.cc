@@ -373,14 +373,9 @@ Result<AttachmentRecord> AttachmentManager::attach_locked(
 
 Result<UniqueFd> AttachmentManager::workload_netns(const AttachmentRecord& record) {
   if (record.kind != TargetKind::kCgroup) return UniqueFd();
-  return foreign_netns_of_cgroup(record.target);
+  SEBPF_ASSIGN_OR_RETURN(CgroupNetns found, netns_of_cgroup(record.target));
+  return std::move(found.fd);
 }
-
-namespace {
-
-constexpr const char* kOwnNetns = "/proc/self/ns/net";
-
-}  // namespace
 
 Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd) {
   const bool ours = netns_fd < 0;

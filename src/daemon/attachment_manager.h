@@ -136,6 +136,21 @@ class AttachmentManager {
   void report_daemon_cgroup(const std::string& cgroup_mount);
   // Checks every target (after missed events: start-up, overflow).
   void check_all_targets();
+  // A cgroup's endpoint and packet socket guard are made in the network
+  // namespace its processes send from, looked up at the attach (and at a
+  // start). That namespace can change after: a cgroup attached while empty
+  // (a pod's, before its containers run) is served in ours, and a
+  // container's process may join it from a namespace of its own, or enter
+  // one after joining. If this attached cgroup holds a process and its
+  // processes' namespace is not the one guarded, the guard is put there,
+  // the endpoint moved there, and the guard let go of where no other
+  // attachment needs it. An empty cgroup changes nothing. Called when its
+  // cgroup.events changes (a process came or all left) and at each sweep
+  // (a process that enters a namespace after joining raises no event).
+  void follow_workload_netns(const std::string& cgroup_path);
+  // The same for every cgroup attachment, taking the lock for one at a
+  // time (a look is three or four system calls).
+  void follow_all_workload_netns();
   // A clsact qdisc or a TC filter was deleted on this interface, or a
   // filter that runs another's program added or put in place of one: if
   // one of ours (an attached interface's, or the packet socket filter of
@@ -242,9 +257,12 @@ class AttachmentManager {
   void drop_locked(size_t index, const std::string& reason);
   // The network namespace a cgroup's workload sends from when it is not
   // ours (an open /proc/<pid>/ns/net of one of its processes); invalid for
-  // ours, and for interfaces. An error when it cannot be told
-  // (foreign_netns_of_cgroup).
+  // ours, for a cgroup with no process yet, and for interfaces. An error
+  // when it cannot be told (netns_of_cgroup).
   static Result<UniqueFd> workload_netns(const AttachmentRecord& record);
+  // follow_workload_netns's work, for one record.
+  void follow_workload_netns_locked(AttachmentRecord& record);
+  static constexpr const char* kOwnNetns = "/proc/self/ns/net";
   // The endpoint's sockets are made in `netns_fd` (-1: ours).
   enum class EndpointChange { kOpen, kMove };
   Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,

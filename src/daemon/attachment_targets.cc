@@ -1,9 +1,11 @@
 // AttachmentManager and its targets' lives: an interface added, renamed,
-// moved or deleted, a cgroup removed (the attachment ended, and why kept),
-// and targets that became unsafe to enforce on (an uplink, the daemon's
-// own cgroup), reported.
+// moved or deleted, a cgroup removed (the attachment ended, and why kept)
+// or its workload found in another network namespace, and targets that
+// became unsafe to enforce on (an uplink, the daemon's own cgroup),
+// reported.
 
 #include <net/if.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/attachment_kernel_state.h"
@@ -93,6 +95,63 @@ void AttachmentManager::on_cgroup_removed(const std::string& path) {
       return;
     }
   }
+}
+
+void AttachmentManager::follow_workload_netns(const std::string& cgroup_path) {
+  std::lock_guard lock(mu_);
+  for (AttachmentRecord& r : state_.records) {
+    if (r.kind != TargetKind::kCgroup || r.target != cgroup_path) continue;
+    follow_workload_netns_locked(r);
+    return;
+  }
+}
+
+void AttachmentManager::follow_all_workload_netns() {
+  for (const std::string& path : cgroup_targets()) follow_workload_netns(path);
+}
+
+void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
+  auto found = netns_of_cgroup(record.target);
+  if (!found.ok()) {
+    // Looked at again at the next event or sweep; meanwhile it stays
+    // where it was (never taken for ours: that would be a guess).
+    log_.error(
+        "workload_netns_unknown",
+        {{"id", record.id()},
+         {"target", record.target},
+         {"error", found.error().message()},
+         {"impact", "its DNS endpoint and packet socket guard stay in the namespace they are in"}});
+    return;
+  }
+  // No process: nothing sends, and the next to come tells where.
+  if (found->where == CgroupNetns::Where::kEmpty) return;
+  const bool foreign = found->where == CgroupNetns::Where::kForeign;
+  struct stat st {};
+  if (foreign ? fstat(found->fd.get(), &st) != 0 : stat(kOwnNetns, &st) != 0) {
+    log_.error("workload_netns_unknown",
+               {{"id", record.id()}, {"target", record.target}, {"error", errno_text(errno)}});
+    return;
+  }
+  if (st.st_ino == record.guarded_netns) return;
+  AttachmentRecord left;  // what release_packet_socket_guard_locked reads
+  left.kind = record.kind;
+  left.target = record.target;
+  left.guarded_netns = record.guarded_netns;
+  const int netns_fd = foreign ? found->fd.get() : -1;
+  // The guard first: the workload's packet sockets are held before its
+  // DNS is served there. Failing it, the endpoint still moves (DNS lets it
+  // reach only what its policy allows), and the next look guards again.
+  if (auto guarded = guard_packet_sockets_locked(record, netns_fd); !guarded.ok()) {
+    log_.error("packet_socket_guard_failed",
+               {{"id", record.id()}, {"error", guarded.error().message()}});
+  }
+  if (auto moved = open_dns_endpoint_locked(record, netns_fd, EndpointChange::kMove); !moved.ok()) {
+    log_endpoint_failure_locked(record, moved.error());
+  }
+  release_packet_socket_guard_locked(&left);
+  log_.info("workload_netns_followed", {{"id", record.id()},
+                                        {"target", record.target},
+                                        {"netns", foreign ? "the workload's own" : "host"}});
 }
 
 void AttachmentManager::check_all_targets() {

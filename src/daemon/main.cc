@@ -99,7 +99,7 @@ rlim_t raise_open_files_limit() {
 // Said at start rather than at the first attach it fails: without
 // CAP_SYS_PTRACE the network namespace of another user's process, or of
 // one holding capabilities the daemon lacks, cannot be opened
-// (foreign_netns_of_cgroup), so whether a cgroup of such processes is in
+// (netns_of_cgroup), so whether a cgroup of such processes is in
 // the host's namespace or a container's cannot be told, and its attach is
 // refused (as under a service manager that leaves the capability out).
 void warn_of_missing_capabilities(Logger& log) {
@@ -255,6 +255,7 @@ int serve(const DaemonConfig& config, policy::PolicyFile policies, Logger& log,
     (*manager)->sweep();
     (*manager)->restore_all_pins();
     (*manager)->report_daemon_cgroup(*mount);
+    (*manager)->follow_all_workload_netns();
   }
   // What cannot be handed over is made anew by the next process, after a
   // gap: worth a warning, not worth refusing the reload.

@@ -113,8 +113,7 @@ std::optional<pid_t> some_thread_in(const std::string& cgroup_path, int depth) {
 
 }  // namespace
 
-Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
-                                         const std::string& proc_root) {
+Result<CgroupNetns> netns_of_cgroup(const std::string& cgroup_path, const std::string& proc_root) {
   struct stat ours {};
   if (stat((proc_root + "/self/ns/net").c_str(), &ours) != 0) {
     return Error::from_errno(errno, "identify the daemon's network namespace");
@@ -123,7 +122,7 @@ Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
   // look again a few times.
   for (int attempt = 0; attempt < 3; ++attempt) {
     const auto tid = some_thread_in(cgroup_path, 4);
-    if (!tid) return UniqueFd();
+    if (!tid) return CgroupNetns{};
     const std::string path = proc_root + "/" + std::to_string(*tid) + "/ns/net";
     UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd && errno != ENOENT && errno != ESRCH) {
@@ -138,8 +137,10 @@ Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
     }
     struct stat theirs {};
     if (!fd || fstat(fd.get(), &theirs) != 0) continue;
-    if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) return UniqueFd();
-    return fd;
+    if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) {
+      return CgroupNetns{CgroupNetns::Where::kOurs, {}};
+    }
+    return CgroupNetns{CgroupNetns::Where::kForeign, std::move(fd)};
   }
   // Not taken for ours either: that would be a guess.
   return Error(Errc::kFailedPrecondition,

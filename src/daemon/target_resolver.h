@@ -33,18 +33,21 @@ Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
 Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon_cgroup,
                             std::string_view field);
 
-// The network namespace the cgroup's processes are in, when it is not the
-// daemon's own: an open fd of it (for the DNS endpoint's sockets and the
-// packet socket guard), or an invalid fd when the processes share the
-// daemon's namespace or the cgroup (and its descendants, 4 levels deep)
-// has none yet. An error when a process's namespace cannot be opened (that
-// of another user's process, or of one holding capabilities the daemon
-// lacks, needs CAP_SYS_PTRACE), or when one process after another exits
-// before its namespace is opened: taken for the daemon's own, the
-// workload's DNS would be served where it cannot reach it, and its packet
-// sockets would go unguarded.
-Result<UniqueFd> foreign_netns_of_cgroup(const std::string& cgroup_path,
-                                         const std::string& proc_root = "/proc");
+// The network namespace the cgroup's processes send from: none yet (the
+// cgroup, and its descendants 4 levels deep, hold no process), the
+// daemon's own, or another, held open (for the DNS endpoint's sockets and
+// the packet socket guard). An error when a process's namespace cannot be
+// opened (that of another user's process, or of one holding capabilities
+// the daemon lacks, needs CAP_SYS_PTRACE), or when one process after
+// another exits before its namespace is opened: taken for the daemon's
+// own, the workload's DNS would be served where it cannot reach it, and
+// its packet sockets would go unguarded.
+struct CgroupNetns {
+  enum class Where { kEmpty, kOurs, kForeign } where = Where::kEmpty;
+  UniqueFd fd;  // kForeign: an open /proc/<tid>/ns/net
+};
+Result<CgroupNetns> netns_of_cgroup(const std::string& cgroup_path,
+                                    const std::string& proc_root = "/proc");
 
 // 1-15 bytes, none of them '/', ':', whitespace or control characters
 // (what the kernel accepts as a name).

@@ -72,7 +72,10 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   // listened is found by the check, one that goes after by an event.
   manager.check_all_targets();
   manager.on_host_addresses_changed();
-  for (const std::string& path : manager.cgroup_targets()) self->watch_parent(path);
+  for (const std::string& path : manager.cgroup_targets()) {
+    self->watch_parent(path);
+    self->watch_population(path);
+  }
   return self;
 }
 
@@ -88,6 +91,7 @@ TargetWatcher::~TargetWatcher() {
 
 void TargetWatcher::watch_cgroup(const std::string& path, uint64_t cgroup_id) {
   watch_parent(path);
+  watch_population(path);
   const std::string links = manager_.cgroup_links_dir(cgroup_id);
   if (links.empty()) return;
   watch_pins(links, {PinWatch::Kind::kCgroupLinks, cgroup_id});
@@ -206,6 +210,43 @@ void TargetWatcher::watch_parent(const std::string& path) {
   if (!std::filesystem::exists(path, ec)) manager_.on_cgroup_removed(path);
 }
 
+void TargetWatcher::watch_population(const std::string& cgroup_path) {
+  {
+    std::lock_guard lock(mu_);
+    const std::string events = cgroup_path + "/cgroup.events";
+    const int wd = inotify_add_watch(inotify_fd_.get(), events.c_str(), IN_MODIFY);
+    if (wd >= 0) {
+      populations_[wd] = cgroup_path;
+    } else if (errno != ENOENT) {  // removed meanwhile: its parent's watch tells
+      log_.warning("cgroup_events_watch_failed",
+                   {{"file", events},
+                    {"error", errno_text(errno)},
+                    {"impact",
+                     "a workload that comes from another network namespace is "
+                     "served there from the next sweep, not at once"}});
+    }
+  }
+  // Watched first, looked at second: a process that came before is found
+  // now, one that comes after by an event.
+  manager_.follow_workload_netns(cgroup_path);
+}
+
+bool TargetWatcher::note_population_event(const inotify_event& ev) {
+  std::string cgroup;
+  {
+    std::lock_guard lock(mu_);
+    auto it = populations_.find(ev.wd);
+    if (it == populations_.end()) return false;
+    if (ev.mask & IN_IGNORED) {  // the cgroup is gone
+      populations_.erase(it);
+      return true;
+    }
+    cgroup = it->second;
+  }
+  if (ev.mask & IN_MODIFY) manager_.follow_workload_netns(cgroup);
+  return true;
+}
+
 void TargetWatcher::run() {
   // Subscribed first, checked second, as in start(); adoption has just
   // put every filter and link in place, so this finds what was removed
@@ -291,6 +332,7 @@ void TargetWatcher::read_inotify() {
       if (ev->mask & IN_Q_OVERFLOW) {
         log_.warning("inotify_events_lost", {});
         manager_.check_all_targets();
+        manager_.follow_all_workload_netns();
         pins.all = true;
         state_removed = true;
         continue;
@@ -300,6 +342,7 @@ void TargetWatcher::read_inotify() {
         continue;
       }
       if (note_pin_event(*ev, pins)) continue;
+      if (note_population_event(*ev)) continue;
       std::string dir;
       {
         std::lock_guard lock(mu_);

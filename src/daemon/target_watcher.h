@@ -9,6 +9,8 @@
 // (RTM_DELQDISC, RTM_DELTFILTER, RTM_DELCHAIN), so that ours are put back.
 // Pins and the state file another program removes (inotify) are put back
 // too.
+// A cgroup's cgroup.events (inotify IN_MODIFY: a process came, or all
+// left) tells the manager to look where its workload sends from.
 // One thread sleeps in poll() until an event comes, so an idle host costs
 // no CPU.
 #pragma once
@@ -36,9 +38,10 @@ class TargetWatcher {
   TargetWatcher(const TargetWatcher&) = delete;
   TargetWatcher& operator=(const TargetWatcher&) = delete;
 
-  // Watches a cgroup attached: its parent directory, and the directory of
-  // its link pins. When the cgroup is already gone by then, tells the
-  // manager at once (so no removal is missed); so too for a pin.
+  // Watches a cgroup attached: its parent directory, its cgroup.events,
+  // and the directory of its link pins. When the cgroup is already gone by
+  // then, tells the manager at once (so no removal is missed); so too for
+  // a pin, and for a process come since the attach.
   void watch_cgroup(const std::string& path, uint64_t cgroup_id);
 
  private:
@@ -66,6 +69,9 @@ class TargetWatcher {
   // when it cannot be had.
   int watch_dir(const std::string& dir, uint32_t events, const char* failure);
   void watch_parent(const std::string& cgroup_path);
+  void watch_population(const std::string& cgroup_path);
+  // Whether the event was on a cgroup.events; if so, passed on.
+  bool note_population_event(const ::inotify_event& ev);
   void watch_pins(const std::string& dir, PinWatch what);
   // Watches the pin directories there are now (again, after a removal).
   void watch_all_pins();
@@ -85,6 +91,7 @@ class TargetWatcher {
   UniqueFd stop_fd_;
   std::mutex mu_;
   std::map<int, std::string> watched_dirs_;  // inotify wd -> cgroup parent directory
+  std::map<int, std::string> populations_;   // inotify wd -> cgroup (its cgroup.events)
   std::map<int, PinWatch> pin_watches_;      // inotify wd -> pin directory
   // The state directory and the names of the daemon's files in it; its
   // watch, used by the watcher's thread alone (-1: none).

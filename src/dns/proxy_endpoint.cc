@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <optional>
 #include <thread>
 
 #include "net/socket_options.h"
@@ -130,16 +129,13 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
   endpoint->device_ifindex = spec.device_ifindex;
   const auto bind_all = [&]() -> Status {
     // Run in the namespace the sockets belong to: its cookie tells a
-    // handed-over socket of this endpoint from one of another namespace's
-    // endpoint on the same address and port.
-    std::optional<uint64_t> netns_cookie;
-    if (inherited != nullptr && inherited->size() > 0) {
-      SEBPF_ASSIGN_OR_RETURN(netns_cookie, current_netns_cookie());
-    }
+    // handed-over socket of this endpoint, or one of the endpoint it moves
+    // from, from one of another namespace on the same address and port.
+    SEBPF_ASSIGN_OR_RETURN(endpoint->netns_cookie, current_netns_cookie());
     const auto take_or_bind = [&](const net::SocketAddress& address, int type) -> Result<UniqueFd> {
       UniqueFd fd;
-      if (netns_cookie) {
-        fd = inherited->take({*netns_cookie, type, address, spec.device_ifindex});
+      if (inherited != nullptr && inherited->size() > 0) {
+        fd = inherited->take({endpoint->netns_cookie, type, address, spec.device_ifindex});
         if (fd) SEBPF_RETURN_IF_ERROR(put_filter(fd.get(), address, spec));
       }
       if (!fd) {
@@ -151,7 +147,8 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
       return fd;
     };
     for (const net::SocketAddress& address : spec.addresses) {
-      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex) {
+      if (kept != nullptr && kept->device_ifindex == spec.device_ifindex &&
+          kept->netns_cookie == endpoint->netns_cookie) {
         const auto same = std::find(kept->addresses.begin(), kept->addresses.end(), address);
         if (same != kept->addresses.end()) {
           const size_t i = static_cast<size_t>(same - kept->addresses.begin());

@@ -66,6 +66,9 @@ struct Endpoint {
   // A UDP and a TCP socket for each address, in the same order.
   std::vector<net::SocketAddress> addresses;
   uint32_t device_ifindex = 0;  // as EndpointSpec's
+  // The network namespace its sockets are in: a move to another (a cgroup's
+  // workload that turned out to send from one of its own) binds new ones.
+  uint64_t netns_cookie = 0;
   std::vector<UniqueFd> udp, tcp;
   std::atomic<uint32_t> inflight{0};
   std::atomic<uint32_t> tcp_clients{0};
@@ -89,10 +92,9 @@ Result<UniqueFd> duplicate_socket(const UniqueFd& fd);
 
 // Binds the endpoint's sockets (in the workload's network namespace when
 // spec.netns_fd is set), taking over those of `kept` (an endpoint it moves
-// from) for the addresses both have, if bound to the same device, and
-// else those of `inherited` (handed over by the process before) that are
-// the same socket. An
-// address the namespace does not have (::1 where IPv6 is turned off, as
+// from) for the addresses both have, if bound to the same device in the
+// same network namespace, and else those of `inherited` (handed over by the process before) that
+// are the same socket. An address the namespace does not have (::1 where IPv6 is turned off, as
 // container runtimes often do) is skipped and named in `skipped`; none at
 // all is an error.
 Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const Endpoint* kept,

@@ -226,6 +226,45 @@ TEST_F(DaemonE2eTest, AContainerWhoseMainThreadExitedIsHeldInItsOwnNamespace) {
                                     << (att.warnings_size() ? att.warnings(0) : "");
 }
 
+// A cgroup attached before any process is in it (a pod's, attached as it
+// is made) is guarded where the daemon is. A container's process that
+// joins it from a namespace of its own is held there from then on: its
+// packet sockets' frames do not leave it, and the host's interfaces, which
+// no other cgroup attachment needs, are let go of.
+TEST_F(DaemonE2eTest, AContainerThatJoinsACgroupAttachedEmptyIsHeldInItsNamespace) {
+  // No sweep during the test: what the cgroup's events tell is all there is.
+  start_daemon({"--config", config_file("sweep_interval_seconds: 3600\n")});
+  attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  ASSERT_TRUE(carries_packet_socket_filter(topo_->host_if()));
+  ASSERT_FALSE(carries_packet_socket_filter(topo_->peer_if(), &topo_->ns()));
+  const auto frame_gets_out = [&](const std::function<int(const std::function<int()>&)>& run) {
+    UniqueFd rx = frame_listener(topo_->host_if());
+    EXPECT_TRUE(rx);
+    run([&] { return topo_->ns().enter() ? send_frame(topo_->peer_if()) : 81; });
+    return rx && frame_arrives(rx.get(), milliseconds(1000));
+  };
+  ASSERT_TRUE(frame_gets_out([](const auto& send) { return run_in_child(send); }))
+      << "a frame from that namespace must pass now (else this shows nothing)";
+
+  // In its namespace first, then in the cgroup, as a runtime that moves a
+  // process it made into the pod's cgroup.
+  const auto resident = child_once_ready([&](int ready_fd) {
+    if (!topo_->ns().enter() || !cgroup_->add_self()) return 82;
+    if (write(ready_fd, "x", 1) != 1) return 84;
+    pause();
+    return 0;
+  });
+  ASSERT_NE(resident, nullptr);
+  EXPECT_TRUE(within(milliseconds(2000), [&] {
+    return carries_packet_socket_filter(topo_->peer_if(), &topo_->ns());
+  })) << daemon_->log();
+  EXPECT_FALSE(frame_gets_out([&](const auto& send) { return in_cgroup(send); }))
+      << "a frame of the workload left its namespace";
+  EXPECT_FALSE(carries_packet_socket_filter(topo_->host_if()))
+      << "no cgroup attachment is left in the host's namespace";
+  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+}
+
 // Whether a frame that `send` writes (once a listener is up) arrives on
 // `peer_if` in the test namespace.
 bool frame_reaches_peer(const NetNs& ns, const std::string& peer_if,

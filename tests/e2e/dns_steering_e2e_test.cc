@@ -1,5 +1,6 @@
 // Where DNS goes: a cgroup's DNS to any resolver steered to its endpoint (in
-// the host's namespace and a container's own), a guest behind an interface
+// the host's namespace and a container's own, one that joins after the
+// attach included), a guest behind an interface
 // held to its endpoint, which follows the host side's addresses and a
 // bridge's.
 #include <net/if.h>
@@ -110,6 +111,60 @@ TEST_F(DnsE2eTest, DnsIsSteeredInsideAContainersOwnNetworkNamespace) {
   if (HasFatalFailure()) return;
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
   EXPECT_NE(daemon_->log().find("dns_endpoint_in_workload_netns"), std::string::npos);
+}
+
+// A cgroup attached before any process is in it (a pod's, attached as it
+// is made) has its endpoint made in the host's namespace: nothing says yet
+// where its workload will send from. A container's process that joins it
+// from a namespace of its own is served there from then on.
+TEST_F(DnsE2eTest, AContainerThatJoinsACgroupAttachedEmptyIsServedInItsNamespace) {
+  // No sweep during the test: what the cgroup's events tell is all there is.
+  start_with_upstream("sweep_interval_seconds: 3600\n");
+  attach_cgroup(dns_policy({"allowed.example"}));
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    if (unshare(CLONE_NEWNET) != 0) return 80;
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    if (!cgroup_->add_self()) return 89;
+    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
+                                 << workload.wait(std::chrono::seconds(1));
+  // Asked once it is in place, as a container's first query is.
+  EXPECT_TRUE(within(std::chrono::milliseconds(2000), [&] {
+    return daemon_->log().find("workload_netns_followed") != std::string::npos;
+  })) << daemon_->log();
+  ASSERT_TRUE(meet.go());
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+}
+
+// A process that enters a namespace of its own after it joined the cgroup
+// (as a runtime's first process may) raises no event the daemon can
+// watch: the next sweep finds it, and its DNS is served there from then.
+TEST_F(DnsE2eTest, AWorkloadThatEntersANamespaceAfterJoiningIsServedThereFromTheNextSweep) {
+  start_with_upstream(kSweepEverySecond);
+  attach_cgroup(dns_policy({"allowed.example"}));
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    if (!cgroup_->add_self()) return 89;
+    usleep(300 * 1000);  // the cgroup's event looked, and found the host's namespace
+    if (unshare(CLONE_NEWNET) != 0) return 80;
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
+                                 << workload.wait(std::chrono::seconds(1));
+  EXPECT_TRUE(within(std::chrono::milliseconds(3000), [&] {
+    return daemon_->log().find("workload_netns_followed") != std::string::npos;
+  })) << daemon_->log();
+  ASSERT_TRUE(meet.go());
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
 }
 
 // The daemon with what the shipped unit lets it keep (dist/systemd's

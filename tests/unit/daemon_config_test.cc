@@ -453,24 +453,29 @@ TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess)
   std::ofstream(main_thread_exited + "/cgroup.procs") << "204";
   std::ofstream(proc + "/205/ns/net") << "theirs";
 
-  auto none = foreign_netns_of_cgroup(empty, proc);
+  using Where = CgroupNetns::Where;
+  auto none = netns_of_cgroup(empty, proc);
   ASSERT_TRUE(none.ok()) << none.error().message();
-  EXPECT_FALSE(*none) << "no process yet: the host's";
-  auto ours = foreign_netns_of_cgroup(in_ours, proc);
+  EXPECT_EQ(none->where, Where::kEmpty) << "no process yet: nothing to tell";
+  EXPECT_FALSE(none->fd);
+  auto ours = netns_of_cgroup(in_ours, proc);
   ASSERT_TRUE(ours.ok()) << ours.error().message();
-  EXPECT_FALSE(*ours);
-  auto theirs = foreign_netns_of_cgroup(in_theirs, proc);
+  EXPECT_EQ(ours->where, Where::kOurs);
+  EXPECT_FALSE(ours->fd);
+  auto theirs = netns_of_cgroup(in_theirs, proc);
   ASSERT_TRUE(theirs.ok()) << theirs.error().message();
-  EXPECT_TRUE(*theirs);
-  auto through_a_thread = foreign_netns_of_cgroup(main_thread_exited, proc);
+  EXPECT_EQ(theirs->where, Where::kForeign);
+  EXPECT_TRUE(theirs->fd);
+  auto through_a_thread = netns_of_cgroup(main_thread_exited, proc);
   ASSERT_TRUE(through_a_thread.ok()) << through_a_thread.error().message();
-  EXPECT_TRUE(*through_a_thread) << "found through the running thread";
+  EXPECT_EQ(through_a_thread->where, Where::kForeign) << "found through the running thread";
+  EXPECT_TRUE(through_a_thread->fd);
 
-  const auto unopened = foreign_netns_of_cgroup(unopenable, proc);
+  const auto unopened = netns_of_cgroup(unopenable, proc);
   ASSERT_FALSE(unopened.ok());
   EXPECT_NE(unopened.error().message().find(proc + "/202/ns/net"), std::string::npos)
       << unopened.error().message();
-  const auto gone = foreign_netns_of_cgroup(exiting, proc);
+  const auto gone = netns_of_cgroup(exiting, proc);
   ASSERT_FALSE(gone.ok());
   EXPECT_EQ(gone.error().code(), Errc::kFailedPrecondition);
   EXPECT_NE(gone.error().message().find("kept exiting"), std::string::npos);
