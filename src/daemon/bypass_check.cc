@@ -11,8 +11,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
-
-#include "datapath/system.h"
+#include <utility>
 
 namespace sebpf::daemon {
 namespace {
@@ -30,8 +29,9 @@ struct Bypass {
 constexpr Bypass kBypasses[] = {
     {CAP_NET_RAW, true,
      "may open packet sockets (CAP_NET_RAW in the bounding set) in a network namespace whose "
-     "interfaces the packet socket filter is not on (it was set up after the attach)",
-     "Detach and attach again once the workload's network is set up, or drop the capability "
+     "interfaces the packet socket filter is not on (the attachment's processes are in more "
+     "than one, or the daemon has yet to follow them into a new one: at its next sweep)",
+     "Run the cgroup's processes in one network namespace, or drop the capability "
      "(e.g. --cap-drop NET_RAW)"},
     {CAP_NET_ADMIN, false,
      "may reconfigure their network namespace (CAP_NET_ADMIN in the bounding set): forwarding, NAT "
@@ -62,26 +62,34 @@ uint64_t netns_of(const std::string& proc_root, const std::string& pid) {
   return 0;
 }
 
-// The uids of `pid` (real, effective, saved, filesystem), and the inode of
-// its cgroup namespace; nullopt when it has gone.
-struct Identity {
+// What the check reads of a process's status, once: its bounding set and
+// its uids (real, effective, saved, filesystem; none if unread, which
+// matches no delegation). Nullopt when it has gone.
+struct ProcessStatus {
+  uint64_t bounding_set = 0;
   std::vector<uid_t> uids;
-  uint64_t cgroupns = 0;
 };
-std::optional<Identity> identity_of(const std::string& proc_root, const std::string& pid) {
+std::optional<ProcessStatus> status_of(const std::string& proc_root, const std::string& pid) {
   std::ifstream status(proc_root + "/" + pid + "/status");
-  Identity id;
+  ProcessStatus out;
+  bool bounding_set_read = false;
   for (std::string line; std::getline(status, line);) {
-    if (!line.starts_with("Uid:")) continue;
-    std::istringstream fields(line.substr(4));
-    for (uid_t uid; fields >> uid;) id.uids.push_back(uid);
+    if (line.starts_with("CapBnd:")) {
+      std::istringstream field(line.substr(7));
+      bounding_set_read = static_cast<bool>(field >> std::hex >> out.bounding_set);
+    } else if (line.starts_with("Uid:")) {
+      std::istringstream fields(line.substr(4));
+      for (uid_t uid; fields >> uid;) out.uids.push_back(uid);
+    }
   }
+  if (!bounding_set_read) return std::nullopt;
+  return out;
+}
+
+// The inode of the cgroup namespace `pid` is in; 0 when it has gone.
+uint64_t cgroupns_of(const std::string& proc_root, const std::string& pid) {
   struct stat ns {};
-  if (id.uids.empty() || stat((proc_root + "/" + pid + "/ns/cgroup").c_str(), &ns) != 0) {
-    return std::nullopt;
-  }
-  id.cgroupns = ns.st_ino;
-  return id;
+  return stat((proc_root + "/" + pid + "/ns/cgroup").c_str(), &ns) == 0 ? ns.st_ino : 0;
 }
 
 // Users other than root to whom a cgroup above `cgroup_dir` (below the
@@ -110,11 +118,10 @@ std::string named(const std::vector<std::string>& pids) {
 }
 
 // One warning per cgroup above `cgroup_dir` delegated to a user some of
-// `pids` run as.
-std::vector<std::string> delegation_warnings(const std::vector<std::string>& pids,
-                                             const std::string& cgroup_dir,
-                                             const std::string& mount,
-                                             const std::string& proc_root) {
+// `processes` run as.
+std::vector<std::string> delegation_warnings(
+    const std::vector<std::pair<std::string, ProcessStatus>>& processes,
+    const std::string& cgroup_dir, const std::string& mount, const std::string& proc_root) {
   const std::map<uid_t, std::string> delegations = delegations_above(cgroup_dir, mount);
   if (delegations.empty()) return {};
   // Unknown, every process is taken to share it: named rather than missed.
@@ -122,14 +129,14 @@ std::vector<std::string> delegation_warnings(const std::vector<std::string>& pid
   const uint64_t own_cgroupns =
       stat((proc_root + "/self/ns/cgroup").c_str(), &own) == 0 ? own.st_ino : 0;
   std::map<uid_t, std::vector<std::string>> movers;
-  for (const std::string& pid : pids) {
-    const auto id = identity_of(proc_root, pid);
+  for (const auto& [pid, status] : processes) {
     // A process in a cgroup namespace of its own (a container's, made at
     // its cgroup) is taken to be held by it: the namespace's root, which
     // it cannot move above, is not looked up.
-    if (!id || (own_cgroupns != 0 && id->cgroupns != own_cgroupns)) continue;
+    const uint64_t cgroupns = cgroupns_of(proc_root, pid);
+    if (cgroupns == 0 || (own_cgroupns != 0 && cgroupns != own_cgroupns)) continue;
     for (const auto& [uid, dir] : delegations) {
-      if (std::find(id->uids.begin(), id->uids.end(), uid) == id->uids.end()) continue;
+      if (std::find(status.uids.begin(), status.uids.end(), uid) == status.uids.end()) continue;
       movers[uid].push_back(pid);
       break;
     }
@@ -164,21 +171,23 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
        it.increment(ec)) {
     if (it->is_directory(ec)) pids_in(it->path(), pids);
   }
+  std::vector<std::pair<std::string, ProcessStatus>> processes;  // those still there
   std::vector<std::string> holders[std::size(kBypasses)];
   for (const std::string& pid : pids) {
-    const auto caps = datapath::capability_set(proc_root + "/" + pid + "/status", "CapBnd");
-    if (!caps.ok()) continue;
+    auto status = status_of(proc_root, pid);
+    if (!status) continue;
     const bool in_guarded_netns = guarded_netns != 0 && netns_of(proc_root, pid) == guarded_netns;
     for (size_t i = 0; i < std::size(kBypasses); ++i) {
       if (kBypasses[i].held_by_packet_filter && in_guarded_netns) continue;
-      if (*caps >> kBypasses[i].capability & 1) holders[i].push_back(pid);
+      if (status->bounding_set >> kBypasses[i].capability & 1) holders[i].push_back(pid);
     }
+    processes.emplace_back(pid, std::move(*status));
   }
   std::vector<std::string> warnings;
   for (size_t i = 0; i < std::size(kBypasses); ++i) {
     if (!holders[i].empty()) warnings.push_back(warning(kBypasses[i], holders[i]));
   }
-  for (std::string& w : delegation_warnings(pids, cgroup_dir, mount, proc_root)) {
+  for (std::string& w : delegation_warnings(processes, cgroup_dir, mount, proc_root)) {
     warnings.push_back(std::move(w));
   }
   return warnings;
