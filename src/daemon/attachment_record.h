@@ -31,6 +31,10 @@ struct AttachmentRecord {
   // the packet socket filter for this workload; 0 until guarded. Not
   // stored: guarded again at every start.
   uint64_t guarded_netns = 0;
+  // Cgroups: the endpoint could not be moved to guarded_netns when the
+  // workload was followed there (its loopback still down, say): the next
+  // look moves it. Not stored: a start opens it where the workload is.
+  bool endpoint_left_behind = false;
   // Interfaces: the one whose addresses the DNS endpoint is served on and
   // whose traffic its sockets take (dns_device_of: the bridge the
   // interface is a port of, else itself). Not stored: read again at every

@@ -132,7 +132,8 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
                {{"id", record.id()}, {"target", record.target}, {"error", errno_text(errno)}});
     return;
   }
-  if (st.st_ino == record.guarded_netns) return;
+  const bool elsewhere = st.st_ino != record.guarded_netns;
+  if (!elsewhere && !record.endpoint_left_behind) return;
   AttachmentRecord left;  // what release_packet_socket_guard_locked reads
   left.kind = record.kind;
   left.target = record.target;
@@ -141,17 +142,24 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   // The guard first: the workload's packet sockets are held before its
   // DNS is served there. Failing it, the endpoint still moves (DNS lets it
   // reach only what its policy allows), and the next look guards again.
-  if (auto guarded = guard_packet_sockets_locked(record, netns_fd); !guarded.ok()) {
-    log_.error("packet_socket_guard_failed",
-               {{"id", record.id()}, {"error", guarded.error().message()}});
+  if (elsewhere) {
+    if (auto guarded = guard_packet_sockets_locked(record, netns_fd); !guarded.ok()) {
+      log_.error("packet_socket_guard_failed",
+                 {{"id", record.id()}, {"error", guarded.error().message()}});
+    }
   }
-  if (auto moved = open_dns_endpoint_locked(record, netns_fd, EndpointChange::kMove); !moved.ok()) {
-    log_endpoint_failure_locked(record, moved.error());
-  }
-  release_packet_socket_guard_locked(&left);
-  log_.info("workload_netns_followed", {{"id", record.id()},
-                                        {"target", record.target},
-                                        {"netns", foreign ? "the workload's own" : "host"}});
+  // Failing this (the namespace's loopback not up yet), the old endpoint
+  // serves on, where the workload no longer asks, until a look (the next
+  // event or sweep) moves it.
+  auto moved = open_dns_endpoint_locked(record, netns_fd, EndpointChange::kMove);
+  record.endpoint_left_behind = !moved.ok();
+  if (!moved.ok()) log_endpoint_failure_locked(record, moved.error());
+  if (elsewhere) release_packet_socket_guard_locked(&left);
+  log_.info("workload_netns_followed",
+            {{"id", record.id()},
+             {"target", record.target},
+             {"netns", foreign ? "the workload's own" : "host"},
+             {"dns_endpoint", moved.ok() ? "moved" : "not moved: tried again at the next look"}});
 }
 
 void AttachmentManager::check_all_targets() {

@@ -167,6 +167,44 @@ TEST_F(DnsE2eTest, AWorkloadThatEntersANamespaceAfterJoiningIsServedThereFromThe
   EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
 }
 
+// An endpoint that cannot be made in the namespace its workload was
+// followed to (here its port is held there, by the container itself, as
+// it joins) stays where it was, and the first look after the port is free
+// (the next sweep) moves it.
+TEST_F(DnsE2eTest, AnEndpointThatCouldNotFollowItsWorkloadIsMovedAtTheNextSweep) {
+  start_with_upstream(kSweepEverySecond);
+  const v1::Attachment att = attach_cgroup(dns_policy({"allowed.example"}));
+  sockaddr_storage port_holder{};
+  const socklen_t length =
+      net::SocketAddress(*net::IpAddress::parse("127.0.0.1"), endpoint_of(att).port())
+          .to_sockaddr(port_holder);
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    if (unshare(CLONE_NEWNET) != 0) return 80;
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    UniqueFd held(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!held || bind(held.get(), reinterpret_cast<sockaddr*>(&port_holder), length) != 0) {
+      return 90;
+    }
+    if (!cgroup_->add_self()) return 89;
+    usleep(300 * 1000);  // the cgroup's event looked, and found the port taken
+    held.reset();
+    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+  });
+  meet.forked();
+  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
+                                 << workload.wait(std::chrono::seconds(1));
+  EXPECT_NE(daemon_->log().find("\"dns_endpoint\":\"not moved"), std::string::npos)
+      << "the first look must have found the port taken, else this shows nothing\n"
+      << daemon_->log();
+  EXPECT_TRUE(within(std::chrono::milliseconds(3000), [&] {
+    return daemon_->log().find("\"dns_endpoint\":\"moved\"") != std::string::npos;
+  })) << daemon_->log();
+  ASSERT_TRUE(meet.go());
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+}
+
 // The daemon with what the shipped unit lets it keep (dist/systemd's
 // CapabilityBoundingSet), serving containers as they usually are.
 class DnsUnderTheUnitsCapabilitiesTest : public DnsE2eTest {

@@ -266,6 +266,9 @@ cgroup_worker() {
 
 # Containers: a process in a cgroup and a network namespace of its own,
 # asking an ordinary resolver (steered to its endpoint in that namespace).
+# Half are attached running; half are attached empty, as a pod's cgroup
+# is, and their first process joins from inside its namespace (the
+# daemon follows it there).
 any_resolver() {
   if [ $((RANDOM % 2)) -eq 0 ]; then
     echo "203.0.113.$((RANDOM % 250 + 1))"
@@ -282,11 +285,32 @@ container_worker() {
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     mkdir -p "$dir"
-    (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" sleep 60) &
-    holder=$!
-    sleep 0.2
-    id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist --allow-domain soak.example \
-      2> /dev/null | json_id)
+    if [ $((RANDOM % 2)) -eq 0 ]; then
+      (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" sleep 60) &
+      holder=$!
+      sleep 0.2
+      id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist \
+        --allow-domain soak.example 2> /dev/null | json_id)
+    else
+      id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist \
+        --allow-domain soak.example 2> /dev/null | json_id)
+      # nsenter, not ip netns exec, whose /sys of its own hides the cgroups.
+      # shellcheck disable=SC2016 # $$ and $1 are the inner shell's
+      nsenter --net="/run/netns/$ns" sh -c 'echo $$ > "$1/cgroup.procs" && exec sleep 60' - \
+        "$dir" &
+      holder=$!
+      sleep 0.2
+      # Its first query: answered in its namespace unless the daemon is
+      # down, or the attach failed.
+      if [ -n "$id" ]; then
+        if (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" dig +tries=1 \
+          +time=1 +short "@$(any_resolver)" n1.soak.example A) 2> /dev/null | grep -q .; then
+          echo answered >> "$work/first_queries"
+        else
+          echo unanswered >> "$work/first_queries"
+        fi
+      fi
+    fi
     for _ in $(seq 1 $((RANDOM % 6))); do
       [ -n "$id" ] || break
       (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" dig +tries=1 +time=1 \
@@ -580,6 +604,12 @@ links_replaced=$(grep -c '"event":"attachment_links_restored"' "$work/daemon.log
 links_tampered=$(wc -l < "$work/links_tampered")
 [ "$links_replaced" -le "$links_tampered" ] ||
   problem "$links_replaced cgroups' links put back, but only $links_tampered detached or swapped by this run"
+# Containers attached empty: their first queries are answered, but for
+# those that met a restart (a few).
+first_answered=$(grep -c '^answered' "$work/first_queries" 2> /dev/null)
+first_asked=$(wc -l < "$work/first_queries" 2> /dev/null || echo 0)
+[ "${first_asked:-0}" -lt 10 ] || [ "$((first_answered * 2))" -ge "$first_asked" ] ||
+  problem "only $first_answered of $first_asked containers attached empty had their first query answered"
 left=$(ip -o link | grep -c ' ssk')
 [ "$left" -eq 0 ] || problem "$left interfaces left"
 [ -e "$cgroup_root" ] && problem "$cgroup_root left"
@@ -589,6 +619,8 @@ echo "daemon_soak: $seconds s, capability bounding set ${bounding_set:-unknown},
   "$(grep -c '"event":"attached"' "$work/daemon.log") attaches," \
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
   "$(grep -c '"event":"api_socket_restored"' "$work/daemon.log") removals of its files undone," \
+  "$(grep -c '"event":"workload_netns_followed"' "$work/daemon.log") workloads followed into a namespace" \
+  "(first query answered for ${first_answered:-0} of ${first_asked:-0} containers attached empty)," \
   "$links_replaced cgroups' links put back" \
   "($(grep -c '^detached' "$work/links_tampered") detached," \
   "$(grep -c '^swapped' "$work/links_tampered") swapped)," \
