@@ -114,9 +114,12 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   auto found = netns_of_cgroup(record.target);
   if (!found.ok()) {
     // Looked at again at the next event or sweep; meanwhile it stays
-    // where it was (never taken for ours: that would be a guess).
-    log_.error(
-        "workload_netns_unknown",
+    // where it was (never taken for ours: that would be a guess). Its
+    // processes exiting as they were looked at (a container stopping) is
+    // no fault; a namespace the daemon may not open is.
+    const bool passing = found.error().code() == Errc::kUnavailable;
+    log_.log(
+        passing ? LogLevel::kInfo : LogLevel::kError, "workload_netns_unknown",
         {{"id", record.id()},
          {"target", record.target},
          {"error", found.error().message()},

@@ -30,7 +30,8 @@ constexpr Bypass kBypasses[] = {
     {CAP_NET_RAW, true,
      "may open packet sockets (CAP_NET_RAW in the bounding set) in a network namespace whose "
      "interfaces the packet socket filter is not on (the attachment's processes are in more "
-     "than one, or the daemon has yet to follow them into a new one: at its next sweep)",
+     "than one, or the daemon has yet to follow them into a new one: within seconds, or at its "
+     "next sweep)",
      "Run the cgroup's processes in one network namespace, or drop the capability "
      "(e.g. --cap-drop NET_RAW)"},
     {CAP_NET_ADMIN, false,

@@ -143,7 +143,8 @@ Result<CgroupNetns> netns_of_cgroup(const std::string& cgroup_path, const std::s
     return CgroupNetns{CgroupNetns::Where::kForeign, std::move(fd)};
   }
   // Not taken for ours either: that would be a guess.
-  return Error(Errc::kFailedPrecondition,
+  // Unavailable: a transient state, which a call made again may not meet.
+  return Error(Errc::kUnavailable,
                "the processes of " + cgroup_path +
                    " kept exiting before their network namespace could be opened; try again");
 }

@@ -39,7 +39,8 @@ Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon
 // the packet socket guard). An error when a process's namespace cannot be
 // opened (that of another user's process, or of one holding capabilities
 // the daemon lacks, needs CAP_SYS_PTRACE), or when one process after
-// another exits before its namespace is opened: taken for the daemon's
+// another exits before its namespace is opened (kUnavailable: try again):
+// taken for the daemon's
 // own, the workload's DNS would be served where it cannot reach it, and
 // its packet sockets would go unguarded.
 struct CgroupNetns {

@@ -8,9 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <optional>
 #include <set>
 
@@ -19,6 +21,14 @@
 
 namespace sebpf::daemon {
 namespace {
+
+// When to look again at a cgroup after its population changed, each after
+// the one before: a runtime's first process joins the cgroup, then enters
+// the container's namespace, and exits once the container's own process
+// runs, within milliseconds as a rule (the sweep catches what is later).
+constexpr std::chrono::milliseconds kLookAgainAfter[] = {std::chrono::milliseconds(100),
+                                                         std::chrono::milliseconds(500),
+                                                         std::chrono::milliseconds(2000)};
 
 // The interface on which an event may have taken a TC filter of ours
 // away: its clsact qdisc, a filter or a filter chain deleted, or a filter
@@ -238,13 +248,39 @@ bool TargetWatcher::note_population_event(const inotify_event& ev) {
     auto it = populations_.find(ev.wd);
     if (it == populations_.end()) return false;
     if (ev.mask & IN_IGNORED) {  // the cgroup is gone
+      look_again_.erase(it->second);
       populations_.erase(it);
       return true;
     }
     cgroup = it->second;
   }
-  if (ev.mask & IN_MODIFY) manager_.follow_workload_netns(cgroup);
+  if (ev.mask & IN_MODIFY) {
+    manager_.follow_workload_netns(cgroup);
+    look_again_[cgroup] = {std::chrono::steady_clock::now() + kLookAgainAfter[0], 0};
+  }
   return true;
+}
+
+int TargetWatcher::look_again() {
+  const auto now = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (auto it = look_again_.begin(); it != look_again_.end();) {
+    LookAgain& when = it->second;
+    if (when.at <= now) {
+      manager_.follow_workload_netns(it->first);
+      if (++when.done == std::size(kLookAgainAfter)) {
+        it = look_again_.erase(it);
+        continue;
+      }
+      when.at = now + kLookAgainAfter[when.done];
+    }
+    if (!next || when.at < *next) next = when.at;
+    ++it;
+  }
+  if (!next) return -1;
+  // Rounded up: woken early, poll() would come back to nothing due.
+  const auto wait = std::chrono::ceil<std::chrono::milliseconds>(*next - now);
+  return static_cast<int>(std::max<int64_t>(wait.count(), 0));
 }
 
 void TargetWatcher::run() {
@@ -261,15 +297,19 @@ void TargetWatcher::run() {
   manager_.restore_state_files();
   pollfd fds[3] = {
       {netlink_fd_.get(), POLLIN, 0}, {inotify_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  int timeout_ms = -1;
   while (true) {
-    if (poll(fds, 3, -1) < 0) {
-      if (errno == EINTR) continue;
+    const int ready = poll(fds, 3, timeout_ms);
+    if (ready < 0 && errno != EINTR) {
       log_.error("watcher_failed", {{"error", errno_text(errno)}});
       return;
     }
-    if (fds[2].revents != 0) return;
-    if (fds[0].revents != 0) read_netlink();
-    if (fds[1].revents != 0) read_inotify();
+    if (ready > 0) {
+      if (fds[2].revents != 0) return;
+      if (fds[0].revents != 0) read_netlink();
+      if (fds[1].revents != 0) read_inotify();
+    }
+    timeout_ms = look_again();
   }
 }
 

@@ -10,7 +10,9 @@
 // Pins and the state file another program removes (inotify) are put back
 // too.
 // A cgroup's cgroup.events (inotify IN_MODIFY: a process came, or all
-// left) tells the manager to look where its workload sends from.
+// left) tells the manager to look where its workload sends from, then and
+// a few times in the seconds after (a runtime's first process may enter
+// the container's namespace only after it joined the cgroup).
 // One thread sleeps in poll() until an event comes, so an idle host costs
 // no CPU.
 #pragma once
@@ -18,6 +20,7 @@
 #include <sys/inotify.h>
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <set>
@@ -70,8 +73,12 @@ class TargetWatcher {
   int watch_dir(const std::string& dir, uint32_t events, const char* failure);
   void watch_parent(const std::string& cgroup_path);
   void watch_population(const std::string& cgroup_path);
-  // Whether the event was on a cgroup.events; if so, passed on.
+  // Whether the event was on a cgroup.events; if so, passed on, and the
+  // cgroup's looks again scheduled.
   bool note_population_event(const ::inotify_event& ev);
+  // Looks again at the cgroups whose time has come; how long poll() may
+  // sleep until the next (-1: none due).
+  int look_again();
   void watch_pins(const std::string& dir, PinWatch what);
   // Watches the pin directories there are now (again, after a removal).
   void watch_all_pins();
@@ -92,7 +99,14 @@ class TargetWatcher {
   std::mutex mu_;
   std::map<int, std::string> watched_dirs_;  // inotify wd -> cgroup parent directory
   std::map<int, std::string> populations_;   // inotify wd -> cgroup (its cgroup.events)
-  std::map<int, PinWatch> pin_watches_;      // inotify wd -> pin directory
+  // Cgroups whose population changed lately: when to look again, and how
+  // many looks have been. Used by the watcher's thread alone.
+  struct LookAgain {
+    std::chrono::steady_clock::time_point at;
+    size_t done = 0;
+  };
+  std::map<std::string, LookAgain> look_again_;
+  std::map<int, PinWatch> pin_watches_;  // inotify wd -> pin directory
   // The state directory and the names of the daemon's files in it; its
   // watch, used by the watcher's thread alone (-1: none).
   std::string state_dir_;

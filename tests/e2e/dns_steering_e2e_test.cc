@@ -14,6 +14,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "dns_fixture.h"
 #include "support/within.h"
@@ -142,36 +143,56 @@ TEST_F(DnsE2eTest, AContainerThatJoinsACgroupAttachedEmptyIsServedInItsNamespace
 }
 
 // A process that enters a namespace of its own after it joined the cgroup
-// (as a runtime's first process may) raises no event the daemon can
-// watch: the next sweep finds it, and its DNS is served there from then.
-TEST_F(DnsE2eTest, AWorkloadThatEntersANamespaceAfterJoiningIsServedThereFromTheNextSweep) {
+// (as a runtime's first process may: it joins, enters the container's
+// namespace, and exits once the container's own process runs) raises no
+// event then. The daemon looks again shortly after the cgroup's
+// population changed (0.1, 0.6 and 2.6 s on), and at each sweep.
+class DnsFollowTest : public DnsE2eTest {
+ protected:
+  // The cgroup attached empty; a workload joins it from the host's
+  // namespace and makes one of its own `after` that: served there once
+  // the daemon has followed it, which it must within `deadline`.
+  void expect_followed_after_joining(std::chrono::milliseconds after,
+                                     std::chrono::milliseconds deadline) {
+    attach_cgroup(dns_policy({"allowed.example"}));
+    Rendezvous meet;
+    ASSERT_TRUE(meet.valid());
+    Child workload([&] {
+      if (!cgroup_->add_self()) return 89;
+      std::this_thread::sleep_for(after);
+      if (unshare(CLONE_NEWNET) != 0) return 80;
+      if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+      return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
+    });
+    meet.forked();
+    ASSERT_TRUE(meet.wait_ready())
+        << "the workload ended with " << workload.wait(std::chrono::seconds(1));
+    EXPECT_TRUE(within(deadline, [&] {
+      return daemon_->log().find("workload_netns_followed") != std::string::npos;
+    })) << daemon_->log();
+    ASSERT_TRUE(meet.go());
+    EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
+    EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+  }
+};
+
+TEST_F(DnsFollowTest, AWorkloadThatMakesItsNamespaceJustAfterJoiningIsServedThereWithinASecond) {
+  // No sweep during the test: the looks after the event alone.
+  start_with_upstream("sweep_interval_seconds: 3600\n");
+  expect_followed_after_joining(std::chrono::milliseconds(200), std::chrono::milliseconds(1000));
+}
+
+TEST_F(DnsFollowTest, AWorkloadThatMakesItsNamespaceLaterIsServedThereFromTheNextSweep) {
   start_with_upstream(kSweepEverySecond);
-  attach_cgroup(dns_policy({"allowed.example"}));
-  Rendezvous meet;
-  ASSERT_TRUE(meet.valid());
-  Child workload([&] {
-    if (!cgroup_->add_self()) return 89;
-    usleep(300 * 1000);  // the cgroup's event looked, and found the host's namespace
-    if (unshare(CLONE_NEWNET) != 0) return 80;
-    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
-    return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
-  });
-  meet.forked();
-  ASSERT_TRUE(meet.wait_ready()) << "the workload ended with "
-                                 << workload.wait(std::chrono::seconds(1));
-  EXPECT_TRUE(within(std::chrono::milliseconds(3000), [&] {
-    return daemon_->log().find("workload_netns_followed") != std::string::npos;
-  })) << daemon_->log();
-  ASSERT_TRUE(meet.go());
-  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
-  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+  // Past the last look after the event (2.6 s).
+  expect_followed_after_joining(std::chrono::milliseconds(3000), std::chrono::milliseconds(2000));
 }
 
 // An endpoint that cannot be made in the namespace its workload was
 // followed to (here its port is held there, by the container itself, as
 // it joins) stays where it was, and the first look after the port is free
-// (the next sweep) moves it.
-TEST_F(DnsE2eTest, AnEndpointThatCouldNotFollowItsWorkloadIsMovedAtTheNextSweep) {
+// moves it.
+TEST_F(DnsE2eTest, AnEndpointThatCouldNotFollowItsWorkloadIsMovedAtALaterLook) {
   start_with_upstream(kSweepEverySecond);
   const v1::Attachment att = attach_cgroup(dns_policy({"allowed.example"}));
   sockaddr_storage port_holder{};
