@@ -377,6 +377,12 @@ Result<UniqueFd> AttachmentManager::workload_netns(const AttachmentRecord& recor
   return std::move(found.fd);
 }
 
+namespace {
+
+constexpr const char* kOwnNetns = "/proc/self/ns/net";
+
+}  // namespace
+
 Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd) {
   const bool ours = netns_fd < 0;
   struct stat st {};

@@ -262,7 +262,6 @@ class AttachmentManager {
   static Result<UniqueFd> workload_netns(const AttachmentRecord& record);
   // follow_workload_netns's work, for one record.
   void follow_workload_netns_locked(AttachmentRecord& record);
-  static constexpr const char* kOwnNetns = "/proc/self/ns/net";
   // The endpoint's sockets are made in `netns_fd` (-1: ours).
   enum class EndpointChange { kOpen, kMove };
   Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,

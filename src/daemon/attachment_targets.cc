@@ -5,7 +5,6 @@
 // reported.
 
 #include <net/if.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/attachment_kernel_state.h"
@@ -129,13 +128,7 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   // No process: nothing sends, and the next to come tells where.
   if (found->where == CgroupNetns::Where::kEmpty) return;
   const bool foreign = found->where == CgroupNetns::Where::kForeign;
-  struct stat st {};
-  if (foreign ? fstat(found->fd.get(), &st) != 0 : stat(kOwnNetns, &st) != 0) {
-    log_.error("workload_netns_unknown",
-               {{"id", record.id()}, {"target", record.target}, {"error", errno_text(errno)}});
-    return;
-  }
-  const bool elsewhere = st.st_ino != record.guarded_netns;
+  const bool elsewhere = found->inode != record.guarded_netns;
   if (!elsewhere && !record.endpoint_left_behind) return;
   AttachmentRecord left;  // what release_packet_socket_guard_locked reads
   left.kind = record.kind;

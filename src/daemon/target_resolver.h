@@ -45,7 +45,8 @@ Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon
 // its packet sockets would go unguarded.
 struct CgroupNetns {
   enum class Where { kEmpty, kOurs, kForeign } where = Where::kEmpty;
-  UniqueFd fd;  // kForeign: an open /proc/<tid>/ns/net
+  UniqueFd fd;         // kForeign: an open /proc/<tid>/ns/net
+  uint64_t inode = 0;  // kOurs, kForeign: the namespace's (nsfs inode)
 };
 Result<CgroupNetns> netns_of_cgroup(const std::string& cgroup_path,
                                     const std::string& proc_root = "/proc");

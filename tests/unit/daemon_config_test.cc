@@ -462,10 +462,16 @@ TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess)
   ASSERT_TRUE(ours.ok()) << ours.error().message();
   EXPECT_EQ(ours->where, Where::kOurs);
   EXPECT_FALSE(ours->fd);
+  const auto inode_of = [](const std::string& file) {
+    struct stat st {};
+    return stat(file.c_str(), &st) == 0 ? st.st_ino : 0;
+  };
+  EXPECT_EQ(ours->inode, inode_of(proc + "/self/ns/net"));
   auto theirs = netns_of_cgroup(in_theirs, proc);
   ASSERT_TRUE(theirs.ok()) << theirs.error().message();
   EXPECT_EQ(theirs->where, Where::kForeign);
   EXPECT_TRUE(theirs->fd);
+  EXPECT_EQ(theirs->inode, inode_of(proc + "/201/ns/net"));
   auto through_a_thread = netns_of_cgroup(main_thread_exited, proc);
   ASSERT_TRUE(through_a_thread.ok()) << through_a_thread.error().message();
   EXPECT_EQ(through_a_thread->where, Where::kForeign) << "found through the running thread";
