@@ -144,9 +144,11 @@ class AttachmentManager {
   // one after joining. If this attached cgroup holds a process and its
   // processes' namespace is not the one guarded, the guard is put there,
   // the endpoint moved there, and the guard let go of where no other
-  // attachment needs it. An empty cgroup changes nothing. Called when its
-  // cgroup.events changes (a process came or all left) and at each sweep
-  // (a process that enters a namespace after joining raises no event).
+  // attachment needs it. An endpoint in the right namespace that lacks
+  // ::1 binds it once the namespace has it. An empty cgroup changes
+  // nothing. Called when its cgroup.events changes (a process came or all
+  // left) and at each sweep (a process that enters a namespace after
+  // joining raises no event).
   void follow_workload_netns(const std::string& cgroup_path);
   // The same for every cgroup attachment, taking the lock for one at a
   // time (a look is three or four system calls).
@@ -262,6 +264,12 @@ class AttachmentManager {
   static Result<UniqueFd> workload_netns(const AttachmentRecord& record);
   // follow_workload_netns's work, for one record.
   void follow_workload_netns_locked(AttachmentRecord& record);
+  // Whether the cgroup's endpoint lacks its IPv6 address (skipped as it
+  // was made: ::1 in a namespace whose loopback was still down, or whose
+  // IPv6 was off) and the namespace its workload is in now has it, read
+  // through /proc/<thread>/net: the look binds it. IPv4 is not looked up:
+  // a loopback address binds whatever the loopback's state.
+  bool endpoint_may_gain_address_locked(const AttachmentRecord& record, pid_t thread) const;
   // The endpoint's sockets are made in `netns_fd` (-1: ours).
   enum class EndpointChange { kOpen, kMove };
   Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,

@@ -7,8 +7,11 @@
 #include <net/if.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "daemon/attachment_kernel_state.h"
 #include "daemon/attachment_manager.h"
+#include "daemon/interface_addresses.h"
 #include "daemon/target_resolver.h"
 #include "daemon/uplink_check.h"
 
@@ -129,7 +132,9 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   if (found->where == CgroupNetns::Where::kEmpty) return;
   const bool foreign = found->where == CgroupNetns::Where::kForeign;
   const bool elsewhere = found->inode != record.guarded_netns;
-  if (!elsewhere && !record.endpoint_left_behind) return;
+  const bool gains_address = !elsewhere && !record.endpoint_left_behind &&
+                             endpoint_may_gain_address_locked(record, found->thread);
+  if (!elsewhere && !record.endpoint_left_behind && !gains_address) return;
   AttachmentRecord left;  // what release_packet_socket_guard_locked reads
   left.kind = record.kind;
   left.target = record.target;
@@ -150,12 +155,34 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   auto moved = open_dns_endpoint_locked(record, netns_fd, EndpointChange::kMove);
   record.endpoint_left_behind = !moved.ok();
   if (!moved.ok()) log_endpoint_failure_locked(record, moved.error());
+  if (gains_address) {
+    // The sockets it had are kept (the same namespace): only the new
+    // address's are made.
+    if (moved.ok() && !endpoint_may_gain_address_locked(record, found->thread)) {
+      log_.info(
+          "dns_endpoint_address_added",
+          {{"id", record.id()}, {"target", record.target}, {"ipv6", record.dns.v6->to_string()}});
+    }
+    return;
+  }
   if (elsewhere) release_packet_socket_guard_locked(&left);
   log_.info("workload_netns_followed",
             {{"id", record.id()},
              {"target", record.target},
              {"netns", foreign ? "the workload's own" : "host"},
              {"dns_endpoint", moved.ok() ? "moved" : "not moved: tried again at the next look"}});
+}
+
+bool AttachmentManager::endpoint_may_gain_address_locked(const AttachmentRecord& record,
+                                                         pid_t thread) const {
+  if (dns_proxy_ == nullptr || !record.dns.v6) return false;
+  const auto served = dns_proxy_->served_addresses(record.number);
+  if (std::any_of(served.begin(), served.end(),
+                  [&](const net::SocketAddress& a) { return a.address() == *record.dns.v6; })) {
+    return false;
+  }
+  return namespace_has_ipv6_address("/proc/" + std::to_string(thread) + "/net/if_inet6",
+                                    *record.dns.v6);
 }
 
 void AttachmentManager::check_all_targets() {

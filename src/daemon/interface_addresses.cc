@@ -24,8 +24,8 @@
 namespace sebpf::daemon {
 namespace {
 
-std::string read_if_inet6() {
-  std::ifstream in("/proc/net/if_inet6");
+std::string read_if_inet6(const std::string& file = "/proc/net/if_inet6") {
+  std::ifstream in(file);
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
@@ -40,7 +40,7 @@ std::optional<unsigned> hex_field(std::string_view field) {
 
 }  // namespace
 
-std::vector<Ipv6Address> parse_if_inet6(std::string_view text) {
+std::vector<Ipv6Address> parse_if_inet6(std::string_view text, Ipv6Scope scope) {
   std::vector<Ipv6Address> out;
   while (!text.empty()) {
     const size_t eol = std::min(text.find('\n'), text.size());
@@ -59,12 +59,12 @@ std::vector<Ipv6Address> parse_if_inet6(std::string_view text) {
     }
     if (n != fields.size() || fields[0].size() != 32) continue;
     const auto ifindex = hex_field(fields[1]);
-    const auto scope = hex_field(fields[3]);
+    const auto address_scope = hex_field(fields[3]);
     const auto flags = hex_field(fields[4]);
     // Scope 0 is global; a link-local address needs a scope the datapath
     // does not carry.
-    if (!ifindex || !scope || *scope != 0 || !flags ||
-        (*flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0) {
+    if (!ifindex || !address_scope || (scope == Ipv6Scope::kGlobal && *address_scope != 0) ||
+        !flags || (*flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0) {
       continue;
     }
     std::array<uint8_t, 16> bytes{};
@@ -77,6 +77,12 @@ std::vector<Ipv6Address> parse_if_inet6(std::string_view text) {
     if (hex_ok) out.push_back({*ifindex, net::IpAddress::v6(bytes)});
   }
   return out;
+}
+
+bool namespace_has_ipv6_address(const std::string& if_inet6_file, const net::IpAddress& address) {
+  const auto listed = parse_if_inet6(read_if_inet6(if_inet6_file), Ipv6Scope::kAny);
+  return std::any_of(listed.begin(), listed.end(),
+                     [&](const Ipv6Address& a) { return a.address == address; });
 }
 
 Result<HostAddresses> read_host_addresses() {

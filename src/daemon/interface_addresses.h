@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -62,8 +63,18 @@ struct Ipv6Address {
   uint32_t ifindex = 0;
   net::IpAddress address;
 };
-// Parses /proc/net/if_inet6 text: the usable IPv6 addresses (as above), in
-// the file's order.
-std::vector<Ipv6Address> parse_if_inet6(std::string_view text);
+// Which addresses of /proc/net/if_inet6 are wanted: those an interface's
+// endpoint may be served on (global scope), or any a socket may bind to
+// (loopback's ::1, of host scope, too).
+enum class Ipv6Scope { kGlobal, kAny };
+// Parses /proc/net/if_inet6 text: the usable IPv6 addresses (as above: not
+// tentative, not failed) of `scope`, in the file's order.
+std::vector<Ipv6Address> parse_if_inet6(std::string_view text,
+                                        Ipv6Scope scope = Ipv6Scope::kGlobal);
+
+// Whether a socket may bind to `address` in the network namespace whose
+// if_inet6 file (/proc/<pid>/net/if_inet6) is `if_inet6_file`: a usable
+// address of any scope there. Read without entering the namespace.
+bool namespace_has_ipv6_address(const std::string& if_inet6_file, const net::IpAddress& address);
 
 }  // namespace sebpf::daemon

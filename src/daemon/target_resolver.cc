@@ -138,9 +138,9 @@ Result<CgroupNetns> netns_of_cgroup(const std::string& cgroup_path, const std::s
     struct stat theirs {};
     if (!fd || fstat(fd.get(), &theirs) != 0) continue;
     if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) {
-      return CgroupNetns{CgroupNetns::Where::kOurs, {}, ours.st_ino};
+      return CgroupNetns{CgroupNetns::Where::kOurs, {}, ours.st_ino, *tid};
     }
-    return CgroupNetns{CgroupNetns::Where::kForeign, std::move(fd), theirs.st_ino};
+    return CgroupNetns{CgroupNetns::Where::kForeign, std::move(fd), theirs.st_ino, *tid};
   }
   // Not taken for ours either: that would be a guess.
   // Unavailable: a transient state, which a call made again may not meet.

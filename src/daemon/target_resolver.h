@@ -47,6 +47,9 @@ struct CgroupNetns {
   enum class Where { kEmpty, kOurs, kForeign } where = Where::kEmpty;
   UniqueFd fd;         // kForeign: an open /proc/<tid>/ns/net
   uint64_t inode = 0;  // kOurs, kForeign: the namespace's (nsfs inode)
+  // kOurs, kForeign: the thread found in it, through whose /proc/<tid>/net
+  // the namespace's state may be read (while the thread lives).
+  pid_t thread = 0;
 };
 Result<CgroupNetns> netns_of_cgroup(const std::string& cgroup_path,
                                     const std::string& proc_root = "/proc");

@@ -103,6 +103,12 @@ void DnsProxy::close_endpoint(uint64_t attachment) {
   backend_.endpoint_sockets(attachment, {});
 }
 
+std::vector<net::SocketAddress> DnsProxy::served_addresses(uint64_t attachment) const {
+  std::lock_guard lock(mu_);
+  auto it = open_.find(attachment);
+  return it == open_.end() ? std::vector<net::SocketAddress>() : it->second->addresses;
+}
+
 std::optional<EndpointCounters> DnsProxy::counters(uint64_t attachment) const {
   std::shared_ptr<Endpoint> endpoint;
   {

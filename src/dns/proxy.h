@@ -160,6 +160,10 @@ class DnsProxy {
   // The endpoint's counters, summed over the loops; nullopt when the
   // attachment has no endpoint. An answer is counted before it is sent.
   std::optional<EndpointCounters> counters(uint64_t attachment) const;
+  // The addresses the attachment's endpoint is served on: fewer than it
+  // was asked for when some were skipped (bind_endpoint); none when it has
+  // no endpoint.
+  std::vector<net::SocketAddress> served_addresses(uint64_t attachment) const;
 
   // Closes the inherited sockets no endpoint took (their attachments are
   // gone); returns how many.

@@ -226,6 +226,43 @@ TEST_F(DnsE2eTest, AnEndpointThatCouldNotFollowItsWorkloadIsMovedAtALaterLook) {
   EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0);
 }
 
+// A container whose loopback was still down as its endpoint was made in
+// its namespace had no ::1 there: the endpoint served IPv4 alone. Once the
+// loopback is up, a look (here the sweep) binds ::1 too, keeping the IPv4
+// sockets, and the container's DNS over IPv6 is answered.
+TEST_F(DnsE2eTest, AnEndpointGainsIpv6OnceItsContainersLoopbackIsUp) {
+  start_with_upstream(kSweepEverySecond);
+  Rendezvous meet;
+  ASSERT_TRUE(meet.valid());
+  Child workload([&] {
+    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
+    if (!meet.ready_then_wait()) return 82;  // attached, its loopback down
+    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+    const auto resolver = *net::SocketAddress::parse("[2001:db8::3]:53", 53);
+    const auto query = make_query("allowed.example", kTypeA);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto answer = dns_query(resolver, query, false, std::chrono::milliseconds(200));
+      if (answer.ok()) {
+        return answer_addresses(answer->message) == std::vector<std::string>{"198.51.100.2"} ? 0
+                                                                                             : 84;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return 83;
+  });
+  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
+  if (HasFatalFailure()) return;
+  EXPECT_TRUE(within(
+      std::chrono::milliseconds(1000),
+      [&] { return daemon_->log().find("dns_endpoint_address_skipped") != std::string::npos; }))
+      << "the endpoint must have been made without ::1, else this shows nothing\n"
+      << daemon_->log();
+  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << daemon_->log();
+  EXPECT_NE(daemon_->log().find("dns_endpoint_address_added"), std::string::npos);
+  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+}
+
 // The daemon with what the shipped unit lets it keep (dist/systemd's
 // CapabilityBoundingSet), serving containers as they usually are.
 class DnsUnderTheUnitsCapabilitiesTest : public DnsE2eTest {

@@ -472,9 +472,11 @@ TEST_F(TargetResolverTest, AWorkloadsNamespaceIsOursAnotherOrAnErrorNeverAGuess)
   EXPECT_EQ(theirs->where, Where::kForeign);
   EXPECT_TRUE(theirs->fd);
   EXPECT_EQ(theirs->inode, inode_of(proc + "/201/ns/net"));
+  EXPECT_EQ(theirs->thread, 201) << "whose /proc/<tid>/net is the namespace's";
   auto through_a_thread = netns_of_cgroup(main_thread_exited, proc);
   ASSERT_TRUE(through_a_thread.ok()) << through_a_thread.error().message();
   EXPECT_EQ(through_a_thread->where, Where::kForeign) << "found through the running thread";
+  EXPECT_EQ(through_a_thread->thread, 205);
   EXPECT_TRUE(through_a_thread->fd);
 
   const auto unopened = netns_of_cgroup(unopenable, proc);

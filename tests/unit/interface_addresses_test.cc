@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <net/if.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +43,27 @@ TEST(InterfaceAddressesTest, OnlyGlobalIpv6AddressesThatPassedDadServeDns) {
                               "26 2001:db8::7",
                           }));
   EXPECT_TRUE(parse_if_inet6("").empty());
+}
+
+// A cgroup's endpoint may bind ::1 in its workload's namespace once that
+// namespace lists it (its loopback up, its IPv6 on); read from the file of
+// one of its processes, without entering it.
+TEST(InterfaceAddressesTest, ANamespaceHasAnAddressToBindOnlyWhenItListsItUsable) {
+  const std::string file = ::testing::TempDir() + "/if_inet6." + std::to_string(getpid());
+  const auto listing = [&](const std::string& text) {
+    std::ofstream(file) << text;
+    return namespace_has_ipv6_address(file, ip("::1"));
+  };
+  EXPECT_TRUE(listing("00000000000000000000000000000001 01 80 10 80       lo\n"))
+      << "host scope binds";
+  EXPECT_FALSE(listing("20010db8000000000000000000000001 03 40 00 80     eth0\n"))
+      << "the loopback down, or its IPv6 off: not listed";
+  EXPECT_FALSE(listing("00000000000000000000000000000001 01 80 10 c0       lo\n")) << "tentative";
+  EXPECT_FALSE(listing(""));
+  std::remove(file.c_str());
+  EXPECT_FALSE(namespace_has_ipv6_address(file, ip("::1"))) << "its process gone";
+  EXPECT_EQ(parsed("00000000000000000000000000000001 01 80 10 80       lo\n").size(), 0U)
+      << "never an interface's endpoint address";
 }
 
 TEST(InterfaceAddressesTest, AnEndpointKeepsItsAddressWhileTheInterfaceHasIt) {
