@@ -11,7 +11,10 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <string_view>
 #include <utility>
+
+#include "datapath/system.h"
 
 namespace sebpf::daemon {
 namespace {
@@ -76,8 +79,9 @@ std::optional<ProcessStatus> status_of(const std::string& proc_root, const std::
   bool bounding_set_read = false;
   for (std::string line; std::getline(status, line);) {
     if (line.starts_with("CapBnd:")) {
-      std::istringstream field(line.substr(7));
-      bounding_set_read = static_cast<bool>(field >> std::hex >> out.bounding_set);
+      const auto set = datapath::parse_capability_set(std::string_view(line).substr(7));
+      bounding_set_read = set.has_value();
+      out.bounding_set = set.value_or(0);
     } else if (line.starts_with("Uid:")) {
       std::istringstream fields(line.substr(4));
       for (uid_t uid; fields >> uid;) out.uids.push_back(uid);

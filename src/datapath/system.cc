@@ -11,6 +11,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -75,13 +76,20 @@ Result<uint64_t> capability_set(const std::string& status_file, std::string_view
   std::string line;
   while (std::getline(status, line)) {
     if (!line.starts_with(prefix)) continue;
-    try {
-      return std::stoull(line.substr(prefix.size()), nullptr, 16);
-    } catch (const std::exception&) {
-      break;
-    }
+    if (auto set = parse_capability_set(std::string_view(line).substr(prefix.size()))) return *set;
+    break;
   }
   return Error(Errc::kInternal, "cannot read " + prefix + " from " + status_file);
+}
+
+std::optional<uint64_t> parse_capability_set(std::string_view value) {
+  const size_t first = value.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return std::nullopt;
+  value = value.substr(first, value.find_last_not_of(" \t\r\n") - first + 1);
+  uint64_t set = 0;
+  const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), set, 16);
+  if (ec != std::errc() || end != value.data() + value.size()) return std::nullopt;
+  return set;
 }
 
 Result<std::string> find_cgroup2_mount(const std::string& mounts_file) {

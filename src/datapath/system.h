@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,10 @@ Status check_privileges();
 // A capability set of a process, one bit per capability: `field` ("CapEff",
 // "CapBnd", ...) of its status file (/proc/<pid>/status).
 Result<uint64_t> capability_set(const std::string& status_file, std::string_view field);
+// A capability set's value as a status file writes it after the field's
+// colon ("\t000001ffffffffff"); nullopt for anything but hex digits
+// between blanks.
+std::optional<uint64_t> parse_capability_set(std::string_view value);
 
 // The mount point of the cgroup v2 hierarchy, read from /proc/mounts (it is
 // /sys/fs/cgroup on most systems, /sys/fs/cgroup/unified on hybrid ones).

@@ -3,9 +3,11 @@
 #include "datapath/system.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <string>
 
 #include "datapath/types.h"
 
@@ -88,6 +90,25 @@ TEST(SystemTest, BpffsOutsideSysFsBpfIsExplained) {
   EXPECT_EQ(s.error().code(), Errc::kFailedPrecondition);
   EXPECT_NE(s.error().message().find("mount -t bpf"), std::string::npos);
   EXPECT_EQ(ensure_bpffs_dir("relative").error().code(), Errc::kInvalidArgument);
+}
+
+// What the privilege check and the bypass check read of a status file:
+// hex digits between blanks, and nothing else taken for a set.
+TEST(SystemTest, ACapabilitySetIsReadAsTheStatusFileWritesIt) {
+  EXPECT_EQ(parse_capability_set("\t000001ffffffffff"), 0x1ffffffffffULL);
+  EXPECT_EQ(parse_capability_set("\t0000000000000000\n"), 0U);
+  EXPECT_EQ(parse_capability_set("2000"), 0x2000U) << "CAP_NET_RAW alone";
+  for (const char* bad : {"", "\t", "\tzz", "\t-1", "\t0x10", "\t10 20", "\t1ffffffffffffffff0"}) {
+    EXPECT_FALSE(parse_capability_set(bad).has_value()) << "\"" << bad << "\"";
+  }
+  const std::string status = ::testing::TempDir() + "/status." + std::to_string(getpid());
+  std::ofstream(status) << "Name:\tagent\nCapEff:\t0000000000003000\nCapBnd:\tnone\n";
+  auto effective = capability_set(status, "CapEff");
+  ASSERT_TRUE(effective.ok()) << effective.error().message();
+  EXPECT_EQ(*effective, 0x3000U);
+  EXPECT_FALSE(capability_set(status, "CapBnd").ok()) << "a bad value is no set";
+  EXPECT_FALSE(capability_set(status, "CapPrm").ok()) << "nor is a missing field";
+  std::remove(status.c_str());
 }
 
 TEST(TypesTest, ModeNamesRoundTripAndBadNamesAreRejected) {
