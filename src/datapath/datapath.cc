@@ -137,7 +137,11 @@ Status Datapath::Impl::load() {
     fs::create_directories(maps_dir(config), ec);
     fs::create_directories(links_dir(config), ec);
     if (ec) return Error::from_errno(ec.value(), "create " + config.pin_dir);
-    adopted = fs::exists(maps_dir(config) + "/" + kMetaMapName, ec);
+    // An error (not "no such file") is not taken for "nothing pinned":
+    // maps made anew beside state that is there would lose it.
+    const std::string meta = maps_dir(config) + "/" + kMetaMapName;
+    adopted = fs::exists(meta, ec);
+    if (ec) return Error::from_errno(ec.value(), "look for the pinned state at " + meta);
   }
   bool all_maps_adopted = false;
   if (adopted) {

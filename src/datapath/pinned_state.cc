@@ -336,6 +336,7 @@ Result<std::vector<std::string>> Datapath::restore_map_pins() {
   for (bpf_map* m : impl_->maps_in_pin_order()) {
     const std::string path = maps_dir(c) + "/" + bpf_map__name(m);
     if (fs::exists(path, ec)) continue;
+    if (ec) return Error::from_errno(ec.value(), "look for the pinned map " + path);
     if (bpf_obj_pin(bpf_map__fd(m), path.c_str()) != 0) {
       return Error::from_errno(errno, "pin map " + path + " again");
     }

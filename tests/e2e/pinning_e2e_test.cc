@@ -428,6 +428,21 @@ TEST_F(PinningE2eTest, IncompletePinnedStateIsReported) {
   std::filesystem::remove_all(pin_dir_);
 }
 
+// Pinned state that cannot be looked at (here its meta map's pin is a
+// symlink to itself) is not taken for none: maps made anew beside it
+// would start with nothing, and the pins would be lost.
+TEST_F(PinningE2eTest, PinnedStateThatCannotBeLookedAtStopsTheStart) {
+  std::filesystem::create_directories(pin_dir_ + "/maps");
+  std::filesystem::create_symlink("sebpf_meta", pin_dir_ + "/maps/sebpf_meta");
+  auto refused = open_pinned();
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message().find("look for the pinned state at " + pin_dir_ +
+                                           "/maps/sebpf_meta"),
+            std::string::npos)
+      << refused.error().message();
+  std::filesystem::remove_all(pin_dir_);
+}
+
 // State pinned by a build older than the DHCP budget map is adopted, not
 // refused: enforcement goes on, and the new map is made and pinned.
 TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
