@@ -401,13 +401,13 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, 
   return ok_status();
 }
 
-void AttachmentManager::release_packet_socket_guard_locked(const AttachmentRecord* gone) {
-  if (gone != nullptr && (gone->kind != TargetKind::kCgroup || gone->guarded_netns == 0)) return;
+void AttachmentManager::release_packet_socket_guard_locked(const GuardLeft* left) {
+  if (left != nullptr && left->netns == 0) return;
   struct stat own {};
   if (stat(kOwnNetns, &own) != 0) return;  // cannot tell who needs it: keep it
-  const uint64_t netns = gone == nullptr ? own.st_ino : gone->guarded_netns;
+  const uint64_t netns = left == nullptr ? own.st_ino : left->netns;
   const bool ours = netns == own.st_ino;
-  if (gone != nullptr && ours && !dp_->guards_own_namespace()) return;
+  if (left != nullptr && ours && !dp_->guards_own_namespace()) return;
   // A cgroup attachment whose guard failed at start (guarded_netns 0) may
   // still rely on the earlier process's filters in ours: they stay.
   const bool needed =
@@ -418,11 +418,9 @@ void AttachmentManager::release_packet_socket_guard_locked(const AttachmentRecor
   if (needed) return;
   UniqueFd theirs;
   if (!ours) {
-    auto found = workload_netns(*gone);
-    if (!found.ok()) return;
-    theirs = std::move(*found);
-    struct stat st {};
-    if (!theirs || fstat(theirs.get(), &st) != 0 || st.st_ino != netns) return;
+    auto found = netns_of_cgroup(left->cgroup);
+    if (!found.ok() || found->inode != netns || !found->fd) return;
+    theirs = std::move(found->fd);
   }
   auto removed = dp_->unguard_packet_sockets(ours ? -1 : theirs.get());
   if (!removed.ok()) {
@@ -432,7 +430,7 @@ void AttachmentManager::release_packet_socket_guard_locked(const AttachmentRecor
   if (*removed > 0) {
     log_.info("packet_socket_filter_removed",
               {{"interfaces", std::to_string(*removed)},
-               {"netns", ours ? "host" : "workload of " + gone->target},
+               {"netns", ours ? "host" : "workload of " + left->cgroup},
                {"reason", "no cgroup attachment left in this network namespace"}});
   }
 }
@@ -444,7 +442,10 @@ void AttachmentManager::forget_locked(const AttachmentRecord& gone) {
   teachers_.erase(number);
   bookkeeping_.erase(number);
   policy_changed_locked(number);
-  release_packet_socket_guard_locked(&gone);
+  if (gone.kind == TargetKind::kCgroup) {
+    const GuardLeft left{gone.guarded_netns, gone.target};
+    release_packet_socket_guard_locked(&left);
+  }
 }
 
 void AttachmentManager::policy_changed_locked(uint64_t number) {

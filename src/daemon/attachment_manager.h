@@ -278,12 +278,19 @@ class AttachmentManager {
   // workload's namespace `netns_fd` (-1: ours) and records which one in
   // record.guarded_netns.
   Status guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd);
+  // Where a cgroup attachment's packet socket guard was: its namespace
+  // (nsfs inode; 0: never guarded) and the cgroup through whose processes
+  // it is reached when it is not ours.
+  struct GuardLeft {
+    uint64_t netns = 0;
+    std::string cgroup;
+  };
   // Takes the packet socket filter off a network namespace where no cgroup
-  // attachment needs it any more: the one `gone` was guarded in (a
-  // workload's is reached through a process of its cgroup still there;
-  // with none, the namespace takes the filters with it when it goes), or,
-  // with null at start, ours, whatever an earlier process left there.
-  void release_packet_socket_guard_locked(const AttachmentRecord* gone);
+  // attachment needs it any more: the one `left` names (a workload's is
+  // reached through a process of its cgroup still there; with none, the
+  // namespace takes the filters with it when it goes), or, with null at
+  // start, ours, whatever an earlier process left there.
+  void release_packet_socket_guard_locked(const GuardLeft* left);
   // Forgets what belongs to an attachment that is gone: endpoint, learned
   // hosts, views of its policy, and the packet socket filter where it was
   // the last to need it.

@@ -135,10 +135,7 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   const bool gains_address = !elsewhere && !record.endpoint_left_behind &&
                              endpoint_may_gain_address_locked(record, found->thread);
   if (!elsewhere && !record.endpoint_left_behind && !gains_address) return;
-  AttachmentRecord left;  // what release_packet_socket_guard_locked reads
-  left.kind = record.kind;
-  left.target = record.target;
-  left.guarded_netns = record.guarded_netns;
+  const GuardLeft left{record.guarded_netns, record.target};
   const int netns_fd = foreign ? found->fd.get() : -1;
   // The guard first: the workload's packet sockets are held before its
   // DNS is served there. Failing it, the endpoint still moves (DNS lets it
