@@ -26,6 +26,7 @@
 #include "daemon/socket_activation.h"
 #include "daemon/target_watcher.h"
 #include "daemon/trusted_paths.h"
+#include "datapath/libbpf_log.h"
 #include "datapath/system.h"
 #include "policy/policy_file.h"
 
@@ -369,6 +370,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   Logger log(config->log_level);
+  // Every line the daemon writes is one JSON object, libbpf's too.
+  const sebpf::datapath::LibbpfLogSink libbpf_log([&log](bool warning, std::string_view message) {
+    log.log(warning ? LogLevel::kWarning : LogLevel::kInfo, "libbpf",
+            {{"message", std::string(message)}});
+  });
   if (auto made = make_trusted_directories(*config); !made.ok()) {
     log.error("start_failed", {{"error", made.error().message()}});
     return 1;
