@@ -150,18 +150,26 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   // serves on, where the workload no longer asks, until a look (the next
   // event or sweep) moves it.
   auto moved = open_dns_endpoint_locked(record, netns_fd, EndpointChange::kMove);
-  record.endpoint_left_behind = !moved.ok();
-  if (!moved.ok()) log_endpoint_failure_locked(record, moved.error());
   if (gains_address) {
-    // The sockets it had are kept (the same namespace): only the new
-    // address's are made.
-    if (moved.ok() && !endpoint_may_gain_address_locked(record, found->thread)) {
+    // The same namespace: the sockets it has are kept, and only the new
+    // address's are made. Failing that (its port taken there, say), it
+    // serves on without it, and the next look tries again.
+    if (!moved.ok()) {
+      log_.warning("dns_endpoint_address_not_added",
+                   {{"id", record.id()},
+                    {"target", record.target},
+                    {"ipv6", record.dns.v6->to_string()},
+                    {"error", moved.error().message()},
+                    {"impact", "DNS over IPv6 fails (closed) until the next look binds it"}});
+    } else if (!endpoint_may_gain_address_locked(record, found->thread)) {
       log_.info(
           "dns_endpoint_address_added",
           {{"id", record.id()}, {"target", record.target}, {"ipv6", record.dns.v6->to_string()}});
     }
     return;
   }
+  record.endpoint_left_behind = !moved.ok();
+  if (!moved.ok()) log_endpoint_failure_locked(record, moved.error());
   if (elsewhere) release_packet_socket_guard_locked(&left);
   log_.info("workload_netns_followed",
             {{"id", record.id()},

@@ -5,10 +5,12 @@
 // bridge's.
 #include <net/if.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <fstream>
 #include <functional>
@@ -230,37 +232,81 @@ TEST_F(DnsE2eTest, AnEndpointThatCouldNotFollowItsWorkloadIsMovedAtALaterLook) {
 // its namespace had no ::1 there: the endpoint served IPv4 alone. Once the
 // loopback is up, a look (here the sweep) binds ::1 too, keeping the IPv4
 // sockets, and the container's DNS over IPv6 is answered.
-TEST_F(DnsE2eTest, AnEndpointGainsIpv6OnceItsContainersLoopbackIsUp) {
-  start_with_upstream(kSweepEverySecond);
-  Rendezvous meet;
-  ASSERT_TRUE(meet.valid());
-  Child workload([&] {
-    if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
-    if (!meet.ready_then_wait()) return 82;  // attached, its loopback down
-    if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
-    const auto resolver = *net::SocketAddress::parse("[2001:db8::3]:53", 53);
-    const auto query = make_query("allowed.example", kTypeA);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto answer = dns_query(resolver, query, false, std::chrono::milliseconds(200));
-      if (answer.ok()) {
-        return answer_addresses(answer->message) == std::vector<std::string>{"198.51.100.2"} ? 0
-                                                                                             : 84;
+class DnsIpv6GainedTest : public DnsE2eTest {
+ protected:
+  // The container brings its loopback up once attached; if
+  // `holds_the_port`, it then holds the endpoint's port on ::1 for 1.5 s
+  // (a look finds ::1 but cannot bind it), then lets it go.
+  void expect_ipv6_gained(bool holds_the_port) {
+    start_with_upstream(kSweepEverySecond);
+    // The endpoint's port, told to the container once attached.
+    auto* port = static_cast<std::atomic<uint16_t>*>(mmap(nullptr, sizeof(std::atomic<uint16_t>),
+                                                          PROT_READ | PROT_WRITE,
+                                                          MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    ASSERT_NE(port, MAP_FAILED);
+    Rendezvous meet;
+    ASSERT_TRUE(meet.valid());
+    Child workload([&] {
+      if (!cgroup_->add_self() || unshare(CLONE_NEWNET) != 0) return 80;
+      if (!meet.ready_then_wait()) return 82;  // attached, its loopback down
+      if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+      if (holds_the_port) {
+        sockaddr_storage address{};
+        const socklen_t length =
+            net::SocketAddress(*net::IpAddress::parse("::1"), port->load()).to_sockaddr(address);
+        UniqueFd held(socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        if (!held || bind(held.get(), reinterpret_cast<sockaddr*>(&address), length) != 0) {
+          return 90;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return 83;
-  });
-  attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}));
-  if (HasFatalFailure()) return;
-  EXPECT_TRUE(within(
-      std::chrono::milliseconds(1000),
-      [&] { return daemon_->log().find("dns_endpoint_address_skipped") != std::string::npos; }))
-      << "the endpoint must have been made without ::1, else this shows nothing\n"
-      << daemon_->log();
-  EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << daemon_->log();
-  EXPECT_NE(daemon_->log().find("dns_endpoint_address_added"), std::string::npos);
-  EXPECT_EQ(daemon_->log().find("\"level\":\"error\""), std::string::npos) << daemon_->log();
+      const auto resolver = *net::SocketAddress::parse("[2001:db8::3]:53", 53);
+      const auto query = make_query("allowed.example", kTypeA);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (std::chrono::steady_clock::now() < deadline) {
+        auto answer = dns_query(resolver, query, false, std::chrono::milliseconds(200));
+        if (answer.ok()) {
+          return answer_addresses(answer->message) == std::vector<std::string>{"198.51.100.2"} ? 0
+                                                                                               : 84;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      return 83;
+    });
+    meet.forked();
+    ASSERT_TRUE(meet.wait_ready())
+        << "the workload ended with " << workload.wait(std::chrono::seconds(1));
+    v1::AttachRequest req;
+    req.set_pid(workload.pid());
+    *req.mutable_policy() = dns_policy({"allowed.example"});
+    v1::Attachment att;
+    const grpc::Status attached = attach(req, &att);
+    ASSERT_TRUE(attached.ok()) << attached.error_message();
+    port->store(endpoint_of(att).port());
+    ASSERT_TRUE(meet.go());
+    EXPECT_TRUE(within(
+        std::chrono::milliseconds(1000),
+        [&] { return daemon_->log().find("dns_endpoint_address_skipped") != std::string::npos; }))
+        << "the endpoint must have been made without ::1, else this shows nothing\n"
+        << daemon_->log();
+    EXPECT_EQ(workload.wait(std::chrono::seconds(10)), 0) << daemon_->log();
+    munmap(port, sizeof(std::atomic<uint16_t>));
+    const std::string log = daemon_->log();
+    EXPECT_NE(log.find("dns_endpoint_address_added"), std::string::npos) << log;
+    EXPECT_EQ(log.find("dns_endpoint_address_not_added") != std::string::npos, holds_the_port)
+        << log;
+    EXPECT_EQ(log.find("\"level\":\"error\""), std::string::npos) << log;
+  }
+};
+
+TEST_F(DnsIpv6GainedTest, AnEndpointGainsIpv6OnceItsContainersLoopbackIsUp) {
+  expect_ipv6_gained(/*holds_the_port=*/false);
+}
+
+// A look that finds ::1 but cannot bind it (here the container holds the
+// port there) leaves the endpoint serving IPv4, and a later look binds it.
+TEST_F(DnsIpv6GainedTest, AnIpv6AddressWhosePortIsTakenIsBoundAtALaterLook) {
+  expect_ipv6_gained(/*holds_the_port=*/true);
 }
 
 // The daemon with what the shipped unit lets it keep (dist/systemd's
