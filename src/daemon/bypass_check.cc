@@ -66,12 +66,14 @@ uint64_t netns_of(const std::string& proc_root, const std::string& pid) {
   return 0;
 }
 
-// What the check reads of a process's status, once: its bounding set and
-// its uids (real, effective, saved, filesystem; none if unread, which
-// matches no delegation). Nullopt when it has gone.
+// What the check reads of a process's status, once: its bounding set, its
+// uids (real, effective, saved, filesystem) and its gids (the same four,
+// then its supplementary groups); none if unread, which matches no
+// delegation but one to anyone. Nullopt when it has gone.
 struct ProcessStatus {
   uint64_t bounding_set = 0;
   std::vector<uid_t> uids;
+  std::vector<gid_t> gids;
 };
 std::optional<ProcessStatus> status_of(const std::string& proc_root, const std::string& pid) {
   std::ifstream status(proc_root + "/" + pid + "/status");
@@ -85,6 +87,9 @@ std::optional<ProcessStatus> status_of(const std::string& proc_root, const std::
     } else if (line.starts_with("Uid:")) {
       std::istringstream fields(line.substr(4));
       for (uid_t uid; fields >> uid;) out.uids.push_back(uid);
+    } else if (line.starts_with("Gid:") || line.starts_with("Groups:")) {
+      std::istringstream fields(line.substr(line.find(':') + 1));
+      for (gid_t gid; fields >> gid;) out.gids.push_back(gid);
     }
   }
   if (!bounding_set_read) return std::nullopt;
@@ -97,21 +102,74 @@ uint64_t cgroupns_of(const std::string& proc_root, const std::string& pid) {
   return stat((proc_root + "/" + pid + "/ns/cgroup").c_str(), &ns) == 0 ? ns.st_ino : 0;
 }
 
-// Users other than root to whom a cgroup above `cgroup_dir` (below the
-// hierarchy's root at `mount`) is delegated: each owns that cgroup's
-// cgroup.procs, and so may move its processes between any two cgroups
-// under it. Per user, the outermost such cgroup.
-std::map<uid_t, std::string> delegations_above(const std::string& cgroup_dir,
-                                               const std::string& mount) {
-  std::map<uid_t, std::string> outermost;
+// Who, besides root, may write a cgroup's cgroup.procs, and so move its
+// processes between any two cgroups under it: a user other than root who
+// owns it (delegated to them), the members of its group if it is
+// group-writable, anyone if it is writable by all.
+struct Mover {
+  enum class Kind { kUser, kGroup, kAnyone } kind;
+  uint32_t id;  // uid, gid, or 0
+  auto operator<=>(const Mover&) const = default;
+
+  bool includes(const ProcessStatus& status) const {
+    const auto has = [this](const auto& ids) {
+      return std::find(ids.begin(), ids.end(), id) != ids.end();
+    };
+    // Root's processes (files are written as the filesystem uid, the
+    // fourth) may write it whatever its mode; the check names those of
+    // other users.
+    if (kind != Kind::kUser && status.uids.size() == 4 && status.uids[3] == 0) return false;
+    switch (kind) {
+      case Kind::kUser:
+        return has(status.uids);
+      case Kind::kGroup:
+        return has(status.gids);
+      case Kind::kAnyone:
+        return true;
+    }
+    return false;
+  }
+};
+
+// Those who may write the cgroup.procs of a cgroup above `cgroup_dir`
+// (below the hierarchy's root at `mount`), each with the outermost such
+// cgroup.
+std::map<Mover, std::string> movers_above(const std::string& cgroup_dir, const std::string& mount) {
+  std::map<Mover, std::string> outermost;
   for (std::filesystem::path dir = std::filesystem::path(cgroup_dir).parent_path();
        dir.string().starts_with(mount + "/"); dir = dir.parent_path()) {
     struct stat procs {};
-    if (stat((dir / "cgroup.procs").c_str(), &procs) == 0 && procs.st_uid != 0) {
-      outermost[procs.st_uid] = dir.string();
-    }
+    if (stat((dir / "cgroup.procs").c_str(), &procs) != 0) continue;
+    if (procs.st_uid != 0) outermost[{Mover::Kind::kUser, procs.st_uid}] = dir.string();
+    if (procs.st_mode & S_IWGRP) outermost[{Mover::Kind::kGroup, procs.st_gid}] = dir.string();
+    if (procs.st_mode & S_IWOTH) outermost[{Mover::Kind::kAnyone, 0}] = dir.string();
   }
   return outermost;
+}
+
+// Why `mover` may write `dir`'s cgroup.procs, and what to do about it.
+std::string mover_reason(const Mover& mover, const std::string& dir) {
+  const std::string attach = "Attach " + dir + " instead, or ";
+  switch (mover.kind) {
+    case Mover::Kind::kUser:
+      return "they run as uid " + std::to_string(mover.id) + ", to whom " + dir +
+             " is delegated (that user owns its cgroup.procs), so they may move into any cgroup "
+             "under it, attached or not. " +
+             attach + "run the workload as another user or in a cgroup namespace of its own";
+    case Mover::Kind::kGroup:
+      return "they run with gid " + std::to_string(mover.id) + ", which may write " + dir +
+             "/cgroup.procs (it is group-writable), so they may move into any cgroup under it, "
+             "attached or not. " +
+             attach +
+             "take that group's write permission away (chmod g-w), or run the workload "
+             "without the group or in a cgroup namespace of its own";
+    case Mover::Kind::kAnyone:
+      return "anyone may write " + dir +
+             "/cgroup.procs (it is writable by all), so they may move into any cgroup under it, "
+             "attached or not. Take that permission away (chmod o-w), or run the workload in a "
+             "cgroup namespace of its own";
+  }
+  return "";
 }
 
 std::string named(const std::vector<std::string>& pids) {
@@ -122,39 +180,35 @@ std::string named(const std::vector<std::string>& pids) {
   return list;
 }
 
-// One warning per cgroup above `cgroup_dir` delegated to a user some of
-// `processes` run as.
+// One warning per mover (above) some of `processes` are, with the
+// outermost cgroup above `cgroup_dir` whose cgroup.procs they may write.
 std::vector<std::string> delegation_warnings(
     const std::vector<std::pair<std::string, ProcessStatus>>& processes,
     const std::string& cgroup_dir, const std::string& mount, const std::string& proc_root) {
-  const std::map<uid_t, std::string> delegations = delegations_above(cgroup_dir, mount);
+  const std::map<Mover, std::string> delegations = movers_above(cgroup_dir, mount);
   if (delegations.empty()) return {};
   // Unknown, every process is taken to share it: named rather than missed.
   struct stat own {};
   const uint64_t own_cgroupns =
       stat((proc_root + "/self/ns/cgroup").c_str(), &own) == 0 ? own.st_ino : 0;
-  std::map<uid_t, std::vector<std::string>> movers;
+  std::map<Mover, std::vector<std::string>> movers;
   for (const auto& [pid, status] : processes) {
     // A process in a cgroup namespace of its own (a container's, made at
     // its cgroup) is taken to be held by it: the namespace's root, which
     // it cannot move above, is not looked up.
     const uint64_t cgroupns = cgroupns_of(proc_root, pid);
     if (cgroupns == 0 || (own_cgroupns != 0 && cgroupns != own_cgroupns)) continue;
-    for (const auto& [uid, dir] : delegations) {
-      if (std::find(status.uids.begin(), status.uids.end(), uid) == status.uids.end()) continue;
-      movers[uid].push_back(pid);
+    // Named once, under the first reason (users, then groups, then anyone).
+    for (const auto& [mover, dir] : delegations) {
+      if (!mover.includes(status)) continue;
+      movers[mover].push_back(pid);
       break;
     }
   }
   std::vector<std::string> warnings;
-  for (const auto& [uid, who] : movers) {
-    const std::string& dir = delegations.at(uid);
-    warnings.push_back(named(who) +
-                       " may move themselves out of this attachment: they run as uid " +
-                       std::to_string(uid) + ", to whom " + dir +
-                       " is delegated (that user owns its cgroup.procs), so they may move into " +
-                       "any cgroup under it, attached or not. Attach " + dir + " instead, or " +
-                       "run the workload as another user or in a cgroup namespace of its own");
+  for (const auto& [mover, who] : movers) {
+    warnings.push_back(named(who) + " may move themselves out of this attachment: " +
+                       mover_reason(mover, delegations.at(mover)));
   }
   return warnings;
 }

@@ -17,7 +17,8 @@
 // to whom a cgroup above the attached one is delegated (a systemd user
 // session's, a subtree given with Delegate=yes) owns that cgroup's
 // cgroup.procs, and may move its processes anywhere under it, out of the
-// attachment.
+// attachment. So may a group whose members may write it (group-writable),
+// or anyone (writable by all).
 #pragma once
 
 #include <cstdint>
@@ -30,9 +31,10 @@ namespace sebpf::daemon {
 // descendants, from the processes in them now: one per capability above
 // that some process holds in its bounding set (for CAP_NET_RAW: and is in
 // a network namespace other than `guarded_netns`, an nsfs inode), and one
-// per cgroup above `cgroup_dir` (below the hierarchy's root, `mount`)
-// delegated to a user some process runs as, outside a cgroup namespace of
-// its own: that user may move it out of the attached cgroup. Each names
+// per user, group or "anyone" who may write the cgroup.procs of a cgroup
+// above `cgroup_dir` (below the hierarchy's root, `mount`) and whom some
+// process is (runs as, runs with), outside a cgroup namespace of its own:
+// it may move itself out of the attached cgroup. Each names
 // the processes; empty when none does. Processes that exit meanwhile, or
 // whose status cannot be read, are skipped.
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,

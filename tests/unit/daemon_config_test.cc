@@ -425,6 +425,68 @@ TEST_F(TargetResolverTest, ProcessesWhoseUserMayMoveThemOutOfTheCgroupAreNamed) 
          "out";
 }
 
+// A group whose members may write the cgroup.procs of a cgroup above the
+// attached one, or anyone when it is writable by all, may move its
+// processes out of it too: such processes are named, with the mode to
+// take away. Root's are not (root may write it whatever its mode), nor
+// those of users outside the group.
+TEST_F(TargetResolverTest, ProcessesOfAGroupOrAnyoneWhoMayWriteACgroupProcsAboveAreNamed) {
+  const std::string mount = root() + "/cg";
+  const std::string team = mount + "/team";
+  const std::string open = mount + "/open";
+  std::filesystem::create_directories(team + "/agent");
+  std::filesystem::create_directories(open + "/agent");
+  std::ofstream(team + "/cgroup.procs");
+  std::ofstream(open + "/cgroup.procs");
+  // Owned by this test's user, whom no process here runs as: only the
+  // mode decides.
+  ASSERT_EQ(chmod((team + "/cgroup.procs").c_str(), 0664), 0);
+  ASSERT_EQ(chmod((open + "/cgroup.procs").c_str(), 0666), 0);
+  struct stat procs {};
+  ASSERT_EQ(stat((team + "/cgroup.procs").c_str(), &procs), 0);
+  const gid_t group = procs.st_gid;
+  const std::string proc = root() + "/proc";
+  std::filesystem::create_directories(proc + "/self/ns");
+  std::ofstream(proc + "/self/ns/cgroup") << "the host's";
+  const auto process = [&](const std::string& pid, uid_t uid, gid_t gid,
+                           const std::string& groups) {
+    std::filesystem::create_directories(proc + "/" + pid + "/ns");
+    std::ofstream(proc + "/" + pid + "/status")
+        << "Uid:\t" << uid << "\t" << uid << "\t" << uid << "\t" << uid << "\nGid:\t" << gid << "\t"
+        << gid << "\t" << gid << "\t" << gid << "\nGroups:\t" << groups
+        << "\nCapBnd:\t0000000000000000\n";
+    std::filesystem::create_hard_link(proc + "/self/ns/cgroup", proc + "/" + pid + "/ns/cgroup");
+  };
+  const uid_t user = 64000;
+  process("300", user, group, "");                                // the group, its own
+  process("301", user, group + 1, std::to_string(group) + " 7");  // the group, a supplementary
+  process("302", user, group + 1, "7");                           // not in the group
+  process("303", 0, group, "");                                   // root
+  std::ofstream(team + "/agent/cgroup.procs") << "300\n301\n302\n303\n";
+  process("304", user + 1, group + 1, "");
+  std::ofstream(open + "/agent/cgroup.procs") << "304\n303\n";
+
+  const auto in_team = cgroup_bypass_warnings(team + "/agent", 0, mount, proc);
+  ASSERT_EQ(in_team.size(), 1U);
+  EXPECT_EQ(in_team[0].find("processes 300, 301 may move themselves out of this attachment: they "
+                            "run with gid " +
+                            std::to_string(group) + ", which may write " + team +
+                            "/cgroup.procs (it is group-writable)"),
+            0U)
+      << in_team[0];
+  EXPECT_NE(in_team[0].find("chmod g-w"), std::string::npos);
+
+  const auto in_open = cgroup_bypass_warnings(open + "/agent", 0, mount, proc);
+  // Group-writable too (0666): 304 is not in the group, so named as anyone.
+  ASSERT_EQ(in_open.size(), 1U);
+  EXPECT_EQ(in_open[0].find("process 304 may move themselves out of this attachment: anyone may "
+                            "write " +
+                            open + "/cgroup.procs (it is writable by all)"),
+            0U)
+      << in_open[0];
+  EXPECT_NE(in_open[0].find("chmod o-w"), std::string::npos);
+}
+
 // A cgroup's namespace is ours, another, or an error: never a guess, which
 // would put the DNS endpoint and the packet socket filter where the
 // workload is not.
