@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -162,8 +163,11 @@ class DnsE2eTest : public DaemonE2eTest {
     return att;
   }
   // Once `workload` (forked after `meet` was made) is ready, attaches its
-  // cgroup by its pid with `policy`, then tells it to go on.
-  void attach_by_pid_then_go(Rendezvous& meet, Child& workload, const v1::Policy& policy) {
+  // cgroup by its pid with `policy`, hands the attachment to `on_attached`
+  // (if given), then tells it to go on.
+  void attach_by_pid_then_go(
+      Rendezvous& meet, Child& workload, const v1::Policy& policy,
+      const std::function<void(const v1::Attachment&)>& on_attached = nullptr) {
     meet.forked();
     ASSERT_TRUE(meet.wait_ready())
         << "the workload ended with " << workload.wait(std::chrono::seconds(1));
@@ -173,6 +177,7 @@ class DnsE2eTest : public DaemonE2eTest {
     v1::Attachment att;
     const grpc::Status attached = attach(req, &att);
     ASSERT_TRUE(attached.ok()) << attached.error_message();
+    if (on_attached) on_attached(att);
     ASSERT_TRUE(meet.go());
   }
   // As in_cgroup(), in another cgroup of the test's.

@@ -273,17 +273,9 @@ class DnsIpv6GainedTest : public DnsE2eTest {
       }
       return 83;
     });
-    meet.forked();
-    ASSERT_TRUE(meet.wait_ready())
-        << "the workload ended with " << workload.wait(std::chrono::seconds(1));
-    v1::AttachRequest req;
-    req.set_pid(workload.pid());
-    *req.mutable_policy() = dns_policy({"allowed.example"});
-    v1::Attachment att;
-    const grpc::Status attached = attach(req, &att);
-    ASSERT_TRUE(attached.ok()) << attached.error_message();
-    port->store(endpoint_of(att).port());
-    ASSERT_TRUE(meet.go());
+    attach_by_pid_then_go(meet, workload, dns_policy({"allowed.example"}),
+                          [&](const v1::Attachment& att) { port->store(endpoint_of(att).port()); });
+    if (HasFatalFailure()) return;
     EXPECT_TRUE(within(
         std::chrono::milliseconds(1000),
         [&] { return daemon_->log().find("dns_endpoint_address_skipped") != std::string::npos; }))
