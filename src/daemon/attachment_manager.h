@@ -266,10 +266,10 @@ class AttachmentManager {
   void follow_workload_netns_locked(AttachmentRecord& record);
   // Whether the cgroup's endpoint lacks its IPv6 address (skipped as it
   // was made: ::1 in a namespace whose loopback was still down, or whose
-  // IPv6 was off) and the namespace its workload is in now has it, read
-  // through /proc/<thread>/net: the look binds it. IPv4 is not looked up:
-  // a loopback address binds whatever the loopback's state.
-  bool endpoint_may_gain_address_locked(const AttachmentRecord& record, pid_t thread) const;
+  // IPv6 was off). A look binds it once the workload's namespace lists it
+  // (read through /proc/<thread>/net). IPv4 is not looked for: a loopback
+  // address binds whatever the loopback's state.
+  bool endpoint_lacks_ipv6_locked(const AttachmentRecord& record) const;
   // The endpoint's sockets are made in `netns_fd` (-1: ours).
   enum class EndpointChange { kOpen, kMove };
   Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,

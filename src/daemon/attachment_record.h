@@ -32,7 +32,7 @@ struct AttachmentRecord {
   // stored: guarded again at every start.
   uint64_t guarded_netns = 0;
   // Cgroups: the endpoint could not be moved to guarded_netns when the
-  // workload was followed there (its loopback still down, say): the next
+  // workload was followed there (its port held there, say): the next
   // look moves it. Not stored: a start opens it where the workload is.
   bool endpoint_left_behind = false;
   // Interfaces: the one whose addresses the DNS endpoint is served on and

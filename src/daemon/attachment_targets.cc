@@ -132,8 +132,10 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   if (found->where == CgroupNetns::Where::kEmpty) return;
   const bool foreign = found->where == CgroupNetns::Where::kForeign;
   const bool elsewhere = found->inode != record.guarded_netns;
-  const bool gains_address = !elsewhere && !record.endpoint_left_behind &&
-                             endpoint_may_gain_address_locked(record, found->thread);
+  const bool gains_address =
+      !elsewhere && !record.endpoint_left_behind && endpoint_lacks_ipv6_locked(record) &&
+      namespace_has_ipv6_address("/proc/" + std::to_string(found->thread) + "/net/if_inet6",
+                                 *record.dns.v6);
   if (!elsewhere && !record.endpoint_left_behind && !gains_address) return;
   const GuardLeft left{record.guarded_netns, record.target};
   const int netns_fd = foreign ? found->fd.get() : -1;
@@ -146,9 +148,6 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
                  {{"id", record.id()}, {"error", guarded.error().message()}});
     }
   }
-  // Failing this (the namespace's loopback not up yet), the old endpoint
-  // serves on, where the workload no longer asks, until a look (the next
-  // event or sweep) moves it.
   auto moved = open_dns_endpoint_locked(record, netns_fd, EndpointChange::kMove);
   if (gains_address) {
     // The same namespace: the sockets it has are kept, and only the new
@@ -161,13 +160,16 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
                     {"ipv6", record.dns.v6->to_string()},
                     {"error", moved.error().message()},
                     {"impact", "DNS over IPv6 fails (closed) until the next look binds it"}});
-    } else if (!endpoint_may_gain_address_locked(record, found->thread)) {
+    } else if (!endpoint_lacks_ipv6_locked(record)) {
       log_.info(
           "dns_endpoint_address_added",
           {{"id", record.id()}, {"target", record.target}, {"ipv6", record.dns.v6->to_string()}});
     }
     return;
   }
+  // Failing the move (its port held in that namespace, say), the old
+  // endpoint serves on, where the workload no longer asks, until a look
+  // (the next event or sweep) moves it.
   record.endpoint_left_behind = !moved.ok();
   if (!moved.ok()) log_endpoint_failure_locked(record, moved.error());
   if (elsewhere) release_packet_socket_guard_locked(&left);
@@ -178,16 +180,11 @@ void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
              {"dns_endpoint", moved.ok() ? "moved" : "not moved: tried again at the next look"}});
 }
 
-bool AttachmentManager::endpoint_may_gain_address_locked(const AttachmentRecord& record,
-                                                         pid_t thread) const {
+bool AttachmentManager::endpoint_lacks_ipv6_locked(const AttachmentRecord& record) const {
   if (dns_proxy_ == nullptr || !record.dns.v6) return false;
   const auto served = dns_proxy_->served_addresses(record.number);
-  if (std::any_of(served.begin(), served.end(),
-                  [&](const net::SocketAddress& a) { return a.address() == *record.dns.v6; })) {
-    return false;
-  }
-  return namespace_has_ipv6_address("/proc/" + std::to_string(thread) + "/net/if_inet6",
-                                    *record.dns.v6);
+  return std::none_of(served.begin(), served.end(),
+                      [&](const net::SocketAddress& a) { return a.address() == *record.dns.v6; });
 }
 
 void AttachmentManager::check_all_targets() {
