@@ -50,37 +50,40 @@ void pids_in(const std::filesystem::path& dir, std::vector<std::string>& out) {
   while (procs >> pid) out.push_back(pid);
 }
 
-// The inode of the network namespace `pid` is in, 0 when none can be told.
-// That of a running thread when the main thread has exited while others
-// run: its own ns/net no longer opens, and the process is still listed.
-uint64_t netns_of(const std::string& proc_root, const std::string& pid) {
-  struct stat netns {};
-  if (stat((proc_root + "/" + pid + "/ns/net").c_str(), &netns) == 0) return netns.st_ino;
-  // increment(ec): a process that ends meanwhile fails the read (ENOENT),
-  // which operator++ would throw.
-  std::error_code ec;
-  for (std::filesystem::directory_iterator task(proc_root + "/" + pid + "/task", ec), end;
-       !ec && task != end; task.increment(ec)) {
-    if (stat((task->path() / "ns/net").c_str(), &netns) == 0) return netns.st_ino;
-  }
-  return 0;
+// The nsfs inode at `path`; 0 when it cannot be told (the thread exited).
+uint64_t inode_of(const std::filesystem::path& path) {
+  struct stat ns {};
+  return stat(path.c_str(), &ns) == 0 ? ns.st_ino : 0;
 }
 
-// What the check reads of a process's status, once: its bounding set, its
-// uids (real, effective, saved, filesystem) and its gids (the same four,
-// then its supplementary groups); none if unread, which matches no
-// delegation but one to anyone. Nullopt when it has gone.
-struct ProcessStatus {
+// What the check reads of one thread. Capabilities, credentials and
+// namespaces are each thread's own: a thread that kept what its main
+// thread gave up acts with it, and may exec with it.
+struct ThreadStatus {
+  std::string task;  // <proc>/<pid>/task/<tid>
   uint64_t bounding_set = 0;
-  std::vector<uid_t> uids;
-  std::vector<gid_t> gids;
+  std::vector<uid_t> uids;  // real, effective, saved, filesystem
+  std::vector<gid_t> gids;  // the same four, then the supplementary groups
+  uint64_t netns = 0;       // nsfs inodes, 0 when they cannot be told
+  uint64_t cgroupns = 0;
+  uint64_t mntns = 0;
 };
-std::optional<ProcessStatus> status_of(const std::string& proc_root, const std::string& pid) {
-  std::ifstream status(proc_root + "/" + pid + "/status");
-  ProcessStatus out;
+
+// One read of the thread's status; nullopt when it cannot be read, or the
+// thread has ended: a zombie acts no more (a main thread that exited while
+// others run stays listed as one, its namespaces gone).
+std::optional<ThreadStatus> thread_status(const std::filesystem::path& task) {
+  std::ifstream status(task / "status");
+  ThreadStatus out;
+  out.task = task.string();
   bool bounding_set_read = false;
   for (std::string line; std::getline(status, line);) {
-    if (line.starts_with("CapBnd:")) {
+    if (line.starts_with("State:")) {
+      const size_t state = line.find_first_not_of(" \t", 6);
+      if (state != std::string::npos && (line[state] == 'Z' || line[state] == 'X')) {
+        return std::nullopt;
+      }
+    } else if (line.starts_with("CapBnd:")) {
       const auto set = datapath::parse_capability_set(std::string_view(line).substr(7));
       bounding_set_read = set.has_value();
       out.bounding_set = set.value_or(0);
@@ -93,13 +96,27 @@ std::optional<ProcessStatus> status_of(const std::string& proc_root, const std::
     }
   }
   if (!bounding_set_read) return std::nullopt;
+  out.netns = inode_of(task / "ns/net");
+  out.cgroupns = inode_of(task / "ns/cgroup");
+  out.mntns = inode_of(task / "ns/mnt");
   return out;
 }
 
-// The inode of the cgroup namespace `pid` is in; 0 when it has gone.
-uint64_t cgroupns_of(const std::string& proc_root, const std::string& pid) {
-  struct stat ns {};
-  return stat((proc_root + "/" + pid + "/ns/cgroup").c_str(), &ns) == 0 ? ns.st_ino : 0;
+// A process and its threads that run; none when it has gone.
+struct Process {
+  std::string pid;
+  std::vector<ThreadStatus> threads;
+};
+Process process_of(const std::string& proc_root, const std::string& pid) {
+  Process out{pid, {}};
+  // increment(ec): a thread that ends meanwhile fails the read (ENOENT),
+  // which operator++ would throw.
+  std::error_code ec;
+  for (std::filesystem::directory_iterator task(proc_root + "/" + pid + "/task", ec), end;
+       !ec && task != end; task.increment(ec)) {
+    if (auto status = thread_status(task->path())) out.threads.push_back(std::move(*status));
+  }
+  return out;
 }
 
 // Who, besides root, may write a cgroup's cgroup.procs, and so move its
@@ -111,19 +128,19 @@ struct Mover {
   uint32_t id;  // uid, gid, or 0
   auto operator<=>(const Mover&) const = default;
 
-  bool includes(const ProcessStatus& status) const {
+  bool includes(const ThreadStatus& thread) const {
     const auto has = [this](const auto& ids) {
       return std::find(ids.begin(), ids.end(), id) != ids.end();
     };
-    // Root's processes (files are written as the filesystem uid, the
+    // Root's threads (files are written as the filesystem uid, the
     // fourth) may write it whatever its mode; the check names those of
     // other users.
-    if (kind != Kind::kUser && status.uids.size() == 4 && status.uids[3] == 0) return false;
+    if (kind != Kind::kUser && thread.uids.size() == 4 && thread.uids[3] == 0) return false;
     switch (kind) {
       case Kind::kUser:
-        return has(status.uids);
+        return has(thread.uids);
       case Kind::kGroup:
-        return has(status.gids);
+        return has(thread.gids);
       case Kind::kAnyone:
         return true;
     }
@@ -131,20 +148,26 @@ struct Mover {
   }
 };
 
+// A cgroup above the attached one whose cgroup.procs `mover` may write.
+struct Delegation {
+  std::string dir;
+  Mover mover;
+};
+
 // Those who may write the cgroup.procs of a cgroup above `cgroup_dir`
-// (below the hierarchy's root at `mount`), each with the outermost such
-// cgroup.
-std::map<Mover, std::string> movers_above(const std::string& cgroup_dir, const std::string& mount) {
-  std::map<Mover, std::string> outermost;
+// (below the hierarchy's root at `mount`), from the innermost such cgroup
+// to the outermost.
+std::vector<Delegation> delegations_above(const std::string& cgroup_dir, const std::string& mount) {
+  std::vector<Delegation> out;
   for (std::filesystem::path dir = std::filesystem::path(cgroup_dir).parent_path();
        dir.string().starts_with(mount + "/"); dir = dir.parent_path()) {
     struct stat procs {};
     if (stat((dir / "cgroup.procs").c_str(), &procs) != 0) continue;
-    if (procs.st_uid != 0) outermost[{Mover::Kind::kUser, procs.st_uid}] = dir.string();
-    if (procs.st_mode & S_IWGRP) outermost[{Mover::Kind::kGroup, procs.st_gid}] = dir.string();
-    if (procs.st_mode & S_IWOTH) outermost[{Mover::Kind::kAnyone, 0}] = dir.string();
+    if (procs.st_uid != 0) out.push_back({dir.string(), {Mover::Kind::kUser, procs.st_uid}});
+    if (procs.st_mode & S_IWGRP) out.push_back({dir.string(), {Mover::Kind::kGroup, procs.st_gid}});
+    if (procs.st_mode & S_IWOTH) out.push_back({dir.string(), {Mover::Kind::kAnyone, 0}});
   }
-  return outermost;
+  return out;
 }
 
 // Why `mover` may write `dir`'s cgroup.procs, and what to do about it.
@@ -180,35 +203,100 @@ std::string named(const std::vector<std::string>& pids) {
   return list;
 }
 
-// One warning per mover (above) some of `processes` are, with the
-// outermost cgroup above `cgroup_dir` whose cgroup.procs they may write.
-std::vector<std::string> delegation_warnings(
-    const std::vector<std::pair<std::string, ProcessStatus>>& processes,
-    const std::string& cgroup_dir, const std::string& mount, const std::string& proc_root) {
-  const std::map<Mover, std::string> delegations = movers_above(cgroup_dir, mount);
+bool at_or_under(const std::string& dir, const std::string& root) {
+  return dir == root || dir.starts_with(root + "/");
+}
+
+// The cgroups each thread may move processes between: those under one of
+// the roots `of` returns. The kernel lets a process move others between
+// two cgroups when it may write the cgroup.procs of a cgroup above both,
+// and, on a hierarchy mounted with nsdelegate, only under the root of its
+// cgroup namespace. Without nsdelegate it is held only by what it sees:
+// the cgroup v2 mounts in its mount namespace, and one it may make, which
+// is rooted at its cgroup namespace's root.
+class Reach {
+ public:
+  Reach(const std::string& mount, const std::string& proc_root, const CgroupnsRootOf& root_of)
+      : mount_(mount),
+        root_of_(root_of),
+        own_cgroupns_(inode_of(proc_root + "/self/ns/cgroup")),
+        ns_delegate_(ns_delegate(proc_root + "/self/mountinfo", mount)) {}
+
+  // Unknown, the whole hierarchy: named rather than missed.
+  const std::vector<std::string>& of(const ThreadStatus& thread) {
+    if (own_cgroupns_ == 0 || thread.cgroupns == own_cgroupns_) return whole_;
+    auto [it, added] = reach_.try_emplace({thread.cgroupns, ns_delegate_ ? 0 : thread.mntns});
+    if (!added) return it->second;
+    auto root = root_of_(thread.task, mount_);
+    if (!root.ok()) return it->second = whole_;
+    it->second.push_back(*root);
+    if (ns_delegate_) return it->second;
+    const auto mounts = datapath::cgroup2_mounts(thread.task + "/mountinfo");
+    if (!mounts || thread.mntns == 0) return it->second = whole_;
+    for (const datapath::Cgroup2Mount& m : *mounts) {
+      // Shown relative to our namespace's root, as the daemon's paths are;
+      // one above it is not ours to name.
+      if (m.root == "/.." || m.root.starts_with("/../")) return it->second = whole_;
+      it->second.push_back(m.root == "/" ? mount_ : mount_ + m.root);
+    }
+    return it->second;
+  }
+
+ private:
+  // Whether the hierarchy mounted at `mount` is mounted with nsdelegate;
+  // false when it cannot be told (the namespace's root then holds nothing).
+  static bool ns_delegate(const std::string& mountinfo, const std::string& mount) {
+    const auto mounts = datapath::cgroup2_mounts(mountinfo);
+    if (!mounts) return false;
+    return std::any_of(mounts->begin(), mounts->end(), [&](const datapath::Cgroup2Mount& m) {
+      return m.mount_point == mount && m.ns_delegate;
+    });
+  }
+
+  const std::string& mount_;
+  const CgroupnsRootOf& root_of_;
+  const uint64_t own_cgroupns_;  // 0: unknown, every thread is taken to share it
+  const bool ns_delegate_;
+  const std::vector<std::string> whole_{mount_};
+  // By cgroup namespace and (without nsdelegate) mount namespace.
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<std::string>> reach_;
+};
+
+// One warning per mover (above) some of `processes` are and the outermost
+// cgroup above `cgroup_dir` whose cgroup.procs it may write, of those the
+// process reaches (a container's cgroup namespace, made at its cgroup,
+// holds it there).
+std::vector<std::string> delegation_warnings(const std::vector<Process>& processes,
+                                             const std::string& cgroup_dir,
+                                             const std::string& mount, const std::string& proc_root,
+                                             const CgroupnsRootOf& root_of) {
+  const std::vector<Delegation> delegations = delegations_above(cgroup_dir, mount);
   if (delegations.empty()) return {};
-  // Unknown, every process is taken to share it: named rather than missed.
-  struct stat own {};
-  const uint64_t own_cgroupns =
-      stat((proc_root + "/self/ns/cgroup").c_str(), &own) == 0 ? own.st_ino : 0;
-  std::map<Mover, std::vector<std::string>> movers;
-  for (const auto& [pid, status] : processes) {
-    // A process in a cgroup namespace of its own (a container's, made at
-    // its cgroup) is taken to be held by it: the namespace's root, which
-    // it cannot move above, is not looked up.
-    const uint64_t cgroupns = cgroupns_of(proc_root, pid);
-    if (cgroupns == 0 || (own_cgroupns != 0 && cgroupns != own_cgroupns)) continue;
-    // Named once, under the first reason (users, then groups, then anyone).
-    for (const auto& [mover, dir] : delegations) {
-      if (!mover.includes(status)) continue;
-      movers[mover].push_back(pid);
+  Reach reach_of(mount, proc_root, root_of);
+  std::map<std::pair<Mover, std::string>, std::vector<std::string>> movers;
+  for (const Process& process : processes) {
+    for (const ThreadStatus& thread : process.threads) {
+      if (thread.cgroupns == 0) continue;  // exited meanwhile
+      const std::vector<std::string>& roots = reach_of.of(thread);
+      // Each mover's outermost cgroup this thread reaches.
+      std::map<Mover, std::string> reach;
+      for (const Delegation& d : delegations) {
+        const auto reaches = [&](const std::string& root) { return at_or_under(d.dir, root); };
+        if (std::any_of(roots.begin(), roots.end(), reaches)) reach[d.mover] = d.dir;
+      }
+      // Named once, under the first reason (users, then groups, then
+      // anyone).
+      const auto first = std::find_if(reach.begin(), reach.end(),
+                                      [&](const auto& r) { return r.first.includes(thread); });
+      if (first == reach.end()) continue;
+      movers[*first].push_back(process.pid);
       break;
     }
   }
   std::vector<std::string> warnings;
   for (const auto& [mover, who] : movers) {
     warnings.push_back(named(who) + " may move themselves out of this attachment: " +
-                       mover_reason(mover, delegations.at(mover)));
+                       mover_reason(mover.first, mover.second));
   }
   return warnings;
 }
@@ -221,7 +309,8 @@ std::string warning(const Bypass& bypass, const std::vector<std::string>& pids) 
 
 std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
                                                 uint64_t guarded_netns, const std::string& mount,
-                                                const std::string& proc_root) {
+                                                const std::string& proc_root,
+                                                const CgroupnsRootOf& cgroupns_root) {
   namespace fs = std::filesystem;
   std::vector<std::string> pids;
   pids_in(cgroup_dir, pids);
@@ -230,23 +319,29 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
        it.increment(ec)) {
     if (it->is_directory(ec)) pids_in(it->path(), pids);
   }
-  std::vector<std::pair<std::string, ProcessStatus>> processes;  // those still there
+  std::vector<Process> processes;  // those still there
   std::vector<std::string> holders[std::size(kBypasses)];
   for (const std::string& pid : pids) {
-    auto status = status_of(proc_root, pid);
-    if (!status) continue;
-    const bool in_guarded_netns = guarded_netns != 0 && netns_of(proc_root, pid) == guarded_netns;
+    Process process = process_of(proc_root, pid);
+    if (process.threads.empty()) continue;
     for (size_t i = 0; i < std::size(kBypasses); ++i) {
-      if (kBypasses[i].held_by_packet_filter && in_guarded_netns) continue;
-      if (status->bounding_set >> kBypasses[i].capability & 1) holders[i].push_back(pid);
+      const auto holds = [&](const ThreadStatus& thread) {
+        const bool in_guarded_netns = guarded_netns != 0 && thread.netns == guarded_netns;
+        return !(kBypasses[i].held_by_packet_filter && in_guarded_netns) &&
+               (thread.bounding_set >> kBypasses[i].capability & 1);
+      };
+      if (std::any_of(process.threads.begin(), process.threads.end(), holds)) {
+        holders[i].push_back(pid);
+      }
     }
-    processes.emplace_back(pid, std::move(*status));
+    processes.push_back(std::move(process));
   }
   std::vector<std::string> warnings;
   for (size_t i = 0; i < std::size(kBypasses); ++i) {
     if (!holders[i].empty()) warnings.push_back(warning(kBypasses[i], holders[i]));
   }
-  for (std::string& w : delegation_warnings(processes, cgroup_dir, mount, proc_root)) {
+  for (std::string& w :
+       delegation_warnings(processes, cgroup_dir, mount, proc_root, cgroupns_root)) {
     warnings.push_back(std::move(w));
   }
   return warnings;

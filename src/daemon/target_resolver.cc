@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <net/if.h>
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <thread>
 
 #include "common/unique_fd.h"
 
@@ -39,27 +41,75 @@ Result<std::string> resolve_cgroup_path(std::string_view path, const std::string
   return canonical;
 }
 
+namespace {
+
+// The cgroup v2 path ("0::<path>") in a /proc cgroup file, relative to the
+// root of the reading thread's cgroup namespace; nullopt when it holds
+// none.
+std::optional<std::string> cgroup_v2_path(std::istream& in) {
+  for (std::string line; std::getline(in, line);) {
+    // v1 hierarchies have other ids.
+    if (!line.starts_with("0::")) continue;
+    std::string path = line.substr(3);
+    if (path.empty() || path.front() != '/') return std::nullopt;
+    return path;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
                                        const std::string& proc_root) {
   if (pid <= 0) return Error(Errc::kInvalidArgument, "pid: must be positive");
   const std::string file = proc_root + "/" + std::to_string(pid) + "/cgroup";
   std::ifstream in(file);
   if (!in) return Error(Errc::kNotFound, "pid: no process " + std::to_string(pid));
-  std::string line;
-  while (std::getline(in, line)) {
-    // cgroup v2's line is "0::<path>"; v1 hierarchies have other ids.
-    if (line.starts_with("0::")) {
-      const std::string relative = line.substr(3);
-      if (relative.empty() || relative.front() != '/') break;
-      if (relative.ends_with(" (deleted)")) {
-        return Error(Errc::kNotFound,
-                     "pid: process " + std::to_string(pid) + " is in a removed cgroup");
-      }
-      return relative == "/" ? mount : mount + relative;
-    }
+  const std::optional<std::string> relative = cgroup_v2_path(in);
+  if (!relative) {
+    return Error(Errc::kFailedPrecondition,
+                 "pid: process " + std::to_string(pid) + " is in no cgroup v2 (" + file + ")");
   }
-  return Error(Errc::kFailedPrecondition,
-               "pid: process " + std::to_string(pid) + " is in no cgroup v2 (" + file + ")");
+  if (relative->ends_with(" (deleted)")) {
+    return Error(Errc::kNotFound,
+                 "pid: process " + std::to_string(pid) + " is in a removed cgroup");
+  }
+  return *relative == "/" ? mount : mount + *relative;
+}
+
+Result<std::string> cgroupns_root_of(const std::string& task, const std::string& mount) {
+  const UniqueFd ns(open((task + "/ns/cgroup").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!ns.valid()) return Error::from_errno(errno, "open " + task + "/ns/cgroup");
+  // The thread's cgroup as seen from our namespace, then from its own:
+  // the second is the first less the path to its namespace's root.
+  const auto read = [&task]() -> Result<std::string> {
+    std::ifstream in(task + "/cgroup");
+    auto path = cgroup_v2_path(in);
+    if (!path) return Error(Errc::kUnavailable, "no cgroup v2 path in " + task + "/cgroup");
+    return *path;
+  };
+  SEBPF_ASSIGN_OR_RETURN(const std::string seen, read());
+  // setns() changes only the calling thread's cgroup namespace: a
+  // short-lived thread makes the second read.
+  Result<std::string> inside = Error(Errc::kInternal, "no result");
+  std::thread([&] {
+    if (setns(ns.get(), CLONE_NEWCGROUP) != 0) {
+      inside = Error::from_errno(errno, "enter the cgroup namespace of " + task);
+      return;
+    }
+    inside = read();
+  }).join();
+  if (!inside.ok()) return inside.error();
+  if (*inside == "/") return seen == "/" ? mount : mount + seen;
+  if (*inside == "/.." || inside->starts_with("/../")) {
+    return Error(Errc::kFailedPrecondition, task + " is in a cgroup above its namespace's root");
+  }
+  // Both paths begin with '/': a suffix of `seen` ends at a component.
+  if (!seen.ends_with(*inside)) {
+    return Error(Errc::kUnavailable, task + " moved to another cgroup while looked at");
+  }
+  const std::string root = seen.substr(0, seen.size() - inside->size());
+  return root.empty() ? mount : mount + root;
 }
 
 Status refuse_daemon_cgroup(const std::string& target, const std::string& daemon_cgroup,

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,16 @@ Result<std::string> resolve_cgroup_path(std::string_view path, const std::string
 // <proc_root>/<pid>/cgroup. Errc::kNotFound when there is no such process.
 Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
                                        const std::string& proc_root = "/proc");
+
+// The cgroup at the root of the cgroup namespace the thread at `task`
+// (<proc>/<pid>/task/<tid>) is in, as a path under `mount` (the hierarchy
+// as the daemon sees it). A process may move processes only between
+// cgroups under its namespace's root, whoever owns the cgroup.procs above.
+// An error when it cannot be told: the thread has exited, or moved between
+// the two reads this takes, or was moved above its namespace's root.
+Result<std::string> cgroupns_root_of(const std::string& task, const std::string& mount);
+using CgroupnsRootOf =
+    std::function<Result<std::string>(const std::string& task, const std::string& mount)>;
 
 // Refuses `target` (a canonical cgroup path) when it holds the daemon
 // itself: when the daemon's cgroup, `daemon_cgroup`, is the target or lies

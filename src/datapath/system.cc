@@ -109,6 +109,33 @@ Result<std::string> find_cgroup2_mount(const std::string& mounts_file) {
                    "systemd.unified_cgroup_hierarchy=1");
 }
 
+std::optional<std::vector<Cgroup2Mount>> cgroup2_mounts(const std::string& mountinfo_file) {
+  std::ifstream mountinfo(mountinfo_file);
+  if (!mountinfo) return std::nullopt;
+  std::vector<Cgroup2Mount> out;
+  for (std::string line; std::getline(mountinfo, line);) {
+    // "<id> <parent> <major:minor> <root> <mount point> <options>
+    // [<optional fields>...] - <type> <source> <super options>"
+    std::istringstream fields(line);
+    std::string id, parent, device, root, mount_point, options, field;
+    if (!(fields >> id >> parent >> device >> root >> mount_point >> options)) return std::nullopt;
+    // Optional fields, up to the separator.
+    do {
+      if (!(fields >> field)) return std::nullopt;
+    } while (field != "-");
+    std::string type, source, super_options;
+    if (!(fields >> type >> source >> super_options)) return std::nullopt;
+    if (type != "cgroup2") continue;
+    Cgroup2Mount mount{unescape_mount_field(root), unescape_mount_field(mount_point), false};
+    std::istringstream flags(super_options);
+    for (std::string flag; std::getline(flags, flag, ',');) {
+      if (flag == "nsdelegate") mount.ns_delegate = true;
+    }
+    out.push_back(std::move(mount));
+  }
+  return out;
+}
+
 Result<CgroupDir> open_cgroup(const std::string& path) {
   if (path.empty() || path[0] != '/') {
     return Error(Errc::kInvalidArgument, "cgroup path \"" + path + "\" must be an absolute path");

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
@@ -28,6 +29,21 @@ std::optional<uint64_t> parse_capability_set(std::string_view value);
 // The mount point of the cgroup v2 hierarchy, read from /proc/mounts (it is
 // /sys/fs/cgroup on most systems, /sys/fs/cgroup/unified on hybrid ones).
 Result<std::string> find_cgroup2_mount(const std::string& mounts_file = "/proc/mounts");
+
+// A cgroup v2 mount a process sees, from its mountinfo.
+struct Cgroup2Mount {
+  // The cgroup at the mount's root, relative to the root of the reading
+  // thread's cgroup namespace ("/": the hierarchy's own; one mounted inside
+  // a cgroup namespace is rooted at the namespace's root).
+  std::string root;
+  std::string mount_point;
+  // nsdelegate: cgroup namespaces are delegation boundaries, so a process
+  // moves others only between cgroups under its namespace's root.
+  bool ns_delegate = false;
+};
+// The cgroup v2 mounts in a mountinfo file (/proc/<pid>/mountinfo);
+// nullopt when it cannot be read or a line is not as the kernel writes it.
+std::optional<std::vector<Cgroup2Mount>> cgroup2_mounts(const std::string& mountinfo_file);
 
 // A cgroup v2 directory, opened, with its id (what bpf_get_current_cgroup_id
 // returns for tasks in it).

@@ -1,5 +1,6 @@
 // superebpfd end to end, packet sockets: an Attachment names the
-// processes that may get packets past it; frames of a workload's packet
+// processes that may get packets past it (by what any of their threads
+// holds); frames of a workload's packet
 // sockets do not leave its namespace (a container of another user's
 // included, or one whose main thread has exited, and one whose namespace
 // the daemon cannot open is refused),
@@ -71,6 +72,28 @@ std::unique_ptr<Child> workload_process(TestCgroup& cgroup, std::vector<int> dro
   });
 }
 
+// A process of the workload in `cgroup` whose main thread has dropped
+// `dropped` from its bounding set, while a thread it started before keeps
+// them (bounding sets are each thread's own). Stays until killed; returns
+// once it is in place.
+std::unique_ptr<Child> workload_whose_thread_kept(TestCgroup& cgroup, std::vector<int> dropped) {
+  return child_once_ready([&](int ready_fd) {
+    if (!cgroup.add_self()) return 82;
+    pthread_t thread;
+    const auto keeps = [](void*) -> void* {
+      pause();
+      return nullptr;
+    };
+    if (pthread_create(&thread, nullptr, keeps, nullptr) != 0) return 83;
+    for (const int cap : dropped) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 84;
+    }
+    if (write(ready_fd, "x", 1) != 1) return 85;
+    pause();
+    return 0;
+  });
+}
+
 // A workload in `cgroup` and `netns` whose main thread has exited while
 // another of its threads runs: the cgroup lists the exited one as the
 // process, and its /proc/<pid>/ns/net no longer opens. Stays until killed;
@@ -132,6 +155,21 @@ TEST_F(DaemonE2eTest, AnAttachmentNamesProcessesThatMayGetPacketsPastIt) {
                                  " may reconfigure their network namespace"),
             std::string::npos)
       << now.warnings(1);
+}
+
+// A thread that kept a capability its main thread gave up acts with it
+// (and may exec with it): the Attachment names its process.
+TEST_F(DaemonE2eTest, AProcessOneOfWhoseThreadsKeptACapabilityIsNamed) {
+  start_daemon();
+  const auto kept = workload_whose_thread_kept(*cgroup_, {CAP_NET_RAW, CAP_NET_ADMIN});
+  ASSERT_NE(kept, nullptr);
+  const v1::Attachment att = attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {}));
+  // CAP_NET_RAW is held: the packet socket filter is where it runs.
+  ASSERT_EQ(att.warnings_size(), 1);
+  EXPECT_EQ(att.warnings(0).find("process " + std::to_string(kept->pid()) +
+                                 " may reconfigure their network namespace"),
+            0U)
+      << att.warnings(0);
 }
 
 // The daemon puts the packet socket filter in the network namespace the

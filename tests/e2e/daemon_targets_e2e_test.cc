@@ -2,13 +2,18 @@
 // guest; an interface that holds (or comes to hold) the host's default
 // route is refused or named, route events lost or not; a daemon moved into
 // an attached cgroup is named, as is a process whose user may move it out
-// of an attached cgroup; removed cgroups and deleted, moved or renamed
-// interfaces are followed within a second.
+// of an attached cgroup (with the cgroup its cgroup namespace reaches);
+// removed cgroups and deleted, moved or renamed interfaces are followed
+// within a second.
+#include <fcntl.h>
 #include <linux/capability.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <optional>
@@ -17,8 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "daemon_e2e_helpers.h"
 #include "daemon_fixture.h"
+#include "datapath/system.h"
+#include "support/cgroup.h"
 #include "support/netns.h"
 #include "support/process.h"
 #include "support/sockets.h"
@@ -325,6 +333,102 @@ TEST_F(DaemonE2eTest, AProcessWhoseUserMayMoveItOutOfTheAttachmentIsNamed) {
       << att.warnings(0);
   ASSERT_TRUE(meet.go());
   EXPECT_EQ(workload.wait(), 0) << "refused while attached, then out of the attachment's reach";
+}
+
+// Writes "0" (the writer itself) to a cgroup.procs; false if refused.
+bool move_self(const std::string& procs) {
+  const UniqueFd fd(open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+  return fd && write(fd.get(), "0", 1) == 1;
+}
+
+// A process in a cgroup namespace of its own reaches, to move itself, the
+// cgroups under its namespace's root if the hierarchy is mounted with
+// nsdelegate; without it, what its cgroup v2 mounts show. A container
+// that mounts the hierarchy anew in a mount namespace of its own is held
+// at its namespace's root either way, and named with that root to attach
+// instead; one that sees the host's mount is held there only with
+// nsdelegate, and named with the cgroup it reaches.
+TEST_F(DaemonE2eTest, AProcessInACgroupNamespaceIsNamedWithTheCgroupItReaches) {
+  start_daemon();
+  const std::string hierarchy = cgroup2_root();
+  const auto mounts = datapath::cgroup2_mounts("/proc/self/mountinfo");
+  ASSERT_TRUE(mounts.has_value());
+  const bool ns_delegate = std::any_of(
+      mounts->begin(), mounts->end(),
+      [&](const datapath::Cgroup2Mount& m) { return m.mount_point == hierarchy && m.ns_delegate; });
+  constexpr uid_t kUser = 65534;
+  const std::string name = "sebpf-cgroupns-" + topo_->tag();
+  TestCgroup delegated(name, kUser);
+  TestCgroup container(name + "/container", kUser);
+  TestCgroup agent(name + "/container/agent", kUser);
+  TestCgroup sibling(name + "/container/sibling", kUser);
+  TestCgroup outside(name + "/outside", kUser);
+  // Made as a runtime makes a container: its cgroup namespace at its
+  // cgroup, then its workload started in a cgroup below; `own_mount`: in a
+  // mount namespace whose cgroup v2 mount is made there (rooted at the
+  // namespace's root). Only the move is left to get it past the
+  // attachment. Ends 0 having left for `outside`, 1 for `sibling`.
+  const auto workload = [&](Rendezvous& meet, bool own_mount) {
+    for (const int cap : {CAP_NET_RAW, CAP_NET_ADMIN}) {
+      if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return 80;
+    }
+    if (!container.add_self() || unshare(CLONE_NEWCGROUP | (own_mount ? CLONE_NEWNS : 0)) != 0) {
+      return 81;
+    }
+    std::string view = container.path();  // the container's cgroup, as this process sees it
+    if (own_mount) {
+      if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0 ||
+          umount2(hierarchy.c_str(), MNT_DETACH) != 0 ||
+          mount("none", hierarchy.c_str(), "cgroup2", 0, nullptr) != 0) {
+        return 82;
+      }
+      view = hierarchy;
+    }
+    if (!move_self(view + "/agent/cgroup.procs") || setresgid(kUser, kUser, kUser) != 0 ||
+        setresuid(kUser, kUser, kUser) != 0) {
+      return 83;
+    }
+    if (!meet.ready_then_wait()) return 84;
+    if (tcp_echo("198.51.100.2", kEchoPort) != EPERM) return 85;
+    const bool left = move_self(outside.path() + "/cgroup.procs");
+    if (!left && !move_self(view + "/sibling/cgroup.procs")) return 86;
+    // Reaches the peer (no echo server runs there: refused by it, not us).
+    if (tcp_echo("198.51.100.2", kEchoPort) != ECONNREFUSED) return 87;
+    return left ? 0 : 1;
+  };
+  Rendezvous contained_meet, seeing_meet;
+  ASSERT_TRUE(contained_meet.valid() && seeing_meet.valid());
+  Child contained([&] { return workload(contained_meet, true); });
+  contained_meet.forked();
+  Child seeing([&] { return workload(seeing_meet, false); });
+  seeing_meet.forked();
+  ASSERT_TRUE(contained_meet.wait_ready()) << "it ended with " << contained.wait();
+  ASSERT_TRUE(seeing_meet.wait_ready()) << "it ended with " << seeing.wait();
+
+  v1::AttachRequest req;
+  req.set_cgroup_path(agent.path());
+  *req.mutable_policy() = make_policy(v1::MODE_ALLOWLIST, {});
+  v1::Attachment att;
+  ASSERT_TRUE(attach(req, &att).ok());
+  const auto named = [&](const Child& who, const std::string& dir) {
+    return std::any_of(att.warnings().begin(), att.warnings().end(), [&](const std::string& w) {
+      return w.find(" may move themselves out of this attachment") != std::string::npos &&
+             w.find(std::to_string(who.pid())) != std::string::npos &&
+             w.find("Attach " + dir + " instead") != std::string::npos;
+    });
+  };
+  std::string warnings;
+  for (const std::string& w : att.warnings()) warnings += w + "\n";
+  EXPECT_TRUE(named(contained, container.path())) << warnings;
+  EXPECT_TRUE(named(seeing, ns_delegate ? container.path() : delegated.path()))
+      << warnings << (ns_delegate ? "(nsdelegate)" : "(no nsdelegate)");
+  EXPECT_EQ(att.warnings_size(), ns_delegate ? 1 : 2) << warnings;
+
+  ASSERT_TRUE(contained_meet.go());
+  ASSERT_TRUE(seeing_meet.go());
+  EXPECT_EQ(contained.wait(), 1) << "out of the attachment's reach, not out of its namespace's";
+  EXPECT_EQ(seeing.wait(), ns_delegate ? 1 : 0)
+      << "as far as the warning said, no further: " << warnings;
 }
 
 // An orchestrator that removes a container, then detaches its attachment,

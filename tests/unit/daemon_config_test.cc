@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include "daemon/bypass_check.h"
 #include "daemon/target_resolver.h"
@@ -275,6 +277,14 @@ class TargetResolverTest : public ::testing::Test {
     std::ofstream(root() + "/proc/44/cgroup") << "3:memory:/only-v1\n";
   }
   const std::string& root() const { return dir_.path(); }
+  // A thread's directory in the fake /proc (<proc>/<pid>/task/<tid>, made
+  // with its ns/), where the bypass check reads each thread; the main
+  // thread's tid is its pid.
+  std::string task(const std::string& pid, const std::string& tid = "") const {
+    const std::string dir = root() + "/proc/" + pid + "/task/" + (tid.empty() ? pid : tid);
+    std::filesystem::create_directories(dir + "/ns");
+    return dir;
+  }
 
   testing::TestDir dir_{"sebpf-resolver"};
 };
@@ -328,24 +338,28 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
   const std::string cgroup = root() + "/cg/a";
   const std::string proc = root() + "/proc";
   const auto status = [&](const std::string& pid, const std::string& bounding) {
-    std::filesystem::create_directories(proc + "/" + pid);
-    std::ofstream(proc + "/" + pid + "/status")
-        << "Name:\tworkload\nCapEff:\t0000000000000000\nCapBnd:\t" << bounding << "\n";
+    std::ofstream(task(pid) + "/status")
+        << "Name:\tworkload\nState:\tS (sleeping)\nCapEff:\t0000000000000000\nCapBnd:\t" << bounding
+        << "\n";
   };
   status("100", "000001ffffffcfff");  // everything but CAP_NET_RAW and CAP_NET_ADMIN
   status("101", "00000000a80425fb");  // Docker's default set: CAP_NET_RAW, not CAP_NET_ADMIN
   status("102", "000001ffffffffff");  // root
   status("103", "000001ffffffdfff");  // everything but CAP_NET_RAW
+  // 104's main thread dropped both; thread 105, started before, kept
+  // CAP_NET_ADMIN (bounding sets are each thread's own).
+  status("104", "000001ffffffcfff");
+  std::ofstream(task("104", "105") + "/status") << "CapBnd:\t000001ffffffdfff\n";
   std::ofstream(cgroup + "/cgroup.procs") << "100\n";
   EXPECT_TRUE(cgroup_bypass_warnings(cgroup, 0, root() + "/cg", proc).empty());
 
-  std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n103\n";  // 999: gone
+  std::ofstream(cgroup + "/b/cgroup.procs") << "101\n102\n999\n103\n104\n";  // 999: gone
   const auto warnings = cgroup_bypass_warnings(cgroup, 0, root() + "/cg", proc);
   ASSERT_EQ(warnings.size(), 2U);
   EXPECT_NE(warnings[0].find("processes 101, 102 may open packet sockets"), std::string::npos)
       << warnings[0] << " (processes of descendant cgroups count)";
   EXPECT_NE(warnings[0].find("--cap-drop NET_RAW"), std::string::npos) << "says what to do";
-  EXPECT_NE(warnings[1].find("processes 102, 103 may reconfigure their network namespace"),
+  EXPECT_NE(warnings[1].find("processes 102, 103, 104 may reconfigure their network namespace"),
             std::string::npos)
       << warnings[1];
   EXPECT_NE(warnings[1].find("--cap-drop NET_ADMIN"), std::string::npos) << "says what to do";
@@ -353,42 +367,54 @@ TEST_F(TargetResolverTest, ProcessesThatMayGetPacketsPastTheCgroupProgramsAreNam
 }
 
 // The packet socket filter holds CAP_NET_RAW inside the namespace it was
-// put in at attach time; a process elsewhere is still named. One whose main
-// thread has exited is where its running threads are.
+// put in at attach time; a process elsewhere is still named. Each thread
+// is where it is: a process one of whose threads entered another
+// namespace is named; one whose main thread has exited is where its
+// running threads are.
 TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace) {
   const std::string cgroup = root() + "/cg/a";
   const std::string proc = root() + "/proc";
   for (const std::string pid : {"101", "102"}) {
-    std::filesystem::create_directories(proc + "/" + pid + "/ns");
-    std::ofstream(proc + "/" + pid + "/status") << "CapBnd:\t00000000a80425fb\n";  // Docker's
-    std::ofstream(proc + "/" + pid + "/ns/net") << pid;  // a namespace each
+    std::ofstream(task(pid) + "/status") << "CapBnd:\t00000000a80425fb\n";  // Docker's
+    std::ofstream(task(pid) + "/ns/net") << pid;                            // a namespace each
   }
-  // 103's main thread exited while thread 104 runs, in the guarded namespace.
-  std::filesystem::create_directories(proc + "/103/task/104/ns");
-  std::ofstream(proc + "/103/status") << "CapBnd:\t00000000a80425fb\n";
-  std::filesystem::create_hard_link(proc + "/101/ns/net", proc + "/103/task/104/ns/net");
-  std::ofstream(cgroup + "/cgroup.procs") << "101\n102\n103\n";
+  // 103's main thread exited while thread 104 runs, in the guarded
+  // namespace: the zombie, whose namespaces are gone, is not named.
+  std::ofstream(task("103") + "/status") << "State:\tZ (zombie)\nCapBnd:\t00000000a80425fb\n";
+  std::ofstream(task("103", "104") + "/status") << "CapBnd:\t00000000a80425fb\n";
+  std::filesystem::create_hard_link(task("101") + "/ns/net", task("103", "104") + "/ns/net");
+  // 105's main thread is in the guarded namespace, its thread 106 in
+  // 102's.
+  std::ofstream(task("105") + "/status") << "CapBnd:\t00000000a80425fb\n";
+  std::ofstream(task("105", "106") + "/status") << "CapBnd:\t00000000a80425fb\n";
+  std::filesystem::create_hard_link(task("101") + "/ns/net", task("105") + "/ns/net");
+  std::filesystem::create_hard_link(task("102") + "/ns/net", task("105", "106") + "/ns/net");
+  std::ofstream(cgroup + "/cgroup.procs") << "101\n102\n103\n105\n";
   struct stat guarded {};
-  ASSERT_EQ(stat((proc + "/101/ns/net").c_str(), &guarded), 0);
+  ASSERT_EQ(stat((task("101") + "/ns/net").c_str(), &guarded), 0);
 
   const auto warnings = cgroup_bypass_warnings(cgroup, guarded.st_ino, root() + "/cg", proc);
   ASSERT_EQ(warnings.size(), 1U);
-  EXPECT_EQ(warnings[0].find("process 102 may open packet sockets"), 0U) << warnings[0];
+  EXPECT_EQ(warnings[0].find("processes 102, 105 may open packet sockets"), 0U) << warnings[0];
   EXPECT_NE(warnings[0].find("--cap-drop NET_RAW"), std::string::npos) << "says what to do";
 }
 
 // A user to whom a cgroup above the attached one is delegated may move
 // their processes out of it: such processes are named, with the cgroup to
-// attach instead. Another user's are not, nor those in a cgroup namespace
-// of their own (a container's).
+// attach instead. Another user's are not. On a hierarchy mounted with
+// nsdelegate, nor are those in a cgroup namespace of their own rooted at
+// the attached cgroup (a container's, made at its cgroup); one rooted
+// above it is named with the outermost cgroup its processes reach, and one
+// whose root cannot be told as if it had none.
 TEST_F(TargetResolverTest, ProcessesWhoseUserMayMoveThemOutOfTheCgroupAreNamed) {
   const std::string mount = root() + "/cg";
   const std::string delegated = mount + "/user";
-  const std::string cgroup = delegated + "/session/agent";
+  const std::string session = delegated + "/session";
+  const std::string cgroup = session + "/agent";
   std::filesystem::create_directories(cgroup);
   // Delegated: its cgroup.procs is a user's (this test's, run as one).
   const uid_t user = geteuid() == 0 ? 65534 : geteuid();
-  for (const std::string& dir : {delegated, delegated + "/session"}) {
+  for (const std::string& dir : {delegated, session}) {
     std::ofstream(dir + "/cgroup.procs");
     if (geteuid() == 0) {
       ASSERT_EQ(chown((dir + "/cgroup.procs").c_str(), user, user), 0);
@@ -397,32 +423,117 @@ TEST_F(TargetResolverTest, ProcessesWhoseUserMayMoveThemOutOfTheCgroupAreNamed) 
   const std::string proc = root() + "/proc";
   std::filesystem::create_directories(proc + "/self/ns");
   std::ofstream(proc + "/self/ns/cgroup") << "the host's";
-  const auto process = [&](const std::string& pid, uid_t uid, bool own_cgroupns) {
-    std::filesystem::create_directories(proc + "/" + pid + "/ns");
-    std::ofstream(proc + "/" + pid + "/status")
+  std::ofstream(proc + "/self/mountinfo")
+      << "25 1 0:23 / " << mount << " rw shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+  // A namespace's root, by the task the lookup is given, and the tasks it
+  // was asked about.
+  std::map<std::string, Result<std::string>> roots;
+  std::vector<std::string> asked;
+  const auto root_of = [&](const std::string& task, const std::string& in) -> Result<std::string> {
+    EXPECT_EQ(in, mount);
+    asked.push_back(task);
+    const auto it = roots.find(task);
+    return it == roots.end() ? Error(Errc::kInternal, "not in the test") : it->second;
+  };
+  // `cgroupns`: "" the host's, else a process's whose namespace it shares.
+  const auto process = [&](const std::string& pid, uid_t uid, const std::string& cgroupns,
+                           Result<std::string> cgroupns_root = Error(Errc::kInternal, "unused")) {
+    std::ofstream(task(pid) + "/status")
         << "Uid:\t0\t" << uid << "\t" << uid << "\t" << uid << "\nCapBnd:\t0000000000000000\n";
-    if (own_cgroupns) {
-      std::ofstream(proc + "/" + pid + "/ns/cgroup") << pid;
+    if (cgroupns.empty()) {
+      std::filesystem::create_hard_link(proc + "/self/ns/cgroup", task(pid) + "/ns/cgroup");
+    } else if (cgroupns == pid) {
+      std::ofstream(task(pid) + "/ns/cgroup") << pid;
+      roots.emplace(task(pid), std::move(cgroupns_root));
     } else {
-      std::filesystem::create_hard_link(proc + "/self/ns/cgroup", proc + "/" + pid + "/ns/cgroup");
+      std::filesystem::create_hard_link(task(cgroupns) + "/ns/cgroup", task(pid) + "/ns/cgroup");
     }
   };
-  process("100", user, false);      // may write the delegated cgroup.procs
-  process("101", user, true);       // held by a cgroup namespace of its own
-  process("102", user + 1, false);  // another user
-  std::ofstream(cgroup + "/cgroup.procs") << "100\n101\n102\n";
+  process("100", user, "");              // may write the delegated cgroup.procs
+  process("101", user, "101", cgroup);   // held by a cgroup namespace of its own
+  process("102", user + 1, "");          // another user
+  process("103", user, "103", session);  // a namespace rooted between the two
+  process("104", user, "104", Error(Errc::kUnavailable, "moved while looked at"));
+  process("105", user, "103");  // 103's namespace, looked up once
+  std::ofstream(cgroup + "/cgroup.procs") << "100\n101\n102\n103\n104\n105\n";
 
-  const auto warnings = cgroup_bypass_warnings(cgroup, 0, mount, proc);
-  ASSERT_EQ(warnings.size(), 1U);
-  EXPECT_EQ(warnings[0].find("process 100 may move themselves out of this attachment: they run "
-                             "as uid " +
+  const auto warnings = cgroup_bypass_warnings(cgroup, 0, mount, proc, root_of);
+  ASSERT_EQ(warnings.size(), 2U);
+  EXPECT_EQ(warnings[0].find("processes 100, 104 may move themselves out of this attachment: they "
+                             "run as uid " +
                              std::to_string(user) + ", to whom " + delegated + " is delegated"),
             0U)
       << warnings[0] << " (the outermost cgroup delegated to that user)";
   EXPECT_NE(warnings[0].find("Attach " + delegated + " instead"), std::string::npos);
-  EXPECT_TRUE(cgroup_bypass_warnings(delegated + "/session", 0, delegated, proc).empty())
+  EXPECT_EQ(warnings[1].find("processes 103, 105 may move themselves out of this attachment: they "
+                             "run as uid " +
+                             std::to_string(user) + ", to whom " + session + " is delegated"),
+            0U)
+      << warnings[1] << " (the outermost cgroup under their namespace's root)";
+  EXPECT_EQ(asked, (std::vector<std::string>{task("101"), task("103"), task("104")}));
+  EXPECT_TRUE(cgroup_bypass_warnings(session, 0, delegated, proc, root_of).empty())
       << "the cgroup's own cgroup.procs, or one at or above the hierarchy's root, moves nothing "
          "out";
+}
+
+// On a hierarchy mounted without nsdelegate, a cgroup namespace holds a
+// process only as far as the cgroup v2 mounts it sees (and one it may
+// make, rooted at its namespace's root): a container that mounts its own
+// is held at its namespace's root, one given the host's hierarchy is not.
+TEST_F(TargetResolverTest, WithoutNsdelegateAProcessReachesWhatItsMountsShow) {
+  const std::string mount = root() + "/cg";
+  const std::string delegated = mount + "/user";
+  const std::string session = delegated + "/session";
+  const std::string cgroup = session + "/agent";
+  std::filesystem::create_directories(cgroup);
+  const uid_t user = geteuid() == 0 ? 65534 : geteuid();
+  for (const std::string& dir : {delegated, session}) {
+    std::ofstream(dir + "/cgroup.procs");
+    if (geteuid() == 0) {
+      ASSERT_EQ(chown((dir + "/cgroup.procs").c_str(), user, user), 0);
+    }
+  }
+  const std::string proc = root() + "/proc";
+  std::filesystem::create_directories(proc + "/self/ns");
+  std::ofstream(proc + "/self/ns/cgroup") << "the host's";
+  std::ofstream(proc + "/self/mountinfo")
+      << "25 1 0:23 / " << mount << " rw shared:9 - cgroup2 cgroup2 rw\n";
+  const std::map<std::string, std::string> roots = {
+      {task("101"), cgroup}, {task("102"), cgroup}, {task("103"), cgroup}, {task("104"), session}};
+  const auto root_of = [&](const std::string& task, const std::string&) -> Result<std::string> {
+    return roots.at(task);
+  };
+  // Each in a cgroup namespace and a mount namespace of its own, whose
+  // cgroup v2 mounts are rooted at `mounted` (cgroups as the hierarchy
+  // names them); none: its mountinfo cannot be read.
+  const auto process = [&](const std::string& pid, std::optional<std::string> mounted) {
+    std::ofstream(task(pid) + "/status")
+        << "Uid:\t0\t" << user << "\t" << user << "\t" << user << "\nCapBnd:\t0\n";
+    std::ofstream(task(pid) + "/ns/cgroup") << pid;
+    std::ofstream(task(pid) + "/ns/mnt") << pid;
+    if (mounted) {
+      std::ofstream(task(pid) + "/mountinfo")
+          << "40 30 0:23 " << *mounted << " /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+    }
+  };
+  process("101", "/user/session/agent");  // its own, made in its namespace
+  process("102", "/");                    // the host's, given to it
+  process("103", std::nullopt);
+  process("104", "/user/session/agent");  // a namespace rooted at the session
+  std::ofstream(cgroup + "/cgroup.procs") << "101\n102\n103\n104\n";
+
+  const auto warnings = cgroup_bypass_warnings(cgroup, 0, mount, proc, root_of);
+  ASSERT_EQ(warnings.size(), 2U);
+  EXPECT_EQ(warnings[0].find("processes 102, 103 may move themselves out of this attachment: they "
+                             "run as uid " +
+                             std::to_string(user) + ", to whom " + delegated + " is delegated"),
+            0U)
+      << warnings[0];
+  EXPECT_EQ(warnings[1].find("process 104 may move themselves out of this attachment: they "
+                             "run as uid " +
+                             std::to_string(user) + ", to whom " + session + " is delegated"),
+            0U)
+      << warnings[1] << " (it may mount the hierarchy anew, rooted at its namespace's root)";
 }
 
 // A group whose members may write the cgroup.procs of a cgroup above the
@@ -450,12 +561,11 @@ TEST_F(TargetResolverTest, ProcessesOfAGroupOrAnyoneWhoMayWriteACgroupProcsAbove
   std::ofstream(proc + "/self/ns/cgroup") << "the host's";
   const auto process = [&](const std::string& pid, uid_t uid, gid_t gid,
                            const std::string& groups) {
-    std::filesystem::create_directories(proc + "/" + pid + "/ns");
-    std::ofstream(proc + "/" + pid + "/status")
+    std::ofstream(task(pid) + "/status")
         << "Uid:\t" << uid << "\t" << uid << "\t" << uid << "\t" << uid << "\nGid:\t" << gid << "\t"
         << gid << "\t" << gid << "\t" << gid << "\nGroups:\t" << groups
         << "\nCapBnd:\t0000000000000000\n";
-    std::filesystem::create_hard_link(proc + "/self/ns/cgroup", proc + "/" + pid + "/ns/cgroup");
+    std::filesystem::create_hard_link(proc + "/self/ns/cgroup", task(pid) + "/ns/cgroup");
   };
   const uid_t user = 64000;
   process("300", user, group, "");                                // the group, its own

@@ -38,6 +38,39 @@ TEST(SystemTest, Cgroup2MountIsReadFromTheMountTable) {
   std::remove(path.c_str());
 }
 
+// What decides where a process may move others: the root of each cgroup
+// v2 mount it sees, and whether the hierarchy is mounted with nsdelegate.
+TEST(SystemTest, Cgroup2MountsAreReadFromMountinfo) {
+  const std::string path = ::testing::TempDir() + "/sebpf-mountinfo";
+  auto write = [&](const std::string& text) { std::ofstream(path, std::ios::trunc) << text; };
+  write(
+      "25 1 0:23 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 "
+      "rw,nsdelegate,memory_recursiveprot\n"
+      "26 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
+      "27 1 0:23 /machine.slice/ctr /mnt/with\\040space rw shared:10 master:9 - cgroup2 none "
+      "rw\n"
+      "28 1 8:1 / / rw - ext4 /dev/vda1 rw\n");
+  const auto mounts = cgroup2_mounts(path);
+  ASSERT_TRUE(mounts.has_value());
+  ASSERT_EQ(mounts->size(), 2U);
+  EXPECT_EQ((*mounts)[0].root, "/");
+  EXPECT_EQ((*mounts)[0].mount_point, "/sys/fs/cgroup");
+  EXPECT_TRUE((*mounts)[0].ns_delegate);
+  EXPECT_EQ((*mounts)[1].root, "/machine.slice/ctr");
+  EXPECT_EQ((*mounts)[1].mount_point, "/mnt/with space");
+  EXPECT_FALSE((*mounts)[1].ns_delegate);
+  write("28 1 8:1 / / rw - ext4 /dev/vda1 rw\n");
+  EXPECT_TRUE(cgroup2_mounts(path)->empty());
+  // Unread rather than half read: its caller then assumes the most.
+  for (const std::string bad : {"25 1 0:23 / /sys/fs/cgroup rw shared:9 cgroup2 cgroup2 rw\n",
+                                "25 1 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2\n", "25 1\n"}) {
+    write(bad);
+    EXPECT_FALSE(cgroup2_mounts(path).has_value()) << bad;
+  }
+  std::remove(path.c_str());
+  EXPECT_FALSE(cgroup2_mounts(path).has_value());
+}
+
 TEST(SystemTest, CgroupPathErrors) {
   auto missing = open_cgroup("/sys/fs/cgroup/unified/definitely-not-there-sebpf");
   ASSERT_FALSE(missing.ok());
