@@ -1,19 +1,25 @@
 #include "daemon/bypass_check.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string_view>
 #include <utility>
 
+#include "common/unique_fd.h"
 #include "datapath/system.h"
 
 namespace sebpf::daemon {
@@ -50,11 +56,19 @@ void pids_in(const std::filesystem::path& dir, std::vector<std::string>& out) {
   while (procs >> pid) out.push_back(pid);
 }
 
-// The nsfs inode at `path`; 0 when it cannot be told (the thread exited).
-uint64_t inode_of(const std::filesystem::path& path) {
+// The nsfs inode at `path` (relative to `dir`, a descriptor); 0 when it
+// cannot be told (the thread exited).
+uint64_t inode_of(int dir, const char* path) {
   struct stat ns {};
-  return stat(path.c_str(), &ns) == 0 ? ns.st_ino : 0;
+  return fstatat(dir, path, &ns, 0) == 0 ? ns.st_ino : 0;
 }
+
+// Which of a thread's namespaces the check needs: each costs a lookup in
+// /proc, and a cgroup may hold thousands of threads.
+struct Needs {
+  uint64_t guarded_netns;  // 0: none guarded, so its network namespace is not
+  bool delegations;        // its cgroup and mount namespaces
+};
 
 // What the check reads of one thread. Capabilities, credentials and
 // namespaces are each thread's own: a thread that kept what its main
@@ -64,41 +78,84 @@ struct ThreadStatus {
   uint64_t bounding_set = 0;
   std::vector<uid_t> uids;  // real, effective, saved, filesystem
   std::vector<gid_t> gids;  // the same four, then the supplementary groups
-  uint64_t netns = 0;       // nsfs inodes, 0 when they cannot be told
+  // nsfs inodes, 0 when they cannot be told or are not needed.
+  uint64_t netns = 0;
   uint64_t cgroupns = 0;
   uint64_t mntns = 0;
 };
 
+// The whole of a small file, read from `dir`; nullopt when it cannot be.
+std::optional<std::string> read_whole(int dir, const char* name) {
+  const UniqueFd fd(openat(dir, name, O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  std::string out;
+  char chunk[4096];
+  for (ssize_t n; (n = read(fd.get(), chunk, sizeof chunk)) != 0;) {
+    if (n < 0) return std::nullopt;
+    out.append(chunk, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+template <typename Id>
+void append_ids(std::string_view fields, std::vector<Id>& out) {
+  const char* p = fields.data();
+  const char* end = p + fields.size();
+  while (p < end) {
+    while (p < end && (*p == ' ' || *p == '\t')) ++p;
+    Id id;
+    const auto [next, ec] = std::from_chars(p, end, id);
+    if (ec != std::errc()) return;
+    out.push_back(id);
+    p = next;
+  }
+}
+
 // One read of the thread's status; nullopt when it cannot be read, or the
 // thread has ended: a zombie acts no more (a main thread that exited while
 // others run stays listed as one, its namespaces gone).
-std::optional<ThreadStatus> thread_status(const std::filesystem::path& task) {
-  std::ifstream status(task / "status");
+// `tasks` is <proc>/<pid>/task, open as `tasks_dir`: each file is opened
+// from it, one lookup in /proc fewer per file.
+std::optional<ThreadStatus> thread_status(int tasks_dir, const std::string& tasks,
+                                          const std::string& tid, const Needs& needs) {
+  const auto status = read_whole(tasks_dir, (tid + "/status").c_str());
+  if (!status) return std::nullopt;
   ThreadStatus out;
-  out.task = task.string();
+  out.task = tasks + "/" + tid;
   bool bounding_set_read = false;
-  for (std::string line; std::getline(status, line);) {
+  for (std::string_view rest = *status; !rest.empty();) {
+    const size_t eol = rest.find('\n');
+    const std::string_view line = rest.substr(0, eol);
+    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+    const std::string_view value = line.substr(std::min(line.find(':') + 1, line.size()));
     if (line.starts_with("State:")) {
-      const size_t state = line.find_first_not_of(" \t", 6);
-      if (state != std::string::npos && (line[state] == 'Z' || line[state] == 'X')) {
+      const size_t state = value.find_first_not_of(" \t");
+      if (state != std::string_view::npos && (value[state] == 'Z' || value[state] == 'X')) {
         return std::nullopt;
       }
     } else if (line.starts_with("CapBnd:")) {
-      const auto set = datapath::parse_capability_set(std::string_view(line).substr(7));
+      const auto set = datapath::parse_capability_set(value);
       bounding_set_read = set.has_value();
       out.bounding_set = set.value_or(0);
     } else if (line.starts_with("Uid:")) {
-      std::istringstream fields(line.substr(4));
-      for (uid_t uid; fields >> uid;) out.uids.push_back(uid);
+      append_ids(value, out.uids);
     } else if (line.starts_with("Gid:") || line.starts_with("Groups:")) {
-      std::istringstream fields(line.substr(line.find(':') + 1));
-      for (gid_t gid; fields >> gid;) out.gids.push_back(gid);
+      append_ids(value, out.gids);
     }
   }
   if (!bounding_set_read) return std::nullopt;
-  out.netns = inode_of(task / "ns/net");
-  out.cgroupns = inode_of(task / "ns/cgroup");
-  out.mntns = inode_of(task / "ns/mnt");
+  // Where it is matters only for what the packet socket filter holds there.
+  const auto held_there = [&](const Bypass& b) {
+    return b.held_by_packet_filter && (out.bounding_set >> b.capability & 1);
+  };
+  if (needs.guarded_netns != 0 &&
+      std::any_of(std::begin(kBypasses), std::end(kBypasses), held_there)) {
+    out.netns = inode_of(tasks_dir, (tid + "/ns/net").c_str());
+  }
+  if (needs.delegations) {
+    out.cgroupns = inode_of(tasks_dir, (tid + "/ns/cgroup").c_str());
+    out.mntns = inode_of(tasks_dir, (tid + "/ns/mnt").c_str());
+  }
   return out;
 }
 
@@ -107,14 +164,16 @@ struct Process {
   std::string pid;
   std::vector<ThreadStatus> threads;
 };
-Process process_of(const std::string& proc_root, const std::string& pid) {
+Process process_of(const std::string& proc_root, const std::string& pid, const Needs& needs) {
   Process out{pid, {}};
-  // increment(ec): a thread that ends meanwhile fails the read (ENOENT),
-  // which operator++ would throw.
-  std::error_code ec;
-  for (std::filesystem::directory_iterator task(proc_root + "/" + pid + "/task", ec), end;
-       !ec && task != end; task.increment(ec)) {
-    if (auto status = thread_status(task->path())) out.threads.push_back(std::move(*status));
+  const std::string tasks = proc_root + "/" + pid + "/task";
+  const std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir(tasks.c_str()), closedir);
+  if (!dir) return out;
+  while (const dirent* entry = readdir(dir.get())) {
+    if (entry->d_name[0] == '.') continue;
+    if (auto status = thread_status(dirfd(dir.get()), tasks, entry->d_name, needs)) {
+      out.threads.push_back(std::move(*status));
+    }
   }
   return out;
 }
@@ -219,7 +278,7 @@ class Reach {
   Reach(const std::string& mount, const std::string& proc_root, const CgroupnsRootOf& root_of)
       : mount_(mount),
         root_of_(root_of),
-        own_cgroupns_(inode_of(proc_root + "/self/ns/cgroup")),
+        own_cgroupns_(inode_of(AT_FDCWD, (proc_root + "/self/ns/cgroup").c_str())),
         ns_delegate_(ns_delegate(proc_root + "/self/mountinfo", mount)) {}
 
   // Unknown, the whole hierarchy: named rather than missed.
@@ -262,15 +321,14 @@ class Reach {
   std::map<std::pair<uint64_t, uint64_t>, std::vector<std::string>> reach_;
 };
 
-// One warning per mover (above) some of `processes` are and the outermost
-// cgroup above `cgroup_dir` whose cgroup.procs it may write, of those the
-// process reaches (a container's cgroup namespace, made at its cgroup,
+// One warning per mover some of `processes` are and the outermost cgroup
+// of `delegations` (above the attached one) whose cgroup.procs it may
+// write, of those the process reaches (a container's cgroup namespace, made at its cgroup,
 // holds it there).
 std::vector<std::string> delegation_warnings(const std::vector<Process>& processes,
-                                             const std::string& cgroup_dir,
+                                             const std::vector<Delegation>& delegations,
                                              const std::string& mount, const std::string& proc_root,
                                              const CgroupnsRootOf& root_of) {
-  const std::vector<Delegation> delegations = delegations_above(cgroup_dir, mount);
   if (delegations.empty()) return {};
   Reach reach_of(mount, proc_root, root_of);
   std::map<std::pair<Mover, std::string>, std::vector<std::string>> movers;
@@ -319,10 +377,12 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
        it.increment(ec)) {
     if (it->is_directory(ec)) pids_in(it->path(), pids);
   }
+  const std::vector<Delegation> delegations = delegations_above(cgroup_dir, mount);
+  const Needs needs{guarded_netns, !delegations.empty()};
   std::vector<Process> processes;  // those still there
   std::vector<std::string> holders[std::size(kBypasses)];
   for (const std::string& pid : pids) {
-    Process process = process_of(proc_root, pid);
+    Process process = process_of(proc_root, pid, needs);
     if (process.threads.empty()) continue;
     for (size_t i = 0; i < std::size(kBypasses); ++i) {
       const auto holds = [&](const ThreadStatus& thread) {
@@ -341,7 +401,7 @@ std::vector<std::string> cgroup_bypass_warnings(const std::string& cgroup_dir,
     if (!holders[i].empty()) warnings.push_back(warning(kBypasses[i], holders[i]));
   }
   for (std::string& w :
-       delegation_warnings(processes, cgroup_dir, mount, proc_root, cgroupns_root)) {
+       delegation_warnings(processes, delegations, mount, proc_root, cgroupns_root)) {
     warnings.push_back(std::move(w));
   }
   return warnings;
