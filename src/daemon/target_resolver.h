@@ -26,10 +26,11 @@ Result<std::string> cgroup_path_of_pid(pid_t pid, const std::string& mount,
 
 // The cgroup at the root of the cgroup namespace the thread at `task`
 // (<proc>/<pid>/task/<tid>) is in, as a path under `mount` (the hierarchy
-// as the daemon sees it). A process may move processes only between
-// cgroups under its namespace's root, whoever owns the cgroup.procs above.
-// An error when it cannot be told: the thread has exited, or moved between
-// the two reads this takes, or was moved above its namespace's root.
+// as the daemon sees it). On a hierarchy mounted with nsdelegate, a
+// process may move processes only between cgroups under its namespace's
+// root, whoever owns the cgroup.procs above (bypass_check.h). An error when it cannot be told: the
+// thread has exited, or moved between the two reads this takes, or was moved above its namespace's
+// root.
 Result<std::string> cgroupns_root_of(const std::string& task, const std::string& mount);
 using CgroupnsRootOf =
     std::function<Result<std::string>(const std::string& task, const std::string& mount)>;

@@ -11,6 +11,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
@@ -115,21 +116,26 @@ std::optional<std::vector<Cgroup2Mount>> cgroup2_mounts(const std::string& mount
   std::vector<Cgroup2Mount> out;
   for (std::string line; std::getline(mountinfo, line);) {
     // "<id> <parent> <major:minor> <root> <mount point> <options>
-    // [<optional fields>...] - <type> <source> <super options>"
-    std::istringstream fields(line);
-    std::string id, parent, device, root, mount_point, options, field;
-    if (!(fields >> id >> parent >> device >> root >> mount_point >> options)) return std::nullopt;
-    // Optional fields, up to the separator.
-    do {
-      if (!(fields >> field)) return std::nullopt;
-    } while (field != "-");
-    std::string type, source, super_options;
-    if (!(fields >> type >> source >> super_options)) return std::nullopt;
-    if (type != "cgroup2") continue;
-    Cgroup2Mount mount{unescape_mount_field(root), unescape_mount_field(mount_point), false};
-    std::istringstream flags(super_options);
-    for (std::string flag; std::getline(flags, flag, ',');) {
-      if (flag == "nsdelegate") mount.ns_delegate = true;
+    // [<optional fields>...] - <type> <source> <super options>", one space
+    // between fields, any of which but the first three may be empty (a
+    // mount's source may be "").
+    std::vector<std::string_view> fields;
+    for (std::string_view rest = line;;) {
+      const size_t space = rest.find(' ');
+      fields.push_back(rest.substr(0, space));
+      if (space == std::string_view::npos) break;
+      rest.remove_prefix(space + 1);
+    }
+    const auto separator = std::find(fields.begin() + std::min<size_t>(fields.size(), 6),
+                                     fields.end(), std::string_view("-"));
+    if (fields.size() < 6 || fields.end() - separator != 4) return std::nullopt;
+    if (separator[1] != "cgroup2") continue;
+    Cgroup2Mount mount{unescape_mount_field(std::string(fields[3])),
+                       unescape_mount_field(std::string(fields[4])), false};
+    for (std::string_view flags = separator[3]; !flags.empty();) {
+      const size_t comma = flags.find(',');
+      if (flags.substr(0, comma) == "nsdelegate") mount.ns_delegate = true;
+      flags = comma == std::string_view::npos ? std::string_view() : flags.substr(comma + 1);
     }
     out.push_back(std::move(mount));
   }

@@ -49,21 +49,26 @@ TEST(SystemTest, Cgroup2MountsAreReadFromMountinfo) {
       "26 25 0:24 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
       "27 1 0:23 /machine.slice/ctr /mnt/with\\040space rw shared:10 master:9 - cgroup2 none "
       "rw\n"
-      "28 1 8:1 / / rw - ext4 /dev/vda1 rw\n");
+      "28 1 8:1 / / rw - ext4 /dev/vda1 rw\n"
+      "29 1 0:23 /a /mnt/empty-source rw - cgroup2  rw,nsdelegate\n");
   const auto mounts = cgroup2_mounts(path);
   ASSERT_TRUE(mounts.has_value());
-  ASSERT_EQ(mounts->size(), 2U);
+  ASSERT_EQ(mounts->size(), 3U);
   EXPECT_EQ((*mounts)[0].root, "/");
   EXPECT_EQ((*mounts)[0].mount_point, "/sys/fs/cgroup");
   EXPECT_TRUE((*mounts)[0].ns_delegate);
   EXPECT_EQ((*mounts)[1].root, "/machine.slice/ctr");
   EXPECT_EQ((*mounts)[1].mount_point, "/mnt/with space");
   EXPECT_FALSE((*mounts)[1].ns_delegate);
+  EXPECT_EQ((*mounts)[2].mount_point, "/mnt/empty-source");
+  EXPECT_TRUE((*mounts)[2].ns_delegate);
   write("28 1 8:1 / / rw - ext4 /dev/vda1 rw\n");
   EXPECT_TRUE(cgroup2_mounts(path)->empty());
   // Unread rather than half read: its caller then assumes the most.
   for (const std::string bad : {"25 1 0:23 / /sys/fs/cgroup rw shared:9 cgroup2 cgroup2 rw\n",
-                                "25 1 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2\n", "25 1\n"}) {
+                                "25 1 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2\n",
+                                "25 1 0:23 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw extra\n",
+                                "25 1 0:23 / /sys/fs/cgroup - cgroup2 cgroup2 rw\n", "25 1\n"}) {
     write(bad);
     EXPECT_FALSE(cgroup2_mounts(path).has_value()) << bad;
   }
