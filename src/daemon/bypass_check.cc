@@ -229,6 +229,12 @@ std::vector<Delegation> delegations_above(const std::string& cgroup_dir, const s
   return out;
 }
 
+// What holds a workload in the attached cgroup whoever may write above it
+// (the Reach below).
+constexpr const char* kOwnCgroupns =
+    "in a cgroup namespace of its own made at the attached cgroup (which holds it there where the "
+    "hierarchy is mounted with nsdelegate, or where the only cgroup v2 mount it sees is its own)";
+
 // Why `mover` may write `dir`'s cgroup.procs, and what to do about it.
 std::string mover_reason(const Mover& mover, const std::string& dir) {
   const std::string attach = "Attach " + dir + " instead, or ";
@@ -237,19 +243,20 @@ std::string mover_reason(const Mover& mover, const std::string& dir) {
       return "they run as uid " + std::to_string(mover.id) + ", to whom " + dir +
              " is delegated (that user owns its cgroup.procs), so they may move into any cgroup "
              "under it, attached or not. " +
-             attach + "run the workload as another user or in a cgroup namespace of its own";
+             attach + "run the workload as another user or " + kOwnCgroupns;
     case Mover::Kind::kGroup:
       return "they run with gid " + std::to_string(mover.id) + ", which may write " + dir +
              "/cgroup.procs (it is group-writable), so they may move into any cgroup under it, "
              "attached or not. " +
              attach +
              "take that group's write permission away (chmod g-w), or run the workload "
-             "without the group or in a cgroup namespace of its own";
+             "without the group or " +
+             kOwnCgroupns;
     case Mover::Kind::kAnyone:
       return "anyone may write " + dir +
              "/cgroup.procs (it is writable by all), so they may move into any cgroup under it, "
-             "attached or not. Take that permission away (chmod o-w), or run the workload in a "
-             "cgroup namespace of its own";
+             "attached or not. Take that permission away (chmod o-w), or run the workload " +
+             kOwnCgroupns;
   }
   return "";
 }
