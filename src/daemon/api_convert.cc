@@ -195,14 +195,15 @@ Status check_policy_message_size(const Policy& before, const Policy& after) {
                    " (what a client with gRPC's default 4 MiB limit can read back)");
 }
 
-Status check_policy_bounds(const Policy& before, const Policy& after, size_t max_domain_rules) {
-  SEBPF_RETURN_IF_ERROR(check_domain_rule_count(before, after, max_domain_rules));
+Status check_policy_bounds(const Policy& before, const Policy& after, const PolicyLimits& limits) {
+  SEBPF_RETURN_IF_ERROR(check_domain_rule_count(before, after, limits.max_domain_rules));
+  SEBPF_RETURN_IF_ERROR(check_cidr_rule_count(before, after, limits.max_cidr_rules));
   return check_policy_message_size(before, after);
 }
 
-Status check_policy_file_bounds(const policy::PolicyFile& file, size_t max_domain_rules) {
+Status check_policy_file_bounds(const policy::PolicyFile& file, const PolicyLimits& limits) {
   const auto check = [&](const std::string& name, const policy::PolicySpec& spec) -> Status {
-    const Status fits = check_policy_bounds(Policy{}, policy_from_spec(spec), max_domain_rules);
+    const Status fits = check_policy_bounds(Policy{}, policy_from_spec(spec), limits);
     if (fits.ok()) return fits;
     return Error(Errc::kInvalidArgument, "policy \"" + name + "\": " + fits.error().message() +
                                              ", so no attach could use it");

@@ -59,12 +59,13 @@ inline constexpr size_t kMaxPolicyMessageBytes = (size_t{4} << 20) - 1024;
 // (a policy held already may shed rules).
 Status check_policy_message_size(const Policy& before, const Policy& after);
 // What an attachment's policy may grow to from `before` (what it holds
-// now): check_domain_rule_count, then check_policy_message_size.
-Status check_policy_bounds(const Policy& before, const Policy& after, size_t max_domain_rules);
+// now): check_domain_rule_count, check_cidr_rule_count, then
+// check_policy_message_size.
+Status check_policy_bounds(const Policy& before, const Policy& after, const PolicyLimits& limits);
 // Errc::kInvalidArgument naming the first entry of the file (or its
 // default) whose policy is past those bounds: refused when the file is
 // read rather than at each attach it would select.
-Status check_policy_file_bounds(const policy::PolicyFile& file, size_t max_domain_rules);
+Status check_policy_file_bounds(const policy::PolicyFile& file, const PolicyLimits& limits);
 
 // Keys: 1-63 characters of [A-Za-z0-9._/-]; values: up to 1024 bytes of
 // UTF-8 without control characters; at most 64 entries.

@@ -255,8 +255,7 @@ Result<AttachmentRecord> AttachmentManager::attach(const AttachSpec& spec) {
       applied = "builtin-default";
       policy = builtin_default_policy();
     }
-    if (auto fits = check_policy_bounds(Policy{}, policy, config_.dns_max_domain_rules);
-        !fits.ok()) {
+    if (auto fits = check_policy_bounds(Policy{}, policy, config_.policy_limits()); !fits.ok()) {
       return fits.error().wrap("attach " + spec.target);
     }
     const auto t0 = std::chrono::steady_clock::now();

@@ -24,7 +24,7 @@ Result<Policy> AttachmentManager::change_policy(uint64_t number,
   Policy updated = record->policy;
   drop_expired(updated, WallClock::now());
   SEBPF_RETURN_IF_ERROR(edit(updated));
-  if (auto fits = check_policy_bounds(record->policy, updated, config_.dns_max_domain_rules);
+  if (auto fits = check_policy_bounds(record->policy, updated, config_.policy_limits());
       !fits.ok()) {
     return fits.error().wrap("policy of " + record->id());
   }

@@ -55,20 +55,25 @@ void read_socket(const YAML::Node& node, DaemonConfig& c) {
   }
 }
 
-void read_datapath(const YAML::Node& node, datapath::Config& c) {
+void read_datapath(const YAML::Node& node, DaemonConfig& daemon) {
+  datapath::Config& c = daemon.datapath;
   constexpr uint64_t kMax = 1u << 24;
   // Each table is allocated whole when its attachment attaches (~112 bytes
   // an entry, two tables): a million flows is already 224 MiB each.
   constexpr uint64_t kMaxFlowsPerAttachment = 1u << 20;
-  for (const auto& [key, value] : entries(
-           node, "datapath",
-           {"pin_dir", "max_attachments", "max_host_rules", "max_prefix_rules",
-            "max_flows_per_attachment", "dhcp_request_burst", "dhcp_request_interval_seconds"})) {
+  for (const auto& [key, value] :
+       entries(node, "datapath",
+               {"pin_dir", "max_attachments", "max_host_rules", "max_prefix_rules",
+                "max_cidr_rules_per_attachment", "max_flows_per_attachment", "dhcp_request_burst",
+                "dhcp_request_interval_seconds"})) {
     const std::string what = "datapath." + key;
     if (key == "pin_dir") c.pin_dir = scalar(value, what);
     if (key == "max_attachments") c.max_attachments = number_of(value, what, 1, 65536);
     if (key == "max_host_rules") c.max_host_rules = number_of(value, what, 1, kMax);
     if (key == "max_prefix_rules") c.max_prefix_rules = number_of(value, what, 1, kMax);
+    if (key == "max_cidr_rules_per_attachment") {
+      daemon.max_cidr_rules_per_attachment = number_of(value, what, 0, kMax);
+    }
     if (key == "max_flows_per_attachment") {
       c.max_flows_per_attachment =
           number_of(value, what, datapath::kMinFlowsPerAttachment, kMaxFlowsPerAttachment);
@@ -164,7 +169,7 @@ void read_root(const YAML::Node& root, DaemonConfig& c) {
       if (!level.ok()) fail(value, level.error().message());
       c.log_level = *level;
     }
-    if (key == "datapath") read_datapath(value, c.datapath);
+    if (key == "datapath") read_datapath(value, c);
     if (key == "dns") read_dns(value, c);
     if (key == "sweep_interval_seconds") {
       c.sweep_interval = std::chrono::seconds(number_of(value, key, 1, 86400));

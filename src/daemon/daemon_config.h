@@ -12,6 +12,7 @@
 
 #include "common/result.h"
 #include "daemon/never_learn.h"
+#include "daemon/policy_model.h"
 #include "datapath/types.h"
 #include "net/socket_address.h"
 
@@ -40,6 +41,12 @@ struct DaemonConfig {
   LogLevel log_level = LogLevel::kInfo;
 
   datapath::Config datapath;
+  // datapath.max_cidr_rules_per_attachment: CIDR rules (allow and deny,
+  // both families) per attachment, held to it as domain rules are; 0: no
+  // cap. The kernel's rule tables are shared by all attachments, so
+  // without a cap one attachment may take the room the others' next rules
+  // need.
+  uint32_t max_cidr_rules_per_attachment = 0;
 
   // DNS endpoints: every attachment gets its own port in this range (kept
   // below the kernel's default ephemeral range so no outgoing connection
@@ -96,6 +103,9 @@ struct DaemonConfig {
   // this only frees memory).
   std::chrono::seconds sweep_interval{60};
 
+  PolicyLimits policy_limits() const {
+    return {dns_max_domain_rules, max_cidr_rules_per_attachment};
+  }
   std::string state_file() const { return state_dir + "/state.pb"; }
   // What taught the learned hosts, as of the last sweep after learning or
   // the last clean stop (daemon/teaching_chains_file.h).

@@ -75,7 +75,7 @@ Result<DaemonConfig> build_config(const Flags& flags) {
 Result<policy::PolicyFile> load_policies(const DaemonConfig& config) {
   if (config.policy_file.empty()) return policy::PolicyFile{};
   SEBPF_ASSIGN_OR_RETURN(auto policies, policy::load_policy_file(config.policy_file));
-  if (auto fits = check_policy_file_bounds(policies, config.dns_max_domain_rules); !fits.ok()) {
+  if (auto fits = check_policy_file_bounds(policies, config.policy_limits()); !fits.ok()) {
     return fits.error().wrap(config.policy_file);
   }
   return policies;

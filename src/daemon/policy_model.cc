@@ -41,6 +41,14 @@ Status check_domain_rule_count(const Policy& before, const Policy& after, size_t
                                              " (dns.max_domain_rules)");
 }
 
+Status check_cidr_rule_count(const Policy& before, const Policy& after, size_t most) {
+  const size_t count = after.cidrs.size();
+  if (most == 0 || count <= most || count <= before.cidrs.size()) return ok_status();
+  return Error(Errc::kResourceExhausted, "the policy would hold " + std::to_string(count) +
+                                             " CIDR rules, more than " + std::to_string(most) +
+                                             " (datapath.max_cidr_rules_per_attachment)");
+}
+
 void upsert_cidr(Policy& policy, const CidrRule& rule) {
   for (CidrRule& existing : policy.cidrs) {
     if (existing.prefix == rule.prefix && existing.action == rule.action) {

@@ -48,11 +48,22 @@ struct Policy {
 // entry repeats is held once.
 Policy policy_from_spec(const policy::PolicySpec& spec);
 
+// What one attachment's policy may hold (DaemonConfig::policy_limits).
+struct PolicyLimits {
+  size_t max_domain_rules;  // dns.max_domain_rules
+  // datapath.max_cidr_rules_per_attachment; 0: no cap (the kernel's tables,
+  // shared by all attachments, are the only bound).
+  size_t max_cidr_rules;
+};
+
 // Errc::kResourceExhausted when `after` holds more than `most` domain
 // rules (dns.max_domain_rules) and more than `before` does: a policy past
 // the cap (lowered since the policy was set) may shed rules, never gain
 // them.
 Status check_domain_rule_count(const Policy& before, const Policy& after, size_t most);
+// The same for CIDR rules (allow and deny, both families) and
+// datapath.max_cidr_rules_per_attachment; `most` 0: no cap.
+Status check_cidr_rule_count(const Policy& before, const Policy& after, size_t most);
 
 // Adds the rule, or gives the rule of the same prefix and action the new
 // expiry.

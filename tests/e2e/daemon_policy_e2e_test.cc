@@ -1,9 +1,9 @@
 // superebpfd end to end, attach and policy: attach through the API (a
 // cgroup by path or by a process in it) and see real traffic obey the
 // policy; an attach that cannot be saved is undone whole; the daemon's own
-// cgroup is refused; a policy file selects by metadata; domain rules past
-// the cap and policies past what a client can read are refused; bad input
-// is refused naming the field.
+// cgroup is refused; a policy file selects by metadata; domain and CIDR
+// rules past their caps and policies past what a client can read are
+// refused; bad input is refused naming the field.
 #include <unistd.h>
 
 #include <chrono>
@@ -317,6 +317,57 @@ TEST_F(DaemonE2eTest, DomainRulesPastTheCapAreRefusedAndAPolicyPastALoweredCapIs
   EXPECT_EQ(replace(att.id(), with_domains({"d.example", "e.example"})).error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED)
       << "back under the cap, it stays under";
+}
+
+// The kernel's rule tables are shared by all attachments: with
+// datapath.max_cidr_rules_per_attachment set, no attachment may hold more
+// CIDR rules than it, so none can take the room the others' next rules
+// need. A change past it is refused and opens nothing; one that first
+// makes room passes.
+TEST_F(DaemonE2eTest, CidrRulesPastTheCapAreRefusedAndOpenNothing) {
+  topo_->start_peer_server();
+  start_daemon({"--config", config_file("datapath:\n  max_cidr_rules_per_attachment: 2\n")});
+  const auto add_cidr = [this](const std::string& id, const std::string& cidr) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::AddCidrRequest req;
+    req.set_id(id);
+    req.mutable_rule()->set_cidr(cidr);
+    req.mutable_rule()->set_action(v1::ACTION_ALLOW);
+    v1::Policy out;
+    return stub_->AddCidr(&ctx, req, &out);
+  };
+  const std::string past_cap =
+      "the policy would hold 3 CIDR rules, more than 2 (datapath.max_cidr_rules_per_attachment)";
+
+  v1::AttachRequest over;
+  over.set_cgroup_path(cgroup_->path());
+  *over.mutable_policy() =
+      make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32", "198.51.100.3/32", "2001:db8::2/128"});
+  v1::Attachment none;
+  const grpc::Status attach_refused = attach(over, &none);
+  EXPECT_EQ(attach_refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(attach_refused.error_message(), "attach " + cgroup_->path() + ": " + past_cap);
+
+  const v1::Attachment att =
+      attach_cgroup(make_policy(v1::MODE_ALLOWLIST, {"198.51.100.2/32"}, {"203.0.113.9/32"}));
+  const grpc::Status add_refused = add_cidr(att.id(), "198.51.100.3");
+  EXPECT_EQ(add_refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(add_refused.error_message(), "policy of " + att.id() + ": " + past_cap);
+  EXPECT_EQ(get_policy(att.id()).cidrs_size(), 2) << "nothing changed";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), EPERM);
+
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(soon());
+    v1::RemoveCidrRequest req;
+    req.set_id(att.id());
+    req.set_cidr("203.0.113.9/32");
+    v1::Policy out;
+    ASSERT_TRUE(stub_->RemoveCidr(&ctx, req, &out).ok());
+  }
+  ASSERT_TRUE(add_cidr(att.id(), "198.51.100.3").ok()) << "room made";
+  EXPECT_EQ(in_cgroup([] { return tcp_echo("198.51.100.3", kEchoPort); }), 0);
 }
 
 // Every reply to a policy call carries the whole policy, and a gRPC

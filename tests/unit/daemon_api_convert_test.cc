@@ -148,8 +148,8 @@ TEST(DaemonApiConvertTest, APolicyFileEntryPastTheBoundsIsNamed) {
   file.policies[0].spec.allow_domains = {"a.example", "b.example", "a.example"};
   file.fallback = policy::PolicySpec{};
   file.fallback->deny_domains = {"a.example", "b.example", "c.example"};
-  EXPECT_TRUE(check_policy_file_bounds(file, 3).ok()) << "a repeat counts once";
-  Status over = check_policy_file_bounds(file, 2);
+  EXPECT_TRUE(check_policy_file_bounds(file, {3, 0}).ok()) << "a repeat counts once";
+  Status over = check_policy_file_bounds(file, {2, 0});
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().code(), Errc::kInvalidArgument);
   EXPECT_EQ(over.error().message(),
@@ -157,10 +157,23 @@ TEST(DaemonApiConvertTest, APolicyFileEntryPastTheBoundsIsNamed) {
             "(dns.max_domain_rules), so no attach could use it");
 
   for (size_t i = 0; i < 16384; ++i) file.policies[0].spec.allow_domains.push_back(longest_name(i));
-  over = check_policy_file_bounds(file, 1u << 20);
+  over = check_policy_file_bounds(file, {1u << 20, 0});
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().message().rfind("policy \"small\": the policy would take ", 0), 0U)
       << over.error().message();
+
+  policy::PolicyFile wide;
+  wide.policies.push_back({"wide", {}, {}});
+  wide.policies[0].spec.allow_cidrs = {*net::IpPrefix::parse("198.51.100.0/24"),
+                                       *net::IpPrefix::parse("2001:db8::/32")};
+  wide.policies[0].spec.deny_cidrs = {*net::IpPrefix::parse("198.51.100.7/32")};
+  EXPECT_TRUE(check_policy_file_bounds(wide, {16384, 3}).ok());
+  EXPECT_TRUE(check_policy_file_bounds(wide, {16384, 0}).ok()) << "0: no cap";
+  over = check_policy_file_bounds(wide, {16384, 2});
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message(),
+            "policy \"wide\": the policy would hold 3 CIDR rules, more than 2 "
+            "(datapath.max_cidr_rules_per_attachment), so no attach could use it");
 }
 
 TEST(DaemonApiConvertTest, UnspecifiedActionMeansBothOnlyWhereSaid) {

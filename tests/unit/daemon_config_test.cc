@@ -33,42 +33,44 @@ std::vector<std::string> settings(const DaemonConfig& c) {
   std::string upstreams;
   for (const auto& u : c.dns_upstreams) upstreams += u.to_string() + ",";
   const datapath::Config& d = c.datapath;
-  return {"socket.path=" + c.socket_path,
-          "socket.group=" + c.socket_group,
-          "socket.allowed_uids=" + ids(c.allowed_uids),
-          "socket.allowed_gids=" + ids(c.allowed_gids),
-          "state_dir=" + c.state_dir,
-          "policy_file=" + c.policy_file,
-          "detach_on_exit=" + std::to_string(c.detach_on_exit),
-          "log_level=" + std::string(log_level_name(c.log_level)),
-          "sweep_interval=" + std::to_string(c.sweep_interval.count()),
-          "datapath.pin_dir=" + d.pin_dir,
-          "datapath.max_attachments=" + std::to_string(d.max_attachments),
-          "datapath.max_host_rules=" + std::to_string(d.max_host_rules),
-          "datapath.max_prefix_rules=" + std::to_string(d.max_prefix_rules),
-          "datapath.max_flows_per_attachment=" + std::to_string(d.max_flows_per_attachment),
-          "datapath.dhcp_request_burst=" + std::to_string(d.dhcp_request_burst),
-          "datapath.dhcp_request_interval=" + std::to_string(d.dhcp_request_interval.count()),
-          "dns.port_first=" + std::to_string(c.dns_port_first),
-          "dns.port_last=" + std::to_string(c.dns_port_last),
-          "dns.cgroup_ipv4=" + c.dns_cgroup_ipv4,
-          "dns.cgroup_ipv6=" + c.dns_cgroup_ipv6,
-          "dns.upstreams=" + upstreams,
-          "dns.resolv_conf=" + c.dns_resolv_conf,
-          "dns.upstream_timeout=" + std::to_string(c.dns_upstream_timeout.count()),
-          "dns.min_ttl=" + std::to_string(c.dns_min_ttl),
-          "dns.max_ttl=" + std::to_string(c.dns_max_ttl),
-          "dns.refusal_rcode=" + std::to_string(c.dns_refusal_rcode),
-          "dns.max_inflight=" + std::to_string(c.dns_max_inflight),
-          "dns.max_qps=" + std::to_string(c.dns_max_qps),
-          "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
-          "dns.receive_buffer_bytes=" + std::to_string(c.dns_receive_buffer_bytes),
-          "dns.max_upstream_qps=" + std::to_string(c.dns_max_upstream_qps),
-          "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
-          "dns.max_domain_rules=" + std::to_string(c.dns_max_domain_rules),
-          "dns.never_learn=" + prefixes(c.dns_never_learn),
-          "dns.threads=" + std::to_string(c.dns_threads),
-          "dns.answer_spin=" + std::to_string(c.dns_answer_spin.count())};
+  return {
+      "socket.path=" + c.socket_path,
+      "socket.group=" + c.socket_group,
+      "socket.allowed_uids=" + ids(c.allowed_uids),
+      "socket.allowed_gids=" + ids(c.allowed_gids),
+      "state_dir=" + c.state_dir,
+      "policy_file=" + c.policy_file,
+      "detach_on_exit=" + std::to_string(c.detach_on_exit),
+      "log_level=" + std::string(log_level_name(c.log_level)),
+      "sweep_interval=" + std::to_string(c.sweep_interval.count()),
+      "datapath.pin_dir=" + d.pin_dir,
+      "datapath.max_attachments=" + std::to_string(d.max_attachments),
+      "datapath.max_host_rules=" + std::to_string(d.max_host_rules),
+      "datapath.max_prefix_rules=" + std::to_string(d.max_prefix_rules),
+      "datapath.max_flows_per_attachment=" + std::to_string(d.max_flows_per_attachment),
+      "datapath.dhcp_request_burst=" + std::to_string(d.dhcp_request_burst),
+      "datapath.dhcp_request_interval=" + std::to_string(d.dhcp_request_interval.count()),
+      "dns.port_first=" + std::to_string(c.dns_port_first),
+      "dns.port_last=" + std::to_string(c.dns_port_last),
+      "dns.cgroup_ipv4=" + c.dns_cgroup_ipv4,
+      "dns.cgroup_ipv6=" + c.dns_cgroup_ipv6,
+      "dns.upstreams=" + upstreams,
+      "dns.resolv_conf=" + c.dns_resolv_conf,
+      "dns.upstream_timeout=" + std::to_string(c.dns_upstream_timeout.count()),
+      "dns.min_ttl=" + std::to_string(c.dns_min_ttl),
+      "dns.max_ttl=" + std::to_string(c.dns_max_ttl),
+      "dns.refusal_rcode=" + std::to_string(c.dns_refusal_rcode),
+      "dns.max_inflight=" + std::to_string(c.dns_max_inflight),
+      "dns.max_qps=" + std::to_string(c.dns_max_qps),
+      "dns.max_tcp_clients=" + std::to_string(c.dns_max_tcp_clients),
+      "dns.receive_buffer_bytes=" + std::to_string(c.dns_receive_buffer_bytes),
+      "dns.max_upstream_qps=" + std::to_string(c.dns_max_upstream_qps),
+      "dns.max_learned_hosts=" + std::to_string(c.dns_max_learned_hosts),
+      "dns.max_domain_rules=" + std::to_string(c.dns_max_domain_rules),
+      "datapath.max_cidr_rules_per_attachment=" + std::to_string(c.max_cidr_rules_per_attachment),
+      "dns.never_learn=" + prefixes(c.dns_never_learn),
+      "dns.threads=" + std::to_string(c.dns_threads),
+      "dns.answer_spin=" + std::to_string(c.dns_answer_spin.count())};
 }
 
 // dist/superebpfd.yaml says it shows every key with its default: loaded
@@ -84,7 +86,7 @@ detach_on_exit: true
 log_level: debug
 sweep_interval_seconds: 5
 datapath: {pin_dir: /sys/fs/bpf/x, max_attachments: 8, max_host_rules: 8, max_prefix_rules: 8,
-           max_flows_per_attachment: 64, dhcp_request_burst: 1,
+           max_cidr_rules_per_attachment: 8, max_flows_per_attachment: 64, dhcp_request_burst: 1,
            dhcp_request_interval_seconds: 1}
 dns: {port_first: 30000, port_last: 30001, cgroup_ipv4: 127.0.0.2, cgroup_ipv6: "::2",
       upstreams: [192.0.2.53], resolv_conf: /x/resolv.conf, upstream_timeout_ms: 200,
@@ -122,6 +124,7 @@ datapath:
   max_attachments: 2048
   max_host_rules: 200000
   max_prefix_rules: 1000
+  max_cidr_rules_per_attachment: 500
   max_flows_per_attachment: 5000
   dhcp_request_burst: 2
   dhcp_request_interval_seconds: 60
@@ -161,6 +164,8 @@ dns:
   EXPECT_EQ(c.datapath.pin_dir, "/sys/fs/bpf/sebpf-test");
   EXPECT_EQ(c.datapath.max_attachments, 2048U);
   EXPECT_EQ(c.datapath.max_host_rules, 200000U);
+  EXPECT_EQ(c.max_cidr_rules_per_attachment, 500U);
+  EXPECT_EQ(c.policy_limits().max_cidr_rules, 500U);
   EXPECT_EQ(c.datapath.max_flows_per_attachment, 5000U);
   EXPECT_EQ(c.datapath.dhcp_request_burst, 2U);
   EXPECT_EQ(c.datapath.dhcp_request_interval, std::chrono::seconds(60));
@@ -225,6 +230,8 @@ TEST(DaemonConfigTest, MistakesAreErrorsNamingTheLineAndNothingChanges) {
       {"dns:\n  answer_spin_us: 1001\n", "line 2: dns.answer_spin_us must be a whole"},
       {"dns:\n  max_learned_hosts: 0\n", "line 2: dns.max_learned_hosts must be a whole"},
       {"dns:\n  max_domain_rules: 0\n", "line 2: dns.max_domain_rules must be a whole"},
+      {"datapath:\n  max_cidr_rules_per_attachment: -1\n",
+       "line 2: datapath.max_cidr_rules_per_attachment must be a whole number from 0 to 16777216"},
       {"dns:\n  max_domain_rules: 1048577\n",
        "line 2: dns.max_domain_rules must be a whole number from 1 to 1048576"},
       {"dns:\n  receive_buffer_bytes: 100\n",
@@ -284,6 +291,36 @@ class TargetResolverTest : public ::testing::Test {
     const std::string dir = root() + "/proc/" + pid + "/task/" + (tid.empty() ? pid : tid);
     std::filesystem::create_directories(dir + "/ns");
     return dir;
+  }
+  // <mount>/user/session/agent, with user and session delegated to `user`
+  // (their cgroup.procs this test's user's, or nobody's when run as root),
+  // and the fake /proc's own cgroup namespace and mountinfo, the hierarchy
+  // mounted with nsdelegate or without.
+  struct DelegatedTree {
+    std::string mount, delegated, session, cgroup, proc;
+    uid_t user;
+  };
+  DelegatedTree delegated_tree(bool ns_delegate) const {
+    DelegatedTree t;
+    t.mount = root() + "/cg";
+    t.delegated = t.mount + "/user";
+    t.session = t.delegated + "/session";
+    t.cgroup = t.session + "/agent";
+    t.proc = root() + "/proc";
+    t.user = geteuid() == 0 ? 65534 : geteuid();
+    std::filesystem::create_directories(t.cgroup);
+    for (const std::string& dir : {t.delegated, t.session}) {
+      std::ofstream(dir + "/cgroup.procs");
+      if (geteuid() == 0) {
+        EXPECT_EQ(chown((dir + "/cgroup.procs").c_str(), t.user, t.user), 0);
+      }
+    }
+    std::filesystem::create_directories(t.proc + "/self/ns");
+    std::ofstream(t.proc + "/self/ns/cgroup") << "the host's";
+    std::ofstream(t.proc + "/self/mountinfo")
+        << "25 1 0:23 / " << t.mount << " rw shared:9 - cgroup2 cgroup2 rw"
+        << (ns_delegate ? ",nsdelegate" : "") << "\n";
+    return t;
   }
 
   testing::TestDir dir_{"sebpf-resolver"};
@@ -407,24 +444,10 @@ TEST_F(TargetResolverTest, PacketSocketsAreABypassOnlyOutsideTheGuardedNamespace
 // above it is named with the outermost cgroup its processes reach, and one
 // whose root cannot be told as if it had none.
 TEST_F(TargetResolverTest, ProcessesWhoseUserMayMoveThemOutOfTheCgroupAreNamed) {
-  const std::string mount = root() + "/cg";
-  const std::string delegated = mount + "/user";
-  const std::string session = delegated + "/session";
-  const std::string cgroup = session + "/agent";
-  std::filesystem::create_directories(cgroup);
-  // Delegated: its cgroup.procs is a user's (this test's, run as one).
-  const uid_t user = geteuid() == 0 ? 65534 : geteuid();
-  for (const std::string& dir : {delegated, session}) {
-    std::ofstream(dir + "/cgroup.procs");
-    if (geteuid() == 0) {
-      ASSERT_EQ(chown((dir + "/cgroup.procs").c_str(), user, user), 0);
-    }
-  }
-  const std::string proc = root() + "/proc";
-  std::filesystem::create_directories(proc + "/self/ns");
-  std::ofstream(proc + "/self/ns/cgroup") << "the host's";
-  std::ofstream(proc + "/self/mountinfo")
-      << "25 1 0:23 / " << mount << " rw shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+  const DelegatedTree tree = delegated_tree(true);
+  const std::string &mount = tree.mount, &delegated = tree.delegated, &session = tree.session,
+                    &cgroup = tree.cgroup, &proc = tree.proc;
+  const uid_t user = tree.user;
   // A namespace's root, by the task the lookup is given, and the tasks it
   // was asked about.
   std::map<std::string, Result<std::string>> roots;
@@ -481,23 +504,10 @@ TEST_F(TargetResolverTest, ProcessesWhoseUserMayMoveThemOutOfTheCgroupAreNamed) 
 // make, rooted at its namespace's root): a container that mounts its own
 // is held at its namespace's root, one given the host's hierarchy is not.
 TEST_F(TargetResolverTest, WithoutNsdelegateAProcessReachesWhatItsMountsShow) {
-  const std::string mount = root() + "/cg";
-  const std::string delegated = mount + "/user";
-  const std::string session = delegated + "/session";
-  const std::string cgroup = session + "/agent";
-  std::filesystem::create_directories(cgroup);
-  const uid_t user = geteuid() == 0 ? 65534 : geteuid();
-  for (const std::string& dir : {delegated, session}) {
-    std::ofstream(dir + "/cgroup.procs");
-    if (geteuid() == 0) {
-      ASSERT_EQ(chown((dir + "/cgroup.procs").c_str(), user, user), 0);
-    }
-  }
-  const std::string proc = root() + "/proc";
-  std::filesystem::create_directories(proc + "/self/ns");
-  std::ofstream(proc + "/self/ns/cgroup") << "the host's";
-  std::ofstream(proc + "/self/mountinfo")
-      << "25 1 0:23 / " << mount << " rw shared:9 - cgroup2 cgroup2 rw\n";
+  const DelegatedTree tree = delegated_tree(false);
+  const std::string &mount = tree.mount, &delegated = tree.delegated, &session = tree.session,
+                    &cgroup = tree.cgroup, &proc = tree.proc;
+  const uid_t user = tree.user;
   const std::map<std::string, std::string> roots = {
       {task("101"), cgroup}, {task("102"), cgroup}, {task("103"), cgroup}, {task("104"), session}};
   const auto root_of = [&](const std::string& task, const std::string&) -> Result<std::string> {

@@ -103,6 +103,30 @@ TEST(DaemonPolicyModelTest, APolicyMayNotGrowPastTheDomainRuleCapButMayShrinkWhi
   EXPECT_FALSE(check_domain_rule_count(with_domains(6), with_domains(7), 3).ok());
 }
 
+Policy with_cidrs(size_t count) {
+  Policy p;
+  for (size_t i = 0; i < count; ++i) {
+    p.cidrs.push_back({*net::IpPrefix::parse("198.51.100." + std::to_string(i) + "/32"),
+                       Action::kAllow, std::nullopt});
+  }
+  return p;
+}
+
+// The CIDR cap is held as the domain cap is, and is off at 0.
+TEST(DaemonPolicyModelTest, APolicyMayNotGrowPastTheCidrRuleCapWhenOneIsSet) {
+  EXPECT_TRUE(check_cidr_rule_count(Policy{}, with_cidrs(3), 3).ok());
+  const Status over = check_cidr_rule_count(with_cidrs(3), with_cidrs(4), 3);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code(), Errc::kResourceExhausted);
+  EXPECT_EQ(over.error().message(),
+            "the policy would hold 4 CIDR rules, more than 3 "
+            "(datapath.max_cidr_rules_per_attachment)");
+  EXPECT_TRUE(check_cidr_rule_count(with_cidrs(6), with_cidrs(5), 3).ok());
+  EXPECT_TRUE(check_cidr_rule_count(with_cidrs(6), with_cidrs(6), 3).ok());
+  EXPECT_FALSE(check_cidr_rule_count(with_cidrs(6), with_cidrs(7), 3).ok());
+  EXPECT_TRUE(check_cidr_rule_count(Policy{}, with_cidrs(200), 0).ok()) << "0: no cap";
+}
+
 AttachmentRecord sample_record() {
   AttachmentRecord r;
   r.number = 3;
