@@ -66,8 +66,12 @@ uint64_t inode_of(int dir, const char* path) {
 // Which of a thread's namespaces the check needs: each costs a lookup in
 // /proc, and a cgroup may hold thousands of threads.
 struct Needs {
-  uint64_t guarded_netns;  // 0: none guarded, so its network namespace is not
-  bool delegations;        // its cgroup and mount namespaces
+  // The namespace the packet socket filter holds (0: none, and then a
+  // thread's network namespace decides nothing).
+  uint64_t guarded_netns;
+  // A cgroup above is delegated: a thread's cgroup and mount namespaces
+  // decide which of them it reaches.
+  bool delegations;
 };
 
 // What the check reads of one thread. Capabilities, credentials and
@@ -111,11 +115,11 @@ void append_ids(std::string_view fields, std::vector<Id>& out) {
   }
 }
 
-// One read of the thread's status; nullopt when it cannot be read, or the
-// thread has ended: a zombie acts no more (a main thread that exited while
-// others run stays listed as one, its namespaces gone).
-// `tasks` is <proc>/<pid>/task, open as `tasks_dir`: each file is opened
-// from it, one lookup in /proc fewer per file.
+// One read of the thread `tid`'s status, and the namespaces `needs` asks
+// for; nullopt when it cannot be read, or the thread has ended: a zombie
+// acts no more (a main thread that exited while others run stays listed
+// as one, its namespaces gone). `tasks` is <proc>/<pid>/task, open as
+// `tasks_dir`: each file is opened from it, one lookup in /proc fewer.
 std::optional<ThreadStatus> thread_status(int tasks_dir, const std::string& tasks,
                                           const std::string& tid, const Needs& needs) {
   const auto status = read_whole(tasks_dir, (tid + "/status").c_str());
@@ -310,7 +314,8 @@ class Reach {
 
  private:
   // Whether the hierarchy mounted at `mount` is mounted with nsdelegate;
-  // false when it cannot be told (the namespace's root then holds nothing).
+  // false when it cannot be told (each thread's mounts are then read too,
+  // which can only widen what it reaches).
   static bool ns_delegate(const std::string& mountinfo, const std::string& mount) {
     const auto mounts = datapath::cgroup2_mounts(mountinfo);
     if (!mounts) return false;
