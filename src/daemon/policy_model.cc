@@ -33,20 +33,29 @@ Policy policy_from_spec(const policy::PolicySpec& spec) {
   return p;
 }
 
+namespace {
+
+// A policy may hold `most` rules of a kind, and more only if it held as
+// many already (the cap was lowered since): it may shed them, never gain.
+Status check_rule_count(size_t before, size_t after, size_t most, const char* rules,
+                        const char* setting) {
+  if (after <= most || after <= before) return ok_status();
+  return Error(Errc::kResourceExhausted, "the policy would hold " + std::to_string(after) + " " +
+                                             rules + ", more than " + std::to_string(most) + " (" +
+                                             setting + ")");
+}
+
+}  // namespace
+
 Status check_domain_rule_count(const Policy& before, const Policy& after, size_t most) {
-  const size_t count = after.domains.size();
-  if (count <= most || count <= before.domains.size()) return ok_status();
-  return Error(Errc::kResourceExhausted, "the policy would hold " + std::to_string(count) +
-                                             " domain rules, more than " + std::to_string(most) +
-                                             " (dns.max_domain_rules)");
+  return check_rule_count(before.domains.size(), after.domains.size(), most, "domain rules",
+                          "dns.max_domain_rules");
 }
 
 Status check_cidr_rule_count(const Policy& before, const Policy& after, size_t most) {
-  const size_t count = after.cidrs.size();
-  if (most == 0 || count <= most || count <= before.cidrs.size()) return ok_status();
-  return Error(Errc::kResourceExhausted, "the policy would hold " + std::to_string(count) +
-                                             " CIDR rules, more than " + std::to_string(most) +
-                                             " (datapath.max_cidr_rules_per_attachment)");
+  if (most == 0) return ok_status();
+  return check_rule_count(before.cidrs.size(), after.cidrs.size(), most, "CIDR rules",
+                          "datapath.max_cidr_rules_per_attachment");
 }
 
 void upsert_cidr(Policy& policy, const CidrRule& rule) {
