@@ -13,14 +13,21 @@
 
 #define SEBPF_DNS_PORT 53
 
+/* Read 4 bytes at a time: an attachment's dns_addr6 is only 4-byte aligned
+ * (offset 20), and the verifier refuses a misaligned read of a record
+ * copied to the stack. */
 static __always_inline int sebpf_addr6_is_zero(const __u8 a[16])
 {
-	return (*(__u64 *)&a[0] | *(__u64 *)&a[8]) == 0;
+	const __u32 *w = (const __u32 *)a;
+
+	return (w[0] | w[1] | w[2] | w[3]) == 0;
 }
 
 static __always_inline int sebpf_addr6_equal(const __u8 a[16], const __u8 b[16])
 {
-	return *(__u64 *)&a[0] == *(__u64 *)&b[0] && *(__u64 *)&a[8] == *(__u64 *)&b[8];
+	const __u32 *x = (const __u32 *)a, *y = (const __u32 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
 static __always_inline int sebpf_addr_is_loopback(__u8 family, const __u8 a[16])

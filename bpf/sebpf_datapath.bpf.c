@@ -4,7 +4,9 @@
  * runs these same loaded programs and finds its own state by cgroup id or
  * ifindex.
  *
- *  cgroup attachments: sebpf_connect4/6, sebpf_sendmsg4/6 (socket calls),
+ *  cgroup attachments: sebpf_connect4/6, sebpf_sendmsg4/6 (socket calls;
+ *                      they also report calls from outside the namespace
+ *                      the attachment is served in),
  *                      sebpf_cg_out (every egress packet, the authority),
  *                      sebpf_cg_in (records inbound flows for replies)
  *                      sebpf_setsockopt, sebpf_sock_create (socket options
@@ -182,6 +184,33 @@ static __always_inline int sebpf_steer_dns(struct bpf_sock_addr *ctx,
 	return 1;
 }
 
+/* Reports a socket call of an attached cgroup's process from outside the
+ * namespace its attachment is served in (see struct sebpf_netns_watch). */
+static __always_inline void sebpf_watch_netns(struct bpf_sock_addr *ctx,
+					      const struct sebpf_attachment *att)
+{
+	struct sebpf_netns_watch *w = bpf_map_lookup_elem(&sebpf_netns_watch, &att->slot);
+	struct sebpf_netns_event *e;
+	__u64 netns, now;
+
+	if (!w || !w->cookie)
+		return;
+	netns = bpf_get_netns_cookie(ctx);
+	if (netns == w->cookie)
+		return;
+	now = bpf_ktime_get_ns();
+	if (w->reported && now - w->reported < SEBPF_NETNS_REPORT_INTERVAL_NS)
+		return;
+	e = bpf_ringbuf_reserve(&sebpf_netns_events, sizeof(*e), 0);
+	if (!e)
+		return;
+	/* Racing CPUs may both report: the daemon's look is idempotent. */
+	w->reported = now;
+	e->cgroup = att->owner;
+	e->netns = netns;
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_sendmsg)
 {
 	struct sebpf_pkt p = {};
@@ -194,6 +223,7 @@ static __always_inline int sebpf_sock_addr4(struct bpf_sock_addr *ctx, int is_se
 	 * another cgroup. Fail closed. */
 	if (!sebpf_task_attachment(&att))
 		return 0;
+	sebpf_watch_netns(ctx, &att);
 	to[0] = att.dns_addr4;
 	steered = sebpf_steer_dns(ctx, &att, att.dns_addr4 ? to : 0, 0);
 	if (steered)
@@ -212,6 +242,7 @@ static __always_inline int sebpf_sock_addr6(struct bpf_sock_addr *ctx, int is_se
 
 	if (!sebpf_task_attachment(&att)) /* fail closed, as above */
 		return 0;
+	sebpf_watch_netns(ctx, &att);
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];
 	a[2] = ctx->user_ip6[2];

@@ -141,6 +141,26 @@ struct {
 	__type(value, __u64);
 } sebpf_dhcp_budget SEC(".maps");
 
+/* Each cgroup attachment's watched network namespace (struct
+ * sebpf_netns_watch), by slot; zeroed when an attachment takes the slot.
+ * Sized max_attachments at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct sebpf_netns_watch);
+} sebpf_netns_watch SEC(".maps");
+
+/* Socket calls from outside the watched namespace (struct
+ * sebpf_netns_event), read by the daemon. Reports are rate-limited per
+ * attachment; the loader sizes this to hold one from every attachment
+ * there can be. When it is full, a report is lost and the next (a second
+ * on) or the daemon's sweep finds the move. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} sebpf_netns_events SEC(".maps");
+
 /*
  * Not used by any program. Updating a map-of-maps makes the kernel wait for
  * every running BPF program to finish (synchronize_rcu in the update

@@ -20,7 +20,9 @@
 #include <linux/types.h>
 
 /* Bump when any struct below or the set of maps changes: a daemon refuses to
- * adopt pinned state written with another ABI instead of misreading it. */
+ * adopt pinned state written with another ABI instead of misreading it. A
+ * map added alone needs no bump when a start can make it for state pinned
+ * before it existed (src/datapath/pinned_state.cc, newer maps). */
 #define SEBPF_ABI_VERSION 7
 
 /* An expiry meaning "never". 0 means "no such rule". */
@@ -74,6 +76,29 @@ struct sebpf_attachment {
 	__u32 pad;
 	__u64 owner; /* the cgroup id or ifindex this record belongs to */
 };
+
+/*
+ * Value of sebpf_netns_watch, by slot: the network namespace where the
+ * daemon serves a cgroup attachment's DNS endpoint and guards its packet
+ * sockets, as bpf_get_netns_cookie tells it. A socket call from an
+ * attached cgroup in any other namespace is reported (struct
+ * sebpf_netns_event), at most once per SEBPF_NETNS_REPORT_INTERVAL_NS per
+ * attachment: a process that entered a namespace of its own without the
+ * cgroup's population changing raises no other event, and its DNS would
+ * fail until the daemon's next sweep.
+ */
+struct sebpf_netns_watch {
+	__u64 cookie;	/* 0: not known yet; nothing is reported */
+	__u64 reported; /* bpf_ktime_get_ns() of the last report */
+};
+
+/* Sent on sebpf_netns_events. */
+struct sebpf_netns_event {
+	__u64 cgroup; /* the attached cgroup (its id) */
+	__u64 netns;  /* cookie of the namespace the call came from */
+};
+
+#define SEBPF_NETNS_REPORT_INTERVAL_NS 1000000000ULL
 
 /*
  * Value of sebpf_cg_attach and sebpf_if_attach: which of the attachment's

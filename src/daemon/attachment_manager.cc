@@ -8,6 +8,7 @@
 
 #include "daemon/attachment_kernel_state.h"
 #include "daemon/target_resolver.h"
+#include "datapath/netns.h"
 #include "state/state_file.h"
 
 namespace sebpf::daemon {
@@ -397,6 +398,20 @@ Status AttachmentManager::guard_packet_sockets_locked(AttachmentRecord& record, 
     }
   }
   record.guarded_netns = st.st_ino;
+  // Without the watch, a process that enters another namespace later is
+  // followed only at a sweep; the guard above stands either way.
+  auto cookie = datapath::netns_cookie(netns_fd);
+  const Status watched =
+      cookie.ok() ? dp_->watch_workload_netns(record.key, *cookie) : Status(cookie.error());
+  if (!watched.ok()) {
+    log_.warning("workload_netns_unwatched",
+                 {{"id", record.id()},
+                  {"target", record.target},
+                  {"error", watched.error().message()},
+                  {"impact",
+                   "a process of it that enters another network namespace is followed at the "
+                   "next sweep, not at its first socket call"}});
+  }
   return ok_status();
 }
 

@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,6 +39,7 @@
 #include "daemon/logger.h"
 #include "daemon/teaching_chains_file.h"
 #include "datapath/datapath.h"
+#include "datapath/netns_events.h"
 #include "dns/proxy.h"
 #include "policy/policy_file.h"
 
@@ -147,12 +149,21 @@ class AttachmentManager {
   // attachment needs it. An endpoint in the right namespace that lacks
   // ::1 binds it once the namespace has it. An empty cgroup changes
   // nothing. Called when its cgroup.events changes (a process came or all
-  // left) and at each sweep (a process that enters a namespace after
-  // joining raises no event).
+  // left), when the socket hooks report a call from another namespace
+  // (follow_reported_workloads), and at each sweep (a process that
+  // entered a namespace after joining and makes no socket call raises no
+  // event).
   void follow_workload_netns(const std::string& cgroup_path);
   // The same for every cgroup attachment, taking the lock for one at a
   // time (a look is three or four system calls).
   void follow_all_workload_netns();
+  // The socket hooks' reports of calls from outside an attachment's
+  // namespace (see Datapath::watch_workload_netns), for the watcher's
+  // thread to read; follow_reported_workloads reads them.
+  Result<std::unique_ptr<datapath::NetnsEvents>> open_netns_events() const;
+  // Follows the workload of each cgroup attachment reported there (the
+  // cgroups' ids).
+  void follow_reported_workloads(const std::set<uint64_t>& cgroup_ids);
   // A clsact qdisc or a TC filter was deleted on this interface, or a
   // filter that runs another's program added or put in place of one: if
   // one of ours (an attached interface's, or the packet socket filter of
@@ -275,8 +286,9 @@ class AttachmentManager {
   Status open_dns_endpoint_locked(const AttachmentRecord& record, int netns_fd,
                                   EndpointChange change = EndpointChange::kOpen);
   // Puts the packet socket filter on the interfaces of the cgroup
-  // workload's namespace `netns_fd` (-1: ours) and records which one in
-  // record.guarded_netns.
+  // workload's namespace `netns_fd` (-1: ours), records which one in
+  // record.guarded_netns, and has the socket hooks report calls from
+  // any other.
   Status guard_packet_sockets_locked(AttachmentRecord& record, int netns_fd);
   // Where a cgroup attachment's packet socket guard was: its namespace
   // (nsfs inode; 0: never guarded) and the cgroup through whose processes

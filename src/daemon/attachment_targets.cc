@@ -112,6 +112,22 @@ void AttachmentManager::follow_all_workload_netns() {
   for (const std::string& path : cgroup_targets()) follow_workload_netns(path);
 }
 
+Result<std::unique_ptr<datapath::NetnsEvents>> AttachmentManager::open_netns_events() const {
+  SEBPF_ASSIGN_OR_RETURN(UniqueFd ring, dp_->netns_events_map());
+  return datapath::NetnsEvents::open(std::move(ring));
+}
+
+void AttachmentManager::follow_reported_workloads(const std::set<uint64_t>& cgroup_ids) {
+  for (const uint64_t id : cgroup_ids) {
+    std::lock_guard lock(mu_);
+    for (AttachmentRecord& r : state_.records) {
+      if (r.kind != TargetKind::kCgroup || r.key.id != id) continue;
+      follow_workload_netns_locked(r);
+      break;
+    }
+  }
+}
+
 void AttachmentManager::follow_workload_netns_locked(AttachmentRecord& record) {
   auto found = netns_of_cgroup(record.target);
   if (!found.ok()) {

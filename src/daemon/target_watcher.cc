@@ -77,6 +77,16 @@ Result<std::unique_ptr<TargetWatcher>> TargetWatcher::start(AttachmentManager& m
   if (!self->inotify_fd_) return Error::from_errno(errno, "inotify_init1");
   self->stop_fd_.reset(eventfd(0, EFD_CLOEXEC));
   if (!self->stop_fd_) return Error::from_errno(errno, "eventfd");
+  auto netns_events = manager.open_netns_events();
+  if (netns_events.ok()) {
+    self->netns_events_ = std::move(*netns_events);
+  } else {
+    log.warning("netns_reports_unread",
+                {{"error", netns_events.error().message()},
+                 {"impact",
+                  "a process that enters another network namespace after joining its attached "
+                  "cgroup is followed at the next sweep, not at its first socket call"}});
+  }
   self->thread_ = std::thread([raw = self.get()] { raw->run(); });
   // Subscribed first, checked second: a target that went away before we
   // listened is found by the check, one that goes after by an event.
@@ -295,11 +305,14 @@ void TargetWatcher::run() {
   manager_.restore_all_pins();
   watch_state_dir();
   manager_.restore_state_files();
-  pollfd fds[3] = {
-      {netlink_fd_.get(), POLLIN, 0}, {inotify_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+  // A negative fd (no reports to read) is skipped by poll().
+  pollfd fds[4] = {{netlink_fd_.get(), POLLIN, 0},
+                   {inotify_fd_.get(), POLLIN, 0},
+                   {stop_fd_.get(), POLLIN, 0},
+                   {netns_events_ ? netns_events_->fd() : -1, POLLIN, 0}};
   int timeout_ms = -1;
   while (true) {
-    const int ready = poll(fds, 3, timeout_ms);
+    const int ready = poll(fds, 4, timeout_ms);
     if (ready < 0 && errno != EINTR) {
       log_.error("watcher_failed", {{"error", errno_text(errno)}});
       return;
@@ -308,9 +321,26 @@ void TargetWatcher::run() {
       if (fds[2].revents != 0) return;
       if (fds[0].revents != 0) read_netlink();
       if (fds[1].revents != 0) read_inotify();
+      if (fds[3].revents != 0) read_netns_events();
     }
     timeout_ms = look_again();
   }
+}
+
+void TargetWatcher::read_netns_events() {
+  auto reported = netns_events_->take();
+  if (!reported.ok()) {
+    // Left unread, the buffer would keep poll() awake: read no more, and
+    // let the sweep follow.
+    log_.error("netns_reports_failed",
+               {{"error", reported.error().message()},
+                {"impact",
+                 "workloads that enter another network namespace are followed at the "
+                 "next sweep from now on"}});
+    netns_events_.reset();
+    return;
+  }
+  manager_.follow_reported_workloads(*reported);
 }
 
 void TargetWatcher::read_netlink() {

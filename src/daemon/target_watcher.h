@@ -12,7 +12,9 @@
 // A cgroup's cgroup.events (inotify IN_MODIFY: a process came, or all
 // left) tells the manager to look where its workload sends from, then and
 // a few times in the seconds after (a runtime's first process may enter
-// the container's namespace only after it joined the cgroup).
+// the container's namespace only after it joined the cgroup); so does a
+// socket call the BPF hooks report from a namespace other than its
+// attachment's (a process that entered one later).
 // One thread sleeps in poll() until an event comes, so an idle host costs
 // no CPU.
 #pragma once
@@ -66,6 +68,7 @@ class TargetWatcher {
   void run();
   void read_netlink();
   void read_inotify();
+  void read_netns_events();
   // Entries of a directory removed or moved away, and the directory.
   static constexpr uint32_t kRemovals = IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF;
   // An inotify watch for `events` on a directory; -1, logged as `failure`,
@@ -96,6 +99,8 @@ class TargetWatcher {
   UniqueFd netlink_fd_;
   UniqueFd inotify_fd_;
   UniqueFd stop_fd_;
+  // Null when the reports cannot be read (logged): the sweep follows.
+  std::unique_ptr<datapath::NetnsEvents> netns_events_;
   std::mutex mu_;
   std::map<int, std::string> watched_dirs_;  // inotify wd -> cgroup parent directory
   std::map<int, std::string> populations_;   // inotify wd -> cgroup (its cgroup.events)

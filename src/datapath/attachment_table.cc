@@ -218,6 +218,7 @@ Result<uint32_t> AttachmentTable::take_slot() {
         return Error::from_errno(errno, "reset the DHCP budget");
       }
     }
+    SEBPF_RETURN_IF_ERROR(watch_netns(slot, 0));
     slot_used_[slot] = true;
     return slot;
   }
@@ -228,6 +229,16 @@ Result<uint32_t> AttachmentTable::take_slot() {
 
 void AttachmentTable::release_slot(uint32_t slot) {
   if (slot < slot_used_.size()) slot_used_[slot] = false;
+}
+
+Status AttachmentTable::watch_netns(uint32_t slot, uint64_t cookie) {
+  // The time of the last report goes too: the first call from elsewhere
+  // is reported at once.
+  const sebpf_netns_watch watch{.cookie = cookie, .reported = 0};
+  if (bpf_map_update_elem(fds_.netns_watch, &slot, &watch, BPF_ANY) != 0) {
+    return Error::from_errno(errno, "set the watched network namespace");
+  }
+  return ok_status();
 }
 
 Result<uint32_t> AttachmentTable::next_id() {

@@ -19,6 +19,7 @@ struct AttachmentMapFds {
   int records = -1;    // sebpf_att_records: two sebpf_attachment per slot
   int counters = -1;
   int dhcp_budget = -1;
+  int netns_watch = -1;
   int meta = -1;
 };
 
@@ -51,7 +52,8 @@ class AttachmentTable {
   Status erase(const AttachmentKey& key);
   Result<std::vector<AttachmentRecord>> all() const;
 
-  // A free slot, taken; its counters and DHCP budget are reset.
+  // A free slot, taken; its counters, DHCP budget and watched network
+  // namespace are reset.
   Result<uint32_t> take_slot();
   void release_slot(uint32_t slot);
   const std::vector<bool>& slots_in_use() const { return slot_used_; }
@@ -61,6 +63,9 @@ class AttachmentTable {
   Result<uint32_t> next_id();
 
   Result<Counters> counters(uint32_t slot) const;
+  // Which network namespace (its cookie) the socket hooks hold the slot's
+  // cgroup attachment to (struct sebpf_netns_watch); 0: none.
+  Status watch_netns(uint32_t slot, uint64_t cookie);
 
  private:
   int map_for(const AttachmentKey& key) const;

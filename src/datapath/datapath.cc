@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,6 +103,14 @@ uint32_t learned_buckets(const Config& config) {
       std::bit_ceil(std::max<uint64_t>(1, (slots + SEBPF_LEARNED_WAYS - 1) / SEBPF_LEARNED_WAYS)));
 }
 
+uint32_t netns_events_bytes(const Config& config) {
+  // A report and its ring buffer header, for each attachment; a power of
+  // two of pages, as the kernel wants.
+  const uint64_t wanted = (sizeof(sebpf_netns_event) + BPF_RINGBUF_HDR_SZ) * config.max_attachments;
+  const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return static_cast<uint32_t>(std::bit_ceil(std::max(wanted, page)));
+}
+
 Datapath::Datapath(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Datapath::~Datapath() {
@@ -154,6 +163,8 @@ Status Datapath::Impl::load() {
     bpf_map__set_max_entries(m->sebpf_if_names, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_counters, config.max_attachments);
     bpf_map__set_max_entries(m->sebpf_dhcp_budget, 2 * config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_netns_watch, config.max_attachments);
+    bpf_map__set_max_entries(m->sebpf_netns_events, netns_events_bytes(config));
     bpf_map__set_max_entries(m->sebpf_host4, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_host6, config.max_host_rules);
     bpf_map__set_max_entries(m->sebpf_learned, learned_buckets(config));
@@ -189,7 +200,8 @@ Status Datapath::Impl::load() {
   table = std::make_unique<AttachmentTable>(
       AttachmentMapFds{bpf_map__fd(m->sebpf_cg_attach), bpf_map__fd(m->sebpf_if_attach),
                        bpf_map__fd(m->sebpf_att_records), bpf_map__fd(m->sebpf_counters),
-                       bpf_map__fd(m->sebpf_dhcp_budget), bpf_map__fd(m->sebpf_meta)},
+                       bpf_map__fd(m->sebpf_dhcp_budget), bpf_map__fd(m->sebpf_netns_watch),
+                       bpf_map__fd(m->sebpf_meta)},
       config.max_attachments, *barrier);
   if (kLearnedTableSupported) {
     SEBPF_RETURN_IF_ERROR(learned_memory.map(bpf_map__fd(m->sebpf_learned), buckets));
@@ -382,6 +394,20 @@ Status Datapath::set_dns_endpoint(const AttachmentKey& key, const DnsEndpoint& d
   SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
   SEBPF_RETURN_IF_ERROR(encode_dns_endpoint(dns, value));
   return impl_->table->replace(key, value);
+}
+
+Status Datapath::watch_workload_netns(const AttachmentKey& key, uint64_t netns_cookie) {
+  if (key.kind != TargetKind::kCgroup) {
+    return Error(Errc::kInvalidArgument, "only cgroup attachments have a workload namespace");
+  }
+  SEBPF_ASSIGN_OR_RETURN(sebpf_attachment value, impl_->table->read_existing(key));
+  return impl_->table->watch_netns(value.slot, netns_cookie);
+}
+
+Result<UniqueFd> Datapath::netns_events_map() const {
+  UniqueFd fd(fcntl(bpf_map__fd(impl_->skel->maps.sebpf_netns_events), F_DUPFD_CLOEXEC, 0));
+  if (!fd) return Error::from_errno(errno, "duplicate the namespace reports' map");
+  return fd;
 }
 
 Status Datapath::add_rule(const AttachmentKey& key, const Rule& rule) {

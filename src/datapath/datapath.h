@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 #include "datapath/types.h"
 #include "net/ip_prefix.h"
 
@@ -119,6 +120,16 @@ class Datapath {
 
   Status set_mode(const AttachmentKey& key, Mode mode);
   Status set_dns_endpoint(const AttachmentKey& key, const DnsEndpoint& dns);
+  // Holds a cgroup attachment's socket hooks to the network namespace
+  // whose cookie is `netns_cookie` (datapath/netns.h), the one its
+  // workload is served and guarded in: a connect() or sendmsg() from any
+  // other is reported on the netns_events_map() ring buffer, at most once
+  // a second per attachment, so that the owner can follow a process that
+  // entered a namespace of its own. 0 (an attachment's start) reports
+  // nothing.
+  Status watch_workload_netns(const AttachmentKey& key, uint64_t netns_cookie);
+  // That ring buffer (a new descriptor), for a NetnsEvents reader.
+  Result<UniqueFd> netns_events_map() const;
 
   // Adds a rule, or gives an existing one (same prefix and action) the new
   // expiry. Rules of other actions on the same prefix stay.

@@ -50,6 +50,9 @@ uint64_t own_netns_ino();
 // without the table: an array map cannot be empty).
 uint32_t learned_buckets(const Config& config);
 
+// The size of the ring buffer of namespace reports (sebpf_netns_events).
+uint32_t netns_events_bytes(const Config& config);
+
 // The learned-host map, mapped into this process for as long as it lives.
 class MappedBuckets {
  public:

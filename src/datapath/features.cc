@@ -37,6 +37,7 @@ constexpr MapTypeNeed kMapTypes[] = {
     {BPF_MAP_TYPE_PERCPU_ARRAY, "per-CPU arrays (Linux 4.6)"},
     {BPF_MAP_TYPE_SK_STORAGE, "socket-local storage (Linux 5.2)"},
     {BPF_MAP_TYPE_ARRAY_OF_MAPS, "arrays of maps (Linux 4.12)"},
+    {BPF_MAP_TYPE_RINGBUF, "ring buffers (Linux 5.8)"},
 };
 constexpr HelperNeed kHelpers[] = {
     {BPF_PROG_TYPE_SCHED_CLS, BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns (Linux 5.8)"},
@@ -48,6 +49,8 @@ constexpr HelperNeed kHelpers[] = {
      "bpf_skb_ancestor_cgroup_id in cgroup_skb (Linux 4.19)"},
     {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_current_ancestor_cgroup_id,
      "bpf_get_current_ancestor_cgroup_id in cgroup programs (Linux 5.7)"},
+    {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_get_netns_cookie,
+     "bpf_get_netns_cookie in socket hooks (Linux 5.7)"},
     {BPF_PROG_TYPE_CGROUP_SOCK_ADDR, BPF_FUNC_sk_storage_get,
      "bpf_sk_storage_get in socket hooks, for transparent DNS (Linux 5.10)"},
     {BPF_PROG_TYPE_CGROUP_SOCK, BPF_FUNC_sk_storage_get,

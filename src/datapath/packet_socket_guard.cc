@@ -2,14 +2,13 @@
 
 #include <bpf/libbpf.h>
 #include <net/if.h>
-#include <sched.h>
 
 #include <cerrno>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "datapath/netns.h"
 #include "datapath/tc_filter_dump.h"
 
 namespace sebpf::datapath {
@@ -33,24 +32,6 @@ Result<std::vector<Interface>> interfaces() {
 }
 
 bool interface_gone(int err) { return err == -ENODEV || err == -ENOENT || err == -ENXIO; }
-
-// Runs `work` in the network namespace `netns_fd` (-1: ours). setns()
-// changes only the calling thread's namespace, and the netlink sockets
-// libbpf opens belong to the namespace they are made in: a short-lived
-// thread does the work there.
-template <typename R, typename Work>
-R in_namespace(int netns_fd, const Work& work) {
-  if (netns_fd < 0) return work();
-  R done = Error(Errc::kInternal, "no result");
-  std::thread([&] {
-    if (setns(netns_fd, CLONE_NEWNET) != 0) {
-      done = Error::from_errno(errno, "enter the workload's network namespace");
-      return;
-    }
-    done = work();
-  }).join();
-  return done;
-}
 
 }  // namespace
 
@@ -100,7 +81,7 @@ Result<std::string> PacketSocketGuard::restore_interface(uint32_t ifindex) {
 }
 
 Status PacketSocketGuard::guard(int netns_fd) {
-  return in_namespace<Status>(netns_fd, [this, netns_fd]() -> Status {
+  return in_network_namespace<Status>(netns_fd, [this, netns_fd]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     for (const Interface& i : all) {
       const int err = attach(i.ifindex);
@@ -115,7 +96,7 @@ Status PacketSocketGuard::guard(int netns_fd) {
 
 Result<size_t> PacketSocketGuard::unguard(int netns_fd) {
   if (netns_fd < 0) guarded_here_.clear();
-  return in_namespace<Result<size_t>>(netns_fd, [this]() -> Result<size_t> {
+  return in_network_namespace<Result<size_t>>(netns_fd, [this]() -> Result<size_t> {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     size_t removed = 0;
     for (const Interface& i : all) {

@@ -180,19 +180,25 @@ Result<bool> Datapath::Impl::reuse_pinned_maps() {
   config.max_prefix_rules = meta.max_prefix_rules;
   config.max_flows_per_attachment = meta.max_flows_per_attachment;
 
+  // Maps that state pinned before they existed lacks, with their sizes.
+  // They start empty (every attachment's whole DHCP burst; no learned host
+  // in the table; no namespace watched until the daemon's adoption
+  // guards each cgroup attachment's), and libbpf pins each when it is made.
+  const std::map<const bpf_map*, uint32_t> newer_maps = {
+      {skel->maps.sebpf_dhcp_budget, 2 * config.max_attachments},
+      {skel->maps.sebpf_learned, learned_buckets(config)},
+      {skel->maps.sebpf_netns_watch, config.max_attachments},
+      {skel->maps.sebpf_netns_events, netns_events_bytes(config)},
+  };
   bool all_adopted = true;
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, skel->obj) {
     if (bpf_map__is_internal(map)) continue;  // .rodata: ours, not pinned
     const std::string path = maps_dir(config) + "/" + bpf_map__name(map);
     UniqueFd fd(bpf_obj_get(path.c_str()));
-    const bool newer_map = map == skel->maps.sebpf_dhcp_budget || map == skel->maps.sebpf_learned;
-    if (!fd && errno == ENOENT && newer_map) {
-      // State pinned before this map existed: it starts empty (every
-      // attachment's whole DHCP burst; no learned host in the table), and
-      // libbpf pins it when it is made.
-      bpf_map__set_max_entries(map, map == skel->maps.sebpf_learned ? learned_buckets(config)
-                                                                    : 2 * config.max_attachments);
+    const auto newer = newer_maps.find(map);
+    if (!fd && errno == ENOENT && newer != newer_maps.end()) {
+      bpf_map__set_max_entries(map, newer->second);
       if (int err = bpf_map__set_pin_path(map, path.c_str()); err != 0) {
         return Error::from_errno(err, "pin new map " + path);
       }

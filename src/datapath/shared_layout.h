@@ -33,6 +33,8 @@ static_assert(sizeof(sebpf_counters) == 8 * SEBPF_HOOK_COUNT * SEBPF_REASON_COUN
 static_assert(sizeof(sebpf_counters) % 8 == 0, "per-CPU values are 8-byte rounded");
 static_assert(sizeof(sebpf_meta) == 32);
 static_assert(sizeof(sebpf_ifname) == 16);
+static_assert(sizeof(sebpf_netns_watch) == 16);
+static_assert(sizeof(sebpf_netns_event) == 16);
 static_assert(sizeof(sebpf_learned_slot) == 40);
 static_assert(offsetof(sebpf_learned_slot, until) == 16);
 static_assert(offsetof(sebpf_learned_slot, addr) == 24);

@@ -13,11 +13,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "datapath/netns.h"
+#include "datapath/netns_events.h"
 #include "e2e_fixture.h"
 
 namespace sebpf::testing {
@@ -471,6 +475,54 @@ TEST_F(CgroupE2eTest, CountersShowConnectsAndPacketsByReason) {
   EXPECT_GE(c->get(SEBPF_HOOK_SOCKET, SEBPF_REASON_ALLOW_RULE), 1U);
   EXPECT_EQ(c->get(SEBPF_HOOK_SOCKET, SEBPF_REASON_DENY_DEFAULT), 1U);
   EXPECT_GE(c->get(SEBPF_HOOK_PACKET, SEBPF_REASON_ALLOW_RULE), 2U);  // SYN, data, ...
+}
+
+// The socket hooks report a call made from outside the network namespace
+// an attachment is watched in: at once, then at most once a second, and
+// nothing from inside it or while none is watched. This is how the daemon
+// learns that a process entered a namespace of its own.
+TEST_F(CgroupE2eTest, SocketCallsFromAnotherNetworkNamespaceAreReported) {
+  const auto key = attach(Mode::kAllowlist);
+  auto ring = dp_->netns_events_map();
+  ASSERT_TRUE(ring.ok()) << ring.error().message();
+  auto reports = datapath::NetnsEvents::open(std::move(*ring));
+  ASSERT_TRUE(reports.ok()) << reports.error().message();
+  const auto reported = [&] {
+    auto taken = (*reports)->take();
+    EXPECT_TRUE(taken.ok()) << taken.error().message();
+    return taken.ok() ? *taken : std::set<uint64_t>{};
+  };
+  // A datagram the allowlist refuses at sendto(), in a namespace of the
+  // call's own or ours: the hook ran either way.
+  const auto send_from = [&](bool own_namespace) {
+    return in_cgroup([own_namespace] {
+      if (own_namespace && unshare(CLONE_NEWNET) != 0) return 91;
+      return udp_echo("198.51.100.3", kEchoPort, false);
+    });
+  };
+  const std::set<uint64_t> this_cgroup = {key.id};
+
+  EXPECT_EQ(send_from(true), EPERM);
+  EXPECT_TRUE(reported().empty()) << "no namespace watched yet";
+
+  auto ours = datapath::netns_cookie(-1);
+  ASSERT_TRUE(ours.ok()) << ours.error().message();
+  ok(dp_->watch_workload_netns(key, *ours));
+  EXPECT_EQ(send_from(false), EPERM);
+  EXPECT_TRUE(reported().empty()) << "a call from the watched namespace";
+  EXPECT_EQ(send_from(true), EPERM);
+  EXPECT_EQ(reported(), this_cgroup);
+  EXPECT_EQ(send_from(true), EPERM);
+  EXPECT_TRUE(reported().empty()) << "reported a moment ago";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  EXPECT_EQ(send_from(true), EPERM);
+  EXPECT_EQ(reported(), this_cgroup) << "a second on";
+
+  // Watched anew (the daemon followed the workload): the next call from
+  // elsewhere is reported at once.
+  ok(dp_->watch_workload_netns(key, *ours));
+  EXPECT_EQ(send_from(true), EPERM);
+  EXPECT_EQ(reported(), this_cgroup);
 }
 
 }  // namespace

@@ -146,16 +146,22 @@ TEST_F(DnsE2eTest, AContainerThatJoinsACgroupAttachedEmptyIsServedInItsNamespace
 
 // A process that enters a namespace of its own after it joined the cgroup
 // (as a runtime's first process may: it joins, enters the container's
-// namespace, and exits once the container's own process runs) raises no
-// event then. The daemon looks again shortly after the cgroup's
-// population changed (0.1, 0.6 and 2.6 s on), and at each sweep.
+// namespace, and exits once the container's own process runs) changes
+// nothing in the cgroup's population. The daemon looks again shortly
+// after the population changed (0.1, 0.6 and 2.6 s on), at the process's
+// first socket call there (the hooks report it), and at each sweep.
 class DnsFollowTest : public DnsE2eTest {
  protected:
+  // What the workload does in its new namespace before the daemon is
+  // watched for following it: nothing, or ask for allowed.example (its
+  // endpoint may not be there yet: answered or not).
+  enum class FirstCall { kNone, kDnsQuery };
   // The cgroup attached empty; a workload joins it from the host's
   // namespace and makes one of its own `after` that: served there once
   // the daemon has followed it, which it must within `deadline`.
   void expect_followed_after_joining(std::chrono::milliseconds after,
-                                     std::chrono::milliseconds deadline) {
+                                     std::chrono::milliseconds deadline,
+                                     FirstCall first_call = FirstCall::kNone) {
     attach_cgroup(dns_policy({"allowed.example"}));
     Rendezvous meet;
     ASSERT_TRUE(meet.valid());
@@ -164,6 +170,10 @@ class DnsFollowTest : public DnsE2eTest {
       std::this_thread::sleep_for(after);
       if (unshare(CLONE_NEWNET) != 0) return 80;
       if (run_command({"ip", "link", "set", "lo", "up"}).exit_code != 0) return 81;
+      if (first_call == FirstCall::kDnsQuery) {
+        (void)dns_query(*net::SocketAddress::parse("203.0.113.2:53", 53),
+                        make_query("allowed.example", kTypeA));
+      }
       return meet.ready_then_wait() ? container_resolves_allowed_example() : 82;
     });
     meet.forked();
@@ -186,8 +196,17 @@ TEST_F(DnsFollowTest, AWorkloadThatMakesItsNamespaceJustAfterJoiningIsServedTher
 
 TEST_F(DnsFollowTest, AWorkloadThatMakesItsNamespaceLaterIsServedThereFromTheNextSweep) {
   start_with_upstream(kSweepEverySecond);
-  // Past the last look after the event (2.6 s).
+  // Past the last look after the event (2.6 s), and no socket call.
   expect_followed_after_joining(std::chrono::milliseconds(3000), std::chrono::milliseconds(2000));
+}
+
+TEST_F(DnsFollowTest, AWorkloadThatMakesItsNamespaceLaterIsFollowedAtItsFirstSocketCall) {
+  // No sweep during the test, and past the last look after the event: the
+  // hooks' report of its first DNS query alone (any connect() or sendmsg()
+  // is reported). The query after is answered.
+  start_with_upstream("sweep_interval_seconds: 3600\n");
+  expect_followed_after_joining(std::chrono::milliseconds(3000), std::chrono::milliseconds(500),
+                                FirstCall::kDnsQuery);
 }
 
 // An endpoint that cannot be made in the namespace its workload was

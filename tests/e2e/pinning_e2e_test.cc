@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "datapath/shared_layout.h"
@@ -443,9 +445,10 @@ TEST_F(PinningE2eTest, PinnedStateThatCannotBeLookedAtStopsTheStart) {
   std::filesystem::remove_all(pin_dir_);
 }
 
-// State pinned by a build older than the DHCP budget map is adopted, not
-// refused: enforcement goes on, and the new map is made and pinned.
-TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
+// State pinned by a build older than the DHCP budget map and the network
+// namespace watch is adopted, not refused: enforcement goes on, and the
+// new maps are made and pinned.
+TEST_F(PinningE2eTest, StatePinnedBeforeNewerMapsExistedIsAdopted) {
   {
     auto dp = open_pinned();
     ASSERT_TRUE(dp.ok()) << dp.error().message();
@@ -455,11 +458,13 @@ TEST_F(PinningE2eTest, StatePinnedBeforeTheDhcpBudgetExistedIsAdopted) {
                             {.mode = Mode::kAllowlist, .dns = {}, .direction = {}, .rules = {}})
             .ok());
   }
-  const std::string path = pin_dir_ + "/maps/sebpf_dhcp_budget";
-  ASSERT_TRUE(std::filesystem::remove(path));
+  const std::vector<std::string> newer = {pin_dir_ + "/maps/sebpf_dhcp_budget",
+                                          pin_dir_ + "/maps/sebpf_netns_watch",
+                                          pin_dir_ + "/maps/sebpf_netns_events"};
+  for (const std::string& path : newer) ASSERT_TRUE(std::filesystem::remove(path)) << path;
   auto adopted = open_pinned();
   ASSERT_TRUE(adopted.ok()) << adopted.error().message();
-  EXPECT_TRUE(std::filesystem::exists(path));
+  for (const std::string& path : newer) EXPECT_TRUE(std::filesystem::exists(path)) << path;
   auto all = (*adopted)->attachments();
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(all->size(), 1U) << "the attachment was adopted";
