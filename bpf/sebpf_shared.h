@@ -85,7 +85,9 @@ struct sebpf_attachment {
  * sebpf_netns_event), at most once per SEBPF_NETNS_REPORT_INTERVAL_NS per
  * attachment: a process that entered a namespace of its own without the
  * cgroup's population changing raises no other event, and its DNS would
- * fail until the daemon's next sweep.
+ * fail until the daemon's next sweep. The daemon rewrites the cookie, not
+ * the time of the last report, so a workload that makes namespace after
+ * namespace is followed once per interval at most.
  */
 struct sebpf_netns_watch {
 	__u64 cookie;	/* 0: not known yet; nothing is reported */

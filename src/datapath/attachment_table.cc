@@ -218,7 +218,10 @@ Result<uint32_t> AttachmentTable::take_slot() {
         return Error::from_errno(errno, "reset the DHCP budget");
       }
     }
-    SEBPF_RETURN_IF_ERROR(watch_netns(slot, 0));
+    const sebpf_netns_watch unwatched{};
+    if (bpf_map_update_elem(fds_.netns_watch, &slot, &unwatched, BPF_ANY) != 0) {
+      return Error::from_errno(errno, "reset the watched network namespace");
+    }
     slot_used_[slot] = true;
     return slot;
   }
@@ -232,9 +235,16 @@ void AttachmentTable::release_slot(uint32_t slot) {
 }
 
 Status AttachmentTable::watch_netns(uint32_t slot, uint64_t cookie) {
-  // The time of the last report goes too: the first call from elsewhere
-  // is reported at once.
-  const sebpf_netns_watch watch{.cookie = cookie, .reported = 0};
+  // The time of the last report stays: were it reset, a workload that
+  // enters a new namespace again and again would have each move reported
+  // at once, and so make the daemon move its endpoint as fast as it
+  // makes namespaces; kept, once a second at most. (A program's report
+  // between the read and the write is the one time lost: harmless.)
+  sebpf_netns_watch watch{};
+  if (bpf_map_lookup_elem(fds_.netns_watch, &slot, &watch) != 0) {
+    return Error::from_errno(errno, "read the watched network namespace");
+  }
+  watch.cookie = cookie;
   if (bpf_map_update_elem(fds_.netns_watch, &slot, &watch, BPF_ANY) != 0) {
     return Error::from_errno(errno, "set the watched network namespace");
   }

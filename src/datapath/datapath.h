@@ -124,9 +124,9 @@ class Datapath {
   // whose cookie is `netns_cookie` (datapath/netns.h), the one its
   // workload is served and guarded in: a connect() or sendmsg() from any
   // other is reported on the netns_events_map() ring buffer, at most once
-  // a second per attachment, so that the owner can follow a process that
-  // entered a namespace of its own. 0 (an attachment's start) reports
-  // nothing.
+  // a second per attachment (a new watch does not start the second
+  // again), so that the owner can follow a process that entered a
+  // namespace of its own. 0 (an attachment's start) reports nothing.
   Status watch_workload_netns(const AttachmentKey& key, uint64_t netns_cookie);
   // That ring buffer (a new descriptor), for a NetnsEvents reader.
   Result<UniqueFd> netns_events_map() const;
