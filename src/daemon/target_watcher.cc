@@ -321,13 +321,13 @@ void TargetWatcher::run() {
       if (fds[2].revents != 0) return;
       if (fds[0].revents != 0) read_netlink();
       if (fds[1].revents != 0) read_inotify();
-      if (fds[3].revents != 0) read_netns_events();
+      if (fds[3].revents != 0 && !read_netns_events()) fds[3].fd = -1;
     }
     timeout_ms = look_again();
   }
 }
 
-void TargetWatcher::read_netns_events() {
+bool TargetWatcher::read_netns_events() {
   auto reported = netns_events_->take();
   if (!reported.ok()) {
     // Left unread, the buffer would keep poll() awake: read no more, and
@@ -338,9 +338,10 @@ void TargetWatcher::read_netns_events() {
                  "workloads that enter another network namespace are followed at the "
                  "next sweep from now on"}});
     netns_events_.reset();
-    return;
+    return false;
   }
   manager_.follow_reported_workloads(*reported);
+  return true;
 }
 
 void TargetWatcher::read_netlink() {

@@ -68,7 +68,9 @@ class TargetWatcher {
   void run();
   void read_netlink();
   void read_inotify();
-  void read_netns_events();
+  // Follows the workloads reported; false (logged) when the reports
+  // cannot be read, and are read no more.
+  bool read_netns_events();
   // Entries of a directory removed or moved away, and the directory.
   static constexpr uint32_t kRemovals = IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF;
   // An inotify watch for `events` on a directory; -1, logged as `failure`,

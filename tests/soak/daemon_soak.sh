@@ -266,9 +266,12 @@ cgroup_worker() {
 
 # Containers: a process in a cgroup and a network namespace of its own,
 # asking an ordinary resolver (steered to its endpoint in that namespace).
-# Half are attached running; half are attached empty, as a pod's cgroup
-# is, and their first process joins from inside its namespace (the
-# daemon follows it there).
+# A third are attached running; a third are attached empty, as a pod's
+# cgroup is, and their first process joins from inside its namespace (the
+# daemon follows it there); a third are attached with their process in
+# ours, which enters the namespace 3 s later (past the looks the
+# population change brings), and the first query there has the daemon
+# follow it (the socket hooks report it).
 any_resolver() {
   if [ $((RANDOM % 2)) -eq 0 ]; then
     echo "203.0.113.$((RANDOM % 250 + 1))"
@@ -277,7 +280,7 @@ any_resolver() {
   fi
 }
 container_worker() {
-  local n=0 ns dir holder id type unanswered broken
+  local n=0 ns dir holder id type unanswered broken flavour
   while [ $SECONDS -lt $end ]; do
     n=$((n + 1))
     ns=ssk-$1-$n
@@ -285,12 +288,36 @@ container_worker() {
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     mkdir -p "$dir"
-    if [ $((RANDOM % 2)) -eq 0 ]; then
+    flavour=$((RANDOM % 3))
+    if [ $flavour -eq 0 ]; then
       (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" sleep 60) &
       holder=$!
       sleep 0.2
       id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist \
         --allow-domain soak.example 2> /dev/null | json_id)
+    elif [ $flavour -eq 1 ]; then
+      # shellcheck disable=SC2016 # $$, $1 and $2 are the inner shell's
+      sh -c 'echo $$ > "$1/cgroup.procs" && sleep 3 && exec nsenter --net="$2" sleep 60' - \
+        "$dir" "/run/netns/$ns" &
+      holder=$!
+      sleep 0.2
+      id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist \
+        --allow-domain soak.example 2> /dev/null | json_id)
+      sleep 3.2
+      # Its first query may find no endpoint there yet; the next is
+      # answered unless the daemon is down, or the attach failed.
+      if [ -n "$id" ]; then
+        # shellcheck disable=SC2016 # $1 is the inner shell's
+        if (echo $BASHPID > "$dir/cgroup.procs" && exec ip netns exec "$ns" sh -c \
+          'dig +tries=1 +time=1 +short "@$1" n1.soak.example A > /dev/null
+           sleep 0.2
+           dig +tries=1 +time=1 +short "@$1" n1.soak.example A' - "$(any_resolver)") \
+          2> /dev/null | grep -q .; then
+          echo answered >> "$work/late_entrants"
+        else
+          echo unanswered >> "$work/late_entrants"
+        fi
+      fi
     else
       id=$("${ctl[@]}" -o json attach --cgroup "$dir" --mode allowlist \
         --allow-domain soak.example 2> /dev/null | json_id)
@@ -610,6 +637,11 @@ first_answered=$(grep -c '^answered' "$work/first_queries" 2> /dev/null)
 first_asked=$(wc -l < "$work/first_queries" 2> /dev/null || echo 0)
 [ "${first_asked:-0}" -lt 10 ] || [ "$((first_answered * 2))" -ge "$first_asked" ] ||
   problem "only $first_answered of $first_asked containers attached empty had their first query answered"
+# Containers whose process entered its namespace late: the same.
+late_answered=$(grep -c '^answered' "$work/late_entrants" 2> /dev/null)
+late_asked=$(wc -l < "$work/late_entrants" 2> /dev/null || echo 0)
+[ "${late_asked:-0}" -lt 10 ] || [ "$((late_answered * 2))" -ge "$late_asked" ] ||
+  problem "only $late_answered of $late_asked containers whose process entered its namespace late were answered by their second query"
 left=$(ip -o link | grep -c ' ssk')
 [ "$left" -eq 0 ] || problem "$left interfaces left"
 [ -e "$cgroup_root" ] && problem "$cgroup_root left"
@@ -620,7 +652,8 @@ echo "daemon_soak: $seconds s, capability bounding set ${bounding_set:-unknown},
   "$(grep -c '"event":"target_removed"' "$work/daemon.log") targets removed under the daemon," \
   "$(grep -c '"event":"api_socket_restored"' "$work/daemon.log") removals of its files undone," \
   "$(grep -c '"event":"workload_netns_followed"' "$work/daemon.log") workloads followed into a namespace" \
-  "(first query answered for ${first_answered:-0} of ${first_asked:-0} containers attached empty)," \
+  "(first query answered for ${first_answered:-0} of ${first_asked:-0} containers attached empty;" \
+  "second query for ${late_answered:-0} of ${late_asked:-0} whose process entered its namespace late)," \
   "$links_replaced cgroups' links put back" \
   "($(grep -c '^detached' "$work/links_tampered") detached," \
   "$(grep -c '^swapped' "$work/links_tampered") swapped)," \
