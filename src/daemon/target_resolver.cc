@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <thread>
 
+#include "common/in_namespace.h"
 #include "common/unique_fd.h"
 
 namespace sebpf::daemon {
@@ -89,16 +89,8 @@ Result<std::string> cgroupns_root_of(const std::string& task, const std::string&
     return *path;
   };
   SEBPF_ASSIGN_OR_RETURN(const std::string seen, read());
-  // setns() changes only the calling thread's cgroup namespace: a
-  // short-lived thread makes the second read.
-  Result<std::string> inside = Error(Errc::kInternal, "no result");
-  std::thread([&] {
-    if (setns(ns.get(), CLONE_NEWCGROUP) != 0) {
-      inside = Error::from_errno(errno, "enter the cgroup namespace of " + task);
-      return;
-    }
-    inside = read();
-  }).join();
+  const Result<std::string> inside = in_namespace<Result<std::string>>(
+      ns.get(), CLONE_NEWCGROUP, "the cgroup namespace of " + task, read);
   if (!inside.ok()) return inside.error();
   if (*inside == "/") return seen == "/" ? mount : mount + seen;
   if (*inside == "/.." || inside->starts_with("/../")) {

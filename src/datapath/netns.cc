@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include "common/in_namespace.h"
 #include "common/unique_fd.h"
 
 #ifndef SO_NETNS_COOKIE
@@ -11,7 +12,7 @@
 namespace sebpf::datapath {
 
 Result<uint64_t> netns_cookie(int netns_fd) {
-  return in_network_namespace<Result<uint64_t>>(netns_fd, []() -> Result<uint64_t> {
+  const auto read = []() -> Result<uint64_t> {
     UniqueFd probe(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (!probe) return Error::from_errno(errno, "open a socket to read its namespace's cookie");
     uint64_t cookie = 0;
@@ -20,7 +21,8 @@ Result<uint64_t> netns_cookie(int netns_fd) {
       return Error::from_errno(errno, "read the network namespace's cookie (SO_NETNS_COOKIE)");
     }
     return cookie;
-  });
+  };
+  return in_namespace<Result<uint64_t>>(netns_fd, CLONE_NEWNET, "the network namespace", read);
 }
 
 }  // namespace sebpf::datapath

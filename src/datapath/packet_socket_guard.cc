@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "datapath/netns.h"
+#include "common/in_namespace.h"
 #include "datapath/tc_filter_dump.h"
 
 namespace sebpf::datapath {
@@ -29,6 +29,12 @@ Result<std::vector<Interface>> interfaces() {
     out.push_back({i->if_index, i->if_name});
   }
   return out;
+}
+
+// Work done in the network namespace `netns_fd` (-1: ours).
+template <typename R, typename Work>
+R in_workload_netns(int netns_fd, const Work& work) {
+  return in_namespace<R>(netns_fd, CLONE_NEWNET, "the workload's network namespace", work);
 }
 
 bool interface_gone(int err) { return err == -ENODEV || err == -ENOENT || err == -ENXIO; }
@@ -81,7 +87,7 @@ Result<std::string> PacketSocketGuard::restore_interface(uint32_t ifindex) {
 }
 
 Status PacketSocketGuard::guard(int netns_fd) {
-  return in_network_namespace<Status>(netns_fd, [this, netns_fd]() -> Status {
+  return in_workload_netns<Status>(netns_fd, [this, netns_fd]() -> Status {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     for (const Interface& i : all) {
       const int err = attach(i.ifindex);
@@ -96,7 +102,7 @@ Status PacketSocketGuard::guard(int netns_fd) {
 
 Result<size_t> PacketSocketGuard::unguard(int netns_fd) {
   if (netns_fd < 0) guarded_here_.clear();
-  return in_network_namespace<Result<size_t>>(netns_fd, [this]() -> Result<size_t> {
+  return in_workload_netns<Result<size_t>>(netns_fd, [this]() -> Result<size_t> {
     SEBPF_ASSIGN_OR_RETURN(std::vector<Interface> all, interfaces());
     size_t removed = 0;
     for (const Interface& i : all) {

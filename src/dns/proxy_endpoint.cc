@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <thread>
 
+#include "common/in_namespace.h"
 #include "net/socket_options.h"
 
 namespace sebpf::dns {
@@ -176,21 +176,9 @@ Result<std::shared_ptr<Endpoint>> bind_endpoint(const EndpointSpec& spec, const 
     }
     return ok_status();
   };
-  if (spec.netns_fd < 0) {
-    SEBPF_RETURN_IF_ERROR(bind_all());
-  } else {
-    // A socket belongs to the namespace it was made in; setns() changes
-    // only the calling thread's, so a short-lived thread makes them.
-    Status made = ok_status();
-    std::thread([&] {
-      if (setns(spec.netns_fd, CLONE_NEWNET) != 0) {
-        made = Error::from_errno(errno, "enter the workload's network namespace");
-        return;
-      }
-      made = bind_all();
-    }).join();
-    SEBPF_RETURN_IF_ERROR(made);
-  }
+  // A socket belongs to the namespace it was made in.
+  SEBPF_RETURN_IF_ERROR(in_namespace<Status>(spec.netns_fd, CLONE_NEWNET,
+                                             "the workload's network namespace", bind_all));
   return endpoint;
 }
 
