@@ -1,5 +1,7 @@
 #include "datapath/netns_events.h"
 
+#include <cerrno>
+
 #include "datapath/shared_layout.h"
 
 namespace sebpf::datapath {

@@ -152,8 +152,8 @@ TEST_F(DnsE2eTest, AContainerThatJoinsACgroupAttachedEmptyIsServedInItsNamespace
 // first socket call there (the hooks report it), and at each sweep.
 class DnsFollowTest : public DnsE2eTest {
  protected:
-  // What the workload does in its new namespace before the daemon is
-  // watched for following it: nothing, or ask for allowed.example (its
+  // What the workload does in its new namespace before the test looks
+  // for the daemon's follow: nothing, or ask for allowed.example (its
   // endpoint may not be there yet: answered or not).
   enum class FirstCall { kNone, kDnsQuery };
   // The cgroup attached empty; a workload joins it from the host's
